@@ -1,0 +1,34 @@
+# The README's two commands are `make demo` and `make test`; CI runs `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint typecheck pytest clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Install the embedded default and run the quickstart: Schooner on local processes,
+# an sklearn model deployed and serving real predictions over HTTP.
+demo: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[local,sklearn]'
+	$(BIN)/python examples/quickstart.py
+
+# Install what the tests need, then lint, type-check and run every test.
+test: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(MAKE) lint typecheck pytest
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
