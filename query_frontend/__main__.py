@@ -1,0 +1,77 @@
+"""Entry point: ``python -m query_frontend --redis-url URL --port 1337 --rpc-port 7000``."""
+
+from __future__ import annotations
+
+import argparse
+import logging.config
+import os
+import sys
+
+import uvicorn
+
+from query_frontend.app import create_app
+from query_frontend.config import Config
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="python -m query_frontend", description=__doc__)
+    p.add_argument("--redis-url", default=env("SCHOONER_REDIS_URL", Config.redis_url))
+    p.add_argument("--key-prefix", default=env("SCHOONER_KEY_PREFIX", Config.key_prefix))
+    p.add_argument("--host", default=env("SCHOONER_QUERY_HOST", Config.host))
+    p.add_argument("--port", type=int, default=int(env("SCHOONER_QUERY_PORT", Config.port)))
+    p.add_argument("--rpc-host", default=env("SCHOONER_RPC_HOST", Config.rpc_host))
+    p.add_argument("--rpc-port", type=int, default=int(env("SCHOONER_RPC_PORT", Config.rpc_port)))
+    p.add_argument("--max-body-bytes", type=int, default=Config.max_body_bytes)
+    p.add_argument("--heartbeat-ms", type=int, default=Config.heartbeat_ms)
+    p.add_argument("--max-batch-size", type=int, default=Config.max_batch_size)
+    p.add_argument("--max-queue", type=int, default=Config.max_queue_per_model)
+    p.add_argument("--frontend-id", default=env("SCHOONER_FRONTEND_ID"))
+    p.add_argument("--log-level", default=env("SCHOONER_LOG_LEVEL", "INFO"))
+    a = p.parse_args(argv)
+    extra = {"frontend_id": a.frontend_id} if a.frontend_id else {}
+    return Config(
+        redis_url=a.redis_url,
+        key_prefix=a.key_prefix,
+        host=a.host,
+        port=a.port,
+        rpc_host=a.rpc_host,
+        rpc_port=a.rpc_port,
+        max_body_bytes=a.max_body_bytes,
+        heartbeat_ms=a.heartbeat_ms,
+        max_batch_size=a.max_batch_size,
+        max_queue_per_model=a.max_queue,
+        log_level=a.log_level.upper(),
+        **extra,
+    )
+
+
+def logging_config(level: str) -> dict[str, object]:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {"uvicorn.access": {"level": "WARNING"}},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    logging.config.dictConfig(logging_config(config.log_level))
+    uvicorn.run(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

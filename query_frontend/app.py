@@ -1,0 +1,86 @@
+"""The query frontend application: its lifespan owns Redis, ZeroMQ and background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import redis.asyncio as aioredis
+import zmq.asyncio
+from starlette.applications import Starlette
+
+from management_frontend.schema import Keys, Snapshot
+from query_frontend.config import Config
+from query_frontend.dispatch import Dispatcher
+from query_frontend.http_api import FrontendState, routes
+from query_frontend.registry import ReplicaRegistry
+from query_frontend.routing import RoutingTable, follow
+from query_frontend.rpc import RpcServer
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(config: Config) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        keys = Keys(config.key_prefix)
+        r = aioredis.Redis.from_url(
+            config.redis_url,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            health_check_interval=10,
+        )
+        ctx = zmq.asyncio.Context()
+        dispatcher = Dispatcher(config.max_batch_size, config.max_queue_per_model)
+        routing = RoutingTable()
+        rpc = RpcServer(ctx, config.rpc_bind_address, dispatcher, config.heartbeat_ms)
+        registry = ReplicaRegistry(r, keys, config.advertised_address)
+        dispatcher.on_replica_added = registry.added
+        dispatcher.on_replica_removed = registry.removed
+
+        def on_snapshot(snap: Snapshot) -> None:
+            rpc.expected_input_types = {k: v.input_type for k, v in snap.versions.items()}
+            for key, mv in snap.versions.items():
+                dispatcher.configure(key, mv.input_type, mv.batch_size)
+
+        routing.listeners.append(on_snapshot)
+        app.state.frontend = FrontendState(config, routing, dispatcher)
+        rpc.open()
+        tasks: set[asyncio.Task[None]] = set()
+
+        def spawn(coro: Coroutine[Any, Any, None], name: str) -> None:
+            task = asyncio.create_task(coro, name=name)
+            tasks.add(task)
+            task.add_done_callback(_on_task_done)
+            task.add_done_callback(tasks.discard)
+
+        try:
+            with contextlib.suppress(Exception):
+                await registry.clear_own()
+            spawn(follow(routing, r, keys), "change-feed")
+            spawn(rpc.serve(), "rpc")
+            spawn(rpc.heartbeat(), "heartbeat")
+            spawn(registry.run(), "replica-registry")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(routing.ready.wait(), timeout=10)
+            logger.info("query frontend %s ready", config.frontend_id)
+            yield
+        finally:
+            for task in tasks:
+                task.cancel("query frontend shutting down")
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await registry.clear_own()
+            rpc.close()
+            ctx.term()
+            await r.aclose()
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _on_task_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("background task %s failed", task.get_name(), exc_info=task.exception())

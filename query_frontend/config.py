@@ -1,0 +1,39 @@
+"""Query frontend configuration: built once in the entry point and passed in."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+
+def _default_frontend_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Config:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "schooner"
+    host: str = "127.0.0.1"
+    port: int = 1337
+    rpc_host: str = "127.0.0.1"
+    rpc_port: int = 7000
+    # Largest request body accepted; larger bodies get 413.
+    max_body_bytes: int = 10 * 1024 * 1024
+    # Interval of heartbeats to replicas; a replica silent for 3 intervals is removed.
+    heartbeat_ms: int = 250
+    # Cap on the batch sent to one replica when the model version sets none.
+    max_batch_size: int = 64
+    # Queries waiting per model version beyond which new queries get 503 + Retry-After.
+    max_queue_per_model: int = 10_000
+    log_level: str = "INFO"
+    frontend_id: str = field(default_factory=_default_frontend_id)
+
+    @property
+    def rpc_bind_address(self) -> str:
+        return f"tcp://{self.rpc_host}:{self.rpc_port}"
+
+    @property
+    def advertised_address(self) -> str:
+        return f"{self.host}:{self.port}"

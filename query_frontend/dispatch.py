@@ -1,0 +1,228 @@
+"""Queues of queries per model version, and their dispatch as batches to replicas.
+
+Event-driven: a batch is sent when a query arrives and a replica has room, or when a
+replica answers and queries are waiting. There is no polling loop. A replica holds at
+most ``max_inflight`` batches; the least loaded replica is chosen. When a replica goes
+away, the queries it held go back to the front of the queue for another replica, or
+get the default when their deadline passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from model_container import protocol
+from model_container.protocol import Error, Hello, InputType, Predict, Result
+from query_frontend.queries import Expired, Failure, Query
+from query_frontend.replicas import ModelKey, Replica
+
+logger = logging.getLogger(__name__)
+
+SendFn = Callable[[bytes, list[protocol.Frame]], None]
+
+
+class OverloadedError(Exception):
+    """The queue of a model version is full: the client should retry later."""
+
+
+class ModelQueue:
+    """Pending queries of one model version and the replicas that serve it."""
+
+    def __init__(self, key: ModelKey, input_type: InputType, max_batch: int, max_queue: int):
+        self.key = key
+        self.input_type = input_type
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.pending: deque[Query] = deque()
+        self.replicas: dict[bytes, Replica] = {}
+        self.max_inflight = 1
+
+    @property
+    def label(self) -> str:
+        return f"model '{self.key[0]}' version '{self.key[1]}'"
+
+    def explain_expiry(self) -> str:
+        if not self.replicas:
+            return f"no replica of {self.label} is connected"
+        return f"{self.label} did not answer within the latency objective"
+
+
+class Dispatcher:
+    """Owns every ModelQueue, every connected Replica and every batch in flight."""
+
+    def __init__(self, default_max_batch: int, max_queue: int, max_inflight: int = 1):
+        self._default_max_batch = default_max_batch
+        self._max_queue = max_queue
+        self._max_inflight = max_inflight
+        self.queues: dict[ModelKey, ModelQueue] = {}
+        self.by_identity: dict[bytes, Replica] = {}
+        self._batch_ids = itertools.count(1)
+        self._batches: dict[int, tuple[Replica, list[Query]]] = {}
+        self._send: SendFn | None = None
+        self.on_replica_added: Callable[[Replica], None] = lambda r: None
+        self.on_replica_removed: Callable[[Replica], None] = lambda r: None
+
+    def bind(self, send: SendFn) -> None:
+        self._send = send
+
+    # ------------------------------------------------------------------ configuration
+
+    def queue(self, key: ModelKey, input_type: InputType, batch_size: int = -1) -> ModelQueue:
+        q = self.queues.get(key)
+        if q is None:
+            q = ModelQueue(key, input_type, self._cap(batch_size), self._max_queue)
+            q.max_inflight = self._max_inflight
+            self.queues[key] = q
+        return q
+
+    def configure(self, key: ModelKey, input_type: InputType, batch_size: int) -> None:
+        """Apply a model version's registered settings (from the change feed)."""
+        q = self.queue(key, input_type, batch_size)
+        q.input_type = input_type
+        q.max_batch = self._cap(batch_size)
+
+    def _cap(self, batch_size: int) -> int:
+        return batch_size if batch_size > 0 else self._default_max_batch
+
+    # ----------------------------------------------------------------------- queries
+
+    def submit(self, q: ModelQueue, queries: Sequence[Query]) -> None:
+        if len(q.pending) + len(queries) > q.max_queue:
+            raise OverloadedError(f"{q.label} has {len(q.pending)} queries waiting")
+        q.pending.extend(queries)
+        self._pump(q)
+
+    def expire(self, query: Query, q: ModelQueue) -> None:
+        """Timer callback at a query's deadline."""
+        query.timer = None
+        query.resolve(Expired(q.explain_expiry()))
+
+    def _pump(self, q: ModelQueue) -> None:
+        while q.pending and q.replicas:
+            replica = min(q.replicas.values(), key=lambda r: r.outstanding)
+            if replica.outstanding >= q.max_inflight:
+                return
+            batch = self._take_batch(q)
+            if batch:
+                self._send_batch(q, replica, batch)
+
+    def _take_batch(self, q: ModelQueue) -> list[Query]:
+        now = asyncio.get_running_loop().time()
+        batch: list[Query] = []
+        while q.pending and len(batch) < q.max_batch:
+            query = q.pending.popleft()
+            if query.future.done():
+                continue  # answered already (its deadline passed while it waited)
+            if query.deadline <= now:
+                query.resolve(Expired(f"{q.label} could not start it before the deadline"))
+                continue
+            batch.append(query)
+        return batch
+
+    def _send_batch(self, q: ModelQueue, replica: Replica, batch: list[Query]) -> None:
+        assert self._send is not None, "Dispatcher.bind() was not called"
+        batch_id = next(self._batch_ids)
+        lengths, data = _pack([query.item for query in batch], q.input_type)
+        msg = Predict(batch_id, q.input_type, lengths, data)
+        replica.inflight[batch_id] = batch
+        self._batches[batch_id] = (replica, batch)
+        self._send(replica.identity, protocol.encode(msg))
+
+    # ---------------------------------------------------------------------- replicas
+
+    def add_replica(self, identity: bytes, hello: Hello, now: float) -> Replica:
+        for old in list(self.by_identity.values()):
+            if old.replica_id == hello.replica_id:
+                self.remove_replica(old.identity, "replaced by a new connection")
+        replica = Replica.from_hello(identity, hello, now)
+        q = self.queue(replica.key, replica.input_type)
+        q.replicas[identity] = replica
+        self.by_identity[identity] = replica
+        logger.info("replica %s of %s connected", replica.replica_id, q.label)
+        self.on_replica_added(replica)
+        self._pump(q)
+        return replica
+
+    def remove_replica(self, identity: bytes, reason: str) -> None:
+        replica = self.by_identity.pop(identity, None)
+        if replica is None:
+            return
+        q = self.queues[replica.key]
+        q.replicas.pop(identity, None)
+        logger.warning("replica %s of %s removed: %s", replica.replica_id, q.label, reason)
+        # Retry what it held on another replica, oldest first, ahead of newer queries.
+        retry: list[Query] = []
+        for batch_id, batch in sorted(replica.inflight.items()):
+            self._batches.pop(batch_id, None)
+            retry.extend(query for query in batch if not query.future.done())
+        replica.inflight.clear()
+        q.pending.extendleft(reversed(retry))
+        self.on_replica_removed(replica)
+        self._pump(q)
+
+    def on_result(self, identity: bytes, msg: Result) -> None:
+        found = self._finish(identity, msg.batch_id)
+        if found is None:
+            return
+        replica, batch = found
+        outputs = protocol.split_items(msg.lengths, msg.data)
+        if len(outputs) != len(batch):
+            failure = Failure(
+                f"{_label(replica)} returned {len(outputs)} outputs for {len(batch)} inputs"
+            )
+            for query in batch:
+                query.resolve(failure)
+        else:
+            for query, out in zip(batch, outputs, strict=True):
+                query.resolve(bytes(out))
+        self._pump(self.queues[replica.key])
+
+    def on_error(self, identity: bytes, msg: Error) -> None:
+        found = self._finish(identity, msg.batch_id)
+        if found is None:
+            return
+        replica, batch = found
+        failure = Failure(f"{_label(replica)} failed ({msg.kind}): {msg.message}")
+        for query in batch:
+            query.resolve(failure)
+        self._pump(self.queues[replica.key])
+
+    def _finish(self, identity: bytes, batch_id: int) -> tuple[Replica, list[Query]] | None:
+        entry = self._batches.pop(batch_id, None)
+        if entry is None:
+            return None  # a late answer for a batch already retried elsewhere
+        replica, batch = entry
+        if replica.identity != identity:
+            logger.warning("batch %d answered by the wrong replica; ignored", batch_id)
+            self._batches[batch_id] = entry
+            return None
+        replica.inflight.pop(batch_id, None)
+        return replica, batch
+
+    def status(self) -> dict[str, Any]:
+        return {
+            f"{k[0]}:{k[1]}": {
+                "queued": len(q.pending),
+                "max_batch_size": q.max_batch,
+                "replicas": sorted(r.replica_id for r in q.replicas.values()),
+                "inflight_batches": sum(r.outstanding for r in q.replicas.values()),
+            }
+            for k, q in sorted(self.queues.items())
+        }
+
+
+def _label(replica: Replica) -> str:
+    return f"model '{replica.key[0]}' version '{replica.key[1]}' (replica {replica.replica_id})"
+
+
+def _pack(items: list[Any], input_type: InputType) -> tuple[bytes, bytes | memoryview]:
+    dtype = input_type.dtype
+    if dtype is None:
+        return protocol.pack_items(items)
+    lengths, data = protocol.pack_arrays(items, dtype)
+    return lengths, data.data.cast("B")  # the array buffer, sent without a copy

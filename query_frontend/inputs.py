@@ -1,0 +1,102 @@
+"""Parsing and validating prediction request bodies into the items a batch carries.
+
+A numeric input becomes a 1-d numpy array of the app's dtype; bytes, strings and JSON
+inputs become the bytes that travel on the wire. Every failure is an ``InputError``
+whose message says what to send instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+import orjson
+
+from model_container.protocol import InputType
+
+Item = np.ndarray[Any, Any] | bytes
+
+_NUMERIC_KINDS: dict[InputType, str] = {
+    InputType.INTS: "iu",
+    InputType.FLOATS: "iuf",
+    InputType.DOUBLES: "iuf",
+}
+_INT64_MAX = np.iinfo(np.int64).max
+
+_SHAPE_HINT = '{"input": ...} or {"input_batch": [...]}'
+
+
+class InputError(ValueError):
+    """The request body cannot be turned into inputs for the app."""
+
+
+def parse_body(body: bytes, input_type: InputType) -> tuple[list[Item], bool]:
+    """Return the inputs of a request body and whether it was a batch request."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"request body is not valid JSON ({exc}); send {_SHAPE_HINT}") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"request body must be a JSON object: {_SHAPE_HINT}")
+    has_input, has_batch = "input" in doc, "input_batch" in doc
+    if has_input and has_batch:
+        raise InputError('send either "input" or "input_batch", not both')
+    if has_input:
+        return [convert(doc["input"], input_type, "input")], False
+    if has_batch:
+        batch = doc["input_batch"]
+        if not isinstance(batch, list) or not batch:
+            raise InputError('"input_batch" must be a non-empty JSON list of inputs')
+        return [convert(v, input_type, f"input_batch[{i}]") for i, v in enumerate(batch)], True
+    raise InputError(f'request body has no "input" or "input_batch" field: send {_SHAPE_HINT}')
+
+
+def convert(value: Any, input_type: InputType, where: str) -> Item:
+    """Convert one JSON input value to its wire item, checking it fits the input type."""
+    dtype = input_type.dtype
+    if dtype is not None:
+        return _numeric(value, input_type, dtype, where)
+    if input_type is InputType.STRINGS:
+        if not isinstance(value, str):
+            raise InputError(f"{where} must be a JSON string for input type 'strings'")
+        return value.encode("utf-8")
+    if input_type is InputType.BYTES:
+        if not isinstance(value, str):
+            raise InputError(f"{where} must be a base64 string for input type 'bytes'")
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise InputError(f"{where} is not valid base64 (input type 'bytes')") from None
+    return orjson.dumps(value)
+
+
+def _integral_beyond_int64(arr: np.ndarray[Any, Any]) -> bool:
+    # Integers past 64 bits arrive as Python ints (object arrays) or, from orjson, as floats.
+    if arr.dtype.kind == "O":
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in arr.tolist())
+    if arr.dtype.kind == "f":
+        return bool(np.all(np.mod(arr, 1) == 0) and np.any(np.abs(arr) > _INT64_MAX))
+    return False
+
+
+def _numeric(value: Any, input_type: InputType, dtype: np.dtype[Any], where: str) -> Item:
+    noun = "integers" if input_type is InputType.INTS else "numbers"
+    if not isinstance(value, list) or not value:
+        raise InputError(f"{where} must be a non-empty JSON list of {noun} for '{input_type}'")
+    try:
+        arr = np.array(value)
+    except (ValueError, OverflowError):
+        raise InputError(f"{where} must be a flat list of {noun} for '{input_type}'") from None
+    if arr.ndim != 1:
+        raise InputError(f"{where} must be a flat list of {noun}, not nested lists")
+    kind = arr.dtype.kind
+    if kind not in _NUMERIC_KINDS[input_type]:
+        if input_type is InputType.INTS and _integral_beyond_int64(arr):
+            raise InputError(f"{where} has an integer outside the 64-bit range of 'ints'")
+        found = {"b": "booleans", "f": "non-integer numbers", "U": "strings"}.get(kind, "values")
+        raise InputError(f"{where} must be a list of {noun} for '{input_type}', found {found}")
+    if kind == "u" and input_type is InputType.INTS and int(arr.max()) > _INT64_MAX:
+        raise InputError(f"{where} has an integer outside the 64-bit range of 'ints'")
+    return arr.astype(dtype, copy=False)

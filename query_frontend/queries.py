@@ -1,0 +1,44 @@
+"""A query in flight through the frontend and the outcomes it can end with."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from query_frontend.inputs import Item
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The model failed on the batch holding the query (it raised, or bad output)."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """No answer by the deadline: the app's default output is returned, with the reason."""
+
+    reason: str
+
+
+# A successful outcome is the output's JSON text, exactly as the container encoded it.
+Outcome = bytes | Failure | Expired
+
+
+@dataclass(slots=True, eq=False)
+class Query:
+    query_id: int
+    item: Item
+    deadline: float  # in loop.time() seconds
+    future: asyncio.Future[Outcome]
+    timer: asyncio.TimerHandle | None = field(default=None)
+
+    def resolve(self, outcome: Outcome) -> None:
+        """Answer the query once; later answers (a retry, a late result) are ignored."""
+        if self.future.done():
+            return
+        self.future.set_result(outcome)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None

@@ -1,0 +1,55 @@
+"""Publishes the replicas connected to this frontend into Redis for the control plane.
+
+Registrations happen on the RPC path, which must never wait for Redis, so changes go
+through a queue that one background task writes out in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from management_frontend.schema import Keys
+from query_frontend.replicas import Replica
+
+logger = logging.getLogger(__name__)
+
+
+class ReplicaRegistry:
+    def __init__(self, r: aioredis.Redis, keys: Keys, frontend: str) -> None:
+        self._r = r
+        self._keys = keys
+        self._frontend = frontend
+        self._ops: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
+
+    def added(self, replica: Replica) -> None:
+        self._ops.put_nowait((replica.replica_id, json.dumps(replica.describe(self._frontend))))
+
+    def removed(self, replica: Replica) -> None:
+        self._ops.put_nowait((replica.replica_id, None))
+
+    async def clear_own(self) -> None:
+        """Drop entries a previous run of this frontend left behind."""
+        entries = await self._r.hgetall(self._keys.replicas)
+        stale = [k for k, v in entries.items() if json.loads(v).get("frontend") == self._frontend]
+        if stale:
+            await self._r.hdel(self._keys.replicas, *stale)
+
+    async def run(self) -> None:
+        """Write queued changes until cancelled."""
+        while True:
+            replica_id, value = await self._ops.get()
+            while True:
+                try:
+                    if value is None:
+                        await self._r.hdel(self._keys.replicas, replica_id)
+                    else:
+                        await self._r.hset(self._keys.replicas, replica_id, value)
+                    break
+                except (RedisError, OSError) as exc:
+                    logger.warning("cannot record replica %s in Redis: %s", replica_id, exc)
+                    await asyncio.sleep(0.5)

@@ -1,0 +1,53 @@
+"""One connected model replica as the frontend sees it: identity, liveness, work in flight."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from model_container.protocol import Hello, InputType
+from query_frontend.queries import Query
+
+ModelKey = tuple[str, str]  # (model name, version)
+
+
+@dataclass(eq=False)
+class Replica:
+    identity: bytes  # the ZeroMQ routing id of its DEALER socket
+    replica_id: str
+    key: ModelKey
+    input_type: InputType
+    runtime: dict[str, str]
+    pid: int
+    last_seen: float  # loop.time() of the last message from it
+    connected_at: float = field(default_factory=time.time)
+    inflight: dict[int, list[Query]] = field(default_factory=dict)  # batch id -> queries
+
+    @classmethod
+    def from_hello(cls, identity: bytes, hello: Hello, now: float) -> Replica:
+        return cls(
+            identity=identity,
+            replica_id=hello.replica_id,
+            key=(hello.model_name, hello.model_version),
+            input_type=hello.input_type,
+            runtime=dict(hello.runtime),
+            pid=hello.pid,
+            last_seen=now,
+        )
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.inflight)
+
+    def describe(self, frontend: str) -> dict[str, Any]:
+        return {
+            "replica_id": self.replica_id,
+            "model_name": self.key[0],
+            "model_version": self.key[1],
+            "input_type": str(self.input_type),
+            "frontend": frontend,
+            "pid": self.pid,
+            "runtime": self.runtime,
+            "connected_at": self.connected_at,
+        }

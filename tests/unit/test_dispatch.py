@@ -1,0 +1,188 @@
+"""Dispatch of queued queries to replicas: caps, least-loaded choice, retry, exactly-once."""
+
+import asyncio
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model_container import protocol
+from model_container.protocol import Error, ErrorKind, Hello, InputType, Result
+from query_frontend.dispatch import Dispatcher
+from query_frontend.queries import Expired, Failure, Query
+
+KEY = ("m", "1")
+
+
+class Wire:
+    """Collects what the dispatcher sends, decoded, per replica identity."""
+
+    def __init__(self):
+        self.sent: list[tuple[bytes, protocol.Predict]] = []
+
+    def __call__(self, identity, frames):
+        msg = protocol.decode([bytes(f) for f in frames])
+        assert isinstance(msg, protocol.Predict)
+        self.sent.append((identity, msg))
+
+
+def hello(replica_id: str) -> Hello:
+    return Hello("m", "1", InputType.DOUBLES, replica_id)
+
+
+def make_queries(loop, n, deadline=1e12):
+    return [Query(i, np.array([float(i)]), deadline, loop.create_future()) for i in range(n)]
+
+
+def answer(d: Dispatcher, identity: bytes, predict: protocol.Predict):
+    values = protocol.unpack_inputs(predict.input_type, predict.lengths, predict.data)
+    lengths, data = protocol.pack_outputs([float(row[0]) * 10 for row in values])
+    d.on_result(identity, Result(predict.batch_id, lengths, data))
+
+
+async def test_batches_respect_the_cap_and_answers_reach_the_right_queries():
+    loop = asyncio.get_running_loop()
+    wire = Wire()
+    d = Dispatcher(default_max_batch=4, max_queue=100)
+    d.bind(wire)
+    q = d.queue(KEY, InputType.DOUBLES)
+    d.add_replica(b"a", hello("r0"), loop.time())
+    queries = make_queries(loop, 10)
+    d.submit(q, queries)
+    # One batch in flight per replica: the first batch goes at once, greedy up to the cap.
+    while wire.sent:
+        identity, predict = wire.sent.pop(0)
+        assert predict.size <= 4
+        answer(d, identity, predict)
+    assert [await query.future for query in queries] == [b"%.1f" % (i * 10) for i in range(10)]
+
+
+async def test_least_loaded_replica_gets_the_next_batch():
+    loop = asyncio.get_running_loop()
+    wire = Wire()
+    d = Dispatcher(default_max_batch=2, max_queue=100)
+    d.bind(wire)
+    q = d.queue(KEY, InputType.DOUBLES)
+    d.add_replica(b"a", hello("r0"), loop.time())
+    d.add_replica(b"b", hello("r1"), loop.time())
+    d.submit(q, make_queries(loop, 4))
+    assert sorted(identity for identity, _ in wire.sent) == [b"a", b"b"]
+
+
+async def test_a_removed_replica_hands_its_queries_to_another():
+    loop = asyncio.get_running_loop()
+    wire = Wire()
+    d = Dispatcher(default_max_batch=8, max_queue=100)
+    d.bind(wire)
+    q = d.queue(KEY, InputType.DOUBLES)
+    d.add_replica(b"a", hello("r0"), loop.time())
+    queries = make_queries(loop, 3)
+    d.submit(q, queries)
+    assert [identity for identity, _ in wire.sent] == [b"a"]
+    wire.sent.clear()
+    d.add_replica(b"b", hello("r1"), loop.time())
+    d.remove_replica(b"a", "test")
+    identity, predict = wire.sent.pop()
+    assert identity == b"b" and predict.size == 3
+    answer(d, identity, predict)
+    assert [await query.future for query in queries] == [b"0.0", b"10.0", b"20.0"]
+
+
+async def test_a_model_error_fails_the_batch_and_the_replica_serves_the_next():
+    loop = asyncio.get_running_loop()
+    wire = Wire()
+    d = Dispatcher(default_max_batch=1, max_queue=100)
+    d.bind(wire)
+    q = d.queue(KEY, InputType.DOUBLES)
+    d.add_replica(b"a", hello("r0"), loop.time())
+    first, second = make_queries(loop, 2)
+    d.submit(q, [first, second])
+    identity, predict = wire.sent.pop()
+    d.on_error(identity, Error(predict.batch_id, ErrorKind.MODEL_RAISED, "ValueError: boom"))
+    outcome = await first.future
+    assert isinstance(outcome, Failure) and "ValueError: boom" in outcome.message
+    assert "model 'm' version '1'" in outcome.message
+    identity, predict = wire.sent.pop()
+    answer(d, identity, predict)
+    assert await second.future == b"10.0"
+
+
+async def test_queries_past_their_deadline_are_never_sent():
+    loop = asyncio.get_running_loop()
+    wire = Wire()
+    d = Dispatcher(default_max_batch=8, max_queue=100)
+    d.bind(wire)
+    q = d.queue(KEY, InputType.DOUBLES)
+    late = make_queries(loop, 2, deadline=loop.time() - 1)
+    d.submit(q, late)
+    d.add_replica(b"a", hello("r0"), loop.time())
+    assert wire.sent == []
+    outcomes = [await query.future for query in late]
+    assert all(isinstance(o, Expired) for o in outcomes)
+
+
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), st.integers(1, 5)),
+        st.tuples(st.just("answer"), st.integers(0, 3)),
+        st.tuples(st.just("fail"), st.integers(0, 3)),
+        st.tuples(st.just("add"), st.integers(0, 3)),
+        st.tuples(st.just("remove"), st.integers(0, 3)),
+        st.tuples(st.just("expire"), st.integers(0, 50)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events, st.integers(1, 6))
+def test_every_query_is_answered_exactly_once_and_batches_never_exceed_the_cap(evs, cap):
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        wire = Wire()
+        d = Dispatcher(default_max_batch=cap, max_queue=10_000)
+        d.bind(wire)
+        q = d.queue(KEY, InputType.DOUBLES)
+        every: list[Query] = []
+        for kind, arg in evs:
+            if kind == "submit":
+                new = [
+                    Query(n, np.array([float(n)]), 1e12, loop.create_future())
+                    for n in range(len(every), len(every) + arg)
+                ]
+                every.extend(new)
+                d.submit(q, new)
+            elif kind in ("answer", "fail") and wire.sent:
+                identity, predict = wire.sent.pop(arg % len(wire.sent))
+                assert predict.size <= cap
+                if kind == "answer":
+                    answer(d, identity, predict)
+                else:
+                    d.on_error(identity, Error(predict.batch_id, ErrorKind.MODEL_RAISED, "x"))
+            elif kind == "add":
+                d.add_replica(b"r%d" % arg, hello(f"r{arg}"), loop.time())
+            elif kind == "remove":
+                d.remove_replica(b"r%d" % arg, "test")
+            elif kind == "expire" and every:
+                d.expire(every[arg % len(every)], q)
+        # Drain: a replica answers everything still queued or in flight, then any
+        # query that no replica can take reaches its deadline.
+        d.add_replica(b"last", hello("last"), loop.time())
+        while wire.sent:
+            identity, predict = wire.sent.pop(0)
+            assert predict.size <= cap
+            if identity in d.by_identity:
+                answer(d, identity, predict)
+        for query in every:
+            if not query.future.done():
+                d.expire(query, q)
+        for query in every:
+            outcome = query.future.result()
+            # A prediction is always this query's own: never another query's output.
+            if isinstance(outcome, bytes):
+                assert outcome == b"%.1f" % (query.query_id * 10)
+            else:
+                assert isinstance(outcome, Failure | Expired)
+        assert not d._batches or all(r in d.by_identity.values() for r, _ in d._batches.values())
+
+    asyncio.run(scenario())
