@@ -1,0 +1,54 @@
+"""Schooner's model container: what runs inside every model image.
+
+It loads a model bundle (a cloudpickled closure or an entry point), connects out to a
+query frontend over the ZeroMQ wire protocol (``model_container.protocol``, specified in
+``docs/wire-protocol.md``), registers, heartbeats and answers batches until stopped.
+Run it as ``python -m model_container``; see ``model_container.cli`` for the flags.
+
+This package must stay importable with only numpy, pyzmq, msgpack, cloudpickle and
+orjson installed: it is the base install of every model image.
+"""
+
+from model_container.bundle import (
+    BundleError,
+    BundleInfo,
+    BundleKind,
+    IncompatibleRuntimeError,
+    PredictFunction,
+    check_compatible,
+    load_predict_function,
+    read_bundle_info,
+    runtime_versions,
+    write_closure_bundle,
+    write_entry_point_bundle,
+)
+from model_container.protocol import (
+    PROTOCOL_VERSION,
+    ErrorKind,
+    InputType,
+    MsgType,
+    ProtocolError,
+)
+from model_container.server import ContainerConfig, ModelContainer, serve
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "BundleError",
+    "BundleInfo",
+    "BundleKind",
+    "ContainerConfig",
+    "ErrorKind",
+    "IncompatibleRuntimeError",
+    "InputType",
+    "ModelContainer",
+    "MsgType",
+    "PredictFunction",
+    "ProtocolError",
+    "check_compatible",
+    "load_predict_function",
+    "read_bundle_info",
+    "runtime_versions",
+    "serve",
+    "write_closure_bundle",
+    "write_entry_point_bundle",
+]

@@ -1,0 +1,331 @@
+"""The model bundle: the directory a model is deployed as, and how a container loads it.
+
+A bundle holds ``model.json`` and, for a cloudpickled closure, ``func.pkl``::
+
+    {"format": 1,
+     "kind": "closure" | "entry_point",
+     "entry_point": "pkg.module:attr",          # entry_point bundles only
+     "input_type": "doubles",
+     "runtime": {"python": "3.11.7", "cloudpickle": "3.1.2", "numpy": "2.4.6"},
+     "pkgs": ["scikit-learn==1.5.0"]}
+
+An entry point names a callable that takes a list of inputs, or a class that is
+instantiated with no arguments and whose ``predict`` method is used. The bundle
+directory is put first on ``sys.path`` while it is imported, so a bundle may carry its
+own modules. ``pkgs`` is what the image builder installs; the container only reports it.
+
+A pickle only loads under the Python minor version and cloudpickle major version it was
+made with, so ``load_predict_function`` refuses a mismatch, with a message naming both
+versions, before it unpickles anything. Exceptions::
+
+    ValueError
+     └── BundleError                 missing, malformed or unloadable bundle
+          └── IncompatibleRuntimeError   pickled under another Python / cloudpickle
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import inspect
+import json
+import logging
+import os
+import platform
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import numpy as np
+
+from model_container.protocol import InputType
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = 1
+MODEL_JSON = "model.json"
+FUNC_PKL = "func.pkl"
+
+PredictFunction = Callable[[Any], Sequence[Any]]
+
+_ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_VERSION = re.compile(r"^(\d+)(?:\.(\d+))?")
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, malformed, or whose model cannot be loaded."""
+
+
+class IncompatibleRuntimeError(BundleError):
+    """A pickled model made under a Python or cloudpickle this container cannot load."""
+
+
+class BundleKind(enum.StrEnum):
+    CLOSURE = "closure"
+    ENTRY_POINT = "entry_point"
+
+
+@dataclass(frozen=True, slots=True)
+class BundleInfo:
+    """What ``model.json`` says about a bundle."""
+
+    path: Path
+    kind: BundleKind
+    input_type: InputType
+    runtime: dict[str, str]
+    pkgs: tuple[str, ...] = ()
+    entry_point: str | None = None
+    format: int = BUNDLE_FORMAT
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept for rewrite
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            **self.extra,
+            "format": self.format,
+            "kind": str(self.kind),
+            "input_type": str(self.input_type),
+            "runtime": dict(self.runtime),
+            "pkgs": list(self.pkgs),
+        }
+        if self.entry_point is not None:
+            doc["entry_point"] = self.entry_point
+        return doc
+
+
+def runtime_versions() -> dict[str, str]:
+    """The versions of this interpreter and of the libraries a pickle depends on."""
+    return {
+        "python": platform.python_version(),
+        "cloudpickle": str(cloudpickle.__version__),
+        "numpy": np.__version__,
+    }
+
+
+def check_compatible(pickled: Mapping[str, str], runtime: Mapping[str, str]) -> None:
+    """Refuse a pickle made under another Python minor or cloudpickle major version.
+
+    ``pickled`` is the ``runtime`` recorded in the bundle, ``runtime`` is this
+    interpreter's (``runtime_versions()``). Patch-level differences are accepted.
+    """
+    theirs_py, ours_py = pickled.get("python", "unknown"), runtime.get("python", "unknown")
+    theirs_cp = pickled.get("cloudpickle", "unknown")
+    ours_cp = runtime.get("cloudpickle", "unknown")
+    theirs_minor, ours_minor = _release(theirs_py, 2), _release(ours_py, 2)
+    theirs_major, ours_major = _release(theirs_cp, 1), _release(ours_cp, 1)
+    python_ok = theirs_minor is not None and theirs_minor == ours_minor
+    pickle_ok = theirs_major is not None and theirs_major == ours_major
+    if python_ok and pickle_ok:
+        return
+    ours_env, their_image = [], []
+    if not python_ok:
+        ours_env.append(f"Python {_short(ours_py, 2)}")
+        their_image.append(f"Python {_short(theirs_py, 2)}")
+    if not pickle_ok:
+        ours_env.append(f"cloudpickle {_short(ours_cp, 1)}.x")
+        their_image.append(f"cloudpickle {_short(theirs_cp, 1)}.x")
+    raise IncompatibleRuntimeError(
+        f"model was pickled under Python {theirs_py} / cloudpickle {theirs_cp} but this "
+        f"container runs Python {ours_py} / cloudpickle {ours_cp}: re-deploy from a "
+        f"{' / '.join(ours_env)} environment (or use a base image with "
+        f"{' and '.join(their_image)})"
+    )
+
+
+def _release(version: str, parts: int) -> tuple[int, ...] | None:
+    match = _VERSION.match(version)
+    if match is None or (parts == 2 and match.group(2) is None):
+        return None
+    return tuple(int(g) for g in match.groups()[:parts])
+
+
+def _short(version: str, parts: int) -> str:
+    release = _release(version, parts)
+    return ".".join(map(str, release)) if release is not None else version
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_closure_bundle(
+    path: str | os.PathLike[str],
+    func: Callable[..., Any],
+    input_type: InputType | str,
+    pkgs: Iterable[str] = (),
+) -> BundleInfo:
+    """Cloudpickle ``func`` into a bundle at ``path`` (created if missing)."""
+    if not callable(func):
+        raise BundleError(f"a closure bundle needs a callable, got {type(func).__name__}")
+    info = BundleInfo(
+        path=Path(path),
+        kind=BundleKind.CLOSURE,
+        input_type=_input_type(input_type),
+        runtime=runtime_versions(),
+        pkgs=tuple(pkgs),
+    )
+    try:
+        pickled = cloudpickle.dumps(func)
+    except Exception as exc:
+        raise BundleError(f"cannot pickle {func!r}: {type(exc).__name__}: {exc}") from exc
+    info.path.mkdir(parents=True, exist_ok=True)
+    (info.path / FUNC_PKL).write_bytes(pickled)
+    _write_info(info)
+    return info
+
+
+def write_entry_point_bundle(
+    path: str | os.PathLike[str],
+    entry_point: str,
+    input_type: InputType | str,
+    pkgs: Iterable[str] = (),
+) -> BundleInfo:
+    """Write a bundle at ``path`` that loads ``entry_point`` ("pkg.module:attr")."""
+    info = BundleInfo(
+        path=Path(path),
+        kind=BundleKind.ENTRY_POINT,
+        input_type=_input_type(input_type),
+        runtime=runtime_versions(),
+        pkgs=tuple(pkgs),
+        entry_point=_check_entry_point(entry_point),
+    )
+    info.path.mkdir(parents=True, exist_ok=True)
+    _write_info(info)
+    return info
+
+
+def _write_info(info: BundleInfo) -> None:
+    text = json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n"
+    tmp = info.path / (MODEL_JSON + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(info.path / MODEL_JSON)
+
+
+def _input_type(value: InputType | str) -> InputType:
+    try:
+        return InputType(value)
+    except ValueError:
+        known = ", ".join(t.value for t in InputType)
+        raise BundleError(f"unknown input type {value!r}; use one of: {known}") from None
+
+
+def _check_entry_point(value: object) -> str:
+    if not isinstance(value, str) or not _ENTRY_POINT.match(value):
+        raise BundleError(f"entry point {value!r} is not of the form 'package.module:attribute'")
+    return value
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
+    """Read and validate a bundle's ``model.json``."""
+    root = Path(path)
+    try:
+        doc = json.loads((root / MODEL_JSON).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"no model bundle at {root}: {MODEL_JSON} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read {root / MODEL_JSON}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise BundleError(f"{root / MODEL_JSON} is not a JSON object")
+    fmt = doc.get("format")
+    if fmt != BUNDLE_FORMAT:
+        raise BundleError(
+            f"{root / MODEL_JSON} has format {fmt!r}; this container reads format "
+            f"{BUNDLE_FORMAT} (upgrade the model image's schooner package)"
+        )
+    try:
+        kind = BundleKind(str(doc.get("kind")))
+    except ValueError:
+        raise BundleError(f"{root / MODEL_JSON}: unknown kind {doc.get('kind')!r}") from None
+    runtime = doc.get("runtime", {})
+    pkgs = doc.get("pkgs", [])
+    if not isinstance(runtime, dict) or not all(isinstance(v, str) for v in runtime.values()):
+        raise BundleError(f"{root / MODEL_JSON}: 'runtime' must map names to version strings")
+    if not isinstance(pkgs, list) or not all(isinstance(p, str) for p in pkgs):
+        raise BundleError(f"{root / MODEL_JSON}: 'pkgs' must be a list of strings")
+    known = {"format", "kind", "input_type", "runtime", "pkgs", "entry_point"}
+    return BundleInfo(
+        path=root,
+        kind=kind,
+        input_type=_input_type(doc.get("input_type", "")),
+        runtime={str(k): v for k, v in runtime.items()},
+        pkgs=tuple(pkgs),
+        entry_point=(
+            _check_entry_point(doc.get("entry_point")) if kind is BundleKind.ENTRY_POINT else None
+        ),
+        extra={k: v for k, v in doc.items() if k not in known},
+    )
+
+
+def load_predict_function(path: str | os.PathLike[str]) -> PredictFunction:
+    """Load the model of the bundle at ``path`` as a function of a list of inputs.
+
+    Raises ``BundleError`` (``IncompatibleRuntimeError`` for a pickle from another
+    runtime) with a message that says what went wrong and what to do.
+    """
+    info = read_bundle_info(path)
+    if info.kind is BundleKind.CLOSURE:
+        return _load_closure(info)
+    assert info.entry_point is not None
+    return _load_entry_point(info.path, info.entry_point)
+
+
+def _load_closure(info: BundleInfo) -> PredictFunction:
+    check_compatible(info.runtime, runtime_versions())
+    pkl = info.path / FUNC_PKL
+    try:
+        data = pkl.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read the pickled model {pkl}: {exc}") from exc
+    try:
+        func = cloudpickle.loads(data)
+    except Exception as exc:
+        raise BundleError(
+            f"cannot unpickle the model in {pkl}: {type(exc).__name__}: {exc} (a module the "
+            f"model uses may be missing from the image: add it to pkgs and re-deploy)"
+        ) from exc
+    if not callable(func):
+        raise BundleError(f"{pkl} holds a {type(func).__name__}, not a callable")
+    logger.info("loaded pickled model %r from %s", getattr(func, "__name__", func), pkl)
+    return func  # type: ignore[no-any-return]
+
+
+def _load_entry_point(root: Path, entry_point: str) -> PredictFunction:
+    module_name, _, attr_path = entry_point.partition(":")
+    bundle_dir = str(root.resolve())
+    if bundle_dir not in sys.path:
+        sys.path.insert(0, bundle_dir)
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise BundleError(
+            f"cannot import module {module_name!r} of entry point {entry_point!r}: "
+            f"{type(exc).__name__}: {exc} (is its package installed in the image, or "
+            f"in the bundle directory?)"
+        ) from exc
+    for name in attr_path.split("."):
+        try:
+            target = getattr(target, name)
+        except AttributeError:
+            raise BundleError(
+                f"entry point {entry_point!r}: {module_name} has no attribute {attr_path!r}"
+            ) from None
+    if inspect.isclass(target):
+        try:
+            instance = target()
+        except Exception as exc:
+            raise BundleError(
+                f"entry point {entry_point!r}: {target.__name__}() raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        target = getattr(instance, "predict", None)
+        if not callable(target):
+            raise BundleError(f"entry point {entry_point!r}: the class has no predict method")
+    elif not callable(target):
+        raise BundleError(f"entry point {entry_point!r} is a {type(target).__name__}")
+    logger.info("loaded model from entry point %s", entry_point)
+    return target  # type: ignore[no-any-return]

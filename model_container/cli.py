@@ -1,0 +1,155 @@
+"""The model container's command line: ``python -m model_container``.
+
+Every flag can also come from the environment (Docker and Kubernetes pass environment
+variables), the flag winning when both are set::
+
+    --bundle DIR            SCHOONER_BUNDLE          the model bundle directory
+    --frontend ADDR         SCHOONER_FRONTEND        e.g. tcp://query-frontend:7000
+    --name NAME             SCHOONER_MODEL_NAME
+    --version VERSION       SCHOONER_MODEL_VERSION
+    --input-type TYPE       SCHOONER_INPUT_TYPE      default: the bundle's
+    --replica-id ID         SCHOONER_REPLICA_ID      default: <hostname>-<pid>
+    --heartbeat-ms N        SCHOONER_HEARTBEAT_MS    interval to request (frontend decides)
+    --log-level LEVEL       SCHOONER_LOG_LEVEL       default: INFO
+
+Exit status: 0 after SIGTERM/SIGINT, 2 when the configuration is invalid or the model
+cannot be loaded (a wrong Python version, a missing module, a missing file); the reason
+is logged as one paragraph, without a traceback, so a crash-looping pod says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.config
+import os
+import re
+import socket
+from collections.abc import Sequence
+
+from model_container.bundle import BundleError, load_predict_function, read_bundle_info
+from model_container.protocol import InputType
+from model_container.server import ContainerConfig, ModelContainer
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+
+_ENV = {
+    "bundle": "SCHOONER_BUNDLE",
+    "frontend": "SCHOONER_FRONTEND",
+    "name": "SCHOONER_MODEL_NAME",
+    "version": "SCHOONER_MODEL_VERSION",
+    "input_type": "SCHOONER_INPUT_TYPE",
+    "replica_id": "SCHOONER_REPLICA_ID",
+    "heartbeat_ms": "SCHOONER_HEARTBEAT_MS",
+    "log_level": "SCHOONER_LOG_LEVEL",
+}
+_REQUIRED = ("bundle", "frontend", "name", "version")
+_ADDRESS = re.compile(r"^(tcp://[^\s/]+:\d+|ipc://\S+)$")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m model_container",
+        description="Serve a Schooner model bundle to a query frontend.",
+    )
+    parser.add_argument("--bundle", help=f"model bundle directory (${_ENV['bundle']})")
+    parser.add_argument("--frontend", help=f"frontend RPC address (${_ENV['frontend']})")
+    parser.add_argument("--name", help=f"model name (${_ENV['name']})")
+    parser.add_argument("--version", help=f"model version (${_ENV['version']})")
+    parser.add_argument(
+        "--input-type",
+        choices=[t.value for t in InputType],
+        help=f"input type, default the bundle's (${_ENV['input_type']})",
+    )
+    parser.add_argument("--replica-id", help=f"replica id (${_ENV['replica_id']})")
+    parser.add_argument(
+        "--heartbeat-ms", type=int, help=f"heartbeat interval to request (${_ENV['heartbeat_ms']})"
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help=f"log level, default INFO (${_ENV['log_level']})",
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse flags, filling what is missing from the environment."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for dest, env in _ENV.items():
+        if getattr(args, dest) is None and os.environ.get(env):
+            setattr(args, dest, os.environ[env])
+    missing = [f"--{d.replace('_', '-')} (${_ENV[d]})" for d in _REQUIRED if not getattr(args, d)]
+    if missing:
+        parser.error(f"missing {', '.join(missing)}")
+    if not _ADDRESS.match(args.frontend):
+        parser.error(f"frontend address {args.frontend!r} is not of the form tcp://HOST:PORT")
+    if args.input_type is not None and args.input_type not in {t.value for t in InputType}:
+        parser.error(f"unknown input type {args.input_type!r} in ${_ENV['input_type']}")
+    try:
+        args.heartbeat_ms = int(args.heartbeat_ms or 0)
+    except ValueError:
+        parser.error(f"${_ENV['heartbeat_ms']} must be an integer")
+    if args.heartbeat_ms < 0:
+        parser.error("--heartbeat-ms must not be negative")
+    args.log_level = str(args.log_level or "INFO").upper()
+    if args.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        parser.error(f"unknown log level {args.log_level!r}")
+    if not args.replica_id:
+        args.replica_id = f"{socket.gethostname()}-{os.getpid()}"
+    return args
+
+
+def configure_logging(level: str) -> None:
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {
+                "plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}
+            },
+            "handlers": {
+                "stderr": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "plain",
+                    "stream": "ext://sys.stderr",
+                }
+            },
+            "root": {"level": level, "handlers": ["stderr"]},
+        }
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        info = read_bundle_info(args.bundle)
+        if args.input_type is not None and InputType(args.input_type) != info.input_type:
+            raise BundleError(
+                f"the bundle's input type is '{info.input_type}' but the container was "
+                f"started with '{args.input_type}'; re-deploy with matching input types"
+            )
+        predict = load_predict_function(args.bundle)
+    except BundleError as exc:
+        logger.error("cannot load the model from %s: %s", args.bundle, exc)
+        return EXIT_CONFIG
+    except Exception as exc:
+        logger.error("cannot load the model from %s: %s: %s", args.bundle, type(exc).__name__, exc)
+        logger.debug("details", exc_info=exc)
+        return EXIT_CONFIG
+    config = ContainerConfig(
+        frontend=args.frontend,
+        model_name=args.name,
+        model_version=args.version,
+        input_type=info.input_type,
+        replica_id=args.replica_id,
+        heartbeat_ms=args.heartbeat_ms,
+    )
+    ModelContainer(config, predict).run()
+    return EXIT_OK

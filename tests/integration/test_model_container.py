@@ -1,0 +1,485 @@
+"""The real model container process against a real ZeroMQ ROUTER standing in for the frontend.
+
+Each test starts ``python -m model_container`` on a closure bundle written in tmp_path
+and plays the frontend's side of the wire protocol by hand. Every wait polls with a
+deadline; every socket and context is closed with linger 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+import pytest
+import zmq
+
+import model_container
+from model_container import (
+    ContainerConfig,
+    ModelContainer,
+    protocol,
+    runtime_versions,
+    write_closure_bundle,
+)
+from model_container.protocol import (
+    Error,
+    ErrorKind,
+    Goodbye,
+    Heartbeat,
+    Hello,
+    InputType,
+    Message,
+    Predict,
+    Reject,
+    Result,
+    Welcome,
+)
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+STARTUP_S = 20.0  # a cold interpreter importing numpy on a loaded machine
+REPLY_S = 10.0
+DOUBLES = np.dtype("<f8")
+
+M = TypeVar("M", bound=Message)
+
+
+def make_model() -> Callable[[Any], Any]:
+    """A model whose first input's first element picks a behaviour; otherwise it sums.
+
+    Defined inside a function so that cloudpickle pickles it by value: the container
+    process cannot import this test module.
+    """
+
+    def model(xs: Any) -> Any:
+        import time as _time
+
+        first = float(xs[0][0]) if len(xs) and len(xs[0]) else 0.0
+        if first == -1:
+            raise ValueError(f"negative input {first}")
+        if first == -2:
+            return [0.0] * (len(xs) - 1)
+        if first == -3:
+            return [{1, 2} for _ in xs]
+        if first == -4:
+            _time.sleep(float(xs[0][1]))
+        return [float(np.sum(x)) for x in xs]
+
+    return model
+
+
+class FakeFrontend:
+    """A ROUTER bound on 127.0.0.1 that answers heartbeats, as a real frontend would.
+
+    It has a context of its own so that ``close()`` can terminate it, which releases the
+    port before returning (closing a socket alone releases it asynchronously), so that a
+    "restarted" frontend can bind the same port at once.
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.context: zmq.Context[Any] = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        if port is None:
+            self.port = self.socket.bind_to_random_port("tcp://127.0.0.1")
+        else:
+            self.socket.bind(f"tcp://127.0.0.1:{port}")
+            self.port = port
+        self.closed = False
+        self.heartbeats = 0
+        self.answer_heartbeats = True
+
+    @property
+    def address(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def send(self, identity: bytes, msg: Message) -> None:
+        self.socket.send_multipart([identity, *protocol.encode(msg)], copy=False)
+
+    def send_frames(self, identity: bytes, frames: list[bytes]) -> None:
+        self.socket.send_multipart([identity, *frames])
+
+    def recv(self, deadline: float) -> tuple[bytes, Message]:
+        while True:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or not self.socket.poll(remaining_ms):
+                raise AssertionError("no message from the container before the deadline")
+            identity, *frames = self.socket.recv_multipart()
+            msg = protocol.decode(frames)
+            if isinstance(msg, Heartbeat):
+                self.heartbeats += 1
+                if self.answer_heartbeats:
+                    self.send(identity, Heartbeat())
+            return identity, msg
+
+    def expect(
+        self,
+        kind: type[M],
+        timeout_s: float = REPLY_S,
+        ignore: tuple[type[Message], ...] = (Heartbeat, Hello),
+    ) -> tuple[bytes, M]:
+        """The next message of ``kind``, skipping ``ignore``d types, within the timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            identity, msg = self.recv(deadline)
+            if isinstance(msg, kind):
+                return identity, msg
+            assert isinstance(msg, ignore), f"expected {kind.__name__}, got {msg!r}"
+
+    def register(self, heartbeat_ms: int = 1000) -> tuple[bytes, Hello]:
+        identity, hello = self.expect(Hello, STARTUP_S, ignore=(Heartbeat,))
+        self.send(identity, Welcome(heartbeat_ms))
+        return identity, hello
+
+    def predict(self, identity: bytes, batch_id: int, inputs: list[list[float]]) -> None:
+        arrays = [np.asarray(x, dtype=DOUBLES) for x in inputs]
+        lengths, data = protocol.pack_arrays(arrays, DOUBLES)
+        self.send(identity, Predict(batch_id, InputType.DOUBLES, lengths, data.data))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.socket.close(linger=0)
+            self.context.term()
+
+
+def outputs_of(result: Result) -> list[Any]:
+    return [orjson.loads(item) for item in protocol.split_items(result.lengths, result.data)]
+
+
+@pytest.fixture
+def frontend() -> Iterator[FakeFrontend]:
+    fake = FakeFrontend()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    path = tmp_path / "bundle"
+    write_closure_bundle(path, make_model(), InputType.DOUBLES, ["numpy"])
+    return path
+
+
+class ContainerProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.proc = proc
+        self.log = log
+
+    @property
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self, timeout_s: float = REPLY_S) -> int:
+        return self.proc.wait(timeout=timeout_s)
+
+
+@pytest.fixture
+def start_container(tmp_path: Path) -> Iterator[Callable[..., ContainerProcess]]:
+    started: list[tuple[ContainerProcess, Any]] = []
+
+    def start(
+        *args: str, env: dict[str, str] | None = None, **flags: str | int
+    ) -> ContainerProcess:
+        log = tmp_path / f"container-{len(started)}.log"
+        argv = [sys.executable, "-m", "model_container", *args]
+        for flag, value in flags.items():
+            argv += [f"--{flag.replace('_', '-')}", str(value)]
+        full_env = {**os.environ, **(env or {})}
+        full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+        stderr = log.open("wb")
+        proc = subprocess.Popen(argv, stdout=stderr, stderr=stderr, env=full_env, cwd=tmp_path)
+        container = ContainerProcess(proc, log)
+        started.append((container, stderr))
+        return container
+
+    yield start
+    for container, stderr in started:
+        if container.proc.poll() is None:
+            container.proc.kill()
+        container.proc.wait(timeout=REPLY_S)
+        stderr.close()
+        print(f"--- {container.log.name} ---\n{container.stderr}")
+
+
+@pytest.fixture
+def container(
+    start_container: Callable[..., ContainerProcess], bundle: Path, frontend: FakeFrontend
+) -> ContainerProcess:
+    return start_container(
+        bundle=bundle,
+        frontend=frontend.address,
+        name="summer",
+        version="v3",
+        input_type="doubles",
+        replica_id="summer-0",
+        heartbeat_ms=250,
+        log_level="DEBUG",
+    )
+
+
+# -------------------------------------------------------------------------- tests
+
+
+def test_registers_with_hello(container: ContainerProcess, frontend: FakeFrontend) -> None:
+    _, hello = frontend.register()
+    assert hello == Hello(
+        model_name="summer",
+        model_version="v3",
+        input_type=InputType.DOUBLES,
+        replica_id="summer-0",
+        runtime=runtime_versions(),
+        pid=container.proc.pid,
+        heartbeat_ms=250,
+    )
+
+
+def test_configuration_from_environment(
+    start_container: Callable[..., ContainerProcess], bundle: Path, frontend: FakeFrontend
+) -> None:
+    env = {
+        "SCHOONER_BUNDLE": str(bundle),
+        "SCHOONER_FRONTEND": frontend.address,
+        "SCHOONER_MODEL_NAME": "envmodel",
+        "SCHOONER_MODEL_VERSION": "7",
+        "SCHOONER_INPUT_TYPE": "doubles",
+        "SCHOONER_REPLICA_ID": "env-replica",
+    }
+    start_container(env=env)
+    _, hello = frontend.register()
+    assert hello.model_name == "envmodel"
+    assert hello.model_version == "7"
+    assert hello.replica_id == "env-replica"
+
+
+def test_batch_of_doubles(container: ContainerProcess, frontend: FakeFrontend) -> None:
+    identity, _ = frontend.register()
+    frontend.predict(identity, 41, [[1.0, 2.0], [3.0, 4.5]])
+    _, result = frontend.expect(Result)
+    assert result.batch_id == 41
+    assert outputs_of(result) == [3.0, 7.5]
+    assert result.model_micros >= 0
+    frontend.predict(identity, 42, [[1.0], [2.0, 3.0, 4.0]])  # ragged
+    _, result = frontend.expect(Result)
+    assert (result.batch_id, outputs_of(result)) == (42, [1.0, 9.0])
+
+
+def test_model_that_raises_gives_error_and_next_batch_succeeds(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    identity, _ = frontend.register()
+    frontend.predict(identity, 1, [[-1.0], [2.0]])
+    _, error = frontend.expect(Error)
+    assert error == Error(1, ErrorKind.MODEL_RAISED, "ValueError: negative input -1.0")
+    frontend.predict(identity, 2, [[5.0]])
+    _, result = frontend.expect(Result)
+    assert (result.batch_id, outputs_of(result)) == (2, [5.0])
+    assert "Traceback" in container.stderr  # the traceback is logged
+
+
+def test_wrong_output_count_is_bad_output(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    identity, _ = frontend.register()
+    frontend.predict(identity, 3, [[-2.0], [1.0], [1.0], [1.0]])
+    _, error = frontend.expect(Error)
+    assert error == Error(3, ErrorKind.BAD_OUTPUT, "model returned 3 outputs for a batch of 4")
+
+
+def test_unserialisable_output_is_bad_output(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    identity, _ = frontend.register()
+    frontend.predict(identity, 4, [[-3.0]])
+    _, error = frontend.expect(Error)
+    assert (error.batch_id, error.kind) == (4, ErrorKind.BAD_OUTPUT)
+    assert "output 0 is not JSON-serialisable (set)" in error.message
+
+
+def test_undecodable_payload_is_bad_input(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    identity, _ = frontend.register()
+    twelve_bytes = b"\0" * 12  # one and a half doubles
+    frontend.send(identity, Predict(5, InputType.DOUBLES, b"\x02\0\0\0", twelve_bytes))
+    _, error = frontend.expect(Error)
+    assert (error.batch_id, error.kind) == (5, ErrorKind.BAD_INPUT)
+    head = protocol.encode(Predict(6, InputType.DOUBLES, b"\x01\0\0\0", b""))[0]
+    frontend.send_frames(identity, [bytes(head), b"\x01\0"])  # lengths frame too short
+    _, error = frontend.expect(Error)
+    assert (error.batch_id, error.kind) == (6, ErrorKind.BAD_INPUT)
+    frontend.predict(identity, 7, [[1.0]])
+    assert frontend.expect(Result)[1].batch_id == 7
+
+
+def test_predict_before_welcome_is_not_ready(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    identity, _ = frontend.expect(Hello, STARTUP_S)
+    frontend.predict(identity, 8, [[1.0]])
+    _, error = frontend.expect(Error)
+    assert (error.batch_id, error.kind) == (8, ErrorKind.NOT_READY)
+
+
+def test_heartbeats_keep_flowing_during_a_long_batch(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    identity, _ = frontend.register(heartbeat_ms=100)
+    frontend.predict(identity, 9, [[-4.0, 1.0]])  # sleeps 1 s
+    _, result = frontend.expect(Result)
+    assert outputs_of(result) == [-3.0]
+    assert frontend.heartbeats >= 5
+
+
+def test_batches_queue_and_are_answered_in_order(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    identity, _ = frontend.register()
+    frontend.predict(identity, 10, [[-4.0, 0.3]])
+    frontend.predict(identity, 11, [[1.0]])
+    frontend.predict(identity, 12, [[2.0]])
+    ids = [frontend.expect(Result)[1].batch_id for _ in range(3)]
+    assert ids == [10, 11, 12]
+
+
+def test_reregisters_with_a_restarted_frontend(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    frontend.register(heartbeat_ms=100)
+    frontend.close()
+    restarted = FakeFrontend(port=frontend.port)
+    try:
+        identity, hello = restarted.register(heartbeat_ms=100)
+        assert hello.replica_id == "summer-0"
+        restarted.predict(identity, 13, [[2.0, 2.0]])
+        _, result = restarted.expect(Result)
+        assert outputs_of(result) == [4.0]
+    finally:
+        restarted.close()
+
+
+def test_silent_frontend_makes_it_reregister(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    first, _ = frontend.register(heartbeat_ms=100)
+    frontend.answer_heartbeats = False  # the frontend is hung: 3 intervals of silence
+    second, _ = frontend.expect(Hello, ignore=(Heartbeat,))
+    assert second != first  # a new socket, so a new identity
+
+
+def test_reject_makes_it_reregister(container: ContainerProcess, frontend: FakeFrontend) -> None:
+    first, _ = frontend.register()
+    frontend.send(first, Reject("unknown replica: send HELLO to register"))
+    second, _ = frontend.register()
+    frontend.predict(second, 14, [[1.0]])
+    assert frontend.expect(Result)[1].batch_id == 14
+
+
+def test_sigterm_sends_goodbye_and_exits_0(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    frontend.register()
+    container.proc.send_signal(signal.SIGTERM)
+    _, goodbye = frontend.expect(Goodbye)
+    assert "SIGTERM" in goodbye.reason
+    assert container.wait() == 0
+
+
+def test_incompatible_bundle_exits_2_naming_both_versions(
+    start_container: Callable[..., ContainerProcess], bundle: Path, frontend: FakeFrontend
+) -> None:
+    doc = json.loads((bundle / "model.json").read_text())
+    doc["runtime"]["python"] = "3.10.13"
+    (bundle / "model.json").write_text(json.dumps(doc))
+    proc = start_container(bundle=bundle, frontend=frontend.address, name="m", version="1")
+    assert proc.wait(STARTUP_S) == 2
+    stderr = proc.stderr
+    assert "Python 3.10.13" in stderr
+    assert f"Python {runtime_versions()['python']}" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_missing_bundle_exits_2(
+    start_container: Callable[..., ContainerProcess], tmp_path: Path, frontend: FakeFrontend
+) -> None:
+    proc = start_container(
+        bundle=tmp_path / "nowhere", frontend=frontend.address, name="m", version="1"
+    )
+    assert proc.wait(STARTUP_S) == 2
+    assert "model.json is missing" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_in_process_container_stops_with_goodbye(frontend: FakeFrontend) -> None:
+    config = ContainerConfig(
+        frontend=frontend.address,
+        model_name="inproc",
+        model_version="1",
+        input_type=InputType.DOUBLES,
+        replica_id="inproc-0",
+    )
+    container = ModelContainer(config, make_model())
+    thread = threading.Thread(target=container.run, name="container-under-test")
+    thread.start()
+    try:
+        identity, hello = frontend.register()
+        assert hello.pid == os.getpid()
+        frontend.predict(identity, 15, [[1.0, 1.0]])
+        assert outputs_of(frontend.expect(Result)[1]) == [2.0]
+    finally:
+        container.stop("test over")
+        thread.join(REPLY_S)
+    assert not thread.is_alive()
+    assert frontend.expect(Goodbye)[1] == Goodbye("test over")
+
+
+def test_imports_without_frontend_dependencies() -> None:
+    blocked = ["fastapi", "starlette", "uvicorn", "redis", "docker", "kubernetes", "httpx"]
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}:\n"
+        "    sys.modules[name] = None  # any import of it now fails\n"
+        "import model_container, model_container.cli, model_container.server\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, env=env, capture_output=True, timeout=STARTUP_S
+    )
+    assert done.returncode == 0, done.stderr.decode()
+
+
+def test_public_api() -> None:
+    assert set(model_container.__all__) == {
+        "PROTOCOL_VERSION",
+        "BundleError",
+        "BundleInfo",
+        "BundleKind",
+        "ContainerConfig",
+        "ErrorKind",
+        "IncompatibleRuntimeError",
+        "InputType",
+        "ModelContainer",
+        "MsgType",
+        "PredictFunction",
+        "ProtocolError",
+        "check_compatible",
+        "load_predict_function",
+        "read_bundle_info",
+        "runtime_versions",
+        "serve",
+        "write_closure_bundle",
+        "write_entry_point_bundle",
+    }
+    for name in model_container.__all__:
+        assert hasattr(model_container, name)
