@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from model_container import protocol
-from model_container.protocol import Error, Hello, InputType, Predict, Result
+from model_container.protocol import Error, ErrorKind, Hello, InputType, Predict, Result
 from query_frontend.queries import Expired, Failure, Query
 from query_frontend.replicas import ModelKey, Replica
 
@@ -187,10 +187,16 @@ class Dispatcher:
         if found is None:
             return
         replica, batch = found
+        q = self.queues[replica.key]
+        if msg.kind is ErrorKind.NOT_READY:
+            # The replica had not finished registering: the batch is fine, send it again.
+            q.pending.extendleft(reversed([query for query in batch if not query.future.done()]))
+            self._pump(q)
+            return
         failure = Failure(f"{_label(replica)} failed ({msg.kind}): {msg.message}")
         for query in batch:
             query.resolve(failure)
-        self._pump(self.queues[replica.key])
+        self._pump(q)
 
     def _finish(self, identity: bytes, batch_id: int) -> tuple[Replica, list[Query]] | None:
         entry = self._batches.pop(batch_id, None)
