@@ -1,0 +1,147 @@
+"""The process entry point: ``python -m management_frontend`` (see ``__main__.py``).
+
+Builds the ``Config`` from arguments (each with an environment fallback), configures
+logging, and serves the app with uvicorn, which stops accepting on SIGINT/SIGTERM,
+lets in-flight requests finish for ``--shutdown-timeout`` seconds, then runs the
+lifespan's cleanup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging.config
+import os
+from collections.abc import Mapping, Sequence
+
+import uvicorn
+
+from management_frontend.api import create_app
+from management_frontend.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REDIS_URL, Config
+from management_frontend.schema import DEFAULT_PREFIX
+
+logger = logging.getLogger(__name__)
+
+# Flag -> environment variable consulted when the flag is not given.
+ENV = {
+    "redis_url": "SCHOONER_REDIS_URL",
+    "host": "SCHOONER_MANAGEMENT_HOST",
+    "port": "SCHOONER_MANAGEMENT_PORT",
+    "key_prefix": "SCHOONER_KEY_PREFIX",
+    "log_level": "SCHOONER_LOG_LEVEL",
+    "redis_wait": "SCHOONER_REDIS_WAIT",
+    "shutdown_timeout": "SCHOONER_SHUTDOWN_TIMEOUT",
+}
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m management_frontend",
+        description="Schooner management frontend: the REST admin API over Redis.",
+    )
+
+    def default(name: str, fallback: str) -> str:
+        return env.get(ENV[name], fallback)
+
+    parser.add_argument(
+        "--redis-url",
+        default=default("redis_url", DEFAULT_REDIS_URL),
+        help=f"Redis holding the cluster state (env {ENV['redis_url']}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--host",
+        default=default("host", DEFAULT_HOST),
+        help=f"address to listen on (env {ENV['host']}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=default("port", str(DEFAULT_PORT)),
+        help=f"port to listen on (env {ENV['port']}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--key-prefix",
+        default=default("key_prefix", DEFAULT_PREFIX),
+        help=f"prefix of every Redis key (env {ENV['key_prefix']}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=default("log_level", "INFO"),
+        help=f"DEBUG, INFO, WARNING or ERROR (env {ENV['log_level']}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--redis-wait",
+        type=float,
+        default=default("redis_wait", "30"),
+        help="seconds to wait for Redis at startup before exiting "
+        f"(env {ENV['redis_wait']}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=default("shutdown_timeout", "10"),
+        help="seconds in-flight requests get on shutdown "
+        f"(env {ENV['shutdown_timeout']}; default %(default)s)",
+    )
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """The ``Config`` for these arguments; exits with a usage message on a bad value."""
+    parser = build_parser(os.environ if env is None else env)
+    args = parser.parse_args(argv)
+    try:
+        return Config(
+            redis_url=args.redis_url,
+            host=args.host,
+            port=int(args.port),
+            key_prefix=args.key_prefix,
+            log_level=args.log_level.upper(),
+            redis_wait_s=float(args.redis_wait),
+            shutdown_timeout_s=float(args.shutdown_timeout),
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def configure_logging(level: str) -> None:
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {
+                "plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
+            },
+            "handlers": {
+                "stderr": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "plain",
+                    "stream": "ext://sys.stderr",
+                },
+            },
+            "root": {"level": level, "handlers": ["stderr"]},
+        }
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM, then shut down gracefully.
+
+    uvicorn re-raises the signal after its shutdown, so a stopped service reports it
+    in its exit status (-15 for SIGTERM); it exits 3 when startup fails (Redis
+    unreachable, schema too new) and 2 on bad arguments.
+    """
+    config = parse_config(argv)
+    configure_logging(config.log_level)
+    logger.info("starting on http://%s:%d", config.host, config.port)
+    uvicorn.run(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        log_config=None,
+        log_level=config.log_level_number,
+        ws="none",
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=max(1, round(config.shutdown_timeout_s)),
+    )
+    return 0

@@ -1,0 +1,97 @@
+"""Request bodies of the admin API, as pydantic models.
+
+Every field runs one of the ``validation`` functions before pydantic sees it, so a bad
+value is reported with our sentence ("app name 'My_App' is not a DNS-1123 label ...")
+rather than pydantic's generic one. Unknown fields are refused: a misspelt optional
+field would otherwise be dropped without a word.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool
+
+from management_frontend import validation
+from management_frontend.schema import App, ModelVersion
+from model_container.protocol import InputType
+
+AppName = Annotated[str, BeforeValidator(validation.app_name)]
+ModelName = Annotated[str, BeforeValidator(validation.model_name)]
+Version = Annotated[str, BeforeValidator(validation.version)]
+InputTypeField = Annotated[InputType, BeforeValidator(validation.input_type)]
+SloMicros = Annotated[int, BeforeValidator(validation.slo_micros)]
+NumReplicas = Annotated[int, BeforeValidator(validation.num_replicas)]
+BatchSize = Annotated[int, BeforeValidator(validation.batch_size)]
+Policy = Annotated[str, BeforeValidator(validation.policy)]
+DefaultOutput = Annotated[Any, BeforeValidator(validation.default_output)]
+
+
+def _strings(what: str) -> Any:
+    return BeforeValidator(partial(validation.string_list, what=what))
+
+
+def _text(what: str) -> Any:
+    return BeforeValidator(partial(validation.text, what=what))
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AddApp(_Body):
+    name: AppName
+    input_type: InputTypeField
+    default_output: DefaultOutput
+    slo_micros: SloMicros
+    policy: Policy = validation.SINGLE_POLICY
+
+    def to_record(self) -> App:
+        return App(
+            name=self.name,
+            input_type=self.input_type,
+            default_output=self.default_output,
+            slo_micros=self.slo_micros,
+            policy=self.policy,
+        )
+
+
+class AddLink(_Body):
+    model_name: ModelName
+
+
+class AddModelVersion(_Body):
+    name: ModelName
+    version: Version
+    input_type: InputTypeField
+    artifact: Annotated[str, _text("artifact")] = ""
+    labels: Annotated[list[str], _strings("labels")] = []
+    batch_size: BatchSize = -1
+    num_replicas: NumReplicas = 0
+    runtime: Annotated[
+        dict[str, str], BeforeValidator(partial(validation.string_map, what="runtime"))
+    ] = {}
+    pkgs: Annotated[list[str], _strings("pkgs")] = []
+    set_current: StrictBool = True
+
+    def to_record(self) -> ModelVersion:
+        return ModelVersion(
+            name=self.name,
+            version=self.version,
+            input_type=self.input_type,
+            artifact=self.artifact,
+            labels=list(self.labels),
+            batch_size=self.batch_size,
+            num_replicas=self.num_replicas,
+            runtime=dict(self.runtime),
+            pkgs=list(self.pkgs),
+        )
+
+
+class SetCurrentVersion(_Body):
+    version: Version
+
+
+class SetReplicas(_Body):
+    num_replicas: NumReplicas

@@ -1,0 +1,201 @@
+"""Validation of everything a client sends: names, versions, input types, SLOs, counts.
+
+Each function takes the raw JSON value (``object``), returns it typed, or raises
+``Invalid`` with a message that names the field, shows the bad value and says what to
+use instead. The pydantic request models in ``models.py`` call these as "before"
+validators, so the same sentence reaches the HTTP client; the functions have no other
+dependency and the admin client may reuse them to fail before a round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+from management_frontend.errors import Invalid
+from model_container.protocol import InputType
+
+MAX_NAME_LENGTH: Final = 63
+MAX_INT64: Final = 2**63 - 1
+# default_output is copied into every defaulted answer; keep it small.
+MAX_DEFAULT_OUTPUT_BYTES: Final = 64 * 1024
+MAX_TEXT_LENGTH: Final = 4096
+
+DNS1123_LABEL_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+VERSION_RE: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
+
+# Selection policies an app may name (the query frontend implements them).
+SINGLE_POLICY: Final = "single"
+POLICIES: Final = ("single", "weighted", "exp3", "exp4", "straggler")
+
+_LABEL_RULE = (
+    "use lowercase letters, digits and '-', starting and ending with a letter or digit, "
+    f"at most {MAX_NAME_LENGTH} characters"
+)
+_VERSION_RULE = (
+    "use letters, digits, '_', '.' and '-', starting and ending with a letter or digit, "
+    f"at most {MAX_NAME_LENGTH} characters"
+)
+
+
+def show(value: object, limit: int = 60) -> str:
+    """A value for an error message: strings as Python writes them, the rest as JSON."""
+    if isinstance(value, str):
+        text = repr(value)
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError):
+            text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _require_str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"{what} must be a string, got {show(value)} ({_json_kind(value)})")
+    return value
+
+
+def _label_problem(name: str) -> str:
+    """Why a string is not a DNS-1123 label, in a few words."""
+    if not name:
+        return "it is empty"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"it has {len(name)} characters"
+    for ch in name:
+        if ch.isupper():
+            return f"it contains the uppercase letter {ch!r}"
+        if not (ch.isascii() and (ch.isalnum() or ch == "-")):
+            return f"it contains {ch!r}"
+    return "it starts or ends with '-'"
+
+
+def dns_label(value: object, what: str) -> str:
+    """A DNS-1123 label: it becomes a container, Service and label name."""
+    name = _require_str(value, what)
+    if len(name) > MAX_NAME_LENGTH or not DNS1123_LABEL_RE.fullmatch(name):
+        raise Invalid(
+            f"{what} {show(name)} is not a DNS-1123 label ({_label_problem(name)}): {_LABEL_RULE}"
+        )
+    return name
+
+
+def app_name(value: object) -> str:
+    return dns_label(value, "app name")
+
+
+def model_name(value: object) -> str:
+    return dns_label(value, "model name")
+
+
+def version(value: object) -> str:
+    ver = _require_str(value, "model version")
+    if len(ver) > MAX_NAME_LENGTH or not VERSION_RE.fullmatch(ver):
+        raise Invalid(f"model version {show(ver)} is not valid: {_VERSION_RULE}")
+    return ver
+
+
+def input_type(value: object) -> InputType:
+    known = ", ".join(t.value for t in InputType)
+    if isinstance(value, str):
+        try:
+            return InputType(value)
+        except ValueError:
+            pass
+    raise Invalid(f"input_type {show(value)} is not known: use one of {known}")
+
+
+def _strict_int(value: object, what: str, rule: str) -> int:
+    # bool is an int in Python but never what a client means by a count or a duration.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid(f"{what} must be an integer {rule}, got {show(value)} ({_json_kind(value)})")
+    if value > MAX_INT64:
+        raise Invalid(f"{what} must be an integer {rule}, got {value}, which is too large")
+    return value
+
+
+def slo_micros(value: object) -> int:
+    slo = _strict_int(value, "slo_micros", "number of microseconds > 0")
+    if slo <= 0:
+        raise Invalid(
+            f"slo_micros must be > 0, got {slo}: it is the latency objective in microseconds "
+            "(100000 is 100 ms)"
+        )
+    return slo
+
+
+def num_replicas(value: object) -> int:
+    count = _strict_int(value, "num_replicas", ">= 0")
+    if count < 0:
+        raise Invalid(f"num_replicas must be >= 0, got {count} (0 stops every replica)")
+    return count
+
+
+def batch_size(value: object) -> int:
+    size = _strict_int(value, "batch_size", ">= 1, or -1 for adaptive batching")
+    if size == 0 or size < -1:
+        raise Invalid(f"batch_size must be >= 1, or -1 for adaptive batching, got {size}")
+    return size
+
+
+def policy(value: object) -> str:
+    name = _require_str(value, "policy")
+    if name not in POLICIES:
+        raise Invalid(f"policy {show(name)} is not known: use one of {', '.join(POLICIES)}")
+    return name
+
+
+def default_output(value: object) -> Any:
+    size = len(json.dumps(value).encode())
+    if size > MAX_DEFAULT_OUTPUT_BYTES:
+        raise Invalid(
+            f"default_output is {size} bytes of JSON: keep it under "
+            f"{MAX_DEFAULT_OUTPUT_BYTES} bytes, it is copied into every defaulted answer"
+        )
+    return value
+
+
+def text(value: object, what: str) -> str:
+    s = _require_str(value, what)
+    if len(s) > MAX_TEXT_LENGTH:
+        raise Invalid(f"{what} has {len(s)} characters: use at most {MAX_TEXT_LENGTH}")
+    return s
+
+
+def string_list(value: object, what: str) -> list[str]:
+    if not isinstance(value, list):
+        raise Invalid(f"{what} must be a list of strings, got {show(value)} ({_json_kind(value)})")
+    for item in value:
+        if not isinstance(item, str):
+            raise Invalid(f"{what} must be a list of strings, but it holds {show(item)}")
+        text(item, f"an item of {what}")
+    return list(value)
+
+
+def string_map(value: object, what: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise Invalid(
+            f"{what} must be an object of strings, got {show(value)} ({_json_kind(value)})"
+        )
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise Invalid(f"{what} must map names to strings, but {key!r} is {show(item)}")
+        text(item, f"{what}[{key!r}]")
+    return {str(k): v for k, v in value.items()}

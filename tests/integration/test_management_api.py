@@ -1,0 +1,712 @@
+"""The management frontend against a real redis-server, over real HTTP sockets.
+
+Most tests serve ``create_app`` with uvicorn inside the test's event loop; the entry
+point tests run ``python -m management_frontend`` as a subprocess. Nothing sleeps for
+a fixed time: every wait polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import redis
+import redis.asyncio as aioredis
+import uvicorn
+
+import management_frontend
+from management_frontend import Config, create_app
+from management_frontend.errors import StartupError
+from management_frontend.schema import (
+    FEED_MAXLEN,
+    SCHEMA_VERSION,
+    Change,
+    Keys,
+    Snapshot,
+    feed_trimmed_after,
+    follow_changes,
+    latest_change_id,
+    read_schema_version,
+    read_snapshot,
+)
+from management_frontend.store import Store
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEADLINE_S = 15.0
+KEYS = Keys()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def poll(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {DEADLINE_S} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def serve(config: Config) -> AsyncIterator[httpx.AsyncClient]:
+    """Serve the app with uvicorn on a free port in this loop; yield a client for it."""
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so,
+    # and without it every answer waits for a delayed ACK (~40 ms).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), log_config=None, ws="none", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+
+        async def started() -> bool:
+            if task.done():
+                await task
+                raise AssertionError("the management frontend failed to start")
+            return server.started
+
+        await poll(started, "uvicorn to start")
+        port = sock.getsockname()[1]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, DEADLINE_S)
+        sock.close()
+
+
+@pytest_asyncio.fixture
+async def api(redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(Config(redis_url=redis_url, redis_wait_s=5)) as client:
+        yield client
+
+
+APP = {"name": "app1", "input_type": "doubles", "default_output": "-1.0", "slo_micros": 100_000}
+MODEL = {"name": "m1", "version": "1", "input_type": "doubles", "artifact": "/bundles/m1-1"}
+
+
+async def feed_after(r: aioredis.Redis, after_id: str) -> list[tuple[str, dict[str, str]]]:
+    """Feed entries strictly after ``after_id``."""
+    entries = await r.xrange(KEYS.changes, f"({after_id}", "+")
+    return [
+        (str(entry_id), {str(k): str(v) for k, v in (fields or {}).items()})
+        for entry_id, fields in entries or []
+    ]
+
+
+async def ok(response: Awaitable[httpx.Response], status: int = 200) -> Any:
+    r = await response
+    assert r.status_code == status, r.text
+    return r.json() if r.content else None
+
+
+async def error(response: Awaitable[httpx.Response], status: int, code: str) -> str:
+    r = await response
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] == code, body
+    assert isinstance(body["message"], str) and body["message"]
+    return str(body["message"])
+
+
+# ---------------------------------------------------------------------- happy path
+
+
+async def test_happy_path(api: httpx.AsyncClient) -> None:
+    app = await ok(api.post("/admin/apps", json={**APP, "default_output": {"label": None}}), 201)
+    assert app["name"] == "app1" and app["policy"] == "single" and app["created_at"] > 0
+    assert app["default_output"] == {"label": None}
+
+    v1 = await ok(api.post("/admin/models", json={**MODEL, "labels": ["a"], "pkgs": ["x"]}), 201)
+    assert v1["version"] == "1" and v1["labels"] == ["a"] and v1["registered_at"] > 0
+    assert await ok(api.post("/admin/apps/app1/links", json={"model_name": "m1"})) == ["m1"]
+    assert await ok(api.get("/admin/apps/app1/links")) == ["m1"]
+
+    v2 = {**MODEL, "version": "2", "set_current": False, "runtime": {"python": "3.11.7"}}
+    await ok(api.post("/admin/models", json=v2), 201)
+    model = await ok(api.get("/admin/models/m1"))
+    assert model["current_version"] == "1" and model["versions"] == ["1", "2"]
+    assert [d["version"] for d in model["version_details"]] == ["1", "2"]
+    assert model["version_details"][1]["runtime"] == {"python": "3.11.7"}
+
+    model = await ok(api.put("/admin/models/m1/current_version", json={"version": "2"}))
+    assert model["current_version"] == "2"
+    mv = await ok(api.put("/admin/models/m1/versions/2/replicas", json={"num_replicas": 3}))
+    assert mv["num_replicas"] == 3
+    assert (await ok(api.get("/admin/models/m1/versions/2")))["num_replicas"] == 3
+
+    apps = await ok(api.get("/admin/apps"))
+    assert [(a["name"], a["linked_models"]) for a in apps] == [("app1", ["m1"])]
+    got = await ok(api.get("/admin/apps/app1"))
+    assert got["linked_models"] == ["m1"] and got["slo_micros"] == 100_000
+    models = await ok(api.get("/admin/models"))
+    assert models == [
+        {"name": "m1", "input_type": "doubles", "current_version": "2", "versions": ["1", "2"]}
+    ]
+
+    # Rollback to 1, then the old current (2) may go: the model is still linked.
+    await ok(api.put("/admin/models/m1/current_version", json={"version": "1"}))
+    assert await ok(api.delete("/admin/models/m1/versions/2"), 204) is None
+    assert (await ok(api.get("/admin/models/m1")))["versions"] == ["1"]
+
+    assert await ok(api.delete("/admin/apps/app1/links/m1"), 204) is None
+    assert await ok(api.get("/admin/apps/app1/links")) == []
+    assert await ok(api.delete("/admin/apps/app1"), 204) is None
+    assert await ok(api.get("/admin/apps")) == []
+    assert await ok(api.delete("/admin/models/m1"), 204) is None
+    assert await ok(api.get("/admin/models")) == []
+    assert await ok(api.get("/healthz")) == {"status": "ok"}
+
+
+async def test_deleting_an_app_removes_its_links(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await ok(api.post("/admin/apps", json=APP), 201)
+    await ok(api.post("/admin/models", json=MODEL), 201)
+    await ok(api.post("/admin/apps/app1/links", json={"model_name": "m1"}))
+    await ok(api.delete("/admin/apps/app1"), 204)
+    assert not await async_redis.exists(KEYS.links("app1"), KEYS.app("app1"))
+    # The model is free now, and a re-created app starts with no links.
+    await ok(api.post("/admin/apps", json=APP), 201)
+    assert await ok(api.get("/admin/apps/app1/links")) == []
+    await ok(api.delete("/admin/models/m1"), 204)
+
+
+async def test_deleting_the_last_version_deletes_the_model(api: httpx.AsyncClient) -> None:
+    await ok(api.post("/admin/models", json=MODEL), 201)
+    await ok(api.delete("/admin/models/m1/versions/1"), 204)
+    await error(api.get("/admin/models/m1"), 404, "not_found")
+    # The name is free again, with any input type.
+    await ok(api.post("/admin/models", json={**MODEL, "input_type": "strings"}), 201)
+
+
+async def test_deleting_the_current_version_of_an_unlinked_model_clears_current(
+    api: httpx.AsyncClient,
+) -> None:
+    await ok(api.post("/admin/models", json=MODEL), 201)
+    await ok(api.post("/admin/models", json={**MODEL, "version": "2"}), 201)
+    await ok(api.delete("/admin/models/m1/versions/2"), 204)
+    model = await ok(api.get("/admin/models/m1"))
+    assert model["current_version"] is None and model["versions"] == ["1"]
+
+
+async def test_several_links_under_a_multi_model_policy(api: httpx.AsyncClient) -> None:
+    await ok(api.post("/admin/apps", json={**APP, "policy": "exp3"}), 201)
+    for name in ("m1", "m2"):
+        await ok(api.post("/admin/models", json={**MODEL, "name": name}), 201)
+        await ok(api.post("/admin/apps/app1/links", json={"model_name": name}))
+    assert await ok(api.get("/admin/apps/app1/links")) == ["m1", "m2"]
+
+
+async def test_linking_twice_is_idempotent(api: httpx.AsyncClient) -> None:
+    await ok(api.post("/admin/apps", json=APP), 201)
+    await ok(api.post("/admin/models", json=MODEL), 201)
+    for _ in range(2):
+        assert await ok(api.post("/admin/apps/app1/links", json={"model_name": "m1"})) == ["m1"]
+
+
+# ---------------------------------------------------------------------- 400
+
+
+BAD_APPS = [
+    ({**APP, "name": "My_App"}, ["app name 'My_App' is not a DNS-1123 label", "lowercase"]),
+    ({**APP, "name": "a" * 64}, ["app name", "64 characters", "at most 63"]),
+    ({**APP, "name": "-app"}, ["app name '-app'", "starting and ending"]),
+    ({**APP, "name": ""}, ["app name ''", "empty"]),
+    ({**APP, "name": 7}, ["app name must be a string", "7"]),
+    ({**APP, "input_type": "tensor"}, ["input_type 'tensor' is not known", "doubles"]),
+    ({**APP, "input_type": "Doubles"}, ["input_type 'Doubles'"]),
+    ({**APP, "slo_micros": 0}, ["slo_micros must be > 0, got 0"]),
+    ({**APP, "slo_micros": -5}, ["slo_micros must be > 0, got -5"]),
+    ({**APP, "slo_micros": "100"}, ["slo_micros must be an integer", "'100'", "a string"]),
+    ({**APP, "slo_micros": True}, ["slo_micros must be an integer", "true"]),
+    ({**APP, "slo_micros": 1.5}, ["slo_micros must be an integer", "1.5"]),
+    ({**APP, "slo_micros": None}, ["slo_micros must be an integer", "null"]),
+    ({**APP, "policy": "random"}, ["policy 'random' is not known", "single"]),
+    ({**APP, "slo_micro": 5}, ["field 'slo_micro' is not accepted"]),
+    ({k: v for k, v in APP.items() if k != "slo_micros"}, ["field 'slo_micros' is required"]),
+    ({k: v for k, v in APP.items() if k != "default_output"}, ["'default_output' is required"]),
+    ({}, ["field 'name' is required", "field 'input_type' is required"]),
+    ({**APP, "default_output": "x" * 70_000}, ["default_output is", "bytes"]),
+]
+
+
+@pytest.mark.parametrize(("body", "fragments"), BAD_APPS)
+async def test_bad_app_is_400_naming_the_field(
+    api: httpx.AsyncClient, body: dict[str, Any], fragments: list[str]
+) -> None:
+    message = await error(api.post("/admin/apps", json=body), 400, "invalid")
+    for fragment in fragments:
+        assert fragment in message
+
+
+BAD_MODELS = [
+    ({**MODEL, "name": "M1"}, ["model name 'M1' is not a DNS-1123 label"]),
+    ({**MODEL, "version": "1 0"}, ["model version '1 0' is not valid"]),
+    ({**MODEL, "version": "v1:x"}, ["model version 'v1:x'"]),
+    ({**MODEL, "version": 1}, ["model version must be a string", "a number"]),
+    ({**MODEL, "input_type": "tensor"}, ["input_type 'tensor' is not known"]),
+    ({**MODEL, "num_replicas": -1}, ["num_replicas must be >= 0, got -1"]),
+    ({**MODEL, "num_replicas": True}, ["num_replicas must be an integer"]),
+    ({**MODEL, "batch_size": 0}, ["batch_size must be >= 1, or -1", "got 0"]),
+    ({**MODEL, "labels": "a"}, ["labels must be a list of strings"]),
+    ({**MODEL, "pkgs": [1]}, ["pkgs must be a list of strings", "1"]),
+    ({**MODEL, "runtime": {"python": 3}}, ["runtime must map names to strings", "'python'"]),
+    ({**MODEL, "set_current": "yes"}, ["field 'set_current'", "'yes'"]),
+    ({"name": "m1"}, ["field 'version' is required", "field 'input_type' is required"]),
+]
+
+
+@pytest.mark.parametrize(("body", "fragments"), BAD_MODELS)
+async def test_bad_model_version_is_400_naming_the_field(
+    api: httpx.AsyncClient, body: dict[str, Any], fragments: list[str]
+) -> None:
+    message = await error(api.post("/admin/models", json=body), 400, "invalid")
+    for fragment in fragments:
+        assert fragment in message
+
+
+async def test_bad_bodies_and_paths_are_400(api: httpx.AsyncClient) -> None:
+    headers = {"content-type": "application/json"}
+    cases: list[tuple[Awaitable[httpx.Response], str]] = [
+        (api.post("/admin/apps", content=b'{"name": "a",', headers=headers), "not valid JSON"),
+        (api.post("/admin/apps", content=b"[1, 2]", headers=headers), "must be a JSON object"),
+        (api.post("/admin/apps", headers=headers), "request body is missing"),
+        (api.post("/admin/apps", content=b'{"name": "a"}'), "Content-Type: application/json"),
+        (api.get("/admin/apps/Bad_App"), "app name 'Bad_App'"),
+        (api.get("/admin/apps/a:links"), "app name 'a:links'"),
+        (api.get("/admin/models/m1/versions/1%200"), "model version '1 0'"),
+        (api.post("/admin/apps/app1/links", json={"model_name": "No"}), "model name 'No'"),
+        (api.post("/admin/apps/app1/links", json={}), "field 'model_name' is required"),
+        (
+            api.put("/admin/models/m1/versions/1/replicas", json={"num_replicas": -2}),
+            "num_replicas must be >= 0, got -2",
+        ),
+        (
+            api.put("/admin/models/m1/versions/1/replicas", json={"num_replicas": "2"}),
+            "num_replicas must be an integer",
+        ),
+        (
+            api.put("/admin/models/m1/current_version", json={"version": ""}),
+            "model version '' is not valid",
+        ),
+    ]
+    for request, fragment in cases:
+        assert fragment in await error(request, 400, "invalid")
+
+
+async def test_oversize_body_is_413(api: httpx.AsyncClient) -> None:
+    big = json.dumps({**APP, "default_output": "x" * 2_000_000}).encode()
+    headers = {"content-type": "application/json"}
+    message = await error(api.post("/admin/apps", content=big, headers=headers), 413, "too_large")
+    assert "bytes" in message
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(big), 65536):
+            yield big[i : i + 65536]
+
+    # No Content-Length: the body is counted as it streams in.
+    await error(api.post("/admin/apps", content=chunks(), headers=headers), 413, "too_large")
+    assert await ok(api.get("/admin/apps")) == []
+
+
+# ---------------------------------------------------------------------- 404 / 405
+
+
+async def test_unknown_things_are_404(api: httpx.AsyncClient) -> None:
+    await ok(api.post("/admin/apps", json=APP), 201)
+    await ok(api.post("/admin/models", json=MODEL), 201)
+    cases: list[tuple[Awaitable[httpx.Response], str]] = [
+        (api.get("/admin/apps/nope"), "app 'nope' does not exist"),
+        (api.delete("/admin/apps/nope"), "app 'nope'"),
+        (api.get("/admin/apps/nope/links"), "app 'nope'"),
+        (api.post("/admin/apps/nope/links", json={"model_name": "m1"}), "app 'nope'"),
+        (api.post("/admin/apps/app1/links", json={"model_name": "nope"}), "model 'nope'"),
+        (api.delete("/admin/apps/app1/links/m1"), "model 'm1' is not linked to app 'app1'"),
+        (api.get("/admin/models/nope"), "model 'nope' does not exist"),
+        (api.delete("/admin/models/nope"), "model 'nope'"),
+        (api.get("/admin/models/m1/versions/9"), "model 'm1' has no version '9'"),
+        (api.get("/admin/models/nope/versions/1"), "model 'nope' does not exist"),
+        (api.delete("/admin/models/m1/versions/9"), "no version '9' (its versions: '1')"),
+        (api.put("/admin/models/m1/current_version", json={"version": "9"}), "no version '9'"),
+        (api.put("/admin/models/nope/current_version", json={"version": "1"}), "'nope'"),
+        (api.put("/admin/models/m1/versions/9/replicas", json={"num_replicas": 1}), "'9'"),
+        (api.put("/admin/models/nope/versions/1/replicas", json={"num_replicas": 1}), "'nope'"),
+        (api.get("/admin/nothing-here"), "no such endpoint: GET /admin/nothing-here"),
+    ]
+    for request, fragment in cases:
+        assert fragment in await error(request, 404, "not_found")
+
+
+async def test_wrong_method_is_405(api: httpx.AsyncClient) -> None:
+    message = await error(api.patch("/admin/apps", json={}), 405, "method_not_allowed")
+    assert "PATCH is not allowed on /admin/apps" in message and "GET" in message
+
+
+# ---------------------------------------------------------------------- 409
+
+
+async def test_conflicts_are_409_and_say_what_to_do(api: httpx.AsyncClient) -> None:
+    await ok(api.post("/admin/apps", json=APP), 201)
+    await ok(api.post("/admin/models", json=MODEL), 201)
+
+    message = await error(api.post("/admin/apps", json=APP), 409, "conflict")
+    assert "app 'app1' already exists" in message
+
+    message = await error(api.post("/admin/models", json=MODEL), 409, "conflict")
+    assert "model 'm1' already has version '1'" in message
+
+    other_type = {**MODEL, "version": "2", "input_type": "strings"}
+    message = await error(api.post("/admin/models", json=other_type), 409, "conflict")
+    assert "model 'm1' takes input type 'doubles'" in message and "first version" in message
+
+    await ok(api.post("/admin/models", json={**MODEL, "name": "s1", "input_type": "strings"}), 201)
+    link_s1 = api.post("/admin/apps/app1/links", json={"model_name": "s1"})
+    message = await error(link_s1, 409, "conflict")
+    assert "model 's1' takes input type 'strings' but app 'app1' takes 'doubles'" in message
+
+    await ok(api.post("/admin/apps/app1/links", json={"model_name": "m1"}))
+    await ok(api.post("/admin/models", json={**MODEL, "name": "m2"}), 201)
+    link_m2 = api.post("/admin/apps/app1/links", json={"model_name": "m2"})
+    message = await error(link_m2, 409, "conflict")
+    assert "'single' policy" in message and "unlink 'm1' first" in message
+
+    message = await error(api.delete("/admin/models/m1"), 409, "conflict")
+    assert "model 'm1' is linked to app(s) 'app1'" in message and "unlink" in message
+
+    message = await error(api.delete("/admin/models/m1/versions/1"), 409, "conflict")
+    assert "current version of model 'm1'" in message
+
+    # A linked model with no current version still keeps its last version.
+    await ok(api.post("/admin/models", json={**MODEL, "version": "2"}), 201)
+    await ok(api.delete("/admin/models/m1/versions/1"), 204)
+    await ok(api.post("/admin/models", json={**MODEL, "version": "3", "set_current": False}), 201)
+    await ok(api.delete("/admin/models/m1/versions/3"), 204)
+    # Nothing above changed the links.
+    assert await ok(api.get("/admin/apps/app1/links")) == ["m1"]
+
+
+async def test_concurrent_links_under_single_policy_admit_exactly_one(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await ok(api.post("/admin/apps", json=APP), 201)
+    names = [f"m{i}" for i in range(8)]
+    for name in names:
+        await ok(api.post("/admin/models", json={**MODEL, "name": name}), 201)
+    before = await latest_change_id(async_redis, KEYS)
+    answers = await asyncio.gather(
+        *(api.post("/admin/apps/app1/links", json={"model_name": n}) for n in names)
+    )
+    assert sorted(a.status_code for a in answers) == [200] + [409] * 7
+    links = await ok(api.get("/admin/apps/app1/links"))
+    assert len(links) == 1
+    assert len(await feed_after(async_redis, before)) == 1
+
+
+async def test_concurrent_adds_of_one_app_admit_exactly_one(api: httpx.AsyncClient) -> None:
+    answers = await asyncio.gather(*(api.post("/admin/apps", json=APP) for _ in range(8)))
+    assert sorted(a.status_code for a in answers) == [201] + [409] * 7
+
+
+# ---------------------------------------------------------------------- change feed
+
+
+async def test_every_change_appends_exactly_one_feed_entry(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis, redis_url: str
+) -> None:
+    follower = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
+    seen: asyncio.Queue[Change] = asyncio.Queue()
+    start = await latest_change_id(async_redis, KEYS)
+
+    async def follow() -> None:
+        async for change in follow_changes(follower, KEYS, start, block_ms=500):
+            seen.put_nowait(change)
+
+    task = asyncio.create_task(follow())
+    last = start
+
+    async def expect(request: Awaitable[httpx.Response], fields: dict[str, str] | None) -> None:
+        nonlocal last
+        r = await request
+        assert r.status_code < 500, r.text
+        entries = await feed_after(async_redis, last)
+        if fields is None:
+            assert entries == [], f"{r.request.method} {r.request.url} published {entries}"
+            return
+        assert len(entries) == 1, entries
+        entry_id, entry = entries[0]
+        assert entry == fields
+        change = await asyncio.wait_for(seen.get(), DEADLINE_S)
+        assert (change.id, change.kind, change.fields) == (entry_id, fields["kind"], fields)
+        last = entry_id
+
+    try:
+        await expect(api.post("/admin/apps", json=APP), {"kind": "app", "op": "add", "app": "app1"})
+        model_add = {"kind": "model", "op": "add", "model": "m1", "version": "1"}
+        await expect(api.post("/admin/models", json=MODEL), model_add)
+        link = {"kind": "links", "op": "link", "app": "app1", "model": "m1"}
+        await expect(api.post("/admin/apps/app1/links", json={"model_name": "m1"}), link)
+        v2 = {**MODEL, "version": "2", "set_current": False}
+        await expect(api.post("/admin/models", json=v2), {**model_add, "version": "2"})
+        current = {"kind": "model", "op": "set_current", "model": "m1", "version": "2"}
+        await expect(api.put("/admin/models/m1/current_version", json={"version": "2"}), current)
+        replicas = {"kind": "replicas", "op": "set_replicas", "model": "m1", "version": "2"}
+        put_replicas = api.put("/admin/models/m1/versions/2/replicas", json={"num_replicas": 2})
+        await expect(put_replicas, replicas)
+
+        # Failures and no-ops publish nothing.
+        await expect(api.post("/admin/apps", json=APP), None)
+        await expect(api.post("/admin/apps/app1/links", json={"model_name": "m1"}), None)
+        await expect(api.put("/admin/models/m1/current_version", json={"version": "2"}), None)
+        same = api.put("/admin/models/m1/versions/2/replicas", json={"num_replicas": 2})
+        await expect(same, None)
+        await expect(api.delete("/admin/models/m1"), None)
+        await expect(api.post("/admin/apps", json={**APP, "slo_micros": 0}), None)
+
+        unlink = {"kind": "links", "op": "delete", "app": "app1", "model": "m1"}
+        await expect(api.delete("/admin/apps/app1/links/m1"), unlink)
+        drop_v1 = {"kind": "model", "op": "delete", "model": "m1", "version": "1"}
+        await expect(api.delete("/admin/models/m1/versions/1"), drop_v1)
+        await expect(
+            api.delete("/admin/models/m1"), {"kind": "model", "op": "delete", "model": "m1"}
+        )
+        drop_app = {"kind": "app", "op": "delete", "app": "app1"}
+        await expect(api.delete("/admin/apps/app1"), drop_app)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await follower.aclose()
+
+    assert await read_snapshot(async_redis, KEYS) == Snapshot()
+    assert seen.empty()
+
+
+async def test_snapshot_plus_feed_reproduces_the_state(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await ok(api.post("/admin/apps", json=APP), 201)
+    await ok(api.post("/admin/models", json=MODEL), 201)
+    after = await latest_change_id(async_redis, KEYS)
+    await ok(api.post("/admin/apps/app1/links", json={"model_name": "m1"}))
+    snap = await read_snapshot(async_redis, KEYS)
+    assert snap.links == {"app1": ["m1"]}
+    assert snap.models["m1"].current_version == "1"
+    assert snap.versions[("m1", "1")].artifact == "/bundles/m1-1"
+    assert not await feed_trimmed_after(async_redis, KEYS, after)
+    # The feed is capped near FEED_MAXLEN, so an id older than its oldest entry is a gap.
+    assert await feed_trimmed_after(async_redis, KEYS, "1-0")
+    assert FEED_MAXLEN >= 1000
+
+
+# ---------------------------------------------------------------------- replicas
+
+
+async def test_replicas_lists_what_query_frontends_wrote(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    assert await ok(api.get("/admin/replicas")) == []
+    replica = {
+        "replica_id": "r1",
+        "model_name": "m1",
+        "model_version": "1",
+        "input_type": "doubles",
+        "frontend": "qf-0",
+        "pid": 42,
+        "runtime": {"python": "3.11.7"},
+        "connected_at": 1.5,
+    }
+    other = {**replica, "replica_id": "r2", "model_name": "m2"}
+    await async_redis.hset(
+        KEYS.replicas,
+        mapping={"r1": json.dumps(replica), "r2": json.dumps(other), "r3": "{not json"},
+    )
+    assert await ok(api.get("/admin/replicas")) == [replica, other]
+    assert await ok(api.get("/admin/replicas", params={"model_name": "m2"})) == [other]
+    only_v2 = await ok(
+        api.get("/admin/replicas", params={"model_name": "m1", "model_version": "2"})
+    )
+    assert only_v2 == []
+
+
+# ---------------------------------------------------------------------- schema, prefix
+
+
+async def test_startup_writes_schema_version_and_refuses_a_newer_one(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    assert await read_schema_version(async_redis, KEYS) == SCHEMA_VERSION
+    await async_redis.hset(KEYS.meta, "schema_version", str(SCHEMA_VERSION + 1))
+    with pytest.raises(StartupError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        await Store(async_redis, KEYS).ensure_schema()
+
+
+async def test_key_prefixes_keep_clusters_apart(
+    api: httpx.AsyncClient, redis_url: str, async_redis: aioredis.Redis
+) -> None:
+    await ok(api.post("/admin/apps", json=APP), 201)
+    async with serve(Config(redis_url=redis_url, key_prefix="other")) as other:
+        assert await ok(other.get("/admin/apps")) == []
+        await ok(other.post("/admin/apps", json=APP), 201)
+    assert await async_redis.sismember("other:apps", "app1")
+    assert await read_schema_version(async_redis, Keys("other")) == SCHEMA_VERSION
+
+
+# ---------------------------------------------------------------------- Redis restarts
+
+
+async def test_state_survives_a_redis_restart(
+    redis_process_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    server = redis_process_factory(data_dir=tmp_path / "aof")
+    config = Config(redis_url=server.url, redis_wait_s=5)
+    async with serve(config) as api:
+        await ok(api.post("/admin/apps", json=APP), 201)
+        await ok(api.post("/admin/models", json=MODEL), 201)
+        await ok(api.post("/admin/apps/app1/links", json={"model_name": "m1"}))
+        await ok(api.put("/admin/models/m1/versions/1/replicas", json={"num_replicas": 2}))
+        before = [await ok(api.get(p)) for p in ("/admin/apps", "/admin/models/m1")]
+
+        await asyncio.to_thread(server.shutdown)
+        message = await error(api.get("/admin/apps"), 503, "unavailable")
+        assert server.url in message
+        await error(api.get("/healthz"), 503, "unavailable")
+
+        await asyncio.to_thread(server.start)  # same directory, same port
+
+        async def healthy() -> bool:
+            return (await api.get("/healthz")).status_code == 200
+
+        await poll(healthy, "the frontend to reach the restarted Redis")
+        assert [await ok(api.get(p)) for p in ("/admin/apps", "/admin/models/m1")] == before
+
+    # A frontend started afresh reads the same state, feed included.
+    async with serve(config) as api:
+        assert await ok(api.get("/admin/apps")) == before[0]
+        client = aioredis.Redis.from_url(server.url, decode_responses=True)
+        try:
+            assert await client.xlen(KEYS.changes) == 4
+            assert await client.config_get("appendonly") == {"appendonly": "yes"}
+        finally:
+            await client.aclose()
+    assert list((tmp_path / "aof").glob("appendonly*"))
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def _start_entry_point(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "management_frontend", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def test_entry_point_serves_and_shuts_down_gracefully(redis_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "mf.log"
+    proc = _start_entry_point(
+        [
+            "--redis-url",
+            redis_url,
+            "--port",
+            str(port),
+            "--key-prefix",
+            "entry",
+            "--log-level",
+            "debug",
+        ],
+        log,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        r = httpx.post(f"{base}/admin/apps", json=APP, timeout=5)
+        assert r.status_code == 201, r.text
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            assert client.sismember("entry:apps", "app1")
+            assert client.hget("entry:meta", "schema_version") == str(SCHEMA_VERSION)
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal so that the exit
+        # status reports it, as a supervisor expects.
+        assert proc.wait(timeout=DEADLINE_S) in (0, -signal.SIGTERM), log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=DEADLINE_S)
+    text = log.read_text()
+    assert "management frontend ready" in text
+    assert "Application shutdown complete" in text and "management frontend stopped" in text
+
+
+def test_entry_point_exits_when_redis_never_answers(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    log = tmp_path / "mf.log"
+    proc = _start_entry_point(["--redis-url", url, "--port", "0", "--redis-wait", "0.3"], log)
+    try:
+        assert proc.wait(timeout=DEADLINE_S) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=DEADLINE_S)
+    text = log.read_text()
+    assert f"Redis at {url} did not answer within 0.3 s" in text
+
+
+def test_entry_point_rejects_bad_arguments_with_usage(tmp_path: Path) -> None:
+    log = tmp_path / "mf.log"
+    proc = _start_entry_point(["--redis-url", "http://nope"], log)
+    assert proc.wait(timeout=DEADLINE_S) == 2
+    assert "is not a Redis URL" in log.read_text()
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(management_frontend.__all__) == sorted(
+        [
+            "Config",
+            "Conflict",
+            "Invalid",
+            "ManagementError",
+            "NotFound",
+            "StartupError",
+            "Store",
+            "create_app",
+            "main",
+        ]
+    )
+    for name in management_frontend.__all__:
+        assert getattr(management_frontend, name) is not None
