@@ -10,9 +10,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import zmq.asyncio
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
-from management_frontend.schema import Keys, Snapshot
+from management_frontend.schema import SCHEMA_VERSION, Keys, Snapshot, read_schema_version
 from query_frontend.config import Config
 from query_frontend.dispatch import Dispatcher
 from query_frontend.http_api import FrontendState, routes
@@ -58,6 +59,7 @@ def create_app(config: Config) -> Starlette:
             task.add_done_callback(tasks.discard)
 
         try:
+            await _check_schema(r, keys)
             with contextlib.suppress(Exception):
                 await registry.clear_own()
             spawn(follow(routing, r, keys), "change-feed")
@@ -79,6 +81,18 @@ def create_app(config: Config) -> Starlette:
             await r.aclose()
 
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _check_schema(r: aioredis.Redis, keys: Keys) -> None:
+    try:
+        found = await read_schema_version(r, keys)
+    except (RedisError, OSError):
+        return  # Redis not up yet: the change-feed follower retries until it is
+    if found is not None and found > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"Redis holds Schooner schema version {found}, newer than this query frontend "
+            f"understands ({SCHEMA_VERSION}): upgrade the query frontend"
+        )
 
 
 def _on_task_done(task: asyncio.Task[None]) -> None:

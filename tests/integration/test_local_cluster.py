@@ -1,0 +1,305 @@
+"""The notebook flow on the embedded default: real redis-server, both frontends and every
+model replica as real local processes, talking over real sockets.
+
+One cluster serves the whole module (each test uses its own app and model names);
+the restart test starts its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from admin import (
+    ConflictError,
+    Connection,
+    IncompatibleModelError,
+    InvalidRequestError,
+    LocalContainerManager,
+    NotFoundError,
+)
+from admin.deployers.python import deploy_python_closure
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def manager(data_dir: Path, ports: dict[str, int] | None = None) -> LocalContainerManager:
+    names = ("query_port", "management_port", "rpc_port", "redis_port")
+    return LocalContainerManager(data_dir=data_dir, **(ports or {n: free_port() for n in names}))
+
+
+@pytest.fixture(scope="module")
+def conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connection]:
+    c = Connection(manager(tmp_path_factory.mktemp("cluster")))
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop_all()
+
+
+def predict(conn: Connection, app: str, body: Any, timeout: float = 10) -> httpx.Response:
+    url = f"http://{conn.get_query_addr()}/{app}/predict"
+    if isinstance(body, bytes):
+        return httpx.post(url, content=body, timeout=timeout)
+    return httpx.post(url, json=body, timeout=timeout)
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``check`` until it holds, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not true after {timeout} s: {what}")
+        time.sleep(0.02)
+
+
+def output_of(conn: Connection, app: str, x: Any) -> Any:
+    r = predict(conn, app, {"input": x})
+    assert r.status_code == 200, r.text
+    return r.json()["output"]
+
+
+def test_notebook_flow_serves_an_sklearn_model(conn: Connection) -> None:
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = make_classification(n_samples=300, n_features=10, random_state=0)
+    model = LogisticRegression().fit(x, y)
+
+    conn.register_application(
+        name="pipeline", input_type="doubles", default_output="-1.0", slo_micros=100000
+    )
+    deploy_python_closure(
+        conn,
+        name="test-model",
+        version="1",
+        input_type="doubles",
+        func=model.predict,
+        pkgs_to_install=["scikit-learn"],
+    )
+    conn.link_model_to_app(app_name="pipeline", model_name="test-model")
+    host, port = conn.get_query_addr().rsplit(":", 1)
+    assert host == "127.0.0.1" and int(port) > 0
+
+    r = predict(conn, "pipeline", {"input": x[0].tolist()})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["default"] is False
+    assert body["output"] == int(model.predict(x[:1])[0])
+    assert isinstance(body["query_id"], int)
+
+    r = predict(conn, "pipeline", {"input_batch": x[:20].tolist()})
+    assert r.status_code == 200
+    outputs = [p["output"] for p in r.json()["batch_predictions"]]
+    assert outputs == model.predict(x[:20]).tolist()
+
+    assert [a["name"] for a in conn.get_all_apps(verbose=True)] == ["pipeline"]
+    assert conn.get_all_models() == ["test-model:1"]
+    assert conn.get_linked_models("pipeline") == ["test-model"]
+    replicas = conn.get_all_model_replicas(verbose=True)
+    assert [r["model_name"] for r in replicas] == ["test-model"]
+
+    conn.set_num_replicas("test-model", 2)
+    eventually(lambda: len(conn.get_all_model_replicas()) == 2, what="a second replica")
+    status = conn.inspect_instance()
+    assert len(status["models"]["test-model:1"]["replicas"]) == 2
+
+
+def test_every_input_type_round_trips(conn: Connection) -> None:
+    echo: dict[str, Any] = {
+        "ints": (lambda xs: [int(sum(x)) for x in xs], [1, 2, 3], 6),
+        "floats": (lambda xs: [float(sum(x)) for x in xs], [0.5, 0.25], 0.75),
+        "doubles": (lambda xs: [float(np.prod(x)) for x in xs], [2.0, 3.5], 7.0),
+        "bytes": (lambda xs: [len(b) for b in xs], base64.b64encode(b"\x00\x01\x02").decode(), 3),
+        "strings": (lambda xs: [s.upper() for s in xs], "héllo", "HÉLLO"),
+    }
+    for input_type, (func, value, expected) in echo.items():
+        name = f"echo-{input_type}"
+        conn.register_application(name, input_type, None, 2_000_000)
+        deploy_python_closure(conn, name, "1", input_type, func)
+        conn.link_model_to_app(name, name)
+        assert output_of(conn, name, value) == expected, input_type
+        r = predict(conn, name, {"input_batch": [value, value]})
+        assert [p["output"] for p in r.json()["batch_predictions"]] == [expected, expected]
+
+
+def test_rollback_changes_the_outputs(conn: Connection) -> None:
+    conn.register_application("versions", "doubles", -1, 2_000_000)
+    deploy_python_closure(conn, "versioned", "1", "doubles", lambda xs: ["v1"] * len(xs))
+    conn.link_model_to_app("versions", "versioned")
+    assert output_of(conn, "versions", [1.0]) == "v1"
+    deploy_python_closure(conn, "versioned", "2", "doubles", lambda xs: ["v2"] * len(xs))
+    eventually(lambda: output_of(conn, "versions", [1.0]) == "v2", what="version 2 serving")
+    conn.set_model_version("versioned", "1")
+    eventually(lambda: output_of(conn, "versions", [1.0]) == "v1", what="rollback to 1")
+    conn.set_model_version("versioned", "2")
+    eventually(lambda: output_of(conn, "versions", [1.0]) == "v2", what="forward to 2")
+    with pytest.raises(NotFoundError, match="3"):
+        conn.set_model_version("versioned", "3")
+
+
+def test_two_replicas_both_receive_work(conn: Connection) -> None:
+    conn.register_application("pids", "doubles", -1, 5_000_000)
+    deploy_python_closure(
+        conn, "whoami", "1", "doubles", lambda xs: [os.getpid()] * len(xs), num_replicas=2
+    )
+    conn.link_model_to_app("pids", "whoami")
+
+    def one(_: int) -> int:
+        return int(output_of(conn, "pids", [1.0]))
+
+    seen: set[int] = set()
+    with ThreadPoolExecutor(8) as pool:
+        deadline = time.monotonic() + 30
+        while len(seen) < 2 and time.monotonic() < deadline:
+            seen.update(pool.map(one, range(64)))
+    assert len(seen) == 2, f"only replica pids {seen} answered"
+
+
+def test_no_model_linked_gives_the_default_with_a_reason(conn: Connection) -> None:
+    conn.register_application("lonely", "doubles", {"label": "unknown"}, 50_000)
+    r = predict(conn, "lonely", {"input": [1.0]})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["default"] is True
+    assert body["output"] == {"label": "unknown"}
+    assert "no model is linked to app 'lonely'" in body["default_explanation"]
+
+
+def test_a_model_slower_than_the_slo_gives_the_default(conn: Connection) -> None:
+    def slow(xs: Any) -> list[int]:
+        time.sleep(1.0)
+        return [1] * len(xs)
+
+    conn.register_application("hurry", "doubles", 0, 50_000)
+    deploy_python_closure(conn, "sloth", "1", "doubles", slow)
+    conn.link_model_to_app("hurry", "sloth")
+    body = predict(conn, "hurry", {"input": [1.0]}).json()
+    assert body["default"] is True and body["output"] == 0
+    assert "did not answer within the latency objective" in body["default_explanation"]
+
+
+def test_bad_requests_get_specific_errors(conn: Connection) -> None:
+    conn.register_application("strict", "doubles", -1, 1_000_000)
+    deploy_python_closure(conn, "strict-model", "1", "doubles", lambda xs: [1] * len(xs))
+    conn.link_model_to_app("strict", "strict-model")
+
+    r = predict(conn, "no-such-app", {"input": [1.0]})
+    assert r.status_code == 404 and "no-such-app" in r.json()["message"]
+    r = predict(conn, "strict", b'{"input": [1.0,')
+    assert r.status_code == 400 and "not valid JSON" in r.json()["message"]
+    r = predict(conn, "strict", {"input": ["a", "b"]})
+    assert r.status_code == 400 and "doubles" in r.json()["message"]
+    r = predict(conn, "strict", {"input": [[1.0], [2.0]]})
+    assert r.status_code == 400 and "nested" in r.json()["message"]
+    r = predict(conn, "strict", {"x": 1})
+    assert r.status_code == 400 and "input_batch" in r.json()["message"]
+    r = predict(conn, "strict", b'{"input": [' + b"1.0," * 3_000_000 + b"1.0]}")
+    assert r.status_code == 413 and "limit" in r.json()["message"]
+    # Nothing was lost: the app still answers.
+    assert output_of(conn, "strict", [1.0]) == 1
+
+    with pytest.raises(InvalidRequestError, match="DNS-1123"):
+        conn.register_application("Bad_Name", "doubles", -1, 1000)
+    with pytest.raises(InvalidRequestError, match="input type"):
+        conn.register_application("typo", "double", -1, 1000)
+    with pytest.raises(InvalidRequestError, match="slo_micros"):
+        conn.register_application("zero-slo", "doubles", -1, 0)
+    with pytest.raises(ConflictError):
+        conn.register_application("strict", "doubles", -1, 1000)
+
+
+def test_a_crashing_model_gives_a_5xx_naming_it_and_keeps_serving(conn: Connection) -> None:
+    def fragile(xs: Any) -> list[float]:
+        if any(x[0] < 0 for x in xs):
+            raise ValueError("negative input")
+        return [float(x[0]) for x in xs]
+
+    conn.register_application("fragile", "doubles", -1, 2_000_000)
+    deploy_python_closure(conn, "fragile-model", "1", "doubles", fragile)
+    conn.link_model_to_app("fragile", "fragile-model")
+    r = predict(conn, "fragile", {"input": [-1.0]})
+    assert r.status_code == 500
+    message = r.json()["message"]
+    assert "fragile-model" in message and "ValueError: negative input" in message
+    assert output_of(conn, "fragile", [2.0]) == 2.0
+    # A model that returns the wrong number of outputs is an error too, not a hang.
+    deploy_python_closure(conn, "fragile-model", "2", "doubles", lambda xs: [1, 2, 3])
+    eventually(lambda: predict(conn, "fragile", {"input": [1.0]}).status_code == 500)
+    assert "3 outputs" in predict(conn, "fragile", {"input": [1.0]}).json()["message"]
+    # The frontend is still up for everyone else.
+    assert predict(conn, "strict", {"input": [1.0]}).status_code in (200, 404)
+
+
+def test_a_new_app_and_link_take_effect_without_restart(conn: Connection) -> None:
+    conn.register_application("late", "doubles", "none yet", 1_000_000)
+    eventually(lambda: predict(conn, "late", {"input": [1.0]}).status_code == 200)
+    deploy_python_closure(conn, "late-model", "1", "doubles", lambda xs: ["hi"] * len(xs))
+    conn.link_model_to_app("late", "late-model")
+    eventually(lambda: output_of(conn, "late", [1.0]) == "hi", what="the link applied")
+    conn.unlink_model_from_app("late", "late-model")
+    eventually(lambda: predict(conn, "late", {"input": [1.0]}).json()["default"] is True)
+    conn.unregister_application("late")
+    eventually(lambda: predict(conn, "late", {"input": [1.0]}).status_code == 404)
+
+
+def test_a_pickle_from_another_python_is_refused_at_deploy(
+    conn: Connection, tmp_path: Path
+) -> None:
+    from model_container.bundle import write_closure_bundle
+
+    bundle = tmp_path / "foreign"
+    info = write_closure_bundle(bundle, lambda xs: xs, "doubles", [])
+    meta = (bundle / "model.json").read_text()
+    (bundle / "model.json").write_text(meta.replace(info.runtime["python"], "3.10.13"))
+    with pytest.raises(IncompatibleModelError) as exc:
+        conn.build_and_deploy_model("foreign", "1", "doubles", bundle)
+    assert "3.10.13" in str(exc.value) and info.runtime["python"] in str(exc.value)
+    assert not [m for m in conn.get_all_models() if m.startswith("foreign:")]
+
+
+def test_restart_keeps_apps_models_links_and_versions(tmp_path: Path) -> None:
+    data_dir = tmp_path / "restart"
+    names = ("query_port", "management_port", "rpc_port", "redis_port")
+    ports = {n: free_port() for n in names}
+    first = Connection(manager(data_dir, ports))
+    first.start()
+    try:
+        first.register_application("keep", "doubles", -1, 2_000_000)
+        deploy_python_closure(first, "kept", "1", "doubles", lambda xs: ["one"] * len(xs))
+        deploy_python_closure(first, "kept", "2", "doubles", lambda xs: ["two"] * len(xs))
+        first.link_model_to_app("keep", "kept")
+        first.set_model_version("kept", "1")
+        assert output_of(first, "keep", [1.0]) == "one"
+    finally:
+        first.stop_all()
+
+    second = Connection(manager(data_dir, ports))
+    second.start()
+    try:
+        assert [a["name"] for a in second.get_all_apps(verbose=True)] == ["keep"]
+        assert second.get_linked_models("keep") == ["kept"]
+        info = second.get_model_info("kept", "1")
+        assert info is not None
+        eventually(lambda: output_of(second, "keep", [1.0]) == "one", what="serving after restart")
+        second.set_model_version("kept", "2")
+        eventually(lambda: output_of(second, "keep", [1.0]) == "two", what="version 2 kept")
+    finally:
+        second.stop_all()
