@@ -1,0 +1,60 @@
+"""Schooner's admin client: start, connect to and drive a Schooner cluster.
+
+    from admin import Connection, LocalContainerManager
+    from admin.deployers.python import deploy_python_closure
+
+    conn = Connection(LocalContainerManager())
+    conn.start()
+    conn.register_application(name="pipeline", input_type="doubles",
+                              default_output="-1.0", slo_micros=100000)
+    deploy_python_closure(conn, name="m", version="1", input_type="doubles", func=f)
+    conn.link_model_to_app(app_name="pipeline", model_name="m")
+
+Everything public is named in ``__all__``; the modules starting with ``_`` are private.
+Every error is a ``SchoonerError`` (the tree is in ``admin.exceptions``).
+"""
+
+from __future__ import annotations
+
+from admin._connection import Connection
+from admin.container_managers.base import ContainerManager, ReplicaState
+from admin.container_managers.local import LocalContainerManager
+from admin.exceptions import (
+    ClusterAlreadyRunningError,
+    ClusterNotRunningError,
+    ConflictError,
+    ContainerManagerError,
+    DeployError,
+    IncompatibleModelError,
+    InvalidRequestError,
+    ManagementAPIError,
+    ModelStartError,
+    NotConnectedError,
+    NotFoundError,
+    RequestTimeoutError,
+    SchoonerError,
+    ServiceUnavailableError,
+)
+
+__all__ = [
+    "ClusterAlreadyRunningError",
+    "ClusterNotRunningError",
+    "ConflictError",
+    "Connection",
+    "ContainerManager",
+    "ContainerManagerError",
+    "DeployError",
+    "IncompatibleModelError",
+    "InvalidRequestError",
+    "LocalContainerManager",
+    "ManagementAPIError",
+    "ModelStartError",
+    "NotConnectedError",
+    "NotFoundError",
+    "ReplicaState",
+    "RequestTimeoutError",
+    "SchoonerError",
+    "ServiceUnavailableError",
+]
+
+__version__ = "0.1.0"

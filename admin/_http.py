@@ -1,0 +1,242 @@
+"""A small typed client for the frontends' JSON APIs, over ``httpx.Client``.
+
+This is the only module that talks HTTP and the only place where a status code or an
+httpx error becomes a Schooner exception (``error_for_response`` and ``_send``): the
+verbs in ``ManagementClient`` are one line each. Every request has a timeout (5 s by
+default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+
+from admin.exceptions import (
+    ConflictError,
+    InvalidRequestError,
+    ManagementAPIError,
+    NotFoundError,
+    RequestTimeoutError,
+    ServiceUnavailableError,
+)
+
+DEFAULT_TIMEOUT: Final = 5.0
+
+JSONObject = dict[str, Any]
+
+_STATUS_ERRORS: Final[dict[int, type[ManagementAPIError]]] = {
+    400: InvalidRequestError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: InvalidRequestError,
+    422: InvalidRequestError,  # a body the web framework itself refused
+    503: ServiceUnavailableError,
+}
+_MAX_ERROR_TEXT: Final = 500
+
+
+def error_for_response(method: str, path: str, response: httpx.Response) -> ManagementAPIError:
+    """The exception for an error answer; the server's message is kept verbatim.
+
+    The management API answers ``{"error": code, "message": text}``; anything else (a
+    proxy's HTML page, a framework's ``{"detail": ...}``) is quoted, shortened.
+    """
+    status = response.status_code
+    code, message = "", ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        code = str(body.get("error", ""))
+        message = str(body.get("message") or body.get("detail") or "")
+    if not message:
+        message = response.text.strip()[:_MAX_ERROR_TEXT] or response.reason_phrase
+    cls = _STATUS_ERRORS.get(status, ManagementAPIError)
+    if cls is ManagementAPIError:
+        message += " (unexpected answer: the frontend's log may say more; see get_logs())"
+    label = f"{status} {code}" if code else str(status)
+    return cls(f"{method} {path} failed ({label}): {message}", status_code=status, code=code)
+
+
+class JSONClient:
+    """JSON requests to one frontend, with errors translated to Schooner exceptions."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        service: str = "management frontend",
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self.service = service
+        self.timeout = timeout
+        self._client = httpx.Client(
+            base_url=base_url, timeout=httpx.Timeout(timeout), transport=transport
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def request(self, method: str, path: str, body: object = None) -> Any:
+        """Send a request; the decoded JSON answer, ``None`` for an empty one."""
+        response = self._send(method, path, body)
+        if response.is_error:
+            raise error_for_response(method, path, response)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ManagementAPIError(
+                f"{method} {path}: the {self.service} at {self.base_url} answered "
+                f"{response.status_code} with a body that is not JSON; is something else "
+                "listening on that port?",
+                status_code=response.status_code,
+            ) from exc
+
+    def _send(self, method: str, path: str, body: object) -> httpx.Response:
+        where = f"the {self.service} at {self.base_url}"
+        try:
+            if body is None:
+                return self._client.request(method, path)
+            return self._client.request(method, path, json=body)
+        except httpx.TimeoutException as exc:
+            raise RequestTimeoutError(
+                f"{where} did not answer {method} {path} within {self.timeout:g} s: it may "
+                "be overloaded or stuck; check `schooner status` and its log (get_logs())"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ServiceUnavailableError(
+                f"cannot reach {where} ({method} {path}: {exc or type(exc).__name__}): is "
+                "Schooner running? Start it with Connection.start() or `schooner start`, "
+                "or check `schooner status`",
+                code="unreachable",
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise ManagementAPIError(f"{method} {path} to {where} failed: {exc}") from exc
+
+    def get_object(self, path: str) -> JSONObject:
+        return _object(self.request("GET", path), path)
+
+
+def _object(value: object, path: str) -> JSONObject:
+    if not isinstance(value, dict):
+        raise ManagementAPIError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: object, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ManagementAPIError(f"{path}: expected a JSON list, got {type(value).__name__}")
+    return value
+
+
+def _seg(name: str) -> str:
+    """A name as one path segment: never lets a name add path components."""
+    return quote(name, safe="")
+
+
+class ManagementClient(JSONClient):
+    """The management REST API (``docs/admin-api.md``), one method per endpoint."""
+
+    def healthz(self) -> JSONObject:
+        return self.get_object("/healthz")
+
+    # ------------------------------------------------------------------ apps and links
+
+    def list_apps(self) -> list[JSONObject]:
+        return _list(self.request("GET", "/admin/apps"), "/admin/apps")
+
+    def add_app(
+        self,
+        name: str,
+        input_type: str,
+        default_output: object,
+        slo_micros: int,
+        policy: str | None = None,
+    ) -> JSONObject:
+        body: JSONObject = {
+            "name": name,
+            "input_type": input_type,
+            "default_output": default_output,
+            "slo_micros": slo_micros,
+        }
+        if policy is not None:
+            body["policy"] = policy
+        return _object(self.request("POST", "/admin/apps", body), "/admin/apps")
+
+    def get_app(self, name: str) -> JSONObject:
+        return self.get_object(f"/admin/apps/{_seg(name)}")
+
+    def delete_app(self, name: str) -> None:
+        self.request("DELETE", f"/admin/apps/{_seg(name)}")
+
+    def get_links(self, app: str) -> list[str]:
+        path = f"/admin/apps/{_seg(app)}/links"
+        return [str(m) for m in _list(self.request("GET", path), path)]
+
+    def add_link(self, app: str, model: str) -> list[str]:
+        path = f"/admin/apps/{_seg(app)}/links"
+        return [str(m) for m in _list(self.request("POST", path, {"model_name": model}), path)]
+
+    def delete_link(self, app: str, model: str) -> None:
+        self.request("DELETE", f"/admin/apps/{_seg(app)}/links/{_seg(model)}")
+
+    # ------------------------------------------------------------------ models
+
+    def list_models(self) -> list[JSONObject]:
+        return _list(self.request("GET", "/admin/models"), "/admin/models")
+
+    def add_model_version(
+        self,
+        name: str,
+        version: str,
+        input_type: str,
+        *,
+        artifact: str,
+        labels: Sequence[str] = (),
+        batch_size: int = -1,
+        num_replicas: int = 0,
+        runtime: dict[str, str] | None = None,
+        pkgs: Sequence[str] = (),
+        set_current: bool = True,
+    ) -> JSONObject:
+        body: JSONObject = {
+            "name": name,
+            "version": version,
+            "input_type": input_type,
+            "artifact": artifact,
+            "labels": list(labels),
+            "batch_size": batch_size,
+            "num_replicas": num_replicas,
+            "runtime": dict(runtime or {}),
+            "pkgs": list(pkgs),
+            "set_current": set_current,
+        }
+        return _object(self.request("POST", "/admin/models", body), "/admin/models")
+
+    def get_model(self, name: str) -> JSONObject:
+        return self.get_object(f"/admin/models/{_seg(name)}")
+
+    def get_model_version(self, name: str, version: str) -> JSONObject:
+        return self.get_object(f"/admin/models/{_seg(name)}/versions/{_seg(version)}")
+
+    def delete_model_version(self, name: str, version: str) -> None:
+        self.request("DELETE", f"/admin/models/{_seg(name)}/versions/{_seg(version)}")
+
+    def set_current_version(self, name: str, version: str) -> JSONObject:
+        path = f"/admin/models/{_seg(name)}/current_version"
+        return _object(self.request("PUT", path, {"version": version}), path)
+
+    def set_num_replicas(self, name: str, version: str, num_replicas: int) -> JSONObject:
+        path = f"/admin/models/{_seg(name)}/versions/{_seg(version)}/replicas"
+        return _object(self.request("PUT", path, {"num_replicas": num_replicas}), path)
+
+    def list_replicas(self) -> list[JSONObject]:
+        return _list(self.request("GET", "/admin/replicas"), "/admin/replicas")

@@ -1,0 +1,250 @@
+"""The ``schooner`` command: start, stop and look at a local Schooner cluster.
+
+    schooner start   [--data-dir DIR] [--query-port 1337] [--management-port 1338] ...
+    schooner stop    [--data-dir DIR]
+    schooner status  [--data-dir DIR] [--json]
+    schooner apps | models | replicas  [--data-dir DIR] [--json]
+    schooner scale MODEL N [--version V]
+    schooner set-version MODEL VERSION
+    schooner logs    [NAME] [-n LINES] [--out DIR]
+
+Every command finds the cluster by its data directory (default ``$SCHOONER_HOME/default``
+or ``~/.schooner/default``), whose ``cluster.json`` holds the ports it was started with.
+Output goes to stdout, progress and errors to stderr; the exit status is 0 on success,
+1 on a Schooner error and 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from admin._connection import Connection
+from admin.container_managers._processes import log_tail
+from admin.container_managers.local import LocalContainerManager, default_data_dir
+from admin.exceptions import ClusterNotRunningError, SchoonerError
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _manager(args: argparse.Namespace, **ports: Any) -> LocalContainerManager:
+    return LocalContainerManager(
+        data_dir=args.data_dir or default_data_dir(args.cluster_name),
+        cluster_name=args.cluster_name,
+        **ports,
+    )
+
+
+def _connect(args: argparse.Namespace) -> Connection:
+    conn = Connection(_manager(args), progress=_stderr)
+    conn.connect()
+    return conn
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _show(args: argparse.Namespace, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    elif rows:
+        print(_table(rows, columns))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    manager = _manager(
+        args,
+        host=args.host,
+        query_port=args.query_port,
+        management_port=args.management_port,
+        rpc_port=args.rpc_port,
+        redis_port=args.redis_port,
+        redis_url=args.redis_url,
+        python_executable=args.python or sys.executable,
+    )
+    conn = Connection(manager, progress=_stderr)
+    conn.start()
+    print(f"query frontend:      http://{conn.get_query_addr()}")
+    print(f"management frontend: http://{conn.get_management_addr()}")
+    print(f"data dir:            {manager.data_dir}")
+    print(f"stop it with:        schooner stop --data-dir {manager.data_dir}")
+    conn.close()
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    manager = _manager(args)
+    manager.stop_all()
+    print(f"stopped Schooner on {manager.data_dir}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    manager = _manager(args)
+    processes = manager.processes()
+    try:
+        conn = Connection(manager, progress=_stderr)
+        conn.connect()
+    except ClusterNotRunningError as exc:
+        if args.json:
+            print(json.dumps({"running": False, "processes": processes}, indent=2))
+        else:
+            print(f"not running: {exc}")
+        return 1
+    instance = conn.inspect_instance()
+    conn.close()
+    if args.json:
+        doc = {
+            "running": True,
+            "query_addr": manager.get_query_addr(),
+            "management_addr": manager.get_management_addr(),
+            "data_dir": str(manager.data_dir),
+            "processes": processes,
+            "instance": instance,
+        }
+        print(json.dumps(doc, indent=2, default=str))
+        return 0
+    print(f"running on {manager.data_dir}")
+    print(f"queries at http://{manager.get_query_addr()}, ", end="")
+    print(f"management at http://{manager.get_management_addr()}\n")
+    print(_table(processes, ["name", "role", "pid", "running"]))
+    apps = [{"app": name, **route} for name, route in dict(instance.get("apps", {})).items()]
+    if apps:
+        print()
+        print(_table(apps, ["app", "model", "slo_micros", "reason"]))
+    return 0
+
+
+def cmd_apps(args: argparse.Namespace) -> int:
+    conn = _connect(args)
+    apps = conn.get_all_apps(verbose=True)
+    for app in apps:
+        app["linked_models"] = ",".join(conn.get_linked_models(app["name"]))
+    _show(args, apps, ["name", "input_type", "slo_micros", "policy", "linked_models"])
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    models = _connect(args).get_all_models(verbose=True)
+    columns = ["name", "version", "input_type", "is_current_version", "num_replicas"]
+    _show(args, models, columns)
+    return 0
+
+
+def cmd_replicas(args: argparse.Namespace) -> int:
+    replicas = _connect(args).get_all_model_replicas(verbose=True)
+    _show(args, replicas, ["replica_id", "model_name", "model_version", "pid", "frontend"])
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    _connect(args).set_num_replicas(args.model, args.num_replicas, version=args.version)
+    return 0
+
+
+def cmd_set_version(args: argparse.Namespace) -> int:
+    _connect(args).set_model_version(args.model, args.version)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    manager = _manager(args)
+    if args.out:
+        for path in manager.get_logs(args.out):
+            print(path)
+        return 0
+    logs = sorted((manager.data_dir / "logs").glob("*.log"))
+    if args.name is None:
+        for log in logs:
+            print(log.stem)
+        return 0
+    log_path = manager.data_dir / "logs" / f"{args.name}.log"
+    if not log_path.is_file():
+        known = ", ".join(log.stem for log in logs) or "none yet"
+        print(f"error: no log named {args.name!r} (known: {known})", file=sys.stderr)
+        return 1
+    print(log_tail(log_path, args.lines))
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the cluster's data directory (default: $SCHOONER_HOME/<name> or ~/.schooner/<name>)",
+    )
+    common.add_argument("--cluster-name", default="default", help="default: %(default)s")
+    listing = argparse.ArgumentParser(add_help=False)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+
+    parser = argparse.ArgumentParser(
+        prog="schooner", description="Run and inspect a local Schooner cluster."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help_text: str, *parents: Any
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common, *parents], help=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    start = add("start", cmd_start, "start Redis, both frontends and the deployed models")
+    start.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    start.add_argument("--query-port", type=int, default=1337)
+    start.add_argument("--management-port", type=int, default=1338)
+    start.add_argument("--rpc-port", type=int, default=7000)
+    start.add_argument("--redis-port", type=int, default=16379)
+    start.add_argument("--redis-url", help="use this Redis instead of starting one")
+    start.add_argument("--python", help="the interpreter model replicas run under")
+    add("stop", cmd_stop, "stop every process of the cluster (state is kept)")
+    add("status", cmd_status, "is it running, and what is it serving", listing)
+    add("apps", cmd_apps, "list applications", listing)
+    add("models", cmd_models, "list model versions", listing)
+    add("replicas", cmd_replicas, "list connected model replicas", listing)
+    scale = add("scale", cmd_scale, "set the number of replicas of a model version")
+    scale.add_argument("model")
+    scale.add_argument("num_replicas", type=int)
+    scale.add_argument("--version", help="default: the current version")
+    set_version = add("set-version", cmd_set_version, "make a version current (roll back)")
+    set_version.add_argument("model")
+    set_version.add_argument("version")
+    logs = add("logs", cmd_logs, "list logs, print the end of one, or copy them all")
+    logs.add_argument("name", nargs="?", help="e.g. query, management, redis, a replica id")
+    logs.add_argument("-n", "--lines", type=int, default=50)
+    logs.add_argument("--out", type=Path, help="copy every log into this directory")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SchoonerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

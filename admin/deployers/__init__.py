@@ -1,0 +1,12 @@
+"""Deployers: turn a Python object into a deployed model version.
+
+Import the one you need (``admin.deployers.python``, ``admin.deployers.sklearn``); each
+imports its framework only when called.
+"""
+
+from __future__ import annotations
+
+from admin.deployers.python import deploy_python_closure
+from admin.deployers.sklearn import deploy_sklearn_model
+
+__all__ = ["deploy_python_closure", "deploy_sklearn_model"]

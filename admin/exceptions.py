@@ -1,0 +1,105 @@
+"""The errors the admin client raises: one tree, every message saying what to do.
+
+    SchoonerError
+     ├── NotConnectedError            a Connection method called before start() or connect()
+     ├── ClusterNotRunningError       connect() found no running Schooner to attach to
+     ├── RequestTimeoutError          a frontend did not answer within the timeout
+     ├── ManagementAPIError           a frontend answered with an error (or not at all)
+     │    ├── InvalidRequestError     400: a field failed validation
+     │    ├── NotFoundError           404: unknown app, model or version
+     │    ├── ConflictError           409: already exists, still linked, types differ, ...
+     │    └── ServiceUnavailableError 503, or the frontend cannot be reached
+     ├── DeployError                  a model version could not be built or started
+     │    ├── IncompatibleModelError  pickled under a Python/cloudpickle the replicas lack
+     │    └── ModelStartError         a replica exited, or did not connect in time
+     └── ContainerManagerError        a process or container could not be started/stopped
+          └── ClusterAlreadyRunningError   start() on a data dir whose cluster is running
+
+Errors of the libraries underneath (httpx, psutil, subprocess, model_container) are
+translated where they are caught, with ``raise ... from exc``: callers only ever need
+to catch ``SchoonerError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClusterAlreadyRunningError",
+    "ClusterNotRunningError",
+    "ConflictError",
+    "ContainerManagerError",
+    "DeployError",
+    "IncompatibleModelError",
+    "InvalidRequestError",
+    "ManagementAPIError",
+    "ModelStartError",
+    "NotConnectedError",
+    "NotFoundError",
+    "RequestTimeoutError",
+    "SchoonerError",
+    "ServiceUnavailableError",
+]
+
+
+class SchoonerError(Exception):
+    """Base class of every error the admin client raises."""
+
+
+class NotConnectedError(SchoonerError):
+    """A Connection method that needs a running cluster was called before start()/connect()."""
+
+
+class ClusterNotRunningError(SchoonerError):
+    """connect() found no running Schooner cluster where it looked."""
+
+
+class RequestTimeoutError(SchoonerError):
+    """A frontend did not answer a request within the timeout."""
+
+
+class ManagementAPIError(SchoonerError):
+    """A frontend answered a request with an error.
+
+    ``status_code`` is the HTTP status (``None`` when there was no answer at all) and
+    ``code`` the ``"error"`` field of the body (``"invalid"``, ``"not_found"``, ...).
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, code: str = "") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+
+
+class InvalidRequestError(ManagementAPIError):
+    """400: a field failed validation (name, input type, SLO, ...)."""
+
+
+class NotFoundError(ManagementAPIError):
+    """404: unknown app, model or version."""
+
+
+class ConflictError(ManagementAPIError):
+    """409: already exists, still linked, input types differ, ..."""
+
+
+class ServiceUnavailableError(ManagementAPIError):
+    """503 (Redis is down), or the frontend cannot be reached at all."""
+
+
+class DeployError(SchoonerError):
+    """A model version could not be built, registered or started."""
+
+
+class IncompatibleModelError(DeployError):
+    """The model was pickled under a Python/cloudpickle the replicas do not run."""
+
+
+class ModelStartError(DeployError):
+    """A replica exited while starting, or did not connect before the deadline."""
+
+
+class ContainerManagerError(SchoonerError):
+    """The container manager could not start, stop or inspect a process or container."""
+
+
+class ClusterAlreadyRunningError(ContainerManagerError):
+    """start() was called for a cluster that is already running."""
