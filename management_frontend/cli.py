@@ -9,7 +9,7 @@ lifespan's cleanup.
 from __future__ import annotations
 
 import argparse
-import logging.config
+import logging
 import os
 from collections.abc import Mapping, Sequence
 
@@ -18,6 +18,7 @@ import uvicorn
 from management_frontend.api import create_app
 from management_frontend.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REDIS_URL, Config
 from management_frontend.schema import DEFAULT_PREFIX
+from model_container.logconfig import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -101,26 +102,6 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         )
     except ValueError as exc:
         parser.error(str(exc))
-
-
-def configure_logging(level: str) -> None:
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "disable_existing_loggers": False,
-            "formatters": {
-                "plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
-            },
-            "handlers": {
-                "stderr": {
-                    "class": "logging.StreamHandler",
-                    "formatter": "plain",
-                    "stream": "ext://sys.stderr",
-                },
-            },
-            "root": {"level": level, "handlers": ["stderr"]},
-        }
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

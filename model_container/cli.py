@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.config
 import os
 import re
 import socket
 from collections.abc import Sequence
 
 from model_container.bundle import BundleError, load_predict_function, read_bundle_info
+from model_container.logconfig import configure_logging
 from model_container.protocol import InputType
 from model_container.server import ContainerConfig, ModelContainer
 
@@ -103,26 +103,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not args.replica_id:
         args.replica_id = f"{socket.gethostname()}-{os.getpid()}"
     return args
-
-
-def configure_logging(level: str) -> None:
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "disable_existing_loggers": False,
-            "formatters": {
-                "plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}
-            },
-            "handlers": {
-                "stderr": {
-                    "class": "logging.StreamHandler",
-                    "formatter": "plain",
-                    "stream": "ext://sys.stderr",
-                }
-            },
-            "root": {"level": level, "handlers": ["stderr"]},
-        }
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging.config
 import os
 import sys
 
 import uvicorn
 
+from model_container.logconfig import configure_logging
 from query_frontend.app import create_app
 from query_frontend.config import Config
 
@@ -46,20 +46,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
 
 
-def logging_config(level: str) -> dict[str, object]:
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
-        "root": {"handlers": ["stderr"], "level": level},
-        "loggers": {"uvicorn.access": {"level": "WARNING"}},
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    logging.config.dictConfig(logging_config(config.log_level))
+    configure_logging(config.log_level, quiet=("uvicorn.access",))
     uvicorn.run(
         create_app(config),
         host=config.host,
