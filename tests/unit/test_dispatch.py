@@ -3,12 +3,13 @@
 import asyncio
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model_container import protocol
 from model_container.protocol import Error, ErrorKind, Hello, InputType, Result
-from query_frontend.dispatch import Dispatcher
+from query_frontend.dispatch import Dispatcher, ModelQueue, OverloadedError
 from query_frontend.queries import Expired, Failure, Query
 
 KEY = ("m", "1")
@@ -40,12 +41,16 @@ def answer(d: Dispatcher, identity: bytes, predict: protocol.Predict):
     d.on_result(identity, Result(predict.batch_id, lengths, data))
 
 
+def setup(cap: int, max_queue: int = 100) -> tuple[Dispatcher, ModelQueue, Wire]:
+    wire = Wire()
+    d = Dispatcher(default_max_batch=cap, max_queue=max_queue)
+    d.bind(wire)
+    return d, d.queue(KEY, InputType.DOUBLES), wire
+
+
 async def test_batches_respect_the_cap_and_answers_reach_the_right_queries():
     loop = asyncio.get_running_loop()
-    wire = Wire()
-    d = Dispatcher(default_max_batch=4, max_queue=100)
-    d.bind(wire)
-    q = d.queue(KEY, InputType.DOUBLES)
+    d, q, wire = setup(cap=4)
     d.add_replica(b"a", hello("r0"), loop.time())
     queries = make_queries(loop, 10)
     d.submit(q, queries)
@@ -59,10 +64,7 @@ async def test_batches_respect_the_cap_and_answers_reach_the_right_queries():
 
 async def test_least_loaded_replica_gets_the_next_batch():
     loop = asyncio.get_running_loop()
-    wire = Wire()
-    d = Dispatcher(default_max_batch=2, max_queue=100)
-    d.bind(wire)
-    q = d.queue(KEY, InputType.DOUBLES)
+    d, q, wire = setup(cap=2)
     d.add_replica(b"a", hello("r0"), loop.time())
     d.add_replica(b"b", hello("r1"), loop.time())
     d.submit(q, make_queries(loop, 4))
@@ -71,10 +73,7 @@ async def test_least_loaded_replica_gets_the_next_batch():
 
 async def test_a_removed_replica_hands_its_queries_to_another():
     loop = asyncio.get_running_loop()
-    wire = Wire()
-    d = Dispatcher(default_max_batch=8, max_queue=100)
-    d.bind(wire)
-    q = d.queue(KEY, InputType.DOUBLES)
+    d, q, wire = setup(cap=8)
     d.add_replica(b"a", hello("r0"), loop.time())
     queries = make_queries(loop, 3)
     d.submit(q, queries)
@@ -90,10 +89,7 @@ async def test_a_removed_replica_hands_its_queries_to_another():
 
 async def test_a_model_error_fails_the_batch_and_the_replica_serves_the_next():
     loop = asyncio.get_running_loop()
-    wire = Wire()
-    d = Dispatcher(default_max_batch=1, max_queue=100)
-    d.bind(wire)
-    q = d.queue(KEY, InputType.DOUBLES)
+    d, q, wire = setup(cap=1)
     d.add_replica(b"a", hello("r0"), loop.time())
     first, second = make_queries(loop, 2)
     d.submit(q, [first, second])
@@ -109,10 +105,7 @@ async def test_a_model_error_fails_the_batch_and_the_replica_serves_the_next():
 
 async def test_queries_past_their_deadline_are_never_sent():
     loop = asyncio.get_running_loop()
-    wire = Wire()
-    d = Dispatcher(default_max_batch=8, max_queue=100)
-    d.bind(wire)
-    q = d.queue(KEY, InputType.DOUBLES)
+    d, q, wire = setup(cap=8)
     late = make_queries(loop, 2, deadline=loop.time() - 1)
     d.submit(q, late)
     d.add_replica(b"a", hello("r0"), loop.time())
@@ -139,10 +132,7 @@ events = st.lists(
 def test_every_query_is_answered_exactly_once_and_batches_never_exceed_the_cap(evs, cap):
     async def scenario():
         loop = asyncio.get_running_loop()
-        wire = Wire()
-        d = Dispatcher(default_max_batch=cap, max_queue=10_000)
-        d.bind(wire)
-        q = d.queue(KEY, InputType.DOUBLES)
+        d, q, wire = setup(cap, max_queue=10_000)
         every: list[Query] = []
         for kind, arg in evs:
             if kind == "submit":
@@ -186,3 +176,13 @@ def test_every_query_is_answered_exactly_once_and_batches_never_exceed_the_cap(e
         assert not d._batches or all(r in d.by_identity.values() for r, _ in d._batches.values())
 
     asyncio.run(scenario())
+
+
+async def test_a_full_queue_refuses_new_queries_and_keeps_the_old_ones():
+    loop = asyncio.get_running_loop()
+    d, q, _ = setup(cap=4, max_queue=3)
+    waiting = make_queries(loop, 3)
+    d.submit(q, waiting)
+    with pytest.raises(OverloadedError, match="3 queries waiting"):
+        d.submit(q, make_queries(loop, 1))
+    assert list(q.pending) == waiting
