@@ -23,6 +23,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--rpc-host", default=env("SCHOONER_RPC_HOST", Config.rpc_host))
     p.add_argument("--rpc-port", type=int, default=int(env("SCHOONER_RPC_PORT", Config.rpc_port)))
     p.add_argument("--max-body-bytes", type=int, default=Config.max_body_bytes)
+    p.add_argument("--max-inputs-per-request", type=int, default=Config.max_inputs_per_request)
     p.add_argument("--heartbeat-ms", type=int, default=Config.heartbeat_ms)
     p.add_argument("--max-batch-size", type=int, default=Config.max_batch_size)
     p.add_argument("--max-queue", type=int, default=Config.max_queue_per_model)
@@ -38,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         rpc_host=a.rpc_host,
         rpc_port=a.rpc_port,
         max_body_bytes=a.max_body_bytes,
+        max_inputs_per_request=a.max_inputs_per_request,
         heartbeat_ms=a.heartbeat_ms,
         max_batch_size=a.max_batch_size,
         max_queue_per_model=a.max_queue,

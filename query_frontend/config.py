@@ -21,6 +21,8 @@ class Config:
     rpc_port: int = 7000
     # Largest request body accepted; larger bodies get 413.
     max_body_bytes: int = 10 * 1024 * 1024
+    # Most inputs one request may carry in "input_batch"; more get 413.
+    max_inputs_per_request: int = 10_000
     # Interval of heartbeats to replicas; a replica silent for 3 intervals is removed.
     heartbeat_ms: int = 250
     # Cap on the batch sent to one replica when the model version sets none.

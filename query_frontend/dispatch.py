@@ -16,8 +16,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
+
 from model_container import protocol
-from model_container.protocol import Error, ErrorKind, Hello, InputType, Predict, Result
+from model_container.protocol import Error, Hello, InputType, Predict, Result
 from query_frontend.queries import Expired, Failure, Query
 from query_frontend.replicas import ModelKey, Replica
 
@@ -28,6 +30,10 @@ SendFn = Callable[[bytes, list[protocol.Frame]], None]
 
 class OverloadedError(Exception):
     """The queue of a model version is full: the client should retry later."""
+
+
+class TooManyInputsError(Exception):
+    """One request holds more inputs than the queue can ever hold: retrying cannot help."""
 
 
 class ModelQueue:
@@ -92,6 +98,15 @@ class Dispatcher:
     # ----------------------------------------------------------------------- queries
 
     def submit(self, q: ModelQueue, queries: Sequence[Query]) -> None:
+        if len(queries) > q.max_queue:
+            raise TooManyInputsError(
+                f"the request holds {len(queries)} inputs but {q.label} queues at most "
+                f"{q.max_queue}: split it into smaller requests"
+            )
+        if len(q.pending) + len(queries) > q.max_queue:
+            # Queries answered at their deadline stay queued until a batch is taken; when
+            # no replica takes batches they must not fill the queue for good.
+            q.pending = deque(query for query in q.pending if not query.future.done())
         if len(q.pending) + len(queries) > q.max_queue:
             raise OverloadedError(f"{q.label} has {len(q.pending)} queries waiting")
         q.pending.extend(queries)
@@ -171,10 +186,9 @@ class Dispatcher:
             return
         replica, batch = found
         outputs = protocol.split_items(msg.lengths, msg.data)
-        if len(outputs) != len(batch):
-            failure = Failure(
-                f"{_label(replica)} returned {len(outputs)} outputs for {len(batch)} inputs"
-            )
+        problem = _check_outputs(outputs, len(batch))
+        if problem:
+            failure = Failure(f"{_label(replica)} {problem}")
             for query in batch:
                 query.resolve(failure)
         else:
@@ -188,11 +202,6 @@ class Dispatcher:
             return
         replica, batch = found
         q = self.queues[replica.key]
-        if msg.kind is ErrorKind.NOT_READY:
-            # The replica had not finished registering: the batch is fine, send it again.
-            q.pending.extendleft(reversed([query for query in batch if not query.future.done()]))
-            self._pump(q)
-            return
         failure = Failure(f"{_label(replica)} failed ({msg.kind}): {msg.message}")
         for query in batch:
             query.resolve(failure)
@@ -220,6 +229,18 @@ class Dispatcher:
             }
             for k, q in sorted(self.queues.items())
         }
+
+
+def _check_outputs(outputs: list[memoryview], expected: int) -> str:
+    """What is wrong with a RESULT's outputs ("" if nothing): they go to clients verbatim."""
+    if len(outputs) != expected:
+        return f"returned {len(outputs)} outputs for {expected} inputs"
+    for i, out in enumerate(outputs):
+        try:
+            orjson.loads(out)
+        except orjson.JSONDecodeError:
+            return f"returned output {i} that is not a JSON document"
+    return ""
 
 
 def _label(replica: Replica) -> str:

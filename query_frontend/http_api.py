@@ -18,8 +18,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from query_frontend.config import Config
-from query_frontend.dispatch import Dispatcher, OverloadedError
-from query_frontend.inputs import InputError, Item, parse_body
+from query_frontend.dispatch import Dispatcher, OverloadedError, TooManyInputsError
+from query_frontend.inputs import InputError, Item, TooManyItemsError, parse_body
 from query_frontend.queries import Expired, Failure, Outcome, Query
 from query_frontend.routing import RoutingTable
 
@@ -70,7 +70,9 @@ async def predict(request: Request) -> Response:
         return error(413, "too_large", f"request body is over the limit of {limit} bytes")
     app = route.app
     try:
-        items, is_batch = parse_body(body, app.input_type)
+        items, is_batch = parse_body(body, app.input_type, state.config.max_inputs_per_request)
+    except TooManyItemsError as exc:
+        return error(413, "too_large", f"app '{app_name}': {exc}")
     except InputError as exc:
         return error(400, "invalid_input", f"app '{app_name}' ({app.input_type}): {exc}")
 
@@ -86,6 +88,8 @@ async def predict(request: Request) -> Response:
             outcomes = await _run(state.dispatcher, route.model_key, app, items, ids, deadline)
         except OverloadedError as exc:
             return error(503, "overloaded", f"{exc}; retry shortly", {"Retry-After": "1"})
+        except TooManyInputsError as exc:
+            return error(413, "too_large", str(exc))
     return _respond(ids, outcomes, app.default_output, is_batch)
 
 
@@ -107,7 +111,7 @@ async def _run(
         query.timer = loop.call_at(deadline, dispatcher.expire, query, q)
     try:
         dispatcher.submit(q, queries)
-    except OverloadedError:
+    except (OverloadedError, TooManyInputsError):
         for query in queries:
             if query.timer is not None:
                 query.timer.cancel()

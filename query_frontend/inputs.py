@@ -32,7 +32,13 @@ class InputError(ValueError):
     """The request body cannot be turned into inputs for the app."""
 
 
-def parse_body(body: bytes, input_type: InputType) -> tuple[list[Item], bool]:
+class TooManyItemsError(InputError):
+    """An input_batch longer than the frontend accepts in one request."""
+
+
+def parse_body(
+    body: bytes, input_type: InputType, max_items: int = 10_000
+) -> tuple[list[Item], bool]:
     """Return the inputs of a request body and whether it was a batch request."""
     try:
         doc = orjson.loads(body)
@@ -49,6 +55,11 @@ def parse_body(body: bytes, input_type: InputType) -> tuple[list[Item], bool]:
         batch = doc["input_batch"]
         if not isinstance(batch, list) or not batch:
             raise InputError('"input_batch" must be a non-empty JSON list of inputs')
+        if len(batch) > max_items:
+            raise TooManyItemsError(
+                f'"input_batch" holds {len(batch)} inputs, over the limit of {max_items} '
+                "per request: split it into smaller requests"
+            )
         return [convert(v, input_type, f"input_batch[{i}]") for i, v in enumerate(batch)], True
     raise InputError(f'request body has no "input" or "input_batch" field: send {_SHAPE_HINT}')
 

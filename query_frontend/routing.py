@@ -83,5 +83,8 @@ async def follow(table: RoutingTable, r: aioredis.Redis, keys: Keys) -> None:
                 table.apply(await read_snapshot(r, keys))
         except (RedisError, OSError) as exc:
             logger.warning("change feed interrupted (%s); retrying in %.1f s", exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+        except Exception:
+            # A record this version cannot read must not freeze routing for good.
+            logger.exception("cannot apply the configuration in Redis; retrying")
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 2.0)

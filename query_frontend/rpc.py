@@ -17,6 +17,7 @@ import zmq.asyncio
 from model_container import protocol
 from model_container.protocol import (
     Error,
+    ErrorKind,
     Goodbye,
     Heartbeat,
     Hello,
@@ -87,25 +88,39 @@ class RpcServer:
                 logger.warning("dropping a malformed message: %s", exc)
                 self.send(identity, protocol.encode(Reject(f"protocol error: {exc}")))
                 continue
-            replica = self._dispatcher.by_identity.get(identity)
-            if replica is not None:
-                replica.last_seen = loop.time()
-            match msg:
-                case Result():
-                    self._dispatcher.on_result(identity, msg)
-                case Error():
-                    self._dispatcher.on_error(identity, msg)
-                case Heartbeat():
-                    if replica is None:
-                        self._reject_unknown(identity)
-                case Hello():
-                    self._on_hello(identity, msg, loop.time())
-                case Goodbye():
-                    self._dispatcher.remove_replica(identity, f"said goodbye ({msg.reason})")
-                case _:
-                    logger.warning("unexpected %s from a replica", type(msg).__name__)
-            if replica is None and isinstance(msg, Result | Error):
-                self._reject_unknown(identity)
+            try:
+                self._handle(identity, msg, loop.time())
+            except Exception:
+                # One bad message must not stop the loop every replica depends on: drop
+                # the sender (its queries go to another replica) and make it re-register.
+                logger.exception("dropping replica after a message it sent could not be handled")
+                self._dispatcher.remove_replica(identity, "sent a message that broke the protocol")
+                self.send(identity, protocol.encode(Reject("message could not be handled")))
+
+    def _handle(self, identity: bytes, msg: protocol.Message, now: float) -> None:
+        replica = self._dispatcher.by_identity.get(identity)
+        if replica is not None:
+            replica.last_seen = now
+        match msg:
+            case Result():
+                self._dispatcher.on_result(identity, msg)
+            case Error() if msg.kind is ErrorKind.NOT_READY:
+                # It has not seen our WELCOME: register it afresh before it gets more work.
+                self._dispatcher.remove_replica(identity, "answered not_ready")
+                self.send(identity, protocol.encode(Reject("not registered: send HELLO")))
+            case Error():
+                self._dispatcher.on_error(identity, msg)
+            case Heartbeat():
+                if replica is None:
+                    self._reject_unknown(identity)
+            case Hello():
+                self._on_hello(identity, msg, now)
+            case Goodbye():
+                self._dispatcher.remove_replica(identity, f"said goodbye ({msg.reason})")
+            case _:
+                logger.warning("unexpected %s from a replica", type(msg).__name__)
+        if replica is None and isinstance(msg, Result | Error):
+            self._reject_unknown(identity)
 
     def _on_hello(self, identity: bytes, hello: Hello, now: float) -> None:
         key = (hello.model_name, hello.model_version)
@@ -118,10 +133,17 @@ class RpcServer:
             logger.warning("refusing replica %s: %s", hello.replica_id, reason)
             self.send(identity, protocol.encode(Reject(reason)))
             return
-        if identity in self._dispatcher.by_identity:
-            self._dispatcher.remove_replica(identity, "registered again")
+        known = self._dispatcher.by_identity.get(identity)
+        welcome = protocol.encode(Welcome(self._heartbeat_ms))
+        if known is not None and known.replica_id == hello.replica_id and known.key == key:
+            # A HELLO repeated while our WELCOME was on its way: keep its work in flight.
+            self.send(identity, welcome)
+            return
+        if known is not None:
+            self._dispatcher.remove_replica(identity, "registered again as another replica")
+        # WELCOME first, so that any batch sent on registration finds it ready.
+        self.send(identity, welcome)
         self._dispatcher.add_replica(identity, hello, now)
-        self.send(identity, protocol.encode(Welcome(self._heartbeat_ms)))
 
     def _reject_unknown(self, identity: bytes) -> None:
         self.send(identity, protocol.encode(Reject("unknown replica: send HELLO to register")))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from model_container import protocol
 from model_container.protocol import Error, ErrorKind, Hello, InputType, Result
-from query_frontend.dispatch import Dispatcher, ModelQueue, OverloadedError
+from query_frontend.dispatch import Dispatcher, ModelQueue, OverloadedError, TooManyInputsError
 from query_frontend.queries import Expired, Failure, Query
 
 KEY = ("m", "1")
@@ -186,3 +186,36 @@ async def test_a_full_queue_refuses_new_queries_and_keeps_the_old_ones():
     with pytest.raises(OverloadedError, match="3 queries waiting"):
         d.submit(q, make_queries(loop, 1))
     assert list(q.pending) == waiting
+
+
+async def test_queries_answered_at_their_deadline_do_not_fill_the_queue():
+    loop = asyncio.get_running_loop()
+    d, q, _ = setup(cap=4, max_queue=3)
+    for _ in range(5):  # no replica: every query gets the default at its deadline
+        batch = make_queries(loop, 3)
+        d.submit(q, batch)
+        for query in batch:
+            d.expire(query, q)
+    assert len(q.pending) == 3
+
+
+async def test_a_request_larger_than_the_queue_is_refused_for_good():
+    loop = asyncio.get_running_loop()
+    d, q, _ = setup(cap=4, max_queue=3)
+    with pytest.raises(TooManyInputsError, match="split it"):
+        d.submit(q, make_queries(loop, 4))
+
+
+async def test_outputs_that_are_not_json_fail_the_batch_instead_of_reaching_clients():
+    loop = asyncio.get_running_loop()
+    d, q, wire = setup(cap=4)
+    d.add_replica(b"a", hello("r0"), loop.time())
+    queries = make_queries(loop, 2)
+    d.submit(q, queries)
+    identity, predict = wire.sent.pop()
+    lengths, data = protocol.pack_items([b"1", b"{oops"])
+    d.on_result(identity, Result(predict.batch_id, lengths, data))
+    outcome = await queries[0].future
+    assert (
+        isinstance(outcome, Failure) and "output 1 that is not a JSON document" in outcome.message
+    )

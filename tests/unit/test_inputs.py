@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from model_container.protocol import InputType
-from query_frontend.inputs import InputError, parse_body
+from query_frontend.inputs import InputError, TooManyItemsError, parse_body
 
 
 def body(doc: object) -> bytes:
@@ -86,3 +86,8 @@ def test_any_list_of_finite_floats_round_trips_as_doubles(values):
 def test_any_list_of_int64_round_trips_as_ints(values):
     items, _ = parse_body(body({"input": values}), InputType.INTS)
     assert items[0].tolist() == values
+
+
+def test_a_batch_over_the_per_request_limit_is_refused_before_conversion():
+    with pytest.raises(TooManyItemsError, match="over the limit of 3"):
+        parse_body(body({"input_batch": [[1.0]] * 4}), InputType.DOUBLES, max_items=3)
