@@ -48,7 +48,7 @@ def run_batch(predict: PredictFunction, input_type: InputType, msg: Predict) -> 
     started = time.perf_counter_ns()
     try:
         outputs = predict(inputs)
-    except (Exception, SystemExit) as exc:
+    except BaseException as exc:  # whatever user code raises fails the batch, not the worker
         logger.error("model raised on batch %d of %d inputs", msg.batch_id, n, exc_info=exc)
         return _error(msg, ErrorKind.MODEL_RAISED, f"{type(exc).__name__}: {exc}")
     model_micros = (time.perf_counter_ns() - started) // 1000
