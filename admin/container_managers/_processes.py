@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -146,6 +147,16 @@ def _running(proc: Any) -> bool:
         return False
 
 
+def _signal_group(proc: Any, sig: signal.Signals) -> None:
+    """Signal the process and, as it leads its own session, what it started (a model's
+    subprocesses must not outlive stop_all)."""
+    with contextlib.suppress(psutil.Error, OSError):
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+
+
 def terminate(records: Iterable[ProcessRecord], timeout: float = 10.0) -> list[ProcessRecord]:
     """SIGTERM the live processes of ``records``, wait, then SIGKILL what is left.
 
@@ -155,15 +166,13 @@ def terminate(records: Iterable[ProcessRecord], timeout: float = 10.0) -> list[P
     procs = [(r, p) for r in records if (p := find(r)) is not None]
     for record, proc in procs:
         logger.debug("SIGTERM %s (pid %d)", record.name, record.pid)
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
+        _signal_group(proc, signal.SIGTERM)
     if wait_for(lambda: not any(_running(p) for _, p in procs), timeout=timeout):
         return []
     for record, proc in procs:
         if _running(proc):
             logger.warning("%s (pid %d) ignored SIGTERM; sending SIGKILL", record.name, record.pid)
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
+            _signal_group(proc, signal.SIGKILL)
     wait_for(lambda: not any(_running(p) for _, p in procs), timeout=5.0)
     return [r for r, p in procs if _running(p)]
 

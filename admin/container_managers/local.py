@@ -225,8 +225,9 @@ class LocalContainerManager(ContainerManager):
         if down:
             raise ClusterNotRunningError(
                 f"Schooner on data dir {self.data_dir} is not running ({' and '.join(down)} "
-                "frontend exited): start it again with Connection(...).start() or `schooner "
-                f"start --data-dir {self.data_dir}`; apps and models are kept in Redis"
+                "frontend exited): restart it with Connection(...).stop_all() then start(), "
+                f"or `schooner stop --data-dir {self.data_dir}` then `schooner start`; apps, "
+                "models and replicas come back from Redis"
             )
 
     def stop_all(self) -> None:

@@ -303,3 +303,75 @@ def test_restart_keeps_apps_models_links_and_versions(tmp_path: Path) -> None:
         eventually(lambda: output_of(second, "keep", [1.0]) == "two", what="version 2 kept")
     finally:
         second.stop_all()
+
+
+def test_a_replica_that_breaks_the_protocol_is_dropped_and_the_frontend_serves_on(
+    conn: Connection,
+) -> None:
+    import zmq
+
+    from model_container import protocol
+
+    # A model served only by a hand-written replica that answers its batch with a RESULT
+    # whose lengths do not match its data.
+    conn.register_application("rogue-app", "doubles", "fallback", 1_000_000)
+    conn.register_model("rogue", "1", "doubles")
+    conn.link_model_to_app("rogue-app", "rogue")
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+
+    def next_message(kind: type) -> Any:
+        while True:
+            assert sock.poll(5000), f"no {kind.__name__}"
+            msg = protocol.decode(sock.recv_multipart())
+            if isinstance(msg, kind):
+                return msg
+
+    try:
+        sock.connect(f"tcp://127.0.0.1:{conn.cm.rpc_port}")  # type: ignore[attr-defined]
+        hello = protocol.Hello("rogue", "1", protocol.InputType.DOUBLES, "rogue-fake")
+        sock.send_multipart(protocol.encode(hello))
+        next_message(protocol.Welcome)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(predict, conn, "rogue-app", {"input": [1.0]})
+            batch = next_message(protocol.Predict)
+            broken = protocol.Result(batch.batch_id, b"\xe7\x03\x00\x00", b"1")
+            sock.send_multipart(protocol.encode(broken))
+            next_message(protocol.Reject)
+            body = pending.result(timeout=10).json()
+        assert body["default"] is True and body["output"] == "fallback"
+        # The frontend serves on: other apps answer, and the replica may register again.
+        conn.register_application("sane-app", "doubles", -1, 2_000_000)
+        deploy_python_closure(conn, "sane", "1", "doubles", lambda xs: ["ok"] * len(xs))
+        conn.link_model_to_app("sane-app", "sane")
+        assert output_of(conn, "sane-app", [1.0]) == "ok"
+        sock.send_multipart(protocol.encode(hello))
+        assert next_message(protocol.Welcome).heartbeat_ms > 0
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def test_stopping_a_model_stops_the_processes_it_started(conn: Connection) -> None:
+    import subprocess
+
+    import psutil
+
+    children: list[Any] = []
+
+    def spawner(xs: Any) -> list[int]:
+        if not children:
+            children.append(subprocess.Popen(["sleep", "4242"]))
+        return [children[0].pid] * len(xs)
+
+    conn.register_application("spawner-app", "doubles", -1, 2_000_000)
+    deploy_python_closure(conn, "spawner", "1", "doubles", spawner)
+    conn.link_model_to_app("spawner-app", "spawner")
+    child = psutil.Process(int(output_of(conn, "spawner-app", [1.0])))
+    assert child.is_running()
+    conn.stop_models("spawner")
+    eventually(
+        lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
+        what="the model's subprocess stopped with it",
+    )
