@@ -18,7 +18,7 @@ from query_frontend.config import Config
 from query_frontend.dispatch import Dispatcher
 from query_frontend.http_api import FrontendState, routes
 from query_frontend.registry import ReplicaRegistry
-from query_frontend.routing import RoutingTable, follow
+from query_frontend.routing import RoutingTable, follow, tightest_slos
 from query_frontend.rpc import RpcServer
 
 logger = logging.getLogger(__name__)
@@ -44,8 +44,9 @@ def create_app(config: Config) -> Starlette:
 
         def on_snapshot(snap: Snapshot) -> None:
             rpc.expected_input_types = {k: v.input_type for k, v in snap.versions.items()}
+            slos = tightest_slos(routing.routes.values())
             for key, mv in snap.versions.items():
-                dispatcher.configure(key, mv.input_type, mv.batch_size)
+                dispatcher.configure(key, mv.input_type, mv.batch_size, slos.get(key))
 
         routing.listeners.append(on_snapshot)
         app.state.frontend = FrontendState(config, routing, dispatcher)

@@ -20,10 +20,14 @@ import orjson
 
 from model_container import protocol
 from model_container.protocol import Error, Hello, InputType, Predict, Result
+from query_frontend.batch_policy import BatchMode, BatchSizeController, make_controller
 from query_frontend.queries import Expired, Failure, Query
 from query_frontend.replicas import ModelKey, Replica
 
 logger = logging.getLogger(__name__)
+
+# Objective assumed for a model version no app links to yet.
+DEFAULT_SLO_S = 0.1
 
 SendFn = Callable[[bytes, list[protocol.Frame]], None]
 
@@ -37,7 +41,11 @@ class TooManyInputsError(Exception):
 
 
 class ModelQueue:
-    """Pending queries of one model version and the replicas that serve it."""
+    """Pending queries of one model version and the replicas that serve it.
+
+    A registered batch size > 0 is a fixed batch size (Clipper's meaning); -1 lets each
+    replica's controller adapt the size to the latency objective, up to the default cap.
+    """
 
     def __init__(self, key: ModelKey, input_type: InputType, max_batch: int, max_queue: int):
         self.key = key
@@ -47,6 +55,25 @@ class ModelQueue:
         self.pending: deque[Query] = deque()
         self.replicas: dict[bytes, Replica] = {}
         self.max_inflight = 1
+        self.mode: BatchMode = "aimd"
+        self.slo_s = DEFAULT_SLO_S
+
+    def new_controller(self, initial: int | None = None) -> BatchSizeController:
+        if initial is None:
+            # A new replica starts where its siblings are rather than from one query.
+            initial = max((r.batcher.size() for r in self.replicas.values()), default=1)
+        return make_controller(
+            self.mode,
+            self.slo_s,
+            self.max_batch,
+            budget_fraction=1 / (1 + self.max_inflight),
+            initial=max(1, min(initial, self.max_batch)),
+        )
+
+    def retune(self) -> None:
+        """New settings (cap, mode, objective): each replica keeps its current size."""
+        for replica in self.replicas.values():
+            replica.batcher = self.new_controller(replica.batcher.size())
 
     @property
     def label(self) -> str:
@@ -83,14 +110,20 @@ class Dispatcher:
         if q is None:
             q = ModelQueue(key, input_type, self._cap(batch_size), self._max_queue)
             q.max_inflight = self._max_inflight
+            q.mode = _mode(batch_size)
             self.queues[key] = q
         return q
 
-    def configure(self, key: ModelKey, input_type: InputType, batch_size: int) -> None:
-        """Apply a model version's registered settings (from the change feed)."""
+    def configure(
+        self, key: ModelKey, input_type: InputType, batch_size: int, slo_s: float | None
+    ) -> None:
+        """Apply a model version's registered settings and its apps' tightest objective."""
         q = self.queue(key, input_type, batch_size)
         q.input_type = input_type
-        q.max_batch = self._cap(batch_size)
+        settings = (self._cap(batch_size), _mode(batch_size), slo_s or DEFAULT_SLO_S)
+        if settings != (q.max_batch, q.mode, q.slo_s):
+            q.max_batch, q.mode, q.slo_s = settings
+            q.retune()
 
     def _cap(self, batch_size: int) -> int:
         return batch_size if batch_size > 0 else self._default_max_batch
@@ -122,14 +155,14 @@ class Dispatcher:
             replica = min(q.replicas.values(), key=lambda r: r.outstanding)
             if replica.outstanding >= q.max_inflight:
                 return
-            batch = self._take_batch(q)
+            batch = self._take_batch(q, replica.batcher.size())
             if batch:
                 self._send_batch(q, replica, batch)
 
-    def _take_batch(self, q: ModelQueue) -> list[Query]:
+    def _take_batch(self, q: ModelQueue, limit: int) -> list[Query]:
         now = asyncio.get_running_loop().time()
         batch: list[Query] = []
-        while q.pending and len(batch) < q.max_batch:
+        while q.pending and len(batch) < limit:
             query = q.pending.popleft()
             if query.future.done():
                 continue  # answered already (its deadline passed while it waited)
@@ -145,6 +178,7 @@ class Dispatcher:
         lengths, data = _pack([query.item for query in batch], q.input_type)
         msg = Predict(batch_id, q.input_type, lengths, data)
         replica.inflight[batch_id] = batch
+        replica.sent_at[batch_id] = asyncio.get_running_loop().time()
         self._batches[batch_id] = (replica, batch)
         self._send(replica.identity, protocol.encode(msg))
 
@@ -154,8 +188,8 @@ class Dispatcher:
         for old in list(self.by_identity.values()):
             if old.replica_id == hello.replica_id:
                 self.remove_replica(old.identity, "replaced by a new connection")
-        replica = Replica.from_hello(identity, hello, now)
-        q = self.queue(replica.key, replica.input_type)
+        q = self.queue((hello.model_name, hello.model_version), hello.input_type)
+        replica = Replica.from_hello(identity, hello, now, q.new_controller())
         q.replicas[identity] = replica
         self.by_identity[identity] = replica
         logger.info("replica %s of %s connected", replica.replica_id, q.label)
@@ -176,6 +210,7 @@ class Dispatcher:
             self._batches.pop(batch_id, None)
             retry.extend(query for query in batch if not query.future.done())
         replica.inflight.clear()
+        replica.sent_at.clear()
         q.pending.extendleft(reversed(retry))
         self.on_replica_removed(replica)
         self._pump(q)
@@ -185,6 +220,7 @@ class Dispatcher:
         if found is None:
             return
         replica, batch = found
+        replica.observe_batch(msg.batch_id, len(batch), asyncio.get_running_loop().time())
         outputs = protocol.split_items(msg.lengths, msg.data)
         problem = _check_outputs(outputs, len(batch))
         if problem:
@@ -224,11 +260,17 @@ class Dispatcher:
             f"{k[0]}:{k[1]}": {
                 "queued": len(q.pending),
                 "max_batch_size": q.max_batch,
+                "batch_mode": q.mode,
+                "batch_sizes": {r.replica_id: r.batcher.size() for r in q.replicas.values()},
                 "replicas": sorted(r.replica_id for r in q.replicas.values()),
                 "inflight_batches": sum(r.outstanding for r in q.replicas.values()),
             }
             for k, q in sorted(self.queues.items())
         }
+
+
+def _mode(batch_size: int) -> BatchMode:
+    return "fixed" if batch_size > 0 else "aimd"
 
 
 def _check_outputs(outputs: list[memoryview], expected: int) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model_container.protocol import Hello, InputType
+from query_frontend.batch_policy import BatchSizeController, FixedController
 from query_frontend.queries import Query
 
 ModelKey = tuple[str, str]  # (model name, version)
@@ -22,10 +23,15 @@ class Replica:
     pid: int
     last_seen: float  # loop.time() of the last message from it
     connected_at: float = field(default_factory=time.time)
+    batcher: BatchSizeController = field(default_factory=lambda: FixedController(1))
     inflight: dict[int, list[Query]] = field(default_factory=dict)  # batch id -> queries
+    sent_at: dict[int, float] = field(default_factory=dict)  # batch id -> loop.time()
+    last_done: float = 0.0  # loop.time() of its last answer
 
     @classmethod
-    def from_hello(cls, identity: bytes, hello: Hello, now: float) -> Replica:
+    def from_hello(
+        cls, identity: bytes, hello: Hello, now: float, batcher: BatchSizeController
+    ) -> Replica:
         return cls(
             identity=identity,
             replica_id=hello.replica_id,
@@ -34,7 +40,20 @@ class Replica:
             runtime=dict(hello.runtime),
             pid=hello.pid,
             last_seen=now,
+            batcher=batcher,
         )
+
+    def observe_batch(self, batch_id: int, size: int, now: float) -> None:
+        """Feed the batch's service time to the size controller.
+
+        Service time runs from when the replica could start on it (sent, or its previous
+        batch answered, whichever is later) until the answer arrived, so waiting behind
+        another batch in flight is not counted as the cost of this one.
+        """
+        sent = self.sent_at.pop(batch_id, None)
+        if sent is not None:
+            self.batcher.observe(size, max(0.0, now - max(sent, self.last_done)))
+        self.last_done = now
 
     @property
     def outstanding(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -51,6 +51,16 @@ def build_routes(snap: Snapshot) -> dict[str, Route]:
         else:
             routes[name] = Route(app, (model.name, model.current_version))
     return routes
+
+
+def tightest_slos(routes: Iterable[Route]) -> dict[ModelKey, float]:
+    """The smallest objective (seconds) among the apps routed to each model version."""
+    slos: dict[ModelKey, float] = {}
+    for route in routes:
+        if route.model_key is not None:
+            slo = route.app.slo_micros / 1e6
+            slos[route.model_key] = min(slo, slos.get(route.model_key, slo))
+    return slos
 
 
 class RoutingTable:

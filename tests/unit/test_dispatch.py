@@ -45,6 +45,7 @@ def setup(cap: int, max_queue: int = 100) -> tuple[Dispatcher, ModelQueue, Wire]
     wire = Wire()
     d = Dispatcher(default_max_batch=cap, max_queue=max_queue)
     d.bind(wire)
+    d.configure(KEY, InputType.DOUBLES, cap, None)  # a fixed batch size: greedy up to cap
     return d, d.queue(KEY, InputType.DOUBLES), wire
 
 
@@ -219,3 +220,23 @@ async def test_outputs_that_are_not_json_fail_the_batch_instead_of_reaching_clie
     assert (
         isinstance(outcome, Failure) and "output 1 that is not a JSON document" in outcome.message
     )
+
+
+async def test_adaptive_batches_grow_while_the_replica_answers_within_budget():
+    loop = asyncio.get_running_loop()
+    wire = Wire()
+    d = Dispatcher(default_max_batch=16, max_queue=1000)
+    d.bind(wire)
+    d.configure(KEY, InputType.DOUBLES, -1, 0.1)  # adaptive (AIMD), SLO 100 ms
+    q = d.queue(KEY, InputType.DOUBLES)
+    d.add_replica(b"a", hello("r0"), loop.time())
+    d.submit(q, make_queries(loop, 200))
+    sizes = []
+    while wire.sent:
+        identity, predict = wire.sent.pop(0)
+        sizes.append(predict.size)
+        answer(d, identity, predict)  # answered at once: far within the budget
+    assert sizes[0] == 1
+    full = sizes[:-1]  # the last batch takes what is left
+    assert full == sorted(full) and max(full) == 16
+    assert d.status()["m:1"]["batch_mode"] == "aimd"
