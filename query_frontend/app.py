@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
 from management_frontend.schema import SCHEMA_VERSION, Keys, Snapshot, read_schema_version
+from query_frontend.cache import PredictionCache
 from query_frontend.config import Config
 from query_frontend.dispatch import Dispatcher
 from query_frontend.http_api import FrontendState, routes
@@ -43,13 +44,17 @@ def create_app(config: Config) -> Starlette:
         dispatcher.on_replica_removed = registry.removed
 
         def on_snapshot(snap: Snapshot) -> None:
+            # A version deleted and registered again may compute something else.
+            for name, version in rpc.expected_input_types.keys() - snap.versions.keys():
+                cache.invalidate_model(name, version)
             rpc.expected_input_types = {k: v.input_type for k, v in snap.versions.items()}
             slos = tightest_slos(routing.routes.values())
             for key, mv in snap.versions.items():
                 dispatcher.configure(key, mv.input_type, mv.batch_size, slos.get(key))
 
         routing.listeners.append(on_snapshot)
-        app.state.frontend = FrontendState(config, routing, dispatcher)
+        cache = PredictionCache(config.cache_max_bytes)
+        app.state.frontend = FrontendState(config, routing, dispatcher, cache)
         rpc.open()
         tasks: set[asyncio.Task[None]] = set()
 

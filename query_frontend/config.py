@@ -29,6 +29,8 @@ class Config:
     max_batch_size: int = 64
     # Queries waiting per model version beyond which new queries get 503 + Retry-After.
     max_queue_per_model: int = 10_000
+    # Bytes of model outputs the prediction cache may hold; 0 turns caching off.
+    cache_max_bytes: int = 64 * 1024 * 1024
     log_level: str = "INFO"
     frontend_id: str = field(default_factory=_default_frontend_id)
 

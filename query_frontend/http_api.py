@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from query_frontend.cache import PredictionCache, cache_key
 from query_frontend.config import Config
 from query_frontend.dispatch import Dispatcher, OverloadedError, TooManyInputsError
 from query_frontend.inputs import InputError, Item, TooManyItemsError, parse_body
@@ -31,6 +32,7 @@ class FrontendState:
     config: Config
     routing: RoutingTable
     dispatcher: Dispatcher
+    cache: PredictionCache
     query_ids: itertools.count[int] = field(default_factory=itertools.count)
 
 
@@ -85,7 +87,7 @@ async def predict(request: Request) -> Response:
         outcomes: list[Outcome] = [Expired(route.no_model_reason)] * len(items)
     else:
         try:
-            outcomes = await _run(state.dispatcher, route.model_key, app, items, ids, deadline)
+            outcomes = await _run(state, route.model_key, app, items, ids, deadline)
         except OverloadedError as exc:
             return error(503, "overloaded", f"{exc}; retry shortly", {"Retry-After": "1"})
         except TooManyInputsError as exc:
@@ -94,7 +96,7 @@ async def predict(request: Request) -> Response:
 
 
 async def _run(
-    dispatcher: Dispatcher,
+    state: FrontendState,
     key: tuple[str, str],
     app: Any,
     items: list[Item],
@@ -102,23 +104,29 @@ async def _run(
     deadline: float,
 ) -> list[Outcome]:
     loop = asyncio.get_running_loop()
+    dispatcher, cache = state.dispatcher, state.cache
     q = dispatcher.queue(key, app.input_type)
-    queries = [
-        Query(qid, item, deadline, loop.create_future())
-        for qid, item in zip(ids, items, strict=True)
-    ]
-    for query in queries:
+    waits: list[bytes | asyncio.Future[Outcome]] = []
+    queries: list[Query] = []
+    for qid, item in zip(ids, items, strict=True):
+        found = cache.lookup(cache_key(key, item), deadline) if cache.enabled else None
+        if isinstance(found, bytes | asyncio.Future):
+            waits.append(found)  # a hit, or joined an identical query already in flight
+            continue
+        query = Query(qid, item, deadline, loop.create_future())
         query.timer = loop.call_at(deadline, dispatcher.expire, query, q)
-    try:
-        dispatcher.submit(q, queries)
-    except (OverloadedError, TooManyInputsError):
-        for query in queries:
-            if query.timer is not None:
-                query.timer.cancel()
-        raise
-    if len(queries) == 1:
-        return [await queries[0].future]
-    return list(await asyncio.gather(*(query.future for query in queries)))
+        if found is not None:
+            cache.attach(found, query.future)  # this query leads: its outcome ends the flight
+        queries.append(query)
+        waits.append(query.future)
+    if queries:
+        try:
+            dispatcher.submit(q, queries)
+        except (OverloadedError, TooManyInputsError) as exc:
+            for query in queries:
+                query.resolve(Expired(str(exc)))  # answers any query that joined these
+            raise
+    return [w if isinstance(w, bytes) else await w for w in waits]
 
 
 def _respond(ids: list[int], outcomes: list[Outcome], default: Any, is_batch: bool) -> Response:
@@ -165,6 +173,7 @@ async def status(request: Request) -> Response:
         "ready": state.routing.ready.is_set(),
         "apps": apps,
         "models": state.dispatcher.status(),
+        "cache": asdict(state.cache.stats()),
     }
     return Response(orjson.dumps(body), media_type=JSON)
 

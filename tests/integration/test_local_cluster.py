@@ -162,14 +162,16 @@ def test_two_replicas_both_receive_work(conn: Connection) -> None:
     )
     conn.link_model_to_app("pids", "whoami")
 
-    def one(_: int) -> int:
-        return int(output_of(conn, "pids", [1.0]))
+    def one(i: int) -> int:
+        return int(output_of(conn, "pids", [float(i)]))  # distinct inputs: no cache hits
 
     seen: set[int] = set()
     with ThreadPoolExecutor(8) as pool:
         deadline = time.monotonic() + 30
+        start = 0
         while len(seen) < 2 and time.monotonic() < deadline:
-            seen.update(pool.map(one, range(64)))
+            seen.update(pool.map(one, range(start, start + 64)))
+            start += 64
     assert len(seen) == 2, f"only replica pids {seen} answered"
 
 
@@ -375,3 +377,23 @@ def test_stopping_a_model_stops_the_processes_it_started(conn: Connection) -> No
         lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
         what="the model's subprocess stopped with it",
     )
+
+
+def test_identical_queries_are_answered_from_the_cache_per_version(conn: Connection) -> None:
+    calls: list[int] = []
+
+    def counting(xs: Any) -> list[int]:
+        calls.append(len(xs))
+        return [len(calls)] * len(xs)  # the answer says how many batches the model ran
+
+    conn.register_application("cached", "doubles", -1, 2_000_000)
+    deploy_python_closure(conn, "counter", "1", "doubles", counting)
+    conn.link_model_to_app("cached", "counter")
+    first = output_of(conn, "cached", [4.0, 2.0])
+    assert [output_of(conn, "cached", [4.0, 2.0]) for _ in range(5)] == [first] * 5
+    assert output_of(conn, "cached", [4.0, 3.0]) == first + 1  # another input: evaluated
+    status = conn.inspect_instance()["cache"]
+    assert status["hits"] >= 5
+    # A new version never serves the old version's answers.
+    deploy_python_closure(conn, "counter", "2", "doubles", lambda xs: ["v2"] * len(xs))
+    eventually(lambda: output_of(conn, "cached", [4.0, 2.0]) == "v2", what="v2 answers")
