@@ -18,6 +18,7 @@ from query_frontend.cache import PredictionCache
 from query_frontend.config import Config
 from query_frontend.dispatch import Dispatcher
 from query_frontend.http_api import FrontendState, routes
+from query_frontend.metrics import Metrics
 from query_frontend.registry import ReplicaRegistry
 from query_frontend.routing import RoutingTable, follow, tightest_slos
 from query_frontend.rpc import RpcServer
@@ -54,7 +55,9 @@ def create_app(config: Config) -> Starlette:
 
         routing.listeners.append(on_snapshot)
         cache = PredictionCache(config.cache_max_bytes)
-        app.state.frontend = FrontendState(config, routing, dispatcher, cache)
+        metrics = Metrics(dispatcher, cache)
+        dispatcher.observer = metrics
+        app.state.frontend = FrontendState(config, routing, dispatcher, cache, metrics)
         rpc.open()
         tasks: set[asyncio.Task[None]] = set()
 

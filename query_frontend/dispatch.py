@@ -14,7 +14,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -30,6 +30,22 @@ logger = logging.getLogger(__name__)
 DEFAULT_SLO_S = 0.1
 
 SendFn = Callable[[bytes, list[protocol.Frame]], None]
+
+
+class BatchObserver(Protocol):
+    """Told about every batch (the metrics implement it)."""
+
+    def batch_sent(self, key: ModelKey, size: int, waits: list[float]) -> None: ...
+
+    def batch_done(self, key: ModelKey, seconds: float, model_seconds: float) -> None: ...
+
+
+class _NoObserver:
+    def batch_sent(self, key: ModelKey, size: int, waits: list[float]) -> None:
+        pass
+
+    def batch_done(self, key: ModelKey, seconds: float, model_seconds: float) -> None:
+        pass
 
 
 class OverloadedError(Exception):
@@ -99,6 +115,7 @@ class Dispatcher:
         self._send: SendFn | None = None
         self.on_replica_added: Callable[[Replica], None] = lambda r: None
         self.on_replica_removed: Callable[[Replica], None] = lambda r: None
+        self.observer: BatchObserver = _NoObserver()
 
     def bind(self, send: SendFn) -> None:
         self._send = send
@@ -142,6 +159,9 @@ class Dispatcher:
             q.pending = deque(query for query in q.pending if not query.future.done())
         if len(q.pending) + len(queries) > q.max_queue:
             raise OverloadedError(f"{q.label} has {len(q.pending)} queries waiting")
+        now = asyncio.get_running_loop().time()
+        for query in queries:
+            query.submitted = now
         q.pending.extend(queries)
         self._pump(q)
 
@@ -177,10 +197,12 @@ class Dispatcher:
         batch_id = next(self._batch_ids)
         lengths, data = _pack([query.item for query in batch], q.input_type)
         msg = Predict(batch_id, q.input_type, lengths, data)
+        now = asyncio.get_running_loop().time()
         replica.inflight[batch_id] = batch
-        replica.sent_at[batch_id] = asyncio.get_running_loop().time()
+        replica.sent_at[batch_id] = now
         self._batches[batch_id] = (replica, batch)
         self._send(replica.identity, protocol.encode(msg))
+        self.observer.batch_sent(q.key, len(batch), [now - query.submitted for query in batch])
 
     # ---------------------------------------------------------------------- replicas
 
@@ -220,7 +242,10 @@ class Dispatcher:
         if found is None:
             return
         replica, batch = found
-        replica.observe_batch(msg.batch_id, len(batch), asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        service = replica.observe_batch(msg.batch_id, len(batch), now)
+        if service is not None:
+            self.observer.batch_done(replica.key, service, msg.model_micros / 1e6)
         outputs = protocol.split_items(msg.lengths, msg.data)
         problem = _check_outputs(outputs, len(batch))
         if problem:

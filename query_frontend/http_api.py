@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,7 +22,9 @@ from query_frontend.cache import PredictionCache, cache_key
 from query_frontend.config import Config
 from query_frontend.dispatch import Dispatcher, OverloadedError, TooManyInputsError
 from query_frontend.inputs import InputError, Item, TooManyItemsError, parse_body
+from query_frontend.metrics import Metrics
 from query_frontend.queries import Expired, Failure, Outcome, Query
+from query_frontend.routing import Route as AppRoute
 from query_frontend.routing import RoutingTable
 
 JSON = "application/json"
@@ -33,6 +36,7 @@ class FrontendState:
     routing: RoutingTable
     dispatcher: Dispatcher
     cache: PredictionCache
+    metrics: Metrics
     query_ids: itertools.count[int] = field(default_factory=itertools.count)
 
 
@@ -64,35 +68,47 @@ async def predict(request: Request) -> Response:
     app_name = request.path_params["app"]
     route = state.routing.routes.get(app_name)
     if route is None:
+        state.metrics.rejected(404)
         return error(404, "not_found", f"no application named '{app_name}' is registered")
+    loop = asyncio.get_running_loop()
+    arrival = loop.time()
+    outcomes: list[Outcome] = []
+    response = await _predict(state, request, route, arrival, outcomes)
+    state.metrics.request(app_name, response.status_code, loop.time() - arrival, outcomes)
+    return response
+
+
+async def _predict(
+    state: FrontendState, request: Request, route: AppRoute, arrival: float, out: list[Outcome]
+) -> Response:
+    """Answer one predict request of a known app; ``out`` receives the query outcomes."""
+    app = route.app
     limit = state.config.max_body_bytes
     try:
         body = await _read_body(request, limit)
     except BodyTooLargeError:
         return error(413, "too_large", f"request body is over the limit of {limit} bytes")
-    app = route.app
     try:
         items, is_batch = parse_body(body, app.input_type, state.config.max_inputs_per_request)
     except TooManyItemsError as exc:
-        return error(413, "too_large", f"app '{app_name}': {exc}")
+        return error(413, "too_large", f"app '{app.name}': {exc}")
     except InputError as exc:
-        return error(400, "invalid_input", f"app '{app_name}' ({app.input_type}): {exc}")
+        return error(400, "invalid_input", f"app '{app.name}' ({app.input_type}): {exc}")
 
-    loop = asyncio.get_running_loop()
     slo = app.slo_micros / 1e6
     # Answer a little before the objective so the default is on the wire in time.
-    deadline = loop.time() + slo - min(0.001, 0.1 * slo)
+    deadline = arrival + slo - min(0.001, 0.1 * slo)
     ids = [next(state.query_ids) for _ in items]
     if route.model_key is None:
-        outcomes: list[Outcome] = [Expired(route.no_model_reason)] * len(items)
+        out.extend([Expired(route.no_model_reason)] * len(items))
     else:
         try:
-            outcomes = await _run(state, route.model_key, app, items, ids, deadline)
+            out.extend(await _run(state, route.model_key, app, items, ids, deadline))
         except OverloadedError as exc:
             return error(503, "overloaded", f"{exc}; retry shortly", {"Retry-After": "1"})
         except TooManyInputsError as exc:
             return error(413, "too_large", str(exc))
-    return _respond(ids, outcomes, app.default_output, is_batch)
+    return _respond(ids, out, app.default_output, is_batch)
 
 
 async def _run(
@@ -178,8 +194,14 @@ async def status(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type=JSON)
 
 
+async def metrics(request: Request) -> Response:
+    state: FrontendState = request.app.state.frontend
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/status", status, methods=["GET"]),
     Route("/{app}/predict", predict, methods=["POST"]),
 ]

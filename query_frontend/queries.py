@@ -33,6 +33,7 @@ class Query:
     deadline: float  # in loop.time() seconds
     future: asyncio.Future[Outcome]
     timer: asyncio.TimerHandle | None = field(default=None)
+    submitted: float = 0.0  # loop.time() when it joined its model's queue
 
     def resolve(self, outcome: Outcome) -> None:
         """Answer the query once; later answers (a retry, a late result) are ignored."""

@@ -43,17 +43,20 @@ class Replica:
             batcher=batcher,
         )
 
-    def observe_batch(self, batch_id: int, size: int, now: float) -> None:
-        """Feed the batch's service time to the size controller.
+    def observe_batch(self, batch_id: int, size: int, now: float) -> float | None:
+        """Feed the batch's service time to the size controller, and return it.
 
         Service time runs from when the replica could start on it (sent, or its previous
         batch answered, whichever is later) until the answer arrived, so waiting behind
         another batch in flight is not counted as the cost of this one.
         """
         sent = self.sent_at.pop(batch_id, None)
+        service: float | None = None
         if sent is not None:
-            self.batcher.observe(size, max(0.0, now - max(sent, self.last_done)))
+            service = max(0.0, now - max(sent, self.last_done))
+            self.batcher.observe(size, service)
         self.last_done = now
+        return service
 
     @property
     def outstanding(self) -> int:

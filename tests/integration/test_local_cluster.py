@@ -397,3 +397,38 @@ def test_identical_queries_are_answered_from_the_cache_per_version(conn: Connect
     # A new version never serves the old version's answers.
     deploy_python_closure(conn, "counter", "2", "doubles", lambda xs: ["v2"] * len(xs))
     eventually(lambda: output_of(conn, "cached", [4.0, 2.0]) == "v2", what="v2 answers")
+
+
+def test_metrics_count_requests_answers_batches_and_cache(conn: Connection) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conn.register_application("metered", "doubles", -1, 2_000_000)
+    deploy_python_closure(conn, "meter", "1", "doubles", lambda xs: [1] * len(xs))
+    conn.link_model_to_app("metered", "meter")
+    for i in range(5):
+        assert output_of(conn, "metered", [float(i)]) == 1
+    assert output_of(conn, "metered", [0.0]) == 1  # a cache hit
+    assert predict(conn, "metered", {"input": ["x"]}).status_code == 400
+    assert predict(conn, "no-such-app", {"input": [1.0]}).status_code == 404
+
+    text = httpx.get(f"http://{conn.get_query_addr()}/metrics", timeout=5).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("schooner_requests_total", app="metered", code="200") == 6
+    assert value("schooner_requests_total", app="metered", code="400") == 1
+    assert value("schooner_requests_total", app="", code="404") >= 1
+    assert value("schooner_answers_total", app="metered", kind="prediction") == 6
+    assert value("schooner_request_duration_seconds_count", app="metered") == 7
+    assert value("schooner_batch_size_count", model="meter", version="1") == 5
+    assert value("schooner_model_duration_seconds_count", model="meter", version="1") == 5
+    assert value("schooner_queue_wait_seconds_count", model="meter", version="1") == 5
+    assert value("schooner_replicas_connected", model="meter", version="1") == 1
+    assert value("schooner_queue_depth", model="meter", version="1") == 0
+    assert value("schooner_cache_hits_total") >= 1
