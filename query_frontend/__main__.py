@@ -26,6 +26,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--max-inputs-per-request", type=int, default=Config.max_inputs_per_request)
     p.add_argument("--heartbeat-ms", type=int, default=Config.heartbeat_ms)
     p.add_argument("--max-batch-size", type=int, default=Config.max_batch_size)
+    p.add_argument("--max-inflight-batches", type=int, default=Config.max_inflight_batches)
     p.add_argument("--max-queue", type=int, default=Config.max_queue_per_model)
     p.add_argument("--cache-bytes", type=int, default=Config.cache_max_bytes)
     p.add_argument("--frontend-id", default=env("SCHOONER_FRONTEND_ID"))
@@ -44,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         heartbeat_ms=a.heartbeat_ms,
         max_batch_size=a.max_batch_size,
         max_queue_per_model=a.max_queue,
+        max_inflight_batches=a.max_inflight_batches,
         cache_max_bytes=a.cache_bytes,
         log_level=a.log_level.upper(),
         **extra,

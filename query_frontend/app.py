@@ -37,7 +37,9 @@ def create_app(config: Config) -> Starlette:
             health_check_interval=10,
         )
         ctx = zmq.asyncio.Context()
-        dispatcher = Dispatcher(config.max_batch_size, config.max_queue_per_model)
+        dispatcher = Dispatcher(
+            config.max_batch_size, config.max_queue_per_model, config.max_inflight_batches
+        )
         routing = RoutingTable()
         rpc = RpcServer(ctx, config.rpc_bind_address, dispatcher, config.heartbeat_ms)
         registry = ReplicaRegistry(r, keys, config.advertised_address)

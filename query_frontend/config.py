@@ -27,6 +27,9 @@ class Config:
     heartbeat_ms: int = 250
     # Cap on the batch sent to one replica when the model version sets none.
     max_batch_size: int = 64
+    # Batches a replica may hold at once; 2 overlaps transfer and (de)serialisation with
+    # compute, at the cost of a smaller batch budget (SLO / (1 + this)).
+    max_inflight_batches: int = 1
     # Queries waiting per model version beyond which new queries get 503 + Retry-After.
     max_queue_per_model: int = 10_000
     # Bytes of model outputs the prediction cache may hold; 0 turns caching off.

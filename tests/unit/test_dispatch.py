@@ -240,3 +240,16 @@ async def test_adaptive_batches_grow_while_the_replica_answers_within_budget():
     full = sizes[:-1]  # the last batch takes what is left
     assert full == sorted(full) and max(full) == 16
     assert d.status()["m:1"]["batch_mode"] == "aimd"
+
+
+async def test_two_batches_in_flight_per_replica_when_configured():
+    loop = asyncio.get_running_loop()
+    wire = Wire()
+    d = Dispatcher(default_max_batch=2, max_queue=100, max_inflight=2)
+    d.bind(wire)
+    d.configure(KEY, InputType.DOUBLES, 2, None)
+    q = d.queue(KEY, InputType.DOUBLES)
+    d.add_replica(b"a", hello("r0"), loop.time())
+    d.submit(q, make_queries(loop, 6))
+    assert [(identity, p.size) for identity, p in wire.sent] == [(b"a", 2), (b"a", 2)]
+    assert len(q.pending) == 2
