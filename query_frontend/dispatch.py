@@ -14,13 +14,13 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 
 from model_container import protocol
 from model_container.protocol import Error, Hello, InputType, Predict, Result
-from query_frontend.batch_policy import BatchMode, BatchSizeController, make_controller
+from query_frontend.batch_policy import MODES, BatchMode, BatchSizeController, make_controller
 from query_frontend.queries import Expired, Failure, Query
 from query_frontend.replicas import ModelKey, Replica
 
@@ -73,6 +73,8 @@ class ModelQueue:
         self.max_inflight = 1
         self.mode: BatchMode = "aimd"
         self.slo_s = DEFAULT_SLO_S
+        self.wait_s = 0.0  # delayed batching: how long a free replica may wait to fill a batch
+        self.wait_timer: asyncio.TimerHandle | None = None
 
     def new_controller(self, initial: int | None = None) -> BatchSizeController:
         if initial is None:
@@ -127,17 +129,24 @@ class Dispatcher:
         if q is None:
             q = ModelQueue(key, input_type, self._cap(batch_size), self._max_queue)
             q.max_inflight = self._max_inflight
-            q.mode = _mode(batch_size)
+            q.mode = _mode(batch_size, "")
             self.queues[key] = q
         return q
 
     def configure(
-        self, key: ModelKey, input_type: InputType, batch_size: int, slo_s: float | None
+        self,
+        key: ModelKey,
+        input_type: InputType,
+        batch_size: int,
+        slo_s: float | None,
+        mode: str = "",
+        wait_s: float = 0.0,
     ) -> None:
         """Apply a model version's registered settings and its apps' tightest objective."""
         q = self.queue(key, input_type, batch_size)
         q.input_type = input_type
-        settings = (self._cap(batch_size), _mode(batch_size), slo_s or DEFAULT_SLO_S)
+        q.wait_s = wait_s
+        settings = (self._cap(batch_size), _mode(batch_size, mode), slo_s or DEFAULT_SLO_S)
         if settings != (q.max_batch, q.mode, q.slo_s):
             q.max_batch, q.mode, q.slo_s = settings
             q.retune()
@@ -175,9 +184,27 @@ class Dispatcher:
             replica = min(q.replicas.values(), key=lambda r: r.outstanding)
             if replica.outstanding >= q.max_inflight:
                 return
-            batch = self._take_batch(q, replica.batcher.size())
+            limit = replica.batcher.size()
+            if q.wait_s > 0 and len(q.pending) < limit and self._wait_to_fill(q):
+                return
+            batch = self._take_batch(q, limit)
             if batch:
                 self._send_batch(q, replica, batch)
+
+    def _wait_to_fill(self, q: ModelQueue) -> bool:
+        """Delayed batching: hold a short batch until its oldest query has waited wait_s."""
+        loop = asyncio.get_running_loop()
+        oldest = q.pending[0]
+        ready_at = min(oldest.submitted + q.wait_s, oldest.deadline)
+        if loop.time() >= ready_at:
+            return False
+        if q.wait_timer is None:
+            q.wait_timer = loop.call_at(ready_at, self._wait_over, q)
+        return True
+
+    def _wait_over(self, q: ModelQueue) -> None:
+        q.wait_timer = None
+        self._pump(q)
 
     def _take_batch(self, q: ModelQueue, limit: int) -> list[Query]:
         now = asyncio.get_running_loop().time()
@@ -294,7 +321,10 @@ class Dispatcher:
         }
 
 
-def _mode(batch_size: int) -> BatchMode:
+def _mode(batch_size: int, mode: str) -> BatchMode:
+    """The registered mode; unset, Clipper's meaning: a batch size > 0 is a fixed size."""
+    if mode in MODES:
+        return cast(BatchMode, mode)
     return "fixed" if batch_size > 0 else "aimd"
 
 

@@ -253,3 +253,32 @@ async def test_two_batches_in_flight_per_replica_when_configured():
     d.submit(q, make_queries(loop, 6))
     assert [(identity, p.size) for identity, p in wire.sent] == [(b"a", 2), (b"a", 2)]
     assert len(q.pending) == 2
+
+
+async def test_delayed_batching_holds_a_short_batch_until_the_wait_is_over():
+    loop = asyncio.get_running_loop()
+    d, q, wire = setup(cap=4)
+    d.configure(KEY, InputType.DOUBLES, 4, None, mode="fixed", wait_s=0.02)
+    d.add_replica(b"a", hello("r0"), loop.time())
+    d.submit(q, make_queries(loop, 2))
+    assert wire.sent == []  # a batch of 2 when 4 fit: wait for more
+    d.submit(q, make_queries(loop, 1))
+    assert wire.sent == []
+    deadline = loop.time() + 5
+    while not wire.sent and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+    assert [p.size for _, p in wire.sent] == [3]  # sent when the oldest had waited 20 ms
+    identity, predict = wire.sent.pop()
+    answer(d, identity, predict)
+    d.submit(q, make_queries(loop, 4))
+    assert [p.size for _, p in wire.sent] == [4]  # a full batch goes at once
+
+
+async def test_a_registered_mode_overrides_the_clipper_meaning_of_batch_size():
+    loop = asyncio.get_running_loop()
+    d, q, _ = setup(cap=8)
+    d.configure(KEY, InputType.DOUBLES, 8, 0.05, mode="latency_model")
+    d.add_replica(b"a", hello("r0"), loop.time())
+    assert d.status()["m:1"]["batch_mode"] == "latency_model"
+    d.configure(KEY, InputType.DOUBLES, 8, 0.05)
+    assert d.status()["m:1"]["batch_mode"] == "fixed"
