@@ -262,11 +262,16 @@ async def test_delayed_batching_holds_a_short_batch_until_the_wait_is_over():
     d.add_replica(b"a", hello("r0"), loop.time())
     d.submit(q, make_queries(loop, 2))
     assert wire.sent == []  # a batch of 2 when 4 fit: wait for more
+    sent = asyncio.Event()
+
+    def send(identity, frames):
+        wire(identity, frames)
+        sent.set()
+
+    d.bind(send)
     d.submit(q, make_queries(loop, 1))
     assert wire.sent == []
-    deadline = loop.time() + 5
-    while not wire.sent and loop.time() < deadline:
-        await asyncio.sleep(0.005)
+    await asyncio.wait_for(sent.wait(), timeout=5)
     assert [p.size for _, p in wire.sent] == [3]  # sent when the oldest had waited 20 ms
     identity, predict = wire.sent.pop()
     answer(d, identity, predict)
@@ -276,7 +281,7 @@ async def test_delayed_batching_holds_a_short_batch_until_the_wait_is_over():
 
 async def test_a_registered_mode_overrides_the_clipper_meaning_of_batch_size():
     loop = asyncio.get_running_loop()
-    d, q, _ = setup(cap=8)
+    d, _, _ = setup(cap=8)
     d.configure(KEY, InputType.DOUBLES, 8, 0.05, mode="latency_model")
     d.add_replica(b"a", hello("r0"), loop.time())
     assert d.status()["m:1"]["batch_mode"] == "latency_model"
