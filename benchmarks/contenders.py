@@ -1,0 +1,291 @@
+"""The contenders: each group starts its servers, yields the endpoints to drive, stops them.
+
+A group is a context manager yielding ``Target`` s; leaving it (normally, on an error or
+on Ctrl-C) stops every process the group started.
+
+- ``schooner``: one local Schooner cluster (the public admin API, LocalContainerManager)
+  with four models' worth of apps: a no-op and the sklearn model with adaptive batching,
+  the sklearn model with batch size 1, the cache-hit path (a constant body) and the
+  sklearn model behind an app with a 20 ms SLO.
+- ``raw-asgi``: a bare ASGI app under uvicorn answering a constant: the HTTP ceiling.
+- ``starlette-sklearn``: Starlette with the model in-process, one predict per request.
+- ``ray-serve``: Ray Serve with ``@serve.batch(64, 2 ms)``, in its own venv, if present.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.baselines.model import NUM_FEATURES, train_model
+from benchmarks.procs import Server, free_port, free_ports, running, wait_http_ok
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RAY_PYTHON = REPO_ROOT / "benchmarks" / ".venv-ray" / "bin" / "python"
+RAY_SETUP = (
+    "python3.11 -m venv benchmarks/.venv-ray && "
+    "benchmarks/.venv-ray/bin/pip install 'ray[serve]' scikit-learn orjson"
+)
+PROBE_BODY = b'{"input":[' + b",".join([b"0.5"] * NUM_FEATURES) + b"]}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One endpoint to drive with wrk."""
+
+    name: str
+    description: str
+    url: str
+    mode: str  # "random" (a fresh input per request) or "constant" (cache hits)
+    concurrencies: tuple[int, ...]
+    pids: Callable[[], list[int]]  # the server processes, for pinning
+    profile_pid: int | None = None  # the process py-spy should look at
+
+
+@dataclass
+class Settings:
+    out_dir: Path
+    concurrencies: tuple[int, ...]
+    slo_ms: float = 100.0
+    tight_slo_ms: float = 20.0
+    tight_slo_concurrency: int = 64
+    ray_python: Path = DEFAULT_RAY_PYTHON
+    start_timeout: float = 120.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.out_dir / "logs"
+
+
+Group = Callable[[Settings], contextlib.AbstractContextManager[list[Target]]]
+
+
+# ---------------------------------------------------------------------------- Schooner
+
+
+@contextlib.contextmanager
+def schooner(settings: Settings) -> Iterator[list[Target]]:
+    from admin import Connection, LocalContainerManager
+    from admin.deployers.python import deploy_python_closure
+
+    query_port, management_port, rpc_port, redis_port = free_ports(4)
+    with tempfile.TemporaryDirectory(prefix="schooner-bench-") as tmp:
+        manager = LocalContainerManager(
+            data_dir=tmp,
+            cluster_name="bench",
+            query_port=query_port,
+            management_port=management_port,
+            rpc_port=rpc_port,
+            redis_port=redis_port,
+        )
+        conn = Connection(manager, progress=lambda line: print(f"  [schooner] {line}"))
+        try:
+            conn.start()
+            model = train_model()
+
+            # Nested, so cloudpickle ships them by value, not as a reference to this module.
+            def noop(xs: Any) -> list[int]:
+                return [0] * len(xs)
+
+            def predict(xs: Any) -> list[Any]:
+                return list(model.predict(xs).tolist())
+
+            slo = round(settings.slo_ms * 1000)
+            tight = round(settings.tight_slo_ms * 1000)
+            deploy_python_closure(conn, "noop", "1", "doubles", noop)
+            deploy_python_closure(conn, "sklearn", "1", "doubles", predict)
+            deploy_python_closure(conn, "sklearn-b1", "1", "doubles", predict, batch_size=1)
+            apps = [
+                ("noop", "noop", slo),
+                ("sklearn", "sklearn", slo),
+                ("sklearn-b1", "sklearn-b1", slo),
+                ("sklearn-cache", "sklearn", slo),
+                ("sklearn-slo20", "sklearn", tight),
+            ]
+            for app, model_name, app_slo in apps:
+                conn.register_application(app, "doubles", -1.0, app_slo)
+                conn.link_model_to_app(app, model_name)
+
+            base = f"http://{conn.get_query_addr()}"
+            for app, _, _ in apps:
+                wait_http_ok(f"{base}/{app}/predict", PROBE_BODY, settings.start_timeout, None)
+
+            def pids() -> list[int]:
+                return [int(p["pid"]) for p in manager.processes() if p["running"]]
+
+            query_pid = next(
+                (int(p["pid"]) for p in manager.processes() if p["role"] == "query"), None
+            )
+            cs = settings.concurrencies
+            slo_note = f"SLO {settings.slo_ms:g} ms"
+            yield [
+                Target(
+                    "schooner-noop",
+                    f"no-op model, adaptive, {slo_note}",
+                    f"{base}/noop/predict",
+                    "random",
+                    cs,
+                    pids,
+                    query_pid,
+                ),
+                Target(
+                    "schooner-sklearn",
+                    f"sklearn, adaptive, {slo_note}",
+                    f"{base}/sklearn/predict",
+                    "random",
+                    cs,
+                    pids,
+                    query_pid,
+                ),
+                Target(
+                    "schooner-sklearn-b1",
+                    f"sklearn, batch size 1, {slo_note}",
+                    f"{base}/sklearn-b1/predict",
+                    "random",
+                    cs,
+                    pids,
+                    query_pid,
+                ),
+                Target(
+                    "schooner-cache",
+                    "sklearn, constant body: cache hits",
+                    f"{base}/sklearn-cache/predict",
+                    "constant",
+                    cs,
+                    pids,
+                    query_pid,
+                ),
+                Target(
+                    "schooner-slo20",
+                    f"sklearn, adaptive, SLO {settings.tight_slo_ms:g} ms",
+                    f"{base}/sklearn-slo20/predict",
+                    "random",
+                    (settings.tight_slo_concurrency,),
+                    pids,
+                    query_pid,
+                ),
+            ]
+        finally:
+            with contextlib.suppress(Exception):
+                conn.get_logs(settings.log_dir / "schooner")
+            conn.stop_all()
+
+
+# ---------------------------------------------------------------------------- baselines
+
+
+def _uvicorn_baseline(
+    settings: Settings, name: str, module: str, description: str, mode: str
+) -> contextlib.AbstractContextManager[list[Target]]:
+    @contextlib.contextmanager
+    def group() -> Iterator[list[Target]]:
+        port = free_port()
+        server = Server(
+            [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)],
+            settings.log_dir / f"{name}.log",
+        )
+        with running(server, REPO_ROOT):
+            url = f"http://127.0.0.1:{port}/predict"
+            try:
+                wait_http_ok(url, PROBE_BODY, settings.start_timeout, server.proc)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}\n{server.log_tail()}") from exc
+            pid = server.proc.pid if server.proc else None
+            yield [
+                Target(
+                    name,
+                    description,
+                    url,
+                    mode,
+                    settings.concurrencies,
+                    lambda: server.pids,
+                    pid,
+                )
+            ]
+
+    return group()
+
+
+def raw_asgi(settings: Settings) -> contextlib.AbstractContextManager[list[Target]]:
+    return _uvicorn_baseline(
+        settings,
+        "raw-asgi",
+        "benchmarks.baselines.raw_asgi",
+        "bare ASGI constant, uvicorn+uvloop+httptools",
+        "constant",
+    )
+
+
+def starlette_sklearn(settings: Settings) -> contextlib.AbstractContextManager[list[Target]]:
+    return _uvicorn_baseline(
+        settings,
+        "starlette-sklearn",
+        "benchmarks.baselines.starlette_sklearn",
+        "Starlette + sklearn in-process, 1 predict/request",
+        "random",
+    )
+
+
+@contextlib.contextmanager
+def ray_serve(settings: Settings) -> Iterator[list[Target]]:
+    python = settings.ray_python
+    if not python.exists():
+        settings.notes.append(
+            f"ray-serve skipped: no Ray venv at {python}. Create it with: {RAY_SETUP}"
+        )
+        print(f"  {settings.notes[-1]}")
+        yield []
+        return
+    settings.notes.append(
+        "ray-serve uses Serve's default proxy: its HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1) "
+        "binds every interface, and this benchmark keeps all traffic on 127.0.0.1"
+    )
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=str(REPO_ROOT),
+        RAY_USAGE_STATS_ENABLED="0",
+        VIRTUAL_ENV=str(python.parent.parent),
+        PATH=f"{python.parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    env.pop("RAY_ADDRESS", None)  # never attach to a Ray cluster that happens to run here
+    server = Server(
+        [str(python), "-m", "benchmarks.baselines.ray_serve_app", "--port", str(port)],
+        settings.log_dir / "ray-serve.log",
+        env,
+    )
+    with running(server, REPO_ROOT):
+        url = f"http://127.0.0.1:{port}/predict"
+        try:
+            wait_http_ok(url, PROBE_BODY, settings.start_timeout, server.proc)
+        except RuntimeError as exc:
+            settings.notes.append(f"ray-serve skipped: it did not start ({exc})")
+            print(f"  {settings.notes[-1]}\n{server.log_tail()}")
+            yield []
+            return
+        yield [
+            Target(
+                "ray-serve",
+                "Ray Serve, @serve.batch(64, 2 ms)",
+                url,
+                "random",
+                settings.concurrencies,
+                lambda: server.pids,
+                server.proc.pid if server.proc else None,
+            )
+        ]
+
+
+GROUPS: dict[str, Group] = {
+    "raw-asgi": raw_asgi,
+    "starlette-sklearn": starlette_sklearn,
+    "schooner": schooner,
+    "ray-serve": ray_serve,
+}

@@ -1,0 +1,235 @@
+"""Tables, the issue's target ratios, the plot and the py-spy summary of a benchmark run."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from benchmarks.wrk import WrkResult
+
+Row = dict[str, Any]
+
+
+def progress_line(name: str, r: WrkResult) -> str:
+    return (
+        f"{name:<22} c={r.concurrency:<3} {r.rps:>9,.0f} req/s  p50 {r.p50_ms:7.3f} ms  "
+        f"p99 {r.p99_ms:8.3f} ms  non-2xx {r.non2xx}  defaults {r.defaults}"
+    )
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+
+    def line(cells: list[str]) -> str:
+        return (
+            "| "
+            + " | ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+            + " |"
+        )
+
+    return "\n".join(
+        [
+            line(header),
+            "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+            *(line(r) for r in rows),
+        ]
+    )
+
+
+def results_table(rows: list[Row]) -> str:
+    header = [
+        "contender",
+        "c",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "requests",
+        "non-2xx",
+        "default %",
+        "sock err",
+    ]
+    cells = [
+        [
+            r["contender"],
+            str(r["concurrency"]),
+            f"{r['rps']:,.0f}",
+            f"{r['p50_ms']:.3f}",
+            f"{r['p90_ms']:.3f}",
+            f"{r['p99_ms']:.3f}",
+            f"{r['p999_ms']:.3f}",
+            f"{r['requests']:,}",
+            str(r["non2xx"]),
+            f"{100 * r['default_ratio']:.2f}",
+            str(r["socket_errors"]),
+        ]
+        for r in rows
+    ]
+    return _table(header, cells)
+
+
+def _find(rows: list[Row], contender: str, concurrency: int) -> Row | None:
+    return next(
+        (r for r in rows if r["contender"] == contender and r["concurrency"] == concurrency), None
+    )
+
+
+def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row]:
+    """The targets of issue 3, each with what this run measured."""
+    out: list[Row] = []
+
+    def rps_ratio(what: str, num: str, den: str, target: float) -> None:
+        a, b = _find(rows, num, c), _find(rows, den, c)
+        measured = a["rps"] / b["rps"] if a and b and b["rps"] else None
+        detail = f"{a['rps']:,.0f} / {b['rps']:,.0f} req/s" if a and b else "not measured"
+        out.append(
+            {
+                "target": what,
+                "goal": f">= {target:g}x",
+                "measured": measured,
+                "display": f"{measured:.2f}x" if measured is not None else "n/a",
+                "detail": detail,
+                "pass": None if measured is None else measured >= target,
+            }
+        )
+
+    rps_ratio(
+        f"Schooner sklearn vs Starlette+sklearn (c={c})", "schooner-sklearn", "starlette-sklearn", 3
+    )
+    rps_ratio(
+        f"Schooner sklearn vs Ray Serve @serve.batch (c={c})", "schooner-sklearn", "ray-serve", 3
+    )
+    rps_ratio(f"Schooner no-op vs raw ASGI (c={c})", "schooner-noop", "raw-asgi", 0.5)
+    rps_ratio(
+        f"adaptive batching vs batch size 1 (c={c})", "schooner-sklearn", "schooner-sklearn-b1", 5
+    )
+    rps_ratio(f"cache-hit path vs raw ASGI (c={c})", "schooner-cache", "raw-asgi", 0.6)
+
+    one = _find(rows, "schooner-sklearn", 1)
+    p50 = one["p50_ms"] if one else None
+    out.append(
+        {
+            "target": "Schooner sklearn c=1 median latency",
+            "goal": "<= 0.4 ms",
+            "measured": p50,
+            "display": f"{p50:.3f} ms" if p50 is not None else "n/a",
+            "detail": "",
+            "pass": None if p50 is None else p50 <= 0.4,
+        }
+    )
+
+    slo = _find(rows, "schooner-slo20", c)
+    p99 = slo["p99_ms"] if slo else None
+    out.append(
+        {
+            "target": f"SLO {tight_slo_ms:g} ms at c={c}: p99",
+            "goal": f"<= {tight_slo_ms:g} ms",
+            "measured": p99,
+            "display": f"{p99:.3f} ms" if p99 is not None else "n/a",
+            "detail": f"{slo['rps']:,.0f} req/s" if slo else "not measured",
+            "pass": None if p99 is None else p99 <= tight_slo_ms,
+        }
+    )
+    ratio = slo["default_ratio"] if slo else None
+    out.append(
+        {
+            "target": f"SLO {tight_slo_ms:g} ms at c={c}: default answers",
+            "goal": "< 1%",
+            "measured": ratio,
+            "display": f"{100 * ratio:.2f}%" if ratio is not None else "n/a",
+            "detail": f"{slo['defaults']:,} of {slo['requests']:,}" if slo else "not measured",
+            "pass": None if ratio is None else ratio < 0.01,
+        }
+    )
+    return out
+
+
+def ratios_table(ratio_rows: list[Row]) -> str:
+    def verdict(r: Row) -> str:
+        return "n/a" if r["pass"] is None else ("PASS" if r["pass"] else "MISS")
+
+    cells = [[r["target"], r["goal"], r["display"], verdict(r), r["detail"]] for r in ratio_rows]
+    return _table(["target (issue 3)", "goal", "measured", "verdict", "detail"], cells)
+
+
+def plot(rows: list[Row], path: Path) -> str:
+    """Throughput vs p99 per contender; returns a line saying what was written."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no plot: matplotlib is not installed (`pip install matplotlib`)"
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for name in dict.fromkeys(r["contender"] for r in rows):
+        mine = sorted((r for r in rows if r["contender"] == name), key=lambda r: r["concurrency"])
+        xs = [r["rps"] for r in mine]
+        ys = [r["p99_ms"] for r in mine]
+        ax.plot(xs, ys, marker="o", label=name)
+        for r in mine:
+            ax.annotate(
+                f"c={r['concurrency']}",
+                (r["rps"], r["p99_ms"]),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(4, 4),
+            )
+    ax.set_xlabel("throughput (requests/s)")
+    ax.set_ylabel("p99 latency (ms, log)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Schooner benchmark: throughput vs p99 (wrk, 127.0.0.1)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return f"wrote {path}"
+
+
+_LOCATION = re.compile(r" \(([^)]*)\)$")
+
+
+def _short(frame: str) -> str:
+    """``func (path/to/module.py:123)`` -> ``func (module.py)``."""
+    m = _LOCATION.search(frame)
+    if not m:
+        return frame
+    where = m.group(1).rsplit(":", 1)[0]
+    parts = Path(where).parts
+    short = "/".join(parts[-2:]) if len(parts) > 1 else where
+    return f"{frame[: m.start()]} ({short})"
+
+
+def _stacks(raw: Path) -> list[tuple[list[str], int]]:
+    out = []
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            out.append(([_short(f) for f in stack.split(";")], int(count)))
+    return out
+
+
+def profile_summary(raw: Path, top: int = 15) -> str:
+    """Top functions by self time and by inclusive time in a py-spy ``--format raw`` file."""
+    stacks = _stacks(raw)
+    total = sum(n for _, n in stacks) or 1
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    for frames, n in stacks:
+        own[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    lines = [f"    {total} samples; self time:"]
+    lines += [f"    {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    lines.append("    inclusive time:")
+    lines += [f"    {100 * n / total:5.1f}%  {f}" for f, n in incl.most_common(top)]
+    return "\n".join(lines)

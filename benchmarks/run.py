@@ -1,0 +1,272 @@
+"""Schooner's benchmark: every contender on 127.0.0.1, driven by wrk, in one run.
+
+    python -m benchmarks.run [--duration 10] [--concurrency 1,16,64] [--out benchmarks/results]
+
+Starts each contender in turn (see ``benchmarks.contenders``), drives every endpoint with
+wrk and ``benchmarks/post.lua`` at each concurrency for a fixed duration (after a short
+warm-up), then prints a results table and the targets of issue 3 as ratios measured in
+this run, and writes ``results.json`` and ``throughput_vs_p99.png`` to the out dir.
+
+CPU placement (``--pin``): on a 2-core machine the load generator competes with the server.
+``none`` (the default) lets the kernel schedule wrk (one thread, so at most one core) and
+the servers over both cores, as the issue's measured facts were taken; multi-process
+contenders (Schooner's frontend + model replica, Ray's proxy + replica) can then use the
+second core when wrk leaves it idle. ``split`` pins wrk to the last CPU and every
+server process of the contender to the others: each contender gets exactly one core,
+which is fair to the single-process baselines and hard on Schooner and Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from benchmarks import report
+from benchmarks.contenders import DEFAULT_RAY_PYTHON, GROUPS, Settings, Target
+from benchmarks.procs import pin
+from benchmarks.wrk import INSTALL_HINT, WrkError, WrkResult, find_wrk, run_wrk
+
+PROFILE_TARGET = "schooner-sklearn"
+
+
+@dataclass(frozen=True)
+class Placement:
+    server_cpus: set[int] | None
+    wrk_cpu: int | None
+
+    def describe(self) -> str:
+        if self.server_cpus is None:
+            return "no pinning: servers and wrk share all CPUs"
+        return f"servers pinned to CPU {sorted(self.server_cpus)}, wrk to CPU {self.wrk_cpu}"
+
+
+def placement(mode: str) -> Placement:
+    cpus = sorted(os.sched_getaffinity(0))
+    if mode == "none" or len(cpus) < 2 or not shutil.which("taskset"):
+        return Placement(None, None)
+    return Placement(set(cpus[:-1]), cpus[-1])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=(__doc__ or "").split("\n\n")[0]
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each run")
+    parser.add_argument("--concurrency", default="1,16,64", help="comma-separated, e.g. 1,16,64")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        help=f"comma-separated contender groups (default: all of {', '.join(GROUPS)})",
+    )
+    parser.add_argument("--pin", choices=("none", "split"), default="none")
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--slo-ms", type=float, default=100.0, help="SLO of Schooner's apps")
+    parser.add_argument("--ray-python", type=Path, default=DEFAULT_RAY_PYTHON)
+    parser.add_argument(
+        "--py-spy",
+        action="store_true",
+        help=f"after the measured runs, profile Schooner's query frontend under "
+        f"{PROFILE_TARGET} at the highest concurrency (needs py-spy)",
+    )
+    args = parser.parse_args(argv)
+    args.concurrencies = tuple(int(c) for c in args.concurrency.split(",") if c.strip())
+    args.groups = [g.strip() for g in args.only.split(",") if g.strip()]
+    unknown = [g for g in args.groups if g not in GROUPS]
+    if unknown:
+        parser.error(f"unknown contender group(s) {unknown}: choose from {list(GROUPS)}")
+    if args.duration < 1 or not args.concurrencies or min(args.concurrencies) < 1:
+        parser.error("--duration must be >= 1 s and every concurrency >= 1")
+    return args
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def drive(
+    wrk: str, target: Target, args: argparse.Namespace, where: Placement
+) -> list[dict[str, Any]]:
+    if where.server_cpus is not None:
+        pin(target.pids(), where.server_cpus)
+    rows = []
+    for c in target.concurrencies:
+        common: dict[str, Any] = {
+            "concurrency": c,
+            "mode": target.mode,
+            "threads": args.wrk_threads,
+            "cpu": where.wrk_cpu,
+        }
+        if args.warmup > 0:
+            with contextlib.suppress(WrkError):
+                run_wrk(wrk, target.url, duration=args.warmup, **common)
+        result = run_wrk(wrk, target.url, duration=args.duration, **common)
+        rows.append(row(target, result))
+        print("  " + report.progress_line(target.name, result), flush=True)
+        if args.py_spy and target.name == PROFILE_TARGET and c == max(target.concurrencies):
+            profile(wrk, target, c, args, where)
+    return rows
+
+
+def row(target: Target, result: WrkResult) -> dict[str, Any]:
+    return {"contender": target.name, "description": target.description, **result.to_json()}
+
+
+def profile(
+    wrk: str, target: Target, concurrency: int, args: argparse.Namespace, where: Placement
+) -> None:
+    """Sample the query frontend with py-spy during an extra (unrecorded) wrk run."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if target.profile_pid is None or not Path(py_spy).exists():
+        print("  py-spy: not installed (`pip install py-spy`) or no pid; no profile")
+        return
+    raw = args.out / f"py-spy-{target.name}-c{concurrency}.txt"
+    seconds = max(1, round(args.duration))
+    spy = subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "-d",
+            str(seconds),
+            "-r",
+            "250",
+            "--pid",
+            str(target.profile_pid),
+            "--format",
+            "raw",
+            "-o",
+            str(raw),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        run_wrk(
+            wrk,
+            target.url,
+            concurrency=concurrency,
+            duration=args.duration,
+            mode=target.mode,
+            threads=args.wrk_threads,
+            cpu=where.wrk_cpu,
+        )
+        spy.wait(timeout=args.duration + 30)
+    finally:
+        if spy.poll() is None:
+            spy.terminate()
+            spy.wait(timeout=10)
+    if not raw.exists():
+        print(f"  py-spy wrote nothing: {spy.stderr.read().decode()[-500:] if spy.stderr else ''}")
+        return
+    print(f"  py-spy profile of the query frontend ({target.name}, c={concurrency}): {raw}")
+    print(report.profile_summary(raw))
+
+
+def machine() -> dict[str, Any]:
+    wrk_version = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["wrk", "-v"], check=False, capture_output=True, text=True, timeout=5)
+        wrk_version = (out.stdout + out.stderr).splitlines()[0]
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "wrk": wrk_version,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    wrk = find_wrk()
+    if wrk is None:
+        print(INSTALL_HINT, file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    where = placement(args.pin)
+    settings = Settings(
+        out_dir=args.out,
+        concurrencies=args.concurrencies,
+        slo_ms=args.slo_ms,
+        ray_python=args.ray_python,
+    )
+    settings.notes.append(f"CPU placement: {where.describe()}")
+    settings.notes.append(
+        "wrk is closed-loop (each connection waits for its answer), so c=16/64 measure a "
+        "saturated server; latencies have no coordinated-omission correction"
+    )
+    print(f"{len(args.groups)} contender group(s), {args.duration:g} s per run; {where.describe()}")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    rows: list[dict[str, Any]] = []
+    failed: list[str] = []
+    started = time.monotonic()
+    interrupted = False
+    try:
+        for name in args.groups:
+            print(f"== {name}", flush=True)
+            try:
+                with GROUPS[name](settings) as targets:
+                    for target in targets:
+                        rows.extend(drive(wrk, target, args, where))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:
+                failed.append(name)
+                settings.notes.append(f"{name} failed: {type(exc).__name__}: {exc}")
+                traceback.print_exc()
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: every process started has been stopped", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    ratios = report.ratios(rows, tight_slo_ms=settings.tight_slo_ms)
+    print()
+    print(report.results_table(rows))
+    print()
+    print(report.ratios_table(ratios))
+    for note in settings.notes:
+        print(f"note: {note}")
+    doc = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "machine": machine(),
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "concurrencies": list(args.concurrencies),
+            "wrk_threads": args.wrk_threads,
+            "pin": args.pin,
+            "slo_ms": args.slo_ms,
+            "tight_slo_ms": settings.tight_slo_ms,
+        },
+        "results": rows,
+        "ratios": ratios,
+        "notes": settings.notes,
+    }
+    json_path = args.out / "results.json"
+    json_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {json_path}")
+    plot = report.plot(rows, args.out / "throughput_vs_p99.png")
+    print(plot)
+    if interrupted:
+        return 130
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
