@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from admin._http import DEFAULT_TIMEOUT, JSONClient, JSONObject, ManagementClient
+from admin._http import DEFAULT_TIMEOUT, BatchSettings, JSONClient, JSONObject, ManagementClient
 from admin._names import check_input_type, check_name, check_version
 from admin._progress import ProgressCallback, wait_for
 from admin.container_managers.base import ContainerManager
@@ -229,14 +229,18 @@ class Connection:
         labels: Sequence[str] | None = None,
         num_replicas: int = 1,
         batch_size: int = -1,
+        batch_mode: str = "",
+        batch_wait_micros: int = 0,
     ) -> None:
         """Deploy a model bundle directory (``model.json`` + ``func.pkl``).
 
-        The bundle's ``pkgs`` are installed for the replicas when missing.
+        The bundle's ``pkgs`` are installed for the replicas when missing. The batching
+        options are those of ``deploy_python_closure`` (and ``docs/admin-api.md``).
         """
         from model_container.bundle import BundleError, read_bundle_info
 
         self._require_connected()
+        batch = BatchSettings(batch_size, batch_mode, batch_wait_micros)
         name, version = check_name(name), check_version(version)
         input_type = check_input_type(input_type)
         try:
@@ -258,7 +262,7 @@ class Connection:
             artifact,
             labels=labels,
             num_replicas=num_replicas,
-            batch_size=batch_size,
+            batch=batch,
             runtime=info.runtime,
             pkgs=info.pkgs,
         )
@@ -272,11 +276,14 @@ class Connection:
         labels: Sequence[str] | None = None,
         num_replicas: int = 1,
         batch_size: int = -1,
+        batch_mode: str = "",
+        batch_wait_micros: int = 0,
     ) -> None:
         """Deploy an artifact the container manager can already run (for the local
         manager a prepared bundle directory; an image for Docker and Kubernetes)."""
         name, version = check_name(name), check_version(version)
         input_type = check_input_type(input_type)
+        batch = BatchSettings(batch_size, batch_mode, batch_wait_micros)
         self._check_new_version(name, version, input_type)
         self._deploy(
             name,
@@ -285,7 +292,7 @@ class Connection:
             artifact,
             labels=labels,
             num_replicas=num_replicas,
-            batch_size=batch_size,
+            batch=batch,
         )
 
     def register_model(
@@ -296,6 +303,8 @@ class Connection:
         artifact: str = "",
         labels: Sequence[str] | None = None,
         batch_size: int = -1,
+        batch_mode: str = "",
+        batch_wait_micros: int = 0,
     ) -> JSONObject:
         """Register a version as current without starting replicas (they run elsewhere)."""
         return self._api.add_model_version(
@@ -304,7 +313,7 @@ class Connection:
             check_input_type(input_type),
             artifact=artifact,
             labels=labels or (),
-            batch_size=batch_size,
+            batch=BatchSettings(batch_size, batch_mode, batch_wait_micros),
             set_current=True,
         )
 
@@ -338,7 +347,7 @@ class Connection:
         *,
         labels: Sequence[str] | None,
         num_replicas: int,
-        batch_size: int,
+        batch: BatchSettings,
         runtime: dict[str, str] | None = None,
         pkgs: Sequence[str] = (),
     ) -> None:
@@ -348,7 +357,7 @@ class Connection:
             input_type,
             artifact=artifact,
             labels=labels or (),
-            batch_size=batch_size,
+            batch=batch,
             num_replicas=num_replicas,
             runtime=runtime,
             pkgs=pkgs,

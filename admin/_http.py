@@ -9,6 +9,7 @@ default).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -36,6 +37,49 @@ _STATUS_ERRORS: Final[dict[int, type[ManagementAPIError]]] = {
     503: ServiceUnavailableError,
 }
 _MAX_ERROR_TEXT: Final = 500
+
+# The management frontend's rules (management_frontend.validation), repeated so that a
+# deploy fails before it builds anything; the server checks everything again.
+BATCH_MODES: Final = ("aimd", "latency_model", "fixed")
+MAX_BATCH_WAIT_MICROS: Final = 1_000_000
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How the query frontend batches a model version's queries (``docs/admin-api.md``).
+
+    ``batch_size``: the cap, -1 for the frontend's default. ``batch_mode``: "aimd",
+    "latency_model", "fixed", or "" for Clipper's meaning ("fixed" when ``batch_size`` > 0,
+    else "aimd"). ``batch_wait_micros``: how long a free replica may wait to fill a batch;
+    0 is off. A bad mode or wait raises ``InvalidRequestError`` on construction.
+    """
+
+    batch_size: int = -1
+    batch_mode: str = ""
+    batch_wait_micros: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.batch_mode, str) and self.batch_mode in (*BATCH_MODES, "")):
+            allowed = ", ".join(repr(m) for m in (*BATCH_MODES, ""))
+            raise InvalidRequestError(
+                f"batch_mode {self.batch_mode!r} is not known: use one of {allowed} "
+                "('' is 'fixed' when batch_size > 0, else 'aimd')"
+            )
+        wait = self.batch_wait_micros
+        if isinstance(wait, bool) or not isinstance(wait, int) or wait < 0:
+            raise InvalidRequestError(
+                f"batch_wait_micros must be an integer number of microseconds >= 0, got "
+                f"{wait!r} (0 turns delayed batching off)"
+            )
+        if wait > MAX_BATCH_WAIT_MICROS:
+            raise InvalidRequestError(
+                f"batch_wait_micros must be at most {MAX_BATCH_WAIT_MICROS} (1 s), got {wait}: "
+                "it is how long a free replica may wait to fill a batch; keep it well under "
+                "the apps' slo_micros"
+            )
+
+    def to_json(self) -> JSONObject:
+        return asdict(self)
 
 
 def error_for_response(method: str, path: str, response: httpx.Response) -> ManagementAPIError:
@@ -201,7 +245,7 @@ class ManagementClient(JSONClient):
         *,
         artifact: str,
         labels: Sequence[str] = (),
-        batch_size: int = -1,
+        batch: BatchSettings = BatchSettings(),
         num_replicas: int = 0,
         runtime: dict[str, str] | None = None,
         pkgs: Sequence[str] = (),
@@ -213,7 +257,7 @@ class ManagementClient(JSONClient):
             "input_type": input_type,
             "artifact": artifact,
             "labels": list(labels),
-            "batch_size": batch_size,
+            **batch.to_json(),
             "num_replicas": num_replicas,
             "runtime": dict(runtime or {}),
             "pkgs": list(pkgs),

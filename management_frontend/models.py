@@ -24,6 +24,8 @@ InputTypeField = Annotated[InputType, BeforeValidator(validation.input_type)]
 SloMicros = Annotated[int, BeforeValidator(validation.slo_micros)]
 NumReplicas = Annotated[int, BeforeValidator(validation.num_replicas)]
 BatchSize = Annotated[int, BeforeValidator(validation.batch_size)]
+BatchMode = Annotated[str, BeforeValidator(validation.batch_mode)]
+BatchWaitMicros = Annotated[int, BeforeValidator(validation.batch_wait_micros)]
 Policy = Annotated[str, BeforeValidator(validation.policy)]
 DefaultOutput = Annotated[Any, BeforeValidator(validation.default_output)]
 
@@ -68,6 +70,8 @@ class AddModelVersion(_Body):
     artifact: Annotated[str, _text("artifact")] = ""
     labels: Annotated[list[str], _strings("labels")] = []
     batch_size: BatchSize = -1
+    batch_mode: BatchMode = ""
+    batch_wait_micros: BatchWaitMicros = 0
     num_replicas: NumReplicas = 0
     runtime: Annotated[
         dict[str, str], BeforeValidator(partial(validation.string_map, what="runtime"))
@@ -83,6 +87,8 @@ class AddModelVersion(_Body):
             artifact=self.artifact,
             labels=list(self.labels),
             batch_size=self.batch_size,
+            batch_mode=self.batch_mode,
+            batch_wait_micros=self.batch_wait_micros,
             num_replicas=self.num_replicas,
             runtime=dict(self.runtime),
             pkgs=list(self.pkgs),

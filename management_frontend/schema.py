@@ -162,6 +162,9 @@ class ModelVersion:
     artifact: str = ""
     labels: list[str] = field(default_factory=list)
     batch_size: int = -1  # -1: adaptive
+    # "aimd", "latency_model", "fixed"; "" is "fixed" when batch_size > 0, else "aimd".
+    batch_mode: str = ""
+    batch_wait_micros: int = 0  # how long a free replica may wait to fill a batch; 0: off
     num_replicas: int = 0  # desired replicas, enacted by the container manager
     runtime: dict[str, str] = field(default_factory=dict)  # versions it was pickled under
     pkgs: list[str] = field(default_factory=list)
@@ -175,6 +178,8 @@ class ModelVersion:
             "artifact": self.artifact,
             "labels": json.dumps(self.labels),
             "batch_size": str(self.batch_size),
+            "batch_mode": self.batch_mode,
+            "batch_wait_micros": str(self.batch_wait_micros),
             "num_replicas": str(self.num_replicas),
             "runtime": json.dumps(self.runtime),
             "pkgs": json.dumps(self.pkgs),
@@ -190,6 +195,8 @@ class ModelVersion:
             artifact=h.get("artifact", ""),
             labels=list(json.loads(h.get("labels", "[]"))),
             batch_size=int(h.get("batch_size", "-1")),
+            batch_mode=h.get("batch_mode", ""),
+            batch_wait_micros=int(h.get("batch_wait_micros", "0")),
             num_replicas=int(h.get("num_replicas", "0")),
             runtime=dict(json.loads(h.get("runtime", "{}"))),
             pkgs=list(json.loads(h.get("pkgs", "[]"))),

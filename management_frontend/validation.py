@@ -1,4 +1,5 @@
-"""Validation of everything a client sends: names, versions, input types, SLOs, counts.
+"""Validation of everything a client sends: names, versions, input types, SLOs, counts,
+batching settings.
 
 Each function takes the raw JSON value (``object``), returns it typed, or raises
 ``Invalid`` with a message that names the field, shows the bad value and says what to
@@ -28,6 +29,11 @@ VERSION_RE: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
 # Selection policies an app may name (the query frontend implements them).
 SINGLE_POLICY: Final = "single"
 POLICIES: Final = ("single", "weighted", "exp3", "exp4", "straggler")
+# Batch-size controllers a model version may name (the query frontend implements them);
+# "" keeps Clipper's meaning of batch_size: "fixed" when it is > 0, else "aimd".
+BATCH_MODES: Final = ("aimd", "latency_model", "fixed")
+# Delayed batching holds queries back from a free replica; a second is far past any SLO.
+MAX_BATCH_WAIT_MICROS: Final = 1_000_000
 
 _LABEL_RULE = (
     "use lowercase letters, digits and '-', starting and ending with a letter or digit, "
@@ -153,6 +159,29 @@ def batch_size(value: object) -> int:
     if size == 0 or size < -1:
         raise Invalid(f"batch_size must be >= 1, or -1 for adaptive batching, got {size}")
     return size
+
+
+def batch_mode(value: object) -> str:
+    allowed = ", ".join(repr(m) for m in (*BATCH_MODES, ""))
+    if not (isinstance(value, str) and (value == "" or value in BATCH_MODES)):
+        raise Invalid(
+            f"batch_mode {show(value)} is not known: use one of {allowed} "
+            "('' is 'fixed' when batch_size > 0, else 'aimd')"
+        )
+    return value
+
+
+def batch_wait_micros(value: object) -> int:
+    wait = _strict_int(value, "batch_wait_micros", "number of microseconds >= 0")
+    if wait < 0:
+        raise Invalid(f"batch_wait_micros must be >= 0, got {wait} (0 turns delayed batching off)")
+    if wait > MAX_BATCH_WAIT_MICROS:
+        raise Invalid(
+            f"batch_wait_micros must be at most {MAX_BATCH_WAIT_MICROS} (1 s), got {wait}: "
+            "it is how long a free replica may wait to fill a batch; keep it well under the "
+            "apps' slo_micros"
+        )
+    return wait
 
 
 def policy(value: object) -> str:

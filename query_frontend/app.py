@@ -53,7 +53,14 @@ def create_app(config: Config) -> Starlette:
             rpc.expected_input_types = {k: v.input_type for k, v in snap.versions.items()}
             slos = tightest_slos(routing.routes.values())
             for key, mv in snap.versions.items():
-                dispatcher.configure(key, mv.input_type, mv.batch_size, slos.get(key))
+                dispatcher.configure(
+                    key,
+                    mv.input_type,
+                    mv.batch_size,
+                    slos.get(key),
+                    mode=mv.batch_mode,
+                    wait_s=mv.batch_wait_micros / 1e6,
+                )
 
         routing.listeners.append(on_snapshot)
         cache = PredictionCache(config.cache_max_bytes)

@@ -313,6 +313,7 @@ class Dispatcher:
                 "queued": len(q.pending),
                 "max_batch_size": q.max_batch,
                 "batch_mode": q.mode,
+                "batch_wait_micros": round(q.wait_s * 1e6),
                 "batch_sizes": {r.replica_id: r.batcher.size() for r in q.replicas.values()},
                 "replicas": sorted(r.replica_id for r in q.replicas.values()),
                 "inflight_batches": sum(r.outstanding for r in q.replicas.values()),

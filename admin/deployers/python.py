@@ -22,6 +22,8 @@ def deploy_python_closure(
     num_replicas: int = 1,
     batch_size: int = -1,
     labels: Sequence[str] | None = None,
+    batch_mode: str = "",
+    batch_wait_micros: int = 0,
 ) -> None:
     """Deploy ``func`` (anything cloudpickle can pickle) as model ``name:version``.
 
@@ -30,6 +32,11 @@ def deploy_python_closure(
     ``bytes``, ``str`` or decoded JSON values otherwise. It returns one JSON-serialisable
     output per input. ``pkgs_to_install`` (pip requirement strings) are installed for
     the replicas when they are missing there.
+
+    Batching: ``batch_size`` caps a batch (-1: the query frontend's default);
+    ``batch_mode`` picks how batch sizes are chosen ("aimd", "latency_model", "fixed"; ""
+    means "fixed" when ``batch_size`` > 0, else "aimd"); ``batch_wait_micros`` lets a free
+    replica wait that long for a batch to fill (0: send at once).
     """
     from model_container.bundle import BundleError, write_closure_bundle
 
@@ -51,4 +58,6 @@ def deploy_python_closure(
             labels=labels,
             num_replicas=num_replicas,
             batch_size=batch_size,
+            batch_mode=batch_mode,
+            batch_wait_micros=batch_wait_micros,
         )

@@ -19,11 +19,14 @@ def deploy_sklearn_model(
     num_replicas: int = 1,
     batch_size: int = -1,
     labels: Sequence[str] | None = None,
+    batch_mode: str = "",
+    batch_wait_micros: int = 0,
 ) -> None:
     """Deploy ``model.predict`` as model ``name:version``; outputs are plain JSON values.
 
     ``pkgs_to_install`` defaults to the scikit-learn version the model was fitted with,
-    pinned: an estimator pickled under one scikit-learn may not load under another.
+    pinned: an estimator pickled under one scikit-learn may not load under another. The
+    batching options are those of ``deploy_python_closure``.
     """
     predict = getattr(model, "predict", None)
     if not callable(predict):
@@ -46,4 +49,6 @@ def deploy_sklearn_model(
         num_replicas=num_replicas,
         batch_size=batch_size,
         labels=labels,
+        batch_mode=batch_mode,
+        batch_wait_micros=batch_wait_micros,
     )

@@ -175,6 +175,28 @@ def test_two_replicas_both_receive_work(conn: Connection) -> None:
     assert len(seen) == 2, f"only replica pids {seen} answered"
 
 
+def test_a_models_batching_settings_reach_the_query_frontend(conn: Connection) -> None:
+    conn.register_application("tuned", "doubles", -1, 50_000)
+    deploy_python_closure(
+        conn,
+        "tuned-model",
+        "1",
+        "doubles",
+        lambda xs: [len(xs)] * len(xs),
+        batch_size=16,
+        batch_mode="latency_model",
+        batch_wait_micros=2_000,
+    )
+    conn.link_model_to_app("tuned", "tuned-model")
+    assert output_of(conn, "tuned", [1.0]) >= 1
+    model = conn.inspect_instance()["models"]["tuned-model:1"]
+    assert (model["batch_mode"], model["max_batch_size"], model["batch_wait_micros"]) == (
+        "latency_model",
+        16,
+        2_000,
+    )
+
+
 def test_no_model_linked_gives_the_default_with_a_reason(conn: Connection) -> None:
     conn.register_application("lonely", "doubles", {"label": "unknown"}, 50_000)
     r = predict(conn, "lonely", {"input": [1.0]})

@@ -22,11 +22,14 @@ from admin import (
     Connection,
     ContainerManager,
     IncompatibleModelError,
+    InvalidRequestError,
     LocalContainerManager,
     ModelStartError,
     NotConnectedError,
     ReplicaState,
 )
+from admin.deployers.python import deploy_python_closure
+from admin.deployers.sklearn import deploy_sklearn_model
 from model_container.bundle import write_closure_bundle
 
 
@@ -220,8 +223,6 @@ def test_stop_all_and_get_logs_work_without_a_connection(tmp_path: Path) -> None
 
 
 def test_deploy_python_closure_before_start_raises_not_connected() -> None:
-    from admin.deployers.python import deploy_python_closure
-
     conn = Connection(FakeContainerManager(FakeSchooner([])))
     with pytest.raises(NotConnectedError):
         deploy_python_closure(conn, "m", "1", "doubles", double)
@@ -337,3 +338,71 @@ def test_listings_follow_clippers_shapes() -> None:
     ]
     assert conn.get_all_model_replicas() == ["m-2-r0"]
     assert conn.get_query_addr() == "fake-query:1337"
+
+
+# ------------------------------------------------------------------ batching settings
+
+BATCHING = {"batch_size": 16, "batch_mode": "latency_model", "batch_wait_micros": 500}
+
+
+class Halver:
+    """Duck-typed estimator: deploy_sklearn_model only needs ``predict``."""
+
+    def predict(self, xs: Any) -> Any:
+        return xs[:, 0] / 2
+
+
+DEPLOYS: dict[str, Callable[[Connection, dict[str, Any]], object]] = {
+    "deploy_python_closure": lambda c, kw: deploy_python_closure(
+        c, "m", "1", "doubles", double, **kw
+    ),
+    "deploy_sklearn_model": lambda c, kw: deploy_sklearn_model(
+        c, "m", "1", "doubles", Halver(), pkgs_to_install=[], **kw
+    ),
+    "deploy_model": lambda c, kw: c.deploy_model("m", "1", "doubles", "/artifact", **kw),
+    "register_model": lambda c, kw: c.register_model("m", "1", "doubles", "/artifact", **kw),
+}
+
+
+@pytest.mark.parametrize("deploy", DEPLOYS.values(), ids=DEPLOYS.keys())
+def test_every_deploy_path_sends_the_batching_settings(
+    deploy: Callable[[Connection, dict[str, Any]], object],
+) -> None:
+    conn, api, _events = connected()
+    deploy(conn, BATCHING)
+    registered = api.versions["m", "1"]
+    assert {k: registered[k] for k in BATCHING} == BATCHING
+
+
+@pytest.mark.parametrize("deploy", DEPLOYS.values(), ids=DEPLOYS.keys())
+def test_every_deploy_path_defaults_to_clippers_batching(
+    deploy: Callable[[Connection, dict[str, Any]], object],
+) -> None:
+    conn, api, _events = connected()
+    deploy(conn, {})
+    registered = api.versions["m", "1"]
+    assert {k: registered[k] for k in BATCHING} == {
+        "batch_size": -1,
+        "batch_mode": "",
+        "batch_wait_micros": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"batch_mode": "greedy"}, "batch_mode 'greedy' is not known: use one of 'aimd', "),
+        ({"batch_wait_micros": -1}, "batch_wait_micros must be an integer"),
+        ({"batch_wait_micros": True}, "batch_wait_micros must be an integer"),
+        ({"batch_wait_micros": 2_000_000}, "batch_wait_micros must be at most 1000000"),
+    ],
+)
+@pytest.mark.parametrize("deploy", DEPLOYS.values(), ids=DEPLOYS.keys())
+def test_bad_batching_settings_are_refused_before_anything_is_built_or_registered(
+    deploy: Callable[[Connection, dict[str, Any]], object], settings: dict[str, Any], message: str
+) -> None:
+    conn, api, events = connected()
+    with pytest.raises(InvalidRequestError, match=message):
+        deploy(conn, settings)
+    assert [e for e in events if not e.startswith("GET")] == []
+    assert api.versions == {}

@@ -20,7 +20,7 @@ from admin import (
     RequestTimeoutError,
     ServiceUnavailableError,
 )
-from admin._http import DEFAULT_TIMEOUT, ManagementClient
+from admin._http import DEFAULT_TIMEOUT, BatchSettings, ManagementClient
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -158,6 +158,8 @@ def test_fake_api_receives_the_documented_requests() -> None:
                 "artifact": "/a",
                 "labels": [],
                 "batch_size": -1,
+                "batch_mode": "",
+                "batch_wait_micros": 0,
                 "num_replicas": 2,
                 "runtime": {},
                 "pkgs": [],
@@ -168,6 +170,34 @@ def test_fake_api_receives_the_documented_requests() -> None:
         ("PUT", "/admin/models/m/versions/1/replicas", {"num_replicas": 3}),
         ("DELETE", "/admin/apps/app", None),
     ]
+
+
+def test_add_model_version_sends_the_batching_settings() -> None:
+    bodies: list[object] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(201, json={"ok": True})
+
+    batch = BatchSettings(batch_size=8, batch_mode="fixed", batch_wait_micros=1500)
+    fake_api_client(handler).add_model_version("m", "1", "doubles", artifact="/a", batch=batch)
+    [body] = bodies
+    assert isinstance(body, dict)
+    assert {k: body[k] for k in ("batch_size", "batch_mode", "batch_wait_micros")} == {
+        "batch_size": 8,
+        "batch_mode": "fixed",
+        "batch_wait_micros": 1500,
+    }
+
+
+def test_batch_mode_is_checked_with_the_servers_message() -> None:
+    from management_frontend import Invalid, validation
+
+    with pytest.raises(Invalid) as server:
+        validation.batch_mode("greedy")
+    with pytest.raises(InvalidRequestError) as client:
+        BatchSettings(batch_mode="greedy")
+    assert str(client.value) == str(server.value)
 
 
 def test_names_cannot_add_path_segments() -> None:

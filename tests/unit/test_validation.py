@@ -144,6 +144,43 @@ def test_batch_sizes_below_minus_one_are_rejected(value: int) -> None:
         validation.batch_size(value)
 
 
+@pytest.mark.parametrize("mode", [*validation.BATCH_MODES, ""])
+def test_known_batch_modes_and_the_empty_default_are_accepted(mode: str) -> None:
+    assert validation.batch_mode(mode) == mode
+
+
+@pytest.mark.parametrize("value", ["AIMD", "greedy", " fixed", None, 1, True, ["aimd"]])
+def test_unknown_batch_modes_are_rejected_with_the_allowed_values(value: object) -> None:
+    with pytest.raises(Invalid) as info:
+        validation.batch_mode(value)
+    message = str(info.value)
+    assert message.startswith("batch_mode ")
+    assert "use one of 'aimd', 'latency_model', 'fixed', ''" in message
+
+
+@given(st.integers(min_value=0, max_value=validation.MAX_BATCH_WAIT_MICROS))
+def test_batch_waits_from_zero_to_the_cap_are_accepted(wait: int) -> None:
+    assert validation.batch_wait_micros(wait) == wait
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (-1, "batch_wait_micros must be >= 0, got -1"),
+        (True, "must be an integer number of microseconds >= 0, got true (a boolean)"),
+        (1.5, "got 1.5 (a number)"),
+        ("100", "got '100' (a string)"),
+        (None, "got null (null)"),
+        (1_000_001, "batch_wait_micros must be at most 1000000 (1 s), got 1000001"),
+        (2**70, "which is too large"),
+    ],
+)
+def test_bad_batch_waits_are_rejected(value: object, expected: str) -> None:
+    with pytest.raises(Invalid, match="batch_wait_micros") as info:
+        validation.batch_wait_micros(value)
+    assert expected in str(info.value)
+
+
 @pytest.mark.parametrize("name", validation.POLICIES)
 def test_known_policies_are_accepted(name: str) -> None:
     assert validation.policy(name) == name
