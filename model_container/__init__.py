@@ -5,8 +5,8 @@ query frontend over the ZeroMQ wire protocol (``model_container.protocol``, spec
 ``docs/wire-protocol.md``), registers, heartbeats and answers batches until stopped.
 Run it as ``python -m model_container``; see ``model_container.cli`` for the flags.
 
-This package must stay importable with only numpy, pyzmq, msgpack, cloudpickle and
-orjson installed: it is the base install of every model image.
+This package must stay importable with only numpy, pyzmq, msgpack, cloudpickle, orjson
+and prometheus_client installed: it is the base install of every model image.
 """
 
 from model_container.bundle import (

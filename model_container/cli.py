@@ -10,11 +10,17 @@ variables), the flag winning when both are set::
     --input-type TYPE       SCHOONER_INPUT_TYPE      default: the bundle's
     --replica-id ID         SCHOONER_REPLICA_ID      default: <hostname>-<pid>
     --heartbeat-ms N        SCHOONER_HEARTBEAT_MS    interval to request (frontend decides)
+    --metrics-port PORT     SCHOONER_METRICS_PORT    serve GET /metrics; default 0: off
+    --metrics-host HOST     SCHOONER_METRICS_HOST    default: 127.0.0.1 (0.0.0.0 in images)
     --log-level LEVEL       SCHOONER_LOG_LEVEL       default: INFO
 
-Exit status: 0 after SIGTERM/SIGINT, 2 when the configuration is invalid or the model
-cannot be loaded (a wrong Python version, a missing module, a missing file); the reason
-is logged as one paragraph, without a traceback, so a crash-looping pod says why.
+Metrics are off by default so that several replicas on one host do not fight over a
+port; the local container manager gives each replica a port of its own.
+
+Exit status: 0 after SIGTERM/SIGINT, 2 when the configuration is invalid, the model
+cannot be loaded (a wrong Python version, a missing module, a missing file) or the
+metrics port cannot be opened; the reason is logged as one paragraph, without a
+traceback, so a crash-looping pod says why.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from collections.abc import Sequence
 
 from model_container.bundle import BundleError, load_predict_function, read_bundle_info
 from model_container.logconfig import configure_logging
+from model_container.metrics import MetricsServerError
 from model_container.protocol import InputType
 from model_container.server import ContainerConfig, ModelContainer
 
@@ -44,6 +51,8 @@ _ENV = {
     "input_type": "SCHOONER_INPUT_TYPE",
     "replica_id": "SCHOONER_REPLICA_ID",
     "heartbeat_ms": "SCHOONER_HEARTBEAT_MS",
+    "metrics_port": "SCHOONER_METRICS_PORT",
+    "metrics_host": "SCHOONER_METRICS_HOST",
     "log_level": "SCHOONER_LOG_LEVEL",
 }
 _REQUIRED = ("bundle", "frontend", "name", "version")
@@ -67,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--replica-id", help=f"replica id (${_ENV['replica_id']})")
     parser.add_argument(
         "--heartbeat-ms", type=int, help=f"heartbeat interval to request (${_ENV['heartbeat_ms']})"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help=f"serve Prometheus metrics on this port, default 0: off (${_ENV['metrics_port']})",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        help=f"address the metrics endpoint listens on, default 127.0.0.1 "
+        f"(${_ENV['metrics_host']})",
     )
     parser.add_argument(
         "--log-level",
@@ -97,6 +116,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"${_ENV['heartbeat_ms']} must be an integer")
     if args.heartbeat_ms < 0:
         parser.error("--heartbeat-ms must not be negative")
+    try:
+        args.metrics_port = int(args.metrics_port or 0)
+    except ValueError:
+        parser.error(f"${_ENV['metrics_port']} must be an integer")
+    if not 0 <= args.metrics_port < 65536:
+        parser.error("--metrics-port must be in 0..65535 (0: no metrics endpoint)")
+    args.metrics_host = args.metrics_host or "127.0.0.1"
     args.log_level = str(args.log_level or "INFO").upper()
     if args.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         parser.error(f"unknown log level {args.log_level!r}")
@@ -130,6 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_type=info.input_type,
         replica_id=args.replica_id,
         heartbeat_ms=args.heartbeat_ms,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
     )
-    ModelContainer(config, predict).run()
+    try:
+        ModelContainer(config, predict).run()
+    except MetricsServerError as exc:
+        logger.error("%s", exc)
+        return EXIT_CONFIG
     return EXIT_OK

@@ -16,6 +16,9 @@ again at each retry (every 0.5 s at start-up; after a lost connection from 0.1 s
 backing off to 1 s). While READY, PREDICTs queue up and run one at a time, in order; a
 HEARTBEAT goes out every interval the WELCOME set. SIGTERM/SIGINT (or ``stop()``) sends
 GOODBYE and returns.
+
+With ``metrics_port`` set, ``run`` also serves ``GET /metrics`` (``metrics``) on a
+thread of its own for as long as it runs.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from model_container import protocol
 from model_container.bundle import PredictFunction, runtime_versions
 from model_container.connection import Context, FrontendLink, LinkEvent
 from model_container.heartbeat import Backoff, Heartbeat
+from model_container.metrics import ContainerMetrics, MetricsServer
 from model_container.protocol import (
     Error,
     ErrorKind,
@@ -72,6 +76,8 @@ class ContainerConfig:
     reconnect_max_s: float = 1.0  # ... backing off to this
     goodbye_linger_ms: int = 1000  # how long GOODBYE may take to leave at shutdown
     stop_timeout_s: float = 5.0  # how long shutdown waits for a running batch
+    metrics_host: str = "127.0.0.1"  # where GET /metrics listens ...
+    metrics_port: int = 0  # ... and on which port; 0: no metrics endpoint
 
 
 class ModelContainer:
@@ -92,6 +98,12 @@ class ModelContainer:
         self._epoch = 0  # which connection queued batches belong to
         self._pending: collections.deque[Predict] = collections.deque()
         self._inflight_epoch: int | None = None  # epoch of the batch the worker runs
+        # Recorded whether or not they are served: an embedding program may read them.
+        self.metrics = ContainerMetrics(
+            config.model_name, config.model_version, config.input_type, config.replica_id
+        )
+        self.metrics.track_queue(lambda: len(self._pending) + (self._inflight_epoch is not None))
+        self.metrics_server: MetricsServer | None = None
 
     @property
     def registered(self) -> bool:
@@ -106,7 +118,24 @@ class ModelContainer:
                 self._wake_w.send(b"\0")
 
     def run(self, install_signal_handlers: bool = True) -> None:
-        """Serve until ``stop()`` or SIGTERM/SIGINT (signals only on the main thread)."""
+        """Serve until ``stop()`` or SIGTERM/SIGINT (signals only on the main thread).
+
+        Raises ``MetricsServerError``, before anything else, when a metrics port is
+        configured and cannot be opened.
+        """
+        if self.config.metrics_port:
+            self.metrics_server = MetricsServer(
+                self.metrics.registry, self.config.metrics_host, self.config.metrics_port
+            )
+            logger.info("serving metrics at %s", self.metrics_server.url)
+        try:
+            self._run(install_signal_handlers)
+        finally:
+            if self.metrics_server is not None:
+                self.metrics_server.close()
+                self.metrics_server = None
+
+    def _run(self, install_signal_handlers: bool) -> None:
         context: Context = zmq.Context()
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
@@ -116,7 +145,7 @@ class ModelContainer:
         answers.setsockopt(zmq.LINGER, 0)
         address = f"inproc://model-worker-{id(self):x}"
         answers.bind(address)
-        worker = ModelWorker(context, address, self._predict, self.config.input_type)
+        worker = ModelWorker(context, address, self._predict, self.config.input_type, self.metrics)
         worker.start()
         restore = self._install_signal_handlers(wake_w) if install_signal_handlers else None
         finished = False
@@ -200,6 +229,7 @@ class ModelContainer:
             self._on_timers(context, poller, now)
             self._dispatch(worker)
         logger.info("%s: leaving", self._stop_reason)
+        self.metrics.set_connected(False)
         if self._link is not None:
             # Even before WELCOME: the frontend may have registered the HELLO already.
             self._link.send(Goodbye(self._stop_reason))
@@ -243,6 +273,7 @@ class ModelContainer:
             logger.warning("malformed message from the frontend: %s", exc)
             if batch_id is not None:
                 self._link.send(Error(batch_id, ErrorKind.BAD_INPUT, f"cannot decode: {exc}"))
+                self.metrics.batch_refused(ErrorKind.BAD_INPUT)
             return
         match msg:
             case Predict():
@@ -251,6 +282,7 @@ class ModelContainer:
                 else:
                     reason = "replica is not registered yet (no WELCOME)"
                     self._link.send(Error(msg.batch_id, ErrorKind.NOT_READY, reason))
+                    self.metrics.batch_refused(ErrorKind.NOT_READY)
             case protocol.Heartbeat():
                 pass
             case Welcome():
@@ -267,6 +299,7 @@ class ModelContainer:
             return
         self._heartbeat = Heartbeat(msg.heartbeat_ms / 1000, now)
         self._last_reject = ""
+        self.metrics.set_connected(True)
         logger.info(
             "registered with %s (heartbeat every %d ms)", self.config.frontend, msg.heartbeat_ms
         )
@@ -302,6 +335,7 @@ class ModelContainer:
         poller.register(link.monitor, zmq.POLLIN)
         self._link = link
         self._heartbeat = None
+        self.metrics.set_connected(False)
         self._hello_due = now  # try at once; the handshake event also triggers a HELLO
 
     def _reconnect(self, context: Context, poller: zmq.Poller, now: float, reason: str) -> None:
@@ -315,6 +349,7 @@ class ModelContainer:
         )
         self._pending.clear()
         self._epoch += 1
+        self.metrics.reconnected(dropped)
         poller.unregister(self._link.socket)
         poller.unregister(self._link.monitor)
         self._link.close(linger_ms=0)

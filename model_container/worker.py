@@ -24,6 +24,7 @@ import zmq
 
 from model_container import protocol
 from model_container.bundle import PredictFunction
+from model_container.metrics import ContainerMetrics
 from model_container.protocol import Error, ErrorKind, InputType, Predict, Result
 
 logger = logging.getLogger(__name__)
@@ -103,11 +104,13 @@ class ModelWorker:
         address: str,
         predict: PredictFunction,
         input_type: InputType,
+        metrics: ContainerMetrics | None = None,
     ) -> None:
         self._context = context
         self._address = address
         self._predict = predict
         self._input_type = input_type
+        self._metrics = metrics
         self._jobs: queue.SimpleQueue[Predict | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="model-worker", daemon=True)
 
@@ -130,6 +133,7 @@ class ModelWorker:
         try:
             sock.connect(self._address)
             while (msg := self._jobs.get()) is not None:
+                started = time.perf_counter()
                 try:
                     outcome = run_batch(self._predict, self._input_type, msg)
                 except Exception as exc:  # a bug here must not leave the batch unanswered
@@ -141,5 +145,14 @@ class ModelWorker:
                     sock.send_multipart(protocol.encode(outcome), flags=zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     logger.debug("serving loop gone; dropping the answer to %d", msg.batch_id)
+                if self._metrics is not None:  # after the send: never delays an answer
+                    self._record(msg, time.perf_counter() - started, outcome)
         finally:
             sock.close()
+
+    def _record(self, msg: Predict, seconds: float, outcome: Result | Error) -> None:
+        assert self._metrics is not None
+        try:
+            self._metrics.batch_done(msg.size, seconds, outcome)
+        except Exception:  # metrics are not worth a dead worker
+            logger.exception("failed to record metrics of batch %d", msg.batch_id)

@@ -64,6 +64,7 @@ class ProcessRecord:
     model: str = ""
     version: str = ""
     replica_id: str = ""
+    metrics_addr: str = ""  # replicas: ``host:port`` of their GET /metrics
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +81,7 @@ class ProcessRecord:
             model=str(doc.get("model", "")),
             version=str(doc.get("version", "")),
             replica_id=str(doc.get("replica_id", "")),
+            metrics_addr=str(doc.get("metrics_addr", "")),
         )
 
 

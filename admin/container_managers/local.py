@@ -7,9 +7,14 @@ Everything lives under one data directory (``$SCHOONER_HOME/<cluster_name>``, by
     redis/                   Redis's append-only file: apps, models and links survive restarts
     logs/<name>.log          stdout and stderr of every process (redis, management, query,
                              one per replica), and pip's output per model version
-    run/<name>.json          pid and create time of every process started (``_processes``)
+    run/<name>.json          pid and create time of every process started (``_processes``),
+                             and each replica's metrics address
     models/<m>/<v>/bundle    the model bundle the replicas of version v load
     models/<m>/<v>/site-packages   packages pip installed for that version, if any
+
+Every replica serves Prometheus metrics on a free port of its own, chosen at launch and
+recorded with it: ``metrics_urls()`` lists them beside the query frontend's, and
+``processes()`` (``schooner status --json``) shows each one's ``metrics_addr``.
 
 Processes are detached: they keep running after the Python that started them exits,
 until ``stop_all()`` (or ``schooner stop``). Commands that change the process set hold
@@ -26,7 +31,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -252,9 +257,19 @@ class LocalContainerManager(ContainerManager):
                 "pid": r.pid,
                 "running": procs.is_alive(r),
                 "log": r.log_path,
+                **({"metrics_addr": r.metrics_addr} if r.metrics_addr else {}),
             }
             for r in self._run.load_all()
         ]
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Where Prometheus scrapes this cluster: the query frontend, as ``"query"``, and
+        every running replica, by process name (``"replica-<replica id>"``)."""
+        urls = {QUERY: f"{self.query_url}/metrics"}
+        for record in self._run.load_all():
+            if record.role == REPLICA and record.metrics_addr and procs.is_alive(record):
+                urls[record.name] = f"http://{record.metrics_addr}/metrics"
+        return urls
 
     def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
         out_dir = Path(logging_dir)
@@ -415,12 +430,18 @@ class LocalContainerManager(ContainerManager):
         self, name: str, version: str, input_type: str, artifact: str, replica_id: str
     ) -> ProcessRecord:
         site = Path(artifact).parent / "site-packages"
+        # Free now and given to no other replica (one launched a moment ago may not have
+        # bound its port yet). Another program grabbing it before the replica does makes
+        # the replica exit with a message, which the deploy reports.
+        given = {_port_of(r.metrics_addr) for r in self._run.load_all() if r.metrics_addr}
+        metrics_port = _free_port(self.host, avoid=given)
         argv = [
             *(self.python_executable, "-m", "model_container"),
             *("--bundle", artifact),
             *("--frontend", f"tcp://{self._connect_host}:{self.rpc_port}"),
             *("--name", name, "--version", version, "--input-type", input_type),
             *("--replica-id", replica_id),
+            *("--metrics-host", self.host, "--metrics-port", str(metrics_port)),
         ]
         env = self._env(self.python_executable, [str(site)] if site.is_dir() else [])
         return self._launch(
@@ -431,6 +452,7 @@ class LocalContainerManager(ContainerManager):
             model=name,
             version=version,
             replica_id=replica_id,
+            metrics_addr=_netloc(self._connect_host, metrics_port),
         )
 
     def _env(self, python_executable: str, paths: Sequence[str] = ()) -> dict[str, str]:
@@ -596,6 +618,28 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _free_port(host: str, avoid: Container[int] = ()) -> int:
+    """A port nothing listens on at ``host`` now (the kernel's pick), not in ``avoid``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _port_of(netloc: str) -> int:
+    try:
+        return int(netloc.rpartition(":")[2])
+    except ValueError:
+        return 0
 
 
 def _runtime_name(runtime: dict[str, str]) -> str:

@@ -1,0 +1,293 @@
+"""A replica's /metrics, scraped over real HTTP while it serves real batches.
+
+``python -m model_container`` runs as a real process with ``--metrics-port``; the test
+plays the frontend on a real ZeroMQ ROUTER (as ``test_model_container`` does) and reads
+``/metrics`` with httpx. Then the embedded cluster: ``LocalContainerManager`` gives each
+replica a metrics port, and the counters there add up to the queries the query frontend
+answered. Counters are recorded just after an answer leaves, so reads poll with a
+deadline; nothing asserts a duration.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import zmq
+from prometheus_client.parser import text_string_to_metric_families
+
+from admin import Connection, LocalContainerManager
+from admin.deployers.python import deploy_python_closure
+from model_container import protocol, write_closure_bundle
+from model_container.protocol import Error, Hello, InputType, Message, Predict, Result, Welcome
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+STARTUP_S = 20.0
+REPLY_S = 10.0
+DOUBLES = np.dtype("<f8")
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_model() -> Callable[[Any], Any]:
+    def model(xs: Any) -> Any:
+        if float(xs[0][0]) < 0:
+            raise ValueError("negative input")
+        return [float(x.sum()) for x in xs]
+
+    return model
+
+
+def scrape(url: str) -> Samples:
+    response = httpx.get(url, timeout=5)
+    response.raise_for_status()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def summed(samples: Samples, name: str) -> float:
+    """``name`` summed over all its label values."""
+    return sum(v for (sample, _), v in samples.items() if sample == name)
+
+
+def eventually(check: Callable[[], bool], what: str, timeout_s: float = REPLY_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not true after {timeout_s} s: {what}")
+        time.sleep(0.02)
+
+
+class Frontend:
+    """The frontend's side of the wire protocol on a real ROUTER, as much as needed here."""
+
+    def __init__(self) -> None:
+        self.context: zmq.Context[Any] = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.port = self.socket.bind_to_random_port("tcp://127.0.0.1")
+
+    @property
+    def address(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def send(self, identity: bytes, msg: Message) -> None:
+        self.socket.send_multipart([identity, *protocol.encode(msg)], copy=False)
+
+    def expect(self, kind: type[Message], timeout_s: float = REPLY_S) -> tuple[bytes, Any]:
+        """The next message of ``kind``; heartbeats and repeated HELLOs are skipped."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or not self.socket.poll(remaining_ms):
+                raise AssertionError(f"no {kind.__name__} from the container before the deadline")
+            identity, *frames = self.socket.recv_multipart()
+            msg = protocol.decode(frames)
+            if isinstance(msg, kind):
+                return identity, msg
+            if isinstance(msg, protocol.Heartbeat):
+                self.send(identity, protocol.Heartbeat())
+
+    def predict(self, identity: bytes, batch_id: int, inputs: list[list[float]]) -> None:
+        arrays = [np.asarray(x, dtype=DOUBLES) for x in inputs]
+        lengths, data = protocol.pack_arrays(arrays, DOUBLES)
+        self.send(identity, Predict(batch_id, InputType.DOUBLES, lengths, data.data))
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        self.context.term()
+
+
+@pytest.fixture
+def frontend() -> Iterator[Frontend]:
+    fake = Frontend()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def start_container(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    bundle = tmp_path / "bundle"
+    write_closure_bundle(bundle, make_model(), InputType.DOUBLES, ["numpy"])
+    started: list[subprocess.Popen[bytes]] = []
+    logs: list[Any] = []
+
+    def start(**flags: str | int) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-m", "model_container", "--bundle", str(bundle)]
+        for flag, val in flags.items():
+            argv += [f"--{flag.replace('_', '-')}", str(val)]
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        }
+        log = (tmp_path / f"container-{len(started)}.log").open("wb")
+        logs.append(log)
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env, cwd=tmp_path)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=REPLY_S)
+    for log in logs:
+        log.close()
+    for path in sorted(tmp_path.glob("container-*.log")):
+        print(f"--- {path.name} ---\n{path.read_text(errors='replace')}")
+
+
+def test_metrics_endpoint_counts_batches_inputs_and_errors(
+    start_container: Callable[..., subprocess.Popen[bytes]], frontend: Frontend
+) -> None:
+    port = free_port()
+    start_container(
+        frontend=frontend.address,
+        name="summer",
+        version="v3",
+        replica_id="summer-0",
+        metrics_port=port,
+        heartbeat_ms=200,
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    identity, _ = frontend.expect(Hello, STARTUP_S)
+    # The endpoint is up before registration, and says so.
+    before = scrape(url)
+    assert value(before, "schooner_model_frontend_connected") == 0
+    assert value(before, "schooner_model_batches_total") == 0
+    info = {"model": "summer", "version": "v3", "input_type": "doubles", "replica": "summer-0"}
+    assert value(before, "schooner_model_info", **info) == 1
+    assert value(before, "process_resident_memory_bytes") > 0
+
+    frontend.send(identity, Welcome(200))
+    frontend.predict(identity, 1, [[1.0, 2.0], [3.0], [4.0, 5.0, 6.0]])
+    assert frontend.expect(Result)[1].batch_id == 1
+    frontend.predict(identity, 2, [[-1.0], [2.0]])
+    assert frontend.expect(Error)[1].batch_id == 2
+    frontend.predict(identity, 3, [[7.0]])
+    assert frontend.expect(Result)[1].batch_id == 3
+
+    def counted() -> bool:
+        return value(scrape(url), "schooner_model_batches_total") == 3
+
+    eventually(counted, "three batches counted")
+    after = scrape(url)
+    assert value(after, "schooner_model_predictions_total") == 4
+    assert value(after, "schooner_model_errors_total", kind="model_raised") == 1
+    assert value(after, "schooner_model_errors_total", kind="bad_output") == 0
+    assert value(after, "schooner_model_batch_size_count") == 3
+    assert value(after, "schooner_model_batch_size_sum") == 6
+    assert value(after, "schooner_model_predict_duration_seconds_count") == 2
+    assert value(after, "schooner_model_batch_duration_seconds_count") == 3
+    assert value(after, "schooner_model_frontend_connected") == 1
+    assert value(after, "schooner_model_queued_batches") == 0
+
+
+def test_a_busy_metrics_port_exits_2_saying_so(
+    start_container: Callable[..., subprocess.Popen[bytes]], frontend: Frontend, tmp_path: Path
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = start_container(frontend=frontend.address, name="m", version="1", metrics_port=port)
+        assert proc.wait(STARTUP_S) == 2
+    log = (tmp_path / "container-0.log").read_text(errors="replace")
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in log
+    assert "Traceback" not in log
+
+
+# -------------------------------------------------------------------------- the cluster
+
+
+def unusual_port() -> int:
+    """A free port in 28000-28999, away from other clusters' defaults."""
+    for _ in range(200):
+        port = random.randint(28000, 28999)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 28000-28999")
+
+
+@pytest.mark.timeout(300)
+def test_local_replicas_each_serve_metrics(tmp_path: Path) -> None:
+    ports: set[int] = set()
+    while len(ports) < 4:
+        ports.add(unusual_port())
+    query, management, rpc, redis = sorted(ports)
+    cm = LocalContainerManager(
+        data_dir=tmp_path / "cluster",
+        query_port=query,
+        management_port=management,
+        rpc_port=rpc,
+        redis_port=redis,
+    )
+    conn = Connection(cm)
+    conn.start()
+    try:
+        conn.register_application("metered", "doubles", -1, 5_000_000)
+        deploy_python_closure(conn, "meter", "1", "doubles", make_model(), num_replicas=2)
+        conn.link_model_to_app("metered", "meter")
+        for i in range(10):  # distinct inputs: the frontend's cache answers none of them
+            r = httpx.post(
+                f"http://{conn.get_query_addr()}/metered/predict",
+                json={"input": [float(i), 1.0]},
+                timeout=10,
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["output"] == float(i) + 1.0
+
+        urls = cm.metrics_urls()
+        replica_urls = [u for name, u in sorted(urls.items()) if name.startswith("replica-")]
+        assert sorted(urls) == ["query", "replica-meter-1-r0", "replica-meter-1-r1"]
+        assert all(u.startswith("http://127.0.0.1:") for u in replica_urls)
+
+        def total(name: str) -> float:
+            return sum(summed(scrape(u), name) for u in replica_urls)
+
+        eventually(lambda: total("schooner_model_predictions_total") == 10, "10 predictions")
+        for index, url in enumerate(replica_urls):
+            samples = scrape(url)
+            info = {
+                "model": "meter",
+                "version": "1",
+                "input_type": "doubles",
+                "replica": f"meter-1-r{index}",
+            }
+            assert value(samples, "schooner_model_info", **info) == 1
+            assert value(samples, "schooner_model_frontend_connected") == 1
+        assert total("schooner_model_errors_total") == 0
+        frontend_view = scrape(urls["query"])
+        batches = value(frontend_view, "schooner_batch_size_count", model="meter", version="1")
+        assert total("schooner_model_batches_total") == batches
+    finally:
+        conn.stop_all()

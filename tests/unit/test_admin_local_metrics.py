@@ -1,0 +1,90 @@
+"""LocalContainerManager gives every replica a metrics port of its own and records it.
+
+No process is started: ``launch`` is replaced by one that reports this test process, so
+that the records look alive. Nothing here stops them (that would signal the test).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from admin import LocalContainerManager
+from admin.container_managers import _processes as procs
+from admin.container_managers._processes import ProcessRecord, RunDir
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def launched(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    argvs: list[list[str]] = []
+    me = psutil.Process(os.getpid())
+
+    def fake_launch(argv: list[str], **_: Any) -> tuple[int, float]:
+        argvs.append(list(argv))
+        return me.pid, me.create_time()
+
+    monkeypatch.setattr(procs, "launch", fake_launch)
+    return argvs
+
+
+def flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_each_replica_gets_its_own_metrics_port_recorded(
+    tmp_path: Path, launched: list[list[str]]
+) -> None:
+    cm = LocalContainerManager(data_dir=tmp_path, query_port=free_port(), host="127.0.0.1")
+    cm.set_num_replicas("summer", "1", "doubles", str(tmp_path / "bundle"), 2)
+
+    ports = [int(flag(argv, "--metrics-port")) for argv in launched]
+    assert len(ports) == 2 and len(set(ports)) == 2 and all(ports)
+    assert {flag(argv, "--metrics-host") for argv in launched} == {"127.0.0.1"}
+    records = {r.replica_id: r for r in RunDir(tmp_path / "run").load_all()}
+    assert [records[f"summer-1-r{i}"].metrics_addr for i in (0, 1)] == [
+        f"127.0.0.1:{port}" for port in ports
+    ]
+    assert cm.metrics_urls() == {
+        "query": f"http://127.0.0.1:{cm.query_port}/metrics",
+        "replica-summer-1-r0": f"http://127.0.0.1:{ports[0]}/metrics",
+        "replica-summer-1-r1": f"http://127.0.0.1:{ports[1]}/metrics",
+    }
+    listed = {p["name"]: p for p in cm.processes()}
+    assert listed["replica-summer-1-r0"]["metrics_addr"] == f"127.0.0.1:{ports[0]}"
+
+
+def test_a_wildcard_host_binds_everywhere_and_records_loopback(
+    tmp_path: Path, launched: list[list[str]]
+) -> None:
+    cm = LocalContainerManager(data_dir=tmp_path, host="0.0.0.0")
+    cm.set_num_replicas("summer", "1", "doubles", str(tmp_path / "bundle"), 1)
+    (argv,) = launched
+    assert flag(argv, "--metrics-host") == "0.0.0.0"
+    (record,) = RunDir(tmp_path / "run").load_all()
+    assert record.metrics_addr == f"127.0.0.1:{flag(argv, '--metrics-port')}"
+
+
+def test_metrics_urls_leave_out_replicas_that_exited(tmp_path: Path) -> None:
+    gone = ProcessRecord("replica-m-1-r0", "replica", 1, 0.0, [], "", "m", "1", "m-1-r0", "h:1")
+    RunDir(tmp_path / "run").save(gone)
+    cm = LocalContainerManager(data_dir=tmp_path, query_port=18080)
+    assert cm.metrics_urls() == {"query": "http://127.0.0.1:18080/metrics"}
+
+
+def test_records_written_before_metrics_load_without_an_address(tmp_path: Path) -> None:
+    record = ProcessRecord("query", "query", 1, 0.0, [], "")
+    doc = record.to_json()
+    del doc["metrics_addr"]
+    assert ProcessRecord.from_json(doc) == record
+    assert record.metrics_addr == ""

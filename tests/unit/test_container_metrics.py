@@ -1,0 +1,247 @@
+"""The model container's Prometheus metrics: what one batch, one error, one reconnect
+counts, the model worker recording them, the HTTP endpoint, and the CLI flags."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import numpy as np
+import pytest
+import zmq
+
+from model_container import protocol
+from model_container.cli import parse_args
+from model_container.metrics import ContainerMetrics, MetricsServer, MetricsServerError
+from model_container.protocol import Error, ErrorKind, InputType, Predict, Result
+from model_container.worker import ModelWorker
+
+REPLY_S = 10.0
+
+
+def metrics() -> ContainerMetrics:
+    return ContainerMetrics("summer", "3", InputType.DOUBLES, "summer-3-r0")
+
+
+def value(m: ContainerMetrics, name: str, **labels: str) -> float:
+    found = m.registry.get_sample_value(name, labels)
+    assert found is not None, f"no sample {name}{labels}"
+    return found
+
+
+def batch(batch_id: int, rows: list[list[float]]) -> Predict:
+    arrays = [np.asarray(row, dtype="<f8") for row in rows]
+    lengths, data = protocol.pack_arrays(arrays, np.dtype("<f8"))
+    return Predict(batch_id, InputType.DOUBLES, lengths, data.tobytes())
+
+
+def test_everything_starts_at_zero_with_every_error_kind_present() -> None:
+    m = metrics()
+    assert value(m, "schooner_model_batches_total") == 0
+    assert value(m, "schooner_model_predictions_total") == 0
+    for kind in ErrorKind:
+        assert value(m, "schooner_model_errors_total", kind=kind.value) == 0
+    assert value(m, "schooner_model_frontend_connected") == 0
+    assert value(m, "schooner_model_batch_size_count") == 0
+
+
+def test_info_names_the_model_version_and_replica() -> None:
+    labels = {"model": "summer", "version": "3", "input_type": "doubles", "replica": "summer-3-r0"}
+    assert value(metrics(), "schooner_model_info", **labels) == 1
+
+
+def test_a_batch_answered_counts_its_inputs_size_and_model_time() -> None:
+    m = metrics()
+    m.batch_done(4, 0.003, Result(1, b"", b"", model_micros=2500))
+    m.batch_done(2, 0.001, Result(2, b"", b"", model_micros=500))
+    assert value(m, "schooner_model_batches_total") == 2
+    assert value(m, "schooner_model_predictions_total") == 6
+    assert value(m, "schooner_model_batch_size_count") == 2
+    assert value(m, "schooner_model_batch_size_sum") == 6
+    assert value(m, "schooner_model_batch_size_bucket", le="2.0") == 1
+    assert value(m, "schooner_model_predict_duration_seconds_count") == 2
+    assert value(m, "schooner_model_predict_duration_seconds_sum") == pytest.approx(0.003)
+    assert value(m, "schooner_model_batch_duration_seconds_sum") == pytest.approx(0.004)
+    assert value(m, "schooner_model_errors_total", kind="model_raised") == 0
+
+
+def test_a_failed_batch_counts_an_error_of_its_kind_and_no_predictions() -> None:
+    m = metrics()
+    m.batch_done(3, 0.01, Error(1, ErrorKind.MODEL_RAISED, "ValueError: no"))
+    m.batch_done(1, 0.01, Error(2, ErrorKind.BAD_OUTPUT, "model returned 0 outputs"))
+    m.batch_done(1, 0.01, Error(3, ErrorKind.MODEL_RAISED, "ValueError: no"))
+    assert value(m, "schooner_model_batches_total") == 3
+    assert value(m, "schooner_model_predictions_total") == 0
+    assert value(m, "schooner_model_errors_total", kind="model_raised") == 2
+    assert value(m, "schooner_model_errors_total", kind="bad_output") == 1
+    assert value(m, "schooner_model_batch_size_sum") == 5
+    # The model time is the RESULT's: a failed batch has none.
+    assert value(m, "schooner_model_predict_duration_seconds_count") == 0
+    assert value(m, "schooner_model_batch_duration_seconds_count") == 3
+
+
+def test_refused_batches_count_as_answered_with_an_error() -> None:
+    m = metrics()
+    m.batch_refused(ErrorKind.NOT_READY)
+    m.batch_refused(ErrorKind.BAD_INPUT)
+    assert value(m, "schooner_model_batches_total") == 2
+    assert value(m, "schooner_model_errors_total", kind="not_ready") == 1
+    assert value(m, "schooner_model_errors_total", kind="bad_input") == 1
+    assert value(m, "schooner_model_batch_size_count") == 0
+
+
+def test_connection_state_reconnects_and_queue_depth() -> None:
+    m = metrics()
+    m.set_connected(True)
+    assert value(m, "schooner_model_frontend_connected") == 1
+    m.set_connected(False)
+    m.reconnected(dropped_batches=3)
+    m.reconnected(dropped_batches=0)
+    assert value(m, "schooner_model_frontend_connected") == 0
+    assert value(m, "schooner_model_reconnects_total") == 2
+    assert value(m, "schooner_model_dropped_batches_total") == 3
+    depth = [0]
+    m.track_queue(lambda: depth[0])
+    depth[0] = 5
+    assert value(m, "schooner_model_queued_batches") == 5  # read at scrape time
+
+
+def test_process_metrics_are_in_the_registry_unless_turned_off() -> None:
+    text = metrics().exposition().decode()
+    assert "python_info{" in text
+    bare = ContainerMetrics("m", "1", "doubles", "r", process_metrics=False).exposition()
+    assert b"python_info" not in bare
+    assert b"schooner_model_batches_total 0.0" in bare
+
+
+def test_registries_are_separate() -> None:
+    a, b = metrics(), metrics()
+    a.batch_refused(ErrorKind.NOT_READY)
+    assert value(b, "schooner_model_batches_total") == 0
+
+
+# ------------------------------------------------------------------ the model worker
+
+
+@pytest.fixture
+def worker_metrics() -> Iterator[tuple[ContainerMetrics, ModelWorker, zmq.Socket[bytes]]]:
+    def model(xs: list[np.ndarray]) -> list[float]:
+        if xs[0][0] < 0:
+            raise ValueError("negative")
+        return [float(x.sum()) for x in xs]
+
+    m = metrics()
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    answers = context.socket(zmq.PAIR)
+    answers.setsockopt(zmq.LINGER, 0)
+    answers.bind("inproc://test-worker")
+    worker = ModelWorker(context, "inproc://test-worker", model, InputType.DOUBLES, m)
+    worker.start()
+    try:
+        yield m, worker, answers
+    finally:
+        assert worker.stop(REPLY_S)
+        answers.close()
+        context.term()
+
+
+def eventually(check: Callable[[], bool], timeout_s: float = REPLY_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "not true before the deadline"
+        time.sleep(0.005)
+
+
+def test_the_worker_records_each_batch_it_answers(
+    worker_metrics: tuple[ContainerMetrics, ModelWorker, zmq.Socket[bytes]],
+) -> None:
+    m, worker, answers = worker_metrics
+    worker.submit(batch(1, [[1.0, 2.0], [3.0], [4.0]]))
+    worker.submit(batch(2, [[-1.0]]))
+    worker.submit(batch(3, [[2.0]]))
+    kinds = []
+    for _ in range(3):
+        assert answers.poll(int(REPLY_S * 1000)), "no answer from the worker"
+        kinds.append(type(protocol.decode(answers.recv_multipart())).__name__)
+    assert kinds == ["Result", "Error", "Result"]
+    # Recorded just after each answer is sent.
+    eventually(lambda: value(m, "schooner_model_batches_total") == 3)
+    assert value(m, "schooner_model_predictions_total") == 4
+    assert value(m, "schooner_model_errors_total", kind="model_raised") == 1
+    assert value(m, "schooner_model_batch_size_sum") == 5
+    assert value(m, "schooner_model_predict_duration_seconds_count") == 2
+
+
+# ------------------------------------------------------------------ the endpoint
+
+
+def test_the_endpoint_serves_the_registry_and_releases_its_port() -> None:
+    m = metrics()
+    m.batch_done(2, 0.001, Result(1, b"", b"", model_micros=100))
+    server = MetricsServer(m.registry, "127.0.0.1", 0)
+    try:
+        assert server.url == f"http://127.0.0.1:{server.port}/metrics"
+        response = httpx.get(server.url, timeout=5)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        assert "schooner_model_predictions_total 2.0" in response.text
+    finally:
+        server.close()
+    # The port is free again: a restarted endpoint gets it at once.
+    MetricsServer(m.registry, "127.0.0.1", server.port).close()
+
+
+def test_a_busy_port_is_a_clear_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(MetricsServerError, match=rf"127\.0\.0\.1:{port}.*--metrics-port"):
+            MetricsServer(metrics().registry, "127.0.0.1", port)
+
+
+# ------------------------------------------------------------------ the command line
+
+REQUIRED = ["--bundle", "b", "--frontend", "tcp://127.0.0.1:7000", "--name", "m", "--version", "1"]
+
+
+def test_metrics_are_off_by_default_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SCHOONER_METRICS_PORT", raising=False)
+    monkeypatch.delenv("SCHOONER_METRICS_HOST", raising=False)
+    args = parse_args(REQUIRED)
+    assert (args.metrics_host, args.metrics_port) == ("127.0.0.1", 0)
+
+
+def test_metrics_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHOONER_METRICS_PORT", "9100")
+    monkeypatch.setenv("SCHOONER_METRICS_HOST", "0.0.0.0")
+    args = parse_args(REQUIRED)
+    assert (args.metrics_host, args.metrics_port) == ("0.0.0.0", 9100)
+    args = parse_args([*REQUIRED, "--metrics-port", "9200", "--metrics-host", "::1"])
+    assert (args.metrics_host, args.metrics_port) == ("::1", 9200)  # the flag wins
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--metrics-port", "70000"], {}, "must be in 0..65535"),
+        (["--metrics-port", "-1"], {}, "must be in 0..65535"),
+        ([], {"SCHOONER_METRICS_PORT": "nine"}, "SCHOONER_METRICS_PORT must be an integer"),
+    ],
+)
+def test_bad_metrics_port_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    monkeypatch.delenv("SCHOONER_METRICS_PORT", raising=False)
+    for name, val in env.items():
+        monkeypatch.setenv(name, val)
+    with pytest.raises(SystemExit) as exc_info:
+        parse_args([*REQUIRED, *argv])
+    assert exc_info.value.code == 2
+    assert message in capsys.readouterr().err
