@@ -168,17 +168,37 @@ class Connection:
         default_output: Any,
         slo_micros: int,
         policy: str | None = None,
+        cache_enabled: bool = True,
     ) -> JSONObject:
-        """Register an app; ``default_output`` (any JSON value) answers late queries."""
+        """Register an app; ``default_output`` (any JSON value) answers late queries.
+
+        ``cache_enabled=False`` makes every query reach a model (for models whose answer
+        to the same input changes); it can be changed later with ``set_app_cache``.
+        """
         app = self._api.add_app(
             check_name(name, "application name"),
             check_input_type(input_type),
             default_output,
             slo_micros,
             policy,
+            _check_flag(cache_enabled, "cache_enabled"),
         )
         self._await_routes(lambda apps: name in apps, f"application {name!r}")
-        self.report(f"application {name!r} registered (SLO {slo_micros} us)")
+        cache = "" if cache_enabled else ", prediction cache off"
+        self.report(f"application {name!r} registered (SLO {slo_micros} us{cache})")
+        return app
+
+    def set_app_cache(self, app_name: str, enabled: bool) -> JSONObject:
+        """Turn an app's prediction cache on or off, live; the app record is returned.
+
+        Query frontends apply the change from the change feed, without a restart.
+        """
+        app = self._api.set_app_cache(app_name, _check_flag(enabled, "enabled"))
+        self._await_routes(
+            lambda apps: _cache_state(apps, app_name) in (None, enabled),
+            f"the prediction cache of {app_name!r} turned {'on' if enabled else 'off'}",
+        )
+        self.report(f"prediction cache of {app_name!r} is {'on' if enabled else 'off'}")
         return app
 
     def unregister_application(self, name: str) -> None:
@@ -209,7 +229,8 @@ class Connection:
         return apps if verbose else [a["name"] for a in apps]
 
     def get_app_info(self, name: str) -> JSONObject | None:
-        """The app with its ``linked_models``; ``None`` if there is no such app."""
+        """The app (``cache_enabled`` included) with its ``linked_models``; ``None`` if
+        there is no such app."""
         try:
             return self._api.get_app(name)
         except NotFoundError:
@@ -588,3 +609,20 @@ def _route(apps: dict[str, Any], app: str) -> str:
     """The ``model:version`` an app routes to in a ``/status`` answer ("" for none)."""
     entry = apps.get(app)
     return str(entry.get("model") or "") if isinstance(entry, dict) else ""
+
+
+def _cache_state(apps: dict[str, Any], app: str) -> bool | None:
+    """An app's ``cache_enabled`` in a ``/status`` answer; ``None`` if not reported (a
+    query frontend whose ``/status`` omits it: then there is nothing to wait for)."""
+    entry = apps.get(app)
+    value = entry.get("cache_enabled") if isinstance(entry, dict) else None
+    return value if isinstance(value, bool) else None
+
+
+def _check_flag(value: object, what: str) -> bool:
+    """A boolean argument, refused before the round trip if it is anything else."""
+    if not isinstance(value, bool):
+        raise InvalidRequestError(
+            f"{what} must be True or False, got {value!r} ({type(value).__name__})"
+        )
+    return value

@@ -204,6 +204,7 @@ class ManagementClient(JSONClient):
         default_output: object,
         slo_micros: int,
         policy: str | None = None,
+        cache_enabled: bool | None = None,
     ) -> JSONObject:
         body: JSONObject = {
             "name": name,
@@ -213,10 +214,16 @@ class ManagementClient(JSONClient):
         }
         if policy is not None:
             body["policy"] = policy
+        if cache_enabled is not None:
+            body["cache_enabled"] = cache_enabled
         return _object(self.request("POST", "/admin/apps", body), "/admin/apps")
 
     def get_app(self, name: str) -> JSONObject:
         return self.get_object(f"/admin/apps/{_seg(name)}")
+
+    def set_app_cache(self, name: str, enabled: bool) -> JSONObject:
+        path = f"/admin/apps/{_seg(name)}/cache"
+        return _object(self.request("PUT", path, {"cache_enabled": enabled}), path)
 
     def delete_app(self, name: str) -> None:
         self.request("DELETE", f"/admin/apps/{_seg(name)}")

@@ -134,7 +134,8 @@ def cmd_apps(args: argparse.Namespace) -> int:
     apps = conn.get_all_apps(verbose=True)
     for app in apps:
         app["linked_models"] = ",".join(conn.get_linked_models(app["name"]))
-    _show(args, apps, ["name", "input_type", "slo_micros", "policy", "linked_models"])
+    columns = ["name", "input_type", "slo_micros", "policy", "cache_enabled", "linked_models"]
+    _show(args, apps, columns)
     return 0
 
 

@@ -30,6 +30,7 @@ from management_frontend.models import (
     AddApp,
     AddLink,
     AddModelVersion,
+    SetAppCache,
     SetCurrentVersion,
     SetReplicas,
 )
@@ -84,7 +85,13 @@ async def list_apps(store: StoreDep) -> list[dict[str, Any]]:
 @router.post("/admin/apps", status_code=201)
 async def add_app(body: AddApp, store: StoreDep) -> dict[str, Any]:
     app = await store.add_app(body.to_record())
-    logger.info("app %s added (input %s, slo %d us)", app.name, app.input_type, app.slo_micros)
+    logger.info(
+        "app %s added (input %s, slo %d us, cache %s)",
+        app.name,
+        app.input_type,
+        app.slo_micros,
+        "on" if app.cache_enabled else "off",
+    )
     return app.to_json()
 
 
@@ -99,6 +106,13 @@ async def delete_app(app: AppPath, store: StoreDep) -> Response:
     await store.delete_app(app)
     logger.info("app %s deleted", app)
     return _no_content()
+
+
+@router.put("/admin/apps/{app}/cache")
+async def set_app_cache(app: AppPath, body: SetAppCache, store: StoreDep) -> dict[str, Any]:
+    record = await store.set_app_cache(app, body.cache_enabled)
+    logger.info("app %s prediction cache %s", app, "on" if record.cache_enabled else "off")
+    return record.to_json()
 
 
 @router.get("/admin/apps/{app}/links")

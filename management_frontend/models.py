@@ -28,6 +28,7 @@ BatchMode = Annotated[str, BeforeValidator(validation.batch_mode)]
 BatchWaitMicros = Annotated[int, BeforeValidator(validation.batch_wait_micros)]
 Policy = Annotated[str, BeforeValidator(validation.policy)]
 DefaultOutput = Annotated[Any, BeforeValidator(validation.default_output)]
+CacheEnabled = Annotated[bool, BeforeValidator(validation.cache_enabled)]
 
 
 def _strings(what: str) -> Any:
@@ -48,6 +49,7 @@ class AddApp(_Body):
     default_output: DefaultOutput
     slo_micros: SloMicros
     policy: Policy = validation.SINGLE_POLICY
+    cache_enabled: CacheEnabled = True
 
     def to_record(self) -> App:
         return App(
@@ -56,7 +58,12 @@ class AddApp(_Body):
             default_output=self.default_output,
             slo_micros=self.slo_micros,
             policy=self.policy,
+            cache_enabled=self.cache_enabled,
         )
+
+
+class SetAppCache(_Body):
+    cache_enabled: CacheEnabled
 
 
 class AddLink(_Body):

@@ -73,6 +73,7 @@ class ChangeOp:
     LINK = "link"  # model linked to an app
     SET_CURRENT = "set_current"  # a model's current version changed
     SET_REPLICAS = "set_replicas"  # a model version's desired replica count changed
+    SET_CACHE = "set_cache"  # an app's prediction cache was turned on or off
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,17 @@ class Keys:
         return f"{self.prefix}:changes"
 
 
+def encode_flag(value: bool) -> str:
+    """A boolean hash field: "1" or "0"."""
+    return "1" if value else "0"
+
+
+def decode_flag(value: str) -> bool:
+    """Only "0" is off: an unexpected value reads as the default (on) instead of making
+    the whole record unreadable to a query frontend."""
+    return value != "0"
+
+
 @dataclass(frozen=True)
 class App:
     name: str
@@ -125,6 +137,8 @@ class App:
     slo_micros: int
     policy: str = "single"
     created_at: float = 0.0
+    # Whether the query frontend may answer from (and fill) its prediction cache.
+    cache_enabled: bool = True
 
     def to_hash(self) -> dict[str, str]:
         return {
@@ -134,6 +148,7 @@ class App:
             "slo_micros": str(self.slo_micros),
             "policy": self.policy,
             "created_at": repr(self.created_at),
+            "cache_enabled": encode_flag(self.cache_enabled),
         }
 
     @classmethod
@@ -145,6 +160,8 @@ class App:
             slo_micros=int(h["slo_micros"]),
             policy=h.get("policy", "single"),
             created_at=float(h.get("created_at", "0")),
+            # Written before the field existed: on, as every app was then.
+            cache_enabled=decode_flag(h.get("cache_enabled", "1")),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from management_frontend.schema import (
     Keys,
     Model,
     ModelVersion,
+    encode_flag,
     publish_change,
     read_app,
     read_links,
@@ -248,6 +249,24 @@ class Store:
             await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.DELETE, app=name)
 
         await self._transact([keys.app(name), keys.links(name)], step)
+
+    async def set_app_cache(self, name: str, enabled: bool) -> App:
+        """Turn an app's prediction cache on or off; query frontends follow the feed."""
+        keys = self._keys
+
+        async def step(pipe: Pipeline) -> App:
+            app = await read_app(pipe, keys, name)
+            if app is None:
+                raise _app_missing(name)
+            if app.cache_enabled == enabled:
+                return app
+            updated = replace(app, cache_enabled=enabled)
+            _begin(pipe)
+            pipe.hset(keys.app(name), "cache_enabled", encode_flag(enabled))
+            await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.SET_CACHE, app=name)
+            return updated
+
+        return await self._transact([keys.app(name)], step)
 
     async def add_link(self, app_name: str, model_name: str) -> list[str]:
         keys = self._keys

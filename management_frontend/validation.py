@@ -1,5 +1,5 @@
 """Validation of everything a client sends: names, versions, input types, SLOs, counts,
-batching settings.
+batching settings, on/off flags.
 
 Each function takes the raw JSON value (``object``), returns it typed, or raises
 ``Invalid`` with a message that names the field, shows the bad value and says what to
@@ -189,6 +189,20 @@ def policy(value: object) -> str:
     if name not in POLICIES:
         raise Invalid(f"policy {show(name)} is not known: use one of {', '.join(POLICIES)}")
     return name
+
+
+def boolean(value: object, what: str) -> bool:
+    # No coercion: in Python the string "false" is true, and 0/1 may be a typo for a count.
+    if not isinstance(value, bool):
+        raise Invalid(
+            f"{what} must be a JSON boolean (true or false), got {show(value)} "
+            f"({_json_kind(value)})"
+        )
+    return value
+
+
+def cache_enabled(value: object) -> bool:
+    return boolean(value, "cache_enabled")
 
 
 def default_output(value: object) -> Any:

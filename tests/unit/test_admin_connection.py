@@ -47,6 +47,11 @@ class FakeSchooner:
         self.connected: list[dict[str, Any]] = []
         self.links: dict[str, list[str]] = {}
         self.bodies: list[Any] = []
+        self.apps: dict[str, dict[str, Any]] = {}
+        # What /status reports as each app's cache_enabled: the query frontend's view,
+        # which a test may hold back to see that the client waits for it.
+        self.status_cache: dict[str, bool] = {}
+        self.status_lag = 0  # /status answers that still show the old cache setting
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -61,12 +66,27 @@ class FakeSchooner:
             case "GET", ["healthz"]:
                 return httpx.Response(200, json={"status": "ok"})
             case "GET", ["status"]:
-                apps = {
+                apps: dict[str, dict[str, Any]] = {
                     app: {"model": f"{m[0]}:{self.models[m[0]]['current_version']}"}
                     for app, m in self.links.items()
                     if m and self.models.get(m[0], {}).get("current_version")
                 }
+                if self.status_lag > 0:
+                    self.status_lag -= 1
+                else:
+                    self.status_cache = {a: r["cache_enabled"] for a, r in self.apps.items()}
+                for app, enabled in self.status_cache.items():
+                    apps.setdefault(app, {"model": None})["cache_enabled"] = enabled
                 return httpx.Response(200, json={"apps": apps})
+            case "POST", ["admin", "apps"]:
+                self.apps[body["name"]] = {"cache_enabled": True, "policy": "single", **body}
+                return httpx.Response(201, json=self.apps[body["name"]])
+            case "GET", ["admin", "apps", app]:
+                record = {**self.apps[app], "linked_models": self.links.get(app, [])}
+                return httpx.Response(200, json=record)
+            case "PUT", ["admin", "apps", app, "cache"]:
+                self.apps[app]["cache_enabled"] = body["cache_enabled"]
+                return httpx.Response(200, json=self.apps[app])
             case "GET", ["admin", "models"]:
                 return httpx.Response(200, json=list(self.models.values()))
             case "GET", ["admin", "models", name]:
@@ -197,6 +217,7 @@ NEEDS_A_CLUSTER: list[Callable[[Connection], object]] = [
     lambda c: c.stop_models(["m"]),
     lambda c: c.get_all_apps(),
     lambda c: c.get_app_info("app"),
+    lambda c: c.set_app_cache("app", False),
     lambda c: c.get_linked_models("app"),
     lambda c: c.get_all_models(),
     lambda c: c.get_model_info("m", "1"),
@@ -311,6 +332,45 @@ def test_link_waits_until_the_query_frontend_routes_to_the_model() -> None:
     events.clear()
     conn.link_model_to_app("app", "m")
     assert events[-1] == "GET /status"
+
+
+def test_register_application_sends_cache_enabled_and_get_app_info_shows_it() -> None:
+    conn, api, _events = connected()
+    conn.register_application("on", "doubles", "-1.0", 100000)
+    conn.register_application("off", "doubles", "-1.0", 100000, cache_enabled=False)
+    posted = [b for b in api.bodies if isinstance(b, dict) and "slo_micros" in b]
+    assert [b["cache_enabled"] for b in posted] == [True, False]
+    assert (conn.get_app_info("on") or {})["cache_enabled"] is True
+    assert (conn.get_app_info("off") or {})["cache_enabled"] is False
+
+
+def test_set_app_cache_records_it_and_waits_for_the_query_frontend() -> None:
+    conn, api, events = connected()
+    conn.register_application("app", "doubles", "-1.0", 100000)
+    events.clear()
+    api.status_lag = 2  # the query frontend has not followed the feed yet
+    first = len(api.bodies)
+    app = conn.set_app_cache("app", False)
+    assert app["cache_enabled"] is False
+    assert api.bodies[first] == {"cache_enabled": False}
+    assert events == ["PUT /admin/apps/app/cache"] + ["GET /status"] * 3
+    assert api.status_cache == {"app": False}
+    assert (conn.get_app_info("app") or {})["cache_enabled"] is False
+
+    conn.set_app_cache("app", True)
+    assert api.apps["app"]["cache_enabled"] is True
+
+
+@pytest.mark.parametrize("value", ["false", 0, None])
+def test_cache_flags_that_are_not_booleans_are_refused_before_any_request(
+    value: object,
+) -> None:
+    conn, _api, events = connected()
+    with pytest.raises(InvalidRequestError, match="enabled must be True or False"):
+        conn.set_app_cache("app", value)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequestError, match="cache_enabled must be True or False"):
+        conn.register_application("app", "doubles", "-1.0", 100000, cache_enabled=value)  # type: ignore[arg-type]
+    assert events == []
 
 
 def test_stop_models_records_zero_replicas_then_stops_them() -> None:

@@ -172,6 +172,27 @@ def test_fake_api_receives_the_documented_requests() -> None:
     ]
 
 
+def test_app_cache_requests() -> None:
+    sent: list[tuple[str, str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        sent.append((request.method, request.url.raw_path.decode(), body))
+        return httpx.Response(200, json={"name": "app", "cache_enabled": False})
+
+    client = fake_api_client(handler)
+    client.add_app("app", "doubles", "-1.0", 100000, cache_enabled=False)
+    assert client.set_app_cache("app", False) == {"name": "app", "cache_enabled": False}
+    assert sent[0][2] == {
+        "name": "app",
+        "input_type": "doubles",
+        "default_output": "-1.0",
+        "slo_micros": 100000,
+        "cache_enabled": False,
+    }
+    assert sent[1] == ("PUT", "/admin/apps/app/cache", {"cache_enabled": False})
+
+
 def test_add_model_version_sends_the_batching_settings() -> None:
     bodies: list[object] = []
 

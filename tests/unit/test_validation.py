@@ -191,6 +191,28 @@ def test_unknown_policy_lists_the_known_ones() -> None:
         validation.policy("random")
 
 
+@pytest.mark.parametrize("value", [True, False])
+def test_cache_enabled_accepts_json_booleans(value: bool) -> None:
+    assert validation.cache_enabled(value) is value
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("false", "got 'false' (a string)"),
+        ("true", "got 'true' (a string)"),
+        (0, "got 0 (a number)"),
+        (1, "got 1 (a number)"),
+        (None, "got null (null)"),
+        ([True], "got [true] (a list)"),
+    ],
+)
+def test_cache_enabled_refuses_anything_but_a_boolean(value: object, shown: str) -> None:
+    with pytest.raises(Invalid) as info:
+        validation.cache_enabled(value)
+    assert str(info.value) == f"cache_enabled must be a JSON boolean (true or false), {shown}"
+
+
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.text(max_size=20),
