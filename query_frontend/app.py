@@ -1,9 +1,15 @@
-"""The query frontend application: its lifespan owns Redis, ZeroMQ and background tasks."""
+"""The query frontend application: its lifespan owns Redis, ZeroMQ and background tasks.
+
+``create_app`` returns a ``FrontDoor``: the ASGI app uvicorn serves. It hands
+``POST /{app}/predict`` straight to ``predict.handle_predict`` and everything else
+(health, status, metrics, the lifespan) to a Starlette app.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -17,8 +23,17 @@ from management_frontend.schema import SCHEMA_VERSION, Keys, Snapshot, read_sche
 from query_frontend.cache import PredictionCache
 from query_frontend.config import Config
 from query_frontend.dispatch import Dispatcher
-from query_frontend.http_api import FrontendState, routes
+from query_frontend.http_api import routes
 from query_frontend.metrics import Metrics
+from query_frontend.predict import (
+    FrontendState,
+    Receive,
+    Scope,
+    Send,
+    error,
+    handle_predict,
+    send_reply,
+)
 from query_frontend.registry import ReplicaRegistry
 from query_frontend.routing import RoutingTable, follow, tightest_slos
 from query_frontend.rpc import RpcServer
@@ -26,7 +41,33 @@ from query_frontend.rpc import RpcServer
 logger = logging.getLogger(__name__)
 
 
-def create_app(config: Config) -> Starlette:
+class FrontDoor:
+    """The ASGI app uvicorn serves: predictions go to the hot path, the rest to Starlette."""
+
+    def __init__(self) -> None:
+        self.inner: Starlette | None = None
+        self.state: FrontendState | None = None  # set by the lifespan, once started
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.state is not None:
+            path: str = scope["path"]
+            if path.endswith("/predict"):
+                name = path[1:-8]
+                if name and "/" not in name:
+                    if scope["method"] == "POST":
+                        await handle_predict(self.state, name, scope, receive, send)
+                    else:
+                        msg = f"{path} takes POST with a JSON body"
+                        bad = error(405, "method_not_allowed", msg, {"Allow": "POST"})
+                        await send_reply(send, bad)
+                    return
+        assert self.inner is not None
+        await self.inner(scope, receive, send)
+
+
+def create_app(config: Config) -> FrontDoor:
+    door = FrontDoor()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         keys = Keys(config.key_prefix)
@@ -66,7 +107,7 @@ def create_app(config: Config) -> Starlette:
         cache = PredictionCache(config.cache_max_bytes)
         metrics = Metrics(dispatcher, cache)
         dispatcher.observer = metrics
-        app.state.frontend = FrontendState(config, routing, dispatcher, cache, metrics)
+        door.state = app.state.frontend = FrontendState(config, routing, dispatcher, cache, metrics)
         rpc.open()
         tasks: set[asyncio.Task[None]] = set()
 
@@ -86,6 +127,9 @@ def create_app(config: Config) -> Starlette:
             spawn(registry.run(), "replica-registry")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(routing.ready.wait(), timeout=10)
+            # Everything allocated so far lives as long as the process: keep the garbage
+            # collector's full collections from walking it again and again.
+            gc.freeze()
             logger.info("query frontend %s ready", config.frontend_id)
             yield
         finally:
@@ -97,8 +141,10 @@ def create_app(config: Config) -> Starlette:
             rpc.close()
             ctx.term()
             await r.aclose()
+            door.state = None
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    door.inner = Starlette(routes=routes, lifespan=lifespan)
+    return door
 
 
 async def _check_schema(r: aioredis.Redis, keys: Keys) -> None:

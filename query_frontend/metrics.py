@@ -8,17 +8,22 @@ prediction cache's counters. Names follow Prometheus conventions: ``schooner_`` 
 base units (seconds), ``_total`` on counters.
 
 Each frontend owns its registry, so tests and several apps in one process never clash.
-Label children are bound once per app or model version: the hot path does no label
-lookups.
+The hot path only adds to plain ints (see ``_Histogram``); the metric families are
+built when Prometheus scrapes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from query_frontend.cache import PredictionCache
@@ -32,122 +37,169 @@ _LATENCY_BUCKETS = (
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
-@dataclass(frozen=True, slots=True)
-class _AppChildren:
-    latency: Histogram
-    predictions: Counter
-    defaults: Counter
-    errors: Counter
+class _Histogram:
+    """Bucket counts kept as plain ints: an observation is one bisect and two adds.
+
+    prometheus_client's own Histogram takes a lock and checks its labels on every
+    observation, which cost the predict path more than the rest of its bookkeeping; the
+    frontend is one event loop, so nothing here needs a lock.
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # bucket "le" bound >= value
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        total = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
+        return out
 
 
-@dataclass(frozen=True, slots=True)
-class _ModelChildren:
-    batch_size: Histogram
-    queue_wait: Histogram
-    batch_seconds: Histogram
-    model_seconds: Histogram
+class _AppStats:
+    __slots__ = ("codes", "defaults", "errors", "latency", "predictions")
+
+    def __init__(self) -> None:
+        self.codes: dict[int, int] = {}
+        self.latency = _Histogram(_LATENCY_BUCKETS)
+        self.predictions = 0
+        self.defaults = 0
+        self.errors = 0
+
+
+class _ModelStats:
+    __slots__ = ("batch_seconds", "batch_size", "model_seconds", "queue_wait")
+
+    def __init__(self) -> None:
+        self.batch_size = _Histogram(_BATCH_BUCKETS)
+        self.queue_wait = _Histogram(_LATENCY_BUCKETS)
+        self.batch_seconds = _Histogram(_LATENCY_BUCKETS)
+        self.model_seconds = _Histogram(_LATENCY_BUCKETS)
 
 
 class Metrics:
+    """The frontend's counters, updated by the hot path and read when Prometheus scrapes."""
+
     def __init__(self, dispatcher: Dispatcher, cache: PredictionCache) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        self._requests = Counter(
-            "schooner_requests", "Prediction requests by app and HTTP status", ["app", "code"],
-            registry=r,
-        )  # fmt: skip
-        self._latency = Histogram(
-            "schooner_request_duration_seconds", "Prediction request latency", ["app"],
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self._answers = Counter(
-            "schooner_answers", "Queries answered, by kind: prediction, default or error",
-            ["app", "kind"], registry=r,
-        )  # fmt: skip
-        model_labels = ["model", "version"]
-        self._batch_size = Histogram(
-            "schooner_batch_size", "Queries per batch sent to a replica", model_labels,
-            buckets=_BATCH_BUCKETS, registry=r,
-        )  # fmt: skip
-        self._queue_wait = Histogram(
-            "schooner_queue_wait_seconds", "Time a query waited in the frontend's queue",
-            model_labels, buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self._batch_seconds = Histogram(
-            "schooner_batch_duration_seconds",
-            "Service time of a batch as the frontend sees it (send to answer)",
-            model_labels, buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self._model_seconds = Histogram(
-            "schooner_model_duration_seconds",
-            "Time the model function took on a batch, as the container reports it",
-            model_labels, buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        r.register(_StateCollector(dispatcher, cache))
-        self._apps: dict[str, _AppChildren] = {}
-        self._models: dict[ModelKey, _ModelChildren] = {}
-        self._codes: dict[tuple[str, int], Counter] = {}
+        self._apps: dict[str, _AppStats] = {}
+        self._models: dict[ModelKey, _ModelStats] = {}
+        self.registry.register(_CountersCollector(self))
+        self.registry.register(_StateCollector(dispatcher, cache))
 
     # ------------------------------------------------------------------- requests
 
     def request(self, app: str, code: int, seconds: float, outcomes: list[Outcome]) -> None:
         """Count one finished predict request of a registered app."""
-        self._code(app, code).inc()
-        children = self._app(app)
-        children.latency.observe(seconds)
+        stats = self._apps.get(app)
+        if stats is None:
+            stats = self._apps[app] = _AppStats()
+        stats.codes[code] = stats.codes.get(code, 0) + 1
+        stats.latency.observe(seconds)
         for outcome in outcomes:
             if isinstance(outcome, bytes):
-                children.predictions.inc()
+                stats.predictions += 1
             elif isinstance(outcome, Expired):
-                children.defaults.inc()
+                stats.defaults += 1
             elif isinstance(outcome, Failure):
-                children.errors.inc()
+                stats.errors += 1
 
     def rejected(self, code: int) -> None:
         """Count a request refused before its app was known (the label stays bounded)."""
-        self._code("", code).inc()
-
-    def _code(self, app: str, code: int) -> Counter:
-        child = self._codes.get((app, code))
-        if child is None:
-            child = self._codes[(app, code)] = self._requests.labels(app, str(code))
-        return child
-
-    def _app(self, app: str) -> _AppChildren:
-        children = self._apps.get(app)
-        if children is None:
-            children = self._apps[app] = _AppChildren(
-                self._latency.labels(app),
-                self._answers.labels(app, "prediction"),
-                self._answers.labels(app, "default"),
-                self._answers.labels(app, "error"),
-            )
-        return children
+        stats = self._apps.get("")
+        if stats is None:
+            stats = self._apps[""] = _AppStats()
+        stats.codes[code] = stats.codes.get(code, 0) + 1
 
     # -------------------------------------------------------------------- batches
 
     def batch_sent(self, key: ModelKey, size: int, waits: list[float]) -> None:
-        children = self._model(key)
-        children.batch_size.observe(size)
+        stats = self._model(key)
+        stats.batch_size.observe(size)
+        observe = stats.queue_wait.observe
         for wait in waits:
-            children.queue_wait.observe(wait)
+            observe(wait)
 
     def batch_done(self, key: ModelKey, seconds: float, model_seconds: float) -> None:
-        children = self._model(key)
-        children.batch_seconds.observe(seconds)
-        children.model_seconds.observe(model_seconds)
+        stats = self._model(key)
+        stats.batch_seconds.observe(seconds)
+        stats.model_seconds.observe(model_seconds)
 
-    def _model(self, key: ModelKey) -> _ModelChildren:
-        children = self._models.get(key)
-        if children is None:
-            labels = (key[0], key[1])
-            children = self._models[key] = _ModelChildren(
-                self._batch_size.labels(*labels),
-                self._queue_wait.labels(*labels),
-                self._batch_seconds.labels(*labels),
-                self._model_seconds.labels(*labels),
-            )
-        return children
+    def _model(self, key: ModelKey) -> _ModelStats:
+        stats = self._models.get(key)
+        if stats is None:
+            stats = self._models[key] = _ModelStats()
+        return stats
+
+
+class _CountersCollector(Collector):
+    """The hot path's plain counters as Prometheus metric families."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "schooner_requests",
+            "Prediction requests by app and HTTP status",
+            labels=["app", "code"],
+        )
+        latency = HistogramMetricFamily(
+            "schooner_request_duration_seconds", "Prediction request latency", labels=["app"]
+        )
+        answers = CounterMetricFamily(
+            "schooner_answers",
+            "Queries answered, by kind: prediction, default or error",
+            labels=["app", "kind"],
+        )
+        for app, stats in sorted(self._metrics._apps.items()):
+            for code, count in sorted(stats.codes.items()):
+                requests.add_metric([app, str(code)], count)
+            if not app:
+                continue  # requests refused before an app was known: counted, not timed
+            latency.add_metric([app], stats.latency.buckets(), stats.latency.sum)
+            answers.add_metric([app, "prediction"], stats.predictions)
+            answers.add_metric([app, "default"], stats.defaults)
+            answers.add_metric([app, "error"], stats.errors)
+        yield requests
+        yield latency
+        yield answers
+
+        labels = ["model", "version"]
+        families = {
+            "batch_size": HistogramMetricFamily(
+                "schooner_batch_size", "Queries per batch sent to a replica", labels=labels
+            ),
+            "queue_wait": HistogramMetricFamily(
+                "schooner_queue_wait_seconds",
+                "Time a query waited in the frontend's queue",
+                labels=labels,
+            ),
+            "batch_seconds": HistogramMetricFamily(
+                "schooner_batch_duration_seconds",
+                "Service time of a batch as the frontend sees it (send to answer)",
+                labels=labels,
+            ),
+            "model_seconds": HistogramMetricFamily(
+                "schooner_model_duration_seconds",
+                "Time the model function took on a batch, as the container reports it",
+                labels=labels,
+            ),
+        }
+        for (name, version), model_stats in sorted(self._metrics._models.items()):
+            for attr, family in families.items():
+                hist: _Histogram = getattr(model_stats, attr)
+                family.add_metric([name, version], hist.buckets(), hist.sum)
+        yield from families.values()
 
 
 class _StateCollector(Collector):

@@ -421,6 +421,30 @@ def test_identical_queries_are_answered_from_the_cache_per_version(conn: Connect
     eventually(lambda: output_of(conn, "cached", [4.0, 2.0]) == "v2", what="v2 answers")
 
 
+def test_an_app_with_its_cache_off_evaluates_every_query(conn: Connection) -> None:
+    calls: list[int] = []
+
+    def counting(xs: Any) -> list[int]:
+        calls.append(len(xs))
+        return [len(calls)] * len(xs)
+
+    conn.register_application("fresh", "doubles", -1, 2_000_000, cache_enabled=False)
+    conn.register_application("reused", "doubles", -1, 2_000_000)
+    deploy_python_closure(conn, "tally", "1", "doubles", counting)
+    conn.link_model_to_app("fresh", "tally")
+    conn.link_model_to_app("reused", "tally")
+    answers = [output_of(conn, "fresh", [7.0]) for _ in range(3)]
+    assert answers == sorted(set(answers)), f"cache-off app got a reused answer: {answers}"
+    # The same model through an app that caches: the second ask is a hit.
+    assert output_of(conn, "reused", [8.0]) == output_of(conn, "reused", [8.0])
+    # Switched on live, without a restart.
+    conn.set_app_cache("fresh", True)
+    eventually(
+        lambda: output_of(conn, "fresh", [9.0]) == output_of(conn, "fresh", [9.0]),
+        what="the fresh app to answer from the cache",
+    )
+
+
 def test_metrics_count_requests_answers_batches_and_cache(conn: Connection) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -1,6 +1,7 @@
 """Prediction cache: byte bound and LRU order, input digests, version keys, coalescing."""
 
 import asyncio
+import gc
 
 import numpy as np
 import pytest
@@ -138,7 +139,28 @@ def test_resize_evicts_the_least_recent_and_zero_turns_the_cache_off():
 
 def test_entry_size_charges_key_value_and_overhead():
     k = cache_key(("model", "v2"), b"in")
-    assert entry_size(k, b"out") == ENTRY_OVERHEAD + len("model") + len("v2") + 16 + 3
+    assert entry_size(k, b"out") == ENTRY_OVERHEAD + len(b"5:model2:v2") + 16 + 3
+
+
+def test_keys_are_untracked_by_the_garbage_collector():
+    # A full cache must not give every full collection hundreds of thousands of objects
+    # to walk: those pauses were the frontend's p99.
+    cache = PredictionCache(1 << 20)
+    cache.put(key(1), b"1")
+    (stored,) = cache._entries
+    assert not gc.is_tracked(stored)
+
+
+def test_invalidating_a_model_spares_one_whose_name_it_prefixes():
+    cache = PredictionCache(1 << 20)
+    item = np.array([1.0])
+    cache.put(cache_key(("m", "1"), item), b"a")
+    cache.put(cache_key(("m1", "1"), item), b"b")
+    cache.put(cache_key(("m", "11"), item), b"c")
+    assert cache.invalidate_model("m", "1") == 1
+    assert cache_key(("m", "11"), item) in cache
+    assert cache.invalidate_model("m") == 1
+    assert cache_key(("m1", "1"), item) in cache
 
 
 class ReferenceLRU:
@@ -146,7 +168,7 @@ class ReferenceLRU:
 
     def __init__(self, max_bytes):
         self.max_bytes = max_bytes
-        self.items: list[tuple[tuple, bytes]] = []  # least recent first
+        self.items: list[tuple[bytes, bytes]] = []  # least recent first
 
     def _pop(self, k):
         for i, (kk, v) in enumerate(self.items):
@@ -171,7 +193,7 @@ class ReferenceLRU:
         self.items.append((k, v))
 
     def drop_model(self, name):
-        self.items = [(k, v) for k, v in self.items if k[0] != name]
+        self.items = [(k, v) for k, v in self.items if MODEL_OF[k] != name]
 
     def resize(self, max_bytes):
         self.max_bytes = max_bytes
@@ -179,7 +201,10 @@ class ReferenceLRU:
             self.items.pop(0)
 
 
-KEYS = [cache_key((m, v), b"%d" % n) for m in ("a", "b") for v in ("1", "2") for n in range(4)]
+MODEL_OF = {
+    cache_key((m, v), b"%d" % n): m for m in ("a", "b") for v in ("1", "2") for n in range(4)
+}
+KEYS = list(MODEL_OF)
 OPS = st.one_of(
     st.tuples(st.just("put"), st.sampled_from(KEYS), st.binary(max_size=600)),
     st.tuples(st.just("get"), st.sampled_from(KEYS), st.none()),
@@ -193,7 +218,7 @@ OPS = st.one_of(
 def test_property_bound_accounting_and_last_value_wins(max_bytes, ops):
     cache = PredictionCache(max_bytes)
     ref = ReferenceLRU(max_bytes)
-    last: dict[tuple, bytes] = {}
+    last: dict[bytes, bytes] = {}
     for op, arg, value in ops:
         if op == "put":
             cache.put(arg, value)
@@ -206,7 +231,7 @@ def test_property_bound_accounting_and_last_value_wins(max_bytes, ops):
         elif op == "invalidate":
             cache.invalidate_model(arg)
             ref.drop_model(arg)
-            last = {k: v for k, v in last.items() if k[0] != arg}
+            last = {k: v for k, v in last.items() if MODEL_OF[k] != arg}
         else:
             cache.resize(arg)
             ref.resize(arg)
