@@ -4,7 +4,9 @@ Pure logic over a monotonic clock, so that the serving loop can ask "how long ma
 block?" and "what is due now?" without sleeping, and so that the rules can be tested
 without sockets.
 
-* ``Heartbeat``: after WELCOME, send a HEARTBEAT every interval; the frontend is dead
+* ``Heartbeat``: after WELCOME, send a HEARTBEAT ``SENDS_PER_INTERVAL`` times per
+  interval (the frontend takes a replica it has heard nothing from for one interval out
+  of rotation, so one late or lost heartbeat must not reach that); the frontend is dead
   when nothing at all has arrived from it for ``LIVENESS_INTERVALS`` intervals.
 * ``Backoff``: delays between HELLOs until a WELCOME arrives, growing from ``initial``
   to ``cap`` (bounded, so that a restarted frontend gets its replicas back quickly).
@@ -16,6 +18,8 @@ import random
 
 # The frontend is presumed dead after this many heartbeat intervals of silence.
 LIVENESS_INTERVALS = 3
+# Heartbeats sent per interval: the frontend benches a replica silent for one interval.
+SENDS_PER_INTERVAL = 3
 
 
 class Heartbeat:
@@ -25,8 +29,9 @@ class Heartbeat:
         if interval_s <= 0:
             raise ValueError(f"heartbeat interval must be positive, got {interval_s}")
         self.interval_s = interval_s
+        self.send_every_s = interval_s / SENDS_PER_INTERVAL
         self.last_received = now
-        self.next_send = now + interval_s
+        self.next_send = now + self.send_every_s
 
     @property
     def timeout_s(self) -> float:
@@ -41,7 +46,7 @@ class Heartbeat:
         if now < self.next_send:
             return False
         # Skip missed beats rather than sending a burst after a stall.
-        self.next_send = max(self.next_send + self.interval_s, now + self.interval_s / 2)
+        self.next_send = max(self.next_send + self.send_every_s, now + self.send_every_s / 2)
         return True
 
     def expired(self, now: float) -> bool:

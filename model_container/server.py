@@ -14,7 +14,7 @@ Lifecycle of a connection::
 While REGISTERING, HELLO goes out as soon as a connection completes its handshake and
 again at each retry (every 0.5 s at start-up; after a lost connection from 0.1 s
 backing off to 1 s). While READY, PREDICTs queue up and run one at a time, in order; a
-HEARTBEAT goes out every interval the WELCOME set. SIGTERM/SIGINT (or ``stop()``) sends
+HEARTBEAT goes out three times per interval the WELCOME set. SIGTERM/SIGINT (or ``stop()``) sends
 GOODBYE and returns.
 
 With ``metrics_port`` set, ``run`` also serves ``GET /metrics`` (``metrics``) on a
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -148,6 +149,9 @@ class ModelContainer:
         worker = ModelWorker(context, address, self._predict, self.config.input_type, self.metrics)
         worker.start()
         restore = self._install_signal_handlers(wake_w) if install_signal_handlers else None
+        # The model and the libraries it loaded live as long as the process: spare every
+        # full collection from walking them again (a pause in the middle of a batch).
+        gc.freeze()
         finished = False
         try:
             self._serve(context, worker, answers, wake_r)

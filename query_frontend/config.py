@@ -23,7 +23,9 @@ class Config:
     max_body_bytes: int = 10 * 1024 * 1024
     # Most inputs one request may carry in "input_batch"; more get 413.
     max_inputs_per_request: int = 10_000
-    # Interval of heartbeats to replicas; a replica silent for 3 intervals is removed.
+    # Interval of heartbeats to replicas (they send theirs 3 times as often). A replica
+    # silent, or stuck on a batch past its deadline, for one interval leaves rotation
+    # until it answers; one silent for 3 intervals is removed.
     heartbeat_ms: int = 250
     # Cap on the batch sent to one replica when the model version sets none.
     max_batch_size: int = 64

@@ -2,9 +2,12 @@
 
 Event-driven: a batch is sent when a query arrives and a replica has room, or when a
 replica answers and queries are waiting. There is no polling loop. A replica holds at
-most ``max_inflight`` batches; the least loaded replica is chosen. When a replica goes
-away, the queries it held go back to the front of the queue for another replica, or
-get the default when their deadline passes.
+most ``max_inflight`` batches; the least loaded replica in rotation is chosen. When a
+replica goes away, or is taken out of rotation (silent, or stuck on a batch: see
+``liveness``), the queries it held go back to the front of the queue for another
+replica, or get the default when their deadline passes. A replica out of rotation that
+answers a batch retried elsewhere still answers the queries that are waiting; each query
+is answered once, by whichever answer comes first.
 """
 
 from __future__ import annotations
@@ -181,8 +184,12 @@ class Dispatcher:
 
     def _pump(self, q: ModelQueue) -> None:
         while q.pending and q.replicas:
-            replica = min(q.replicas.values(), key=lambda r: r.outstanding)
-            if replica.outstanding >= q.max_inflight:
+            replica = min(
+                (r for r in q.replicas.values() if r.available),
+                key=lambda r: r.outstanding,
+                default=None,
+            )
+            if replica is None or replica.outstanding >= q.max_inflight:
                 return
             limit = replica.batcher.size()
             if q.wait_s > 0 and len(q.pending) < limit and self._wait_to_fill(q):
@@ -252,17 +259,54 @@ class Dispatcher:
             return
         q = self.queues[replica.key]
         q.replicas.pop(identity, None)
+        replica.removed = reason
         logger.warning("replica %s of %s removed: %s", replica.replica_id, q.label, reason)
-        # Retry what it held on another replica, oldest first, ahead of newer queries.
+        self._retry_elsewhere(q, replica)
+        replica.abandoned.clear()  # retried when it left rotation
+        replica.sent_at.clear()
+        self.on_replica_removed(replica)
+        self._pump(q)
+
+    def suspend_replica(self, identity: bytes, reason: str, now: float) -> None:
+        """Take a replica out of rotation and retry what it holds; it stays registered."""
+        replica = self.by_identity.get(identity)
+        if replica is None or not replica.available:
+            return
+        q = self.queues[replica.key]
+        replica.unavailable = reason
+        replica.unavailable_since = now
+        logger.warning("replica %s of %s out of rotation: %s", replica.replica_id, q.label, reason)
+        replica.abandoned.update(replica.inflight)
+        self._retry_elsewhere(q, replica)
+        self._pump(q)
+
+    def heard_from(self, replica: Replica, now: float) -> None:
+        """Any message arrived from the replica: it is alive."""
+        replica.last_seen = now
+        if not replica.available and self._restore(replica):
+            self._pump(self.queues[replica.key])
+
+    def _restore(self, replica: Replica) -> bool:
+        """Back into rotation once it has spoken since it left and owes no answer."""
+        if replica.abandoned or replica.last_seen < replica.unavailable_since:
+            return False
+        logger.info(
+            "replica %s of %s back in rotation (was: %s)",
+            replica.replica_id,
+            self.queues[replica.key].label,
+            replica.unavailable,
+        )
+        replica.unavailable = ""
+        return True
+
+    def _retry_elsewhere(self, q: ModelQueue, replica: Replica) -> None:
+        """Requeue what the replica holds, oldest first, ahead of newer queries."""
         retry: list[Query] = []
         for batch_id, batch in sorted(replica.inflight.items()):
             self._batches.pop(batch_id, None)
             retry.extend(query for query in batch if not query.future.done())
         replica.inflight.clear()
-        replica.sent_at.clear()
         q.pending.extendleft(reversed(retry))
-        self.on_replica_removed(replica)
-        self._pump(q)
 
     def on_result(self, identity: bytes, msg: Result) -> None:
         found = self._finish(identity, msg.batch_id)
@@ -282,6 +326,8 @@ class Dispatcher:
         else:
             for query, out in zip(batch, outputs, strict=True):
                 query.resolve(bytes(out))
+        if not replica.available:
+            self._restore(replica)
         self._pump(self.queues[replica.key])
 
     def on_error(self, identity: bytes, msg: Error) -> None:
@@ -293,12 +339,20 @@ class Dispatcher:
         failure = Failure(f"{_label(replica)} failed ({msg.kind}): {msg.message}")
         for query in batch:
             query.resolve(failure)
+        if not replica.available:
+            self._restore(replica)
         self._pump(q)
 
     def _finish(self, identity: bytes, batch_id: int) -> tuple[Replica, list[Query]] | None:
         entry = self._batches.pop(batch_id, None)
         if entry is None:
-            return None  # a late answer for a batch already retried elsewhere
+            # Retried elsewhere when its replica left rotation: its queries that are
+            # still waiting take this answer; the others ignore it.
+            replica = self.by_identity.get(identity)
+            batch = None if replica is None else replica.abandoned.pop(batch_id, None)
+            if replica is None or batch is None:
+                return None  # a late answer from a replica removed since
+            return replica, batch
         replica, batch = entry
         if replica.identity != identity:
             logger.warning("batch %d answered by the wrong replica; ignored", batch_id)
@@ -316,6 +370,9 @@ class Dispatcher:
                 "batch_wait_micros": round(q.wait_s * 1e6),
                 "batch_sizes": {r.replica_id: r.batcher.size() for r in q.replicas.values()},
                 "replicas": sorted(r.replica_id for r in q.replicas.values()),
+                "unavailable": {
+                    r.replica_id: r.unavailable for r in q.replicas.values() if not r.available
+                },
                 "inflight_batches": sum(r.outstanding for r in q.replicas.values()),
             }
             for k, q in sorted(self.queues.items())

@@ -1,4 +1,10 @@
-"""One connected model replica as the frontend sees it: identity, liveness, work in flight."""
+"""One connected model replica as the frontend sees it: identity, liveness, work in flight.
+
+A registered replica is *in rotation* (it gets new batches) unless the liveness checks
+took it out (``unavailable`` says why: silent, or stuck on a batch). Out of rotation it
+stays registered: the batches it held were retried elsewhere (``abandoned``), and it
+comes back once it has spoken again and answered every one of them.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +33,12 @@ class Replica:
     inflight: dict[int, list[Query]] = field(default_factory=dict)  # batch id -> queries
     sent_at: dict[int, float] = field(default_factory=dict)  # batch id -> loop.time()
     last_done: float = 0.0  # loop.time() of its last answer
+    fd: int = -1  # the frontend's file descriptor of its connection (ZMQ_SRCFD), -1 unknown
+    unavailable: str = ""  # why it is out of rotation; "" while in rotation
+    unavailable_since: float = 0.0  # loop.time() when it was taken out of rotation
+    # Batches retried elsewhere when it left rotation, which it may still answer.
+    abandoned: dict[int, list[Query]] = field(default_factory=dict)
+    removed: str = ""  # why it was removed, once it has been
 
     @classmethod
     def from_hello(
@@ -61,6 +73,11 @@ class Replica:
     @property
     def outstanding(self) -> int:
         return len(self.inflight)
+
+    @property
+    def available(self) -> bool:
+        """Whether it is in rotation, i.e. may be given new batches."""
+        return not self.unavailable
 
     def describe(self, frontend: str) -> dict[str, Any]:
         return {

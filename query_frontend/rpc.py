@@ -2,17 +2,32 @@
 
 It decodes frames, keeps replicas alive with heartbeats, and hands registrations,
 results and errors to the Dispatcher. Framing lives in ``model_container.protocol``;
-queueing and batching in ``dispatch``.
+queueing and batching in ``dispatch``; the rules for silent and stuck replicas in
+``liveness``.
+
+A replica whose connection closes is removed at once, not after heartbeats go missing.
+The ROUTER's socket monitor reports every closed connection with its file descriptor,
+and each replica's descriptor is known from its HELLO (``ZMQ_SRCFD``). Descriptors are
+reused, and the monitor's report races with the messages, so the report only names
+suspects: the ROUTER is ``ZMQ_ROUTER_MANDATORY``, so a send to an identity whose
+connection it has dropped fails with EHOSTUNREACH, and that failure, on any send, is what
+removes a replica. A suspect is probed with a heartbeat at once and again after 1, 2, 4,
+... ms (the ROUTER drops the connection a moment after the monitor reports it), until
+the probe fails or a heartbeat interval has passed (then it was a reused descriptor).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import functools
 import logging
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from model_container import protocol
 from model_container.protocol import (
@@ -28,11 +43,16 @@ from model_container.protocol import (
     Welcome,
 )
 from query_frontend.dispatch import Dispatcher
+from query_frontend.liveness import Liveness
+from query_frontend.replicas import Replica
 
 logger = logging.getLogger(__name__)
 
-# A replica silent for this many heartbeat intervals is taken out of rotation.
-MISSED_HEARTBEATS = 3
+# Probes of a replica whose connection may have closed: the first this long after the
+# report, each next one twice as long after the last, until a heartbeat interval.
+FIRST_PROBE_DELAY_S = 0.001
+# The liveness check never runs more often than this fraction of a heartbeat interval.
+MIN_CHECK_FRACTION = 1 / 50
 
 
 class RpcServer:
@@ -49,7 +69,11 @@ class RpcServer:
         self._heartbeat_s = heartbeat_ms / 1000
         self._heartbeat_ms = heartbeat_ms
         self._sock: zmq.asyncio.Socket | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
         self._heartbeat_frames = protocol.encode(Heartbeat())
+        self.liveness = Liveness(dispatcher, self._heartbeat_s)
+        # When the reader last found no message waiting (see _read_up_to).
+        self._drained_at = -float("inf")
         # Which input type a registered model version takes; a replica must agree.
         self.expected_input_types: dict[tuple[str, str], InputType] = {}
 
@@ -58,38 +82,87 @@ class RpcServer:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
+        # A send to an identity without a connection fails (EHOSTUNREACH) rather than
+        # vanishing: that is how a closed connection is confirmed.
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor.setsockopt(zmq.LINGER, 0)
         sock.bind(self._bind_address)
         self._sock = sock
         self._dispatcher.bind(self.send)
         logger.info("RPC server listening on %s", self._bind_address)
 
     def close(self) -> None:
+        if self._monitor is not None:
+            if self._sock is not None:
+                with contextlib.suppress(zmq.ZMQError):
+                    self._sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
 
     def send(self, identity: bytes, frames: list[protocol.Frame]) -> None:
         assert self._sock is not None
-        fut = asyncio.ensure_future(self._sock.send_multipart([identity, *frames], copy=False))
-        fut.add_done_callback(_log_send_failure)
+        sent = self._sock.send_multipart([identity, *frames], copy=False)
+        fut = cast("asyncio.Future[Any]", sent)
+        # A ROUTER send never waits (no high-water mark), so this is settled already.
+        if fut.done():
+            self._sent(identity, fut)
+        else:
+            fut.add_done_callback(functools.partial(self._sent, identity))
+
+    def _sent(self, identity: bytes, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            return
+        if isinstance(exc, zmq.ZMQError) and exc.errno == errno.EHOSTUNREACH:
+            if identity in self._dispatcher.by_identity:
+                # Not now: this send may be part of a dispatch still under way.
+                asyncio.get_running_loop().call_soon(self._connection_closed, identity)
+            return
+        logger.warning("RPC send failed: %s", exc)
+
+    def _connection_closed(self, identity: bytes) -> None:
+        self._dispatcher.remove_replica(identity, "disconnected: its connection closed")
 
     async def serve(self) -> None:
-        """Receive and handle messages until cancelled."""
+        """Receive and handle messages, and watch connections close, until cancelled."""
+        watcher = asyncio.ensure_future(self._watch_connections())
+        try:
+            await self._receive()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _receive(self) -> None:
         assert self._sock is not None
+        sock = self._sock
         loop = asyncio.get_running_loop()
         while True:
-            frames = await self._sock.recv_multipart(copy=True)
+            try:
+                ready = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                frames = cast("asyncio.Future[list[zmq.Frame]]", ready).result()
+            except zmq.Again:
+                self._drained_at = loop.time()
+                frames = await sock.recv_multipart(copy=False)
             if len(frames) < 2:
                 continue
-            identity = frames[0]
+            identity = frames[0].bytes
             try:
-                msg = protocol.decode(frames[1:])
+                msg = protocol.decode([frame.buffer for frame in frames[1:]])
             except ProtocolError as exc:
                 logger.warning("dropping a malformed message: %s", exc)
                 self.send(identity, protocol.encode(Reject(f"protocol error: {exc}")))
                 continue
             try:
                 self._handle(identity, msg, loop.time())
+                if isinstance(msg, Hello):
+                    self._note_fd(identity, _source_fd(frames[1]))
             except Exception:
                 # One bad message must not stop the loop every replica depends on: drop
                 # the sender (its queries go to another replica) and make it re-register.
@@ -97,10 +170,51 @@ class RpcServer:
                 self._dispatcher.remove_replica(identity, "sent a message that broke the protocol")
                 self.send(identity, protocol.encode(Reject("message could not be handled")))
 
+    def _read_up_to(self, now: float) -> float:
+        """A moment by which every message that had arrived has been handled.
+
+        The reader runs in this event loop: if it has fallen behind (the loop was busy),
+        messages wait unread in the socket, and silence is judged as of when it last
+        found the socket empty rather than now.
+        """
+        assert self._sock is not None
+        if cast(int, self._sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            return self._drained_at
+        return now
+
+    def _note_fd(self, identity: bytes, fd: int) -> None:
+        replica = self._dispatcher.by_identity.get(identity)
+        if replica is not None:
+            replica.fd = fd
+
+    async def _watch_connections(self) -> None:
+        """Probe the replicas whose connection the monitor reports closed."""
+        assert self._monitor is not None
+        monitor = self._monitor
+        while True:
+            event = parse_monitor_message(await monitor.recv_multipart())
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self._connection_dropped(int(event["value"]))
+
+    def _connection_dropped(self, fd: int) -> None:
+        for identity, replica in list(self._dispatcher.by_identity.items()):
+            if replica.fd in (fd, -1):
+                self._probe(identity, replica, FIRST_PROBE_DELAY_S)
+
+    def _probe(self, identity: bytes, replica: Replica, next_delay: float) -> None:
+        """Send a heartbeat: if the connection is gone, the send fails and removes it."""
+        if self._sock is None or self._dispatcher.by_identity.get(identity) is not replica:
+            return
+        self.send(identity, self._heartbeat_frames)
+        if next_delay < self._heartbeat_s:
+            asyncio.get_running_loop().call_later(
+                next_delay, self._probe, identity, replica, next_delay * 2
+            )
+
     def _handle(self, identity: bytes, msg: protocol.Message, now: float) -> None:
         replica = self._dispatcher.by_identity.get(identity)
         if replica is not None:
-            replica.last_seen = now
+            self._dispatcher.heard_from(replica, now)
         match msg:
             case Result():
                 self._dispatcher.on_result(identity, msg)
@@ -149,21 +263,31 @@ class RpcServer:
         self.send(identity, protocol.encode(Reject("unknown replica: send HELLO to register")))
 
     async def heartbeat(self) -> None:
-        """Send heartbeats and take silent replicas out of rotation, until cancelled."""
+        """Send heartbeats every interval and apply the liveness rules, until cancelled.
+
+        The rules are checked when a verdict may change (a replica's silence or a batch
+        reaching its limit), not only on the heartbeat tick, so that a replica leaves
+        rotation within one interval of going quiet.
+        """
         loop = asyncio.get_running_loop()
-        limit = MISSED_HEARTBEATS * self._heartbeat_s
+        next_beat = loop.time() + self._heartbeat_s
+        min_sleep = self._heartbeat_s * MIN_CHECK_FRACTION
         while True:
-            await asyncio.sleep(self._heartbeat_s)
             now = loop.time()
-            for identity, replica in list(self._dispatcher.by_identity.items()):
-                if now - replica.last_seen > limit:
-                    self._dispatcher.remove_replica(
-                        identity, f"no message for {now - replica.last_seen:.2f} s"
-                    )
-                else:
+            if now >= next_beat:
+                for identity in list(self._dispatcher.by_identity):
                     self.send(identity, self._heartbeat_frames)
+                next_beat = max(next_beat + self._heartbeat_s, now + self._heartbeat_s / 2)
+            # Let the reader handle what arrived while this task slept before judging.
+            await asyncio.sleep(0)
+            next_check = self.liveness.check(self._read_up_to(loop.time()))
+            wake = min(next_beat, next_check)
+            await asyncio.sleep(max(wake - loop.time(), min_sleep))
 
 
-def _log_send_failure(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        logger.warning("RPC send failed: %s", fut.exception())
+def _source_fd(frame: zmq.Frame) -> int:
+    """The frontend's file descriptor of the connection a message came on; -1 unknown."""
+    try:
+        return int(frame.get(zmq.SRCFD))
+    except (zmq.ZMQError, AttributeError, TypeError, ValueError):
+        return -1

@@ -1,0 +1,368 @@
+"""Replicas that stop answering, against the real RPC server and real model containers.
+
+The query frontend's RPC server and dispatcher run in the test's event loop on a real
+ZeroMQ ROUTER (an unusual 29xxx port); every replica is a real ``python -m
+model_container`` process. A replica is killed (SIGKILL), stopped (SIGSTOP) or stuck in
+its model, and the tests check what happens to it and to the queries it held: why it
+left rotation, that it comes back when it should, and that every query is answered
+once, with its own prediction or the default. Nothing asserts how long anything took:
+waits poll a condition with a generous deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import uvloop
+import zmq
+import zmq.asyncio
+
+from model_container import protocol, write_closure_bundle
+from model_container.protocol import Heartbeat, InputType
+from query_frontend.dispatch import Dispatcher
+from query_frontend.queries import Expired, Outcome, Query
+from query_frontend.replicas import Replica
+from query_frontend.rpc import RpcServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = ("m", "1")
+STARTUP_S = 30.0  # a cold interpreter importing numpy on a loaded machine
+WAIT_S = 15.0
+_ids = itertools.count()
+
+
+def make_model() -> Callable[[Any], Any]:
+    """x -> 10 x; with SCHOONER_TEST_GATE set, first waits until that file exists
+    (a model stuck in its computation: the replica's I/O thread keeps heartbeating),
+    and with SCHOONER_TEST_SPIN, burns that many seconds of pure-Python CPU per batch."""
+
+    def model(xs: Any) -> Any:
+        import os as _os
+        import time as _time
+
+        gate = _os.environ.get("SCHOONER_TEST_GATE")
+        while gate and not _os.path.exists(gate):
+            _time.sleep(0.005)
+        spin = float(_os.environ.get("SCHOONER_TEST_SPIN", "0"))
+        end = _time.perf_counter() + spin
+        while _time.perf_counter() < end:
+            sum(i * i for i in range(200))  # holds the GIL in short slices
+        return [float(x[0]) * 10 for x in xs]
+
+    return model
+
+
+def rpc_port() -> int:
+    """A free port in the 29xxx range."""
+    for port in range(29300, 29999):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 29300-29999")
+
+
+class Frontend:
+    """The RPC server and dispatcher of a query frontend, plus replicas to start."""
+
+    def __init__(self, heartbeat_ms: int, tmp_path: Path) -> None:
+        self.ctx = zmq.asyncio.Context()
+        self.dispatcher = Dispatcher(default_max_batch=8, max_queue=10_000)
+        self.dispatcher.configure(KEY, InputType.DOUBLES, 8, 30.0)  # fixed batches of <= 8
+        self.address = f"tcp://127.0.0.1:{rpc_port()}"
+        self.rpc = RpcServer(self.ctx, self.address, self.dispatcher, heartbeat_ms)
+        self.tmp_path = tmp_path
+        self.bundle = tmp_path / "bundle"
+        write_closure_bundle(self.bundle, make_model(), InputType.DOUBLES, ["numpy"])
+        self.procs: list[tuple[subprocess.Popen[bytes], Any]] = []
+        self.removed: list[Replica] = []
+        self.suspensions: list[tuple[str, str]] = []
+        self.dispatcher.on_replica_removed = self.removed.append
+        suspend = self.dispatcher.suspend_replica
+
+        def record_suspension(identity: bytes, reason: str, now: float) -> None:
+            replica = self.dispatcher.by_identity.get(identity)
+            if replica is not None and replica.available:
+                self.suspensions.append((replica.replica_id, reason))
+            suspend(identity, reason, now)
+
+        self.dispatcher.suspend_replica = record_suspension  # type: ignore[method-assign]
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.rpc.open()
+        self.tasks = [
+            asyncio.create_task(self.rpc.serve()),
+            asyncio.create_task(self.rpc.heartbeat()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.rpc.close()
+        self.ctx.term()
+        for proc, log in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+            proc.wait(timeout=WAIT_S)
+            log.close()
+
+    async def replica(self, replica_id: str, **env: str) -> tuple[subprocess.Popen[bytes], Replica]:
+        """Start a model container and wait until it is registered."""
+        log = (self.tmp_path / f"{replica_id}.log").open("wb")
+        argv = [sys.executable, "-m", "model_container", "--bundle", str(self.bundle)]
+        argv += ["--frontend", self.address, "--name", KEY[0], "--version", KEY[1]]
+        argv += ["--input-type", "doubles", "--replica-id", replica_id, "--log-level", "INFO"]
+        proc = spawn(argv, log, {**os.environ, **env, "PYTHONPATH": str(REPO)}, self.tmp_path)
+        self.procs.append((proc, log))
+        await eventually(lambda: self.find(replica_id) is not None, STARTUP_S, replica_id)
+        replica = self.find(replica_id)
+        assert replica is not None
+        return proc, replica
+
+    def find(self, replica_id: str) -> Replica | None:
+        return next(
+            (r for r in self.dispatcher.by_identity.values() if r.replica_id == replica_id), None
+        )
+
+    def submit(self, xs: list[float], timeout_s: float) -> list[Query]:
+        """Queries as the predict path makes them: a deadline, and the default at it."""
+        loop = asyncio.get_running_loop()
+        q = self.dispatcher.queue(KEY, InputType.DOUBLES)
+        deadline = loop.time() + timeout_s
+        queries = []
+        for x in xs:
+            query = Query(next(_ids), np.array([x]), deadline, loop.create_future())
+            query.timer = loop.call_at(deadline, self.dispatcher.expire, query, q)
+            queries.append(query)
+        self.dispatcher.submit(q, queries)
+        return queries
+
+
+def spawn(argv: list[str], log: Any, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdout=log, stderr=log, env=env, cwd=cwd)
+
+
+def open_gate(gate: Path) -> None:
+    """Let the model that waits on ``gate`` finish its batch."""
+    gate.touch()
+
+
+def block_the_event_loop(seconds: float) -> None:
+    """What a frontend too busy to read its socket looks like to the liveness checks."""
+    time.sleep(seconds)
+
+
+async def eventually(check: Callable[[], bool], within: float = WAIT_S, what: str = "") -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not true after {within} s: {what}")
+        await asyncio.sleep(0.005)
+
+
+async def outcomes(queries: list[Query]) -> list[Outcome]:
+    return list(await asyncio.wait_for(asyncio.gather(*(q.future for q in queries)), WAIT_S))
+
+
+def predictions(xs: list[float]) -> list[bytes]:
+    return [b"%.1f" % (x * 10) for x in xs]
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "gate"
+    yield path
+    open_gate(path)
+
+
+@pytest_asyncio.fixture
+async def frontend_factory(tmp_path: Path) -> AsyncIterator[Callable[[int], Frontend]]:
+    made: list[Frontend] = []
+
+    def make(heartbeat_ms: int) -> Frontend:
+        fe = Frontend(heartbeat_ms, tmp_path)
+        fe.start()
+        made.append(fe)
+        return fe
+
+    try:
+        yield make
+    finally:
+        for fe in made:
+            await fe.stop()
+
+
+async def test_a_killed_replica_is_removed_as_disconnected_and_its_queries_move(
+    frontend_factory: Callable[[int], Frontend], gate: Path
+) -> None:
+    # Heartbeats every 30 s: within this test nothing can be noticed by missing them.
+    fe = frontend_factory(30_000)
+    victim_proc, victim = await fe.replica("victim", SCHOONER_TEST_GATE=str(gate))
+    xs = [1.0, 2.0, 3.0, 4.0, 5.0]
+    queries = fe.submit(xs, timeout_s=20)
+    await eventually(lambda: victim.outstanding == 1, what="the victim holds the batch")
+    await fe.replica("healthy")
+    assert victim.fd >= 0  # its connection is known from its HELLO
+
+    victim_proc.kill()
+    assert await outcomes(queries) == predictions(xs)  # each answered by the other one
+    assert fe.removed == [victim]
+    assert victim.removed.startswith("disconnected"), victim.removed
+    assert fe.suspensions == []
+    assert fe.dispatcher.status()["m:1"]["replicas"] == ["healthy"]
+
+
+async def test_killing_a_replica_under_load_loses_no_query(
+    frontend_factory: Callable[[int], Frontend],
+) -> None:
+    fe = frontend_factory(30_000)
+    victim_proc, victim = await fe.replica("victim", SCHOONER_TEST_SPIN="0.002")
+    await fe.replica("other", SCHOONER_TEST_SPIN="0.002")
+    everything: list[Query] = []
+    sent: list[float] = []
+    for i in range(60):  # 60 waves of 5 queries, one wave per millisecond or so
+        xs = [float(5 * i + k) for k in range(5)]
+        everything += fe.submit(xs, timeout_s=20)
+        sent += xs
+        if i == 20:
+            victim_proc.kill()
+        await asyncio.sleep(0.001)
+    assert await outcomes(everything) == predictions(sent)
+    assert victim.removed.startswith("disconnected"), victim.removed
+    assert [r.replica_id for r in fe.removed] == ["victim"]
+
+
+async def test_a_stopped_replica_leaves_rotation_then_returns_when_continued(
+    frontend_factory: Callable[[int], Frontend], gate: Path
+) -> None:
+    fe = frontend_factory(400)
+    victim_proc, victim = await fe.replica("victim", SCHOONER_TEST_GATE=str(gate))
+    xs = [1.0, 2.0, 3.0]
+    queries = fe.submit(xs, timeout_s=20)
+    await eventually(lambda: victim.outstanding == 1, what="the victim holds the batch")
+    await fe.replica("healthy")
+
+    victim_proc.send_signal(signal.SIGSTOP)
+    try:
+        await eventually(lambda: not victim.available, what="the stopped replica benched")
+    finally:
+        victim_proc.send_signal(signal.SIGCONT)
+    assert victim.unavailable.startswith("silent"), victim.unavailable
+    assert await outcomes(queries) == predictions(xs)  # retried on the healthy replica
+
+    # Continued, it heartbeats again but still owes the batch it was computing.
+    open_gate(gate)
+    await eventually(lambda: victim.available, what="back in rotation after answering")
+    assert fe.find("victim") is victim and fe.removed == []
+    assert [replica_id for replica_id, _ in fe.suspensions] == ["victim"]
+
+
+async def test_a_replica_stuck_in_its_model_leaves_rotation_and_returns_when_it_answers(
+    frontend_factory: Callable[[int], Frontend], gate: Path
+) -> None:
+    fe = frontend_factory(300)
+    _, victim = await fe.replica("victim", SCHOONER_TEST_GATE=str(gate))
+    stuck = fe.submit([1.0, 2.0], timeout_s=0.2)
+    await eventually(lambda: victim.outstanding == 1, what="the victim holds the batch")
+    assert all(isinstance(o, Expired) for o in await outcomes(stuck))  # the default, in time
+    await eventually(lambda: not victim.available, what="the stuck replica benched")
+    assert victim.unavailable.startswith("stuck"), victim.unavailable
+
+    # Its heartbeats keep it registered, but new work goes elsewhere.
+    await fe.replica("healthy")
+    later = fe.submit([7.0, 8.0], timeout_s=20)
+    assert await outcomes(later) == predictions([7.0, 8.0])
+    assert fe.find("victim") is victim and not victim.available
+
+    open_gate(gate)
+    await eventually(lambda: victim.available, what="back in rotation after answering")
+    assert fe.removed == []
+
+
+async def test_a_closed_connection_report_for_a_reused_descriptor_spares_a_live_replica(
+    frontend_factory: Callable[[int], Frontend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fe = frontend_factory(300)
+    _, replica = await fe.replica("alive")
+    probes: list[float] = []
+    probe = fe.rpc._probe
+
+    def counting_probe(identity: bytes, r: Any, next_delay: float) -> None:
+        probes.append(next_delay)
+        probe(identity, r, next_delay)
+
+    monkeypatch.setattr(fe.rpc, "_probe", counting_probe)
+    # What the monitor reports when a connection that had this descriptor before closes
+    # after the descriptor went to this replica's connection.
+    fe.rpc._connection_dropped(replica.fd)
+    await eventually(lambda: bool(probes) and probes[-1] >= 0.3, what="the last probe")
+    await asyncio.sleep(0.05)  # let the last probe's send settle
+    assert fe.find("alive") is replica and replica.available and fe.removed == []
+    assert await outcomes(fe.submit([3.0], timeout_s=20)) == predictions([3.0])
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop])
+def test_a_frontend_too_busy_to_read_does_not_bench_its_replicas(
+    tmp_path: Path, loop_factory: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    """The frontend runs on uvloop in production, which runs due timers before it polls
+    for input: the liveness check must not judge before the reader has caught up."""
+
+    async def scenario() -> None:
+        fe = Frontend(300, tmp_path)
+        fe.start()
+        try:
+            _, replica = await fe.replica("patient")
+            beats = replica.last_seen
+            await eventually(lambda: replica.last_seen > beats, what="a heartbeat")
+            for _ in range(3):
+                # The loop is blocked for well over an interval, though for less than the
+                # replica's own limit of three (counted from a heartbeat sent just before):
+                # its heartbeats wait, unread, in the socket meanwhile.
+                fe.rpc.send(replica.identity, protocol.encode(Heartbeat()))
+                blocked_at = asyncio.get_running_loop().time()
+                block_the_event_loop(0.5)
+                await eventually(lambda t=blocked_at: replica.last_seen > t, what="beats read")
+            assert fe.suspensions == [] and fe.removed == []
+            assert replica.available
+        finally:
+            await fe.stop()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(scenario())
+
+
+async def test_a_replica_busy_with_a_gil_heavy_model_keeps_serving(
+    frontend_factory: Callable[[int], Frontend],
+) -> None:
+    fe = frontend_factory(250)
+    await fe.replica("busy", SCHOONER_TEST_SPIN="0.15")
+    sent: list[float] = []
+    everything: list[Query] = []
+    for i in range(20):
+        xs = [float(i)]
+        everything += fe.submit(xs, timeout_s=20)
+        sent += xs
+        await asyncio.sleep(0.05)
+    assert await outcomes(everything) == predictions(sent)
+    assert fe.removed == [] and fe.suspensions == []
