@@ -24,6 +24,7 @@ import orjson
 from model_container import protocol
 from model_container.protocol import Error, Hello, InputType, Predict, Result
 from query_frontend.batch_policy import MODES, BatchMode, BatchSizeController, make_controller
+from query_frontend.deadlines import LagTracker
 from query_frontend.queries import Expired, Failure, Query
 from query_frontend.replicas import ModelKey, Replica
 
@@ -117,6 +118,7 @@ class Dispatcher:
         self.by_identity: dict[bytes, Replica] = {}
         self._batch_ids = itertools.count(1)
         self._batches: dict[int, tuple[Replica, list[Query]]] = {}
+        self.timer_lag = LagTracker()  # how late deadline timers fire: the loop's lag
         self._send: SendFn | None = None
         self.on_replica_added: Callable[[Replica], None] = lambda r: None
         self.on_replica_removed: Callable[[Replica], None] = lambda r: None
@@ -180,6 +182,8 @@ class Dispatcher:
     def expire(self, query: Query, q: ModelQueue) -> None:
         """Timer callback at a query's deadline."""
         query.timer = None
+        now = asyncio.get_running_loop().time()
+        self.timer_lag.observe(now - query.deadline, now)
         query.resolve(Expired(q.explain_expiry()))
 
     def _pump(self, q: ModelQueue) -> None:

@@ -21,6 +21,7 @@ import orjson
 from management_frontend.schema import App
 from query_frontend.cache import Flight, PredictionCache, cache_key
 from query_frontend.config import Config
+from query_frontend.deadlines import answer_by
 from query_frontend.dispatch import Dispatcher, OverloadedError, TooManyInputsError
 from query_frontend.inputs import InputError, Item, TooManyItemsError, parse_body
 from query_frontend.metrics import Metrics
@@ -140,9 +141,7 @@ async def _predict(
     except InputError as exc:
         return error(400, "invalid_input", f"app '{app.name}' ({app.input_type}): {exc}")
 
-    slo = app.slo_micros / 1e6
-    # Answer a little before the objective so the default is on the wire in time.
-    deadline = arrival + slo - min(0.001, 0.1 * slo)
+    deadline = answer_by(arrival, app.slo_micros / 1e6, state.dispatcher.timer_lag.lag(arrival))
     ids = [next(state.query_ids) for _ in items]
     if route.model_key is None:
         out.extend([Expired(route.no_model_reason)] * len(items))
