@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from admin._connection import Connection
 from admin.container_managers.base import ContainerManager, ReplicaState
+from admin.container_managers.docker import DockerContainerManager
 from admin.container_managers.local import LocalContainerManager
 from admin.exceptions import (
     ClusterAlreadyRunningError,
@@ -44,6 +45,7 @@ __all__ = [
     "ContainerManager",
     "ContainerManagerError",
     "DeployError",
+    "DockerContainerManager",
     "IncompatibleModelError",
     "InvalidRequestError",
     "LocalContainerManager",

@@ -21,6 +21,7 @@ PUBLIC_API = [
     "ContainerManager",
     "ContainerManagerError",
     "DeployError",
+    "DockerContainerManager",
     "IncompatibleModelError",
     "InvalidRequestError",
     "LocalContainerManager",

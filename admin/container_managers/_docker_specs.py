@@ -1,0 +1,320 @@
+"""What the Docker manager asks the engine for: container names, labels and run arguments.
+
+Pure functions of the cluster's settings, with no Docker SDK import, so that both
+network modes can be checked without an engine (the tests here can only run host
+networking). Every container of a cluster carries the labels::
+
+    schooner.cluster=<cluster name>      what stop_all() and connect() select on
+    schooner.role=redis|management|query|replica
+    schooner.model, schooner.version,    replicas only
+    schooner.replica_id, schooner.input_type, schooner.metrics_port
+    schooner.settings=<json>             frontends only: ports and network, for connect()
+
+Two network modes:
+
+- ``network`` (the production default): every container joins a user-defined network
+  and finds the others by container name -- the frontends reach Redis at
+  ``schooner-<cluster>-redis:6379`` and replicas dial the query frontend at
+  ``tcp://schooner-<cluster>-query:7000``. The frontends' ports (and Redis's) are
+  published on ``host`` (127.0.0.1 by default) at the configured port numbers.
+- ``host``: every container shares the host's network stack; each component listens
+  on ``host`` at its configured port, and replicas dial ``tcp://127.0.0.1:<rpc_port>``.
+
+Every container restarts ``unless-stopped``: a replica that crashes comes back, and
+connects and registers again; one that cannot load its model exits with status 2 at
+every start, which ``replica_state`` reports as a failure with the container's log.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Final
+
+from admin.container_managers.base import ReplicaState
+
+CLUSTER, ROLE = "schooner.cluster", "schooner.role"
+MODEL, VERSION, REPLICA_ID = "schooner.model", "schooner.version", "schooner.replica_id"
+INPUT_TYPE, METRICS_PORT = "schooner.input_type", "schooner.metrics_port"
+SETTINGS = "schooner.settings"
+REDIS, MANAGEMENT, QUERY, REPLICA = "redis", "management", "query", "replica"
+ROLES: Final = (REDIS, MANAGEMENT, QUERY, REPLICA)
+
+HOST_MODE, NETWORK_MODE = "host", "network"
+# Ports inside the containers in network mode (each container has its own address).
+INNER_PORTS: Final = {REDIS: 6379, MANAGEMENT: 1338, QUERY: 1337, "rpc": 7000, "metrics": 9100}
+BUNDLE_DIR: Final = "/opt/schooner/model"
+RESTART_POLICY: Final = {"Name": "unless-stopped"}
+# Bounded logs: a crash-looping replica must not fill the disk.
+LOG_CONFIG: Final = {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
+# model_container.cli.EXIT_CONFIG: the model cannot be loaded; restarting will not help.
+EXIT_CONFIG: Final = 2
+# A replica restarting this many times without staying up is reported as failing.
+CRASH_LOOP_RESTARTS: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """Where a cluster's components listen and how they find each other."""
+
+    cluster_name: str
+    network_mode: str = NETWORK_MODE  # "network" or "host"
+    network: str = ""  # the user-defined network (network mode); "" -> schooner-<cluster>
+    host: str = "127.0.0.1"  # where ports are bound (host mode) or published (network)
+    query_port: int = 1337
+    management_port: int = 1338
+    rpc_port: int = 7000
+    redis_port: int = 6379
+    redis_url: str | None = None  # an external Redis; None runs one in a container
+    key_prefix: str = "schooner"
+
+    def __post_init__(self) -> None:
+        if self.network_mode not in (HOST_MODE, NETWORK_MODE):
+            raise ValueError(
+                f"network_mode={self.network_mode!r}: use None (a user-defined network, "
+                "the default) or 'host'"
+            )
+        if self.network_mode == NETWORK_MODE and not self.network:
+            object.__setattr__(self, "network", f"schooner-{self.cluster_name}")
+        for f in ("query_port", "management_port", "rpc_port", "redis_port"):
+            port = getattr(self, f)
+            if not 0 < port < 65536:
+                raise ValueError(f"{f}={port} is out of range: use a port in 1..65535")
+
+    # ------------------------------------------------------------------ serialised
+
+    def to_label(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def adopt(self, label: str) -> ClusterSettings:
+        """These settings updated from a running cluster's ``schooner.settings`` label."""
+        doc = json.loads(label)
+        if not isinstance(doc, dict):
+            raise ValueError("the settings label is not a JSON object")
+        known = {f.name for f in fields(self)}
+        return replace(self, **{k: v for k, v in doc.items() if k in known})
+
+    # ------------------------------------------------------------------ names
+
+    def container_name(self, role: str) -> str:
+        return f"schooner-{self.cluster_name}-{role}"
+
+    def replica_name(self, replica_id: str) -> str:
+        return f"schooner-{self.cluster_name}-{replica_id}"
+
+    @property
+    def volume(self) -> str:
+        """The named volume Redis keeps its append-only file in."""
+        return f"schooner-{self.cluster_name}-redis-data"
+
+    @property
+    def host_mode(self) -> bool:
+        return self.network_mode == HOST_MODE
+
+    @property
+    def connect_host(self) -> str:
+        """The address a client on this host dials: a wildcard bind address is not one."""
+        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+
+    # ------------------------------------------------------------------ addresses
+
+    def labels(self, role: str, **extra: str) -> dict[str, str]:
+        labels = {CLUSTER: self.cluster_name, ROLE: role, **extra}
+        if role in (MANAGEMENT, QUERY):
+            labels[SETTINGS] = self.to_label()
+        return labels
+
+    @property
+    def inner_redis_url(self) -> str:
+        """Redis as the frontends' containers reach it."""
+        if self.redis_url:
+            return self.redis_url
+        if self.host_mode:
+            return f"redis://{netloc(self.connect_host, self.redis_port)}/0"
+        return f"redis://{self.container_name(REDIS)}:{INNER_PORTS[REDIS]}/0"
+
+    @property
+    def inner_rpc_address(self) -> str:
+        """The query frontend's RPC address as replica containers dial it."""
+        if self.host_mode:
+            return f"tcp://{netloc(self.connect_host, self.rpc_port)}"
+        return f"tcp://{self.container_name(QUERY)}:{INNER_PORTS['rpc']}"
+
+    def _network_kwargs(self, published: Mapping[str, int] | None = None) -> dict[str, Any]:
+        """``network_mode="host"``, or the user network with ``published`` inner ports."""
+        if self.host_mode:
+            return {"network_mode": HOST_MODE}
+        kwargs: dict[str, Any] = {"network": self.network}
+        if published:
+            kwargs["ports"] = {f"{inner}/tcp": (self.host, out) for inner, out in published.items()}
+        return kwargs
+
+    def _bind(self, role: str, port: int) -> tuple[str, int]:
+        """The (address, port) a component listens on inside its container."""
+        if self.host_mode:
+            return self.host, port
+        return "0.0.0.0", INNER_PORTS[role]
+
+    # ------------------------------------------------------------------ containers
+
+    def _common(self, role: str, image: str, command: list[str], **labels: str) -> dict[str, Any]:
+        return {
+            "image": image,
+            "command": command,
+            "labels": self.labels(role, **labels),
+            "detach": True,
+            "restart_policy": dict(RESTART_POLICY),
+            "log_config": dict(LOG_CONFIG),
+            "environment": {"PYTHONUNBUFFERED": "1"},
+        }
+
+    def redis_spec(self, image: str) -> dict[str, Any]:
+        bind, port = self._bind(REDIS, self.redis_port)
+        command = [
+            "redis-server",
+            *("--port", str(port), "--bind", bind, "--protected-mode", "no"),
+            # Append-only file on, RDB snapshots off: every change is on disk within a
+            # second, and a SIGTERM (docker stop, docker restart) flushes the rest.
+            *("--dir", "/data", "--appendonly", "yes", "--save", ""),
+        ]
+        return {
+            **self._common(REDIS, image, command),
+            "name": self.container_name(REDIS),
+            "volumes": {self.volume: {"bind": "/data", "mode": "rw"}},
+            "stop_signal": "SIGTERM",
+            **self._network_kwargs({str(INNER_PORTS[REDIS]): self.redis_port}),
+        }
+
+    def management_spec(self, image: str) -> dict[str, Any]:
+        bind, port = self._bind(MANAGEMENT, self.management_port)
+        command = [
+            *("python", "-m", "management_frontend"),
+            *("--redis-url", self.inner_redis_url, "--key-prefix", self.key_prefix),
+            *("--host", bind, "--port", str(port)),
+        ]
+        return {
+            **self._common(MANAGEMENT, image, command),
+            "name": self.container_name(MANAGEMENT),
+            "init": True,
+            **self._network_kwargs({str(INNER_PORTS[MANAGEMENT]): self.management_port}),
+        }
+
+    def query_spec(self, image: str) -> dict[str, Any]:
+        bind, port = self._bind(QUERY, self.query_port)
+        rpc_bind, rpc_port = self._bind("rpc", self.rpc_port)
+        command = [
+            *("python", "-m", "query_frontend"),
+            *("--redis-url", self.inner_redis_url, "--key-prefix", self.key_prefix),
+            *("--host", bind, "--port", str(port)),
+            *("--rpc-host", rpc_bind, "--rpc-port", str(rpc_port)),
+            # A fixed id: on restart the frontend drops the replica records it left.
+            *("--frontend-id", f"docker-{self.cluster_name}-query"),
+        ]
+        published = {
+            str(INNER_PORTS[QUERY]): self.query_port,
+            str(INNER_PORTS["rpc"]): self.rpc_port,
+        }
+        return {
+            **self._common(QUERY, image, command),
+            "name": self.container_name(QUERY),
+            "init": True,
+            **self._network_kwargs(published),
+        }
+
+    def replica_spec(
+        self,
+        image: str,
+        *,
+        name: str,
+        version: str,
+        input_type: str,
+        replica_id: str,
+        metrics_port: int = 0,
+    ) -> dict[str, Any]:
+        """A model replica. ``metrics_port`` is its host port in host mode (each replica
+        needs its own there); in network mode every replica serves on the inner port."""
+        if self.host_mode:
+            metrics_host, port = self.host, metrics_port
+        else:
+            metrics_host, port = "0.0.0.0", INNER_PORTS["metrics"]
+        spec = self._common(
+            REPLICA,
+            image,
+            ["python", "-m", "model_container"],
+            **{
+                MODEL: name,
+                VERSION: version,
+                REPLICA_ID: replica_id,
+                INPUT_TYPE: input_type,
+                METRICS_PORT: str(port),
+            },
+        )
+        spec["environment"].update(
+            {
+                "SCHOONER_BUNDLE": BUNDLE_DIR,
+                "SCHOONER_FRONTEND": self.inner_rpc_address,
+                "SCHOONER_MODEL_NAME": name,
+                "SCHOONER_MODEL_VERSION": version,
+                "SCHOONER_INPUT_TYPE": input_type,
+                "SCHOONER_REPLICA_ID": replica_id,
+                "SCHOONER_METRICS_HOST": metrics_host,
+                "SCHOONER_METRICS_PORT": str(port),
+            }
+        )
+        return {
+            **spec,
+            "name": self.replica_name(replica_id),
+            "init": True,
+            **self._network_kwargs(),
+        }
+
+
+def replica_id(name: str, version: str, index: int) -> str:
+    return f"{name}-{version}-r{index}"
+
+
+def replica_index(replica: str) -> int:
+    """The index of a replica id made by ``replica_id`` (-1 for any other id)."""
+    tail = replica.rpartition("-r")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
+def replica_state(
+    replica: str, container: str, attrs: Mapping[str, Any], log_tail: str = ""
+) -> ReplicaState:
+    """A replica container's ``docker inspect`` attributes as a ``ReplicaState``.
+
+    Running, or restarting once after a crash, counts as running: the engine brings it
+    back and it registers again. Restarting after exit status 2 (the model cannot be
+    loaded), restarting over and over, or stopped for good counts as failed, with the
+    exit status and the end of the container's log in ``detail``.
+    """
+    state = attrs.get("State") or {}
+    status = str(state.get("Status", "unknown"))
+    exit_code = state.get("ExitCode")
+    restarts = int(attrs.get("RestartCount") or 0)
+    error = str(state.get("Error") or "")
+    reason = ""
+    if status == "restarting" or state.get("Restarting"):
+        if exit_code == EXIT_CONFIG:
+            reason = "exits at start with status 2 (its model cannot be loaded)"
+        elif restarts >= CRASH_LOOP_RESTARTS:
+            reason = f"keeps exiting (last status {exit_code}, restarted {restarts} times)"
+    elif status in ("running", "paused"):
+        pass
+    elif status == "created" and not error:
+        pass  # being started
+    else:
+        reason = f"is {status} (exit status {exit_code}"
+        reason += ", killed for lack of memory)" if state.get("OOMKilled") else ")"
+        if error:
+            reason += f": {error}"
+    if not reason:
+        return ReplicaState(replica, True, None)
+    detail = f"replica {replica} (container {container}) {reason}; the end of its log:\n{log_tail}"
+    return ReplicaState(replica, False, None, detail.rstrip())
+
+
+def netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,473 @@
+"""``DockerContainerManager``: Redis, both frontends and every model replica as containers.
+
+    from admin import Connection, DockerContainerManager
+
+    conn = Connection(DockerContainerManager("prod"))        # a user-defined network
+    conn = Connection(DockerContainerManager("ci", network_mode="host"))
+
+``start()`` builds what is missing of the cluster's images from ``deploy/docker/`` (see
+``_docker_images``: Redis, the model-container base, the frontends), then runs Redis
+with its data in a named volume, and the management and query frontends. Deploying a
+model builds an image ``FROM`` the model-container base with the model's
+``pkgs_to_install`` and its bundle, streaming the build's output as progress, and runs
+its replicas from it. Containers carry labels (``_docker_specs``): ``connect()`` finds
+a running cluster by them, and ``stop_all()`` removes this cluster's containers and no
+others (the Redis volume stays: state persists until ``destroy()``).
+
+Every container restarts ``unless-stopped``. A replica that dies comes back and
+registers again with the query frontend; meanwhile its queries go to other replicas or
+get the default. A replica that cannot load its model (exit status 2 at every start) is
+reported with its log by ``replica_states``, which fails the deploy.
+
+The ``docker`` SDK is an optional dependency (``pip install 'schooner[docker]'``); it is
+imported when the manager first talks to the engine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from admin._http import JSONClient
+from admin._names import check_name, check_version
+from admin._progress import wait_for
+from admin.container_managers import _docker_specs as specs
+from admin.container_managers._docker_engine import (
+    ClusterEngine,
+    connect_to_engine,
+    container_name,
+    container_role,
+    engine_errors,
+    free_port,
+    log_tail,
+    port_free,
+)
+from admin.container_managers._docker_images import (
+    IMAGE_CLUSTER,
+    IMAGE_MODEL,
+    IMAGE_VERSION,
+    ImageBuilder,
+)
+from admin.container_managers._docker_specs import (
+    MANAGEMENT,
+    QUERY,
+    REDIS,
+    REPLICA,
+    ClusterSettings,
+)
+from admin.container_managers.base import ContainerManager, ReplicaState
+from admin.exceptions import (
+    ClusterAlreadyRunningError,
+    ClusterNotRunningError,
+    ContainerManagerError,
+    DeployError,
+    IncompatibleModelError,
+    SchoonerError,
+)
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+DEFAULT_BASE_IMAGE: Final = "python:3.11-slim"
+_ALIVE: Final = ("running", "restarting", "created", "paused")
+
+
+class DockerContainerManager(ContainerManager):
+    """Runs a Schooner cluster as containers of one Docker engine.
+
+    ``network_mode=None`` puts the containers on the user-defined network
+    ``docker_network`` (default ``schooner-<cluster>``, created when missing), where
+    they find each other by name, and publishes the frontends' ports on ``host``;
+    ``network_mode="host"`` runs them in the host's network stack. ``registry``
+    prefixes every image name (``push_images`` pushes what is built). ``base_image`` is
+    the Python the images are built ``FROM``; ``wheelhouse``, a directory of wheels,
+    makes builds install from it alone; ``dockerfiles`` replaces ``deploy/docker``.
+    ``extra_container_kwargs`` are passed to every ``containers.run`` (resource limits,
+    for example). ``build_timeout`` bounds the engine's silence during a build.
+    """
+
+    def __init__(
+        self,
+        cluster_name: str = "default",
+        *,
+        network_mode: str | None = None,
+        docker_network: str | None = None,
+        host: str = "127.0.0.1",
+        query_port: int = 1337,
+        management_port: int = 1338,
+        rpc_port: int = 7000,
+        redis_port: int = 6379,
+        redis_url: str | None = None,
+        key_prefix: str = "schooner",
+        registry: str = "",
+        push_images: bool = False,
+        base_image: str = DEFAULT_BASE_IMAGE,
+        redis_image: str | None = None,
+        wheelhouse: str | os.PathLike[str] | None = None,
+        build_network_mode: str | None = None,
+        dockerfiles: str | os.PathLike[str] | None = None,
+        extra_container_kwargs: Mapping[str, Any] | None = None,
+        docker_client: docker.DockerClient | None = None,
+        start_timeout: float = 60.0,
+        build_timeout: float = 900.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.settings = ClusterSettings(
+            cluster_name=check_name(cluster_name, "cluster name"),
+            network_mode=network_mode or specs.NETWORK_MODE,
+            network=docker_network or "",
+            host=host,
+            query_port=query_port,
+            management_port=management_port,
+            rpc_port=rpc_port,
+            redis_port=redis_port,
+            redis_url=redis_url,
+            key_prefix=key_prefix,
+        )
+        self.registry = registry
+        self.push_images = push_images
+        self.base_image = base_image
+        self.redis_image = redis_image
+        self.wheelhouse = Path(wheelhouse).expanduser().absolute() if wheelhouse else None
+        # Builds reach the package index through the host's network when the containers
+        # do (the engine's default bridge may not exist then).
+        self.build_network_mode = build_network_mode or (
+            "host" if self.settings.host_mode else None
+        )
+        self.dockerfiles = Path(dockerfiles).expanduser().absolute() if dockerfiles else None
+        self.extra_container_kwargs = dict(extra_container_kwargs or {})
+        self.start_timeout = start_timeout
+        self.build_timeout = build_timeout
+        self.stop_timeout = stop_timeout
+        self._docker = docker_client
+        self._engine: ClusterEngine | None = None
+
+    def __repr__(self) -> str:
+        s = self.settings
+        where = "host network" if s.host_mode else f"network {s.network!r}"
+        return f"DockerContainerManager(cluster_name={s.cluster_name!r}, {where})"
+
+    @property
+    def cluster_name(self) -> str:
+        return self.settings.cluster_name
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._docker is None:
+            self._docker = connect_to_engine()
+        return self._docker
+
+    @property
+    def engine(self) -> ClusterEngine:
+        if self._engine is None or self._engine.cluster_name != self.cluster_name:
+            self._engine = ClusterEngine(
+                self.client,
+                self.cluster_name,
+                stop_timeout=self.stop_timeout,
+                extra_run_kwargs=self.extra_container_kwargs,
+            )
+        return self._engine
+
+    @property
+    def images(self) -> ImageBuilder:
+        return ImageBuilder(
+            self.client,
+            registry=self.registry,
+            base_image=self.base_image,
+            network_mode=self.build_network_mode,
+            wheelhouse=self.wheelhouse,
+            timeout=self.build_timeout,
+            push=self.push_images,
+            report=self.report,
+            dockerfiles=self.dockerfiles,
+        )
+
+    # ------------------------------------------------------------------ addresses
+
+    def get_query_addr(self) -> str:
+        return specs.netloc(self.settings.connect_host, self.settings.query_port)
+
+    def get_management_addr(self) -> str:
+        return specs.netloc(self.settings.connect_host, self.settings.management_port)
+
+    # ------------------------------------------------------------------ the cluster
+
+    def start_cluster(self) -> None:
+        s = self.settings
+        mine = self.engine.containers()
+        running = [
+            c
+            for c in mine
+            if container_role(c) != REPLICA and c.status in ("running", "restarting")
+        ]
+        if running:
+            raise ClusterAlreadyRunningError(
+                f"Schooner cluster {s.cluster_name!r} is already running (containers "
+                f"{', '.join(sorted(container_name(c) for c in running))}): attach to it with "
+                "Connection(...).connect(), or stop it first with stop_all()"
+            )
+        # Replicas left by a cluster that crashed would otherwise join the new one beside
+        # the replicas start() relaunches; stopped frontends are made anew.
+        self.engine.remove(mine)
+        redis_image = None
+        if s.redis_url is None:
+            redis_image = self.redis_image or self.images.redis_image()
+        model_container = self.images.model_container_image()
+        frontend = self.images.frontend_image(model_container)
+        if s.host_mode:  # after the builds, which may take minutes
+            self._check_ports_free()
+        if not s.host_mode and self.engine.ensure_network(s.network):
+            self.report(f"created Docker network {s.network}")
+        try:
+            if redis_image is not None:
+                self.engine.ensure_volume(s.volume)
+                redis = self.engine.run(s.redis_spec(redis_image))
+                self._wait_ready(redis, "Redis", lambda: self._redis_ping(redis))
+            management = self.engine.run(s.management_spec(frontend))
+            query = self.engine.run(s.query_spec(frontend))
+            self._wait_ready(
+                management, "the management frontend", self._healthy(self.management_url)
+            )
+            self._wait_ready(query, "the query frontend", self._healthy(self.query_url))
+        except BaseException:
+            self.engine.remove(self.engine.containers())
+            raise
+        self.report(
+            f"Schooner cluster {s.cluster_name!r} is running in Docker: queries at "
+            f"http://{self.get_query_addr()}, management at http://{self.get_management_addr()}"
+        )
+
+    def connect(self) -> None:
+        frontends = {
+            container_role(c): c
+            for c in self.engine.containers()
+            if container_role(c) in (MANAGEMENT, QUERY)
+        }
+        if not frontends:
+            raise ClusterNotRunningError(
+                f"no Schooner cluster {self.cluster_name!r} runs in Docker (no container "
+                f"labelled {specs.CLUSTER}={self.cluster_name}): start one with "
+                f"Connection(DockerContainerManager({self.cluster_name!r})).start()"
+            )
+        down = [
+            r for r in (MANAGEMENT, QUERY) if r not in frontends or frontends[r].status != "running"
+        ]
+        if down:
+            raise ClusterNotRunningError(
+                f"Schooner cluster {self.cluster_name!r} is not running ({' and '.join(down)} "
+                "frontend down): restart it with Connection(...).stop_all() then start(); "
+                "apps, models and replicas come back from Redis"
+            )
+        label = frontends[QUERY].labels.get(specs.SETTINGS, "")
+        try:
+            self.settings = self.settings.adopt(label)
+        except (ValueError, TypeError) as exc:
+            raise ClusterNotRunningError(
+                f"the {specs.SETTINGS} label of {container_name(frontends[QUERY])} is damaged "
+                f"({exc}): stop_all() and start() the cluster again"
+            ) from exc
+
+    def stop_all(self) -> None:
+        left = self.engine.remove(self.engine.containers())
+        if left:
+            raise ContainerManagerError(
+                f"could not remove containers {', '.join(left)}: remove them by hand "
+                "(docker rm -f NAME)"
+            )
+        if not self.settings.host_mode:
+            self.engine.remove_network(self.settings.network)
+
+    def destroy(self) -> None:
+        """``stop_all()``, then delete the cluster's Redis volume (all its state), its
+        network and the model images built for it."""
+        self.stop_all()
+        self.engine.remove_volume(self.settings.volume)
+        self.engine.remove_images(f"{IMAGE_CLUSTER}={self.cluster_name}")
+
+    def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
+        out_dir = Path(logging_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for container in self.engine.containers():
+            path = out_dir / f"{container_name(container)}.log"
+            try:
+                path.write_bytes(container.logs(stdout=True, stderr=True))
+            except engine_errors() as exc:
+                path.write_text(f"cannot read the logs of {container_name(container)}: {exc}\n")
+            written.append(str(path))
+        return sorted(written)
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Where Prometheus scrapes: the query frontend (``"query"``) and, in host mode,
+        every running replica (by container name; on a user network Prometheus scrapes
+        them from inside it, at ``<container name>:9100``)."""
+        urls = {QUERY: f"{self.query_url}/metrics"}
+        if self.settings.host_mode:
+            for c in self.engine.containers(role=REPLICA):
+                port = int(c.labels.get(specs.METRICS_PORT, "0"))
+                if c.status == "running" and port:
+                    where = specs.netloc(self.settings.connect_host, port)
+                    urls[container_name(c)] = f"http://{where}/metrics"
+        return urls
+
+    # ------------------------------------------------------------------ models
+
+    def build_model(self, name: str, version: str, bundle_dir: str | os.PathLike[str]) -> str:
+        from model_container.bundle import (
+            BundleError,
+            IncompatibleRuntimeError,
+            check_compatible,
+            read_bundle_info,
+        )
+
+        check_name(name)
+        check_version(version)
+        try:
+            info = read_bundle_info(bundle_dir)
+        except BundleError as exc:
+            raise DeployError(f"cannot deploy {name}:{version}: {exc}") from exc
+        base = self.images.model_container_image()
+        ours = self.engine.image_runtime(base)
+        try:
+            check_compatible(info.runtime, ours)
+        except IncompatibleRuntimeError as exc:
+            theirs = info.runtime
+            raise IncompatibleModelError(
+                f"cannot deploy {name}:{version}: it was pickled under Python "
+                f"{theirs.get('python', '?')} / cloudpickle {theirs.get('cloudpickle', '?')}, "
+                f"but its image {base} runs Python {ours.get('python', '?')} / cloudpickle "
+                f"{ours.get('cloudpickle', '?')}. Deploy it from a matching environment, or "
+                "pass DockerContainerManager(base_image=...) a base with that Python"
+            ) from exc
+        if any(c.status in _ALIVE for c in self.engine.replicas(name, version)):
+            raise ContainerManagerError(
+                f"replicas of {name}:{version} are running: deploy under a new version, or "
+                f"stop_models({name!r}) first"
+            )
+        labels = {IMAGE_CLUSTER: self.cluster_name, IMAGE_MODEL: name, IMAGE_VERSION: version}
+        return self.images.model_image(base, name, version, Path(bundle_dir), info.pkgs, labels)
+
+    def set_num_replicas(
+        self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
+    ) -> None:
+        if num_replicas < 0:
+            raise ValueError(f"num_replicas must be >= 0, got {num_replicas}")
+        if num_replicas > 0:
+            self.engine.require_image(artifact, f"{name}:{version}", pull=bool(self.registry))
+        replicas = self.engine.replicas(name, version)
+        live = [c for c in replicas if c.status in _ALIVE]
+        self.engine.remove([c for c in replicas if c not in live])  # stopped for good
+        live.sort(key=lambda c: specs.replica_index(c.labels.get(specs.REPLICA_ID, "")))
+        self.engine.remove(live[num_replicas:])
+        used = {c.labels.get(specs.REPLICA_ID, "") for c in live[:num_replicas]}
+        taken_ports = {
+            int(c.labels.get(specs.METRICS_PORT, "0")) for c in self.engine.containers(role=REPLICA)
+        }
+        index = 0
+        for _ in range(num_replicas - len(used)):
+            while specs.replica_id(name, version, index) in used:
+                index += 1
+            rid = specs.replica_id(name, version, index)
+            used.add(rid)
+            port = 0
+            if self.settings.host_mode:
+                port = free_port(self.settings.host, avoid=taken_ports)
+                taken_ports.add(port)
+            spec = self.settings.replica_spec(
+                artifact,
+                name=name,
+                version=version,
+                input_type=input_type,
+                replica_id=rid,
+                metrics_port=port,
+            )
+            self.engine.run(spec)
+
+    def stop_models(self, name: str, versions: Sequence[str] | None = None) -> None:
+        self.engine.remove(
+            c
+            for c in self.engine.replicas(name)
+            if versions is None or c.labels.get(specs.VERSION) in versions
+        )
+
+    def replica_states(self, name: str, version: str) -> list[ReplicaState]:
+        states = []
+        for container in self.engine.replicas(name, version):
+            rid, cname = (
+                container.labels.get(specs.REPLICA_ID, container_name(container)),
+                container_name(container),
+            )
+            state = specs.replica_state(rid, cname, container.attrs)
+            if not state.running:
+                state = specs.replica_state(rid, cname, container.attrs, log_tail(container))
+            states.append(state)
+        return sorted(states, key=lambda s: specs.replica_index(s.replica_id))
+
+    # ------------------------------------------------------------------ waiting
+
+    def _wait_ready(self, container: Container, what: str, ready: Callable[[], bool]) -> None:
+        def done() -> bool:
+            try:
+                container.reload()
+            except engine_errors() as exc:
+                raise ContainerManagerError(
+                    f"{what} ({container_name(container)}) vanished: {exc}"
+                ) from exc
+            if container.status not in ("running", "created"):
+                raise ContainerManagerError(
+                    f"{what} ({container_name(container)}) exited while starting "
+                    f"({container.status}); the end of its log:\n{log_tail(container)}"
+                )
+            return container.status == "running" and ready()
+
+        self.report(f"waiting for {what} ({container_name(container)})")
+        if not wait_for(
+            done,
+            timeout=self.start_timeout,
+            on_progress=lambda t: self.report(f"still waiting for {what} ({t:.0f} s)"),
+        ):
+            raise ContainerManagerError(
+                f"{what} ({container_name(container)}) did not become ready within "
+                f"{self.start_timeout:g} s; the end of its log:\n{log_tail(container)}"
+            )
+
+    def _redis_ping(self, container: Container) -> bool:
+        s = self.settings
+        port = s.redis_port if s.host_mode else specs.INNER_PORTS[REDIS]
+        host = s.connect_host if s.host_mode else "127.0.0.1"
+        try:
+            code, out = container.exec_run(["redis-cli", "-h", host, "-p", str(port), "ping"])
+        except engine_errors():
+            return False
+        return code == 0 and b"PONG" in (out or b"")
+
+    @staticmethod
+    def _healthy(url: str) -> Callable[[], bool]:
+        def check() -> bool:
+            client = JSONClient(url, timeout=2.0)
+            try:
+                client.request("GET", "/healthz")
+            except SchoonerError:
+                return False
+            finally:
+                client.close()
+            return True
+
+        return check
+
+    def _check_ports_free(self) -> None:
+        s = self.settings
+        ports = {"query_port": s.query_port, "management_port": s.management_port}
+        ports["rpc_port"] = s.rpc_port
+        if s.redis_url is None:
+            ports["redis_port"] = s.redis_port
+        busy = [f"{what}={port}" for what, port in ports.items() if not port_free(s.host, port)]
+        if busy:
+            raise ContainerManagerError(
+                f"port(s) in use on {s.host}: {', '.join(busy)}. Another Schooner or another "
+                "program holds them: stop it, or pass other ports to DockerContainerManager(...)"
+            )

@@ -1,0 +1,425 @@
+"""The notebook flow on a real Docker engine: Redis, both frontends and every replica in
+containers built from ``deploy/docker/``, in host networking (bridge networks cannot be
+used on these machines; the user-network mode is checked without an engine in
+``tests/unit/test_docker_specs.py``).
+
+One cluster serves the module (each test uses its own app and model names); the test of
+``stop_all()``'s scope starts a second one. Cluster names are unique per session and
+ports are drawn from 30000-32767 (not 31000-31100), so a session never touches another's
+containers.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from admin import (
+    ClusterAlreadyRunningError,
+    ClusterNotRunningError,
+    Connection,
+    DeployError,
+    DockerContainerManager,
+    IncompatibleModelError,
+    ModelStartError,
+)
+from admin.deployers.python import deploy_python_closure
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out to outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Below the ephemeral range, where outgoing connections (image builds make many) never
+# land, and clear of 31000-31100, used by others on the test machines.
+PORTS = [p for p in range(30000, min(_ephemeral_low(), 32768)) if not 31000 <= p <= 31100]
+
+
+def free_ports(count: int) -> dict[str, int]:
+    """Ports free on 127.0.0.1, drawn from ``PORTS``."""
+    names = ("query_port", "management_port", "rpc_port", "redis_port")[:count]
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.choice(PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in chosen:
+            chosen.append(port)
+    return dict(zip(names, chosen, strict=True))
+
+
+def manager(name: str, ports: dict[str, int] | None = None) -> DockerContainerManager:
+    return DockerContainerManager(
+        name,
+        network_mode="host",
+        base_image=os.environ.get("SCHOONER_TEST_BASE_IMAGE", "schooner/base-python:3.11"),
+        **(ports or free_ports(4)),
+    )
+
+
+@pytest.fixture(scope="module")
+def conn(docker_client: Any, session_id: str) -> Iterator[Connection]:
+    c = Connection(manager(f"e2e-{session_id}-a"), deploy_timeout=120)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.close()
+        c.cm.destroy()  # type: ignore[attr-defined]
+
+
+def containers(docker_client: Any, cluster: str, **labels: str) -> list[Any]:
+    wanted = {"schooner.cluster": cluster, **labels}
+    return list(
+        docker_client.containers.list(
+            all=True, filters={"label": [f"{k}={v}" for k, v in wanted.items()]}
+        )
+    )
+
+
+# One keep-alive client for every query: a client per request costs more CPU (an SSL
+# context each) than the query itself.
+_http = httpx.Client(limits=httpx.Limits(max_connections=32, max_keepalive_connections=32))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_http() -> Iterator[None]:
+    yield
+    _http.close()
+
+
+def predict(conn: Connection, app: str, body: Any, timeout: float = 10) -> httpx.Response:
+    return _http.post(f"http://{conn.get_query_addr()}/{app}/predict", json=body, timeout=timeout)
+
+
+def output_of(conn: Connection, app: str, x: Any) -> Any:
+    r = predict(conn, app, {"input": x})
+    assert r.status_code == 200, r.text
+    return r.json()["output"]
+
+
+def eventually(check: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
+    """Poll ``check`` until it holds, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"not true after {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+def test_notebook_flow_serves_an_sklearn_model(
+    conn: Connection, docker_client: Any, tmp_path: Path
+) -> None:
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = make_classification(n_samples=300, n_features=10, random_state=0)
+    model = LogisticRegression().fit(x, y)
+    lines: list[str] = []
+    conn.report.callback = lines.append
+    try:
+        conn.register_application(
+            name="pipeline", input_type="doubles", default_output="-1.0", slo_micros=100000
+        )
+        deploy_python_closure(
+            conn,
+            name="test-model",
+            version="1",
+            input_type="doubles",
+            func=model.predict,
+            pkgs_to_install=["scikit-learn"],
+        )
+    finally:
+        conn.report.callback = None
+    # The image build was shown as it went: its steps and pip's output.
+    assert any("[test-model:1] Step" in line for line in lines)
+    assert any(
+        line.startswith("[test-model:1]") and ("scikit-learn" in line or "Using cache" in line)
+        for line in lines
+    )
+    conn.link_model_to_app(app_name="pipeline", model_name="test-model")
+
+    r = predict(conn, "pipeline", {"input": x[0].tolist()})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["default"] is False
+    assert body["output"] == int(model.predict(x[:1])[0])
+    r = predict(conn, "pipeline", {"input_batch": x[:20].tolist()})
+    outputs = [p["output"] for p in r.json()["batch_predictions"]]
+    assert outputs == model.predict(x[:20]).tolist()
+
+    assert "pipeline" in conn.get_all_apps()
+    assert "test-model:1" in conn.get_all_models()
+    [record] = [m for m in conn.get_all_models(verbose=True) if m["name"] == "test-model"]
+    assert record["is_current_version"] is True
+    assert record["artifact"].startswith("schooner/model-test-model:1-")
+    assert conn.get_linked_models("pipeline") == ["test-model"]
+    replicas = [
+        r for r in conn.get_all_model_replicas(verbose=True) if r["model_name"] == "test-model"
+    ]
+    assert [r["replica_id"] for r in replicas] == ["test-model-1-r0"]
+    assert "test-model:1" in conn.inspect_instance()["models"]
+
+    # The replica is a labelled container of the model's image, restarted unless stopped.
+    cluster = conn.cm.cluster_name  # type: ignore[attr-defined]
+    [replica] = containers(docker_client, cluster, **{"schooner.model": "test-model"})
+    assert replica.labels["schooner.role"] == "replica"
+    assert replica.labels["schooner.replica_id"] == "test-model-1-r0"
+    assert replica.image.tags == [record["artifact"]]
+    assert replica.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert replica.attrs["HostConfig"]["NetworkMode"] == "host"
+
+    # Every container's log is collected.
+    names = {Path(p).name for p in conn.get_logs(tmp_path / "logs")}
+    for role in ("redis", "management", "query", "test-model-1-r0"):
+        assert f"schooner-{cluster}-{role}.log" in names
+    query_log = (tmp_path / "logs" / f"schooner-{cluster}-query.log").read_text()
+    assert "replica test-model-1-r0 of model 'test-model' version '1' connected" in query_log
+
+    # Another process attaches by the containers' labels, knowing only the cluster's name.
+    other = Connection(DockerContainerManager(cluster))
+    other.connect()
+    try:
+        assert other.get_query_addr() == conn.get_query_addr()
+        assert "pipeline" in other.get_all_apps()
+    finally:
+        other.close()
+    with pytest.raises(ClusterAlreadyRunningError, match=cluster):
+        Connection(DockerContainerManager(cluster)).start()
+
+
+def test_rollback_changes_the_outputs(conn: Connection) -> None:
+    conn.register_application("versions", "doubles", -1, 2_000_000)
+    deploy_python_closure(conn, "versioned", "1", "doubles", lambda xs: ["v1"] * len(xs))
+    conn.link_model_to_app("versions", "versioned")
+    assert output_of(conn, "versions", [1.0]) == "v1"
+    deploy_python_closure(conn, "versioned", "2", "doubles", lambda xs: ["v2"] * len(xs))
+    eventually(lambda: output_of(conn, "versions", [1.0]) == "v2", what="version 2 serving")
+    conn.set_model_version("versioned", "1")
+    eventually(lambda: output_of(conn, "versions", [1.0]) == "v1", what="rollback to 1")
+    conn.set_model_version("versioned", "2")
+    eventually(lambda: output_of(conn, "versions", [1.0]) == "v2", what="forward to 2")
+
+
+def test_scale_to_two_replicas_and_back(conn: Connection, docker_client: Any) -> None:
+    cluster = conn.cm.cluster_name  # type: ignore[attr-defined]
+    conn.register_application("scaled", "doubles", -1, 5_000_000)
+    deploy_python_closure(
+        conn,
+        "whoami",
+        "1",
+        "doubles",
+        lambda xs: [__import__("os").environ["SCHOONER_REPLICA_ID"]] * len(xs),
+    )
+    conn.link_model_to_app("scaled", "whoami")
+
+    def mine() -> list[str]:
+        found = containers(docker_client, cluster, **{"schooner.model": "whoami"})
+        return sorted(c.labels["schooner.replica_id"] for c in found)
+
+    conn.set_num_replicas("whoami", 2)
+    assert mine() == ["whoami-1-r0", "whoami-1-r1"]
+    seen: set[str] = set()
+    with ThreadPoolExecutor(8) as pool:
+        deadline = time.monotonic() + 60
+        start = 0
+        while len(seen) < 2 and time.monotonic() < deadline:
+            seen.update(
+                pool.map(lambda i: output_of(conn, "scaled", [float(i)]), range(start, start + 64))
+            )
+            start += 64
+    assert seen == {"whoami-1-r0", "whoami-1-r1"}
+
+    conn.set_num_replicas("whoami", 1)
+    assert mine() == ["whoami-1-r0"]
+    eventually(
+        lambda: (
+            [r for r in conn.get_all_model_replicas() if r.startswith("whoami-")] == ["whoami-1-r0"]
+        ),
+        what="the removed replica unregistered",
+    )
+    assert output_of(conn, "scaled", [1e6]) == "whoami-1-r0"
+    conn.stop_models("whoami")
+    assert mine() == []
+
+
+def test_a_replica_killed_under_load_restarts_and_every_query_is_answered(
+    conn: Connection, docker_client: Any
+) -> None:
+    def steady(xs: Any) -> list[float]:
+        time.sleep(0.005)  # long enough that batches are in flight when the kill lands
+        return [float(x[0]) for x in xs]
+
+    cluster = conn.cm.cluster_name  # type: ignore[attr-defined]
+    conn.register_application("steady-app", "doubles", "fallback", 3_000_000)
+    deploy_python_closure(conn, "steady", "1", "doubles", steady, num_replicas=2)
+    conn.link_model_to_app("steady-app", "steady")
+    [victim] = containers(docker_client, cluster, **{"schooner.replica_id": "steady-1-r0"})
+
+    def one(i: int) -> tuple[int, Any]:
+        r = predict(conn, "steady-app", {"input": [float(i)]}, timeout=30)
+        return r.status_code, r.json()
+
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(one, i) for i in range(1000)]
+        # Let the load build up, then crash one replica mid-stream.
+        eventually(futures[100].done, what="the first queries answered")
+        killed_at = time.time()
+        # The container's main process dies as in a crash (`docker kill` would count as a
+        # deliberate stop, which the restart policy respects).
+        os.kill(victim.attrs["State"]["Pid"], 9)
+        answers = [f.result(timeout=60) for f in futures]
+    assert all(code == 200 for code, _ in answers)
+    # Every query got its own prediction, or the default; none was lost or mixed up.
+    for i, (_, body) in enumerate(answers):
+        assert body["output"] == float(i) or (body["default"] and body["output"] == "fallback")
+
+    # The engine restarted the container, and the replica registered again.
+    def back() -> bool:
+        victim.reload()
+        records = [
+            r
+            for r in conn.get_all_model_replicas(verbose=True)
+            if r["replica_id"] == "steady-1-r0" and r["connected_at"] > killed_at
+        ]
+        return victim.status == "running" and victim.attrs["RestartCount"] >= 1 and bool(records)
+
+    eventually(back, what="the killed replica restarted and registered again")
+    assert all(s.running for s in conn.cm.replica_states("steady", "1"))
+    assert output_of(conn, "steady-app", [12345.0]) == 12345.0
+
+
+def test_restarting_the_redis_container_loses_nothing(conn: Connection, docker_client: Any) -> None:
+    cluster = conn.cm.cluster_name  # type: ignore[attr-defined]
+    conn.register_application("durable", "doubles", -1, 2_000_000)
+    deploy_python_closure(conn, "durable-model", "1", "doubles", lambda xs: ["kept"] * len(xs))
+    conn.link_model_to_app("durable", "durable-model")
+
+    def state() -> tuple[Any, ...]:
+        return (
+            conn.get_all_apps(verbose=True),
+            conn.get_all_models(verbose=True),
+            conn.get_linked_models("durable"),
+            conn.get_model_info("durable-model", "1"),
+        )
+
+    before = state()
+    [redis] = containers(docker_client, cluster, **{"schooner.role": "redis"})
+    redis.restart(timeout=30)
+    eventually(lambda: state() == before, what="the same apps, models and links after the restart")
+    assert output_of(conn, "durable", [1.0]) == "kept"
+    # Writes work again, and reach the query frontend through the change feed.
+    conn.register_application("after-restart", "doubles", -1, 2_000_000)
+    conn.link_model_to_app("after-restart", "durable-model")
+    eventually(lambda: output_of(conn, "after-restart", [2.0]) == "kept", what="a new app served")
+
+
+def test_a_bad_package_fails_the_deploy_with_the_build_error(conn: Connection) -> None:
+    with pytest.raises(DeployError) as exc:
+        deploy_python_closure(
+            conn,
+            "bad-package",
+            "1",
+            "doubles",
+            lambda xs: xs,
+            pkgs_to_install=["schooner-e2e-no-such-package"],
+        )
+    message = str(exc.value)
+    assert "building bad-package:1 failed" in message
+    assert "No matching distribution found for schooner-e2e-no-such-package" in message
+    assert "\x1b[" not in message
+    assert not [m for m in conn.get_all_models() if m.startswith("bad-package:")]
+
+
+def test_a_model_that_cannot_load_is_reported_with_its_log(
+    conn: Connection, docker_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A module that exists here but not in the image: the pickle refers to it by name.
+    (tmp_path / "e2e_only_here.py").write_text("def predict(xs):\n    return [1] * len(xs)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import e2e_only_here  # type: ignore[import-not-found]
+
+    try:
+        with pytest.raises(ModelStartError) as exc:
+            deploy_python_closure(conn, "cannot-load", "1", "doubles", e2e_only_here.predict)
+    finally:
+        sys.modules.pop("e2e_only_here", None)
+    message = str(exc.value)
+    assert "cannot-load-1-r0" in message and "status 2" in message
+    assert "No module named 'e2e_only_here'" in message  # from the container's log
+    # Nothing is left: no version registered, no container restarting forever.
+    assert not [m for m in conn.get_all_models() if m.startswith("cannot-load:")]
+    cluster = conn.cm.cluster_name  # type: ignore[attr-defined]
+    assert containers(docker_client, cluster, **{"schooner.model": "cannot-load"}) == []
+
+
+def test_a_pickle_from_another_python_is_refused_before_building(
+    conn: Connection, tmp_path: Path
+) -> None:
+    from model_container.bundle import write_closure_bundle
+
+    bundle = tmp_path / "foreign"
+    info = write_closure_bundle(bundle, lambda xs: xs, "doubles", [])
+    meta = (bundle / "model.json").read_text()
+    (bundle / "model.json").write_text(meta.replace(info.runtime["python"], "3.10.13"))
+    with pytest.raises(IncompatibleModelError, match=r"3\.10\.13"):
+        conn.build_and_deploy_model("foreign", "1", "doubles", bundle)
+    assert not [m for m in conn.get_all_models() if m.startswith("foreign:")]
+
+
+def test_stop_all_stops_only_its_cluster_and_start_brings_everything_back(
+    conn: Connection, docker_client: Any, session_id: str
+) -> None:
+    name = f"e2e-{session_id}-b"
+    ports = free_ports(4)
+    second = Connection(manager(name, ports), deploy_timeout=120)
+    try:
+        second.start()
+        second.register_application("second-app", "doubles", -1, 2_000_000)
+        deploy_python_closure(second, "second-model", "1", "doubles", lambda xs: ["b"] * len(xs))
+        second.link_model_to_app("second-app", "second-model")
+        assert output_of(second, "second-app", [1.0]) == "b"
+        ours = {c.name for c in containers(docker_client, conn.cm.cluster_name)}  # type: ignore[attr-defined]
+
+        second.stop_all()
+        assert containers(docker_client, name) == []
+        assert {c.name for c in containers(docker_client, conn.cm.cluster_name)} == ours  # type: ignore[attr-defined]
+        assert predict(conn, "no-such-app", {"input": [1.0]}).status_code == 404  # still up
+        with pytest.raises(ClusterNotRunningError, match=name):
+            Connection(DockerContainerManager(name)).connect()
+
+        # The Redis volume kept the state; start() brings the replicas back from it.
+        second = Connection(manager(name, ports), deploy_timeout=120)
+        second.start()
+        assert "second-app" in second.get_all_apps()
+        assert second.get_linked_models("second-app") == ["second-model"]
+        eventually(lambda: output_of(second, "second-app", [2.0]) == "b", what="serving again")
+    finally:
+        second.close()
+        second.cm.destroy()  # type: ignore[attr-defined]
+    assert containers(docker_client, name) == []
+    assert not docker_client.volumes.list(filters={"label": f"schooner.cluster={name}"})

@@ -1,0 +1,249 @@
+"""What the Docker manager asks the engine for, in both network modes, without an engine.
+
+The e2e suite runs host networking only (bridge networks cannot be used on the test
+machines), so the user-network mode -- the production default -- is pinned here: names,
+labels, published ports and the addresses containers use to find each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from admin import DockerContainerManager, InvalidRequestError
+from admin.container_managers import _docker_specs as specs
+from admin.container_managers._docker_specs import ClusterSettings
+
+
+def network_settings(**kw: Any) -> ClusterSettings:
+    return ClusterSettings(
+        "prod",
+        query_port=1337,
+        management_port=1338,
+        rpc_port=7000,
+        redis_port=16379,
+        **kw,
+    )
+
+
+def host_settings(**kw: Any) -> ClusterSettings:
+    return ClusterSettings(
+        "ci",
+        network_mode="host",
+        query_port=32001,
+        management_port=32002,
+        rpc_port=32003,
+        redis_port=32004,
+        **kw,
+    )
+
+
+# --------------------------------------------------------------------------- network mode
+
+
+def test_network_mode_is_the_default_and_names_its_network_after_the_cluster() -> None:
+    s = network_settings()
+    assert s.network_mode == "network" and s.network == "schooner-prod"
+    assert ClusterSettings("prod", network="shared").network == "shared"
+
+
+def test_on_a_user_network_containers_find_each_other_by_name() -> None:
+    s = network_settings()
+    redis = s.redis_spec("schooner/redis:abc")
+    management = s.management_spec("schooner/frontend:abc")
+    query = s.query_spec("schooner/frontend:abc")
+    replica = s.replica_spec(
+        "schooner/model-m:1-abc", name="m", version="1", input_type="doubles", replica_id="m-1-r0"
+    )
+    for spec in (redis, management, query, replica):
+        assert spec["network"] == "schooner-prod"
+        assert "network_mode" not in spec
+        assert spec["restart_policy"] == {"Name": "unless-stopped"}
+        assert spec["detach"] is True
+        assert spec["labels"]["schooner.cluster"] == "prod"
+    assert redis["name"] == "schooner-prod-redis"
+    assert "redis://schooner-prod-redis:6379/0" in management["command"]
+    assert "redis://schooner-prod-redis:6379/0" in query["command"]
+    assert replica["environment"]["SCHOONER_FRONTEND"] == "tcp://schooner-prod-query:7000"
+    # Inside its own network namespace each component listens on every address.
+    assert _flag(query["command"], "--host") == "0.0.0.0"
+    assert _flag(query["command"], "--rpc-host") == "0.0.0.0"
+    assert replica["environment"]["SCHOONER_METRICS_HOST"] == "0.0.0.0"
+    assert replica["environment"]["SCHOONER_METRICS_PORT"] == "9100"
+
+
+def test_on_a_user_network_the_ports_are_published_on_the_host_address() -> None:
+    s = network_settings(host="127.0.0.1")
+    assert s.query_spec("f")["ports"] == {
+        "1337/tcp": ("127.0.0.1", 1337),
+        "7000/tcp": ("127.0.0.1", 7000),
+    }
+    assert s.management_spec("f")["ports"] == {"1338/tcp": ("127.0.0.1", 1338)}
+    assert s.redis_spec("r")["ports"] == {"6379/tcp": ("127.0.0.1", 16379)}
+    replica = s.replica_spec("i", name="m", version="1", input_type="ints", replica_id="m-1-r0")
+    assert "ports" not in replica  # replicas dial out; nothing to publish
+    exposed = network_settings(host="0.0.0.0")
+    assert exposed.query_spec("f")["ports"]["1337/tcp"] == ("0.0.0.0", 1337)
+    assert exposed.connect_host == "127.0.0.1"
+
+
+# --------------------------------------------------------------------------- host mode
+
+
+def test_in_host_mode_every_component_listens_on_its_own_host_port() -> None:
+    s = host_settings()
+    redis, query = s.redis_spec("r"), s.query_spec("f")
+    management = s.management_spec("f")
+    replica = s.replica_spec(
+        "i", name="m", version="1", input_type="ints", replica_id="m-1-r0", metrics_port=40001
+    )
+    for spec in (redis, management, query, replica):
+        assert spec["network_mode"] == "host"
+        assert "ports" not in spec and "network" not in spec
+    assert redis["command"][:5] == ["redis-server", "--port", "32004", "--bind", "127.0.0.1"]
+    assert "redis://127.0.0.1:32004/0" in query["command"]
+    assert (_flag(query["command"], "--port"), _flag(query["command"], "--rpc-port")) == (
+        "32001",
+        "32003",
+    )
+    assert _flag(management["command"], "--port") == "32002"
+    assert replica["environment"]["SCHOONER_FRONTEND"] == "tcp://127.0.0.1:32003"
+    assert replica["environment"]["SCHOONER_METRICS_PORT"] == "40001"
+    assert replica["labels"]["schooner.metrics_port"] == "40001"
+
+
+def test_redis_keeps_an_append_only_file_in_the_named_volume() -> None:
+    for s in (network_settings(), host_settings()):
+        redis = s.redis_spec("r")
+        assert redis["volumes"] == {s.volume: {"bind": "/data", "mode": "rw"}}
+        assert s.volume == f"schooner-{s.cluster_name}-redis-data"
+        assert _flag(redis["command"], "--appendonly") == "yes"
+        assert _flag(redis["command"], "--dir") == "/data"
+
+
+def test_an_external_redis_is_used_as_given() -> None:
+    s = network_settings(redis_url="redis://redis.internal:6379/3")
+    assert "redis://redis.internal:6379/3" in s.query_spec("f")["command"]
+
+
+def test_the_query_frontend_has_a_fixed_id_so_a_restart_drops_its_old_records() -> None:
+    assert _flag(host_settings().query_spec("f")["command"], "--frontend-id") == "docker-ci-query"
+
+
+def test_replicas_carry_their_identity_in_labels_and_environment() -> None:
+    spec = network_settings().replica_spec(
+        "img", name="m", version="2", input_type="strings", replica_id="m-2-r3"
+    )
+    assert spec["name"] == "schooner-prod-m-2-r3"
+    assert spec["init"] is True  # signals forwarded, zombies reaped
+    labels = spec["labels"]
+    assert (labels["schooner.role"], labels["schooner.model"], labels["schooner.version"]) == (
+        "replica",
+        "m",
+        "2",
+    )
+    assert labels["schooner.replica_id"] == "m-2-r3"
+    env = spec["environment"]
+    assert env["SCHOONER_BUNDLE"] == "/opt/schooner/model"
+    assert (env["SCHOONER_MODEL_NAME"], env["SCHOONER_MODEL_VERSION"]) == ("m", "2")
+    assert (env["SCHOONER_INPUT_TYPE"], env["SCHOONER_REPLICA_ID"]) == ("strings", "m-2-r3")
+    assert "schooner.settings" not in labels
+
+
+def test_frontends_carry_the_settings_that_connect_adopts() -> None:
+    s = host_settings(key_prefix="team")
+    label = s.query_spec("f")["labels"]["schooner.settings"]
+    blank = ClusterSettings("ci")
+    assert blank.adopt(label) == s
+    assert blank.adopt('{"query_port": 5, "unknown": 1}').query_port == 5
+    with pytest.raises(ValueError):
+        blank.adopt("[]")
+
+
+def test_bad_settings_are_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match="'host'"):
+        ClusterSettings("c", network_mode="bridge")
+    with pytest.raises(ValueError, match="query_port"):
+        ClusterSettings("c", query_port=70000)
+    with pytest.raises(InvalidRequestError, match="cluster name"):
+        DockerContainerManager("Not_A_Name")
+
+
+def test_the_manager_does_no_io_until_used() -> None:
+    cm = DockerContainerManager("quiet", network_mode="host", query_port=32111)
+    assert cm._docker is None
+    assert cm.get_query_addr() == "127.0.0.1:32111"
+    assert cm.build_network_mode == "host"  # builds reach the index as containers do
+    assert DockerContainerManager("prod").build_network_mode is None
+    assert "host network" in repr(cm) and "network 'schooner-prod'" in repr(
+        DockerContainerManager("prod")
+    )
+
+
+# --------------------------------------------------------------------------- replica states
+
+
+def attrs(status: str, exit_code: int = 0, restarts: int = 0, **state: Any) -> dict[str, Any]:
+    return {"State": {"Status": status, "ExitCode": exit_code, **state}, "RestartCount": restarts}
+
+
+def test_running_or_restarting_once_after_a_crash_counts_as_running() -> None:
+    assert specs.replica_state("r", "c", attrs("running")).running
+    assert specs.replica_state("r", "c", attrs("created")).running
+    assert specs.replica_state("r", "c", attrs("restarting", 137, restarts=1)).running
+
+
+def test_a_replica_that_cannot_load_its_model_is_reported_with_its_log() -> None:
+    state = specs.replica_state(
+        "m-1-r0", "schooner-c-m-1-r0", attrs("restarting", 2, restarts=1), "No module named 'x'"
+    )
+    assert not state.running and state.pid is None
+    assert "exits at start with status 2" in state.detail
+    assert "schooner-c-m-1-r0" in state.detail and state.detail.endswith("No module named 'x'")
+
+
+def test_a_crash_loop_and_a_stopped_replica_are_failures() -> None:
+    looping = specs.replica_state("r", "c", attrs("restarting", 1, restarts=3))
+    assert not looping.running and "keeps exiting (last status 1" in looping.detail
+    stopped = specs.replica_state("r", "c", attrs("exited", 137, OOMKilled=True))
+    assert not stopped.running and "exit status 137, killed for lack of memory" in stopped.detail
+    broken = specs.replica_state("r", "c", attrs("created", 127, Error="exec: not found"))
+    assert not broken.running and "exec: not found" in broken.detail
+
+
+def test_exit_status_2_is_the_model_containers_config_error() -> None:
+    from model_container.cli import EXIT_CONFIG
+
+    assert specs.EXIT_CONFIG == EXIT_CONFIG
+
+
+def test_replica_ids_and_their_indexes() -> None:
+    assert specs.replica_id("m", "1.0", 12) == "m-1.0-r12"
+    assert specs.replica_index("m-1.0-r12") == 12
+    assert specs.replica_index("someone-else") == -1
+
+
+def _flag(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def test_admin_imports_and_explains_itself_without_the_docker_sdk() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "sys.modules['docker'] = None  # any import of the SDK now fails\n"
+        "from admin import ContainerManagerError, DockerContainerManager\n"
+        "cm = DockerContainerManager('no-sdk', network_mode='host')\n"
+        "try:\n"
+        "    cm.stop_all()\n"
+        "except ContainerManagerError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'schooner[docker]'" in done.stdout
