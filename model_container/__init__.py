@@ -1,8 +1,10 @@
 """Schooner's model container: what runs inside every model image.
 
-It loads a model bundle (a cloudpickled closure or an entry point), connects out to a
-query frontend over the ZeroMQ wire protocol (``model_container.protocol``, specified in
-``docs/wire-protocol.md``), registers, heartbeats and answers batches until stopped.
+It loads a model bundle (a cloudpickled closure or an entry point) once, connects out
+to one or several query frontends (a list, or every address of a DNS name:
+``model_container.discovery``) over the ZeroMQ wire protocol (``model_container.protocol``,
+specified in ``docs/wire-protocol.md``), registers with each, heartbeats and answers
+batches until stopped.
 Run it as ``python -m model_container``; see ``model_container.cli`` for the flags.
 
 This package must stay importable with only numpy, pyzmq, msgpack, cloudpickle, orjson

@@ -4,7 +4,7 @@ Every flag can also come from the environment (Docker and Kubernetes pass enviro
 variables), the flag winning when both are set::
 
     --bundle DIR            SCHOONER_BUNDLE          the model bundle directory
-    --frontend ADDR         SCHOONER_FRONTEND        e.g. tcp://query-frontend:7000
+    --frontend ADDR         SCHOONER_FRONTEND        e.g. tcp://query-frontend:7000 (below)
     --name NAME             SCHOONER_MODEL_NAME
     --version VERSION       SCHOONER_MODEL_VERSION
     --input-type TYPE       SCHOONER_INPUT_TYPE      default: the bundle's
@@ -13,6 +13,18 @@ variables), the flag winning when both are set::
     --metrics-port PORT     SCHOONER_METRICS_PORT    serve GET /metrics; default 0: off
     --metrics-host HOST     SCHOONER_METRICS_HOST    default: 127.0.0.1 (0.0.0.0 in images)
     --log-level LEVEL       SCHOONER_LOG_LEVEL       default: INFO
+    --discovery-interval-s S  SCHOONER_DISCOVERY_INTERVAL_S  re-resolve dns+tcp names; 5
+
+``--frontend`` takes one frontend, or several that the replica serves at once (one
+process, the model loaded once, one registration per frontend)::
+
+    tcp://HOST:PORT                        one frontend
+    tcp://A:7000,tcp://B:7000              each of a list (or repeat --frontend)
+    dns+tcp://NAME:PORT                    every IPv4/IPv6 address NAME resolves to, at
+                                           start and every --discovery-interval-s: on
+                                           Kubernetes, a headless Service of frontends
+
+(entries of both kinds may be mixed in one list; see ``model_container.discovery``).
 
 Metrics are off by default so that several replicas on one host do not fight over a
 port; the local container manager gives each replica a port of its own.
@@ -27,12 +39,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
-import re
 import socket
 from collections.abc import Sequence
 
 from model_container.bundle import BundleError, load_predict_function, read_bundle_info
+from model_container.discovery import DEFAULT_DISCOVERY_INTERVAL_S, parse_frontends
 from model_container.logconfig import configure_logging
 from model_container.metrics import MetricsServerError
 from model_container.protocol import InputType
@@ -54,9 +67,9 @@ _ENV = {
     "metrics_port": "SCHOONER_METRICS_PORT",
     "metrics_host": "SCHOONER_METRICS_HOST",
     "log_level": "SCHOONER_LOG_LEVEL",
+    "discovery_interval_s": "SCHOONER_DISCOVERY_INTERVAL_S",
 }
 _REQUIRED = ("bundle", "frontend", "name", "version")
-_ADDRESS = re.compile(r"^(tcp://[^\s/]+:\d+|ipc://\S+)$")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a Schooner model bundle to a query frontend.",
     )
     parser.add_argument("--bundle", help=f"model bundle directory (${_ENV['bundle']})")
-    parser.add_argument("--frontend", help=f"frontend RPC address (${_ENV['frontend']})")
+    parser.add_argument(
+        "--frontend",
+        action="append",
+        help="frontend RPC address: tcp://HOST:PORT, a comma-separated list of those, or "
+        "dns+tcp://NAME:PORT for every address of NAME; may be repeated "
+        f"(${_ENV['frontend']})",
+    )
     parser.add_argument("--name", help=f"model name (${_ENV['name']})")
     parser.add_argument("--version", help=f"model version (${_ENV['version']})")
     parser.add_argument(
@@ -88,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"(${_ENV['metrics_host']})",
     )
     parser.add_argument(
+        "--discovery-interval-s",
+        type=float,
+        help="seconds between DNS resolutions of dns+tcp:// frontends, default "
+        f"{DEFAULT_DISCOVERY_INTERVAL_S:g} (${_ENV['discovery_interval_s']})",
+    )
+    parser.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         type=str.upper,
@@ -100,14 +125,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse flags, filling what is missing from the environment."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.frontend is not None:  # repeated --frontend: one list
+        args.frontend = ",".join(args.frontend)
     for dest, env in _ENV.items():
         if getattr(args, dest) is None and os.environ.get(env):
             setattr(args, dest, os.environ[env])
     missing = [f"--{d.replace('_', '-')} (${_ENV[d]})" for d in _REQUIRED if not getattr(args, d)]
     if missing:
         parser.error(f"missing {', '.join(missing)}")
-    if not _ADDRESS.match(args.frontend):
-        parser.error(f"frontend address {args.frontend!r} is not of the form tcp://HOST:PORT")
+    try:
+        parse_frontends(str(args.frontend))
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.input_type is not None and args.input_type not in {t.value for t in InputType}:
         parser.error(f"unknown input type {args.input_type!r} in ${_ENV['input_type']}")
     try:
@@ -123,6 +152,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not 0 <= args.metrics_port < 65536:
         parser.error("--metrics-port must be in 0..65535 (0: no metrics endpoint)")
     args.metrics_host = args.metrics_host or "127.0.0.1"
+    try:
+        interval = args.discovery_interval_s
+        args.discovery_interval_s = (
+            DEFAULT_DISCOVERY_INTERVAL_S if interval is None else float(interval)
+        )
+    except ValueError:
+        parser.error(f"${_ENV['discovery_interval_s']} must be a number of seconds")
+    if not 0 < args.discovery_interval_s < math.inf:
+        parser.error("--discovery-interval-s must be a positive number of seconds")
     args.log_level = str(args.log_level or "INFO").upper()
     if args.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         parser.error(f"unknown log level {args.log_level!r}")
@@ -158,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         heartbeat_ms=args.heartbeat_ms,
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
+        discovery_interval_s=args.discovery_interval_s,
     )
     try:
         ModelContainer(config, predict).run()

@@ -49,6 +49,10 @@ class FrontendLink:
         try:
             self.socket.setsockopt(zmq.LINGER, 0)
             self.socket.setsockopt(zmq.IMMEDIATE, 1)
+            if address.startswith("tcp://["):
+                # An IPv6 literal (DNS discovery yields them): without this option libzmq
+                # never connects to it. Host names keep resolving to IPv4, as before.
+                self.socket.setsockopt(zmq.IPV6, 1)
             self.monitor: zmq.Socket[bytes] = self.socket.get_monitor_socket(
                 zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
             )

@@ -2,8 +2,8 @@
 
 What the replica itself sees, as opposed to the query frontend's view of it: batches
 and inputs answered, errors by kind, batch sizes, the model function's own compute time
-and the time the replica spent on a batch end to end, whether it is registered with a
-frontend, and the usual ``process_*`` / ``python_*`` metrics. Names follow Prometheus
+and the time the replica spent on a batch end to end, how many query frontends it is
+registered with, and the usual ``process_*`` / ``python_*`` metrics. Names follow Prometheus
 conventions: ``schooner_model_`` prefix, base units (seconds), ``_total`` on counters.
 ``docs/metrics.md`` lists them all, beside the query frontend's.
 
@@ -102,7 +102,14 @@ class ContainerMetrics:
         )  # fmt: skip
         self._connected = Gauge(
             "schooner_model_frontend_connected",
-            "1 while the replica is registered with a query frontend, else 0",
+            "Query frontends the replica is registered with (WELCOME received); "
+            "0 or 1 with a single --frontend",
+            registry=r,
+        )
+        self._frontends = Gauge(
+            "schooner_model_frontends",
+            "Query frontends the replica serves or is registering with (each address of "
+            "--frontend, after DNS discovery)",
             registry=r,
         )
         self._queued = Gauge(
@@ -146,6 +153,16 @@ class ContainerMetrics:
 
     def set_connected(self, connected: bool) -> None:
         self._connected.set(1 if connected else 0)
+
+    def set_frontends(self, registered: int, known: int) -> None:
+        """How many frontends the replica is registered with, of how many it serves."""
+        self._connected.set(registered)
+        self._frontends.set(known)
+
+    def dropped(self, batches: int) -> None:
+        """Batches dropped unanswered because their frontend went away."""
+        if batches:
+            self._dropped.inc(batches)
 
     def reconnected(self, dropped_batches: int) -> None:
         self._reconnects.inc()

@@ -1,0 +1,362 @@
+"""One model container serving several frontends, against real ZeroMQ ROUTERs.
+
+Each ROUTER plays a query frontend's side of the wire protocol. The container is a real
+``python -m model_container`` process (list and ``dns+tcp://localhost`` forms), or runs
+in-process with an injected resolver where a test changes what a name resolves to
+(frontends then listen on 127.0.0.1 and 127.0.0.2 with the same port, as the pods of a
+headless Service do). Waits poll with a deadline; nothing asserts how long anything took.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+import pytest
+import zmq
+
+from model_container import ContainerConfig, ModelContainer, protocol, write_closure_bundle
+from model_container.protocol import (
+    Goodbye,
+    Heartbeat,
+    Hello,
+    InputType,
+    Message,
+    Predict,
+    Result,
+    Welcome,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+REPO = Path(__file__).resolve().parents[2]
+STARTUP_S = 20.0
+REPLY_S = 10.0
+DOUBLES = np.dtype("<f8")
+M = TypeVar("M", bound=Message)
+
+
+def make_model() -> Callable[[Any], Any]:
+    """Sums each input; an input starting with -4 first sleeps its second element."""
+
+    def model(xs: Any) -> Any:
+        import time as _time
+
+        if len(xs) and len(xs[0]) > 1 and float(xs[0][0]) == -4:
+            _time.sleep(float(xs[0][1]))
+        return [float(np.sum(x)) for x in xs]
+
+    return model
+
+
+def free_port(hosts: tuple[str, ...] = ("127.0.0.1",)) -> int:
+    """A 33xxx port free on every one of ``hosts``."""
+    for port in range(33200, 33999):
+        try:
+            for host in hosts:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                with socket.socket(family) as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port in 33200-33999")
+
+
+class Router:
+    """A ROUTER standing in for one query frontend; answers heartbeats."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.context: zmq.Context[Any] = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.host = host
+        if host.startswith("["):
+            self.socket.setsockopt(zmq.IPV6, 1)
+        self.port = port or free_port((host.strip("[]"),))
+        self.socket.bind(f"tcp://{host}:{self.port}")
+        self.closed = False
+
+    @property
+    def address(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    def send(self, identity: bytes, msg: Message) -> None:
+        self.socket.send_multipart([identity, *protocol.encode(msg)], copy=False)
+
+    def expect(
+        self,
+        kind: type[M],
+        timeout_s: float = REPLY_S,
+        ignore: tuple[type[Message], ...] = (Heartbeat, Hello),
+    ) -> tuple[bytes, M]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or not self.socket.poll(remaining_ms):
+                raise AssertionError(f"no {kind.__name__} at {self.address} before the deadline")
+            identity, *frames = self.socket.recv_multipart()
+            msg = protocol.decode(frames)
+            if isinstance(msg, Heartbeat):
+                self.send(identity, Heartbeat())
+            if isinstance(msg, kind):
+                return identity, msg
+            assert isinstance(msg, ignore), f"expected {kind.__name__}, got {msg!r}"
+
+    def register(self, heartbeat_ms: int = 1000) -> tuple[bytes, Hello]:
+        identity, hello = self.expect(Hello, STARTUP_S, ignore=(Heartbeat,))
+        self.send(identity, Welcome(heartbeat_ms))
+        return identity, hello
+
+    def predict(self, identity: bytes, batch_id: int, inputs: list[list[float]]) -> None:
+        arrays = [np.asarray(x, dtype=DOUBLES) for x in inputs]
+        lengths, data = protocol.pack_arrays(arrays, DOUBLES)
+        self.send(identity, Predict(batch_id, InputType.DOUBLES, lengths, data.data))
+
+    def answer(self, identity: bytes, batch_id: int, inputs: list[list[float]]) -> list[Any]:
+        """Send a batch and return the outputs of its RESULT."""
+        self.predict(identity, batch_id, inputs)
+        _, result = self.expect(Result)
+        assert result.batch_id == batch_id
+        return [orjson.loads(x) for x in protocol.split_items(result.lengths, result.data)]
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.socket.close(linger=0)
+            self.context.term()
+
+
+@pytest.fixture
+def routers() -> Iterator[Callable[..., Router]]:
+    made: list[Router] = []
+
+    def make(host: str = "127.0.0.1", port: int | None = None) -> Router:
+        router = Router(host, port)
+        made.append(router)
+        return router
+
+    yield make
+    for router in made:
+        router.close()
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    path = tmp_path / "bundle"
+    write_closure_bundle(path, make_model(), InputType.DOUBLES, ["numpy"])
+    return path
+
+
+@pytest.fixture
+def start_container(
+    tmp_path: Path, bundle: Path
+) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+    started: list[tuple[subprocess.Popen[bytes], Any, Path]] = []
+
+    def start(frontend: str) -> subprocess.Popen[bytes]:
+        log_path = tmp_path / f"container-{len(started)}.log"
+        log = log_path.open("wb")
+        argv = [sys.executable, "-m", "model_container", "--bundle", str(bundle)]
+        argv += ["--frontend", frontend, "--name", "summer", "--version", "1"]
+        argv += ["--replica-id", "summer-0", "--heartbeat-ms", "250", "--log-level", "DEBUG"]
+        argv += ["--discovery-interval-s", "0.2"]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env, cwd=tmp_path)
+        started.append((proc, log, log_path))
+        return proc
+
+    yield start
+    for proc, log, log_path in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=REPLY_S)
+        log.close()
+        print(f"--- {log_path.name} ---\n{log_path.read_text(errors='replace')}")
+
+
+# -------------------------------------------------------------------------- processes
+
+
+def test_a_list_registers_with_each_frontend_and_answers_on_its_own_connection(
+    routers: Callable[..., Router], start_container: Callable[[str], subprocess.Popen[bytes]]
+) -> None:
+    a, b = routers(), routers()
+    proc = start_container(f"{a.address},{b.address}")
+    id_a, hello_a = a.register()
+    id_b, hello_b = b.register()
+    assert hello_a.replica_id == hello_b.replica_id == "summer-0"
+    assert hello_a.pid == hello_b.pid == proc.pid  # one process, one model
+    # The same batch id on both: each answer must come back on its own connection.
+    a.predict(id_a, 1, [[1.0, 2.0]])
+    b.predict(id_b, 1, [[10.0, 20.0]])
+    _, result_a = a.expect(Result)
+    _, result_b = b.expect(Result)
+    assert orjson.loads(bytes(result_a.data)) == 3.0
+    assert orjson.loads(bytes(result_b.data)) == 30.0
+    proc.send_signal(signal.SIGTERM)
+    assert "SIGTERM" in a.expect(Goodbye)[1].reason
+    assert "SIGTERM" in b.expect(Goodbye)[1].reason
+    assert proc.wait(timeout=REPLY_S) == 0
+
+
+def test_dns_form_registers_with_localhost(
+    routers: Callable[..., Router], start_container: Callable[[str], subprocess.Popen[bytes]]
+) -> None:
+    frontend = routers()
+    start_container(f"dns+tcp://localhost:{frontend.port}")
+    identity, hello = frontend.register()
+    assert hello.model_name == "summer"
+    assert frontend.answer(identity, 7, [[2.0, 2.0]]) == [4.0]
+
+
+def test_one_frontend_going_away_leaves_the_other_serving(
+    routers: Callable[..., Router], start_container: Callable[[str], subprocess.Popen[bytes]]
+) -> None:
+    a, b = routers(), routers()
+    start_container(f"{a.address},{b.address}")
+    a.register(heartbeat_ms=100)
+    id_b, _ = b.register(heartbeat_ms=100)
+    a.close()  # frontend A dies
+    for batch_id in range(5):
+        assert b.answer(id_b, batch_id, [[float(batch_id)]]) == [float(batch_id)]
+    restarted = routers(port=a.port)  # A comes back on its address
+    id_a, _ = restarted.register(heartbeat_ms=100)
+    assert restarted.answer(id_a, 100, [[1.0, 1.0]]) == [2.0]
+    assert b.answer(id_b, 101, [[3.0]]) == [3.0]
+
+
+def test_batches_of_two_frontends_share_the_model(
+    routers: Callable[..., Router], start_container: Callable[[str], subprocess.Popen[bytes]]
+) -> None:
+    a, b = routers(), routers()
+    start_container(f"{a.address},{b.address}")
+    id_a, _ = a.register()
+    id_b, _ = b.register()
+    a.predict(id_a, 1, [[-4.0, 0.3]])  # occupies the model a while
+    for batch_id in range(2, 5):
+        a.predict(id_a, batch_id, [[float(batch_id)]])
+        b.predict(id_b, batch_id, [[float(batch_id)]])
+    assert [a.expect(Result)[1].batch_id for _ in range(4)] == [1, 2, 3, 4]  # FIFO
+    assert [b.expect(Result)[1].batch_id for _ in range(3)] == [2, 3, 4]
+
+
+# -------------------------------------------------------------------------- discovery
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+class Names:
+    """A resolver the test rewrites while the container runs."""
+
+    def __init__(self, *addresses: str) -> None:
+        self._lock = threading.Lock()
+        self._addresses = list(addresses)
+        self.failing = False
+        self.failures = 0
+
+    def set(self, *addresses: str) -> None:
+        with self._lock:
+            self._addresses = list(addresses)
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        assert host in {"frontends.test", "v6.test"}
+        with self._lock:
+            if self.failing:
+                self.failures += 1
+                raise OSError("Temporary failure in name resolution")
+            return list(self._addresses)
+
+
+def eventually(check: Callable[[], bool], what: str, within: float = REPLY_S) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not true after {within} s: {what}")
+        time.sleep(0.01)
+
+
+def test_discovery_follows_the_name(routers: Callable[..., Router]) -> None:
+    port = free_port(("127.0.0.1", "127.0.0.2"))
+    a, b = routers("127.0.0.1", port), routers("127.0.0.2", port)
+    names = Names("127.0.0.1")
+    config = ContainerConfig(
+        frontend=f"dns+tcp://frontends.test:{port}",
+        model_name="summer",
+        model_version="1",
+        input_type=InputType.DOUBLES,
+        replica_id="summer-0",
+        discovery_interval_s=0.05,
+    )
+    container = ModelContainer(config, make_model(), resolver=names)
+    thread = threading.Thread(target=container.run, name="container-under-test")
+    thread.start()
+    try:
+        id_a, _ = a.register()
+        assert a.answer(id_a, 1, [[1.0]]) == [1.0]
+
+        names.set("127.0.0.1", "127.0.0.2")  # a second frontend pod became ready
+        id_b, hello_b = b.register()
+        assert hello_b.replica_id == "summer-0"
+        assert b.answer(id_b, 2, [[2.0]]) == [2.0]
+        eventually(lambda: sum(container.frontends.values()) == 2, "registered with both")
+
+        names.failing = True  # DNS is down: keep serving both
+        eventually(lambda: names.failures >= 3, "resolution failed a few times")
+        assert sum(container.frontends.values()) == 2
+        assert a.answer(id_a, 3, [[3.0]]) == [3.0]
+        names.failing = False
+
+        a.predict(id_a, 4, [[-4.0, 0.5]])  # A's batch is running when A goes away ...
+        a.predict(id_a, 5, [[5.0]])  # ... and this one is queued
+        names.set("127.0.0.2")  # pod A is gone from the Service
+        _, goodbye = a.expect(Goodbye, ignore=(Heartbeat, Result))
+        assert "no longer" in goodbye.reason
+        eventually(lambda: set(container.frontends) == {b.address}, "only B left")
+        assert b.answer(id_b, 6, [[6.0]]) == [6.0]  # the model is free for B
+    finally:
+        container.stop("test over")
+        thread.join(REPLY_S)
+    assert not thread.is_alive()
+    assert b.expect(Goodbye)[1] == Goodbye("test over")
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+def test_discovered_ipv6_frontends_are_reached(routers: Callable[..., Router]) -> None:
+    frontend = routers("[::1]")
+    config = ContainerConfig(
+        frontend=f"dns+tcp://v6.test:{frontend.port}",
+        model_name="summer",
+        model_version="1",
+        input_type=InputType.DOUBLES,
+        replica_id="summer-6",
+    )
+    container = ModelContainer(config, make_model(), resolver=Names("::1"))
+    thread = threading.Thread(target=container.run, name="container-under-test")
+    thread.start()
+    try:
+        identity, hello = frontend.register()
+        assert hello.replica_id == "summer-6"
+        assert frontend.answer(identity, 1, [[1.0, 5.0]]) == [6.0]
+        assert container.frontends == {f"tcp://[::1]:{frontend.port}": True}
+    finally:
+        container.stop("test over")
+        thread.join(REPLY_S)
+    assert not thread.is_alive()

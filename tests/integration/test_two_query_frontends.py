@@ -1,0 +1,137 @@
+"""One model replica behind two real query frontends, as on Kubernetes.
+
+Real Redis (the session's redis-server), a real ``python -m management_frontend`` that
+registers the app, model and link, two real ``python -m query_frontend`` processes on
+33xxx ports, and one ``python -m model_container`` started with both RPC addresses.
+Each frontend must answer predictions from the one replica. Waits poll a condition
+with a deadline; nothing asserts how long anything took.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from model_container import write_closure_bundle
+from model_container.protocol import InputType
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+REPO = Path(__file__).resolve().parents[2]
+STARTUP_S = 60.0
+_taken: set[int] = set()
+
+
+def port() -> int:
+    """A free 33xxx port not handed out before in this session."""
+    for candidate in range(33400, 33999):
+        if candidate in _taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+        _taken.add(candidate)
+        return candidate
+    raise RuntimeError("no free port in 33400-33999")
+
+
+def make_model() -> Callable[[Any], Any]:
+    def model(xs: Any) -> Any:
+        return [float(sum(x)) for x in xs]
+
+    return model
+
+
+def wait_for(check: Callable[[], bool], what: str, within: float = STARTUP_S) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"not true after {within} s: {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    procs: list[tuple[subprocess.Popen[bytes], Any, Path]] = []
+
+    def start(name: str, *argv: str) -> subprocess.Popen[bytes]:
+        log_path = tmp_path / f"{name}.log"
+        log = log_path.open("wb")
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(
+            [sys.executable, *argv], stdout=log, stderr=log, env=env, cwd=tmp_path
+        )
+        procs.append((proc, log, log_path))
+        return proc
+
+    yield start
+    for proc, _, _ in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+    for proc, log, log_path in reversed(procs):
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        log.close()
+        print(f"--- {log_path.name} ---\n{log_path.read_text(errors='replace')[-4000:]}")
+
+
+def test_one_replica_answers_both_query_frontends(
+    redis_url: str, spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    mgmt_port = port()
+    spawn("management", "-m", "management_frontend", "--redis-url", redis_url,
+          "--host", "127.0.0.1", "--port", str(mgmt_port))  # fmt: skip
+    frontends = []
+    for i in range(2):
+        http_port, rpc_port = port(), port()
+        spawn(f"query-frontend-{i}", "-m", "query_frontend", "--redis-url", redis_url,
+              "--host", "127.0.0.1", "--port", str(http_port), "--rpc-host", "127.0.0.1",
+              "--rpc-port", str(rpc_port), "--frontend-id", f"qf-{i}")  # fmt: skip
+        frontends.append((f"http://127.0.0.1:{http_port}", f"tcp://127.0.0.1:{rpc_port}"))
+
+    with httpx.Client(timeout=10) as http:
+        mgmt = f"http://127.0.0.1:{mgmt_port}"
+        wait_for(lambda: http.get(f"{mgmt}/healthz").status_code == 200, "management up")
+        app = {"name": "adder", "input_type": "doubles", "default_output": "none",
+               "slo_micros": 5_000_000}  # fmt: skip
+        assert http.post(f"{mgmt}/admin/apps", json=app).status_code == 201
+        model = {"name": "summer", "version": "1", "input_type": "doubles"}
+        assert http.post(f"{mgmt}/admin/models", json=model).status_code == 201
+        link = http.post(f"{mgmt}/admin/apps/adder/links", json={"model_name": "summer"})
+        assert link.status_code == 200, link.text
+
+        bundle = tmp_path / "bundle"
+        write_closure_bundle(bundle, make_model(), InputType.DOUBLES, ["numpy"])
+        spawn("replica", "-m", "model_container", "--bundle", str(bundle),
+              "--frontend", ",".join(rpc for _, rpc in frontends),
+              "--name", "summer", "--version", "1", "--replica-id", "summer-0")  # fmt: skip
+
+        for i, (base, _) in enumerate(frontends):
+            x = [float(i), 2.0]
+
+            def answered(base: str = base, x: list[float] = x) -> bool:
+                reply = http.post(f"{base}/adder/predict", json={"input": x})
+                return reply.status_code == 200 and reply.json()["default"] is False
+
+            wait_for(answered, f"{base} answers from the replica")
+            reply = http.post(f"{base}/adder/predict", json={"input": [float(i), 40.0]}).json()
+            assert (reply["output"], reply["default"]) == (40.0 + i, False)
