@@ -19,6 +19,7 @@ from __future__ import annotations
 from admin._connection import Connection
 from admin.container_managers.base import ContainerManager, ReplicaState
 from admin.container_managers.docker import DockerContainerManager
+from admin.container_managers.kubernetes import KubernetesContainerManager
 from admin.container_managers.local import LocalContainerManager
 from admin.exceptions import (
     ClusterAlreadyRunningError,
@@ -48,6 +49,7 @@ __all__ = [
     "DockerContainerManager",
     "IncompatibleModelError",
     "InvalidRequestError",
+    "KubernetesContainerManager",
     "LocalContainerManager",
     "ManagementAPIError",
     "ModelStartError",

@@ -466,13 +466,18 @@ class Connection:
 
     def _wait_for_replicas(self, name: str, version: str, num_replicas: int) -> None:
         """Poll until ``num_replicas`` of the manager's replicas are connected; fail fast
-        with the log tail of one that exited."""
+        with the log tail of one that exited.
+
+        A replica that serves several query frontends is connected once per frontend (on
+        Kubernetes); the manager says how many connections to wait for.
+        """
         if num_replicas == 0:
             return
         connected = 0
+        wanted = num_replicas
 
         def done() -> bool:
-            nonlocal connected
+            nonlocal connected, wanted
             states = self.cm.replica_states(name, version)
             for state in states:
                 if not state.running:
@@ -481,6 +486,7 @@ class Connection:
                         "its packages and deploy again; all logs: conn.get_logs(dir)"
                     )
             pids = {s.replica_id: s.pid for s in states}
+            wanted = self.cm.connections_expected(name, version, num_replicas)
             connected = sum(
                 1
                 for r in self._api.list_replicas()
@@ -488,20 +494,27 @@ class Connection:
                 and str(r.get("model_version")) == version
                 and _is_replica(r, pids)
             )
-            return connected >= num_replicas
+            return connected >= wanted
+
+        def counted() -> str:
+            if wanted == num_replicas:
+                return f"{connected}/{num_replicas} replica(s) connected"
+            return (
+                f"{connected}/{wanted} connections of {num_replicas} replica(s) to the query "
+                "frontends"
+            )
 
         ok = wait_for(
             done,
             timeout=self.deploy_timeout,
             on_progress=lambda t: self.report(
-                f"waiting for {name}:{version}: {connected}/{num_replicas} replica(s) "
-                f"connected ({t:.0f} s)"
+                f"waiting for {name}:{version}: {counted()} ({t:.0f} s)"
             ),
         )
         if not ok:
             raise ModelStartError(
-                f"only {connected} of {num_replicas} replica(s) of {name}:{version} connected "
-                f"within {self.deploy_timeout:g} s. They may still be loading (raise "
+                f"{name}:{version} did not connect within {self.deploy_timeout:g} s "
+                f"({counted()}). Its replicas may still be loading (raise "
                 "Connection(deploy_timeout=...)), or cannot reach the query frontend's RPC "
                 "port: see their logs with conn.get_logs(dir)"
             )

@@ -426,7 +426,7 @@ class ImageBuilder:
                 )
             raise error(f"building {what} failed: {exc}{hint}") from exc
         if self.push:
-            self._push(tag, error)
+            self.push_image(tag, error)
         self.report(f"built {what}: {tag}")
         return tag
 
@@ -448,7 +448,8 @@ class ImageBuilder:
             return False
         return True
 
-    def _push(self, tag: str, error: type[SchoonerError]) -> None:
+    def push_image(self, tag: str, error: type[SchoonerError] = ContainerManagerError) -> None:
+        """Push ``tag`` to its registry (layers it holds already are skipped)."""
         self.report(f"pushing {tag}")
         try:
             for chunk in self.client.api.push(tag, stream=True, decode=True):

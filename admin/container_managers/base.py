@@ -96,6 +96,13 @@ class ContainerManager(abc.ABC):
     def replica_ids(self, name: str, version: str) -> list[str]:
         return [state.replica_id for state in self.replica_states(name, version)]
 
+    def connections_expected(self, name: str, version: str, num_replicas: int) -> int:
+        """How many connected replicas the query frontends report once ``num_replicas``
+        replicas of a version serve: one each, unless each replica connects to several
+        query frontends under several ids (Kubernetes: one per frontend pod)."""
+        del name, version
+        return num_replicas
+
     # ------------------------------------------------------------------ derived
 
     @property

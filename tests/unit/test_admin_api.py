@@ -24,6 +24,7 @@ PUBLIC_API = [
     "DockerContainerManager",
     "IncompatibleModelError",
     "InvalidRequestError",
+    "KubernetesContainerManager",
     "LocalContainerManager",
     "ManagementAPIError",
     "ModelStartError",

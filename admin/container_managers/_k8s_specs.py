@@ -1,0 +1,605 @@
+"""What the Kubernetes manager asks the API server for: object names, labels and specs.
+
+Pure functions of the cluster's settings that build ``kubernetes.client`` model objects
+(apps/v1 Deployments and StatefulSets, v1 Services and ConfigMaps) and read pods back,
+with no API call, so that every object can be checked without a cluster. The objects of
+a cluster ``<c>`` in its namespace::
+
+    StatefulSet schooner-<c>-redis        Redis, append-only file on a PersistentVolumeClaim
+    Service     schooner-<c>-redis        headless: the StatefulSet's pod, port 6379
+    Deployment  schooner-<c>-management   the management frontend (one pod)
+    Service     schooner-<c>-management   port 1338 (``service_type``)
+    Deployment  schooner-<c>-query        the query frontend, ``query_replicas`` pods
+    Service     schooner-<c>-query        port 1337 (``service_type``): where apps POST
+    Service     schooner-<c>-query-rpc    headless, not-ready pods included: every query
+                                          frontend pod's RPC port 7000, for model pods
+    ConfigMap   schooner-<c>-fanout-<h>   the supervisor model pods run (``_k8s_fanout``)
+    Deployment  schooner-<c>-<model>-<version>   one per model version, its replicas
+
+Every object (and pod template) carries the recommended ``app.kubernetes.io/*`` labels
+and Schooner's own, which ``connect()``, ``stop_all()`` and the model verbs select on::
+
+    schooner.io/cluster=<c>   schooner.io/role=redis|management|query|replica
+    schooner.io/model, schooner.io/version, schooner.io/input-type   (model versions)
+
+Every pod runs as the images' user (uid 10001) without privileges, so the cluster may
+enforce the "restricted" Pod Security Standard. Images are referenced by content-hashed
+tags, hence ``imagePullPolicy: IfNotPresent``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from kubernetes.client import (
+        V1ConfigMap,
+        V1Container,
+        V1Deployment,
+        V1ObjectMeta,
+        V1PodSpec,
+        V1Service,
+        V1StatefulSet,
+    )
+
+CLUSTER, ROLE = "schooner.io/cluster", "schooner.io/role"
+MODEL, VERSION, INPUT_TYPE = "schooner.io/model", "schooner.io/version", "schooner.io/input-type"
+REDIS, MANAGEMENT, QUERY, REPLICA = "redis", "management", "query", "replica"
+ROLES: Final = (REDIS, MANAGEMENT, QUERY, REPLICA)
+COMPONENTS: Final = {
+    REDIS: "redis",
+    MANAGEMENT: "management-frontend",
+    QUERY: "query-frontend",
+    REPLICA: "model",
+}
+SERVICE_TYPES: Final = ("ClusterIP", "NodePort", "LoadBalancer")
+
+# Container ports: every pod has its own address, so these never change.
+PORTS: Final = {REDIS: 6379, MANAGEMENT: 1338, QUERY: 1337, "rpc": 7000, "metrics": 9100}
+USER_ID: Final = 10001  # user "schooner" of the images (deploy/docker)
+BUNDLE_DIR: Final = "/opt/schooner/model"
+FANOUT_DIR: Final = "/opt/schooner/fanout"
+FANOUT_FILE: Final = "fanout.py"
+
+DEFAULT_REDIS_IMAGE: Final = "redis:7.2-bookworm"
+DEFAULT_RESOURCES: Final[dict[str, dict[str, dict[str, str]]]] = {
+    REDIS: {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    MANAGEMENT: {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"memory": "512Mi"}},
+    # The query frontend: requests are what the HorizontalPodAutoscaler measures against.
+    QUERY: {
+        "requests": {"cpu": "500m", "memory": "512Mi"},
+        "limits": {"cpu": "2", "memory": "2Gi"},
+    },
+    # Per model pod, which runs one model process per query frontend (docs/kubernetes.md).
+    REPLICA: {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "4Gi"}},
+}
+
+_MAX_NAME: Final = 63  # a DNS-1123 label: Service names, and safe for every other kind
+_NOT_DNS: Final = re.compile(r"[^a-z0-9-]+")
+
+
+def dns_label(*parts: str) -> str:
+    """``parts`` joined with '-' as a DNS-1123 label: lowercased, other characters made
+    '-', and when that changed anything or the result is too long, cut and suffixed with
+    a hash of the original, so that distinct parts never share a name."""
+    raw = "-".join(parts)
+    name = _NOT_DNS.sub("-", raw.lower()).strip("-")
+    if name == raw and len(name) <= _MAX_NAME:
+        return name
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
+    return f"{name[: _MAX_NAME - 9].rstrip('-')}-{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class KubeSettings:
+    """Where a cluster lives and how its objects are shaped."""
+
+    cluster_name: str
+    namespace: str = "schooner"
+    query_replicas: int = 2
+    service_type: str = "ClusterIP"  # of the query and management Services
+    query_port: int = 1337  # the query Service's port
+    management_port: int = 1338  # the management Service's port
+    redis_url: str | None = None  # an external Redis; None runs one in the cluster
+    key_prefix: str = "schooner"
+    redis_storage: str = "1Gi"
+    storage_class: str | None = None  # None: the cluster's default StorageClass
+    image_pull_secrets: tuple[str, ...] = ()
+    resources: Mapping[str, Mapping[str, Mapping[str, str]]] = field(
+        default_factory=lambda: dict(DEFAULT_RESOURCES)
+    )
+
+    def __post_init__(self) -> None:
+        if self.service_type not in SERVICE_TYPES:
+            raise ValueError(
+                f"service_type={self.service_type!r}: use one of {', '.join(SERVICE_TYPES)}"
+            )
+        if self.query_replicas < 1:
+            raise ValueError(f"query_replicas must be >= 1, got {self.query_replicas}")
+        for f in ("query_port", "management_port"):
+            port = getattr(self, f)
+            if not 0 < port < 65536:
+                raise ValueError(f"{f}={port} is out of range: use a port in 1..65535")
+        unknown = set(self.resources) - set(ROLES)
+        if unknown:
+            raise ValueError(
+                f"resources for unknown role(s) {', '.join(sorted(unknown))}: "
+                f"use {', '.join(ROLES)}"
+            )
+        object.__setattr__(self, "resources", {**DEFAULT_RESOURCES, **self.resources})
+        object.__setattr__(self, "image_pull_secrets", tuple(self.image_pull_secrets))
+
+    # ------------------------------------------------------------------ names, labels
+
+    def name(self, role: str) -> str:
+        """The name of the Deployment/StatefulSet and Service of a cluster component."""
+        return dns_label("schooner", self.cluster_name, role)
+
+    @property
+    def rpc_service(self) -> str:
+        return dns_label("schooner", self.cluster_name, "query-rpc")
+
+    def model_name(self, name: str, version: str) -> str:
+        """The Deployment of a model version (its labels, not its name, identify it)."""
+        return dns_label("schooner", self.cluster_name, name, version)
+
+    def labels(self, role: str, **extra: str) -> dict[str, str]:
+        return {
+            "app.kubernetes.io/name": "schooner",
+            "app.kubernetes.io/instance": self.cluster_name,
+            "app.kubernetes.io/component": COMPONENTS[role],
+            "app.kubernetes.io/part-of": "schooner",
+            "app.kubernetes.io/managed-by": "schooner",
+            **self.selector(role, **extra),
+        }
+
+    def selector(self, role: str | None = None, **extra: str) -> dict[str, str]:
+        """The labels that pick this cluster's objects (of one role): stable, so they
+        are the Deployments' immutable selectors too."""
+        out = {CLUSTER: self.cluster_name}
+        if role is not None:
+            out[ROLE] = role
+        return {**out, **extra}
+
+    def label_selector(self, role: str | None = None, **extra: str) -> str:
+        """``selector`` as the API's ``labelSelector`` string."""
+        return ",".join(f"{k}={v}" for k, v in self.selector(role, **extra).items())
+
+    @staticmethod
+    def model_labels(name: str, version: str | None = None) -> dict[str, str]:
+        return {MODEL: name} if version is None else {MODEL: name, VERSION: version}
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def redis_address(self) -> str:
+        """Redis as the frontends' pods reach it."""
+        if self.redis_url:
+            return self.redis_url
+        return f"redis://{self.name(REDIS)}:{PORTS[REDIS]}/0"
+
+    @property
+    def rpc_service_address(self) -> str:
+        """``HOST:PORT`` of the headless Service that model pods resolve to every query
+        frontend pod (the namespace's DNS search path completes ``.svc``)."""
+        return f"{self.rpc_service}.{self.namespace}.svc:{PORTS['rpc']}"
+
+    def in_cluster_address(self, role: str) -> str:
+        port = self.query_port if role == QUERY else self.management_port
+        return f"{self.name(role)}.{self.namespace}.svc:{port}"
+
+    def namespace_object(self) -> Any:
+        from kubernetes.client import V1Namespace, V1ObjectMeta
+
+        labels = {"app.kubernetes.io/part-of": "schooner"}
+        meta = V1ObjectMeta(name=self.namespace, labels=labels)
+        return V1Namespace(api_version="v1", kind="Namespace", metadata=meta)
+
+    # ------------------------------------------------------------------ building blocks
+
+    def _meta(self, name: str, role: str, **extra: str) -> V1ObjectMeta:
+        from kubernetes.client import V1ObjectMeta
+
+        return V1ObjectMeta(name=name, namespace=self.namespace, labels=self.labels(role, **extra))
+
+    def _resources(self, role: str) -> Any:
+        from kubernetes.client import V1ResourceRequirements
+
+        spec = self.resources[role]
+        return V1ResourceRequirements(
+            requests=dict(spec.get("requests") or {}) or None,
+            limits=dict(spec.get("limits") or {}) or None,
+        )
+
+    @staticmethod
+    def _security() -> Any:
+        from kubernetes.client import V1Capabilities, V1SecurityContext
+
+        return V1SecurityContext(
+            allow_privilege_escalation=False, capabilities=V1Capabilities(drop=["ALL"])
+        )
+
+    def _pod_spec(self, containers: Sequence[V1Container], **kw: Any) -> V1PodSpec:
+        from kubernetes.client import (
+            V1LocalObjectReference,
+            V1PodSecurityContext,
+            V1PodSpec,
+            V1SeccompProfile,
+        )
+
+        secrets = [V1LocalObjectReference(name=s) for s in self.image_pull_secrets] or None
+        return V1PodSpec(
+            containers=list(containers),
+            security_context=V1PodSecurityContext(
+                run_as_non_root=True,
+                run_as_user=USER_ID,
+                run_as_group=USER_ID,
+                fs_group=USER_ID,
+                seccomp_profile=V1SeccompProfile(type="RuntimeDefault"),
+            ),
+            # No pod here talks to the API server, and none needs the Services as
+            # environment variables.
+            automount_service_account_token=False,
+            enable_service_links=False,
+            image_pull_secrets=secrets,
+            termination_grace_period_seconds=30,
+            **kw,
+        )
+
+    def _spread(self, role: str, **extra: str) -> list[Any]:
+        """Prefer pods of one role on different nodes: a node lost takes fewer of them."""
+        from kubernetes.client import V1LabelSelector, V1TopologySpreadConstraint
+
+        return [
+            V1TopologySpreadConstraint(
+                max_skew=1,
+                topology_key="kubernetes.io/hostname",
+                when_unsatisfiable="ScheduleAnyway",
+                label_selector=V1LabelSelector(match_labels=self.selector(role, **extra)),
+            )
+        ]
+
+    def _deployment(
+        self,
+        name: str,
+        role: str,
+        replicas: int | None,
+        pod: V1PodSpec,
+        selector: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> V1Deployment:
+        """``selector``: labels that pick its pods besides cluster and role; ``labels``:
+        more labels of the Deployment and its pods."""
+        from kubernetes.client import (
+            V1Deployment,
+            V1DeploymentSpec,
+            V1DeploymentStrategy,
+            V1LabelSelector,
+            V1ObjectMeta,
+            V1PodTemplateSpec,
+            V1RollingUpdateDeployment,
+        )
+
+        extra = {**(selector or {}), **(labels or {})}
+        return V1Deployment(
+            api_version="apps/v1",
+            kind="Deployment",
+            metadata=self._meta(name, role, **extra),
+            spec=V1DeploymentSpec(
+                replicas=replicas,
+                selector=V1LabelSelector(match_labels=self.selector(role, **(selector or {}))),
+                # Replace a pod only once its successor is ready: capacity never drops.
+                strategy=V1DeploymentStrategy(
+                    type="RollingUpdate",
+                    rolling_update=V1RollingUpdateDeployment(max_surge=1, max_unavailable=0),
+                ),
+                template=V1PodTemplateSpec(
+                    metadata=V1ObjectMeta(labels=self.labels(role, **extra)), spec=pod
+                ),
+            ),
+        )
+
+    def _service(
+        self, name: str, role: str, port: int, port_name: str, *, headless: bool = False
+    ) -> V1Service:
+        from kubernetes.client import V1Service, V1ServicePort, V1ServiceSpec
+
+        spec = V1ServiceSpec(
+            selector=self.selector(role),
+            ports=[V1ServicePort(name=port_name, port=port, target_port=port_name)],
+        )
+        if headless:
+            spec.cluster_ip = "None"
+            # Model pods dial a query frontend while it is still starting, so that it is
+            # ready with its replicas connected; Redis is reached as soon as it listens.
+            spec.publish_not_ready_addresses = True
+        else:
+            spec.type = self.service_type
+        return V1Service(
+            api_version="v1", kind="Service", metadata=self._meta(name, role), spec=spec
+        )
+
+    @staticmethod
+    def _env(name: str, value: str | None = None, field_path: str | None = None) -> Any:
+        from kubernetes.client import V1EnvVar, V1EnvVarSource, V1ObjectFieldSelector
+
+        if field_path is None:
+            return V1EnvVar(name=name, value=value)
+        return V1EnvVar(
+            name=name,
+            value_from=V1EnvVarSource(field_ref=V1ObjectFieldSelector(field_path=field_path)),
+        )
+
+    @staticmethod
+    def _http_probes(port_name: str) -> dict[str, Any]:
+        """Ready when ``/healthz`` answers; alive while the port accepts connections (a
+        frontend waiting for Redis is not ready, but restarting it would not help)."""
+        from kubernetes.client import V1HTTPGetAction, V1Probe, V1TCPSocketAction
+
+        return {
+            "readiness_probe": V1Probe(
+                http_get=V1HTTPGetAction(path="/healthz", port=port_name),
+                period_seconds=5,
+                timeout_seconds=2,
+                failure_threshold=3,
+            ),
+            "liveness_probe": V1Probe(
+                tcp_socket=V1TCPSocketAction(port=port_name),
+                initial_delay_seconds=10,
+                period_seconds=10,
+                timeout_seconds=2,
+                failure_threshold=6,
+            ),
+        }
+
+    # ------------------------------------------------------------------ Redis
+
+    def redis_service(self) -> V1Service:
+        return self._service(self.name(REDIS), REDIS, PORTS[REDIS], "redis", headless=True)
+
+    def redis_stateful_set(self, image: str) -> V1StatefulSet:
+        from kubernetes.client import (
+            V1Container,
+            V1ContainerPort,
+            V1ExecAction,
+            V1LabelSelector,
+            V1ObjectMeta,
+            V1PersistentVolumeClaim,
+            V1PersistentVolumeClaimSpec,
+            V1PodTemplateSpec,
+            V1Probe,
+            V1StatefulSet,
+            V1StatefulSetPersistentVolumeClaimRetentionPolicy,
+            V1StatefulSetSpec,
+            V1TCPSocketAction,
+            V1VolumeMount,
+            V1VolumeResourceRequirements,
+        )
+
+        name = self.name(REDIS)
+        container = V1Container(
+            name="redis",
+            image=image,
+            image_pull_policy="IfNotPresent",
+            # Append-only file on, RDB snapshots off: every change is on disk within a
+            # second, and the SIGTERM of a pod's deletion flushes the rest.
+            command=[
+                "redis-server",
+                *("--port", str(PORTS[REDIS]), "--bind", "0.0.0.0", "--protected-mode", "no"),
+                *("--dir", "/data", "--appendonly", "yes", "--save", ""),
+            ],
+            ports=[V1ContainerPort(name="redis", container_port=PORTS[REDIS])],
+            readiness_probe=V1Probe(
+                _exec=V1ExecAction(command=["sh", "-c", "redis-cli ping | grep -q PONG"]),
+                period_seconds=5,
+                timeout_seconds=2,
+            ),
+            liveness_probe=V1Probe(
+                tcp_socket=V1TCPSocketAction(port="redis"),
+                initial_delay_seconds=10,
+                period_seconds=10,
+                timeout_seconds=2,
+                failure_threshold=6,
+            ),
+            resources=self._resources(REDIS),
+            security_context=self._security(),
+            volume_mounts=[V1VolumeMount(name="data", mount_path="/data")],
+        )
+        claim = V1PersistentVolumeClaim(
+            metadata=V1ObjectMeta(name="data", labels=self.labels(REDIS)),
+            spec=V1PersistentVolumeClaimSpec(
+                access_modes=["ReadWriteOnce"],
+                resources=V1VolumeResourceRequirements(requests={"storage": self.redis_storage}),
+                storage_class_name=self.storage_class,
+            ),
+        )
+        return V1StatefulSet(
+            api_version="apps/v1",
+            kind="StatefulSet",
+            metadata=self._meta(name, REDIS),
+            spec=V1StatefulSetSpec(
+                service_name=name,
+                replicas=1,
+                selector=V1LabelSelector(match_labels=self.selector(REDIS)),
+                template=V1PodTemplateSpec(
+                    metadata=V1ObjectMeta(labels=self.labels(REDIS)),
+                    spec=self._pod_spec([container]),
+                ),
+                volume_claim_templates=[claim],
+                # The state outlives the StatefulSet: stop_all() keeps it, destroy() not.
+                persistent_volume_claim_retention_policy=(
+                    V1StatefulSetPersistentVolumeClaimRetentionPolicy(
+                        when_deleted="Retain", when_scaled="Retain"
+                    )
+                ),
+            ),
+        )
+
+    # ------------------------------------------------------------------ frontends
+
+    def management_service(self) -> V1Service:
+        return self._service(self.name(MANAGEMENT), MANAGEMENT, self.management_port, "http")
+
+    def management_deployment(self, image: str) -> V1Deployment:
+        from kubernetes.client import V1Container, V1ContainerPort
+
+        container = V1Container(
+            name="management-frontend",
+            image=image,
+            image_pull_policy="IfNotPresent",
+            command=["python", "-m", "management_frontend"],
+            args=[
+                *("--redis-url", self.redis_address, "--key-prefix", self.key_prefix),
+                *("--host", "0.0.0.0", "--port", str(PORTS[MANAGEMENT])),
+            ],
+            ports=[V1ContainerPort(name="http", container_port=PORTS[MANAGEMENT])],
+            resources=self._resources(MANAGEMENT),
+            security_context=self._security(),
+            **self._http_probes("http"),
+        )
+        return self._deployment(self.name(MANAGEMENT), MANAGEMENT, 1, self._pod_spec([container]))
+
+    def query_service(self) -> V1Service:
+        return self._service(self.name(QUERY), QUERY, self.query_port, "http")
+
+    def query_rpc_service(self) -> V1Service:
+        return self._service(self.rpc_service, QUERY, PORTS["rpc"], "rpc", headless=True)
+
+    def query_deployment(self, image: str, *, autoscaled: bool = False) -> V1Deployment:
+        """``query_replicas`` pods; ``autoscaled`` leaves the count unset, to the
+        HorizontalPodAutoscaler of deploy/k8s (which ``kubectl apply`` would otherwise
+        reset at every apply)."""
+        from kubernetes.client import (
+            V1Container,
+            V1ContainerPort,
+            V1ExecAction,
+            V1Lifecycle,
+            V1LifecycleHandler,
+        )
+
+        container = V1Container(
+            name="query-frontend",
+            image=image,
+            image_pull_policy="IfNotPresent",
+            command=["python", "-m", "query_frontend"],
+            # HTTP on the pod's own address rather than 0.0.0.0: the query frontend names
+            # itself by its HTTP address in the replica records it keeps in Redis, so
+            # each pod must have a distinct one (docs/kubernetes.md). RPC on every address.
+            args=[
+                *("--redis-url", self.redis_address, "--key-prefix", self.key_prefix),
+                *("--host", "$(SCHOONER_POD_IP)", "--port", str(PORTS[QUERY])),
+                *("--rpc-host", "0.0.0.0", "--rpc-port", str(PORTS["rpc"])),
+                *("--frontend-id", "$(SCHOONER_POD_NAME)"),
+            ],
+            env=[
+                self._env("SCHOONER_POD_NAME", field_path="metadata.name"),
+                self._env("SCHOONER_POD_IP", field_path="status.podIP"),
+            ],
+            ports=[
+                V1ContainerPort(name="http", container_port=PORTS[QUERY]),
+                V1ContainerPort(name="rpc", container_port=PORTS["rpc"]),
+            ],
+            resources=self._resources(QUERY),
+            security_context=self._security(),
+            # Keep serving while the Service's endpoints forget this pod, then stop.
+            lifecycle=V1Lifecycle(
+                pre_stop=V1LifecycleHandler(_exec=V1ExecAction(command=["sleep", "5"]))
+            ),
+            **self._http_probes("http"),
+        )
+        pod = self._pod_spec([container], topology_spread_constraints=self._spread(QUERY))
+        count = None if autoscaled else self.query_replicas
+        return self._deployment(self.name(QUERY), QUERY, count, pod)
+
+    # ------------------------------------------------------------------ model versions
+
+    def fanout_config_map(self, source: str) -> V1ConfigMap:
+        """The model pods' supervisor, named by its content and immutable: a pod keeps
+        the script it started with, and a newer client ships a new one beside it."""
+        from kubernetes.client import V1ConfigMap
+
+        return V1ConfigMap(
+            api_version="v1",
+            kind="ConfigMap",
+            metadata=self._meta(self.fanout_name(source), REPLICA),
+            data={FANOUT_FILE: source},
+            immutable=True,
+        )
+
+    def fanout_name(self, source: str) -> str:
+        digest = hashlib.sha256(source.encode()).hexdigest()[:10]
+        return dns_label("schooner", self.cluster_name, "fanout", digest)
+
+    def replica_deployment(
+        self,
+        image: str,
+        *,
+        name: str,
+        version: str,
+        input_type: str,
+        replicas: int,
+        fanout: str,
+    ) -> V1Deployment:
+        """The pods of a model version: each runs ``fanout`` (the ConfigMap's name), which
+        runs the image's model container once per query frontend pod."""
+        from kubernetes.client import (
+            V1ConfigMapVolumeSource,
+            V1Container,
+            V1ContainerPort,
+            V1Probe,
+            V1TCPSocketAction,
+            V1Volume,
+            V1VolumeMount,
+        )
+
+        model = self.model_labels(name, version)
+        container = V1Container(
+            name="model",
+            image=image,
+            image_pull_policy="IfNotPresent",
+            command=["python", f"{FANOUT_DIR}/{FANOUT_FILE}"],
+            env=[
+                self._env("SCHOONER_BUNDLE", BUNDLE_DIR),
+                self._env("SCHOONER_MODEL_NAME", name),
+                self._env("SCHOONER_MODEL_VERSION", version),
+                self._env("SCHOONER_INPUT_TYPE", input_type),
+                self._env("SCHOONER_REPLICA_ID", field_path="metadata.name"),
+                self._env("SCHOONER_FRONTEND_SERVICE", self.rpc_service_address),
+                self._env("SCHOONER_METRICS_HOST", "0.0.0.0"),
+                self._env("SCHOONER_METRICS_PORT", str(PORTS["metrics"])),
+            ],
+            ports=[V1ContainerPort(name="metrics", container_port=PORTS["metrics"])],
+            # The first model process listens here once its model is loaded. No liveness
+            # probe: the supervisor exits (and the container restarts) when a model
+            # process dies, and the frontends bench a replica that stops answering.
+            readiness_probe=V1Probe(
+                tcp_socket=V1TCPSocketAction(port="metrics"), period_seconds=5, timeout_seconds=2
+            ),
+            resources=self._resources(REPLICA),
+            security_context=self._security(),
+            volume_mounts=[V1VolumeMount(name="fanout", mount_path=FANOUT_DIR, read_only=True)],
+        )
+        pod = self._pod_spec(
+            [container],
+            volumes=[V1Volume(name="fanout", config_map=V1ConfigMapVolumeSource(name=fanout))],
+            topology_spread_constraints=self._spread(REPLICA, **model),
+        )
+        return self._deployment(
+            self.model_name(name, version),
+            REPLICA,
+            replicas,
+            pod,
+            selector=model,
+            labels={INPUT_TYPE: input_type},
+        )
+
+
+def to_json(obj: Any) -> Any:
+    """A model object as the API server's JSON (camelCase keys, no nulls)."""
+    from kubernetes.client import ApiClient
+
+    return ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]

@@ -1,0 +1,149 @@
+"""What the Kubernetes manager reads back from the API server: pods and Services.
+
+Pure functions over ``kubernetes.client`` model objects, as ``_k8s_specs`` is for the
+objects it creates: whether a pod will serve or needs someone's help (and why), how many
+replicas a model version has connected as ``Connection`` counts them, and where a client
+outside the cluster reaches a Service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from admin.container_managers._k8s_fanout import child_replica_id, frontend_address
+from admin.container_managers._k8s_specs import PORTS
+from admin.container_managers.base import ReplicaState
+
+# model_container.cli.EXIT_CONFIG: the model cannot be loaded; restarting will not help.
+EXIT_CONFIG: Final = 2
+CRASH_LOOP_RESTARTS: Final = 3
+# Why a container is waiting that waiting longer will not fix.
+FATAL_WAITING: Final = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+
+
+def pod_name(pod: Any) -> str:
+    return str(pod.metadata.name)
+
+
+def live(pods: Iterable[Any]) -> list[Any]:
+    """The pods not being deleted, by name."""
+    return sorted((p for p in pods if p.metadata.deletion_timestamp is None), key=pod_name)
+
+
+def frontend_addresses(query_pods: Iterable[Any]) -> list[str]:
+    """The RPC addresses of the query frontend pods, as model pods resolve them."""
+    return sorted(
+        frontend_address(str(p.status.pod_ip), PORTS["rpc"])
+        for p in live(query_pods)
+        if p.status is not None and p.status.pod_ip
+    )
+
+
+def pod_problem(pod: Any, *, model: bool = False) -> str:
+    """Why a pod will not serve without someone's help; "" while it runs or starts.
+
+    A container waiting on an image it cannot pull or a configuration it cannot use,
+    one that keeps exiting, a pod that failed; for a model pod (``model``) also a model
+    process that exited with status 2 (its model cannot be loaded).
+    """
+    status = pod.status
+    if status is None:
+        return ""
+    if status.phase in ("Failed", "Succeeded"):
+        why = ": ".join(x for x in (status.reason, status.message) if x)
+        return f"is {status.phase}" + (f" ({why})" if why else "")
+    for cs in status.container_statuses or []:
+        state, last = cs.state, cs.last_state
+        waiting = state.waiting if state is not None else None
+        if waiting is not None and waiting.reason in FATAL_WAITING:
+            message = f"cannot start its container ({waiting.reason}: {waiting.message or ''})"
+            if "Image" in str(waiting.reason):
+                message += (
+                    f"; can the cluster pull {cs.image}? Check the registry, the image "
+                    "name and image_pull_secrets"
+                )
+            return message
+        terminated = (state.terminated if state is not None else None) or (
+            last.terminated if last is not None else None
+        )
+        code = terminated.exit_code if terminated is not None else None
+        if model and code == EXIT_CONFIG:
+            return "exits at start with status 2 (its model cannot be loaded)"
+        restarts = int(cs.restart_count or 0)
+        if restarts >= CRASH_LOOP_RESTARTS:
+            return f"keeps exiting (last status {code}, restarted {restarts} times)"
+    return ""
+
+
+def replica_states(
+    pods: Iterable[Any], query_pods: Iterable[Any], logs: Mapping[str, str] | None = None
+) -> list[ReplicaState]:
+    """The replicas of a model version as ``Connection`` counts them.
+
+    Each model pod serves every query frontend pod through a model process of its own
+    (``_k8s_fanout``), registered as ``<pod>@<frontend address>``: a healthy pod is one
+    running replica per frontend. A pod with a problem is one failed replica, with the
+    end of its log (``logs``, by pod name) in ``detail``.
+    """
+    frontends = frontend_addresses(query_pods)
+    states: list[ReplicaState] = []
+    for pod in live(pods):
+        problem = pod_problem(pod, model=True)
+        if problem:
+            tail = (logs or {}).get(pod_name(pod), "")
+            detail = f"replica pod {pod_name(pod)} {problem}; the end of its log:\n{tail}"
+            states.append(ReplicaState(pod_name(pod), False, None, detail.rstrip()))
+        else:
+            states += [
+                ReplicaState(child_replica_id(pod_name(pod), address), True)
+                for address in frontends
+            ]
+    return states
+
+
+def node_address(nodes: Iterable[Any]) -> str:
+    """An address of a ready node (external preferred), where NodePorts answer."""
+    ready = []
+    for node in nodes:
+        conditions = (node.status.conditions or []) if node.status is not None else []
+        if any(c.type == "Ready" and c.status == "True" for c in conditions):
+            ready.append(node)
+    for kind in ("ExternalIP", "InternalIP", "Hostname"):
+        for node in sorted(ready, key=lambda n: str(n.metadata.name)):
+            for address in node.status.addresses or []:
+                if address.type == kind and address.address:
+                    return str(address.address)
+    return ""
+
+
+def service_netloc(service: Any, *, node: str = "") -> str:
+    """``host:port`` where a client outside the cluster reaches ``service`` ("" if not
+    yet: a LoadBalancer being provisioned; ClusterIP Services answer in the cluster)."""
+    spec = service.spec
+    port = spec.ports[0]
+    kind = spec.type or "ClusterIP"
+    if kind == "LoadBalancer":
+        lb = service.status.load_balancer if service.status is not None else None
+        for ingress in (lb.ingress if lb is not None else None) or []:
+            host = ingress.ip or ingress.hostname
+            if host:
+                return _netloc(str(host), int(port.port))
+        return ""
+    if kind == "NodePort":
+        return _netloc(node, int(port.node_port)) if node and port.node_port else ""
+    meta = service.metadata
+    return f"{meta.name}.{meta.namespace}.svc:{port.port}"
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,573 @@
+"""``KubernetesContainerManager``: Redis, both frontends and every model version on Kubernetes.
+
+    from admin import Connection, KubernetesContainerManager
+
+    conn = Connection(KubernetesContainerManager(
+        namespace="ml", registry="registry.example.com/team", kube_context="prod"))
+    conn.start()
+
+``start()`` builds the frontends' image from ``deploy/docker/`` with the local Docker
+engine and pushes it to ``registry`` (or takes ``frontend_image=``), then creates
+through the official ``kubernetes`` client (``_k8s_specs`` builds the objects,
+``_k8s_status`` reads pods back, ``_k8s_api`` is the only module that calls the API
+server): Redis as a StatefulSet with
+its append-only file on a PersistentVolumeClaim (or an external ``redis_url``), the
+management frontend, and ``query_replicas`` query frontend pods behind one Service,
+each with readiness and liveness probes, resource requests and limits. It returns once
+they are ready.
+
+A model version is a Deployment of model pods. Deploying builds the model's image as
+the Docker manager does, pushes it, and creates the Deployment that runs it;
+``set_num_replicas`` patches its replica count, ``stop_models`` deletes it (and its
+pods), and ``set_model_version`` is state in Redis that the query frontends follow: no
+pod restarts. Every query frontend pod reaches every model pod: each model pod runs one
+model process per query frontend pod, found through a headless Service
+(``_k8s_fanout``; docs/kubernetes.md says why, and what model_container would need to
+do it in one process).
+
+Objects carry the label ``schooner.io/cluster=<cluster>``: ``connect()`` finds a running
+cluster by it, and ``stop_all()`` deletes that cluster's objects and no others. Redis's
+volume claim stays, so state survives ``stop_all()``; ``destroy()`` deletes it too.
+
+The ``kubernetes`` client is an optional dependency (``pip install
+'schooner[kubernetes]'``), and building images needs the ``docker`` SDK and an engine;
+both are imported when first used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from admin._names import check_name, check_version
+from admin._progress import wait_for
+from admin.container_managers import _k8s_fanout
+from admin.container_managers import _k8s_specs as specs
+from admin.container_managers import _k8s_status as readback
+from admin.container_managers._k8s_api import DEFAULT_TIMEOUT, KubeAPI, load_client
+from admin.container_managers._k8s_specs import (
+    DEFAULT_REDIS_IMAGE,
+    MANAGEMENT,
+    QUERY,
+    REDIS,
+    REPLICA,
+    KubeSettings,
+)
+from admin.container_managers.base import ContainerManager, ReplicaState
+from admin.exceptions import (
+    ClusterAlreadyRunningError,
+    ClusterNotRunningError,
+    ContainerManagerError,
+    DeployError,
+    IncompatibleModelError,
+)
+
+if TYPE_CHECKING:
+    import docker
+
+    from admin.container_managers._docker_images import ImageBuilder
+
+DEFAULT_BASE_IMAGE: Final = "python:3.11-slim"
+_LOG_TAIL: Final = 30
+
+NEEDS_REGISTRY: Final = (
+    "Kubernetes runs images from a registry, and this KubernetesContainerManager has none: "
+    "pass registry='registry.example.com/team' -- a registry this machine can push to and "
+    "the cluster can pull from (for kind or k3s, a local registry: see docs/kubernetes.md)"
+)
+
+
+def fanout_source() -> str:
+    """The text of the supervisor every model pod runs (shipped in a ConfigMap)."""
+    return Path(_k8s_fanout.__file__).read_text(encoding="utf-8")
+
+
+class KubernetesContainerManager(ContainerManager):
+    """Runs a Schooner cluster in one namespace of a Kubernetes cluster.
+
+    ``kube_context`` picks a context of the kubeconfig (``kubeconfig`` or ``KUBECONFIG``,
+    else ``~/.kube/config``; in a pod without one, the pod's service account).
+    ``registry`` is where model images (and the frontends' image) are pushed and pulled
+    from; ``frontend_image`` skips building that one. ``service_type`` (``ClusterIP``,
+    ``NodePort`` or ``LoadBalancer``) exposes the query and management Services;
+    ``query_addr`` / ``management_addr`` override where this client reaches them (e.g.
+    ``"127.0.0.1:1338"`` through ``kubectl port-forward``). ``resources`` replaces the
+    requests/limits of a role (``redis``, ``management``, ``query``, ``replica``):
+    ``{"replica": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {...}}}``.
+    ``base_image``, ``wheelhouse``, ``build_network_mode`` and ``dockerfiles`` are the
+    image-building options of ``DockerContainerManager``. ``apps_api`` / ``core_api``
+    replace the client's ``AppsV1Api`` / ``CoreV1Api`` (pre-configured clients, tests).
+    """
+
+    def __init__(
+        self,
+        cluster_name: str = "default",
+        *,
+        namespace: str = "schooner",
+        registry: str = "",
+        kube_context: str | None = None,
+        kubeconfig: str | os.PathLike[str] | None = None,
+        query_replicas: int = 2,
+        service_type: str = "ClusterIP",
+        query_port: int = 1337,
+        management_port: int = 1338,
+        query_addr: str | None = None,
+        management_addr: str | None = None,
+        redis_url: str | None = None,
+        key_prefix: str = "schooner",
+        redis_image: str = DEFAULT_REDIS_IMAGE,
+        redis_storage: str = "1Gi",
+        storage_class: str | None = None,
+        frontend_image: str | None = None,
+        image_pull_secrets: Sequence[str] = (),
+        resources: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
+        base_image: str = DEFAULT_BASE_IMAGE,
+        wheelhouse: str | os.PathLike[str] | None = None,
+        build_network_mode: str | None = None,
+        dockerfiles: str | os.PathLike[str] | None = None,
+        apps_api: Any = None,
+        core_api: Any = None,
+        docker_client: docker.DockerClient | None = None,
+        start_timeout: float = 300.0,
+        build_timeout: float = 900.0,
+        request_timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__()
+        self.settings = KubeSettings(
+            cluster_name=check_name(cluster_name, "cluster name"),
+            namespace=check_name(namespace, "namespace"),
+            query_replicas=query_replicas,
+            service_type=service_type,
+            query_port=query_port,
+            management_port=management_port,
+            redis_url=redis_url,
+            key_prefix=key_prefix,
+            redis_storage=redis_storage,
+            storage_class=storage_class,
+            image_pull_secrets=tuple(image_pull_secrets),
+            resources=dict(resources or {}),
+        )
+        self.registry = registry.rstrip("/")
+        self.kube_context = kube_context
+        self.kubeconfig = os.fspath(kubeconfig) if kubeconfig is not None else None
+        self.redis_image = redis_image
+        self.frontend_image = frontend_image
+        self.base_image = base_image
+        self.wheelhouse = Path(wheelhouse).expanduser().absolute() if wheelhouse else None
+        self.build_network_mode = build_network_mode
+        self.dockerfiles = Path(dockerfiles).expanduser().absolute() if dockerfiles else None
+        self.start_timeout = start_timeout
+        self.build_timeout = build_timeout
+        self.request_timeout = request_timeout
+        self._overrides = {QUERY: query_addr, MANAGEMENT: management_addr}
+        self._addresses: dict[str, str] = {}
+        self._apps, self._core = apps_api, core_api
+        self._api: KubeAPI | None = None
+        self._docker = docker_client
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return (
+            f"KubernetesContainerManager(cluster_name={s.cluster_name!r}, "
+            f"namespace={s.namespace!r})"
+        )
+
+    @property
+    def cluster_name(self) -> str:
+        return self.settings.cluster_name
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.namespace
+
+    @property
+    def api(self) -> KubeAPI:
+        if self._api is None:
+            if self._apps is None or self._core is None:
+                apps, core = load_client(self.kube_context, self.kubeconfig)
+                self._apps = self._apps if self._apps is not None else apps
+                self._core = self._core if self._core is not None else core
+            self._api = KubeAPI(self._apps, self._core, self.namespace, self.request_timeout)
+        return self._api
+
+    @property
+    def docker_client(self) -> docker.DockerClient:
+        if self._docker is None:
+            from admin.container_managers._docker_engine import connect_to_engine
+
+            self._docker = connect_to_engine()
+        return self._docker
+
+    @property
+    def images(self) -> ImageBuilder:
+        from admin.container_managers._docker_images import ImageBuilder
+
+        return ImageBuilder(
+            self.docker_client,
+            registry=self.registry,
+            base_image=self.base_image,
+            network_mode=self.build_network_mode,
+            wheelhouse=self.wheelhouse,
+            timeout=self.build_timeout,
+            push=False,  # pushed by this manager, also when the image was built before
+            report=self.report,
+            dockerfiles=self.dockerfiles,
+        )
+
+    # ------------------------------------------------------------------ addresses
+
+    def get_query_addr(self) -> str:
+        return self._address(QUERY)
+
+    def get_management_addr(self) -> str:
+        return self._address(MANAGEMENT)
+
+    def _address(self, role: str) -> str:
+        return (
+            self._overrides[role]
+            or self._addresses.get(role)
+            or self.settings.in_cluster_address(role)
+        )
+
+    def _resolve_addresses(self, *, wait: bool) -> None:
+        """Where this client reaches the two Services (a LoadBalancer's address may take
+        a while to be assigned: ``wait`` for it)."""
+        node = ""
+        inside_only = False
+        for role in (QUERY, MANAGEMENT):
+            if self._overrides[role]:
+                continue
+            service = self.api.read("Service", self.settings.name(role))
+            if service is None:
+                raise ClusterNotRunningError(
+                    f"the Service {self.settings.name(role)} of Schooner cluster "
+                    f"{self.cluster_name!r} is missing: stop_all() and start() it again"
+                )
+            kind = service.spec.type or "ClusterIP"
+            if kind == "NodePort" and not node:
+                node = readback.node_address(self.api.nodes())
+            netloc = readback.service_netloc(service, node=node)
+            if not netloc and wait:
+                netloc = self._wait_for_service(role)
+            if not netloc:
+                raise ContainerManagerError(
+                    f"the Service {self.settings.name(role)} ({kind}) has no address this "
+                    f"client can reach yet: pass {role}_addr='HOST:PORT'"
+                )
+            self._addresses[role] = netloc
+            inside_only = inside_only or kind == "ClusterIP"
+        if inside_only:
+            self.report(
+                f"the frontends answer inside the cluster at {self.get_query_addr()} and "
+                f"{self.get_management_addr()}; from outside it, use service_type='NodePort' "
+                "or 'LoadBalancer', or run kubectl -n "
+                f"{self.namespace} port-forward svc/{self.settings.name(MANAGEMENT)} "
+                f"{self.settings.management_port} and pass management_addr="
+                f"'127.0.0.1:{self.settings.management_port}'"
+            )
+
+    def _wait_for_service(self, role: str) -> str:
+        found = ""
+
+        def assigned() -> bool:
+            nonlocal found
+            service = self.api.read("Service", self.settings.name(role))
+            found = readback.service_netloc(service) if service is not None else ""
+            return bool(found)
+
+        self.report(f"waiting for the load balancer of {self.settings.name(role)}")
+        wait_for(
+            assigned,
+            timeout=self.start_timeout,
+            on_progress=lambda t: self.report(f"still waiting for a load balancer ({t:.0f} s)"),
+        )
+        return found
+
+    # ------------------------------------------------------------------ the cluster
+
+    def start_cluster(self) -> None:
+        s = self.settings
+        running = self._components()
+        if running:
+            raise ClusterAlreadyRunningError(
+                f"Schooner cluster {s.cluster_name!r} is already running in namespace "
+                f"{s.namespace} ({', '.join(sorted(running))}): attach to it with "
+                "Connection(...).connect(), or stop it first with stop_all()"
+            )
+        if self.api.ensure_namespace(s.namespace_object()):
+            self.report(f"created namespace {s.namespace}")
+        # Model Deployments left by a cluster that was not stopped would otherwise serve
+        # beside those start() brings back from Redis.
+        self._delete_all()
+        frontend = self._frontend_image()
+        try:
+            if s.redis_url is None:
+                self.api.create(s.redis_service())
+                self.api.create(s.redis_stateful_set(self.redis_image))
+                self._wait_ready("StatefulSet", REDIS, "Redis")
+            self.api.create(s.management_deployment(frontend))
+            self.api.create(s.management_service())
+            self.api.create(s.query_deployment(frontend))
+            self.api.create(s.query_service())
+            self.api.create(s.query_rpc_service())
+            self._wait_ready("Deployment", MANAGEMENT, "the management frontend")
+            self._wait_ready("Deployment", QUERY, "the query frontend")
+            self._resolve_addresses(wait=True)
+        except BaseException:
+            self._delete_all()
+            raise
+        self.report(
+            f"Schooner cluster {s.cluster_name!r} is running in namespace {s.namespace}: "
+            f"queries at http://{self.get_query_addr()}, management at "
+            f"http://{self.get_management_addr()}"
+        )
+
+    def connect(self) -> None:
+        frontends = {
+            d.metadata.labels.get(specs.ROLE): d
+            for d in self.api.find("Deployment", self.settings.label_selector())
+            if d.metadata.labels.get(specs.ROLE) in (MANAGEMENT, QUERY)
+        }
+        if not frontends:
+            raise ClusterNotRunningError(
+                f"no Schooner cluster {self.cluster_name!r} runs in namespace "
+                f"{self.namespace} (no Deployment labelled {specs.CLUSTER}="
+                f"{self.cluster_name}): start one with Connection(KubernetesContainerManager("
+                f"{self.cluster_name!r}, namespace={self.namespace!r}, ...)).start(), or "
+                "kubectl apply -k deploy/k8s"
+            )
+        down = [
+            role
+            for role in (MANAGEMENT, QUERY)
+            if role not in frontends or not (frontends[role].status.ready_replicas or 0)
+        ]
+        if down:
+            raise ClusterNotRunningError(
+                f"Schooner cluster {self.cluster_name!r} is not ready (no ready "
+                f"{' or '.join(down)} frontend pod): see kubectl -n {self.namespace} get pods "
+                f"-l {specs.CLUSTER}={self.cluster_name}"
+            )
+        self._resolve_addresses(wait=False)
+
+    def stop_all(self) -> None:
+        left = self._delete_all()
+        if left:
+            raise ContainerManagerError(
+                f"could not delete {', '.join(left)}: delete them with kubectl -n "
+                f"{self.namespace} delete ... (they carry {specs.CLUSTER}={self.cluster_name})"
+            )
+        self._addresses.clear()
+
+    def destroy(self) -> None:
+        """``stop_all()``, then delete Redis's volume claim (all the cluster's state)."""
+        self.stop_all()
+        for claim in self.api.find("PersistentVolumeClaim", self.settings.label_selector(REDIS)):
+            self.api.delete("PersistentVolumeClaim", claim.metadata.name)
+
+    def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
+        out_dir = Path(logging_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for pod in self.api.find("Pod", self.settings.label_selector()):
+            path = out_dir / f"{readback.pod_name(pod)}.log"
+            path.write_text(self.api.pod_log(readback.pod_name(pod)) + "\n", encoding="utf-8")
+            written.append(str(path))
+        return sorted(written)
+
+    def push_cluster_images(self) -> dict[str, str]:
+        """Build and push the images the manifests of ``deploy/k8s`` run; their names."""
+        if not self.registry:
+            raise ContainerManagerError(NEEDS_REGISTRY)
+        images = self.images
+        model_container = images.model_container_image()
+        frontend = images.frontend_image(model_container)
+        for image in (model_container, frontend):
+            images.push_image(image)
+        return {"model-container": model_container, "frontend": frontend}
+
+    def _components(self) -> list[str]:
+        """This cluster's Redis and frontends, as "Kind name"."""
+        selector = self.settings.label_selector()
+        found = [
+            f"Deployment {d.metadata.name}"
+            for d in self.api.find("Deployment", selector)
+            if d.metadata.labels.get(specs.ROLE) != REPLICA
+        ]
+        return found + [
+            f"StatefulSet {s.metadata.name}" for s in self.api.find("StatefulSet", selector)
+        ]
+
+    def _delete_all(self) -> list[str]:
+        """Delete the cluster's objects but Redis's volume claim: model versions first,
+        then the frontends, then Redis; what could not be deleted."""
+        selector = self.settings.label_selector()
+        order = {REPLICA: 0, QUERY: 1, MANAGEMENT: 2, REDIS: 3}
+        doomed: list[tuple[str, str]] = []
+        for kind in ("Deployment", "StatefulSet", "Service", "ConfigMap"):
+            objects = sorted(
+                self.api.find(kind, selector),
+                key=lambda o: (order.get(o.metadata.labels.get(specs.ROLE), 4), o.metadata.name),
+            )
+            doomed += [(kind, o.metadata.name) for o in objects]
+        left = []
+        for kind, name in doomed:
+            try:
+                self.api.delete(kind, name)
+            except ContainerManagerError:
+                left.append(f"{kind} {name}")
+        return left
+
+    def _frontend_image(self) -> str:
+        if self.frontend_image:
+            return self.frontend_image
+        if not self.registry:
+            raise ContainerManagerError(
+                f"{NEEDS_REGISTRY}. The frontends' image is built and pushed there too, "
+                "unless you pass frontend_image= one built by push_cluster_images()"
+            )
+        images = self.images
+        frontend = images.frontend_image(images.model_container_image())
+        images.push_image(frontend)
+        return frontend
+
+    def _wait_ready(self, kind: str, role: str, what: str) -> None:
+        name = self.settings.name(role)
+
+        def ready() -> bool:
+            found = self.api.read(kind, name)
+            if found is None:
+                raise ContainerManagerError(f"{what} ({kind} {name}) vanished while starting")
+            for pod in readback.live(self.api.find("Pod", self.settings.label_selector(role))):
+                problem = readback.pod_problem(pod)
+                if problem:
+                    log = self.api.pod_log(readback.pod_name(pod), tail_lines=_LOG_TAIL)
+                    raise ContainerManagerError(
+                        f"{what} did not start: pod {readback.pod_name(pod)} {problem}; the end "
+                        f"of its log:\n{log}"
+                    )
+            status = found.status
+            return status is not None and (status.ready_replicas or 0) >= 1
+
+        self.report(f"waiting for {what} ({kind} {name})")
+        if not wait_for(
+            ready,
+            timeout=self.start_timeout,
+            on_progress=lambda t: self.report(f"still waiting for {what} ({t:.0f} s)"),
+        ):
+            raise ContainerManagerError(
+                f"{what} ({kind} {name}) was not ready within {self.start_timeout:g} s: see "
+                f"kubectl -n {self.namespace} describe pods -l "
+                f"{self.settings.label_selector(role)}"
+            )
+
+    # ------------------------------------------------------------------ models
+
+    def build_model(self, name: str, version: str, bundle_dir: str | os.PathLike[str]) -> str:
+        from model_container.bundle import (
+            BundleError,
+            IncompatibleRuntimeError,
+            check_compatible,
+            read_bundle_info,
+        )
+
+        check_name(name)
+        check_version(version)
+        if not self.registry:
+            raise DeployError(
+                f"cannot deploy {name}:{version}: {NEEDS_REGISTRY}. Or build and push the "
+                "image yourself and deploy it with conn.deploy_model(..., artifact=IMAGE)"
+            )
+        try:
+            info = read_bundle_info(bundle_dir)
+        except BundleError as exc:
+            raise DeployError(f"cannot deploy {name}:{version}: {exc}") from exc
+        if self._model_deployments(name, version):
+            raise ContainerManagerError(
+                f"{name}:{version} already runs in namespace {self.namespace}: deploy under a "
+                f"new version, or stop_models({name!r}) first"
+            )
+        from admin.container_managers._docker_engine import ClusterEngine
+        from admin.container_managers._docker_images import (
+            IMAGE_CLUSTER,
+            IMAGE_MODEL,
+            IMAGE_VERSION,
+        )
+
+        images = self.images
+        base = images.model_container_image()
+        ours = ClusterEngine(self.docker_client, self.cluster_name, stop_timeout=0).image_runtime(
+            base
+        )
+        try:
+            check_compatible(info.runtime, ours)
+        except IncompatibleRuntimeError as exc:
+            theirs = info.runtime
+            raise IncompatibleModelError(
+                f"cannot deploy {name}:{version}: it was pickled under Python "
+                f"{theirs.get('python', '?')} / cloudpickle {theirs.get('cloudpickle', '?')}, "
+                f"but its image {base} runs Python {ours.get('python', '?')} / cloudpickle "
+                f"{ours.get('cloudpickle', '?')}. Deploy it from a matching environment, or "
+                "pass KubernetesContainerManager(base_image=...) a base with that Python"
+            ) from exc
+        labels = {IMAGE_CLUSTER: self.cluster_name, IMAGE_MODEL: name, IMAGE_VERSION: version}
+        image = images.model_image(base, name, version, Path(bundle_dir), info.pkgs, labels)
+        images.push_image(image, DeployError)
+        return image
+
+    def set_num_replicas(
+        self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
+    ) -> None:
+        if num_replicas < 0:
+            raise ValueError(f"num_replicas must be >= 0, got {num_replicas}")
+        existing = self._model_deployments(name, version)
+        if existing:
+            for deployment in existing:
+                self.api.scale(deployment.metadata.name, num_replicas)
+            return
+        if num_replicas == 0:
+            return
+        source = fanout_source()
+        self.api.create(self.settings.fanout_config_map(source), exist_ok=True)
+        self.api.create(
+            self.settings.replica_deployment(
+                artifact,
+                name=name,
+                version=version,
+                input_type=input_type,
+                replicas=num_replicas,
+                fanout=self.settings.fanout_name(source),
+            )
+        )
+
+    def stop_models(self, name: str, versions: Sequence[str] | None = None) -> None:
+        for deployment in self._model_deployments(name):
+            if versions is None or deployment.metadata.labels.get(specs.VERSION) in versions:
+                self.api.delete("Deployment", deployment.metadata.name, foreground=True)
+
+    def replica_states(self, name: str, version: str) -> list[ReplicaState]:
+        s = self.settings
+        pods = self.api.find("Pod", s.label_selector(REPLICA, **s.model_labels(name, version)))
+        logs = {
+            readback.pod_name(pod): self._log_tail(pod)
+            for pod in readback.live(pods)
+            if readback.pod_problem(pod, model=True)
+        }
+        return readback.replica_states(pods, self._query_pods(), logs)
+
+    def connections_expected(self, name: str, version: str, num_replicas: int) -> int:
+        return num_replicas * max(1, len(readback.frontend_addresses(self._query_pods())))
+
+    def _query_pods(self) -> list[Any]:
+        return self.api.find("Pod", self.settings.label_selector(QUERY))
+
+    def _model_deployments(self, name: str, version: str | None = None) -> list[Any]:
+        s = self.settings
+        selector = s.label_selector(REPLICA, **s.model_labels(name, version))
+        return sorted(self.api.find("Deployment", selector), key=lambda d: d.metadata.name)
+
+    def _log_tail(self, pod: Any) -> str:
+        """The end of a model pod's log: of its last run, when it restarted."""
+        restarted = any((cs.restart_count or 0) > 0 for cs in (pod.status.container_statuses or []))
+        return self.api.pod_log(readback.pod_name(pod), tail_lines=_LOG_TAIL, previous=restarted)

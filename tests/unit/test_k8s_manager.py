@@ -1,0 +1,632 @@
+"""KubernetesContainerManager against a fake of the API server (none can run here).
+
+The manager talks to ``FakeKubeAPIServer`` through the official client's own model
+objects; each test pins the exact requests it makes -- the objects created, the patches,
+the deletes -- for start, connect, deploy, scale, rollback and stop. What those objects
+contain is pinned in ``test_k8s_specs.py`` and checked against the official schemas in
+``test_k8s_manifests.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_kube_apiserver import Call, FakeKubeAPIServer
+from kubernetes.client import (
+    V1ContainerState,
+    V1ContainerStateTerminated,
+    V1ContainerStateWaiting,
+    V1LoadBalancerIngress,
+    V1LoadBalancerStatus,
+    V1Node,
+    V1NodeAddress,
+    V1NodeCondition,
+    V1NodeStatus,
+    V1ObjectMeta,
+    V1ServiceStatus,
+)
+from kubernetes.client.exceptions import ApiException
+from test_admin_connection import FakeSchooner, write_bundle
+
+from admin import (
+    ClusterAlreadyRunningError,
+    ClusterNotRunningError,
+    Connection,
+    ContainerManagerError,
+    DeployError,
+    KubernetesContainerManager,
+    ModelStartError,
+)
+from admin.container_managers import _k8s_api
+from admin.container_managers._k8s_specs import DEFAULT_REDIS_IMAGE, KubeSettings
+from admin.container_managers.kubernetes import fanout_source
+from admin.deployers.python import deploy_python_closure
+
+REGISTRY = "registry.example.com/team"
+FRONTEND = f"{REGISTRY}/schooner/frontend:0123456789ab"
+IRIS_1 = f"{REGISTRY}/schooner/model-iris:1-aaaaaaaaaaaa"
+IRIS_2 = f"{REGISTRY}/schooner/model-iris:2-bbbbbbbbbbbb"
+
+
+def manager(server: FakeKubeAPIServer, **kw: Any) -> KubernetesContainerManager:
+    kw.setdefault("frontend_image", FRONTEND)
+    kw.setdefault("start_timeout", 5)
+    return KubernetesContainerManager(
+        "prod", namespace="ml", registry=REGISTRY, apps_api=server.apps, core_api=server.core, **kw
+    )
+
+
+def settings(**kw: Any) -> KubeSettings:
+    return KubeSettings("prod", namespace="ml", **kw)
+
+
+def writes(server: FakeKubeAPIServer) -> list[tuple[str, str, str]]:
+    return [(c.verb, c.kind, c.name) for c in server.mutations()]
+
+
+@pytest.fixture
+def server() -> FakeKubeAPIServer:
+    return FakeKubeAPIServer()
+
+
+@pytest.fixture
+def started(server: FakeKubeAPIServer) -> KubernetesContainerManager:
+    cm = manager(server)
+    cm.start_cluster()
+    server.calls.clear()
+    return cm
+
+
+# --------------------------------------------------------------------------- start
+
+
+def test_start_creates_redis_then_the_frontends_and_waits_until_they_are_ready(
+    server: FakeKubeAPIServer,
+) -> None:
+    cm = manager(server)
+    cm.start_cluster()
+    s = settings()
+    assert writes(server) == [
+        ("create", "Namespace", "ml"),
+        ("create", "Service", "schooner-prod-redis"),
+        ("create", "StatefulSet", "schooner-prod-redis"),
+        ("create", "Deployment", "schooner-prod-management"),
+        ("create", "Service", "schooner-prod-management"),
+        ("create", "Deployment", "schooner-prod-query"),
+        ("create", "Service", "schooner-prod-query"),
+        ("create", "Service", "schooner-prod-query-rpc"),
+    ]
+    created = [c.sent for c in server.mutations()]
+    assert created[1:] == [
+        s.redis_service(),
+        s.redis_stateful_set(DEFAULT_REDIS_IMAGE),
+        s.management_deployment(FRONTEND),
+        s.management_service(),
+        s.query_deployment(FRONTEND),
+        s.query_service(),
+        s.query_rpc_service(),
+    ]
+    assert created[0] == s.namespace_object()
+    # Redis was ready before the frontends that need it were created.
+    verbs = [(c.verb, c.kind, c.name) for c in server.calls]
+    assert verbs.index(("read", "StatefulSet", "schooner-prod-redis")) < verbs.index(
+        ("create", "Deployment", "schooner-prod-management")
+    )
+    assert len(server.pods_of(server.get("Deployment", "ml", "schooner-prod-query"))) == 2
+    # ClusterIP Services: the addresses that answer inside the cluster.
+    assert cm.get_query_addr() == "schooner-prod-query.ml.svc:1337"
+    assert cm.get_management_addr() == "schooner-prod-management.ml.svc:1338"
+
+
+def test_start_in_an_existing_namespace_does_not_create_it(server: FakeKubeAPIServer) -> None:
+    server.namespaces.add("ml")
+    manager(server).start_cluster()
+    assert ("create", "Namespace", "ml") not in writes(server)
+
+
+def test_start_refuses_a_cluster_that_is_already_running(
+    server: FakeKubeAPIServer, started: KubernetesContainerManager
+) -> None:
+    with pytest.raises(ClusterAlreadyRunningError, match=r"connect\(\)"):
+        manager(server).start_cluster()
+    assert server.mutations() == []
+
+
+def test_with_an_external_redis_no_redis_objects_are_made(server: FakeKubeAPIServer) -> None:
+    url = "redis://redis.shared.svc:6379/3"
+    manager(server, redis_url=url).start_cluster()
+    assert not any("redis" in name for _, _, name in writes(server))
+    management = server.get("Deployment", "ml", "schooner-prod-management")
+    assert url in management.spec.template.spec.containers[0].args
+
+
+def test_start_without_a_registry_or_a_frontend_image_says_what_to_pass(
+    server: FakeKubeAPIServer,
+) -> None:
+    cm = KubernetesContainerManager(apps_api=server.apps, core_api=server.core)
+    with pytest.raises(ContainerManagerError, match=r"registry=.*frontend_image="):
+        cm.start_cluster()
+    assert [c for c in writes(server) if c[1] != "Namespace"] == []
+
+
+def test_a_frontend_that_cannot_pull_its_image_fails_start_and_is_cleaned_up(
+    server: FakeKubeAPIServer,
+) -> None:
+    def image_pull_fails(srv: FakeKubeAPIServer) -> None:
+        for pod in srv.stored("Pod"):
+            if pod.metadata.labels["schooner.io/role"] == "query":
+                pod.status.container_statuses[0].state = V1ContainerState(
+                    waiting=V1ContainerStateWaiting(
+                        reason="ImagePullBackOff", message="manifest unknown"
+                    )
+                )
+                srv.logs[pod.metadata.name] = ""
+
+    server.on_change = image_pull_fails
+    with pytest.raises(ContainerManagerError) as info:
+        manager(server).start_cluster()
+    message = str(info.value)
+    assert "the query frontend did not start" in message
+    assert "ImagePullBackOff: manifest unknown" in message
+    assert f"can the cluster pull {FRONTEND}?" in message
+    # Nothing of the cluster is left but its namespace (and Redis's volume claim).
+    for kind in ("Deployment", "StatefulSet", "Service", "ConfigMap", "Pod"):
+        assert server.stored(kind) == [], kind
+    assert [o.metadata.name for o in server.stored("PersistentVolumeClaim")] == [
+        "data-schooner-prod-redis-0"
+    ]
+
+
+def test_a_frontend_never_ready_times_out_with_the_kubectl_line_to_look(
+    server: FakeKubeAPIServer,
+) -> None:
+    def frontends_never_ready(srv: FakeKubeAPIServer) -> None:
+        for deployment in srv.stored("Deployment"):
+            deployment.status.ready_replicas = 0
+
+    server.on_change = frontends_never_ready
+    cm = manager(server, start_timeout=0.2)
+    with pytest.raises(ContainerManagerError, match=r"not ready within 0.2 s.*kubectl -n ml"):
+        cm.start_cluster()
+    assert server.stored("Deployment") == []
+
+
+def test_node_port_services_are_reached_at_a_node_address(server: FakeKubeAPIServer) -> None:
+    server.nodes = [
+        V1Node(
+            metadata=V1ObjectMeta(name="kind-control-plane"),
+            status=V1NodeStatus(
+                conditions=[V1NodeCondition(type="Ready", status="True")],
+                addresses=[
+                    V1NodeAddress(type="Hostname", address="kind-control-plane"),
+                    V1NodeAddress(type="InternalIP", address="172.18.0.2"),
+                ],
+            ),
+        )
+    ]
+    cm = manager(server, service_type="NodePort")
+    cm.start_cluster()
+    query = server.get("Service", "ml", "schooner-prod-query")
+    management = server.get("Service", "ml", "schooner-prod-management")
+    assert query.spec.type == management.spec.type == "NodePort"
+    assert cm.get_query_addr() == f"172.18.0.2:{query.spec.ports[0].node_port}"
+    assert cm.get_management_addr() == f"172.18.0.2:{management.spec.ports[0].node_port}"
+    # The headless Services stay headless.
+    assert server.get("Service", "ml", "schooner-prod-query-rpc").spec.type is None
+
+
+def test_load_balancer_services_are_waited_for(server: FakeKubeAPIServer) -> None:
+    def provision(srv: FakeKubeAPIServer) -> None:
+        for svc in srv.stored("Service"):
+            if svc.spec.type == "LoadBalancer" and svc.status is None:
+                ip = "203.0.113.7" if "query" in svc.metadata.name else "203.0.113.8"
+                ingress = [V1LoadBalancerIngress(ip=ip)]
+                svc.status = V1ServiceStatus(load_balancer=V1LoadBalancerStatus(ingress=ingress))
+
+    server.on_change = provision
+    cm = manager(server, service_type="LoadBalancer", query_port=80)
+    cm.start_cluster()
+    assert cm.get_query_addr() == "203.0.113.7:80"
+    assert cm.get_management_addr() == "203.0.113.8:1338"
+
+
+def test_explicit_addresses_win(server: FakeKubeAPIServer) -> None:
+    cm = manager(server, management_addr="127.0.0.1:1338", query_addr="127.0.0.1:1337")
+    cm.start_cluster()
+    assert cm.management_url == "http://127.0.0.1:1338"
+    assert cm.query_url == "http://127.0.0.1:1337"
+
+
+# --------------------------------------------------------------------------- connect
+
+
+def test_connect_finds_the_running_cluster_by_its_labels(
+    server: FakeKubeAPIServer, started: KubernetesContainerManager
+) -> None:
+    other = manager(server, frontend_image=None)
+    other.connect()
+    assert server.mutations() == []
+    assert other.get_query_addr() == started.get_query_addr()
+    lists = [c for c in server.calls if c.verb == "list"]
+    assert lists[0] == Call("list", "Deployment", "", "schooner.io/cluster=prod")
+
+
+def test_connect_without_a_cluster_says_how_to_start_one(server: FakeKubeAPIServer) -> None:
+    with pytest.raises(ClusterNotRunningError, match=r"kubectl apply -k deploy/k8s"):
+        manager(server).connect()
+
+
+def test_connect_to_a_cluster_whose_query_frontend_is_not_ready(
+    server: FakeKubeAPIServer, started: KubernetesContainerManager
+) -> None:
+    server.auto_converge = False
+    server.get("Deployment", "ml", "schooner-prod-query").status.ready_replicas = 0
+    with pytest.raises(ClusterNotRunningError, match="no ready query frontend pod"):
+        manager(server).connect()
+
+
+# --------------------------------------------------------------------------- models
+
+
+def test_deploying_a_version_creates_its_supervisor_and_its_deployment(
+    server: FakeKubeAPIServer, started: KubernetesContainerManager
+) -> None:
+    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 2)
+    s = settings()
+    source = fanout_source()
+    assert [(c.verb, c.kind, c.name, c.sent) for c in server.mutations()] == [
+        ("create", "ConfigMap", s.fanout_name(source), s.fanout_config_map(source)),
+        (
+            "create",
+            "Deployment",
+            "schooner-prod-iris-1",
+            s.replica_deployment(
+                IRIS_1,
+                name="iris",
+                version="1",
+                input_type="doubles",
+                replicas=2,
+                fanout=s.fanout_name(source),
+            ),
+        ),
+    ]
+    # A second version shares the supervisor (the API server answers 409; fine).
+    server.calls.clear()
+    started.set_num_replicas("iris", "2", "doubles", IRIS_2, 1)
+    assert writes(server) == [
+        ("create", "ConfigMap", s.fanout_name(source)),
+        ("create", "Deployment", "schooner-prod-iris-2"),
+    ]
+    assert len(server.stored("ConfigMap")) == 1
+
+
+def test_scaling_patches_the_replica_count_and_nothing_else(
+    server: FakeKubeAPIServer, started: KubernetesContainerManager
+) -> None:
+    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 2)
+    deployment = server.get("Deployment", "ml", "schooner-prod-iris-1")
+    server.calls.clear()
+    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 3)
+    assert server.mutations() == [
+        Call("patch", "Deployment/scale", "schooner-prod-iris-1", {"spec": {"replicas": 3}})
+    ]
+    assert len(server.pods_of(deployment)) == 3
+    server.calls.clear()
+    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 0)
+    assert server.mutations() == [
+        Call("patch", "Deployment/scale", "schooner-prod-iris-1", {"spec": {"replicas": 0}})
+    ]
+    assert server.pods_of(deployment) == []
+    # Scaling to zero a version that has no Deployment asks for nothing.
+    server.calls.clear()
+    started.set_num_replicas("iris", "9", "doubles", IRIS_1, 0)
+    assert server.mutations() == []
+    with pytest.raises(ValueError, match=">= 0"):
+        started.set_num_replicas("iris", "1", "doubles", IRIS_1, -1)
+
+
+def test_stop_models_deletes_the_deployments_of_those_versions_with_their_pods(
+    server: FakeKubeAPIServer, started: KubernetesContainerManager
+) -> None:
+    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 1)
+    started.set_num_replicas("iris", "2", "doubles", IRIS_2, 1)
+    started.set_num_replicas("wine", "1", "doubles", IRIS_1, 1)
+    server.calls.clear()
+    started.stop_models("iris", ["1"])
+    assert server.mutations() == [
+        Call("delete", "Deployment", "schooner-prod-iris-1", "Foreground")
+    ]
+    started.stop_models("iris")
+    assert writes(server)[1:] == [("delete", "Deployment", "schooner-prod-iris-2")]
+    remaining = {d.metadata.name for d in server.stored("Deployment")}
+    assert "schooner-prod-wine-1" in remaining
+    assert not any(
+        p.metadata.labels.get("schooner.io/model") == "iris" for p in server.stored("Pod")
+    )
+
+
+def test_a_model_pod_serves_every_query_frontend_pod_under_one_id_each(
+    server: FakeKubeAPIServer, started: KubernetesContainerManager
+) -> None:
+    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 2)
+    query_ips = sorted(
+        p.status.pod_ip
+        for p in server.stored("Pod")
+        if p.metadata.labels["schooner.io/role"] == "query"
+    )
+    model_pods = sorted(
+        p.metadata.name
+        for p in server.stored("Pod")
+        if p.metadata.labels.get("schooner.io/model") == "iris"
+    )
+    states = started.replica_states("iris", "1")
+    assert sorted(s.replica_id for s in states) == sorted(
+        f"{pod}@{ip}:7000" for pod in model_pods for ip in query_ips
+    )
+    assert all(s.running for s in states)
+    assert started.connections_expected("iris", "1", 2) == 4
+
+
+def test_a_model_that_cannot_load_is_reported_with_the_log_of_its_last_run(
+    server: FakeKubeAPIServer, started: KubernetesContainerManager
+) -> None:
+    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 1)
+    (pod,) = server.pods_of(server.get("Deployment", "ml", "schooner-prod-iris-1"))
+    status = pod.status.container_statuses[0]
+    status.restart_count = 1
+    status.state = V1ContainerState(waiting=V1ContainerStateWaiting(reason="CrashLoopBackOff"))
+    status.last_state = V1ContainerState(terminated=V1ContainerStateTerminated(exit_code=2))
+    server.logs[pod.metadata.name] = "cannot load the model: No module named 'sklearn'"
+    (state,) = started.replica_states("iris", "1")
+    assert not state.running
+    assert state.replica_id == pod.metadata.name
+    assert "status 2 (its model cannot be loaded)" in state.detail
+    assert "No module named 'sklearn'" in state.detail
+    assert Call("log", "Pod", pod.metadata.name, {"previous": True, "tail_lines": 30}) in (
+        server.calls
+    )
+
+
+def test_build_model_without_a_registry_says_kubernetes_needs_one(
+    server: FakeKubeAPIServer, tmp_path: Path
+) -> None:
+    cm = KubernetesContainerManager(apps_api=server.apps, core_api=server.core)
+    with pytest.raises(DeployError, match=r"Kubernetes runs images from a registry.*registry="):
+        cm.build_model("iris", "1", write_bundle(tmp_path / "b"))
+    assert server.calls == []
+
+
+# --------------------------------------------------------------------------- stop
+
+
+def test_stop_all_deletes_this_clusters_objects_only_and_keeps_its_state(
+    server: FakeKubeAPIServer, started: KubernetesContainerManager
+) -> None:
+    neighbour = KubernetesContainerManager(
+        "staging",
+        namespace="ml",
+        frontend_image=FRONTEND,
+        apps_api=server.apps,
+        core_api=server.core,
+    )
+    neighbour.start_cluster()
+    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 1)
+    server.calls.clear()
+    started.stop_all()
+    fanout = settings().fanout_name(fanout_source())
+    assert writes(server) == [
+        ("delete", "Deployment", "schooner-prod-iris-1"),
+        ("delete", "Deployment", "schooner-prod-query"),
+        ("delete", "Deployment", "schooner-prod-management"),
+        ("delete", "StatefulSet", "schooner-prod-redis"),
+        ("delete", "Service", "schooner-prod-query"),
+        ("delete", "Service", "schooner-prod-query-rpc"),
+        ("delete", "Service", "schooner-prod-management"),
+        ("delete", "Service", "schooner-prod-redis"),
+        ("delete", "ConfigMap", fanout),
+    ]
+    assert all(c.sent == "Background" for c in server.mutations())
+    left = {o.metadata.labels["schooner.io/cluster"] for o in server.stored("Deployment")}
+    assert left == {"staging"}
+    claims = [c.metadata.name for c in server.stored("PersistentVolumeClaim")]
+    assert "data-schooner-prod-redis-0" in claims
+    # It starts again on the same state, and destroy() deletes that too.
+    started.start_cluster()
+    server.calls.clear()
+    started.destroy()
+    assert ("delete", "PersistentVolumeClaim", "data-schooner-prod-redis-0") in writes(server)
+    assert [c.metadata.name for c in server.stored("PersistentVolumeClaim")] == [
+        "data-schooner-staging-redis-0"
+    ]
+
+
+def test_get_logs_writes_one_file_per_pod(
+    server: FakeKubeAPIServer, started: KubernetesContainerManager, tmp_path: Path
+) -> None:
+    for pod in server.stored("Pod"):
+        server.logs[pod.metadata.name] = f"log of {pod.metadata.name}"
+    paths = started.get_logs(tmp_path)
+    assert len(paths) == len(server.stored("Pod")) == 4  # Redis, management, 2 query
+    for path in map(Path, paths):
+        assert path.read_text() == f"log of {path.stem}\n"
+
+
+# --------------------------------------------------------------------------- the notebook
+
+
+class FakeQueryFrontends:
+    """Plays the query frontend pods: every model process a model pod runs for a
+    frontend pod registers there as ``<pod>@<frontend ip>:7000``, as the real ones do."""
+
+    def __init__(self, schooner: FakeSchooner) -> None:
+        self.schooner = schooner
+
+    def __call__(self, srv: FakeKubeAPIServer) -> None:
+        pods = srv.stored("Pod")
+        frontends = [
+            p.status.pod_ip for p in pods if p.metadata.labels["schooner.io/role"] == "query"
+        ]
+        self.schooner.connected = [
+            {
+                "replica_id": f"{p.metadata.name}@{ip}:7000",
+                "model_name": p.metadata.labels["schooner.io/model"],
+                "model_version": p.metadata.labels["schooner.io/version"],
+            }
+            for p in pods
+            if p.metadata.labels["schooner.io/role"] == "replica"
+            for ip in frontends
+        ]
+
+
+def test_the_notebook_flow_start_deploy_scale_rollback_stop(server: FakeKubeAPIServer) -> None:
+    schooner = FakeSchooner([])
+    server.on_change = FakeQueryFrontends(schooner)
+    cm = manager(server)
+    conn = Connection(cm, transport=schooner.transport())
+    conn.start()
+    conn.register_application("pipeline", "doubles", "-1.0", 100000)
+    conn.deploy_model("iris", "1", "doubles", IRIS_1, num_replicas=2)
+    conn.link_model_to_app("pipeline", "iris")
+    conn.deploy_model("iris", "2", "doubles", IRIS_2, num_replicas=1)
+    assert schooner.models["iris"]["current_version"] == "2"
+    pods_before = {p.metadata.uid for p in server.stored("Pod")}
+
+    server.calls.clear()
+    conn.set_model_version("iris", "1")  # roll back: Redis state only
+    assert schooner.models["iris"]["current_version"] == "1"
+    assert server.mutations() == []
+    assert {p.metadata.uid for p in server.stored("Pod")} == pods_before, "no pod restarted"
+
+    conn.set_num_replicas("iris", 3)
+    assert server.mutations() == [
+        Call("patch", "Deployment/scale", "schooner-prod-iris-1", {"spec": {"replicas": 3}})
+    ]
+
+    server.calls.clear()
+    conn.stop_models("iris")
+    assert writes(server) == [
+        ("delete", "Deployment", "schooner-prod-iris-1"),
+        ("delete", "Deployment", "schooner-prod-iris-2"),
+    ]
+    conn.stop_all()
+    assert server.stored("Deployment") == server.stored("Service") == []
+
+
+def test_start_brings_back_the_replicas_recorded_in_redis(server: FakeKubeAPIServer) -> None:
+    schooner = FakeSchooner([])
+    server.on_change = FakeQueryFrontends(schooner)
+    conn = Connection(manager(server), transport=schooner.transport())
+    conn.start()
+    conn.deploy_model("iris", "1", "doubles", IRIS_1, num_replicas=2)
+    conn.stop_all()
+    assert server.stored("Deployment") == []
+    conn.start()
+    (deployment,) = [
+        d for d in server.stored("Deployment") if d.metadata.labels["schooner.io/role"] == "replica"
+    ]
+    assert deployment.spec.replicas == 2
+    assert deployment.spec.template.spec.containers[0].image == IRIS_1
+
+
+def test_a_replica_that_cannot_load_fails_the_deploy_and_its_deployment_goes(
+    server: FakeKubeAPIServer,
+) -> None:
+    schooner = FakeSchooner([])
+
+    def crash_models(srv: FakeKubeAPIServer) -> None:
+        for pod in srv.stored("Pod"):
+            if pod.metadata.labels["schooner.io/role"] == "replica":
+                status = pod.status.container_statuses[0]
+                status.state = V1ContainerState(terminated=V1ContainerStateTerminated(exit_code=2))
+
+    server.on_change = crash_models
+    conn = Connection(manager(server), transport=schooner.transport())
+    conn.start()
+    with pytest.raises(ModelStartError, match=r"its model cannot be loaded"):
+        conn.deploy_model("iris", "1", "doubles", IRIS_1)
+    assert [d.metadata.name for d in server.stored("Deployment")] == [
+        "schooner-prod-management",
+        "schooner-prod-query",
+    ]
+    assert ("iris", "1") not in schooner.versions
+
+
+def test_deploy_python_closure_without_a_registry_registers_nothing(
+    server: FakeKubeAPIServer,
+) -> None:
+    events: list[str] = []
+    schooner = FakeSchooner(events)
+    cm = KubernetesContainerManager(
+        frontend_image=FRONTEND, apps_api=server.apps, core_api=server.core
+    )
+    conn = Connection(cm, transport=schooner.transport())
+    conn.start()
+    events.clear()
+    with pytest.raises(DeployError, match="Kubernetes runs images from a registry"):
+        deploy_python_closure(conn, "iris", "1", "doubles", lambda xs: [0.0 for _ in xs])
+    assert [e for e in events if not e.startswith("GET")] == []
+
+
+# --------------------------------------------------------------------------- the client
+
+
+def test_without_the_kubernetes_client_the_error_says_what_to_install() -> None:
+    """``import admin`` needs neither the kubernetes client nor the docker SDK."""
+    script = (
+        "import sys; sys.modules['kubernetes'] = sys.modules['docker'] = None\n"
+        "from admin import ContainerManagerError, KubernetesContainerManager\n"
+        "try:\n"
+        "    KubernetesContainerManager().connect()\n"
+        "except ContainerManagerError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "pip install 'schooner[kubernetes]'" in done.stdout
+
+
+def test_a_missing_kubeconfig_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    missing = tmp_path / "no-such-kubeconfig"
+    cm = KubernetesContainerManager(kubeconfig=missing)
+    with pytest.raises(ContainerManagerError, match=rf"{re.escape(str(missing))}.*KUBECONFIG"):
+        cm.connect()
+
+
+def kubeconfig(path: Path, server_url: str) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server_url}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "ctx",
+            }
+        )
+    )
+    return path
+
+
+def test_an_unreachable_api_server_is_reported_as_such(tmp_path: Path) -> None:
+    cm = KubernetesContainerManager(
+        kubeconfig=kubeconfig(tmp_path / "config", "http://127.0.0.1:9"),
+        kube_context="ctx",
+        request_timeout=2,
+    )
+    with pytest.raises(ContainerManagerError, match="cannot reach the Kubernetes API server"):
+        cm.connect()
+
+
+def test_the_api_servers_refusal_is_quoted() -> None:
+    exc = ApiException(status=403, reason="Forbidden")
+    exc.body = json.dumps({"message": 'deployments.apps is forbidden: User "u" cannot list'})
+    assert _k8s_api._reason(exc) == 'HTTP 403: deployments.apps is forbidden: User "u" cannot list'

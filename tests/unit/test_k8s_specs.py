@@ -1,0 +1,416 @@
+"""What the Kubernetes manager's objects contain, and how it reads pods back, without a
+cluster: labels and selectors, probes and resources, how frontends and model pods find
+each other, names that stay DNS labels, and the states a pod can be in."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from kubernetes.client import (
+    V1ContainerState,
+    V1ContainerStateRunning,
+    V1ContainerStateTerminated,
+    V1ContainerStateWaiting,
+    V1ContainerStatus,
+    V1LoadBalancerIngress,
+    V1LoadBalancerStatus,
+    V1Node,
+    V1NodeAddress,
+    V1NodeCondition,
+    V1NodeStatus,
+    V1ObjectMeta,
+    V1Pod,
+    V1PodStatus,
+    V1Service,
+    V1ServicePort,
+    V1ServiceSpec,
+    V1ServiceStatus,
+)
+
+from admin.container_managers import _k8s_specs as specs
+from admin.container_managers import _k8s_status as readback
+from admin.container_managers._k8s_specs import KubeSettings, dns_label, to_json
+from admin.container_managers.kubernetes import fanout_source
+
+IMAGE = "registry.example.com/schooner/frontend:abc"
+MODEL_IMAGE = "registry.example.com/schooner/model-iris:1-abc"
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def settings(**kw: Any) -> KubeSettings:
+    return KubeSettings("prod", namespace="ml", **kw)
+
+
+def model(s: KubeSettings | None = None, **kw: Any) -> Any:
+    s = s or settings()
+    args = {"name": "iris", "version": "1", "input_type": "doubles", "replicas": 2}
+    args["fanout"] = "schooner-prod-fanout-x"
+    return s.replica_deployment(MODEL_IMAGE, **{**args, **kw})
+
+
+def all_objects(s: KubeSettings) -> list[Any]:
+    return [
+        s.redis_service(),
+        s.redis_stateful_set("redis:7"),
+        s.management_deployment(IMAGE),
+        s.management_service(),
+        s.query_deployment(IMAGE),
+        s.query_service(),
+        s.query_rpc_service(),
+        s.fanout_config_map("print('fanout')"),
+        model(s),
+    ]
+
+
+def env(container: Any) -> dict[str, Any]:
+    return {
+        e.name: e.value if e.value_from is None else e.value_from.field_ref.field_path
+        for e in container.env
+    }
+
+
+def arg(container: Any, flag: str) -> str:
+    return str(container.args[container.args.index(flag) + 1])
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def test_every_object_carries_the_recommended_labels_and_the_clusters() -> None:
+    for obj in all_objects(settings()):
+        labels = obj.metadata.labels
+        assert labels["app.kubernetes.io/name"] == "schooner"
+        assert labels["app.kubernetes.io/instance"] == "prod"
+        assert labels["app.kubernetes.io/part-of"] == "schooner"
+        assert labels["app.kubernetes.io/managed-by"] == "schooner"
+        assert labels["app.kubernetes.io/component"] in specs.COMPONENTS.values()
+        assert labels["schooner.io/cluster"] == "prod"
+        assert labels["schooner.io/role"] in specs.ROLES
+        assert obj.metadata.namespace == "ml"
+        assert DNS_LABEL.match(obj.metadata.name), obj.metadata.name
+
+
+def test_workloads_select_their_own_pods_and_services_the_pods_of_their_role() -> None:
+    s = settings()
+    workloads = [o for o in all_objects(s) if o.kind in ("Deployment", "StatefulSet")]
+    pods = {}
+    for w in workloads:
+        template = w.spec.template.metadata.labels
+        assert w.spec.selector.match_labels.items() <= template.items()
+        assert w.metadata.labels == template
+        pods[w.metadata.name] = template
+    for svc in (o for o in all_objects(s) if o.kind == "Service"):
+        chosen = [n for n, labels in pods.items() if svc.spec.selector.items() <= labels.items()]
+        assert len(chosen) == 1, (svc.metadata.name, chosen)
+    # Versions of one model never select each other's pods.
+    one, two = model(version="1"), model(version="2")
+    assert not one.spec.selector.match_labels.items() <= two.spec.template.metadata.labels.items()
+
+
+def test_a_model_version_is_labelled_with_its_model_version_and_input_type() -> None:
+    deployment = model()
+    assert deployment.metadata.name == "schooner-prod-iris-1"
+    assert deployment.spec.selector.match_labels == {
+        "schooner.io/cluster": "prod",
+        "schooner.io/role": "replica",
+        "schooner.io/model": "iris",
+        "schooner.io/version": "1",
+    }
+    assert deployment.spec.template.metadata.labels["schooner.io/input-type"] == "doubles"
+    assert settings().label_selector("replica", **KubeSettings.model_labels("iris", "1")) == (
+        "schooner.io/cluster=prod,schooner.io/role=replica,schooner.io/model=iris,"
+        "schooner.io/version=1"
+    )
+
+
+# --------------------------------------------------------------------------- pods
+
+
+def test_every_container_has_probes_resources_and_no_privileges() -> None:
+    for obj in all_objects(settings()):
+        if obj.kind not in ("Deployment", "StatefulSet"):
+            continue
+        pod = obj.spec.template.spec
+        assert pod.security_context.run_as_non_root is True
+        assert pod.security_context.run_as_user == specs.USER_ID
+        assert pod.automount_service_account_token is False
+        for c in pod.containers:
+            assert c.readiness_probe is not None, c.name
+            assert c.resources.requests["cpu"] and c.resources.requests["memory"], c.name
+            assert c.resources.limits["memory"], c.name
+            assert c.security_context.allow_privilege_escalation is False
+            assert c.security_context.capabilities.drop == ["ALL"]
+            assert c.image_pull_policy == "IfNotPresent"  # tags are content hashes
+            if obj.metadata.labels["schooner.io/role"] != "replica":
+                assert c.liveness_probe is not None, c.name
+
+
+def test_frontends_are_ready_when_healthz_answers_and_alive_while_they_listen() -> None:
+    s = settings()
+    for deployment in (s.management_deployment(IMAGE), s.query_deployment(IMAGE)):
+        (c,) = deployment.spec.template.spec.containers
+        assert c.readiness_probe.http_get.path == "/healthz"
+        assert c.readiness_probe.http_get.port == "http"
+        assert c.liveness_probe.tcp_socket.port == "http"
+
+
+def test_redis_keeps_an_append_only_file_on_a_claim_that_outlives_it() -> None:
+    sts = settings(redis_storage="5Gi", storage_class="fast").redis_stateful_set("redis:7")
+    (c,) = sts.spec.template.spec.containers
+    assert c.command[c.command.index("--appendonly") + 1] == "yes"
+    assert c.volume_mounts[0].mount_path == "/data"
+    (claim,) = sts.spec.volume_claim_templates
+    assert claim.spec.resources.requests == {"storage": "5Gi"}
+    assert claim.spec.storage_class_name == "fast"
+    assert sts.spec.persistent_volume_claim_retention_policy.when_deleted == "Retain"
+    assert "redis-cli ping" in " ".join(c.readiness_probe.var_exec.command)
+
+
+def test_frontends_reach_redis_by_its_service_or_the_external_url() -> None:
+    q = settings().query_deployment(IMAGE).spec.template.spec.containers[0]
+    assert arg(q, "--redis-url") == "redis://schooner-prod-redis:6379/0"
+    m = settings(redis_url="redis://r:6379/1").management_deployment(IMAGE)
+    assert arg(m.spec.template.spec.containers[0], "--redis-url") == "redis://r:6379/1"
+
+
+def test_each_query_frontend_pod_has_its_own_name_and_address() -> None:
+    deployment = settings(query_replicas=4).query_deployment(IMAGE)
+    assert deployment.spec.replicas == 4
+    assert settings().query_deployment(IMAGE, autoscaled=True).spec.replicas is None
+    (c,) = deployment.spec.template.spec.containers
+    assert env(c) == {"SCHOONER_POD_NAME": "metadata.name", "SCHOONER_POD_IP": "status.podIP"}
+    assert arg(c, "--frontend-id") == "$(SCHOONER_POD_NAME)"
+    assert arg(c, "--host") == "$(SCHOONER_POD_IP)"  # its replica records' owner in Redis
+    assert (arg(c, "--rpc-host"), arg(c, "--rpc-port")) == ("0.0.0.0", "7000")
+    assert {p.name: p.container_port for p in c.ports} == {"http": 1337, "rpc": 7000}
+    assert c.lifecycle.pre_stop.var_exec.command == ["sleep", "5"]
+    strategy = deployment.spec.strategy.rolling_update
+    assert (strategy.max_unavailable, strategy.max_surge) == (0, 1)
+
+
+def test_model_pods_find_every_query_frontend_pod_through_the_headless_service() -> None:
+    s = settings()
+    rpc = s.query_rpc_service()
+    assert rpc.metadata.name == "schooner-prod-query-rpc"
+    assert rpc.spec.cluster_ip == "None"
+    assert rpc.spec.publish_not_ready_addresses is True
+    assert rpc.spec.selector == {"schooner.io/cluster": "prod", "schooner.io/role": "query"}
+    assert [(p.port, p.target_port) for p in rpc.spec.ports] == [(7000, "rpc")]
+    (c,) = model(s).spec.template.spec.containers
+    assert env(c) == {
+        "SCHOONER_BUNDLE": "/opt/schooner/model",
+        "SCHOONER_MODEL_NAME": "iris",
+        "SCHOONER_MODEL_VERSION": "1",
+        "SCHOONER_INPUT_TYPE": "doubles",
+        "SCHOONER_REPLICA_ID": "metadata.name",
+        "SCHOONER_FRONTEND_SERVICE": "schooner-prod-query-rpc.ml.svc:7000",
+        "SCHOONER_METRICS_HOST": "0.0.0.0",
+        "SCHOONER_METRICS_PORT": "9100",
+    }
+    assert c.command == ["python", "/opt/schooner/fanout/fanout.py"]
+    assert c.image == MODEL_IMAGE
+    assert c.readiness_probe.tcp_socket.port == "metrics"
+
+
+def test_the_supervisor_ships_in_an_immutable_configmap_named_by_its_content() -> None:
+    s = settings()
+    source = fanout_source()
+    cm = s.fanout_config_map(source)
+    assert cm.data == {"fanout.py": source}
+    assert cm.immutable is True
+    assert cm.metadata.name == s.fanout_name(source)
+    assert s.fanout_name(source + "\n") != cm.metadata.name
+    pod = model(s, fanout=cm.metadata.name).spec.template.spec
+    (volume,) = pod.volumes
+    assert volume.config_map.name == cm.metadata.name
+    assert pod.containers[0].volume_mounts[0].mount_path == "/opt/schooner/fanout"
+    assert "fanout.py" in pod.containers[0].command[1]
+
+
+def test_resources_and_pull_secrets_can_be_set_per_role() -> None:
+    gpu = {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"nvidia.com/gpu": "1"}}
+    s = settings(resources={"replica": gpu}, image_pull_secrets=("regcred",))
+    pod = model(s).spec.template.spec
+    assert pod.containers[0].resources.limits == {"nvidia.com/gpu": "1"}
+    assert [r.name for r in pod.image_pull_secrets] == ["regcred"]
+    query = s.query_deployment(IMAGE).spec.template.spec.containers[0]
+    assert query.resources.requests == specs.DEFAULT_RESOURCES["query"]["requests"]
+
+
+# --------------------------------------------------------------------------- names, settings
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (("schooner", "prod", "iris", "1"), "schooner-prod-iris-1"),
+        (("schooner", "prod", "iris", "2024-05-01"), "schooner-prod-iris-2024-05-01"),
+    ],
+)
+def test_dns_names_are_kept_when_they_are_valid(parts: tuple[str, ...], expected: str) -> None:
+    assert dns_label(*parts) == expected
+
+
+def test_other_names_become_valid_and_stay_distinct() -> None:
+    names = {
+        dns_label("schooner", "prod", "iris", v) for v in ("V1", "v1", "v_1", "v.1", "v-1", "1")
+    }
+    assert len(names) == 6
+    long = [dns_label("schooner", "c" * 63, "m" * 63, v) for v in ("1", "2")]
+    assert long[0] != long[1]
+    for name in [*names, *long]:
+        assert DNS_LABEL.match(name) and len(name) <= 63, name
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"service_type": "Ingress"}, "ClusterIP, NodePort, LoadBalancer"),
+        ({"query_replicas": 0}, ">= 1"),
+        ({"query_port": 70000}, "1..65535"),
+        ({"resources": {"frontend": {}}}, "unknown role"),
+    ],
+)
+def test_bad_settings_say_what_is_allowed(kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        settings(**kw)
+
+
+def test_objects_serialise_as_the_api_servers_json() -> None:
+    doc = to_json(settings().query_rpc_service())
+    assert doc["spec"]["clusterIP"] == "None"
+    assert doc["spec"]["publishNotReadyAddresses"] is True
+    assert "status" not in doc  # nulls are left out
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+def pod(
+    name: str = "p",
+    *,
+    state: Any = None,
+    last: Any = None,
+    restarts: int = 0,
+    phase: str = "Running",
+    ip: str | None = "10.0.0.5",
+    deleting: bool = False,
+) -> V1Pod:
+    status = V1ContainerStatus(
+        name="model",
+        image=MODEL_IMAGE,
+        image_id="",
+        ready=True,
+        restart_count=restarts,
+        state=state or V1ContainerState(running=V1ContainerStateRunning()),
+        last_state=last,
+    )
+    meta = V1ObjectMeta(name=name)
+    if deleting:
+        meta.deletion_timestamp = "2026-01-01T00:00:00Z"
+    return V1Pod(
+        metadata=meta,
+        status=V1PodStatus(phase=phase, pod_ip=ip, container_statuses=[status]),
+    )
+
+
+def waiting(reason: str, message: str = "") -> V1ContainerState:
+    return V1ContainerState(waiting=V1ContainerStateWaiting(reason=reason, message=message))
+
+
+def exited(code: int) -> V1ContainerState:
+    return V1ContainerState(terminated=V1ContainerStateTerminated(exit_code=code))
+
+
+def test_pods_running_or_starting_have_no_problem() -> None:
+    assert readback.pod_problem(pod()) == ""
+    assert readback.pod_problem(pod(state=waiting("ContainerCreating"))) == ""
+    assert readback.pod_problem(pod(phase="Pending", ip=None, state=waiting("Pending"))) == ""
+    # One crash is not yet a crash loop: the kubelet restarts it and it registers again.
+    assert readback.pod_problem(pod(last=exited(137), restarts=1)) == ""
+
+
+@pytest.mark.parametrize(
+    ("p", "model", "expected"),
+    [
+        (pod(state=waiting("ImagePullBackOff", "not found")), False, "can the cluster pull"),
+        (pod(state=waiting("ErrImagePull")), False, "ErrImagePull"),
+        (pod(state=waiting("CreateContainerConfigError", "no secret")), False, "no secret"),
+        (pod(last=exited(2), restarts=1, state=waiting("CrashLoopBackOff")), True, "status 2"),
+        (pod(state=exited(2)), True, "its model cannot be loaded"),
+        (pod(last=exited(1), restarts=3), False, "keeps exiting (last status 1, restarted 3"),
+        (pod(phase="Failed"), False, "is Failed"),
+    ],
+)
+def test_pods_that_will_not_serve_say_why(p: V1Pod, model: bool, expected: str) -> None:
+    assert expected in readback.pod_problem(p, model=model)
+
+
+def test_the_exit_status_of_a_model_that_cannot_load_is_model_containers() -> None:
+    from admin.container_managers._k8s_fanout import EXIT_CONFIG as FANOUT_EXIT_CONFIG
+    from model_container.cli import EXIT_CONFIG
+
+    assert readback.EXIT_CONFIG == FANOUT_EXIT_CONFIG == EXIT_CONFIG
+
+
+def test_exit_status_2_of_a_frontend_is_no_model_failure() -> None:
+    assert readback.pod_problem(pod(last=exited(2), restarts=1)) == ""
+
+
+def test_replicas_are_counted_per_query_frontend_and_failures_per_pod() -> None:
+    frontends = [pod("q1", ip="10.0.0.1"), pod("q2", ip="fd00::2"), pod("q3", ip=None)]
+    frontends.append(pod("q4", ip="10.0.0.4", deleting=True))
+    pods = [pod("m-a"), pod("m-b", state=exited(2)), pod("m-c", deleting=True)]
+    states = readback.replica_states(pods, frontends, {"m-b": "Traceback ..."})
+    assert [(s.replica_id, s.running) for s in states] == [
+        ("m-a@10.0.0.1:7000", True),
+        ("m-a@[fd00::2]:7000", True),
+        ("m-b", False),
+    ]
+    assert "m-b" in states[2].detail and "Traceback ..." in states[2].detail
+
+
+def node(name: str, ready: bool, **addresses: str) -> V1Node:
+    return V1Node(
+        metadata=V1ObjectMeta(name=name),
+        status=V1NodeStatus(
+            conditions=[V1NodeCondition(type="Ready", status=str(ready))],
+            addresses=[V1NodeAddress(type=k, address=v) for k, v in addresses.items()],
+        ),
+    )
+
+
+def test_node_ports_are_reached_on_a_ready_node_external_address_first() -> None:
+    down = node("a", False, ExternalIP="198.51.100.1")
+    internal = node("b", True, InternalIP="10.1.0.2")
+    external = node("c", True, InternalIP="10.1.0.3", ExternalIP="198.51.100.3")
+    assert readback.node_address([down, internal]) == "10.1.0.2"
+    assert readback.node_address([down, internal, external]) == "198.51.100.3"
+    assert readback.node_address([down]) == ""
+
+
+def service(kind: str, port: int = 1337, node_port: int | None = None, **lb: str) -> V1Service:
+    svc = V1Service(
+        metadata=V1ObjectMeta(name="schooner-prod-query", namespace="ml"),
+        spec=V1ServiceSpec(type=kind, ports=[V1ServicePort(port=port, node_port=node_port)]),
+    )
+    if lb:
+        ingress = [V1LoadBalancerIngress(**lb)]
+        svc.status = V1ServiceStatus(load_balancer=V1LoadBalancerStatus(ingress=ingress))
+    return svc
+
+
+def test_service_addresses_by_type() -> None:
+    assert readback.service_netloc(service("ClusterIP")) == "schooner-prod-query.ml.svc:1337"
+    assert readback.service_netloc(service("NodePort", node_port=30080), node="10.1.0.2") == (
+        "10.1.0.2:30080"
+    )
+    assert readback.service_netloc(service("NodePort", node_port=30080)) == ""
+    assert readback.service_netloc(service("LoadBalancer", 80)) == ""  # not provisioned yet
+    assert (
+        readback.service_netloc(service("LoadBalancer", 80, ip="203.0.113.9")) == "203.0.113.9:80"
+    )
+    lb = service("LoadBalancer", 80, hostname="a1.elb.example.com")
+    assert readback.service_netloc(lb) == "a1.elb.example.com:80"
