@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from admin._http import JSONClient
-from admin._names import check_name, check_version
+from admin._names import check_name
 from admin._progress import wait_for
 from admin.container_managers import _docker_specs as specs
+from admin.container_managers._bundles import read_model_bundle, require_compatible
 from admin.container_managers._docker_engine import (
     ClusterEngine,
     connect_to_engine,
@@ -62,8 +63,6 @@ from admin.exceptions import (
     ClusterAlreadyRunningError,
     ClusterNotRunningError,
     ContainerManagerError,
-    DeployError,
-    IncompatibleModelError,
     SchoonerError,
 )
 
@@ -317,32 +316,17 @@ class DockerContainerManager(ContainerManager):
     # ------------------------------------------------------------------ models
 
     def build_model(self, name: str, version: str, bundle_dir: str | os.PathLike[str]) -> str:
-        from model_container.bundle import (
-            BundleError,
-            IncompatibleRuntimeError,
-            check_compatible,
-            read_bundle_info,
-        )
-
-        check_name(name)
-        check_version(version)
-        try:
-            info = read_bundle_info(bundle_dir)
-        except BundleError as exc:
-            raise DeployError(f"cannot deploy {name}:{version}: {exc}") from exc
+        info = read_model_bundle(name, version, bundle_dir)
         base = self.images.model_container_image()
-        ours = self.engine.image_runtime(base)
-        try:
-            check_compatible(info.runtime, ours)
-        except IncompatibleRuntimeError as exc:
-            theirs = info.runtime
-            raise IncompatibleModelError(
-                f"cannot deploy {name}:{version}: it was pickled under Python "
-                f"{theirs.get('python', '?')} / cloudpickle {theirs.get('cloudpickle', '?')}, "
-                f"but its image {base} runs Python {ours.get('python', '?')} / cloudpickle "
-                f"{ours.get('cloudpickle', '?')}. Deploy it from a matching environment, or "
-                "pass DockerContainerManager(base_image=...) a base with that Python"
-            ) from exc
+        require_compatible(
+            name,
+            version,
+            info.runtime,
+            self.engine.image_runtime(base),
+            runs_on=f"its image {base} runs",
+            fix="Deploy it from a matching environment, or pass "
+            "DockerContainerManager(base_image=...) a base with that Python",
+        )
         if any(c.status in _ALIVE for c in self.engine.replicas(name, version)):
             raise ContainerManagerError(
                 f"replicas of {name}:{version} are running: deploy under a new version, or "

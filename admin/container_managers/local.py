@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from admin._http import JSONClient
-from admin._names import check_name, check_version
 from admin._progress import wait_for
 from admin.container_managers import _processes as procs
+from admin.container_managers._bundles import read_model_bundle, require_compatible
 from admin.container_managers._processes import ProcessRecord, RunDir, log_tail
 from admin.container_managers._runtime import (
     is_this_interpreter,
@@ -53,7 +53,6 @@ from admin.exceptions import (
     ClusterNotRunningError,
     ContainerManagerError,
     DeployError,
-    IncompatibleModelError,
     SchoonerError,
 )
 
@@ -283,33 +282,18 @@ class LocalContainerManager(ContainerManager):
     # ------------------------------------------------------------------ models
 
     def build_model(self, name: str, version: str, bundle_dir: str | os.PathLike[str]) -> str:
-        from model_container.bundle import (
-            BundleError,
-            IncompatibleRuntimeError,
-            check_compatible,
-            read_bundle_info,
-        )
-
-        check_name(name)
-        check_version(version)
-        try:
-            info = read_bundle_info(bundle_dir)
-        except BundleError as exc:
-            raise DeployError(f"cannot deploy {name}:{version}: {exc}") from exc
+        info = read_model_bundle(name, version, bundle_dir)
         target = probe(self.python_executable, requirement_names(info.pkgs))
-        try:
-            check_compatible(info.runtime, target.runtime)
-        except IncompatibleRuntimeError as exc:
-            theirs, ours = info.runtime, target.runtime
-            raise IncompatibleModelError(
-                f"cannot deploy {name}:{version}: it was pickled under Python "
-                f"{theirs.get('python', '?')} / cloudpickle {theirs.get('cloudpickle', '?')}, "
-                f"but its replicas would run {self.python_executable} with Python "
-                f"{ours.get('python', '?')} / cloudpickle {ours.get('cloudpickle', '?')}. "
-                f"Deploy it from a {_runtime_name(ours)} environment, or pass "
-                f"LocalContainerManager(python_executable=...) a {_runtime_name(theirs)} "
-                "interpreter with schooner installed"
-            ) from exc
+        require_compatible(
+            name,
+            version,
+            info.runtime,
+            target.runtime,
+            runs_on=f"its replicas would run {self.python_executable} with",
+            fix=f"Deploy it from a {_runtime_name(target.runtime)} environment, or pass "
+            f"LocalContainerManager(python_executable=...) a {_runtime_name(info.runtime)} "
+            "interpreter with schooner installed",
+        )
         if any(procs.is_alive(r) for r in self._replica_records(name, version)):
             raise ContainerManagerError(
                 f"replicas of {name}:{version} are running: deploy under a new version, or "
