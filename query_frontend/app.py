@@ -83,7 +83,7 @@ def create_app(config: Config) -> FrontDoor:
         )
         routing = RoutingTable()
         rpc = RpcServer(ctx, config.rpc_bind_address, dispatcher, config.heartbeat_ms)
-        registry = ReplicaRegistry(r, keys, config.advertised_address)
+        registry = ReplicaRegistry(r, keys, config.frontend_id)
         dispatcher.on_replica_added = registry.added
         dispatcher.on_replica_removed = registry.removed
 

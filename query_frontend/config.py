@@ -42,7 +42,3 @@ class Config:
     @property
     def rpc_bind_address(self) -> str:
         return f"tcp://{self.rpc_host}:{self.rpc_port}"
-
-    @property
-    def advertised_address(self) -> str:
-        return f"{self.host}:{self.port}"

@@ -2,6 +2,10 @@
 
 Registrations happen on the RPC path, which must never wait for Redis, so changes go
 through a queue that one background task writes out in order.
+
+Each record is keyed ``{replica id}@{frontend id}``: a replica that serves several query
+frontends (on Kubernetes, every frontend pod) is connected once to each, and one
+frontend dropping it must not erase what the others recorded.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ class ReplicaRegistry:
         self._frontend = frontend
         self._ops: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
 
+    def field(self, replica: Replica) -> str:
+        return f"{replica.replica_id}@{self._frontend}"
+
     def added(self, replica: Replica) -> None:
-        self._ops.put_nowait((replica.replica_id, json.dumps(replica.describe(self._frontend))))
+        self._ops.put_nowait((self.field(replica), json.dumps(replica.describe(self._frontend))))
 
     def removed(self, replica: Replica) -> None:
-        self._ops.put_nowait((replica.replica_id, None))
+        self._ops.put_nowait((self.field(replica), None))
 
     async def clear_own(self) -> None:
         """Drop entries a previous run of this frontend left behind."""
@@ -42,14 +49,14 @@ class ReplicaRegistry:
     async def run(self) -> None:
         """Write queued changes until cancelled."""
         while True:
-            replica_id, value = await self._ops.get()
+            field, value = await self._ops.get()
             while True:
                 try:
                     if value is None:
-                        await self._r.hdel(self._keys.replicas, replica_id)
+                        await self._r.hdel(self._keys.replicas, field)
                     else:
-                        await self._r.hset(self._keys.replicas, replica_id, value)
+                        await self._r.hset(self._keys.replicas, field, value)
                     break
                 except (RedisError, OSError) as exc:
-                    logger.warning("cannot record replica %s in Redis: %s", replica_id, exc)
+                    logger.warning("cannot record replica %s in Redis: %s", field, exc)
                     await asyncio.sleep(0.5)

@@ -25,7 +25,6 @@ _KINDS: Final = {
     "Deployment": ("apps", "deployment"),
     "StatefulSet": ("apps", "stateful_set"),
     "Service": ("core", "service"),
-    "ConfigMap": ("core", "config_map"),
     "Pod": ("core", "pod"),
     "PersistentVolumeClaim": ("core", "persistent_volume_claim"),
 }

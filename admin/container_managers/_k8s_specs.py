@@ -1,7 +1,7 @@
 """What the Kubernetes manager asks the API server for: object names, labels and specs.
 
 Pure functions of the cluster's settings that build ``kubernetes.client`` model objects
-(apps/v1 Deployments and StatefulSets, v1 Services and ConfigMaps) and read pods back,
+(apps/v1 Deployments and StatefulSets, v1 Services) and read pods back,
 with no API call, so that every object can be checked without a cluster. The objects of
 a cluster ``<c>`` in its namespace::
 
@@ -13,7 +13,6 @@ a cluster ``<c>`` in its namespace::
     Service     schooner-<c>-query        port 1337 (``service_type``): where apps POST
     Service     schooner-<c>-query-rpc    headless, not-ready pods included: every query
                                           frontend pod's RPC port 7000, for model pods
-    ConfigMap   schooner-<c>-fanout-<h>   the supervisor model pods run (``_k8s_fanout``)
     Deployment  schooner-<c>-<model>-<version>   one per model version, its replicas
 
 Every object (and pod template) carries the recommended ``app.kubernetes.io/*`` labels
@@ -37,7 +36,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from kubernetes.client import (
-        V1ConfigMap,
         V1Container,
         V1Deployment,
         V1ObjectMeta,
@@ -62,8 +60,6 @@ SERVICE_TYPES: Final = ("ClusterIP", "NodePort", "LoadBalancer")
 PORTS: Final = {REDIS: 6379, MANAGEMENT: 1338, QUERY: 1337, "rpc": 7000, "metrics": 9100}
 USER_ID: Final = 10001  # user "schooner" of the images (deploy/docker)
 BUNDLE_DIR: Final = "/opt/schooner/model"
-FANOUT_DIR: Final = "/opt/schooner/fanout"
-FANOUT_FILE: Final = "fanout.py"
 
 DEFAULT_REDIS_IMAGE: Final = "redis:7.2-bookworm"
 DEFAULT_RESOURCES: Final[dict[str, dict[str, dict[str, str]]]] = {
@@ -74,7 +70,7 @@ DEFAULT_RESOURCES: Final[dict[str, dict[str, dict[str, str]]]] = {
         "requests": {"cpu": "500m", "memory": "512Mi"},
         "limits": {"cpu": "2", "memory": "2Gi"},
     },
-    # Per model pod, which runs one model process per query frontend (docs/kubernetes.md).
+    # Per model pod: one model process, connected to every query frontend.
     REPLICA: {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "4Gi"}},
 }
 
@@ -183,10 +179,11 @@ class KubeSettings:
         return f"redis://{self.name(REDIS)}:{PORTS[REDIS]}/0"
 
     @property
-    def rpc_service_address(self) -> str:
-        """``HOST:PORT`` of the headless Service that model pods resolve to every query
-        frontend pod (the namespace's DNS search path completes ``.svc``)."""
-        return f"{self.rpc_service}.{self.namespace}.svc:{PORTS['rpc']}"
+    def rpc_frontends(self) -> str:
+        """The model pods' ``SCHOONER_FRONTEND``: the headless Service whose A/AAAA
+        records are every query frontend pod, which the model container re-resolves and
+        registers with each (fully qualified: no search-path lookups every few seconds)."""
+        return f"dns+tcp://{self.rpc_service}.{self.namespace}.svc.cluster.local:{PORTS['rpc']}"
 
     def in_cluster_address(self, role: str) -> str:
         port = self.query_port if role == QUERY else self.management_port
@@ -486,19 +483,14 @@ class KubeSettings:
             image=image,
             image_pull_policy="IfNotPresent",
             command=["python", "-m", "query_frontend"],
-            # HTTP on the pod's own address rather than 0.0.0.0: the query frontend names
-            # itself by its HTTP address in the replica records it keeps in Redis, so
-            # each pod must have a distinct one (docs/kubernetes.md). RPC on every address.
             args=[
                 *("--redis-url", self.redis_address, "--key-prefix", self.key_prefix),
-                *("--host", "$(SCHOONER_POD_IP)", "--port", str(PORTS[QUERY])),
+                *("--host", "0.0.0.0", "--port", str(PORTS[QUERY])),
                 *("--rpc-host", "0.0.0.0", "--rpc-port", str(PORTS["rpc"])),
-                *("--frontend-id", "$(SCHOONER_POD_NAME)"),
             ],
-            env=[
-                self._env("SCHOONER_POD_NAME", field_path="metadata.name"),
-                self._env("SCHOONER_POD_IP", field_path="status.podIP"),
-            ],
+            # Each pod names itself in the replica records it keeps in Redis by its own
+            # name: distinct across pods, and in `kubectl get pods`.
+            env=[self._env("SCHOONER_FRONTEND_ID", field_path="metadata.name")],
             ports=[
                 V1ContainerPort(name="http", container_port=PORTS[QUERY]),
                 V1ContainerPort(name="rpc", container_port=PORTS["rpc"]),
@@ -517,23 +509,6 @@ class KubeSettings:
 
     # ------------------------------------------------------------------ model versions
 
-    def fanout_config_map(self, source: str) -> V1ConfigMap:
-        """The model pods' supervisor, named by its content and immutable: a pod keeps
-        the script it started with, and a newer client ships a new one beside it."""
-        from kubernetes.client import V1ConfigMap
-
-        return V1ConfigMap(
-            api_version="v1",
-            kind="ConfigMap",
-            metadata=self._meta(self.fanout_name(source), REPLICA),
-            data={FANOUT_FILE: source},
-            immutable=True,
-        )
-
-    def fanout_name(self, source: str) -> str:
-        digest = hashlib.sha256(source.encode()).hexdigest()[:10]
-        return dns_label("schooner", self.cluster_name, "fanout", digest)
-
     def replica_deployment(
         self,
         image: str,
@@ -542,51 +517,40 @@ class KubeSettings:
         version: str,
         input_type: str,
         replicas: int,
-        fanout: str,
     ) -> V1Deployment:
-        """The pods of a model version: each runs ``fanout`` (the ConfigMap's name), which
-        runs the image's model container once per query frontend pod."""
-        from kubernetes.client import (
-            V1ConfigMapVolumeSource,
-            V1Container,
-            V1ContainerPort,
-            V1Probe,
-            V1TCPSocketAction,
-            V1Volume,
-            V1VolumeMount,
-        )
+        """The pods of a model version: each runs the image's model container, which
+        finds every query frontend pod through the headless RPC Service and registers
+        with each, as replica ``<pod name>``."""
+        from kubernetes.client import V1Container, V1ContainerPort, V1Probe, V1TCPSocketAction
 
         model = self.model_labels(name, version)
         container = V1Container(
             name="model",
             image=image,
             image_pull_policy="IfNotPresent",
-            command=["python", f"{FANOUT_DIR}/{FANOUT_FILE}"],
+            command=["python", "-m", "model_container"],
             env=[
                 self._env("SCHOONER_BUNDLE", BUNDLE_DIR),
                 self._env("SCHOONER_MODEL_NAME", name),
                 self._env("SCHOONER_MODEL_VERSION", version),
                 self._env("SCHOONER_INPUT_TYPE", input_type),
                 self._env("SCHOONER_REPLICA_ID", field_path="metadata.name"),
-                self._env("SCHOONER_FRONTEND_SERVICE", self.rpc_service_address),
+                self._env("SCHOONER_FRONTEND", self.rpc_frontends),
                 self._env("SCHOONER_METRICS_HOST", "0.0.0.0"),
                 self._env("SCHOONER_METRICS_PORT", str(PORTS["metrics"])),
             ],
             ports=[V1ContainerPort(name="metrics", container_port=PORTS["metrics"])],
-            # The first model process listens here once its model is loaded. No liveness
-            # probe: the supervisor exits (and the container restarts) when a model
-            # process dies, and the frontends bench a replica that stops answering.
+            # The model container listens here once its model is loaded. No liveness
+            # probe: a model process that dies exits (and the container restarts), and
+            # the frontends bench a replica that stops answering.
             readiness_probe=V1Probe(
                 tcp_socket=V1TCPSocketAction(port="metrics"), period_seconds=5, timeout_seconds=2
             ),
             resources=self._resources(REPLICA),
             security_context=self._security(),
-            volume_mounts=[V1VolumeMount(name="fanout", mount_path=FANOUT_DIR, read_only=True)],
         )
         pod = self._pod_spec(
-            [container],
-            volumes=[V1Volume(name="fanout", config_map=V1ConfigMapVolumeSource(name=fanout))],
-            topology_spread_constraints=self._spread(REPLICA, **model),
+            [container], topology_spread_constraints=self._spread(REPLICA, **model)
         )
         return self._deployment(
             self.model_name(name, version),

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from admin.container_managers._k8s_fanout import child_replica_id, frontend_address
-from admin.container_managers._k8s_specs import PORTS
 from admin.container_managers.base import ReplicaState
 
 # model_container.cli.EXIT_CONFIG: the model cannot be loaded; restarting will not help.
@@ -40,13 +38,10 @@ def live(pods: Iterable[Any]) -> list[Any]:
     return sorted((p for p in pods if p.metadata.deletion_timestamp is None), key=pod_name)
 
 
-def frontend_addresses(query_pods: Iterable[Any]) -> list[str]:
-    """The RPC addresses of the query frontend pods, as model pods resolve them."""
-    return sorted(
-        frontend_address(str(p.status.pod_ip), PORTS["rpc"])
-        for p in live(query_pods)
-        if p.status is not None and p.status.pod_ip
-    )
+def frontends(query_pods: Iterable[Any]) -> list[str]:
+    """The query frontend pods model pods find through the headless RPC Service (those
+    with an address, ready or not), by name."""
+    return [pod_name(p) for p in live(query_pods) if p.status is not None and p.status.pod_ip]
 
 
 def pod_problem(pod: Any, *, model: bool = False) -> str:
@@ -54,7 +49,7 @@ def pod_problem(pod: Any, *, model: bool = False) -> str:
 
     A container waiting on an image it cannot pull or a configuration it cannot use,
     one that keeps exiting, a pod that failed; for a model pod (``model``) also a model
-    process that exited with status 2 (its model cannot be loaded).
+    container that exited with status 2 (its model cannot be loaded).
     """
     status = pod.status
     if status is None:
@@ -86,16 +81,14 @@ def pod_problem(pod: Any, *, model: bool = False) -> str:
 
 
 def replica_states(
-    pods: Iterable[Any], query_pods: Iterable[Any], logs: Mapping[str, str] | None = None
+    pods: Iterable[Any], logs: Mapping[str, str] | None = None
 ) -> list[ReplicaState]:
     """The replicas of a model version as ``Connection`` counts them.
 
-    Each model pod serves every query frontend pod through a model process of its own
-    (``_k8s_fanout``), registered as ``<pod>@<frontend address>``: a healthy pod is one
-    running replica per frontend. A pod with a problem is one failed replica, with the
-    end of its log (``logs``, by pod name) in ``detail``.
+    Each model pod is one replica, its id the pod's name, connected once to every query
+    frontend pod. A pod with a problem is a failed replica, with the end of its log
+    (``logs``, by pod name) in ``detail``.
     """
-    frontends = frontend_addresses(query_pods)
     states: list[ReplicaState] = []
     for pod in live(pods):
         problem = pod_problem(pod, model=True)
@@ -104,10 +97,7 @@ def replica_states(
             detail = f"replica pod {pod_name(pod)} {problem}; the end of its log:\n{tail}"
             states.append(ReplicaState(pod_name(pod), False, None, detail.rstrip()))
         else:
-            states += [
-                ReplicaState(child_replica_id(pod_name(pod), address), True)
-                for address in frontends
-            ]
+            states.append(ReplicaState(pod_name(pod), True))
     return states
 
 

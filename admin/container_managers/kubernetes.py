@@ -20,10 +20,9 @@ A model version is a Deployment of model pods. Deploying builds the model's imag
 the Docker manager does, pushes it, and creates the Deployment that runs it;
 ``set_num_replicas`` patches its replica count, ``stop_models`` deletes it (and its
 pods), and ``set_model_version`` is state in Redis that the query frontends follow: no
-pod restarts. Every query frontend pod reaches every model pod: each model pod runs one
-model process per query frontend pod, found through a headless Service
-(``_k8s_fanout``; docs/kubernetes.md says why, and what model_container would need to
-do it in one process).
+pod restarts. Every query frontend pod reaches every model pod: the model container
+resolves a headless Service (``dns+tcp://``) to every query frontend pod, follows it as
+pods come and go, and registers with each (docs/kubernetes.md).
 
 Objects carry the label ``schooner.io/cluster=<cluster>``: ``connect()`` finds a running
 cluster by it, and ``stop_all()`` deletes that cluster's objects and no others. Redis's
@@ -43,7 +42,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from admin._names import check_name, check_version
 from admin._progress import wait_for
-from admin.container_managers import _k8s_fanout
 from admin.container_managers import _k8s_specs as specs
 from admin.container_managers import _k8s_status as readback
 from admin.container_managers._k8s_api import DEFAULT_TIMEOUT, KubeAPI, load_client
@@ -77,11 +75,6 @@ NEEDS_REGISTRY: Final = (
     "pass registry='registry.example.com/team' -- a registry this machine can push to and "
     "the cluster can pull from (for kind or k3s, a local registry: see docs/kubernetes.md)"
 )
-
-
-def fanout_source() -> str:
-    """The text of the supervisor every model pod runs (shipped in a ConfigMap)."""
-    return Path(_k8s_fanout.__file__).read_text(encoding="utf-8")
 
 
 class KubernetesContainerManager(ContainerManager):
@@ -405,7 +398,7 @@ class KubernetesContainerManager(ContainerManager):
         selector = self.settings.label_selector()
         order = {REPLICA: 0, QUERY: 1, MANAGEMENT: 2, REDIS: 3}
         doomed: list[tuple[str, str]] = []
-        for kind in ("Deployment", "StatefulSet", "Service", "ConfigMap"):
+        for kind in ("Deployment", "StatefulSet", "Service"):
             objects = sorted(
                 self.api.find(kind, selector),
                 key=lambda o: (order.get(o.metadata.labels.get(specs.ROLE), 4), o.metadata.name),
@@ -528,8 +521,6 @@ class KubernetesContainerManager(ContainerManager):
             return
         if num_replicas == 0:
             return
-        source = fanout_source()
-        self.api.create(self.settings.fanout_config_map(source), exist_ok=True)
         self.api.create(
             self.settings.replica_deployment(
                 artifact,
@@ -537,7 +528,6 @@ class KubernetesContainerManager(ContainerManager):
                 version=version,
                 input_type=input_type,
                 replicas=num_replicas,
-                fanout=self.settings.fanout_name(source),
             )
         )
 
@@ -554,10 +544,11 @@ class KubernetesContainerManager(ContainerManager):
             for pod in readback.live(pods)
             if readback.pod_problem(pod, model=True)
         }
-        return readback.replica_states(pods, self._query_pods(), logs)
+        return readback.replica_states(pods, logs)
 
     def connections_expected(self, name: str, version: str, num_replicas: int) -> int:
-        return num_replicas * max(1, len(readback.frontend_addresses(self._query_pods())))
+        """Each replica registers once with each query frontend pod."""
+        return num_replicas * max(1, len(readback.frontends(self._query_pods())))
 
     def _query_pods(self) -> list[Any]:
         return self.api.find("Pod", self.settings.label_selector(QUERY))

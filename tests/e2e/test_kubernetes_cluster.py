@@ -135,8 +135,12 @@ def test_every_query_frontend_reaches_every_replica(conn: Connection) -> None:
     deploy_python_closure(conn, "echo", "1", "doubles", make_model(1.0), num_replicas=2)
     records = [r for r in conn.get_all_model_replicas(verbose=True) if r["model_name"] == "echo"]
     frontends = {r["frontend"] for r in records}
-    pods = {r["replica_id"].partition("@")[0] for r in records}
-    assert len(frontends) == 2 and len(pods) == 2
+    pods = {r["replica_id"] for r in records}
+    cm = conn.cm
+    assert isinstance(cm, KubernetesContainerManager)
+    query_pods = cm.api.find("Pod", cm.settings.label_selector("query"))
+    assert frontends == {p.metadata.name for p in query_pods}, "named by their pod names"
+    assert pods == set(model_pods(conn, "echo")), "one replica id per model pod"
     assert len(records) == 4, "each of 2 model pods connected to each of 2 frontend pods"
     conn.stop_models("echo")
 

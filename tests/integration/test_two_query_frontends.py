@@ -135,3 +135,11 @@ def test_one_replica_answers_both_query_frontends(
             wait_for(answered, f"{base} answers from the replica")
             reply = http.post(f"{base}/adder/predict", json={"input": [float(i), 40.0]}).json()
             assert (reply["output"], reply["default"]) == (40.0 + i, False)
+
+        # The control plane sees one connection per frontend; neither overwrote the other.
+        def recorded() -> list[tuple[str, str]]:
+            listed = http.get(f"{mgmt}/admin/replicas").json()
+            return sorted((r["replica_id"], r["frontend"]) for r in listed)
+
+        wait_for(lambda: len(recorded()) == 2, "both frontends recorded the replica")
+        assert recorded() == [("summer-0", "qf-0"), ("summer-0", "qf-1")]

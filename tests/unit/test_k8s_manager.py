@@ -45,7 +45,6 @@ from admin import (
 )
 from admin.container_managers import _k8s_api
 from admin.container_managers._k8s_specs import DEFAULT_REDIS_IMAGE, KubeSettings
-from admin.container_managers.kubernetes import fanout_source
 from admin.deployers.python import deploy_python_closure
 
 REGISTRY = "registry.example.com/team"
@@ -274,14 +273,12 @@ def test_connect_to_a_cluster_whose_query_frontend_is_not_ready(
 # --------------------------------------------------------------------------- models
 
 
-def test_deploying_a_version_creates_its_supervisor_and_its_deployment(
+def test_deploying_a_version_creates_its_deployment_and_nothing_else(
     server: FakeKubeAPIServer, started: KubernetesContainerManager
 ) -> None:
     started.set_num_replicas("iris", "1", "doubles", IRIS_1, 2)
     s = settings()
-    source = fanout_source()
     assert [(c.verb, c.kind, c.name, c.sent) for c in server.mutations()] == [
-        ("create", "ConfigMap", s.fanout_name(source), s.fanout_config_map(source)),
         (
             "create",
             "Deployment",
@@ -292,18 +289,21 @@ def test_deploying_a_version_creates_its_supervisor_and_its_deployment(
                 version="1",
                 input_type="doubles",
                 replicas=2,
-                fanout=s.fanout_name(source),
             ),
         ),
     ]
-    # A second version shares the supervisor (the API server answers 409; fine).
     server.calls.clear()
     started.set_num_replicas("iris", "2", "doubles", IRIS_2, 1)
-    assert writes(server) == [
-        ("create", "ConfigMap", s.fanout_name(source)),
-        ("create", "Deployment", "schooner-prod-iris-2"),
-    ]
-    assert len(server.stored("ConfigMap")) == 1
+    assert writes(server) == [("create", "Deployment", "schooner-prod-iris-2")]
+    assert server.stored("ConfigMap") == []
+    # Each pod runs the model container itself, which finds every query frontend pod.
+    (c,) = server.get("Deployment", "ml", "schooner-prod-iris-2").spec.template.spec.containers
+    env = {e.name: e for e in c.env}
+    assert env["SCHOONER_FRONTEND"].value == (
+        "dns+tcp://schooner-prod-query-rpc.ml.svc.cluster.local:7000"
+    )
+    assert env["SCHOONER_REPLICA_ID"].value_from.field_ref.field_path == "metadata.name"
+    assert c.command == ["python", "-m", "model_container"]
 
 
 def test_scaling_patches_the_replica_count_and_nothing_else(
@@ -351,25 +351,19 @@ def test_stop_models_deletes_the_deployments_of_those_versions_with_their_pods(
     )
 
 
-def test_a_model_pod_serves_every_query_frontend_pod_under_one_id_each(
+def test_a_model_pod_is_one_replica_connected_to_every_query_frontend_pod(
     server: FakeKubeAPIServer, started: KubernetesContainerManager
 ) -> None:
     started.set_num_replicas("iris", "1", "doubles", IRIS_1, 2)
-    query_ips = sorted(
-        p.status.pod_ip
-        for p in server.stored("Pod")
-        if p.metadata.labels["schooner.io/role"] == "query"
-    )
     model_pods = sorted(
         p.metadata.name
         for p in server.stored("Pod")
         if p.metadata.labels.get("schooner.io/model") == "iris"
     )
     states = started.replica_states("iris", "1")
-    assert sorted(s.replica_id for s in states) == sorted(
-        f"{pod}@{ip}:7000" for pod in model_pods for ip in query_ips
-    )
+    assert sorted(s.replica_id for s in states) == model_pods
     assert all(s.running for s in states)
+    # 2 replicas x 2 query frontend pods: one connection (and Redis record) each.
     assert started.connections_expected("iris", "1", 2) == 4
 
 
@@ -419,7 +413,6 @@ def test_stop_all_deletes_this_clusters_objects_only_and_keeps_its_state(
     started.set_num_replicas("iris", "1", "doubles", IRIS_1, 1)
     server.calls.clear()
     started.stop_all()
-    fanout = settings().fanout_name(fanout_source())
     assert writes(server) == [
         ("delete", "Deployment", "schooner-prod-iris-1"),
         ("delete", "Deployment", "schooner-prod-query"),
@@ -429,7 +422,6 @@ def test_stop_all_deletes_this_clusters_objects_only_and_keeps_its_state(
         ("delete", "Service", "schooner-prod-query-rpc"),
         ("delete", "Service", "schooner-prod-management"),
         ("delete", "Service", "schooner-prod-redis"),
-        ("delete", "ConfigMap", fanout),
     ]
     assert all(c.sent == "Background" for c in server.mutations())
     left = {o.metadata.labels["schooner.io/cluster"] for o in server.stored("Deployment")}
@@ -461,8 +453,8 @@ def test_get_logs_writes_one_file_per_pod(
 
 
 class FakeQueryFrontends:
-    """Plays the query frontend pods: every model process a model pod runs for a
-    frontend pod registers there as ``<pod>@<frontend ip>:7000``, as the real ones do."""
+    """Plays the query frontend pods: every model pod registers with every frontend pod
+    as replica ``<pod>``, one record per connection, as the real ones do."""
 
     def __init__(self, schooner: FakeSchooner) -> None:
         self.schooner = schooner
@@ -470,17 +462,18 @@ class FakeQueryFrontends:
     def __call__(self, srv: FakeKubeAPIServer) -> None:
         pods = srv.stored("Pod")
         frontends = [
-            p.status.pod_ip for p in pods if p.metadata.labels["schooner.io/role"] == "query"
+            p.metadata.name for p in pods if p.metadata.labels["schooner.io/role"] == "query"
         ]
         self.schooner.connected = [
             {
-                "replica_id": f"{p.metadata.name}@{ip}:7000",
+                "replica_id": p.metadata.name,
+                "frontend": frontend,
                 "model_name": p.metadata.labels["schooner.io/model"],
                 "model_version": p.metadata.labels["schooner.io/version"],
             }
             for p in pods
             if p.metadata.labels["schooner.io/role"] == "replica"
-            for ip in frontends
+            for frontend in frontends
         ]
 
 

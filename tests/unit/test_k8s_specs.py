@@ -32,7 +32,6 @@ from kubernetes.client import (
 from admin.container_managers import _k8s_specs as specs
 from admin.container_managers import _k8s_status as readback
 from admin.container_managers._k8s_specs import KubeSettings, dns_label, to_json
-from admin.container_managers.kubernetes import fanout_source
 
 IMAGE = "registry.example.com/schooner/frontend:abc"
 MODEL_IMAGE = "registry.example.com/schooner/model-iris:1-abc"
@@ -46,7 +45,6 @@ def settings(**kw: Any) -> KubeSettings:
 def model(s: KubeSettings | None = None, **kw: Any) -> Any:
     s = s or settings()
     args = {"name": "iris", "version": "1", "input_type": "doubles", "replicas": 2}
-    args["fanout"] = "schooner-prod-fanout-x"
     return s.replica_deployment(MODEL_IMAGE, **{**args, **kw})
 
 
@@ -59,7 +57,6 @@ def all_objects(s: KubeSettings) -> list[Any]:
         s.query_deployment(IMAGE),
         s.query_service(),
         s.query_rpc_service(),
-        s.fanout_config_map("print('fanout')"),
         model(s),
     ]
 
@@ -175,14 +172,16 @@ def test_frontends_reach_redis_by_its_service_or_the_external_url() -> None:
     assert arg(m.spec.template.spec.containers[0], "--redis-url") == "redis://r:6379/1"
 
 
-def test_each_query_frontend_pod_has_its_own_name_and_address() -> None:
+def test_each_query_frontend_pod_is_named_by_its_pod_name() -> None:
     deployment = settings(query_replicas=4).query_deployment(IMAGE)
     assert deployment.spec.replicas == 4
     assert settings().query_deployment(IMAGE, autoscaled=True).spec.replicas is None
     (c,) = deployment.spec.template.spec.containers
-    assert env(c) == {"SCHOONER_POD_NAME": "metadata.name", "SCHOONER_POD_IP": "status.podIP"}
-    assert arg(c, "--frontend-id") == "$(SCHOONER_POD_NAME)"
-    assert arg(c, "--host") == "$(SCHOONER_POD_IP)"  # its replica records' owner in Redis
+    # The owner of its replica records in Redis: the pod's name, from the downward API.
+    assert env(c) == {"SCHOONER_FRONTEND_ID": "metadata.name"}
+    assert "--frontend-id" not in c.args
+    # Every address, so that `kubectl port-forward` reaches it too.
+    assert (arg(c, "--host"), arg(c, "--port")) == ("0.0.0.0", "1337")
     assert (arg(c, "--rpc-host"), arg(c, "--rpc-port")) == ("0.0.0.0", "7000")
     assert {p.name: p.container_port for p in c.ports} == {"http": 1337, "rpc": 7000}
     assert c.lifecycle.pre_stop.var_exec.command == ["sleep", "5"]
@@ -205,28 +204,27 @@ def test_model_pods_find_every_query_frontend_pod_through_the_headless_service()
         "SCHOONER_MODEL_VERSION": "1",
         "SCHOONER_INPUT_TYPE": "doubles",
         "SCHOONER_REPLICA_ID": "metadata.name",
-        "SCHOONER_FRONTEND_SERVICE": "schooner-prod-query-rpc.ml.svc:7000",
+        "SCHOONER_FRONTEND": "dns+tcp://schooner-prod-query-rpc.ml.svc.cluster.local:7000",
         "SCHOONER_METRICS_HOST": "0.0.0.0",
         "SCHOONER_METRICS_PORT": "9100",
     }
-    assert c.command == ["python", "/opt/schooner/fanout/fanout.py"]
+    assert c.command == ["python", "-m", "model_container"]
     assert c.image == MODEL_IMAGE
     assert c.readiness_probe.tcp_socket.port == "metrics"
 
 
-def test_the_supervisor_ships_in_an_immutable_configmap_named_by_its_content() -> None:
-    s = settings()
-    source = fanout_source()
-    cm = s.fanout_config_map(source)
-    assert cm.data == {"fanout.py": source}
-    assert cm.immutable is True
-    assert cm.metadata.name == s.fanout_name(source)
-    assert s.fanout_name(source + "\n") != cm.metadata.name
-    pod = model(s, fanout=cm.metadata.name).spec.template.spec
-    (volume,) = pod.volumes
-    assert volume.config_map.name == cm.metadata.name
-    assert pod.containers[0].volume_mounts[0].mount_path == "/opt/schooner/fanout"
-    assert "fanout.py" in pod.containers[0].command[1]
+def test_model_pods_run_the_model_container_alone() -> None:
+    """One process per pod, no supervisor: nothing mounted, nothing but the image."""
+    from model_container.discovery import parse_frontends
+
+    pod = model().spec.template.spec
+    assert pod.volumes is None
+    (c,) = pod.containers
+    assert c.volume_mounts is None
+    # What model_container makes of it: one name to resolve, no fixed address.
+    targets = parse_frontends(env(c)["SCHOONER_FRONTEND"])
+    assert targets.dns == (("schooner-prod-query-rpc.ml.svc.cluster.local", 7000),)
+    assert targets.static == ()
 
 
 def test_resources_and_pull_secrets_can_be_set_per_role() -> None:
@@ -349,27 +347,27 @@ def test_pods_that_will_not_serve_say_why(p: V1Pod, model: bool, expected: str) 
 
 
 def test_the_exit_status_of_a_model_that_cannot_load_is_model_containers() -> None:
-    from admin.container_managers._k8s_fanout import EXIT_CONFIG as FANOUT_EXIT_CONFIG
     from model_container.cli import EXIT_CONFIG
 
-    assert readback.EXIT_CONFIG == FANOUT_EXIT_CONFIG == EXIT_CONFIG
+    assert readback.EXIT_CONFIG == EXIT_CONFIG
 
 
 def test_exit_status_2_of_a_frontend_is_no_model_failure() -> None:
     assert readback.pod_problem(pod(last=exited(2), restarts=1)) == ""
 
 
-def test_replicas_are_counted_per_query_frontend_and_failures_per_pod() -> None:
-    frontends = [pod("q1", ip="10.0.0.1"), pod("q2", ip="fd00::2"), pod("q3", ip=None)]
-    frontends.append(pod("q4", ip="10.0.0.4", deleting=True))
+def test_each_model_pod_is_one_replica_named_by_the_pod() -> None:
     pods = [pod("m-a"), pod("m-b", state=exited(2)), pod("m-c", deleting=True)]
-    states = readback.replica_states(pods, frontends, {"m-b": "Traceback ..."})
-    assert [(s.replica_id, s.running) for s in states] == [
-        ("m-a@10.0.0.1:7000", True),
-        ("m-a@[fd00::2]:7000", True),
-        ("m-b", False),
-    ]
-    assert "m-b" in states[2].detail and "Traceback ..." in states[2].detail
+    states = readback.replica_states(pods, {"m-b": "Traceback ..."})
+    assert [(s.replica_id, s.running) for s in states] == [("m-a", True), ("m-b", False)]
+    assert "m-b" in states[1].detail and "Traceback ..." in states[1].detail
+    assert "status 2" in states[1].detail
+
+
+def test_the_query_frontends_model_pods_connect_to_are_those_with_an_address() -> None:
+    frontends = [pod("q2", ip="fd00::2"), pod("q1", ip="10.0.0.1"), pod("q3", ip=None)]
+    frontends.append(pod("q4", ip="10.0.0.4", deleting=True))
+    assert readback.frontends(frontends) == ["q1", "q2"]
 
 
 def node(name: str, ready: bool, **addresses: str) -> V1Node:
