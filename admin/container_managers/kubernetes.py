@@ -44,6 +44,7 @@ from admin._names import check_name, check_version
 from admin._progress import wait_for
 from admin.container_managers import _k8s_specs as specs
 from admin.container_managers import _k8s_status as readback
+from admin.container_managers._bundles import read_model_bundle, require_compatible
 from admin.container_managers._k8s_api import DEFAULT_TIMEOUT, KubeAPI, load_client
 from admin.container_managers._k8s_specs import (
     DEFAULT_REDIS_IMAGE,
@@ -59,7 +60,6 @@ from admin.exceptions import (
     ClusterNotRunningError,
     ContainerManagerError,
     DeployError,
-    IncompatibleModelError,
 )
 
 if TYPE_CHECKING:
@@ -458,13 +458,6 @@ class KubernetesContainerManager(ContainerManager):
     # ------------------------------------------------------------------ models
 
     def build_model(self, name: str, version: str, bundle_dir: str | os.PathLike[str]) -> str:
-        from model_container.bundle import (
-            BundleError,
-            IncompatibleRuntimeError,
-            check_compatible,
-            read_bundle_info,
-        )
-
         check_name(name)
         check_version(version)
         if not self.registry:
@@ -472,10 +465,7 @@ class KubernetesContainerManager(ContainerManager):
                 f"cannot deploy {name}:{version}: {NEEDS_REGISTRY}. Or build and push the "
                 "image yourself and deploy it with conn.deploy_model(..., artifact=IMAGE)"
             )
-        try:
-            info = read_bundle_info(bundle_dir)
-        except BundleError as exc:
-            raise DeployError(f"cannot deploy {name}:{version}: {exc}") from exc
+        info = read_model_bundle(name, version, bundle_dir)
         if self._model_deployments(name, version):
             raise ContainerManagerError(
                 f"{name}:{version} already runs in namespace {self.namespace}: deploy under a "
@@ -490,20 +480,16 @@ class KubernetesContainerManager(ContainerManager):
 
         images = self.images
         base = images.model_container_image()
-        ours = ClusterEngine(self.docker_client, self.cluster_name, stop_timeout=0).image_runtime(
-            base
+        engine = ClusterEngine(self.docker_client, self.cluster_name, stop_timeout=0)
+        require_compatible(
+            name,
+            version,
+            info.runtime,
+            engine.image_runtime(base),
+            runs_on=f"its image {base} runs",
+            fix="Deploy it from a matching environment, or pass "
+            "KubernetesContainerManager(base_image=...) a base with that Python",
         )
-        try:
-            check_compatible(info.runtime, ours)
-        except IncompatibleRuntimeError as exc:
-            theirs = info.runtime
-            raise IncompatibleModelError(
-                f"cannot deploy {name}:{version}: it was pickled under Python "
-                f"{theirs.get('python', '?')} / cloudpickle {theirs.get('cloudpickle', '?')}, "
-                f"but its image {base} runs Python {ours.get('python', '?')} / cloudpickle "
-                f"{ours.get('cloudpickle', '?')}. Deploy it from a matching environment, or "
-                "pass KubernetesContainerManager(base_image=...) a base with that Python"
-            ) from exc
         labels = {IMAGE_CLUSTER: self.cluster_name, IMAGE_MODEL: name, IMAGE_VERSION: version}
         image = images.model_image(base, name, version, Path(bundle_dir), info.pkgs, labels)
         images.push_image(image, DeployError)
