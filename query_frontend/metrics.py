@@ -215,6 +215,11 @@ class _StateCollector(Collector):
         replicas = GaugeMetricFamily(
             "schooner_replicas_connected", "Replicas connected", labels=labels
         )
+        in_rotation = GaugeMetricFamily(
+            "schooner_replicas_in_rotation",
+            "Connected replicas that get work (not benched as silent or stuck)",
+            labels=labels,
+        )
         target = GaugeMetricFamily(
             "schooner_batch_size_target",
             "Batch size each replica's controller chooses next",
@@ -223,10 +228,14 @@ class _StateCollector(Collector):
         for (name, version), q in sorted(self._dispatcher.queues.items()):
             depth.add_metric([name, version], len(q.pending))
             replicas.add_metric([name, version], len(q.replicas))
+            in_rotation.add_metric(
+                [name, version], sum(1 for r in q.replicas.values() if r.available)
+            )
             for replica in q.replicas.values():
                 target.add_metric([name, version, replica.replica_id], replica.batcher.size())
         yield depth
         yield replicas
+        yield in_rotation
         yield target
         stats = self._cache.stats()
         for field, help_text in (

@@ -476,6 +476,7 @@ def test_metrics_count_requests_answers_batches_and_cache(conn: Connection) -> N
     assert value("schooner_model_duration_seconds_count", model="meter", version="1") == 5
     assert value("schooner_queue_wait_seconds_count", model="meter", version="1") == 5
     assert value("schooner_replicas_connected", model="meter", version="1") == 1
+    assert value("schooner_replicas_in_rotation", model="meter", version="1") == 1
     assert value("schooner_queue_depth", model="meter", version="1") == 0
     assert value("schooner_cache_hits_total") >= 1
 
