@@ -105,6 +105,7 @@ class KubeSettings:
     redis_storage: str = "1Gi"
     storage_class: str | None = None  # None: the cluster's default StorageClass
     image_pull_secrets: tuple[str, ...] = ()
+    cluster_domain: str = "cluster.local"  # the cluster's DNS domain (kubelet --cluster-domain)
     resources: Mapping[str, Mapping[str, Mapping[str, str]]] = field(
         default_factory=lambda: dict(DEFAULT_RESOURCES)
     )
@@ -183,7 +184,8 @@ class KubeSettings:
         """The model pods' ``SCHOONER_FRONTEND``: the headless Service whose A/AAAA
         records are every query frontend pod, which the model container re-resolves and
         registers with each (fully qualified: no search-path lookups every few seconds)."""
-        return f"dns+tcp://{self.rpc_service}.{self.namespace}.svc.cluster.local:{PORTS['rpc']}"
+        host = f"{self.rpc_service}.{self.namespace}.svc.{self.cluster_domain}"
+        return f"dns+tcp://{host}:{PORTS['rpc']}"
 
     def in_cluster_address(self, role: str) -> str:
         port = self.query_port if role == QUERY else self.management_port

@@ -115,6 +115,7 @@ class KubernetesContainerManager(ContainerManager):
         storage_class: str | None = None,
         frontend_image: str | None = None,
         image_pull_secrets: Sequence[str] = (),
+        cluster_domain: str = "cluster.local",
         resources: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
         base_image: str = DEFAULT_BASE_IMAGE,
         wheelhouse: str | os.PathLike[str] | None = None,
@@ -140,6 +141,7 @@ class KubernetesContainerManager(ContainerManager):
             redis_storage=redis_storage,
             storage_class=storage_class,
             image_pull_secrets=tuple(image_pull_secrets),
+            cluster_domain=cluster_domain,
             resources=dict(resources or {}),
         )
         self.registry = registry.rstrip("/")

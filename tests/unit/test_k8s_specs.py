@@ -412,3 +412,10 @@ def test_service_addresses_by_type() -> None:
     )
     lb = service("LoadBalancer", 80, hostname="a1.elb.example.com")
     assert readback.service_netloc(lb) == "a1.elb.example.com:80"
+
+
+def test_model_pods_find_the_frontends_under_the_clusters_own_dns_domain() -> None:
+    (c,) = model(settings(cluster_domain="corp.internal")).spec.template.spec.containers
+    assert env(c)["SCHOONER_FRONTEND"] == (
+        "dns+tcp://schooner-prod-query-rpc.ml.svc.corp.internal:7000"
+    )
