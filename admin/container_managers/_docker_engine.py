@@ -293,26 +293,3 @@ def log_tail(container: Container, lines: int = 30) -> str:
     except engine_errors() as exc:
         return f"(cannot read its log: {exc})"
     return data.decode("utf-8", errors="replace").rstrip()
-
-
-def port_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # As the servers themselves do, so a port in TIME_WAIT after a restart is free.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str, avoid: set[int]) -> int:
-    """A port nothing listens on at ``host`` now (the kernel's pick), not in ``avoid``."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    while True:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-        if port not in avoid:
-            return port

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Final
 
+from admin.container_managers._net import netloc
 from admin.container_managers.base import ReplicaState
 
 CLUSTER, ROLE = "schooner.cluster", "schooner.role"
@@ -314,7 +315,3 @@ def replica_state(
         return ReplicaState(replica, True, None)
     detail = f"replica {replica} (container {container}) {reason}; the end of its log:\n{log_tail}"
     return ReplicaState(replica, False, None, detail.rstrip())
-
-
-def netloc(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

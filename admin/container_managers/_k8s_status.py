@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from admin.container_managers._net import netloc
 from admin.container_managers.base import ReplicaState
 
 # model_container.cli.EXIT_CONFIG: the model cannot be loaded; restarting will not help.
@@ -127,13 +128,9 @@ def service_netloc(service: Any, *, node: str = "") -> str:
         for ingress in (lb.ingress if lb is not None else None) or []:
             host = ingress.ip or ingress.hostname
             if host:
-                return _netloc(str(host), int(port.port))
+                return netloc(str(host), int(port.port))
         return ""
     if kind == "NodePort":
-        return _netloc(node, int(port.node_port)) if node and port.node_port else ""
+        return netloc(node, int(port.node_port)) if node and port.node_port else ""
     meta = service.metadata
     return f"{meta.name}.{meta.namespace}.svc:{port.port}"
-
-
-def _netloc(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

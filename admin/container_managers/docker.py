@@ -30,7 +30,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from admin._http import JSONClient
 from admin._names import check_name
 from admin._progress import wait_for
 from admin.container_managers import _docker_specs as specs
@@ -41,9 +40,7 @@ from admin.container_managers._docker_engine import (
     container_name,
     container_role,
     engine_errors,
-    free_port,
     log_tail,
-    port_free,
 )
 from admin.container_managers._docker_images import (
     IMAGE_CLUSTER,
@@ -58,12 +55,12 @@ from admin.container_managers._docker_specs import (
     REPLICA,
     ClusterSettings,
 )
+from admin.container_managers._net import free_port, healthz_check, netloc, port_free
 from admin.container_managers.base import ContainerManager, ReplicaState
 from admin.exceptions import (
     ClusterAlreadyRunningError,
     ClusterNotRunningError,
     ContainerManagerError,
-    SchoonerError,
 )
 
 if TYPE_CHECKING:
@@ -188,10 +185,10 @@ class DockerContainerManager(ContainerManager):
     # ------------------------------------------------------------------ addresses
 
     def get_query_addr(self) -> str:
-        return specs.netloc(self.settings.connect_host, self.settings.query_port)
+        return netloc(self.settings.connect_host, self.settings.query_port)
 
     def get_management_addr(self) -> str:
-        return specs.netloc(self.settings.connect_host, self.settings.management_port)
+        return netloc(self.settings.connect_host, self.settings.management_port)
 
     # ------------------------------------------------------------------ the cluster
 
@@ -229,9 +226,9 @@ class DockerContainerManager(ContainerManager):
             management = self.engine.run(s.management_spec(frontend))
             query = self.engine.run(s.query_spec(frontend))
             self._wait_ready(
-                management, "the management frontend", self._healthy(self.management_url)
+                management, "the management frontend", healthz_check(self.management_url)
             )
-            self._wait_ready(query, "the query frontend", self._healthy(self.query_url))
+            self._wait_ready(query, "the query frontend", healthz_check(self.query_url))
         except BaseException:
             self.engine.remove(self.engine.containers())
             raise
@@ -309,7 +306,7 @@ class DockerContainerManager(ContainerManager):
             for c in self.engine.containers(role=REPLICA):
                 port = int(c.labels.get(specs.METRICS_PORT, "0"))
                 if c.status == "running" and port:
-                    where = specs.netloc(self.settings.connect_host, port)
+                    where = netloc(self.settings.connect_host, port)
                     urls[container_name(c)] = f"http://{where}/metrics"
         return urls
 
@@ -428,20 +425,6 @@ class DockerContainerManager(ContainerManager):
         except engine_errors():
             return False
         return code == 0 and b"PONG" in (out or b"")
-
-    @staticmethod
-    def _healthy(url: str) -> Callable[[], bool]:
-        def check() -> bool:
-            client = JSONClient(url, timeout=2.0)
-            try:
-                client.request("GET", "/healthz")
-            except SchoonerError:
-                return False
-            finally:
-                client.close()
-            return True
-
-        return check
 
     def _check_ports_free(self) -> None:
         s = self.settings

@@ -31,14 +31,14 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from admin._http import JSONClient
 from admin._progress import wait_for
 from admin.container_managers import _processes as procs
 from admin.container_managers._bundles import read_model_bundle, require_compatible
+from admin.container_managers._net import free_port, healthz_check, netloc, port_free
 from admin.container_managers._processes import ProcessRecord, RunDir, log_tail
 from admin.container_managers._runtime import (
     is_this_interpreter,
@@ -53,7 +53,6 @@ from admin.exceptions import (
     ClusterNotRunningError,
     ContainerManagerError,
     DeployError,
-    SchoonerError,
 )
 
 REDIS, MANAGEMENT, QUERY, REPLICA = "redis", "management", "query", "replica"
@@ -202,8 +201,8 @@ class LocalContainerManager(ContainerManager):
             ],
             self._env(sys.executable),
         )
-        self._wait_ready(management, "the management frontend", self._healthy(self.management_url))
-        self._wait_ready(query, "the query frontend", self._healthy(self.query_url))
+        self._wait_ready(management, "the management frontend", healthz_check(self.management_url))
+        self._wait_ready(query, "the query frontend", healthz_check(self.query_url))
         self.report(
             f"Schooner is running: queries at http://{self.get_query_addr()}, management at "
             f"http://{self.get_management_addr()}, data in {self.data_dir}"
@@ -418,7 +417,7 @@ class LocalContainerManager(ContainerManager):
         # bound its port yet). Another program grabbing it before the replica does makes
         # the replica exit with a message, which the deploy reports.
         given = {_port_of(r.metrics_addr) for r in self._run.load_all() if r.metrics_addr}
-        metrics_port = _free_port(self.host, avoid=given)
+        metrics_port = free_port(self.host, avoid=given)
         argv = [
             *(self.python_executable, "-m", "model_container"),
             *("--bundle", artifact),
@@ -436,7 +435,7 @@ class LocalContainerManager(ContainerManager):
             model=name,
             version=version,
             replica_id=replica_id,
-            metrics_addr=_netloc(self._connect_host, metrics_port),
+            metrics_addr=netloc(self._connect_host, metrics_port),
         )
 
     def _env(self, python_executable: str, paths: Sequence[str] = ()) -> dict[str, str]:
@@ -502,20 +501,6 @@ class LocalContainerManager(ContainerManager):
         except OSError:
             return False
 
-    @staticmethod
-    def _healthy(url: str) -> Callable[[], bool]:
-        def check() -> bool:
-            client = JSONClient(url, timeout=2.0)
-            try:
-                client.request("GET", "/healthz")
-            except SchoonerError:
-                return False
-            finally:
-                client.close()
-            return True
-
-        return check
-
     def _check_ports_free(self) -> None:
         ports = {
             "query_port": self.query_port,
@@ -524,7 +509,7 @@ class LocalContainerManager(ContainerManager):
         }
         if self.redis_url is None:
             ports["redis_port"] = self.redis_port
-        busy = [f"{what}={port}" for what, port in ports.items() if not _port_free(self.host, port)]
+        busy = [f"{what}={port}" for what, port in ports.items() if not port_free(self.host, port)]
         if busy:
             raise ContainerManagerError(
                 f"port(s) in use on {self.host}: {', '.join(busy)}. Another Schooner (other "
@@ -590,33 +575,6 @@ class LocalContainerManager(ContainerManager):
                 yield
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-
-def _port_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # As the servers themselves do, so a port in TIME_WAIT after a restart is free.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port(host: str, avoid: Container[int] = ()) -> int:
-    """A port nothing listens on at ``host`` now (the kernel's pick), not in ``avoid``."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    while True:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-        if port not in avoid:
-            return port
-
-
-def _netloc(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _port_of(netloc: str) -> int:
