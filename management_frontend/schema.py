@@ -11,7 +11,11 @@ Keys (``{p}`` is the key prefix, ``schooner`` by default):
     {p}:meta                              hash  schema_version
     {p}:apps                              set   app names
     {p}:app:{app}                         hash  an App record
-    {p}:app:{app}:links                   set   names of the models linked to the app
+    {p}:app:{app}:links                   set   the app's arms: "model" (its current version)
+                                                or "model:version" (that version, pinned)
+    {p}:app:{app}:policy                  hash  learned selection-policy state (policy_state.py)
+    {p}:app:{app}:policy:user:{uid}       hash  what one user's feedback added to it
+    {p}:app:{app}:policy_users            set   user ids that have such a hash
     {p}:models                            set   model names
     {p}:model:{model}                     hash  name, input_type, current_version
     {p}:model:{model}:versions            zset  version -> registration time (unix s)
@@ -74,6 +78,8 @@ class ChangeOp:
     SET_CURRENT = "set_current"  # a model's current version changed
     SET_REPLICAS = "set_replicas"  # a model version's desired replica count changed
     SET_CACHE = "set_cache"  # an app's prediction cache was turned on or off
+    SET_POLICY = "set_policy"  # an app's selection policy or its parameters changed
+    RESET_POLICY = "reset_policy"  # what an app's policy learned was forgotten ("uid"?)
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,14 @@ class Keys:
 
     def links(self, app: str) -> str:
         return f"{self.prefix}:app:{app}:links"
+
+    def policy_state(self, app: str, uid: str | None = None) -> str:
+        """The app's learned policy state, or (with ``uid``) one user's part of it."""
+        base = f"{self.prefix}:app:{app}:policy"
+        return base if uid is None else f"{base}:user:{uid}"
+
+    def policy_users(self, app: str) -> str:
+        return f"{self.prefix}:app:{app}:policy_users"
 
     @property
     def models(self) -> str:
@@ -118,6 +132,17 @@ class Keys:
         return f"{self.prefix}:changes"
 
 
+def arm_name(model: str, version: str | None = None) -> str:
+    """A link as stored: the model (it follows the current version) or ``model:version``."""
+    return model if version is None else f"{model}:{version}"
+
+
+def parse_arm(arm: str) -> tuple[str, str | None]:
+    """``"m"`` -> ``("m", None)``; ``"m:2"`` -> ``("m", "2")`` (names hold no ':')."""
+    model, sep, version = arm.partition(":")
+    return model, (version if sep else None)
+
+
 def encode_flag(value: bool) -> str:
     """A boolean hash field: "1" or "0"."""
     return "1" if value else "0"
@@ -139,6 +164,8 @@ class App:
     created_at: float = 0.0
     # Whether the query frontend may answer from (and fill) its prediction cache.
     cache_enabled: bool = True
+    # The policy's settings (split weights, learning rates, loss): see policy_state.py.
+    policy_params: dict[str, Any] = field(default_factory=dict)
 
     def to_hash(self) -> dict[str, str]:
         return {
@@ -147,6 +174,7 @@ class App:
             "default_output": json.dumps(self.default_output),
             "slo_micros": str(self.slo_micros),
             "policy": self.policy,
+            "policy_params": json.dumps(self.policy_params),
             "created_at": repr(self.created_at),
             "cache_enabled": encode_flag(self.cache_enabled),
         }
@@ -159,6 +187,7 @@ class App:
             default_output=json.loads(h["default_output"]),
             slo_micros=int(h["slo_micros"]),
             policy=h.get("policy", "single"),
+            policy_params=dict(json.loads(h.get("policy_params", "{}"))),
             created_at=float(h.get("created_at", "0")),
             # Written before the field existed: on, as every app was then.
             cache_enabled=decode_flag(h.get("cache_enabled", "1")),
@@ -244,7 +273,7 @@ class Snapshot:
     """Everything a query frontend needs to route, read in one go."""
 
     apps: dict[str, App] = field(default_factory=dict)
-    links: dict[str, list[str]] = field(default_factory=dict)  # app -> model names
+    links: dict[str, list[str]] = field(default_factory=dict)  # app -> arms (see parse_arm)
     models: dict[str, Model] = field(default_factory=dict)
     versions: dict[tuple[str, str], ModelVersion] = field(default_factory=dict)
 
