@@ -18,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
+from admin import _status
 from admin._http import DEFAULT_TIMEOUT, BatchSettings, JSONClient, JSONObject, ManagementClient
 from admin._names import check_input_type, check_name, check_version
 from admin._progress import ProgressCallback, wait_for
@@ -169,11 +170,15 @@ class Connection:
         slo_micros: int,
         policy: str | None = None,
         cache_enabled: bool = True,
+        policy_params: Mapping[str, Any] | None = None,
     ) -> JSONObject:
         """Register an app; ``default_output`` (any JSON value) answers late queries.
 
-        ``cache_enabled=False`` makes every query reach a model (for models whose answer
-        to the same input changes); it can be changed later with ``set_app_cache``.
+        ``policy`` chooses among the app's linked models: "single" (the default), "split",
+        "exp3" or "exp4", with ``policy_params`` its settings (``docs/admin-api.md``);
+        ``set_selection_policy`` changes both later. ``cache_enabled=False`` makes every
+        query reach a model (for models whose answer to the same input changes); it can
+        be changed later with ``set_app_cache``.
         """
         app = self._api.add_app(
             check_name(name, "application name"),
@@ -182,10 +187,12 @@ class Connection:
             slo_micros,
             policy,
             _check_flag(cache_enabled, "cache_enabled"),
+            policy_params,
         )
         self._await_routes(lambda apps: name in apps, f"application {name!r}")
+        policy_note = f", policy {app['policy']}" if app.get("policy", "single") != "single" else ""
         cache = "" if cache_enabled else ", prediction cache off"
-        self.report(f"application {name!r} registered (SLO {slo_micros} us{cache})")
+        self.report(f"application {name!r} registered (SLO {slo_micros} us{policy_note}{cache})")
         return app
 
     def set_app_cache(self, app_name: str, enabled: bool) -> JSONObject:
@@ -195,32 +202,82 @@ class Connection:
         """
         app = self._api.set_app_cache(app_name, _check_flag(enabled, "enabled"))
         self._await_routes(
-            lambda apps: _cache_state(apps, app_name) in (None, enabled),
+            lambda apps: _status.cache_state(apps, app_name) in (None, enabled),
             f"the prediction cache of {app_name!r} turned {'on' if enabled else 'off'}",
         )
         self.report(f"prediction cache of {app_name!r} is {'on' if enabled else 'off'}")
         return app
 
+    def set_selection_policy(
+        self, app_name: str, policy: str, *, reset_state: bool = False, **params: Any
+    ) -> JSONObject:
+        """Choose how the app picks among its linked models, live; the app is returned.
+
+        ``policy``: "single", "split" (``weights={"m:1": 90, "m:2": 10}``), "exp3"
+        (``eta``, ``gamma``) or "exp4" (``eta``); every policy takes ``loss``. Settings
+        left out take their defaults. A new policy starts learning afresh; changing only
+        the settings keeps what it learned, unless ``reset_state=True``. Returns once the
+        query frontend runs the new policy.
+        """
+        app = self._api.set_policy(
+            app_name, policy, params, reset_state=_check_flag(reset_state, "reset_state")
+        )
+        self._await_routes(
+            lambda apps: _status.app_policy(apps, app_name) in (None, policy),
+            f"the {policy!r} policy of {app_name!r}",
+        )
+        settings = ", ".join(f"{k}={v!r}" for k, v in app.get("policy_params", {}).items())
+        self.report(f"application {app_name!r} uses the {policy!r} policy ({settings})")
+        return app
+
+    def get_policy_state(self, app_name: str, uid: str | int | None = None) -> JSONObject:
+        """What the app's policy learned from feedback: per linked model, its chance to
+        answer (or weight), update count and mean loss. With ``uid``, what that user sees:
+        the app's state plus what their own feedback added."""
+        return self._api.get_policy_state(app_name, _user_id(uid))
+
+    def reset_policy_state(self, app_name: str, uid: str | int | None = None) -> None:
+        """Forget what the app's policy learned (with ``uid``: only that user's part)."""
+        user = _user_id(uid)
+        self._api.reset_policy_state(app_name, user)
+        whose = f"user {user!r} of " if user is not None else ""
+        self.report(f"the learned policy state of {whose}{app_name!r} is reset")
+
     def unregister_application(self, name: str) -> None:
-        """Delete an app and its links; the models stay deployed."""
+        """Delete an app, its links and its learned policy state; the models stay deployed."""
         self._api.delete_app(name)
         self._await_routes(lambda apps: name not in apps, f"the removal of {name!r}")
 
-    def link_model_to_app(self, app_name: str, model_name: str) -> None:
-        """Route the app's queries to the model's current version."""
-        self._api.add_link(app_name, model_name)
-        current = self._api.get_model(model_name).get("current_version")
-        if current:
-            route = f"{model_name}:{current}"
+    def link_model_to_app(
+        self, app_name: str, model_name: str, version: str | int | None = None
+    ) -> None:
+        """Route the app's queries to the model's current version, or with ``version``
+        to that version whatever becomes current (pinned: to compare versions side by
+        side, link ``m`` twice with two versions under a policy that uses several)."""
+        pinned = None if version is None else check_version(version)
+        self._api.add_link(app_name, model_name, pinned)
+        arm = _arm(model_name, pinned)
+        if pinned is not None:
+            route = arm
+        else:
+            current = self._api.get_model(model_name).get("current_version")
+            route = f"{model_name}:{current}" if current else ""
+        if route:
             self._await_routes(
-                lambda apps: _route(apps, app_name) == route, f"the link {app_name} -> {route}"
+                lambda apps: _status.arm_route(apps, app_name, arm) == route,
+                f"the link {app_name} -> {route}",
             )
 
-    def unlink_model_from_app(self, app_name: str, model_name: str) -> None:
-        self._api.delete_link(app_name, model_name)
+    def unlink_model_from_app(
+        self, app_name: str, model_name: str, version: str | int | None = None
+    ) -> None:
+        """Remove the link to the model, or with ``version`` the link pinned to it."""
+        pinned = None if version is None else check_version(version)
+        self._api.delete_link(app_name, model_name, pinned)
+        arm = _arm(model_name, pinned)
         self._await_routes(
-            lambda apps: not _route(apps, app_name).startswith(f"{model_name}:"),
-            f"the unlinking of {model_name} from {app_name}",
+            lambda apps: _status.arm_gone(apps, app_name, arm),
+            f"the unlinking of {arm} from {app_name}",
         )
 
     def get_all_apps(self, verbose: bool = False) -> list[Any]:
@@ -420,11 +477,7 @@ class Connection:
         self._api.set_current_version(name, version)
         route = f"{name}:{version}"
         self._await_routes(
-            lambda apps: all(
-                _route(apps, app) == route
-                for app in apps
-                if _route(apps, app).startswith(f"{name}:")
-            ),
+            lambda apps: _status.follows_current(apps, name, route),
             f"{route} as current version",
         )
 
@@ -618,18 +671,18 @@ def _is_replica(record: JSONObject, pids: dict[str, int | None]) -> bool:
     return not ours or not theirs or ours == theirs
 
 
-def _route(apps: dict[str, Any], app: str) -> str:
-    """The ``model:version`` an app routes to in a ``/status`` answer ("" for none)."""
-    entry = apps.get(app)
-    return str(entry.get("model") or "") if isinstance(entry, dict) else ""
+def _arm(model: str, version: str | None) -> str:
+    """A link as the management API stores it: ``model``, or ``model:version`` pinned."""
+    return model if version is None else f"{model}:{version}"
 
 
-def _cache_state(apps: dict[str, Any], app: str) -> bool | None:
-    """An app's ``cache_enabled`` in a ``/status`` answer; ``None`` if not reported (a
-    query frontend whose ``/status`` omits it: then there is nothing to wait for)."""
-    entry = apps.get(app)
-    value = entry.get("cache_enabled") if isinstance(entry, dict) else None
-    return value if isinstance(value, bool) else None
+def _user_id(uid: str | int | None) -> str | None:
+    """A user id as the API takes it: integers are sent as their digits."""
+    if uid is None or isinstance(uid, str):
+        return uid
+    if isinstance(uid, int) and not isinstance(uid, bool):
+        return str(uid)
+    raise InvalidRequestError(f"uid must be a string or an integer, got {uid!r}")
 
 
 def _check_flag(value: object, what: str) -> bool:

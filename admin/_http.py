@@ -8,10 +8,10 @@ default).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -186,6 +186,12 @@ def _seg(name: str) -> str:
     return quote(name, safe="")
 
 
+def _query(**params: str | None) -> str:
+    """``?a=1&b=2`` of the parameters that are given, encoded ("" for none)."""
+    given = {k: v for k, v in params.items() if v is not None}
+    return f"?{urlencode(given)}" if given else ""
+
+
 class ManagementClient(JSONClient):
     """The management REST API (``docs/admin-api.md``), one method per endpoint."""
 
@@ -205,6 +211,7 @@ class ManagementClient(JSONClient):
         slo_micros: int,
         policy: str | None = None,
         cache_enabled: bool | None = None,
+        policy_params: Mapping[str, Any] | None = None,
     ) -> JSONObject:
         body: JSONObject = {
             "name": name,
@@ -214,6 +221,8 @@ class ManagementClient(JSONClient):
         }
         if policy is not None:
             body["policy"] = policy
+        if policy_params is not None:
+            body["policy_params"] = dict(policy_params)
         if cache_enabled is not None:
             body["cache_enabled"] = cache_enabled
         return _object(self.request("POST", "/admin/apps", body), "/admin/apps")
@@ -228,16 +237,39 @@ class ManagementClient(JSONClient):
     def delete_app(self, name: str) -> None:
         self.request("DELETE", f"/admin/apps/{_seg(name)}")
 
+    def set_policy(
+        self,
+        app: str,
+        policy: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        reset_state: bool = False,
+    ) -> JSONObject:
+        path = f"/admin/apps/{_seg(app)}/policy"
+        body = {"policy": policy, "params": dict(params or {}), "reset_state": reset_state}
+        return _object(self.request("PUT", path, body), path)
+
+    def get_policy_state(self, app: str, uid: str | None = None) -> JSONObject:
+        return self.get_object(f"/admin/apps/{_seg(app)}/policy/state{_query(uid=uid)}")
+
+    def reset_policy_state(self, app: str, uid: str | None = None) -> None:
+        self.request("DELETE", f"/admin/apps/{_seg(app)}/policy/state{_query(uid=uid)}")
+
     def get_links(self, app: str) -> list[str]:
         path = f"/admin/apps/{_seg(app)}/links"
         return [str(m) for m in _list(self.request("GET", path), path)]
 
-    def add_link(self, app: str, model: str) -> list[str]:
+    def add_link(self, app: str, model: str, version: str | None = None) -> list[str]:
+        """Link the model (it follows its current version), or pin ``version`` of it."""
         path = f"/admin/apps/{_seg(app)}/links"
-        return [str(m) for m in _list(self.request("POST", path, {"model_name": model}), path)]
+        body: JSONObject = {"model_name": model}
+        if version is not None:
+            body["version"] = version
+        return [str(m) for m in _list(self.request("POST", path, body), path)]
 
-    def delete_link(self, app: str, model: str) -> None:
-        self.request("DELETE", f"/admin/apps/{_seg(app)}/links/{_seg(model)}")
+    def delete_link(self, app: str, model: str, version: str | None = None) -> None:
+        path = f"/admin/apps/{_seg(app)}/links/{_seg(model)}{_query(version=version)}"
+        self.request("DELETE", path)
 
     # ------------------------------------------------------------------ models
 

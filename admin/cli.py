@@ -6,6 +6,8 @@
     schooner apps | models | replicas  [--data-dir DIR] [--json]
     schooner scale MODEL N [--version V]
     schooner set-version MODEL VERSION
+    schooner set-policy APP POLICY [--param KEY=VALUE ...] [--reset-state]
+    schooner policy-state APP [--uid UID] [--json]
     schooner logs    [NAME] [-n LINES] [--out DIR]
 
 Every command finds the cluster by its data directory (default ``$SCHOONER_HOME/default``
@@ -122,10 +124,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"queries at http://{manager.get_query_addr()}, ", end="")
     print(f"management at http://{manager.get_management_addr()}\n")
     print(_table(processes, ["name", "role", "pid", "running"]))
-    apps = [{"app": name, **route} for name, route in dict(instance.get("apps", {})).items()]
+    apps = []
+    for name, route in dict(instance.get("apps", {})).items():
+        # "models": every model:version the app's links route to (older frontends: "model").
+        routes = route.get("models") or ([route["model"]] if route.get("model") else [])
+        apps.append({"app": name, **route, "models": ",".join(routes)})
     if apps:
         print()
-        print(_table(apps, ["app", "model", "slo_micros", "reason"]))
+        print(_table(apps, ["app", "policy", "models", "slo_micros", "reason"]))
     return 0
 
 
@@ -162,6 +168,36 @@ def cmd_set_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_set_policy(args: argparse.Namespace) -> int:
+    params = dict(args.param or [])
+    app = _connect(args).set_selection_policy(
+        args.app, args.policy, reset_state=args.reset_state, **params
+    )
+    print(json.dumps({k: app.get(k) for k in ("name", "policy", "policy_params")}, indent=2))
+    return 0
+
+
+def cmd_policy_state(args: argparse.Namespace) -> int:
+    state = _connect(args).get_policy_state(args.app, uid=args.uid)
+    if args.json:
+        print(json.dumps(state, indent=2))
+        return 0
+    whose = f", user {state['uid']}" if state.get("uid") is not None else ""
+    print(f"app {state['app']}{whose}: policy {state['policy']}, {state['updates']} update(s)")
+    arms = [{"arm": arm, **entry} for arm, entry in dict(state.get("arms", {})).items()]
+    for row in arms:
+        row["probability"] = f"{row['probability']:.3f}"
+        row["log_weight"] = f"{row['log_weight']:.3f}"
+        loss = row.get("mean_loss")
+        row["mean_loss"] = "-" if loss is None else f"{loss:.4g}"
+        row["linked"] = "no" if row.get("linked") is False else "yes"
+    if arms:
+        print()
+        columns = ["arm", "probability", "log_weight", "updates", "mean_loss", "linked"]
+        print(_table(arms, columns))
+    return 0
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     manager = _manager(args)
     if args.out:
@@ -183,6 +219,25 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+
+# Keyword arguments of set_selection_policy that a --param may not shadow.
+_NOT_PARAMS = ("app_name", "policy", "reset_state")
+
+
+def policy_param(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--param``: the value as JSON when it parses, else the string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier() or key in _NOT_PARAMS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not KEY=VALUE with a parameter name as KEY "
+            '(e.g. eta=0.2, loss=squared, weights=\'{"m:1": 90, "m:2": 10}\')'
+        )
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +283,27 @@ def build_parser() -> argparse.ArgumentParser:
     set_version = add("set-version", cmd_set_version, "make a version current (roll back)")
     set_version.add_argument("model")
     set_version.add_argument("version")
+    set_policy = add("set-policy", cmd_set_policy, "set an app's selection policy, live")
+    set_policy.add_argument("app")
+    set_policy.add_argument("policy", help="single, split, exp3 or exp4")
+    set_policy.add_argument(
+        "--param",
+        action="append",
+        type=policy_param,
+        metavar="KEY=VALUE",
+        help="a policy setting, repeatable; VALUE is read as JSON when it parses "
+        '(eta=0.2, loss=squared, weights=\'{"m:1": 90, "m:2": 10}\')',
+    )
+    set_policy.add_argument(
+        "--reset-state",
+        action="store_true",
+        help="forget what the policy learned even if its name stays the same",
+    )
+    policy_state = add(
+        "policy-state", cmd_policy_state, "what an app's selection policy learned", listing
+    )
+    policy_state.add_argument("app")
+    policy_state.add_argument("--uid", help="what this user sees (their feedback included)")
     logs = add("logs", cmd_logs, "list logs, print the end of one, or copy them all")
     logs.add_argument("name", nargs="?", help="e.g. query, management, redis, a replica id")
     logs.add_argument("-n", "--lines", type=int, default=50)

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, cast
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from pydantic import BeforeValidator
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -32,9 +32,11 @@ from management_frontend.models import (
     AddModelVersion,
     SetAppCache,
     SetCurrentVersion,
+    SetPolicy,
     SetReplicas,
 )
-from management_frontend.schema import App, Keys, Model
+from management_frontend.policy_state import check_user_id
+from management_frontend.schema import App, Keys, Model, arm_name
 from management_frontend.store import Store
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,11 @@ API_VERSION = "1"
 AppPath = Annotated[str, Path(), BeforeValidator(validation.app_name)]
 ModelPath = Annotated[str, Path(), BeforeValidator(validation.model_name)]
 VersionPath = Annotated[str, Path(), BeforeValidator(validation.version)]
+# Optional query parameters, validated the same way when given.
+VersionQuery = Annotated[
+    str | None, Query(), BeforeValidator(validation.optional(validation.version))
+]
+UserQuery = Annotated[str | None, Query(), BeforeValidator(validation.optional(check_user_id))]
 
 
 def get_store(request: Request) -> Store:
@@ -86,10 +93,11 @@ async def list_apps(store: StoreDep) -> list[dict[str, Any]]:
 async def add_app(body: AddApp, store: StoreDep) -> dict[str, Any]:
     app = await store.add_app(body.to_record())
     logger.info(
-        "app %s added (input %s, slo %d us, cache %s)",
+        "app %s added (input %s, slo %d us, policy %s, cache %s)",
         app.name,
         app.input_type,
         app.slo_micros,
+        app.policy,
         "on" if app.cache_enabled else "off",
     )
     return app.to_json()
@@ -115,6 +123,34 @@ async def set_app_cache(app: AppPath, body: SetAppCache, store: StoreDep) -> dic
     return record.to_json()
 
 
+@router.put("/admin/apps/{app}/policy")
+async def set_policy(app: AppPath, body: SetPolicy, store: StoreDep) -> dict[str, Any]:
+    record = await store.set_policy(app, body.policy, body.params, reset_state=body.reset_state)
+    logger.info(
+        "app %s selection policy %s %s%s",
+        app,
+        record.policy,
+        record.policy_params,
+        " (learned state reset)" if body.reset_state else "",
+    )
+    return record.to_json()
+
+
+@router.get("/admin/apps/{app}/policy/state")
+async def get_policy_state(app: AppPath, store: StoreDep, uid: UserQuery = None) -> dict[str, Any]:
+    return await store.get_policy_state(app, uid)
+
+
+@router.delete("/admin/apps/{app}/policy/state", status_code=204)
+async def reset_policy_state(app: AppPath, store: StoreDep, uid: UserQuery = None) -> Response:
+    await store.reset_policy_state(app, uid)
+    if uid is None:
+        logger.info("app %s learned policy state reset", app)
+    else:
+        logger.info("app %s learned policy state of user %r reset", app, uid)
+    return _no_content()
+
+
 @router.get("/admin/apps/{app}/links")
 async def get_links(app: AppPath, store: StoreDep) -> list[str]:
     return await store.get_links(app)
@@ -122,15 +158,17 @@ async def get_links(app: AppPath, store: StoreDep) -> list[str]:
 
 @router.post("/admin/apps/{app}/links")
 async def add_link(app: AppPath, body: AddLink, store: StoreDep) -> list[str]:
-    links = await store.add_link(app, body.model_name)
-    logger.info("model %s linked to app %s", body.model_name, app)
+    links = await store.add_link(app, body.model_name, body.version)
+    logger.info("%s linked to app %s", arm_name(body.model_name, body.version), app)
     return links
 
 
 @router.delete("/admin/apps/{app}/links/{model}", status_code=204)
-async def delete_link(app: AppPath, model: ModelPath, store: StoreDep) -> Response:
-    await store.delete_link(app, model)
-    logger.info("model %s unlinked from app %s", model, app)
+async def delete_link(
+    app: AppPath, model: ModelPath, store: StoreDep, version: VersionQuery = None
+) -> Response:
+    await store.delete_link(app, model, version)
+    logger.info("%s unlinked from app %s", arm_name(model, version), app)
     return _no_content()
 
 

@@ -11,15 +11,17 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, model_validator
 
 from management_frontend import validation
+from management_frontend.policy_state import PolicyParams
 from management_frontend.schema import App, ModelVersion
 from model_container.protocol import InputType
 
 AppName = Annotated[str, BeforeValidator(validation.app_name)]
 ModelName = Annotated[str, BeforeValidator(validation.model_name)]
 Version = Annotated[str, BeforeValidator(validation.version)]
+OptionalVersion = Annotated[str | None, BeforeValidator(validation.optional(validation.version))]
 InputTypeField = Annotated[InputType, BeforeValidator(validation.input_type)]
 SloMicros = Annotated[int, BeforeValidator(validation.slo_micros)]
 NumReplicas = Annotated[int, BeforeValidator(validation.num_replicas)]
@@ -29,6 +31,7 @@ BatchWaitMicros = Annotated[int, BeforeValidator(validation.batch_wait_micros)]
 Policy = Annotated[str, BeforeValidator(validation.policy)]
 DefaultOutput = Annotated[Any, BeforeValidator(validation.default_output)]
 CacheEnabled = Annotated[bool, BeforeValidator(validation.cache_enabled)]
+ResetState = Annotated[bool, BeforeValidator(partial(validation.boolean, what="reset_state"))]
 
 
 def _strings(what: str) -> Any:
@@ -37,6 +40,10 @@ def _strings(what: str) -> Any:
 
 def _text(what: str) -> Any:
     return BeforeValidator(partial(validation.text, what=what))
+
+
+def _object(what: str) -> Any:
+    return BeforeValidator(partial(validation.json_object, what=what))
 
 
 class _Body(BaseModel):
@@ -49,15 +56,24 @@ class AddApp(_Body):
     default_output: DefaultOutput
     slo_micros: SloMicros
     policy: Policy = validation.SINGLE_POLICY
+    # Checked against the policy once both are known (PolicyParams.parse).
+    policy_params: Annotated[dict[str, Any], _object("policy_params")] = {}
     cache_enabled: CacheEnabled = True
 
+    @model_validator(mode="after")
+    def _params_fit_the_policy(self) -> AddApp:
+        PolicyParams.parse(self.policy, self.policy_params)
+        return self
+
     def to_record(self) -> App:
+        """The app, with its policy parameters normalised (defaults filled in)."""
         return App(
             name=self.name,
             input_type=self.input_type,
             default_output=self.default_output,
             slo_micros=self.slo_micros,
             policy=self.policy,
+            policy_params=PolicyParams.parse(self.policy, self.policy_params).to_json(),
             cache_enabled=self.cache_enabled,
         )
 
@@ -66,8 +82,22 @@ class SetAppCache(_Body):
     cache_enabled: CacheEnabled
 
 
+class SetPolicy(_Body):
+    policy: Policy
+    params: Annotated[dict[str, Any], _object("params")] = {}
+    # Forget what the policy learned even though its name stays the same.
+    reset_state: ResetState = False
+
+    @model_validator(mode="after")
+    def _params_fit_the_policy(self) -> SetPolicy:
+        PolicyParams.parse(self.policy, self.params)
+        return self
+
+
 class AddLink(_Body):
     model_name: ModelName
+    # A version pins the link to it; without one the link follows the current version.
+    version: OptionalVersion = None
 
 
 class AddModelVersion(_Body):

@@ -25,7 +25,14 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
-from management_frontend.errors import Conflict, NotFound, StartupError
+from management_frontend.errors import Conflict, Invalid, NotFound, StartupError
+from management_frontend.policy_state import (
+    SINGLE,
+    SPLIT,
+    PolicyParams,
+    policy_state_keys,
+    read_policy_state,
+)
 from management_frontend.schema import (
     SCHEMA_VERSION,
     App,
@@ -34,7 +41,9 @@ from management_frontend.schema import (
     Keys,
     Model,
     ModelVersion,
+    arm_name,
     encode_flag,
+    parse_arm,
     publish_change,
     read_app,
     read_links,
@@ -43,7 +52,6 @@ from management_frontend.schema import (
     read_schema_version,
     read_version,
 )
-from management_frontend.validation import SINGLE_POLICY
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +86,30 @@ def _model_missing(name: str) -> NotFound:
 def _version_missing(model: Model, version: str) -> NotFound:
     known = ", ".join(repr(v) for v in model.versions) or "none"
     return NotFound(f"model {model.name!r} has no version {version!r} (its versions: {known})")
+
+
+def _listed(names: Sequence[str]) -> str:
+    return ", ".join(map(repr, names)) or "none"
+
+
+def _arm_fields(model: str, version: str | None) -> dict[str, str]:
+    """A link's feed-entry fields: "model", and "version" for a pinned link."""
+    return {"model": model} if version is None else {"model": model, "version": version}
+
+
+def _describe_arm(model: str, version: str | None) -> str:
+    return f"model {model!r}" if version is None else f"version {version!r} of model {model!r}"
+
+
+def _params_of(app: App) -> PolicyParams:
+    """The app's stored policy settings; a policy this Schooner does not know is a 409."""
+    try:
+        return PolicyParams.parse(app.policy, app.policy_params)
+    except Invalid as exc:
+        raise Conflict(
+            f"app {app.name!r} has a selection policy this management frontend cannot read "
+            f"({exc.message}): set one with PUT /admin/apps/{app.name}/policy"
+        ) from exc
 
 
 class Store:
@@ -220,35 +252,46 @@ class Store:
     # ------------------------------------------------------------------ apps and links
 
     async def add_app(self, app: App) -> App:
+        """Register an app; its policy parameters are stored normalised.
+
+        An app starts with no links, so split weights are taken as given here; they are
+        checked against the links when the policy is set (``set_policy``).
+        """
         keys = self._keys
+        params = PolicyParams.parse(app.policy, app.policy_params).to_json()
 
         async def step(pipe: Pipeline) -> App:
             if await pipe.exists(keys.app(app.name)):
                 raise Conflict(
                     f"app {app.name!r} already exists: delete it first, or choose another name"
                 )
-            stored = replace(app, created_at=self._clock())
+            stored = replace(app, policy_params=params, created_at=self._clock())
+            # Whatever an earlier app of this name left behind is not this app's.
+            leftovers = await policy_state_keys(pipe, keys, app.name)
             _begin(pipe)
             pipe.hset(keys.app(app.name), mapping=_fields(stored.to_hash()))
-            pipe.delete(keys.links(app.name))
+            pipe.delete(keys.links(app.name), *leftovers)
             pipe.sadd(keys.apps, app.name)
             await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.ADD, app=app.name)
             return stored
 
-        return await self._transact([keys.app(app.name), keys.links(app.name)], step)
+        watch = [keys.app(app.name), keys.links(app.name), keys.policy_users(app.name)]
+        return await self._transact(watch, step)
 
     async def delete_app(self, name: str) -> None:
+        """Delete an app with its links and everything its policy learned."""
         keys = self._keys
 
         async def step(pipe: Pipeline) -> None:
             if not await pipe.exists(keys.app(name)):
                 raise _app_missing(name)
+            state = await policy_state_keys(pipe, keys, name)
             _begin(pipe)
-            pipe.delete(keys.app(name), keys.links(name))
+            pipe.delete(keys.app(name), keys.links(name), *state)
             pipe.srem(keys.apps, name)
             await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.DELETE, app=name)
 
-        await self._transact([keys.app(name), keys.links(name)], step)
+        await self._transact([keys.app(name), keys.links(name), keys.policy_users(name)], step)
 
     async def set_app_cache(self, name: str, enabled: bool) -> App:
         """Turn an app's prediction cache on or off; query frontends follow the feed."""
@@ -268,8 +311,13 @@ class Store:
 
         return await self._transact([keys.app(name)], step)
 
-    async def add_link(self, app_name: str, model_name: str) -> list[str]:
+    async def add_link(
+        self, app_name: str, model_name: str, version: str | None = None
+    ) -> list[str]:
+        """Link an arm: the model (it follows the current version), or with ``version``
+        that version, pinned. The app's links are returned."""
         keys = self._keys
+        arm = arm_name(model_name, version)
 
         async def step(pipe: Pipeline) -> list[str]:
             app = await read_app(pipe, keys, app_name)
@@ -278,6 +326,8 @@ class Store:
             model = await read_model(pipe, keys, model_name)
             if model is None:
                 raise _model_missing(model_name)
+            if version is not None and version not in model.versions:
+                raise _version_missing(model, version)
             if model.input_type != app.input_type:
                 raise Conflict(
                     f"model {model_name!r} takes input type {model.input_type.value!r} but "
@@ -285,53 +335,173 @@ class Store:
                     "input type matches the app's"
                 )
             links = await read_links(pipe, keys, app_name)
-            if model_name in links:
+            if arm in links:
                 return links
-            if app.policy == SINGLE_POLICY and links:
+            if app.policy == SINGLE and links:
                 raise Conflict(
-                    f"app {app_name!r} uses the {SINGLE_POLICY!r} policy and model "
-                    f"{links[0]!r} is already linked to it: unlink {links[0]!r} first, "
-                    "or register the app with a policy that combines several models"
+                    f"app {app_name!r} uses the {SINGLE!r} policy and {links[0]!r} is already "
+                    f"linked to it: unlink {links[0]!r} first, or give the app a policy that "
+                    f"uses several models (split, exp3 or exp4: PUT /admin/apps/{app_name}/policy)"
                 )
             _begin(pipe)
-            pipe.sadd(keys.links(app_name), model_name)
+            pipe.sadd(keys.links(app_name), arm)
+            where = _arm_fields(model_name, version)
             await publish_change(
-                pipe, keys, ChangeKind.LINKS, op=ChangeOp.LINK, app=app_name, model=model_name
+                pipe, keys, ChangeKind.LINKS, op=ChangeOp.LINK, app=app_name, **where
             )
-            return sorted([*links, model_name])
+            return sorted([*links, arm])
 
-        watch = [keys.app(app_name), keys.links(app_name), keys.model(model_name)]
+        watch = [
+            keys.app(app_name),
+            keys.links(app_name),
+            keys.model(model_name),
+            keys.versions(model_name),
+        ]
         return await self._transact(watch, step)
 
-    async def delete_link(self, app_name: str, model_name: str) -> None:
+    async def delete_link(self, app_name: str, model_name: str, version: str | None = None) -> None:
+        """Unlink the model, or with ``version`` the link pinned to that version."""
         keys = self._keys
+        arm = arm_name(model_name, version)
 
         async def step(pipe: Pipeline) -> None:
             if not await pipe.exists(keys.app(app_name)):
                 raise _app_missing(app_name)
             links = await read_links(pipe, keys, app_name)
-            if model_name not in links:
-                linked = ", ".join(repr(m) for m in links) or "none"
+            if arm not in links:
+                pinned = [v for m, v in map(parse_arm, links) if m == model_name and v]
+                hint = (
+                    f": to unlink a pinned version, name it ({_listed(pinned)})"
+                    if pinned and version is None
+                    else ""
+                )
                 raise NotFound(
-                    f"model {model_name!r} is not linked to app {app_name!r} "
-                    f"(its linked models: {linked})"
+                    f"{_describe_arm(model_name, version)} is not linked to app {app_name!r} "
+                    f"(its links: {_listed(links)}){hint}"
                 )
             _begin(pipe)
-            pipe.srem(keys.links(app_name), model_name)
+            pipe.srem(keys.links(app_name), arm)
+            where = _arm_fields(model_name, version)
             await publish_change(
-                pipe, keys, ChangeKind.LINKS, op=ChangeOp.DELETE, app=app_name, model=model_name
+                pipe, keys, ChangeKind.LINKS, op=ChangeOp.DELETE, app=app_name, **where
             )
 
         await self._transact([keys.app(app_name), keys.links(app_name)], step)
 
-    async def _linked_apps(self, pipe: Pipeline, model: str) -> list[str]:
-        """Apps linking ``model``; their link sets are watched from here on."""
+    async def _links_to(self, pipe: Pipeline, model: str) -> dict[str, list[str]]:
+        """App -> its links to ``model`` (plain or pinned), for the apps that have any;
+        every app's link set is watched from here on."""
         apps = await read_members(pipe, self._keys.apps)
         if not apps:
-            return []
+            return {}
         link_keys = [self._keys.links(a) for a in apps]
         await pipe.watch(*link_keys)
-        return [a for a, k in zip(apps, link_keys, strict=True) if await pipe.sismember(k, model)]
+        found: dict[str, list[str]] = {}
+        for app in apps:
+            arms = [a for a in await read_links(pipe, self._keys, app) if parse_arm(a)[0] == model]
+            if arms:
+                found[app] = arms
+        return found
+
+    # ------------------------------------------------------------------ selection policies
+
+    async def set_policy(
+        self, app_name: str, policy: str, params: Mapping[str, Any], *, reset_state: bool = False
+    ) -> App:
+        """Give an app a selection policy and its settings.
+
+        A new policy starts from nothing: the state the old one learned is deleted in the
+        same transaction, as it is with ``reset_state``. Changing only the settings keeps
+        it. A call that changes nothing writes nothing.
+        """
+        keys = self._keys
+        parsed = PolicyParams.parse(policy, params)
+        stored_params = parsed.to_json()
+
+        async def step(pipe: Pipeline) -> App:
+            app = await read_app(pipe, keys, app_name)
+            if app is None:
+                raise _app_missing(app_name)
+            links = await read_links(pipe, keys, app_name)
+            if policy == SINGLE and len(links) > 1:
+                raise Conflict(
+                    f"app {app_name!r} has {len(links)} links ({_listed(links)}) and the "
+                    f"{SINGLE!r} policy serves one: unlink all but one of them first"
+                )
+            if policy == SPLIT and parsed.weights:
+                unknown = [arm for arm in parsed.weights if arm not in links]
+                if unknown:
+                    raise Invalid(
+                        f"the split weights name {_listed(unknown)}, which app {app_name!r} "
+                        f"does not link (its links: {_listed(links)}): link it first, or "
+                        "weigh only linked models"
+                    )
+            changed = app.policy != policy or app.policy_params != stored_params
+            reset = reset_state or app.policy != policy
+            if not changed and not reset:
+                return app
+            updated = replace(app, policy=policy, policy_params=stored_params)
+            state = await policy_state_keys(pipe, keys, app_name) if reset else []
+            _begin(pipe)
+            if changed:
+                record = updated.to_hash()
+                fields = {k: record[k] for k in ("policy", "policy_params")}
+                pipe.hset(keys.app(app_name), mapping=_fields(fields))
+            if state:
+                pipe.delete(*state)
+            await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.SET_POLICY, app=app_name)
+            return updated
+
+        watch = [keys.app(app_name), keys.links(app_name), keys.policy_users(app_name)]
+        return await self._transact(watch, step)
+
+    async def get_policy_state(self, app_name: str, uid: str | None = None) -> dict[str, Any]:
+        """What the app's policy has learned, per arm; with ``uid``, what that user sees
+        (the app's state plus what the user's own feedback added)."""
+        app = await self.get_app(app_name)
+        params = _params_of(app)
+        links = await read_links(self._r, self._keys, app_name)
+        state = await read_policy_state(self._r, self._keys, app_name, uid)
+        return {
+            "app": app_name,
+            "policy": app.policy,
+            "params": params.to_json(),
+            "uid": uid,
+            **state.to_json(params, links),
+        }
+
+    async def reset_policy_state(self, app_name: str, uid: str | None = None) -> None:
+        """Delete what the app's policy learned, or with ``uid`` only that user's part.
+
+        The app's own record keeps what a user's feedback taught it: resetting a user
+        makes them see the app's state again. Nothing to delete writes nothing.
+        """
+        keys = self._keys
+
+        async def step(pipe: Pipeline) -> None:
+            if not await pipe.exists(keys.app(app_name)):
+                raise _app_missing(app_name)
+            if uid is None:
+                state = await policy_state_keys(pipe, keys, app_name)
+                found = await pipe.exists(*state) > 0
+                where: dict[str, str] = {}
+            else:
+                state = [keys.policy_state(app_name, uid)]
+                found = bool(await pipe.exists(*state)) or bool(
+                    await pipe.sismember(keys.policy_users(app_name), uid)
+                )
+                where = {"uid": uid}
+            if not found:
+                return
+            _begin(pipe)
+            pipe.delete(*state)
+            if uid is not None:
+                pipe.srem(keys.policy_users(app_name), uid)
+            await publish_change(
+                pipe, keys, ChangeKind.APP, op=ChangeOp.RESET_POLICY, app=app_name, **where
+            )
+
+        await self._transact([keys.app(app_name), keys.policy_users(app_name)], step)
 
     # ------------------------------------------------------------------ models
 
@@ -430,11 +600,14 @@ class Store:
             model = await read_model(pipe, keys, name)
             if model is None:
                 raise _model_missing(name)
-            linked = await self._linked_apps(pipe, name)
+            linked = await self._links_to(pipe, name)
             if linked:
+                apps = ", ".join(
+                    repr(app) if arms == [name] else f"{app!r} (as {_listed(arms)})"
+                    for app, arms in linked.items()
+                )
                 raise Conflict(
-                    f"model {name!r} is linked to app(s) {', '.join(map(repr, linked))}: "
-                    "unlink it from every app first"
+                    f"model {name!r} is linked to app(s) {apps}: unlink it from every app first"
                 )
             _begin(pipe)
             self._queue_model_delete(pipe, model)
@@ -452,8 +625,17 @@ class Store:
                 raise _model_missing(name)
             if version not in model.versions:
                 raise _version_missing(model, version)
-            linked = await self._linked_apps(pipe, name)
-            apps = ", ".join(map(repr, linked))
+            links = await self._links_to(pipe, name)
+            pinning = [app for app, arms in links.items() if arm_name(name, version) in arms]
+            if pinning:
+                raise Conflict(
+                    f"version {version!r} of model {name!r} is pinned by app(s) "
+                    f"{_listed(pinning)}: unlink it first (DELETE "
+                    f"/admin/apps/{pinning[0]}/links/{name}?version={version})"
+                )
+            # Apps whose plain link follows the current version.
+            linked = [app for app, arms in links.items() if name in arms]
+            apps = _listed(linked)
             if linked and model.current_version == version:
                 raise Conflict(
                     f"version {version!r} is the current version of model {name!r}, which is "

@@ -1,21 +1,26 @@
 """Validation of everything a client sends: names, versions, input types, SLOs, counts,
-batching settings, on/off flags.
+batching settings, policies, on/off flags.
 
 Each function takes the raw JSON value (``object``), returns it typed, or raises
 ``Invalid`` with a message that names the field, shows the bad value and says what to
 use instead. The pydantic request models in ``models.py`` call these as "before"
-validators, so the same sentence reaches the HTTP client; the functions have no other
-dependency and the admin client may reuse them to fail before a round trip.
+validators, so the same sentence reaches the HTTP client; the functions need no web
+framework, and the admin client may reuse them to fail before a round trip. A policy's
+parameters are checked by ``policy_state.PolicyParams.parse``, which knows each policy's.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
 
+from management_frontend import policy_state
 from management_frontend.errors import Invalid
 from model_container.protocol import InputType
+
+T = TypeVar("T")
 
 MAX_NAME_LENGTH: Final = 63
 MAX_INT64: Final = 2**63 - 1
@@ -26,9 +31,15 @@ MAX_TEXT_LENGTH: Final = 4096
 DNS1123_LABEL_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 VERSION_RE: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
 
-# Selection policies an app may name (the query frontend implements them).
-SINGLE_POLICY: Final = "single"
-POLICIES: Final = ("single", "weighted", "exp3", "exp4", "straggler")
+# Selection policies an app may name: policy_state.py is the schema's word on them (and on
+# their parameters); the query frontend implements them.
+SINGLE_POLICY: Final = policy_state.SINGLE
+POLICIES: Final = policy_state.POLICIES
+# Names an earlier Schooner accepted, with what to use now.
+RENAMED_POLICIES: Final = {
+    "weighted": "'split' (fixed weights per arm)",
+    "straggler": "'exp4' (it combines the answers that arrive by the deadline)",
+}
 # Batch-size controllers a model version may name (the query frontend implements them);
 # "" keeps Clipper's meaning of batch_size: "fixed" when it is > 0, else "aimd".
 BATCH_MODES: Final = ("aimd", "latency_model", "fixed")
@@ -186,9 +197,27 @@ def batch_wait_micros(value: object) -> int:
 
 def policy(value: object) -> str:
     name = _require_str(value, "policy")
+    if name in RENAMED_POLICIES:
+        raise Invalid(f"policy {show(name)} is no longer offered: use {RENAMED_POLICIES[name]}")
     if name not in POLICIES:
         raise Invalid(f"policy {show(name)} is not known: use one of {', '.join(POLICIES)}")
     return name
+
+
+def json_object(value: object, what: str) -> dict[str, Any]:
+    """A JSON object (its keys are strings by JSON's rules); checked further by its user."""
+    if not isinstance(value, dict):
+        raise Invalid(f"{what} must be a JSON object, got {show(value)} ({_json_kind(value)})")
+    return {str(k): v for k, v in value.items()}
+
+
+def optional(check: Callable[[object], T]) -> Callable[[object], T | None]:
+    """``check`` for a value that may be absent: null (``None``) passes as ``None``."""
+
+    def check_or_none(value: object) -> T | None:
+        return None if value is None else check(value)
+
+    return check_or_none
 
 
 def boolean(value: object, what: str) -> bool:

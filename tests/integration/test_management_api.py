@@ -30,6 +30,7 @@ import uvicorn
 import management_frontend
 from management_frontend import Config, create_app
 from management_frontend.errors import StartupError
+from management_frontend.policy_state import ArmFeedback, record_feedback
 from management_frontend.schema import (
     FEED_MAXLEN,
     SCHEMA_VERSION,
@@ -363,6 +364,425 @@ async def test_query_frontend_routing_follows_a_cache_toggle_without_restart(
         await follower.aclose()
 
 
+# ---------------------------------------------------------------------- selection policies
+
+
+def feedback(**arms: tuple[float, float]) -> dict[str, ArmFeedback]:
+    """``m1=(log_weight, loss)`` -> what one feedback message adds to each arm."""
+    return {arm.replace("_", ":"): ArmFeedback(w, loss) for arm, (w, loss) in arms.items()}
+
+
+async def linked_app(api: httpx.AsyncClient, policy: str, *arms: str) -> None:
+    """app1 under ``policy``, linked to ``arms`` ("m" or "m:v"); each model has 1 and 2."""
+    await ok(api.post("/admin/apps", json={**APP, "policy": policy}), 201)
+    for model in sorted({arm.partition(":")[0] for arm in arms}):
+        for version in ("1", "2"):
+            await ok(
+                api.post("/admin/models", json={**MODEL, "name": model, "version": version}), 201
+            )
+    for arm in arms:
+        model, _, version = arm.partition(":")
+        body = {"model_name": model, **({"version": version} if version else {})}
+        await ok(api.post("/admin/apps/app1/links", json=body))
+
+
+async def learned_keys(r: aioredis.Redis, app: str = "app1") -> list[str]:
+    """Every key holding what ``app``'s policy learned (its record, users' parts, users)."""
+    return sorted(await r.keys(f"{KEYS.policy_state(app)}*"))
+
+
+async def test_an_app_is_registered_with_a_policy_and_its_settings_filled_in(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    plain = await ok(api.post("/admin/apps", json=APP), 201)
+    assert (plain["policy"], plain["policy_params"]) == ("single", {"loss": "auto"})
+
+    body = {**APP, "name": "app2", "policy": "exp3", "policy_params": {"eta": 0.5}}
+    app = await ok(api.post("/admin/apps", json=body), 201)
+    assert app["policy"] == "exp3"
+    assert app["policy_params"] == {"eta": 0.5, "gamma": 0.1, "loss": "auto"}
+    assert (await ok(api.get("/admin/apps/app2")))["policy_params"] == app["policy_params"]
+    snap = await read_snapshot(async_redis, KEYS)
+    assert snap.apps["app2"].policy_params == app["policy_params"]
+
+    # No links exist at registration: split weights are taken as given.
+    weights = {"m1:1": 90, "m2": 10}
+    split = {**APP, "name": "app3", "policy": "split", "policy_params": {"weights": weights}}
+    app = await ok(api.post("/admin/apps", json=split), 201)
+    assert app["policy_params"] == {"weights": weights, "loss": "auto"}
+
+
+BAD_POLICY_PARAMS: list[tuple[str, object, list[str]]] = [
+    ("exp3", {"weights": {"m1": 1}}, ["policy 'exp3' takes no parameter 'weights'", "'eta'"]),
+    ("single", {"eta": 0.1}, ["policy 'single' takes no parameter 'eta': it takes 'loss'"]),
+    ("exp3", {"eta": 0}, ["eta must be > 0 and <= 10", "got 0"]),
+    ("exp4", {"eta": "fast"}, ["eta must be a number, got 'fast'"]),
+    ("exp3", {"gamma": 2}, ["gamma must be > 0 and <= 1", "got 2"]),
+    ("exp4", {"loss": "hinge"}, ["loss 'hinge' is not known: use one of auto, zero_one"]),
+    ("split", {"weights": {"m1": -1}}, ["the weight of 'm1' must be >= 0, got -1"]),
+    ("split", {"weights": {"m1": 0}}, ["weights must give at least one arm a weight > 0"]),
+    ("split", {"weights": [1, 2]}, ["weights must be a non-empty object of arm -> weight"]),
+    ("split", {"weights": {"M1": 1}}, ["model name 'M1' is not a DNS-1123 label"]),
+    ("split", {"weights": {"m1:1 0": 1}}, ["model version '1 0' is not valid"]),
+]
+
+
+@pytest.mark.parametrize(("policy", "params", "fragments"), BAD_POLICY_PARAMS)
+async def test_bad_policy_settings_are_400_naming_the_setting(
+    api: httpx.AsyncClient, policy: str, params: object, fragments: list[str]
+) -> None:
+    body = {**APP, "policy": policy, "policy_params": params}
+    message = await error(api.post("/admin/apps", json=body), 400, "invalid")
+    for fragment in fragments:
+        assert fragment in message
+    assert await ok(api.get("/admin/apps")) == []
+
+    await ok(api.post("/admin/apps", json=APP), 201)
+    put = api.put("/admin/apps/app1/policy", json={"policy": policy, "params": params})
+    message = await error(put, 400, "invalid")
+    for fragment in fragments:
+        assert fragment in message
+    assert (await ok(api.get("/admin/apps/app1")))["policy"] == "single"
+
+
+BAD_POLICY_BODIES: list[tuple[object, list[str]]] = [
+    ({}, ["field 'policy' is required"]),
+    ({"policy": "weighted"}, ["policy 'weighted' is no longer offered: use 'split'"]),
+    ({"policy": "exp3", "params": [1]}, ["params must be a JSON object, got [1] (a list)"]),
+    ({"policy": "exp3", "reset_state": "yes"}, ["reset_state must be a JSON boolean", "'yes'"]),
+    ({"policy": "exp3", "eta": 0.2}, ["field 'eta' is not accepted"]),
+]
+
+
+@pytest.mark.parametrize(("body", "fragments"), BAD_POLICY_BODIES)
+async def test_bad_set_policy_body_is_400(
+    api: httpx.AsyncClient, body: object, fragments: list[str]
+) -> None:
+    await ok(api.post("/admin/apps", json=APP), 201)
+    message = await error(api.put("/admin/apps/app1/policy", json=body), 400, "invalid")
+    for fragment in fragments:
+        assert fragment in message
+
+
+async def test_set_policy_changes_the_policy_of_a_live_app(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await linked_app(api, "single", "m1")
+    before = await ok(api.get("/admin/apps/app1"))
+    app = await ok(api.put("/admin/apps/app1/policy", json={"policy": "exp4"}))
+    assert (app["policy"], app["policy_params"]) == ("exp4", {"eta": 0.1, "loss": "auto"})
+    after = await ok(api.get("/admin/apps/app1"))
+    assert after == {**before, "policy": "exp4", "policy_params": app["policy_params"]}
+    assert (await read_snapshot(async_redis, KEYS)).apps["app1"].policy == "exp4"
+    # Now a second model may be linked.
+    await ok(api.post("/admin/models", json={**MODEL, "name": "m2"}), 201)
+    assert await ok(api.post("/admin/apps/app1/links", json={"model_name": "m2"})) == ["m1", "m2"]
+
+
+async def test_single_policy_on_an_app_with_two_links_is_409(api: httpx.AsyncClient) -> None:
+    await linked_app(api, "exp3", "m1", "m2")
+    message = await error(
+        api.put("/admin/apps/app1/policy", json={"policy": "single"}), 409, "conflict"
+    )
+    assert "app 'app1' has 2 links ('m1', 'm2')" in message
+    assert "unlink all but one of them first" in message
+    assert (await ok(api.get("/admin/apps/app1")))["policy"] == "exp3"
+
+    await ok(api.delete("/admin/apps/app1/links/m2"), 204)
+    app = await ok(api.put("/admin/apps/app1/policy", json={"policy": "single"}))
+    assert app["policy"] == "single"
+
+
+async def test_split_weights_must_name_linked_arms(api: httpx.AsyncClient) -> None:
+    await linked_app(api, "exp3", "m1", "m2:1")
+    bad = {"policy": "split", "params": {"weights": {"m1": 50, "m2": 50}}}
+    message = await error(api.put("/admin/apps/app1/policy", json=bad), 400, "invalid")
+    assert "the split weights name 'm2', which app 'app1' does not link" in message
+    assert "(its links: 'm1', 'm2:1')" in message
+    assert (await ok(api.get("/admin/apps/app1")))["policy"] == "exp3"
+
+    good = {"policy": "split", "params": {"weights": {"m1": 90, "m2:1": 10}}}
+    app = await ok(api.put("/admin/apps/app1/policy", json=good))
+    assert app["policy_params"] == {"weights": {"m1": 90, "m2:1": 10}, "loss": "auto"}
+
+
+async def test_changing_the_policy_forgets_what_the_old_one_learned(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await linked_app(api, "exp3", "m1", "m2")
+    await record_feedback(async_redis, KEYS, "app1", None, feedback(m1=(0.0, 0.0), m2=(-1.0, 1.0)))
+    await record_feedback(async_redis, KEYS, "app1", "u1", feedback(m1=(-0.5, 0.5), m2=(0.0, 0.0)))
+    assert len(await learned_keys(async_redis)) == 3  # the app's, u1's, the users set
+    assert (await ok(api.get("/admin/apps/app1/policy/state")))["updates"] == 2
+
+    await ok(api.put("/admin/apps/app1/policy", json={"policy": "exp4"}))
+    assert await learned_keys(async_redis) == []
+    state = await ok(api.get("/admin/apps/app1/policy/state"))
+    assert state["updates"] == 0
+    assert [a["updates"] for a in state["arms"].values()] == [0, 0]
+    user = await ok(api.get("/admin/apps/app1/policy/state", params={"uid": "u1"}))
+    assert user["updates"] == 0
+
+
+async def test_new_settings_for_the_same_policy_keep_what_it_learned_unless_reset(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await linked_app(api, "exp3", "m1", "m2")
+    await record_feedback(async_redis, KEYS, "app1", "u1", feedback(m1=(0.0, 0.0), m2=(-1.0, 1.0)))
+    learned = await ok(api.get("/admin/apps/app1/policy/state"))
+
+    app = await ok(
+        api.put("/admin/apps/app1/policy", json={"policy": "exp3", "params": {"eta": 0.5}})
+    )
+    assert app["policy_params"]["eta"] == 0.5
+    kept = await ok(api.get("/admin/apps/app1/policy/state"))
+    assert kept["updates"] == 1 and kept["params"]["eta"] == 0.5
+    assert {a: s["log_weight"] for a, s in kept["arms"].items()} == {
+        a: s["log_weight"] for a, s in learned["arms"].items()
+    }
+
+    reset = {"policy": "exp3", "params": {"eta": 0.5}, "reset_state": True}
+    app = await ok(api.put("/admin/apps/app1/policy", json=reset))
+    assert app["policy_params"]["eta"] == 0.5
+    assert await learned_keys(async_redis) == []
+    assert (await ok(api.get("/admin/apps/app1/policy/state")))["updates"] == 0
+
+
+async def test_policy_state_shows_each_arm_and_what_a_user_sees(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await linked_app(api, "exp3", "m1", "m2:1")
+    # Two messages for the app, one of them from user u1; an unlinked arm learned too.
+    await record_feedback(
+        async_redis, KEYS, "app1", None, feedback(m1=(0.0, 0.0), m2_1=(-1.0, 1.0))
+    )
+    await record_feedback(
+        async_redis, KEYS, "app1", "u1", feedback(m1=(0.0, 0.0), m2_1=(-1.0, 1.0))
+    )
+    await record_feedback(async_redis, KEYS, "app1", None, feedback(old=(-2.0, 3.0)))
+
+    state = await ok(api.get("/admin/apps/app1/policy/state"))
+    assert {k: state[k] for k in ("app", "policy", "params", "uid", "updates")} == {
+        "app": "app1",
+        "policy": "exp3",
+        "params": {"eta": 0.1, "gamma": 0.1, "loss": "auto"},
+        "uid": None,
+        "updates": 3,
+    }
+    arms = state["arms"]
+    assert list(arms) == ["m1", "m2:1", "old"]
+    assert arms["m1"]["probability"] > arms["m2:1"]["probability"] > 0
+    assert arms["m1"]["probability"] + arms["m2:1"]["probability"] == pytest.approx(1.0)
+    assert (arms["m2:1"]["updates"], arms["m2:1"]["mean_loss"]) == (2, 1.0)
+    assert arms["m2:1"]["log_weight"] == pytest.approx(-2.0)
+    assert (arms["m1"]["updates"], arms["m1"]["mean_loss"]) == (2, 0.0)
+    assert "linked" not in arms["m1"]
+    assert arms["old"] == {
+        "probability": 0.0,
+        "log_weight": -2.0,
+        "updates": 1,
+        "mean_loss": 3.0,
+        "linked": False,
+    }
+
+    # u1 sees the app's state plus what their own feedback added.
+    user = await ok(api.get("/admin/apps/app1/policy/state", params={"uid": "u1"}))
+    assert (user["uid"], user["updates"]) == ("u1", 4)
+    assert user["arms"]["m2:1"]["updates"] == 3
+    assert user["arms"]["m2:1"]["log_weight"] == pytest.approx(-3.0)
+    assert user["arms"]["m1"]["probability"] > arms["m1"]["probability"]
+    # A user without feedback of their own sees the app's state.
+    stranger = await ok(api.get("/admin/apps/app1/policy/state", params={"uid": "u2"}))
+    assert {**stranger, "uid": None} == state
+
+
+async def test_resetting_one_user_keeps_the_app_and_other_users(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await linked_app(api, "exp3", "m1", "m2")
+    for uid in ("u1", "u2"):
+        await record_feedback(
+            async_redis, KEYS, "app1", uid, feedback(m1=(0.0, 0.0), m2=(-1.0, 1.0))
+        )
+    u2_before = await ok(api.get("/admin/apps/app1/policy/state", params={"uid": "u2"}))
+
+    await ok(api.delete("/admin/apps/app1/policy/state", params={"uid": "u1"}), 204)
+    assert not await async_redis.exists(KEYS.policy_state("app1", "u1"))
+    assert await async_redis.smembers(KEYS.policy_users("app1")) == {"u2"}
+    app_state = await ok(api.get("/admin/apps/app1/policy/state"))
+    assert app_state["updates"] == 2  # the app keeps what u1's feedback taught it
+    u1 = await ok(api.get("/admin/apps/app1/policy/state", params={"uid": "u1"}))
+    assert {**u1, "uid": None} == app_state
+    assert await ok(api.get("/admin/apps/app1/policy/state", params={"uid": "u2"})) == u2_before
+
+    await ok(api.delete("/admin/apps/app1/policy/state"), 204)
+    assert await learned_keys(async_redis) == []
+    assert (await ok(api.get("/admin/apps/app1/policy/state")))["updates"] == 0
+
+
+async def test_deleting_an_app_deletes_what_its_policy_learned(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await linked_app(api, "exp3", "m1", "m2")
+    await record_feedback(async_redis, KEYS, "app1", "u1", feedback(m1=(0.0, 0.0), m2=(-1.0, 1.0)))
+    await ok(api.delete("/admin/apps/app1"), 204)
+    assert await async_redis.keys(f"{KEYS.app('app1')}*") == []
+    # A new app of the same name starts from nothing, even from a leftover record.
+    await record_feedback(async_redis, KEYS, "app1", "u9", feedback(m1=(-1.0, 1.0)))
+    await ok(api.post("/admin/apps", json={**APP, "policy": "exp3"}), 201)
+    assert await learned_keys(async_redis) == []
+
+
+async def test_policy_endpoints_of_unknown_apps_are_404(api: httpx.AsyncClient) -> None:
+    cases: list[Awaitable[httpx.Response]] = [
+        api.put("/admin/apps/nope/policy", json={"policy": "exp3"}),
+        api.get("/admin/apps/nope/policy/state"),
+        api.get("/admin/apps/nope/policy/state", params={"uid": "u1"}),
+        api.delete("/admin/apps/nope/policy/state"),
+        api.delete("/admin/apps/nope/policy/state", params={"uid": "u1"}),
+    ]
+    for request in cases:
+        assert "app 'nope' does not exist" in await error(request, 404, "not_found")
+
+
+async def test_bad_query_parameters_are_400(api: httpx.AsyncClient) -> None:
+    await ok(api.post("/admin/apps", json=APP), 201)
+    cases: list[tuple[Awaitable[httpx.Response], str]] = [
+        (api.get("/admin/apps/app1/policy/state", params={"uid": ""}), '"uid" must be a non-empty'),
+        (
+            api.delete("/admin/apps/app1/policy/state", params={"uid": "u" * 257}),
+            '"uid" has 257 characters: use at most 256',
+        ),
+        (
+            api.delete("/admin/apps/app1/links/m1", params={"version": "1 0"}),
+            "model version '1 0' is not valid",
+        ),
+        (
+            api.post("/admin/apps/app1/links", json={"model_name": "m1", "version": "v:1"}),
+            "model version 'v:1' is not valid",
+        ),
+    ]
+    for request, fragment in cases:
+        assert fragment in await error(request, 400, "invalid")
+
+
+# ---------------------------------------------------------------------- pinned links
+
+
+async def test_a_link_can_pin_a_version(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await linked_app(api, "exp3", "m1")
+    assert await ok(
+        api.post("/admin/apps/app1/links", json={"model_name": "m1", "version": "1"})
+    ) == [
+        "m1",
+        "m1:1",
+    ]
+    # Linking it again changes nothing; null is no version.
+    again = {"model_name": "m1", "version": "1"}
+    assert await ok(api.post("/admin/apps/app1/links", json=again)) == ["m1", "m1:1"]
+    assert await ok(
+        api.post("/admin/apps/app1/links", json={"model_name": "m1", "version": None})
+    ) == [
+        "m1",
+        "m1:1",
+    ]
+    assert (await ok(api.get("/admin/apps/app1")))["linked_models"] == ["m1", "m1:1"]
+    assert (await read_snapshot(async_redis, KEYS)).links == {"app1": ["m1", "m1:1"]}
+
+    message = await error(
+        api.post("/admin/apps/app1/links", json={"model_name": "m1", "version": "9"}),
+        404,
+        "not_found",
+    )
+    assert "model 'm1' has no version '9' (its versions: '1', '2')" in message
+
+    await ok(api.delete("/admin/apps/app1/links/m1", params={"version": "1"}), 204)
+    assert await ok(api.get("/admin/apps/app1/links")) == ["m1"]
+    message = await error(
+        api.delete("/admin/apps/app1/links/m1", params={"version": "1"}), 404, "not_found"
+    )
+    assert "version '1' of model 'm1' is not linked to app 'app1' (its links: 'm1')" in message
+
+
+async def test_unlinking_a_model_that_is_only_pinned_says_to_name_the_version(
+    api: httpx.AsyncClient,
+) -> None:
+    await linked_app(api, "exp3", "m1:2")
+    message = await error(api.delete("/admin/apps/app1/links/m1"), 404, "not_found")
+    assert "model 'm1' is not linked to app 'app1' (its links: 'm1:2')" in message
+    assert "to unlink a pinned version, name it ('2')" in message
+
+
+async def test_single_policy_counts_a_pinned_link(api: httpx.AsyncClient) -> None:
+    await linked_app(api, "single", "m1:1")
+    message = await error(
+        api.post("/admin/apps/app1/links", json={"model_name": "m1"}), 409, "conflict"
+    )
+    assert "'single' policy and 'm1:1' is already linked to it: unlink 'm1:1' first" in message
+    assert "PUT /admin/apps/app1/policy" in message
+
+
+async def test_a_pinned_version_and_its_model_cannot_be_deleted(api: httpx.AsyncClient) -> None:
+    await linked_app(api, "exp3", "m1:1")
+    message = await error(api.delete("/admin/models/m1/versions/1"), 409, "conflict")
+    assert "version '1' of model 'm1' is pinned by app(s) 'app1': unlink it first" in message
+    assert "DELETE /admin/apps/app1/links/m1?version=1" in message
+    message = await error(api.delete("/admin/models/m1"), 409, "conflict")
+    assert "model 'm1' is linked to app(s) 'app1' (as 'm1:1'): unlink it from every app" in message
+
+    # Nothing follows the current version (2): it may go; the pinned one stays.
+    await ok(api.delete("/admin/models/m1/versions/2"), 204)
+    assert (await ok(api.get("/admin/models/m1")))["versions"] == ["1"]
+    await ok(api.delete("/admin/apps/app1/links/m1", params={"version": "1"}), 204)
+    await ok(api.delete("/admin/models/m1/versions/1"), 204)
+    await error(api.get("/admin/models/m1"), 404, "not_found")
+
+
+async def test_policy_changes_append_one_feed_entry_each(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await linked_app(api, "exp3", "m1")
+    last = await latest_change_id(async_redis, KEYS)
+
+    async def published(request: Awaitable[httpx.Response]) -> list[dict[str, str]]:
+        nonlocal last
+        r = await request
+        assert r.status_code < 300, r.text
+        entries = await feed_after(async_redis, last)
+        if entries:
+            last = entries[-1][0]
+        return [fields for _, fields in entries]
+
+    set_policy = {"kind": "app", "op": "set_policy", "app": "app1"}
+    put = api.put
+    assert await published(put("/admin/apps/app1/policy", json={"policy": "exp4"})) == [set_policy]
+    assert await published(put("/admin/apps/app1/policy", json={"policy": "exp4"})) == []
+    same = {"policy": "exp4", "params": {"eta": 0.1, "loss": "auto"}}
+    assert await published(put("/admin/apps/app1/policy", json=same)) == []
+    eta = {"policy": "exp4", "params": {"eta": 0.3}}
+    assert await published(put("/admin/apps/app1/policy", json=eta)) == [set_policy]
+    reset = {**eta, "reset_state": True}
+    assert await published(put("/admin/apps/app1/policy", json=reset)) == [set_policy]
+
+    # Forgetting learned state tells the query frontends; forgetting nothing does not.
+    reset_all = {"kind": "app", "op": "reset_policy", "app": "app1"}
+    assert await published(api.delete("/admin/apps/app1/policy/state")) == []
+    await record_feedback(async_redis, KEYS, "app1", "u1", feedback(m1=(0.0, 0.0)))
+    assert await published(api.delete("/admin/apps/app1/policy/state", params={"uid": "u1"})) == [
+        {**reset_all, "uid": "u1"}
+    ]
+    assert await published(api.delete("/admin/apps/app1/policy/state", params={"uid": "u1"})) == []
+    assert await published(api.delete("/admin/apps/app1/policy/state")) == [reset_all]
+
+    pin = api.post("/admin/apps/app1/links", json={"model_name": "m1", "version": "2"})
+    link = {"kind": "links", "op": "link", "app": "app1", "model": "m1", "version": "2"}
+    assert await published(pin) == [link]
+    unpin = api.delete("/admin/apps/app1/links/m1", params={"version": "2"})
+    assert await published(unpin) == [{**link, "op": "delete"}]
+
+
 # ---------------------------------------------------------------------- 400
 
 
@@ -380,7 +800,9 @@ BAD_APPS = [
     ({**APP, "slo_micros": True}, ["slo_micros must be an integer", "true"]),
     ({**APP, "slo_micros": 1.5}, ["slo_micros must be an integer", "1.5"]),
     ({**APP, "slo_micros": None}, ["slo_micros must be an integer", "null"]),
-    ({**APP, "policy": "random"}, ["policy 'random' is not known", "single"]),
+    ({**APP, "policy": "random"}, ["policy 'random' is not known", "single, split, exp3, exp4"]),
+    ({**APP, "policy": "weighted"}, ["policy 'weighted' is no longer offered: use 'split'"]),
+    ({**APP, "policy": "straggler"}, ["policy 'straggler' is no longer offered: use 'exp4'"]),
     ({**APP, "slo_micro": 5}, ["field 'slo_micro' is not accepted"]),
     ({k: v for k, v in APP.items() if k != "slo_micros"}, ["field 'slo_micros' is required"]),
     ({k: v for k, v in APP.items() if k != "default_output"}, ["'default_output' is required"]),

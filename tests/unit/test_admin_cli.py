@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from admin import cli
 from admin.cli import build_parser, main
 
 
@@ -21,6 +25,8 @@ def test_every_documented_command_parses(tmp_path: Path) -> None:
         ["logs", "query", "-n", "5"],
         ["scale", "m", "2", "--version", "1"],
         ["set-version", "m", "1"],
+        ["set-policy", "app", "exp3", "--param", "eta=0.2", "--reset-state"],
+        ["policy-state", "app", "--uid", "u1", "--json"],
     ):
         assert parser.parse_args(argv).command == argv[0]
 
@@ -72,3 +78,110 @@ def test_logs_lists_and_tails(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "known: query" in capsys.readouterr().err
     assert main(["logs", "--out", str(tmp_path / "copy"), "--data-dir", str(tmp_path)]) == 0
     assert (tmp_path / "copy" / "query.log").read_text() == "one\ntwo\nthree\n"
+
+
+class FakeConnection:
+    """What the policy commands call on a Connection, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def set_selection_policy(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(("set_selection_policy", args, kwargs))
+        params = {k: v for k, v in kwargs.items() if k != "reset_state"}
+        return {"name": args[0], "policy": args[1], "policy_params": params, "slo_micros": 1}
+
+    def get_policy_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(("get_policy_state", args, kwargs))
+        return {
+            "app": "app",
+            "policy": "exp3",
+            "params": {"eta": 0.1, "gamma": 0.1, "loss": "auto"},
+            "uid": kwargs.get("uid"),
+            "updates": 3,
+            "arms": {
+                "m1": {"probability": 0.75, "log_weight": 0.0, "updates": 2, "mean_loss": 0.1},
+                "m2:1": {"probability": 0.25, "log_weight": -1.5, "updates": 0, "mean_loss": None},
+                "old": {
+                    "probability": 0.0,
+                    "log_weight": -2.0,
+                    "updates": 1,
+                    "mean_loss": 3.0,
+                    "linked": False,
+                },
+            },
+        }
+
+
+@pytest.fixture
+def fake_connection(monkeypatch: pytest.MonkeyPatch) -> FakeConnection:
+    conn = FakeConnection()
+
+    def connect(args: argparse.Namespace) -> FakeConnection:
+        return conn
+
+    monkeypatch.setattr(cli, "_connect", connect)
+    return conn
+
+
+def test_set_policy_reads_param_values_as_json_when_they_parse(
+    fake_connection: FakeConnection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["set-policy", "app", "split", "--param", 'weights={"m:1": 90, "m:2": 10}']
+    argv += ["--param", "loss=squared", "--param", "eta=0.5", "--reset-state"]
+    assert main(argv) == 0
+    assert fake_connection.calls == [
+        (
+            "set_selection_policy",
+            ("app", "split"),
+            {
+                "reset_state": True,
+                "weights": {"m:1": 90, "m:2": 10},
+                "loss": "squared",
+                "eta": 0.5,
+            },
+        )
+    ]
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["policy"] == "split" and printed["policy_params"]["loss"] == "squared"
+
+
+def test_set_policy_without_params_keeps_the_state_by_default(
+    fake_connection: FakeConnection,
+) -> None:
+    assert main(["set-policy", "app", "exp4"]) == 0
+    assert fake_connection.calls == [
+        ("set_selection_policy", ("app", "exp4"), {"reset_state": False})
+    ]
+
+
+@pytest.mark.parametrize("param", ["eta", "=1", "policy=exp3", "reset_state=true", "a-b=1"])
+def test_set_policy_refuses_a_param_that_is_not_a_setting(
+    param: str, fake_connection: FakeConnection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["set-policy", "app", "exp3", "--param", param])
+    assert info.value.code == 2
+    assert "is not KEY=VALUE" in capsys.readouterr().err
+    assert fake_connection.calls == []
+
+
+def test_policy_state_prints_a_table_of_arms(
+    fake_connection: FakeConnection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["policy-state", "app", "--uid", "u1"]) == 0
+    assert fake_connection.calls == [("get_policy_state", ("app",), {"uid": "u1"})]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "app app, user u1: policy exp3, 3 update(s)"
+    assert out[2].split() == ["ARM", "PROBABILITY", "LOG_WEIGHT", "UPDATES", "MEAN_LOSS", "LINKED"]
+    assert out[3].split() == ["m1", "0.750", "0.000", "2", "0.1", "yes"]
+    assert out[4].split() == ["m2:1", "0.250", "-1.500", "0", "-", "yes"]
+    assert out[5].split() == ["old", "0.000", "-2.000", "1", "3", "no"]
+
+
+def test_policy_state_json_is_the_whole_answer(
+    fake_connection: FakeConnection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["policy-state", "app", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["uid"] is None and set(doc["arms"]) == {"m1", "m2:1", "old"}

@@ -27,6 +27,7 @@ from admin import (
     ModelStartError,
     NotConnectedError,
     ReplicaState,
+    _status,
 )
 from admin.deployers.python import deploy_python_closure
 from admin.deployers.sklearn import deploy_sklearn_model
@@ -36,8 +37,11 @@ from model_container.bundle import write_closure_bundle
 class FakeSchooner:
     """An in-memory management API plus the query frontend's /status, on one transport.
 
-    ``events`` records every request as "METHOD path"; a fake container manager
+    ``events`` records every request as "METHOD path[?query]"; a fake container manager
     appends its own calls to the same list, so a test sees the whole order.
+    ``/status`` answers in the current shape (per app: "policy", "arms", "model",
+    "models", ...), or with ``old_status`` in the shape of an earlier query frontend
+    (only "model", for apps with a route, and "cache_enabled").
     """
 
     def __init__(self, events: list[str]) -> None:
@@ -48,36 +52,66 @@ class FakeSchooner:
         self.links: dict[str, list[str]] = {}
         self.bodies: list[Any] = []
         self.apps: dict[str, dict[str, Any]] = {}
-        # What /status reports as each app's cache_enabled: the query frontend's view,
-        # which a test may hold back to see that the client waits for it.
-        self.status_cache: dict[str, bool] = {}
-        self.status_lag = 0  # /status answers that still show the old cache setting
+        # What /status reports: the query frontend's view, which a test may hold back
+        # to see that the client waits for it.
+        self.status_view: dict[str, dict[str, Any]] = {}
+        self.status_lag = 0  # /status answers that still show the state before a change
+        self.old_status = False
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
 
+    def _resolve(self, arm: str) -> str | None:
+        """The model:version a link is routed to, as the query frontend resolves it."""
+        name, _, version = arm.partition(":")
+        model = self.models.get(name)
+        if model is None:
+            return None
+        if version:
+            return arm if version in model["versions"] else None
+        current = model.get("current_version")
+        return f"{name}:{current}" if current else None
+
+    def _status_apps(self) -> dict[str, dict[str, Any]]:
+        apps: dict[str, dict[str, Any]] = {}
+        for app in sorted(set(self.apps) | set(self.links)):
+            record = self.apps.get(app, {})
+            arms = {arm: self._resolve(arm) for arm in self.links.get(app, [])}
+            first = next(iter(arms.values()), None)
+            if self.old_status:
+                if first:
+                    apps[app] = {"model": first}
+                if app in self.apps:
+                    apps.setdefault(app, {"model": None})["cache_enabled"] = record["cache_enabled"]
+                continue
+            apps[app] = {
+                "policy": record.get("policy", "single"),
+                "arms": arms,
+                "model": first,
+                "models": sorted({r for r in arms.values() if r}),
+                "reason": None,
+                "slo_micros": record.get("slo_micros", 100000),
+                "cache_enabled": record.get("cache_enabled", True),
+            }
+        return apps
+
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        query = dict(request.url.params)
         body: Any = json.loads(request.content) if request.content else None
-        self.events.append(f"{request.method} {path}")
+        target = f"{path}?{request.url.query.decode()}" if request.url.query else path
+        self.events.append(f"{request.method} {target}")
         self.bodies.append(body)
         parts = path.strip("/").split("/")
         match request.method, parts:
             case "GET", ["healthz"]:
                 return httpx.Response(200, json={"status": "ok"})
             case "GET", ["status"]:
-                apps: dict[str, dict[str, Any]] = {
-                    app: {"model": f"{m[0]}:{self.models[m[0]]['current_version']}"}
-                    for app, m in self.links.items()
-                    if m and self.models.get(m[0], {}).get("current_version")
-                }
                 if self.status_lag > 0:
                     self.status_lag -= 1
                 else:
-                    self.status_cache = {a: r["cache_enabled"] for a, r in self.apps.items()}
-                for app, enabled in self.status_cache.items():
-                    apps.setdefault(app, {"model": None})["cache_enabled"] = enabled
-                return httpx.Response(200, json={"apps": apps})
+                    self.status_view = self._status_apps()
+                return httpx.Response(200, json={"apps": self.status_view})
             case "POST", ["admin", "apps"]:
                 self.apps[body["name"]] = {"cache_enabled": True, "policy": "single", **body}
                 return httpx.Response(201, json=self.apps[body["name"]])
@@ -87,6 +121,14 @@ class FakeSchooner:
             case "PUT", ["admin", "apps", app, "cache"]:
                 self.apps[app]["cache_enabled"] = body["cache_enabled"]
                 return httpx.Response(200, json=self.apps[app])
+            case "PUT", ["admin", "apps", app, "policy"]:
+                self.apps[app].update(policy=body["policy"], policy_params=body["params"])
+                return httpx.Response(200, json=self.apps[app])
+            case "GET", ["admin", "apps", app, "policy", "state"]:
+                state = {"app": app, "uid": query.get("uid"), "updates": 0, "arms": {}}
+                return httpx.Response(200, json=state)
+            case "DELETE", ["admin", "apps", app, "policy", "state"]:
+                return httpx.Response(204)
             case "GET", ["admin", "models"]:
                 return httpx.Response(200, json=list(self.models.values()))
             case "GET", ["admin", "models", name]:
@@ -118,8 +160,16 @@ class FakeSchooner:
             case "GET", ["admin", "replicas"]:
                 return httpx.Response(200, json=self.connected)
             case "POST", ["admin", "apps", app, "links"]:
-                self.links.setdefault(app, []).append(body["model_name"])
-                return httpx.Response(200, json=self.links[app])
+                version = body.get("version")
+                arm = f"{body['model_name']}:{version}" if version else body["model_name"]
+                links = self.links.setdefault(app, [])
+                if arm not in links:
+                    links.append(arm)
+                return httpx.Response(200, json=sorted(links))
+            case "DELETE", ["admin", "apps", app, "links", model]:
+                version = query.get("version")
+                self.links[app].remove(f"{model}:{version}" if version else model)
+                return httpx.Response(204)
         return httpx.Response(500, json={"error": "internal", "message": f"fake: {path}"})
 
 
@@ -218,6 +268,11 @@ NEEDS_A_CLUSTER: list[Callable[[Connection], object]] = [
     lambda c: c.get_all_apps(),
     lambda c: c.get_app_info("app"),
     lambda c: c.set_app_cache("app", False),
+    lambda c: c.set_selection_policy("app", "exp3", eta=0.2),
+    lambda c: c.get_policy_state("app"),
+    lambda c: c.reset_policy_state("app", uid="u1"),
+    lambda c: c.link_model_to_app("app", "m", version="1"),
+    lambda c: c.unlink_model_from_app("app", "m", version="1"),
     lambda c: c.get_linked_models("app"),
     lambda c: c.get_all_models(),
     lambda c: c.get_model_info("m", "1"),
@@ -354,7 +409,7 @@ def test_set_app_cache_records_it_and_waits_for_the_query_frontend() -> None:
     assert app["cache_enabled"] is False
     assert api.bodies[first] == {"cache_enabled": False}
     assert events == ["PUT /admin/apps/app/cache"] + ["GET /status"] * 3
-    assert api.status_cache == {"app": False}
+    assert api.status_view["app"]["cache_enabled"] is False
     assert (conn.get_app_info("app") or {})["cache_enabled"] is False
 
     conn.set_app_cache("app", True)
@@ -466,3 +521,144 @@ def test_bad_batching_settings_are_refused_before_anything_is_built_or_registere
         deploy(conn, settings)
     assert [e for e in events if not e.startswith("GET")] == []
     assert api.versions == {}
+
+
+# ------------------------------------------------------------------ selection policies
+
+
+def test_register_application_sends_the_policy_and_its_settings() -> None:
+    conn, api, _events = connected()
+    conn.register_application(
+        "app", "doubles", "-1.0", 100000, policy="exp3", policy_params={"eta": 0.2}
+    )
+    [body] = [b for b in api.bodies if isinstance(b, dict) and "slo_micros" in b]
+    assert (body["policy"], body["policy_params"]) == ("exp3", {"eta": 0.2})
+
+
+def test_set_selection_policy_sends_the_settings_and_waits_for_the_query_frontend() -> None:
+    conn, api, events = connected()
+    conn.register_application("app", "doubles", "-1.0", 100000)
+    events.clear()
+    api.status_lag = 2  # the query frontend has not followed the feed yet
+    first = len(api.bodies)
+    app = conn.set_selection_policy("app", "split", weights={"m:1": 90, "m:2": 10})
+    assert app["policy"] == "split"
+    assert api.bodies[first] == {
+        "policy": "split",
+        "params": {"weights": {"m:1": 90, "m:2": 10}},
+        "reset_state": False,
+    }
+    assert events == ["PUT /admin/apps/app/policy"] + ["GET /status"] * 3
+    assert api.status_view["app"]["policy"] == "split"
+
+    conn.set_selection_policy("app", "split", reset_state=True)
+    assert api.bodies[-2] == {"policy": "split", "params": {}, "reset_state": True}
+
+
+def test_set_selection_policy_does_not_wait_on_a_query_frontend_that_does_not_say() -> None:
+    conn, api, events = connected()
+    api.old_status = True
+    conn.register_application("app", "doubles", "-1.0", 100000)
+    events.clear()
+    conn.set_selection_policy("app", "exp4")
+    assert events == ["PUT /admin/apps/app/policy", "GET /status"]
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_reset_state_that_is_not_a_boolean_is_refused_before_any_request(value: object) -> None:
+    conn, _api, events = connected()
+    with pytest.raises(InvalidRequestError, match="reset_state must be True or False"):
+        conn.set_selection_policy("app", "exp3", reset_state=value)  # type: ignore[arg-type]
+    assert events == []
+
+
+def test_policy_state_is_read_and_reset_for_the_app_or_one_user() -> None:
+    conn, _api, events = connected()
+    assert conn.get_policy_state("app")["uid"] is None
+    assert conn.get_policy_state("app", uid=7)["uid"] == "7"
+    assert conn.get_policy_state("app", uid="a b")["uid"] == "a b"
+    conn.reset_policy_state("app", uid="u1")
+    conn.reset_policy_state("app")
+    assert events == [
+        "GET /admin/apps/app/policy/state",
+        "GET /admin/apps/app/policy/state?uid=7",
+        "GET /admin/apps/app/policy/state?uid=a+b",
+        "DELETE /admin/apps/app/policy/state?uid=u1",
+        "DELETE /admin/apps/app/policy/state",
+    ]
+    with pytest.raises(InvalidRequestError, match="uid must be a string or an integer"):
+        conn.get_policy_state("app", uid=1.5)  # type: ignore[arg-type]
+
+
+def test_a_pinned_link_waits_until_the_query_frontend_routes_that_version() -> None:
+    conn, api, events = connected()
+    conn.deploy_model("m", "1", "doubles", "/artifact")
+    conn.deploy_model("m", "2", "doubles", "/artifact2")
+    events.clear()
+    api.status_lag = 1
+    conn.link_model_to_app("app", "m", version=1)
+    assert api.bodies[-3] == {"model_name": "m", "version": "1"}
+    # No look-up of the current version: a pinned link routes to its own.
+    assert events == ["POST /admin/apps/app/links", "GET /status", "GET /status"]
+    assert api.status_view["app"]["arms"] == {"m:1": "m:1"}
+
+
+def test_unlinking_a_pinned_version_waits_until_the_link_is_gone() -> None:
+    conn, api, events = connected()
+    conn.deploy_model("m", "1", "doubles", "/artifact")
+    conn.link_model_to_app("app", "m")
+    conn.link_model_to_app("app", "m", version="1")
+    events.clear()
+    api.status_lag = 1
+    conn.unlink_model_from_app("app", "m", version="1")
+    assert events == ["DELETE /admin/apps/app/links/m?version=1", "GET /status", "GET /status"]
+    assert api.status_view["app"]["arms"] == {"m": "m:1"}
+
+
+def test_a_new_current_version_waits_for_the_links_that_follow_it_only() -> None:
+    conn, api, events = connected()
+    conn.deploy_model("m", "1", "doubles", "/artifact")
+    conn.link_model_to_app("app", "m")
+    conn.link_model_to_app("app", "m", version="1")
+    events.clear()
+    api.status_lag = 1
+    conn.deploy_model("m", "2", "doubles", "/artifact2", num_replicas=0)
+    # One stale answer, then done: the pinned link m:1 is not waited for.
+    assert events[-3:] == ["PUT /admin/models/m/current_version", "GET /status", "GET /status"]
+    assert api.status_view["app"]["arms"] == {"m": "m:2", "m:1": "m:1"}
+    assert api.status_view["app"]["models"] == ["m:1", "m:2"]
+
+
+# ------------------------------------------------------------------ reading /status
+
+NEW = {
+    "app": {"policy": "exp3", "arms": {"m": "m:2", "m:1": "m:1", "n": None}, "model": "m:2"},
+    "other": {"policy": "single", "arms": {"m": "m:1"}, "model": "m:1"},
+}
+OLD = {"app": {"model": "m:2", "cache_enabled": True}, "other": {"model": "n:1"}}
+
+
+def test_status_links_are_read_per_arm() -> None:
+    assert _status.arm_route(NEW, "app", "m:1") == "m:1"
+    assert _status.arm_route(NEW, "app", "m") == "m:2"
+    assert _status.arm_route(NEW, "app", "n") == ""
+    assert _status.arm_route(NEW, "nope", "m") == ""
+    assert not _status.arm_gone(NEW, "app", "m:1")
+    assert _status.arm_gone(NEW, "app", "m:3")
+    assert _status.arm_gone(NEW, "nope", "m")
+    assert _status.follows_current(NEW, "m", "m:2") is False  # "other" still routes m:1
+    assert _status.follows_current(NEW, "n", "n:1") is False  # null: not routed yet
+    assert _status.follows_current({"app": NEW["app"]}, "m", "m:2") is True
+    assert _status.app_policy(NEW, "app") == "exp3"
+    assert _status.app_policy(NEW, "nope") == ""
+
+
+def test_status_of_an_earlier_query_frontend_falls_back_to_the_apps_one_route() -> None:
+    assert _status.arm_route(OLD, "app", "m") == "m:2"
+    assert _status.arm_gone(OLD, "other", "m")
+    assert not _status.arm_gone(OLD, "app", "m:1")
+    assert _status.follows_current(OLD, "m", "m:2") is True
+    assert _status.follows_current(OLD, "n", "n:2") is False
+    assert _status.app_policy(OLD, "app") is None  # not reported: nothing to wait for
+    assert _status.cache_state(OLD, "app") is True
+    assert _status.cache_state(OLD, "other") is None

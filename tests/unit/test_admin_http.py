@@ -231,3 +231,58 @@ def test_names_cannot_add_path_segments() -> None:
     with pytest.raises(NotFoundError):
         fake_api_client(handler).get_model("../apps")
     assert paths == ["/admin/models/..%2Fapps"]
+
+
+def test_selection_policy_and_link_requests() -> None:
+    sent: list[tuple[str, str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        sent.append((request.method, request.url.raw_path.decode(), body))
+        if request.method == "DELETE":
+            return httpx.Response(204)
+        if request.url.path.endswith("/links"):
+            return httpx.Response(200, json=["m", "m:1"])
+        return httpx.Response(200, json={"name": "app"})
+
+    client = fake_api_client(handler)
+    client.add_app("app", "doubles", "-1.0", 100000, policy="exp3", policy_params={"eta": 0.2})
+    assert client.set_policy("app", "split", {"weights": {"m:1": 1}}) == {"name": "app"}
+    client.set_policy("app", "exp4", reset_state=True)
+    client.get_policy_state("app")
+    client.get_policy_state("app", uid="user/1&x")
+    client.reset_policy_state("app")
+    client.reset_policy_state("app", uid="u1")
+    assert client.add_link("app", "m", "1") == ["m", "m:1"]
+    client.add_link("app", "m")
+    client.delete_link("app", "m", "1")
+    client.delete_link("app", "m")
+    assert sent == [
+        (
+            "POST",
+            "/admin/apps",
+            {
+                "name": "app",
+                "input_type": "doubles",
+                "default_output": "-1.0",
+                "slo_micros": 100000,
+                "policy": "exp3",
+                "policy_params": {"eta": 0.2},
+            },
+        ),
+        (
+            "PUT",
+            "/admin/apps/app/policy",
+            {"policy": "split", "params": {"weights": {"m:1": 1}}, "reset_state": False},
+        ),
+        ("PUT", "/admin/apps/app/policy", {"policy": "exp4", "params": {}, "reset_state": True}),
+        ("GET", "/admin/apps/app/policy/state", None),
+        # The user id is a query value: it can never add a path segment or a parameter.
+        ("GET", "/admin/apps/app/policy/state?uid=user%2F1%26x", None),
+        ("DELETE", "/admin/apps/app/policy/state", None),
+        ("DELETE", "/admin/apps/app/policy/state?uid=u1", None),
+        ("POST", "/admin/apps/app/links", {"model_name": "m", "version": "1"}),
+        ("POST", "/admin/apps/app/links", {"model_name": "m"}),
+        ("DELETE", "/admin/apps/app/links/m?version=1", None),
+        ("DELETE", "/admin/apps/app/links/m", None),
+    ]

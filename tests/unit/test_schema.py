@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from management_frontend.policy_state import POLICIES
 from management_frontend.schema import App, decode_flag, encode_flag
 from model_container.protocol import InputType
 
@@ -16,7 +17,11 @@ APPS = st.builds(
     input_type=st.sampled_from(InputType),
     default_output=st.none() | st.booleans() | st.integers() | st.text(max_size=20),
     slo_micros=st.integers(1, 10**9),
-    policy=st.sampled_from(["single", "weighted", "exp3", "exp4", "straggler"]),
+    policy=st.sampled_from(POLICIES),
+    policy_params=st.dictionaries(
+        st.sampled_from(["weights", "eta", "gamma", "loss"]),
+        st.none() | st.floats(0.01, 10) | st.text(max_size=10),
+    ),
     created_at=st.floats(0, 2e9),
     cache_enabled=st.booleans(),
 )

@@ -3,6 +3,7 @@ and that every refusal names the field, shows the value and says what to use."""
 
 from __future__ import annotations
 
+import re
 import string
 
 import pytest
@@ -187,8 +188,30 @@ def test_known_policies_are_accepted(name: str) -> None:
 
 
 def test_unknown_policy_lists_the_known_ones() -> None:
-    with pytest.raises(Invalid, match="policy 'random' is not known: use one of single"):
+    with pytest.raises(Invalid) as info:
         validation.policy("random")
+    assert str(info.value) == "policy 'random' is not known: use one of single, split, exp3, exp4"
+
+
+@pytest.mark.parametrize(("old", "successor"), [("weighted", "'split'"), ("straggler", "'exp4'")])
+def test_policies_of_earlier_releases_name_their_successor(old: str, successor: str) -> None:
+    with pytest.raises(Invalid, match=f"policy '{old}' is no longer offered: use {successor}"):
+        validation.policy(old)
+
+
+def test_optional_passes_null_and_checks_the_rest() -> None:
+    check = validation.optional(validation.version)
+    assert check(None) is None
+    assert check("1") == "1"
+    with pytest.raises(Invalid, match="model version '1 0' is not valid"):
+        check("1 0")
+
+
+@pytest.mark.parametrize(("value", "shown"), [([1], "[1] (a list)"), ("x", "'x' (a string)")])
+def test_json_object_refuses_anything_else(value: object, shown: str) -> None:
+    with pytest.raises(Invalid, match=re.escape(f"params must be a JSON object, got {shown}")):
+        validation.json_object(value, "params")
+    assert validation.json_object({"eta": 1}, "params") == {"eta": 1}
 
 
 @pytest.mark.parametrize("value", [True, False])
