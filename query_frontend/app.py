@@ -1,8 +1,9 @@
 """The query frontend application: its lifespan owns Redis, ZeroMQ and background tasks.
 
 ``create_app`` returns a ``FrontDoor``: the ASGI app uvicorn serves. It hands
-``POST /{app}/predict`` straight to ``predict.handle_predict`` and everything else
-(health, status, metrics, the lifespan) to a Starlette app.
+``POST /{app}/predict`` straight to ``predict.handle_predict``, ``POST /{app}/update`` to
+``update.handle_update``, and everything else (health, status, metrics, the lifespan) to
+a Starlette app.
 """
 
 from __future__ import annotations
@@ -19,24 +20,23 @@ import zmq.asyncio
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
+from management_frontend.policy_state import EXP3, EXP4
 from management_frontend.schema import SCHEMA_VERSION, Keys, Snapshot, read_schema_version
+from query_frontend.asgi import Receive, Scope, Send, error, send_reply
 from query_frontend.cache import PredictionCache
 from query_frontend.config import Config
 from query_frontend.dispatch import Dispatcher
 from query_frontend.http_api import routes
+from query_frontend.learned import PolicyStates
 from query_frontend.metrics import Metrics
-from query_frontend.predict import (
-    FrontendState,
-    Receive,
-    Scope,
-    Send,
-    error,
-    handle_predict,
-    send_reply,
-)
+from query_frontend.predict import handle_predict
 from query_frontend.registry import ReplicaRegistry
 from query_frontend.routing import RoutingTable, follow, tightest_slos
 from query_frontend.rpc import RpcServer
+from query_frontend.state import FrontendState
+from query_frontend.update import handle_update
+
+_HANDLERS = {"predict": handle_predict, "update": handle_update}
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +51,16 @@ class FrontDoor:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.state is not None:
             path: str = scope["path"]
-            if path.endswith("/predict"):
-                name = path[1:-8]
-                if name and "/" not in name:
-                    if scope["method"] == "POST":
-                        await handle_predict(self.state, name, scope, receive, send)
-                    else:
-                        msg = f"{path} takes POST with a JSON body"
-                        bad = error(405, "method_not_allowed", msg, {"Allow": "POST"})
-                        await send_reply(send, bad)
-                    return
+            name, _, verb = path[1:].partition("/")
+            handler = _HANDLERS.get(verb)
+            if handler is not None and name:
+                if scope["method"] == "POST":
+                    await handler(self.state, name, scope, receive, send)
+                else:
+                    msg = f"{path} takes POST with a JSON body"
+                    bad = error(405, "method_not_allowed", msg, {"Allow": "POST"})
+                    await send_reply(send, bad)
+                return
         assert self.inner is not None
         await self.inner(scope, receive, send)
 
@@ -104,10 +104,17 @@ def create_app(config: Config) -> FrontDoor:
                 )
 
         routing.listeners.append(on_snapshot)
+        policies = PolicyStates(r, keys)
+        policies.tracked = lambda: [
+            name for name, route in routing.routes.items() if route.policy in (EXP3, EXP4)
+        ]
+        routing.change_listeners.append(policies.on_change)
         cache = PredictionCache(config.cache_max_bytes)
         metrics = Metrics(dispatcher, cache)
         dispatcher.observer = metrics
-        door.state = app.state.frontend = FrontendState(config, routing, dispatcher, cache, metrics)
+        door.state = app.state.frontend = FrontendState(
+            config, routing, dispatcher, cache, metrics, policies
+        )
         rpc.open()
         tasks: set[asyncio.Task[None]] = set()
 
@@ -125,6 +132,7 @@ def create_app(config: Config) -> FrontDoor:
             spawn(rpc.serve(), "rpc")
             spawn(rpc.heartbeat(), "heartbeat")
             spawn(registry.run(), "replica-registry")
+            spawn(policies.run(), "policy-state")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(routing.ready.wait(), timeout=10)
             # Everything allocated so far lives as long as the process: keep the garbage
@@ -136,6 +144,7 @@ def create_app(config: Config) -> FrontDoor:
             for task in tasks:
                 task.cancel("query frontend shutting down")
             await asyncio.gather(*tasks, return_exceptions=True)
+            await policies.close()
             with contextlib.suppress(Exception):
                 await registry.clear_own()
             rpc.close()

@@ -14,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from query_frontend.predict import FrontendState, error
+from query_frontend import routing
+from query_frontend.asgi import error
+from query_frontend.state import FrontendState
 
 JSON = "application/json"
 
@@ -29,15 +31,7 @@ async def healthz(request: Request) -> Response:
 
 async def status(request: Request) -> Response:
     state: FrontendState = request.app.state.frontend
-    apps = {
-        name: {
-            "model": f"{r.model_key[0]}:{r.model_key[1]}" if r.model_key else None,
-            "reason": r.no_model_reason or None,
-            "slo_micros": r.app.slo_micros,
-            "cache_enabled": r.app.cache_enabled,
-        }
-        for name, r in sorted(state.routing.routes.items())
-    }
+    apps = {name: _route_json(r) for name, r in sorted(state.routing.routes.items())}
     body = {
         "frontend": state.config.frontend_id,
         "ready": state.routing.ready.is_set(),
@@ -46,6 +40,21 @@ async def status(request: Request) -> Response:
         "cache": asdict(state.cache.stats()),
     }
     return Response(orjson.dumps(body), media_type=JSON)
+
+
+def _route_json(route: routing.Route) -> dict[str, object]:
+    arms = {a.name: f"{a.key[0]}:{a.key[1]}" if a.key else None for a in route.arms}
+    first = route.arms[0].key if route.arms else None
+    return {
+        "policy": route.policy,
+        "arms": arms,
+        # The first arm's version: what a single-model app routes to.
+        "model": f"{first[0]}:{first[1]}" if first else None,
+        "models": sorted({m for m in arms.values() if m}),
+        "reason": route.no_model_reason or None,
+        "slo_micros": route.app.slo_micros,
+        "cache_enabled": route.app.cache_enabled,
+    }
 
 
 async def metrics(request: Request) -> Response:

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from management_frontend.errors import Invalid
+from management_frontend.policy_state import check_user_id
 from model_container.protocol import InputType
 
 Item = np.ndarray[Any, Any] | bytes
@@ -40,12 +42,34 @@ def parse_body(
     body: bytes, input_type: InputType, max_items: int = 10_000
 ) -> tuple[list[Item], bool]:
     """Return the inputs of a request body and whether it was a batch request."""
+    return items_of(load_object(body), input_type, max_items)
+
+
+def load_object(body: bytes, hint: str = _SHAPE_HINT) -> dict[str, Any]:
+    """The request body as a JSON object."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InputError(f"request body is not valid JSON ({exc}); send {_SHAPE_HINT}") from None
+        raise InputError(f"request body is not valid JSON ({exc}); send {hint}") from None
     if not isinstance(doc, dict):
-        raise InputError(f"request body must be a JSON object: {_SHAPE_HINT}")
+        raise InputError(f"request body must be a JSON object: {hint}")
+    return doc
+
+
+def user_id(doc: dict[str, Any]) -> str | None:
+    """The optional "uid" of a request: whose policy state applies."""
+    if "uid" not in doc:
+        return None
+    try:
+        return check_user_id(doc["uid"])
+    except Invalid as exc:
+        raise InputError(str(exc)) from None
+
+
+def items_of(
+    doc: dict[str, Any], input_type: InputType, max_items: int = 10_000
+) -> tuple[list[Item], bool]:
+    """The inputs of a predict request and whether it was a batch request."""
     has_input, has_batch = "input" in doc, "input_batch" in doc
     if has_input and has_batch:
         raise InputError('send either "input" or "input_batch", not both')

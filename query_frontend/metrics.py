@@ -15,7 +15,8 @@ built when Prometheus scrapes.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -30,6 +31,9 @@ from query_frontend.cache import PredictionCache
 from query_frontend.dispatch import Dispatcher
 from query_frontend.queries import Expired, Failure, Outcome
 from query_frontend.replicas import ModelKey
+
+if TYPE_CHECKING:
+    from query_frontend.ask import Answer
 
 _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
@@ -66,10 +70,12 @@ class _Histogram:
 
 
 class _AppStats:
-    __slots__ = ("codes", "defaults", "errors", "latency", "predictions")
+    __slots__ = ("by_model", "codes", "defaults", "errors", "latency", "partials", "predictions")
 
     def __init__(self) -> None:
         self.codes: dict[int, int] = {}
+        self.by_model: dict[str, int] = {}  # apps with several arms: answers per version
+        self.partials = 0
         self.latency = _Histogram(_LATENCY_BUCKETS)
         self.predictions = 0
         self.defaults = 0
@@ -112,6 +118,18 @@ class Metrics:
                 stats.defaults += 1
             elif isinstance(outcome, Failure):
                 stats.errors += 1
+
+    def answered_by(self, app: str, answers: Iterable[Answer]) -> None:
+        """Count who answered the queries of an app with several arms (split, exp3, exp4)."""
+        stats = self._apps.get(app)
+        if stats is None:
+            stats = self._apps[app] = _AppStats()
+        by_model = stats.by_model
+        for ans in answers:
+            for label in ans.models:
+                by_model[label] = by_model.get(label, 0) + 1
+            if ans.missing and ans.models:
+                stats.partials += 1
 
     def rejected(self, code: int) -> None:
         """Count a request refused before its app was known (the label stays bounded)."""
@@ -161,7 +179,22 @@ class _CountersCollector(Collector):
             "Queries answered, by kind: prediction, default or error",
             labels=["app", "kind"],
         )
+        by_model = CounterMetricFamily(
+            "schooner_model_answers",
+            "Queries of an app with several models answered by each model version "
+            "(an ensemble's answer counts for every model in it)",
+            labels=["app", "model"],
+        )
+        partials = CounterMetricFamily(
+            "schooner_partial_answers",
+            "Ensemble answers combined without some of the models (stragglers, models down)",
+            labels=["app"],
+        )
         for app, stats in sorted(self._metrics._apps.items()):
+            for label, count in sorted(stats.by_model.items()):
+                by_model.add_metric([app, label], count)
+            if stats.partials:
+                partials.add_metric([app], stats.partials)
             for code, count in sorted(stats.codes.items()):
                 requests.add_metric([app, str(code)], count)
             if not app:
@@ -173,6 +206,8 @@ class _CountersCollector(Collector):
         yield requests
         yield latency
         yield answers
+        yield by_model
+        yield partials
 
         labels = ["model", "version"]
         families = {

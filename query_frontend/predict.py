@@ -11,65 +11,31 @@ the container and are spliced in without being parsed.
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from management_frontend.schema import App
-from query_frontend.cache import Flight, PredictionCache, cache_key
-from query_frontend.config import Config
+from query_frontend.asgi import (
+    BodyTooLargeError,
+    ClientGoneError,
+    Receive,
+    Reply,
+    Scope,
+    Send,
+    error,
+    read_body,
+    send_reply,
+)
+from query_frontend.ask import Answer, answer, ask, learned_view
 from query_frontend.deadlines import answer_by
-from query_frontend.dispatch import Dispatcher, OverloadedError, TooManyInputsError
-from query_frontend.inputs import InputError, Item, TooManyItemsError, parse_body
-from query_frontend.metrics import Metrics
-from query_frontend.queries import Expired, Failure, Outcome, Query
-from query_frontend.routing import Route, RoutingTable
+from query_frontend.dispatch import OverloadedError, TooManyInputsError
+from query_frontend.evaluate import evaluate
+from query_frontend.inputs import InputError, TooManyItemsError, items_of, load_object, user_id
+from query_frontend.queries import Expired, Failure, Outcome
+from query_frontend.routing import Route
+from query_frontend.state import FrontendState
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-_JSON_HEADERS = ((b"content-type", b"application/json"),)
-
-
-@dataclass
-class FrontendState:
-    config: Config
-    routing: RoutingTable
-    dispatcher: Dispatcher
-    cache: PredictionCache
-    metrics: Metrics
-    query_ids: itertools.count[int] = field(default_factory=itertools.count)
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    body: bytes
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-
-
-def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Reply:
-    extra = tuple((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())
-    return Reply(status, orjson.dumps({"error": code, "message": message}), extra)
-
-
-async def send_reply(send: Send, reply: Reply) -> None:
-    headers = [*_JSON_HEADERS, (b"content-length", b"%d" % len(reply.body)), *reply.headers]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
-
-
-class BodyTooLargeError(Exception):
-    pass
-
-
-class ClientGoneError(Exception):
-    pass
+__all__ = ["FrontendState", "handle_predict"]
 
 
 async def handle_predict(
@@ -93,32 +59,6 @@ async def handle_predict(
     await send_reply(send, reply)
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            if value.isdigit() and int(value) > limit:
-                raise BodyTooLargeError
-            break
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if message.get("more_body", False):
-        chunks = [body]
-        size = len(body)
-        while message.get("more_body", False):
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLargeError
-            chunks.append(chunk)
-        body = b"".join(chunks)
-    if message["type"] == "http.disconnect":
-        raise ClientGoneError
-    if len(body) > limit:
-        raise BodyTooLargeError
-    return body
-
-
 async def _predict(
     state: FrontendState,
     scope: Scope,
@@ -131,11 +71,13 @@ async def _predict(
     app = route.app
     limit = state.config.max_body_bytes
     try:
-        body = await _read_body(scope, receive, limit)
+        body = await read_body(scope, receive, limit)
     except BodyTooLargeError:
         return error(413, "too_large", f"request body is over the limit of {limit} bytes")
     try:
-        items, is_batch = parse_body(body, app.input_type, state.config.max_inputs_per_request)
+        doc = load_object(body)
+        items, is_batch = items_of(doc, app.input_type, state.config.max_inputs_per_request)
+        uid = user_id(doc)
     except TooManyItemsError as exc:
         return error(413, "too_large", f"app '{app.name}': {exc}")
     except InputError as exc:
@@ -143,81 +85,75 @@ async def _predict(
 
     deadline = answer_by(arrival, app.slo_micros / 1e6, state.dispatcher.timer_lag.lag(arrival))
     ids = [next(state.query_ids) for _ in items]
-    if route.model_key is None:
-        out.extend([Expired(route.no_model_reason)] * len(items))
-    else:
-        try:
-            out.extend(await _run(state, route.model_key, app, items, ids, deadline))
-        except OverloadedError as exc:
-            return error(503, "overloaded", f"{exc}; retry shortly", {"Retry-After": "1"})
-        except TooManyInputsError as exc:
-            return error(413, "too_large", str(exc))
-    return _respond(ids, out, app.default_output, is_batch)
+    try:
+        if route.model_key is not None:  # one model: the common case, kept short
+            out.extend(await evaluate(state, route.model_key, app, items, ids, deadline))
+            return _respond(ids, out, app.default_output, is_batch, route.models_json)
+        if route.no_model_reason:
+            out.extend([Expired(route.no_model_reason)] * len(items))
+            return _respond(ids, out, app.default_output, is_batch, b"[]")
+        view = learned_view(state, route, uid)
+        asked = await ask(state, route, items, ids, deadline, uid, view)
+    except OverloadedError as exc:
+        return error(503, "overloaded", f"{exc}; retry shortly", {"Retry-After": "1"})
+    except TooManyInputsError as exc:
+        return error(413, "too_large", str(exc))
+    answers = [answer(route, a, view) for a in asked]
+    out.extend(a.outcome for a in answers)
+    state.metrics.answered_by(app.name, answers)
+    return _respond_answers(ids, answers, app.default_output, is_batch)
 
 
-async def _run(
-    state: FrontendState,
-    key: tuple[str, str],
-    app: App,
-    items: list[Item],
-    ids: list[int],
-    deadline: float,
-) -> list[Outcome]:
-    cache = state.cache
-    use_cache = cache.enabled and app.cache_enabled
-    founds: list[bytes | asyncio.Future[Outcome] | Flight | None]
-    if use_cache and len(items) == 1:  # the common request, answered from the cache
-        found = cache.lookup(cache_key(key, items[0]), deadline)
-        if isinstance(found, bytes):
-            return [found]
-        founds = [found]
-    elif use_cache:
-        founds = [cache.lookup(cache_key(key, item), deadline) for item in items]
-    else:
-        founds = [None] * len(items)
-
-    loop = asyncio.get_running_loop()
-    dispatcher = state.dispatcher
-    q = dispatcher.queue(key, app.input_type)
-    waits: list[bytes | asyncio.Future[Outcome]] = []
-    queries: list[Query] = []
-    for qid, item, hit in zip(ids, items, founds, strict=True):
-        if isinstance(hit, bytes | asyncio.Future):
-            waits.append(hit)  # a hit, or joined an identical query already in flight
-            continue
-        query = Query(qid, item, deadline, loop.create_future())
-        query.timer = loop.call_at(deadline, dispatcher.expire, query, q)
-        if hit is not None:
-            cache.attach(hit, query.future)  # this query leads: its outcome ends the flight
-        queries.append(query)
-        waits.append(query.future)
-    if queries:
-        try:
-            dispatcher.submit(q, queries)
-        except (OverloadedError, TooManyInputsError) as exc:
-            for query in queries:
-                query.resolve(Expired(str(exc)))  # answers any query that joined these
-            raise
-    return [w if isinstance(w, bytes) else await w for w in waits]
-
-
-def _respond(ids: list[int], outcomes: list[Outcome], default: Any, is_batch: bool) -> Reply:
+def _respond(
+    ids: list[int], outcomes: list[Outcome], default: Any, is_batch: bool, models: bytes
+) -> Reply:
+    """Answers of a one-model app: ``models`` (its JSON list) names who answered."""
     parts: list[bytes] = []
     for qid, outcome in zip(ids, outcomes, strict=True):
         if isinstance(outcome, bytes):
-            parts.append(b'{"query_id":%d,"output":%b,"default":false}' % (qid, outcome))
+            parts.append(
+                b'{"query_id":%d,"output":%b,"default":false,"models":%b}' % (qid, outcome, models)
+            )
         elif isinstance(outcome, Failure):
             return error(500, "model_error", f"query {qid}: {outcome.message}")
         else:
-            parts.append(
-                orjson.dumps(
-                    {
-                        "query_id": qid,
-                        "output": default,
-                        "default": True,
-                        "default_explanation": outcome.reason,
-                    }
-                )
+            parts.append(_default(qid, default, outcome.reason))
+    return Reply(200, _join(parts, is_batch))
+
+
+def _respond_answers(ids: list[int], answers: list[Answer], default: Any, is_batch: bool) -> Reply:
+    parts: list[bytes] = []
+    for qid, ans in zip(ids, answers, strict=True):
+        outcome = ans.outcome
+        if isinstance(outcome, Failure):
+            return error(500, "model_error", f"query {qid}: {outcome.message}")
+        if isinstance(outcome, Expired):
+            parts.append(_default(qid, default, outcome.reason))
+            continue
+        extra = b""
+        if ans.missing:
+            extra = b',"partial":true,"missing":%b,"partial_explanation":%b' % (
+                orjson.dumps([m for m, _ in ans.missing]),
+                orjson.dumps("; ".join(f"{m}: {why}" for m, why in ans.missing)),
             )
-    body = b'{"batch_predictions":[%b]}' % b",".join(parts) if is_batch else parts[0]
-    return Reply(200, body)
+        parts.append(
+            b'{"query_id":%d,"output":%b,"default":false,"models":%b%b}'
+            % (qid, outcome, orjson.dumps(ans.models), extra)
+        )
+    return Reply(200, _join(parts, is_batch))
+
+
+def _default(qid: int, default: Any, reason: str) -> bytes:
+    return orjson.dumps(
+        {
+            "query_id": qid,
+            "output": default,
+            "default": True,
+            "default_explanation": reason,
+            "models": [],
+        }
+    )
+
+
+def _join(parts: list[bytes], is_batch: bool) -> bytes:
+    return b'{"batch_predictions":[%b]}' % b",".join(parts) if is_batch else parts[0]

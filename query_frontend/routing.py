@@ -11,17 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from management_frontend.errors import Invalid
+from management_frontend.policy_state import SINGLE, PolicyParams
 from management_frontend.schema import (
     App,
+    Change,
     Keys,
     Snapshot,
     follow_changes,
     latest_change_id,
+    parse_arm,
     read_snapshot,
 )
 from query_frontend.replicas import ModelKey
@@ -30,36 +35,80 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class Arm:
+    """One of an app's links, resolved to the model version that serves it now."""
+
+    name: str  # the link: "model" or "model:version"
+    key: ModelKey | None  # None: it cannot be served (see reason)
+    reason: str = ""
+    # The version that answers, as responses name it: JSON text of "model:version".
+    label: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     app: App
-    model_key: ModelKey | None  # the linked model's current version
+    model_key: ModelKey | None  # the single policy's one model version (None otherwise)
     no_model_reason: str = ""  # why model_key is None
+    arms: tuple[Arm, ...] = ()
+    params: PolicyParams = field(default_factory=PolicyParams)
+    # JSON list of model_key's label, spliced into every answer of a single-model app.
+    models_json: bytes = b"[]"
+
+    @property
+    def policy(self) -> str:
+        return self.params.policy
+
+
+def resolve_arm(snap: Snapshot, arm: str) -> Arm:
+    model_name, pinned = parse_arm(arm)
+    model = snap.models.get(model_name)
+    if model is None:
+        return Arm(arm, None, f"model '{model_name}' is not registered")
+    version = pinned if pinned is not None else model.current_version
+    if version is None:
+        return Arm(arm, None, f"model '{model_name}' has no current version")
+    if (model_name, version) not in snap.versions:
+        return Arm(arm, None, f"model '{model_name}' has no version '{version}'")
+    return Arm(arm, (model_name, version), label=orjson.dumps(f"{model_name}:{version}"))
+
+
+def _params(app: App) -> PolicyParams:
+    try:
+        return PolicyParams.parse(app.policy, app.policy_params)
+    except Invalid as exc:  # written by a newer management frontend, say
+        logger.warning("app %s: cannot read its policy (%s); serving it as 'single'", app.name, exc)
+        return PolicyParams()
+
+
+def build_route(snap: Snapshot, app: App) -> Route:
+    arms = tuple(resolve_arm(snap, a) for a in snap.links.get(app.name, []))
+    params = _params(app)
+    if not arms:
+        return Route(app, None, f"no model is linked to app '{app.name}'", arms, params)
+    served = [a for a in arms if a.key is not None]
+    if not served:
+        return Route(app, None, "; ".join(a.reason for a in arms), arms, params)
+    if params.policy == SINGLE or len(arms) == 1:
+        first = arms[0]
+        if first.key is None:
+            return Route(app, None, first.reason, arms, params)
+        return Route(app, first.key, "", arms, params, b"[%b]" % first.label)
+    return Route(app, None, "", arms, params)
 
 
 def build_routes(snap: Snapshot) -> dict[str, Route]:
-    routes: dict[str, Route] = {}
-    for name, app in snap.apps.items():
-        links = snap.links.get(name, [])
-        if not links:
-            routes[name] = Route(app, None, f"no model is linked to app '{name}'")
-            continue
-        model = snap.models.get(links[0])
-        if model is None:
-            routes[name] = Route(app, None, f"model '{links[0]}' is not registered")
-        elif model.current_version is None:
-            routes[name] = Route(app, None, f"model '{model.name}' has no current version")
-        else:
-            routes[name] = Route(app, (model.name, model.current_version))
-    return routes
+    return {name: build_route(snap, app) for name, app in snap.apps.items()}
 
 
 def tightest_slos(routes: Iterable[Route]) -> dict[ModelKey, float]:
     """The smallest objective (seconds) among the apps routed to each model version."""
     slos: dict[ModelKey, float] = {}
     for route in routes:
-        if route.model_key is not None:
-            slo = route.app.slo_micros / 1e6
-            slos[route.model_key] = min(slo, slos.get(route.model_key, slo))
+        slo = route.app.slo_micros / 1e6
+        for arm in route.arms:
+            if arm.key is not None:
+                slos[arm.key] = min(slo, slos.get(arm.key, slo))
     return slos
 
 
@@ -71,6 +120,8 @@ class RoutingTable:
         self.snapshot = Snapshot()
         self.ready = asyncio.Event()
         self.listeners: list[Callable[[Snapshot], None]] = []
+        # Told of each change-feed entry before the snapshot it leads to is applied.
+        self.change_listeners: list[Callable[[Change], None]] = []
 
     def apply(self, snap: Snapshot) -> None:
         self.snapshot = snap
@@ -90,6 +141,8 @@ async def follow(table: RoutingTable, r: aioredis.Redis, keys: Keys) -> None:
             backoff = 0.1
             async for change in follow_changes(r, keys, last):
                 logger.debug("change %s: %s %s", change.id, change.kind, change.fields)
+                for listener in table.change_listeners:
+                    listener(change)
                 table.apply(await read_snapshot(r, keys))
         except (RedisError, OSError) as exc:
             logger.warning("change feed interrupted (%s); retrying in %.1f s", exc, backoff)

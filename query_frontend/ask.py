@@ -1,0 +1,139 @@
+"""Answering the queries of an app with several arms (split, exp3, exp4).
+
+For each input the selection policy picks the arm(s) (``selection``); inputs are grouped
+by arm and each group goes through its model version's cache and queue at once, so a
+batch request still makes one batch per model. Each arm's queries carry the app's
+deadline, so by then every arm has answered or given up: an ensemble (exp4) combines
+what arrived and names the models that did not — straggler mitigation, with no extra
+timer. An arm that cannot answer at all (no replica connected, no version to route to)
+is not waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from management_frontend.policy_state import EXP3, EXP4, PolicyState
+from query_frontend.dispatch import OverloadedError
+from query_frontend.ensemble import combine
+from query_frontend.evaluate import evaluate
+from query_frontend.inputs import Item
+from query_frontend.queries import Expired, Failure, Outcome
+from query_frontend.routing import Arm, Route
+from query_frontend.selection import Choice, choose, ensemble_weights, split_arms
+from query_frontend.state import FrontendState
+
+_NOTHING_LEARNED = PolicyState()
+
+
+@dataclass(slots=True)
+class Asked:
+    """One input: the arm(s) chosen for it and what each answered."""
+
+    choice: Choice
+    outcomes: list[tuple[Arm, Outcome]]
+
+
+@dataclass(slots=True)
+class Answer:
+    """One input's answer: the output (or why there is none) and who gave it."""
+
+    outcome: Outcome
+    models: list[str]  # "model:version" of the arms whose answers made the output
+    missing: list[tuple[str, str]]  # (model or arm, why) that an ensemble lacks
+
+
+def learned_view(state: FrontendState, route: Route, uid: str | None) -> PolicyState:
+    if route.params.policy in (EXP3, EXP4):
+        return state.policies.view(route.app.name, uid)
+    return _NOTHING_LEARNED
+
+
+async def ask(
+    state: FrontendState,
+    route: Route,
+    items: list[Item],
+    ids: list[int],
+    deadline: float,
+    uid: str | None,
+    view: PolicyState,
+) -> list[Asked]:
+    """Send each input to the arm(s) its policy picks; every outcome arrives by
+    ``deadline``. Raises ``OverloadedError``/``TooManyInputsError`` when the one arm of
+    split or exp3 cannot queue them; an ensemble counts such an arm as missing."""
+    queues = state.dispatcher.queues
+
+    def has_replicas(arm: Arm) -> bool:
+        q = queues.get(arm.key) if arm.key is not None else None
+        return q is not None and bool(q.replicas)
+
+    routable, ready = split_arms(route, has_replicas)
+    choices = [choose(route, routable, ready, view, uid, state.rng) for _ in items]
+    groups: dict[Arm, list[int]] = {}
+    for i, choice in enumerate(choices):
+        for arm in choice.arms:
+            groups.setdefault(arm, []).append(i)
+    arms = list(groups)
+    results = await asyncio.gather(
+        *(
+            evaluate(
+                state,
+                arm.key,  # type: ignore[arg-type]  # split_arms keeps routable arms only
+                route.app,
+                [items[i] for i in groups[arm]],
+                [ids[i] for i in groups[arm]],
+                deadline,
+            )
+            for arm in arms
+        ),
+        return_exceptions=True,
+    )
+    asked = [Asked(choice, []) for choice in choices]
+    ensemble = route.params.policy == EXP4
+    for arm, result in zip(arms, results, strict=True):
+        if isinstance(result, BaseException):
+            if not ensemble or not isinstance(result, OverloadedError):
+                raise result
+            overloaded = Expired(f"{arm_label(arm)} is overloaded: {result}")
+            outcomes: list[Outcome] = [overloaded] * len(groups[arm])
+        else:
+            outcomes = result
+        for i, outcome in zip(groups[arm], outcomes, strict=True):
+            asked[i].outcomes.append((arm, outcome))
+    return asked
+
+
+def arm_label(arm: Arm) -> str:
+    return arm.label.decode()[1:-1] if arm.label else arm.name
+
+
+def answer(route: Route, asked: Asked, view: PolicyState) -> Answer:
+    """The answer to one input from what its arm(s) said."""
+    if route.params.policy != EXP4:
+        arm, outcome = asked.outcomes[0]
+        return Answer(outcome, [arm_label(arm)] if isinstance(outcome, bytes) else [], [])
+    answered = [(arm, o) for arm, o in asked.outcomes if isinstance(o, bytes)]
+    missing = [(arm_label(arm), _why(o)) for arm, o in asked.outcomes if not isinstance(o, bytes)]
+    asked_names = {arm.name for arm, _ in asked.outcomes}
+    for arm in route.arms:
+        if arm.name not in asked_names:
+            missing.append(
+                (arm_label(arm), arm.reason or f"no replica of {arm_label(arm)} is connected")
+            )
+    if not answered:
+        failures = [o for _, o in asked.outcomes if isinstance(o, Failure)]
+        if failures and len(failures) == len(asked.outcomes):
+            return Answer(failures[0], [], missing)
+        return Answer(Expired("; ".join(f"{m}: {why}" for m, why in missing)), [], missing)
+    weights = ensemble_weights(route, [arm for arm, _ in answered], view)
+    output = combine([o for _, o in answered], weights, route.params.loss)
+    return Answer(output, [arm_label(arm) for arm, _ in answered], missing)
+
+
+def _why(outcome: Outcome) -> str:
+    if isinstance(outcome, Failure):
+        return f"the model failed: {outcome.message}"
+    if isinstance(outcome, Expired):
+        return outcome.reason
+    return ""

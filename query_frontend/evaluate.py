@@ -1,0 +1,63 @@
+"""Running inputs through one model version: the prediction cache, then the dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+
+from management_frontend.schema import App
+from query_frontend.cache import Flight, cache_key
+from query_frontend.inputs import Item
+from query_frontend.queries import Expired, Outcome, Query
+from query_frontend.replicas import ModelKey
+from query_frontend.state import FrontendState
+
+
+async def evaluate(
+    state: FrontendState,
+    key: ModelKey,
+    app: App,
+    items: list[Item],
+    ids: list[int],
+    deadline: float,
+) -> list[Outcome]:
+    """One outcome per item, each by ``deadline``.
+
+    Raises ``OverloadedError`` or ``TooManyInputsError`` (from the dispatcher) when the
+    model's queue cannot take the items; none of them is then left waiting.
+    """
+    cache = state.cache
+    use_cache = cache.enabled and app.cache_enabled
+    founds: list[bytes | asyncio.Future[Outcome] | Flight | None]
+    if use_cache and len(items) == 1:  # the common request, answered from the cache
+        found = cache.lookup(cache_key(key, items[0]), deadline)
+        if isinstance(found, bytes):
+            return [found]
+        founds = [found]
+    elif use_cache:
+        founds = [cache.lookup(cache_key(key, item), deadline) for item in items]
+    else:
+        founds = [None] * len(items)
+
+    loop = asyncio.get_running_loop()
+    dispatcher = state.dispatcher
+    q = dispatcher.queue(key, app.input_type)
+    waits: list[bytes | asyncio.Future[Outcome]] = []
+    queries: list[Query] = []
+    for qid, item, hit in zip(ids, items, founds, strict=True):
+        if isinstance(hit, bytes | asyncio.Future):
+            waits.append(hit)  # a hit, or joined an identical query already in flight
+            continue
+        query = Query(qid, item, deadline, loop.create_future())
+        query.timer = loop.call_at(deadline, dispatcher.expire, query, q)
+        if hit is not None:
+            cache.attach(hit, query.future)  # this query leads: its outcome ends the flight
+        queries.append(query)
+        waits.append(query.future)
+    if queries:
+        try:
+            dispatcher.submit(q, queries)
+        except Exception as exc:
+            for query in queries:
+                query.resolve(Expired(str(exc)))  # answers any query that joined these
+            raise
+    return [w if isinstance(w, bytes) else await w for w in waits]

@@ -1,0 +1,94 @@
+"""Which of an app's arms answer a query, under its selection policy.
+
+``single`` has one arm and never comes here (``predict`` serves it directly). ``split``
+and ``exp3`` draw one arm per query, by fixed weights or by the bandit's current
+probabilities; ``exp4`` asks every arm. Arms that cannot answer now (no version to
+route to, no replica connected) are left out of the draw, so one model being down
+does not cost the app the queries that would have gone to it: its share goes to the
+others. Only when no arm can answer is the full set used, and the query waits for a
+replica until its deadline, as a single-model app's would.
+
+With a user id, ``split`` is sticky: the user's draw is a hash of the app and the id,
+so the same user lands on the same arm on every frontend, across restarts, and (the
+draw being a point on the cumulative weights) mostly stays put when weights change.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import itertools
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from management_frontend.policy_state import EXP3, EXP4, SPLIT, PolicyState, split_shares
+from query_frontend.routing import Arm, Route
+
+_TWO_64 = float(2**64)
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The arm(s) to ask, and for a single draw the probability it had."""
+
+    arms: tuple[Arm, ...]
+    probability: float = 1.0
+
+
+def sticky_point(app: str, uid: str) -> float:
+    """A point in [0, 1) fixed by the app and the user id."""
+    digest = hashlib.blake2b(f"{app}\x00{uid}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / _TWO_64
+
+
+def split_arms(route: Route, has_replicas: Callable[[Arm], bool]) -> tuple[list[Arm], list[Arm]]:
+    """The arms that can be routed to, and those of them that can answer now."""
+    routable = [a for a in route.arms if a.key is not None]
+    return routable, [a for a in routable if has_replicas(a)]
+
+
+def draw(arms: Sequence[Arm], probs: Sequence[float], point: float) -> tuple[Arm, float]:
+    """The arm whose slice of the cumulative probabilities holds ``point``."""
+    total = sum(probs)
+    if total <= 0:
+        probs, total = [1.0] * len(arms), float(len(arms))
+    cumulative = list(itertools.accumulate(p / total for p in probs))
+    i = min(bisect.bisect_right(cumulative, point), len(arms) - 1)
+    return arms[i], probs[i] / total
+
+
+def choose(
+    route: Route,
+    routable: Sequence[Arm],
+    ready: Sequence[Arm],
+    state: PolicyState,
+    uid: str | None,
+    rng: random.Random,
+) -> Choice:
+    """Pick the arm(s) for one query (``split_arms`` gives ``routable`` and ``ready``)."""
+    policy = route.params.policy
+    pool = ready or routable
+    if policy == EXP4 or len(pool) <= 1:
+        return Choice(tuple(pool))
+    if policy == SPLIT:
+        point = sticky_point(route.app.name, uid) if uid is not None else rng.random()
+        shares = split_shares(route.params.weights, [a.name for a in routable])
+        arm, p = draw(routable, shares, point)
+        if arm in pool:
+            return Choice((arm,), p)
+        # Its arm is down: the same point on the shares of the arms that are up.
+        arm, p = draw(pool, split_shares(route.params.weights, [a.name for a in pool]), point)
+        return Choice((arm,), p)
+    if policy == EXP3:
+        arm, p = draw(pool, state.probabilities(route.params, [a.name for a in pool]), rng.random())
+        return Choice((arm,), p)
+    return Choice((pool[0],))  # single never holds several links
+
+
+def ensemble_weights(route: Route, arms: Sequence[Arm], state: PolicyState) -> list[float]:
+    """exp4: each arm's weight in the combined answer."""
+    return state.probabilities(route.params, [a.name for a in arms])
+
+
+__all__ = ["EXP3", "EXP4", "SPLIT", "Choice", "choose", "draw", "split_arms", "sticky_point"]

@@ -1,0 +1,159 @@
+"""``POST /{app}/update``: feedback that teaches the app's selection policy.
+
+The body is ``{"input": ..., "label": ..., "uid"?: ...}``. The input goes to the arm(s)
+the policy picks, exactly as a query would (``split`` and ``exp3`` draw one arm, with
+its probability; ``exp4`` asks every arm); each answer is compared with the label by
+the app's loss, and what that teaches (``feedback.learn``) is added to the app's state
+and, with a uid, the user's, in Redis. The answer says who answered and their losses:
+
+    {"query_id": 7, "models": ["m1:1"], "losses": {"m1:1": 0.0}}
+
+Every policy counts the losses (a split reports each arm's mean loss: an A/B test);
+exp3 and exp4 also move their weights. Feedback is stored before the answer is sent:
+a 200 means it counts, a 503 means it was not stored and may be sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from redis.exceptions import RedisError
+
+from management_frontend.policy_state import EXP4
+from query_frontend.asgi import (
+    BodyTooLargeError,
+    ClientGoneError,
+    Receive,
+    Reply,
+    Scope,
+    Send,
+    error,
+    read_body,
+    send_reply,
+)
+from query_frontend.ask import Asked, arm_label, ask
+from query_frontend.deadlines import answer_by
+from query_frontend.dispatch import OverloadedError, TooManyInputsError
+from query_frontend.evaluate import evaluate
+from query_frontend.feedback import Answered, LabelError, learn
+from query_frontend.inputs import InputError, convert, load_object, user_id
+from query_frontend.queries import Failure
+from query_frontend.routing import Route
+from query_frontend.selection import Choice, ensemble_weights
+from query_frontend.state import FrontendState
+
+_HINT = '{"input": ..., "label": ..., "uid": ... (optional)}'
+
+
+async def handle_update(
+    state: FrontendState, app_name: str, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Answer one ``POST /{app_name}/update``."""
+    route = state.routing.routes.get(app_name)
+    if route is None:
+        msg = f"no application named '{app_name}' is registered"
+        await send_reply(send, error(404, "not_found", msg))
+        return
+    try:
+        reply = await _update(state, route, scope, receive)
+    except ClientGoneError:
+        return
+    await send_reply(send, reply)
+
+
+async def _update(state: FrontendState, route: Route, scope: Scope, receive: Receive) -> Reply:
+    app = route.app
+    limit = state.config.max_body_bytes
+    try:
+        body = await read_body(scope, receive, limit)
+    except BodyTooLargeError:
+        return error(413, "too_large", f"request body is over the limit of {limit} bytes")
+    try:
+        doc = load_object(body, _HINT)
+        for field in ("input", "label"):
+            if field not in doc:
+                raise InputError(f'the body has no "{field}" field: send {_HINT}')
+        item = convert(doc["input"], app.input_type, "input")
+        uid = user_id(doc)
+    except InputError as exc:
+        return error(400, "invalid_input", f"app '{app.name}' ({app.input_type}): {exc}")
+    label = doc["label"]
+    if route.model_key is None and route.no_model_reason:
+        return error(409, "no_model", f"app '{app.name}' cannot learn: {route.no_model_reason}")
+
+    loop = asyncio.get_running_loop()
+    arrival = loop.time()
+    deadline = answer_by(arrival, app.slo_micros / 1e6, state.dispatcher.timer_lag.lag(arrival))
+    qid = next(state.query_ids)
+    view = state.policies.view(app.name, uid)
+    try:
+        if route.model_key is not None:
+            arm = route.arms[0]
+            outcomes = await evaluate(state, route.model_key, app, [item], [qid], deadline)
+            asked = Asked(Choice((arm,)), [(arm, outcomes[0])])
+        else:
+            asked = (await ask(state, route, [item], [qid], deadline, uid, view))[0]
+    except OverloadedError as exc:
+        return error(503, "overloaded", f"{exc}; retry shortly", {"Retry-After": "1"})
+    except TooManyInputsError as exc:  # cannot happen for one input; kept for the types
+        return error(413, "too_large", str(exc))
+
+    answered = [
+        Answered(arm.name, arm_label(arm), orjson.loads(o))
+        for arm, o in asked.outcomes
+        if isinstance(o, bytes)
+    ]
+    silent = [(arm_label(arm), o) for arm, o in asked.outcomes if not isinstance(o, bytes)]
+    if not answered:
+        failed = [f"{m}: {o.message}" for m, o in silent if isinstance(o, Failure)]
+        if failed:
+            return error(500, "model_error", f"query {qid}: {'; '.join(failed)}")
+        why = "; ".join(f"{m}: {getattr(o, 'reason', '')}" for m, o in silent)
+        return error(
+            503,
+            "no_answer",
+            f"no model answered the input in time ({why}): nothing was learned, send the "
+            "feedback again",
+            {"Retry-After": "1"},
+        )
+    weights: list[float] = []
+    if route.params.policy == EXP4:
+        arms = [arm for arm, o in asked.outcomes if isinstance(o, bytes)]
+        weights = ensemble_weights(route, arms, view)
+    app_state = state.policies.apps.get(app.name)
+    scale = (0.0, 0)
+    if app_state is not None:
+        scale = (
+            sum(a.loss_sum for a in app_state.arms.values()),
+            sum(a.updates for a in app_state.arms.values()),
+        )
+    try:
+        lesson = learn(
+            route.params,
+            answered,
+            label,
+            probability=asked.choice.probability,
+            weights=weights,
+            scale=scale,
+        )
+    except LabelError as exc:
+        return error(400, "invalid_label", f"app '{app.name}': {exc}")
+    try:
+        await state.policies.record(app.name, uid, lesson.arms)
+    except (RedisError, OSError, TimeoutError) as exc:
+        return error(
+            503,
+            "unavailable",
+            f"the feedback could not be stored in Redis ({exc or type(exc).__name__}): "
+            "nothing was learned, send it again",
+            {"Retry-After": "1"},
+        )
+    answer: dict[str, object] = {
+        "query_id": qid,
+        "models": [a.label for a in answered],
+        "losses": lesson.losses,
+    }
+    if silent:
+        answer["missing"] = [m for m, _ in silent]
+    return Reply(200, orjson.dumps(answer))
