@@ -143,3 +143,76 @@ def test_one_replica_answers_both_query_frontends(
 
         wait_for(lambda: len(recorded()) == 2, "both frontends recorded the replica")
         assert recorded() == [("summer-0", "qf-0"), ("summer-0", "qf-1")]
+
+
+def test_both_frontends_learn_into_one_policy_state(
+    redis_url: str, spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """Feedback sent to either frontend adds up in Redis, and each routes by all of it."""
+    mgmt_port = port()
+    spawn("management", "-m", "management_frontend", "--redis-url", redis_url,
+          "--host", "127.0.0.1", "--port", str(mgmt_port))  # fmt: skip
+    frontends = []
+    for i in range(2):
+        http_port, rpc_port = port(), port()
+        spawn(f"query-frontend-{i}", "-m", "query_frontend", "--redis-url", redis_url,
+              "--host", "127.0.0.1", "--port", str(http_port), "--rpc-host", "127.0.0.1",
+              "--rpc-port", str(rpc_port), "--frontend-id", f"qf-{i}")  # fmt: skip
+        frontends.append((f"http://127.0.0.1:{http_port}", f"tcp://127.0.0.1:{rpc_port}"))
+    rpcs = ",".join(rpc for _, rpc in frontends)
+
+    with httpx.Client(timeout=10) as http:
+        mgmt = f"http://127.0.0.1:{mgmt_port}"
+        wait_for(lambda: http.get(f"{mgmt}/healthz").status_code == 200, "management up")
+        app = {"name": "learner", "input_type": "doubles", "default_output": "none",
+               "slo_micros": 5_000_000, "policy": "exp3",
+               "policy_params": {"loss": "zero_one"}}  # fmt: skip
+        assert http.post(f"{mgmt}/admin/apps", json=app).status_code == 201
+        models: dict[str, Callable[[Any], Any]] = {
+            "summer": make_model(),
+            "zeroer": lambda xs: [0.0 for _ in xs],
+        }
+        for name, func in models.items():
+            body = {"name": name, "version": "1", "input_type": "doubles"}
+            assert http.post(f"{mgmt}/admin/models", json=body).status_code == 201
+            link = http.post(f"{mgmt}/admin/apps/learner/links", json={"model_name": name})
+            assert link.status_code == 200, link.text
+            bundle = tmp_path / f"bundle-{name}"
+            write_closure_bundle(bundle, func, InputType.DOUBLES, ["numpy"])
+            spawn(f"replica-{name}", "-m", "model_container", "--bundle", str(bundle),
+                  "--frontend", rpcs, "--name", name, "--version", "1",
+                  "--replica-id", f"{name}-0")  # fmt: skip
+
+        def both_connected(base: str) -> bool:
+            status = http.get(f"{base}/status").json()
+            return all(len(status["models"].get(f"{m}:1", {}).get("replicas", [])) == 1
+                       for m in models)  # fmt: skip
+
+        for base, _ in frontends:
+            wait_for(lambda base=base: both_connected(base), f"{base} has both replicas")
+
+        # The first frontend takes its copy of the (empty) state now, before any feedback.
+        first = frontends[0][0]
+        assert http.post(f"{first}/learner/predict", json={"input": [0.0]}).status_code == 200
+        # Feedback only through the second frontend: "summer" is right, "zeroer" is not.
+        second = frontends[1][0]
+        for i in range(200):
+            x = [float(i + 1), 1.0]
+            reply = http.post(f"{second}/learner/update", json={"input": x, "label": sum(x)})
+            assert reply.status_code == 200, reply.text
+        reply = http.post(f"{first}/learner/update", json={"input": [5.0, 5.0], "label": 10.0})
+        assert reply.status_code == 200, reply.text
+
+        state = http.get(f"{mgmt}/admin/apps/learner/policy/state").json()
+        assert state["updates"] == 201
+        assert sum(arm["updates"] for arm in state["arms"].values()) == 201
+
+        # The first frontend routes by what the second one learned.
+        def first_prefers_summer() -> bool:
+            served = [
+                http.post(f"{first}/learner/predict", json={"input": [float(i), 0.5]}).json()
+                for i in range(100)
+            ]
+            return sum(s["models"] == ["summer:1"] for s in served) > 70
+
+        wait_for(first_prefers_summer, "the first frontend follows the shared state", 30)
