@@ -8,6 +8,7 @@ are thin: parse (``models.py``), call the ``Store``, shape the answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -310,7 +311,11 @@ def create_app(config: Config) -> FastAPI:
             )
             yield
         finally:
+            current: Store | None = app.state.store
             app.state.store = None
+            if current is not None:  # let background deletions of old policy state finish
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(current.wait_for_cleanups(), timeout=10)
             await redis.aclose()
             logger.info("management frontend stopped")
 

@@ -17,13 +17,16 @@ frontend learns (``query_frontend.selection``); the management frontend reports
 The state is *additive*: each feedback adds to an arm's log-weight, update count and
 loss sum with HINCRBYFLOAT/HINCRBY, so several query frontends learn into the same
 record without a lock and without losing each other's updates. A user's record
-(``...:policy:user:{uid}``) holds only what that user's feedback added; the user's view
-is the app's record plus their own.
+(``...:policy:{epoch}:user:{uid}``) holds only what that user's feedback added; the
+user's view is the app's record plus their own. The app record's ``policy_epoch`` names
+the state in use: forgetting it (a reset, a new policy) is writing a new epoch, and the
+old keys are deleted in the background (``delete_stale_state``).
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
@@ -293,66 +296,133 @@ class ArmFeedback:
 
     log_weight: float  # added to the arm's log-weight (<= 0 for a loss in exp3)
     loss: float  # the raw loss, counted in the arm's mean
+    # The arm's log-weight before its first feedback: level with the best arm, as
+    # ``log_weights`` shows it. Written only if the record has none yet.
+    start: float = 0.0
+
+
+# How long a feedback id is remembered, so a retry of the same feedback counts once.
+FEEDBACK_ID_TTL_S: Final = 24 * 3600
+# A user's part expires this long after their last feedback (users come and go).
+USER_STATE_TTL_S: Final = 90 * 24 * 3600
+# record_feedback's answers.
+RECORDED: Final = 1
+STALE: Final = 0  # the app is gone, or its policy changed or was reset meanwhile
+DUPLICATE: Final = 2  # this feedback id was counted before
+
+# One feedback message, all or nothing, and only into the epoch it was learned in.
+# KEYS: app record, app state, user part ("" for none), seen-id key ("" for none)
+# ARGV: epoch, uid flag ("1"/"0"), id TTL, user TTL, then per arm: name, start, dw, loss
+_RECORD_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if (redis.call('HGET', KEYS[1], 'policy_epoch') or '') ~= ARGV[1] then return 0 end
+if KEYS[4] ~= '' then
+  if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[3]) then return 2 end
+end
+local user = ARGV[2] == '1'
+redis.call('HINCRBY', KEYS[2], 'updates', 1)
+if user then redis.call('HINCRBY', KEYS[3], 'updates', 1) end
+for i = 5, #ARGV, 4 do
+  local w, n, l = 'w:' .. ARGV[i], 'n:' .. ARGV[i], 'l:' .. ARGV[i]
+  redis.call('HSETNX', KEYS[2], w, ARGV[i + 1])
+  if tonumber(ARGV[i + 2]) ~= 0 then redis.call('HINCRBYFLOAT', KEYS[2], w, ARGV[i + 2]) end
+  redis.call('HINCRBY', KEYS[2], n, 1)
+  redis.call('HINCRBYFLOAT', KEYS[2], l, ARGV[i + 3])
+  if user then
+    if tonumber(ARGV[i + 2]) ~= 0 then redis.call('HINCRBYFLOAT', KEYS[3], w, ARGV[i + 2]) end
+    redis.call('HINCRBY', KEYS[3], n, 1)
+    redis.call('HINCRBYFLOAT', KEYS[3], l, ARGV[i + 3])
+  end
+end
+if user then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
+return 1
+"""
+
+
+def new_epoch() -> str:
+    """A fresh ``policy_epoch``: state learned under any other one is no longer read."""
+    return secrets.token_hex(4)
+
+
+async def read_app_part(r: aioredis.Redis, keys: Keys, app: str, epoch: str) -> PolicyState:
+    return PolicyState.from_hash(_text_hash(await r.hgetall(keys.policy_state(app, epoch))))
+
+
+async def read_user_part(
+    r: aioredis.Redis, keys: Keys, app: str, epoch: str, uid: str
+) -> PolicyState:
+    return PolicyState.from_hash(_text_hash(await r.hgetall(keys.policy_state(app, epoch, uid))))
 
 
 async def read_policy_state(
-    r: aioredis.Redis, keys: Keys, app: str, uid: str | None = None
+    r: aioredis.Redis, keys: Keys, app: str, epoch: str, uid: str | None = None
 ) -> PolicyState:
     """The app's state, or what a user sees: the app's plus the user's own part."""
-    base = await read_app_part(r, keys, app)
+    base = await read_app_part(r, keys, app, epoch)
     if uid is None:
         return base
-    return base.plus(await read_user_part(r, keys, app, uid))
-
-
-async def read_app_part(r: aioredis.Redis, keys: Keys, app: str) -> PolicyState:
-    return PolicyState.from_hash(_text_hash(await r.hgetall(keys.policy_state(app))))
-
-
-async def read_user_part(r: aioredis.Redis, keys: Keys, app: str, uid: str) -> PolicyState:
-    return PolicyState.from_hash(_text_hash(await r.hgetall(keys.policy_state(app, uid))))
+    return base.plus(await read_user_part(r, keys, app, epoch, uid))
 
 
 async def record_feedback(
     r: aioredis.Redis,
     keys: Keys,
     app: str,
+    epoch: str,
     uid: str | None,
     feedback: Mapping[str, ArmFeedback],
-) -> None:
+    feedback_id: str | None = None,
+) -> int:
     """Add one feedback message to the app's state and, with ``uid``, to the user's part.
 
-    One round trip; the increments are atomic and commute, so concurrent query
-    frontends never overwrite each other.
+    One atomic script: it counts nothing if the app's ``policy_epoch`` is no longer
+    ``epoch`` (``STALE``: a reset or a policy change raced with it), or if
+    ``feedback_id`` was counted in the last day (``DUPLICATE``); else ``RECORDED``.
+    The increments commute, so concurrent query frontends never overwrite each other.
     """
-    targets = [keys.policy_state(app)]
-    if uid is not None:
-        targets.append(keys.policy_state(app, uid))
-    async with r.pipeline(transaction=True) as pipe:
-        for key in targets:
-            pipe.hincrby(key, "updates", 1)
-            for arm, fb in feedback.items():
-                if fb.log_weight:
-                    pipe.hincrbyfloat(key, f"w:{arm}", fb.log_weight)
-                pipe.hincrby(key, f"n:{arm}", 1)
-                pipe.hincrbyfloat(key, f"l:{arm}", fb.loss)
-        if uid is not None:
-            pipe.sadd(keys.policy_users(app), uid)
-        await pipe.execute()
-
-
-async def policy_state_keys(r: aioredis.Redis | Any, keys: Keys, app: str) -> list[str]:
-    """Every key holding what ``app`` learned: its record, its users' parts, their index.
-
-    ``r`` may be a pipeline in WATCH mode (a store transaction deleting them); watch
-    ``keys.policy_users(app)`` first so that a user added meanwhile aborts it.
-    """
-    users = [_text(u) for u in await r.smembers(keys.policy_users(app))]
-    return [
-        keys.policy_state(app),
-        keys.policy_users(app),
-        *(keys.policy_state(app, u) for u in sorted(users)),
+    for arm, fb in feedback.items():
+        for value in (fb.start, fb.log_weight, fb.loss):
+            if not math.isfinite(value):
+                raise ValueError(f"feedback for {arm!r} is not finite: {fb}")
+    script_keys = [
+        keys.app(app),
+        keys.policy_state(app, epoch),
+        keys.policy_state(app, epoch, uid) if uid is not None else "",
+        keys.feedback_seen(app, epoch, feedback_id) if feedback_id is not None else "",
     ]
+    args: list[str | int | float] = [
+        epoch,
+        "1" if uid is not None else "0",
+        FEEDBACK_ID_TTL_S,
+        USER_STATE_TTL_S,
+    ]
+    for arm, fb in feedback.items():
+        args += [arm, repr(fb.start), repr(fb.log_weight), repr(fb.loss)]
+    result = await r.eval(_RECORD_LUA, len(script_keys), *script_keys, *args)
+    return int(result)
+
+
+async def delete_stale_state(
+    r: aioredis.Redis, keys: Keys, app: str, keep_epoch: str | None = None
+) -> int:
+    """Delete what ``app`` learned under any epoch but ``keep_epoch`` (all if ``None``).
+
+    Incremental (SCAN, UNLINK in batches), so Redis never blocks on an app with many
+    users; safe to run again after an interruption. Returns the keys deleted.
+    """
+    deleted = 0
+    batch: list[str] = []
+    async for key in r.scan_iter(match=keys.policy_pattern(app), count=1000):
+        name = _text(key)
+        if keep_epoch is not None and keys.policy_epoch_of(app, name) == keep_epoch:
+            continue
+        batch.append(name)
+        if len(batch) >= 500:
+            deleted += await r.unlink(*batch)
+            batch = []
+    if batch:
+        deleted += await r.unlink(*batch)
+    return deleted
 
 
 def _text(value: bytes | str) -> str:

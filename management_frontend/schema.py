@@ -13,9 +13,9 @@ Keys (``{p}`` is the key prefix, ``schooner`` by default):
     {p}:app:{app}                         hash  an App record
     {p}:app:{app}:links                   set   the app's arms: "model" (its current version)
                                                 or "model:version" (that version, pinned)
-    {p}:app:{app}:policy                  hash  learned selection-policy state (policy_state.py)
-    {p}:app:{app}:policy:user:{uid}       hash  what one user's feedback added to it
-    {p}:app:{app}:policy_users            set   user ids that have such a hash
+    {p}:app:{app}:policy:{epoch}          hash  learned selection-policy state (policy_state.py)
+    {p}:app:{app}:policy:{epoch}:user:{uid}  hash  what one user's feedback added to it
+    {p}:app:{app}:policy:{epoch}:seen:{id}   string a feedback id already counted (expires)
     {p}:models                            set   model names
     {p}:model:{model}                     hash  name, input_type, current_version
     {p}:model:{model}:versions            zset  version -> registration time (unix s)
@@ -102,13 +102,22 @@ class Keys:
     def links(self, app: str) -> str:
         return f"{self.prefix}:app:{app}:links"
 
-    def policy_state(self, app: str, uid: str | None = None) -> str:
-        """The app's learned policy state, or (with ``uid``) one user's part of it."""
-        base = f"{self.prefix}:app:{app}:policy"
+    def policy_state(self, app: str, epoch: str, uid: str | None = None) -> str:
+        """The app's learned policy state in ``epoch`` (the app's ``policy_epoch``), or
+        with ``uid`` one user's part of it."""
+        base = f"{self.prefix}:app:{app}:policy:{epoch}"
         return base if uid is None else f"{base}:user:{uid}"
 
-    def policy_users(self, app: str) -> str:
-        return f"{self.prefix}:app:{app}:policy_users"
+    def feedback_seen(self, app: str, epoch: str, feedback_id: str) -> str:
+        return f"{self.prefix}:app:{app}:policy:{epoch}:seen:{feedback_id}"
+
+    def policy_pattern(self, app: str) -> str:
+        """A SCAN pattern matching every learned-state key of ``app``, of any epoch."""
+        return f"{self.prefix}:app:{app}:policy:*"
+
+    def policy_epoch_of(self, app: str, key: str) -> str:
+        """The epoch a key matched by ``policy_pattern`` belongs to."""
+        return key[len(f"{self.prefix}:app:{app}:policy:") :].split(":", 1)[0]
 
     @property
     def models(self) -> str:
@@ -166,6 +175,8 @@ class App:
     cache_enabled: bool = True
     # The policy's settings (split weights, learning rates, loss): see policy_state.py.
     policy_params: dict[str, Any] = field(default_factory=dict)
+    # Names the learned state in use; a new token forgets it (a reset is one write).
+    policy_epoch: str = ""
 
     def to_hash(self) -> dict[str, str]:
         return {
@@ -175,6 +186,7 @@ class App:
             "slo_micros": str(self.slo_micros),
             "policy": self.policy,
             "policy_params": json.dumps(self.policy_params),
+            "policy_epoch": self.policy_epoch,
             "created_at": repr(self.created_at),
             "cache_enabled": encode_flag(self.cache_enabled),
         }
@@ -188,6 +200,7 @@ class App:
             slo_micros=int(h["slo_micros"]),
             policy=h.get("policy", "single"),
             policy_params=dict(json.loads(h.get("policy_params", "{}"))),
+            policy_epoch=h.get("policy_epoch", ""),
             created_at=float(h.get("created_at", "0")),
             # Written before the field existed: on, as every app was then.
             cache_enabled=decode_flag(h.get("cache_enabled", "1")),

@@ -13,6 +13,7 @@ Reads reuse ``schema.read_*``; the store only adds "not found" errors.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
 from management_frontend.errors import Conflict, Invalid, NotFound, StartupError
@@ -30,7 +31,8 @@ from management_frontend.policy_state import (
     SINGLE,
     SPLIT,
     PolicyParams,
-    policy_state_keys,
+    delete_stale_state,
+    new_epoch,
     read_policy_state,
 )
 from management_frontend.schema import (
@@ -127,6 +129,7 @@ class Store:
         self._keys = keys
         self._clock = clock
         self._max_attempts = max_attempts
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     @property
     def keys(self) -> Keys:
@@ -265,18 +268,20 @@ class Store:
                 raise Conflict(
                     f"app {app.name!r} already exists: delete it first, or choose another name"
                 )
-            stored = replace(app, policy_params=params, created_at=self._clock())
-            # Whatever an earlier app of this name left behind is not this app's.
-            leftovers = await policy_state_keys(pipe, keys, app.name)
+            stored = replace(
+                app, policy_params=params, policy_epoch=new_epoch(), created_at=self._clock()
+            )
             _begin(pipe)
             pipe.hset(keys.app(app.name), mapping=_fields(stored.to_hash()))
-            pipe.delete(keys.links(app.name), *leftovers)
+            pipe.delete(keys.links(app.name))
             pipe.sadd(keys.apps, app.name)
             await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.ADD, app=app.name)
             return stored
 
-        watch = [keys.app(app.name), keys.links(app.name), keys.policy_users(app.name)]
-        return await self._transact(watch, step)
+        stored = await self._transact([keys.app(app.name), keys.links(app.name)], step)
+        # Whatever an earlier app of this name learned is not this app's.
+        self._clean_up(app.name, stored.policy_epoch)
+        return stored
 
     async def delete_app(self, name: str) -> None:
         """Delete an app with its links and everything its policy learned."""
@@ -285,13 +290,13 @@ class Store:
         async def step(pipe: Pipeline) -> None:
             if not await pipe.exists(keys.app(name)):
                 raise _app_missing(name)
-            state = await policy_state_keys(pipe, keys, name)
             _begin(pipe)
-            pipe.delete(keys.app(name), keys.links(name), *state)
+            pipe.delete(keys.app(name), keys.links(name))
             pipe.srem(keys.apps, name)
             await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.DELETE, app=name)
 
-        await self._transact([keys.app(name), keys.links(name), keys.policy_users(name)], step)
+        await self._transact([keys.app(name), keys.links(name)], step)
+        self._clean_up(name, None)
 
     async def set_app_cache(self, name: str, enabled: bool) -> App:
         """Turn an app's prediction cache on or off; query frontends follow the feed."""
@@ -410,9 +415,10 @@ class Store:
     ) -> App:
         """Give an app a selection policy and its settings.
 
-        A new policy starts from nothing: the state the old one learned is deleted in the
-        same transaction, as it is with ``reset_state``. Changing only the settings keeps
-        it. A call that changes nothing writes nothing.
+        A new policy starts from nothing, as does any policy with ``reset_state``: the
+        app gets a new ``policy_epoch`` in the same transaction, and what the old one
+        learned is deleted in the background. Changing only the settings keeps it. A
+        call that changes nothing writes nothing.
         """
         keys = self._keys
         parsed = PolicyParams.parse(policy, params)
@@ -440,20 +446,20 @@ class Store:
             reset = reset_state or app.policy != policy
             if not changed and not reset:
                 return app
-            updated = replace(app, policy=policy, policy_params=stored_params)
-            state = await policy_state_keys(pipe, keys, app_name) if reset else []
+            epoch = new_epoch() if reset else app.policy_epoch
+            updated = replace(app, policy=policy, policy_params=stored_params, policy_epoch=epoch)
             _begin(pipe)
-            if changed:
-                record = updated.to_hash()
-                fields = {k: record[k] for k in ("policy", "policy_params")}
-                pipe.hset(keys.app(app_name), mapping=_fields(fields))
-            if state:
-                pipe.delete(*state)
+            record = updated.to_hash()
+            fields = {k: record[k] for k in ("policy", "policy_params", "policy_epoch")}
+            pipe.hset(keys.app(app_name), mapping=_fields(fields))
             await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.SET_POLICY, app=app_name)
             return updated
 
-        watch = [keys.app(app_name), keys.links(app_name), keys.policy_users(app_name)]
-        return await self._transact(watch, step)
+        before = await read_app(self._r, keys, app_name)
+        updated = await self._transact([keys.app(app_name), keys.links(app_name)], step)
+        if before is not None and updated.policy_epoch != before.policy_epoch:
+            self._clean_up(app_name, updated.policy_epoch)
+        return updated
 
     async def get_policy_state(self, app_name: str, uid: str | None = None) -> dict[str, Any]:
         """What the app's policy has learned, per arm; with ``uid``, what that user sees
@@ -461,7 +467,7 @@ class Store:
         app = await self.get_app(app_name)
         params = _params_of(app)
         links = await read_links(self._r, self._keys, app_name)
-        state = await read_policy_state(self._r, self._keys, app_name, uid)
+        state = await read_policy_state(self._r, self._keys, app_name, app.policy_epoch, uid)
         return {
             "app": app_name,
             "policy": app.policy,
@@ -471,37 +477,58 @@ class Store:
         }
 
     async def reset_policy_state(self, app_name: str, uid: str | None = None) -> None:
-        """Delete what the app's policy learned, or with ``uid`` only that user's part.
+        """Forget what the app's policy learned, or with ``uid`` only that user's part.
 
         The app's own record keeps what a user's feedback taught it: resetting a user
-        makes them see the app's state again. Nothing to delete writes nothing.
+        makes them see the app's state again. Nothing to forget writes nothing.
         """
         keys = self._keys
 
-        async def step(pipe: Pipeline) -> None:
-            if not await pipe.exists(keys.app(app_name)):
+        async def step(pipe: Pipeline) -> str | None:
+            app = await read_app(pipe, keys, app_name)
+            if app is None:
                 raise _app_missing(app_name)
-            if uid is None:
-                state = await policy_state_keys(pipe, keys, app_name)
-                found = await pipe.exists(*state) > 0
+            state = keys.policy_state(app_name, app.policy_epoch, uid)
+            if not await pipe.exists(state):
+                return None
+            _begin(pipe)
+            if uid is None:  # a new epoch: one write, however many users there are
+                epoch = new_epoch()
+                pipe.hset(keys.app(app_name), "policy_epoch", epoch)
                 where: dict[str, str] = {}
             else:
-                state = [keys.policy_state(app_name, uid)]
-                found = bool(await pipe.exists(*state)) or bool(
-                    await pipe.sismember(keys.policy_users(app_name), uid)
-                )
+                epoch = app.policy_epoch
+                pipe.delete(state)
                 where = {"uid": uid}
-            if not found:
-                return
-            _begin(pipe)
-            pipe.delete(*state)
-            if uid is not None:
-                pipe.srem(keys.policy_users(app_name), uid)
             await publish_change(
                 pipe, keys, ChangeKind.APP, op=ChangeOp.RESET_POLICY, app=app_name, **where
             )
+            return epoch
 
-        await self._transact([keys.app(app_name), keys.policy_users(app_name)], step)
+        epoch = await self._transact([keys.app(app_name)], step)
+        if epoch is not None and uid is None:
+            self._clean_up(app_name, epoch)
+
+    def _clean_up(self, app_name: str, keep_epoch: str | None) -> None:
+        """Delete an app's learned state of other epochs, in the background."""
+
+        async def run() -> None:
+            try:
+                count = await delete_stale_state(self._r, self._keys, app_name, keep_epoch)
+            except (RedisError, OSError) as exc:
+                logger.warning("could not delete the old policy state of %s: %s", app_name, exc)
+                return
+            if count:
+                logger.info("deleted %d keys of old policy state of app %s", count, app_name)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def wait_for_cleanups(self) -> None:
+        """Wait until the background deletions started so far are done (shutdown, tests)."""
+        while self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
 
     # ------------------------------------------------------------------ models
 

@@ -30,7 +30,7 @@ import uvicorn
 import management_frontend
 from management_frontend import Config, create_app
 from management_frontend.errors import StartupError
-from management_frontend.policy_state import ArmFeedback, record_feedback
+from management_frontend.policy_state import RECORDED, STALE, ArmFeedback, record_feedback
 from management_frontend.schema import (
     FEED_MAXLEN,
     SCHEMA_VERSION,
@@ -386,9 +386,25 @@ async def linked_app(api: httpx.AsyncClient, policy: str, *arms: str) -> None:
         await ok(api.post("/admin/apps/app1/links", json=body))
 
 
+async def learn(r: aioredis.Redis, uid: str | None, fb: dict[str, ArmFeedback]) -> None:
+    """Record one feedback message for app1 in its current epoch, as a frontend does."""
+    epoch = await r.hget(KEYS.app("app1"), "policy_epoch")
+    assert await record_feedback(r, KEYS, "app1", epoch, uid, fb) == RECORDED
+
+
 async def learned_keys(r: aioredis.Redis, app: str = "app1") -> list[str]:
-    """Every key holding what ``app``'s policy learned (its record, users' parts, users)."""
-    return sorted(await r.keys(f"{KEYS.policy_state(app)}*"))
+    """Every key holding what ``app``'s policy learned, of any epoch."""
+    return sorted(await r.keys(KEYS.policy_pattern(app)))
+
+
+async def settled_keys(r: aioredis.Redis, want: int, app: str = "app1") -> list[str]:
+    """The learned keys once old epochs are deleted (in the background) down to ``want``."""
+    for _ in range(250):
+        found = await learned_keys(r, app)
+        if len(found) <= want:
+            return found
+        await asyncio.sleep(0.02)
+    return await learned_keys(r, app)
 
 
 async def test_an_app_is_registered_with_a_policy_and_its_settings_filled_in(
@@ -472,7 +488,14 @@ async def test_set_policy_changes_the_policy_of_a_live_app(
     app = await ok(api.put("/admin/apps/app1/policy", json={"policy": "exp4"}))
     assert (app["policy"], app["policy_params"]) == ("exp4", {"eta": 0.1, "loss": "auto"})
     after = await ok(api.get("/admin/apps/app1"))
-    assert after == {**before, "policy": "exp4", "policy_params": app["policy_params"]}
+    # A new policy learns from scratch: a new epoch names its state.
+    assert after["policy_epoch"] != before["policy_epoch"]
+    assert after == {
+        **before,
+        "policy": "exp4",
+        "policy_params": app["policy_params"],
+        "policy_epoch": after["policy_epoch"],
+    }
     assert (await read_snapshot(async_redis, KEYS)).apps["app1"].policy == "exp4"
     # Now a second model may be linked.
     await ok(api.post("/admin/models", json={**MODEL, "name": "m2"}), 201)
@@ -510,13 +533,13 @@ async def test_changing_the_policy_forgets_what_the_old_one_learned(
     api: httpx.AsyncClient, async_redis: aioredis.Redis
 ) -> None:
     await linked_app(api, "exp3", "m1", "m2")
-    await record_feedback(async_redis, KEYS, "app1", None, feedback(m1=(0.0, 0.0), m2=(-1.0, 1.0)))
-    await record_feedback(async_redis, KEYS, "app1", "u1", feedback(m1=(-0.5, 0.5), m2=(0.0, 0.0)))
-    assert len(await learned_keys(async_redis)) == 3  # the app's, u1's, the users set
+    await learn(async_redis, None, feedback(m1=(0.0, 0.0), m2=(-1.0, 1.0)))
+    await learn(async_redis, "u1", feedback(m1=(-0.5, 0.5), m2=(0.0, 0.0)))
+    assert len(await learned_keys(async_redis)) == 2  # the app's and u1's
     assert (await ok(api.get("/admin/apps/app1/policy/state")))["updates"] == 2
 
     await ok(api.put("/admin/apps/app1/policy", json={"policy": "exp4"}))
-    assert await learned_keys(async_redis) == []
+    assert await settled_keys(async_redis, 0) == []
     state = await ok(api.get("/admin/apps/app1/policy/state"))
     assert state["updates"] == 0
     assert [a["updates"] for a in state["arms"].values()] == [0, 0]
@@ -528,7 +551,7 @@ async def test_new_settings_for_the_same_policy_keep_what_it_learned_unless_rese
     api: httpx.AsyncClient, async_redis: aioredis.Redis
 ) -> None:
     await linked_app(api, "exp3", "m1", "m2")
-    await record_feedback(async_redis, KEYS, "app1", "u1", feedback(m1=(0.0, 0.0), m2=(-1.0, 1.0)))
+    await learn(async_redis, "u1", feedback(m1=(0.0, 0.0), m2=(-1.0, 1.0)))
     learned = await ok(api.get("/admin/apps/app1/policy/state"))
 
     app = await ok(
@@ -544,7 +567,7 @@ async def test_new_settings_for_the_same_policy_keep_what_it_learned_unless_rese
     reset = {"policy": "exp3", "params": {"eta": 0.5}, "reset_state": True}
     app = await ok(api.put("/admin/apps/app1/policy", json=reset))
     assert app["policy_params"]["eta"] == 0.5
-    assert await learned_keys(async_redis) == []
+    assert await settled_keys(async_redis, 0) == []
     assert (await ok(api.get("/admin/apps/app1/policy/state")))["updates"] == 0
 
 
@@ -553,13 +576,9 @@ async def test_policy_state_shows_each_arm_and_what_a_user_sees(
 ) -> None:
     await linked_app(api, "exp3", "m1", "m2:1")
     # Two messages for the app, one of them from user u1; an unlinked arm learned too.
-    await record_feedback(
-        async_redis, KEYS, "app1", None, feedback(m1=(0.0, 0.0), m2_1=(-1.0, 1.0))
-    )
-    await record_feedback(
-        async_redis, KEYS, "app1", "u1", feedback(m1=(0.0, 0.0), m2_1=(-1.0, 1.0))
-    )
-    await record_feedback(async_redis, KEYS, "app1", None, feedback(old=(-2.0, 3.0)))
+    await learn(async_redis, None, feedback(m1=(0.0, 0.0), m2_1=(-1.0, 1.0)))
+    await learn(async_redis, "u1", feedback(m1=(0.0, 0.0), m2_1=(-1.0, 1.0)))
+    await learn(async_redis, None, feedback(old=(-2.0, 3.0)))
 
     state = await ok(api.get("/admin/apps/app1/policy/state"))
     assert {k: state[k] for k in ("app", "policy", "params", "uid", "updates")} == {
@@ -596,19 +615,33 @@ async def test_policy_state_shows_each_arm_and_what_a_user_sees(
     assert {**stranger, "uid": None} == state
 
 
+async def test_an_arm_first_learned_late_starts_where_feedback_said(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await linked_app(api, "exp3", "m1", "m2")
+    await learn(async_redis, None, {"m1": ArmFeedback(-40.0, 1.0)})
+    # m2's first feedback starts it level with m1 (the frontend says where), then steps.
+    await learn(async_redis, "u1", {"m2": ArmFeedback(-1.0, 1.0, start=-40.0)})
+    await learn(async_redis, None, {"m2": ArmFeedback(-1.0, 1.0, start=123.0)})  # not again
+    arms = (await ok(api.get("/admin/apps/app1/policy/state")))["arms"]
+    assert arms["m2"]["log_weight"] == pytest.approx(-42.0)
+    assert arms["m1"]["probability"] > arms["m2"]["probability"]
+    user = await ok(api.get("/admin/apps/app1/policy/state", params={"uid": "u1"}))
+    assert user["arms"]["m2"]["log_weight"] == pytest.approx(-43.0)  # plus u1's own step
+
+
 async def test_resetting_one_user_keeps_the_app_and_other_users(
     api: httpx.AsyncClient, async_redis: aioredis.Redis
 ) -> None:
     await linked_app(api, "exp3", "m1", "m2")
     for uid in ("u1", "u2"):
-        await record_feedback(
-            async_redis, KEYS, "app1", uid, feedback(m1=(0.0, 0.0), m2=(-1.0, 1.0))
-        )
+        await learn(async_redis, uid, feedback(m1=(0.0, 0.0), m2=(-1.0, 1.0)))
     u2_before = await ok(api.get("/admin/apps/app1/policy/state", params={"uid": "u2"}))
 
     await ok(api.delete("/admin/apps/app1/policy/state", params={"uid": "u1"}), 204)
-    assert not await async_redis.exists(KEYS.policy_state("app1", "u1"))
-    assert await async_redis.smembers(KEYS.policy_users("app1")) == {"u2"}
+    epoch = await async_redis.hget(KEYS.app("app1"), "policy_epoch")
+    assert not await async_redis.exists(KEYS.policy_state("app1", epoch, "u1"))
+    assert await async_redis.exists(KEYS.policy_state("app1", epoch, "u2"))
     app_state = await ok(api.get("/admin/apps/app1/policy/state"))
     assert app_state["updates"] == 2  # the app keeps what u1's feedback taught it
     u1 = await ok(api.get("/admin/apps/app1/policy/state", params={"uid": "u1"}))
@@ -616,7 +649,7 @@ async def test_resetting_one_user_keeps_the_app_and_other_users(
     assert await ok(api.get("/admin/apps/app1/policy/state", params={"uid": "u2"})) == u2_before
 
     await ok(api.delete("/admin/apps/app1/policy/state"), 204)
-    assert await learned_keys(async_redis) == []
+    assert await settled_keys(async_redis, 0) == []
     assert (await ok(api.get("/admin/apps/app1/policy/state")))["updates"] == 0
 
 
@@ -624,13 +657,18 @@ async def test_deleting_an_app_deletes_what_its_policy_learned(
     api: httpx.AsyncClient, async_redis: aioredis.Redis
 ) -> None:
     await linked_app(api, "exp3", "m1", "m2")
-    await record_feedback(async_redis, KEYS, "app1", "u1", feedback(m1=(0.0, 0.0), m2=(-1.0, 1.0)))
+    await learn(async_redis, "u1", feedback(m1=(0.0, 0.0), m2=(-1.0, 1.0)))
+    epoch = await async_redis.hget(KEYS.app("app1"), "policy_epoch")
     await ok(api.delete("/admin/apps/app1"), 204)
+    assert await settled_keys(async_redis, 0) == []
     assert await async_redis.keys(f"{KEYS.app('app1')}*") == []
+    # Feedback in flight when the app went is not counted anywhere.
+    late = await record_feedback(async_redis, KEYS, "app1", epoch, "u1", feedback(m1=(-1.0, 1.0)))
+    assert late == STALE and await learned_keys(async_redis) == []
     # A new app of the same name starts from nothing, even from a leftover record.
-    await record_feedback(async_redis, KEYS, "app1", "u9", feedback(m1=(-1.0, 1.0)))
+    await async_redis.hset(KEYS.policy_state("app1", "0ld", "u9"), "w:m1", "-1")
     await ok(api.post("/admin/apps", json={**APP, "policy": "exp3"}), 201)
-    assert await learned_keys(async_redis) == []
+    assert await settled_keys(async_redis, 0) == []
 
 
 async def test_policy_endpoints_of_unknown_apps_are_404(api: httpx.AsyncClient) -> None:
@@ -769,7 +807,7 @@ async def test_policy_changes_append_one_feed_entry_each(
     # Forgetting learned state tells the query frontends; forgetting nothing does not.
     reset_all = {"kind": "app", "op": "reset_policy", "app": "app1"}
     assert await published(api.delete("/admin/apps/app1/policy/state")) == []
-    await record_feedback(async_redis, KEYS, "app1", "u1", feedback(m1=(0.0, 0.0)))
+    await learn(async_redis, "u1", feedback(m1=(0.0, 0.0)))
     assert await published(api.delete("/admin/apps/app1/policy/state", params={"uid": "u1"})) == [
         {**reset_all, "uid": "u1"}
     ]
