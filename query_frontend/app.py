@@ -106,7 +106,9 @@ def create_app(config: Config) -> FrontDoor:
         routing.listeners.append(on_snapshot)
         policies = PolicyStates(r, keys)
         policies.tracked = lambda: [
-            name for name, route in routing.routes.items() if route.policy in (EXP3, EXP4)
+            (name, route.app.policy_epoch)
+            for name, route in routing.routes.items()
+            if route.policy in (EXP3, EXP4)
         ]
         routing.change_listeners.append(policies.on_change)
         cache = PredictionCache(config.cache_max_bytes)

@@ -12,12 +12,13 @@ is not waited for.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from management_frontend.policy_state import EXP3, EXP4, PolicyState
 from query_frontend.dispatch import OverloadedError
 from query_frontend.ensemble import combine
-from query_frontend.evaluate import evaluate
+from query_frontend.evaluate import submit
 from query_frontend.inputs import Item
 from query_frontend.queries import Expired, Failure, Outcome
 from query_frontend.routing import Arm, Route
@@ -46,7 +47,7 @@ class Answer:
 
 def learned_view(state: FrontendState, route: Route, uid: str | None) -> PolicyState:
     if route.params.policy in (EXP3, EXP4):
-        return state.policies.view(route.app.name, uid)
+        return state.policies.view(route.app.name, route.app.policy_epoch, uid)
     return _NOTHING_LEARNED
 
 
@@ -74,32 +75,31 @@ async def ask(
     for i, choice in enumerate(choices):
         for arm in choice.arms:
             groups.setdefault(arm, []).append(i)
-    arms = list(groups)
-    results = await asyncio.gather(
-        *(
-            evaluate(
-                state,
-                arm.key,  # type: ignore[arg-type]  # split_arms keeps routable arms only
-                route.app,
-                [items[i] for i in groups[arm]],
-                [ids[i] for i in groups[arm]],
-                deadline,
-            )
-            for arm in arms
-        ),
-        return_exceptions=True,
-    )
     asked = [Asked(choice, []) for choice in choices]
     ensemble = route.params.policy == EXP4
-    for arm, result in zip(arms, results, strict=True):
-        if isinstance(result, BaseException):
-            if not ensemble or not isinstance(result, OverloadedError):
-                raise result
-            overloaded = Expired(f"{arm_label(arm)} is overloaded: {result}")
-            outcomes: list[Outcome] = [overloaded] * len(groups[arm])
-        else:
-            outcomes = result
-        for i, outcome in zip(groups[arm], outcomes, strict=True):
+    # Start every arm's work, then wait: each future resolves by the deadline. A request
+    # that fails here leaves started queries to end at their deadline, unawaited.
+    pending: list[tuple[Arm, list[int], Sequence[bytes | Expired | asyncio.Future[Outcome]]]] = []
+    for arm, indices in groups.items():
+        assert arm.key is not None  # split_arms keeps routable arms only
+        waits: Sequence[bytes | Expired | asyncio.Future[Outcome]]
+        try:
+            waits = submit(
+                state,
+                arm.key,
+                route.app,
+                [items[i] for i in indices],
+                [ids[i] for i in indices],
+                deadline,
+            )
+        except OverloadedError as exc:
+            if not ensemble:
+                raise
+            waits = [Expired(f"{arm_label(arm)} is overloaded: {exc}")] * len(indices)
+        pending.append((arm, indices, waits))
+    for arm, indices, arm_waits in pending:
+        for i, wait in zip(indices, arm_waits, strict=True):
+            outcome = wait if isinstance(wait, bytes | Expired) else await wait
             asked[i].outcomes.append((arm, outcome))
     return asked
 
@@ -127,7 +127,11 @@ def answer(route: Route, asked: Asked, view: PolicyState) -> Answer:
             return Answer(failures[0], [], missing)
         return Answer(Expired("; ".join(f"{m}: {why}" for m, why in missing)), [], missing)
     weights = ensemble_weights(route, [arm for arm, _ in answered], view)
-    output = combine([o for _, o in answered], weights, route.params.loss)
+    outputs = [o for _, o in answered]
+    try:
+        output = combine(outputs, weights, route.params.loss)
+    except (TypeError, ValueError, RecursionError):  # answers too odd to weigh (too deep)
+        output = outputs[max(range(len(outputs)), key=weights.__getitem__)]
     return Answer(output, [arm_label(arm) for arm, _ in answered], missing)
 
 

@@ -25,6 +25,20 @@ async def evaluate(
     Raises ``OverloadedError`` or ``TooManyInputsError`` (from the dispatcher) when the
     model's queue cannot take the items; none of them is then left waiting.
     """
+    waits = submit(state, key, app, items, ids, deadline)
+    return [w if isinstance(w, bytes) else await w for w in waits]
+
+
+def submit(
+    state: FrontendState,
+    key: ModelKey,
+    app: App,
+    items: list[Item],
+    ids: list[int],
+    deadline: float,
+) -> list[bytes | asyncio.Future[Outcome]]:
+    """Start ``evaluate``'s work and return, per item, its answer (a cache hit) or the
+    future that gets it by ``deadline``; several models' work starts without a task each."""
     cache = state.cache
     use_cache = cache.enabled and app.cache_enabled
     founds: list[bytes | asyncio.Future[Outcome] | Flight | None]
@@ -60,4 +74,4 @@ async def evaluate(
             for query in queries:
                 query.resolve(Expired(str(exc)))  # answers any query that joined these
             raise
-    return [w if isinstance(w, bytes) else await w for w in waits]
+    return waits

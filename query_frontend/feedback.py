@@ -5,8 +5,10 @@ Losses (``loss`` in the app's policy parameters):
     zero_one   0 if the answer equals the label, else 1 (numbers compare by value)
     squared    sum of squared differences (numbers, or equal-shaped lists of numbers)
     absolute   sum of absolute differences
-    auto       squared when the label or an answer holds a non-integer number and
-               both are numeric; zero_one otherwise
+    auto       squared when the answers are numbers and one holds a non-integer
+               (a regressor's), zero_one otherwise (a classifier's labels, ints
+               included): decided by the answers alone, as ``ensemble`` decides
+               how to combine them
 
 What is learned (``policy_state.ArmFeedback.log_weight``):
 
@@ -21,12 +23,15 @@ What is learned (``policy_state.ArmFeedback.log_weight``):
 
 Numeric losses are made unitless by dividing by the typical loss so far (the state's
 mean loss per arm update), so ``eta`` means the same for labels in metres or in
-millions.
+millions. Once there is a history, a loss over ``OUTLIER_FACTOR`` times the typical one
+is counted as that much: one absurd label must not make every later loss look tiny.
+A label whose loss is not a finite number is refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +47,8 @@ ABSOLUTE = "absolute"
 # One update may move a log-weight by at most this much: one outlier label must not
 # wipe out what thousands of updates taught.
 MAX_STEP = 5.0
+OUTLIER_FACTOR = 100.0
+MIN_HISTORY = 10  # arm updates before outliers are capped
 
 
 class LabelError(ValueError):
@@ -55,13 +62,12 @@ class Answered:
     value: Any  # its answer, parsed
 
 
-def loss_kind(loss: str, label: Any, values: Sequence[Any]) -> str:
+def loss_kind(loss: str, values: Sequence[Any]) -> str:
     if loss != "auto":
         return loss
-    if numeric(label) is None or any(numeric(v) is None for v in values):
+    if not values or any(numeric(v) is None for v in values):
         return ZERO_ONE
-    fractional = holds_fraction(label) or any(holds_fraction(v) for v in values)
-    return SQUARED if fractional else ZERO_ONE
+    return SQUARED if any(holds_fraction(v) for v in values) else ZERO_ONE
 
 
 def measure(kind: str, value: Any, label: Any, who: str) -> float:
@@ -80,8 +86,9 @@ def measure(kind: str, value: Any, label: Any, who: str) -> float:
             f"answer of {who}, {orjson.dumps(value).decode()[:80]}, under the {kind} loss: "
             "send a label of the same shape, or set the app's loss to 'zero_one'"
         )
-    diff = y_hat - y
-    return float(np.sum(diff * diff)) if kind == SQUARED else float(np.sum(np.abs(diff)))
+    with np.errstate(over="ignore", invalid="ignore"):  # an inf loss is refused by learn
+        diff = y_hat - y
+        return float(np.sum(diff * diff)) if kind == SQUARED else float(np.sum(np.abs(diff)))
 
 
 def same(value: Any, label: Any) -> bool:
@@ -107,17 +114,46 @@ def learn(
     probability: float,
     weights: Sequence[float],
     scale: tuple[float, int],
+    starts: Mapping[str, float] | None = None,
 ) -> Lesson:
-    """What one feedback message teaches.
+    """What one feedback message teaches; ``LabelError`` if the label cannot be used.
 
     ``probability`` is the chance the one exp3 arm had; ``weights`` the exp4 weights of
-    the arms that answered; ``scale`` the state's (loss sum, update count) so far.
+    the arms that answered; ``scale`` the app state's (loss sum, arm updates) so far;
+    ``starts`` each arm's log-weight as the state shows it (for an arm's first record).
     """
+    try:
+        return _learn(params, answered, label, probability, weights, scale, starts or {})
+    except (TypeError, ValueError, RecursionError) as exc:  # absurdly nested or sized values
+        if isinstance(exc, LabelError):
+            raise
+        raise LabelError(f"the label cannot be compared with the answers: {exc}") from None
+
+
+def _learn(
+    params: PolicyParams,
+    answered: Sequence[Answered],
+    label: Any,
+    probability: float,
+    weights: Sequence[float],
+    scale: tuple[float, int],
+    starts: Mapping[str, float],
+) -> Lesson:
     values = [a.value for a in answered]
-    kind = loss_kind(params.loss, label, values)
+    kind = loss_kind(params.loss, values)
     losses = [measure(kind, a.value, label, a.label) for a in answered]
+    if not all(math.isfinite(loss) for loss in losses):
+        raise LabelError(
+            f"the {kind} loss of this label is not a finite number: send a label on the "
+            "scale of the answers"
+        )
     total, count = scale
-    typical = (total + sum(losses)) / (count + len(losses)) if losses else 1.0
+    if count >= MIN_HISTORY and total > 0:
+        cap = OUTLIER_FACTOR * total / count
+        counted = [min(loss, cap) for loss in losses]
+    else:
+        counted = losses
+    typical = (total + sum(counted)) / (count + len(counted)) if counted else 1.0
     typical = typical if typical > 0 else 1.0
 
     def bounded(loss: float) -> float:  # a loss in [0, 1)
@@ -125,37 +161,45 @@ def learn(
 
     steps = [0.0] * len(answered)
     if params.policy == EXP3 and len(answered) == 1:
-        steps[0] = -params.eta * bounded(losses[0]) / max(probability, 1e-6)
+        steps[0] = -params.eta * bounded(counted[0]) / max(probability, 1e-6)
     elif params.policy == EXP4 and answered:
-        gradient = _gradient(kind, values, weights, label, typical)
-        if gradient is None:
-            steps = [-params.eta * bounded(loss) for loss in losses]
-        else:
-            steps = [-params.eta * g for g in gradient]
+        if kind == ZERO_ONE:
+            steps = [-params.eta * bounded(loss) for loss in counted]
+        elif len(answered) >= 2:  # one answer says nothing about how to mix them
+            gradient = _gradient(kind, values, weights, label, typical)
+            if gradient is not None:
+                steps = [-params.eta * g for g in gradient]
     arms = {
-        a.arm: ArmFeedback(max(-MAX_STEP, min(MAX_STEP, step)), loss)
-        for a, step, loss in zip(answered, steps, losses, strict=True)
+        a.arm: ArmFeedback(_clip(step), loss, starts.get(a.arm, 0.0))
+        for a, step, loss in zip(answered, steps, counted, strict=True)
     }
     return Lesson({a.label: loss for a, loss in zip(answered, losses, strict=True)}, arms)
+
+
+def _clip(step: float) -> float:
+    if math.isnan(step):
+        return -MAX_STEP
+    return max(-MAX_STEP, min(MAX_STEP, step))
 
 
 def _gradient(
     kind: str, values: Sequence[Any], weights: Sequence[float], label: Any, typical: float
 ) -> list[float] | None:
     """d(loss of the weighted mean)/d(log-weight) per arm, unitless; None for classes."""
-    if kind == ZERO_ONE or len(values) < 2:
+    if len(values) < 2:
         return None
     mean = weighted_mean(values, weights)
     y = numeric(label)
     if mean is None or y is None or mean.shape != y.shape:
         return None
-    error = mean - y
-    direction = 2 * error if kind == SQUARED else np.sign(error)
     grads: list[float] = []
-    for value in values:
-        arr = numeric(value)
-        assert arr is not None  # weighted_mean checked every value
-        grads.append(float(np.sum(direction * (arr - mean))) / typical)
+    with np.errstate(over="ignore", invalid="ignore"):  # a NaN step is clipped by learn
+        error = mean - y
+        direction = 2 * error if kind == SQUARED else np.sign(error)
+        for value in values:
+            arr = numeric(value)
+            assert arr is not None  # weighted_mean checked every value
+            grads.append(float(np.sum(direction * (arr - mean))) / typical)
     return grads
 
 

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from management_frontend.policy_state import (
+    RECORDED,
     ArmFeedback,
     ArmState,
     PolicyState,
@@ -41,6 +42,8 @@ WRITE_TIMEOUT_S = 2.0
 
 
 class PolicyStates:
+    """Copies of learned state by (app, epoch), and of users' parts by (app, epoch, uid)."""
+
     def __init__(
         self,
         r: aioredis.Redis,
@@ -57,67 +60,81 @@ class PolicyStates:
         self.user_refresh_s = user_refresh_s
         self.max_users = max_users
         self._clock = clock
-        self.apps: dict[str, PolicyState] = {}
-        self._users: OrderedDict[tuple[str, str], tuple[PolicyState, float]] = OrderedDict()
-        self._loading: set[tuple[str, str]] = set()
+        self.apps: dict[tuple[str, str], PolicyState] = {}
+        self._users: OrderedDict[tuple[str, str, str], tuple[PolicyState, float]] = OrderedDict()
+        self._loading: set[tuple[str, str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.tracked: Callable[[], Iterable[str]] = lambda: ()  # apps that learn
+        # The (app, epoch) of every app whose policy learns, to re-read periodically.
+        self.tracked: Callable[[], Iterable[tuple[str, str]]] = lambda: ()
 
-    def view(self, app: str, uid: str | None) -> PolicyState:
+    def view(self, app: str, epoch: str, uid: str | None) -> PolicyState:
         """What a query of ``app`` by ``uid`` sees: the app's state plus the user's part."""
-        base = self.apps.get(app)
-        if base is None:
-            base = self.apps[app] = PolicyState()
-            self._spawn(self._load_app(app))
+        base = self.app_state(app, epoch)
         if uid is None:
             return base
-        entry = self._users.get((app, uid))
+        key = (app, epoch, uid)
+        entry = self._users.get(key)
         if entry is None or self._clock() - entry[1] > self.user_refresh_s:
-            self._load_user_later(app, uid)
+            self._load_user_later(key)
         if entry is None:
             return base
-        self._users.move_to_end((app, uid))
+        self._users.move_to_end(key)
         return base.plus(entry[0])
 
-    def user_part(self, app: str, uid: str) -> PolicyState | None:
-        entry = self._users.get((app, uid))
-        return entry[0] if entry else None
+    def app_state(self, app: str, epoch: str) -> PolicyState:
+        state = self.apps.get((app, epoch))
+        if state is None:
+            # A new epoch (a reset, a new policy): older copies of the app are done with.
+            for old in [k for k in self.apps if k[0] == app]:
+                del self.apps[old]
+            state = self.apps[(app, epoch)] = PolicyState()
+            self._spawn(self._load_app(app, epoch))
+        return state
 
-    async def record(self, app: str, uid: str | None, feedback: Mapping[str, ArmFeedback]) -> None:
-        """Store one feedback message in Redis, then in the copy. Raises on Redis errors."""
-        await asyncio.wait_for(
-            record_feedback(self._r, self._keys, app, uid, feedback), WRITE_TIMEOUT_S
+    async def record(
+        self,
+        app: str,
+        epoch: str,
+        uid: str | None,
+        feedback: Mapping[str, ArmFeedback],
+        feedback_id: str | None = None,
+    ) -> int:
+        """Store one feedback message in Redis, then in the copy; ``RECORDED``,
+        ``STALE`` or ``DUPLICATE`` (see ``record_feedback``). Raises on Redis errors."""
+        status = await asyncio.wait_for(
+            record_feedback(self._r, self._keys, app, epoch, uid, feedback, feedback_id),
+            WRITE_TIMEOUT_S,
         )
-        _add(self.apps.setdefault(app, PolicyState()), feedback)
+        if status != RECORDED:
+            return status
+        _add(self.app_state(app, epoch), feedback, levelled=True)
         if uid is not None:
-            entry = self._users.get((app, uid))
+            entry = self._users.get((app, epoch, uid))
             if entry is not None:
-                _add(entry[0], feedback)
+                _add(entry[0], feedback, levelled=False)
+        return status
 
     def on_change(self, change: Change) -> None:
-        """Re-read an app's state when its policy changed or was reset, and drop its users'
-        parts (or the one user's part a reset names); the old copy serves until then."""
+        """Re-read an app's state when its policy changed or was reset, and drop its
+        users' parts (or the one user's part a reset names); the copy serves meanwhile.
+        A new epoch needs nothing here: its first query reads it."""
         if change.kind != ChangeKind.APP or change.fields.get("op") not in _RELOAD_ON:
             return
         app = change.fields.get("app", "")
         uid = change.fields.get("uid")
-        for key in [k for k in self._users if k[0] == app and uid in (None, k[1])]:
+        for key in [k for k in self._users if k[0] == app and uid in (None, k[2])]:
             del self._users[key]
         if uid is None:
-            self._spawn(self._load_app(app))
-
-    def forget(self, app: str) -> None:
-        self.apps.pop(app, None)
-        for key in [k for k in self._users if k[0] == app]:
-            del self._users[key]
+            for _, epoch in [k for k in self.apps if k[0] == app]:
+                self._spawn(self._load_app(app, epoch))
 
     async def run(self) -> None:
         """Re-read the tracked apps' records every ``refresh_s`` until cancelled."""
         while True:
             await asyncio.sleep(self.refresh_s)
-            for app in list(self.tracked()):
+            for app, epoch in list(self.tracked()):
                 with contextlib.suppress(RedisError, OSError):
-                    await self._load_app(app)
+                    await self._load_app(app, epoch)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -131,38 +148,44 @@ class PolicyStates:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _load_app(self, app: str) -> None:
+    async def _load_app(self, app: str, epoch: str) -> None:
         try:
-            state = await read_app_part(self._r, self._keys, app)
+            state = await read_app_part(self._r, self._keys, app, epoch)
         except (RedisError, OSError) as exc:
             logger.warning("cannot read the policy state of app %s: %s", app, exc)
             return
-        self.apps[app] = state
+        if (app, epoch) in self.apps:  # not replaced by a newer epoch meanwhile
+            self.apps[(app, epoch)] = state
 
-    def _load_user_later(self, app: str, uid: str) -> None:
-        if (app, uid) in self._loading:
+    def _load_user_later(self, key: tuple[str, str, str]) -> None:
+        if key in self._loading:
             return
-        self._loading.add((app, uid))
-        self._spawn(self._load_user(app, uid))
+        self._loading.add(key)
+        self._spawn(self._load_user(key))
 
-    async def _load_user(self, app: str, uid: str) -> None:
+    async def _load_user(self, key: tuple[str, str, str]) -> None:
+        app, epoch, uid = key
         try:
-            part = await read_user_part(self._r, self._keys, app, uid)
+            part = await read_user_part(self._r, self._keys, app, epoch, uid)
         except (RedisError, OSError) as exc:
             logger.warning("cannot read the policy state of user %s of %s: %s", uid, app, exc)
             return
         finally:
-            self._loading.discard((app, uid))
-        self._users[(app, uid)] = (part, self._clock())
-        self._users.move_to_end((app, uid))
+            self._loading.discard(key)
+        self._users[key] = (part, self._clock())
+        self._users.move_to_end(key)
         while len(self._users) > self.max_users:
             self._users.popitem(last=False)
 
 
-def _add(state: PolicyState, feedback: Mapping[str, ArmFeedback]) -> None:
+def _add(state: PolicyState, feedback: Mapping[str, ArmFeedback], *, levelled: bool) -> None:
+    """Add feedback to a copy as the script adds it to Redis (``levelled``: the app's
+    record, where an arm's first log-weight is its start)."""
     state.updates += 1
     for arm, fb in feedback.items():
-        entry = state.arms.setdefault(arm, ArmState())
+        entry = state.arms.get(arm)
+        if entry is None:
+            entry = state.arms[arm] = ArmState(fb.start if levelled else 0.0)
         entry.log_weight += fb.log_weight
         entry.updates += 1
         entry.loss_sum += fb.loss

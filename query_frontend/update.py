@@ -1,16 +1,19 @@
 """``POST /{app}/update``: feedback that teaches the app's selection policy.
 
-The body is ``{"input": ..., "label": ..., "uid"?: ...}``. The input goes to the arm(s)
-the policy picks, exactly as a query would (``split`` and ``exp3`` draw one arm, with
-its probability; ``exp4`` asks every arm); each answer is compared with the label by
-the app's loss, and what that teaches (``feedback.learn``) is added to the app's state
-and, with a uid, the user's, in Redis. The answer says who answered and their losses:
+The body is ``{"input": ..., "label": ..., "uid"?: ..., "feedback_id"?: ...}``. The
+input goes to the arm(s) the policy picks, exactly as a query would (``split`` and
+``exp3`` draw one arm, with its probability; ``exp4`` asks every arm); each answer is
+compared with the label by the app's loss, and what that teaches (``feedback.learn``)
+is added to the app's state and, with a uid, the user's, in Redis. The answer says who
+answered and their losses:
 
     {"query_id": 7, "models": ["m1:1"], "losses": {"m1:1": 0.0}}
 
 Every policy counts the losses (a split reports each arm's mean loss: an A/B test);
-exp3 and exp4 also move their weights. Feedback is stored before the answer is sent:
-a 200 means it counts, a 503 means it was not stored and may be sent again.
+exp3 and exp4 also move their weights, and keep a user's part when there is a uid.
+Feedback is stored before the answer is sent: a 200 means it counts. A 503 means it
+could not be confirmed; sent again with the same ``feedback_id`` it counts at most once
+(``"duplicate": true`` when it had been stored after all).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 import orjson
 from redis.exceptions import RedisError
 
-from management_frontend.policy_state import EXP4
+from management_frontend.policy_state import DUPLICATE, EXP3, EXP4, STALE
 from query_frontend.asgi import (
     BodyTooLargeError,
     ClientGoneError,
@@ -43,7 +46,20 @@ from query_frontend.routing import Route
 from query_frontend.selection import Choice, ensemble_weights
 from query_frontend.state import FrontendState
 
-_HINT = '{"input": ..., "label": ..., "uid": ... (optional)}'
+_HINT = '{"input": ..., "label": ..., "uid": ... (optional), "feedback_id": ... (optional)}'
+MAX_FEEDBACK_ID_LENGTH = 128
+
+
+def _feedback_id(doc: dict[str, object]) -> str | None:
+    value = doc.get("feedback_id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_FEEDBACK_ID_LENGTH:
+        raise InputError(
+            f'"feedback_id" must be a string of 1 to {MAX_FEEDBACK_ID_LENGTH} characters, '
+            f"got {str(value)[:40]!r}: it makes a retried feedback count once"
+        )
+    return value
 
 
 async def handle_update(
@@ -76,6 +92,7 @@ async def _update(state: FrontendState, route: Route, scope: Scope, receive: Rec
                 raise InputError(f'the body has no "{field}" field: send {_HINT}')
         item = convert(doc["input"], app.input_type, "input")
         uid = user_id(doc)
+        feedback_id = _feedback_id(doc)
     except InputError as exc:
         return error(400, "invalid_input", f"app '{app.name}' ({app.input_type}): {exc}")
     label = doc["label"]
@@ -86,7 +103,8 @@ async def _update(state: FrontendState, route: Route, scope: Scope, receive: Rec
     arrival = loop.time()
     deadline = answer_by(arrival, app.slo_micros / 1e6, state.dispatcher.timer_lag.lag(arrival))
     qid = next(state.query_ids)
-    view = state.policies.view(app.name, uid)
+    epoch = app.policy_epoch
+    view = state.policies.view(app.name, epoch, uid)
     try:
         if route.model_key is not None:
             arm = route.arms[0]
@@ -121,13 +139,12 @@ async def _update(state: FrontendState, route: Route, scope: Scope, receive: Rec
     if route.params.policy == EXP4:
         arms = [arm for arm, o in asked.outcomes if isinstance(o, bytes)]
         weights = ensemble_weights(route, arms, view)
-    app_state = state.policies.apps.get(app.name)
-    scale = (0.0, 0)
-    if app_state is not None:
-        scale = (
-            sum(a.loss_sum for a in app_state.arms.values()),
-            sum(a.updates for a in app_state.arms.values()),
-        )
+    app_state = state.policies.app_state(app.name, epoch)
+    scale = (
+        sum(a.loss_sum for a in app_state.arms.values()),
+        sum(a.updates for a in app_state.arms.values()),
+    )
+    names = [a.arm for a in answered]
     try:
         lesson = learn(
             route.params,
@@ -136,18 +153,28 @@ async def _update(state: FrontendState, route: Route, scope: Scope, receive: Rec
             probability=asked.choice.probability,
             weights=weights,
             scale=scale,
+            starts=dict(zip(names, app_state.log_weights(names), strict=True)),
         )
     except LabelError as exc:
         return error(400, "invalid_label", f"app '{app.name}': {exc}")
+    # A user's own part matters only to policies that choose by what was learned.
+    learner = uid if route.policy in (EXP3, EXP4) else None
     try:
-        await state.policies.record(app.name, uid, lesson.arms)
+        status = await state.policies.record(app.name, epoch, learner, lesson.arms, feedback_id)
     except (RedisError, OSError, TimeoutError) as exc:
+        retry = "send it again with the same feedback_id" if feedback_id else "send it again"
         return error(
             503,
             "unavailable",
-            f"the feedback could not be stored in Redis ({exc or type(exc).__name__}): "
-            "nothing was learned, send it again",
+            f"Redis did not confirm storing the feedback ({exc or type(exc).__name__}); {retry}",
             {"Retry-After": "1"},
+        )
+    if status == STALE:
+        return error(
+            409,
+            "policy_changed",
+            f"the policy of app '{app.name}' was changed or reset while this feedback was "
+            "in flight: nothing was learned; send it again if it still applies",
         )
     answer: dict[str, object] = {
         "query_id": qid,
@@ -156,4 +183,6 @@ async def _update(state: FrontendState, route: Route, scope: Scope, receive: Rec
     }
     if silent:
         answer["missing"] = [m for m, _ in silent]
+    if status == DUPLICATE:
+        answer["duplicate"] = True  # counted before: not counted again
     return Reply(200, orjson.dumps(answer))

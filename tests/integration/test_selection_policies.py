@@ -153,6 +153,8 @@ def test_feedback_that_cannot_be_used_gets_a_specific_error(conn: Connection) ->
         ({"input": ["x"], "label": 1}, 400, "list of integers"),
         ({"input": [1], "label": 1, "uid": ""}, 400, '"uid" must be a non-empty string'),
         ({"input": [1], "label": [1.0, 2.0]}, 400, "same shape"),
+        ({"input": [1], "label": 1e200}, 400, "not a finite number"),
+        ({"input": [1], "label": 1, "feedback_id": 7}, 400, '"feedback_id" must be a string'),
     ]
     for body, status, words in cases:
         r = HTTP.post(url, json=body)
@@ -161,6 +163,19 @@ def test_feedback_that_cannot_be_used_gets_a_specific_error(conn: Connection) ->
     r = HTTP.post(f"http://{conn.get_query_addr()}/nobody/update", json={})
     assert r.status_code == 404
     assert conn.get_policy_state("picky")["updates"] == 0  # nothing was learned from them
+
+
+def test_a_retried_feedback_with_its_id_counts_once(conn: Connection) -> None:
+    conn.register_application("retry", "ints", -1, 2_000_000, policy="exp3")
+    deploy_python_closure(conn, "retry-m", "1", "ints", lambda xs: [1 for _ in xs])
+    conn.link_model_to_app("retry", "retry-m")
+    body = {"input": [3], "label": 0, "feedback_id": "order-17"}
+    first = post(conn, "retry", "update", body)
+    again = post(conn, "retry", "update", body)
+    assert "duplicate" not in first and again["duplicate"] is True
+    assert first["losses"] == again["losses"] == {"retry-m:1": 1.0}
+    post(conn, "retry", "update", {**body, "feedback_id": "order-18"})
+    assert conn.get_policy_state("retry")["updates"] == 2
 
 
 # ---------------------------------------------------------------------- exp4

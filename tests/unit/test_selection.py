@@ -218,9 +218,11 @@ def test_losses() -> None:
     assert measure("zero_one", "cat", "dog", "m") == 1.0
     assert measure("squared", [1.0, 2.0], [0.0, 0.0], "m") == 5.0
     assert measure("absolute", 1.5, 3.0, "m") == 1.5
-    assert loss_kind("auto", 1.5, [2.0]) == "squared"
-    assert loss_kind("auto", 1, [0, 1]) == "zero_one"
-    assert loss_kind("auto", "cat", ["dog"]) == "zero_one"
+    # "auto" goes by the answers, as combining them does: floats are numbers, the rest classes.
+    assert loss_kind("auto", [2.0, 3]) == "squared"
+    assert loss_kind("auto", [0, 1]) == "zero_one"
+    assert loss_kind("auto", ["dog"]) == "zero_one"
+    assert loss_kind("absolute", [0, 1]) == "absolute"
 
 
 def test_a_label_that_does_not_fit_the_loss_is_refused() -> None:
@@ -305,3 +307,60 @@ def test_exp4_on_classes_moves_weight_to_the_model_that_is_right() -> None:
     lesson = learn(params, answered, "cat", probability=1, weights=[0.5, 0.5], scale=(0, 0))
     assert lesson.arms["a"].log_weight == 0.0
     assert lesson.arms["b"].log_weight == pytest.approx(-0.1)
+
+
+def test_a_label_with_an_infinite_loss_is_refused_not_learned() -> None:
+    params = PolicyParams.parse("exp3", {})
+    with pytest.raises(LabelError, match="not a finite number"):
+        learn(params, [Answered("a", "a:1", 1.0)], 1e200, probability=0.5, weights=[], scale=(0, 0))
+
+
+def test_one_outlier_label_does_not_stop_learning() -> None:
+    params = PolicyParams.parse("exp3", {})
+    history = (100.0, 100)  # a typical loss of 1
+    outlier = learn(
+        params, [Answered("a", "a:1", 1.0)], 1e100, probability=0.5, weights=[], scale=history
+    )
+    counted = outlier.arms["a"].loss
+    assert counted == pytest.approx(100.0)  # capped at 100 typical losses
+    assert outlier.losses == {"a:1": pytest.approx(1e200)}  # the answer reports the real one
+    later = learn(
+        params,
+        [Answered("a", "a:1", 1.0)],
+        3.0,
+        probability=0.5,
+        weights=[],
+        scale=(history[0] + counted, history[1] + 1),
+    )
+    assert later.arms["a"].log_weight < -0.1  # a loss of 4 still teaches something
+
+
+def test_labels_too_deep_to_compare_are_refused() -> None:
+    deep: Any = 1
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(LabelError):
+        learn(PolicyParams.parse("exp3", {}), [Answered("a", "a:1", "x")], deep,
+              probability=1, weights=[], scale=(0, 0))  # fmt: skip
+
+
+def test_an_ensemble_with_one_numeric_answer_learns_no_mix() -> None:
+    params = PolicyParams.parse("exp4", {})
+    lesson = learn(params, [Answered("a", "a:1", 2.5)], 1.0, probability=1, weights=[1.0],
+                   scale=(0, 0))  # fmt: skip
+    assert lesson.arms["a"].log_weight == 0.0 and lesson.arms["a"].loss == pytest.approx(2.25)
+
+
+def test_an_arms_first_feedback_starts_it_level_with_the_best() -> None:
+    params = PolicyParams.parse("exp3", {})
+    state = PolicyState({"a": ArmState(-40.0, 100, 10.0), "b": ArmState(-45.0, 100, 50.0)})
+    names = ["a", "b", "new"]
+    starts = dict(zip(names, state.log_weights(names), strict=True))
+    lesson = learn(params, [Answered("new", "new:1", 0)], 1, probability=0.3, weights=[],
+                   scale=(60.0, 200), starts=starts)  # fmt: skip
+    assert lesson.arms["new"].start == -40.0
+    # Recorded as the store's script records it: the start, then the step.
+    fb = lesson.arms["new"]
+    state.arms["new"] = ArmState(fb.start + fb.log_weight, 1, fb.loss)
+    probs = state.probabilities(params, names)
+    assert probs[2] < probs[0]  # one wrong answer puts it below the best, not on top
