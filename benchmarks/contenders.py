@@ -5,8 +5,9 @@ on Ctrl-C) stops every process the group started.
 
 - ``schooner``: one local Schooner cluster (the public admin API, LocalContainerManager)
   with four models' worth of apps: a no-op and the sklearn model with adaptive batching,
-  the sklearn model with batch size 1, the cache-hit path (a constant body) and the
-  sklearn model behind an app with a 20 ms SLO.
+  the sklearn model with batch size 1, the cache-hit path (a constant body), the
+  sklearn model behind an app with a 20 ms SLO, and three copies of the sklearn model
+  behind an exp3 app (one model per query) and an exp4 app (all three, combined).
 - ``raw-asgi``: a bare ASGI app under uvicorn answering a constant: the HTTP ceiling.
 - ``starlette-sklearn``: Starlette with the model in-process, one predict per request.
 - ``ray-serve``: Ray Serve with ``@serve.batch(64, 2 ms)``, in its own venv, if present.
@@ -102,6 +103,8 @@ def schooner(settings: Settings) -> Iterator[list[Target]]:
             deploy_python_closure(conn, "noop", "1", "doubles", noop)
             deploy_python_closure(conn, "sklearn", "1", "doubles", predict)
             deploy_python_closure(conn, "sklearn-b1", "1", "doubles", predict, batch_size=1)
+            for copy in ("sklearn-2", "sklearn-3"):
+                deploy_python_closure(conn, copy, "1", "doubles", predict)
             apps = [
                 ("noop", "noop", slo),
                 ("sklearn", "sklearn", slo),
@@ -112,6 +115,13 @@ def schooner(settings: Settings) -> Iterator[list[Target]]:
             for app, model_name, app_slo in apps:
                 conn.register_application(app, "doubles", -1.0, app_slo)
                 conn.link_model_to_app(app, model_name)
+            for policy in ("exp3", "exp4"):
+                app = f"sklearn-{policy}"
+                # Class labels: the ensemble votes (weighted), as it would for a classifier.
+                conn.register_application(app, "doubles", -1.0, slo, policy=policy)
+                for model_name in ("sklearn", "sklearn-2", "sklearn-3"):
+                    conn.link_model_to_app(app, model_name)
+                apps.append((app, "", slo))
 
             base = f"http://{conn.get_query_addr()}"
             for app, _, _ in apps:
@@ -158,6 +168,24 @@ def schooner(settings: Settings) -> Iterator[list[Target]]:
                     "sklearn, constant body: cache hits",
                     f"{base}/sklearn-cache/predict",
                     "constant",
+                    cs,
+                    pids,
+                    query_pid,
+                ),
+                Target(
+                    "schooner-exp3",
+                    f"exp3 over 3 sklearn models (1 per query), {slo_note}",
+                    f"{base}/sklearn-exp3/predict",
+                    "random",
+                    cs,
+                    pids,
+                    query_pid,
+                ),
+                Target(
+                    "schooner-exp4",
+                    f"exp4 ensemble of 3 sklearn models, {slo_note}",
+                    f"{base}/sklearn-exp4/predict",
+                    "random",
                     cs,
                     pids,
                     query_pid,
