@@ -37,6 +37,7 @@ from management_frontend.models import (
     SetReplicas,
 )
 from management_frontend.policy_state import check_user_id
+from management_frontend.policy_store import PolicyStore
 from management_frontend.schema import App, Keys, Model, arm_name
 from management_frontend.store import Store
 
@@ -64,6 +65,13 @@ def get_store(request: Request) -> Store:
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
+
+
+def get_policies(request: Request) -> PolicyStore:
+    return PolicyStore(get_store(request))
+
+
+PoliciesDep = Annotated[PolicyStore, Depends(get_policies)]
 
 router = APIRouter()
 
@@ -125,8 +133,8 @@ async def set_app_cache(app: AppPath, body: SetAppCache, store: StoreDep) -> dic
 
 
 @router.put("/admin/apps/{app}/policy")
-async def set_policy(app: AppPath, body: SetPolicy, store: StoreDep) -> dict[str, Any]:
-    record = await store.set_policy(app, body.policy, body.params, reset_state=body.reset_state)
+async def set_policy(app: AppPath, body: SetPolicy, policies: PoliciesDep) -> dict[str, Any]:
+    record = await policies.set_policy(app, body.policy, body.params, reset_state=body.reset_state)
     logger.info(
         "app %s selection policy %s %s%s",
         app,
@@ -138,13 +146,17 @@ async def set_policy(app: AppPath, body: SetPolicy, store: StoreDep) -> dict[str
 
 
 @router.get("/admin/apps/{app}/policy/state")
-async def get_policy_state(app: AppPath, store: StoreDep, uid: UserQuery = None) -> dict[str, Any]:
-    return await store.get_policy_state(app, uid)
+async def get_policy_state(
+    app: AppPath, policies: PoliciesDep, uid: UserQuery = None
+) -> dict[str, Any]:
+    return await policies.get_policy_state(app, uid)
 
 
 @router.delete("/admin/apps/{app}/policy/state", status_code=204)
-async def reset_policy_state(app: AppPath, store: StoreDep, uid: UserQuery = None) -> Response:
-    await store.reset_policy_state(app, uid)
+async def reset_policy_state(
+    app: AppPath, policies: PoliciesDep, uid: UserQuery = None
+) -> Response:
+    await policies.reset_policy_state(app, uid)
     if uid is None:
         logger.info("app %s learned policy state reset", app)
     else:

@@ -26,14 +26,12 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
-from management_frontend.errors import Conflict, Invalid, NotFound, StartupError
+from management_frontend.errors import Conflict, NotFound, StartupError
 from management_frontend.policy_state import (
     SINGLE,
-    SPLIT,
     PolicyParams,
     delete_stale_state,
     new_epoch,
-    read_policy_state,
 )
 from management_frontend.schema import (
     SCHEMA_VERSION,
@@ -63,7 +61,7 @@ T = TypeVar("T")
 DEFAULT_MAX_ATTEMPTS = 50
 
 
-def _begin(pipe: Pipeline) -> None:
+def begin(pipe: Pipeline) -> None:
     """MULTI: queue what follows (redis-py leaves ``multi`` unannotated)."""
     pipe.multi()  # type: ignore[no-untyped-call]
 
@@ -73,11 +71,11 @@ async def _reset(pipe: Pipeline) -> None:
     await pipe.reset()  # type: ignore[no-untyped-call]
 
 
-def _fields(record: Mapping[str, str]) -> dict[FieldT, EncodableT]:
+def as_fields(record: Mapping[str, str]) -> dict[FieldT, EncodableT]:
     return {k: v for k, v in record.items()}
 
 
-def _app_missing(name: str) -> NotFound:
+def app_missing(name: str) -> NotFound:
     return NotFound(f"app {name!r} does not exist: register it first")
 
 
@@ -90,28 +88,17 @@ def _version_missing(model: Model, version: str) -> NotFound:
     return NotFound(f"model {model.name!r} has no version {version!r} (its versions: {known})")
 
 
-def _listed(names: Sequence[str]) -> str:
+def listed(names: Sequence[str]) -> str:
     return ", ".join(map(repr, names)) or "none"
 
 
-def _arm_fields(model: str, version: str | None) -> dict[str, str]:
+def _armas_fields(model: str, version: str | None) -> dict[str, str]:
     """A link's feed-entry fields: "model", and "version" for a pinned link."""
     return {"model": model} if version is None else {"model": model, "version": version}
 
 
 def _describe_arm(model: str, version: str | None) -> str:
     return f"model {model!r}" if version is None else f"version {version!r} of model {model!r}"
-
-
-def _params_of(app: App) -> PolicyParams:
-    """The app's stored policy settings; a policy this Schooner does not know is a 409."""
-    try:
-        return PolicyParams.parse(app.policy, app.policy_params)
-    except Invalid as exc:
-        raise Conflict(
-            f"app {app.name!r} has a selection policy this management frontend cannot read "
-            f"({exc.message}): set one with PUT /admin/apps/{app.name}/policy"
-        ) from exc
 
 
 class Store:
@@ -135,7 +122,11 @@ class Store:
     def keys(self) -> Keys:
         return self._keys
 
-    async def _transact(self, watch: Sequence[str], step: Callable[[Pipeline], Awaitable[T]]) -> T:
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._r
+
+    async def transact(self, watch: Sequence[str], step: Callable[[Pipeline], Awaitable[T]]) -> T:
         """Run ``step`` under WATCH ``watch`` until EXEC succeeds.
 
         ``step`` reads through the pipeline (which executes at once while watching),
@@ -175,10 +166,10 @@ class Store:
                     f"version {SCHEMA_VERSION}: upgrade Schooner, or use another key prefix"
                 )
             if found != SCHEMA_VERSION:
-                _begin(pipe)
+                begin(pipe)
                 pipe.hset(keys.meta, "schema_version", str(SCHEMA_VERSION))
 
-        await self._transact([keys.meta], step)
+        await self.transact([keys.meta], step)
         logger.info("Redis schema version %d under prefix %r", SCHEMA_VERSION, keys.prefix)
 
     async def persistence_enabled(self) -> bool | None:
@@ -203,7 +194,7 @@ class Store:
     async def get_app(self, name: str) -> App:
         app = await read_app(self._r, self._keys, name)
         if app is None:
-            raise _app_missing(name)
+            raise app_missing(name)
         return app
 
     async def get_links(self, app: str) -> list[str]:
@@ -271,16 +262,16 @@ class Store:
             stored = replace(
                 app, policy_params=params, policy_epoch=new_epoch(), created_at=self._clock()
             )
-            _begin(pipe)
-            pipe.hset(keys.app(app.name), mapping=_fields(stored.to_hash()))
+            begin(pipe)
+            pipe.hset(keys.app(app.name), mapping=as_fields(stored.to_hash()))
             pipe.delete(keys.links(app.name))
             pipe.sadd(keys.apps, app.name)
             await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.ADD, app=app.name)
             return stored
 
-        stored = await self._transact([keys.app(app.name), keys.links(app.name)], step)
+        stored = await self.transact([keys.app(app.name), keys.links(app.name)], step)
         # Whatever an earlier app of this name learned is not this app's.
-        self._clean_up(app.name, stored.policy_epoch)
+        self.clean_up(app.name, stored.policy_epoch)
         return stored
 
     async def delete_app(self, name: str) -> None:
@@ -289,14 +280,14 @@ class Store:
 
         async def step(pipe: Pipeline) -> None:
             if not await pipe.exists(keys.app(name)):
-                raise _app_missing(name)
-            _begin(pipe)
+                raise app_missing(name)
+            begin(pipe)
             pipe.delete(keys.app(name), keys.links(name))
             pipe.srem(keys.apps, name)
             await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.DELETE, app=name)
 
-        await self._transact([keys.app(name), keys.links(name)], step)
-        self._clean_up(name, None)
+        await self.transact([keys.app(name), keys.links(name)], step)
+        self.clean_up(name, None)
 
     async def set_app_cache(self, name: str, enabled: bool) -> App:
         """Turn an app's prediction cache on or off; query frontends follow the feed."""
@@ -305,16 +296,16 @@ class Store:
         async def step(pipe: Pipeline) -> App:
             app = await read_app(pipe, keys, name)
             if app is None:
-                raise _app_missing(name)
+                raise app_missing(name)
             if app.cache_enabled == enabled:
                 return app
             updated = replace(app, cache_enabled=enabled)
-            _begin(pipe)
+            begin(pipe)
             pipe.hset(keys.app(name), "cache_enabled", encode_flag(enabled))
             await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.SET_CACHE, app=name)
             return updated
 
-        return await self._transact([keys.app(name)], step)
+        return await self.transact([keys.app(name)], step)
 
     async def add_link(
         self, app_name: str, model_name: str, version: str | None = None
@@ -327,7 +318,7 @@ class Store:
         async def step(pipe: Pipeline) -> list[str]:
             app = await read_app(pipe, keys, app_name)
             if app is None:
-                raise _app_missing(app_name)
+                raise app_missing(app_name)
             model = await read_model(pipe, keys, model_name)
             if model is None:
                 raise _model_missing(model_name)
@@ -348,9 +339,9 @@ class Store:
                     f"linked to it: unlink {links[0]!r} first, or give the app a policy that "
                     f"uses several models (split, exp3 or exp4: PUT /admin/apps/{app_name}/policy)"
                 )
-            _begin(pipe)
+            begin(pipe)
             pipe.sadd(keys.links(app_name), arm)
-            where = _arm_fields(model_name, version)
+            where = _armas_fields(model_name, version)
             await publish_change(
                 pipe, keys, ChangeKind.LINKS, op=ChangeOp.LINK, app=app_name, **where
             )
@@ -362,7 +353,7 @@ class Store:
             keys.model(model_name),
             keys.versions(model_name),
         ]
-        return await self._transact(watch, step)
+        return await self.transact(watch, step)
 
     async def delete_link(self, app_name: str, model_name: str, version: str | None = None) -> None:
         """Unlink the model, or with ``version`` the link pinned to that version."""
@@ -371,27 +362,27 @@ class Store:
 
         async def step(pipe: Pipeline) -> None:
             if not await pipe.exists(keys.app(app_name)):
-                raise _app_missing(app_name)
+                raise app_missing(app_name)
             links = await read_links(pipe, keys, app_name)
             if arm not in links:
                 pinned = [v for m, v in map(parse_arm, links) if m == model_name and v]
                 hint = (
-                    f": to unlink a pinned version, name it ({_listed(pinned)})"
+                    f": to unlink a pinned version, name it ({listed(pinned)})"
                     if pinned and version is None
                     else ""
                 )
                 raise NotFound(
                     f"{_describe_arm(model_name, version)} is not linked to app {app_name!r} "
-                    f"(its links: {_listed(links)}){hint}"
+                    f"(its links: {listed(links)}){hint}"
                 )
-            _begin(pipe)
+            begin(pipe)
             pipe.srem(keys.links(app_name), arm)
-            where = _arm_fields(model_name, version)
+            where = _armas_fields(model_name, version)
             await publish_change(
                 pipe, keys, ChangeKind.LINKS, op=ChangeOp.DELETE, app=app_name, **where
             )
 
-        await self._transact([keys.app(app_name), keys.links(app_name)], step)
+        await self.transact([keys.app(app_name), keys.links(app_name)], step)
 
     async def _links_to(self, pipe: Pipeline, model: str) -> dict[str, list[str]]:
         """App -> its links to ``model`` (plain or pinned), for the apps that have any;
@@ -408,108 +399,9 @@ class Store:
                 found[app] = arms
         return found
 
-    # ------------------------------------------------------------------ selection policies
+    # ------------------------------------------------------------------ learned policy state
 
-    async def set_policy(
-        self, app_name: str, policy: str, params: Mapping[str, Any], *, reset_state: bool = False
-    ) -> App:
-        """Give an app a selection policy and its settings.
-
-        A new policy starts from nothing, as does any policy with ``reset_state``: the
-        app gets a new ``policy_epoch`` in the same transaction, and what the old one
-        learned is deleted in the background. Changing only the settings keeps it. A
-        call that changes nothing writes nothing.
-        """
-        keys = self._keys
-        parsed = PolicyParams.parse(policy, params)
-        stored_params = parsed.to_json()
-
-        async def step(pipe: Pipeline) -> App:
-            app = await read_app(pipe, keys, app_name)
-            if app is None:
-                raise _app_missing(app_name)
-            links = await read_links(pipe, keys, app_name)
-            if policy == SINGLE and len(links) > 1:
-                raise Conflict(
-                    f"app {app_name!r} has {len(links)} links ({_listed(links)}) and the "
-                    f"{SINGLE!r} policy serves one: unlink all but one of them first"
-                )
-            if policy == SPLIT and parsed.weights:
-                unknown = [arm for arm in parsed.weights if arm not in links]
-                if unknown:
-                    raise Invalid(
-                        f"the split weights name {_listed(unknown)}, which app {app_name!r} "
-                        f"does not link (its links: {_listed(links)}): link it first, or "
-                        "weigh only linked models"
-                    )
-            changed = app.policy != policy or app.policy_params != stored_params
-            reset = reset_state or app.policy != policy
-            if not changed and not reset:
-                return app
-            epoch = new_epoch() if reset else app.policy_epoch
-            updated = replace(app, policy=policy, policy_params=stored_params, policy_epoch=epoch)
-            _begin(pipe)
-            record = updated.to_hash()
-            fields = {k: record[k] for k in ("policy", "policy_params", "policy_epoch")}
-            pipe.hset(keys.app(app_name), mapping=_fields(fields))
-            await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.SET_POLICY, app=app_name)
-            return updated
-
-        before = await read_app(self._r, keys, app_name)
-        updated = await self._transact([keys.app(app_name), keys.links(app_name)], step)
-        if before is not None and updated.policy_epoch != before.policy_epoch:
-            self._clean_up(app_name, updated.policy_epoch)
-        return updated
-
-    async def get_policy_state(self, app_name: str, uid: str | None = None) -> dict[str, Any]:
-        """What the app's policy has learned, per arm; with ``uid``, what that user sees
-        (the app's state plus what the user's own feedback added)."""
-        app = await self.get_app(app_name)
-        params = _params_of(app)
-        links = await read_links(self._r, self._keys, app_name)
-        state = await read_policy_state(self._r, self._keys, app_name, app.policy_epoch, uid)
-        return {
-            "app": app_name,
-            "policy": app.policy,
-            "params": params.to_json(),
-            "uid": uid,
-            **state.to_json(params, links),
-        }
-
-    async def reset_policy_state(self, app_name: str, uid: str | None = None) -> None:
-        """Forget what the app's policy learned, or with ``uid`` only that user's part.
-
-        The app's own record keeps what a user's feedback taught it: resetting a user
-        makes them see the app's state again. Nothing to forget writes nothing.
-        """
-        keys = self._keys
-
-        async def step(pipe: Pipeline) -> str | None:
-            app = await read_app(pipe, keys, app_name)
-            if app is None:
-                raise _app_missing(app_name)
-            state = keys.policy_state(app_name, app.policy_epoch, uid)
-            if not await pipe.exists(state):
-                return None
-            _begin(pipe)
-            if uid is None:  # a new epoch: one write, however many users there are
-                epoch = new_epoch()
-                pipe.hset(keys.app(app_name), "policy_epoch", epoch)
-                where: dict[str, str] = {}
-            else:
-                epoch = app.policy_epoch
-                pipe.delete(state)
-                where = {"uid": uid}
-            await publish_change(
-                pipe, keys, ChangeKind.APP, op=ChangeOp.RESET_POLICY, app=app_name, **where
-            )
-            return epoch
-
-        epoch = await self._transact([keys.app(app_name)], step)
-        if epoch is not None and uid is None:
-            self._clean_up(app_name, epoch)
-
-    def _clean_up(self, app_name: str, keep_epoch: str | None) -> None:
+    def clean_up(self, app_name: str, keep_epoch: str | None) -> None:
         """Delete an app's learned state of other epochs, in the background."""
 
         async def run() -> None:
@@ -552,14 +444,14 @@ class Store:
                     "deploy this one under a new version"
                 )
             stored = replace(mv, registered_at=self._clock())
-            _begin(pipe)
+            begin(pipe)
             header = {"name": name, "input_type": mv.input_type.value}
             if set_current:
                 header["current_version"] = ver
             elif model is None:
                 header["current_version"] = ""
-            pipe.hset(keys.model(name), mapping=_fields(header))
-            pipe.hset(keys.version(name, ver), mapping=_fields(stored.to_hash()))
+            pipe.hset(keys.model(name), mapping=as_fields(header))
+            pipe.hset(keys.version(name, ver), mapping=as_fields(stored.to_hash()))
             pipe.zadd(keys.versions(name), {ver: stored.registered_at})
             pipe.sadd(keys.models, name)
             await publish_change(
@@ -568,7 +460,7 @@ class Store:
             return stored
 
         watch = [keys.model(name), keys.versions(name), keys.version(name, ver)]
-        return await self._transact(watch, step)
+        return await self.transact(watch, step)
 
     async def set_current_version(self, name: str, version: str) -> Model:
         keys = self._keys
@@ -581,14 +473,14 @@ class Store:
                 raise _version_missing(model, version)
             if model.current_version == version:
                 return model
-            _begin(pipe)
+            begin(pipe)
             pipe.hset(keys.model(name), "current_version", version)
             await publish_change(
                 pipe, keys, ChangeKind.MODEL, op=ChangeOp.SET_CURRENT, model=name, version=version
             )
             return replace(model, current_version=version)
 
-        return await self._transact([keys.model(name), keys.versions(name)], step)
+        return await self.transact([keys.model(name), keys.versions(name)], step)
 
     async def set_num_replicas(self, name: str, version: str, num_replicas: int) -> ModelVersion:
         keys = self._keys
@@ -600,7 +492,7 @@ class Store:
                 raise _model_missing(name) if model is None else _version_missing(model, version)
             if mv.num_replicas == num_replicas:
                 return mv
-            _begin(pipe)
+            begin(pipe)
             pipe.hset(keys.version(name, version), "num_replicas", str(num_replicas))
             await publish_change(
                 pipe,
@@ -612,7 +504,7 @@ class Store:
             )
             return replace(mv, num_replicas=num_replicas)
 
-        return await self._transact([keys.version(name, version)], step)
+        return await self.transact([keys.version(name, version)], step)
 
     def _queue_model_delete(self, pipe: Pipeline, model: Model) -> None:
         keys = self._keys
@@ -630,17 +522,17 @@ class Store:
             linked = await self._links_to(pipe, name)
             if linked:
                 apps = ", ".join(
-                    repr(app) if arms == [name] else f"{app!r} (as {_listed(arms)})"
+                    repr(app) if arms == [name] else f"{app!r} (as {listed(arms)})"
                     for app, arms in linked.items()
                 )
                 raise Conflict(
                     f"model {name!r} is linked to app(s) {apps}: unlink it from every app first"
                 )
-            _begin(pipe)
+            begin(pipe)
             self._queue_model_delete(pipe, model)
             await publish_change(pipe, keys, ChangeKind.MODEL, op=ChangeOp.DELETE, model=name)
 
-        await self._transact([keys.model(name), keys.versions(name), keys.apps], step)
+        await self.transact([keys.model(name), keys.versions(name), keys.apps], step)
 
     async def delete_model_version(self, name: str, version: str) -> None:
         """Delete one version; deleting the last one deletes the model."""
@@ -657,12 +549,12 @@ class Store:
             if pinning:
                 raise Conflict(
                     f"version {version!r} of model {name!r} is pinned by app(s) "
-                    f"{_listed(pinning)}: unlink it first (DELETE "
+                    f"{listed(pinning)}: unlink it first (DELETE "
                     f"/admin/apps/{pinning[0]}/links/{name}?version={version})"
                 )
             # Apps whose plain link follows the current version.
             linked = [app for app, arms in links.items() if name in arms]
-            apps = _listed(linked)
+            apps = listed(linked)
             if linked and model.current_version == version:
                 raise Conflict(
                     f"version {version!r} is the current version of model {name!r}, which is "
@@ -675,7 +567,7 @@ class Store:
                     f"version {version!r} is the last version of model {name!r}, which is "
                     f"linked to app(s) {apps}: unlink the model first"
                 )
-            _begin(pipe)
+            begin(pipe)
             if last:
                 self._queue_model_delete(pipe, model)
             else:
@@ -688,4 +580,4 @@ class Store:
             )
 
         watch = [keys.model(name), keys.versions(name), keys.version(name, version), keys.apps]
-        await self._transact(watch, step)
+        await self.transact(watch, step)
