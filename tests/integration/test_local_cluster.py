@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,20 +32,11 @@ from admin.deployers.python import deploy_python_closure
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def manager(data_dir: Path, ports: dict[str, int] | None = None) -> LocalContainerManager:
-    names = ("query_port", "management_port", "rpc_port", "redis_port")
-    return LocalContainerManager(data_dir=data_dir, **(ports or {n: free_port() for n in names}))
-
-
 @pytest.fixture(scope="module")
-def conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connection]:
-    c = Connection(manager(tmp_path_factory.mktemp("cluster")))
+def conn(
+    tmp_path_factory: pytest.TempPathFactory, local_manager: Callable[..., LocalContainerManager]
+) -> Iterator[Connection]:
+    c = Connection(local_manager(tmp_path_factory.mktemp("cluster")))
     c.start()
     try:
         yield c
@@ -299,11 +289,14 @@ def test_a_pickle_from_another_python_is_refused_at_deploy(
     assert not [m for m in conn.get_all_models() if m.startswith("foreign:")]
 
 
-def test_restart_keeps_apps_models_links_and_versions(tmp_path: Path) -> None:
+def test_restart_keeps_apps_models_links_and_versions(
+    tmp_path: Path,
+    cluster_ports: Callable[[], dict[str, int]],
+    local_manager: Callable[..., LocalContainerManager],
+) -> None:
     data_dir = tmp_path / "restart"
-    names = ("query_port", "management_port", "rpc_port", "redis_port")
-    ports = {n: free_port() for n in names}
-    first = Connection(manager(data_dir, ports))
+    ports = cluster_ports()
+    first = Connection(local_manager(data_dir, ports))
     first.start()
     try:
         first.register_application("keep", "doubles", -1, 2_000_000)
@@ -315,7 +308,7 @@ def test_restart_keeps_apps_models_links_and_versions(tmp_path: Path) -> None:
     finally:
         first.stop_all()
 
-    second = Connection(manager(data_dir, ports))
+    second = Connection(local_manager(data_dir, ports))
     second.start()
     try:
         assert [a["name"] for a in second.get_all_apps(verbose=True)] == ["keep"]

@@ -8,7 +8,6 @@ and feedback over HTTP, as an application sends them. One cluster serves the mod
 from __future__ import annotations
 
 import random
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,22 +23,12 @@ from admin.deployers.python import deploy_python_closure
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-PORTS = ("query_port", "management_port", "rpc_port", "redis_port")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def manager(data_dir: Path, ports: dict[str, int] | None = None) -> LocalContainerManager:
-    return LocalContainerManager(data_dir=data_dir, **(ports or {n: free_port() for n in PORTS}))
-
 
 @pytest.fixture(scope="module")
-def conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connection]:
-    c = Connection(manager(tmp_path_factory.mktemp("cluster")))
+def conn(
+    tmp_path_factory: pytest.TempPathFactory, local_manager: Callable[..., LocalContainerManager]
+) -> Iterator[Connection]:
+    c = Connection(local_manager(tmp_path_factory.mktemp("cluster")))
     c.start()
     try:
         yield c
@@ -295,9 +284,13 @@ def test_split_routes_by_weight_and_keeps_users_on_their_arm(conn: Connection) -
 # ---------------------------------------------------------------------- persistence
 
 
-def test_learned_state_survives_a_full_restart(tmp_path: Path) -> None:
-    ports = {n: free_port() for n in PORTS}
-    first = Connection(manager(tmp_path / "cluster", ports))
+def test_learned_state_survives_a_full_restart(
+    tmp_path: Path,
+    cluster_ports: Callable[[], dict[str, int]],
+    local_manager: Callable[..., LocalContainerManager],
+) -> None:
+    ports = cluster_ports()
+    first = Connection(local_manager(tmp_path / "cluster", ports))
     first.start()
     try:
         first.register_application("remember", "ints", -1, 2_000_000, policy="exp3")
@@ -315,7 +308,7 @@ def test_learned_state_survives_a_full_restart(tmp_path: Path) -> None:
     finally:
         first.stop_all()
 
-    second = Connection(manager(tmp_path / "cluster", ports))
+    second = Connection(local_manager(tmp_path / "cluster", ports))
     second.start()
     try:
         assert second.get_policy_state("remember") == before

@@ -94,9 +94,11 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         print(f"--- {log_path.name} ---\n{log_path.read_text(errors='replace')[-4000:]}")
 
 
-def test_one_replica_answers_both_query_frontends(
-    redis_url: str, spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
-) -> None:
+def start_control_and_two_frontends(
+    redis_url: str, spawn: Callable[..., subprocess.Popen[bytes]]
+) -> tuple[str, list[tuple[str, str]]]:
+    """A management frontend and two query frontends: the management URL, and each query
+    frontend's (HTTP URL, RPC address)."""
     mgmt_port = port()
     spawn("management", "-m", "management_frontend", "--redis-url", redis_url,
           "--host", "127.0.0.1", "--port", str(mgmt_port))  # fmt: skip
@@ -107,9 +109,15 @@ def test_one_replica_answers_both_query_frontends(
               "--host", "127.0.0.1", "--port", str(http_port), "--rpc-host", "127.0.0.1",
               "--rpc-port", str(rpc_port), "--frontend-id", f"qf-{i}")  # fmt: skip
         frontends.append((f"http://127.0.0.1:{http_port}", f"tcp://127.0.0.1:{rpc_port}"))
+    return f"http://127.0.0.1:{mgmt_port}", frontends
+
+
+def test_one_replica_answers_both_query_frontends(
+    redis_url: str, spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    mgmt, frontends = start_control_and_two_frontends(redis_url, spawn)
 
     with httpx.Client(timeout=10) as http:
-        mgmt = f"http://127.0.0.1:{mgmt_port}"
         wait_for(lambda: http.get(f"{mgmt}/healthz").status_code == 200, "management up")
         app = {"name": "adder", "input_type": "doubles", "default_output": "none",
                "slo_micros": 5_000_000}  # fmt: skip
@@ -149,20 +157,10 @@ def test_both_frontends_learn_into_one_policy_state(
     redis_url: str, spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     """Feedback sent to either frontend adds up in Redis, and each routes by all of it."""
-    mgmt_port = port()
-    spawn("management", "-m", "management_frontend", "--redis-url", redis_url,
-          "--host", "127.0.0.1", "--port", str(mgmt_port))  # fmt: skip
-    frontends = []
-    for i in range(2):
-        http_port, rpc_port = port(), port()
-        spawn(f"query-frontend-{i}", "-m", "query_frontend", "--redis-url", redis_url,
-              "--host", "127.0.0.1", "--port", str(http_port), "--rpc-host", "127.0.0.1",
-              "--rpc-port", str(rpc_port), "--frontend-id", f"qf-{i}")  # fmt: skip
-        frontends.append((f"http://127.0.0.1:{http_port}", f"tcp://127.0.0.1:{rpc_port}"))
+    mgmt, frontends = start_control_and_two_frontends(redis_url, spawn)
     rpcs = ",".join(rpc for _, rpc in frontends)
 
     with httpx.Client(timeout=10) as http:
-        mgmt = f"http://127.0.0.1:{mgmt_port}"
         wait_for(lambda: http.get(f"{mgmt}/healthz").status_code == 200, "management up")
         app = {"name": "learner", "input_type": "doubles", "default_output": "none",
                "slo_micros": 5_000_000, "policy": "exp3",
