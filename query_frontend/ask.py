@@ -91,6 +91,7 @@ async def ask(
                 [items[i] for i in indices],
                 [ids[i] for i in indices],
                 deadline,
+                impatient=ensemble,
             )
         except OverloadedError as exc:
             if not ensemble:

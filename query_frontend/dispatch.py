@@ -269,7 +269,23 @@ class Dispatcher:
         replica.abandoned.clear()  # retried when it left rotation
         replica.sent_at.clear()
         self.on_replica_removed(replica)
+        if not q.replicas:
+            self._release_impatient(q)
         self._pump(q)
+
+    def _release_impatient(self, q: ModelQueue) -> None:
+        """The last replica left: queries that need not wait for another (an ensemble's,
+        which answers with the models it has) get their answer now, not at the deadline."""
+        if not any(query.impatient for query in q.pending):
+            return
+        reason = q.explain_expiry()
+        kept: deque[Query] = deque()
+        for query in q.pending:
+            if query.impatient:
+                query.resolve(Expired(reason))
+            elif not query.future.done():
+                kept.append(query)
+        q.pending = kept
 
     def suspend_replica(self, identity: bytes, reason: str, now: float) -> None:
         """Take a replica out of rotation and retry what it holds; it stays registered."""

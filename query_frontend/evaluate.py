@@ -36,9 +36,12 @@ def submit(
     items: list[Item],
     ids: list[int],
     deadline: float,
+    *,
+    impatient: bool = False,
 ) -> list[bytes | asyncio.Future[Outcome]]:
     """Start ``evaluate``'s work and return, per item, its answer (a cache hit) or the
-    future that gets it by ``deadline``; several models' work starts without a task each."""
+    future that gets it by ``deadline``; several models' work starts without a task each.
+    ``impatient`` queries give up as soon as the model has no replica (``Query``)."""
     cache = state.cache
     use_cache = cache.enabled and app.cache_enabled
     founds: list[bytes | asyncio.Future[Outcome] | Flight | None]
@@ -61,7 +64,7 @@ def submit(
         if isinstance(hit, bytes | asyncio.Future):
             waits.append(hit)  # a hit, or joined an identical query already in flight
             continue
-        query = Query(qid, item, deadline, loop.create_future())
+        query = Query(qid, item, deadline, loop.create_future(), impatient=impatient)
         query.timer = loop.call_at(deadline, dispatcher.expire, query, q)
         if hit is not None:
             cache.attach(hit, query.future)  # this query leads: its outcome ends the flight

@@ -34,6 +34,9 @@ class Query:
     future: asyncio.Future[Outcome]
     timer: asyncio.TimerHandle | None = field(default=None)
     submitted: float = 0.0  # loop.time() when it joined its model's queue
+    # Give up as soon as no replica of the model is connected, not at the deadline: set
+    # for the queries of an ensemble, which can answer without this model.
+    impatient: bool = False
 
     def resolve(self, outcome: Outcome) -> None:
         """Answer the query once; later answers (a retry, a late result) are ignored."""

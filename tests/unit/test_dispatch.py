@@ -63,6 +63,27 @@ async def test_batches_respect_the_cap_and_answers_reach_the_right_queries():
     assert [await query.future for query in queries] == [b"%.1f" % (i * 10) for i in range(10)]
 
 
+async def test_when_the_last_replica_goes_an_ensembles_queries_give_up_at_once():
+    loop = asyncio.get_running_loop()
+    d, q, wire = setup(cap=2)
+    d.add_replica(b"a", hello("r0"), loop.time())
+    patient = make_queries(loop, 2)
+    impatient = make_queries(loop, 2)
+    for query in impatient:
+        query.impatient = True
+    d.submit(q, patient + impatient)  # the first batch is in flight on r0
+    d.remove_replica(b"a", "connection closed")
+    await asyncio.sleep(0)
+    for query in impatient:
+        assert query.future.done()
+        assert query.future.result() == Expired("no replica of model 'm' version '1' is connected")
+    # A one-model app's queries keep waiting for a replica until their deadline.
+    assert not any(query.future.done() for query in patient)
+    assert list(q.pending) == patient
+    d.add_replica(b"b", hello("r1"), loop.time())
+    assert [p.size for _, p in wire.sent] == [2, 2]
+
+
 async def test_least_loaded_replica_gets_the_next_batch():
     loop = asyncio.get_running_loop()
     d, q, wire = setup(cap=2)
