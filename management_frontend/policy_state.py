@@ -221,11 +221,13 @@ class PolicyState:
             )
         return out
 
-    def loss_scale(self) -> float:
-        """The mean loss per arm update: what "a typical loss" is, to make losses unitless."""
-        n = sum(a.updates for a in self.arms.values())
-        total = sum(a.loss_sum for a in self.arms.values())
-        return total / n if n and total > 0 else 1.0
+    def loss_totals(self) -> tuple[float, int]:
+        """The sum of every arm's losses and the arm updates they came from: what a
+        typical loss is, to make losses unitless (``feedback.learn``)."""
+        return (
+            sum(a.loss_sum for a in self.arms.values()),
+            sum(a.updates for a in self.arms.values()),
+        )
 
     def log_weights(self, arms: Sequence[str]) -> list[float]:
         """Log-weights of ``arms``; an arm without state starts level with the best one,

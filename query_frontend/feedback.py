@@ -203,4 +203,4 @@ def _gradient(
     return grads
 
 
-__all__ = ["EXP3", "EXP4", "Answered", "LabelError", "Lesson", "learn", "loss_kind", "measure"]
+__all__ = ["Answered", "LabelError", "Lesson", "learn", "loss_kind", "measure"]

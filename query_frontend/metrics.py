@@ -106,9 +106,7 @@ class Metrics:
 
     def request(self, app: str, code: int, seconds: float, outcomes: list[Outcome]) -> None:
         """Count one finished predict request of a registered app."""
-        stats = self._apps.get(app)
-        if stats is None:
-            stats = self._apps[app] = _AppStats()
+        stats = self._app(app)
         stats.codes[code] = stats.codes.get(code, 0) + 1
         stats.latency.observe(seconds)
         for outcome in outcomes:
@@ -121,9 +119,7 @@ class Metrics:
 
     def answered_by(self, app: str, answers: Iterable[Answer]) -> None:
         """Count who answered the queries of an app with several arms (split, exp3, exp4)."""
-        stats = self._apps.get(app)
-        if stats is None:
-            stats = self._apps[app] = _AppStats()
+        stats = self._app(app)
         by_model = stats.by_model
         for ans in answers:
             for label in ans.models:
@@ -133,9 +129,7 @@ class Metrics:
 
     def rejected(self, code: int) -> None:
         """Count a request refused before its app was known (the label stays bounded)."""
-        stats = self._apps.get("")
-        if stats is None:
-            stats = self._apps[""] = _AppStats()
+        stats = self._app("")
         stats.codes[code] = stats.codes.get(code, 0) + 1
 
     # -------------------------------------------------------------------- batches
@@ -151,6 +145,12 @@ class Metrics:
         stats = self._model(key)
         stats.batch_seconds.observe(seconds)
         stats.model_seconds.observe(model_seconds)
+
+    def _app(self, app: str) -> _AppStats:
+        stats = self._apps.get(app)
+        if stats is None:
+            stats = self._apps[app] = _AppStats()
+        return stats
 
     def _model(self, key: ModelKey) -> _ModelStats:
         stats = self._models.get(key)

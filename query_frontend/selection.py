@@ -91,4 +91,11 @@ def ensemble_weights(route: Route, arms: Sequence[Arm], state: PolicyState) -> l
     return state.probabilities(route.params, [a.name for a in arms])
 
 
-__all__ = ["EXP3", "EXP4", "SPLIT", "Choice", "choose", "draw", "split_arms", "sticky_point"]
+__all__ = [
+    "Choice",
+    "choose",
+    "draw",
+    "ensemble_weights",
+    "split_arms",
+    "sticky_point",
+]

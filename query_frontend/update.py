@@ -35,15 +35,14 @@ from query_frontend.asgi import (
     read_body,
     send_reply,
 )
-from query_frontend.ask import Asked, arm_label, ask
+from query_frontend.ask import arm_label, ask
 from query_frontend.deadlines import answer_by
 from query_frontend.dispatch import OverloadedError, TooManyInputsError
-from query_frontend.evaluate import evaluate
 from query_frontend.feedback import Answered, LabelError, learn
 from query_frontend.inputs import InputError, convert, load_object, user_id
 from query_frontend.queries import Failure
 from query_frontend.routing import Route
-from query_frontend.selection import Choice, ensemble_weights
+from query_frontend.selection import ensemble_weights
 from query_frontend.state import FrontendState
 
 _HINT = '{"input": ..., "label": ..., "uid": ... (optional), "feedback_id": ... (optional)}'
@@ -105,23 +104,15 @@ async def _update(state: FrontendState, route: Route, scope: Scope, receive: Rec
     qid = next(state.query_ids)
     epoch = app.policy_epoch
     view = state.policies.view(app.name, epoch, uid)
-    try:
-        if route.model_key is not None:
-            arm = route.arms[0]
-            outcomes = await evaluate(state, route.model_key, app, [item], [qid], deadline)
-            asked = Asked(Choice((arm,)), [(arm, outcomes[0])])
-        else:
-            asked = (await ask(state, route, [item], [qid], deadline, uid, view))[0]
+    try:  # one arm or several: asked as a query of the app would be
+        asked = (await ask(state, route, [item], [qid], deadline, uid, view))[0]
     except OverloadedError as exc:
         return error(503, "overloaded", f"{exc}; retry shortly", {"Retry-After": "1"})
     except TooManyInputsError as exc:  # cannot happen for one input; kept for the types
         return error(413, "too_large", str(exc))
 
-    answered = [
-        Answered(arm.name, arm_label(arm), orjson.loads(o))
-        for arm, o in asked.outcomes
-        if isinstance(o, bytes)
-    ]
+    got = [(arm, o) for arm, o in asked.outcomes if isinstance(o, bytes)]
+    answered = [Answered(arm.name, arm_label(arm), orjson.loads(o)) for arm, o in got]
     silent = [(arm_label(arm), o) for arm, o in asked.outcomes if not isinstance(o, bytes)]
     if not answered:
         failed = [f"{m}: {o.message}" for m, o in silent if isinstance(o, Failure)]
@@ -137,13 +128,8 @@ async def _update(state: FrontendState, route: Route, scope: Scope, receive: Rec
         )
     weights: list[float] = []
     if route.params.policy == EXP4:
-        arms = [arm for arm, o in asked.outcomes if isinstance(o, bytes)]
-        weights = ensemble_weights(route, arms, view)
+        weights = ensemble_weights(route, [arm for arm, _ in got], view)
     app_state = state.policies.app_state(app.name, epoch)
-    scale = (
-        sum(a.loss_sum for a in app_state.arms.values()),
-        sum(a.updates for a in app_state.arms.values()),
-    )
     names = [a.arm for a in answered]
     try:
         lesson = learn(
@@ -152,7 +138,7 @@ async def _update(state: FrontendState, route: Route, scope: Scope, receive: Rec
             label,
             probability=asked.choice.probability,
             weights=weights,
-            scale=scale,
+            scale=app_state.loss_totals(),
             starts=dict(zip(names, app_state.log_weights(names), strict=True)),
         )
     except LabelError as exc:
