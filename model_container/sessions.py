@@ -12,6 +12,7 @@ Lifecycle of a session's connection::
 
     REGISTERING --WELCOME--> READY --(REJECT | disconnect | 3 intervals of silence)-->
         close socket (linger 0), drop queued batches, new socket, REGISTERING
+    REGISTERING --disconnect--> new socket (unread frames discarded), REGISTERING
 
 ``RoundRobin`` decides whose batch runs next: one batch per session per turn, FIFO
 within a session, so a busy frontend cannot starve a quiet one.
@@ -146,6 +147,13 @@ class FrontendSession:
             self._send_hello(now)
         elif event is LinkEvent.DISCONNECTED and self.registered:
             self._reconnect(now, "the connection dropped")
+        elif event is LinkEvent.DISCONNECTED:
+            # Dropped while REGISTERING. A WELCOME the dead peer sent may still wait unread
+            # in the socket; read later, it would register us with whoever listens next on
+            # the address, which never saw our HELLO. A new socket holds nothing stale.
+            self._drop_batches()
+            self._close_link(linger_ms=0)
+            self.link = self._open_link(now)
 
     def _on_frames(self, frames: list[memoryview], now: float) -> None:
         if self.heartbeat is not None:

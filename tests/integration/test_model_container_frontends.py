@@ -26,6 +26,7 @@ import pytest
 import zmq
 
 from model_container import ContainerConfig, ModelContainer, protocol, write_closure_bundle
+from model_container.metrics import ContainerMetrics
 from model_container.protocol import (
     Goodbye,
     Heartbeat,
@@ -33,9 +34,11 @@ from model_container.protocol import (
     InputType,
     Message,
     Predict,
+    Reject,
     Result,
     Welcome,
 )
+from model_container.sessions import FrontendSession, SessionSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -85,6 +88,7 @@ class Router:
             self.socket.setsockopt(zmq.IPV6, 1)
         self.port = port or free_port((host.strip("[]"),))
         self.socket.bind(f"tcp://{host}:{self.port}")
+        self.welcomed: set[bytes] = set()
         self.closed = False
 
     @property
@@ -108,7 +112,9 @@ class Router:
             identity, *frames = self.socket.recv_multipart()
             msg = protocol.decode(frames)
             if isinstance(msg, Heartbeat):
-                self.send(identity, Heartbeat())
+                # As the real frontend must (wire protocol §5): a stranger is told to HELLO.
+                known = identity in self.welcomed
+                self.send(identity, Heartbeat() if known else Reject("not registered: send HELLO"))
             if isinstance(msg, kind):
                 return identity, msg
             assert isinstance(msg, ignore), f"expected {kind.__name__}, got {msg!r}"
@@ -116,6 +122,7 @@ class Router:
     def register(self, heartbeat_ms: int = 1000) -> tuple[bytes, Hello]:
         identity, hello = self.expect(Hello, STARTUP_S, ignore=(Heartbeat,))
         self.send(identity, Welcome(heartbeat_ms))
+        self.welcomed.add(identity)
         return identity, hello
 
     def predict(self, identity: bytes, batch_id: int, inputs: list[list[float]]) -> None:
@@ -249,6 +256,64 @@ def test_batches_of_two_frontends_share_the_model(
         b.predict(id_b, batch_id, [[float(batch_id)]])
     assert [a.expect(Result)[1].batch_id for _ in range(4)] == [1, 2, 3, 4]  # FIFO
     assert [b.expect(Result)[1].batch_id for _ in range(3)] == [2, 3, 4]
+
+
+# ------------------------------------------------------------- one session, step by step
+
+
+def run_session_until(session: FrontendSession, poller: zmq.Poller, router: Router) -> None:
+    """Turn the session's loop (as the server does) until ``router`` has a message."""
+    deadline = time.monotonic() + STARTUP_S
+    while not router.socket.poll(0):
+        assert time.monotonic() < deadline, f"nothing reached {router.address}"
+        ready = dict(poller.poll(10))
+        now = time.monotonic()
+        session.on_ready(ready, now)
+        session.on_timers(now)
+
+
+def test_a_welcome_left_by_a_dropped_connection_does_not_register_the_replica(
+    routers: Callable[..., Router],
+) -> None:
+    """The frontend welcomes the replica and dies before the replica reads the WELCOME.
+    The replica must not count itself registered: a frontend restarted on the address
+    never saw its HELLO, and must get one rather than bare heartbeats."""
+    context: zmq.Context[Any] = zmq.Context()
+    poller = zmq.Poller()
+    settings = SessionSettings.for_replica(
+        "summer", "1", InputType.DOUBLES, "summer-0", 0, 0.05, 0.05, 0.2
+    )
+    metrics = ContainerMetrics("summer", "1", "doubles", "summer-0", process_metrics=False)
+    old = routers()
+    session = FrontendSession(old.address, settings, metrics, context, poller, time.monotonic())
+    try:
+        run_session_until(session, poller, old)
+        identity, _ = old.expect(Hello, ignore=(Heartbeat,))
+        link = session.link
+        while link.monitor.poll(100):  # the handshake's event, handled
+            session.on_ready({link.monitor: zmq.POLLIN}, time.monotonic())
+        old.send(identity, Welcome(100))
+        assert link.socket.poll(REPLY_S * 1000), "the WELCOME never reached the replica"
+        old.close()
+        assert link.monitor.poll(REPLY_S * 1000), "the drop was never reported"
+        # One wake-up sees both: the drop first, then the WELCOME still in the socket.
+        session.on_ready({link.monitor: zmq.POLLIN, link.socket: zmq.POLLIN}, time.monotonic())
+        assert not session.registered
+
+        restarted = routers(port=old.port)
+        run_session_until(session, poller, restarted)
+        new_identity, hello = restarted.expect(Hello, ignore=())  # a HELLO, not a heartbeat
+        assert hello.replica_id == "summer-0"
+        restarted.send(new_identity, Welcome(100))
+        deadline = time.monotonic() + REPLY_S
+        while not session.registered:
+            assert time.monotonic() < deadline, "the restarted frontend's WELCOME was lost"
+            now = time.monotonic()
+            session.on_ready(dict(poller.poll(10)), now)
+            session.on_timers(now)
+    finally:
+        session.leave("test over", linger_ms=0)
+        context.term()
 
 
 # -------------------------------------------------------------------------- discovery
