@@ -1,8 +1,8 @@
 """The real model container process against a real ZeroMQ ROUTER standing in for the frontend.
 
 Each test starts ``python -m model_container`` on a closure bundle written in tmp_path
-and plays the frontend's side of the wire protocol by hand. Every wait polls with a
-deadline; every socket and context is closed with linger 0.
+and plays the frontend's side of the wire protocol with ``fake_frontend.FakeFrontend``.
+Every wait polls with a deadline; every socket and context is closed with linger 0.
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-import orjson
 import pytest
-import zmq
+from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, outputs_of
 
 import model_container
 from model_container import (
@@ -38,21 +36,14 @@ from model_container.protocol import (
     Heartbeat,
     Hello,
     InputType,
-    Message,
     Predict,
     Reject,
     Result,
-    Welcome,
 )
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-STARTUP_S = 20.0  # a cold interpreter importing numpy on a loaded machine
-REPLY_S = 10.0
-DOUBLES = np.dtype("<f8")
-
-M = TypeVar("M", bound=Message)
 
 
 def make_model() -> Callable[[Any], Any]:
@@ -77,85 +68,6 @@ def make_model() -> Callable[[Any], Any]:
         return [float(np.sum(x)) for x in xs]
 
     return model
-
-
-class FakeFrontend:
-    """A ROUTER bound on 127.0.0.1 that answers heartbeats, as a real frontend would.
-
-    It has a context of its own so that ``close()`` can terminate it, which releases the
-    port before returning (closing a socket alone releases it asynchronously), so that a
-    "restarted" frontend can bind the same port at once.
-    """
-
-    def __init__(self, port: int | None = None) -> None:
-        self.context: zmq.Context[Any] = zmq.Context()
-        self.socket = self.context.socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        if port is None:
-            self.port = self.socket.bind_to_random_port("tcp://127.0.0.1")
-        else:
-            self.socket.bind(f"tcp://127.0.0.1:{port}")
-            self.port = port
-        self.closed = False
-        self.heartbeats = 0
-        self.answer_heartbeats = True
-
-    @property
-    def address(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
-
-    def send(self, identity: bytes, msg: Message) -> None:
-        self.socket.send_multipart([identity, *protocol.encode(msg)], copy=False)
-
-    def send_frames(self, identity: bytes, frames: list[bytes]) -> None:
-        self.socket.send_multipart([identity, *frames])
-
-    def recv(self, deadline: float) -> tuple[bytes, Message]:
-        while True:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0 or not self.socket.poll(remaining_ms):
-                raise AssertionError("no message from the container before the deadline")
-            identity, *frames = self.socket.recv_multipart()
-            msg = protocol.decode(frames)
-            if isinstance(msg, Heartbeat):
-                self.heartbeats += 1
-                if self.answer_heartbeats:
-                    self.send(identity, Heartbeat())
-            return identity, msg
-
-    def expect(
-        self,
-        kind: type[M],
-        timeout_s: float = REPLY_S,
-        ignore: tuple[type[Message], ...] = (Heartbeat, Hello),
-    ) -> tuple[bytes, M]:
-        """The next message of ``kind``, skipping ``ignore``d types, within the timeout."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            identity, msg = self.recv(deadline)
-            if isinstance(msg, kind):
-                return identity, msg
-            assert isinstance(msg, ignore), f"expected {kind.__name__}, got {msg!r}"
-
-    def register(self, heartbeat_ms: int = 1000) -> tuple[bytes, Hello]:
-        identity, hello = self.expect(Hello, STARTUP_S, ignore=(Heartbeat,))
-        self.send(identity, Welcome(heartbeat_ms))
-        return identity, hello
-
-    def predict(self, identity: bytes, batch_id: int, inputs: list[list[float]]) -> None:
-        arrays = [np.asarray(x, dtype=DOUBLES) for x in inputs]
-        lengths, data = protocol.pack_arrays(arrays, DOUBLES)
-        self.send(identity, Predict(batch_id, InputType.DOUBLES, lengths, data.data))
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.socket.close(linger=0)
-            self.context.term()
-
-
-def outputs_of(result: Result) -> list[Any]:
-    return [orjson.loads(item) for item in protocol.split_items(result.lengths, result.data)]
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """One model container serving several frontends, against real ZeroMQ ROUTERs.
 
-Each ROUTER plays a query frontend's side of the wire protocol. The container is a real
+Each ``fake_frontend.FakeFrontend`` (a real ROUTER) plays a query frontend's side of
+the wire protocol. The container is a real
 ``python -m model_container`` process (list and ``dns+tcp://localhost`` forms), or runs
 in-process with an injected resolver where a test changes what a name resolves to
 (frontends then listen on 127.0.0.1 and 127.0.0.2 with the same port, as the pods of a
@@ -18,23 +19,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 import zmq
+from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, free_port
 
-from model_container import ContainerConfig, ModelContainer, protocol, write_closure_bundle
+from model_container import ContainerConfig, ModelContainer, write_closure_bundle
 from model_container.metrics import ContainerMetrics
 from model_container.protocol import (
     Goodbye,
     Heartbeat,
     Hello,
     InputType,
-    Message,
-    Predict,
-    Reject,
     Result,
     Welcome,
 )
@@ -43,10 +42,8 @@ from model_container.sessions import FrontendSession, SessionSettings
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 REPO = Path(__file__).resolve().parents[2]
-STARTUP_S = 20.0
-REPLY_S = 10.0
-DOUBLES = np.dtype("<f8")
-M = TypeVar("M", bound=Message)
+MakeFrontend = Callable[..., FakeFrontend]  # (host="127.0.0.1", port=None)
+StartContainer = Callable[[str], subprocess.Popen[bytes]]  # (the --frontend value)
 
 
 def make_model() -> Callable[[Any], Any]:
@@ -62,100 +59,18 @@ def make_model() -> Callable[[Any], Any]:
     return model
 
 
-def free_port(hosts: tuple[str, ...] = ("127.0.0.1",)) -> int:
-    """A 33xxx port free on every one of ``hosts``."""
-    for port in range(33200, 33999):
-        try:
-            for host in hosts:
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                with socket.socket(family) as s:
-                    s.bind((host, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port in 33200-33999")
-
-
-class Router:
-    """A ROUTER standing in for one query frontend; answers heartbeats."""
-
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
-        self.context: zmq.Context[Any] = zmq.Context()
-        self.socket = self.context.socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.host = host
-        if host.startswith("["):
-            self.socket.setsockopt(zmq.IPV6, 1)
-        self.port = port or free_port((host.strip("[]"),))
-        self.socket.bind(f"tcp://{host}:{self.port}")
-        self.welcomed: set[bytes] = set()
-        self.closed = False
-
-    @property
-    def address(self) -> str:
-        return f"tcp://{self.host}:{self.port}"
-
-    def send(self, identity: bytes, msg: Message) -> None:
-        self.socket.send_multipart([identity, *protocol.encode(msg)], copy=False)
-
-    def expect(
-        self,
-        kind: type[M],
-        timeout_s: float = REPLY_S,
-        ignore: tuple[type[Message], ...] = (Heartbeat, Hello),
-    ) -> tuple[bytes, M]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0 or not self.socket.poll(remaining_ms):
-                raise AssertionError(f"no {kind.__name__} at {self.address} before the deadline")
-            identity, *frames = self.socket.recv_multipart()
-            msg = protocol.decode(frames)
-            if isinstance(msg, Heartbeat):
-                # As the real frontend must (wire protocol §5): a stranger is told to HELLO.
-                known = identity in self.welcomed
-                self.send(identity, Heartbeat() if known else Reject("not registered: send HELLO"))
-            if isinstance(msg, kind):
-                return identity, msg
-            assert isinstance(msg, ignore), f"expected {kind.__name__}, got {msg!r}"
-
-    def register(self, heartbeat_ms: int = 1000) -> tuple[bytes, Hello]:
-        identity, hello = self.expect(Hello, STARTUP_S, ignore=(Heartbeat,))
-        self.send(identity, Welcome(heartbeat_ms))
-        self.welcomed.add(identity)
-        return identity, hello
-
-    def predict(self, identity: bytes, batch_id: int, inputs: list[list[float]]) -> None:
-        arrays = [np.asarray(x, dtype=DOUBLES) for x in inputs]
-        lengths, data = protocol.pack_arrays(arrays, DOUBLES)
-        self.send(identity, Predict(batch_id, InputType.DOUBLES, lengths, data.data))
-
-    def answer(self, identity: bytes, batch_id: int, inputs: list[list[float]]) -> list[Any]:
-        """Send a batch and return the outputs of its RESULT."""
-        self.predict(identity, batch_id, inputs)
-        _, result = self.expect(Result)
-        assert result.batch_id == batch_id
-        return [orjson.loads(x) for x in protocol.split_items(result.lengths, result.data)]
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.socket.close(linger=0)
-            self.context.term()
-
-
 @pytest.fixture
-def routers() -> Iterator[Callable[..., Router]]:
-    made: list[Router] = []
+def frontends() -> Iterator[MakeFrontend]:
+    made: list[FakeFrontend] = []
 
-    def make(host: str = "127.0.0.1", port: int | None = None) -> Router:
-        router = Router(host, port)
-        made.append(router)
-        return router
+    def make(host: str = "127.0.0.1", port: int | None = None) -> FakeFrontend:
+        frontend = FakeFrontend(host, port)
+        made.append(frontend)
+        return frontend
 
     yield make
-    for router in made:
-        router.close()
+    for frontend in made:
+        frontend.close()
 
 
 @pytest.fixture
@@ -166,9 +81,7 @@ def bundle(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def start_container(
-    tmp_path: Path, bundle: Path
-) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+def start_container(tmp_path: Path, bundle: Path) -> Iterator[StartContainer]:
     started: list[tuple[subprocess.Popen[bytes], Any, Path]] = []
 
     def start(frontend: str) -> subprocess.Popen[bytes]:
@@ -196,9 +109,10 @@ def start_container(
 
 
 def test_a_list_registers_with_each_frontend_and_answers_on_its_own_connection(
-    routers: Callable[..., Router], start_container: Callable[[str], subprocess.Popen[bytes]]
+    frontends: MakeFrontend,
+    start_container: StartContainer,
 ) -> None:
-    a, b = routers(), routers()
+    a, b = frontends(), frontends()
     proc = start_container(f"{a.address},{b.address}")
     id_a, hello_a = a.register()
     id_b, hello_b = b.register()
@@ -218,9 +132,10 @@ def test_a_list_registers_with_each_frontend_and_answers_on_its_own_connection(
 
 
 def test_dns_form_registers_with_localhost(
-    routers: Callable[..., Router], start_container: Callable[[str], subprocess.Popen[bytes]]
+    frontends: MakeFrontend,
+    start_container: StartContainer,
 ) -> None:
-    frontend = routers()
+    frontend = frontends()
     start_container(f"dns+tcp://localhost:{frontend.port}")
     identity, hello = frontend.register()
     assert hello.model_name == "summer"
@@ -228,25 +143,27 @@ def test_dns_form_registers_with_localhost(
 
 
 def test_one_frontend_going_away_leaves_the_other_serving(
-    routers: Callable[..., Router], start_container: Callable[[str], subprocess.Popen[bytes]]
+    frontends: MakeFrontend,
+    start_container: StartContainer,
 ) -> None:
-    a, b = routers(), routers()
+    a, b = frontends(), frontends()
     start_container(f"{a.address},{b.address}")
     a.register(heartbeat_ms=100)
     id_b, _ = b.register(heartbeat_ms=100)
     a.close()  # frontend A dies
     for batch_id in range(5):
         assert b.answer(id_b, batch_id, [[float(batch_id)]]) == [float(batch_id)]
-    restarted = routers(port=a.port)  # A comes back on its address
+    restarted = frontends(port=a.port)  # A comes back on its address
     id_a, _ = restarted.register(heartbeat_ms=100)
     assert restarted.answer(id_a, 100, [[1.0, 1.0]]) == [2.0]
     assert b.answer(id_b, 101, [[3.0]]) == [3.0]
 
 
 def test_batches_of_two_frontends_share_the_model(
-    routers: Callable[..., Router], start_container: Callable[[str], subprocess.Popen[bytes]]
+    frontends: MakeFrontend,
+    start_container: StartContainer,
 ) -> None:
-    a, b = routers(), routers()
+    a, b = frontends(), frontends()
     start_container(f"{a.address},{b.address}")
     id_a, _ = a.register()
     id_b, _ = b.register()
@@ -261,11 +178,11 @@ def test_batches_of_two_frontends_share_the_model(
 # ------------------------------------------------------------- one session, step by step
 
 
-def run_session_until(session: FrontendSession, poller: zmq.Poller, router: Router) -> None:
-    """Turn the session's loop (as the server does) until ``router`` has a message."""
+def run_session_until(session: FrontendSession, poller: zmq.Poller, frontend: FakeFrontend) -> None:
+    """Turn the session's loop (as the server does) until ``frontend`` has a message."""
     deadline = time.monotonic() + STARTUP_S
-    while not router.socket.poll(0):
-        assert time.monotonic() < deadline, f"nothing reached {router.address}"
+    while not frontend.socket.poll(0):
+        assert time.monotonic() < deadline, f"nothing reached {frontend.address}"
         ready = dict(poller.poll(10))
         now = time.monotonic()
         session.on_ready(ready, now)
@@ -273,7 +190,7 @@ def run_session_until(session: FrontendSession, poller: zmq.Poller, router: Rout
 
 
 def test_a_welcome_left_by_a_dropped_connection_does_not_register_the_replica(
-    routers: Callable[..., Router],
+    frontends: MakeFrontend,
 ) -> None:
     """The frontend welcomes the replica and dies before the replica reads the WELCOME.
     The replica must not count itself registered: a frontend restarted on the address
@@ -284,7 +201,7 @@ def test_a_welcome_left_by_a_dropped_connection_does_not_register_the_replica(
         "summer", "1", InputType.DOUBLES, "summer-0", 0, 0.05, 0.05, 0.2
     )
     metrics = ContainerMetrics("summer", "1", "doubles", "summer-0", process_metrics=False)
-    old = routers()
+    old = frontends()
     session = FrontendSession(old.address, settings, metrics, context, poller, time.monotonic())
     try:
         run_session_until(session, poller, old)
@@ -293,14 +210,14 @@ def test_a_welcome_left_by_a_dropped_connection_does_not_register_the_replica(
         while link.monitor.poll(100):  # the handshake's event, handled
             session.on_ready({link.monitor: zmq.POLLIN}, time.monotonic())
         old.send(identity, Welcome(100))
-        assert link.socket.poll(REPLY_S * 1000), "the WELCOME never reached the replica"
+        assert link.socket.poll(int(REPLY_S * 1000)), "the WELCOME never reached the replica"
         old.close()
-        assert link.monitor.poll(REPLY_S * 1000), "the drop was never reported"
+        assert link.monitor.poll(int(REPLY_S * 1000)), "the drop was never reported"
         # One wake-up sees both: the drop first, then the WELCOME still in the socket.
         session.on_ready({link.monitor: zmq.POLLIN, link.socket: zmq.POLLIN}, time.monotonic())
         assert not session.registered
 
-        restarted = routers(port=old.port)
+        restarted = frontends(port=old.port)
         run_session_until(session, poller, restarted)
         new_identity, hello = restarted.expect(Hello, ignore=())  # a HELLO, not a heartbeat
         assert hello.replica_id == "summer-0"
@@ -358,9 +275,9 @@ def eventually(check: Callable[[], bool], what: str, within: float = REPLY_S) ->
         time.sleep(0.01)
 
 
-def test_discovery_follows_the_name(routers: Callable[..., Router]) -> None:
+def test_discovery_follows_the_name(frontends: MakeFrontend) -> None:
     port = free_port(("127.0.0.1", "127.0.0.2"))
-    a, b = routers("127.0.0.1", port), routers("127.0.0.2", port)
+    a, b = frontends("127.0.0.1", port), frontends("127.0.0.2", port)
     names = Names("127.0.0.1")
     config = ContainerConfig(
         frontend=f"dns+tcp://frontends.test:{port}",
@@ -404,8 +321,8 @@ def test_discovery_follows_the_name(routers: Callable[..., Router]) -> None:
 
 
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
-def test_discovered_ipv6_frontends_are_reached(routers: Callable[..., Router]) -> None:
-    frontend = routers("[::1]")
+def test_discovered_ipv6_frontends_are_reached(frontends: MakeFrontend) -> None:
+    frontend = frontends("[::1]")
     config = ContainerConfig(
         frontend=f"dns+tcp://v6.test:{frontend.port}",
         model_name="summer",

@@ -1,7 +1,7 @@
 """A replica's /metrics, scraped over real HTTP while it serves real batches.
 
 ``python -m model_container`` runs as a real process with ``--metrics-port``; the test
-plays the frontend on a real ZeroMQ ROUTER (as ``test_model_container`` does) and reads
+plays the frontend with ``fake_frontend.FakeFrontend`` (a real ZeroMQ ROUTER) and reads
 ``/metrics`` with httpx. Then the embedded cluster: ``LocalContainerManager`` gives each
 replica a metrics port, and the counters there add up to the queries the query frontend
 answered. Counters are recorded just after an answer leaves, so reads poll with a
@@ -21,22 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-import zmq
+from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend
 from prometheus_client.parser import text_string_to_metric_families
 
 from admin import Connection, LocalContainerManager
 from admin.deployers.python import deploy_python_closure
-from model_container import protocol, write_closure_bundle
-from model_container.protocol import Error, Hello, InputType, Message, Predict, Result, Welcome
+from model_container import write_closure_bundle
+from model_container.protocol import Error, Hello, InputType, Result
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-STARTUP_S = 20.0
-REPLY_S = 10.0
-DOUBLES = np.dtype("<f8")
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -83,49 +79,9 @@ def eventually(check: Callable[[], bool], what: str, timeout_s: float = REPLY_S)
         time.sleep(0.02)
 
 
-class Frontend:
-    """The frontend's side of the wire protocol on a real ROUTER, as much as needed here."""
-
-    def __init__(self) -> None:
-        self.context: zmq.Context[Any] = zmq.Context()
-        self.socket = self.context.socket(zmq.ROUTER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.port = self.socket.bind_to_random_port("tcp://127.0.0.1")
-
-    @property
-    def address(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
-
-    def send(self, identity: bytes, msg: Message) -> None:
-        self.socket.send_multipart([identity, *protocol.encode(msg)], copy=False)
-
-    def expect(self, kind: type[Message], timeout_s: float = REPLY_S) -> tuple[bytes, Any]:
-        """The next message of ``kind``; heartbeats and repeated HELLOs are skipped."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0 or not self.socket.poll(remaining_ms):
-                raise AssertionError(f"no {kind.__name__} from the container before the deadline")
-            identity, *frames = self.socket.recv_multipart()
-            msg = protocol.decode(frames)
-            if isinstance(msg, kind):
-                return identity, msg
-            if isinstance(msg, protocol.Heartbeat):
-                self.send(identity, protocol.Heartbeat())
-
-    def predict(self, identity: bytes, batch_id: int, inputs: list[list[float]]) -> None:
-        arrays = [np.asarray(x, dtype=DOUBLES) for x in inputs]
-        lengths, data = protocol.pack_arrays(arrays, DOUBLES)
-        self.send(identity, Predict(batch_id, InputType.DOUBLES, lengths, data.data))
-
-    def close(self) -> None:
-        self.socket.close(linger=0)
-        self.context.term()
-
-
 @pytest.fixture
-def frontend() -> Iterator[Frontend]:
-    fake = Frontend()
+def frontend() -> Iterator[FakeFrontend]:
+    fake = FakeFrontend()
     yield fake
     fake.close()
 
@@ -163,7 +119,7 @@ def start_container(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[b
 
 
 def test_metrics_endpoint_counts_batches_inputs_and_errors(
-    start_container: Callable[..., subprocess.Popen[bytes]], frontend: Frontend
+    start_container: Callable[..., subprocess.Popen[bytes]], frontend: FakeFrontend
 ) -> None:
     port = free_port()
     start_container(
@@ -184,7 +140,7 @@ def test_metrics_endpoint_counts_batches_inputs_and_errors(
     assert value(before, "schooner_model_info", **info) == 1
     assert value(before, "process_resident_memory_bytes") > 0
 
-    frontend.send(identity, Welcome(200))
+    frontend.welcome(identity, 200)
     frontend.predict(identity, 1, [[1.0, 2.0], [3.0], [4.0, 5.0, 6.0]])
     assert frontend.expect(Result)[1].batch_id == 1
     frontend.predict(identity, 2, [[-1.0], [2.0]])
@@ -209,7 +165,7 @@ def test_metrics_endpoint_counts_batches_inputs_and_errors(
 
 
 def test_a_busy_metrics_port_exits_2_saying_so(
-    start_container: Callable[..., subprocess.Popen[bytes]], frontend: Frontend, tmp_path: Path
+    start_container: Callable[..., subprocess.Popen[bytes]], frontend: FakeFrontend, tmp_path: Path
 ) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

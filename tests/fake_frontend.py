@@ -1,0 +1,145 @@
+"""The query frontend's side of the wire protocol on a real ZeroMQ ROUTER, for the tests
+that run a real model container against it (``docs/wire-protocol.md``).
+
+``FakeFrontend`` does as much of a frontend as those tests need: it welcomes HELLOs,
+answers the heartbeats of replicas it welcomed and REJECTs those of strangers (as the
+real frontend must, §5), sends PREDICTs of doubles and reads what comes back. Each has a
+ZeroMQ context of its own so that ``close()`` can terminate it, which releases the port
+before returning (closing a socket alone releases it asynchronously): a "restarted"
+frontend can bind the same port at once. Every wait polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+import zmq
+
+from model_container import protocol
+from model_container.protocol import (
+    Heartbeat,
+    Hello,
+    InputType,
+    Message,
+    Predict,
+    Reject,
+    Result,
+    Welcome,
+)
+
+STARTUP_S = 20.0  # a cold interpreter importing numpy on a loaded machine
+REPLY_S = 10.0
+DOUBLES = np.dtype("<f8")
+
+M = TypeVar("M", bound=Message)
+
+
+def free_port(hosts: tuple[str, ...]) -> int:
+    """A 33xxx port free on every one of ``hosts`` (as the pods of a headless Service
+    share a port)."""
+    for port in range(33200, 33999):
+        try:
+            for host in hosts:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                with socket.socket(family) as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port in 33200-33999")
+
+
+def outputs_of(result: Result) -> list[Any]:
+    return [orjson.loads(item) for item in protocol.split_items(result.lengths, result.data)]
+
+
+class FakeFrontend:
+    """A ROUTER bound on ``host`` (``[::1]`` for IPv6) and ``port`` (a random free one
+    if None)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.context: zmq.Context[Any] = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        if host.startswith("["):
+            self.socket.setsockopt(zmq.IPV6, 1)
+        self.host = host
+        if port is None:
+            self.port = self.socket.bind_to_random_port(f"tcp://{host}")
+        else:
+            self.socket.bind(f"tcp://{host}:{port}")
+            self.port = port
+        self.welcomed: set[bytes] = set()
+        self.heartbeats = 0
+        self.answer_heartbeats = True  # False: a hung frontend, silent to heartbeats
+        self.closed = False
+
+    @property
+    def address(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    def send(self, identity: bytes, msg: Message) -> None:
+        self.socket.send_multipart([identity, *protocol.encode(msg)], copy=False)
+
+    def send_frames(self, identity: bytes, frames: list[bytes]) -> None:
+        self.socket.send_multipart([identity, *frames])
+
+    def recv(self, deadline: float, what: str = "message") -> tuple[bytes, Message]:
+        """The next message, answering it first if it is a heartbeat."""
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0 or not self.socket.poll(remaining_ms):
+            raise AssertionError(f"no {what} at {self.address} before the deadline")
+        identity, *frames = self.socket.recv_multipart()
+        msg = protocol.decode(frames)
+        if isinstance(msg, Heartbeat):
+            self.heartbeats += 1
+            if self.answer_heartbeats:
+                known = identity in self.welcomed
+                self.send(identity, Heartbeat() if known else Reject("not registered: send HELLO"))
+        return identity, msg
+
+    def expect(
+        self,
+        kind: type[M],
+        timeout_s: float = REPLY_S,
+        ignore: tuple[type[Message], ...] = (Heartbeat, Hello),
+    ) -> tuple[bytes, M]:
+        """The next message of ``kind``, skipping ``ignore``d types, within the timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            identity, msg = self.recv(deadline, kind.__name__)
+            if isinstance(msg, kind):
+                return identity, msg
+            assert isinstance(msg, ignore), f"expected {kind.__name__}, got {msg!r}"
+
+    def welcome(self, identity: bytes, heartbeat_ms: int) -> None:
+        self.send(identity, Welcome(heartbeat_ms))
+        self.welcomed.add(identity)
+
+    def register(self, heartbeat_ms: int = 1000) -> tuple[bytes, Hello]:
+        """Wait for a HELLO and welcome its sender."""
+        identity, hello = self.expect(Hello, STARTUP_S, ignore=(Heartbeat,))
+        self.welcome(identity, heartbeat_ms)
+        return identity, hello
+
+    def predict(self, identity: bytes, batch_id: int, inputs: list[list[float]]) -> None:
+        arrays = [np.asarray(x, dtype=DOUBLES) for x in inputs]
+        lengths, data = protocol.pack_arrays(arrays, DOUBLES)
+        self.send(identity, Predict(batch_id, InputType.DOUBLES, lengths, data.data))
+
+    def answer(self, identity: bytes, batch_id: int, inputs: list[list[float]]) -> list[Any]:
+        """Send a batch and return the outputs of its RESULT."""
+        self.predict(identity, batch_id, inputs)
+        _, result = self.expect(Result)
+        assert result.batch_id == batch_id
+        return outputs_of(result)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.socket.close(linger=0)
+            self.context.term()
