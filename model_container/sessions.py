@@ -151,9 +151,7 @@ class FrontendSession:
             # Dropped while REGISTERING. A WELCOME the dead peer sent may still wait unread
             # in the socket; read later, it would register us with whoever listens next on
             # the address, which never saw our HELLO. A new socket holds nothing stale.
-            self._drop_batches()
-            self._close_link(linger_ms=0)
-            self.link = self._open_link(now)
+            self._replace_link(now)
 
     def _on_frames(self, frames: list[memoryview], now: float) -> None:
         if self.heartbeat is not None:
@@ -247,8 +245,16 @@ class FrontendSession:
         self.epoch += 1
         return dropped
 
-    def _reconnect(self, now: float, reason: str) -> None:
+    def _replace_link(self, now: float) -> int:
+        """Close the link (linger 0), drop what was queued on it, open a new one; how
+        many batches were dropped."""
         dropped = self._drop_batches()
+        self._close_link(linger_ms=0)
+        self.link = self._open_link(now)
+        return dropped
+
+    def _reconnect(self, now: float, reason: str) -> None:
+        dropped = self._replace_link(now)
         logger.warning(
             "lost the frontend at %s (%s); re-registering, dropping %d batches",
             self.address,
@@ -256,11 +262,9 @@ class FrontendSession:
             dropped,
         )
         self._metrics.reconnected(dropped)
-        self._close_link(linger_ms=0)
         self.backoff = Backoff(
             self._settings.reconnect_initial_s, self._settings.reconnect_max_s, jitter=0.2
         )
-        self.link = self._open_link(now)
 
     def leave(self, reason: str, linger_ms: int) -> int:
         """Say GOODBYE (even before WELCOME: the frontend may have registered the HELLO
