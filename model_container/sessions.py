@@ -122,6 +122,8 @@ class FrontendSession:
         if link.monitor in ready:
             for event in link.events():
                 self._on_link_event(event, now)
+                if self.link is not link:
+                    break  # the rest happened on the closed socket
         if self.link is link and link.socket in ready:
             for _ in range(MAX_READS_PER_POLL):
                 frames = link.recv()

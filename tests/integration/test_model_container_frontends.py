@@ -28,6 +28,7 @@ import zmq
 from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, free_port
 
 from model_container import ContainerConfig, ModelContainer, write_closure_bundle
+from model_container.connection import LinkEvent
 from model_container.metrics import ContainerMetrics
 from model_container.protocol import (
     Goodbye,
@@ -228,6 +229,35 @@ def test_a_welcome_left_by_a_dropped_connection_does_not_register_the_replica(
             now = time.monotonic()
             session.on_ready(dict(poller.poll(10)), now)
             session.on_timers(now)
+    finally:
+        session.leave("test over", linger_ms=0)
+        context.term()
+
+
+def test_events_of_a_replaced_connection_are_not_applied_to_its_successor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A drop while registering replaces the socket; whatever else the old socket's
+    monitor reported in the same wake-up is about the old socket. Applied to the new
+    one, a stale drop would replace it again, a stale handshake would send a HELLO that
+    fails and put the next one off."""
+    context: zmq.Context[Any] = zmq.Context()
+    poller = zmq.Poller()
+    settings = SessionSettings.for_replica(
+        "summer", "1", InputType.DOUBLES, "summer-0", 0, 0.05, 0.05, 0.2
+    )
+    metrics = ContainerMetrics("summer", "1", "doubles", "summer-0", process_metrics=False)
+    address = f"tcp://127.0.0.1:{free_port(('127.0.0.1',))}"  # nobody listens
+    now = time.monotonic()
+    session = FrontendSession(address, settings, metrics, context, poller, now)
+    try:
+        old = session.link
+        stale = [LinkEvent.DISCONNECTED, LinkEvent.DISCONNECTED, LinkEvent.CONNECTED]
+        monkeypatch.setattr(old, "events", lambda: stale)
+        session.on_ready({old.monitor: zmq.POLLIN}, now)
+        assert old.closed and session.link is not old
+        assert session.epoch == 1, "the new socket was replaced again"
+        assert session.hello_due == now, "a stale handshake put the HELLO off"
     finally:
         session.leave("test over", linger_ms=0)
         context.term()
