@@ -116,7 +116,7 @@ class ModelContainer:
         )
         self._sessions: dict[str, FrontendSession] = {}  # by endpoint
         self._turns = RoundRobin()
-        self._inflight: tuple[FrontendSession, int] | None = None  # whose batch, which epoch
+        self._inflight: FrontendSession | None = None  # whose batch is running
         # Recorded whether or not they are served: an embedding program may read them.
         self.metrics = ContainerMetrics(
             config.model_name, config.model_version, config.input_type, config.replica_id
@@ -324,16 +324,14 @@ class ModelContainer:
             session, batch = turn
             worker.submit(batch)
             session.inflight_epoch = session.epoch
-            self._inflight = (session, session.epoch)
+            self._inflight = session
 
     def _on_answer(self, frames: list[zmq.Frame]) -> None:
-        inflight, self._inflight = self._inflight, None
-        if inflight is None:
+        session, self._inflight = self._inflight, None
+        if session is None:
             logger.warning("an answer arrived for no batch; dropping it")
             return
-        session, epoch = inflight
-        session.inflight_epoch = None
-        session.deliver(frames, epoch)
+        session.answer(frames)
 
 
 def _drain(sock: socket.socket) -> None:

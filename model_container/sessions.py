@@ -213,8 +213,10 @@ class FrontendSession:
 
     # ------------------------------------------------------------------ output
 
-    def deliver(self, frames: list[zmq.Frame], epoch: int) -> None:
-        """Send the answer to a batch queued in ``epoch``, if that connection still is."""
+    def answer(self, frames: list[zmq.Frame]) -> None:
+        """Send the answer to this session's running batch, if the connection it was
+        queued on still is; the batch is no longer running."""
+        epoch, self.inflight_epoch = self.inflight_epoch, None
         if self.closed or epoch != self.epoch or not self.registered:
             logger.debug("dropping the answer to a batch of a lost connection to %s", self.address)
         elif not self.link.send_frames(frames):
