@@ -154,11 +154,6 @@ class ContainerMetrics:
     def set_connected(self, connected: bool) -> None:
         self._connected.set(1 if connected else 0)
 
-    def set_frontends(self, registered: int, known: int) -> None:
-        """How many frontends the replica is registered with, of how many it serves."""
-        self._connected.set(registered)
-        self._frontends.set(known)
-
     def dropped(self, batches: int) -> None:
         """Batches dropped unanswered because their frontend went away."""
         if batches:
@@ -172,6 +167,12 @@ class ContainerMetrics:
     def track_queue(self, depth: Callable[[], float]) -> None:
         """Read the queue depth from ``depth`` at scrape time (no per-batch cost)."""
         self._queued.set_function(depth)
+
+    def track_frontends(self, registered: Callable[[], float], known: Callable[[], float]) -> None:
+        """Read at scrape time how many frontends the replica is registered with
+        (``registered``), of how many it serves (``known``)."""
+        self._connected.set_function(registered)
+        self._frontends.set_function(known)
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format, as ``/metrics`` serves it."""

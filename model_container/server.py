@@ -122,6 +122,7 @@ class ModelContainer:
             config.model_name, config.model_version, config.input_type, config.replica_id
         )
         self.metrics.track_queue(self._queue_depth)
+        self.metrics.track_frontends(self._registered_count, lambda: len(self._sessions))
         self.metrics_server: MetricsServer | None = None
 
     @property
@@ -134,10 +135,23 @@ class ModelContainer:
         """Each frontend endpoint served now, and whether it is registered there."""
         return {address: s.registered for address, s in list(self._sessions.items())}
 
+    # The gauges read these at scrape time, on the metrics server's thread.
+
     def _queue_depth(self) -> int:
-        # Read at scrape time from another thread: copy before iterating.
-        queued = sum(len(s.pending) for s in list(self._sessions.values()))
+        queued = sum(len(s.pending) for s in self._sessions_now())
         return queued + (self._inflight is not None)
+
+    def _registered_count(self) -> int:
+        return sum(s.registered for s in self._sessions_now())
+
+    def _sessions_now(self) -> list[FrontendSession]:
+        """A copy of the sessions, safe to take on another thread than the loop's: should
+        the loop add or remove one during the copy (which then raises), copy again."""
+        while True:
+            try:
+                return list(self._sessions.values())
+            except RuntimeError:  # dictionary changed size during iteration
+                continue
 
     def stop(self, reason: str = "stopped") -> None:
         """Ask ``run`` to say GOODBYE and return; safe from any thread or signal handler."""
@@ -255,7 +269,6 @@ class ModelContainer:
         logger.info("%s: leaving", self._stop_reason)
         for session in self._sessions.values():
             session.leave(self._stop_reason, self.config.goodbye_linger_ms)
-        self._update_gauges()
 
     def _loop(
         self,
@@ -279,7 +292,6 @@ class ModelContainer:
                 session.on_ready(ready, now)
                 session.on_timers(now)
                 self._turns.mark(session)
-            self._update_gauges()
             self._dispatch(worker)
 
     def _timeout_ms(self) -> int | None:
@@ -305,14 +317,6 @@ class ModelContainer:
             self._sessions[address] = FrontendSession(
                 address, self._settings, self.metrics, context, poller, now
             )
-        if to_open or to_close:
-            self._update_gauges()
-
-    def _update_gauges(self) -> None:
-        sessions = list(self._sessions.values())
-        self.metrics.set_frontends(
-            registered=sum(s.registered for s in sessions), known=len(sessions)
-        )
 
     # ---------------------------------------------------------------------- batches
 

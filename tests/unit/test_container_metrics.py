@@ -6,13 +6,15 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 import zmq
 
-from model_container import protocol
+from model_container import ContainerConfig, ModelContainer, protocol
 from model_container.cli import parse_args
 from model_container.metrics import ContainerMetrics, MetricsServer, MetricsServerError
 from model_container.protocol import Error, ErrorKind, InputType, Predict, Result
@@ -106,6 +108,35 @@ def test_connection_state_reconnects_and_queue_depth() -> None:
     m.track_queue(lambda: depth[0])
     depth[0] = 5
     assert value(m, "schooner_model_queued_batches") == 5  # read at scrape time
+
+
+class ResizedWhileCopied(dict[str, Any]):
+    """Sessions whose first copy fails, as when the serving loop adds one meanwhile."""
+
+    copies = 0
+
+    def values(self) -> Any:
+        self.copies += 1
+        if self.copies == 1:
+            raise RuntimeError("dictionary changed size during iteration")
+        return super().values()
+
+
+def test_a_container_reads_its_frontends_at_scrape_time() -> None:
+    config = ContainerConfig("tcp://127.0.0.1:7000", "summer", "3", InputType.DOUBLES, "r0")
+    container = ModelContainer(config, lambda xs: xs)
+    m = container.metrics
+    assert value(m, "schooner_model_frontend_connected") == 0
+    assert value(m, "schooner_model_frontends") == 0
+    sessions = ResizedWhileCopied(
+        a=SimpleNamespace(registered=True, pending=[]),
+        b=SimpleNamespace(registered=False, pending=[]),
+    )
+    container._sessions = sessions
+    assert value(m, "schooner_model_frontend_connected") == 1  # copied again, not raised
+    assert value(m, "schooner_model_frontends") == 2
+    sessions["a"].registered = False
+    assert value(m, "schooner_model_frontend_connected") == 0
 
 
 def test_process_metrics_are_in_the_registry_unless_turned_off() -> None:
