@@ -151,9 +151,6 @@ class ContainerMetrics:
         self._batches.inc()
         self._errors[kind].inc()
 
-    def set_connected(self, connected: bool) -> None:
-        self._connected.set(1 if connected else 0)
-
     def dropped(self, batches: int) -> None:
         """Batches dropped unanswered because their frontend went away."""
         if batches:

@@ -310,6 +310,3 @@ class RoundRobin:
                 self._queued.discard(id(session))
             return session, batch
         return None
-
-    def __len__(self) -> int:
-        return len(self._ring)

@@ -104,7 +104,7 @@ class ModelWorker:
         address: str,
         predict: PredictFunction,
         input_type: InputType,
-        metrics: ContainerMetrics | None = None,
+        metrics: ContainerMetrics,
     ) -> None:
         self._context = context
         self._address = address
@@ -145,13 +145,12 @@ class ModelWorker:
                     sock.send_multipart(protocol.encode(outcome), flags=zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     logger.debug("serving loop gone; dropping the answer to %d", msg.batch_id)
-                if self._metrics is not None:  # after the send: never delays an answer
-                    self._record(msg, time.perf_counter() - started, outcome)
+                # After the send: never delays an answer.
+                self._record(msg, time.perf_counter() - started, outcome)
         finally:
             sock.close()
 
     def _record(self, msg: Predict, seconds: float, outcome: Result | Error) -> None:
-        assert self._metrics is not None
         try:
             self._metrics.batch_done(msg.size, seconds, outcome)
         except Exception:  # metrics are not worth a dead worker

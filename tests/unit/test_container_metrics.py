@@ -96,9 +96,10 @@ def test_refused_batches_count_as_answered_with_an_error() -> None:
 
 def test_connection_state_reconnects_and_queue_depth() -> None:
     m = metrics()
-    m.set_connected(True)
+    registered = [1]
+    m.track_frontends(lambda: registered[0], lambda: 1)
     assert value(m, "schooner_model_frontend_connected") == 1
-    m.set_connected(False)
+    registered[0] = 0
     m.reconnected(dropped_batches=3)
     m.reconnected(dropped_batches=0)
     assert value(m, "schooner_model_frontend_connected") == 0
