@@ -6,20 +6,24 @@ answers the heartbeats of replicas it welcomed and REJECTs those of strangers (a
 real frontend must, §5), sends PREDICTs of doubles and reads what comes back. Each has a
 ZeroMQ context of its own so that ``close()`` can terminate it, which releases the port
 before returning (closing a socket alone releases it asynchronously): a "restarted"
-frontend can bind the same port at once. Every wait polls with a deadline.
+frontend can bind the same port at once. ``serving_in_a_thread`` runs an in-process
+``ModelContainer`` against it. Every wait polls with a deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 import zmq
 
-from model_container import protocol
+from model_container import ModelContainer, protocol
 from model_container.protocol import (
     Heartbeat,
     Hello,
@@ -55,6 +59,20 @@ def free_port(hosts: tuple[str, ...]) -> int:
 
 def outputs_of(result: Result) -> list[Any]:
     return [orjson.loads(item) for item in protocol.split_items(result.lengths, result.data)]
+
+
+@contextlib.contextmanager
+def serving_in_a_thread(container: ModelContainer) -> Iterator[None]:
+    """Run ``container`` on a thread of this process; on leaving, stop it ("test over")
+    and check that it returned."""
+    thread = threading.Thread(target=container.run, name="container-under-test")
+    thread.start()
+    try:
+        yield
+    finally:
+        container.stop("test over")
+        thread.join(REPLY_S)
+    assert not thread.is_alive(), "the container did not stop"
 
 
 class FakeFrontend:

@@ -12,14 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, outputs_of
+from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, outputs_of, serving_in_a_thread
 
 import model_container
 from model_container import (
@@ -346,17 +345,11 @@ def test_in_process_container_stops_with_goodbye(frontend: FakeFrontend) -> None
         replica_id="inproc-0",
     )
     container = ModelContainer(config, make_model())
-    thread = threading.Thread(target=container.run, name="container-under-test")
-    thread.start()
-    try:
+    with serving_in_a_thread(container):
         identity, hello = frontend.register()
         assert hello.pid == os.getpid()
         frontend.predict(identity, 15, [[1.0, 1.0]])
         assert outputs_of(frontend.expect(Result)[1]) == [2.0]
-    finally:
-        container.stop("test over")
-        thread.join(REPLY_S)
-    assert not thread.is_alive()
     assert frontend.expect(Goodbye)[1] == Goodbye("test over")
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 import pytest
 import zmq
-from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, free_port
+from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, free_port, serving_in_a_thread
 
 from model_container import ContainerConfig, ModelContainer, write_closure_bundle
 from model_container.connection import LinkEvent
@@ -318,9 +318,7 @@ def test_discovery_follows_the_name(frontends: MakeFrontend) -> None:
         discovery_interval_s=0.05,
     )
     container = ModelContainer(config, make_model(), resolver=names)
-    thread = threading.Thread(target=container.run, name="container-under-test")
-    thread.start()
-    try:
+    with serving_in_a_thread(container):
         id_a, _ = a.register()
         assert a.answer(id_a, 1, [[1.0]]) == [1.0]
 
@@ -343,10 +341,6 @@ def test_discovery_follows_the_name(frontends: MakeFrontend) -> None:
         assert "no longer" in goodbye.reason
         eventually(lambda: set(container.frontends) == {b.address}, "only B left")
         assert b.answer(id_b, 6, [[6.0]]) == [6.0]  # the model is free for B
-    finally:
-        container.stop("test over")
-        thread.join(REPLY_S)
-    assert not thread.is_alive()
     assert b.expect(Goodbye)[1] == Goodbye("test over")
 
 
@@ -361,14 +355,8 @@ def test_discovered_ipv6_frontends_are_reached(frontends: MakeFrontend) -> None:
         replica_id="summer-6",
     )
     container = ModelContainer(config, make_model(), resolver=Names("::1"))
-    thread = threading.Thread(target=container.run, name="container-under-test")
-    thread.start()
-    try:
+    with serving_in_a_thread(container):
         identity, hello = frontend.register()
         assert hello.replica_id == "summer-6"
         assert frontend.answer(identity, 1, [[1.0, 5.0]]) == [6.0]
         assert container.frontends == {f"tcp://[::1]:{frontend.port}": True}
-    finally:
-        container.stop("test over")
-        thread.join(REPLY_S)
-    assert not thread.is_alive()
