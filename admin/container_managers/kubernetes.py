@@ -65,6 +65,7 @@ from admin.exceptions import (
 if TYPE_CHECKING:
     import docker
 
+    from admin.container_managers._docker_engine import ClusterEngine
     from admin.container_managers._docker_images import ImageBuilder
 
 DEFAULT_BASE_IMAGE: Final = "python:3.11-slim"
@@ -161,6 +162,7 @@ class KubernetesContainerManager(ContainerManager):
         self._apps, self._core = apps_api, core_api
         self._api: KubeAPI | None = None
         self._docker = docker_client
+        self._engine: ClusterEngine | None = None
 
     def __repr__(self) -> str:
         s = self.settings
@@ -194,6 +196,16 @@ class KubernetesContainerManager(ContainerManager):
 
             self._docker = connect_to_engine()
         return self._docker
+
+    @property
+    def engine(self) -> ClusterEngine:
+        """The local Docker engine, as far as building needs it: it reads (and remembers,
+        per image id) the Python runtime of the model-container base."""
+        if self._engine is None:
+            from admin.container_managers._docker_engine import ClusterEngine
+
+            self._engine = ClusterEngine(self.docker_client, self.cluster_name, stop_timeout=0)
+        return self._engine
 
     @property
     def images(self) -> ImageBuilder:
@@ -473,7 +485,6 @@ class KubernetesContainerManager(ContainerManager):
                 f"{name}:{version} already runs in namespace {self.namespace}: deploy under a "
                 f"new version, or stop_models({name!r}) first"
             )
-        from admin.container_managers._docker_engine import ClusterEngine
         from admin.container_managers._docker_images import (
             IMAGE_CLUSTER,
             IMAGE_MODEL,
@@ -482,12 +493,11 @@ class KubernetesContainerManager(ContainerManager):
 
         images = self.images
         base = images.model_container_image()
-        engine = ClusterEngine(self.docker_client, self.cluster_name, stop_timeout=0)
         require_compatible(
             name,
             version,
             info.runtime,
-            engine.image_runtime(base),
+            self.engine.image_runtime(base),
             runs_on=f"its image {base} runs",
             fix="Deploy it from a matching environment, or pass "
             "KubernetesContainerManager(base_image=...) a base with that Python",
