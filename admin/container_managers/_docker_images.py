@@ -328,7 +328,6 @@ class ImageBuilder:
     def frontend_image(self, model_container: str) -> str:
         with self._context("frontend.Dockerfile") as ctx:
             copy_packages(ctx / "src", ["query_frontend", "management_frontend"])
-            copy_wheelhouse(ctx / "wheels", self.wheelhouse)
             reqs = requirements("frontend")
             (ctx / "requirements.txt").write_text("\n".join(reqs) + "\n", encoding="utf-8")
             args = {"MODEL_CONTAINER_IMAGE": model_container, "PIP_ARGS": self.pip_args}
@@ -347,7 +346,6 @@ class ImageBuilder:
     ) -> str:
         with self._context("model.Dockerfile") as ctx:
             shutil.copytree(bundle_dir, ctx / "bundle")
-            copy_wheelhouse(ctx / "wheels", self.wheelhouse)
             text = "".join(f"{p}\n" for p in pkgs)
             (ctx / "requirements.txt").write_text(text, encoding="utf-8")
             args = {"MODEL_CONTAINER_IMAGE": model_container, "PIP_ARGS": self.pip_args}

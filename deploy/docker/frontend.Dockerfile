@@ -4,13 +4,13 @@
 #   python -m management_frontend --redis-url ...
 #
 # Context (assembled by DockerContainerManager): requirements.txt (the `frontend` extra),
-# src/ (query_frontend and management_frontend of the client), wheels/ (optional).
+# src/ (query_frontend and management_frontend of the client). pip finds the wheelhouse,
+# if any, where the model-container base put it (/opt/schooner/wheels).
 ARG MODEL_CONTAINER_IMAGE=schooner/model-container:latest
 FROM ${MODEL_CONTAINER_IMAGE}
 
 ARG PIP_ARGS="--find-links /opt/schooner/wheels"
 USER root
-COPY wheels/ /opt/schooner/wheels/
 COPY requirements.txt /opt/schooner/requirements-frontend.txt
 RUN pip install $PIP_ARGS -r /opt/schooner/requirements-frontend.txt
 
