@@ -345,9 +345,12 @@ class DockerContainerManager(ContainerManager):
         live.sort(key=lambda c: specs.replica_index(c.labels.get(specs.REPLICA_ID, "")))
         self.engine.remove(live[num_replicas:])
         used = {c.labels.get(specs.REPLICA_ID, "") for c in live[:num_replicas]}
-        taken_ports = {
-            int(c.labels.get(specs.METRICS_PORT, "0")) for c in self.engine.containers(role=REPLICA)
-        }
+        taken_ports: set[int] = set()
+        if self.settings.host_mode and len(used) < num_replicas:  # ports will be picked
+            taken_ports = {
+                int(c.labels.get(specs.METRICS_PORT, "0"))
+                for c in self.engine.containers(role=REPLICA)
+            }
         index = 0
         for _ in range(num_replicas - len(used)):
             while specs.replica_id(name, version, index) in used:
