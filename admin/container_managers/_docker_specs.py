@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Final
 
-from admin.container_managers._net import netloc
+from admin.container_managers._net import check_port, connect_host, netloc
 from admin.container_managers.base import ReplicaState
 
 CLUSTER, ROLE = "schooner.cluster", "schooner.role"
@@ -79,9 +79,7 @@ class ClusterSettings:
         if self.network_mode == NETWORK_MODE and not self.network:
             object.__setattr__(self, "network", f"schooner-{self.cluster_name}")
         for f in ("query_port", "management_port", "rpc_port", "redis_port"):
-            port = getattr(self, f)
-            if not 0 < port < 65536:
-                raise ValueError(f"{f}={port} is out of range: use a port in 1..65535")
+            check_port(f, getattr(self, f))
 
     # ------------------------------------------------------------------ serialised
 
@@ -116,7 +114,7 @@ class ClusterSettings:
     @property
     def connect_host(self) -> str:
         """The address a client on this host dials: a wildcard bind address is not one."""
-        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return connect_host(self.host)
 
     # ------------------------------------------------------------------ addresses
 

@@ -34,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from admin.container_managers._net import check_port
+
 if TYPE_CHECKING:
     from kubernetes.client import (
         V1Container,
@@ -118,9 +120,7 @@ class KubeSettings:
         if self.query_replicas < 1:
             raise ValueError(f"query_replicas must be >= 1, got {self.query_replicas}")
         for f in ("query_port", "management_port"):
-            port = getattr(self, f)
-            if not 0 < port < 65536:
-                raise ValueError(f"{f}={port} is out of range: use a port in 1..65535")
+            check_port(f, getattr(self, f))
         unknown = set(self.resources) - set(ROLES)
         if unknown:
             raise ValueError(

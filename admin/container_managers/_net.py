@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
+from typing import Final
 
 from admin._http import JSONClient
-from admin.exceptions import SchoonerError
+from admin.exceptions import ContainerManagerError, SchoonerError
+
+# Bind addresses that are no address to dial, and what a client on this host dials instead.
+_WILDCARDS: Final = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
 def netloc(host: str, port: int) -> str:
     """``host:port``, with an IPv6 host in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def connect_host(host: str) -> str:
+    """The address a client on this host dials: a wildcard bind address is not one."""
+    return _WILDCARDS.get(host, host)
+
+
+def check_port(what: str, port: int) -> None:
+    """Raise ``ValueError`` unless ``port`` (the setting ``what``) is in 1..65535."""
+    if not 0 < port < 65536:
+        raise ValueError(f"{what}={port} is out of range: use a port in 1..65535")
 
 
 def port_free(host: str, port: int) -> bool:
@@ -24,6 +39,17 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def require_ports_free(host: str, ports: Mapping[str, int], *, holder: str, manager: str) -> None:
+    """Raise ``ContainerManagerError`` naming the ``ports`` (setting -> port) in use on
+    ``host``: ``holder`` (another Schooner, as ``manager`` knows it) or another program."""
+    busy = [f"{what}={port}" for what, port in ports.items() if not port_free(host, port)]
+    if busy:
+        raise ContainerManagerError(
+            f"port(s) in use on {host}: {', '.join(busy)}. {holder} or another program holds "
+            f"them: stop it, or pass other ports to {manager}(...)"
+        )
 
 
 def free_port(host: str, avoid: Container[int] = ()) -> int:

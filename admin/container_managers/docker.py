@@ -55,7 +55,7 @@ from admin.container_managers._docker_specs import (
     REPLICA,
     ClusterSettings,
 )
-from admin.container_managers._net import free_port, healthz_check, netloc, port_free
+from admin.container_managers._net import free_port, healthz_check, netloc, require_ports_free
 from admin.container_managers.base import ContainerManager, ReplicaState
 from admin.exceptions import (
     ClusterAlreadyRunningError,
@@ -435,9 +435,6 @@ class DockerContainerManager(ContainerManager):
         ports["rpc_port"] = s.rpc_port
         if s.redis_url is None:
             ports["redis_port"] = s.redis_port
-        busy = [f"{what}={port}" for what, port in ports.items() if not port_free(s.host, port)]
-        if busy:
-            raise ContainerManagerError(
-                f"port(s) in use on {s.host}: {', '.join(busy)}. Another Schooner or another "
-                "program holds them: stop it, or pass other ports to DockerContainerManager(...)"
-            )
+        require_ports_free(
+            s.host, ports, holder="Another Schooner", manager="DockerContainerManager"
+        )

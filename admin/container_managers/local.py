@@ -38,7 +38,14 @@ from typing import Any, Final
 from admin._progress import wait_for
 from admin.container_managers import _processes as procs
 from admin.container_managers._bundles import read_model_bundle, require_compatible
-from admin.container_managers._net import free_port, healthz_check, netloc, port_free
+from admin.container_managers._net import (
+    check_port,
+    connect_host,
+    free_port,
+    healthz_check,
+    netloc,
+    require_ports_free,
+)
 from admin.container_managers._processes import ProcessRecord, RunDir, log_tail
 from admin.container_managers._runtime import (
     is_this_interpreter,
@@ -106,8 +113,7 @@ class LocalContainerManager(ContainerManager):
             ("rpc_port", rpc_port),
             ("redis_port", redis_port),
         ):
-            if not 0 < port < 65536:
-                raise ValueError(f"{what}={port} is out of range: use a port in 1..65535")
+            check_port(what, port)
         self.cluster_name = cluster_name
         # Absolute: children run with the data dir as their working directory, and model
         # artifacts recorded in Redis must stay valid from wherever the next command runs.
@@ -134,7 +140,7 @@ class LocalContainerManager(ContainerManager):
     @property
     def _connect_host(self) -> str:
         """The address clients dial: a wildcard bind address is not one."""
-        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return connect_host(self.host)
 
     def get_query_addr(self) -> str:
         return f"{self._connect_host}:{self.query_port}"
@@ -509,13 +515,12 @@ class LocalContainerManager(ContainerManager):
         }
         if self.redis_url is None:
             ports["redis_port"] = self.redis_port
-        busy = [f"{what}={port}" for what, port in ports.items() if not port_free(self.host, port)]
-        if busy:
-            raise ContainerManagerError(
-                f"port(s) in use on {self.host}: {', '.join(busy)}. Another Schooner (other "
-                "data dir) or another program holds them: stop it, or pass other ports to "
-                "LocalContainerManager(...)"
-            )
+        require_ports_free(
+            self.host,
+            ports,
+            holder="Another Schooner (other data dir)",
+            manager="LocalContainerManager",
+        )
 
     # ------------------------------------------------------------------ files
 

@@ -105,8 +105,13 @@ def test_start_refuses_a_busy_port_before_starting_anything(
     tmp_path: Path, listening_socket: socket.socket
 ) -> None:
     busy = listening_socket.getsockname()[1]
-    with pytest.raises(ContainerManagerError, match=f"management_port={busy}"):
+    with pytest.raises(ContainerManagerError, match=f"management_port={busy}") as info:
         manager(tmp_path, management_port=busy).start_cluster()
+    assert str(info.value) == (
+        f"port(s) in use on 127.0.0.1: management_port={busy}. Another Schooner (other data "
+        "dir) or another program holds them: stop it, or pass other ports to "
+        "LocalContainerManager(...)"
+    )
     assert RunDir(tmp_path / "run").load_all() == []
     assert not (tmp_path / "cluster.json").exists()
 

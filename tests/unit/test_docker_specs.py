@@ -7,11 +7,12 @@ labels, published ports and the addresses containers use to find each other.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
 
-from admin import DockerContainerManager, InvalidRequestError
+from admin import ContainerManagerError, DockerContainerManager, InvalidRequestError
 from admin.container_managers import _docker_specs as specs
 from admin.container_managers._docker_specs import ClusterSettings
 
@@ -168,6 +169,20 @@ def test_bad_settings_are_refused_with_the_fix() -> None:
         ClusterSettings("c", query_port=70000)
     with pytest.raises(InvalidRequestError, match="cluster name"):
         DockerContainerManager("Not_A_Name")
+
+
+def test_busy_host_ports_are_named_with_the_fix() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        busy = sock.getsockname()[1]
+        cm = DockerContainerManager("c", network_mode="host", rpc_port=busy)
+        with pytest.raises(ContainerManagerError) as info:
+            cm._check_ports_free()
+    assert str(info.value) == (
+        f"port(s) in use on 127.0.0.1: rpc_port={busy}. Another Schooner or another program "
+        "holds them: stop it, or pass other ports to DockerContainerManager(...)"
+    )
 
 
 def test_the_manager_does_no_io_until_used() -> None:
