@@ -269,12 +269,8 @@ class ClusterSettings:
         }
 
 
-def replica_id(name: str, version: str, index: int) -> str:
-    return f"{name}-{version}-r{index}"
-
-
 def replica_index(replica: str) -> int:
-    """The index of a replica id made by ``replica_id`` (-1 for any other id)."""
+    """The index of a replica id made by ``base.replica_id`` (-1 for any other id)."""
     tail = replica.rpartition("-r")[2]
     return int(tail) if tail.isdigit() else -1
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from admin._progress import Reporter
@@ -28,6 +28,23 @@ class ReplicaState:
     pid: int | None = None
     # Why it is not running: exit status and the tail of its log.
     detail: str = ""
+
+
+def replica_id(name: str, version: str, index: int) -> str:
+    """The id of replica ``index`` of a model version, as the local and Docker managers
+    name them (a Kubernetes replica is named by its pod)."""
+    return f"{name}-{version}-r{index}"
+
+
+def new_replica_ids(name: str, version: str, used: Collection[str], count: int) -> list[str]:
+    """``count`` ids for new replicas of a model version: the lowest indexes not ``used``."""
+    ids: list[str] = []
+    index = 0
+    while len(ids) < count:
+        if (rid := replica_id(name, version, index)) not in used:
+            ids.append(rid)
+        index += 1
+    return ids
 
 
 class ContainerManager(abc.ABC):

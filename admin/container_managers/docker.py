@@ -56,7 +56,7 @@ from admin.container_managers._docker_specs import (
     ClusterSettings,
 )
 from admin.container_managers._net import free_port, healthz_check, netloc, require_ports_free
-from admin.container_managers.base import ContainerManager, ReplicaState
+from admin.container_managers.base import ContainerManager, ReplicaState, new_replica_ids
 from admin.exceptions import (
     ClusterAlreadyRunningError,
     ClusterNotRunningError,
@@ -351,12 +351,7 @@ class DockerContainerManager(ContainerManager):
                 int(c.labels.get(specs.METRICS_PORT, "0"))
                 for c in self.engine.containers(role=REPLICA)
             }
-        index = 0
-        for _ in range(num_replicas - len(used)):
-            while specs.replica_id(name, version, index) in used:
-                index += 1
-            rid = specs.replica_id(name, version, index)
-            used.add(rid)
+        for rid in new_replica_ids(name, version, used, num_replicas - len(used)):
             port = 0
             if self.settings.host_mode:
                 port = free_port(self.settings.host, avoid=taken_ports)

@@ -54,7 +54,7 @@ from admin.container_managers._runtime import (
     requirement_names,
     unsatisfied,
 )
-from admin.container_managers.base import ContainerManager, ReplicaState
+from admin.container_managers.base import ContainerManager, ReplicaState, new_replica_ids
 from admin.exceptions import (
     ClusterAlreadyRunningError,
     ClusterNotRunningError,
@@ -342,12 +342,7 @@ class LocalContainerManager(ContainerManager):
             if extra:
                 self._stop(extra)
             used = {r.replica_id for r in live}
-            index = 0
-            for _ in range(num_replicas - len(live)):
-                while f"{name}-{version}-r{index}" in used:
-                    index += 1
-                replica_id = f"{name}-{version}-r{index}"
-                used.add(replica_id)
+            for replica_id in new_replica_ids(name, version, used, num_replicas - len(live)):
                 self._launch_replica(name, version, input_type, artifact, replica_id)
 
     def stop_models(self, name: str, versions: Sequence[str] | None = None) -> None:

@@ -15,6 +15,7 @@ import pytest
 from admin import ContainerManagerError, DockerContainerManager, InvalidRequestError
 from admin.container_managers import _docker_specs as specs
 from admin.container_managers._docker_specs import ClusterSettings
+from admin.container_managers.base import new_replica_ids, replica_id
 
 
 def network_settings(**kw: Any) -> ClusterSettings:
@@ -234,7 +235,9 @@ def test_exit_status_2_is_the_model_containers_config_error() -> None:
 
 
 def test_replica_ids_and_their_indexes() -> None:
-    assert specs.replica_id("m", "1.0", 12) == "m-1.0-r12"
+    assert replica_id("m", "1.0", 12) == "m-1.0-r12"
+    assert new_replica_ids("m", "1", {"m-1-r0", "m-1-r2"}, 3) == ["m-1-r1", "m-1-r3", "m-1-r4"]
+    assert new_replica_ids("m", "1", {"m-1-r0"}, 0) == []
     assert specs.replica_index("m-1.0-r12") == 12
     assert specs.replica_index("someone-else") == -1
 
