@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     import docker
 
 SOURCE_ROOT: Final = Path(__file__).resolve().parents[2]  # holds admin/, model_container/...
+# What the images are built FROM unless a manager is given base_image=.
+DEFAULT_BASE_IMAGE: Final = "python:3.11-slim"
 WHEELS_DIR: Final = "/opt/schooner/wheels"
 # Packages whose versions a pickle depends on: the model image gets this client's.
 PINNED_TO_CLIENT: Final = ("numpy", "cloudpickle")

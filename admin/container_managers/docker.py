@@ -43,6 +43,7 @@ from admin.container_managers._docker_engine import (
     log_tail,
 )
 from admin.container_managers._docker_images import (
+    DEFAULT_BASE_IMAGE,
     IMAGE_CLUSTER,
     IMAGE_MODEL,
     IMAGE_VERSION,
@@ -67,7 +68,6 @@ if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
-DEFAULT_BASE_IMAGE: Final = "python:3.11-slim"
 _ALIVE: Final = ("running", "restarting", "created", "paused")
 
 

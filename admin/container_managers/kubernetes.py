@@ -45,6 +45,14 @@ from admin._progress import wait_for
 from admin.container_managers import _k8s_specs as specs
 from admin.container_managers import _k8s_status as readback
 from admin.container_managers._bundles import read_model_bundle, require_compatible
+from admin.container_managers._docker_engine import ClusterEngine, connect_to_engine
+from admin.container_managers._docker_images import (
+    DEFAULT_BASE_IMAGE,
+    IMAGE_CLUSTER,
+    IMAGE_MODEL,
+    IMAGE_VERSION,
+    ImageBuilder,
+)
 from admin.container_managers._k8s_api import DEFAULT_TIMEOUT, KubeAPI, load_client
 from admin.container_managers._k8s_specs import (
     DEFAULT_REDIS_IMAGE,
@@ -65,10 +73,6 @@ from admin.exceptions import (
 if TYPE_CHECKING:
     import docker
 
-    from admin.container_managers._docker_engine import ClusterEngine
-    from admin.container_managers._docker_images import ImageBuilder
-
-DEFAULT_BASE_IMAGE: Final = "python:3.11-slim"
 _LOG_TAIL: Final = 30
 
 NEEDS_REGISTRY: Final = (
@@ -192,8 +196,6 @@ class KubernetesContainerManager(ContainerManager):
     @property
     def docker_client(self) -> docker.DockerClient:
         if self._docker is None:
-            from admin.container_managers._docker_engine import connect_to_engine
-
             self._docker = connect_to_engine()
         return self._docker
 
@@ -202,15 +204,11 @@ class KubernetesContainerManager(ContainerManager):
         """The local Docker engine, as far as building needs it: it reads (and remembers,
         per image id) the Python runtime of the model-container base."""
         if self._engine is None:
-            from admin.container_managers._docker_engine import ClusterEngine
-
             self._engine = ClusterEngine(self.docker_client, self.cluster_name, stop_timeout=0)
         return self._engine
 
     @property
     def images(self) -> ImageBuilder:
-        from admin.container_managers._docker_images import ImageBuilder
-
         return ImageBuilder(
             self.docker_client,
             registry=self.registry,
@@ -485,12 +483,6 @@ class KubernetesContainerManager(ContainerManager):
                 f"{name}:{version} already runs in namespace {self.namespace}: deploy under a "
                 f"new version, or stop_models({name!r}) first"
             )
-        from admin.container_managers._docker_images import (
-            IMAGE_CLUSTER,
-            IMAGE_MODEL,
-            IMAGE_VERSION,
-        )
-
         images = self.images
         base = images.model_container_image()
         require_compatible(
