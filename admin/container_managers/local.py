@@ -342,8 +342,13 @@ class LocalContainerManager(ContainerManager):
             if extra:
                 self._stop(extra)
             used = {r.replica_id for r in live}
-            for replica_id in new_replica_ids(name, version, used, num_replicas - len(live)):
-                self._launch_replica(name, version, input_type, artifact, replica_id)
+            new = new_replica_ids(name, version, used, num_replicas - len(live))
+            if not new:
+                return
+            # The metrics ports of every replica left, of any model: read once, not per launch.
+            taken = {_port_of(r.metrics_addr) for r in self._run.load_all() if r.metrics_addr}
+            for replica_id in new:
+                self._launch_replica(name, version, input_type, artifact, replica_id, taken)
 
     def stop_models(self, name: str, versions: Sequence[str] | None = None) -> None:
         with self._locked():
@@ -411,14 +416,21 @@ class LocalContainerManager(ContainerManager):
         return self._launch(REDIS, argv, dict(os.environ))
 
     def _launch_replica(
-        self, name: str, version: str, input_type: str, artifact: str, replica_id: str
+        self,
+        name: str,
+        version: str,
+        input_type: str,
+        artifact: str,
+        replica_id: str,
+        taken_ports: set[int],
     ) -> ProcessRecord:
         site = Path(artifact).parent / "site-packages"
-        # Free now and given to no other replica (one launched a moment ago may not have
-        # bound its port yet). Another program grabbing it before the replica does makes
-        # the replica exit with a message, which the deploy reports.
-        given = {_port_of(r.metrics_addr) for r in self._run.load_all() if r.metrics_addr}
-        metrics_port = free_port(self.host, avoid=given)
+        # Free now and given to no other replica (``taken_ports``, which it joins: one
+        # launched a moment ago may not have bound its port yet). Another program grabbing
+        # it before the replica does makes the replica exit with a message, which the
+        # deploy reports.
+        metrics_port = free_port(self.host, avoid=taken_ports)
+        taken_ports.add(metrics_port)
         argv = [
             *(self.python_executable, "-m", "model_container"),
             *("--bundle", artifact),
