@@ -33,14 +33,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Final
 
 from admin.container_managers._net import check_port, connect_host, netloc
-from admin.container_managers.base import ReplicaState
+from admin.container_managers.base import CRASH_LOOP_RESTARTS, EXIT_CONFIG, ReplicaState
 
 CLUSTER, ROLE = "schooner.cluster", "schooner.role"
 MODEL, VERSION, REPLICA_ID = "schooner.model", "schooner.version", "schooner.replica_id"
 INPUT_TYPE, METRICS_PORT = "schooner.input_type", "schooner.metrics_port"
 SETTINGS = "schooner.settings"
 REDIS, MANAGEMENT, QUERY, REPLICA = "redis", "management", "query", "replica"
-ROLES: Final = (REDIS, MANAGEMENT, QUERY, REPLICA)
 
 HOST_MODE, NETWORK_MODE = "host", "network"
 # Ports inside the containers in network mode (each container has its own address).
@@ -49,10 +48,6 @@ BUNDLE_DIR: Final = "/opt/schooner/model"
 RESTART_POLICY: Final = {"Name": "unless-stopped"}
 # Bounded logs: a crash-looping replica must not fill the disk.
 LOG_CONFIG: Final = {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
-# model_container.cli.EXIT_CONFIG: the model cannot be loaded; restarting will not help.
-EXIT_CONFIG: Final = 2
-# A replica restarting this many times without staying up is reported as failing.
-CRASH_LOOP_RESTARTS: Final = 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from admin.container_managers._net import netloc
-from admin.container_managers.base import ReplicaState
+from admin.container_managers.base import CRASH_LOOP_RESTARTS, EXIT_CONFIG, ReplicaState
 
-# model_container.cli.EXIT_CONFIG: the model cannot be loaded; restarting will not help.
-EXIT_CONFIG: Final = 2
-CRASH_LOOP_RESTARTS: Final = 3
 # Why a container is waiting that waiting longer will not fix.
 FATAL_WAITING: Final = frozenset(
     {

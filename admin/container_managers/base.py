@@ -13,8 +13,14 @@ import abc
 import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from admin._progress import Reporter
+
+# model_container.cli.EXIT_CONFIG: the model cannot be loaded; restarting will not help.
+EXIT_CONFIG: Final = 2
+# A replica restarting this many times without staying up is reported as failing.
+CRASH_LOOP_RESTARTS: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
