@@ -29,12 +29,12 @@ import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 
 from management_frontend.errors import Invalid
-from management_frontend.schema import Keys, parse_arm
+from management_frontend.schema import Keys, parse_arm, text, text_hash
 
 SINGLE: Final = "single"
 SPLIT: Final = "split"
@@ -347,13 +347,13 @@ def new_epoch() -> str:
 
 
 async def read_app_part(r: aioredis.Redis, keys: Keys, app: str, epoch: str) -> PolicyState:
-    return PolicyState.from_hash(_text_hash(await r.hgetall(keys.policy_state(app, epoch))))
+    return PolicyState.from_hash(text_hash(await r.hgetall(keys.policy_state(app, epoch))))
 
 
 async def read_user_part(
     r: aioredis.Redis, keys: Keys, app: str, epoch: str, uid: str
 ) -> PolicyState:
-    return PolicyState.from_hash(_text_hash(await r.hgetall(keys.policy_state(app, epoch, uid))))
+    return PolicyState.from_hash(text_hash(await r.hgetall(keys.policy_state(app, epoch, uid))))
 
 
 async def read_policy_state(
@@ -415,7 +415,7 @@ async def delete_stale_state(
     deleted = 0
     batch: list[str] = []
     async for key in r.scan_iter(match=keys.policy_pattern(app), count=1000):
-        name = _text(key)
+        name = text(key)
         if keep_epoch is not None and keys.policy_epoch_of(app, name) == keep_epoch:
             continue
         batch.append(name)
@@ -425,11 +425,3 @@ async def delete_stale_state(
     if batch:
         deleted += await r.unlink(*batch)
     return deleted
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _text_hash(h: Mapping[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in cast(Mapping[bytes | str, bytes | str], h).items()}

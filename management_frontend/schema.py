@@ -27,7 +27,7 @@ Keys (``{p}`` is the key prefix, ``schooner`` by default):
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -46,13 +46,14 @@ FEED_MAXLEN = 10_000
 _Entries = list[tuple[bytes | str, dict[bytes | str, bytes | str]]]
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
     """A reply item as ``str``; a client without ``decode_responses`` still reads right."""
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _text_hash(h: dict[bytes | str, bytes | str]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in h.items()}
+def text_hash(h: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    """A hash reply (HGETALL, a stream entry's fields) as ``str`` -> ``str``."""
+    return {text(k): text(v) for k, v in h.items()}
 
 
 class ChangeKind:
@@ -305,17 +306,17 @@ async def read_schema_version(r: aioredis.Redis, keys: Keys) -> int | None:
     misread the records.
     """
     value = await r.hget(keys.meta, "schema_version")
-    return int(_text(value)) if value is not None else None
+    return int(text(value)) if value is not None else None
 
 
 async def read_members(r: aioredis.Redis, key: str) -> list[str]:
     """A set's members, sorted."""
-    return sorted(_text(m) for m in await r.smembers(key))
+    return sorted(text(m) for m in await r.smembers(key))
 
 
 async def read_app(r: aioredis.Redis, keys: Keys, name: str) -> App | None:
     h = await r.hgetall(keys.app(name))
-    return App.from_hash(_text_hash(h)) if h else None
+    return App.from_hash(text_hash(h)) if h else None
 
 
 async def read_links(r: aioredis.Redis, keys: Keys, app: str) -> list[str]:
@@ -324,7 +325,7 @@ async def read_links(r: aioredis.Redis, keys: Keys, app: str) -> list[str]:
 
 
 async def read_model(r: aioredis.Redis, keys: Keys, name: str) -> Model | None:
-    h = _text_hash(await r.hgetall(keys.model(name)))
+    h = text_hash(await r.hgetall(keys.model(name)))
     if not h:
         return None
     versions = cast(list[bytes | str], await r.zrange(keys.versions(name), 0, -1))
@@ -332,7 +333,7 @@ async def read_model(r: aioredis.Redis, keys: Keys, name: str) -> Model | None:
         name=h["name"],
         input_type=InputType(h["input_type"]),
         current_version=h.get("current_version") or None,
-        versions=[_text(v) for v in versions],
+        versions=[text(v) for v in versions],
     )
 
 
@@ -340,7 +341,7 @@ async def read_version(
     r: aioredis.Redis, keys: Keys, name: str, version: str
 ) -> ModelVersion | None:
     h = await r.hgetall(keys.version(name, version))
-    return ModelVersion.from_hash(_text_hash(h)) if h else None
+    return ModelVersion.from_hash(text_hash(h)) if h else None
 
 
 async def read_snapshot(r: aioredis.Redis, keys: Keys) -> Snapshot:
@@ -368,7 +369,7 @@ async def read_snapshot(r: aioredis.Redis, keys: Keys) -> Snapshot:
 async def latest_change_id(r: aioredis.Redis, keys: Keys) -> str:
     """The id of the newest feed entry ("0-0" when empty): read it *before* a snapshot."""
     last = cast(_Entries, await r.xrevrange(keys.changes, count=1))
-    return _text(last[0][0]) if last else "0-0"
+    return text(last[0][0]) if last else "0-0"
 
 
 def _id_tuple(entry_id: str) -> tuple[int, int]:
@@ -389,7 +390,7 @@ async def feed_trimmed_after(r: aioredis.Redis, keys: Keys, after_id: str) -> bo
         # Empty feed: either nothing was ever written after a snapshot, or it was all
         # trimmed or deleted; only a snapshot is safe.
         return True
-    oldest = _text(first[0][0])
+    oldest = text(first[0][0])
     return _id_tuple(oldest) > _id_tuple(after_id)
 
 
@@ -415,6 +416,6 @@ async def follow_changes(
         batches = cast(list[tuple[bytes | str, _Entries]] | None, reply)
         for _stream, entries in batches or []:
             for entry_id, raw in entries:
-                last = _text(entry_id)
-                fields = _text_hash(raw)
+                last = text(entry_id)
+                fields = text_hash(raw)
                 yield Change(id=last, kind=fields.get("kind", ""), fields=fields)
