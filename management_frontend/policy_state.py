@@ -118,27 +118,27 @@ class PolicyParams:
                 f"policy {policy!r} takes no parameter {', '.join(map(repr, unknown))}: "
                 f"it takes {', '.join(map(repr, allowed))}"
             )
-        params = cls(policy=policy)
+        settings: dict[str, Any] = {}
         if "loss" in raw:
             loss = raw["loss"]
             if loss not in LOSSES:
                 raise Invalid(f"loss {loss!r} is not known: use one of {', '.join(LOSSES)}")
-            params = _replace(params, loss=loss)
+            settings["loss"] = loss
         if "eta" in raw:
             eta = _number(raw["eta"], "eta")
             if not 0 < eta <= MAX_ETA:
                 raise Invalid(f"eta must be > 0 and <= {MAX_ETA:g} (the learning rate), got {eta}")
-            params = _replace(params, eta=eta)
+            settings["eta"] = eta
         if "gamma" in raw:
             gamma = _number(raw["gamma"], "gamma")
             if not 0 < gamma <= 1:
                 raise Invalid(
                     f"gamma must be > 0 and <= 1 (the share of queries that explore), got {gamma}"
                 )
-            params = _replace(params, gamma=gamma)
+            settings["gamma"] = gamma
         if "weights" in raw and raw["weights"] is not None:
-            params = _replace(params, weights=_weights(raw["weights"]))
-        return params
+            settings["weights"] = _weights(raw["weights"])
+        return cls(policy=policy, **settings)
 
     def to_json(self) -> dict[str, Any]:
         """The settings that apply to this policy (what ``App.policy_params`` stores)."""
@@ -149,11 +149,6 @@ class PolicyParams:
             "loss": self.loss,
         }
         return {k: values[k] for k in _ALLOWED[self.policy]}
-
-
-def _replace(params: PolicyParams, **changes: Any) -> PolicyParams:
-    values = {**params.__dict__, **changes}
-    return PolicyParams(**values)
 
 
 def _weights(raw: object) -> dict[str, float]:
