@@ -65,7 +65,8 @@ class PolicyStore:
         parsed = PolicyParams.parse(policy, params)
         stored_params = parsed.to_json()
 
-        async def step(pipe: Pipeline) -> App:
+        async def step(pipe: Pipeline) -> tuple[App, bool]:
+            """The app as it is now, and whether it got a new epoch."""
             app = await read_app(pipe, keys, app_name)
             if app is None:
                 raise app_missing(app_name)
@@ -86,7 +87,7 @@ class PolicyStore:
             changed = app.policy != policy or app.policy_params != stored_params
             reset = reset_state or app.policy != policy
             if not changed and not reset:
-                return app
+                return app, False
             epoch = new_epoch() if reset else app.policy_epoch
             updated = replace(app, policy=policy, policy_params=stored_params, policy_epoch=epoch)
             begin(pipe)
@@ -94,11 +95,11 @@ class PolicyStore:
             fields = {k: record[k] for k in ("policy", "policy_params", "policy_epoch")}
             pipe.hset(keys.app(app_name), mapping=as_fields(fields))
             await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.SET_POLICY, app=app_name)
-            return updated
+            return updated, reset
 
-        before = await read_app(self._store.redis, keys, app_name)
-        updated = await self._store.transact([keys.app(app_name), keys.links(app_name)], step)
-        if before is not None and updated.policy_epoch != before.policy_epoch:
+        watch = [keys.app(app_name), keys.links(app_name)]
+        updated, renewed = await self._store.transact(watch, step)
+        if renewed:
             self._store.clean_up(app_name, updated.policy_epoch)
         return updated
 
