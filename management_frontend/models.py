@@ -66,14 +66,14 @@ class AddApp(_Body):
         return self
 
     def to_record(self) -> App:
-        """The app, with its policy parameters normalised (defaults filled in)."""
+        """The app as given; ``Store.add_app`` normalises its policy parameters."""
         return App(
             name=self.name,
             input_type=self.input_type,
             default_output=self.default_output,
             slo_micros=self.slo_micros,
             policy=self.policy,
-            policy_params=PolicyParams.parse(self.policy, self.policy_params).to_json(),
+            policy_params=dict(self.policy_params),
             cache_enabled=self.cache_enabled,
         )
 
