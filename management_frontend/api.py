@@ -36,7 +36,6 @@ from management_frontend.models import (
     SetPolicy,
     SetReplicas,
 )
-from management_frontend.policy_state import check_user_id
 from management_frontend.policy_store import PolicyStore
 from management_frontend.schema import App, Keys, Model, arm_name
 from management_frontend.store import Store
@@ -54,7 +53,9 @@ VersionPath = Annotated[str, Path(), BeforeValidator(validation.version)]
 VersionQuery = Annotated[
     str | None, Query(), BeforeValidator(validation.optional(validation.version))
 ]
-UserQuery = Annotated[str | None, Query(), BeforeValidator(validation.optional(check_user_id))]
+UserQuery = Annotated[
+    str | None, Query(), BeforeValidator(validation.optional(validation.check_user_id))
+]
 
 
 def get_store(request: Request) -> Store:

@@ -55,7 +55,7 @@ class AddApp(_Body):
     input_type: InputTypeField
     default_output: DefaultOutput
     slo_micros: SloMicros
-    policy: Policy = validation.SINGLE_POLICY
+    policy: Policy = validation.SINGLE
     # Checked against the policy once both are known (PolicyParams.parse).
     policy_params: Annotated[dict[str, Any], _object("policy_params")] = {}
     cache_enabled: CacheEnabled = True

@@ -33,14 +33,18 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 
+from management_frontend import validation
 from management_frontend.errors import Invalid
-from management_frontend.schema import Keys, parse_arm, text, text_hash
+from management_frontend.schema import Keys, text, text_hash
 
-SINGLE: Final = "single"
-SPLIT: Final = "split"
-EXP3: Final = "exp3"
-EXP4: Final = "exp4"
-POLICIES: Final = (SINGLE, SPLIT, EXP3, EXP4)
+# The policy names, and the check of a user id, are validation.py's (a request names
+# them); the query frontend finds them here with the rest of the policies.
+SINGLE: Final = validation.SINGLE
+SPLIT: Final = validation.SPLIT
+EXP3: Final = validation.EXP3
+EXP4: Final = validation.EXP4
+POLICIES: Final = validation.POLICIES
+check_user_id: Final = validation.check_user_id
 # Policies that may have several arms; "single" has at most one link.
 MULTI_ARM: Final = (SPLIT, EXP3, EXP4)
 # "auto": labels and outputs that hold a non-integer number are compared by squared
@@ -50,7 +54,6 @@ LOSSES: Final = ("auto", "zero_one", "squared", "absolute")
 DEFAULT_ETA: Final = 0.1
 DEFAULT_GAMMA: Final = 0.1
 MAX_ETA: Final = 10.0
-MAX_USER_ID_LENGTH: Final = 256
 
 _ALLOWED: Final[dict[str, tuple[str, ...]]] = {
     SINGLE: ("loss",),
@@ -67,30 +70,6 @@ def _number(value: object, what: str) -> float:
     if not math.isfinite(number):
         raise Invalid(f"{what} must be a finite number, got {value!r}")
     return number
-
-
-def check_arm(value: object) -> str:
-    """An arm name: ``model`` or ``model:version``, each part valid on its own."""
-    from management_frontend import validation  # validation imports this module's names
-
-    if not isinstance(value, str):
-        raise Invalid(f"an arm must be a string 'model' or 'model:version', got {value!r}")
-    model, version = parse_arm(value)
-    validation.model_name(model)
-    if version is not None:
-        validation.version(version)
-    return value
-
-
-def check_user_id(value: object) -> str:
-    """A user id as queries and feedback carry it ("uid"): a string, or an integer."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not value:
-        raise Invalid(f'"uid" must be a non-empty string (or an integer), got {value!r}')
-    if len(value) > MAX_USER_ID_LENGTH:
-        raise Invalid(f'"uid" has {len(value)} characters: use at most {MAX_USER_ID_LENGTH}')
-    return value
 
 
 @dataclass(frozen=True)
@@ -158,7 +137,7 @@ def _weights(raw: object) -> dict[str, float]:
         )
     weights: dict[str, float] = {}
     for arm, value in raw.items():
-        check_arm(arm)
+        validation.check_arm(arm)
         weight = _number(value, f"the weight of {arm!r}")
         if weight < 0:
             raise Invalid(f"the weight of {arm!r} must be >= 0, got {weight:g}")

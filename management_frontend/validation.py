@@ -1,5 +1,5 @@
 """Validation of everything a client sends: names, versions, input types, SLOs, counts,
-batching settings, policies, on/off flags.
+batching settings, policies, arms, user ids, on/off flags.
 
 Each function takes the raw JSON value (``object``), returns it typed, or raises
 ``Invalid`` with a message that names the field, shows the bad value and says what to
@@ -16,8 +16,8 @@ import re
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from management_frontend import policy_state
 from management_frontend.errors import Invalid
+from management_frontend.schema import parse_arm
 from model_container.protocol import InputType
 
 T = TypeVar("T")
@@ -31,10 +31,13 @@ MAX_TEXT_LENGTH: Final = 4096
 DNS1123_LABEL_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 VERSION_RE: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
 
-# Selection policies an app may name: policy_state.py is the schema's word on them (and on
-# their parameters); the query frontend implements them.
-SINGLE_POLICY: Final = policy_state.SINGLE
-POLICIES: Final = policy_state.POLICIES
+# Selection policies an app may name: policy_state.py is the schema's word on their
+# parameters and learned state; the query frontend implements them.
+SINGLE: Final = "single"
+SPLIT: Final = "split"
+EXP3: Final = "exp3"
+EXP4: Final = "exp4"
+POLICIES: Final = (SINGLE, SPLIT, EXP3, EXP4)
 # Names an earlier Schooner accepted, with what to use now.
 RENAMED_POLICIES: Final = {
     "weighted": "'split' (fixed weights per arm)",
@@ -45,6 +48,7 @@ RENAMED_POLICIES: Final = {
 BATCH_MODES: Final = ("aimd", "latency_model", "fixed")
 # Delayed batching holds queries back from a free replica; a second is far past any SLO.
 MAX_BATCH_WAIT_MICROS: Final = 1_000_000
+MAX_USER_ID_LENGTH: Final = 256
 
 _LABEL_RULE = (
     "use lowercase letters, digits and '-', starting and ending with a letter or digit, "
@@ -127,6 +131,28 @@ def version(value: object) -> str:
     if len(ver) > MAX_NAME_LENGTH or not VERSION_RE.fullmatch(ver):
         raise Invalid(f"model version {show(ver)} is not valid: {_VERSION_RULE}")
     return ver
+
+
+def check_arm(value: object) -> str:
+    """An arm name: ``model`` or ``model:version``, each part valid on its own."""
+    if not isinstance(value, str):
+        raise Invalid(f"an arm must be a string 'model' or 'model:version', got {value!r}")
+    model, ver = parse_arm(value)
+    model_name(model)
+    if ver is not None:
+        version(ver)
+    return value
+
+
+def check_user_id(value: object) -> str:
+    """A user id as queries and feedback carry it ("uid"): a string, or an integer."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value:
+        raise Invalid(f'"uid" must be a non-empty string (or an integer), got {value!r}')
+    if len(value) > MAX_USER_ID_LENGTH:
+        raise Invalid(f'"uid" has {len(value)} characters: use at most {MAX_USER_ID_LENGTH}')
+    return value
 
 
 def input_type(value: object) -> InputType:
