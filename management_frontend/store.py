@@ -84,7 +84,7 @@ def _model_missing(name: str) -> NotFound:
 
 
 def _version_missing(model: Model, version: str) -> NotFound:
-    known = ", ".join(repr(v) for v in model.versions) or "none"
+    known = listed(model.versions)
     return NotFound(f"model {model.name!r} has no version {version!r} (its versions: {known})")
 
 
