@@ -320,13 +320,10 @@ def new_epoch() -> str:
     return secrets.token_hex(4)
 
 
-async def read_app_part(r: aioredis.Redis, keys: Keys, app: str, epoch: str) -> PolicyState:
-    return PolicyState.from_hash(text_hash(await r.hgetall(keys.policy_state(app, epoch))))
-
-
-async def read_user_part(
-    r: aioredis.Redis, keys: Keys, app: str, epoch: str, uid: str
+async def read_part(
+    r: aioredis.Redis, keys: Keys, app: str, epoch: str, uid: str | None = None
 ) -> PolicyState:
+    """One record as stored: the app's state, or with ``uid`` that user's part."""
     return PolicyState.from_hash(text_hash(await r.hgetall(keys.policy_state(app, epoch, uid))))
 
 
@@ -334,10 +331,10 @@ async def read_policy_state(
     r: aioredis.Redis, keys: Keys, app: str, epoch: str, uid: str | None = None
 ) -> PolicyState:
     """The app's state, or what a user sees: the app's plus the user's own part."""
-    base = await read_app_part(r, keys, app, epoch)
+    base = await read_part(r, keys, app, epoch)
     if uid is None:
         return base
-    return base.plus(await read_user_part(r, keys, app, epoch, uid))
+    return base.plus(await read_part(r, keys, app, epoch, uid))
 
 
 async def record_feedback(

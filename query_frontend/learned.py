@@ -27,8 +27,7 @@ from management_frontend.policy_state import (
     ArmFeedback,
     ArmState,
     PolicyState,
-    read_app_part,
-    read_user_part,
+    read_part,
     record_feedback,
 )
 from management_frontend.schema import Change, ChangeKind, ChangeOp, Keys
@@ -150,7 +149,7 @@ class PolicyStates:
 
     async def _load_app(self, app: str, epoch: str) -> None:
         try:
-            state = await read_app_part(self._r, self._keys, app, epoch)
+            state = await read_part(self._r, self._keys, app, epoch)
         except (RedisError, OSError) as exc:
             logger.warning("cannot read the policy state of app %s: %s", app, exc)
             return
@@ -166,7 +165,7 @@ class PolicyStates:
     async def _load_user(self, key: tuple[str, str, str]) -> None:
         app, epoch, uid = key
         try:
-            part = await read_user_part(self._r, self._keys, app, epoch, uid)
+            part = await read_part(self._r, self._keys, app, epoch, uid)
         except (RedisError, OSError) as exc:
             logger.warning("cannot read the policy state of user %s of %s: %s", uid, app, exc)
             return
