@@ -375,24 +375,44 @@ async def record_feedback(
     return int(result)
 
 
-async def delete_stale_state(
-    r: aioredis.Redis, keys: Keys, app: str, keep_epoch: str | None = None
-) -> int:
-    """Delete what ``app`` learned under any epoch but ``keep_epoch`` (all if ``None``).
+async def delete_stale_state(r: aioredis.Redis, keys: Keys, app: str) -> int:
+    """Delete what ``app`` learned under any epoch but the one it has as the keys go.
 
     Incremental (SCAN, UNLINK in batches), so Redis never blocks on an app with many
-    users; safe to run again after an interruption. Returns the keys deleted.
+    users; safe to run again after an interruption. Each batch is one script that reads
+    the app's ``policy_epoch`` as it unlinks and spares that epoch's keys: an app reset
+    again, or deleted and added again, while this runs keeps what it learns meanwhile.
+    Returns the keys deleted.
     """
     deleted = 0
     batch: list[str] = []
     async for key in r.scan_iter(match=keys.policy_pattern(app), count=1000):
-        name = text(key)
-        if keep_epoch is not None and keys.policy_epoch_of(app, name) == keep_epoch:
-            continue
-        batch.append(name)
+        batch.append(text(key))
         if len(batch) >= 500:
-            deleted += await r.unlink(*batch)
+            deleted += await _unlink_stale(r, keys, app, batch)
             batch = []
     if batch:
-        deleted += await r.unlink(*batch)
+        deleted += await _unlink_stale(r, keys, app, batch)
     return deleted
+
+
+# Unlink learned-state keys unless they belong to the app's epoch at this moment.
+# KEYS: app record, then the state keys; ARGV: the epoch of each state key, in order
+_UNLINK_STALE_LUA = """
+local current = false
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  current = redis.call('HGET', KEYS[1], 'policy_epoch') or ''
+end
+local stale = {}
+for i = 2, #KEYS do
+  if ARGV[i - 1] ~= current then stale[#stale + 1] = KEYS[i] end
+end
+if #stale == 0 then return 0 end
+return redis.call('UNLINK', unpack(stale))
+"""
+
+
+async def _unlink_stale(r: aioredis.Redis, keys: Keys, app: str, batch: list[str]) -> int:
+    epochs = [keys.policy_epoch_of(app, key) for key in batch]
+    script_keys = [keys.app(app), *batch]
+    return int(await r.eval(_UNLINK_STALE_LUA, len(script_keys), *script_keys, *epochs))

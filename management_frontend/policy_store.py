@@ -100,7 +100,7 @@ class PolicyStore:
         watch = [keys.app(app_name), keys.links(app_name)]
         updated, renewed = await self._store.transact(watch, step)
         if renewed:
-            self._store.clean_up(app_name, updated.policy_epoch)
+            self._store.clean_up(app_name)
         return updated
 
     async def get_policy_state(self, app_name: str, uid: str | None = None) -> dict[str, Any]:
@@ -151,4 +151,4 @@ class PolicyStore:
 
         epoch = await self._store.transact([keys.app(app_name)], step)
         if epoch is not None and uid is None:
-            self._store.clean_up(app_name, epoch)
+            self._store.clean_up(app_name)

@@ -271,7 +271,7 @@ class Store:
 
         stored = await self.transact([keys.app(app.name), keys.links(app.name)], step)
         # Whatever an earlier app of this name learned is not this app's.
-        self.clean_up(app.name, stored.policy_epoch)
+        self.clean_up(app.name)
         return stored
 
     async def delete_app(self, name: str) -> None:
@@ -287,7 +287,7 @@ class Store:
             await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.DELETE, app=name)
 
         await self.transact([keys.app(name), keys.links(name)], step)
-        self.clean_up(name, None)
+        self.clean_up(name)
 
     async def set_app_cache(self, name: str, enabled: bool) -> App:
         """Turn an app's prediction cache on or off; query frontends follow the feed."""
@@ -401,12 +401,13 @@ class Store:
 
     # ------------------------------------------------------------------ learned policy state
 
-    def clean_up(self, app_name: str, keep_epoch: str | None) -> None:
-        """Delete an app's learned state of other epochs, in the background."""
+    def clean_up(self, app_name: str) -> None:
+        """Delete an app's learned state of other epochs than its current one (none, if
+        the app is gone), in the background: ``delete_stale_state``."""
 
         async def run() -> None:
             try:
-                count = await delete_stale_state(self._r, self._keys, app_name, keep_epoch)
+                count = await delete_stale_state(self._r, self._keys, app_name)
             except (RedisError, OSError) as exc:
                 logger.warning("could not delete the old policy state of %s: %s", app_name, exc)
                 return

@@ -34,6 +34,7 @@ from management_frontend.policy_state import RECORDED, STALE, ArmFeedback, recor
 from management_frontend.schema import (
     FEED_MAXLEN,
     SCHEMA_VERSION,
+    App,
     Change,
     Keys,
     Snapshot,
@@ -44,6 +45,7 @@ from management_frontend.schema import (
     read_snapshot,
 )
 from management_frontend.store import Store
+from model_container.protocol import InputType
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 15.0
@@ -669,6 +671,51 @@ async def test_deleting_an_app_deletes_what_its_policy_learned(
     await async_redis.hset(KEYS.policy_state("app1", "0ld", "u9"), "w:m1", "-1")
     await ok(api.post("/admin/apps", json={**APP, "policy": "exp3"}), 201)
     assert await settled_keys(async_redis, 0) == []
+
+
+class HeldScans(aioredis.Redis):
+    """A client whose SCANs wait for ``go``: its background clean-ups start when told."""
+
+    go: asyncio.Event
+
+    async def scan_iter(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        await self.go.wait()
+        async for key in super().scan_iter(*args, **kwargs):
+            yield key
+
+
+async def test_an_app_added_again_keeps_what_it_learns_while_the_old_state_goes(
+    redis_url: str, async_redis: aioredis.Redis
+) -> None:
+    held = HeldScans.from_url(redis_url, decode_responses=True, socket_timeout=5)
+    held.go = asyncio.Event()
+    store = Store(held, KEYS)
+    app = App(
+        name="app1",
+        input_type=InputType.DOUBLES,
+        default_output=-1.0,
+        slo_micros=100_000,
+        policy="exp3",
+    )
+    try:
+        old = await store.add_app(app)
+        # Enough users that the clean-up unlinks them in several batches.
+        async with async_redis.pipeline(transaction=False) as pipe:
+            for i in range(1200):
+                pipe.hset(KEYS.policy_state("app1", old.policy_epoch, f"u{i}"), "updates", "1")
+            await pipe.execute()
+        await store.delete_app("app1")
+        new = await store.add_app(app)
+        await learn(async_redis, "u1", feedback(m1=(-1.0, 1.0)))
+        # Every clean-up scans only now, and so finds the new app's keys with the old ones.
+        held.go.set()
+        await store.wait_for_cleanups()
+    finally:
+        await held.aclose()
+    assert await learned_keys(async_redis) == [
+        KEYS.policy_state("app1", new.policy_epoch),
+        KEYS.policy_state("app1", new.policy_epoch, "u1"),
+    ]
 
 
 async def test_policy_endpoints_of_unknown_apps_are_404(api: httpx.AsyncClient) -> None:
