@@ -22,7 +22,7 @@ from query_frontend.evaluate import submit
 from query_frontend.inputs import Item
 from query_frontend.queries import Expired, Failure, Outcome
 from query_frontend.routing import Arm, Route
-from query_frontend.selection import Choice, choose, ensemble_weights, split_arms
+from query_frontend.selection import Choice, chooser, ensemble_weights, split_arms
 from query_frontend.state import FrontendState
 
 _NOTHING_LEARNED = PolicyState()
@@ -70,7 +70,8 @@ async def ask(
         return q is not None and bool(q.replicas)
 
     routable, ready = split_arms(route, has_replicas)
-    choices = [choose(route, routable, ready, view, uid, state.rng) for _ in items]
+    choose = chooser(route, routable, ready, view, uid, state.rng)
+    choices = [choose() for _ in items]
     groups: dict[Arm, list[int]] = {}
     for i, choice in enumerate(choices):
         for arm in choice.arms:
@@ -109,8 +110,17 @@ def arm_label(arm: Arm) -> str:
     return arm.label.decode()[1:-1] if arm.label else arm.name
 
 
-def answer(route: Route, asked: Asked, view: PolicyState) -> Answer:
-    """The answer to one input from what its arm(s) said."""
+def answers(route: Route, asked: Sequence[Asked], view: PolicyState) -> list[Answer]:
+    """The answer to each input from what its arm(s) said."""
+    weights: dict[tuple[str, ...], list[float]] = {}  # exp4: by the arms that answered
+    return [answer(route, a, view, weights) for a in asked]
+
+
+def answer(
+    route: Route, asked: Asked, view: PolicyState, weights: dict[tuple[str, ...], list[float]]
+) -> Answer:
+    """The answer to one input from what its arm(s) said; ``weights`` keeps the exp4
+    weights of each set of arms that answered, for the other inputs of the request."""
     if route.params.policy != EXP4:
         arm, outcome = asked.outcomes[0]
         return Answer(outcome, [arm_label(arm)] if isinstance(outcome, bytes) else [], [])
@@ -127,12 +137,15 @@ def answer(route: Route, asked: Asked, view: PolicyState) -> Answer:
         if failures and len(failures) == len(asked.outcomes):
             return Answer(failures[0], [], missing)
         return Answer(Expired("; ".join(f"{m}: {why}" for m, why in missing)), [], missing)
-    weights = ensemble_weights(route, [arm for arm, _ in answered], view)
+    names = tuple(arm.name for arm, _ in answered)  # what the weights depend on
+    mix = weights.get(names)
+    if mix is None:
+        mix = weights[names] = ensemble_weights(route, [arm for arm, _ in answered], view)
     outputs = [o for _, o in answered]
     try:
-        output = combine(outputs, weights, route.params.loss)
+        output = combine(outputs, mix, route.params.loss)
     except (TypeError, ValueError, RecursionError):  # answers too odd to weigh (too deep)
-        output = outputs[max(range(len(outputs)), key=weights.__getitem__)]
+        output = outputs[max(range(len(outputs)), key=mix.__getitem__)]
     return Answer(output, [arm_label(arm) for arm, _ in answered], missing)
 
 

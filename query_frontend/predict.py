@@ -26,7 +26,7 @@ from query_frontend.asgi import (
     read_body,
     send_reply,
 )
-from query_frontend.ask import Answer, answer, ask, learned_view
+from query_frontend.ask import Answer, answers, ask, learned_view
 from query_frontend.deadlines import answer_by
 from query_frontend.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.evaluate import evaluate
@@ -98,10 +98,10 @@ async def _predict(
         return error(503, "overloaded", f"{exc}; retry shortly", {"Retry-After": "1"})
     except TooManyInputsError as exc:
         return error(413, "too_large", str(exc))
-    answers = [answer(route, a, view) for a in asked]
-    out.extend(a.outcome for a in answers)
-    state.metrics.answered_by(app.name, answers)
-    return _respond_answers(ids, answers, app.default_output, is_batch)
+    answered = answers(route, asked, view)
+    out.extend(a.outcome for a in answered)
+    state.metrics.answered_by(app.name, answered)
+    return _respond_answers(ids, answered, app.default_output, is_batch)
 
 
 def _respond(

@@ -48,42 +48,77 @@ def split_arms(route: Route, has_replicas: Callable[[Arm], bool]) -> tuple[list[
     return routable, [a for a in routable if has_replicas(a)]
 
 
-def draw(arms: Sequence[Arm], probs: Sequence[float], point: float) -> tuple[Arm, float]:
-    """The arm whose slice of the cumulative probabilities holds ``point``."""
+@dataclass(frozen=True, slots=True)
+class Wheel:
+    """Arms laid end to end on [0, 1), each on a slice as wide as its probability."""
+
+    ends: list[float]  # where each arm's slice ends: the cumulative probabilities
+    choices: list[Choice]  # each arm, with the probability it had
+
+    def slot(self, point: float) -> int:
+        """The index of the arm whose slice holds ``point``."""
+        return min(bisect.bisect_right(self.ends, point), len(self.choices) - 1)
+
+    def at(self, point: float) -> Choice:
+        return self.choices[self.slot(point)]
+
+
+def wheel(arms: Sequence[Arm], probs: Sequence[float]) -> Wheel:
+    """``arms`` on a wheel by ``probs`` (relative: equal if they sum to nothing)."""
     total = sum(probs)
     if total <= 0:
         probs, total = [1.0] * len(arms), float(len(arms))
-    cumulative = list(itertools.accumulate(p / total for p in probs))
-    i = min(bisect.bisect_right(cumulative, point), len(arms) - 1)
-    return arms[i], probs[i] / total
+    return Wheel(
+        list(itertools.accumulate(p / total for p in probs)),
+        [Choice((arm,), p / total) for arm, p in zip(arms, probs, strict=True)],
+    )
 
 
-def choose(
+def chooser(
     route: Route,
     routable: Sequence[Arm],
     ready: Sequence[Arm],
     state: PolicyState,
     uid: str | None,
     rng: random.Random,
-) -> Choice:
-    """Pick the arm(s) for one query (``split_arms`` gives ``routable`` and ``ready``)."""
+) -> Callable[[], Choice]:
+    """What picks the arm(s) for each query of one request (``split_arms`` gives
+    ``routable`` and ``ready``): the distribution is worked out once, and each call
+    draws from it with at most one ``rng.random()``."""
     policy = route.params.policy
     pool = ready or routable
     if policy == EXP4 or len(pool) <= 1:
-        return Choice(tuple(pool))
+        return _always(Choice(tuple(pool)))
     if policy == SPLIT:
-        point = sticky_point(route.app.name, uid) if uid is not None else rng.random()
-        shares = split_shares(route.params.weights, [a.name for a in routable])
-        arm, p = draw(routable, shares, point)
-        if arm in pool:
-            return Choice((arm,), p)
-        # Its arm is down: the same point on the shares of the arms that are up.
-        arm, p = draw(pool, split_shares(route.params.weights, [a.name for a in pool]), point)
-        return Choice((arm,), p)
+        pick = _split(route, routable, pool)
+        if uid is not None:
+            return _always(pick(sticky_point(route.app.name, uid)))
+        return lambda: pick(rng.random())
     if policy == EXP3:
-        arm, p = draw(pool, state.probabilities(route.params, [a.name for a in pool]), rng.random())
-        return Choice((arm,), p)
-    return Choice((pool[0],))  # single never holds several links
+        bandit = wheel(pool, state.probabilities(route.params, [a.name for a in pool]))
+        return lambda: bandit.at(rng.random())
+    return _always(Choice((pool[0],)))  # single never holds several links
+
+
+def _split(route: Route, routable: Sequence[Arm], pool: Sequence[Arm]) -> Callable[[float], Choice]:
+    """The split arm at a point of the weights: the routable arms' share, or if that
+    arm is down, the same point on the shares of the arms that are up."""
+    weights = route.params.weights
+    every = wheel(routable, split_shares(weights, [a.name for a in routable]))
+    up = [arm in pool for arm in routable]
+    if all(up):
+        return every.at
+    upper = wheel(pool, split_shares(weights, [a.name for a in pool]))
+
+    def pick(point: float) -> Choice:
+        i = every.slot(point)
+        return every.choices[i] if up[i] else upper.at(point)
+
+    return pick
+
+
+def _always(choice: Choice) -> Callable[[], Choice]:
+    return lambda: choice
 
 
 def ensemble_weights(route: Route, arms: Sequence[Arm], state: PolicyState) -> list[float]:
@@ -93,9 +128,10 @@ def ensemble_weights(route: Route, arms: Sequence[Arm], state: PolicyState) -> l
 
 __all__ = [
     "Choice",
-    "choose",
-    "draw",
+    "Wheel",
+    "chooser",
     "ensemble_weights",
     "split_arms",
     "sticky_point",
+    "wheel",
 ]

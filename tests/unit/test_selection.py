@@ -26,7 +26,7 @@ from model_container.protocol import InputType
 from query_frontend.ensemble import combine, vote
 from query_frontend.feedback import Answered, LabelError, learn, loss_kind, measure
 from query_frontend.routing import Arm, Route
-from query_frontend.selection import choose, draw, sticky_point
+from query_frontend.selection import chooser, sticky_point, wheel
 
 
 def route(policy: str, arms: list[str], **params: Any) -> Route:
@@ -131,14 +131,14 @@ def test_split_shares_follow_weights_and_fall_back_to_equal() -> None:
 def test_split_sends_its_share_and_sticky_users_stay_put() -> None:
     r = route("split", ["m:1", "m:2"], weights={"m:1": 90, "m:2": 10})
     rng = random.Random(1)
-    picks = Counter(
-        choose(r, r.arms, r.arms, PolicyState(), None, rng).arms[0].name for _ in range(10_000)
-    )
+    choose = chooser(r, r.arms, r.arms, PolicyState(), None, rng)
+    picks = Counter(choose().arms[0].name for _ in range(10_000))
     assert 900 <= picks["m:2"] <= 1100
     for uid in ("alice", "bob", "u-17"):
-        first = choose(r, r.arms, r.arms, PolicyState(), uid, rng).arms[0]
+        first = chooser(r, r.arms, r.arms, PolicyState(), uid, rng)().arms[0]
         assert all(
-            choose(r, r.arms, r.arms, PolicyState(), uid, rng).arms[0] == first for _ in range(20)
+            chooser(r, r.arms, r.arms, PolicyState(), uid, rng)().arms[0] == first
+            for _ in range(20)
         )
 
 
@@ -150,11 +150,11 @@ def test_growing_the_canary_keeps_its_users_on_it() -> None:
     on_canary = [
         u
         for u in users
-        if choose(small, small.arms, small.arms, PolicyState(), u, rng).arms[0].name == "m:2"
+        if chooser(small, small.arms, small.arms, PolicyState(), u, rng)().arms[0].name == "m:2"
     ]
     assert on_canary
     assert all(
-        choose(large, large.arms, large.arms, PolicyState(), u, rng).arms[0].name == "m:2"
+        chooser(large, large.arms, large.arms, PolicyState(), u, rng)().arms[0].name == "m:2"
         for u in on_canary
     )
 
@@ -163,7 +163,7 @@ def test_a_split_arm_that_is_down_hands_its_users_to_the_others() -> None:
     r = route("split", ["a", "b", "c"])
     up = (r.arms[0], r.arms[2])
     rng = random.Random(0)
-    picks = {choose(r, r.arms, up, PolicyState(), f"u{i}", rng).arms[0].name for i in range(300)}
+    picks = {chooser(r, r.arms, up, PolicyState(), f"u{i}", rng)().arms[0].name for i in range(300)}
     assert picks == {"a", "c"}
 
 
@@ -176,15 +176,14 @@ def test_sticky_points_are_stable_and_spread() -> None:
 
 def test_exp4_asks_every_arm_that_can_answer() -> None:
     r = route("exp4", ["a", "b", "c"])
-    assert [
-        a.name for a in choose(r, r.arms, r.arms[:2], PolicyState(), None, random.Random()).arms
-    ] == ["a", "b"]
+    choose = chooser(r, r.arms, r.arms[:2], PolicyState(), None, random.Random())
+    assert [a.name for a in choose().arms] == ["a", "b"]
 
 
 def test_draw_reports_the_probability_the_arm_had() -> None:
     r = route("split", ["a", "b"])
-    arm, p = draw(r.arms, [3.0, 1.0], 0.9)
-    assert arm.name == "b" and p == pytest.approx(0.25)
+    choice = wheel(r.arms, [3.0, 1.0]).at(0.9)
+    assert choice.arms[0].name == "b" and choice.probability == pytest.approx(0.25)
 
 
 # ---------------------------------------------------------------------- combining
@@ -262,7 +261,7 @@ def test_exp3_learns_the_good_arm_from_bandit_feedback() -> None:
     accuracy = {"good": 0.9, "bad1": 0.5, "bad2": 0.5}
     state, rng = PolicyState(), random.Random(7)
     for _ in range(300):
-        choice = choose(r, r.arms, r.arms, state, None, rng)
+        choice = chooser(r, r.arms, r.arms, state, None, rng)()
         arm = choice.arms[0]
         answer = 1 if rng.random() < accuracy[arm.name] else 0
         lesson = learn(
