@@ -35,7 +35,7 @@ from query_frontend.asgi import (
     read_body,
     send_reply,
 )
-from query_frontend.ask import arm_label, ask
+from query_frontend.ask import arm_label, ask, learned_view
 from query_frontend.deadlines import answer_by
 from query_frontend.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.feedback import Answered, LabelError, learn
@@ -103,7 +103,8 @@ async def _update(state: FrontendState, route: Route, scope: Scope, receive: Rec
     deadline = answer_by(arrival, app.slo_micros / 1e6, state.dispatcher.timer_lag.lag(arrival))
     qid = next(state.query_ids)
     epoch = app.policy_epoch
-    view = state.policies.view(app.name, epoch, uid)
+    view = learned_view(state, route, uid)
+    state.policies.app_state(app.name, epoch)  # if not copied yet, read from Redis meanwhile
     try:  # one arm or several: asked as a query of the app would be
         asked = (await ask(state, route, [item], [qid], deadline, uid, view))[0]
     except OverloadedError as exc:
