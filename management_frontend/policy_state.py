@@ -47,6 +47,8 @@ POLICIES: Final = validation.POLICIES
 check_user_id: Final = validation.check_user_id
 # Policies that may have several arms; "single" has at most one link.
 MULTI_ARM: Final = (SPLIT, EXP3, EXP4)
+# Policies that learn from feedback: they choose (exp3) or combine (exp4) by what it taught.
+LEARNING: Final = (EXP3, EXP4)
 # "auto": labels and outputs that hold a non-integer number are compared by squared
 # error (and combined by a weighted mean), anything else by 0/1 loss (and a weighted vote).
 LOSSES: Final = ("auto", "zero_one", "squared", "absolute")
@@ -217,7 +219,7 @@ class PolicyState:
             return []
         if params.policy == SPLIT:
             return split_shares(params.weights, arms)
-        if params.policy in (EXP3, EXP4):
+        if params.policy in LEARNING:
             shares = softmax(self.log_weights(arms))
             if params.policy == EXP3:
                 k = len(arms)

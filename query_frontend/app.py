@@ -20,7 +20,7 @@ import zmq.asyncio
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
-from management_frontend.policy_state import EXP3, EXP4
+from management_frontend.policy_state import LEARNING
 from management_frontend.schema import SCHEMA_VERSION, Keys, Snapshot, read_schema_version
 from query_frontend.asgi import Receive, Scope, Send, error, send_reply
 from query_frontend.cache import PredictionCache
@@ -108,7 +108,7 @@ def create_app(config: Config) -> FrontDoor:
         policies.tracked = lambda: [
             (name, route.app.policy_epoch)
             for name, route in routing.routes.items()
-            if route.policy in (EXP3, EXP4)
+            if route.policy in LEARNING
         ]
         routing.change_listeners.append(policies.on_change)
         cache = PredictionCache(config.cache_max_bytes)

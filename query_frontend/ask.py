@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from management_frontend.policy_state import EXP3, EXP4, PolicyState
+from management_frontend.policy_state import EXP4, LEARNING, PolicyState
 from query_frontend.dispatch import OverloadedError
 from query_frontend.ensemble import combine
 from query_frontend.evaluate import submit
@@ -46,7 +46,7 @@ class Answer:
 
 
 def learned_view(state: FrontendState, route: Route, uid: str | None) -> PolicyState:
-    if route.params.policy in (EXP3, EXP4):
+    if route.params.policy in LEARNING:
         return state.policies.view(route.app.name, route.app.policy_epoch, uid)
     return _NOTHING_LEARNED
 

@@ -23,7 +23,7 @@ import asyncio
 import orjson
 from redis.exceptions import RedisError
 
-from management_frontend.policy_state import DUPLICATE, EXP3, EXP4, STALE
+from management_frontend.policy_state import DUPLICATE, EXP4, LEARNING, STALE
 from query_frontend.asgi import (
     BodyTooLargeError,
     ClientGoneError,
@@ -145,7 +145,7 @@ async def _update(state: FrontendState, route: Route, scope: Scope, receive: Rec
     except LabelError as exc:
         return error(400, "invalid_label", f"app '{app.name}': {exc}")
     # A user's own part matters only to policies that choose by what was learned.
-    learner = uid if route.policy in (EXP3, EXP4) else None
+    learner = uid if route.policy in LEARNING else None
     try:
         status = await state.policies.record(app.name, epoch, learner, lesson.arms, feedback_id)
     except (RedisError, OSError, TimeoutError) as exc:
