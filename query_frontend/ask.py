@@ -107,7 +107,7 @@ async def ask(
 
 
 def arm_label(arm: Arm) -> str:
-    return arm.label.decode()[1:-1] if arm.label else arm.name
+    return arm.label or arm.name
 
 
 def answers(route: Route, asked: Sequence[Asked], view: PolicyState) -> list[Answer]:

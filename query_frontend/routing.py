@@ -41,8 +41,8 @@ class Arm:
     name: str  # the link: "model" or "model:version"
     key: ModelKey | None  # None: it cannot be served (see reason)
     reason: str = ""
-    # The version that answers, as responses name it: JSON text of "model:version".
-    label: bytes = b""
+    # The version that answers, as responses name it: "model:version" ("" if none).
+    label: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +70,7 @@ def resolve_arm(snap: Snapshot, arm: str) -> Arm:
         return Arm(arm, None, f"model '{model_name}' has no current version")
     if (model_name, version) not in snap.versions:
         return Arm(arm, None, f"model '{model_name}' has no version '{version}'")
-    return Arm(arm, (model_name, version), label=orjson.dumps(f"{model_name}:{version}"))
+    return Arm(arm, (model_name, version), label=f"{model_name}:{version}")
 
 
 def _params(app: App) -> PolicyParams:
@@ -93,7 +93,7 @@ def build_route(snap: Snapshot, app: App) -> Route:
         first = arms[0]
         if first.key is None:
             return Route(app, None, first.reason, arms, params)
-        return Route(app, first.key, "", arms, params, b"[%b]" % first.label)
+        return Route(app, first.key, "", arms, params, orjson.dumps([first.label]))
     return Route(app, None, "", arms, params)
 
 

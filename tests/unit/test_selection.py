@@ -32,8 +32,7 @@ from query_frontend.selection import chooser, sticky_point, wheel
 def route(policy: str, arms: list[str], **params: Any) -> Route:
     app = App("a", InputType.DOUBLES, None, 100_000, policy)
     resolved = tuple(
-        Arm(name, (parse_arm(name)[0], parse_arm(name)[1] or "1"), label=orjson.dumps(name))
-        for name in arms
+        Arm(name, (parse_arm(name)[0], parse_arm(name)[1] or "1"), label=name) for name in arms
     )
     return Route(app, None, "", resolved, PolicyParams.parse(policy, params))
 
