@@ -1,4 +1,5 @@
-"""The bare-ASGI plumbing the hot-path handlers share: reading a body, sending JSON.
+"""What the hot-path handlers share: the bare-ASGI plumbing (reading a body, sending
+JSON), a query's deadline, and the reply to a request that is refused.
 
 ``predict`` and ``update`` are served without a web framework (see ``predict.py`` for
 why); this is the little of one they need.
@@ -8,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from query_frontend.deadlines import answer_by
+from query_frontend.dispatch import OverloadedError, TooManyInputsError
+
+if TYPE_CHECKING:
+    from management_frontend.schema import App
+    from query_frontend.state import FrontendState
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,8 +46,23 @@ async def send_reply(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": reply.body})
 
 
+def refused(exc: BodyTooLargeError | OverloadedError | TooManyInputsError) -> Reply:
+    """The reply to a request too large to take (413), or that a model's queue has no
+    room for now (503: retry shortly)."""
+    if isinstance(exc, OverloadedError):
+        return error(503, "overloaded", f"{exc}; retry shortly", {"Retry-After": "1"})
+    return error(413, "too_large", str(exc))
+
+
+def deadline_for(state: FrontendState, app: App, arrival: float) -> float:
+    """When the queries of a request to ``app`` that arrived at ``arrival`` (loop time)
+    must be answered by (``deadlines``)."""
+    return answer_by(arrival, app.slo_micros / 1e6, state.dispatcher.timer_lag.lag(arrival))
+
+
 class BodyTooLargeError(Exception):
-    pass
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body is over the limit of {limit} bytes")
 
 
 class ClientGoneError(Exception):
@@ -52,7 +75,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     for name, value in scope["headers"]:
         if name == b"content-length":
             if value.isdigit() and int(value) > limit:
-                raise BodyTooLargeError
+                raise BodyTooLargeError(limit)
             break
     message = await receive()
     body: bytes = message.get("body", b"")
@@ -64,11 +87,11 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise BodyTooLargeError
+                raise BodyTooLargeError(limit)
             chunks.append(chunk)
         body = b"".join(chunks)
     if message["type"] == "http.disconnect":
         raise ClientGoneError
     if len(body) > limit:
-        raise BodyTooLargeError
+        raise BodyTooLargeError(limit)
     return body

@@ -22,12 +22,13 @@ from query_frontend.asgi import (
     Reply,
     Scope,
     Send,
+    deadline_for,
     error,
     read_body,
+    refused,
     send_reply,
 )
 from query_frontend.ask import Answer, answers, ask, learned_view
-from query_frontend.deadlines import answer_by
 from query_frontend.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.evaluate import evaluate
 from query_frontend.inputs import InputError, TooManyItemsError, items_of, load_object, user_id
@@ -69,11 +70,10 @@ async def _predict(
 ) -> Reply:
     """Answer one predict request of a known app; ``out`` receives the query outcomes."""
     app = route.app
-    limit = state.config.max_body_bytes
     try:
-        body = await read_body(scope, receive, limit)
-    except BodyTooLargeError:
-        return error(413, "too_large", f"request body is over the limit of {limit} bytes")
+        body = await read_body(scope, receive, state.config.max_body_bytes)
+    except BodyTooLargeError as exc:
+        return refused(exc)
     try:
         doc = load_object(body)
         items, is_batch = items_of(doc, app.input_type, state.config.max_inputs_per_request)
@@ -83,7 +83,7 @@ async def _predict(
     except InputError as exc:
         return error(400, "invalid_input", f"app '{app.name}' ({app.input_type}): {exc}")
 
-    deadline = answer_by(arrival, app.slo_micros / 1e6, state.dispatcher.timer_lag.lag(arrival))
+    deadline = deadline_for(state, app, arrival)
     ids = [next(state.query_ids) for _ in items]
     try:
         if route.model_key is not None:  # one model: the common case, kept short
@@ -94,10 +94,8 @@ async def _predict(
             return _respond(ids, out, app.default_output, is_batch, b"[]")
         view = learned_view(state, route, uid)
         asked = await ask(state, route, items, ids, deadline, uid, view)
-    except OverloadedError as exc:
-        return error(503, "overloaded", f"{exc}; retry shortly", {"Retry-After": "1"})
-    except TooManyInputsError as exc:
-        return error(413, "too_large", str(exc))
+    except (OverloadedError, TooManyInputsError) as exc:
+        return refused(exc)
     answered = answers(route, asked, view)
     out.extend(a.outcome for a in answered)
     state.metrics.answered_by(app.name, answered)

@@ -31,12 +31,13 @@ from query_frontend.asgi import (
     Reply,
     Scope,
     Send,
+    deadline_for,
     error,
     read_body,
+    refused,
     send_reply,
 )
 from query_frontend.ask import arm_label, ask, learned_view
-from query_frontend.deadlines import answer_by
 from query_frontend.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.feedback import Answered, LabelError, learn
 from query_frontend.inputs import InputError, convert, load_object, user_id
@@ -79,11 +80,10 @@ async def handle_update(
 
 async def _update(state: FrontendState, route: Route, scope: Scope, receive: Receive) -> Reply:
     app = route.app
-    limit = state.config.max_body_bytes
     try:
-        body = await read_body(scope, receive, limit)
-    except BodyTooLargeError:
-        return error(413, "too_large", f"request body is over the limit of {limit} bytes")
+        body = await read_body(scope, receive, state.config.max_body_bytes)
+    except BodyTooLargeError as exc:
+        return refused(exc)
     try:
         doc = load_object(body, _HINT)
         for field in ("input", "label"):
@@ -100,17 +100,15 @@ async def _update(state: FrontendState, route: Route, scope: Scope, receive: Rec
 
     loop = asyncio.get_running_loop()
     arrival = loop.time()
-    deadline = answer_by(arrival, app.slo_micros / 1e6, state.dispatcher.timer_lag.lag(arrival))
+    deadline = deadline_for(state, app, arrival)
     qid = next(state.query_ids)
     epoch = app.policy_epoch
     view = learned_view(state, route, uid)
     state.policies.app_state(app.name, epoch)  # if not copied yet, read from Redis meanwhile
     try:  # one arm or several: asked as a query of the app would be
         asked = (await ask(state, route, [item], [qid], deadline, uid, view))[0]
-    except OverloadedError as exc:
-        return error(503, "overloaded", f"{exc}; retry shortly", {"Retry-After": "1"})
-    except TooManyInputsError as exc:  # cannot happen for one input; kept for the types
-        return error(413, "too_large", str(exc))
+    except (OverloadedError, TooManyInputsError) as exc:  # too many inputs: not with one
+        return refused(exc)
 
     got = [(arm, o) for arm, o in asked.outcomes if isinstance(o, bytes)]
     answered = [Answered(arm.name, arm_label(arm), orjson.loads(o)) for arm, o in got]
