@@ -48,30 +48,19 @@ def split_arms(route: Route, has_replicas: Callable[[Arm], bool]) -> tuple[list[
     return routable, [a for a in routable if has_replicas(a)]
 
 
-@dataclass(frozen=True, slots=True)
-class Wheel:
-    """Arms laid end to end on [0, 1), each on a slice as wide as its probability."""
-
-    ends: list[float]  # where each arm's slice ends: the cumulative probabilities
-    choices: list[Choice]  # each arm, with the probability it had
-
-    def slot(self, point: float) -> int:
-        """The index of the arm whose slice holds ``point``."""
-        return min(bisect.bisect_right(self.ends, point), len(self.choices) - 1)
-
-    def at(self, point: float) -> Choice:
-        return self.choices[self.slot(point)]
-
-
-def wheel(arms: Sequence[Arm], probs: Sequence[float]) -> Wheel:
-    """``arms`` on a wheel by ``probs`` (relative: equal if they sum to nothing)."""
+def cumulative(probs: Sequence[float]) -> tuple[list[float], list[float]]:
+    """``probs`` normalised (equal if they sum to nothing), and their running sums: each
+    arm's slice of [0, 1) ends at its running sum."""
     total = sum(probs)
     if total <= 0:
-        probs, total = [1.0] * len(arms), float(len(arms))
-    return Wheel(
-        list(itertools.accumulate(p / total for p in probs)),
-        [Choice((arm,), p / total) for arm, p in zip(arms, probs, strict=True)],
-    )
+        probs, total = [1.0] * len(probs), float(len(probs))
+    normal = [p / total for p in probs]
+    return normal, list(itertools.accumulate(normal))
+
+
+def slot(ends: list[float], point: float) -> int:
+    """The index of the slice (``cumulative``'s running sums) that holds ``point``."""
+    return min(bisect.bisect_right(ends, point), len(ends) - 1)
 
 
 def chooser(
@@ -90,31 +79,29 @@ def chooser(
     if policy == EXP4 or len(pool) <= 1:
         return _always(Choice(tuple(pool)))
     if policy == SPLIT:
-        pick = _split(route, routable, pool)
+        shares, ends = cumulative(split_shares(route.params.weights, [a.name for a in routable]))
+
+        def split_at(point: float) -> Choice:
+            i = slot(ends, point)
+            if routable[i] in pool:
+                return Choice((routable[i],), shares[i])
+            # Its arm is down: the same point on the shares of the arms that are up.
+            up, up_ends = cumulative(split_shares(route.params.weights, [a.name for a in pool]))
+            j = slot(up_ends, point)
+            return Choice((pool[j],), up[j])
+
         if uid is not None:
-            return _always(pick(sticky_point(route.app.name, uid)))
-        return lambda: pick(rng.random())
+            return _always(split_at(sticky_point(route.app.name, uid)))
+        return lambda: split_at(rng.random())
     if policy == EXP3:
-        bandit = wheel(pool, state.probabilities(route.params, [a.name for a in pool]))
-        return lambda: bandit.at(rng.random())
+        probs, bandit = cumulative(state.probabilities(route.params, [a.name for a in pool]))
+
+        def draw() -> Choice:
+            i = slot(bandit, rng.random())
+            return Choice((pool[i],), probs[i])
+
+        return draw
     return _always(Choice((pool[0],)))  # single never holds several links
-
-
-def _split(route: Route, routable: Sequence[Arm], pool: Sequence[Arm]) -> Callable[[float], Choice]:
-    """The split arm at a point of the weights: the routable arms' share, or if that
-    arm is down, the same point on the shares of the arms that are up."""
-    weights = route.params.weights
-    every = wheel(routable, split_shares(weights, [a.name for a in routable]))
-    up = [arm in pool for arm in routable]
-    if all(up):
-        return every.at
-    upper = wheel(pool, split_shares(weights, [a.name for a in pool]))
-
-    def pick(point: float) -> Choice:
-        i = every.slot(point)
-        return every.choices[i] if up[i] else upper.at(point)
-
-    return pick
 
 
 def _always(choice: Choice) -> Callable[[], Choice]:
@@ -128,10 +115,10 @@ def ensemble_weights(route: Route, arms: Sequence[Arm], state: PolicyState) -> l
 
 __all__ = [
     "Choice",
-    "Wheel",
     "chooser",
+    "cumulative",
     "ensemble_weights",
+    "slot",
     "split_arms",
     "sticky_point",
-    "wheel",
 ]

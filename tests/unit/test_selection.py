@@ -26,7 +26,7 @@ from model_container.protocol import InputType
 from query_frontend.ensemble import combine, vote
 from query_frontend.feedback import Answered, LabelError, learn, loss_kind, measure
 from query_frontend.routing import Arm, Route
-from query_frontend.selection import chooser, sticky_point, wheel
+from query_frontend.selection import chooser, sticky_point
 
 
 def route(policy: str, arms: list[str], **params: Any) -> Route:
@@ -179,9 +179,20 @@ def test_exp4_asks_every_arm_that_can_answer() -> None:
     assert [a.name for a in choose().arms] == ["a", "b"]
 
 
+class Fixed(random.Random):
+    """Draws ``point``, always."""
+
+    def __init__(self, point: float) -> None:
+        super().__init__()
+        self.point = point
+
+    def random(self) -> float:
+        return self.point
+
+
 def test_draw_reports_the_probability_the_arm_had() -> None:
-    r = route("split", ["a", "b"])
-    choice = wheel(r.arms, [3.0, 1.0]).at(0.9)
+    r = route("split", ["a", "b"], weights={"a": 3, "b": 1})
+    choice = chooser(r, r.arms, r.arms, PolicyState(), None, Fixed(0.9))()
     assert choice.arms[0].name == "b" and choice.probability == pytest.approx(0.25)
 
 
