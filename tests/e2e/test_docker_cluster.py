@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import polling
 import pytest
 
 from admin import (
@@ -117,18 +118,10 @@ def output_of(conn: Connection, app: str, x: Any) -> Any:
     return r.json()["output"]
 
 
-def eventually(check: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
-    """Poll ``check`` until it holds, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"not true after {timeout} s: {what}")
-        time.sleep(0.05)
+def eventually(check: Callable[[], bool], what: str = "") -> None:
+    """``polling.eventually`` with the patience containers need, through the moments
+    when the cluster refuses connections (a container restarting)."""
+    polling.eventually(check, what, timeout=60.0, ignoring=(httpx.HTTPError, OSError))
 
 
 def test_notebook_flow_serves_an_sklearn_model(

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from polling import eventually
 
 from admin import (
     ConflictError,
@@ -49,15 +50,6 @@ def predict(conn: Connection, app: str, body: Any, timeout: float = 10) -> httpx
     if isinstance(body, bytes):
         return httpx.post(url, content=body, timeout=timeout)
     return httpx.post(url, json=body, timeout=timeout)
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``check`` until it holds, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not true after {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 def output_of(conn: Connection, app: str, x: Any) -> Any:

@@ -26,6 +26,7 @@ import orjson
 import pytest
 import zmq
 from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, free_port, serving_in_a_thread
+from polling import eventually
 
 from model_container import ContainerConfig, ModelContainer, write_closure_bundle
 from model_container.connection import LinkEvent
@@ -295,14 +296,6 @@ class Names:
                 self.failures += 1
                 raise OSError("Temporary failure in name resolution")
             return list(self._addresses)
-
-
-def eventually(check: Callable[[], bool], what: str, within: float = REPLY_S) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not true after {within} s: {what}")
-        time.sleep(0.01)
 
 
 def test_discovery_follows_the_name(frontends: MakeFrontend) -> None:

@@ -15,7 +15,6 @@ import random
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend
+from polling import eventually
 from prometheus_client.parser import text_string_to_metric_families
 
 from admin import Connection, LocalContainerManager
@@ -69,14 +69,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 def summed(samples: Samples, name: str) -> float:
     """``name`` summed over all its label values."""
     return sum(v for (sample, _), v in samples.items() if sample == name)
-
-
-def eventually(check: Callable[[], bool], what: str, timeout_s: float = REPLY_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not true after {timeout_s} s: {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

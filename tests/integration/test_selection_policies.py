@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from polling import eventually
 
 from admin import Connection, LocalContainerManager
 from admin.deployers.python import deploy_python_closure
@@ -52,14 +53,6 @@ def post(conn: Connection, app: str, verb: str, body: Any) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     answer: dict[str, Any] = r.json()
     return answer
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not true after {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------------- exp3

@@ -4,8 +4,7 @@ counts, the model worker recording them, the HTTP endpoint, and the CLI flags.""
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 import zmq
+from polling import eventually
 
 from model_container import ContainerConfig, ModelContainer, protocol
 from model_container.cli import parse_args
@@ -179,13 +179,6 @@ def worker_metrics() -> Iterator[tuple[ContainerMetrics, ModelWorker, zmq.Socket
         context.term()
 
 
-def eventually(check: Callable[[], bool], timeout_s: float = REPLY_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "not true before the deadline"
-        time.sleep(0.005)
-
-
 def test_the_worker_records_each_batch_it_answers(
     worker_metrics: tuple[ContainerMetrics, ModelWorker, zmq.Socket[bytes]],
 ) -> None:
@@ -199,7 +192,7 @@ def test_the_worker_records_each_batch_it_answers(
         kinds.append(type(protocol.decode(answers.recv_multipart())).__name__)
     assert kinds == ["Result", "Error", "Result"]
     # Recorded just after each answer is sent.
-    eventually(lambda: value(m, "schooner_model_batches_total") == 3)
+    eventually(lambda: value(m, "schooner_model_batches_total") == 3, "three batches recorded")
     assert value(m, "schooner_model_predictions_total") == 4
     assert value(m, "schooner_model_errors_total", kind="model_raised") == 1
     assert value(m, "schooner_model_batch_size_sum") == 5
