@@ -1,9 +1,18 @@
-"""Schooner's management frontend: the REST admin API, the Redis schema and change feed.
+"""Schooner's management frontend: the REST admin API over Redis, and the state contract.
 
-Run it with ``python -m management_frontend``; embed it with
-``create_app(Config(...))``. The light modules (``schema``, ``validation``, ``errors``,
-``config``) import without FastAPI or uvicorn, so query frontends and the admin client
-can use them; the names that need FastAPI load on first use.
+Run it with ``python -m management_frontend``; embed it with ``create_app(Config(...))``.
+
+    state/           the contract every part obeys: keys, records, rules, policy math
+                     (pure; imported by both frontends and the admin client)
+    api.py           routes of the admin API; models.py, http_errors.py: bodies, errors
+    store.py         every write, one transaction with its change-feed entry
+    reads.py         reads of records; policy_store.py, cleanup.py: selection policies
+    config.py, cli.py, errors.py
+
+This package imports ``model_container.protocol`` and nothing else of Schooner. Its
+``__init__`` and ``state`` import no web framework and no Redis client, so the query
+frontend and the admin client can import the contract alone; the names that need
+FastAPI or redis load on first use.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from management_frontend import validation
 from management_frontend.config import Config
 from management_frontend.errors import StartupError
 from management_frontend.http_errors import BodyLimitMiddleware, install_error_handlers
@@ -37,7 +36,9 @@ from management_frontend.models import (
     SetReplicas,
 )
 from management_frontend.policy_store import PolicyStore
-from management_frontend.schema import App, Keys, Model, arm_name
+from management_frontend.state import rules
+from management_frontend.state.keys import Keys, arm_name
+from management_frontend.state.records import App, Model
 from management_frontend.store import Store
 
 logger = logging.getLogger(__name__)
@@ -46,16 +47,12 @@ API_VERSION = "1"
 
 # Path parameters are validated like body fields: a name that cannot exist is a 400
 # that says why, and a ':' can never reach a Redis key.
-AppPath = Annotated[str, Path(), BeforeValidator(validation.app_name)]
-ModelPath = Annotated[str, Path(), BeforeValidator(validation.model_name)]
-VersionPath = Annotated[str, Path(), BeforeValidator(validation.version)]
+AppPath = Annotated[str, Path(), BeforeValidator(rules.app_name)]
+ModelPath = Annotated[str, Path(), BeforeValidator(rules.model_name)]
+VersionPath = Annotated[str, Path(), BeforeValidator(rules.version)]
 # Optional query parameters, validated the same way when given.
-VersionQuery = Annotated[
-    str | None, Query(), BeforeValidator(validation.optional(validation.version))
-]
-UserQuery = Annotated[
-    str | None, Query(), BeforeValidator(validation.optional(validation.check_user_id))
-]
+VersionQuery = Annotated[str | None, Query(), BeforeValidator(rules.optional(rules.version))]
+UserQuery = Annotated[str | None, Query(), BeforeValidator(rules.optional(rules.check_user_id))]
 
 
 def get_store(request: Request) -> Store:

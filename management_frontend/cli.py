@@ -17,7 +17,7 @@ import uvicorn
 
 from management_frontend.api import create_app
 from management_frontend.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REDIS_URL, Config
-from management_frontend.schema import DEFAULT_PREFIX
+from management_frontend.state.keys import DEFAULT_PREFIX
 from model_container.logconfig import configure_logging
 
 logger = logging.getLogger(__name__)

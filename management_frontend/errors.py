@@ -1,8 +1,9 @@
 """The errors the management frontend raises, and the HTTP answer each one becomes.
 
     ManagementError            base class; ``code`` is the "error" field of the answer
-     ├── Invalid       400     a field fails validation (also a ValueError, so that a
-     │                         pydantic validator may raise it unchanged)
+     ├── Invalid       400     a request breaks a rule that needs the stored state to
+     │                         check (a value alone breaking one is the contract's
+     │                         ``state.InvalidValue``, answered the same way)
      ├── NotFound      404     unknown app, model, version or link
      ├── Conflict      409     already exists, still linked, input types differ, ...
      └── StartupError          Redis unreachable or holding a newer schema at startup

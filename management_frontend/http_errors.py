@@ -1,6 +1,7 @@
 """Turning every failure into ``{"error": code, "message": sentence}`` with the right status.
 
-Our own errors carry their code and status; FastAPI's validation errors become one
+Our own errors carry their code and status; the state contract's ``InvalidValue`` is a
+400 ``invalid``; FastAPI's validation errors become one
 readable 400 sentence naming each bad field; a Redis that cannot be reached is a 503
 with ``Retry-After``; an unknown path or method keeps its 404/405. A request body over
 the size limit is refused with 413 before it is read in full (``BodyLimitMiddleware``).
@@ -21,7 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from management_frontend.errors import ManagementError
-from management_frontend.validation import show
+from management_frontend.state.errors import InvalidValue
+from management_frontend.state.rules import show
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,10 @@ def install_error_handlers(app: FastAPI, redis_url: str) -> None:
         assert isinstance(exc, ManagementError)
         return error_response(exc.status, exc.code, exc.message)
 
+    async def on_invalid_value(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, InvalidValue)
+        return error_response(400, "invalid", exc.message)
+
     async def on_validation(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         sentences = list(dict.fromkeys(describe(dict(e)) for e in exc.errors()))
@@ -111,6 +117,7 @@ def install_error_handlers(app: FastAPI, redis_url: str) -> None:
         return error_response(exc.status_code, code, message, headers=exc.headers)
 
     app.add_exception_handler(ManagementError, on_ours)
+    app.add_exception_handler(InvalidValue, on_invalid_value)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(RedisConnectionError, on_redis_down)
     app.add_exception_handler(RedisTimeoutError, on_redis_down)

@@ -1,7 +1,7 @@
 """Request bodies of the admin API, as pydantic models.
 
-Every field runs one of the ``validation`` functions before pydantic sees it, so a bad
-value is reported with our sentence ("app name 'My_App' is not a DNS-1123 label ...")
+Every field runs one of the contract's rules (``state.rules``) before pydantic sees it,
+so a bad value is reported with our sentence ("app name 'My_App' is not a DNS-1123 label ...")
 rather than pydantic's generic one. Unknown fields are refused: a misspelt optional
 field would otherwise be dropped without a word.
 """
@@ -13,37 +13,37 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, model_validator
 
-from management_frontend import validation
-from management_frontend.policy_state import PolicyParams
-from management_frontend.schema import App, ModelVersion
+from management_frontend.state import rules
+from management_frontend.state.policy import PolicyParams
+from management_frontend.state.records import App, ModelVersion
 from model_container.protocol import InputType
 
-AppName = Annotated[str, BeforeValidator(validation.app_name)]
-ModelName = Annotated[str, BeforeValidator(validation.model_name)]
-Version = Annotated[str, BeforeValidator(validation.version)]
-OptionalVersion = Annotated[str | None, BeforeValidator(validation.optional(validation.version))]
-InputTypeField = Annotated[InputType, BeforeValidator(validation.input_type)]
-SloMicros = Annotated[int, BeforeValidator(validation.slo_micros)]
-NumReplicas = Annotated[int, BeforeValidator(validation.num_replicas)]
-BatchSize = Annotated[int, BeforeValidator(validation.batch_size)]
-BatchMode = Annotated[str, BeforeValidator(validation.batch_mode)]
-BatchWaitMicros = Annotated[int, BeforeValidator(validation.batch_wait_micros)]
-Policy = Annotated[str, BeforeValidator(validation.policy)]
-DefaultOutput = Annotated[Any, BeforeValidator(validation.default_output)]
-CacheEnabled = Annotated[bool, BeforeValidator(validation.cache_enabled)]
-ResetState = Annotated[bool, BeforeValidator(partial(validation.boolean, what="reset_state"))]
+AppName = Annotated[str, BeforeValidator(rules.app_name)]
+ModelName = Annotated[str, BeforeValidator(rules.model_name)]
+Version = Annotated[str, BeforeValidator(rules.version)]
+OptionalVersion = Annotated[str | None, BeforeValidator(rules.optional(rules.version))]
+InputTypeField = Annotated[InputType, BeforeValidator(rules.input_type)]
+SloMicros = Annotated[int, BeforeValidator(rules.slo_micros)]
+NumReplicas = Annotated[int, BeforeValidator(rules.num_replicas)]
+BatchSize = Annotated[int, BeforeValidator(rules.batch_size)]
+BatchMode = Annotated[str, BeforeValidator(rules.batch_mode)]
+BatchWaitMicros = Annotated[int, BeforeValidator(rules.batch_wait_micros)]
+Policy = Annotated[str, BeforeValidator(rules.policy)]
+DefaultOutput = Annotated[Any, BeforeValidator(rules.default_output)]
+CacheEnabled = Annotated[bool, BeforeValidator(rules.cache_enabled)]
+ResetState = Annotated[bool, BeforeValidator(partial(rules.boolean, what="reset_state"))]
 
 
 def _strings(what: str) -> Any:
-    return BeforeValidator(partial(validation.string_list, what=what))
+    return BeforeValidator(partial(rules.string_list, what=what))
 
 
 def _text(what: str) -> Any:
-    return BeforeValidator(partial(validation.text, what=what))
+    return BeforeValidator(partial(rules.text, what=what))
 
 
 def _object(what: str) -> Any:
-    return BeforeValidator(partial(validation.json_object, what=what))
+    return BeforeValidator(partial(rules.json_object, what=what))
 
 
 class _Body(BaseModel):
@@ -55,7 +55,7 @@ class AddApp(_Body):
     input_type: InputTypeField
     default_output: DefaultOutput
     slo_micros: SloMicros
-    policy: Policy = validation.SINGLE
+    policy: Policy = rules.SINGLE
     # Checked against the policy once both are known (PolicyParams.parse).
     policy_params: Annotated[dict[str, Any], _object("policy_params")] = {}
     cache_enabled: CacheEnabled = True
@@ -111,7 +111,7 @@ class AddModelVersion(_Body):
     batch_wait_micros: BatchWaitMicros = 0
     num_replicas: NumReplicas = 0
     runtime: Annotated[
-        dict[str, str], BeforeValidator(partial(validation.string_map, what="runtime"))
+        dict[str, str], BeforeValidator(partial(rules.string_map, what="runtime"))
     ] = {}
     pkgs: Annotated[list[str], _strings("pkgs")] = []
     set_current: StrictBool = True

@@ -16,29 +16,19 @@ from typing import Any
 from redis.asyncio.client import Pipeline
 
 from management_frontend.errors import Conflict, Invalid
-from management_frontend.policy_state import (
-    SINGLE,
-    SPLIT,
-    PolicyParams,
-    new_epoch,
-    read_policy_state,
-)
-from management_frontend.schema import (
-    App,
-    ChangeKind,
-    ChangeOp,
-    publish_change,
-    read_app,
-    read_links,
-)
-from management_frontend.store import Store, app_missing, as_fields, begin, listed
+from management_frontend.reads import read_app, read_links
+from management_frontend.state.errors import InvalidValue
+from management_frontend.state.feed import ChangeKind, ChangeOp
+from management_frontend.state.policy import SINGLE, SPLIT, PolicyParams, PolicyState, new_epoch
+from management_frontend.state.records import App, text_hash
+from management_frontend.store import Store, app_missing, as_fields, begin, listed, publish
 
 
 def params_of(app: App) -> PolicyParams:
     """The app's stored policy settings; a policy this Schooner does not know is a 409."""
     try:
         return PolicyParams.parse(app.policy, app.policy_params)
-    except Invalid as exc:
+    except InvalidValue as exc:
         raise Conflict(
             f"app {app.name!r} has a selection policy this management frontend cannot read "
             f"({exc.message}): set one with PUT /admin/apps/{app.name}/policy"
@@ -94,7 +84,7 @@ class PolicyStore:
             record = updated.to_hash()
             fields = {k: record[k] for k in ("policy", "policy_params", "policy_epoch")}
             pipe.hset(keys.app(app_name), mapping=as_fields(fields))
-            await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.SET_POLICY, app=app_name)
+            publish(pipe, keys, ChangeKind.APP, ChangeOp.SET_POLICY, app=app_name)
             return updated, reset
 
         watch = [keys.app(app_name), keys.links(app_name)]
@@ -109,9 +99,7 @@ class PolicyStore:
         app = await self._store.get_app(app_name)
         params = params_of(app)
         links = await read_links(self._store.redis, self._store.keys, app_name)
-        state = await read_policy_state(
-            self._store.redis, self._store.keys, app_name, app.policy_epoch, uid
-        )
+        state = await self._read_state(app_name, app.policy_epoch, uid)
         return {
             "app": app_name,
             "policy": app.policy,
@@ -144,11 +132,20 @@ class PolicyStore:
                 epoch = app.policy_epoch
                 pipe.delete(state)
                 where = {"uid": uid}
-            await publish_change(
-                pipe, keys, ChangeKind.APP, op=ChangeOp.RESET_POLICY, app=app_name, **where
-            )
+            publish(pipe, keys, ChangeKind.APP, ChangeOp.RESET_POLICY, app=app_name, **where)
             return epoch
 
         epoch = await self._store.transact([keys.app(app_name)], step)
         if epoch is not None and uid is None:
             self._store.clean_up(app_name)
+
+    async def _read_state(self, app: str, epoch: str, uid: str | None) -> PolicyState:
+        """The app's learned state, or what ``uid`` sees: the app's record plus the
+        user's own part, both read in one round trip."""
+        keys = self._store.keys
+        async with self._store.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.policy_state(app, epoch))
+            if uid is not None:
+                pipe.hgetall(keys.policy_state(app, epoch, uid))
+            parts = [PolicyState.from_hash(text_hash(h)) for h in await pipe.execute()]
+        return parts[0] if uid is None else parts[0].plus(parts[1])

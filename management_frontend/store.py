@@ -8,13 +8,12 @@ management frontends. A follower therefore never sees a change without its entry
 entry without its change. A step that finds nothing to change writes nothing and
 publishes nothing.
 
-Reads reuse ``schema.read_*``; the store only adds "not found" errors.
+Reads are ``reads.py``'s; the store only adds "not found" errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -26,31 +25,28 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
+from management_frontend.cleanup import StaleStateCleaner
 from management_frontend.errors import Conflict, NotFound, StartupError
-from management_frontend.policy_state import (
-    SINGLE,
-    PolicyParams,
-    delete_stale_state,
-    new_epoch,
-)
-from management_frontend.schema import (
-    SCHEMA_VERSION,
-    App,
-    ChangeKind,
-    ChangeOp,
-    Keys,
-    Model,
-    ModelVersion,
-    arm_name,
-    encode_flag,
-    parse_arm,
-    publish_change,
+from management_frontend.reads import (
     read_app,
+    read_apps,
     read_links,
     read_members,
     read_model,
+    read_models,
     read_schema_version,
     read_version,
+    read_versions,
+)
+from management_frontend.state.feed import FEED_MAXLEN, ChangeKind, ChangeOp, entry
+from management_frontend.state.keys import SCHEMA_VERSION, Keys, arm_name, parse_arm
+from management_frontend.state.policy import SINGLE, PolicyParams, new_epoch
+from management_frontend.state.records import (
+    App,
+    Model,
+    ModelVersion,
+    encode_flag,
+    read_replica_record,
 )
 
 logger = logging.getLogger(__name__)
@@ -73,6 +69,13 @@ async def _reset(pipe: Pipeline) -> None:
 
 def as_fields(record: Mapping[str, str]) -> dict[FieldT, EncodableT]:
     return {k: v for k, v in record.items()}
+
+
+def publish(pipe: Pipeline, keys: Keys, kind: str, op: str, **fields: str) -> None:
+    """Queue a change's feed entry, inside MULTI with the writes it describes."""
+    pipe.xadd(
+        keys.changes, as_fields(entry(kind, op, **fields)), maxlen=FEED_MAXLEN, approximate=True
+    )
 
 
 def app_missing(name: str) -> NotFound:
@@ -116,6 +119,7 @@ class Store:
         self._keys = keys
         self._clock = clock
         self._max_attempts = max_attempts
+        self._cleaner = StaleStateCleaner(redis, keys)
         self._cleanups: set[asyncio.Task[None]] = set()
 
     @property
@@ -184,12 +188,7 @@ class Store:
 
     async def list_apps(self) -> list[tuple[App, list[str]]]:
         """Every app with its linked models; an app deleted meanwhile is left out."""
-        out: list[tuple[App, list[str]]] = []
-        for name in await read_members(self._r, self._keys.apps):
-            app = await read_app(self._r, self._keys, name)
-            if app is not None:
-                out.append((app, await read_links(self._r, self._keys, name)))
-        return out
+        return await read_apps(self._r, self._keys)
 
     async def get_app(self, name: str) -> App:
         app = await read_app(self._r, self._keys, name)
@@ -202,9 +201,7 @@ class Store:
         return await read_links(self._r, self._keys, app)
 
     async def list_models(self) -> list[Model]:
-        names = await read_members(self._r, self._keys.models)
-        models = [await read_model(self._r, self._keys, n) for n in names]
-        return [m for m in models if m is not None]
+        return await read_models(self._r, self._keys)
 
     async def get_model(self, name: str) -> Model:
         model = await read_model(self._r, self._keys, name)
@@ -213,8 +210,7 @@ class Store:
         return model
 
     async def list_versions(self, model: Model) -> list[ModelVersion]:
-        found = [await read_version(self._r, self._keys, model.name, v) for v in model.versions]
-        return [mv for mv in found if mv is not None]
+        return await read_versions(self._r, self._keys, model.name, model.versions)
 
     async def get_version(self, model: str, version: str) -> ModelVersion:
         mv = await read_version(self._r, self._keys, model, version)
@@ -229,12 +225,9 @@ class Store:
         raw = await self._r.hgetall(self._keys.replicas)
         out: list[dict[str, Any]] = []
         for replica_id, blob in sorted(raw.items()):
-            try:
-                record = json.loads(blob)
-            except ValueError:
+            record = read_replica_record(blob)
+            if record is None:
                 logger.warning("replica %s has an unreadable record, skipped", replica_id)
-                continue
-            if not isinstance(record, dict):
                 continue
             if model is not None and record.get("model_name") != model:
                 continue
@@ -266,7 +259,7 @@ class Store:
             pipe.hset(keys.app(app.name), mapping=as_fields(stored.to_hash()))
             pipe.delete(keys.links(app.name))
             pipe.sadd(keys.apps, app.name)
-            await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.ADD, app=app.name)
+            publish(pipe, keys, ChangeKind.APP, ChangeOp.ADD, app=app.name)
             return stored
 
         stored = await self.transact([keys.app(app.name), keys.links(app.name)], step)
@@ -284,7 +277,7 @@ class Store:
             begin(pipe)
             pipe.delete(keys.app(name), keys.links(name))
             pipe.srem(keys.apps, name)
-            await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.DELETE, app=name)
+            publish(pipe, keys, ChangeKind.APP, ChangeOp.DELETE, app=name)
 
         await self.transact([keys.app(name), keys.links(name)], step)
         self.clean_up(name)
@@ -302,7 +295,7 @@ class Store:
             updated = replace(app, cache_enabled=enabled)
             begin(pipe)
             pipe.hset(keys.app(name), "cache_enabled", encode_flag(enabled))
-            await publish_change(pipe, keys, ChangeKind.APP, op=ChangeOp.SET_CACHE, app=name)
+            publish(pipe, keys, ChangeKind.APP, ChangeOp.SET_CACHE, app=name)
             return updated
 
         return await self.transact([keys.app(name)], step)
@@ -342,9 +335,7 @@ class Store:
             begin(pipe)
             pipe.sadd(keys.links(app_name), arm)
             where = _armas_fields(model_name, version)
-            await publish_change(
-                pipe, keys, ChangeKind.LINKS, op=ChangeOp.LINK, app=app_name, **where
-            )
+            publish(pipe, keys, ChangeKind.LINKS, ChangeOp.LINK, app=app_name, **where)
             return sorted([*links, arm])
 
         watch = [
@@ -378,9 +369,7 @@ class Store:
             begin(pipe)
             pipe.srem(keys.links(app_name), arm)
             where = _armas_fields(model_name, version)
-            await publish_change(
-                pipe, keys, ChangeKind.LINKS, op=ChangeOp.DELETE, app=app_name, **where
-            )
+            publish(pipe, keys, ChangeKind.LINKS, ChangeOp.DELETE, app=app_name, **where)
 
         await self.transact([keys.app(app_name), keys.links(app_name)], step)
 
@@ -403,11 +392,11 @@ class Store:
 
     def clean_up(self, app_name: str) -> None:
         """Delete an app's learned state of other epochs than its current one (none, if
-        the app is gone), in the background: ``delete_stale_state``."""
+        the app is gone), in the background (``cleanup.py``)."""
 
         async def run() -> None:
             try:
-                count = await delete_stale_state(self._r, self._keys, app_name)
+                count = await self._cleaner.delete(app_name)
             except (RedisError, OSError) as exc:
                 logger.warning("could not delete the old policy state of %s: %s", app_name, exc)
                 return
@@ -455,9 +444,7 @@ class Store:
             pipe.hset(keys.version(name, ver), mapping=as_fields(stored.to_hash()))
             pipe.zadd(keys.versions(name), {ver: stored.registered_at})
             pipe.sadd(keys.models, name)
-            await publish_change(
-                pipe, keys, ChangeKind.MODEL, op=ChangeOp.ADD, model=name, version=ver
-            )
+            publish(pipe, keys, ChangeKind.MODEL, ChangeOp.ADD, model=name, version=ver)
             return stored
 
         watch = [keys.model(name), keys.versions(name), keys.version(name, ver)]
@@ -476,9 +463,7 @@ class Store:
                 return model
             begin(pipe)
             pipe.hset(keys.model(name), "current_version", version)
-            await publish_change(
-                pipe, keys, ChangeKind.MODEL, op=ChangeOp.SET_CURRENT, model=name, version=version
-            )
+            publish(pipe, keys, ChangeKind.MODEL, ChangeOp.SET_CURRENT, model=name, version=version)
             return replace(model, current_version=version)
 
         return await self.transact([keys.model(name), keys.versions(name)], step)
@@ -495,13 +480,8 @@ class Store:
                 return mv
             begin(pipe)
             pipe.hset(keys.version(name, version), "num_replicas", str(num_replicas))
-            await publish_change(
-                pipe,
-                keys,
-                ChangeKind.REPLICAS,
-                op=ChangeOp.SET_REPLICAS,
-                model=name,
-                version=version,
+            publish(
+                pipe, keys, ChangeKind.REPLICAS, ChangeOp.SET_REPLICAS, model=name, version=version
             )
             return replace(mv, num_replicas=num_replicas)
 
@@ -531,7 +511,7 @@ class Store:
                 )
             begin(pipe)
             self._queue_model_delete(pipe, model)
-            await publish_change(pipe, keys, ChangeKind.MODEL, op=ChangeOp.DELETE, model=name)
+            publish(pipe, keys, ChangeKind.MODEL, ChangeOp.DELETE, model=name)
 
         await self.transact([keys.model(name), keys.versions(name), keys.apps], step)
 
@@ -576,9 +556,7 @@ class Store:
                 pipe.zrem(keys.versions(name), version)
                 if model.current_version == version:
                     pipe.hset(keys.model(name), "current_version", "")
-            await publish_change(
-                pipe, keys, ChangeKind.MODEL, op=ChangeOp.DELETE, model=name, version=version
-            )
+            publish(pipe, keys, ChangeKind.MODEL, ChangeOp.DELETE, model=name, version=version)
 
         watch = [keys.model(name), keys.versions(name), keys.version(name, version), keys.apps]
         await self.transact(watch, step)

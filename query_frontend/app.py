@@ -20,8 +20,9 @@ import zmq.asyncio
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
-from management_frontend.policy_state import LEARNING
-from management_frontend.schema import SCHEMA_VERSION, Keys, Snapshot, read_schema_version
+from management_frontend.state.keys import SCHEMA_VERSION, Keys
+from management_frontend.state.policy import LEARNING
+from management_frontend.state.records import Snapshot, schema_version_of
 from query_frontend.asgi import Receive, Scope, Send, error, send_reply
 from query_frontend.cache import PredictionCache
 from query_frontend.config import Config
@@ -160,7 +161,7 @@ def create_app(config: Config) -> FrontDoor:
 
 async def _check_schema(r: aioredis.Redis, keys: Keys) -> None:
     try:
-        found = await read_schema_version(r, keys)
+        found = schema_version_of(await r.hget(keys.meta, "schema_version"))
     except (RedisError, OSError):
         return  # Redis not up yet: the change-feed follower retries until it is
     if found is not None and found > SCHEMA_VERSION:

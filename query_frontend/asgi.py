@@ -17,7 +17,7 @@ from query_frontend.deadlines import answer_by
 from query_frontend.dispatch import OverloadedError, TooManyInputsError
 
 if TYPE_CHECKING:
-    from management_frontend.schema import App
+    from management_frontend.state.records import App
     from query_frontend.state import FrontendState
 
 Scope = MutableMapping[str, Any]

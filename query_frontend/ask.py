@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from management_frontend.policy_state import EXP4, LEARNING, PolicyState
+from management_frontend.state.policy import EXP4, LEARNING, PolicyState
 from query_frontend.dispatch import OverloadedError
 from query_frontend.ensemble import combine
 from query_frontend.evaluate import submit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from management_frontend.schema import App
+from management_frontend.state.records import App
 from query_frontend.cache import Flight, cache_key
 from query_frontend.inputs import Item
 from query_frontend.queries import Expired, Outcome, Query

@@ -10,7 +10,7 @@ Losses (``loss`` in the app's policy parameters):
                included): decided by the answers alone, as ``ensemble`` decides
                how to combine them
 
-What is learned (``policy_state.ArmFeedback.log_weight``):
+What is learned (``state.policy.ArmFeedback.log_weight``):
 
     exp3   the arm that answered: -eta * loss / p, p being the chance it had of being
            drawn (importance weighting keeps the estimate unbiased: Auer et al. 2002)
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from management_frontend.policy_state import EXP3, EXP4, ArmFeedback, PolicyParams
+from management_frontend.state.policy import EXP3, EXP4, ArmFeedback, PolicyParams
 from query_frontend.ensemble import holds_fraction, numeric, weighted_mean
 
 ZERO_ONE = "zero_one"

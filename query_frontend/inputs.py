@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from management_frontend.errors import Invalid
-from management_frontend.policy_state import check_user_id
+from management_frontend.state import rules
+from management_frontend.state.errors import InvalidValue
 from model_container.protocol import InputType
 
 Item = np.ndarray[Any, Any] | bytes
@@ -61,8 +61,8 @@ def user_id(doc: dict[str, Any]) -> str | None:
     if "uid" not in doc:
         return None
     try:
-        return check_user_id(doc["uid"])
-    except Invalid as exc:
+        return rules.check_user_id(doc["uid"])
+    except InvalidValue as exc:
         raise InputError(str(exc)) from None
 
 

@@ -22,15 +22,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from management_frontend.policy_state import (
-    RECORDED,
-    ArmFeedback,
-    ArmState,
-    PolicyState,
-    read_part,
-    record_feedback,
-)
-from management_frontend.schema import Change, ChangeKind, ChangeOp, Keys
+from management_frontend.state.feed import Change, ChangeKind, ChangeOp
+from management_frontend.state.keys import Keys
+from management_frontend.state.policy import RECORDED, ArmFeedback, ArmState, PolicyState
+from query_frontend.learned_store import LearnedStateStore
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +48,7 @@ class PolicyStates:
         max_users: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._r = r
-        self._keys = keys
+        self._store = LearnedStateStore(r, keys)
         self.refresh_s = refresh_s
         self.user_refresh_s = user_refresh_s
         self.max_users = max_users
@@ -99,9 +93,9 @@ class PolicyStates:
         feedback_id: str | None = None,
     ) -> int:
         """Store one feedback message in Redis, then in the copy; ``RECORDED``,
-        ``STALE`` or ``DUPLICATE`` (see ``record_feedback``). Raises on Redis errors."""
+        ``STALE`` or ``DUPLICATE`` (see ``LearnedStateStore.record``). Raises on Redis errors."""
         status = await asyncio.wait_for(
-            record_feedback(self._r, self._keys, app, epoch, uid, feedback, feedback_id),
+            self._store.record(app, epoch, uid, feedback, feedback_id),
             WRITE_TIMEOUT_S,
         )
         if status != RECORDED:
@@ -149,7 +143,7 @@ class PolicyStates:
 
     async def _load_app(self, app: str, epoch: str) -> None:
         try:
-            state = await read_part(self._r, self._keys, app, epoch)
+            state = await self._store.read(app, epoch)
         except (RedisError, OSError) as exc:
             logger.warning("cannot read the policy state of app %s: %s", app, exc)
             return
@@ -165,7 +159,7 @@ class PolicyStates:
     async def _load_user(self, key: tuple[str, str, str]) -> None:
         app, epoch, uid = key
         try:
-            part = await read_part(self._r, self._keys, app, epoch, uid)
+            part = await self._store.read(app, epoch, uid)
         except (RedisError, OSError) as exc:
             logger.warning("cannot read the policy state of user %s of %s: %s", uid, app, exc)
             return

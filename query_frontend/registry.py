@@ -11,13 +11,13 @@ frontend dropping it must not erase what the others recorded.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from management_frontend.schema import Keys
+from management_frontend.state.keys import Keys
+from management_frontend.state.records import read_replica_record, replica_field
 from query_frontend.replicas import Replica
 
 logger = logging.getLogger(__name__)
@@ -30,19 +30,21 @@ class ReplicaRegistry:
         self._frontend = frontend
         self._ops: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
 
-    def field(self, replica: Replica) -> str:
-        return f"{replica.replica_id}@{self._frontend}"
-
     def added(self, replica: Replica) -> None:
-        self._ops.put_nowait((self.field(replica), json.dumps(replica.describe(self._frontend))))
+        record = replica.record(self._frontend)
+        self._ops.put_nowait((record.field, record.to_json()))
 
     def removed(self, replica: Replica) -> None:
-        self._ops.put_nowait((self.field(replica), None))
+        self._ops.put_nowait((replica_field(replica.replica_id, self._frontend), None))
 
     async def clear_own(self) -> None:
         """Drop entries a previous run of this frontend left behind."""
         entries = await self._r.hgetall(self._keys.replicas)
-        stale = [k for k, v in entries.items() if json.loads(v).get("frontend") == self._frontend]
+        stale = [
+            k
+            for k, v in entries.items()
+            if (read_replica_record(v) or {}).get("frontend") == self._frontend
+        ]
         if stale:
             await self._r.hdel(self._keys.replicas, *stale)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
+from management_frontend.state.records import ReplicaRecord
 from model_container.protocol import Hello, InputType
 from query_frontend.batch_policy import BatchSizeController, FixedController
 from query_frontend.queries import Query
@@ -79,14 +79,15 @@ class Replica:
         """Whether it is in rotation, i.e. may be given new batches."""
         return not self.unavailable
 
-    def describe(self, frontend: str) -> dict[str, Any]:
-        return {
-            "replica_id": self.replica_id,
-            "model_name": self.key[0],
-            "model_version": self.key[1],
-            "input_type": str(self.input_type),
-            "frontend": frontend,
-            "pid": self.pid,
-            "runtime": self.runtime,
-            "connected_at": self.connected_at,
-        }
+    def record(self, frontend: str) -> ReplicaRecord:
+        """What the control plane is told of it (``{p}:replicas``)."""
+        return ReplicaRecord(
+            replica_id=self.replica_id,
+            model_name=self.key[0],
+            model_version=self.key[1],
+            input_type=str(self.input_type),
+            frontend=frontend,
+            pid=self.pid,
+            runtime=self.runtime,
+            connected_at=self.connected_at,
+        )

@@ -17,18 +17,12 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from management_frontend.errors import Invalid
-from management_frontend.policy_state import SINGLE, PolicyParams
-from management_frontend.schema import (
-    App,
-    Change,
-    Keys,
-    Snapshot,
-    follow_changes,
-    latest_change_id,
-    parse_arm,
-    read_snapshot,
-)
+from management_frontend.state.errors import InvalidValue
+from management_frontend.state.feed import Change
+from management_frontend.state.keys import Keys, parse_arm
+from management_frontend.state.policy import SINGLE, PolicyParams
+from management_frontend.state.records import App, Snapshot
+from query_frontend.feed import follow_changes, latest_change_id, read_snapshot
 from query_frontend.replicas import ModelKey
 
 logger = logging.getLogger(__name__)
@@ -76,7 +70,7 @@ def resolve_arm(snap: Snapshot, arm: str) -> Arm:
 def _params(app: App) -> PolicyParams:
     try:
         return PolicyParams.parse(app.policy, app.policy_params)
-    except Invalid as exc:  # written by a newer management frontend, say
+    except InvalidValue as exc:  # written by a newer management frontend, say
         logger.warning("app %s: cannot read its policy (%s); serving it as 'single'", app.name, exc)
         return PolicyParams()
 

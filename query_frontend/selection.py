@@ -22,7 +22,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from management_frontend.policy_state import EXP3, EXP4, SPLIT, PolicyState, split_shares
+from management_frontend.state.policy import EXP3, EXP4, SPLIT, PolicyState, split_shares
 from query_frontend.routing import Arm, Route
 
 _TWO_64 = float(2**64)

@@ -23,7 +23,7 @@ import asyncio
 import orjson
 from redis.exceptions import RedisError
 
-from management_frontend.policy_state import DUPLICATE, EXP4, LEARNING, STALE
+from management_frontend.state.policy import DUPLICATE, EXP4, LEARNING, STALE
 from query_frontend.asgi import (
     BodyTooLargeError,
     ClientGoneError,

@@ -13,15 +13,16 @@ from typing import Any
 import orjson
 import pytest
 
-from management_frontend.errors import Invalid
-from management_frontend.policy_state import (
+from management_frontend.state.errors import InvalidValue
+from management_frontend.state.keys import arm_name, parse_arm
+from management_frontend.state.policy import (
     ArmFeedback,
     ArmState,
     PolicyParams,
     PolicyState,
     split_shares,
 )
-from management_frontend.schema import App, arm_name, parse_arm
+from management_frontend.state.records import App
 from model_container.protocol import InputType
 from query_frontend.ensemble import combine, vote
 from query_frontend.feedback import Answered, LabelError, learn, loss_kind, measure
@@ -80,7 +81,7 @@ def test_policy_params_fill_in_defaults_per_policy() -> None:
 def test_bad_policy_params_are_refused_with_what_to_fix(
     policy: str, params: dict[str, Any], words: list[str]
 ) -> None:
-    with pytest.raises(Invalid) as info:
+    with pytest.raises(InvalidValue) as info:
         PolicyParams.parse(policy, params)
     for word in words:
         assert word in str(info.value)

@@ -1,4 +1,4 @@
-"""Unit tests for the record encodings of ``management_frontend.schema``: what goes into
+"""Unit tests for the record encodings of ``management_frontend.state.records``: what goes into
 a Redis hash comes back out, and records written by an older Schooner still read."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from management_frontend.policy_state import POLICIES
-from management_frontend.schema import App, decode_flag, encode_flag
+from management_frontend.state.policy import POLICIES
+from management_frontend.state.records import App, decode_flag, encode_flag
 from model_container.protocol import InputType
 
 APPS = st.builds(

@@ -1,12 +1,13 @@
-"""Validation of everything a client sends: names, versions, input types, SLOs, counts,
-batching settings, policies, arms, user ids, on/off flags.
+"""The rules every value in the state obeys: names, versions, arms, user ids, input
+types, SLOs, counts, batching settings, policy names, JSON shapes, on/off flags.
 
-Each function takes the raw JSON value (``object``), returns it typed, or raises
-``Invalid`` with a message that names the field, shows the bad value and says what to
-use instead. The pydantic request models in ``models.py`` call these as "before"
-validators, so the same sentence reaches the HTTP client; the functions need no web
-framework, and the admin client may reuse them to fail before a round trip. A policy's
-parameters are checked by ``policy_state.PolicyParams.parse``, which knows each policy's.
+Each function takes the raw value (``object``: what a client sent), returns it typed,
+or raises ``InvalidValue`` with a message that names the field, shows the bad value and
+says what to use instead. They are the one copy of these rules: the management API
+runs them as pydantic "before" validators (``management_frontend.models``), the query
+frontend on a request's user id, and the admin client before any round trip — a model
+name becomes a file and container name there before it is registered. A policy's
+parameters are checked by ``policy.PolicyParams.parse``, which knows each policy's.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import re
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from management_frontend.errors import Invalid
-from management_frontend.schema import parse_arm
+from management_frontend.state.errors import InvalidValue
+from management_frontend.state.keys import parse_arm
 from model_container.protocol import InputType
 
 T = TypeVar("T")
@@ -31,7 +32,7 @@ MAX_TEXT_LENGTH: Final = 4096
 DNS1123_LABEL_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 VERSION_RE: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
 
-# Selection policies an app may name: policy_state.py is the schema's word on their
+# Selection policies an app may name: ``policy`` is the contract's word on their
 # parameters and learned state; the query frontend implements them.
 SINGLE: Final = "single"
 SPLIT: Final = "split"
@@ -90,7 +91,7 @@ def _json_kind(value: object) -> str:
 
 def _require_str(value: object, what: str) -> str:
     if not isinstance(value, str):
-        raise Invalid(f"{what} must be a string, got {show(value)} ({_json_kind(value)})")
+        raise InvalidValue(f"{what} must be a string, got {show(value)} ({_json_kind(value)})")
     return value
 
 
@@ -112,7 +113,7 @@ def dns_label(value: object, what: str) -> str:
     """A DNS-1123 label: it becomes a container, Service and label name."""
     name = _require_str(value, what)
     if len(name) > MAX_NAME_LENGTH or not DNS1123_LABEL_RE.fullmatch(name):
-        raise Invalid(
+        raise InvalidValue(
             f"{what} {show(name)} is not a DNS-1123 label ({_label_problem(name)}): {_LABEL_RULE}"
         )
     return name
@@ -129,14 +130,14 @@ def model_name(value: object) -> str:
 def version(value: object) -> str:
     ver = _require_str(value, "model version")
     if len(ver) > MAX_NAME_LENGTH or not VERSION_RE.fullmatch(ver):
-        raise Invalid(f"model version {show(ver)} is not valid: {_VERSION_RULE}")
+        raise InvalidValue(f"model version {show(ver)} is not valid: {_VERSION_RULE}")
     return ver
 
 
 def check_arm(value: object) -> str:
     """An arm name: ``model`` or ``model:version``, each part valid on its own."""
     if not isinstance(value, str):
-        raise Invalid(f"an arm must be a string 'model' or 'model:version', got {value!r}")
+        raise InvalidValue(f"an arm must be a string 'model' or 'model:version', got {value!r}")
     model, ver = parse_arm(value)
     model_name(model)
     if ver is not None:
@@ -149,9 +150,9 @@ def check_user_id(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value:
-        raise Invalid(f'"uid" must be a non-empty string (or an integer), got {value!r}')
+        raise InvalidValue(f'"uid" must be a non-empty string (or an integer), got {value!r}')
     if len(value) > MAX_USER_ID_LENGTH:
-        raise Invalid(f'"uid" has {len(value)} characters: use at most {MAX_USER_ID_LENGTH}')
+        raise InvalidValue(f'"uid" has {len(value)} characters: use at most {MAX_USER_ID_LENGTH}')
     return value
 
 
@@ -162,22 +163,24 @@ def input_type(value: object) -> InputType:
             return InputType(value)
         except ValueError:
             pass
-    raise Invalid(f"input_type {show(value)} is not known: use one of {known}")
+    raise InvalidValue(f"input_type {show(value)} is not known: use one of {known}")
 
 
 def _strict_int(value: object, what: str, rule: str) -> int:
     # bool is an int in Python but never what a client means by a count or a duration.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise Invalid(f"{what} must be an integer {rule}, got {show(value)} ({_json_kind(value)})")
+        raise InvalidValue(
+            f"{what} must be an integer {rule}, got {show(value)} ({_json_kind(value)})"
+        )
     if value > MAX_INT64:
-        raise Invalid(f"{what} must be an integer {rule}, got {value}, which is too large")
+        raise InvalidValue(f"{what} must be an integer {rule}, got {value}, which is too large")
     return value
 
 
 def slo_micros(value: object) -> int:
     slo = _strict_int(value, "slo_micros", "number of microseconds > 0")
     if slo <= 0:
-        raise Invalid(
+        raise InvalidValue(
             f"slo_micros must be > 0, got {slo}: it is the latency objective in microseconds "
             "(100000 is 100 ms)"
         )
@@ -187,21 +190,21 @@ def slo_micros(value: object) -> int:
 def num_replicas(value: object) -> int:
     count = _strict_int(value, "num_replicas", ">= 0")
     if count < 0:
-        raise Invalid(f"num_replicas must be >= 0, got {count} (0 stops every replica)")
+        raise InvalidValue(f"num_replicas must be >= 0, got {count} (0 stops every replica)")
     return count
 
 
 def batch_size(value: object) -> int:
     size = _strict_int(value, "batch_size", ">= 1, or -1 for adaptive batching")
     if size == 0 or size < -1:
-        raise Invalid(f"batch_size must be >= 1, or -1 for adaptive batching, got {size}")
+        raise InvalidValue(f"batch_size must be >= 1, or -1 for adaptive batching, got {size}")
     return size
 
 
 def batch_mode(value: object) -> str:
     allowed = ", ".join(repr(m) for m in (*BATCH_MODES, ""))
     if not (isinstance(value, str) and (value == "" or value in BATCH_MODES)):
-        raise Invalid(
+        raise InvalidValue(
             f"batch_mode {show(value)} is not known: use one of {allowed} "
             "('' is 'fixed' when batch_size > 0, else 'aimd')"
         )
@@ -211,9 +214,11 @@ def batch_mode(value: object) -> str:
 def batch_wait_micros(value: object) -> int:
     wait = _strict_int(value, "batch_wait_micros", "number of microseconds >= 0")
     if wait < 0:
-        raise Invalid(f"batch_wait_micros must be >= 0, got {wait} (0 turns delayed batching off)")
+        raise InvalidValue(
+            f"batch_wait_micros must be >= 0, got {wait} (0 turns delayed batching off)"
+        )
     if wait > MAX_BATCH_WAIT_MICROS:
-        raise Invalid(
+        raise InvalidValue(
             f"batch_wait_micros must be at most {MAX_BATCH_WAIT_MICROS} (1 s), got {wait}: "
             "it is how long a free replica may wait to fill a batch; keep it well under the "
             "apps' slo_micros"
@@ -224,16 +229,18 @@ def batch_wait_micros(value: object) -> int:
 def policy(value: object) -> str:
     name = _require_str(value, "policy")
     if name in RENAMED_POLICIES:
-        raise Invalid(f"policy {show(name)} is no longer offered: use {RENAMED_POLICIES[name]}")
+        raise InvalidValue(
+            f"policy {show(name)} is no longer offered: use {RENAMED_POLICIES[name]}"
+        )
     if name not in POLICIES:
-        raise Invalid(f"policy {show(name)} is not known: use one of {', '.join(POLICIES)}")
+        raise InvalidValue(f"policy {show(name)} is not known: use one of {', '.join(POLICIES)}")
     return name
 
 
 def json_object(value: object, what: str) -> dict[str, Any]:
     """A JSON object (its keys are strings by JSON's rules); checked further by its user."""
     if not isinstance(value, dict):
-        raise Invalid(f"{what} must be a JSON object, got {show(value)} ({_json_kind(value)})")
+        raise InvalidValue(f"{what} must be a JSON object, got {show(value)} ({_json_kind(value)})")
     return {str(k): v for k, v in value.items()}
 
 
@@ -249,7 +256,7 @@ def optional(check: Callable[[object], T]) -> Callable[[object], T | None]:
 def boolean(value: object, what: str) -> bool:
     # No coercion: in Python the string "false" is true, and 0/1 may be a typo for a count.
     if not isinstance(value, bool):
-        raise Invalid(
+        raise InvalidValue(
             f"{what} must be a JSON boolean (true or false), got {show(value)} "
             f"({_json_kind(value)})"
         )
@@ -263,7 +270,7 @@ def cache_enabled(value: object) -> bool:
 def default_output(value: object) -> Any:
     size = len(json.dumps(value).encode())
     if size > MAX_DEFAULT_OUTPUT_BYTES:
-        raise Invalid(
+        raise InvalidValue(
             f"default_output is {size} bytes of JSON: keep it under "
             f"{MAX_DEFAULT_OUTPUT_BYTES} bytes, it is copied into every defaulted answer"
         )
@@ -273,27 +280,29 @@ def default_output(value: object) -> Any:
 def text(value: object, what: str) -> str:
     s = _require_str(value, what)
     if len(s) > MAX_TEXT_LENGTH:
-        raise Invalid(f"{what} has {len(s)} characters: use at most {MAX_TEXT_LENGTH}")
+        raise InvalidValue(f"{what} has {len(s)} characters: use at most {MAX_TEXT_LENGTH}")
     return s
 
 
 def string_list(value: object, what: str) -> list[str]:
     if not isinstance(value, list):
-        raise Invalid(f"{what} must be a list of strings, got {show(value)} ({_json_kind(value)})")
+        raise InvalidValue(
+            f"{what} must be a list of strings, got {show(value)} ({_json_kind(value)})"
+        )
     for item in value:
         if not isinstance(item, str):
-            raise Invalid(f"{what} must be a list of strings, but it holds {show(item)}")
+            raise InvalidValue(f"{what} must be a list of strings, but it holds {show(item)}")
         text(item, f"an item of {what}")
     return list(value)
 
 
 def string_map(value: object, what: str) -> dict[str, str]:
     if not isinstance(value, dict):
-        raise Invalid(
+        raise InvalidValue(
             f"{what} must be an object of strings, got {show(value)} ({_json_kind(value)})"
         )
     for key, item in value.items():
         if not isinstance(item, str):
-            raise Invalid(f"{what} must map names to strings, but {key!r} is {show(item)}")
+            raise InvalidValue(f"{what} must map names to strings, but {key!r} is {show(item)}")
         text(item, f"{what}[{key!r}]")
     return {str(k): v for k, v in value.items()}

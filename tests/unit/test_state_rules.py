@@ -1,4 +1,4 @@
-"""Unit tests for ``management_frontend.validation``: what is accepted, what is refused,
+"""Unit tests for ``management_frontend.state.rules``: what is accepted, what is refused,
 and that every refusal names the field, shows the value and says what to use."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from management_frontend import validation
-from management_frontend.errors import Invalid
+from management_frontend.state import rules
+from management_frontend.state.errors import InvalidValue
 from model_container.protocol import InputType
 
 LABELS = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", fullmatch=True)
@@ -20,26 +20,26 @@ VERSIONS = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?", fullm
 
 @given(LABELS)
 def test_every_dns1123_label_is_accepted(name: str) -> None:
-    assert validation.app_name(name) == name
-    assert validation.model_name(name) == name
+    assert rules.app_name(name) == name
+    assert rules.model_name(name) == name
 
 
 @given(st.text(max_size=70), st.sampled_from(string.ascii_uppercase), st.integers(0, 70))
 def test_any_name_with_an_uppercase_letter_is_rejected(text: str, upper: str, at: int) -> None:
     name = text[:at] + upper + text[at:]
-    with pytest.raises(Invalid, match="is not a DNS-1123 label"):
-        validation.app_name(name)
+    with pytest.raises(InvalidValue, match="is not a DNS-1123 label"):
+        rules.app_name(name)
 
 
 @given(st.text(alphabet=string.ascii_lowercase + string.digits, min_size=64, max_size=200))
 def test_names_over_63_characters_are_rejected(name: str) -> None:
-    with pytest.raises(Invalid, match=rf"it has {len(name)} characters"):
-        validation.model_name(name)
+    with pytest.raises(InvalidValue, match=rf"it has {len(name)} characters"):
+        rules.model_name(name)
 
 
 def test_the_message_says_what_to_fix() -> None:
-    with pytest.raises(Invalid) as info:
-        validation.app_name("My_App")
+    with pytest.raises(InvalidValue) as info:
+        rules.app_name("My_App")
     assert str(info.value) == (
         "app name 'My_App' is not a DNS-1123 label (it contains the uppercase letter 'M'): "
         "use lowercase letters, digits and '-', starting and ending with a letter or digit, "
@@ -61,107 +61,107 @@ def test_the_message_says_what_to_fix() -> None:
     ],
 )
 def test_bad_names_say_why(name: str, reason: str) -> None:
-    with pytest.raises(Invalid, match="model name") as info:
-        validation.model_name(name)
+    with pytest.raises(InvalidValue, match="model name") as info:
+        rules.model_name(name)
     assert reason in str(info.value)
 
 
 @pytest.mark.parametrize("value", [None, 5, True, ["a"], {"a": 1}])
 def test_names_must_be_strings(value: object) -> None:
-    with pytest.raises(Invalid, match="app name must be a string"):
-        validation.app_name(value)
+    with pytest.raises(InvalidValue, match="app name must be a string"):
+        rules.app_name(value)
 
 
 @given(VERSIONS)
 def test_every_well_formed_version_is_accepted(ver: str) -> None:
-    assert validation.version(ver) == ver
+    assert rules.version(ver) == ver
 
 
 @pytest.mark.parametrize("ver", ["", "1 0", "v1:x", ".1", "1.", "-a", "a" * 64, "1\n", "é"])
 def test_malformed_versions_are_rejected(ver: str) -> None:
-    with pytest.raises(Invalid, match=r"model version .* is not valid: use letters"):
-        validation.version(ver)
+    with pytest.raises(InvalidValue, match=r"model version .* is not valid: use letters"):
+        rules.version(ver)
 
 
 @pytest.mark.parametrize("kind", list(InputType))
 def test_every_input_type_is_accepted(kind: InputType) -> None:
-    assert validation.input_type(kind.value) is kind
+    assert rules.input_type(kind.value) is kind
 
 
 @pytest.mark.parametrize("value", ["tensor", "Ints", "", None, 3, ["ints"]])
 def test_unknown_input_types_list_the_known_ones(value: object) -> None:
-    with pytest.raises(Invalid) as info:
-        validation.input_type(value)
+    with pytest.raises(InvalidValue) as info:
+        rules.input_type(value)
     message = str(info.value)
     assert message.startswith("input_type ")
     assert "ints, floats, doubles, bytes, strings, json" in message
 
 
-@given(st.integers(min_value=1, max_value=validation.MAX_INT64))
+@given(st.integers(min_value=1, max_value=rules.MAX_INT64))
 def test_positive_slos_are_accepted(slo: int) -> None:
-    assert validation.slo_micros(slo) == slo
+    assert rules.slo_micros(slo) == slo
 
 
 @given(st.integers(max_value=0))
 def test_zero_and_negative_slos_are_rejected(slo: int) -> None:
-    with pytest.raises(Invalid, match=rf"slo_micros must be > 0, got {slo}"):
-        validation.slo_micros(slo)
+    with pytest.raises(InvalidValue, match=rf"slo_micros must be > 0, got {slo}"):
+        rules.slo_micros(slo)
 
 
 @pytest.mark.parametrize("value", [True, False, 1.0, 1.5, "100", None, [1]])
 def test_slo_must_be_an_integer_and_not_a_bool(value: object) -> None:
-    with pytest.raises(Invalid, match="slo_micros must be an integer number of microseconds"):
-        validation.slo_micros(value)
+    with pytest.raises(InvalidValue, match="slo_micros must be an integer number of microseconds"):
+        rules.slo_micros(value)
 
 
 def test_huge_integers_are_rejected() -> None:
-    with pytest.raises(Invalid, match="too large"):
-        validation.slo_micros(2**63)
+    with pytest.raises(InvalidValue, match="too large"):
+        rules.slo_micros(2**63)
 
 
 @given(st.integers(min_value=0, max_value=10**6))
 def test_replica_counts_from_zero_are_accepted(count: int) -> None:
-    assert validation.num_replicas(count) == count
+    assert rules.num_replicas(count) == count
 
 
 @pytest.mark.parametrize("value", [-1, True, 1.0, "2", None])
 def test_bad_replica_counts_are_rejected(value: object) -> None:
-    with pytest.raises(Invalid, match="num_replicas must be"):
-        validation.num_replicas(value)
+    with pytest.raises(InvalidValue, match="num_replicas must be"):
+        rules.num_replicas(value)
 
 
 @pytest.mark.parametrize(("value", "accepted"), [(-1, True), (1, True), (64, True), (0, False)])
 def test_batch_size_is_adaptive_or_positive(value: int, accepted: bool) -> None:
     if accepted:
-        assert validation.batch_size(value) == value
+        assert rules.batch_size(value) == value
     else:
-        with pytest.raises(Invalid, match="batch_size must be >= 1, or -1"):
-            validation.batch_size(value)
+        with pytest.raises(InvalidValue, match="batch_size must be >= 1, or -1"):
+            rules.batch_size(value)
 
 
 @given(st.integers(max_value=-2))
 def test_batch_sizes_below_minus_one_are_rejected(value: int) -> None:
-    with pytest.raises(Invalid, match="batch_size"):
-        validation.batch_size(value)
+    with pytest.raises(InvalidValue, match="batch_size"):
+        rules.batch_size(value)
 
 
-@pytest.mark.parametrize("mode", [*validation.BATCH_MODES, ""])
+@pytest.mark.parametrize("mode", [*rules.BATCH_MODES, ""])
 def test_known_batch_modes_and_the_empty_default_are_accepted(mode: str) -> None:
-    assert validation.batch_mode(mode) == mode
+    assert rules.batch_mode(mode) == mode
 
 
 @pytest.mark.parametrize("value", ["AIMD", "greedy", " fixed", None, 1, True, ["aimd"]])
 def test_unknown_batch_modes_are_rejected_with_the_allowed_values(value: object) -> None:
-    with pytest.raises(Invalid) as info:
-        validation.batch_mode(value)
+    with pytest.raises(InvalidValue) as info:
+        rules.batch_mode(value)
     message = str(info.value)
     assert message.startswith("batch_mode ")
     assert "use one of 'aimd', 'latency_model', 'fixed', ''" in message
 
 
-@given(st.integers(min_value=0, max_value=validation.MAX_BATCH_WAIT_MICROS))
+@given(st.integers(min_value=0, max_value=rules.MAX_BATCH_WAIT_MICROS))
 def test_batch_waits_from_zero_to_the_cap_are_accepted(wait: int) -> None:
-    assert validation.batch_wait_micros(wait) == wait
+    assert rules.batch_wait_micros(wait) == wait
 
 
 @pytest.mark.parametrize(
@@ -177,46 +177,46 @@ def test_batch_waits_from_zero_to_the_cap_are_accepted(wait: int) -> None:
     ],
 )
 def test_bad_batch_waits_are_rejected(value: object, expected: str) -> None:
-    with pytest.raises(Invalid, match="batch_wait_micros") as info:
-        validation.batch_wait_micros(value)
+    with pytest.raises(InvalidValue, match="batch_wait_micros") as info:
+        rules.batch_wait_micros(value)
     assert expected in str(info.value)
 
 
-@pytest.mark.parametrize("name", validation.POLICIES)
+@pytest.mark.parametrize("name", rules.POLICIES)
 def test_known_policies_are_accepted(name: str) -> None:
-    assert validation.policy(name) == name
+    assert rules.policy(name) == name
 
 
 def test_unknown_policy_lists_the_known_ones() -> None:
-    with pytest.raises(Invalid) as info:
-        validation.policy("random")
+    with pytest.raises(InvalidValue) as info:
+        rules.policy("random")
     assert str(info.value) == "policy 'random' is not known: use one of single, split, exp3, exp4"
 
 
 @pytest.mark.parametrize(("old", "successor"), [("weighted", "'split'"), ("straggler", "'exp4'")])
 def test_policies_of_earlier_releases_name_their_successor(old: str, successor: str) -> None:
-    with pytest.raises(Invalid, match=f"policy '{old}' is no longer offered: use {successor}"):
-        validation.policy(old)
+    with pytest.raises(InvalidValue, match=f"policy '{old}' is no longer offered: use {successor}"):
+        rules.policy(old)
 
 
 def test_optional_passes_null_and_checks_the_rest() -> None:
-    check = validation.optional(validation.version)
+    check = rules.optional(rules.version)
     assert check(None) is None
     assert check("1") == "1"
-    with pytest.raises(Invalid, match="model version '1 0' is not valid"):
+    with pytest.raises(InvalidValue, match="model version '1 0' is not valid"):
         check("1 0")
 
 
 @pytest.mark.parametrize(("value", "shown"), [([1], "[1] (a list)"), ("x", "'x' (a string)")])
 def test_json_object_refuses_anything_else(value: object, shown: str) -> None:
-    with pytest.raises(Invalid, match=re.escape(f"params must be a JSON object, got {shown}")):
-        validation.json_object(value, "params")
-    assert validation.json_object({"eta": 1}, "params") == {"eta": 1}
+    with pytest.raises(InvalidValue, match=re.escape(f"params must be a JSON object, got {shown}")):
+        rules.json_object(value, "params")
+    assert rules.json_object({"eta": 1}, "params") == {"eta": 1}
 
 
 @pytest.mark.parametrize("value", [True, False])
 def test_cache_enabled_accepts_json_booleans(value: bool) -> None:
-    assert validation.cache_enabled(value) is value
+    assert rules.cache_enabled(value) is value
 
 
 @pytest.mark.parametrize(
@@ -231,8 +231,8 @@ def test_cache_enabled_accepts_json_booleans(value: bool) -> None:
     ],
 )
 def test_cache_enabled_refuses_anything_but_a_boolean(value: object, shown: str) -> None:
-    with pytest.raises(Invalid) as info:
-        validation.cache_enabled(value)
+    with pytest.raises(InvalidValue) as info:
+        rules.cache_enabled(value)
     assert str(info.value) == f"cache_enabled must be a JSON boolean (true or false), {shown}"
 
 
@@ -244,31 +244,31 @@ def test_cache_enabled_refuses_anything_but_a_boolean(value: object, shown: str)
     )
 )
 def test_small_default_outputs_are_returned_unchanged(value: object) -> None:
-    assert validation.default_output(value) == value
+    assert rules.default_output(value) == value
 
 
 def test_large_default_outputs_are_rejected() -> None:
-    with pytest.raises(Invalid, match=r"default_output is .* bytes of JSON"):
-        validation.default_output("x" * validation.MAX_DEFAULT_OUTPUT_BYTES)
+    with pytest.raises(InvalidValue, match=r"default_output is .* bytes of JSON"):
+        rules.default_output("x" * rules.MAX_DEFAULT_OUTPUT_BYTES)
 
 
 def test_string_lists_and_maps() -> None:
-    assert validation.string_list(["a", "b"], "labels") == ["a", "b"]
-    assert validation.string_map({"python": "3.11.7"}, "runtime") == {"python": "3.11.7"}
-    with pytest.raises(Invalid, match="labels must be a list of strings, got 'a'"):
-        validation.string_list("a", "labels")
-    with pytest.raises(Invalid, match="pkgs must be a list of strings, but it holds 1"):
-        validation.string_list(["x", 1], "pkgs")
-    with pytest.raises(Invalid, match="runtime must map names to strings, but 'python' is 3"):
-        validation.string_map({"python": 3}, "runtime")
-    with pytest.raises(Invalid, match="artifact has 5000 characters"):
-        validation.text("x" * 5000, "artifact")
+    assert rules.string_list(["a", "b"], "labels") == ["a", "b"]
+    assert rules.string_map({"python": "3.11.7"}, "runtime") == {"python": "3.11.7"}
+    with pytest.raises(InvalidValue, match="labels must be a list of strings, got 'a'"):
+        rules.string_list("a", "labels")
+    with pytest.raises(InvalidValue, match="pkgs must be a list of strings, but it holds 1"):
+        rules.string_list(["x", 1], "pkgs")
+    with pytest.raises(InvalidValue, match="runtime must map names to strings, but 'python' is 3"):
+        rules.string_map({"python": 3}, "runtime")
+    with pytest.raises(InvalidValue, match="artifact has 5000 characters"):
+        rules.text("x" * 5000, "artifact")
 
 
 def test_invalid_is_a_value_error_so_pydantic_reports_it() -> None:
-    assert issubclass(Invalid, ValueError)
+    assert issubclass(InvalidValue, ValueError)
 
 
 @given(st.text())
 def test_show_never_fails_and_stays_short(value: str) -> None:
-    assert len(validation.show(value)) <= 60
+    assert len(rules.show(value)) <= 60

@@ -1,4 +1,4 @@
-"""Selection policies: their parameters, and the learned state kept in Redis.
+"""Selection policies: their parameters, the learned state and its arithmetic.
 
 An app's *arms* are its links: ``"model"`` (whatever version is current) or
 ``"model:version"`` (that version, pinned). Its policy decides which arms answer a query:
@@ -8,11 +8,12 @@ An app's *arms* are its links: ``"model"`` (whatever version is current) or
     exp3     one arm per query, drawn by a bandit that learns from feedback
     exp4     every arm; the answers are combined by weights learned from feedback
 
-This module is the schema's word on both: ``PolicyParams.parse`` validates and fills in
-an app's ``policy_params``, and ``PolicyState`` is the record under
-``{p}:app:{app}:policy`` with the arithmetic that turns it into probabilities. The query
-frontend learns (``query_frontend.selection``); the management frontend reports
-(``get_policy_state``). Neither needs the other for it.
+This module is the contract's word on both: ``PolicyParams.parse`` validates and fills
+in an app's ``policy_params``, and ``PolicyState`` is the record under
+``{p}:app:{app}:policy:{epoch}`` with the arithmetic that turns it into probabilities.
+The query frontend learns (``query_frontend.selection``: it writes the record); the
+management frontend reports it and forgets it (``management_frontend.policies``).
+Neither needs the other for it.
 
 The state is *additive*: each feedback adds to an arm's log-weight, update count and
 loss sum with HINCRBYFLOAT/HINCRBY, so several query frontends learn into the same
@@ -20,7 +21,7 @@ record without a lock and without losing each other's updates. A user's record
 (``...:policy:{epoch}:user:{uid}``) holds only what that user's feedback added; the
 user's view is the app's record plus their own. The app record's ``policy_epoch`` names
 the state in use: forgetting it (a reset, a new policy) is writing a new epoch, and the
-old keys are deleted in the background (``delete_stale_state``).
+old keys are deleted in the background by the management frontend.
 """
 
 from __future__ import annotations
@@ -31,20 +32,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import redis.asyncio as aioredis
+from management_frontend.state import rules
+from management_frontend.state.errors import InvalidValue
 
-from management_frontend import validation
-from management_frontend.errors import Invalid
-from management_frontend.schema import Keys, text, text_hash
-
-# The policy names, and the check of a user id, are validation.py's (a request names
-# them); the query frontend finds them here with the rest of the policies.
-SINGLE: Final = validation.SINGLE
-SPLIT: Final = validation.SPLIT
-EXP3: Final = validation.EXP3
-EXP4: Final = validation.EXP4
-POLICIES: Final = validation.POLICIES
-check_user_id: Final = validation.check_user_id
+# The policy names are rules' (a request names them); they are found here too, with
+# the rest of the policies.
+SINGLE: Final = rules.SINGLE
+SPLIT: Final = rules.SPLIT
+EXP3: Final = rules.EXP3
+EXP4: Final = rules.EXP4
+POLICIES: Final = rules.POLICIES
 # Policies that may have several arms; "single" has at most one link.
 MULTI_ARM: Final = (SPLIT, EXP3, EXP4)
 # Policies that learn from feedback: they choose (exp3) or combine (exp4) by what it taught.
@@ -67,10 +64,10 @@ _ALLOWED: Final[dict[str, tuple[str, ...]]] = {
 
 def _number(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Invalid(f"{what} must be a number, got {value!r}")
+        raise InvalidValue(f"{what} must be a number, got {value!r}")
     number = float(value)
     if not math.isfinite(number):
-        raise Invalid(f"{what} must be a finite number, got {value!r}")
+        raise InvalidValue(f"{what} must be a finite number, got {value!r}")
     return number
 
 
@@ -87,15 +84,15 @@ class PolicyParams:
 
     @classmethod
     def parse(cls, policy: str, raw: Mapping[str, Any]) -> PolicyParams:
-        """Validate ``raw`` for ``policy``; ``Invalid`` says which setting and why."""
+        """Validate ``raw`` for ``policy``; ``InvalidValue`` says which setting and why."""
         if policy not in POLICIES:
-            raise Invalid(f"policy {policy!r} is not known: use one of {', '.join(POLICIES)}")
+            raise InvalidValue(f"policy {policy!r} is not known: use one of {', '.join(POLICIES)}")
         if not isinstance(raw, Mapping):
-            raise Invalid(f"policy parameters must be an object, got {raw!r}")
+            raise InvalidValue(f"policy parameters must be an object, got {raw!r}")
         allowed = _ALLOWED[policy]
         unknown = sorted(set(raw) - set(allowed))
         if unknown:
-            raise Invalid(
+            raise InvalidValue(
                 f"policy {policy!r} takes no parameter {', '.join(map(repr, unknown))}: "
                 f"it takes {', '.join(map(repr, allowed))}"
             )
@@ -103,17 +100,19 @@ class PolicyParams:
         if "loss" in raw:
             loss = raw["loss"]
             if loss not in LOSSES:
-                raise Invalid(f"loss {loss!r} is not known: use one of {', '.join(LOSSES)}")
+                raise InvalidValue(f"loss {loss!r} is not known: use one of {', '.join(LOSSES)}")
             settings["loss"] = loss
         if "eta" in raw:
             eta = _number(raw["eta"], "eta")
             if not 0 < eta <= MAX_ETA:
-                raise Invalid(f"eta must be > 0 and <= {MAX_ETA:g} (the learning rate), got {eta}")
+                raise InvalidValue(
+                    f"eta must be > 0 and <= {MAX_ETA:g} (the learning rate), got {eta}"
+                )
             settings["eta"] = eta
         if "gamma" in raw:
             gamma = _number(raw["gamma"], "gamma")
             if not 0 < gamma <= 1:
-                raise Invalid(
+                raise InvalidValue(
                     f"gamma must be > 0 and <= 1 (the share of queries that explore), got {gamma}"
                 )
             settings["gamma"] = gamma
@@ -134,18 +133,18 @@ class PolicyParams:
 
 def _weights(raw: object) -> dict[str, float]:
     if not isinstance(raw, Mapping) or not raw:
-        raise Invalid(
+        raise InvalidValue(
             'weights must be a non-empty object of arm -> weight, e.g. {"m:1": 90, "m:2": 10}'
         )
     weights: dict[str, float] = {}
     for arm, value in raw.items():
-        validation.check_arm(arm)
+        rules.check_arm(arm)
         weight = _number(value, f"the weight of {arm!r}")
         if weight < 0:
-            raise Invalid(f"the weight of {arm!r} must be >= 0, got {weight:g}")
+            raise InvalidValue(f"the weight of {arm!r} must be >= 0, got {weight:g}")
         weights[arm] = weight
     if not any(weights.values()):
-        raise Invalid("weights must give at least one arm a weight > 0")
+        raise InvalidValue("weights must give at least one arm a weight > 0")
     return weights
 
 
@@ -283,138 +282,12 @@ class ArmFeedback:
 FEEDBACK_ID_TTL_S: Final = 24 * 3600
 # A user's part expires this long after their last feedback (users come and go).
 USER_STATE_TTL_S: Final = 90 * 24 * 3600
-# record_feedback's answers.
+# What recording one feedback message can come to (the query frontend's script answers).
 RECORDED: Final = 1
 STALE: Final = 0  # the app is gone, or its policy changed or was reset meanwhile
 DUPLICATE: Final = 2  # this feedback id was counted before
-
-# One feedback message, all or nothing, and only into the epoch it was learned in.
-# KEYS: app record, app state, user part ("" for none), seen-id key ("" for none)
-# ARGV: epoch, uid flag ("1"/"0"), id TTL, user TTL, then per arm: name, start, dw, loss
-_RECORD_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if (redis.call('HGET', KEYS[1], 'policy_epoch') or '') ~= ARGV[1] then return 0 end
-if KEYS[4] ~= '' then
-  if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[3]) then return 2 end
-end
-local user = ARGV[2] == '1'
-redis.call('HINCRBY', KEYS[2], 'updates', 1)
-if user then redis.call('HINCRBY', KEYS[3], 'updates', 1) end
-for i = 5, #ARGV, 4 do
-  local w, n, l = 'w:' .. ARGV[i], 'n:' .. ARGV[i], 'l:' .. ARGV[i]
-  redis.call('HSETNX', KEYS[2], w, ARGV[i + 1])
-  if tonumber(ARGV[i + 2]) ~= 0 then redis.call('HINCRBYFLOAT', KEYS[2], w, ARGV[i + 2]) end
-  redis.call('HINCRBY', KEYS[2], n, 1)
-  redis.call('HINCRBYFLOAT', KEYS[2], l, ARGV[i + 3])
-  if user then
-    if tonumber(ARGV[i + 2]) ~= 0 then redis.call('HINCRBYFLOAT', KEYS[3], w, ARGV[i + 2]) end
-    redis.call('HINCRBY', KEYS[3], n, 1)
-    redis.call('HINCRBYFLOAT', KEYS[3], l, ARGV[i + 3])
-  end
-end
-if user then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
-return 1
-"""
 
 
 def new_epoch() -> str:
     """A fresh ``policy_epoch``: state learned under any other one is no longer read."""
     return secrets.token_hex(4)
-
-
-async def read_part(
-    r: aioredis.Redis, keys: Keys, app: str, epoch: str, uid: str | None = None
-) -> PolicyState:
-    """One record as stored: the app's state, or with ``uid`` that user's part."""
-    return PolicyState.from_hash(text_hash(await r.hgetall(keys.policy_state(app, epoch, uid))))
-
-
-async def read_policy_state(
-    r: aioredis.Redis, keys: Keys, app: str, epoch: str, uid: str | None = None
-) -> PolicyState:
-    """The app's state, or what a user sees: the app's plus the user's own part."""
-    base = await read_part(r, keys, app, epoch)
-    if uid is None:
-        return base
-    return base.plus(await read_part(r, keys, app, epoch, uid))
-
-
-async def record_feedback(
-    r: aioredis.Redis,
-    keys: Keys,
-    app: str,
-    epoch: str,
-    uid: str | None,
-    feedback: Mapping[str, ArmFeedback],
-    feedback_id: str | None = None,
-) -> int:
-    """Add one feedback message to the app's state and, with ``uid``, to the user's part.
-
-    One atomic script: it counts nothing if the app's ``policy_epoch`` is no longer
-    ``epoch`` (``STALE``: a reset or a policy change raced with it), or if
-    ``feedback_id`` was counted in the last day (``DUPLICATE``); else ``RECORDED``.
-    The increments commute, so concurrent query frontends never overwrite each other.
-    """
-    for arm, fb in feedback.items():
-        for value in (fb.start, fb.log_weight, fb.loss):
-            if not math.isfinite(value):
-                raise ValueError(f"feedback for {arm!r} is not finite: {fb}")
-    script_keys = [
-        keys.app(app),
-        keys.policy_state(app, epoch),
-        keys.policy_state(app, epoch, uid) if uid is not None else "",
-        keys.feedback_seen(app, epoch, feedback_id) if feedback_id is not None else "",
-    ]
-    args: list[str | int | float] = [
-        epoch,
-        "1" if uid is not None else "0",
-        FEEDBACK_ID_TTL_S,
-        USER_STATE_TTL_S,
-    ]
-    for arm, fb in feedback.items():
-        args += [arm, repr(fb.start), repr(fb.log_weight), repr(fb.loss)]
-    result = await r.eval(_RECORD_LUA, len(script_keys), *script_keys, *args)
-    return int(result)
-
-
-async def delete_stale_state(r: aioredis.Redis, keys: Keys, app: str) -> int:
-    """Delete what ``app`` learned under any epoch but the one it has as the keys go.
-
-    Incremental (SCAN, UNLINK in batches), so Redis never blocks on an app with many
-    users; safe to run again after an interruption. Each batch is one script that reads
-    the app's ``policy_epoch`` as it unlinks and spares that epoch's keys: an app reset
-    again, or deleted and added again, while this runs keeps what it learns meanwhile.
-    Returns the keys deleted.
-    """
-    deleted = 0
-    batch: list[str] = []
-    async for key in r.scan_iter(match=keys.policy_pattern(app), count=1000):
-        batch.append(text(key))
-        if len(batch) >= 500:
-            deleted += await _unlink_stale(r, keys, app, batch)
-            batch = []
-    if batch:
-        deleted += await _unlink_stale(r, keys, app, batch)
-    return deleted
-
-
-# Unlink learned-state keys unless they belong to the app's epoch at this moment.
-# KEYS: app record, then the state keys; ARGV: the epoch of each state key, in order
-_UNLINK_STALE_LUA = """
-local current = false
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  current = redis.call('HGET', KEYS[1], 'policy_epoch') or ''
-end
-local stale = {}
-for i = 2, #KEYS do
-  if ARGV[i - 1] ~= current then stale[#stale + 1] = KEYS[i] end
-end
-if #stale == 0 then return 0 end
-return redis.call('UNLINK', unpack(stale))
-"""
-
-
-async def _unlink_stale(r: aioredis.Redis, keys: Keys, app: str, batch: list[str]) -> int:
-    epochs = [keys.policy_epoch_of(app, key) for key in batch]
-    script_keys = [keys.app(app), *batch]
-    return int(await r.eval(_UNLINK_STALE_LUA, len(script_keys), *script_keys, *epochs))

@@ -1,0 +1,102 @@
+"""Reading the control plane's records from Redis.
+
+One record at a time (``read_app``, ``read_model``, ...) for the writes' transactions,
+where a pipeline in WATCH mode runs each command at once; whole lists in pipelines
+(``read_apps``, ``read_models``, ``read_versions``), so that listing every app takes two
+round trips, however many apps there are (a listing need not be atomic, so no MULTI).
+Decoding is the records' own (``state.records``); "not found" errors are the store's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+
+from management_frontend.state.keys import Keys
+from management_frontend.state.records import (
+    App,
+    Model,
+    ModelVersion,
+    schema_version_of,
+    text,
+    text_hash,
+)
+
+# A client, or a pipeline that executes at once (in WATCH mode, before MULTI).
+Reader = aioredis.Redis | Pipeline
+
+
+async def read_schema_version(r: Reader, keys: Keys) -> int | None:
+    """The schema version stored in Redis, ``None`` before any management frontend ran."""
+    return schema_version_of(await r.hget(keys.meta, "schema_version"))
+
+
+async def read_members(r: Reader, key: str) -> list[str]:
+    """A set's members, sorted."""
+    return sorted(text(m) for m in await r.smembers(key))
+
+
+async def read_app(r: Reader, keys: Keys, name: str) -> App | None:
+    h = await r.hgetall(keys.app(name))
+    return App.from_hash(text_hash(h)) if h else None
+
+
+async def read_links(r: Reader, keys: Keys, app: str) -> list[str]:
+    """The app's arms, sorted (empty for an unknown app)."""
+    return await read_members(r, keys.links(app))
+
+
+async def read_model(r: Reader, keys: Keys, name: str) -> Model | None:
+    h = text_hash(await r.hgetall(keys.model(name)))
+    if not h:
+        return None
+    return Model.from_hash(h, cast(list[bytes | str], await r.zrange(keys.versions(name), 0, -1)))
+
+
+async def read_version(r: Reader, keys: Keys, name: str, version: str) -> ModelVersion | None:
+    h = await r.hgetall(keys.version(name, version))
+    return ModelVersion.from_hash(text_hash(h)) if h else None
+
+
+async def read_apps(r: aioredis.Redis, keys: Keys) -> list[tuple[App, list[str]]]:
+    """Every app with its links, in two round trips; an app deleted meanwhile is left out."""
+    names = await read_members(r, keys.apps)
+    async with r.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(keys.app(name))
+            pipe.smembers(keys.links(name))
+        replies = await pipe.execute()
+    return [
+        (App.from_hash(text_hash(h)), sorted(text(m) for m in links))
+        for h, links in zip(replies[::2], replies[1::2], strict=True)
+        if h
+    ]
+
+
+async def read_models(r: aioredis.Redis, keys: Keys) -> list[Model]:
+    """Every model with its versions, in two round trips."""
+    names = await read_members(r, keys.models)
+    async with r.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(keys.model(name))
+            pipe.zrange(keys.versions(name), 0, -1)
+        replies = await pipe.execute()
+    return [
+        Model.from_hash(text_hash(h), versions)
+        for h, versions in zip(replies[::2], replies[1::2], strict=True)
+        if h
+    ]
+
+
+async def read_versions(
+    r: aioredis.Redis, keys: Keys, model: str, versions: Sequence[str]
+) -> list[ModelVersion]:
+    """These versions of ``model`` in one round trip; one deleted meanwhile is left out."""
+    async with r.pipeline(transaction=False) as pipe:
+        for version in versions:
+            pipe.hgetall(keys.version(model, version))
+        replies = await pipe.execute()
+    return [ModelVersion.from_hash(text_hash(h)) for h in replies if h]

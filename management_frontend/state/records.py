@@ -1,0 +1,231 @@
+"""The records stored in Redis, and how each is encoded as a hash of strings.
+
+Every hash value is a string; ``to_hash`` and ``from_hash`` are the only encoders and
+decoders of a record, whoever reads or writes it. A field missing from a stored hash
+(written by an older Schooner) reads as its default, so adding a field never needs a
+schema bump. Replies may come as ``bytes`` or ``str`` (``text``, ``text_hash``): every
+Schooner client opens Redis with ``decode_responses=True``, but a record still reads
+right without it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from model_container.protocol import InputType
+
+
+def text(value: bytes | str) -> str:
+    """A reply item as ``str``."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def text_hash(h: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    """A hash reply (HGETALL, a stream entry's fields) as ``str`` -> ``str``."""
+    return {text(k): text(v) for k, v in h.items()}
+
+
+def schema_version_of(value: bytes | str | None) -> int | None:
+    """``{p}:meta`` ``schema_version`` as stored; ``None`` before any management frontend
+    ran. A reader finding one above ``keys.SCHEMA_VERSION`` must refuse to run: it would
+    misread the records."""
+    return int(text(value)) if value is not None else None
+
+
+def encode_flag(value: bool) -> str:
+    """A boolean hash field: "1" or "0"."""
+    return "1" if value else "0"
+
+
+def decode_flag(value: str) -> bool:
+    """Only "0" is off: an unexpected value reads as the default (on) instead of making
+    the whole record unreadable to a query frontend."""
+    return value != "0"
+
+
+@dataclass(frozen=True)
+class App:
+    """``{p}:app:{app}``: an application, its objective and its selection policy."""
+
+    name: str
+    input_type: InputType
+    default_output: Any  # any JSON value, returned as given
+    slo_micros: int
+    policy: str = "single"
+    created_at: float = 0.0
+    # Whether the query frontend may answer from (and fill) its prediction cache.
+    cache_enabled: bool = True
+    # The policy's settings (split weights, learning rates, loss): see ``policy``.
+    policy_params: dict[str, Any] = field(default_factory=dict)
+    # Names the learned state in use; a new token forgets it (a reset is one write).
+    policy_epoch: str = ""
+
+    def to_hash(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "input_type": str(self.input_type),
+            "default_output": json.dumps(self.default_output),
+            "slo_micros": str(self.slo_micros),
+            "policy": self.policy,
+            "policy_params": json.dumps(self.policy_params),
+            "policy_epoch": self.policy_epoch,
+            "created_at": repr(self.created_at),
+            "cache_enabled": encode_flag(self.cache_enabled),
+        }
+
+    @classmethod
+    def from_hash(cls, h: Mapping[str, str]) -> App:
+        return cls(
+            name=h["name"],
+            input_type=InputType(h["input_type"]),
+            default_output=json.loads(h["default_output"]),
+            slo_micros=int(h["slo_micros"]),
+            policy=h.get("policy", "single"),
+            policy_params=dict(json.loads(h.get("policy_params", "{}"))),
+            policy_epoch=h.get("policy_epoch", ""),
+            created_at=float(h.get("created_at", "0")),
+            # Written before the field existed: on, as every app was then.
+            cache_enabled=decode_flag(h.get("cache_enabled", "1")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["input_type"] = str(self.input_type)
+        return out
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """``{p}:model:{model}:version:{version}``: one deployed version of a model."""
+
+    name: str
+    version: str
+    input_type: InputType
+    # What a container manager runs: a bundle directory (local) or an image (Docker, k8s).
+    artifact: str = ""
+    labels: list[str] = field(default_factory=list)
+    batch_size: int = -1  # -1: adaptive
+    # "aimd", "latency_model", "fixed"; "" is "fixed" when batch_size > 0, else "aimd".
+    batch_mode: str = ""
+    batch_wait_micros: int = 0  # how long a free replica may wait to fill a batch; 0: off
+    num_replicas: int = 0  # desired replicas, enacted by the container manager
+    runtime: dict[str, str] = field(default_factory=dict)  # versions it was pickled under
+    pkgs: list[str] = field(default_factory=list)
+    registered_at: float = 0.0
+
+    def to_hash(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "input_type": str(self.input_type),
+            "artifact": self.artifact,
+            "labels": json.dumps(self.labels),
+            "batch_size": str(self.batch_size),
+            "batch_mode": self.batch_mode,
+            "batch_wait_micros": str(self.batch_wait_micros),
+            "num_replicas": str(self.num_replicas),
+            "runtime": json.dumps(self.runtime),
+            "pkgs": json.dumps(self.pkgs),
+            "registered_at": repr(self.registered_at),
+        }
+
+    @classmethod
+    def from_hash(cls, h: Mapping[str, str]) -> ModelVersion:
+        return cls(
+            name=h["name"],
+            version=h["version"],
+            input_type=InputType(h["input_type"]),
+            artifact=h.get("artifact", ""),
+            labels=list(json.loads(h.get("labels", "[]"))),
+            batch_size=int(h.get("batch_size", "-1")),
+            batch_mode=h.get("batch_mode", ""),
+            batch_wait_micros=int(h.get("batch_wait_micros", "0")),
+            num_replicas=int(h.get("num_replicas", "0")),
+            runtime=dict(json.loads(h.get("runtime", "{}"))),
+            pkgs=list(json.loads(h.get("pkgs", "[]"))),
+            registered_at=float(h.get("registered_at", "0")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["input_type"] = str(self.input_type)
+        return out
+
+
+@dataclass(frozen=True)
+class Model:
+    """``{p}:model:{model}`` with its versions from ``{p}:model:{model}:versions``."""
+
+    name: str
+    input_type: InputType
+    current_version: str | None
+    versions: list[str]  # in registration order
+
+    @classmethod
+    def from_hash(cls, h: Mapping[str, str], versions: Sequence[bytes | str]) -> Model:
+        """The model hash and its versions zset (ascending score: registration order)."""
+        return cls(
+            name=h["name"],
+            input_type=InputType(h["input_type"]),
+            current_version=h.get("current_version") or None,
+            versions=[text(v) for v in versions],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["input_type"] = str(self.input_type)
+        return out
+
+
+@dataclass
+class Snapshot:
+    """Every app, link, model and version: what a query frontend routes by."""
+
+    apps: dict[str, App] = field(default_factory=dict)
+    links: dict[str, list[str]] = field(default_factory=dict)  # app -> arms (keys.parse_arm)
+    models: dict[str, Model] = field(default_factory=dict)
+    versions: dict[tuple[str, str], ModelVersion] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """A ``{p}:replicas`` value: a replica connected to one query frontend, as JSON.
+
+    Query frontends write it (field ``{replica_id}@{frontend}``: a replica serving
+    several frontends has one entry per frontend); the management API lists it.
+    """
+
+    replica_id: str
+    model_name: str
+    model_version: str
+    input_type: str
+    frontend: str
+    pid: int
+    runtime: dict[str, str]
+    connected_at: float
+
+    @property
+    def field(self) -> str:
+        return replica_field(self.replica_id, self.frontend)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def replica_field(replica_id: str, frontend: str) -> str:
+    """The ``{p}:replicas`` field of a replica connected to ``frontend``."""
+    return f"{replica_id}@{frontend}"
+
+
+def read_replica_record(blob: bytes | str) -> dict[str, Any] | None:
+    """A ``{p}:replicas`` value as the JSON object it holds; ``None`` if unreadable.
+
+    Readers keep fields they do not know (a newer frontend may add some)."""
+    try:
+        record = json.loads(blob)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
