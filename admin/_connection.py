@@ -25,7 +25,7 @@ import httpx
 
 from admin import _status
 from admin._http import DEFAULT_TIMEOUT, BatchSettings, JSONClient, JSONObject, ManagementClient
-from admin._names import check_input_type, check_name, check_version
+from admin._names import check_flag, check_input_type, check_name, check_user_id, check_version
 from admin._progress import ProgressCallback, wait_for
 from admin.container_managers.base import ContainerManager
 from admin.exceptions import (
@@ -36,6 +36,7 @@ from admin.exceptions import (
     NotFoundError,
     SchoonerError,
 )
+from management_frontend.state.keys import arm_name
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class Connection:
             default_output,
             slo_micros,
             policy,
-            _check_flag(cache_enabled, "cache_enabled"),
+            check_flag(cache_enabled, "cache_enabled"),
             policy_params,
         )
         self._await_routes(lambda apps: name in apps, f"application {name!r}")
@@ -200,7 +201,7 @@ class Connection:
 
         Query frontends apply the change from the change feed, without a restart.
         """
-        app = self._api.set_app_cache(app_name, _check_flag(enabled, "enabled"))
+        app = self._api.set_app_cache(app_name, check_flag(enabled, "enabled"))
         self._await_routes(
             lambda apps: _status.cache_state(apps, app_name) in (None, enabled),
             f"the prediction cache of {app_name!r} turned {'on' if enabled else 'off'}",
@@ -220,7 +221,7 @@ class Connection:
         query frontend runs the new policy.
         """
         app = self._api.set_policy(
-            app_name, policy, params, reset_state=_check_flag(reset_state, "reset_state")
+            app_name, policy, params, reset_state=check_flag(reset_state, "reset_state")
         )
         self._await_routes(
             lambda apps: _status.app_policy(apps, app_name) in (None, policy),
@@ -234,11 +235,11 @@ class Connection:
         """What the app's policy learned from feedback: per linked model, its chance to
         answer (or weight), update count and mean loss. With ``uid``, what that user sees:
         the app's state plus what their own feedback added."""
-        return self._api.get_policy_state(app_name, _user_id(uid))
+        return self._api.get_policy_state(app_name, check_user_id(uid))
 
     def reset_policy_state(self, app_name: str, uid: str | int | None = None) -> None:
         """Forget what the app's policy learned (with ``uid``: only that user's part)."""
-        user = _user_id(uid)
+        user = check_user_id(uid)
         self._api.reset_policy_state(app_name, user)
         whose = f"user {user!r} of " if user is not None else ""
         self.report(f"the learned policy state of {whose}{app_name!r} is reset")
@@ -256,7 +257,7 @@ class Connection:
         side, link ``m`` twice with two versions under a policy that uses several)."""
         pinned = None if version is None else check_version(version)
         self._api.add_link(app_name, model_name, pinned)
-        arm = _arm(model_name, pinned)
+        arm = arm_name(model_name, pinned)
         if pinned is not None:
             route = arm
         else:
@@ -274,7 +275,7 @@ class Connection:
         """Remove the link to the model, or with ``version`` the link pinned to it."""
         pinned = None if version is None else check_version(version)
         self._api.delete_link(app_name, model_name, pinned)
-        arm = _arm(model_name, pinned)
+        arm = arm_name(model_name, pinned)
         self._await_routes(
             lambda apps: _status.arm_gone(apps, app_name, arm),
             f"the unlinking of {arm} from {app_name}",
@@ -669,26 +670,3 @@ def _is_replica(record: JSONObject, pids: dict[str, int | None]) -> bool:
         return False
     ours, theirs = pids[replica_id], record.get("pid")
     return not ours or not theirs or ours == theirs
-
-
-def _arm(model: str, version: str | None) -> str:
-    """A link as the management API stores it: ``model``, or ``model:version`` pinned."""
-    return model if version is None else f"{model}:{version}"
-
-
-def _user_id(uid: str | int | None) -> str | None:
-    """A user id as the API takes it: integers are sent as their digits."""
-    if uid is None or isinstance(uid, str):
-        return uid
-    if isinstance(uid, int) and not isinstance(uid, bool):
-        return str(uid)
-    raise InvalidRequestError(f"uid must be a string or an integer, got {uid!r}")
-
-
-def _check_flag(value: object, what: str) -> bool:
-    """A boolean argument, refused before the round trip if it is anything else."""
-    if not isinstance(value, bool):
-        raise InvalidRequestError(
-            f"{what} must be True or False, got {value!r} ({type(value).__name__})"
-        )
-    return value

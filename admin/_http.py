@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from admin._names import checked
 from admin.exceptions import (
     ConflictError,
     InvalidRequestError,
@@ -23,6 +24,7 @@ from admin.exceptions import (
     RequestTimeoutError,
     ServiceUnavailableError,
 )
+from management_frontend.state import rules
 
 DEFAULT_TIMEOUT: Final = 5.0
 
@@ -37,11 +39,6 @@ _STATUS_ERRORS: Final[dict[int, type[ManagementAPIError]]] = {
     503: ServiceUnavailableError,
 }
 _MAX_ERROR_TEXT: Final = 500
-
-# The management frontend's rules (management_frontend.validation), repeated so that a
-# deploy fails before it builds anything; the server checks everything again.
-BATCH_MODES: Final = ("aimd", "latency_model", "fixed")
-MAX_BATCH_WAIT_MICROS: Final = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -59,24 +56,9 @@ class BatchSettings:
     batch_wait_micros: int = 0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.batch_mode, str) and self.batch_mode in (*BATCH_MODES, "")):
-            allowed = ", ".join(repr(m) for m in (*BATCH_MODES, ""))
-            raise InvalidRequestError(
-                f"batch_mode {self.batch_mode!r} is not known: use one of {allowed} "
-                "('' is 'fixed' when batch_size > 0, else 'aimd')"
-            )
-        wait = self.batch_wait_micros
-        if isinstance(wait, bool) or not isinstance(wait, int) or wait < 0:
-            raise InvalidRequestError(
-                f"batch_wait_micros must be an integer number of microseconds >= 0, got "
-                f"{wait!r} (0 turns delayed batching off)"
-            )
-        if wait > MAX_BATCH_WAIT_MICROS:
-            raise InvalidRequestError(
-                f"batch_wait_micros must be at most {MAX_BATCH_WAIT_MICROS} (1 s), got {wait}: "
-                "it is how long a free replica may wait to fill a batch; keep it well under "
-                "the apps' slo_micros"
-            )
+        # The contract's rules, so that a deploy fails before it builds anything.
+        checked(rules.batch_mode, self.batch_mode)
+        checked(rules.batch_wait_micros, self.batch_wait_micros)
 
     def to_json(self) -> JSONObject:
         return asdict(self)

@@ -224,7 +224,7 @@ def test_bad_requests_get_specific_errors(conn: Connection) -> None:
 
     with pytest.raises(InvalidRequestError, match="DNS-1123"):
         conn.register_application("Bad_Name", "doubles", -1, 1000)
-    with pytest.raises(InvalidRequestError, match="input type"):
+    with pytest.raises(InvalidRequestError, match="input_type 'double' is not known"):
         conn.register_application("typo", "double", -1, 1000)
     with pytest.raises(InvalidRequestError, match="slo_micros"):
         conn.register_application("zero-slo", "doubles", -1, 0)

@@ -507,7 +507,7 @@ def test_every_deploy_path_defaults_to_clippers_batching(
     ("settings", "message"),
     [
         ({"batch_mode": "greedy"}, "batch_mode 'greedy' is not known: use one of 'aimd', "),
-        ({"batch_wait_micros": -1}, "batch_wait_micros must be an integer"),
+        ({"batch_wait_micros": -1}, "batch_wait_micros must be >= 0, got -1"),
         ({"batch_wait_micros": True}, "batch_wait_micros must be an integer"),
         ({"batch_wait_micros": 2_000_000}, "batch_wait_micros must be at most 1000000"),
     ],
@@ -586,7 +586,9 @@ def test_policy_state_is_read_and_reset_for_the_app_or_one_user() -> None:
         "DELETE /admin/apps/app/policy/state?uid=u1",
         "DELETE /admin/apps/app/policy/state",
     ]
-    with pytest.raises(InvalidRequestError, match="uid must be a string or an integer"):
+    with pytest.raises(
+        InvalidRequestError, match='"uid" must be a non-empty string \\(or an integer\\)'
+    ):
         conn.get_policy_state("app", uid=1.5)  # type: ignore[arg-type]
 
 

@@ -212,10 +212,10 @@ def test_add_model_version_sends_the_batching_settings() -> None:
 
 
 def test_batch_mode_is_checked_with_the_servers_message() -> None:
-    from management_frontend import Invalid, validation
+    from management_frontend.state import InvalidValue, rules
 
-    with pytest.raises(Invalid) as server:
-        validation.batch_mode("greedy")
+    with pytest.raises(InvalidValue) as server:
+        rules.batch_mode("greedy")
     with pytest.raises(InvalidRequestError) as client:
         BatchSettings(batch_mode="greedy")
     assert str(client.value) == str(server.value)
