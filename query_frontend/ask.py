@@ -19,8 +19,7 @@ from management_frontend.state.policy import EXP4, LEARNING, PolicyState
 from query_frontend.dispatch import OverloadedError
 from query_frontend.ensemble import combine
 from query_frontend.evaluate import submit
-from query_frontend.inputs import Item
-from query_frontend.queries import Expired, Failure, Outcome
+from query_frontend.queries import Expired, Failure, Item, Outcome
 from query_frontend.routing import Arm, Route
 from query_frontend.selection import Choice, chooser, ensemble_weights, split_arms
 from query_frontend.state import FrontendState

@@ -6,9 +6,7 @@ import asyncio
 
 from management_frontend.state.records import App
 from query_frontend.cache import Flight, cache_key
-from query_frontend.inputs import Item
-from query_frontend.queries import Expired, Outcome, Query
-from query_frontend.replicas import ModelKey
+from query_frontend.queries import Expired, Item, ModelKey, Outcome, Query
 from query_frontend.state import FrontendState
 
 

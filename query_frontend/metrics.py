@@ -29,8 +29,7 @@ from prometheus_client.registry import Collector
 
 from query_frontend.cache import PredictionCache
 from query_frontend.dispatch import Dispatcher
-from query_frontend.queries import Expired, Failure, Outcome
-from query_frontend.replicas import ModelKey
+from query_frontend.queries import Expired, Failure, ModelKey, Outcome
 
 if TYPE_CHECKING:
     from query_frontend.ask import Answer
