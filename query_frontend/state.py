@@ -1,4 +1,9 @@
-"""What the request handlers share: built by the app's lifespan, one per process."""
+"""What the request handlers share: built by the app's lifespan, one per process.
+
+Only the HTTP handlers take this bag. What they call below them is handed the parts it
+needs (``ask`` gets the ``Evaluator``, the rng and the learned view), so that nothing
+under the HTTP layer depends on everything the frontend holds.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import dataclass, field
 from query_frontend.cache import PredictionCache
 from query_frontend.config import Config
 from query_frontend.dispatch import Dispatcher
+from query_frontend.evaluate import Evaluator
 from query_frontend.learned import PolicyStates
 from query_frontend.metrics import Metrics
 from query_frontend.routing import RoutingTable
@@ -24,3 +30,8 @@ class FrontendState:
     policies: PolicyStates
     query_ids: itertools.count[int] = field(default_factory=itertools.count)
     rng: random.Random = field(default_factory=random.Random)
+    # The cache and the dispatcher as one model version's evaluation reaches them.
+    evaluator: Evaluator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.evaluator = Evaluator(self.cache, self.dispatcher)

@@ -103,10 +103,10 @@ async def _update(state: FrontendState, route: Route, scope: Scope, receive: Rec
     deadline = deadline_for(state, app, arrival)
     qid = next(state.query_ids)
     epoch = app.policy_epoch
-    view = learned_view(state, route, uid)
+    view = learned_view(state.policies, route, uid)
     state.policies.app_state(app.name, epoch)  # if not copied yet, read from Redis meanwhile
     try:  # one arm or several: asked as a query of the app would be
-        asked = (await ask(state, route, [item], [qid], deadline, uid, view))[0]
+        (asked,) = await ask(state.evaluator, state.rng, route, [item], [qid], deadline, uid, view)
     except (OverloadedError, TooManyInputsError) as exc:  # too many inputs: not with one
         return refused(exc)
 
