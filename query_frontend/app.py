@@ -24,7 +24,7 @@ from management_frontend.state.keys import SCHEMA_VERSION, Keys
 from management_frontend.state.policy import LEARNING
 from management_frontend.state.records import Snapshot, schema_version_of
 from query_frontend.asgi import Receive, Scope, Send, error, send_reply
-from query_frontend.cache import PredictionCache
+from query_frontend.caching.cache import PredictionCache
 from query_frontend.config import Config
 from query_frontend.dispatch import Dispatcher
 from query_frontend.http_api import routes

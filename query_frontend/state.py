@@ -11,7 +11,7 @@ import itertools
 import random
 from dataclasses import dataclass, field
 
-from query_frontend.cache import PredictionCache
+from query_frontend.caching.cache import PredictionCache
 from query_frontend.config import Config
 from query_frontend.dispatch import Dispatcher
 from query_frontend.evaluate import Evaluator
