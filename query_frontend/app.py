@@ -24,9 +24,9 @@ from management_frontend.state.keys import SCHEMA_VERSION, Keys
 from management_frontend.state.policy import LEARNING
 from management_frontend.state.records import Snapshot, schema_version_of
 from query_frontend.asgi import Receive, Scope, Send, error, send_reply
+from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.caching.cache import PredictionCache
 from query_frontend.config import Config
-from query_frontend.dispatch import Dispatcher
 from query_frontend.http_api import routes
 from query_frontend.learned import PolicyStates
 from query_frontend.metrics import Metrics

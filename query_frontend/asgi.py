@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from query_frontend.deadlines import answer_by
-from query_frontend.dispatch import OverloadedError, TooManyInputsError
+from query_frontend.batching.deadlines import answer_by
+from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
 
 if TYPE_CHECKING:
     from management_frontend.state.records import App
@@ -56,7 +56,7 @@ def refused(exc: BodyTooLargeError | OverloadedError | TooManyInputsError) -> Re
 
 def deadline_for(state: FrontendState, app: App, arrival: float) -> float:
     """When the queries of a request to ``app`` that arrived at ``arrival`` (loop time)
-    must be answered by (``deadlines``)."""
+    must be answered by (``batching.deadlines``)."""
     return answer_by(arrival, app.slo_micros / 1e6, state.dispatcher.timer_lag.lag(arrival))
 
 

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from management_frontend.state.policy import EXP4, LEARNING, PolicyState
-from query_frontend.dispatch import OverloadedError
+from query_frontend.batching.dispatch import OverloadedError
+from query_frontend.batching.evaluate import Evaluator
 from query_frontend.ensemble import combine
-from query_frontend.evaluate import Evaluator
 from query_frontend.learned import PolicyStates
 from query_frontend.queries import Expired, Failure, Item, Outcome
 from query_frontend.routing import Arm, Route

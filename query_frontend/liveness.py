@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 
-from query_frontend.dispatch import Dispatcher
-from query_frontend.replicas import Replica
+from query_frontend.batching.dispatch import Dispatcher
+from query_frontend.batching.replicas import Replica
 
 # Silence, in heartbeat intervals, that takes a replica out of rotation ...
 SILENT_INTERVALS = 1.0

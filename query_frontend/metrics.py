@@ -27,8 +27,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from query_frontend.ask import Answer
+from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.caching.cache import PredictionCache
-from query_frontend.dispatch import Dispatcher
 from query_frontend.queries import Expired, Failure, ModelKey, Outcome
 
 _LATENCY_BUCKETS = (

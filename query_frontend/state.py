@@ -11,10 +11,10 @@ import itertools
 import random
 from dataclasses import dataclass, field
 
+from query_frontend.batching.dispatch import Dispatcher
+from query_frontend.batching.evaluate import Evaluator
 from query_frontend.caching.cache import PredictionCache
 from query_frontend.config import Config
-from query_frontend.dispatch import Dispatcher
-from query_frontend.evaluate import Evaluator
 from query_frontend.learned import PolicyStates
 from query_frontend.metrics import Metrics
 from query_frontend.routing import RoutingTable

@@ -38,7 +38,7 @@ from query_frontend.asgi import (
     send_reply,
 )
 from query_frontend.ask import arm_label, ask, learned_view
-from query_frontend.dispatch import OverloadedError, TooManyInputsError
+from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.feedback import Answered, LabelError, learn
 from query_frontend.inputs import InputError, convert, load_object, user_id
 from query_frontend.queries import Failure

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from model_container import protocol
 from model_container.protocol import Error, ErrorKind, Hello, InputType, Result
-from query_frontend.dispatch import Dispatcher, ModelQueue
+from query_frontend.batching.dispatch import Dispatcher, ModelQueue
 from query_frontend.liveness import DEAD_INTERVALS, Liveness, stuck_at
 from query_frontend.queries import Expired, Failure, Query
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from management_frontend.state.records import ReplicaRecord
 from model_container.protocol import Hello, InputType
-from query_frontend.batch_policy import BatchSizeController, FixedController
+from query_frontend.batching.controllers import BatchSizeController, FixedController
 from query_frontend.queries import ModelKey, Query
 
 

@@ -23,10 +23,15 @@ import orjson
 
 from model_container import protocol
 from model_container.protocol import Error, Hello, InputType, Predict, Result
-from query_frontend.batch_policy import MODES, BatchMode, BatchSizeController, make_controller
-from query_frontend.deadlines import LagTracker
+from query_frontend.batching.controllers import (
+    MODES,
+    BatchMode,
+    BatchSizeController,
+    make_controller,
+)
+from query_frontend.batching.deadlines import LagTracker
+from query_frontend.batching.replicas import Replica
 from query_frontend.queries import Expired, Failure, ModelKey, Query
-from query_frontend.replicas import Replica
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 
 from management_frontend.state.records import App
+from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.caching.cache import Flight, PredictionCache, cache_key
-from query_frontend.dispatch import Dispatcher
 from query_frontend.queries import Expired, Item, ModelKey, Outcome, Query
 
 
