@@ -3,8 +3,8 @@
 Three ways a replica stops answering, and what the frontend does about each:
 
 * **Its connection closes** (the process died, or the container or machine went away
-  cleanly): ``rpc`` learns it from the ROUTER's socket monitor at once and removes the
-  replica; see ``RpcServer``. Nothing here.
+  cleanly): ``rpc.server`` learns it from the ROUTER's socket monitor at once and
+  removes the replica; see ``RpcServer``. Nothing here.
 * **Silent**: nothing at all has arrived from it for ``SILENT_INTERVALS`` heartbeat
   intervals (the process is stopped, hung with the GIL held, or cut off). It is taken out
   of rotation and what it held is retried elsewhere; it comes back as soon as it speaks
