@@ -22,7 +22,7 @@ from query_frontend.batching.evaluate import Evaluator
 from query_frontend.ensemble import combine
 from query_frontend.learned import PolicyStates
 from query_frontend.queries import Expired, Failure, Item, Outcome
-from query_frontend.routing import Arm, Route
+from query_frontend.routing.table import Arm, Route
 from query_frontend.selection import Choice, chooser, ensemble_weights, split_arms
 
 _NOTHING_LEARNED = PolicyState()

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from query_frontend import routing
 from query_frontend.asgi import error
+from query_frontend.routing import table
 from query_frontend.state import FrontendState
 
 JSON = "application/json"
@@ -42,7 +42,7 @@ async def status(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type=JSON)
 
 
-def _route_json(route: routing.Route) -> dict[str, object]:
+def _route_json(route: table.Route) -> dict[str, object]:
     arms = {a.name: f"{a.key[0]}:{a.key[1]}" if a.key else None for a in route.arms}
     first = route.arms[0].key if route.arms else None
     return {

@@ -32,7 +32,7 @@ from query_frontend.ask import Answer, answers, ask, learned_view
 from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.inputs import InputError, TooManyItemsError, items_of, load_object, user_id
 from query_frontend.queries import Expired, Failure, Outcome
-from query_frontend.routing import Route
+from query_frontend.routing.table import Route
 from query_frontend.state import FrontendState
 
 __all__ = ["FrontendState", "handle_predict"]

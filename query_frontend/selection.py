@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from management_frontend.state.policy import EXP3, EXP4, SPLIT, PolicyState, split_shares
 from query_frontend.queries import ModelKey
-from query_frontend.routing import Arm, Route
+from query_frontend.routing.table import Arm, Route
 
 _TWO_64 = float(2**64)
 

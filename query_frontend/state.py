@@ -17,7 +17,7 @@ from query_frontend.caching.cache import PredictionCache
 from query_frontend.config import Config
 from query_frontend.learned import PolicyStates
 from query_frontend.metrics import Metrics
-from query_frontend.routing import RoutingTable
+from query_frontend.routing.table import RoutingTable
 
 
 @dataclass

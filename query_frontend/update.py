@@ -42,7 +42,7 @@ from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.feedback import Answered, LabelError, learn
 from query_frontend.inputs import InputError, convert, load_object, user_id
 from query_frontend.queries import Failure
-from query_frontend.routing import Route
+from query_frontend.routing.table import Route
 from query_frontend.selection import ensemble_weights
 from query_frontend.state import FrontendState
 
