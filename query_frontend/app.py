@@ -28,12 +28,12 @@ from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.caching.cache import PredictionCache
 from query_frontend.config import Config
 from query_frontend.http_api import routes
-from query_frontend.learned import PolicyStates
 from query_frontend.metrics import Metrics
 from query_frontend.predict import handle_predict
 from query_frontend.routing.table import RoutingTable, follow, tightest_slos
 from query_frontend.rpc.registry import ReplicaRegistry
 from query_frontend.rpc.server import RpcServer
+from query_frontend.selection.learned import PolicyStates
 from query_frontend.state import FrontendState
 from query_frontend.update import handle_update
 

@@ -1,8 +1,8 @@
 """What the request handlers share: built by the app's lifespan, one per process.
 
 Only the HTTP handlers take this bag. What they call below them is handed the parts it
-needs (``ask`` gets the ``Evaluator``, the rng and the learned view), so that nothing
-under the HTTP layer depends on everything the frontend holds.
+needs (``selection.ask`` gets the ``Evaluator``, the rng and the learned view), so that
+nothing under the HTTP layer depends on everything the frontend holds.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.batching.evaluate import Evaluator
 from query_frontend.caching.cache import PredictionCache
 from query_frontend.config import Config
-from query_frontend.learned import PolicyStates
 from query_frontend.metrics import Metrics
 from query_frontend.routing.table import RoutingTable
+from query_frontend.selection.learned import PolicyStates
 
 
 @dataclass

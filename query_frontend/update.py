@@ -3,9 +3,9 @@
 The body is ``{"input": ..., "label": ..., "uid"?: ..., "feedback_id"?: ...}``. The
 input goes to the arm(s) the policy picks, exactly as a query would (``split`` and
 ``exp3`` draw one arm, with its probability; ``exp4`` asks every arm); each answer is
-compared with the label by the app's loss, and what that teaches (``feedback.learn``)
-is added to the app's state and, with a uid, the user's, in Redis. The answer says who
-answered and their losses:
+compared with the label by the app's loss, and what that teaches
+(``selection.feedback.learn``) is added to the app's state and, with a uid, the user's,
+in Redis. The answer says who answered and their losses:
 
     {"query_id": 7, "models": ["m1:1"], "losses": {"m1:1": 0.0}}
 
@@ -37,13 +37,13 @@ from query_frontend.asgi import (
     refused,
     send_reply,
 )
-from query_frontend.ask import arm_label, ask, learned_view
 from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
-from query_frontend.feedback import Answered, LabelError, learn
 from query_frontend.inputs import InputError, convert, load_object, user_id
 from query_frontend.queries import Failure
 from query_frontend.routing.table import Route
-from query_frontend.selection import ensemble_weights
+from query_frontend.selection.ask import arm_label, ask, learned_view
+from query_frontend.selection.choose import ensemble_weights
+from query_frontend.selection.feedback import Answered, LabelError, learn
 from query_frontend.state import FrontendState
 
 _HINT = '{"input": ..., "label": ..., "uid": ... (optional), "feedback_id": ... (optional)}'

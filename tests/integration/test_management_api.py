@@ -37,8 +37,8 @@ from management_frontend.state.policy import RECORDED, STALE, ArmFeedback
 from management_frontend.state.records import App, Snapshot
 from management_frontend.store import Store
 from model_container.protocol import InputType
-from query_frontend.learned_store import LearnedStateStore
 from query_frontend.routing.feed import follow_changes, latest_change_id, read_snapshot
+from query_frontend.selection.learned_store import LearnedStateStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 15.0

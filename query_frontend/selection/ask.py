@@ -1,6 +1,6 @@
 """Answering the queries of an app with several arms (split, exp3, exp4).
 
-For each input the selection policy picks the arm(s) (``selection``); inputs are grouped
+For each input the selection policy picks the arm(s) (``choose``); inputs are grouped
 by arm and each group goes through its model version's cache and queue at once
 (``Evaluator.submit``), so a batch request still makes one batch per model. Each arm's
 queries carry the app's deadline, so by then every arm has answered or given up: an
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from management_frontend.state.policy import EXP4, LEARNING, PolicyState
 from query_frontend.batching.dispatch import OverloadedError
 from query_frontend.batching.evaluate import Evaluator
-from query_frontend.ensemble import combine
-from query_frontend.learned import PolicyStates
 from query_frontend.queries import Expired, Failure, Item, Outcome
 from query_frontend.routing.table import Arm, Route
-from query_frontend.selection import Choice, chooser, ensemble_weights, split_arms
+from query_frontend.selection.choose import Choice, chooser, ensemble_weights, split_arms
+from query_frontend.selection.ensemble import combine
+from query_frontend.selection.learned import PolicyStates
 
 _NOTHING_LEARNED = PolicyState()
 
