@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 # One input as a batch carries it: a 1-d numpy array of the app's dtype for numeric
-# input types, else the bytes that travel on the wire (``inputs`` makes them).
+# input types, else the bytes that travel on the wire (``http.inputs`` makes them).
 Item = np.ndarray[Any, Any] | bytes
 
 ModelKey = tuple[str, str]  # (model name, version)

@@ -1,6 +1,6 @@
 """Which of an app's arms answer a query, under its selection policy.
 
-``single`` has one arm and never comes here (``predict`` serves it directly). ``split``
+``single`` has one arm and never comes here (``http.predict`` serves it directly). ``split``
 and ``exp3`` draw one arm per query, by fixed weights or by the bandit's current
 probabilities; ``exp4`` asks every arm. Arms that cannot answer now (no version to
 route to, no replica connected) are left out of the draw, so one model being down

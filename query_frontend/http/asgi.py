@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from management_frontend.state.records import App
 from query_frontend.batching.deadlines import answer_by
 from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
-
-if TYPE_CHECKING:
-    from management_frontend.state.records import App
-    from query_frontend.state import FrontendState
+from query_frontend.http.state import FrontendState
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

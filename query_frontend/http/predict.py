@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from query_frontend.asgi import (
+from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
+from query_frontend.http.asgi import (
     BodyTooLargeError,
     ClientGoneError,
     Receive,
@@ -28,12 +29,11 @@ from query_frontend.asgi import (
     refused,
     send_reply,
 )
-from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
-from query_frontend.inputs import InputError, TooManyItemsError, items_of, load_object, user_id
+from query_frontend.http.inputs import InputError, TooManyItemsError, items_of, load_object, user_id
+from query_frontend.http.state import FrontendState
 from query_frontend.queries import Expired, Failure, Outcome
 from query_frontend.routing.table import Route
 from query_frontend.selection.ask import Answer, answers, ask, learned_view
-from query_frontend.state import FrontendState
 
 __all__ = ["FrontendState", "handle_predict"]
 

@@ -24,7 +24,8 @@ import orjson
 from redis.exceptions import RedisError
 
 from management_frontend.state.policy import DUPLICATE, EXP4, LEARNING, STALE
-from query_frontend.asgi import (
+from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
+from query_frontend.http.asgi import (
     BodyTooLargeError,
     ClientGoneError,
     Receive,
@@ -37,14 +38,13 @@ from query_frontend.asgi import (
     refused,
     send_reply,
 )
-from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
-from query_frontend.inputs import InputError, convert, load_object, user_id
+from query_frontend.http.inputs import InputError, convert, load_object, user_id
+from query_frontend.http.state import FrontendState
 from query_frontend.queries import Failure
 from query_frontend.routing.table import Route
 from query_frontend.selection.ask import arm_label, ask, learned_view
 from query_frontend.selection.choose import ensemble_weights
 from query_frontend.selection.feedback import Answered, LabelError, learn
-from query_frontend.state import FrontendState
 
 _HINT = '{"input": ..., "label": ..., "uid": ... (optional), "feedback_id": ... (optional)}'
 MAX_FEEDBACK_ID_LENGTH = 128
