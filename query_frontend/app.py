@@ -1,9 +1,9 @@
 """The query frontend application: its lifespan owns Redis, ZeroMQ and background tasks.
 
 ``create_app`` returns a ``FrontDoor``: the ASGI app uvicorn serves. It hands
-``POST /{app}/predict`` straight to ``predict.handle_predict``, ``POST /{app}/update`` to
-``update.handle_update``, and everything else (health, status, metrics, the lifespan) to
-a Starlette app.
+``POST /{app}/predict`` straight to ``http.predict.handle_predict``, ``POST /{app}/update``
+to ``http.update.handle_update``, and everything else (health, status, metrics: see
+``http.endpoints``; the lifespan) to a Starlette app.
 """
 
 from __future__ import annotations
@@ -23,19 +23,19 @@ from starlette.applications import Starlette
 from management_frontend.state.keys import SCHEMA_VERSION, Keys
 from management_frontend.state.policy import LEARNING
 from management_frontend.state.records import Snapshot, schema_version_of
-from query_frontend.asgi import Receive, Scope, Send, error, send_reply
-from query_frontend.cache import PredictionCache
+from query_frontend.batching.dispatch import Dispatcher
+from query_frontend.caching.cache import PredictionCache
 from query_frontend.config import Config
-from query_frontend.dispatch import Dispatcher
-from query_frontend.http_api import routes
-from query_frontend.learned import PolicyStates
+from query_frontend.http.asgi import Receive, Scope, Send, error, send_reply
+from query_frontend.http.endpoints import routes
+from query_frontend.http.predict import handle_predict
+from query_frontend.http.state import FrontendState
+from query_frontend.http.update import handle_update
 from query_frontend.metrics import Metrics
-from query_frontend.predict import handle_predict
-from query_frontend.registry import ReplicaRegistry
-from query_frontend.routing import RoutingTable, follow, tightest_slos
-from query_frontend.rpc import RpcServer
-from query_frontend.state import FrontendState
-from query_frontend.update import handle_update
+from query_frontend.routing.table import RoutingTable, follow, tightest_slos
+from query_frontend.rpc.registry import ReplicaRegistry
+from query_frontend.rpc.server import RpcServer
+from query_frontend.selection.learned import PolicyStates
 
 _HANDLERS = {"predict": handle_predict, "update": handle_update}
 

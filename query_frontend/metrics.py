@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -27,13 +26,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from query_frontend.cache import PredictionCache
-from query_frontend.dispatch import Dispatcher
-from query_frontend.queries import Expired, Failure, Outcome
-from query_frontend.replicas import ModelKey
-
-if TYPE_CHECKING:
-    from query_frontend.ask import Answer
+from query_frontend.batching.dispatch import Dispatcher
+from query_frontend.caching.cache import PredictionCache
+from query_frontend.queries import Expired, Failure, ModelKey, Outcome
+from query_frontend.selection.ask import Answer
 
 _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5

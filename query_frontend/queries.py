@@ -1,11 +1,24 @@
-"""A query in flight through the frontend and the outcomes it can end with."""
+"""The query frontend's shared vocabulary: a query in flight, the outcomes it can end
+with, and the names every part of the frontend uses for an input and a model version.
+
+Batching, caching, routing, selection and the HTTP handlers all speak of these; keeping
+them here, importing nothing of the frontend, is what lets those packages depend on one
+another in one direction only (see the package map in ``query_frontend/__init__.py``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
-from query_frontend.inputs import Item
+import numpy as np
+
+# One input as a batch carries it: a 1-d numpy array of the app's dtype for numeric
+# input types, else the bytes that travel on the wire (``http.inputs`` makes them).
+Item = np.ndarray[Any, Any] | bytes
+
+ModelKey = tuple[str, str]  # (model name, version)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,8 +37,8 @@ from management_frontend.state.policy import RECORDED, STALE, ArmFeedback
 from management_frontend.state.records import App, Snapshot
 from management_frontend.store import Store
 from model_container.protocol import InputType
-from query_frontend.feed import follow_changes, latest_change_id, read_snapshot
-from query_frontend.learned_store import LearnedStateStore
+from query_frontend.routing.feed import follow_changes, latest_change_id, read_snapshot
+from query_frontend.selection.learned_store import LearnedStateStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 15.0
@@ -331,7 +331,7 @@ async def test_query_frontend_routing_follows_a_cache_toggle_without_restart(
     api: httpx.AsyncClient, async_redis: aioredis.Redis, redis_url: str
 ) -> None:
     # Imported here: the query frontend is not what this module is about.
-    from query_frontend.routing import RoutingTable, follow
+    from query_frontend.routing.table import RoutingTable, follow
 
     await ok(api.post("/admin/apps", json=APP), 201)
     await ok(api.post("/admin/models", json=MODEL), 201)

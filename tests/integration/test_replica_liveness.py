@@ -32,10 +32,10 @@ import zmq.asyncio
 
 from model_container import protocol, write_closure_bundle
 from model_container.protocol import Heartbeat, InputType
-from query_frontend.dispatch import Dispatcher
+from query_frontend.batching.dispatch import Dispatcher
+from query_frontend.batching.replicas import Replica
 from query_frontend.queries import Expired, Outcome, Query
-from query_frontend.replicas import Replica
-from query_frontend.rpc import RpcServer
+from query_frontend.rpc.server import RpcServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from query_frontend.batch_policy import (
+from query_frontend.batching.controllers import (
     MODES,
     AimdController,
     BatchSizeController,

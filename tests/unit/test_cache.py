@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from query_frontend.cache import (
+from query_frontend.caching.cache import (
     ENTRY_OVERHEAD,
     Flight,
     PredictionCache,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from query_frontend.deadlines import MAX_MARGIN_FRACTION, LagTracker, answer_by
+from query_frontend.batching.deadlines import MAX_MARGIN_FRACTION, LagTracker, answer_by
 
 
 def test_a_quiet_loop_gives_up_one_millisecond_before_the_objective():

@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 
 from model_container import protocol
 from model_container.protocol import Error, ErrorKind, Hello, InputType, Result
-from query_frontend.dispatch import Dispatcher, ModelQueue, OverloadedError, TooManyInputsError
+from query_frontend.batching.dispatch import (
+    Dispatcher,
+    ModelQueue,
+    OverloadedError,
+    TooManyInputsError,
+)
 from query_frontend.queries import Expired, Failure, Query
 
 KEY = ("m", "1")

@@ -3,8 +3,8 @@
 import asyncio
 
 from model_container.protocol import Hello, InputType
-from query_frontend.cache import PredictionCache
-from query_frontend.dispatch import Dispatcher
+from query_frontend.batching.dispatch import Dispatcher
+from query_frontend.caching.cache import PredictionCache
 from query_frontend.metrics import Metrics
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from model_container.protocol import InputType
-from query_frontend.inputs import InputError, TooManyItemsError, parse_body
+from query_frontend.http.inputs import InputError, TooManyItemsError, parse_body
 
 
 def body(doc: object) -> bytes:

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from model_container import protocol
 from model_container.protocol import Error, ErrorKind, Hello, InputType, Result
-from query_frontend.dispatch import Dispatcher, ModelQueue
-from query_frontend.liveness import DEAD_INTERVALS, Liveness, stuck_at
+from query_frontend.batching.dispatch import Dispatcher, ModelQueue
 from query_frontend.queries import Expired, Failure, Query
+from query_frontend.rpc.liveness import DEAD_INTERVALS, Liveness, stuck_at
 
 KEY = ("m", "1")
 HB = 0.25  # heartbeat interval, seconds

@@ -24,10 +24,10 @@ from management_frontend.state.policy import (
 )
 from management_frontend.state.records import App
 from model_container.protocol import InputType
-from query_frontend.ensemble import combine, vote
-from query_frontend.feedback import Answered, LabelError, learn, loss_kind, measure
-from query_frontend.routing import Arm, Route
-from query_frontend.selection import chooser, sticky_point
+from query_frontend.routing.table import Arm, Route
+from query_frontend.selection.choose import chooser, sticky_point
+from query_frontend.selection.ensemble import combine, vote
+from query_frontend.selection.feedback import Answered, LabelError, learn, loss_kind, measure
 
 
 def route(policy: str, arms: list[str], **params: Any) -> Route:

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from query_frontend.deadlines import answer_by
-from query_frontend.dispatch import OverloadedError, TooManyInputsError
-
-if TYPE_CHECKING:
-    from management_frontend.state.records import App
-    from query_frontend.state import FrontendState
+from management_frontend.state.records import App
+from query_frontend.batching.deadlines import answer_by
+from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
+from query_frontend.http.state import FrontendState
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -56,7 +54,7 @@ def refused(exc: BodyTooLargeError | OverloadedError | TooManyInputsError) -> Re
 
 def deadline_for(state: FrontendState, app: App, arrival: float) -> float:
     """When the queries of a request to ``app`` that arrived at ``arrival`` (loop time)
-    must be answered by (``deadlines``)."""
+    must be answered by (``batching.deadlines``)."""
     return answer_by(arrival, app.slo_micros / 1e6, state.dispatcher.timer_lag.lag(arrival))
 
 

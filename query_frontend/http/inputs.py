@@ -17,8 +17,7 @@ import orjson
 from management_frontend.state import rules
 from management_frontend.state.errors import InvalidValue
 from model_container.protocol import InputType
-
-Item = np.ndarray[Any, Any] | bytes
+from query_frontend.queries import Item
 
 _NUMERIC_KINDS: dict[InputType, str] = {
     InputType.INTS: "iu",

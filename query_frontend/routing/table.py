@@ -22,8 +22,8 @@ from management_frontend.state.feed import Change
 from management_frontend.state.keys import Keys, parse_arm
 from management_frontend.state.policy import SINGLE, PolicyParams
 from management_frontend.state.records import App, Snapshot
-from query_frontend.feed import follow_changes, latest_change_id, read_snapshot
-from query_frontend.replicas import ModelKey
+from query_frontend.queries import ModelKey
+from query_frontend.routing.feed import follow_changes, latest_change_id, read_snapshot
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from management_frontend.state.keys import Keys
 from management_frontend.state.records import read_replica_record, replica_field
-from query_frontend.replicas import Replica
+from query_frontend.batching.replicas import Replica
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from query_frontend.asgi import (
+from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
+from query_frontend.http.asgi import (
     BodyTooLargeError,
     ClientGoneError,
     Receive,
@@ -28,13 +29,11 @@ from query_frontend.asgi import (
     refused,
     send_reply,
 )
-from query_frontend.ask import Answer, answers, ask, learned_view
-from query_frontend.dispatch import OverloadedError, TooManyInputsError
-from query_frontend.evaluate import evaluate
-from query_frontend.inputs import InputError, TooManyItemsError, items_of, load_object, user_id
+from query_frontend.http.inputs import InputError, TooManyItemsError, items_of, load_object, user_id
+from query_frontend.http.state import FrontendState
 from query_frontend.queries import Expired, Failure, Outcome
-from query_frontend.routing import Route
-from query_frontend.state import FrontendState
+from query_frontend.routing.table import Route
+from query_frontend.selection.ask import Answer, answers, ask, learned_view
 
 __all__ = ["FrontendState", "handle_predict"]
 
@@ -87,13 +86,13 @@ async def _predict(
     ids = [next(state.query_ids) for _ in items]
     try:
         if route.model_key is not None:  # one model: the common case, kept short
-            out.extend(await evaluate(state, route.model_key, app, items, ids, deadline))
+            out.extend(await state.evaluator.evaluate(route.model_key, app, items, ids, deadline))
             return _respond(ids, out, app.default_output, is_batch, route.models_json)
         if route.no_model_reason:
             out.extend([Expired(route.no_model_reason)] * len(items))
             return _respond(ids, out, app.default_output, is_batch, b"[]")
-        view = learned_view(state, route, uid)
-        asked = await ask(state, route, items, ids, deadline, uid, view)
+        view = learned_view(state.policies, route, uid)
+        asked = await ask(state.evaluator, state.rng, route, items, ids, deadline, uid, view)
     except (OverloadedError, TooManyInputsError) as exc:
         return refused(exc)
     answered = answers(route, asked, view)

@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 
 from management_frontend.state.records import ReplicaRecord
 from model_container.protocol import Hello, InputType
-from query_frontend.batch_policy import BatchSizeController, FixedController
-from query_frontend.queries import Query
-
-ModelKey = tuple[str, str]  # (model name, version)
+from query_frontend.batching.controllers import BatchSizeController, FixedController
+from query_frontend.queries import ModelKey, Query
 
 
 @dataclass(eq=False)

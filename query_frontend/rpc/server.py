@@ -2,8 +2,8 @@
 
 It decodes frames, keeps replicas alive with heartbeats, and hands registrations,
 results and errors to the Dispatcher. Framing lives in ``model_container.protocol``;
-queueing and batching in ``dispatch``; the rules for silent and stuck replicas in
-``liveness``.
+queueing and batching in ``batching.dispatch``; the rules for silent and stuck replicas
+in ``rpc.liveness``.
 
 A replica whose connection closes is removed at once, not after heartbeats go missing.
 The ROUTER's socket monitor reports every closed connection with its file descriptor,
@@ -42,9 +42,9 @@ from model_container.protocol import (
     Result,
     Welcome,
 )
-from query_frontend.dispatch import Dispatcher
-from query_frontend.liveness import Liveness
-from query_frontend.replicas import Replica
+from query_frontend.batching.dispatch import Dispatcher
+from query_frontend.batching.replicas import Replica
+from query_frontend.rpc.liveness import Liveness
 
 logger = logging.getLogger(__name__)
 

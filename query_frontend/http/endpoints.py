@@ -1,7 +1,8 @@
 """The query frontend's HTTP endpoints other than predict: health, status and metrics.
 
-These are Starlette routes; ``POST /{app}/predict`` is served by ``predict.py`` before a
-request reaches Starlette (see ``app.FrontDoor``).
+These are Starlette routes; ``POST /{app}/predict`` and ``POST /{app}/update`` are served
+by ``predict.py`` and ``update.py`` before a request reaches Starlette (see
+``query_frontend.app.FrontDoor``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from query_frontend import routing
-from query_frontend.asgi import error
-from query_frontend.state import FrontendState
+from query_frontend.http.asgi import error
+from query_frontend.http.state import FrontendState
+from query_frontend.routing import table
 
 JSON = "application/json"
 
@@ -42,7 +43,7 @@ async def status(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type=JSON)
 
 
-def _route_json(route: routing.Route) -> dict[str, object]:
+def _route_json(route: table.Route) -> dict[str, object]:
     arms = {a.name: f"{a.key[0]}:{a.key[1]}" if a.key else None for a in route.arms}
     first = route.arms[0].key if route.arms else None
     return {

@@ -73,9 +73,7 @@ from typing import Any
 
 import numpy as np
 
-from query_frontend.inputs import Item
-from query_frontend.queries import Expired, Failure, Outcome
-from query_frontend.replicas import ModelKey
+from query_frontend.queries import Expired, Failure, Item, ModelKey, Outcome
 
 CacheKey = bytes  # model_prefix(model, version) + the input's digest
 

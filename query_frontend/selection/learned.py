@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from management_frontend.state.feed import Change, ChangeKind, ChangeOp
 from management_frontend.state.keys import Keys
 from management_frontend.state.policy import RECORDED, ArmFeedback, ArmState, PolicyState
-from query_frontend.learned_store import LearnedStateStore
+from query_frontend.selection.learned_store import LearnedStateStore
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Event-driven: a batch is sent when a query arrives and a replica has room, or wh
 replica answers and queries are waiting. There is no polling loop. A replica holds at
 most ``max_inflight`` batches; the least loaded replica in rotation is chosen. When a
 replica goes away, or is taken out of rotation (silent, or stuck on a batch: see
-``liveness``), the queries it held go back to the front of the queue for another
+``rpc.liveness``), the queries it held go back to the front of the queue for another
 replica, or get the default when their deadline passes. A replica out of rotation that
 answers a batch retried elsewhere still answers the queries that are waiting; each query
 is answered once, by whichever answer comes first.
@@ -23,10 +23,15 @@ import orjson
 
 from model_container import protocol
 from model_container.protocol import Error, Hello, InputType, Predict, Result
-from query_frontend.batch_policy import MODES, BatchMode, BatchSizeController, make_controller
-from query_frontend.deadlines import LagTracker
-from query_frontend.queries import Expired, Failure, Query
-from query_frontend.replicas import ModelKey, Replica
+from query_frontend.batching.controllers import (
+    MODES,
+    BatchMode,
+    BatchSizeController,
+    make_controller,
+)
+from query_frontend.batching.deadlines import LagTracker
+from query_frontend.batching.replicas import Replica
+from query_frontend.queries import Expired, Failure, ModelKey, Query
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ import numpy as np
 import orjson
 
 from management_frontend.state.policy import EXP3, EXP4, ArmFeedback, PolicyParams
-from query_frontend.ensemble import holds_fraction, numeric, weighted_mean
+from query_frontend.selection.ensemble import holds_fraction, numeric, weighted_mean
 
 ZERO_ONE = "zero_one"
 SQUARED = "squared"

@@ -3,9 +3,9 @@
 The body is ``{"input": ..., "label": ..., "uid"?: ..., "feedback_id"?: ...}``. The
 input goes to the arm(s) the policy picks, exactly as a query would (``split`` and
 ``exp3`` draw one arm, with its probability; ``exp4`` asks every arm); each answer is
-compared with the label by the app's loss, and what that teaches (``feedback.learn``)
-is added to the app's state and, with a uid, the user's, in Redis. The answer says who
-answered and their losses:
+compared with the label by the app's loss, and what that teaches
+(``selection.feedback.learn``) is added to the app's state and, with a uid, the user's,
+in Redis. The answer says who answered and their losses:
 
     {"query_id": 7, "models": ["m1:1"], "losses": {"m1:1": 0.0}}
 
@@ -24,7 +24,8 @@ import orjson
 from redis.exceptions import RedisError
 
 from management_frontend.state.policy import DUPLICATE, EXP4, LEARNING, STALE
-from query_frontend.asgi import (
+from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
+from query_frontend.http.asgi import (
     BodyTooLargeError,
     ClientGoneError,
     Receive,
@@ -37,14 +38,13 @@ from query_frontend.asgi import (
     refused,
     send_reply,
 )
-from query_frontend.ask import arm_label, ask, learned_view
-from query_frontend.dispatch import OverloadedError, TooManyInputsError
-from query_frontend.feedback import Answered, LabelError, learn
-from query_frontend.inputs import InputError, convert, load_object, user_id
+from query_frontend.http.inputs import InputError, convert, load_object, user_id
+from query_frontend.http.state import FrontendState
 from query_frontend.queries import Failure
-from query_frontend.routing import Route
-from query_frontend.selection import ensemble_weights
-from query_frontend.state import FrontendState
+from query_frontend.routing.table import Route
+from query_frontend.selection.ask import arm_label, ask, learned_view
+from query_frontend.selection.choose import ensemble_weights
+from query_frontend.selection.feedback import Answered, LabelError, learn
 
 _HINT = '{"input": ..., "label": ..., "uid": ... (optional), "feedback_id": ... (optional)}'
 MAX_FEEDBACK_ID_LENGTH = 128
@@ -103,10 +103,10 @@ async def _update(state: FrontendState, route: Route, scope: Scope, receive: Rec
     deadline = deadline_for(state, app, arrival)
     qid = next(state.query_ids)
     epoch = app.policy_epoch
-    view = learned_view(state, route, uid)
+    view = learned_view(state.policies, route, uid)
     state.policies.app_state(app.name, epoch)  # if not copied yet, read from Redis meanwhile
     try:  # one arm or several: asked as a query of the app would be
-        asked = (await ask(state, route, [item], [qid], deadline, uid, view))[0]
+        (asked,) = await ask(state.evaluator, state.rng, route, [item], [qid], deadline, uid, view)
     except (OverloadedError, TooManyInputsError) as exc:  # too many inputs: not with one
         return refused(exc)
 

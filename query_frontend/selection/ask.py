@@ -1,29 +1,29 @@
 """Answering the queries of an app with several arms (split, exp3, exp4).
 
-For each input the selection policy picks the arm(s) (``selection``); inputs are grouped
-by arm and each group goes through its model version's cache and queue at once, so a
-batch request still makes one batch per model. Each arm's queries carry the app's
-deadline, so by then every arm has answered or given up: an ensemble (exp4) combines
-what arrived and names the models that did not — straggler mitigation, with no extra
-timer. An arm that cannot answer at all (no replica connected, no version to route to)
-is not waited for.
+For each input the selection policy picks the arm(s) (``choose``); inputs are grouped
+by arm and each group goes through its model version's cache and queue at once
+(``Evaluator.submit``), so a batch request still makes one batch per model. Each arm's
+queries carry the app's deadline, so by then every arm has answered or given up: an
+ensemble (exp4) combines what arrived and names the models that did not — straggler
+mitigation, with no extra timer. An arm that cannot answer at all (no replica connected,
+no version to route to) is not waited for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from management_frontend.state.policy import EXP4, LEARNING, PolicyState
-from query_frontend.dispatch import OverloadedError
-from query_frontend.ensemble import combine
-from query_frontend.evaluate import submit
-from query_frontend.inputs import Item
-from query_frontend.queries import Expired, Failure, Outcome
-from query_frontend.routing import Arm, Route
-from query_frontend.selection import Choice, chooser, ensemble_weights, split_arms
-from query_frontend.state import FrontendState
+from query_frontend.batching.dispatch import OverloadedError
+from query_frontend.batching.evaluate import Evaluator
+from query_frontend.queries import Expired, Failure, Item, Outcome
+from query_frontend.routing.table import Arm, Route
+from query_frontend.selection.choose import Choice, chooser, ensemble_weights, split_arms
+from query_frontend.selection.ensemble import combine
+from query_frontend.selection.learned import PolicyStates
 
 _NOTHING_LEARNED = PolicyState()
 
@@ -45,14 +45,17 @@ class Answer:
     missing: list[tuple[str, str]]  # (model or arm, why) that an ensemble lacks
 
 
-def learned_view(state: FrontendState, route: Route, uid: str | None) -> PolicyState:
+def learned_view(policies: PolicyStates, route: Route, uid: str | None) -> PolicyState:
+    """What the route's policy learned, as ``uid`` sees it (nothing for those that do not
+    learn)."""
     if route.params.policy in LEARNING:
-        return state.policies.view(route.app.name, route.app.policy_epoch, uid)
+        return policies.view(route.app.name, route.app.policy_epoch, uid)
     return _NOTHING_LEARNED
 
 
 async def ask(
-    state: FrontendState,
+    evaluator: Evaluator,
+    rng: random.Random,
     route: Route,
     items: list[Item],
     ids: list[int],
@@ -63,14 +66,8 @@ async def ask(
     """Send each input to the arm(s) its policy picks; every outcome arrives by
     ``deadline``. Raises ``OverloadedError``/``TooManyInputsError`` when the one arm of
     split or exp3 cannot queue them; an ensemble counts such an arm as missing."""
-    queues = state.dispatcher.queues
-
-    def has_replicas(arm: Arm) -> bool:
-        q = queues.get(arm.key) if arm.key is not None else None
-        return q is not None and bool(q.replicas)
-
-    routable, ready = split_arms(route, has_replicas)
-    choose = chooser(route, routable, ready, view, uid, state.rng)
+    routable, ready = split_arms(route, evaluator.has_replicas)
+    choose = chooser(route, routable, ready, view, uid, rng)
     choices = [choose() for _ in items]
     groups: dict[Arm, list[int]] = {}
     for i, choice in enumerate(choices):
@@ -85,8 +82,7 @@ async def ask(
         assert arm.key is not None  # split_arms keeps routable arms only
         waits: Sequence[bytes | Expired | asyncio.Future[Outcome]]
         try:
-            waits = submit(
-                state,
+            waits = evaluator.submit(
                 arm.key,
                 route.app,
                 [items[i] for i in indices],

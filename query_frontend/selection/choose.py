@@ -1,6 +1,6 @@
 """Which of an app's arms answer a query, under its selection policy.
 
-``single`` has one arm and never comes here (``predict`` serves it directly). ``split``
+``single`` has one arm and never comes here (``http.predict`` serves it directly). ``split``
 and ``exp3`` draw one arm per query, by fixed weights or by the bandit's current
 probabilities; ``exp4`` asks every arm. Arms that cannot answer now (no version to
 route to, no replica connected) are left out of the draw, so one model being down
@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from management_frontend.state.policy import EXP3, EXP4, SPLIT, PolicyState, split_shares
-from query_frontend.routing import Arm, Route
+from query_frontend.queries import ModelKey
+from query_frontend.routing.table import Arm, Route
 
 _TWO_64 = float(2**64)
 
@@ -42,10 +43,12 @@ def sticky_point(app: str, uid: str) -> float:
     return int.from_bytes(digest, "big") / _TWO_64
 
 
-def split_arms(route: Route, has_replicas: Callable[[Arm], bool]) -> tuple[list[Arm], list[Arm]]:
+def split_arms(
+    route: Route, has_replicas: Callable[[ModelKey], bool]
+) -> tuple[list[Arm], list[Arm]]:
     """The arms that can be routed to, and those of them that can answer now."""
     routable = [a for a in route.arms if a.key is not None]
-    return routable, [a for a in routable if has_replicas(a)]
+    return routable, [a for a in routable if a.key is not None and has_replicas(a.key)]
 
 
 def cumulative(probs: Sequence[float]) -> tuple[list[float], list[float]]:

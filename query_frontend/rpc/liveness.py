@@ -3,8 +3,8 @@
 Three ways a replica stops answering, and what the frontend does about each:
 
 * **Its connection closes** (the process died, or the container or machine went away
-  cleanly): ``rpc`` learns it from the ROUTER's socket monitor at once and removes the
-  replica; see ``RpcServer``. Nothing here.
+  cleanly): ``rpc.server`` learns it from the ROUTER's socket monitor at once and
+  removes the replica; see ``RpcServer``. Nothing here.
 * **Silent**: nothing at all has arrived from it for ``SILENT_INTERVALS`` heartbeat
   intervals (the process is stopped, hung with the GIL held, or cut off). It is taken out
   of rotation and what it held is retried elsewhere; it comes back as soon as it speaks
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 
-from query_frontend.dispatch import Dispatcher
-from query_frontend.replicas import Replica
+from query_frontend.batching.dispatch import Dispatcher
+from query_frontend.batching.replicas import Replica
 
 # Silence, in heartbeat intervals, that takes a replica out of rotation ...
 SILENT_INTERVALS = 1.0

@@ -1,0 +1,98 @@
+"""Running inputs through one model version: the prediction cache, then the dispatcher.
+
+``Evaluator`` is what the request handlers and the selection policies are given to reach
+the models: the cache and the dispatcher, and nothing else of the frontend (not the
+routing table, the metrics or the learned state), so that selection depends on batching
+and not on the HTTP layer's ``FrontendState``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from management_frontend.state.records import App
+from query_frontend.batching.dispatch import Dispatcher
+from query_frontend.caching.cache import Flight, PredictionCache, cache_key
+from query_frontend.queries import Expired, Item, ModelKey, Outcome, Query
+
+
+class Evaluator:
+    """Answers inputs with one model version: from the cache, else through its queue."""
+
+    __slots__ = ("cache", "dispatcher")
+
+    def __init__(self, cache: PredictionCache, dispatcher: Dispatcher) -> None:
+        self.cache = cache
+        self.dispatcher = dispatcher
+
+    def has_replicas(self, key: ModelKey) -> bool:
+        """Whether a replica of the model version is connected now."""
+        q = self.dispatcher.queues.get(key)
+        return q is not None and bool(q.replicas)
+
+    async def evaluate(
+        self,
+        key: ModelKey,
+        app: App,
+        items: list[Item],
+        ids: list[int],
+        deadline: float,
+    ) -> list[Outcome]:
+        """One outcome per item, each by ``deadline``.
+
+        Raises ``OverloadedError`` or ``TooManyInputsError`` (from the dispatcher) when the
+        model's queue cannot take the items; none of them is then left waiting.
+        """
+        waits = self.submit(key, app, items, ids, deadline)
+        return [w if isinstance(w, bytes) else await w for w in waits]
+
+    def submit(
+        self,
+        key: ModelKey,
+        app: App,
+        items: list[Item],
+        ids: list[int],
+        deadline: float,
+        *,
+        impatient: bool = False,
+    ) -> list[bytes | asyncio.Future[Outcome]]:
+        """Start ``evaluate``'s work and return, per item, its answer (a cache hit) or the
+        future that gets it by ``deadline``; several models' work starts without a task
+        each. ``impatient`` queries give up as soon as the model has no replica
+        (``Query``)."""
+        cache = self.cache
+        use_cache = cache.enabled and app.cache_enabled
+        founds: list[bytes | asyncio.Future[Outcome] | Flight | None]
+        if use_cache and len(items) == 1:  # the common request, answered from the cache
+            found = cache.lookup(cache_key(key, items[0]), deadline)
+            if isinstance(found, bytes):
+                return [found]
+            founds = [found]
+        elif use_cache:
+            founds = [cache.lookup(cache_key(key, item), deadline) for item in items]
+        else:
+            founds = [None] * len(items)
+
+        loop = asyncio.get_running_loop()
+        dispatcher = self.dispatcher
+        q = dispatcher.queue(key, app.input_type)
+        waits: list[bytes | asyncio.Future[Outcome]] = []
+        queries: list[Query] = []
+        for qid, item, hit in zip(ids, items, founds, strict=True):
+            if isinstance(hit, bytes | asyncio.Future):
+                waits.append(hit)  # a hit, or joined an identical query already in flight
+                continue
+            query = Query(qid, item, deadline, loop.create_future(), impatient=impatient)
+            query.timer = loop.call_at(deadline, dispatcher.expire, query, q)
+            if hit is not None:
+                cache.attach(hit, query.future)  # this query leads: its outcome ends the flight
+            queries.append(query)
+            waits.append(query.future)
+        if queries:
+            try:
+                dispatcher.submit(q, queries)
+            except Exception as exc:
+                for query in queries:
+                    query.resolve(Expired(str(exc)))  # answers any query that joined these
+                raise
+        return waits

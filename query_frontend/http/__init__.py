@@ -1,0 +1,22 @@
+"""The query frontend's HTTP side: the requests applications send and what they get back.
+
+``asgi``       the little of a web framework the hot path needs: reading a body, sending
+               a reply, a request's deadline, the 413/503 refusals
+``predict``    ``POST /{app}/predict``, the hot path, as a bare ASGI handler
+``update``     ``POST /{app}/update``: feedback for the app's selection policy
+``inputs``     request bodies parsed and checked into the items a batch carries
+``endpoints``  the Starlette routes: ``/healthz``, ``/status``, ``/metrics``
+``state``      ``FrontendState``: what the handlers share, one per process
+
+The top layer below the app: it may import every other part of the frontend
+(``queries``, ``config``, ``caching``, ``batching``, ``routing``, ``selection``,
+``metrics``), plus ``management_frontend.state`` and ``model_container.protocol``; none of
+them imports it. Only ``query_frontend.app`` imports it, to serve these handlers.
+"""
+
+from query_frontend.http.endpoints import routes
+from query_frontend.http.predict import handle_predict
+from query_frontend.http.state import FrontendState
+from query_frontend.http.update import handle_update
+
+__all__ = ["FrontendState", "handle_predict", "handle_update", "routes"]
