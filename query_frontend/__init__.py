@@ -36,7 +36,7 @@ only along these edges::
     app.py, __main__.py, __init__.py -> anything
 
 and no module imports one that imports it back, inside a package or across packages
-(imports under ``TYPE_CHECKING`` count). ``tests/unit/test_query_frontend_layers.py``
+(imports under ``TYPE_CHECKING`` count). ``tests/unit/test_architecture.py``
 keeps both rules.
 """
 
