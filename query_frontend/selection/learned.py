@@ -12,7 +12,6 @@ drops its copy at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -125,9 +124,17 @@ class PolicyStates:
         """Re-read the tracked apps' records every ``refresh_s`` until cancelled."""
         while True:
             await asyncio.sleep(self.refresh_s)
-            for app, epoch in list(self.tracked()):
-                with contextlib.suppress(RedisError, OSError):
-                    await self._load_app(app, epoch)
+            tracked = list(self.tracked())
+            if not tracked:
+                continue
+            try:
+                states = await self._store.read_apps(tracked)
+            except (RedisError, OSError) as exc:
+                logger.warning("cannot read the policy state of %d app(s): %s", len(tracked), exc)
+                continue
+            for key, state in zip(tracked, states, strict=True):
+                if key in self.apps:  # not replaced by a newer epoch meanwhile
+                    self.apps[key] = state
 
     async def close(self) -> None:
         for task in self._tasks:

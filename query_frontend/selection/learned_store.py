@@ -10,7 +10,7 @@ a lock. The script is sent once and then run by its digest (``register_script``)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
 
@@ -64,6 +64,13 @@ class LearnedStateStore:
         """One record as stored: the app's state, or with ``uid`` that user's part."""
         h = await self._r.hgetall(self._keys.policy_state(app, epoch, uid))
         return PolicyState.from_hash(text_hash(h))
+
+    async def read_apps(self, apps: Sequence[tuple[str, str]]) -> list[PolicyState]:
+        """The records of these (app, epoch) pairs, in one round trip."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for app, epoch in apps:
+                pipe.hgetall(self._keys.policy_state(app, epoch))
+            return [PolicyState.from_hash(text_hash(h)) for h in await pipe.execute()]
 
     async def record(
         self,
