@@ -5,7 +5,8 @@
      ├── ClusterNotRunningError       connect() found no running Schooner to attach to
      ├── RequestTimeoutError          a frontend did not answer within the timeout
      ├── ManagementAPIError           a frontend answered with an error (or not at all)
-     │    ├── InvalidRequestError     400: a field failed validation
+     │    ├── InvalidRequestError     a bad argument, refused by the client before any
+     │    │                           request (a name, a port, a count) or by a frontend (400)
      │    ├── NotFoundError           404: unknown app, model or version
      │    ├── ConflictError           409: already exists, still linked, types differ, ...
      │    └── ServiceUnavailableError 503, or the frontend cannot be reached
@@ -17,7 +18,8 @@
 
 Errors of the libraries underneath (httpx, psutil, subprocess, model_container) are
 translated where they are caught, with ``raise ... from exc``: callers only ever need
-to catch ``SchoonerError``.
+to catch ``SchoonerError``. ``tests/unit/test_admin_errors.py`` checks that every
+``raise`` in the package names one of these classes.
 """
 
 from __future__ import annotations
@@ -70,7 +72,13 @@ class ManagementAPIError(SchoonerError):
 
 
 class InvalidRequestError(ManagementAPIError):
-    """400: a field failed validation (name, input type, SLO, ...)."""
+    """A bad argument: the message names it and says what is allowed.
+
+    Raised by the client before any request is sent (a name or version that breaks the
+    naming rules, a port out of range, a negative replica count, a value that is not
+    JSON, ...; ``status_code`` is then ``None``), or by a frontend that refused a field
+    (400, 413, 422).
+    """
 
 
 class NotFoundError(ManagementAPIError):

@@ -133,25 +133,30 @@ class ClusterEngine:
         from docker.errors import APIError
 
         kwargs = {**spec, **self.extra_run_kwargs}
-        for attempt in (1, 2):
-            try:
-                container: Container = self.client.containers.run(**kwargs)
-                return container
-            except APIError as exc:
-                if exc.status_code == 409 and attempt == 1:
-                    # A container of that name was left behind (another process, a crash).
-                    with contextlib.suppress(*engine_errors()):
-                        self.client.containers.get(str(kwargs["name"])).remove(force=True)
-                    continue
-                raise ContainerManagerError(
-                    f"cannot start container {kwargs['name']} from {kwargs['image']}: "
-                    f"{exc.explanation or exc}"
-                ) from exc
-            except engine_errors() as exc:
-                raise ContainerManagerError(
-                    f"cannot start container {kwargs['name']}: {exc}"
-                ) from exc
-        raise AssertionError("unreachable")
+        try:
+            return self._run(kwargs)
+        except ContainerManagerError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, APIError) and cause.status_code == 409):
+                raise
+        # A container of that name was left behind (another process, a crash).
+        with contextlib.suppress(*engine_errors()):
+            self.client.containers.get(str(kwargs["name"])).remove(force=True)
+        return self._run(kwargs)
+
+    def _run(self, kwargs: Mapping[str, Any]) -> Container:
+        from docker.errors import APIError
+
+        try:
+            container: Container = self.client.containers.run(**kwargs)
+        except APIError as exc:
+            raise ContainerManagerError(
+                f"cannot start container {kwargs['name']} from {kwargs['image']}: "
+                f"{exc.explanation or exc}"
+            ) from exc
+        except engine_errors() as exc:
+            raise ContainerManagerError(f"cannot start container {kwargs['name']}: {exc}") from exc
+        return container
 
     def remove(self, containers: Iterable[Container]) -> list[str]:
         """Stop (gracefully: replicas, then frontends, then Redis) and remove containers;

@@ -268,8 +268,12 @@ def stream_build(
         raise BuildFailedError(log.failure())
 
 
-class BuildFailedError(Exception):
-    """An image build failed; the message holds the error and the end of the output."""
+class BuildFailedError(SchoonerError):
+    """An image build failed; the message holds the error and the end of the output.
+
+    Private: ``ImageBuilder`` raises it again as the error of what it was building
+    (``ContainerManagerError`` for the cluster's images, ``DeployError`` for a model's).
+    """
 
 
 class ImageBuilder:

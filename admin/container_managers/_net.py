@@ -7,7 +7,7 @@ from collections.abc import Callable, Container, Mapping
 from typing import Final
 
 from admin._http import JSONClient
-from admin.exceptions import ContainerManagerError, SchoonerError
+from admin.exceptions import ContainerManagerError, InvalidRequestError, SchoonerError
 
 # Bind addresses that are no address to dial, and what a client on this host dials instead.
 _WILDCARDS: Final = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
@@ -24,9 +24,14 @@ def connect_host(host: str) -> str:
 
 
 def check_port(what: str, port: int) -> None:
-    """Raise ``ValueError`` unless ``port`` (the setting ``what``) is in 1..65535."""
+    """Raise ``InvalidRequestError`` unless ``port`` (the setting ``what``) is an integer
+    in 1..65535."""
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise InvalidRequestError(
+            f"{what}={port!r} is not a port number: use an integer in 1..65535"
+        )
     if not 0 < port < 65536:
-        raise ValueError(f"{what}={port} is out of range: use a port in 1..65535")
+        raise InvalidRequestError(f"{what}={port} is out of range: use a port in 1..65535")
 
 
 def port_free(host: str, port: int) -> bool:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from admin._names import check_name
+from admin._names import check_name, check_num_replicas
 from admin._progress import wait_for
 from admin.container_managers import _docker_specs as specs
 from admin.container_managers._bundles import read_model_bundle, require_compatible
@@ -259,13 +259,7 @@ class DockerContainerManager(ContainerManager):
                 "apps, models and replicas come back from Redis"
             )
         label = frontends[QUERY].labels.get(specs.SETTINGS, "")
-        try:
-            self.settings = self.settings.adopt(label)
-        except (ValueError, TypeError) as exc:
-            raise ClusterNotRunningError(
-                f"the {specs.SETTINGS} label of {container_name(frontends[QUERY])} is damaged "
-                f"({exc}): stop_all() and start() the cluster again"
-            ) from exc
+        self.settings = self.settings.adopt(label, container_name(frontends[QUERY]))
 
     def stop_all(self) -> None:
         left = self.engine.remove(self.engine.containers())
@@ -335,8 +329,7 @@ class DockerContainerManager(ContainerManager):
     def set_num_replicas(
         self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
     ) -> None:
-        if num_replicas < 0:
-            raise ValueError(f"num_replicas must be >= 0, got {num_replicas}")
+        check_num_replicas(num_replicas)
         if num_replicas > 0:
             self.engine.require_image(artifact, f"{name}:{version}", pull=bool(self.registry))
         replicas = self.engine.replicas(name, version)

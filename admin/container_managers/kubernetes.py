@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from admin._names import check_name, check_version
+from admin._names import check_name, check_num_replicas, check_version
 from admin._progress import wait_for
 from admin.container_managers import _k8s_specs as specs
 from admin.container_managers import _k8s_status as readback
@@ -502,8 +502,7 @@ class KubernetesContainerManager(ContainerManager):
     def set_num_replicas(
         self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
     ) -> None:
-        if num_replicas < 0:
-            raise ValueError(f"num_replicas must be >= 0, got {num_replicas}")
+        check_num_replicas(num_replicas)
         existing = self._model_deployments(name, version)
         if existing:
             for deployment in existing:

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from admin._names import check_num_replicas
 from admin._progress import wait_for
 from admin.container_managers import _processes as procs
 from admin.container_managers._bundles import read_model_bundle, require_compatible
@@ -329,8 +330,7 @@ class LocalContainerManager(ContainerManager):
     def set_num_replicas(
         self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
     ) -> None:
-        if num_replicas < 0:
-            raise ValueError(f"num_replicas must be >= 0, got {num_replicas}")
+        check_num_replicas(num_replicas)
         with self._locked():
             live = []
             for record in self._replica_records(name, version):
