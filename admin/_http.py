@@ -102,9 +102,15 @@ class JSONClient:
         self.base_url = base_url
         self.service = service
         self.timeout = timeout
-        self._client = httpx.Client(
-            base_url=base_url, timeout=httpx.Timeout(timeout), transport=transport
-        )
+        try:
+            self._client = httpx.Client(
+                base_url=base_url, timeout=httpx.Timeout(timeout), transport=transport
+            )
+        except httpx.InvalidURL as exc:
+            raise InvalidRequestError(
+                f"{base_url!r} is not a URL of the {service}: {exc}; check the host and "
+                "port given to the container manager"
+            ) from exc
 
     def close(self) -> None:
         self._client.close()
@@ -126,12 +132,26 @@ class JSONClient:
                 status_code=response.status_code,
             ) from exc
 
-    def _send(self, method: str, path: str, body: object) -> httpx.Response:
-        where = f"the {self.service} at {self.base_url}"
+    def _build(self, method: str, path: str, body: object) -> httpx.Request:
+        """The request, its body encoded; a body that is not JSON is the caller's error."""
         try:
             if body is None:
-                return self._client.request(method, path)
-            return self._client.request(method, path, json=body)
+                return self._client.build_request(method, path)
+            return self._client.build_request(method, path, json=body)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(
+                f"{method} {path}: the request is not valid JSON ({exc}); pass plain JSON "
+                "values: str, int, finite float, bool, None, and lists and dicts of them "
+                "(e.g. numpy values converted with .tolist())"
+            ) from exc
+        except httpx.InvalidURL as exc:
+            raise InvalidRequestError(f"{method} {path}: not a valid URL ({exc})") from exc
+
+    def _send(self, method: str, path: str, body: object) -> httpx.Response:
+        where = f"the {self.service} at {self.base_url}"
+        request = self._build(method, path, body)
+        try:
+            return self._client.send(request)
         except httpx.TimeoutException as exc:
             raise RequestTimeoutError(
                 f"{where} did not answer {method} {path} within {self.timeout:g} s: it may "

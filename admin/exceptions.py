@@ -13,13 +13,16 @@
      ├── DeployError                  a model version could not be built or started
      │    ├── IncompatibleModelError  pickled under a Python/cloudpickle the replicas lack
      │    └── ModelStartError         a replica exited, or did not connect in time
-     └── ContainerManagerError        a process or container could not be started/stopped
+     └── ContainerManagerError        a process or container could not be started/stopped,
+          │                           or the files it needs could not be read or written
           └── ClusterAlreadyRunningError   start() on a data dir whose cluster is running
 
-Errors of the libraries underneath (httpx, psutil, subprocess, model_container) are
-translated where they are caught, with ``raise ... from exc``: callers only ever need
-to catch ``SchoonerError``. ``tests/unit/test_admin_errors.py`` checks that every
-``raise`` in the package names one of these classes.
+Errors of the libraries underneath -- httpx, psutil, subprocess, ``OSError`` from files
+and sockets, the docker SDK (and ``requests`` under it), the kubernetes client (and
+``urllib3`` under it), cloudpickle and ``model_container.bundle`` -- are translated where
+they are caught, with ``raise ... from exc``: callers only ever need to catch
+``SchoonerError``. ``tests/unit/test_admin_errors.py`` checks that every ``raise`` in the
+package names one of these classes.
 """
 
 from __future__ import annotations
@@ -106,7 +109,8 @@ class ModelStartError(DeployError):
 
 
 class ContainerManagerError(SchoonerError):
-    """The container manager could not start, stop or inspect a process or container."""
+    """The container manager could not start, stop or inspect a process or container, or
+    could not read or write the files it keeps (data directory, logs, build contexts)."""
 
 
 class ClusterAlreadyRunningError(ContainerManagerError):

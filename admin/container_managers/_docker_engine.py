@@ -60,17 +60,19 @@ def connect_to_engine(timeout: float = 60.0) -> docker.DockerClient:
             f"cannot reach the Docker engine ({refused}): start Docker (dockerd), or point "
             "DOCKER_HOST at a running engine"
         )
-    probe = docker.from_env(version=MINIMUM_DOCKER_API_VERSION, timeout=int(timeout))
     try:
-        probe.ping()
-        return docker.from_env(timeout=int(timeout))
+        # A DOCKER_HOST or TLS setting the SDK cannot use fails here already.
+        probe = docker.from_env(version=MINIMUM_DOCKER_API_VERSION, timeout=int(timeout))
+        try:
+            probe.ping()
+            return docker.from_env(timeout=int(timeout))
+        finally:
+            probe.close()
     except engine_errors() as exc:
         raise ContainerManagerError(
             f"cannot reach the Docker engine ({exc}): start Docker (dockerd), or point "
             "DOCKER_HOST at a running engine"
         ) from exc
-    finally:
-        probe.close()
 
 
 def _unix_socket_refuses(docker_host: str) -> str:

@@ -31,11 +31,14 @@ _KINDS: Final = {
 
 
 def api_errors() -> tuple[type[Exception], ...]:
-    """What the client raises when the API server refuses or cannot be reached."""
+    """What the client raises when the API server refuses or cannot be reached: its
+    ``ApiException``, the ``urllib3`` and socket errors it lets through, and the
+    ``ConfigException`` of a credential plugin that fails when a token is refreshed."""
     from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
     from urllib3.exceptions import HTTPError
 
-    return (ApiException, HTTPError, OSError)
+    return (ApiException, HTTPError, OSError, ConfigException)
 
 
 def load_client(kube_context: str | None, kubeconfig: str | None) -> tuple[Any, Any]:

@@ -6,6 +6,7 @@ import socket
 from collections.abc import Callable, Container, Mapping
 from typing import Final
 
+from admin._files import describe
 from admin._http import JSONClient
 from admin.exceptions import ContainerManagerError, InvalidRequestError, SchoonerError
 
@@ -61,9 +62,15 @@ def free_port(host: str, avoid: Container[int] = ()) -> int:
     """A port nothing listens on at ``host`` now (the kernel's pick), not in ``avoid``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     while True:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
+        except OSError as exc:
+            raise ContainerManagerError(
+                f"cannot pick a free port on {host}: {describe(exc)}; pass host= an address "
+                "of this machine (127.0.0.1 by default)"
+            ) from exc
         if port not in avoid:
             return port
 

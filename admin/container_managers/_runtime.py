@@ -25,6 +25,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion
 
+from admin._files import os_errors
 from admin._progress import wait_for
 from admin.container_managers._processes import log_tail
 from admin.exceptions import DeployError
@@ -175,18 +176,22 @@ def pip_install(
     on_progress: Callable[[float], None] | None = None,
 ) -> None:
     """``pip install --target`` the requirements; ``DeployError`` with pip's output tail."""
-    target.mkdir(parents=True, exist_ok=True)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [
         python_executable,
         *("-m", "pip", "install", "--disable-pip-version-check", "--no-input"),
         *("--target", str(target)),
         *requirements,
     ]
+    preparing = f"prepare {target} and {log_path} for pip"
+    with os_errors(preparing, DeployError):
+        target.mkdir(parents=True, exist_ok=True)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = log_path.open("w", encoding="utf-8")
     started = time.monotonic()
-    with log_path.open("w", encoding="utf-8") as log:
-        log.write(" ".join(argv) + "\n")
-        log.flush()
+    with log:
+        with os_errors(preparing, DeployError):
+            log.write(" ".join(argv) + "\n")
+            log.flush()
         try:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT

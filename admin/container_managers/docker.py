@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from admin._files import os_errors
 from admin._names import check_name, check_num_replicas
 from admin._progress import wait_for
 from admin.container_managers import _docker_specs as specs
@@ -280,15 +281,17 @@ class DockerContainerManager(ContainerManager):
 
     def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
         out_dir = Path(logging_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         written = []
-        for container in self.engine.containers():
-            path = out_dir / f"{container_name(container)}.log"
-            try:
-                path.write_bytes(container.logs(stdout=True, stderr=True))
-            except engine_errors() as exc:
-                path.write_text(f"cannot read the logs of {container_name(container)}: {exc}\n")
-            written.append(str(path))
+        with os_errors(f"write the logs into {out_dir}"):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for container in self.engine.containers():
+                path = out_dir / f"{container_name(container)}.log"
+                try:
+                    path.write_bytes(container.logs(stdout=True, stderr=True))
+                except engine_errors() as exc:
+                    name = container_name(container)
+                    path.write_text(f"cannot read the logs of {name}: {exc}\n")
+                written.append(str(path))
         return sorted(written)
 
     def metrics_urls(self) -> dict[str, str]:

@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from admin._files import os_errors
 from admin._names import check_name, check_num_replicas, check_version
 from admin._progress import wait_for
 from admin.container_managers import _k8s_specs as specs
@@ -373,12 +374,13 @@ class KubernetesContainerManager(ContainerManager):
 
     def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
         out_dir = Path(logging_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         written = []
-        for pod in self.api.find("Pod", self.settings.label_selector()):
-            path = out_dir / f"{readback.pod_name(pod)}.log"
-            path.write_text(self.api.pod_log(readback.pod_name(pod)) + "\n", encoding="utf-8")
-            written.append(str(path))
+        with os_errors(f"write the logs into {out_dir}"):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for pod in self.api.find("Pod", self.settings.label_selector()):
+                path = out_dir / f"{readback.pod_name(pod)}.log"
+                path.write_text(self.api.pod_log(readback.pod_name(pod)) + "\n", encoding="utf-8")
+                written.append(str(path))
         return sorted(written)
 
     def push_cluster_images(self) -> dict[str, str]:

@@ -14,6 +14,8 @@ import ast
 import builtins
 import importlib
 import inspect
+import sys
+import threading
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,19 +24,27 @@ from typing import Any
 
 import pytest
 from fake_kube_apiserver import FakeKubeAPIServer
-from test_admin_connection import FakeContainerManager, FakeSchooner
+from test_admin_connection import FakeContainerManager, FakeSchooner, connected, double
 
 import admin
 from admin import (
     Connection,
+    ContainerManagerError,
+    DeployError,
     DockerContainerManager,
     InvalidRequestError,
     KubernetesContainerManager,
     LocalContainerManager,
     SchoonerError,
 )
+from admin._http import JSONClient
+from admin.container_managers._docker_images import ImageBuilder
 from admin.container_managers._docker_specs import ClusterSettings
 from admin.container_managers._k8s_specs import KubeSettings
+from admin.container_managers._net import free_port
+from admin.container_managers._processes import ProcessRecord, is_alive
+from admin.container_managers._runtime import pip_install
+from admin.deployers.python import deploy_python_closure
 from admin.deployers.sklearn import deploy_sklearn_model
 
 ADMIN = Path(admin.__file__).parent
@@ -226,3 +236,133 @@ def test_deploy_sklearn_model_without_predict_says_what_to_pass() -> None:
     conn = Connection(FakeContainerManager(FakeSchooner([])))
     with pytest.raises(InvalidRequestError, match="has no predict method: pass a fitted"):
         deploy_sklearn_model(conn, "m", "1", "doubles", object())
+
+
+def test_pkgs_to_install_that_is_not_a_list_of_strings_says_what_to_pass() -> None:
+    conn = Connection(FakeContainerManager(FakeSchooner([])))
+    for pkgs in ("scikit-learn", ["numpy", 1]):
+        with pytest.raises(InvalidRequestError, match=r"pkgs_to_install must be a list of pip"):
+            deploy_python_closure(conn, "m", "1", "doubles", double, pkgs_to_install=pkgs)  # type: ignore[arg-type]
+
+
+def test_deploy_sklearn_model_without_sklearn_says_to_pin_the_packages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Estimator:
+        def predict(self, xs: Any) -> Any:
+            return xs
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    conn = Connection(FakeContainerManager(FakeSchooner([])))
+    with pytest.raises(InvalidRequestError, match=r"pass pkgs_to_install="):
+        deploy_sklearn_model(conn, "m", "1", "doubles", Estimator())
+
+
+# --------------------------------------------------------------------------- libraries underneath
+
+
+def test_an_unpicklable_closure_is_a_deploy_error_that_says_what_to_fix() -> None:
+    conn, _api, events = connected()
+    lock = threading.Lock()
+
+    def locked(xs: list[float]) -> list[float]:
+        with lock:
+            return xs
+
+    with pytest.raises(DeployError, match=r"cannot pickle .*lock.*can be pickled \(no open files"):
+        deploy_python_closure(conn, "m", "1", "doubles", locked)
+    assert events == [], "nothing is asked of the cluster for a model that cannot be pickled"
+
+
+@pytest.mark.parametrize(
+    ("default_output", "why"),
+    [(object(), "not JSON serializable"), (float("nan"), "not JSON compliant")],
+)
+def test_a_value_that_is_not_json_is_an_invalid_request_before_any_request(
+    default_output: object, why: str
+) -> None:
+    conn, _api, events = connected()
+    with pytest.raises(InvalidRequestError, match=rf"{why}.*pass plain JSON values") as info:
+        conn.register_application("app", "doubles", default_output, 100000)
+    assert info.value.status_code is None
+    assert events == []
+
+
+def test_a_base_url_that_is_no_url_is_an_invalid_request() -> None:
+    with pytest.raises(InvalidRequestError, match="is not a URL of the management frontend"):
+        JSONClient("http://[::1")
+
+
+def test_a_data_dir_that_cannot_be_made_is_a_container_manager_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cm = LocalContainerManager(data_dir=blocker / "data")
+    with pytest.raises(ContainerManagerError, match=r"cannot use the data directory .*file.*"):
+        cm.start_cluster()
+    with pytest.raises(ContainerManagerError, match=r"a file stands where a directory is"):
+        cm.set_num_replicas("m", "1", "doubles", "artifact", 1)
+
+
+def test_get_logs_into_a_file_is_an_error_that_names_the_path(tmp_path: Path) -> None:
+    (tmp_path / "data" / "logs").mkdir(parents=True)
+    (tmp_path / "data" / "logs" / "query.log").write_text("x\n")
+    target = tmp_path / "taken"
+    target.write_text("a file")
+    conn = Connection(LocalContainerManager(data_dir=tmp_path / "data"))
+    with pytest.raises(ContainerManagerError, match=rf"cannot copy the logs .*{target.name}"):
+        conn.get_logs(target)
+
+
+def test_pip_install_into_a_path_that_is_a_file_is_a_deploy_error(tmp_path: Path) -> None:
+    target = tmp_path / "site-packages"
+    target.write_text("a file")
+    with pytest.raises(DeployError, match=r"cannot prepare .* for pip"):
+        pip_install(sys.executable, target, ["x"], log_path=tmp_path / "pip.log", timeout=5)
+
+
+def test_a_free_port_on_a_host_that_is_not_here_is_a_container_manager_error() -> None:
+    with pytest.raises(ContainerManagerError, match=r"cannot pick a free port on 192\.0\.2\.1"):
+        free_port("192.0.2.1")  # TEST-NET-1: never an address of this machine
+
+
+def test_a_process_record_with_a_damaged_pid_is_not_alive() -> None:
+    record = ProcessRecord("query", "query", -1, 0.0, [], "")
+    assert not is_alive(record)
+
+
+def test_a_docker_host_the_sdk_cannot_use_is_a_container_manager_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "ftp://nowhere")
+    monkeypatch.delenv("DOCKER_TLS_VERIFY", raising=False)
+    with pytest.raises(ContainerManagerError, match=r"cannot reach the Docker engine"):
+        DockerContainerManager("c").client  # noqa: B018 (connects)
+
+
+def test_a_credential_plugin_failing_mid_call_is_a_container_manager_error() -> None:
+    from kubernetes.config.config_exception import ConfigException
+
+    class Core:
+        def list_namespaced_pod(self, *args: Any, **kw: Any) -> Any:
+            raise ConfigException("exec plugin: token expired and refresh failed")
+
+    cm = KubernetesContainerManager(apps_api=object(), core_api=Core())
+    with pytest.raises(ContainerManagerError, match=r"refresh failed; check that the cluster"):
+        cm.replica_states("m", "1")
+
+
+def test_a_build_context_that_cannot_be_written_is_an_error_of_what_was_built(
+    tmp_path: Path,
+) -> None:
+    builder = ImageBuilder(
+        object(),  # type: ignore[arg-type]
+        base_image="python:3.11-slim",
+        network_mode=None,
+        wheelhouse=None,
+        timeout=5,
+        push=False,
+        report=lambda line: None,
+    )
+    missing = tmp_path / "no-such-bundle"
+    with pytest.raises(DeployError, match=r"cannot prepare the build context of m:1"):
+        builder.model_image("base", "m", "1", missing, [], {})
