@@ -3,14 +3,16 @@
 This is the only module that talks HTTP and the only place where a status code or an
 httpx error becomes a Schooner exception (``error_for_response`` and ``_send``): the
 verbs in ``ManagementClient`` are one line each. Every request has a timeout (5 s by
-default).
+default). A client holds a pool of connections: use it as a context manager (as
+``httpx.Client``), or ``close()`` it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from types import TracebackType
+from typing import Any, Final, Self
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -89,7 +91,10 @@ def error_for_response(method: str, path: str, response: httpx.Response) -> Mana
 
 
 class JSONClient:
-    """JSON requests to one frontend, with errors translated to Schooner exceptions."""
+    """JSON requests to one frontend, with errors translated to Schooner exceptions.
+
+    ``with JSONClient(url) as client:`` closes its connections on exit.
+    """
 
     def __init__(
         self,
@@ -113,7 +118,23 @@ class JSONClient:
             ) from exc
 
     def close(self) -> None:
+        """Close the pooled connections (idempotent)."""
         self._client.close()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._client.is_closed
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def request(self, method: str, path: str, body: object = None) -> Any:
         """Send a request; the decoded JSON answer, ``None`` for an empty one."""

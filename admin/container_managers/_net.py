@@ -79,13 +79,11 @@ def healthz_check(url: str) -> Callable[[], bool]:
     """A check that a frontend at ``url`` answers ``GET /healthz``."""
 
     def check() -> bool:
-        client = JSONClient(url, timeout=2.0)
-        try:
-            client.request("GET", "/healthz")
-        except SchoonerError:
-            return False
-        finally:
-            client.close()
+        with JSONClient(url, timeout=2.0) as client:
+            try:
+                client.request("GET", "/healthz")
+            except SchoonerError:
+                return False
         return True
 
     return check

@@ -20,7 +20,9 @@ get the default. A replica that cannot load its model (exit status 2 at every st
 reported with its log by ``replica_states``, which fails the deploy.
 
 The ``docker`` SDK is an optional dependency (``pip install 'schooner[docker]'``); it is
-imported when the manager first talks to the engine.
+imported when the manager first talks to the engine. The manager opens its SDK client
+then, and ``close()`` (or leaving ``with DockerContainerManager(...) as cm:``, or closing
+the ``Connection`` that holds it) closes it again; the containers keep running.
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ class DockerContainerManager(ContainerManager):
     makes builds install from it alone; ``dockerfiles`` replaces ``deploy/docker``.
     ``extra_container_kwargs`` are passed to every ``containers.run`` (resource limits,
     for example). ``build_timeout`` bounds the engine's silence during a build.
+
+    ``docker_client`` is an SDK client to use instead of one made from ``DOCKER_HOST``;
+    it stays the caller's: ``close()`` closes only a client this manager opened.
     """
 
     def __init__(
@@ -141,6 +146,7 @@ class DockerContainerManager(ContainerManager):
         self.build_timeout = build_timeout
         self.stop_timeout = stop_timeout
         self._docker = docker_client
+        self._owns_client = False  # whether self._docker was opened here (and closes here)
         self._engine: ClusterEngine | None = None
 
     def __repr__(self) -> str:
@@ -154,9 +160,19 @@ class DockerContainerManager(ContainerManager):
 
     @property
     def client(self) -> docker.DockerClient:
+        """The SDK client, connected to the engine on first use."""
         if self._docker is None:
             self._docker = connect_to_engine()
+            self._owns_client = True
         return self._docker
+
+    def close(self) -> None:
+        """Close the SDK client this manager opened (a ``docker_client`` given to it is
+        left open); the cluster keeps running, and the next call connects again."""
+        if self._owns_client and self._docker is not None:
+            self._docker.close()
+            self._docker, self._engine = None, None
+        self._owns_client = False
 
     @property
     def engine(self) -> ClusterEngine:
