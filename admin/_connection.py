@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import httpx
 
@@ -43,6 +44,13 @@ class Connection:
     ``print`` in a notebook); the lines also go to the ``admin`` logger at INFO.
     ``transport`` replaces httpx's network transport for the frontends' APIs (as
     ``httpx.Client(transport=...)``: for tests, or a custom proxy setup).
+
+    A Connection holds HTTP connections to the frontends, and its container manager
+    may hold a client of its own (Docker's, Kubernetes'). ``close()`` releases them all
+    while the cluster keeps running, as ``httpx.Client.close()`` does; ``with
+    Connection(cm) as conn:`` returns the connection as it is -- entering starts and
+    connects nothing, call ``start()`` or ``connect()`` inside -- and closes it on the
+    way out, also when the block raised. Stopping the cluster is ``stop_all()``.
     """
 
     def __init__(
@@ -103,24 +111,49 @@ class Connection:
             raise
 
     def close(self) -> None:
-        """Release this client's connections; the cluster keeps running."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Release this client's connections; the cluster keeps running.
+
+        Closes the management client and the container manager's own clients (the
+        manager opens them again when next used). Idempotent; ``start()`` or
+        ``connect()`` connects again.
+        """
+        self._close_api()
+        self.cm.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def stop_all(self, graceful: bool = True) -> None:
         """Stop every replica, both frontends and Redis. State is kept for the next start().
 
         Works without start()/connect(): it stops whatever runs on the manager's cluster.
         ``graceful`` is accepted for Clipper compatibility; stopping is always graceful
-        first (SIGTERM), forceful only after a deadline.
+        first (SIGTERM), forceful only after a deadline. Afterwards nothing is left open:
+        the manager's clients are closed too.
         """
         del graceful
-        self.close()
-        self.cm.stop_all()
+        self._close_api()
+        try:
+            self.cm.stop_all()
+        finally:
+            self.cm.close()
+
+    def _close_api(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def _open(self) -> None:
-        self.close()
+        # Only the management client: the manager's client is in use (start_cluster).
+        self._close_api()
         self._client = ManagementClient(
             self.cm.management_url, timeout=self.timeout, transport=self._transport
         )
