@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable, Container, Mapping
 from typing import Final
@@ -36,14 +37,22 @@ def check_port(what: str, port: int) -> None:
 
 
 def port_free(host: str, port: int) -> bool:
+    """Whether ``port`` can be bound on ``host`` now; ``ContainerManagerError`` when the
+    answer is not "in use" but something else (an address that is not this machine's,
+    a port this user may not bind)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # As the servers themselves do, so a port in TIME_WAIT after a restart is free.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # As the servers themselves do, so a port in TIME_WAIT after a restart is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-        except OSError:
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
             return False
+        raise ContainerManagerError(
+            f"cannot bind port {port} on {host}: {describe(exc)}; pass host= an address of "
+            "this machine, and ports this user may bind"
+        ) from exc
     return True
 
 

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Final
 
-from packaging.markers import default_environment
+from packaging.markers import UndefinedComparison, UndefinedEnvironmentName, default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion
@@ -142,7 +142,8 @@ def unsatisfied(
 
     A requirement whose marker is false in ``environment`` does not apply. Anything
     this cannot judge -- a URL, extras (whose dependencies are not checked), a string
-    that is not a PEP 508 requirement -- counts as unsatisfied, and pip decides.
+    that is not a PEP 508 requirement, a marker that cannot be evaluated -- counts as
+    unsatisfied, and pip decides.
     """
     missing = []
     for text in requirements:
@@ -151,7 +152,12 @@ def unsatisfied(
         except InvalidRequirement:
             missing.append(text)
             continue
-        if req.marker is not None and not req.marker.evaluate(dict(environment or {})):
+        try:
+            applies = req.marker is None or req.marker.evaluate(dict(environment or {}))
+        except (UndefinedComparison, UndefinedEnvironmentName):  # e.g. python_version ~= "3"
+            missing.append(text)
+            continue
+        if not applies:
             continue
         if req.url or req.extras:
             missing.append(text)

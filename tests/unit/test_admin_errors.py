@@ -43,7 +43,7 @@ from admin.container_managers._docker_specs import ClusterSettings
 from admin.container_managers._k8s_specs import KubeSettings
 from admin.container_managers._net import free_port
 from admin.container_managers._processes import ProcessRecord, is_alive
-from admin.container_managers._runtime import pip_install
+from admin.container_managers._runtime import pip_install, unsatisfied
 from admin.deployers.python import deploy_python_closure
 from admin.deployers.sklearn import deploy_sklearn_model
 
@@ -366,3 +366,15 @@ def test_a_build_context_that_cannot_be_written_is_an_error_of_what_was_built(
     missing = tmp_path / "no-such-bundle"
     with pytest.raises(DeployError, match=r"cannot prepare the build context of m:1"):
         builder.model_image("base", "m", "1", missing, [], {})
+
+
+def test_a_host_that_is_not_this_machines_is_named_not_called_busy(tmp_path: Path) -> None:
+    cm = LocalContainerManager(data_dir=tmp_path / "data", host="192.0.2.1")
+    with pytest.raises(ContainerManagerError, match=r"cannot bind port .* on 192\.0\.2\.1: "):
+        cm.start_cluster()
+    assert not (tmp_path / "data" / "cluster.json").exists()
+
+
+def test_a_marker_that_cannot_be_evaluated_is_left_to_pip() -> None:
+    # packaging raises UndefinedComparison for this marker; pip gets to say why.
+    assert unsatisfied(['x; python_version ~= "3"'], {}) == ['x; python_version ~= "3"']
