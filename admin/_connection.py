@@ -23,7 +23,14 @@ import httpx
 from admin import _status
 from admin._deploy import Deployer
 from admin._http import DEFAULT_TIMEOUT, BatchSettings, JSONClient, JSONObject, ManagementClient
-from admin._names import check_flag, check_input_type, check_name, check_user_id, check_version
+from admin._names import (
+    check_flag,
+    check_input_type,
+    check_name,
+    check_num_replicas,
+    check_user_id,
+    check_version,
+)
 from admin._progress import ProgressCallback
 from admin._replicas import Replicas
 from admin._wait import RoutesDone, await_routes, wait_for_replicas
@@ -317,6 +324,7 @@ class Connection:
         batch = BatchSettings(batch_size, batch_mode, batch_wait_micros)
         name, version = check_name(name), check_version(version)
         input_type = check_input_type(input_type)
+        num_replicas = check_num_replicas(num_replicas)
         self._deployer().build_and_deploy(
             name,
             version,
@@ -343,6 +351,7 @@ class Connection:
         manager a prepared bundle directory; an image for Docker and Kubernetes)."""
         name, version = check_name(name), check_version(version)
         input_type = check_input_type(input_type)
+        num_replicas = check_num_replicas(num_replicas)
         batch = BatchSettings(batch_size, batch_mode, batch_wait_micros)
         deployer = self._deployer()
         deployer.check_new_version(name, version, input_type)
@@ -393,6 +402,7 @@ class Connection:
 
     def set_num_replicas(self, name: str, num_replicas: int, version: str | None = None) -> None:
         """Run ``num_replicas`` replicas of a version (the current one by default)."""
+        num_replicas = check_num_replicas(num_replicas)
         self._replicas().scale(name, num_replicas, version)
 
     def stop_models(self, model_names: str | Iterable[str]) -> None:

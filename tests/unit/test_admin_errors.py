@@ -378,3 +378,20 @@ def test_a_host_that_is_not_this_machines_is_named_not_called_busy(tmp_path: Pat
 def test_a_marker_that_cannot_be_evaluated_is_left_to_pip() -> None:
     # packaging raises UndefinedComparison for this marker; pip gets to say why.
     assert unsatisfied(['x; python_version ~= "3"'], {}) == ['x; python_version ~= "3"']
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.set_num_replicas("m", -1),
+        lambda c: c.set_model_version("m", "1", num_replicas=-1),
+        lambda c: c.deploy_model("m", "1", "doubles", "/artifact", num_replicas=-1),
+        lambda c: c.build_and_deploy_model("m", "1", "doubles", "/bundle", num_replicas=-1),
+        lambda c: deploy_python_closure(c, "m", "1", "doubles", double, num_replicas=-1),
+    ],
+)
+def test_a_negative_replica_count_is_refused_before_any_request(call: Any) -> None:
+    conn, _api, events = connected()
+    with pytest.raises(InvalidRequestError, match=r"num_replicas must be >= 0, got -1"):
+        call(conn)
+    assert events == [], "nothing is built, registered or scaled"
