@@ -108,10 +108,14 @@ class Connection:
         self._replicas().restore()
 
     def connect(self) -> None:
-        """Attach to a cluster that is already running (started by another process)."""
-        self.cm.connect()
-        self._open()
+        """Attach to a cluster that is already running (started by another process).
+
+        If it fails, nothing is left open: not this client's connections, nor those the
+        manager opened to look for the cluster.
+        """
         try:
+            self.cm.connect()
+            self._open()
             self._api.healthz()
         except SchoonerError:
             self.close()

@@ -19,6 +19,7 @@ from fake_kube_apiserver import FakeKubeAPIServer
 from test_admin_connection import FakeContainerManager, FakeSchooner
 
 from admin import (
+    ClusterNotRunningError,
     Connection,
     DockerContainerManager,
     KubernetesContainerManager,
@@ -273,6 +274,17 @@ def test_a_failed_connect_leaves_nothing_open(http_clients: list[httpx.Client]) 
     with pytest.raises(ServiceUnavailableError):
         conn.connect()
     assert not conn.connected and left_open(http_clients) == []
+
+
+def test_a_connect_that_finds_no_cluster_closes_what_the_manager_opened() -> None:
+    class NoCluster(ClosingManager):
+        def connect(self) -> None:
+            raise ClusterNotRunningError("no cluster here")
+
+    cm = NoCluster(FakeSchooner([]))
+    with pytest.raises(ClusterNotRunningError):
+        Connection(cm).connect()
+    assert cm.closed == 1
 
 
 def test_stop_all_releases_the_managers_clients_after_stopping(
