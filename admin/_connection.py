@@ -6,39 +6,37 @@ A ``Connection`` holds a container manager (which runs things) and a management 
 (which records what should run, in Redis). Every change is recorded first and enacted
 second, so that the state in Redis is what a restart brings back.
 
-Deploying a model version, in order: the manager builds the artifact and refuses a
-pickle the replicas could not load, before anything is registered; the version is
-registered (not current); its replicas start; the client waits until they are
-connected, failing fast if one exits; only then does the version become current, so
-no query is routed to a version without replicas.
+This class is the facade: it checks the arguments and delegates. Deploying lives in
+``_deploy``, replica counts (scaling, stopping, restoring after ``start()``) in
+``_replicas``, and waiting for the cluster to catch up with a change in ``_wait``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
 
 import httpx
 
 from admin import _status
+from admin._deploy import Deployer
 from admin._http import DEFAULT_TIMEOUT, BatchSettings, JSONClient, JSONObject, ManagementClient
-from admin._names import check_flag, check_input_type, check_name, check_user_id, check_version
-from admin._progress import ProgressCallback, wait_for
-from admin.container_managers.base import ContainerManager
-from admin.exceptions import (
-    ConflictError,
-    InvalidRequestError,
-    ModelStartError,
-    NotConnectedError,
-    NotFoundError,
-    SchoonerError,
+from admin._names import (
+    check_flag,
+    check_input_type,
+    check_name,
+    check_num_replicas,
+    check_user_id,
+    check_version,
 )
+from admin._progress import ProgressCallback
+from admin._replicas import Replicas
+from admin._wait import RoutesDone, await_routes, wait_for_replicas
+from admin.container_managers.base import ContainerManager
+from admin.exceptions import NotConnectedError, NotFoundError, SchoonerError
 from management_frontend.state.keys import arm_name
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_DEPLOY_TIMEOUT = 60.0
 
@@ -53,6 +51,13 @@ class Connection:
     ``print`` in a notebook); the lines also go to the ``admin`` logger at INFO.
     ``transport`` replaces httpx's network transport for the frontends' APIs (as
     ``httpx.Client(transport=...)``: for tests, or a custom proxy setup).
+
+    A Connection holds HTTP connections to the frontends, and its container manager
+    may hold a client of its own (Docker's, Kubernetes'). ``close()`` releases them all
+    while the cluster keeps running, as ``httpx.Client.close()`` does; ``with
+    Connection(cm) as conn:`` returns the connection as it is -- entering starts and
+    connects nothing, call ``start()`` or ``connect()`` inside -- and closes it on the
+    way out, also when the block raised. Stopping the cluster is ``stop_all()``.
     """
 
     def __init__(
@@ -100,66 +105,69 @@ class Connection:
         """Start the cluster, then bring back the replicas of every model version."""
         self.cm.start_cluster()
         self._open()
-        self._restore_replicas()
+        self._replicas().restore()
 
     def connect(self) -> None:
-        """Attach to a cluster that is already running (started by another process)."""
-        self.cm.connect()
-        self._open()
+        """Attach to a cluster that is already running (started by another process).
+
+        If it fails, nothing is left open: not this client's connections, nor those the
+        manager opened to look for the cluster.
+        """
         try:
+            self.cm.connect()
+            self._open()
             self._api.healthz()
         except SchoonerError:
             self.close()
             raise
 
     def close(self) -> None:
-        """Release this client's connections; the cluster keeps running."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Release this client's connections; the cluster keeps running.
+
+        Closes the management client and the container manager's own clients (the
+        manager opens them again when next used). Idempotent; ``start()`` or
+        ``connect()`` connects again.
+        """
+        self._close_api()
+        self.cm.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def stop_all(self, graceful: bool = True) -> None:
         """Stop every replica, both frontends and Redis. State is kept for the next start().
 
         Works without start()/connect(): it stops whatever runs on the manager's cluster.
         ``graceful`` is accepted for Clipper compatibility; stopping is always graceful
-        first (SIGTERM), forceful only after a deadline.
+        first (SIGTERM), forceful only after a deadline. Afterwards nothing is left open:
+        the manager's clients are closed too.
         """
         del graceful
-        self.close()
-        self.cm.stop_all()
+        self._close_api()
+        try:
+            self.cm.stop_all()
+        finally:
+            self.cm.close()
+
+    def _close_api(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def _open(self) -> None:
-        self.close()
+        # Only the management client: the manager's client is in use (start_cluster).
+        self._close_api()
         self._client = ManagementClient(
             self.cm.management_url, timeout=self.timeout, transport=self._transport
         )
-
-    def _restore_replicas(self) -> None:
-        """Relaunch the desired replicas recorded in Redis (after a stop or a crash)."""
-        started = []
-        for model in self._api.list_models():
-            for version in model.get("versions", []):
-                mv = self._api.get_model_version(model["name"], version)
-                num = int(mv.get("num_replicas", 0))
-                if num > 0:
-                    self.report(f"restarting {num} replica(s) of {mv['name']}:{version}")
-                    self.cm.set_num_replicas(
-                        mv["name"], version, mv["input_type"], mv["artifact"], num
-                    )
-                    started.append((str(mv["name"]), str(version), num))
-        failed = []
-        for name, version, num in started:
-            try:
-                self._wait_for_replicas(name, version, num)
-            except ModelStartError as exc:
-                failed.append(str(exc))
-        if failed:
-            raise ModelStartError(
-                "Schooner is running and this Connection is connected, but some model "
-                "replicas did not come back; fix them, or stop them with stop_models():\n"
-                + "\n".join(failed)
-            )
 
     # ------------------------------------------------------------------ applications
 
@@ -316,34 +324,19 @@ class Connection:
         The bundle's ``pkgs`` are installed for the replicas when missing. The batching
         options are those of ``deploy_python_closure`` (and ``docs/admin-api.md``).
         """
-        from model_container.bundle import BundleError, read_bundle_info
-
         self._require_connected()
         batch = BatchSettings(batch_size, batch_mode, batch_wait_micros)
         name, version = check_name(name), check_version(version)
         input_type = check_input_type(input_type)
-        try:
-            info = read_bundle_info(model_data_path)
-        except BundleError as exc:
-            raise InvalidRequestError(f"cannot deploy {name}:{version}: {exc}") from exc
-        if str(info.input_type) != input_type:
-            raise InvalidRequestError(
-                f"the bundle at {model_data_path} takes {info.input_type!s} but "
-                f"input_type={input_type!r} was given: make them the same"
-            )
-        self._check_new_version(name, version, input_type)
-        self.report(f"building {name}:{version}")
-        artifact = self.cm.build_model(name, version, model_data_path)
-        self._deploy(
+        num_replicas = check_num_replicas(num_replicas)
+        self._deployer().build_and_deploy(
             name,
             version,
             input_type,
-            artifact,
+            model_data_path,
             labels=labels,
             num_replicas=num_replicas,
             batch=batch,
-            runtime=info.runtime,
-            pkgs=info.pkgs,
         )
 
     def deploy_model(
@@ -362,9 +355,11 @@ class Connection:
         manager a prepared bundle directory; an image for Docker and Kubernetes)."""
         name, version = check_name(name), check_version(version)
         input_type = check_input_type(input_type)
+        num_replicas = check_num_replicas(num_replicas)
         batch = BatchSettings(batch_size, batch_mode, batch_wait_micros)
-        self._check_new_version(name, version, input_type)
-        self._deploy(
+        deployer = self._deployer()
+        deployer.check_new_version(name, version, input_type)
+        deployer.deploy(
             name,
             version,
             input_type,
@@ -396,71 +391,6 @@ class Connection:
             set_current=True,
         )
 
-    def _check_new_version(self, name: str, version: str, input_type: str) -> None:
-        """Refuse early what registration would refuse after a long build."""
-        try:
-            model = self._api.get_model(name)
-        except NotFoundError:
-            return
-        if version in model.get("versions", []):
-            raise ConflictError(
-                f"{name}:{version} is already registered: deploy under a new version, or "
-                f"switch between existing ones with set_model_version({name!r}, ...)",
-                status_code=409,
-                code="conflict",
-            )
-        if model.get("input_type") not in (None, input_type):
-            raise ConflictError(
-                f"model {name!r} takes {model['input_type']}, not {input_type}: every version "
-                "of a model has the same input type; use another model name",
-                status_code=409,
-                code="conflict",
-            )
-
-    def _deploy(
-        self,
-        name: str,
-        version: str,
-        input_type: str,
-        artifact: str,
-        *,
-        labels: Sequence[str] | None,
-        num_replicas: int,
-        batch: BatchSettings,
-        runtime: dict[str, str] | None = None,
-        pkgs: Sequence[str] = (),
-    ) -> None:
-        self._api.add_model_version(
-            name,
-            version,
-            input_type,
-            artifact=artifact,
-            labels=labels or (),
-            batch=batch,
-            num_replicas=num_replicas,
-            runtime=runtime,
-            pkgs=pkgs,
-            set_current=False,
-        )
-        try:
-            if num_replicas > 0:
-                self.report(f"starting {num_replicas} replica(s) of {name}:{version}")
-                self.cm.set_num_replicas(name, version, input_type, artifact, num_replicas)
-                self._wait_for_replicas(name, version, num_replicas)
-        except BaseException:
-            self._undo_deploy(name, version)
-            raise
-        self._switch_version(name, version)
-        self.report(f"{name}:{version} is deployed and current ({num_replicas} replica(s))")
-
-    def _undo_deploy(self, name: str, version: str) -> None:
-        """Forget a version whose replicas did not start, so it can be deployed again."""
-        try:
-            self.cm.stop_models(name, [version])
-            self._api.delete_model_version(name, version)
-        except SchoonerError as exc:
-            logger.warning("cleaning up the failed deploy of %s:%s: %s", name, version, exc)
-
     def set_model_version(self, name: str, version: str, num_replicas: int | None = None) -> None:
         """Make ``version`` current (roll back or forward); scale it first if asked."""
         version = check_version(version)
@@ -471,136 +401,29 @@ class Connection:
                 f"{name}:{version} has no replicas: its queries get the default output until "
                 "set_num_replicas() starts some"
             )
-        self._switch_version(name, version)
+        self._deployer().make_current(name, version)
         self.report(f"{name}:{version} is now current")
-
-    def _switch_version(self, name: str, version: str) -> None:
-        self._api.set_current_version(name, version)
-        route = f"{name}:{version}"
-        self._await_routes(
-            lambda apps: _status.follows_current(apps, name, route),
-            f"{route} as current version",
-        )
-
-    def _await_routes(self, done: Callable[[dict[str, Any]], bool], what: str) -> None:
-        """Wait (briefly) until the query frontend routes as just changed.
-
-        Changes reach query frontends through the change feed within milliseconds; waiting
-        for it here means a query sent right after this call sees the change. ``done``
-        gets the ``apps`` of the query frontend's ``/status``. Not fatal on a timeout.
-        """
-        client = self._query_client()
-
-        def check() -> bool:
-            try:
-                return done(dict(client.get_object("/status").get("apps") or {}))
-            except SchoonerError:
-                return False
-
-        with contextlib.closing(client):
-            if not wait_for(check, timeout=self.timeout):
-                logger.warning(
-                    "the query frontend had not applied %s after %g s", what, self.timeout
-                )
 
     def set_num_replicas(self, name: str, num_replicas: int, version: str | None = None) -> None:
         """Run ``num_replicas`` replicas of a version (the current one by default)."""
-        if version is None:
-            version = self._api.get_model(name).get("current_version")
-            if not version:
-                raise InvalidRequestError(
-                    f"model {name!r} has no current version: pass version=..."
-                )
-        version = check_version(version)
-        mv = self._api.get_model_version(name, version)
-        self._api.set_num_replicas(name, version, num_replicas)
-        self.report(f"scaling {name}:{version} to {num_replicas} replica(s)")
-        self.cm.set_num_replicas(name, version, mv["input_type"], mv["artifact"], num_replicas)
-        self._wait_for_replicas(name, version, num_replicas)
-
-    def _wait_for_replicas(self, name: str, version: str, num_replicas: int) -> None:
-        """Poll until ``num_replicas`` of the manager's replicas are connected; fail fast
-        with the log tail of one that exited.
-
-        A replica that serves several query frontends is connected once per frontend (on
-        Kubernetes); the manager says how many connections to wait for.
-        """
-        if num_replicas == 0:
-            return
-        connected = 0
-        wanted = num_replicas
-
-        def done() -> bool:
-            nonlocal connected, wanted
-            states = self.cm.replica_states(name, version)
-            for state in states:
-                if not state.running:
-                    raise ModelStartError(
-                        f"{name}:{version} did not start: {state.detail}\nFix the model or "
-                        "its packages and deploy again; all logs: conn.get_logs(dir)"
-                    )
-            pids = {s.replica_id: s.pid for s in states}
-            wanted = self.cm.connections_expected(name, version, num_replicas)
-            connected = sum(
-                1
-                for r in self._api.list_replicas()
-                if r.get("model_name") == name
-                and str(r.get("model_version")) == version
-                and _is_replica(r, pids)
-            )
-            return connected >= wanted
-
-        def counted() -> str:
-            if wanted == num_replicas:
-                return f"{connected}/{num_replicas} replica(s) connected"
-            return (
-                f"{connected}/{wanted} connections of {num_replicas} replica(s) to the query "
-                "frontends"
-            )
-
-        ok = wait_for(
-            done,
-            timeout=self.deploy_timeout,
-            on_progress=lambda t: self.report(
-                f"waiting for {name}:{version}: {counted()} ({t:.0f} s)"
-            ),
-        )
-        if not ok:
-            raise ModelStartError(
-                f"{name}:{version} did not connect within {self.deploy_timeout:g} s "
-                f"({counted()}). Its replicas may still be loading (raise "
-                "Connection(deploy_timeout=...)), or cannot reach the query frontend's RPC "
-                "port: see their logs with conn.get_logs(dir)"
-            )
-        self.report(f"{name}:{version}: {num_replicas} replica(s) connected")
+        num_replicas = check_num_replicas(num_replicas)
+        self._replicas().scale(name, num_replicas, version)
 
     def stop_models(self, model_names: str | Iterable[str]) -> None:
         """Stop every replica of every version of these models (they stay registered)."""
-        names = [model_names] if isinstance(model_names, str) else list(model_names)
-        for name in names:
-            self._stop_versions(name, self._api.get_model(name).get("versions", []))
+        self._replicas().stop_models(_listed(model_names))
 
     def stop_versioned_models(self, model_versions: dict[str, Sequence[str]]) -> None:
         """Stop the replicas of some versions: ``{"model": ["1", "2"]}``."""
-        for name, versions in model_versions.items():
-            self._stop_versions(name, [check_version(v) for v in versions])
+        checked = {m: [check_version(v) for v in vs] for m, vs in model_versions.items()}
+        self._replicas().stop_versions(checked)
 
     def stop_inactive_model_versions(self, model_names: str | Iterable[str]) -> None:
         """Stop the replicas of every version that is not current."""
-        names = [model_names] if isinstance(model_names, str) else list(model_names)
-        for name in names:
-            model = self._api.get_model(name)
-            current = model.get("current_version")
-            self._stop_versions(name, [v for v in model.get("versions", []) if v != current])
+        self._replicas().stop_inactive(_listed(model_names))
 
     def stop_all_model_containers(self) -> None:
-        self.stop_models([m["name"] for m in self._api.list_models()])
-
-    def _stop_versions(self, name: str, versions: Sequence[str]) -> None:
-        for version in versions:  # record first: a restart must not bring them back
-            self._api.set_num_replicas(name, version, 0)
-        self.cm.stop_models(name, list(versions))
-        self.report(f"stopped the replicas of {name} ({', '.join(versions) or 'no versions'})")
+        self._replicas().stop_all()
 
     def get_all_models(self, verbose: bool = False) -> list[Any]:
         """``"name:version"`` of every version, or with ``verbose`` the version records
@@ -642,9 +465,43 @@ class Connection:
     def inspect_instance(self) -> JSONObject:
         """The query frontend's view: its apps, routes and model queues (``/status``)."""
         self._require_connected()
-        client = self._query_client()
-        with contextlib.closing(client):
+        with self._query_client() as client:
             return client.get_object("/status")
+
+    def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
+        """Copy every component's log into ``logging_dir``; the paths written."""
+        return self.cm.get_logs(logging_dir)
+
+    # ------------------------------------------------------------------ delegation
+
+    def _deployer(self) -> Deployer:
+        return Deployer(
+            self._api,
+            self.cm,
+            self.report,
+            wait_for_replicas=self._wait_for_replicas,
+            await_routes=self._await_routes,
+        )
+
+    def _replicas(self) -> Replicas:
+        return Replicas(self._api, self.cm, self.report, wait_for_replicas=self._wait_for_replicas)
+
+    def _wait_for_replicas(self, name: str, version: str, num_replicas: int) -> None:
+        """Wait up to ``deploy_timeout`` for the replicas to connect (``_wait``)."""
+        wait_for_replicas(
+            self._api,
+            self.cm,
+            name,
+            version,
+            num_replicas,
+            timeout=self.deploy_timeout,
+            report=self.report,
+        )
+
+    def _await_routes(self, done: RoutesDone, what: str) -> None:
+        """Wait up to ``timeout`` for the query frontend to route as changed (``_wait``)."""
+        with self._query_client() as client:
+            await_routes(client, done, what, timeout=self.timeout)
 
     def _query_client(self) -> JSONClient:
         return JSONClient(
@@ -654,19 +511,7 @@ class Connection:
             transport=self._transport,
         )
 
-    def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
-        """Copy every component's log into ``logging_dir``; the paths written."""
-        return self.cm.get_logs(logging_dir)
 
-
-def _is_replica(record: JSONObject, pids: dict[str, int | None]) -> bool:
-    """Whether a connected-replica record is one of the replicas the manager started.
-
-    The pids must agree when both are known: a record left behind by an earlier process
-    with the same replica id (a crash, a restart) is not the new replica.
-    """
-    replica_id = record.get("replica_id")
-    if replica_id not in pids:
-        return False
-    ours, theirs = pids[replica_id], record.get("pid")
-    return not ours or not theirs or ours == theirs
+def _listed(model_names: str | Iterable[str]) -> list[str]:
+    """One model name, or several, as a list (Clipper's methods take either)."""
+    return [model_names] if isinstance(model_names, str) else list(model_names)

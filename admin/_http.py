@@ -3,14 +3,16 @@
 This is the only module that talks HTTP and the only place where a status code or an
 httpx error becomes a Schooner exception (``error_for_response`` and ``_send``): the
 verbs in ``ManagementClient`` are one line each. Every request has a timeout (5 s by
-default).
+default). A client holds a pool of connections: use it as a context manager (as
+``httpx.Client``), or ``close()`` it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from types import TracebackType
+from typing import Any, Final, Self
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -89,7 +91,10 @@ def error_for_response(method: str, path: str, response: httpx.Response) -> Mana
 
 
 class JSONClient:
-    """JSON requests to one frontend, with errors translated to Schooner exceptions."""
+    """JSON requests to one frontend, with errors translated to Schooner exceptions.
+
+    ``with JSONClient(url) as client:`` closes its connections on exit.
+    """
 
     def __init__(
         self,
@@ -102,12 +107,34 @@ class JSONClient:
         self.base_url = base_url
         self.service = service
         self.timeout = timeout
-        self._client = httpx.Client(
-            base_url=base_url, timeout=httpx.Timeout(timeout), transport=transport
-        )
+        try:
+            self._client = httpx.Client(
+                base_url=base_url, timeout=httpx.Timeout(timeout), transport=transport
+            )
+        except httpx.InvalidURL as exc:
+            raise InvalidRequestError(
+                f"{base_url!r} is not a URL of the {service}: {exc}; check the host and "
+                "port given to the container manager"
+            ) from exc
 
     def close(self) -> None:
+        """Close the pooled connections (idempotent)."""
         self._client.close()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._client.is_closed
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def request(self, method: str, path: str, body: object = None) -> Any:
         """Send a request; the decoded JSON answer, ``None`` for an empty one."""
@@ -126,12 +153,26 @@ class JSONClient:
                 status_code=response.status_code,
             ) from exc
 
-    def _send(self, method: str, path: str, body: object) -> httpx.Response:
-        where = f"the {self.service} at {self.base_url}"
+    def _build(self, method: str, path: str, body: object) -> httpx.Request:
+        """The request, its body encoded; a body that is not JSON is the caller's error."""
         try:
             if body is None:
-                return self._client.request(method, path)
-            return self._client.request(method, path, json=body)
+                return self._client.build_request(method, path)
+            return self._client.build_request(method, path, json=body)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(
+                f"{method} {path}: the request is not valid JSON ({exc}); pass plain JSON "
+                "values: str, int, finite float, bool, None, and lists and dicts of them "
+                "(e.g. numpy values converted with .tolist())"
+            ) from exc
+        except httpx.InvalidURL as exc:
+            raise InvalidRequestError(f"{method} {path}: not a valid URL ({exc})") from exc
+
+    def _send(self, method: str, path: str, body: object) -> httpx.Response:
+        where = f"the {self.service} at {self.base_url}"
+        request = self._build(method, path, body)
+        try:
+            return self._client.send(request)
         except httpx.TimeoutException as exc:
             raise RequestTimeoutError(
                 f"{where} did not answer {method} {path} within {self.timeout:g} s: it may "

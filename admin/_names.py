@@ -42,6 +42,11 @@ def check_input_type(input_type: object) -> str:
     return checked(rules.input_type, input_type).value
 
 
+def check_num_replicas(num_replicas: object) -> int:
+    """A replica count: an integer >= 0 (0 stops every replica)."""
+    return checked(rules.num_replicas, num_replicas)
+
+
 def check_user_id(uid: object) -> str | None:
     """A user id as the APIs take it (integers as their digits); ``None`` passes."""
     return None if uid is None else checked(rules.check_user_id, uid)

@@ -13,7 +13,8 @@
 Every command finds the cluster by its data directory (default ``$SCHOONER_HOME/default``
 or ``~/.schooner/default``), whose ``cluster.json`` holds the ports it was started with.
 Output goes to stdout, progress and errors to stderr; the exit status is 0 on success,
-1 on a Schooner error and 2 on a usage error.
+1 on a Schooner error and 2 on a usage error. A command that connects does so in a
+``with`` block, so its connections are closed however it ends.
 """
 
 from __future__ import annotations
@@ -43,9 +44,14 @@ def _manager(args: argparse.Namespace, **ports: Any) -> LocalContainerManager:
     )
 
 
-def _connect(args: argparse.Namespace) -> Connection:
-    conn = Connection(_manager(args), progress=_stderr)
-    conn.connect()
+def _connect(args: argparse.Namespace, manager: LocalContainerManager | None = None) -> Connection:
+    """A Connection attached to the running cluster, to use in a ``with`` block."""
+    conn = Connection(manager or _manager(args), progress=_stderr)
+    try:
+        conn.connect()
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -78,13 +84,12 @@ def cmd_start(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         python_executable=args.python or sys.executable,
     )
-    conn = Connection(manager, progress=_stderr)
-    conn.start()
-    print(f"query frontend:      http://{conn.get_query_addr()}")
-    print(f"management frontend: http://{conn.get_management_addr()}")
+    with Connection(manager, progress=_stderr) as conn:
+        conn.start()
+        print(f"query frontend:      http://{conn.get_query_addr()}")
+        print(f"management frontend: http://{conn.get_management_addr()}")
     print(f"data dir:            {manager.data_dir}")
     print(f"stop it with:        schooner stop --data-dir {manager.data_dir}")
-    conn.close()
     return 0
 
 
@@ -99,16 +104,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     manager = _manager(args)
     processes = manager.processes()
     try:
-        conn = Connection(manager, progress=_stderr)
-        conn.connect()
+        conn = _connect(args, manager)
     except ClusterNotRunningError as exc:
         if args.json:
             print(json.dumps({"running": False, "processes": processes}, indent=2))
         else:
             print(f"not running: {exc}")
         return 1
-    instance = conn.inspect_instance()
-    conn.close()
+    with conn:
+        instance = conn.inspect_instance()
     if args.json:
         doc = {
             "running": True,
@@ -136,49 +140,55 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_apps(args: argparse.Namespace) -> int:
-    conn = _connect(args)
-    apps = conn.get_all_apps(verbose=True)
-    for app in apps:
-        app["linked_models"] = ",".join(conn.get_linked_models(app["name"]))
+    with _connect(args) as conn:
+        apps = conn.get_all_apps(verbose=True)
+        for app in apps:
+            app["linked_models"] = ",".join(conn.get_linked_models(app["name"]))
     columns = ["name", "input_type", "slo_micros", "policy", "cache_enabled", "linked_models"]
     _show(args, apps, columns)
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    models = _connect(args).get_all_models(verbose=True)
+    with _connect(args) as conn:
+        models = conn.get_all_models(verbose=True)
     columns = ["name", "version", "input_type", "is_current_version", "num_replicas"]
     _show(args, models, columns)
     return 0
 
 
 def cmd_replicas(args: argparse.Namespace) -> int:
-    replicas = _connect(args).get_all_model_replicas(verbose=True)
+    with _connect(args) as conn:
+        replicas = conn.get_all_model_replicas(verbose=True)
     _show(args, replicas, ["replica_id", "model_name", "model_version", "pid", "frontend"])
     return 0
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    _connect(args).set_num_replicas(args.model, args.num_replicas, version=args.version)
+    with _connect(args) as conn:
+        conn.set_num_replicas(args.model, args.num_replicas, version=args.version)
     return 0
 
 
 def cmd_set_version(args: argparse.Namespace) -> int:
-    _connect(args).set_model_version(args.model, args.version)
+    with _connect(args) as conn:
+        conn.set_model_version(args.model, args.version)
     return 0
 
 
 def cmd_set_policy(args: argparse.Namespace) -> int:
     params = dict(args.param or [])
-    app = _connect(args).set_selection_policy(
-        args.app, args.policy, reset_state=args.reset_state, **params
-    )
+    with _connect(args) as conn:
+        app = conn.set_selection_policy(
+            args.app, args.policy, reset_state=args.reset_state, **params
+        )
     print(json.dumps({k: app.get(k) for k in ("name", "policy", "policy_params")}, indent=2))
     return 0
 
 
 def cmd_policy_state(args: argparse.Namespace) -> int:
-    state = _connect(args).get_policy_state(args.app, uid=args.uid)
+    with _connect(args) as conn:
+        state = conn.get_policy_state(args.app, uid=args.uid)
     if args.json:
         print(json.dumps(state, indent=2))
         return 0

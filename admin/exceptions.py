@@ -5,19 +5,24 @@
      ├── ClusterNotRunningError       connect() found no running Schooner to attach to
      ├── RequestTimeoutError          a frontend did not answer within the timeout
      ├── ManagementAPIError           a frontend answered with an error (or not at all)
-     │    ├── InvalidRequestError     400: a field failed validation
+     │    ├── InvalidRequestError     a bad argument, refused by the client before any
+     │    │                           request (a name, a port, a count) or by a frontend (400)
      │    ├── NotFoundError           404: unknown app, model or version
      │    ├── ConflictError           409: already exists, still linked, types differ, ...
      │    └── ServiceUnavailableError 503, or the frontend cannot be reached
      ├── DeployError                  a model version could not be built or started
      │    ├── IncompatibleModelError  pickled under a Python/cloudpickle the replicas lack
      │    └── ModelStartError         a replica exited, or did not connect in time
-     └── ContainerManagerError        a process or container could not be started/stopped
+     └── ContainerManagerError        a process or container could not be started/stopped,
+          │                           or the files it needs could not be read or written
           └── ClusterAlreadyRunningError   start() on a data dir whose cluster is running
 
-Errors of the libraries underneath (httpx, psutil, subprocess, model_container) are
-translated where they are caught, with ``raise ... from exc``: callers only ever need
-to catch ``SchoonerError``.
+Errors of the libraries underneath -- httpx, psutil, subprocess, ``OSError`` from files
+and sockets, the docker SDK (and ``requests`` under it), the kubernetes client (and
+``urllib3`` under it), cloudpickle and ``model_container.bundle`` -- are translated where
+they are caught, with ``raise ... from exc``: callers only ever need to catch
+``SchoonerError``. ``tests/unit/test_admin_errors.py`` checks that every ``raise`` in the
+package names one of these classes.
 """
 
 from __future__ import annotations
@@ -70,7 +75,13 @@ class ManagementAPIError(SchoonerError):
 
 
 class InvalidRequestError(ManagementAPIError):
-    """400: a field failed validation (name, input type, SLO, ...)."""
+    """A bad argument: the message names it and says what is allowed.
+
+    Raised by the client before any request is sent (a name or version that breaks the
+    naming rules, a port out of range, a negative replica count, a value that is not
+    JSON, ...; ``status_code`` is then ``None``), or by a frontend that refused a field
+    (400, 413, 422).
+    """
 
 
 class NotFoundError(ManagementAPIError):
@@ -98,7 +109,8 @@ class ModelStartError(DeployError):
 
 
 class ContainerManagerError(SchoonerError):
-    """The container manager could not start, stop or inspect a process or container."""
+    """The container manager could not start, stop or inspect a process or container, or
+    could not read or write the files it keeps (data directory, logs, build contexts)."""
 
 
 class ClusterAlreadyRunningError(ContainerManagerError):

@@ -60,17 +60,19 @@ def connect_to_engine(timeout: float = 60.0) -> docker.DockerClient:
             f"cannot reach the Docker engine ({refused}): start Docker (dockerd), or point "
             "DOCKER_HOST at a running engine"
         )
-    probe = docker.from_env(version=MINIMUM_DOCKER_API_VERSION, timeout=int(timeout))
     try:
-        probe.ping()
-        return docker.from_env(timeout=int(timeout))
+        # A DOCKER_HOST or TLS setting the SDK cannot use fails here already.
+        probe = docker.from_env(version=MINIMUM_DOCKER_API_VERSION, timeout=int(timeout))
+        try:
+            probe.ping()
+            return docker.from_env(timeout=int(timeout))
+        finally:
+            probe.close()
     except engine_errors() as exc:
         raise ContainerManagerError(
             f"cannot reach the Docker engine ({exc}): start Docker (dockerd), or point "
             "DOCKER_HOST at a running engine"
         ) from exc
-    finally:
-        probe.close()
 
 
 def _unix_socket_refuses(docker_host: str) -> str:
@@ -133,25 +135,30 @@ class ClusterEngine:
         from docker.errors import APIError
 
         kwargs = {**spec, **self.extra_run_kwargs}
-        for attempt in (1, 2):
-            try:
-                container: Container = self.client.containers.run(**kwargs)
-                return container
-            except APIError as exc:
-                if exc.status_code == 409 and attempt == 1:
-                    # A container of that name was left behind (another process, a crash).
-                    with contextlib.suppress(*engine_errors()):
-                        self.client.containers.get(str(kwargs["name"])).remove(force=True)
-                    continue
-                raise ContainerManagerError(
-                    f"cannot start container {kwargs['name']} from {kwargs['image']}: "
-                    f"{exc.explanation or exc}"
-                ) from exc
-            except engine_errors() as exc:
-                raise ContainerManagerError(
-                    f"cannot start container {kwargs['name']}: {exc}"
-                ) from exc
-        raise AssertionError("unreachable")
+        try:
+            return self._run(kwargs)
+        except ContainerManagerError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, APIError) and cause.status_code == 409):
+                raise
+        # A container of that name was left behind (another process, a crash).
+        with contextlib.suppress(*engine_errors()):
+            self.client.containers.get(str(kwargs["name"])).remove(force=True)
+        return self._run(kwargs)
+
+    def _run(self, kwargs: Mapping[str, Any]) -> Container:
+        from docker.errors import APIError
+
+        try:
+            container: Container = self.client.containers.run(**kwargs)
+        except APIError as exc:
+            raise ContainerManagerError(
+                f"cannot start container {kwargs['name']} from {kwargs['image']}: "
+                f"{exc.explanation or exc}"
+            ) from exc
+        except engine_errors() as exc:
+            raise ContainerManagerError(f"cannot start container {kwargs['name']}: {exc}") from exc
+        return container
 
     def remove(self, containers: Iterable[Container]) -> list[str]:
         """Stop (gracefully: replicas, then frontends, then Redis) and remove containers;

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from admin._files import os_errors
 from admin.container_managers._docker_engine import engine_errors
 from admin.exceptions import ContainerManagerError, DeployError, SchoonerError
 
@@ -98,7 +99,13 @@ def requirements(extra: str | None = None) -> list[str]:
     """
     pyproject = SOURCE_ROOT / "pyproject.toml"
     if pyproject.is_file():
-        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+        try:
+            project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ContainerManagerError(
+                f"cannot read Schooner's requirements from {pyproject} ({exc!r}): restore "
+                "that file from the Schooner checkout"
+            ) from exc
         if extra is None:
             return list(project.get("dependencies", []))
         found: list[str] = []
@@ -268,8 +275,12 @@ def stream_build(
         raise BuildFailedError(log.failure())
 
 
-class BuildFailedError(Exception):
-    """An image build failed; the message holds the error and the end of the output."""
+class BuildFailedError(SchoonerError):
+    """An image build failed; the message holds the error and the end of the output.
+
+    Private: ``ImageBuilder`` raises it again as the error of what it was building
+    (``ContainerManagerError`` for the cluster's images, ``DeployError`` for a model's).
+    """
 
 
 class ImageBuilder:
@@ -298,8 +309,17 @@ class ImageBuilder:
         self.push = push
         self.report = report
 
-    def _context(self, dockerfile: str) -> contextlib.AbstractContextManager[Path]:
-        return new_context(dockerfiles_dir(self.dockerfiles) / dockerfile)
+    @contextmanager
+    def _context(
+        self, dockerfile: str, what: str, error: type[SchoonerError] = ContainerManagerError
+    ) -> Iterator[Path]:
+        """A build context for ``what``; an ``OSError`` while it is filled or read (a
+        full disk, an unreadable file) is raised as ``error``."""
+        with (
+            os_errors(f"prepare the build context of {what}", error),
+            new_context(dockerfiles_dir(self.dockerfiles) / dockerfile) as ctx,
+        ):
+            yield ctx
 
     def name(self, repository: str, tag: str) -> str:
         prefix = f"{self.registry}/" if self.registry else ""
@@ -313,22 +333,23 @@ class ImageBuilder:
     # ------------------------------------------------------------------ cluster images
 
     def redis_image(self) -> str:
-        with self._context("redis.Dockerfile") as ctx:
+        what = "the Redis image"
+        with self._context("redis.Dockerfile", what) as ctx:
             args = {"BASE_IMAGE": self.base_image}
-            return self._ensure(ctx, "redis", args, "the Redis image", also=self._base_id())
+            return self._ensure(ctx, "redis", args, what, also=self._base_id())
 
     def model_container_image(self) -> str:
-        with self._context("model-container.Dockerfile") as ctx:
+        what = "the model-container base image"
+        with self._context("model-container.Dockerfile", what) as ctx:
             copy_packages(ctx / "src", ["model_container"])
             copy_wheelhouse(ctx / "wheels", self.wheelhouse)
             reqs = pin_to_client(requirements())
             (ctx / "requirements.txt").write_text("\n".join(reqs) + "\n", encoding="utf-8")
             args = {"BASE_IMAGE": self.base_image, "PIP_ARGS": self.pip_args}
-            what = "the model-container base image"
             return self._ensure(ctx, "model-container", args, what, also=self._base_id())
 
     def frontend_image(self, model_container: str) -> str:
-        with self._context("frontend.Dockerfile") as ctx:
+        with self._context("frontend.Dockerfile", "the frontend image") as ctx:
             copy_packages(ctx / "src", ["query_frontend", "management_frontend"])
             reqs = requirements("frontend")
             (ctx / "requirements.txt").write_text("\n".join(reqs) + "\n", encoding="utf-8")
@@ -346,7 +367,7 @@ class ImageBuilder:
         pkgs: Sequence[str],
         labels: Mapping[str, str],
     ) -> str:
-        with self._context("model.Dockerfile") as ctx:
+        with self._context("model.Dockerfile", f"{name}:{version}", DeployError) as ctx:
             shutil.copytree(bundle_dir, ctx / "bundle")
             text = "".join(f"{p}\n" for p in pkgs)
             (ctx / "requirements.txt").write_text(text, encoding="utf-8")

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from admin.container_managers._net import check_port, connect_host, netloc
 from admin.container_managers.base import CRASH_LOOP_RESTARTS, EXIT_CONFIG, ReplicaState
+from admin.exceptions import ClusterNotRunningError, InvalidRequestError
 
 CLUSTER, ROLE = "schooner.cluster", "schooner.role"
 MODEL, VERSION, REPLICA_ID = "schooner.model", "schooner.version", "schooner.replica_id"
@@ -67,7 +68,7 @@ class ClusterSettings:
 
     def __post_init__(self) -> None:
         if self.network_mode not in (HOST_MODE, NETWORK_MODE):
-            raise ValueError(
+            raise InvalidRequestError(
                 f"network_mode={self.network_mode!r}: use None (a user-defined network, "
                 "the default) or 'host'"
             )
@@ -81,13 +82,20 @@ class ClusterSettings:
     def to_label(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
-    def adopt(self, label: str) -> ClusterSettings:
-        """These settings updated from a running cluster's ``schooner.settings`` label."""
-        doc = json.loads(label)
+    def adopt(self, label: str, source: str = "the query frontend") -> ClusterSettings:
+        """These settings updated from a running cluster's ``schooner.settings`` label
+        (read from the container ``source``); ``ClusterNotRunningError`` if it is damaged."""
+        try:
+            doc = json.loads(label)
+        except ValueError as exc:
+            raise _damaged(source, exc) from exc
         if not isinstance(doc, dict):
-            raise ValueError("the settings label is not a JSON object")
+            raise _damaged(source, "not a JSON object")
         known = {f.name for f in fields(self)}
-        return replace(self, **{k: v for k, v in doc.items() if k in known})
+        try:
+            return replace(self, **{k: v for k, v in doc.items() if k in known})
+        except (InvalidRequestError, TypeError) as exc:
+            raise _damaged(source, exc) from exc
 
     # ------------------------------------------------------------------ names
 
@@ -262,6 +270,13 @@ class ClusterSettings:
             "init": True,
             **self._network_kwargs(),
         }
+
+
+def _damaged(source: str, why: object) -> ClusterNotRunningError:
+    return ClusterNotRunningError(
+        f"the {SETTINGS} label of {source} is damaged ({why}): stop_all() and start() the "
+        "cluster again"
+    )
 
 
 def replica_index(replica: str) -> int:

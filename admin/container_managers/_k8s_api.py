@@ -31,17 +31,21 @@ _KINDS: Final = {
 
 
 def api_errors() -> tuple[type[Exception], ...]:
-    """What the client raises when the API server refuses or cannot be reached."""
+    """What the client raises when the API server refuses or cannot be reached: its
+    ``ApiException``, the ``urllib3`` and socket errors it lets through, and the
+    ``ConfigException`` of a credential plugin that fails when a token is refreshed."""
     from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
     from urllib3.exceptions import HTTPError
 
-    return (ApiException, HTTPError, OSError)
+    return (ApiException, HTTPError, OSError, ConfigException)
 
 
-def load_client(kube_context: str | None, kubeconfig: str | None) -> tuple[Any, Any]:
-    """``AppsV1Api`` and ``CoreV1Api`` of the cluster the kubeconfig (``KUBECONFIG``, or
-    ``~/.kube/config``; its ``kube_context``, else the current one) points at, or of the
-    cluster this process runs in when there is no kubeconfig."""
+def load_client(kube_context: str | None, kubeconfig: str | None) -> tuple[Any, Any, Any]:
+    """The ``ApiClient`` (its connection pool: ``close()`` it when done) and the
+    ``AppsV1Api`` and ``CoreV1Api`` over it, of the cluster the kubeconfig (``KUBECONFIG``,
+    or ``~/.kube/config``; its ``kube_context``, else the current one) points at, or of
+    the cluster this process runs in when there is no kubeconfig."""
     try:
         from kubernetes import client, config
         from kubernetes.config.config_exception import ConfigException
@@ -70,7 +74,7 @@ def load_client(kube_context: str | None, kubeconfig: str | None) -> tuple[Any, 
             "at your cluster's kubeconfig, pass kube_context= one of its contexts, or run "
             "inside a cluster"
         ) from exc
-    return client.AppsV1Api(api), client.CoreV1Api(api)
+    return api, client.AppsV1Api(api), client.CoreV1Api(api)
 
 
 def _reason(exc: Exception) -> str:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from admin.container_managers._net import check_port
+from admin.exceptions import InvalidRequestError
 
 if TYPE_CHECKING:
     from kubernetes.client import (
@@ -114,16 +115,20 @@ class KubeSettings:
 
     def __post_init__(self) -> None:
         if self.service_type not in SERVICE_TYPES:
-            raise ValueError(
+            raise InvalidRequestError(
                 f"service_type={self.service_type!r}: use one of {', '.join(SERVICE_TYPES)}"
             )
+        if isinstance(self.query_replicas, bool) or not isinstance(self.query_replicas, int):
+            raise InvalidRequestError(
+                f"query_replicas must be an integer >= 1, got {self.query_replicas!r}"
+            )
         if self.query_replicas < 1:
-            raise ValueError(f"query_replicas must be >= 1, got {self.query_replicas}")
+            raise InvalidRequestError(f"query_replicas must be >= 1, got {self.query_replicas}")
         for f in ("query_port", "management_port"):
             check_port(f, getattr(self, f))
         unknown = set(self.resources) - set(ROLES)
         if unknown:
-            raise ValueError(
+            raise InvalidRequestError(
                 f"resources for unknown role(s) {', '.join(sorted(unknown))}: "
                 f"use {', '.join(ROLES)}"
             )

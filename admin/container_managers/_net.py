@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable, Container, Mapping
 from typing import Final
 
+from admin._files import describe
 from admin._http import JSONClient
-from admin.exceptions import ContainerManagerError, SchoonerError
+from admin.exceptions import ContainerManagerError, InvalidRequestError, SchoonerError
 
 # Bind addresses that are no address to dial, and what a client on this host dials instead.
 _WILDCARDS: Final = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
@@ -24,20 +26,33 @@ def connect_host(host: str) -> str:
 
 
 def check_port(what: str, port: int) -> None:
-    """Raise ``ValueError`` unless ``port`` (the setting ``what``) is in 1..65535."""
+    """Raise ``InvalidRequestError`` unless ``port`` (the setting ``what``) is an integer
+    in 1..65535."""
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise InvalidRequestError(
+            f"{what}={port!r} is not a port number: use an integer in 1..65535"
+        )
     if not 0 < port < 65536:
-        raise ValueError(f"{what}={port} is out of range: use a port in 1..65535")
+        raise InvalidRequestError(f"{what}={port} is out of range: use a port in 1..65535")
 
 
 def port_free(host: str, port: int) -> bool:
+    """Whether ``port`` can be bound on ``host`` now; ``ContainerManagerError`` when the
+    answer is not "in use" but something else (an address that is not this machine's,
+    a port this user may not bind)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # As the servers themselves do, so a port in TIME_WAIT after a restart is free.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # As the servers themselves do, so a port in TIME_WAIT after a restart is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-        except OSError:
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
             return False
+        raise ContainerManagerError(
+            f"cannot bind port {port} on {host}: {describe(exc)}; pass host= an address of "
+            "this machine, and ports this user may bind"
+        ) from exc
     return True
 
 
@@ -56,9 +71,15 @@ def free_port(host: str, avoid: Container[int] = ()) -> int:
     """A port nothing listens on at ``host`` now (the kernel's pick), not in ``avoid``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     while True:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
+        except OSError as exc:
+            raise ContainerManagerError(
+                f"cannot pick a free port on {host}: {describe(exc)}; pass host= an address "
+                "of this machine (127.0.0.1 by default)"
+            ) from exc
         if port not in avoid:
             return port
 
@@ -67,13 +88,11 @@ def healthz_check(url: str) -> Callable[[], bool]:
     """A check that a frontend at ``url`` answers ``GET /healthz``."""
 
     def check() -> bool:
-        client = JSONClient(url, timeout=2.0)
-        try:
-            client.request("GET", "/healthz")
-        except SchoonerError:
-            return False
-        finally:
-            client.close()
+        with JSONClient(url, timeout=2.0) as client:
+            try:
+                client.request("GET", "/healthz")
+            except SchoonerError:
+                return False
         return True
 
     return check

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import psutil
 
+from admin._files import os_errors
 from admin._progress import wait_for
 from admin.exceptions import ContainerManagerError
 
@@ -93,10 +94,11 @@ def launch(
     The create time is 0.0 when the process has already exited, so that its record
     matches nothing.
     """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("a", encoding="utf-8") as log:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        log.write(f"\n===== {stamp} schooner started: {' '.join(argv)}\n")
+    with os_errors(f"write the log {log_path}"):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a", encoding="utf-8") as log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"\n===== {stamp} schooner started: {' '.join(argv)}\n")
     spec = json.dumps({"argv": list(argv), "log": str(log_path), "cwd": str(cwd)})
     try:
         done = subprocess.run(
@@ -133,7 +135,7 @@ def find(record: ProcessRecord) -> Any | None:
             return None
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-    except psutil.Error:
+    except (psutil.Error, ValueError):  # ValueError: a damaged record's pid (< 0)
         return None
     return proc
 
@@ -189,13 +191,15 @@ class RunDir:
         return self.path / f"{name}.json"
 
     def save(self, record: ProcessRecord) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self._file(record.name).with_suffix(".tmp")
-        tmp.write_text(json.dumps(record.to_json(), indent=2) + "\n", encoding="utf-8")
-        tmp.replace(self._file(record.name))
+        with os_errors(f"record {record.name} (pid {record.pid}) in {self.path}"):
+            self.path.mkdir(parents=True, exist_ok=True)
+            tmp = self._file(record.name).with_suffix(".tmp")
+            tmp.write_text(json.dumps(record.to_json(), indent=2) + "\n", encoding="utf-8")
+            tmp.replace(self._file(record.name))
 
     def remove(self, record: ProcessRecord) -> None:
-        self._file(record.name).unlink(missing_ok=True)
+        with os_errors(f"remove the record of {record.name} from {self.path}"):
+            self._file(record.name).unlink(missing_ok=True)
 
     def load(self, name: str) -> ProcessRecord | None:
         return self._read(self._file(name))

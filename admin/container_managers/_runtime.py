@@ -20,11 +20,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Final
 
-from packaging.markers import default_environment
+from packaging.markers import UndefinedComparison, UndefinedEnvironmentName, default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion
 
+from admin._files import os_errors
 from admin._progress import wait_for
 from admin.container_managers._processes import log_tail
 from admin.exceptions import DeployError
@@ -141,7 +142,8 @@ def unsatisfied(
 
     A requirement whose marker is false in ``environment`` does not apply. Anything
     this cannot judge -- a URL, extras (whose dependencies are not checked), a string
-    that is not a PEP 508 requirement -- counts as unsatisfied, and pip decides.
+    that is not a PEP 508 requirement, a marker that cannot be evaluated -- counts as
+    unsatisfied, and pip decides.
     """
     missing = []
     for text in requirements:
@@ -150,7 +152,12 @@ def unsatisfied(
         except InvalidRequirement:
             missing.append(text)
             continue
-        if req.marker is not None and not req.marker.evaluate(dict(environment or {})):
+        try:
+            applies = req.marker is None or req.marker.evaluate(dict(environment or {}))
+        except (UndefinedComparison, UndefinedEnvironmentName):  # e.g. python_version ~= "3"
+            missing.append(text)
+            continue
+        if not applies:
             continue
         if req.url or req.extras:
             missing.append(text)
@@ -175,18 +182,22 @@ def pip_install(
     on_progress: Callable[[float], None] | None = None,
 ) -> None:
     """``pip install --target`` the requirements; ``DeployError`` with pip's output tail."""
-    target.mkdir(parents=True, exist_ok=True)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [
         python_executable,
         *("-m", "pip", "install", "--disable-pip-version-check", "--no-input"),
         *("--target", str(target)),
         *requirements,
     ]
+    preparing = f"prepare {target} and {log_path} for pip"
+    with os_errors(preparing, DeployError):
+        target.mkdir(parents=True, exist_ok=True)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = log_path.open("w", encoding="utf-8")
     started = time.monotonic()
-    with log_path.open("w", encoding="utf-8") as log:
-        log.write(" ".join(argv) + "\n")
-        log.flush()
+    with log:
+        with os_errors(preparing, DeployError):
+            log.write(" ".join(argv) + "\n")
+            log.flush()
         try:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT

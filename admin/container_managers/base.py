@@ -5,6 +5,11 @@ records desired state through the management API first (Redis is the source of t
 and then asks the manager to enact it: start the cluster, build a model's artifact,
 run N replicas of a model version, stop them. ``Connection`` then waits for the
 replicas to connect, and uses ``replica_states`` to fail fast when one exits.
+
+A manager that talks to an engine or an API server (Docker, Kubernetes) opens its client
+on first use and closes it in ``close()``; every manager is a context manager that
+closes on exit, and ``Connection.close()`` closes its manager. Closing releases
+connections only: what runs keeps running, and the next call opens the client again.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import abc
 import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Final
+from types import TracebackType
+from typing import Final, Self
 
 from admin._progress import Reporter
 
@@ -59,6 +65,23 @@ class ContainerManager(abc.ABC):
     def __init__(self) -> None:
         # Progress lines of long steps; Connection installs the user's callback here.
         self.report = Reporter()
+
+    # ------------------------------------------------------------------ resources
+
+    def close(self) -> None:  # noqa: B027 (optional: a manager with no client has nothing to close)
+        """Close the clients this manager opened (none for local processes); what runs
+        keeps running. Idempotent; a later call opens them again."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ the cluster
 

@@ -20,7 +20,9 @@ get the default. A replica that cannot load its model (exit status 2 at every st
 reported with its log by ``replica_states``, which fails the deploy.
 
 The ``docker`` SDK is an optional dependency (``pip install 'schooner[docker]'``); it is
-imported when the manager first talks to the engine.
+imported when the manager first talks to the engine. The manager opens its SDK client
+then, and ``close()`` (or leaving ``with DockerContainerManager(...) as cm:``, or closing
+the ``Connection`` that holds it) closes it again; the containers keep running.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from admin._names import check_name
+from admin._files import os_errors
+from admin._names import check_name, check_num_replicas
 from admin._progress import wait_for
 from admin.container_managers import _docker_specs as specs
 from admin.container_managers._bundles import read_model_bundle, require_compatible
@@ -83,6 +86,9 @@ class DockerContainerManager(ContainerManager):
     makes builds install from it alone; ``dockerfiles`` replaces ``deploy/docker``.
     ``extra_container_kwargs`` are passed to every ``containers.run`` (resource limits,
     for example). ``build_timeout`` bounds the engine's silence during a build.
+
+    ``docker_client`` is an SDK client to use instead of one made from ``DOCKER_HOST``;
+    it stays the caller's: ``close()`` closes only a client this manager opened.
     """
 
     def __init__(
@@ -140,6 +146,7 @@ class DockerContainerManager(ContainerManager):
         self.build_timeout = build_timeout
         self.stop_timeout = stop_timeout
         self._docker = docker_client
+        self._owns_client = False  # whether self._docker was opened here (and closes here)
         self._engine: ClusterEngine | None = None
 
     def __repr__(self) -> str:
@@ -153,9 +160,19 @@ class DockerContainerManager(ContainerManager):
 
     @property
     def client(self) -> docker.DockerClient:
+        """The SDK client, connected to the engine on first use."""
         if self._docker is None:
             self._docker = connect_to_engine()
+            self._owns_client = True
         return self._docker
+
+    def close(self) -> None:
+        """Close the SDK client this manager opened (a ``docker_client`` given to it is
+        left open); the cluster keeps running, and the next call connects again."""
+        if self._owns_client and self._docker is not None:
+            self._docker.close()
+            self._docker, self._engine = None, None
+        self._owns_client = False
 
     @property
     def engine(self) -> ClusterEngine:
@@ -259,13 +276,7 @@ class DockerContainerManager(ContainerManager):
                 "apps, models and replicas come back from Redis"
             )
         label = frontends[QUERY].labels.get(specs.SETTINGS, "")
-        try:
-            self.settings = self.settings.adopt(label)
-        except (ValueError, TypeError) as exc:
-            raise ClusterNotRunningError(
-                f"the {specs.SETTINGS} label of {container_name(frontends[QUERY])} is damaged "
-                f"({exc}): stop_all() and start() the cluster again"
-            ) from exc
+        self.settings = self.settings.adopt(label, container_name(frontends[QUERY]))
 
     def stop_all(self) -> None:
         left = self.engine.remove(self.engine.containers())
@@ -286,15 +297,17 @@ class DockerContainerManager(ContainerManager):
 
     def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
         out_dir = Path(logging_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         written = []
-        for container in self.engine.containers():
-            path = out_dir / f"{container_name(container)}.log"
-            try:
-                path.write_bytes(container.logs(stdout=True, stderr=True))
-            except engine_errors() as exc:
-                path.write_text(f"cannot read the logs of {container_name(container)}: {exc}\n")
-            written.append(str(path))
+        with os_errors(f"write the logs into {out_dir}"):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for container in self.engine.containers():
+                path = out_dir / f"{container_name(container)}.log"
+                try:
+                    path.write_bytes(container.logs(stdout=True, stderr=True))
+                except engine_errors() as exc:
+                    name = container_name(container)
+                    path.write_text(f"cannot read the logs of {name}: {exc}\n")
+                written.append(str(path))
         return sorted(written)
 
     def metrics_urls(self) -> dict[str, str]:
@@ -335,8 +348,7 @@ class DockerContainerManager(ContainerManager):
     def set_num_replicas(
         self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
     ) -> None:
-        if num_replicas < 0:
-            raise ValueError(f"num_replicas must be >= 0, got {num_replicas}")
+        check_num_replicas(num_replicas)
         if num_replicas > 0:
             self.engine.require_image(artifact, f"{name}:{version}", pull=bool(self.registry))
         replicas = self.engine.replicas(name, version)

@@ -30,7 +30,10 @@ volume claim stays, so state survives ``stop_all()``; ``destroy()`` deletes it t
 
 The ``kubernetes`` client is an optional dependency (``pip install
 'schooner[kubernetes]'``), and building images needs the ``docker`` SDK and an engine;
-both are imported when first used.
+both are imported when first used. The clients the manager opens then (the API
+server's ``ApiClient``, the Docker SDK's client) are closed by ``close()`` (or by leaving
+``with KubernetesContainerManager(...) as cm:``, or by closing the ``Connection`` that
+holds it); the cluster keeps running.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from admin._names import check_name, check_version
+from admin._files import os_errors
+from admin._names import check_name, check_num_replicas, check_version
 from admin._progress import wait_for
 from admin.container_managers import _k8s_specs as specs
 from admin.container_managers import _k8s_status as readback
@@ -96,7 +100,9 @@ class KubernetesContainerManager(ContainerManager):
     ``{"replica": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {...}}}``.
     ``base_image``, ``wheelhouse``, ``build_network_mode`` and ``dockerfiles`` are the
     image-building options of ``DockerContainerManager``. ``apps_api`` / ``core_api``
-    replace the client's ``AppsV1Api`` / ``CoreV1Api`` (pre-configured clients, tests).
+    replace the client's ``AppsV1Api`` / ``CoreV1Api`` (pre-configured clients, tests),
+    and ``docker_client`` the Docker SDK client builds use; the clients given stay the
+    caller's: ``close()`` closes only those this manager opened.
     """
 
     def __init__(
@@ -163,7 +169,9 @@ class KubernetesContainerManager(ContainerManager):
         self.request_timeout = request_timeout
         self._overrides = {QUERY: query_addr, MANAGEMENT: management_addr}
         self._addresses: dict[str, str] = {}
+        self._given = (apps_api, core_api, docker_client)  # the caller's: never closed here
         self._apps, self._core = apps_api, core_api
+        self._api_client: Any = None  # the ApiClient this manager opened, if any
         self._api: KubeAPI | None = None
         self._docker = docker_client
         self._engine: ClusterEngine | None = None
@@ -185,9 +193,12 @@ class KubernetesContainerManager(ContainerManager):
 
     @property
     def api(self) -> KubeAPI:
+        """The API server's calls, through a client loaded from the kubeconfig on first
+        use (unless ``apps_api`` and ``core_api`` were given)."""
         if self._api is None:
             if self._apps is None or self._core is None:
-                apps, core = load_client(self.kube_context, self.kubeconfig)
+                api_client, apps, core = load_client(self.kube_context, self.kubeconfig)
+                self._api_client = api_client
                 self._apps = self._apps if self._apps is not None else apps
                 self._core = self._core if self._core is not None else core
             self._api = KubeAPI(self._apps, self._core, self.namespace, self.request_timeout)
@@ -198,6 +209,19 @@ class KubernetesContainerManager(ContainerManager):
         if self._docker is None:
             self._docker = connect_to_engine()
         return self._docker
+
+    def close(self) -> None:
+        """Close the clients this manager opened -- the API server's ``ApiClient`` and the
+        Docker SDK's client -- but none given to it; the cluster keeps running, and the
+        next call opens them again."""
+        given_apps, given_core, given_docker = self._given
+        if self._api_client is not None:
+            self._api_client.close()
+            self._api_client = None
+            self._apps, self._core, self._api = given_apps, given_core, None
+        if self._docker is not None and self._docker is not given_docker:
+            self._docker.close()
+            self._docker, self._engine = given_docker, None
 
     @property
     def engine(self) -> ClusterEngine:
@@ -373,12 +397,13 @@ class KubernetesContainerManager(ContainerManager):
 
     def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
         out_dir = Path(logging_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         written = []
-        for pod in self.api.find("Pod", self.settings.label_selector()):
-            path = out_dir / f"{readback.pod_name(pod)}.log"
-            path.write_text(self.api.pod_log(readback.pod_name(pod)) + "\n", encoding="utf-8")
-            written.append(str(path))
+        with os_errors(f"write the logs into {out_dir}"):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for pod in self.api.find("Pod", self.settings.label_selector()):
+                path = out_dir / f"{readback.pod_name(pod)}.log"
+                path.write_text(self.api.pod_log(readback.pod_name(pod)) + "\n", encoding="utf-8")
+                written.append(str(path))
         return sorted(written)
 
     def push_cluster_images(self) -> dict[str, str]:
@@ -502,8 +527,7 @@ class KubernetesContainerManager(ContainerManager):
     def set_num_replicas(
         self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
     ) -> None:
-        if num_replicas < 0:
-            raise ValueError(f"num_replicas must be >= 0, got {num_replicas}")
+        check_num_replicas(num_replicas)
         existing = self._model_deployments(name, version)
         if existing:
             for deployment in existing:

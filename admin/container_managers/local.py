@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from admin._files import os_errors
+from admin._names import check_num_replicas
 from admin._progress import wait_for
 from admin.container_managers import _processes as procs
 from admin.container_managers._bundles import read_model_bundle, require_compatible
@@ -172,9 +174,10 @@ class LocalContainerManager(ContainerManager):
             # beside the replicas start() relaunches.
             self._stop_roles((REPLICA,))
             self._check_ports_free()
-            for sub in ("redis", "logs", "run", "models"):
-                (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
-            self._write_cluster_file()
+            with os_errors(f"prepare the data directory {self.data_dir}"):
+                for sub in ("redis", "logs", "run", "models"):
+                    (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+                self._write_cluster_file()
             try:
                 self._start_components()
             except BaseException:
@@ -244,7 +247,8 @@ class LocalContainerManager(ContainerManager):
             return
         with self._locked():
             left = self._stop_roles(_STOP_ORDER)
-            self._cluster_file.unlink(missing_ok=True)
+            with os_errors(f"remove {self._cluster_file}"):
+                self._cluster_file.unlink(missing_ok=True)
         if left:
             raise ContainerManagerError(
                 "could not stop "
@@ -277,11 +281,12 @@ class LocalContainerManager(ContainerManager):
 
     def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
         out_dir = Path(logging_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         copied = []
-        for log in sorted((self.data_dir / "logs").glob("*.log")):
-            shutil.copyfile(log, out_dir / log.name)
-            copied.append(str(out_dir / log.name))
+        with os_errors(f"copy the logs of {self.data_dir} into {out_dir}"):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for log in sorted((self.data_dir / "logs").glob("*.log")):
+                shutil.copyfile(log, out_dir / log.name)
+                copied.append(str(out_dir / log.name))
         return copied
 
     # ------------------------------------------------------------------ models
@@ -329,8 +334,7 @@ class LocalContainerManager(ContainerManager):
     def set_num_replicas(
         self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
     ) -> None:
-        if num_replicas < 0:
-            raise ValueError(f"num_replicas must be >= 0, got {num_replicas}")
+        check_num_replicas(num_replicas)
         with self._locked():
             live = []
             for record in self._replica_records(name, version):
@@ -568,8 +572,10 @@ class LocalContainerManager(ContainerManager):
     @contextlib.contextmanager
     def _locked(self, timeout: float = 180.0) -> Iterator[None]:
         """Hold the data dir's lock: one command at a time changes its processes."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.data_dir / ".lock", "w", encoding="utf-8") as lock_file:
+        with os_errors(f"use the data directory {self.data_dir}"):
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            lock_file = open(self.data_dir / ".lock", "w", encoding="utf-8")  # noqa: SIM115
+        with lock_file:
 
             def acquired() -> bool:
                 try:
@@ -578,7 +584,9 @@ class LocalContainerManager(ContainerManager):
                     return False
                 return True
 
-            if not wait_for(acquired, timeout=timeout):
+            with os_errors(f"lock the data directory {self.data_dir}"):
+                got = wait_for(acquired, timeout=timeout)
+            if not got:
                 raise ContainerManagerError(
                     f"another Schooner command has held {self.data_dir} for {timeout:g} s; "
                     "wait for it to finish, or stop it"

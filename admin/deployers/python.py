@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from admin._connection import Connection
+from admin._files import os_errors
 from admin._names import check_input_type
-from admin.exceptions import DeployError
+from admin.exceptions import DeployError, InvalidRequestError
 
 
 def deploy_python_closure(
@@ -41,10 +43,11 @@ def deploy_python_closure(
     from model_container.bundle import BundleError, write_closure_bundle
 
     input_type = check_input_type(input_type)
-    with tempfile.TemporaryDirectory(prefix="schooner-bundle-") as tmp:
-        bundle = Path(tmp) / "bundle"
+    pkgs = _requirements(pkgs_to_install)
+    with _bundle_dir(name, version) as bundle:
         try:
-            write_closure_bundle(bundle, func, input_type, pkgs_to_install or ())
+            with os_errors(f"write the bundle of {name}:{version} to {bundle}", DeployError):
+                write_closure_bundle(bundle, func, input_type, pkgs)
         except BundleError as exc:
             raise DeployError(
                 f"cannot deploy {name}:{version}: {exc}. Make sure the function and what it "
@@ -61,3 +64,26 @@ def deploy_python_closure(
             batch_mode=batch_mode,
             batch_wait_micros=batch_wait_micros,
         )
+
+
+def _requirements(pkgs_to_install: Sequence[str] | None) -> list[str]:
+    """``pkgs_to_install`` as a list of requirement strings, or say what to pass."""
+    if pkgs_to_install is None:
+        return []
+    if isinstance(pkgs_to_install, Iterable) and not isinstance(pkgs_to_install, str | bytes):
+        pkgs = list(pkgs_to_install)
+        if all(isinstance(p, str) for p in pkgs):
+            return pkgs
+    raise InvalidRequestError(
+        "pkgs_to_install must be a list of pip requirement strings, e.g. "
+        f"['scikit-learn', 'pandas>=2'], got {pkgs_to_install!r}"
+    )
+
+
+@contextmanager
+def _bundle_dir(name: str, version: str) -> Iterator[Path]:
+    """A temporary directory to write the bundle in, removed afterwards."""
+    with os_errors(f"make a temporary directory for the bundle of {name}:{version}", DeployError):
+        tmp = tempfile.TemporaryDirectory(prefix="schooner-bundle-", ignore_cleanup_errors=True)
+    with tmp as root:
+        yield Path(root) / "bundle"

@@ -7,6 +7,7 @@ from typing import Any
 
 from admin._connection import Connection
 from admin.deployers.python import deploy_python_closure
+from admin.exceptions import InvalidRequestError
 
 
 def deploy_sklearn_model(
@@ -30,10 +31,17 @@ def deploy_sklearn_model(
     """
     predict = getattr(model, "predict", None)
     if not callable(predict):
-        raise TypeError(f"{type(model).__name__} has no predict method: pass a fitted estimator")
+        raise InvalidRequestError(
+            f"{type(model).__name__} has no predict method: pass a fitted estimator"
+        )
     if pkgs_to_install is None:
-        import sklearn
-
+        try:
+            import sklearn
+        except ImportError:
+            raise InvalidRequestError(
+                "scikit-learn is not installed here, so the version the replicas need "
+                "cannot be pinned: pass pkgs_to_install=['scikit-learn==X.Y'] (or [])"
+            ) from None
         pkgs_to_install = [f"scikit-learn=={sklearn.__version__}"]
 
     def predict_batch(inputs: Any) -> list[Any]:

@@ -86,6 +86,12 @@ class FakeConnection:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
+    def __enter__(self) -> FakeConnection:  # the commands use their connection in `with`
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
     def set_selection_policy(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         self.calls.append(("set_selection_policy", args, kwargs))
         params = {k: v for k, v in kwargs.items() if k != "reset_state"}

@@ -91,7 +91,7 @@ def test_addresses() -> None:
 
 
 def test_bad_port_is_refused_at_construction() -> None:
-    with pytest.raises(ValueError, match="query_port=0"):
+    with pytest.raises(InvalidRequestError, match="query_port=0"):
         LocalContainerManager(query_port=0)
 
 

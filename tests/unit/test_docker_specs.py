@@ -12,7 +12,12 @@ from typing import Any
 
 import pytest
 
-from admin import ContainerManagerError, DockerContainerManager, InvalidRequestError
+from admin import (
+    ClusterNotRunningError,
+    ContainerManagerError,
+    DockerContainerManager,
+    InvalidRequestError,
+)
 from admin.container_managers import _docker_specs as specs
 from admin.container_managers._docker_specs import ClusterSettings
 from admin.container_managers.base import new_replica_ids, replica_id
@@ -159,14 +164,14 @@ def test_frontends_carry_the_settings_that_connect_adopts() -> None:
     blank = ClusterSettings("ci")
     assert blank.adopt(label) == s
     assert blank.adopt('{"query_port": 5, "unknown": 1}').query_port == 5
-    with pytest.raises(ValueError):
+    with pytest.raises(ClusterNotRunningError, match="not a JSON object"):
         blank.adopt("[]")
 
 
 def test_bad_settings_are_refused_with_the_fix() -> None:
-    with pytest.raises(ValueError, match="'host'"):
+    with pytest.raises(InvalidRequestError, match="'host'"):
         ClusterSettings("c", network_mode="bridge")
-    with pytest.raises(ValueError, match="query_port"):
+    with pytest.raises(InvalidRequestError, match="query_port"):
         ClusterSettings("c", query_port=70000)
     with pytest.raises(InvalidRequestError, match="cluster name"):
         DockerContainerManager("Not_A_Name")

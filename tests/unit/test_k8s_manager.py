@@ -40,6 +40,7 @@ from admin import (
     Connection,
     ContainerManagerError,
     DeployError,
+    InvalidRequestError,
     KubernetesContainerManager,
     ModelStartError,
 )
@@ -327,7 +328,7 @@ def test_scaling_patches_the_replica_count_and_nothing_else(
     server.calls.clear()
     started.set_num_replicas("iris", "9", "doubles", IRIS_1, 0)
     assert server.mutations() == []
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(InvalidRequestError, match=">= 0"):
         started.set_num_replicas("iris", "1", "doubles", IRIS_1, -1)
 
 

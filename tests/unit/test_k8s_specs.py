@@ -29,6 +29,7 @@ from kubernetes.client import (
     V1ServiceStatus,
 )
 
+from admin import InvalidRequestError
 from admin.container_managers import _k8s_specs as specs
 from admin.container_managers import _k8s_status as readback
 from admin.container_managers._k8s_specs import KubeSettings, dns_label, to_json
@@ -272,7 +273,7 @@ def test_other_names_become_valid_and_stay_distinct() -> None:
     ],
 )
 def test_bad_settings_say_what_is_allowed(kw: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidRequestError, match=message):
         settings(**kw)
 
 
