@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from fake_kube_apiserver import FakeKubeAPIServer
+from ports import free_port
 
 from admin import DeployError, KubernetesContainerManager
 from model_container.bundle import write_closure_bundle
@@ -41,12 +41,6 @@ storage:
 http:
   addr: 127.0.0.1:{port}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

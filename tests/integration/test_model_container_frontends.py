@@ -25,8 +25,9 @@ import numpy as np
 import orjson
 import pytest
 import zmq
-from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, free_port, serving_in_a_thread
+from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, serving_in_a_thread
 from polling import eventually
+from ports import free_port
 
 from model_container import ContainerConfig, ModelContainer, write_closure_bundle
 from model_container.connection import LinkEvent
@@ -248,7 +249,7 @@ def test_events_of_a_replaced_connection_are_not_applied_to_its_successor(
         "summer", "1", InputType.DOUBLES, "summer-0", 0, 0.05, 0.05, 0.2
     )
     metrics = ContainerMetrics("summer", "1", "doubles", "summer-0", process_metrics=False)
-    address = f"tcp://127.0.0.1:{free_port(('127.0.0.1',))}"  # nobody listens
+    address = f"tcp://127.0.0.1:{free_port()}"  # nobody listens
     now = time.monotonic()
     session = FrontendSession(address, settings, metrics, context, poller, now)
     try:
@@ -299,7 +300,7 @@ class Names:
 
 
 def test_discovery_follows_the_name(frontends: MakeFrontend) -> None:
-    port = free_port(("127.0.0.1", "127.0.0.2"))
+    port = free_port("127.0.0.1", "127.0.0.2")
     a, b = frontends("127.0.0.1", port), frontends("127.0.0.2", port)
     names = Names("127.0.0.1")
     config = ContainerConfig(

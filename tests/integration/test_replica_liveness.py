@@ -1,7 +1,7 @@
 """Replicas that stop answering, against the real RPC server and real model containers.
 
 The query frontend's RPC server and dispatcher run in the test's event loop on a real
-ZeroMQ ROUTER (an unusual 29xxx port); every replica is a real ``python -m
+ZeroMQ ROUTER (on a ``ports.free_port``); every replica is a real ``python -m
 model_container`` process. A replica is killed (SIGKILL), stopped (SIGSTOP) or stuck in
 its model, and the tests check what happens to it and to the queries it held: why it
 left rotation, that it comes back when it should, and that every query is answered
@@ -15,7 +15,6 @@ import asyncio
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import pytest_asyncio
 import uvloop
 import zmq
 import zmq.asyncio
+from ports import free_port
 
 from model_container import protocol, write_closure_bundle
 from model_container.protocol import Heartbeat, InputType
@@ -67,18 +67,6 @@ def make_model() -> Callable[[Any], Any]:
     return model
 
 
-def rpc_port() -> int:
-    """A free port in the 29xxx range."""
-    for port in range(29300, 29999):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 29300-29999")
-
-
 class Frontend:
     """The RPC server and dispatcher of a query frontend, plus replicas to start."""
 
@@ -86,7 +74,7 @@ class Frontend:
         self.ctx = zmq.asyncio.Context()
         self.dispatcher = Dispatcher(default_max_batch=8, max_queue=10_000)
         self.dispatcher.configure(KEY, InputType.DOUBLES, 8, 30.0)  # fixed batches of <= 8
-        self.address = f"tcp://127.0.0.1:{rpc_port()}"
+        self.address = f"tcp://127.0.0.1:{free_port()}"
         self.rpc = RpcServer(self.ctx, self.address, self.dispatcher, heartbeat_ms)
         self.tmp_path = tmp_path
         self.bundle = tmp_path / "bundle"

@@ -2,7 +2,7 @@
 
 Real Redis (the session's redis-server), a real ``python -m management_frontend`` that
 registers the app, model and link, two real ``python -m query_frontend`` processes on
-33xxx ports, and one ``python -m model_container`` started with both RPC addresses.
+free ports, and one ``python -m model_container`` started with both RPC addresses.
 Each frontend must answer predictions from the one replica. Waits poll a condition
 with a deadline; nothing asserts how long anything took.
 """
@@ -10,7 +10,6 @@ with a deadline; nothing asserts how long anything took.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from ports import free_port
 
 from model_container import write_closure_bundle
 from model_container.protocol import InputType
@@ -28,22 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_S = 60.0
-_taken: set[int] = set()
-
-
-def port() -> int:
-    """A free 33xxx port not handed out before in this session."""
-    for candidate in range(33400, 33999):
-        if candidate in _taken:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-        _taken.add(candidate)
-        return candidate
-    raise RuntimeError("no free port in 33400-33999")
 
 
 def make_model() -> Callable[[Any], Any]:
@@ -99,12 +83,12 @@ def start_control_and_two_frontends(
 ) -> tuple[str, list[tuple[str, str]]]:
     """A management frontend and two query frontends: the management URL, and each query
     frontend's (HTTP URL, RPC address)."""
-    mgmt_port = port()
+    mgmt_port = free_port()
     spawn("management", "-m", "management_frontend", "--redis-url", redis_url,
           "--host", "127.0.0.1", "--port", str(mgmt_port))  # fmt: skip
     frontends = []
     for i in range(2):
-        http_port, rpc_port = port(), port()
+        http_port, rpc_port = free_port(), free_port()
         spawn(f"query-frontend-{i}", "-m", "query_frontend", "--redis-url", redis_url,
               "--host", "127.0.0.1", "--port", str(http_port), "--rpc-host", "127.0.0.1",
               "--rpc-port", str(rpc_port), "--frontend-id", f"qf-{i}")  # fmt: skip

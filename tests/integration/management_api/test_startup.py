@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
+from ports import free_port
 
 import management_frontend
 from management_frontend import Config
@@ -31,12 +31,6 @@ from management_frontend.store import Store
 from .helpers import APP, DEADLINE_S, KEYS, MODEL, error, ok, poll, serve
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------------- schema, prefix
