@@ -11,6 +11,7 @@ never touches another's containers.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -207,14 +208,17 @@ def test_scale_to_two_replicas_and_back(conn: Connection, docker_client: Any) ->
     conn.set_num_replicas("whoami", 2)
     assert mine() == ["whoami-1-r0", "whoami-1-r1"]
     seen: set[str] = set()
+    waves = itertools.count(0, 64)
     with ThreadPoolExecutor(8) as pool:
-        deadline = time.monotonic() + 60
-        start = 0
-        while len(seen) < 2 and time.monotonic() < deadline:
+
+        def both_answered() -> bool:
+            start = next(waves)
             seen.update(
                 pool.map(lambda i: output_of(conn, "scaled", [float(i)]), range(start, start + 64))
             )
-            start += 64
+            return len(seen) == 2
+
+        eventually(both_answered, what="both replicas answered")
     assert seen == {"whoami-1-r0", "whoami-1-r1"}
 
     conn.set_num_replicas("whoami", 1)

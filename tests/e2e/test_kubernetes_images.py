@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from fake_kube_apiserver import FakeKubeAPIServer
+from polling import eventually
 from ports import free_port
 
 from admin import DeployError, KubernetesContainerManager
@@ -59,16 +59,18 @@ def registry(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> It
     log = (root / "registry.log").open("wb")
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the registry did not start: {(root / 'registry.log').read_text()}")
-            time.sleep(0.1)
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"the registry exited: {(root / 'registry.log').read_text()}")
+            return httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 200
+
+        eventually(
+            up,
+            lambda: f"the registry to start: {(root / 'registry.log').read_text()}",
+            30,
+            ignoring=(httpx.HTTPError,),
+        )
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()

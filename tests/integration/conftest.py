@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import pytest
 import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
+from polling import eventually
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -81,26 +81,24 @@ class RedisServer:
             "--logfile",
             str(self.log_file),
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + START_TIMEOUT_S
+        proc = self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited early: {self._diagnostics()}")
+            return bool(client.ping())
+
         try:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited early: {self._diagnostics()}")
-                try:
-                    if client.ping():
-                        return self
-                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"redis-server did not answer PING in {START_TIMEOUT_S} s: "
-                        + self._diagnostics()
-                    )
-                time.sleep(0.02)
+            eventually(
+                answers,
+                lambda: f"redis-server to answer PING: {self._diagnostics()}",
+                START_TIMEOUT_S,
+                ignoring=(redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError),
+            )
         finally:
             client.close()
+        return self
 
     def _diagnostics(self) -> str:
         log = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""

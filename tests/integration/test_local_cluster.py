@@ -8,6 +8,7 @@ the restart test starts its own.
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -148,13 +149,15 @@ def test_two_replicas_both_receive_work(conn: Connection) -> None:
         return int(output_of(conn, "pids", [float(i)]))  # distinct inputs: no cache hits
 
     seen: set[int] = set()
+    waves = itertools.count(0, 64)
     with ThreadPoolExecutor(8) as pool:
-        deadline = time.monotonic() + 30
-        start = 0
-        while len(seen) < 2 and time.monotonic() < deadline:
+
+        def both_answered() -> bool:
+            start = next(waves)
             seen.update(pool.map(one, range(start, start + 64)))
-            start += 64
-    assert len(seen) == 2, f"only replica pids {seen} answered"
+            return len(seen) == 2
+
+        eventually(both_answered, lambda: f"only replica pids {seen} answered", 30)
 
 
 def test_a_models_batching_settings_reach_the_query_frontend(conn: Connection) -> None:

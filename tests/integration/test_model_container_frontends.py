@@ -181,15 +181,32 @@ def test_batches_of_two_frontends_share_the_model(
 # ------------------------------------------------------------- one session, step by step
 
 
-def run_session_until(session: FrontendSession, poller: zmq.Poller, frontend: FakeFrontend) -> None:
-    """Turn the session's loop (as the server does) until ``frontend`` has a message."""
-    deadline = time.monotonic() + STARTUP_S
-    while not frontend.socket.poll(0):
-        assert time.monotonic() < deadline, f"nothing reached {frontend.address}"
+def turn_session_until(
+    session: FrontendSession,
+    poller: zmq.Poller,
+    done: Callable[[], bool],
+    what: str,
+    timeout: float,
+) -> None:
+    """Turn the session's loop (as the server does: wait up to 10 ms for its sockets, then
+    handle what is ready and what is due) until ``done``."""
+
+    def turned() -> bool:
+        if done():
+            return True
         ready = dict(poller.poll(10))
         now = time.monotonic()
         session.on_ready(ready, now)
         session.on_timers(now)
+        return False
+
+    eventually(turned, what, timeout, interval=0)
+
+
+def run_session_until(session: FrontendSession, poller: zmq.Poller, frontend: FakeFrontend) -> None:
+    """Turn the session's loop until ``frontend`` has a message."""
+    what = f"something to reach {frontend.address}"
+    turn_session_until(session, poller, lambda: bool(frontend.socket.poll(0)), what, STARTUP_S)
 
 
 def test_a_welcome_left_by_a_dropped_connection_does_not_register_the_replica(
@@ -225,12 +242,13 @@ def test_a_welcome_left_by_a_dropped_connection_does_not_register_the_replica(
         new_identity, hello = restarted.expect(Hello, ignore=())  # a HELLO, not a heartbeat
         assert hello.replica_id == "summer-0"
         restarted.send(new_identity, Welcome(100))
-        deadline = time.monotonic() + REPLY_S
-        while not session.registered:
-            assert time.monotonic() < deadline, "the restarted frontend's WELCOME was lost"
-            now = time.monotonic()
-            session.on_ready(dict(poller.poll(10)), now)
-            session.on_timers(now)
+        turn_session_until(
+            session,
+            poller,
+            lambda: session.registered,
+            "registered with the restarted one",
+            REPLY_S,
+        )
     finally:
         session.leave("test over", linger_ms=0)
         context.term()

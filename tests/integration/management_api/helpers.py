@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 import uvicorn
+from polling import eventually_async
 
 from management_frontend import Config, create_app
 from management_frontend.state.keys import Keys
@@ -23,17 +23,7 @@ from management_frontend.state.policy import RECORDED, ArmFeedback
 from query_frontend.learned_store import LearnedStateStore
 
 DEADLINE_S = 15.0
-
-
 KEYS = Keys()
-
-
-async def poll(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {DEADLINE_S} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @asynccontextmanager
@@ -55,7 +45,7 @@ async def serve(config: Config) -> AsyncIterator[httpx.AsyncClient]:
                 raise AssertionError("the management frontend failed to start")
             return server.started
 
-        await poll(started, "uvicorn to start")
+        await eventually_async(started, "uvicorn to start", DEADLINE_S)
         port = sock.getsockname()[1]
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             yield client
@@ -125,9 +115,9 @@ async def learned_keys(r: aioredis.Redis, app: str = "app1") -> list[str]:
 
 async def settled_keys(r: aioredis.Redis, want: int, app: str = "app1") -> list[str]:
     """The learned keys once old epochs are deleted (in the background) down to ``want``."""
-    for _ in range(250):
-        found = await learned_keys(r, app)
-        if len(found) <= want:
-            return found
-        await asyncio.sleep(0.02)
+
+    async def settled() -> bool:
+        return len(await learned_keys(r, app)) <= want
+
+    await eventually_async(settled, f"{app}'s learned keys down to {want}", DEADLINE_S)
     return await learned_keys(r, app)

@@ -9,10 +9,11 @@ import asyncio
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from polling import eventually_async
 
 from query_frontend.feed import read_snapshot
 
-from .helpers import APP, KEYS, MODEL, error, ok, poll
+from .helpers import APP, DEADLINE_S, KEYS, MODEL, error, ok
 
 
 async def test_cache_is_enabled_unless_registered_off(
@@ -110,13 +111,17 @@ async def test_query_frontend_routing_follows_a_cache_toggle_without_restart(
         return route is not None and route.app.cache_enabled is enabled
 
     try:
-        await poll(lambda: cache_is(True), "the routing table to load app1")
+        await eventually_async(lambda: cache_is(True), "the routing table to load app1", DEADLINE_S)
         await ok(api.put("/admin/apps/app1/cache", json={"cache_enabled": False}))
-        await poll(lambda: cache_is(False), "the routing table to see the cache turned off")
+        await eventually_async(
+            lambda: cache_is(False), "the routing table to see the cache turned off", DEADLINE_S
+        )
         route = table.routes["app1"]
         assert route.model_key == ("m1", "1")
         await ok(api.put("/admin/apps/app1/cache", json={"cache_enabled": True}))
-        await poll(lambda: cache_is(True), "the routing table to see the cache turned on")
+        await eventually_async(
+            lambda: cache_is(True), "the routing table to see the cache turned on", DEADLINE_S
+        )
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

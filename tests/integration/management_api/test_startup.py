@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
+from polling import eventually, eventually_async
 from ports import free_port
 
 import management_frontend
@@ -28,7 +28,7 @@ from management_frontend.reads import read_schema_version
 from management_frontend.state.keys import SCHEMA_VERSION, Keys
 from management_frontend.store import Store
 
-from .helpers import APP, DEADLINE_S, KEYS, MODEL, error, ok, poll, serve
+from .helpers import APP, DEADLINE_S, KEYS, MODEL, error, ok, serve
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -81,7 +81,7 @@ async def test_state_survives_a_redis_restart(
         async def healthy() -> bool:
             return (await api.get("/healthz")).status_code == 200
 
-        await poll(healthy, "the frontend to reach the restarted Redis")
+        await eventually_async(healthy, "the frontend to reach the restarted Redis", DEADLINE_S)
         assert [await ok(api.get(p)) for p in ("/admin/apps", "/admin/models/m1")] == before
 
     # A frontend started afresh reads the same state, feed included.
@@ -129,16 +129,17 @@ def test_entry_point_serves_and_shuts_down_gracefully(redis_url: str, tmp_path: 
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
+
+        def healthy() -> bool:
             assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+
+        eventually(
+            healthy,
+            lambda: f"the entry point to serve /healthz; its log:\n{log.read_text()}",
+            DEADLINE_S,
+            ignoring=(httpx.TransportError,),
+        )
         r = httpx.post(f"{base}/admin/apps", json=APP, timeout=5)
         assert r.status_code == 201, r.text
         client = redis.Redis.from_url(redis_url, decode_responses=True)
