@@ -488,7 +488,8 @@ def test_killing_a_replica_under_load_loses_no_query(conn: Connection) -> None:
 
     with ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(one, i) for i in range(600)]
-        time.sleep(0.3)  # let the load build up, then kill one replica mid-stream
+        # Let the load build up, then kill one replica mid-stream.
+        eventually(futures[100].done, what="the first queries answered")
         psutil.Process(victim["pid"]).kill()
         answers = [f.result(timeout=30) for f in futures]
     assert all(code == 200 for code, _ in answers)
