@@ -33,10 +33,12 @@ async def test_every_change_appends_exactly_one_feed_entry(
     task = asyncio.create_task(follow())
     last = start
 
-    async def expect(request: Awaitable[httpx.Response], fields: dict[str, str] | None) -> None:
+    async def expect(
+        request: Awaitable[httpx.Response], status: int, fields: dict[str, str] | None
+    ) -> None:
         nonlocal last
         r = await request
-        assert r.status_code < 500, r.text
+        assert r.status_code == status, r.text
         entries = await feed_after(async_redis, last)
         if fields is None:
             assert entries == [], f"{r.request.method} {r.request.url} published {entries}"
@@ -49,41 +51,47 @@ async def test_every_change_appends_exactly_one_feed_entry(
         last = entry_id
 
     try:
-        await expect(api.post("/admin/apps", json=APP), {"kind": "app", "op": "add", "app": "app1"})
+        await expect(
+            api.post("/admin/apps", json=APP), 201, {"kind": "app", "op": "add", "app": "app1"}
+        )
         model_add = {"kind": "model", "op": "add", "model": "m1", "version": "1"}
-        await expect(api.post("/admin/models", json=MODEL), model_add)
+        await expect(api.post("/admin/models", json=MODEL), 201, model_add)
         link = {"kind": "links", "op": "link", "app": "app1", "model": "m1"}
-        await expect(api.post("/admin/apps/app1/links", json={"model_name": "m1"}), link)
+        await expect(api.post("/admin/apps/app1/links", json={"model_name": "m1"}), 200, link)
         v2 = {**MODEL, "version": "2", "set_current": False}
-        await expect(api.post("/admin/models", json=v2), {**model_add, "version": "2"})
+        await expect(api.post("/admin/models", json=v2), 201, {**model_add, "version": "2"})
         current = {"kind": "model", "op": "set_current", "model": "m1", "version": "2"}
-        await expect(api.put("/admin/models/m1/current_version", json={"version": "2"}), current)
+        await expect(
+            api.put("/admin/models/m1/current_version", json={"version": "2"}), 200, current
+        )
         replicas = {"kind": "replicas", "op": "set_replicas", "model": "m1", "version": "2"}
         put_replicas = api.put("/admin/models/m1/versions/2/replicas", json={"num_replicas": 2})
-        await expect(put_replicas, replicas)
+        await expect(put_replicas, 200, replicas)
         cache_off = {"kind": "app", "op": "set_cache", "app": "app1"}
-        await expect(api.put("/admin/apps/app1/cache", json={"cache_enabled": False}), cache_off)
+        await expect(
+            api.put("/admin/apps/app1/cache", json={"cache_enabled": False}), 200, cache_off
+        )
 
         # Failures and no-ops publish nothing.
-        await expect(api.put("/admin/apps/app1/cache", json={"cache_enabled": False}), None)
-        await expect(api.put("/admin/apps/app1/cache", json={"cache_enabled": "no"}), None)
-        await expect(api.post("/admin/apps", json=APP), None)
-        await expect(api.post("/admin/apps/app1/links", json={"model_name": "m1"}), None)
-        await expect(api.put("/admin/models/m1/current_version", json={"version": "2"}), None)
+        await expect(api.put("/admin/apps/app1/cache", json={"cache_enabled": False}), 200, None)
+        await expect(api.put("/admin/apps/app1/cache", json={"cache_enabled": "no"}), 400, None)
+        await expect(api.post("/admin/apps", json=APP), 409, None)
+        await expect(api.post("/admin/apps/app1/links", json={"model_name": "m1"}), 200, None)
+        await expect(api.put("/admin/models/m1/current_version", json={"version": "2"}), 200, None)
         same = api.put("/admin/models/m1/versions/2/replicas", json={"num_replicas": 2})
-        await expect(same, None)
-        await expect(api.delete("/admin/models/m1"), None)
-        await expect(api.post("/admin/apps", json={**APP, "slo_micros": 0}), None)
+        await expect(same, 200, None)
+        await expect(api.delete("/admin/models/m1"), 409, None)
+        await expect(api.post("/admin/apps", json={**APP, "slo_micros": 0}), 400, None)
 
         unlink = {"kind": "links", "op": "delete", "app": "app1", "model": "m1"}
-        await expect(api.delete("/admin/apps/app1/links/m1"), unlink)
+        await expect(api.delete("/admin/apps/app1/links/m1"), 204, unlink)
         drop_v1 = {"kind": "model", "op": "delete", "model": "m1", "version": "1"}
-        await expect(api.delete("/admin/models/m1/versions/1"), drop_v1)
+        await expect(api.delete("/admin/models/m1/versions/1"), 204, drop_v1)
         await expect(
-            api.delete("/admin/models/m1"), {"kind": "model", "op": "delete", "model": "m1"}
+            api.delete("/admin/models/m1"), 204, {"kind": "model", "op": "delete", "model": "m1"}
         )
         drop_app = {"kind": "app", "op": "delete", "app": "app1"}
-        await expect(api.delete("/admin/apps/app1"), drop_app)
+        await expect(api.delete("/admin/apps/app1"), 204, drop_app)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -119,7 +127,8 @@ async def test_policy_changes_append_one_feed_entry_each(
     async def published(request: Awaitable[httpx.Response]) -> list[dict[str, str]]:
         nonlocal last
         r = await request
-        assert r.status_code < 300, r.text
+        # Every request here succeeds: a DELETE with 204 No Content, the rest with 200.
+        assert r.status_code == (204 if r.request.method == "DELETE" else 200), r.text
         entries = await feed_after(async_redis, last)
         if entries:
             last = entries[-1][0]

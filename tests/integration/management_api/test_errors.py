@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Awaitable
 
 import httpx
 
+from management_frontend.http_errors import MAX_BODY_BYTES
+
 from .helpers import APP, MODEL, error, ok
 
 # ---------------------------------------------------------------------- 400
@@ -66,16 +68,20 @@ async def test_bad_query_parameters_are_400(api: httpx.AsyncClient) -> None:
 
 async def test_oversize_body_is_413(api: httpx.AsyncClient) -> None:
     big = json.dumps({**APP, "default_output": "x" * 2_000_000}).encode()
+    too_large = f"the request body is over {MAX_BODY_BYTES} bytes: send a smaller one"
     headers = {"content-type": "application/json"}
     message = await error(api.post("/admin/apps", content=big, headers=headers), 413, "too_large")
-    assert "bytes" in message
+    assert message == too_large
 
     async def chunks() -> AsyncIterator[bytes]:
         for i in range(0, len(big), 65536):
             yield big[i : i + 65536]
 
     # No Content-Length: the body is counted as it streams in.
-    await error(api.post("/admin/apps", content=chunks(), headers=headers), 413, "too_large")
+    chunked = await error(
+        api.post("/admin/apps", content=chunks(), headers=headers), 413, "too_large"
+    )
+    assert chunked == too_large
     assert await ok(api.get("/admin/apps")) == []
 
 
