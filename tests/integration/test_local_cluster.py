@@ -65,6 +65,10 @@ def test_notebook_flow_serves_an_sklearn_model(conn: Connection) -> None:
 
     x, y = make_classification(n_samples=300, n_features=10, random_state=0)
     model = LogisticRegression().fit(x, y)
+    # The cluster serves the whole module: what this test adds is compared with what
+    # the other tests left, so that it holds whichever of them ran first.
+    apps_before = {a["name"] for a in conn.get_all_apps(verbose=True)}
+    models_before = set(conn.get_all_models())
 
     conn.register_application(
         name="pipeline", input_type="doubles", default_output="-1.0", slo_micros=100000
@@ -93,14 +97,20 @@ def test_notebook_flow_serves_an_sklearn_model(conn: Connection) -> None:
     outputs = [p["output"] for p in r.json()["batch_predictions"]]
     assert outputs == model.predict(x[:20]).tolist()
 
-    assert [a["name"] for a in conn.get_all_apps(verbose=True)] == ["pipeline"]
-    assert conn.get_all_models() == ["test-model:1"]
+    assert {a["name"] for a in conn.get_all_apps(verbose=True)} == apps_before | {"pipeline"}
+    assert set(conn.get_all_models()) == models_before | {"test-model:1"}
     assert conn.get_linked_models("pipeline") == ["test-model"]
-    replicas = conn.get_all_model_replicas(verbose=True)
-    assert [r["model_name"] for r in replicas] == ["test-model"]
+
+    def replicas() -> list[str]:
+        listed = conn.get_all_model_replicas(verbose=True)
+        return sorted(r["replica_id"] for r in listed if r["model_name"] == "test-model")
+
+    assert replicas() == ["test-model-1-r0"]
 
     conn.set_num_replicas("test-model", 2)
-    eventually(lambda: len(conn.get_all_model_replicas()) == 2, what="a second replica")
+    eventually(
+        lambda: replicas() == ["test-model-1-r0", "test-model-1-r1"], what="a second replica"
+    )
     status = conn.inspect_instance()
     assert len(status["models"]["test-model:1"]["replicas"]) == 2
 
