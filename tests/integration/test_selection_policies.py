@@ -142,7 +142,8 @@ def test_feedback_that_cannot_be_used_gets_a_specific_error(conn: Connection) ->
         assert r.status_code == status, r.text
         assert words in r.json()["message"], r.text
     r = HTTP.post(f"http://{conn.get_query_addr()}/nobody/update", json={})
-    assert r.status_code == 404
+    assert r.status_code == 404, r.text
+    assert r.json()["message"] == "no application named 'nobody' is registered"
     assert conn.get_policy_state("picky")["updates"] == 0  # nothing was learned from them
 
 
