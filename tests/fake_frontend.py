@@ -13,7 +13,6 @@ frontend can bind the same port at once. ``serving_in_a_thread`` runs an in-proc
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -40,21 +39,6 @@ REPLY_S = 10.0
 DOUBLES = np.dtype("<f8")
 
 M = TypeVar("M", bound=Message)
-
-
-def free_port(hosts: tuple[str, ...]) -> int:
-    """A 33xxx port free on every one of ``hosts`` (as the pods of a headless Service
-    share a port)."""
-    for port in range(33200, 33999):
-        try:
-            for host in hosts:
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                with socket.socket(family) as s:
-                    s.bind((host, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port in 33200-33999")
 
 
 def outputs_of(result: Result) -> list[Any]:

@@ -5,15 +5,14 @@ used on these machines; the user-network mode is checked without an engine in
 
 One cluster serves the module (each test uses its own app and model names); the test of
 ``stop_all()``'s scope starts a second one. Cluster names are unique per session and
-ports are drawn from 30000-32767 (not 31000-31100), so a session never touches another's
-containers.
+ports come from ``ports.cluster_ports`` (30000-32767, not 31000-31100), so a session
+never touches another's containers.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-import random
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from typing import Any
 import httpx
 import polling
 import pytest
+from ports import cluster_ports
 
 from admin import (
     ClusterAlreadyRunningError,
@@ -39,41 +39,12 @@ from admin.deployers.python import deploy_python_closure
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
-def _ephemeral_low() -> int:
-    """The first port the kernel hands out to outgoing connections."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-# Below the ephemeral range, where outgoing connections (image builds make many) never
-# land, and clear of 31000-31100, used by others on the test machines.
-PORTS = [p for p in range(30000, min(_ephemeral_low(), 32768)) if not 31000 <= p <= 31100]
-
-
-def free_ports(count: int) -> dict[str, int]:
-    """Ports free on 127.0.0.1, drawn from ``PORTS``."""
-    names = ("query_port", "management_port", "rpc_port", "redis_port")[:count]
-    chosen: list[int] = []
-    while len(chosen) < count:
-        port = random.choice(PORTS)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        if port not in chosen:
-            chosen.append(port)
-    return dict(zip(names, chosen, strict=True))
-
-
 def manager(name: str, ports: dict[str, int] | None = None) -> DockerContainerManager:
     return DockerContainerManager(
         name,
         network_mode="host",
         base_image=os.environ.get("SCHOONER_TEST_BASE_IMAGE", "schooner/base-python:3.11"),
-        **(ports or free_ports(4)),
+        **(ports or cluster_ports()),
     )
 
 
@@ -237,14 +208,17 @@ def test_scale_to_two_replicas_and_back(conn: Connection, docker_client: Any) ->
     conn.set_num_replicas("whoami", 2)
     assert mine() == ["whoami-1-r0", "whoami-1-r1"]
     seen: set[str] = set()
+    waves = itertools.count(0, 64)
     with ThreadPoolExecutor(8) as pool:
-        deadline = time.monotonic() + 60
-        start = 0
-        while len(seen) < 2 and time.monotonic() < deadline:
+
+        def both_answered() -> bool:
+            start = next(waves)
             seen.update(
                 pool.map(lambda i: output_of(conn, "scaled", [float(i)]), range(start, start + 64))
             )
-            start += 64
+            return len(seen) == 2
+
+        eventually(both_answered, what="both replicas answered")
     assert seen == {"whoami-1-r0", "whoami-1-r1"}
 
     conn.set_num_replicas("whoami", 1)
@@ -388,7 +362,7 @@ def test_stop_all_stops_only_its_cluster_and_start_brings_everything_back(
     conn: Connection, docker_client: Any, session_id: str
 ) -> None:
     name = f"e2e-{session_id}-b"
-    ports = free_ports(4)
+    ports = cluster_ports()
     second = Connection(manager(name, ports), deploy_timeout=120)
     try:
         second.start()

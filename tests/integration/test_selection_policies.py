@@ -8,7 +8,6 @@ and feedback over HTTP, as an application sends them. One cluster serves the mod
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -143,7 +142,8 @@ def test_feedback_that_cannot_be_used_gets_a_specific_error(conn: Connection) ->
         assert r.status_code == status, r.text
         assert words in r.json()["message"], r.text
     r = HTTP.post(f"http://{conn.get_query_addr()}/nobody/update", json={})
-    assert r.status_code == 404
+    assert r.status_code == 404, r.text
+    assert r.json()["message"] == "no application named 'nobody' is registered"
     assert conn.get_policy_state("picky")["updates"] == 0  # nothing was learned from them
 
 
@@ -221,7 +221,7 @@ def test_an_ensemble_with_a_model_down_answers_partial_naming_it(conn: Connectio
 
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(one, i) for i in range(300)]
-        time.sleep(0.2)
+        eventually(futures[50].done, what="the first queries answered")  # then the kill
         psutil.Process(victim["pid"]).kill()
         answers = [f.result(timeout=30) for f in futures]
     # Every query was answered by the models that were up, none got the default.

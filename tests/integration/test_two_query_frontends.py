@@ -2,7 +2,7 @@
 
 Real Redis (the session's redis-server), a real ``python -m management_frontend`` that
 registers the app, model and link, two real ``python -m query_frontend`` processes on
-33xxx ports, and one ``python -m model_container`` started with both RPC addresses.
+free ports, and one ``python -m model_container`` started with both RPC addresses.
 Each frontend must answer predictions from the one replica. Waits poll a condition
 with a deadline; nothing asserts how long anything took.
 """
@@ -10,16 +10,16 @@ with a deadline; nothing asserts how long anything took.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from polling import eventually
+from ports import free_port
 
 from model_container import write_closure_bundle
 from model_container.protocol import InputType
@@ -28,22 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_S = 60.0
-_taken: set[int] = set()
-
-
-def port() -> int:
-    """A free 33xxx port not handed out before in this session."""
-    for candidate in range(33400, 33999):
-        if candidate in _taken:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-        _taken.add(candidate)
-        return candidate
-    raise RuntimeError("no free port in 33400-33999")
+STARTING = (httpx.HTTPError,)  # a process still starting refuses connections
 
 
 def make_model() -> Callable[[Any], Any]:
@@ -51,19 +36,6 @@ def make_model() -> Callable[[Any], Any]:
         return [float(sum(x)) for x in xs]
 
     return model
-
-
-def wait_for(check: Callable[[], bool], what: str, within: float = STARTUP_S) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"not true after {within} s: {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -99,12 +71,12 @@ def start_control_and_two_frontends(
 ) -> tuple[str, list[tuple[str, str]]]:
     """A management frontend and two query frontends: the management URL, and each query
     frontend's (HTTP URL, RPC address)."""
-    mgmt_port = port()
+    mgmt_port = free_port()
     spawn("management", "-m", "management_frontend", "--redis-url", redis_url,
           "--host", "127.0.0.1", "--port", str(mgmt_port))  # fmt: skip
     frontends = []
     for i in range(2):
-        http_port, rpc_port = port(), port()
+        http_port, rpc_port = free_port(), free_port()
         spawn(f"query-frontend-{i}", "-m", "query_frontend", "--redis-url", redis_url,
               "--host", "127.0.0.1", "--port", str(http_port), "--rpc-host", "127.0.0.1",
               "--rpc-port", str(rpc_port), "--frontend-id", f"qf-{i}")  # fmt: skip
@@ -118,7 +90,12 @@ def test_one_replica_answers_both_query_frontends(
     mgmt, frontends = start_control_and_two_frontends(redis_url, spawn)
 
     with httpx.Client(timeout=10) as http:
-        wait_for(lambda: http.get(f"{mgmt}/healthz").status_code == 200, "management up")
+        eventually(
+            lambda: http.get(f"{mgmt}/healthz").status_code == 200,
+            "management up",
+            STARTUP_S,
+            STARTING,
+        )
         app = {"name": "adder", "input_type": "doubles", "default_output": "none",
                "slo_micros": 5_000_000}  # fmt: skip
         assert http.post(f"{mgmt}/admin/apps", json=app).status_code == 201
@@ -140,7 +117,7 @@ def test_one_replica_answers_both_query_frontends(
                 reply = http.post(f"{base}/adder/predict", json={"input": x})
                 return reply.status_code == 200 and reply.json()["default"] is False
 
-            wait_for(answered, f"{base} answers from the replica")
+            eventually(answered, f"{base} answers from the replica", STARTUP_S, STARTING)
             reply = http.post(f"{base}/adder/predict", json={"input": [float(i), 40.0]}).json()
             assert (reply["output"], reply["default"]) == (40.0 + i, False)
 
@@ -149,7 +126,9 @@ def test_one_replica_answers_both_query_frontends(
             listed = http.get(f"{mgmt}/admin/replicas").json()
             return sorted((r["replica_id"], r["frontend"]) for r in listed)
 
-        wait_for(lambda: len(recorded()) == 2, "both frontends recorded the replica")
+        eventually(
+            lambda: len(recorded()) == 2, "both frontends recorded the replica", STARTUP_S, STARTING
+        )
         assert recorded() == [("summer-0", "qf-0"), ("summer-0", "qf-1")]
 
 
@@ -161,7 +140,12 @@ def test_both_frontends_learn_into_one_policy_state(
     rpcs = ",".join(rpc for _, rpc in frontends)
 
     with httpx.Client(timeout=10) as http:
-        wait_for(lambda: http.get(f"{mgmt}/healthz").status_code == 200, "management up")
+        eventually(
+            lambda: http.get(f"{mgmt}/healthz").status_code == 200,
+            "management up",
+            STARTUP_S,
+            STARTING,
+        )
         app = {"name": "learner", "input_type": "doubles", "default_output": "none",
                "slo_micros": 5_000_000, "policy": "exp3",
                "policy_params": {"loss": "zero_one"}}  # fmt: skip
@@ -187,7 +171,12 @@ def test_both_frontends_learn_into_one_policy_state(
                        for m in models)  # fmt: skip
 
         for base, _ in frontends:
-            wait_for(lambda base=base: both_connected(base), f"{base} has both replicas")
+            eventually(
+                lambda base=base: both_connected(base),
+                f"{base} has both replicas",
+                STARTUP_S,
+                STARTING,
+            )
 
         # The first frontend takes its copy of the (empty) state now, before any feedback.
         first = frontends[0][0]
@@ -213,4 +202,6 @@ def test_both_frontends_learn_into_one_policy_state(
             ]
             return sum(s["models"] == ["summer:1"] for s in served) > 70
 
-        wait_for(first_prefers_summer, "the first frontend follows the shared state", 30)
+        eventually(
+            first_prefers_summer, "the first frontend follows the shared state", 30, STARTING
+        )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from ports import free_port
 
 from admin import (
     ClusterAlreadyRunningError,
@@ -26,12 +27,6 @@ from admin import (
 )
 from admin.container_managers._processes import ProcessRecord, RunDir
 from model_container.bundle import write_closure_bundle
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def manager(data_dir: Path, **kwargs: object) -> LocalContainerManager:

@@ -7,22 +7,16 @@ that the records look alive. Nothing here stops them (that would signal the test
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from ports import free_port
 
 from admin import LocalContainerManager
 from admin.container_managers import _processes as procs
 from admin.container_managers._processes import ProcessRecord, RunDir
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

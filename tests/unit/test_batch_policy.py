@@ -2,6 +2,7 @@
 
 import math
 import random
+import re
 from collections.abc import Callable
 
 import pytest
@@ -104,11 +105,17 @@ def test_make_controller_rejects_bad_settings_with_a_clear_message(kwargs, match
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
-    ("batch_size", "latency"), [(0, 0.001), (1, -0.001), (1, math.nan), (1, math.inf)]
+    ("batch_size", "latency", "says"),
+    [
+        (0, 0.001, "a batch holds at least one query, got batch_size=0"),
+        (1, -0.001, "latency_s must be a finite, non-negative time, got -0.001"),
+        (1, math.nan, "latency_s must be a finite, non-negative time, got nan"),
+        (1, math.inf, "latency_s must be a finite, non-negative time, got inf"),
+    ],
 )
-def test_observe_rejects_impossible_measurements(mode, batch_size, latency):
+def test_observe_rejects_impossible_measurements(mode, batch_size, latency, says):
     ctrl = make_controller(mode, SLO, 64)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"^{re.escape(says)}$"):
         ctrl.observe(batch_size, latency)
 
 

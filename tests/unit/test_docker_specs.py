@@ -11,6 +11,7 @@ import socket
 from typing import Any
 
 import pytest
+from ports import free_ports
 
 from admin import (
     ClusterNotRunningError,
@@ -178,11 +179,13 @@ def test_bad_settings_are_refused_with_the_fix() -> None:
 
 
 def test_busy_host_ports_are_named_with_the_fix() -> None:
+    # The other ports free ones, not the defaults another cluster on this machine may hold.
+    free = dict(zip(("query_port", "management_port", "redis_port"), free_ports(3), strict=True))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         busy = sock.getsockname()[1]
-        cm = DockerContainerManager("c", network_mode="host", rpc_port=busy)
+        cm = DockerContainerManager("c", network_mode="host", rpc_port=busy, **free)
         with pytest.raises(ContainerManagerError) as info:
             cm._check_ports_free()
     assert str(info.value) == (
