@@ -1,18 +1,26 @@
 """Schooner's management frontend: the REST admin API over Redis, and the state contract.
 
 Run it with ``python -m management_frontend``; embed it with ``create_app(Config(...))``.
+The package, lowest layer first::
 
-    state/           the contract every part obeys: keys, records, rules, policy math
-                     (pure; imported by both frontends and the admin client)
-    api.py           routes of the admin API; models.py, http_errors.py: bodies, errors
-    store.py         every write, one transaction with its change-feed entry
-    reads.py         reads of records; policy_store.py, cleanup.py: selection policies
-    config.py, cli.py, errors.py
+    state/        the contract every part of Schooner obeys: Redis keys, records, the
+                  change feed's entries, the rules values obey, the policy arithmetic
+                  (pure: imported by both frontends and the admin client)
+    errors.py     the errors this frontend raises, each with its HTTP status
+    config.py     Config, built once in the entry point and passed in
+    storage/      Redis access: every write one transaction with its feed entry
+                  (store.py), reads (reads.py), selection policies (policies.py), the
+                  background deletion of forgotten learned state (cleanup.py)
+    api/          the HTTP side: routes, request bodies, errors as answers
+    app.py        the composition root: create_app and the lifespan that owns Redis
+    cli.py        ``python -m management_frontend``
 
-This package imports ``model_container.protocol`` and nothing else of Schooner. Its
+Dependencies point one way, down this list: ``storage`` imports ``state`` and
+``errors``; ``api`` imports those and ``storage``; ``app`` and ``cli`` anything. Of the
+rest of Schooner it imports only ``model_container`` (protocol, logging). This
 ``__init__`` and ``state`` import no web framework and no Redis client, so the query
 frontend and the admin client can import the contract alone; the names that need
-FastAPI or redis load on first use.
+FastAPI or redis load on first use. ``tests/unit/test_architecture.py`` keeps all this.
 """
 
 from __future__ import annotations
@@ -24,9 +32,9 @@ from management_frontend.config import Config
 from management_frontend.errors import Conflict, Invalid, ManagementError, NotFound, StartupError
 
 if TYPE_CHECKING:
-    from management_frontend.api import create_app
+    from management_frontend.app import create_app
     from management_frontend.cli import main
-    from management_frontend.store import Store
+    from management_frontend.storage.store import Store
 
 __all__ = [
     "Config",
@@ -41,9 +49,9 @@ __all__ = [
 ]
 
 _LAZY = {
-    "create_app": "management_frontend.api",
+    "create_app": "management_frontend.app",
     "main": "management_frontend.cli",
-    "Store": "management_frontend.store",
+    "Store": "management_frontend.storage.store",
 }
 
 

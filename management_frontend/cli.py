@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import uvicorn
 
-from management_frontend.api import create_app
+from management_frontend.app import create_app
 from management_frontend.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REDIS_URL, Config
 from management_frontend.state.keys import DEFAULT_PREFIX
 from model_container.logconfig import configure_logging

@@ -9,7 +9,7 @@
      └── StartupError          Redis unreachable or holding a newer schema at startup
 
 Redis connection errors are not wrapped here: the API answers them with 503
-``unavailable`` at the boundary (``http_errors.py``).
+``unavailable`` at the boundary (``api/errors.py``).
 """
 
 from __future__ import annotations

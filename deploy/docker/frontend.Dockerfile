@@ -15,7 +15,7 @@ COPY requirements.txt /opt/schooner/requirements-frontend.txt
 RUN pip install $PIP_ARGS -r /opt/schooner/requirements-frontend.txt
 
 COPY src/ /opt/schooner/src/
-RUN python -c "import query_frontend.app, management_frontend.api"
+RUN python -c "import query_frontend.app, management_frontend.app"
 
 USER schooner
 EXPOSE 1337 1338 7000

@@ -14,9 +14,9 @@ and only through it:
     errors    InvalidValue, the one error raised here (a ValueError)
 
 It is pure: no web framework and no Redis client is imported, and nothing here does
-I/O. Redis access stays beside its users (``management_frontend.store`` and
-``policies`` for the control plane; ``query_frontend.routing`` and
-``query_frontend.selection`` for the data plane), and each user translates
+I/O. Redis access stays beside its users (``management_frontend.storage`` for the
+control plane; ``query_frontend.routing``, ``query_frontend.selection`` and
+``query_frontend.rpc`` for the data plane), and each user translates
 ``InvalidValue`` at its own boundary. Why the contract lives here, and who writes which
 key: ``docs/architecture.md`` and ``docs/redis-schema.md``. It may import
 ``model_container.protocol`` (for ``InputType``) and nothing else of Schooner.

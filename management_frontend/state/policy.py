@@ -12,7 +12,7 @@ This module is the contract's word on both: ``PolicyParams.parse`` validates and
 in an app's ``policy_params``, and ``PolicyState`` is the record under
 ``{p}:app:{app}:policy:{epoch}`` with the arithmetic that turns it into probabilities.
 The query frontend learns (``query_frontend.selection``: it writes the record); the
-management frontend reports it and forgets it (``management_frontend.policies``).
+management frontend reports it and forgets it (``management_frontend.storage``).
 Neither needs the other for it.
 
 The state is *additive*: each feedback adds to an arm's log-weight, update count and
@@ -198,7 +198,7 @@ class PolicyState:
 
     def loss_totals(self) -> tuple[float, int]:
         """The sum of every arm's losses and the arm updates they came from: what a
-        typical loss is, to make losses unitless (``feedback.learn``)."""
+        typical loss is, to make losses unitless (``query_frontend.selection.feedback``)."""
         return (
             sum(a.loss_sum for a in self.arms.values()),
             sum(a.updates for a in self.arms.values()),

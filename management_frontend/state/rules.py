@@ -4,7 +4,7 @@ types, SLOs, counts, batching settings, policy names, JSON shapes, on/off flags.
 Each function takes the raw value (``object``: what a client sent), returns it typed,
 or raises ``InvalidValue`` with a message that names the field, shows the bad value and
 says what to use instead. They are the one copy of these rules: the management API
-runs them as pydantic "before" validators (``management_frontend.models``), the query
+runs them as pydantic "before" validators (``management_frontend.api.bodies``), the query
 frontend on a request's user id, and the admin client before any round trip — a model
 name becomes a file and container name there before it is registered. A policy's
 parameters are checked by ``policy.PolicyParams.parse``, which knows each policy's.

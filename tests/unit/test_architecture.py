@@ -3,10 +3,11 @@
 Every ``import`` in the four packages is read with ``ast`` (at module level, inside
 functions and under ``TYPE_CHECKING`` alike: a lazy import is still a dependency), and
 checked against the allowed directions: no package reaches into one it must not, the
-query frontend's parts import only the layers below them (the map in
-``query_frontend/__init__.py``), and no two modules import each other, directly or
-round a longer circle. The state contract and the admin client are also imported for
-real with the web framework and the Redis client made unimportable.
+parts of each frontend import only the layers below them (the maps in
+``query_frontend/__init__.py`` and ``management_frontend/__init__.py``), and no two
+modules import each other, directly or round a longer circle. The state contract and
+the admin client are also imported for real with the web framework and the Redis
+client made unimportable.
 """
 
 from __future__ import annotations
@@ -35,19 +36,35 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 }
 
 
-# The query frontend's parts, lowest first: what each may import of the others.
-QUERY_FRONTEND_LAYERS: dict[str, set[str]] = {
-    "queries": set(),
-    "config": set(),
-    "caching": {"queries"},
-    "batching": {"caching", "queries"},
-    "rpc": {"batching", "caching", "queries"},
-    "routing": {"queries"},
-    "selection": {"routing", "batching", "caching", "queries"},
-    "metrics": {"selection", "batching", "caching", "queries"},
-    "http": {"queries", "config", "caching", "batching", "rpc", "routing", "selection", "metrics"},
+# The parts of the two frontends, lowest first: what each part may import of the others
+# (the maps in their __init__ docstrings). The composition root may import any part.
+LAYERS: dict[str, dict[str, set[str]]] = {
+    "query_frontend": {
+        "queries": set(),
+        "config": set(),
+        "caching": {"queries"},
+        "batching": {"caching", "queries"},
+        "rpc": {"batching", "caching", "queries"},
+        "routing": {"queries"},
+        "selection": {"routing", "batching", "caching", "queries"},
+        "metrics": {"selection", "batching", "caching", "queries"},
+        "http": {
+            *("queries", "config", "caching", "batching", "rpc", "routing", "selection"),
+            "metrics",
+        },
+    },
+    "management_frontend": {
+        "state": set(),
+        "errors": set(),
+        "config": {"state"},
+        "storage": {"state", "errors"},
+        "api": {"state", "errors", "storage"},
+    },
 }
-COMPOSITION_ROOT = {"app", "__main__", "__init__"}  # may import any part
+COMPOSITION_ROOTS: dict[str, set[str]] = {
+    "query_frontend": {"app", "__main__", "__init__"},
+    "management_frontend": {"app", "cli", "__main__", "__init__"},
+}
 
 
 def module_name(path: Path) -> str:
@@ -124,26 +141,29 @@ def test_every_package_imports_only_what_it_may() -> None:
     assert wrong == []
 
 
-def query_frontend_part(name: str) -> str:
-    """The first name under query_frontend: a subpackage or a top-level module."""
-    rest = name.removeprefix("query_frontend").lstrip(".")
+def part(name: str) -> str:
+    """The first name under a top-level package: a subpackage or a top-level module."""
+    rest = name.partition(".")[2]
     return rest.split(".")[0] or "__init__"
 
 
-def test_every_part_of_the_query_frontend_is_in_its_map() -> None:
-    parts = {query_frontend_part(m) for m in modules() if within(m, "query_frontend")}
-    assert parts == set(QUERY_FRONTEND_LAYERS) | COMPOSITION_ROOT
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_every_part_of_a_frontend_is_in_its_map(package: str) -> None:
+    parts = {part(m) for m in modules() if within(m, package)}
+    assert parts == set(LAYERS[package]) | COMPOSITION_ROOTS[package]
 
 
-def test_query_frontend_parts_import_only_the_layers_below_them() -> None:
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_the_parts_of_a_frontend_import_only_the_layers_below_them(package: str) -> None:
+    layers, root = LAYERS[package], COMPOSITION_ROOTS[package]
     wrong = sorted(
         f"{name} imports {target}"
         for name in modules()
-        if within(name, "query_frontend") and query_frontend_part(name) not in COMPOSITION_ROOT
+        if within(name, package) and part(name) not in root
         for target in imports_of(name)
-        if within(target, "query_frontend")
-        and query_frontend_part(target) != query_frontend_part(name)
-        and query_frontend_part(target) not in QUERY_FRONTEND_LAYERS[query_frontend_part(name)]
+        if within(target, package)
+        and part(target) != part(name)
+        and part(target) not in layers[part(name)]
     )
     assert wrong == []
 

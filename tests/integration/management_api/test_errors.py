@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable
 
 import httpx
 
-from management_frontend.http_errors import MAX_BODY_BYTES
+from management_frontend.api.errors import MAX_BODY_BYTES
 
 from .helpers import APP, MODEL, error, ok
 

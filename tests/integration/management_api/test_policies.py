@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from management_frontend.state.policy import STALE, ArmFeedback
 from management_frontend.state.records import App
-from management_frontend.store import Store
+from management_frontend.storage.store import Store
 from model_container.protocol import InputType
 from query_frontend.routing.feed import read_snapshot
 from query_frontend.selection.learned_store import LearnedStateStore

@@ -24,9 +24,9 @@ from ports import free_port
 import management_frontend
 from management_frontend import Config
 from management_frontend.errors import StartupError
-from management_frontend.reads import read_schema_version
 from management_frontend.state.keys import SCHEMA_VERSION, Keys
-from management_frontend.store import Store
+from management_frontend.storage.reads import read_schema_version
+from management_frontend.storage.store import Store
 
 from .helpers import APP, DEADLINE_S, KEYS, MODEL, error, ok, serve
 

@@ -1,7 +1,7 @@
 """Selection policies in the control plane: setting an app's policy, reporting and
 forgetting what it learned.
 
-The query frontends learn (they write the state, see ``policy_state``); these writes
+The query frontends learn (they write the state, see ``state.policy``); these writes
 only change the app record — its policy, settings and ``policy_epoch`` — each in one
 transaction with its change-feed entry, and leave deleting old state to the store's
 background clean-up.
@@ -16,12 +16,12 @@ from typing import Any
 from redis.asyncio.client import Pipeline
 
 from management_frontend.errors import Conflict, Invalid
-from management_frontend.reads import read_app, read_links
 from management_frontend.state.errors import InvalidValue
 from management_frontend.state.feed import ChangeKind, ChangeOp
 from management_frontend.state.policy import SINGLE, SPLIT, PolicyParams, PolicyState, new_epoch
 from management_frontend.state.records import App, text_hash
-from management_frontend.store import Store, app_missing, as_fields, begin, listed, publish
+from management_frontend.storage.reads import read_app, read_links
+from management_frontend.storage.store import Store, app_missing, as_fields, begin, listed, publish
 
 
 def params_of(app: App) -> PolicyParams:

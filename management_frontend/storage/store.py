@@ -25,19 +25,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
-from management_frontend.cleanup import StaleStateCleaner
 from management_frontend.errors import Conflict, NotFound, StartupError
-from management_frontend.reads import (
-    read_app,
-    read_apps,
-    read_links,
-    read_members,
-    read_model,
-    read_models,
-    read_schema_version,
-    read_version,
-    read_versions,
-)
 from management_frontend.state.feed import FEED_MAXLEN, ChangeKind, ChangeOp, entry
 from management_frontend.state.keys import SCHEMA_VERSION, Keys, arm_name, parse_arm
 from management_frontend.state.policy import SINGLE, PolicyParams, new_epoch
@@ -47,6 +35,18 @@ from management_frontend.state.records import (
     ModelVersion,
     encode_flag,
     read_replica_record,
+)
+from management_frontend.storage.cleanup import StaleStateCleaner
+from management_frontend.storage.reads import (
+    read_app,
+    read_apps,
+    read_links,
+    read_members,
+    read_model,
+    read_models,
+    read_schema_version,
+    read_version,
+    read_versions,
 )
 
 logger = logging.getLogger(__name__)

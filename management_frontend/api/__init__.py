@@ -1,0 +1,11 @@
+"""The HTTP side of the management frontend: the admin API's routes, bodies and errors.
+
+    routes.py   one thin handler per endpoint of ``docs/admin-api.md``
+    bodies.py   the request bodies as pydantic models, each field run through the
+                contract's rules (``state.rules``) so a bad value gets our sentence
+    errors.py   every failure as ``{"error": code, "message": sentence}`` with its
+                status, and the request-body size limit
+
+It imports ``state``, ``errors`` and ``storage``; ``management_frontend.app`` serves it.
+FastAPI and pydantic are imported here and nowhere below.
+"""

@@ -1,0 +1,114 @@
+"""The management frontend as an ASGI app: ``create_app(config)``, its lifespan and Redis.
+
+``create_app`` does no I/O; the lifespan opens the Redis client, waits for Redis to
+answer, writes the schema version, hands the ``Store`` to the routes
+(``api/routes.py``) and, on exit, lets background clean-ups finish and closes the
+client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from management_frontend.api.errors import BodyLimitMiddleware, install_error_handlers
+from management_frontend.api.routes import API_VERSION, router
+from management_frontend.config import Config
+from management_frontend.errors import StartupError
+from management_frontend.state.keys import Keys
+from management_frontend.storage.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+async def _wait_for_redis(store: Store, config: Config) -> None:
+    """Poll PING until Redis answers or ``config.redis_wait_s`` has passed."""
+    deadline = time.monotonic() + config.redis_wait_s
+    delay = 0.05
+    warned = False
+    while True:
+        try:
+            await store.ping()
+            return
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StartupError(
+                    f"Redis at {config.redis_url_redacted} did not answer within "
+                    f"{config.redis_wait_s:g} s ({exc}): start Redis or fix --redis-url"
+                ) from exc
+            if not warned:
+                logger.warning("waiting for Redis at %s: %s", config.redis_url_redacted, exc)
+                warned = True
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 1.0)
+
+
+def open_redis(config: Config) -> aioredis.Redis:
+    """The client every request shares; reads retry briefly on connection errors."""
+    return aioredis.Redis.from_url(
+        config.redis_url,
+        decode_responses=True,
+        socket_timeout=config.redis_timeout_s,
+        socket_connect_timeout=config.redis_timeout_s,
+        health_check_interval=30,
+        retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.02), retries=2),
+        client_name="schooner-management",
+    )
+
+
+def create_app(config: Config) -> FastAPI:
+    """The management frontend as an ASGI app; serve it with uvicorn."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = open_redis(config)
+        try:
+            store = Store(redis, Keys(config.key_prefix))
+            await _wait_for_redis(store, config)
+            await store.ensure_schema()
+            if await store.persistence_enabled() is False:
+                logger.warning(
+                    "Redis at %s runs without AOF persistence (appendonly no): "
+                    "apps and models will not survive a Redis restart",
+                    config.redis_url_redacted,
+                )
+            app.state.store = store
+            logger.info(
+                "management frontend ready, Redis %s, prefix %r",
+                config.redis_url_redacted,
+                config.key_prefix,
+            )
+            yield
+        finally:
+            current: Store | None = app.state.store
+            app.state.store = None
+            if current is not None:  # let background deletions of old policy state finish
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(current.wait_for_cleanups(), timeout=10)
+            await redis.aclose()
+            logger.info("management frontend stopped")
+
+    app = FastAPI(
+        title="Schooner management API",
+        version=API_VERSION,
+        summary="Apps, models, versions, links and replicas of a Schooner cluster",
+        lifespan=lifespan,
+    )
+    app.state.store = None
+    app.state.config = config
+    install_error_handlers(app, config.redis_url_redacted)
+    app.add_middleware(BodyLimitMiddleware)
+    app.include_router(router)
+    return app

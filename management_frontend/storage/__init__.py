@@ -1,0 +1,13 @@
+"""The management frontend's Redis access.
+
+    store.py     ``Store``: typed reads that raise "not found", and every write as one
+                 WATCH/MULTI/EXEC transaction with its change-feed entry
+    reads.py     reading records: one at a time inside transactions, whole lists in
+                 pipelines
+    policies.py  ``PolicyStore``: setting an app's selection policy, reporting and
+                 forgetting what it learned
+    cleanup.py   deleting learned state of epochs an app no longer uses, in batches
+
+It imports the contract (``state``) for key names and record encodings, and
+``errors``; nothing here knows HTTP. ``api`` and ``app`` import it.
+"""
