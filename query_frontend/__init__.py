@@ -5,6 +5,8 @@ The public API is ``Config`` and ``create_app``. The package, lowest layer first
     queries.py    the shared vocabulary: Item, ModelKey, Query, Outcome (bytes, Failure,
                   Expired)
     config.py     Config, built once in the entry point and passed in
+    cancellation.py  telling a cancellation from the Redis error redis-py may turn it
+                  into, for the background loops that retry on Redis errors
     caching/      the prediction cache: by (model, version, input digest), bounded by
                   bytes, merging identical queries in flight
     batching/     batch-size controllers, deadlines, replicas, the per-model queues and
@@ -28,9 +30,9 @@ only along these edges::
 
     caching   -> queries
     batching  -> caching, queries
-    rpc       -> batching, caching, queries
-    routing   -> queries
-    selection -> routing, batching, caching, queries
+    rpc       -> batching, caching, queries, cancellation
+    routing   -> queries, cancellation
+    selection -> routing, batching, caching, queries, cancellation
     metrics   -> selection, batching, caching, queries
     http      -> any of the above, config
     app.py, __main__.py, __init__.py -> anything

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from management_frontend.state.feed import Change
 from management_frontend.state.keys import Keys
 from management_frontend.state.records import App, Model, ModelVersion, Snapshot, text, text_hash
+from query_frontend.cancellation import stop_if_cancelled
 
 # An XRANGE/XREAD reply: (entry id, fields) pairs.
 _Entries = list[tuple[bytes | str, dict[bytes | str, bytes | str]]]
@@ -81,6 +82,7 @@ async def follow_changes(
     last = after_id
     while True:
         reply = await r.xread({keys.changes: last}, block=block_ms, count=100)
+        stop_if_cancelled()  # redis-py may lose a cancellation in XREAD
         batches = cast(list[tuple[bytes | str, _Entries]] | None, reply)
         for _stream, entries in batches or []:
             for entry_id, raw in entries:

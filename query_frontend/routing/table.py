@@ -22,6 +22,7 @@ from management_frontend.state.feed import Change
 from management_frontend.state.keys import Keys, parse_arm
 from management_frontend.state.policy import SINGLE, PolicyParams
 from management_frontend.state.records import App, Snapshot
+from query_frontend.cancellation import stop_if_cancelled
 from query_frontend.queries import ModelKey
 from query_frontend.routing.feed import follow_changes, latest_change_id, read_snapshot
 
@@ -131,14 +132,19 @@ async def follow(table: RoutingTable, r: aioredis.Redis, keys: Keys) -> None:
     while True:
         try:
             last = await latest_change_id(r, keys)
-            table.apply(await read_snapshot(r, keys))
+            snapshot = await read_snapshot(r, keys)
+            stop_if_cancelled()
+            table.apply(snapshot)
             backoff = 0.1
             async for change in follow_changes(r, keys, last):
                 logger.debug("change %s: %s %s", change.id, change.kind, change.fields)
                 for listener in table.change_listeners:
                     listener(change)
-                table.apply(await read_snapshot(r, keys))
+                snapshot = await read_snapshot(r, keys)
+                stop_if_cancelled()
+                table.apply(snapshot)
         except (RedisError, OSError) as exc:
+            stop_if_cancelled(exc)
             logger.warning("change feed interrupted (%s); retrying in %.1f s", exc, backoff)
         except Exception:
             # A record this version cannot read must not freeze routing for good.

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from management_frontend.state.keys import Keys
 from management_frontend.state.records import read_replica_record, replica_field
 from query_frontend.batching.replicas import Replica
+from query_frontend.cancellation import stop_if_cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,9 @@ class ReplicaRegistry:
                         await self._r.hdel(self._keys.replicas, field)
                     else:
                         await self._r.hset(self._keys.replicas, field, value)
+                    stop_if_cancelled()
                     break
                 except (RedisError, OSError) as exc:
+                    stop_if_cancelled(exc)
                     logger.warning("cannot record replica %s in Redis: %s", field, exc)
                     await asyncio.sleep(0.5)

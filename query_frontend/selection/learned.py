@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from management_frontend.state.feed import Change, ChangeKind, ChangeOp
 from management_frontend.state.keys import Keys
 from management_frontend.state.policy import RECORDED, ArmFeedback, ArmState, PolicyState
+from query_frontend.cancellation import stop_if_cancelled
 from query_frontend.selection.learned_store import LearnedStateStore
 
 logger = logging.getLogger(__name__)
@@ -130,8 +131,10 @@ class PolicyStates:
             try:
                 states = await self._store.read_apps(tracked)
             except (RedisError, OSError) as exc:
+                stop_if_cancelled(exc)
                 logger.warning("cannot read the policy state of %d app(s): %s", len(tracked), exc)
                 continue
+            stop_if_cancelled()
             for key, state in zip(tracked, states, strict=True):
                 if key in self.apps:  # not replaced by a newer epoch meanwhile
                     self.apps[key] = state

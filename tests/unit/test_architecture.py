@@ -42,11 +42,12 @@ LAYERS: dict[str, dict[str, set[str]]] = {
     "query_frontend": {
         "queries": set(),
         "config": set(),
+        "cancellation": set(),
         "caching": {"queries"},
         "batching": {"caching", "queries"},
-        "rpc": {"batching", "caching", "queries"},
-        "routing": {"queries"},
-        "selection": {"routing", "batching", "caching", "queries"},
+        "rpc": {"batching", "caching", "queries", "cancellation"},
+        "routing": {"queries", "cancellation"},
+        "selection": {"routing", "batching", "caching", "queries", "cancellation"},
         "metrics": {"selection", "batching", "caching", "queries"},
         "http": {
             *("queries", "config", "caching", "batching", "rpc", "routing", "selection"),
