@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
 from admin import _status
+from admin._closing import Closing
 from admin._deploy import Deployer
 from admin._http import DEFAULT_TIMEOUT, BatchSettings, JSONClient, JSONObject, ManagementClient
 from admin._names import (
@@ -41,7 +41,7 @@ from management_frontend.state.keys import arm_name
 DEFAULT_DEPLOY_TIMEOUT = 60.0
 
 
-class Connection:
+class Connection(Closing):
     """A connection to one Schooner cluster, run by ``container_manager``.
 
     Call ``start()`` to start the cluster or ``connect()`` to attach to a running one;
@@ -130,17 +130,6 @@ class Connection:
         """
         self._close_api()
         self.cm.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def stop_all(self, graceful: bool = True) -> None:
         """Stop every replica, both frontends and Redis. State is kept for the next start().

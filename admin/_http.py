@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 import httpx
 
+from admin._closing import Closing
 from admin._names import checked
 from admin.exceptions import (
     ConflictError,
@@ -90,7 +90,7 @@ def error_for_response(method: str, path: str, response: httpx.Response) -> Mana
     return cls(f"{method} {path} failed ({label}): {message}", status_code=status, code=code)
 
 
-class JSONClient:
+class JSONClient(Closing):
     """JSON requests to one frontend, with errors translated to Schooner exceptions.
 
     ``with JSONClient(url) as client:`` closes its connections on exit.
@@ -124,17 +124,6 @@ class JSONClient:
     @property
     def is_closed(self) -> bool:
         return self._client.is_closed
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def request(self, method: str, path: str, body: object = None) -> Any:
         """Send a request; the decoded JSON answer, ``None`` for an empty one."""

@@ -18,9 +18,9 @@ import abc
 import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
+from admin._closing import Closing
 from admin._progress import Reporter
 
 # model_container.cli.EXIT_CONFIG: the model cannot be loaded; restarting will not help.
@@ -59,7 +59,7 @@ def new_replica_ids(name: str, version: str, used: Collection[str], count: int) 
     return ids
 
 
-class ContainerManager(abc.ABC):
+class ContainerManager(Closing):
     """Starts and stops Redis, the frontends and model replicas somewhere."""
 
     def __init__(self) -> None:
@@ -68,20 +68,9 @@ class ContainerManager(abc.ABC):
 
     # ------------------------------------------------------------------ resources
 
-    def close(self) -> None:  # noqa: B027 (optional: a manager with no client has nothing to close)
+    def close(self) -> None:
         """Close the clients this manager opened (none for local processes); what runs
         keeps running. Idempotent; a later call opens them again."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ the cluster
 
