@@ -72,8 +72,10 @@ async def test_the_replica_registry_stops_when_cancelled(async_redis: aioredis.R
 async def test_the_change_feed_follower_stops_when_cancelled(
     async_redis: aioredis.Redis,
 ) -> None:
+    stop = asyncio.Event()
+
     async def publishing() -> None:  # a change now and then: the follower re-reads
-        while True:
+        while not stop.is_set():  # an Event: this loop's own cancel could be lost too
             await async_redis.xadd(KEYS.changes, {"kind": "app", "op": "add", "app": "a"})
             await asyncio.sleep(0.001)
 
@@ -81,5 +83,5 @@ async def test_the_change_feed_follower_stops_when_cancelled(
     try:
         await cancel_many_times(lambda: follow(RoutingTable(), async_redis, KEYS))
     finally:
-        publisher.cancel()
-        await asyncio.gather(publisher, return_exceptions=True)
+        stop.set()
+        await asyncio.wait_for(publisher, STOP_S)
