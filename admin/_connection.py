@@ -27,7 +27,9 @@ from admin._names import (
     check_flag,
     check_input_type,
     check_name,
+    check_names,
     check_num_replicas,
+    check_strings,
     check_user_id,
     check_version,
 )
@@ -35,7 +37,12 @@ from admin._progress import ProgressCallback
 from admin._replicas import Replicas
 from admin._wait import RoutesDone, await_routes, wait_for_replicas
 from admin.container_managers.base import ContainerManager
-from admin.exceptions import NotConnectedError, NotFoundError, SchoonerError
+from admin.exceptions import (
+    InvalidRequestError,
+    NotConnectedError,
+    NotFoundError,
+    SchoonerError,
+)
 from management_frontend.state.keys import arm_name
 
 DEFAULT_DEPLOY_TIMEOUT = 60.0
@@ -323,7 +330,7 @@ class Connection(Closing):
             version,
             input_type,
             model_data_path,
-            labels=labels,
+            labels=check_strings(labels or [], "labels"),
             num_replicas=num_replicas,
             batch=batch,
         )
@@ -346,6 +353,7 @@ class Connection(Closing):
         input_type = check_input_type(input_type)
         num_replicas = check_num_replicas(num_replicas)
         batch = BatchSettings(batch_size, batch_mode, batch_wait_micros)
+        checked_labels = check_strings(labels or [], "labels")
         deployer = self._deployer()
         deployer.check_new_version(name, version, input_type)
         deployer.deploy(
@@ -353,7 +361,7 @@ class Connection(Closing):
             version,
             input_type,
             artifact,
-            labels=labels,
+            labels=checked_labels,
             num_replicas=num_replicas,
             batch=batch,
         )
@@ -375,7 +383,7 @@ class Connection(Closing):
             check_version(version),
             check_input_type(input_type),
             artifact=artifact,
-            labels=labels or (),
+            labels=check_strings(labels or [], "labels"),
             batch=BatchSettings(batch_size, batch_mode, batch_wait_micros),
             set_current=True,
         )
@@ -400,16 +408,23 @@ class Connection(Closing):
 
     def stop_models(self, model_names: str | Iterable[str]) -> None:
         """Stop every replica of every version of these models (they stay registered)."""
-        self._replicas().stop_models(_listed(model_names))
+        self._replicas().stop_models(check_names(model_names))
 
     def stop_versioned_models(self, model_versions: dict[str, Sequence[str]]) -> None:
         """Stop the replicas of some versions: ``{"model": ["1", "2"]}``."""
-        checked = {m: [check_version(v) for v in vs] for m, vs in model_versions.items()}
+        if not isinstance(model_versions, Mapping):
+            raise InvalidRequestError(
+                f'pass the versions by model, e.g. {{"m": ["1", "2"]}}, got {model_versions!r}'
+            )
+        checked = {
+            check_name(m): [check_version(v) for v in _versions(vs)]
+            for m, vs in model_versions.items()
+        }
         self._replicas().stop_versions(checked)
 
     def stop_inactive_model_versions(self, model_names: str | Iterable[str]) -> None:
         """Stop the replicas of every version that is not current."""
-        self._replicas().stop_inactive(_listed(model_names))
+        self._replicas().stop_inactive(check_names(model_names))
 
     def stop_all_model_containers(self) -> None:
         self._replicas().stop_all()
@@ -501,6 +516,10 @@ class Connection(Closing):
         )
 
 
-def _listed(model_names: str | Iterable[str]) -> list[str]:
-    """One model name, or several, as a list (Clipper's methods take either)."""
-    return [model_names] if isinstance(model_names, str) else list(model_names)
+def _versions(versions: object) -> list[object]:
+    """The versions of one model in ``stop_versioned_models``: one, or a list of them."""
+    if isinstance(versions, str | int):
+        return [versions]
+    if isinstance(versions, list | tuple | set):
+        return list(versions)
+    raise InvalidRequestError(f"pass a model's versions as a list, got {versions!r}")

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from admin._closing import Closing
-from admin._names import checked
+from admin._names import check_object, check_strings, checked
 from admin.exceptions import (
     ConflictError,
     InvalidRequestError,
@@ -195,6 +195,8 @@ def _list(value: object, path: str) -> list[Any]:
 
 def _seg(name: str) -> str:
     """A name as one path segment: never lets a name add path components."""
+    if not isinstance(name, str):
+        raise InvalidRequestError(f"a name must be a string, got {name!r}")
     return quote(name, safe="")
 
 
@@ -234,7 +236,7 @@ class ManagementClient(JSONClient):
         if policy is not None:
             body["policy"] = policy
         if policy_params is not None:
-            body["policy_params"] = dict(policy_params)
+            body["policy_params"] = check_object(policy_params, "policy_params")
         if cache_enabled is not None:
             body["cache_enabled"] = cache_enabled
         return _object(self.request("POST", "/admin/apps", body), "/admin/apps")
@@ -307,11 +309,11 @@ class ManagementClient(JSONClient):
             "version": version,
             "input_type": input_type,
             "artifact": artifact,
-            "labels": list(labels),
+            "labels": check_strings(labels, "labels"),
             **batch.to_json(),
             "num_replicas": num_replicas,
             "runtime": dict(runtime or {}),
-            "pkgs": list(pkgs),
+            "pkgs": check_strings(pkgs, "pkgs"),
             "set_current": set_current,
         }
         return _object(self.request("POST", "/admin/models", body), "/admin/models")

@@ -9,8 +9,8 @@ name like ``../x`` must never reach the file system.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from admin.exceptions import InvalidRequestError
 from management_frontend.state import rules
@@ -29,6 +29,25 @@ def checked(rule: Callable[..., T], *args: object) -> T:
 
 def check_name(name: object, what: str = "model name") -> str:
     return checked(rules.dns_label, name, what)
+
+
+def check_names(names: object, what: str = "model name") -> list[str]:
+    """One name, or several (Clipper's methods take either), as a list."""
+    if isinstance(names, str):
+        return [check_name(names, what)]
+    if isinstance(names, Iterable) and not isinstance(names, bytes | Mapping):
+        return [check_name(name, what) for name in names]
+    raise InvalidRequestError(f"pass a {what} or a list of them, got {names!r}")
+
+
+def check_object(value: object, what: str) -> dict[str, Any]:
+    """A mapping of settings, as the JSON object the API takes."""
+    return checked(rules.json_object, dict(value) if isinstance(value, Mapping) else value, what)
+
+
+def check_strings(value: object, what: str) -> list[str]:
+    """A list (or tuple) of strings, as the JSON list the API takes."""
+    return checked(rules.string_list, list(value) if isinstance(value, tuple) else value, what)
 
 
 def check_version(version: object) -> str:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from management_frontend.state.keys import parse_arm
+
 Apps = dict[str, Any]
 
 
@@ -29,10 +31,6 @@ def _entry(apps: Apps, app: str) -> dict[str, Any] | None:
 def _arms(entry: dict[str, Any]) -> dict[str, Any] | None:
     arms = entry.get("arms")
     return arms if isinstance(arms, dict) else None
-
-
-def _model_of(arm: str) -> str:
-    return arm.partition(":")[0]
 
 
 def app_route(apps: Apps, app: str) -> str:
@@ -59,7 +57,7 @@ def arm_gone(apps: Apps, app: str, arm: str) -> bool:
         return True
     arms = _arms(entry)
     if arms is None:
-        return not app_route(apps, app).startswith(f"{_model_of(arm)}:")
+        return not app_route(apps, app).startswith(f"{parse_arm(arm)[0]}:")
     return arm not in arms
 
 

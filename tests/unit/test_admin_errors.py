@@ -14,6 +14,7 @@ import ast
 import builtins
 import importlib
 import inspect
+import re
 import sys
 import threading
 import typing
@@ -395,3 +396,45 @@ def test_a_negative_replica_count_is_refused_before_any_request(call: Any) -> No
     with pytest.raises(InvalidRequestError, match=r"num_replicas must be >= 0, got -1"):
         call(conn)
     assert events == [], "nothing is built, registered or scaled"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c: c.stop_models(5), "pass a model name or a list of them, got 5"),
+        (lambda c: c.stop_models(["m", "Bad_Name"]), "model name 'Bad_Name' is not a DNS-1123"),
+        (lambda c: c.stop_inactive_model_versions(None), "pass a model name or a list of them"),
+        (lambda c: c.stop_versioned_models(None), "pass the versions by model"),
+        (lambda c: c.stop_versioned_models({"m": None}), "pass a model's versions as a list"),
+        (
+            lambda c: c.register_application("a", "doubles", -1, 1000, policy_params=5),
+            "policy_params must be a JSON object, got 5",
+        ),
+        (
+            lambda c: c.deploy_model("m", "1", "doubles", "/artifact", labels=5),
+            "labels must be a list of strings, got 5",
+        ),
+        (
+            lambda c: c.deploy_model("m", "1", "doubles", "/artifact", labels=["a", 7]),
+            "labels must be a list of strings, but it holds 7",
+        ),
+        (lambda c: c.get_app_info(5), "a name must be a string, got 5"),
+        (lambda c: c.get_linked_models(None), "a name must be a string, got None"),
+    ],
+)
+def test_arguments_of_the_wrong_kind_are_invalid_requests_before_any_request(
+    call: Any, message: str
+) -> None:
+    conn, _api, events = connected()
+    with pytest.raises(InvalidRequestError, match=re.escape(message)):
+        call(conn)
+    assert events == [], "nothing is sent, stopped or registered"
+
+
+def test_one_version_given_as_a_string_is_one_version_not_its_characters() -> None:
+    conn, _api, events = connected()
+    conn.deploy_model("m", "12", "doubles", "/artifact")
+    events.clear()
+    conn.stop_versioned_models({"m": "12"})
+    assert "PUT /admin/models/m/versions/12/replicas" in events
+    assert not any("/versions/1/" in e or "/versions/2/" in e for e in events)
