@@ -99,8 +99,7 @@ async def add_app(body: AddApp, store: StoreDep) -> dict[str, Any]:
 
 @router.get("/admin/apps/{app}")
 async def get_app(app: AppPath, store: StoreDep) -> dict[str, Any]:
-    record = await store.get_app(app)
-    return _app_json(record, await store.get_links(app))
+    return _app_json(*await store.get_app(app))
 
 
 @router.delete("/admin/apps/{app}", status_code=204)
@@ -151,7 +150,7 @@ async def reset_policy_state(
 
 @router.get("/admin/apps/{app}/links")
 async def get_links(app: AppPath, store: StoreDep) -> list[str]:
-    return await store.get_links(app)
+    return (await store.get_app(app))[1]
 
 
 @router.post("/admin/apps/{app}/links")

@@ -180,6 +180,28 @@ class Model:
         return out
 
 
+def apps_with_links(replies: Sequence[Any]) -> list[tuple[App, list[str]]]:
+    """Apps and their sorted links from the replies to ``HGETALL {p}:app:{app}`` then
+    ``SMEMBERS {p}:app:{app}:links``, app after app (one pipeline); an app deleted
+    meanwhile (its hash empty) is left out."""
+    return [
+        (App.from_hash(text_hash(h)), sorted(text(m) for m in links))
+        for h, links in zip(replies[::2], replies[1::2], strict=True)
+        if h
+    ]
+
+
+def models_with_versions(replies: Sequence[Any]) -> list[Model]:
+    """Models from the replies to ``HGETALL {p}:model:{model}`` then ``ZRANGE
+    {p}:model:{model}:versions 0 -1``, model after model (one pipeline); a model deleted
+    meanwhile is left out."""
+    return [
+        Model.from_hash(text_hash(h), versions)
+        for h, versions in zip(replies[::2], replies[1::2], strict=True)
+        if h
+    ]
+
+
 @dataclass
 class Snapshot:
     """Every app, link, model and version: what a query frontend routes by."""

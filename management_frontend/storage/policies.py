@@ -96,9 +96,8 @@ class PolicyStore:
     async def get_policy_state(self, app_name: str, uid: str | None = None) -> dict[str, Any]:
         """What the app's policy has learned, per arm; with ``uid``, what that user sees
         (the app's state plus what the user's own feedback added)."""
-        app = await self._store.get_app(app_name)
+        app, links = await self._store.get_app(app_name)
         params = params_of(app)
-        links = await read_links(self._store.redis, self._store.keys, app_name)
         state = await self._read_state(app_name, app.policy_epoch, uid)
         return {
             "app": app_name,

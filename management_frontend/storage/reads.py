@@ -1,9 +1,10 @@
 """Reading the control plane's records from Redis.
 
-One record at a time (``read_app``, ``read_model``, ...) for the writes' transactions,
-where a pipeline in WATCH mode runs each command at once; whole lists in pipelines
-(``read_apps``, ``read_models``, ``read_versions``), so that listing every app takes two
-round trips, however many apps there are (a listing need not be atomic, so no MULTI).
+One command at a time (``read_app``, ``read_model``, ...) inside the writes'
+transactions, where a pipeline in WATCH mode runs each command at once; everywhere else
+in pipelines (``read_apps``, ``read_models``, ``read_versions``): one app with its links
+is one round trip, and listing every app two, however many there are (a read need not
+be atomic, so no MULTI).
 Decoding is the records' own (``state.records``); "not found" errors are the store's.
 """
 
@@ -20,6 +21,8 @@ from management_frontend.state.records import (
     App,
     Model,
     ModelVersion,
+    apps_with_links,
+    models_with_versions,
     schema_version_of,
     text,
     text_hash,
@@ -61,34 +64,32 @@ async def read_version(r: Reader, keys: Keys, name: str, version: str) -> ModelV
     return ModelVersion.from_hash(text_hash(h)) if h else None
 
 
-async def read_apps(r: aioredis.Redis, keys: Keys) -> list[tuple[App, list[str]]]:
-    """Every app with its links, in two round trips; an app deleted meanwhile is left out."""
-    names = await read_members(r, keys.apps)
+async def read_apps(
+    r: aioredis.Redis, keys: Keys, names: Sequence[str] | None = None
+) -> list[tuple[App, list[str]]]:
+    """These apps (every app: one more round trip) with their links, in one round trip;
+    an app that does not exist, or was deleted meanwhile, is left out."""
+    if names is None:
+        names = await read_members(r, keys.apps)
     async with r.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.hgetall(keys.app(name))
             pipe.smembers(keys.links(name))
-        replies = await pipe.execute()
-    return [
-        (App.from_hash(text_hash(h)), sorted(text(m) for m in links))
-        for h, links in zip(replies[::2], replies[1::2], strict=True)
-        if h
-    ]
+        return apps_with_links(await pipe.execute())
 
 
-async def read_models(r: aioredis.Redis, keys: Keys) -> list[Model]:
-    """Every model with its versions, in two round trips."""
-    names = await read_members(r, keys.models)
+async def read_models(
+    r: aioredis.Redis, keys: Keys, names: Sequence[str] | None = None
+) -> list[Model]:
+    """These models (every model: one more round trip) with their versions, in one round
+    trip; a model that does not exist, or was deleted meanwhile, is left out."""
+    if names is None:
+        names = await read_members(r, keys.models)
     async with r.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.hgetall(keys.model(name))
             pipe.zrange(keys.versions(name), 0, -1)
-        replies = await pipe.execute()
-    return [
-        Model.from_hash(text_hash(h), versions)
-        for h, versions in zip(replies[::2], replies[1::2], strict=True)
-        if h
-    ]
+        return models_with_versions(await pipe.execute())
 
 
 async def read_versions(

@@ -190,24 +190,22 @@ class Store:
         """Every app with its linked models; an app deleted meanwhile is left out."""
         return await read_apps(self._r, self._keys)
 
-    async def get_app(self, name: str) -> App:
-        app = await read_app(self._r, self._keys, name)
-        if app is None:
+    async def get_app(self, name: str) -> tuple[App, list[str]]:
+        """The app with its links, in one round trip."""
+        found = await read_apps(self._r, self._keys, [name])
+        if not found:
             raise app_missing(name)
-        return app
-
-    async def get_links(self, app: str) -> list[str]:
-        await self.get_app(app)
-        return await read_links(self._r, self._keys, app)
+        return found[0]
 
     async def list_models(self) -> list[Model]:
         return await read_models(self._r, self._keys)
 
     async def get_model(self, name: str) -> Model:
-        model = await read_model(self._r, self._keys, name)
-        if model is None:
+        """The model with its versions, in one round trip."""
+        found = await read_models(self._r, self._keys, [name])
+        if not found:
             raise _model_missing(name)
-        return model
+        return found[0]
 
     async def list_versions(self, model: Model) -> list[ModelVersion]:
         return await read_versions(self._r, self._keys, model.name, model.versions)

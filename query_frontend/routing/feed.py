@@ -20,7 +20,14 @@ import redis.asyncio as aioredis
 
 from management_frontend.state.feed import Change
 from management_frontend.state.keys import Keys
-from management_frontend.state.records import App, Model, ModelVersion, Snapshot, text, text_hash
+from management_frontend.state.records import (
+    ModelVersion,
+    Snapshot,
+    apps_with_links,
+    models_with_versions,
+    text,
+    text_hash,
+)
 from query_frontend.cancellation import stop_if_cancelled
 
 # An XRANGE/XREAD reply: (entry id, fields) pairs.
@@ -51,16 +58,11 @@ async def read_snapshot(r: aioredis.Redis, keys: Keys) -> Snapshot:
             pipe.zrange(keys.versions(name), 0, -1)
         replies = await pipe.execute()
         snap = Snapshot()
-        for i, name in enumerate(app_names):
-            h, links = replies[2 * i], replies[2 * i + 1]
-            if h:
-                snap.apps[name] = App.from_hash(text_hash(h))
-                snap.links[name] = sorted(text(m) for m in links)
-        offset = 2 * len(app_names)
-        for i, name in enumerate(model_names):
-            h, versions = replies[offset + 2 * i], replies[offset + 2 * i + 1]
-            if h:
-                snap.models[name] = Model.from_hash(text_hash(h), versions)
+        for app, links in apps_with_links(replies[: 2 * len(app_names)]):
+            snap.apps[app.name] = app
+            snap.links[app.name] = links
+        for model in models_with_versions(replies[2 * len(app_names) :]):
+            snap.models[model.name] = model
         wanted = [(m.name, v) for m in snap.models.values() for v in m.versions]
         for name, version in wanted:
             pipe.hgetall(keys.version(name, version))
