@@ -266,7 +266,7 @@ class Connection(Closing):
             route = arm
         else:
             current = self._api.get_model(model_name).get("current_version")
-            route = f"{model_name}:{current}" if current else ""
+            route = arm_name(model_name, current) if current else ""
         if route:
             self._await_routes(
                 lambda apps: _status.arm_route(apps, app_name, arm) == route,
@@ -434,7 +434,7 @@ class Connection(Closing):
         (each with ``is_current_version``)."""
         models = self._api.list_models()
         if not verbose:
-            return [f"{m['name']}:{v}" for m in models for v in m.get("versions", [])]
+            return [arm_name(m["name"], v) for m in models for v in m.get("versions", [])]
         out = []
         for model in models:
             for version in model.get("versions", []):

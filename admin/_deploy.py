@@ -25,6 +25,7 @@ from admin._progress import ProgressCallback
 from admin._wait import RoutesDone
 from admin.container_managers.base import ContainerManager
 from admin.exceptions import ConflictError, InvalidRequestError, NotFoundError, SchoonerError
+from management_frontend.state.keys import arm_name
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class Deployer:
         """Make ``version`` current, and wait until the links that follow the model's
         current version route to it."""
         self.api.set_current_version(name, version)
-        route = f"{name}:{version}"
+        route = arm_name(name, version)
         self.await_routes(
             lambda apps: _status.follows_current(apps, name, route),
             f"{route} as current version",

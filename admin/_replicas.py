@@ -4,9 +4,9 @@ Redis holds each model version's desired ``num_replicas``; the container manager
 them. Scaling records the new count before it starts or stops anything, and stopping
 (``stop_models`` and its variants) records zero before it stops anything, so that what
 a restart brings back is what the user last asked for, even when the manager failed
-half-way. Restoring is that
-restart: after ``start()``, every version's recorded replicas are started again (after
-a ``stop_all()``, a reboot or a crash), all at once, then waited for together.
+half-way. Restoring is that restart: after ``start()``, every version's recorded
+replicas are started again (after a ``stop_all()``, a reboot or a crash), all at once,
+then waited for together.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ and only through it:
 
 It is pure: no web framework and no Redis client is imported, and nothing here does
 I/O. Redis access stays beside its users (``management_frontend.storage`` for the
-control plane; ``query_frontend.routing``, ``query_frontend.selection`` and
-``query_frontend.rpc`` for the data plane), and each user translates
+control plane; ``query_frontend.routing``, ``query_frontend.selection``,
+``query_frontend.rpc`` and the query frontend's startup check of the schema version for
+the data plane), and each user translates
 ``InvalidValue`` at its own boundary. Why the contract lives here, and who writes which
 key: ``docs/architecture.md`` and ``docs/redis-schema.md``. It may import
 ``model_container.protocol`` (for ``InputType``) and nothing else of Schooner.

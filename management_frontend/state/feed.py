@@ -1,10 +1,12 @@
-"""The change feed ``{p}:changes``: what an entry says, and how it is written and read.
+"""The change feed ``{p}:changes``: what an entry says.
 
 Every write of the management frontend appends one entry in the same MULTI/EXEC as the
-keys it changes. An entry names *what* changed, not how: a follower re-reads the named
-app or model and treats a missing record as deleted, so applying an entry twice, or one
-a snapshot already holds, is harmless. ``docs/redis-schema.md`` gives the follower
-protocol (newest id, then a snapshot, then ``XREAD BLOCK`` from that id).
+keys it changes (``management_frontend.storage.store.publish``); query frontends follow
+the feed (``query_frontend.routing.feed``). An entry names *what* changed, not how: a
+follower re-reads the named app or model and treats a missing record as deleted, so
+applying an entry twice, or one a snapshot already holds, is harmless.
+``docs/redis-schema.md`` gives the follower protocol (newest id, then a snapshot, then
+``XREAD BLOCK`` from that id).
 """
 
 from __future__ import annotations

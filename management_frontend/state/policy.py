@@ -42,8 +42,6 @@ SPLIT: Final = rules.SPLIT
 EXP3: Final = rules.EXP3
 EXP4: Final = rules.EXP4
 POLICIES: Final = rules.POLICIES
-# Policies that may have several arms; "single" has at most one link.
-MULTI_ARM: Final = (SPLIT, EXP3, EXP4)
 # Policies that learn from feedback: they choose (exp3) or combine (exp4) by what it taught.
 LEARNING: Final = (EXP3, EXP4)
 # "auto": labels and outputs that hold a non-integer number are compared by squared

@@ -21,6 +21,7 @@ from typing import Any, Protocol, cast
 
 import orjson
 
+from management_frontend.state.keys import arm_name
 from model_container import protocol
 from model_container.protocol import Error, Hello, InputType, Predict, Result
 from query_frontend.batching.controllers import (
@@ -388,7 +389,7 @@ class Dispatcher:
 
     def status(self) -> dict[str, Any]:
         return {
-            f"{k[0]}:{k[1]}": {
+            arm_name(*k): {
                 "queued": len(q.pending),
                 "max_batch_size": q.max_batch,
                 "batch_mode": q.mode,

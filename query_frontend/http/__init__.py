@@ -9,9 +9,10 @@
 ``state``      ``FrontendState``: what the handlers share, one per process
 
 The top layer below the app: it may import every other part of the frontend
-(``queries``, ``config``, ``caching``, ``batching``, ``routing``, ``selection``,
-``metrics``), plus ``management_frontend.state`` and ``model_container.protocol``; none of
-them imports it. Only ``query_frontend.app`` imports it, to serve these handlers.
+(``queries``, ``config``, ``cancellation``, ``caching``, ``batching``, ``rpc``,
+``routing``, ``selection``, ``metrics``), plus ``management_frontend.state`` and
+``model_container.protocol``; none of them imports it. Only ``query_frontend.app``
+imports it, to serve these handlers.
 """
 
 from query_frontend.http.endpoints import routes

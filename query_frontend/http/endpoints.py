@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from management_frontend.state.keys import arm_name
 from query_frontend.http.asgi import error
 from query_frontend.http.state import FrontendState
 from query_frontend.routing import table
@@ -44,13 +45,13 @@ async def status(request: Request) -> Response:
 
 
 def _route_json(route: table.Route) -> dict[str, object]:
-    arms = {a.name: f"{a.key[0]}:{a.key[1]}" if a.key else None for a in route.arms}
+    arms = {a.name: arm_name(*a.key) if a.key else None for a in route.arms}
     first = route.arms[0].key if route.arms else None
     return {
         "policy": route.policy,
         "arms": arms,
         # The first arm's version: what a single-model app routes to.
-        "model": f"{first[0]}:{first[1]}" if first else None,
+        "model": arm_name(*first) if first else None,
         "models": sorted({m for m in arms.values() if m}),
         "reason": route.no_model_reason or None,
         "slo_micros": route.app.slo_micros,

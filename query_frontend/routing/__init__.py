@@ -6,7 +6,8 @@
            current from the change feed
 ``feed``   reading the configuration from Redis: a snapshot, then the change feed
 
-Imports ``query_frontend.queries`` (a model key) and ``management_frontend.state`` (the
+Imports ``query_frontend.queries`` (a model key), ``cancellation`` (the follower retries
+on Redis errors) and ``management_frontend.state`` (the
 records, keys and policy parameters it reads). Imported by ``selection`` (which picks
 among a route's arms), ``http`` (the routes a request looks up, ``/status``) and
 ``app`` (which starts the follower and listens to its snapshots).

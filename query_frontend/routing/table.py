@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from management_frontend.state.errors import InvalidValue
 from management_frontend.state.feed import Change
-from management_frontend.state.keys import Keys, parse_arm
+from management_frontend.state.keys import Keys, arm_name, parse_arm
 from management_frontend.state.policy import SINGLE, PolicyParams
 from management_frontend.state.records import App, Snapshot
 from query_frontend.cancellation import stop_if_cancelled
@@ -65,7 +65,7 @@ def resolve_arm(snap: Snapshot, arm: str) -> Arm:
         return Arm(arm, None, f"model '{model_name}' has no current version")
     if (model_name, version) not in snap.versions:
         return Arm(arm, None, f"model '{model_name}' has no version '{version}'")
-    return Arm(arm, (model_name, version), label=f"{model_name}:{version}")
+    return Arm(arm, (model_name, version), label=arm_name(model_name, version))
 
 
 def _params(app: App) -> PolicyParams:

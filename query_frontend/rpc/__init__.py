@@ -7,9 +7,10 @@
               (``{p}:replicas``) for the control plane
 
 Imports ``batching`` (the ``Dispatcher`` it feeds, the ``Replica`` it tracks),
-``model_container.protocol`` (the framing, owned there) and ``management_frontend.state``
-(the replica record and its key). Imported only by ``app``, which opens the server and
-wires the registry to the dispatcher's callbacks.
+``cancellation`` (the registry's loop retries on Redis errors),
+``model_container.protocol`` (the framing, owned there) and
+``management_frontend.state`` (the replica record and its key). Imported only by
+``app``, which opens the server and wires the registry to the dispatcher's callbacks.
 """
 
 from query_frontend.rpc.registry import ReplicaRegistry

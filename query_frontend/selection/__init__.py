@@ -12,7 +12,8 @@ feedback teaches them (split, exp3, exp4; ``single`` is served without coming he
 ``learned_store``  that state in Redis: reading a record, recording feedback (Lua)
 
 Imports ``routing`` (the arms of a route), ``batching`` (the ``Evaluator`` that asks a
-model version, its overload errors), ``query_frontend.queries`` and
+model version, its overload errors), ``cancellation`` (the refresh loop retries on Redis
+errors), ``query_frontend.queries`` and
 ``management_frontend.state`` (the policy parameters and the learned-state math, keys
 and records). It is handed what it needs explicitly, never the HTTP layer's
 ``FrontendState``. Imported by ``metrics`` (who answered), ``http`` (predict and update)

@@ -10,7 +10,7 @@ Losses (``loss`` in the app's policy parameters):
                included): decided by the answers alone, as ``ensemble`` decides
                how to combine them
 
-What is learned (``state.policy.ArmFeedback.log_weight``):
+What is learned (``management_frontend.state.policy.ArmFeedback.log_weight``):
 
     exp3   the arm that answered: -eta * loss / p, p being the chance it had of being
            drawn (importance weighting keeps the estimate unbiased: Auer et al. 2002)
@@ -43,7 +43,6 @@ from query_frontend.selection.ensemble import holds_fraction, numeric, weighted_
 
 ZERO_ONE = "zero_one"
 SQUARED = "squared"
-ABSOLUTE = "absolute"
 # One update may move a log-weight by at most this much: one outlier label must not
 # wipe out what thousands of updates taught.
 MAX_STEP = 5.0

@@ -50,8 +50,8 @@ LAYERS: dict[str, dict[str, set[str]]] = {
         "selection": {"routing", "batching", "caching", "queries", "cancellation"},
         "metrics": {"selection", "batching", "caching", "queries"},
         "http": {
-            *("queries", "config", "caching", "batching", "rpc", "routing", "selection"),
-            "metrics",
+            *("queries", "config", "cancellation", "caching", "batching", "rpc", "routing"),
+            *("selection", "metrics"),
         },
     },
     "management_frontend": {
