@@ -340,27 +340,52 @@ class Connection(Closing):
         name: str,
         version: str,
         input_type: str,
-        artifact: str,
+        artifact: str | os.PathLike[str],
         labels: Sequence[str] | None = None,
         num_replicas: int = 1,
         batch_size: int = -1,
         batch_mode: str = "",
         batch_wait_micros: int = 0,
     ) -> None:
-        """Deploy an artifact the container manager can already run (for the local
-        manager a prepared bundle directory; an image for Docker and Kubernetes)."""
+        """Deploy a prepared bundle directory (any manager), or an image built by a Docker
+        or Kubernetes manager (it carries its bundle's digest in the label
+        ``schooner.bundle-sha256``; other images are refused).
+
+        Either way the version is recorded with the bundle's sha256, never the path or
+        image: the manager finds the bundle by that digest, and replicas refuse any other.
+        """
         name, version = check_name(name), check_version(version)
         input_type = check_input_type(input_type)
         num_replicas = check_num_replicas(num_replicas)
         batch = BatchSettings(batch_size, batch_mode, batch_wait_micros)
         checked_labels = check_strings(labels or [], "labels")
+        if not isinstance(artifact, str | os.PathLike):
+            raise InvalidRequestError(
+                f"artifact must be a bundle directory or an image name, got {artifact!r}"
+            )
+        if os.path.isdir(artifact):
+            self.build_and_deploy_model(
+                name,
+                version,
+                input_type,
+                artifact,
+                labels=checked_labels,
+                num_replicas=num_replicas,
+                batch_size=batch_size,
+                batch_mode=batch_mode,
+                batch_wait_micros=batch_wait_micros,
+            )
+            return
+        self._require_connected()
         deployer = self._deployer()
         deployer.check_new_version(name, version, input_type)
+        self.report(f"taking image {artifact} for {name}:{version}")
+        bundle_sha256 = self.cm.adopt_image(name, version, os.fspath(artifact))
         deployer.deploy(
             name,
             version,
             input_type,
-            artifact,
+            bundle_sha256,
             labels=checked_labels,
             num_replicas=num_replicas,
             batch=batch,
@@ -377,12 +402,25 @@ class Connection(Closing):
         batch_mode: str = "",
         batch_wait_micros: int = 0,
     ) -> JSONObject:
-        """Register a version as current without starting replicas (they run elsewhere)."""
+        """Register a version as current whose replicas run elsewhere (started by hand,
+        connecting to the query frontend's RPC port).
+
+        No bundle is recorded for it, so this cluster never starts replicas of it:
+        ``set_num_replicas`` and ``start()`` refuse to, saying so. ``artifact`` is kept
+        for the signature's sake and must stay empty: the cluster records no path or
+        image a client names.
+        """
+        if artifact:
+            raise InvalidRequestError(
+                f"register_model records no artifact ({artifact!r}): the cluster runs only "
+                "bundles it stored itself, and never starts replicas of a registered "
+                "version. Leave artifact out to register replicas that run elsewhere, or "
+                "deploy the bundle directory with deploy_model"
+            )
         return self._api.add_model_version(
             check_name(name),
             check_version(version),
             check_input_type(input_type),
-            artifact=artifact,
             labels=check_strings(labels or [], "labels"),
             batch=BatchSettings(batch_size, batch_mode, batch_wait_micros),
             set_current=True,

@@ -1,7 +1,9 @@
 """Deploying a model version: the steps behind ``Connection``'s deploy methods.
 
-Deploying a model version, in order: the manager builds the artifact and refuses a
-pickle the replicas could not load, before anything is registered; the version is
+Deploying a model version, in order: the manager stores the bundle (a content-addressed
+directory, an image) and refuses a pickle the replicas could not load, before anything
+is registered; the version is recorded with the bundle's sha256, never a path or image,
+and the manager derives where the bundle is from that digest; the version is
 registered (not current); its replicas start; the client waits until they are
 connected, failing fast if one exits; only then does the version become current, so
 no query is routed to a version without replicas. A version whose replicas did not
@@ -81,12 +83,12 @@ class Deployer:
             )
         self.check_new_version(name, version, input_type)
         self.report(f"building {name}:{version}")
-        artifact = self.cm.build_model(name, version, model_data_path)
+        bundle_sha256 = self.cm.build_model(name, version, model_data_path)
         self.deploy(
             name,
             version,
             input_type,
-            artifact,
+            bundle_sha256,
             labels=labels,
             num_replicas=num_replicas,
             batch=batch,
@@ -120,7 +122,7 @@ class Deployer:
         name: str,
         version: str,
         input_type: str,
-        artifact: str,
+        bundle_sha256: str,
         *,
         labels: Sequence[str] | None,
         num_replicas: int,
@@ -128,13 +130,14 @@ class Deployer:
         runtime: dict[str, str] | None = None,
         pkgs: Sequence[str] = (),
     ) -> None:
-        """Register the version (not current), start and wait for its replicas, then
-        make it current; undo the registration if its replicas do not start."""
+        """Register the version (not current) with its bundle's digest, start and wait
+        for its replicas, then make it current; undo the registration if its replicas do
+        not start."""
         self.api.add_model_version(
             name,
             version,
             input_type,
-            artifact=artifact,
+            bundle_sha256=bundle_sha256,
             labels=labels or (),
             batch=batch,
             num_replicas=num_replicas,
@@ -145,7 +148,7 @@ class Deployer:
         try:
             if num_replicas > 0:
                 self.report(f"starting {num_replicas} replica(s) of {name}:{version}")
-                self.cm.set_num_replicas(name, version, input_type, artifact, num_replicas)
+                self.cm.set_num_replicas(name, version, input_type, bundle_sha256, num_replicas)
                 self.wait_for_replicas(name, version, num_replicas)
         except BaseException:
             self.undo(name, version)

@@ -6,7 +6,10 @@ them. Scaling records the new count before it starts or stops anything, and stop
 a restart brings back is what the user last asked for, even when the manager failed
 half-way. Restoring is that restart: after ``start()``, every version's recorded
 replicas are started again (after a ``stop_all()``, a reboot or a crash), all at once,
-then waited for together.
+then waited for together. The manager finds each version's bundle by the sha256 recorded
+with it, and its replicas refuse a bundle changed since; a version recorded without a
+digest (by ``register_model``, or by a Schooner that recorded a path or image) is never
+started: restoring says to deploy it again.
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ class Replicas:
         mv = self.api.get_model_version(name, version)
         self.api.set_num_replicas(name, version, num_replicas)
         self.report(f"scaling {name}:{version} to {num_replicas} replica(s)")
-        self.cm.set_num_replicas(name, version, mv["input_type"], mv["artifact"], num_replicas)
+        self.cm.set_num_replicas(
+            name, version, mv["input_type"], str(mv.get("bundle_sha256", "")), num_replicas
+        )
         self.wait_for_replicas(name, version, num_replicas)
 
     def stop(self, name: str, versions: Sequence[str]) -> None:
@@ -87,17 +92,24 @@ class Replicas:
     def restore(self) -> None:
         """Relaunch the desired replicas recorded in Redis (after a stop or a crash)."""
         started = []
+        failed = []
         for model in self.api.list_models():
             for version in model.get("versions", []):
                 mv = self.api.get_model_version(model["name"], version)
                 num = int(mv.get("num_replicas", 0))
-                if num > 0:
-                    self.report(f"restarting {num} replica(s) of {mv['name']}:{version}")
-                    self.cm.set_num_replicas(
-                        mv["name"], version, mv["input_type"], mv["artifact"], num
+                if num <= 0:
+                    continue
+                digest = str(mv.get("bundle_sha256", ""))
+                if not digest:
+                    failed.append(
+                        f"{mv['name']}:{version} is recorded without a bundle digest (by an "
+                        "older Schooner, which recorded a path or image, or by register_model): "
+                        "it is not started; deploy it again under a new version"
                     )
-                    started.append((str(mv["name"]), str(version), num))
-        failed = []
+                    continue
+                self.report(f"restarting {num} replica(s) of {mv['name']}:{version}")
+                self.cm.set_num_replicas(mv["name"], version, mv["input_type"], digest, num)
+                started.append((str(mv["name"]), str(version), num))
         for name, version, num in started:
             try:
                 self.wait_for_replicas(name, version, num)

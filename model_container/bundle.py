@@ -16,16 +16,35 @@ own modules. ``pkgs`` is what the image builder installs; the container only rep
 
 A pickle only loads under the Python minor version and cloudpickle major version it was
 made with, so ``load_predict_function`` refuses a mismatch, with a message naming both
-versions, before it unpickles anything. Exceptions::
+versions, before it unpickles anything.
+
+A bundle is named by its digest (``bundle_digest``): the cluster stores it under that
+name, records it with the model version, and the container refuses a bundle whose
+digest differs (``verify_bundle``) before it reads anything from it. The digest is the
+sha256 of a manifest, one entry per file, directory and symlink under the bundle's
+root, sorted by path (bytewise, UTF-8)::
+
+    f <x> <sha256 of the contents> <path>\0     a regular file; <x> is 1 if its owner
+                                                may execute it, else 0
+    d - - <path>\0                              a directory
+    l - <sha256 of the link's target> <path>\0  a symlink to a path inside the bundle
+
+``<path>`` is relative to the root, '/'-separated. Nothing else is hashed (no times,
+owners or other permission bits), so a copy made by ``cp -r``, ``COPY`` in a Dockerfile
+or ``shutil.copytree`` has the same digest, and any tool can recompute it (see
+docs/wire-protocol.md, "Model bundles"). A symlink pointing outside the bundle, and
+any other kind of file (a socket, a device, a FIFO), is refused. Exceptions::
 
     ValueError
      └── BundleError                 missing, malformed or unloadable bundle
-          └── IncompatibleRuntimeError   pickled under another Python / cloudpickle
+          ├── IncompatibleRuntimeError   pickled under another Python / cloudpickle
+          └── BundleDigestError          not the bundle recorded at deploy (or unhashable)
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import importlib
 import inspect
 import json
@@ -33,6 +52,7 @@ import logging
 import os
 import platform
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +82,10 @@ class BundleError(ValueError):
 
 class IncompatibleRuntimeError(BundleError):
     """A pickled model made under a Python or cloudpickle this container cannot load."""
+
+
+class BundleDigestError(BundleError):
+    """A bundle whose digest is not the one recorded at deploy, or that cannot be hashed."""
 
 
 class BundleKind(enum.StrEnum):
@@ -145,6 +169,90 @@ def _release(version: str, parts: int) -> tuple[int, ...] | None:
 def _short(version: str, parts: int) -> str:
     release = _release(version, parts)
     return ".".join(map(str, release)) if release is not None else version
+
+
+# --------------------------------------------------------------------------- digest
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_BLOCK = 1 << 20
+
+
+def bundle_digest(path: str | os.PathLike[str]) -> str:
+    """The sha256 (64 lowercase hex digits) of the bundle directory at ``path``.
+
+    Raises ``BundleDigestError`` for a missing or unreadable bundle, a symlink pointing
+    outside it, or a file that is neither a regular file, a directory nor a symlink.
+    """
+    root = Path(path)
+    if not root.is_dir() or root.is_symlink():
+        raise BundleDigestError(f"no model bundle directory at {root}")
+    real_root = root.resolve()
+    manifest = hashlib.sha256()
+    try:
+        for rel in _walk(root):
+            manifest.update(_entry(root, real_root, rel))
+    except OSError as exc:
+        raise BundleDigestError(f"cannot read the bundle at {root}: {exc}") from exc
+    return manifest.hexdigest()
+
+
+def verify_bundle(path: str | os.PathLike[str], expected: str) -> None:
+    """Refuse the bundle at ``path`` unless its digest is ``expected``; reads no model."""
+    if not SHA256_RE.match(expected):
+        raise BundleDigestError(
+            f"the expected bundle digest {expected!r} is not 64 lowercase hex digits"
+        )
+    found = bundle_digest(path)
+    if found != expected:
+        raise BundleDigestError(
+            f"the bundle at {path} has sha256 {found}, but this model version was deployed "
+            f"with {expected}: the bundle was changed after it was deployed (or this is not "
+            "its bundle). Nothing was loaded from it. Deploy the model again under a new "
+            "version; if nobody should have changed it, find out who did"
+        )
+
+
+def _walk(root: Path) -> list[str]:
+    """Every path under ``root``, relative, '/'-separated, sorted bytewise (UTF-8)."""
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=_raise):
+        base = Path(dirpath).relative_to(root)
+        for name in (*dirnames, *filenames):
+            out.append((base / name).as_posix())
+    return sorted(out, key=lambda p: p.encode("utf-8", "surrogateescape"))
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+def _entry(root: Path, real_root: Path, rel: str) -> bytes:
+    full = root / rel
+    st = full.lstat()
+    name = rel.encode("utf-8", "surrogateescape")
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(full)
+        resolved = full.resolve()
+        if resolved != real_root and real_root not in resolved.parents:
+            raise BundleDigestError(
+                f"the bundle at {root} holds a symlink {rel} -> {target} that points outside "
+                "it: copy the file into the bundle instead"
+            )
+        text = hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()
+        return b"l - " + text.encode() + b" " + name + b"\0"
+    if stat.S_ISDIR(st.st_mode):
+        return b"d - - " + name + b"\0"
+    if stat.S_ISREG(st.st_mode):
+        contents = hashlib.sha256()
+        with full.open("rb") as f:
+            for block in iter(lambda: f.read(_BLOCK), b""):
+                contents.update(block)
+        x = b"1" if st.st_mode & stat.S_IXUSR else b"0"
+        return b"f " + x + b" " + contents.hexdigest().encode() + b" " + name + b"\0"
+    raise BundleDigestError(
+        f"the bundle at {root} holds {rel}, which is neither a file, a directory nor a "
+        "symlink: remove it"
+    )
 
 
 # --------------------------------------------------------------------------- writing
@@ -297,6 +405,9 @@ def _load_closure(info: BundleInfo) -> PredictFunction:
 def _load_entry_point(root: Path, entry_point: str) -> PredictFunction:
     module_name, _, attr_path = entry_point.partition(":")
     bundle_dir = str(root.resolve())
+    # Writing __pycache__ into the bundle would change its digest: the next start would
+    # refuse it. (And a .pyc planted there is caught by the digest, not loaded.)
+    sys.dont_write_bytecode = True
     if bundle_dir not in sys.path:
         sys.path.insert(0, bundle_dir)
     try:
@@ -329,3 +440,22 @@ def _load_entry_point(root: Path, entry_point: str) -> PredictFunction:
         raise BundleError(f"entry point {entry_point!r} is a {type(target).__name__}")
     logger.info("loaded model from entry point %s", entry_point)
     return target  # type: ignore[no-any-return]
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    """``python -m model_container.bundle DIR...``: print each bundle's digest."""
+    paths = list(sys.argv[1:] if argv is None else argv)
+    if not paths:
+        print("usage: python -m model_container.bundle BUNDLE_DIR...", file=sys.stderr)
+        return 2
+    for path in paths:
+        try:
+            print(f"{bundle_digest(path)}  {path}")
+        except BundleError as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -4,6 +4,7 @@ Every flag can also come from the environment (Docker and Kubernetes pass enviro
 variables), the flag winning when both are set::
 
     --bundle DIR            SCHOONER_BUNDLE          the model bundle directory
+    --bundle-sha256 HEX     SCHOONER_BUNDLE_SHA256   the digest recorded at deploy (below)
     --frontend ADDR         SCHOONER_FRONTEND        e.g. tcp://query-frontend:7000 (below)
     --name NAME             SCHOONER_MODEL_NAME
     --version VERSION       SCHOONER_MODEL_VERSION
@@ -29,10 +30,17 @@ process, the model loaded once, one registration per frontend)::
 Metrics are off by default so that several replicas on one host do not fight over a
 port; the local container manager gives each replica a port of its own.
 
-Exit status: 0 after SIGTERM/SIGINT, 2 when the configuration is invalid, the model
-cannot be loaded (a wrong Python version, a missing module, a missing file) or the
-metrics port cannot be opened; the reason is logged as one paragraph, without a
-traceback, so a crash-looping pod says why.
+Before it reads anything from the bundle, the container computes its digest
+(``model_container.bundle.bundle_digest``) and refuses to start unless it equals
+``--bundle-sha256``: a bundle changed after deploy is never unpickled or imported. Every
+container manager passes the digest recorded with the model version. Without one the
+container refuses too; ``--no-verify-bundle`` (a flag only, never the environment)
+skips the check, for developing a bundle by hand.
+
+Exit status: 0 after SIGTERM/SIGINT, 2 when the configuration is invalid, the bundle's
+digest is missing or differs, the model cannot be loaded (a wrong Python version, a
+missing module, a missing file) or the metrics port cannot be opened; the reason is
+logged as one paragraph, without a traceback, so a crash-looping pod says why.
 """
 
 from __future__ import annotations
@@ -44,7 +52,13 @@ import os
 import socket
 from collections.abc import Sequence
 
-from model_container.bundle import BundleError, load_predict_function, read_bundle_info
+from model_container.bundle import (
+    SHA256_RE,
+    BundleError,
+    load_predict_function,
+    read_bundle_info,
+    verify_bundle,
+)
 from model_container.discovery import DEFAULT_DISCOVERY_INTERVAL_S, parse_frontends
 from model_container.logconfig import configure_logging
 from model_container.metrics import MetricsServerError
@@ -58,6 +72,7 @@ EXIT_CONFIG = 2
 
 _ENV = {
     "bundle": "SCHOONER_BUNDLE",
+    "bundle_sha256": "SCHOONER_BUNDLE_SHA256",
     "frontend": "SCHOONER_FRONTEND",
     "name": "SCHOONER_MODEL_NAME",
     "version": "SCHOONER_MODEL_VERSION",
@@ -78,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a Schooner model bundle to a query frontend.",
     )
     parser.add_argument("--bundle", help=f"model bundle directory (${_ENV['bundle']})")
+    parser.add_argument(
+        "--bundle-sha256",
+        help="the sha256 the bundle was deployed with; the container refuses any other "
+        f"(${_ENV['bundle_sha256']})",
+    )
+    parser.add_argument(
+        "--no-verify-bundle",
+        action="store_true",
+        help="load the bundle without checking its digest (development only)",
+    )
     parser.add_argument(
         "--frontend",
         action="append",
@@ -137,6 +162,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parse_frontends(str(args.frontend))
     except ValueError as exc:
         parser.error(str(exc))
+    if args.bundle_sha256 is not None and not SHA256_RE.match(args.bundle_sha256):
+        parser.error(f"--bundle-sha256 (${_ENV['bundle_sha256']}) must be 64 lowercase hex digits")
     if args.input_type is not None and args.input_type not in {t.value for t in InputType}:
         parser.error(f"unknown input type {args.input_type!r} in ${_ENV['input_type']}")
     try:
@@ -173,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
     try:
+        _check_digest(args)
         info = read_bundle_info(args.bundle)
         if args.input_type is not None and InputType(args.input_type) != info.input_type:
             raise BundleError(
@@ -204,3 +232,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", exc)
         return EXIT_CONFIG
     return EXIT_OK
+
+
+def _check_digest(args: argparse.Namespace) -> None:
+    """Refuse a bundle that is not the one deployed, before anything is read from it."""
+    if args.bundle_sha256:
+        verify_bundle(args.bundle, args.bundle_sha256)
+        logger.info("bundle %s has the deployed sha256 %s", args.bundle, args.bundle_sha256)
+    elif args.no_verify_bundle:
+        logger.warning(
+            "loading the bundle at %s without checking its digest (--no-verify-bundle): "
+            "whoever can write there can run code here",
+            args.bundle,
+        )
+    else:
+        raise BundleError(
+            f"no bundle digest was given, so the bundle is not loaded: pass --bundle-sha256 "
+            f"(${_ENV['bundle_sha256']}) with the sha256 it was deployed with (python -m "
+            "model_container.bundle DIR prints it), or --no-verify-bundle to develop "
+            "without the check"
+        )

@@ -1,4 +1,5 @@
-"""What every container manager checks on a model bundle before it builds anything."""
+"""What every container manager checks on a model bundle before it builds anything, and
+the bundle digest a model version is recorded with (``model_container.bundle``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from typing import TYPE_CHECKING
 
 from admin._names import check_name, check_version
 from admin.exceptions import DeployError, IncompatibleModelError
+from management_frontend.state import rules
+from management_frontend.state.errors import InvalidValue
+
+# The label a model image built by Schooner carries: the sha256 of the bundle inside it.
+IMAGE_BUNDLE_SHA256 = "schooner.bundle-sha256"
 
 if TYPE_CHECKING:
     from model_container.bundle import BundleInfo
@@ -42,3 +48,47 @@ def require_compatible(
             f"but {runs_on} Python {ours.get('python', '?')} / cloudpickle "
             f"{ours.get('cloudpickle', '?')}. {fix}"
         ) from exc
+
+
+def digest_of(name: str, version: str, bundle_dir: str | os.PathLike[str]) -> str:
+    """The sha256 of a bundle directory, or ``DeployError`` saying why it has none."""
+    from model_container.bundle import BundleError, bundle_digest
+
+    try:
+        return bundle_digest(bundle_dir)
+    except BundleError as exc:
+        raise DeployError(f"cannot deploy {name}:{version}: {exc}") from exc
+
+
+def require_digest(name: str, version: str, bundle_sha256: str) -> str:
+    """The digest recorded for a version, checked before it names a file or an image:
+    refused when empty (registered with replicas elsewhere) or not a sha256."""
+    try:
+        digest = rules.bundle_sha256(bundle_sha256)
+    except InvalidValue as exc:
+        raise DeployError(f"cannot start replicas of {name}:{version}: {exc.message}") from None
+    if not digest:
+        raise DeployError(
+            f"cannot start replicas of {name}:{version}: no bundle is recorded for it (it was "
+            "registered with register_model, whose replicas run elsewhere, or by a Schooner "
+            "that recorded a path or image instead of a bundle digest): deploy the model "
+            "again under a new version with deploy_predict_function or deploy_model"
+        )
+    return digest
+
+
+def image_bundle_digest(name: str, version: str, image: str, labels: dict[str, str]) -> str:
+    """The bundle digest a prebuilt model image carries in its labels, or ``DeployError``."""
+    digest = labels.get(IMAGE_BUNDLE_SHA256, "")
+    try:
+        checked = rules.bundle_sha256(digest)
+    except InvalidValue:
+        checked = ""
+    if not checked:
+        raise DeployError(
+            f"cannot deploy {name}:{version} from image {image}: it carries no valid "
+            f"{IMAGE_BUNDLE_SHA256} label, so the replicas could not check the bundle in it. "
+            "Schooner runs only images built from a bundle by a container manager (which "
+            "labels them): pass the bundle directory to deploy_model instead"
+        )
+    return checked

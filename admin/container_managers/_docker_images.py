@@ -9,11 +9,16 @@ hash, and builds whose output is streamed as progress.
                                          model_container package copied from this client
     schooner/frontend:<hash>             model-container + the frontends' dependencies and
                                          both frontend packages
-    schooner/model-<name>:<version>-<hash>   model-container + pkgs_to_install + the bundle
+    schooner/model-<name>:<version>-<sha>    model-container + pkgs_to_install + the bundle
 
 Names get the ``registry`` prefix when one is given. ``<hash>`` is 12 hex digits of a
 sha256 over everything in the build context and the build arguments, so an image is built
-exactly when what goes into it changed, and reused otherwise. The Schooner code in the
+exactly when what goes into it changed, and reused otherwise. A model image is named by
+its version and bundle digest instead (``<sha>``: its first 12 hex digits), so that the
+manager finds it again from what Redis records (name, version, digest) and from nothing a
+client says; it carries the full digest in the label ``schooner.bundle-sha256``, which
+its replicas are also given and check the bundle in the image against. Its content hash
+(label ``schooner.image.content``) still decides whether it is rebuilt. The Schooner code in the
 images is copied from the packages this client imports, so images always run the same
 code as the client that built them.
 
@@ -43,6 +48,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from admin._files import os_errors
+from admin.container_managers._bundles import IMAGE_BUNDLE_SHA256, image_bundle_digest
 from admin.container_managers._docker_engine import engine_errors
 from admin.exceptions import ContainerManagerError, DeployError, SchoonerError
 
@@ -67,6 +73,18 @@ IMAGE_CONTENT: Final = "schooner.image.content"  # the full content hash
 IMAGE_CLUSTER: Final = "schooner.image.cluster"  # model images: the cluster they were built for
 IMAGE_MODEL: Final = "schooner.image.model"
 IMAGE_VERSION: Final = "schooner.image.version"
+
+
+def image_name(registry: str, repository: str, tag: str) -> str:
+    """``[registry/]schooner/<repository>:<tag>``."""
+    prefix = f"{registry.rstrip('/')}/" if registry else ""
+    return f"{prefix}schooner/{repository}:{tag}"
+
+
+def model_image_name(registry: str, name: str, version: str, bundle_sha256: str) -> str:
+    """The image of a model version whose bundle has this digest: derived by the manager
+    from what Redis records, never named by a client."""
+    return image_name(registry, f"model-{name}", f"{version}-{bundle_sha256[:12]}")
 
 
 def dockerfiles_dir(override: Path | None = None) -> Path:
@@ -275,6 +293,11 @@ def stream_build(
         raise BuildFailedError(log.failure())
 
 
+def _content_of(image: Any) -> str:
+    """The content hash an image was built from (its label), ``""`` if it has none."""
+    return str((image.labels or {}).get(IMAGE_CONTENT, ""))
+
+
 class BuildFailedError(SchoonerError):
     """An image build failed; the message holds the error and the end of the output.
 
@@ -322,8 +345,7 @@ class ImageBuilder:
             yield ctx
 
     def name(self, repository: str, tag: str) -> str:
-        prefix = f"{self.registry}/" if self.registry else ""
-        return f"{prefix}schooner/{repository}:{tag}"
+        return image_name(self.registry, repository, tag)
 
     @property
     def pip_args(self) -> str:
@@ -358,17 +380,22 @@ class ImageBuilder:
 
     # ------------------------------------------------------------------ model images
 
+    def model_image_name(self, name: str, version: str, bundle_sha256: str) -> str:
+        return model_image_name(self.registry, name, version, bundle_sha256)
+
     def model_image(
         self,
         model_container: str,
         name: str,
         version: str,
         bundle_dir: Path,
+        bundle_sha256: str,
         pkgs: Sequence[str],
         labels: Mapping[str, str],
     ) -> str:
+        labels = {**labels, IMAGE_BUNDLE_SHA256: bundle_sha256}
         with self._context("model.Dockerfile", f"{name}:{version}", DeployError) as ctx:
-            shutil.copytree(bundle_dir, ctx / "bundle")
+            shutil.copytree(bundle_dir, ctx / "bundle", symlinks=True)
             text = "".join(f"{p}\n" for p in pkgs)
             (ctx / "requirements.txt").write_text(text, encoding="utf-8")
             args = {"MODEL_CONTAINER_IMAGE": model_container, "PIP_ARGS": self.pip_args}
@@ -377,11 +404,34 @@ class ImageBuilder:
                 f"model-{name}",
                 args,
                 f"{name}:{version}",
-                tag_prefix=f"{version}-",
+                fixed_tag=self.model_image_name(name, version, bundle_sha256),
                 labels=labels,
                 error=DeployError,
                 also=labels,  # the cluster's own image: destroy() removes it
             )
+
+    def adopt_model_image(self, image: str, name: str, version: str) -> str:
+        """Tag a prebuilt model image as the image of ``name:version``, and return the
+        bundle digest its label carries; refused (``DeployError``) without that label."""
+        try:
+            found = self.client.images.get(image)
+        except engine_errors():
+            if not (self.registry and self._pulled(image)):
+                raise DeployError(
+                    f"cannot deploy {name}:{version}: the image {image} is not in this Docker "
+                    "engine" + (" nor pullable" if self.registry else "")
+                ) from None
+            found = self.client.images.get(image)
+        labels = {str(k): str(v) for k, v in (found.labels or {}).items()}
+        digest = image_bundle_digest(name, version, image, labels)
+        repository, _, tag = self.model_image_name(name, version, digest).rpartition(":")
+        try:
+            found.tag(repository, tag)
+        except engine_errors() as exc:
+            raise DeployError(f"cannot tag {image} as {repository}:{tag}: {exc}") from exc
+        if self.push:
+            self.push_image(f"{repository}:{tag}", DeployError)
+        return digest
 
     # ------------------------------------------------------------------ the work
 
@@ -400,30 +450,34 @@ class ImageBuilder:
         buildargs: dict[str, str],
         what: str,
         *,
-        tag_prefix: str = "",
+        fixed_tag: str = "",
         labels: Mapping[str, str] | None = None,
         error: type[SchoonerError] = ContainerManagerError,
         also: Mapping[str, str] | None = None,
     ) -> str:
         """``tag`` if that image exists (or, with a registry, can be pulled); else build it.
 
-        ``also`` is hashed with the context: what the image depends on besides it.
+        ``also`` is hashed with the context: what the image depends on besides it. A
+        ``fixed_tag`` names the image instead of the hash; an image found under it is
+        reused only if it was built from the same content, and rebuilt otherwise.
         """
         from docker.errors import ImageNotFound
 
         digest = context_digest(ctx, {**buildargs, **(also or {})})
-        tag = self.name(repository, f"{tag_prefix}{digest[:12]}")
+        tag = fixed_tag or self.name(repository, digest[:12])
         try:
-            self.client.images.get(tag)
+            found = self.client.images.get(tag)
         except ImageNotFound:
-            pass
+            found = None
         except engine_errors() as exc:
             raise error(f"cannot inspect image {tag}: {exc}") from exc
-        else:
+        if found is not None and (not fixed_tag or _content_of(found) == digest):
             self.report(f"{what}: image {tag} is up to date")
             return tag
-        if self.registry and self._pulled(tag):
-            return tag
+        if found is None and self.registry and self._pulled(tag):
+            pulled = self.client.images.get(tag) if fixed_tag else None
+            if pulled is None or _content_of(pulled) == digest:
+                return tag
         self.report(f"building {what} as {tag}")
         log = BuildLog(self.report, what)
         try:

@@ -231,11 +231,14 @@ class ClusterSettings:
         name: str,
         version: str,
         input_type: str,
+        bundle_sha256: str,
         replica_id: str,
         metrics_port: int = 0,
     ) -> dict[str, Any]:
         """A model replica. ``metrics_port`` is its host port in host mode (each replica
-        needs its own there); in network mode every replica serves on the inner port."""
+        needs its own there); in network mode every replica serves on the inner port.
+        ``bundle_sha256`` is the digest recorded in Redis: the replica refuses a bundle in
+        the image that does not match it."""
         if self.host_mode:
             metrics_host, port = self.host, metrics_port
         else:
@@ -255,6 +258,7 @@ class ClusterSettings:
         spec["environment"].update(
             {
                 "SCHOONER_BUNDLE": BUNDLE_DIR,
+                "SCHOONER_BUNDLE_SHA256": bundle_sha256,
                 "SCHOONER_FRONTEND": self.inner_rpc_address,
                 "SCHOONER_MODEL_NAME": name,
                 "SCHOONER_MODEL_VERSION": version,

@@ -523,9 +523,11 @@ class KubeSettings:
         name: str,
         version: str,
         input_type: str,
+        bundle_sha256: str,
         replicas: int,
     ) -> V1Deployment:
         """The pods of a model version: each runs the image's model container, which
+        checks the bundle in the image against ``bundle_sha256`` (recorded in Redis),
         finds every query frontend pod through the headless RPC Service and registers
         with each, as replica ``<pod name>``."""
         from kubernetes.client import V1Container, V1ContainerPort, V1Probe, V1TCPSocketAction
@@ -538,6 +540,7 @@ class KubeSettings:
             command=["python", "-m", "model_container"],
             env=[
                 self._env("SCHOONER_BUNDLE", BUNDLE_DIR),
+                self._env("SCHOONER_BUNDLE_SHA256", bundle_sha256),
                 self._env("SCHOONER_MODEL_NAME", name),
                 self._env("SCHOONER_MODEL_VERSION", version),
                 self._env("SCHOONER_INPUT_TYPE", input_type),

@@ -2,14 +2,20 @@
 
 A container manager runs things; it does not decide what should run. ``Connection``
 records desired state through the management API first (Redis is the source of truth)
-and then asks the manager to enact it: start the cluster, build a model's artifact,
-run N replicas of a model version, stop them. ``Connection`` then waits for the
+and then asks the manager to enact it: start the cluster, store a model's bundle, run
+N replicas of a model version, stop them. ``Connection`` then waits for the
 replicas to connect, and uses ``replica_states`` to fail fast when one exits.
 
 A manager that talks to an engine or an API server (Docker, Kubernetes) opens its client
 on first use and closes it in ``close()``; every manager is a context manager that
 closes on exit, and ``Connection.close()`` closes its manager. Closing releases
 connections only: what runs keeps running, and the next call opens the client again.
+
+No code from the network: a model version is recorded with its bundle's sha256, never a
+path or an image. The manager stores the bundle under a name it derives from (name,
+version, digest) -- a content-addressed directory, an image tag -- finds it again from
+those alone, and passes the digest to every replica, which refuses a bundle that does
+not match (``model_container.bundle.verify_bundle``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Final
 
 from admin._closing import Closing
 from admin._progress import Reporter
+from admin.exceptions import DeployError
 
 # model_container.cli.EXIT_CONFIG: the model cannot be loaded; restarting will not help.
 EXIT_CONFIG: Final = 2
@@ -105,19 +112,32 @@ class ContainerManager(Closing):
 
     @abc.abstractmethod
     def build_model(self, name: str, version: str, bundle_dir: str | os.PathLike[str]) -> str:
-        """Turn a model bundle into the artifact replicas run; return the artifact.
+        """Store a model bundle where this cluster's replicas load it; return its sha256.
 
         Refuses with ``IncompatibleModelError`` (before doing anything else) when the
         bundle was pickled under a Python or cloudpickle the replicas will not run.
         """
 
+    def adopt_image(self, name: str, version: str, image: str) -> str:
+        """Take a prebuilt model image for a version; return the bundle digest it carries.
+
+        Only managers that run images do; the image must carry the label
+        ``schooner.bundle-sha256`` that their own builds put there.
+        """
+        raise DeployError(
+            f"cannot deploy {name}:{version} from {image!r}: {type(self).__name__} runs "
+            "model bundles it stores itself, not images: pass the bundle directory"
+        )
+
     @abc.abstractmethod
     def set_num_replicas(
-        self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
+        self, name: str, version: str, input_type: str, bundle_sha256: str, num_replicas: int
     ) -> None:
         """Run exactly ``num_replicas`` replicas of a model version (0 stops them all).
 
-        Returns once the replicas are started, not once they are connected.
+        ``bundle_sha256`` is the digest recorded with the version: the manager finds the
+        bundle by it and the replicas refuse any other. Returns once the replicas are
+        started, not once they are connected.
         """
 
     @abc.abstractmethod

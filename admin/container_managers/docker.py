@@ -10,7 +10,9 @@
 with its data in a named volume, and the management and query frontends. Deploying a
 model builds an image ``FROM`` the model-container base with the model's
 ``pkgs_to_install`` and its bundle, streaming the build's output as progress, and runs
-its replicas from it. Containers carry labels (``_docker_specs``): ``connect()`` finds
+its replicas from it: the image is named by the model's version and bundle digest, and
+each replica is given the digest recorded in Redis, which the bundle in the image must
+match. Containers carry labels (``_docker_specs``): ``connect()`` finds
 a running cluster by them, and ``stop_all()`` removes this cluster's containers and no
 others (the Redis volume stays: state persists until ``destroy()``).
 
@@ -33,10 +35,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from admin._files import os_errors
-from admin._names import check_name, check_num_replicas
+from admin._names import check_name, check_num_replicas, check_version
 from admin._progress import wait_for
 from admin.container_managers import _docker_specs as specs
-from admin.container_managers._bundles import read_model_bundle, require_compatible
+from admin.container_managers._bundles import (
+    digest_of,
+    read_model_bundle,
+    require_compatible,
+    require_digest,
+)
 from admin.container_managers._docker_engine import (
     ClusterEngine,
     connect_to_engine,
@@ -342,15 +349,25 @@ class DockerContainerManager(ContainerManager):
                 f"replicas of {name}:{version} are running: deploy under a new version, or "
                 f"stop_models({name!r}) first"
             )
+        digest = digest_of(name, version, bundle_dir)
         labels = {IMAGE_CLUSTER: self.cluster_name, IMAGE_MODEL: name, IMAGE_VERSION: version}
-        return self.images.model_image(base, name, version, Path(bundle_dir), info.pkgs, labels)
+        self.images.model_image(base, name, version, Path(bundle_dir), digest, info.pkgs, labels)
+        return digest
+
+    def adopt_image(self, name: str, version: str, image: str) -> str:
+        check_name(name)
+        check_version(version)
+        return self.images.adopt_model_image(image, name, version)
 
     def set_num_replicas(
-        self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
+        self, name: str, version: str, input_type: str, bundle_sha256: str, num_replicas: int
     ) -> None:
         check_num_replicas(num_replicas)
+        image = ""
         if num_replicas > 0:
-            self.engine.require_image(artifact, f"{name}:{version}", pull=bool(self.registry))
+            digest = require_digest(name, version, bundle_sha256)
+            image = self.images.model_image_name(name, version, digest)
+            self.engine.require_image(image, f"{name}:{version}", pull=bool(self.registry))
         replicas = self.engine.replicas(name, version)
         live = [c for c in replicas if c.status in _ALIVE]
         self.engine.remove([c for c in replicas if c not in live])  # stopped for good
@@ -369,10 +386,11 @@ class DockerContainerManager(ContainerManager):
                 port = free_port(self.settings.host, avoid=taken_ports)
                 taken_ports.add(port)
             spec = self.settings.replica_spec(
-                artifact,
+                image,
                 name=name,
                 version=version,
                 input_type=input_type,
+                bundle_sha256=bundle_sha256,
                 replica_id=rid,
                 metrics_port=port,
             )

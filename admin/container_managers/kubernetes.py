@@ -17,7 +17,8 @@ each with readiness and liveness probes, resource requests and limits. It return
 they are ready.
 
 A model version is a Deployment of model pods. Deploying builds the model's image as
-the Docker manager does, pushes it, and creates the Deployment that runs it;
+the Docker manager does (named by version and bundle digest), pushes it, and creates the
+Deployment that runs it, passing the digest recorded in Redis to its pods;
 ``set_num_replicas`` patches its replica count, ``stop_models`` deletes it (and its
 pods), and ``set_model_version`` is state in Redis that the query frontends follow: no
 pod restarts. Every query frontend pod reaches every model pod: the model container
@@ -48,7 +49,12 @@ from admin._names import check_name, check_num_replicas, check_version
 from admin._progress import wait_for
 from admin.container_managers import _k8s_specs as specs
 from admin.container_managers import _k8s_status as readback
-from admin.container_managers._bundles import read_model_bundle, require_compatible
+from admin.container_managers._bundles import (
+    digest_of,
+    read_model_bundle,
+    require_compatible,
+    require_digest,
+)
 from admin.container_managers._docker_engine import ClusterEngine, connect_to_engine
 from admin.container_managers._docker_images import (
     DEFAULT_BASE_IMAGE,
@@ -56,6 +62,7 @@ from admin.container_managers._docker_images import (
     IMAGE_MODEL,
     IMAGE_VERSION,
     ImageBuilder,
+    model_image_name,
 )
 from admin.container_managers._k8s_api import DEFAULT_TIMEOUT, KubeAPI, load_client
 from admin.container_managers._k8s_specs import (
@@ -498,10 +505,7 @@ class KubernetesContainerManager(ContainerManager):
         check_name(name)
         check_version(version)
         if not self.registry:
-            raise DeployError(
-                f"cannot deploy {name}:{version}: {NEEDS_REGISTRY}. Or build and push the "
-                "image yourself and deploy it with conn.deploy_model(..., artifact=IMAGE)"
-            )
+            raise DeployError(f"cannot deploy {name}:{version}: {NEEDS_REGISTRY}")
         info = read_model_bundle(name, version, bundle_dir)
         if self._model_deployments(name, version):
             raise ContainerManagerError(
@@ -519,13 +523,26 @@ class KubernetesContainerManager(ContainerManager):
             fix="Deploy it from a matching environment, or pass "
             "KubernetesContainerManager(base_image=...) a base with that Python",
         )
+        digest = digest_of(name, version, bundle_dir)
         labels = {IMAGE_CLUSTER: self.cluster_name, IMAGE_MODEL: name, IMAGE_VERSION: version}
-        image = images.model_image(base, name, version, Path(bundle_dir), info.pkgs, labels)
+        image = images.model_image(base, name, version, Path(bundle_dir), digest, info.pkgs, labels)
         images.push_image(image, DeployError)
-        return image
+        return digest
+
+    def adopt_image(self, name: str, version: str, image: str) -> str:
+        """Tag a prebuilt image (labelled with its bundle digest by the Docker or
+        Kubernetes manager that built it) as this version's, and push it."""
+        check_name(name)
+        check_version(version)
+        if not self.registry:
+            raise DeployError(f"cannot deploy {name}:{version}: {NEEDS_REGISTRY}")
+        images = self.images
+        digest = images.adopt_model_image(image, name, version)
+        images.push_image(images.model_image_name(name, version, digest), DeployError)
+        return digest
 
     def set_num_replicas(
-        self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
+        self, name: str, version: str, input_type: str, bundle_sha256: str, num_replicas: int
     ) -> None:
         check_num_replicas(num_replicas)
         existing = self._model_deployments(name, version)
@@ -535,12 +552,14 @@ class KubernetesContainerManager(ContainerManager):
             return
         if num_replicas == 0:
             return
+        digest = require_digest(name, version, bundle_sha256)
         self.api.create(
             self.settings.replica_deployment(
-                artifact,
+                model_image_name(self.registry, name, version, digest),
                 name=name,
                 version=version,
                 input_type=input_type,
+                bundle_sha256=digest,
                 replicas=num_replicas,
             )
         )

@@ -9,7 +9,9 @@ Everything lives under one data directory (``$SCHOONER_HOME/<cluster_name>``, by
                              one per replica), and pip's output per model version
     run/<name>.json          pid and create time of every process started (``_processes``),
                              and each replica's metrics address
-    models/<m>/<v>/bundle    the model bundle the replicas of version v load
+    bundles/<sha256>/        each model bundle deployed, named by its digest (mode 0700);
+                             a replica is given the digest recorded in Redis and refuses
+                             a bundle changed since
     models/<m>/<v>/site-packages   packages pip installed for that version, if any
 
 Every replica serves Prometheus metrics on a free port of its own, chosen at launch and
@@ -39,7 +41,12 @@ from admin._files import os_errors
 from admin._names import check_num_replicas
 from admin._progress import wait_for
 from admin.container_managers import _processes as procs
-from admin.container_managers._bundles import read_model_bundle, require_compatible
+from admin.container_managers._bundles import (
+    digest_of,
+    read_model_bundle,
+    require_compatible,
+    require_digest,
+)
 from admin.container_managers._net import (
     check_port,
     connect_host,
@@ -309,13 +316,10 @@ class LocalContainerManager(ContainerManager):
                 f"replicas of {name}:{version} are running: deploy under a new version, or "
                 f"stop_models({name!r}) first"
             )
+        digest = digest_of(name, version, bundle_dir)
+        self._store_bundle(name, version, Path(bundle_dir), digest)
         model_dir = self.data_dir / "models" / name / version
         shutil.rmtree(model_dir, ignore_errors=True)  # left by an earlier, failed deploy
-        artifact = model_dir / "bundle"
-        try:
-            shutil.copytree(bundle_dir, artifact)
-        except OSError as exc:
-            raise DeployError(f"cannot copy the bundle of {name}:{version}: {exc}") from exc
         missing = unsatisfied(info.pkgs, target.installed, target.environment)
         if missing:
             self.report(f"installing {' '.join(missing)} for {name}:{version} (pip)")
@@ -329,12 +333,59 @@ class LocalContainerManager(ContainerManager):
             )
         elif info.pkgs:
             self.report(f"{', '.join(info.pkgs)}: already installed for the replicas")
-        return str(artifact)
+        return digest
+
+    def bundle_path(self, bundle_sha256: str) -> Path:
+        """Where the bundle with this digest is stored (a checked digest: no path tricks)."""
+        return self.data_dir / "bundles" / bundle_sha256
+
+    def _store_bundle(self, name: str, version: str, source: Path, digest: str) -> None:
+        """Copy a bundle into the store under its digest: to a temporary directory first,
+        checked, then renamed, so the store never holds a partial or different bundle."""
+        from model_container.bundle import BundleError, bundle_digest
+
+        store = self.data_dir / "bundles"
+        target = self.bundle_path(digest)
+        with os_errors(f"store the bundle of {name}:{version} in {store}", DeployError):
+            store.mkdir(mode=0o700, parents=True, exist_ok=True)
+            store.chmod(0o700)
+            if target.is_dir():
+                try:
+                    if bundle_digest(target) == digest:
+                        return  # deployed before (another version, the same bundle)
+                except BundleError:
+                    pass
+                # Changed since it was stored: replaced by the bundle deployed now.
+                stale = store / f".stale-{digest[:16]}-{os.getpid()}"
+                target.rename(stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp = store / f".tmp-{digest[:16]}-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                shutil.copytree(source, tmp, symlinks=True)
+                tmp.chmod(0o700)
+                if digest_of(name, version, tmp) != digest:
+                    raise DeployError(
+                        f"cannot deploy {name}:{version}: its bundle {source} changed while it "
+                        "was being copied: deploy again"
+                    )
+                tmp.rename(target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def set_num_replicas(
-        self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
+        self, name: str, version: str, input_type: str, bundle_sha256: str, num_replicas: int
     ) -> None:
         check_num_replicas(num_replicas)
+        bundle = Path()
+        if num_replicas > 0:
+            bundle = self.bundle_path(require_digest(name, version, bundle_sha256))
+            if not bundle.is_dir():
+                raise DeployError(
+                    f"cannot start replicas of {name}:{version}: its bundle (sha256 "
+                    f"{bundle_sha256}) is not in this cluster's store {bundle.parent}: deploy "
+                    "the model again under a new version"
+                )
         with self._locked():
             live = []
             for record in self._replica_records(name, version):
@@ -352,7 +403,9 @@ class LocalContainerManager(ContainerManager):
             # The metrics ports of every replica left, of any model: read once, not per launch.
             taken = {_port_of(r.metrics_addr) for r in self._run.load_all() if r.metrics_addr}
             for replica_id in new:
-                self._launch_replica(name, version, input_type, artifact, replica_id, taken)
+                self._launch_replica(
+                    name, version, input_type, bundle, bundle_sha256, replica_id, taken
+                )
 
     def stop_models(self, name: str, versions: Sequence[str] | None = None) -> None:
         with self._locked():
@@ -424,11 +477,12 @@ class LocalContainerManager(ContainerManager):
         name: str,
         version: str,
         input_type: str,
-        artifact: str,
+        bundle: Path,
+        bundle_sha256: str,
         replica_id: str,
         taken_ports: set[int],
     ) -> ProcessRecord:
-        site = Path(artifact).parent / "site-packages"
+        site = self.data_dir / "models" / name / version / "site-packages"
         # Free now and given to no other replica (``taken_ports``, which it joins: one
         # launched a moment ago may not have bound its port yet). Another program grabbing
         # it before the replica does makes the replica exit with a message, which the
@@ -437,7 +491,7 @@ class LocalContainerManager(ContainerManager):
         taken_ports.add(metrics_port)
         argv = [
             *(self.python_executable, "-m", "model_container"),
-            *("--bundle", artifact),
+            *("--bundle", str(bundle), "--bundle-sha256", bundle_sha256),
             *("--frontend", f"tcp://{self._connect_host}:{self.rpc_port}"),
             *("--name", name, "--version", version, "--input-type", input_type),
             *("--replica-id", replica_id),

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, model_validator
 
 from management_frontend.state import rules
+from management_frontend.state.errors import InvalidValue
 from management_frontend.state.policy import PolicyParams
 from management_frontend.state.records import App, ModelVersion
 from model_container.protocol import InputType
@@ -104,7 +105,7 @@ class AddModelVersion(_Body):
     name: ModelName
     version: Version
     input_type: InputTypeField
-    artifact: Annotated[str, _text("artifact")] = ""
+    bundle_sha256: Annotated[str, BeforeValidator(rules.bundle_sha256)] = ""
     labels: Annotated[list[str], _strings("labels")] = []
     batch_size: BatchSize = -1
     batch_mode: BatchMode = ""
@@ -116,12 +117,25 @@ class AddModelVersion(_Body):
     pkgs: Annotated[list[str], _strings("pkgs")] = []
     set_current: StrictBool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_artifact(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "artifact" in data:
+            raise InvalidValue(
+                "field 'artifact' is no longer accepted: the cluster runs only bundles it "
+                "stored itself, never a path or image named by a client. Send "
+                "'bundle_sha256' (the 64 hex digits of a bundle deployed with the admin "
+                "client's deploy_model or deploy_predict_function), or leave it out for a "
+                "version whose replicas run elsewhere"
+            )
+        return data
+
     def to_record(self) -> ModelVersion:
         return ModelVersion(
             name=self.name,
             version=self.version,
             input_type=self.input_type,
-            artifact=self.artifact,
+            bundle_sha256=self.bundle_sha256,
             labels=list(self.labels),
             batch_size=self.batch_size,
             batch_mode=self.batch_mode,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a model version records bundle_sha256, not artifact
 DEFAULT_PREFIX = "schooner"
 
 

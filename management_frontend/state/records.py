@@ -104,8 +104,10 @@ class ModelVersion:
     name: str
     version: str
     input_type: InputType
-    # What a container manager runs: a bundle directory (local) or an image (Docker, k8s).
-    artifact: str = ""
+    # The sha256 of the bundle its replicas run (``model_container.bundle.bundle_digest``);
+    # the container manager finds the bundle by it, and a replica refuses any other.
+    # "": no bundle (registered with replicas running elsewhere); no manager starts it.
+    bundle_sha256: str = ""
     labels: list[str] = field(default_factory=list)
     batch_size: int = -1  # -1: adaptive
     # "aimd", "latency_model", "fixed"; "" is "fixed" when batch_size > 0, else "aimd".
@@ -121,7 +123,7 @@ class ModelVersion:
             "name": self.name,
             "version": self.version,
             "input_type": str(self.input_type),
-            "artifact": self.artifact,
+            "bundle_sha256": self.bundle_sha256,
             "labels": json.dumps(self.labels),
             "batch_size": str(self.batch_size),
             "batch_mode": self.batch_mode,
@@ -138,7 +140,8 @@ class ModelVersion:
             name=h["name"],
             version=h["version"],
             input_type=InputType(h["input_type"]),
-            artifact=h.get("artifact", ""),
+            # A schema-1 record has an `artifact` (a path or image) instead: ignored, never run.
+            bundle_sha256=h.get("bundle_sha256", ""),
             labels=list(json.loads(h.get("labels", "[]"))),
             batch_size=int(h.get("batch_size", "-1")),
             batch_mode=h.get("batch_mode", ""),

@@ -1,5 +1,6 @@
 """The rules every value in the state obeys: names, versions, arms, user ids, input
-types, SLOs, counts, batching settings, policy names, JSON shapes, on/off flags.
+types, SLOs, counts, batching settings, policy names, JSON shapes, on/off flags, bundle
+digests.
 
 Each function takes the raw value (``object``: what a client sent), returns it typed,
 or raises ``InvalidValue`` with a message that names the field, shows the bad value and
@@ -31,6 +32,7 @@ MAX_TEXT_LENGTH: Final = 4096
 
 DNS1123_LABEL_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 VERSION_RE: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
+SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
 
 # Selection policies an app may name: ``policy`` is the contract's word on their
 # parameters and learned state; the query frontend implements them.
@@ -306,3 +308,16 @@ def string_map(value: object, what: str) -> dict[str, str]:
             raise InvalidValue(f"{what} must map names to strings, but {key!r} is {show(item)}")
         text(item, f"{what}[{key!r}]")
     return {str(k): v for k, v in value.items()}
+
+
+def bundle_sha256(value: object) -> str:
+    """A model version's bundle digest (``model_container.bundle.bundle_digest``): 64
+    lowercase hex digits, or ``""`` for a version whose replicas run elsewhere."""
+    s = _require_str(value, "bundle_sha256")
+    if s and not SHA256_RE.match(s):
+        raise InvalidValue(
+            f"bundle_sha256 {show(s)} is not a sha256: send the 64 lowercase hex digits of "
+            'the bundle\'s digest (the admin client computes it when it deploys), or "" '
+            "for a version whose replicas run elsewhere"
+        )
+    return s
