@@ -380,13 +380,13 @@ class LocalContainerManager(ContainerManager):
         bundle = Path()
         if num_replicas > 0:
             bundle = self.bundle_path(require_digest(name, version, bundle_sha256))
-            if not bundle.is_dir():
+        with self._locked():
+            if num_replicas > 0 and not bundle.is_dir():
                 raise DeployError(
                     f"cannot start replicas of {name}:{version}: its bundle (sha256 "
                     f"{bundle_sha256}) is not in this cluster's store {bundle.parent}: deploy "
                     "the model again under a new version"
                 )
-        with self._locked():
             live = []
             for record in self._replica_records(name, version):
                 if procs.is_alive(record):

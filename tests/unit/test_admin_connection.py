@@ -7,6 +7,7 @@ registered for a model the replicas cannot load; register, start, wait, then swi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -202,10 +203,14 @@ class FakeContainerManager(ContainerManager):
 
     def build_model(self, name: str, version: str, bundle_dir: str | os.PathLike[str]) -> str:
         self.api.events.append(f"cm.build_model {name}:{version}")
-        return f"/artifacts/{name}/{version}"
+        return fake_digest(f"bundle {name}/{version}")
+
+    def adopt_image(self, name: str, version: str, image: str) -> str:
+        self.api.events.append(f"cm.adopt_image {name}:{version} {image}")
+        return fake_digest(f"image {image}")
 
     def set_num_replicas(
-        self, name: str, version: str, input_type: str, artifact: str, num_replicas: int
+        self, name: str, version: str, input_type: str, bundle_sha256: str, num_replicas: int
     ) -> None:
         self.api.events.append(f"cm.set_num_replicas {name}:{version} {num_replicas}")
         states = [
@@ -229,6 +234,10 @@ class FakeContainerManager(ContainerManager):
 
     def replica_states(self, name: str, version: str) -> list[ReplicaState]:
         return self.replicas.get((name, version), [])
+
+
+def fake_digest(what: str) -> str:
+    return hashlib.sha256(what.encode()).hexdigest()
 
 
 def connected(crash: bool = False) -> tuple[Connection, FakeSchooner, list[str]]:
@@ -346,7 +355,8 @@ def test_deploy_registers_starts_waits_then_switches(tmp_path: Path) -> None:
     registered = api.versions["m", "1"]
     assert registered["set_current"] is False
     assert registered["num_replicas"] == 2
-    assert registered["artifact"] == "/artifacts/m/1"
+    assert registered["bundle_sha256"] == fake_digest("bundle m/1")
+    assert "artifact" not in registered
     assert registered["runtime"]["python"] == platform.python_version()
     assert api.models["m"]["current_version"] == "1"
 
@@ -475,7 +485,7 @@ DEPLOYS: dict[str, Callable[[Connection, dict[str, Any]], object]] = {
         c, "m", "1", "doubles", Halver(), pkgs_to_install=[], **kw
     ),
     "deploy_model": lambda c, kw: c.deploy_model("m", "1", "doubles", "/artifact", **kw),
-    "register_model": lambda c, kw: c.register_model("m", "1", "doubles", "/artifact", **kw),
+    "register_model": lambda c, kw: c.register_model("m", "1", "doubles", **kw),
 }
 
 

@@ -204,7 +204,7 @@ def test_a_bad_replica_count_is_an_invalid_request_on_every_manager(
 ) -> None:
     cm = MANAGERS[kind](tmp_path)
     with pytest.raises(InvalidRequestError, match=r"num_replicas must be (>= 0|an integer)"):
-        cm.set_num_replicas("m", "1", "doubles", "artifact", count)
+        cm.set_num_replicas("m", "1", "doubles", "ab" * 32, count)
 
 
 @pytest.mark.parametrize("kind", MANAGERS)
@@ -301,7 +301,7 @@ def test_a_data_dir_that_cannot_be_made_is_a_container_manager_error(tmp_path: P
     with pytest.raises(ContainerManagerError, match=r"cannot use the data directory .*file.*"):
         cm.start_cluster()
     with pytest.raises(ContainerManagerError, match=r"a file stands where a directory is"):
-        cm.set_num_replicas("m", "1", "doubles", "artifact", 1)
+        cm.set_num_replicas("m", "1", "doubles", "ab" * 32, 1)
 
 
 def test_get_logs_into_a_file_is_an_error_that_names_the_path(tmp_path: Path) -> None:
@@ -366,7 +366,7 @@ def test_a_build_context_that_cannot_be_written_is_an_error_of_what_was_built(
     )
     missing = tmp_path / "no-such-bundle"
     with pytest.raises(DeployError, match=r"cannot prepare the build context of m:1"):
-        builder.model_image("base", "m", "1", missing, [], {})
+        builder.model_image("base", "m", "1", missing, "ab" * 32, [], {})
 
 
 def test_a_host_that_is_not_this_machines_is_named_not_called_busy(tmp_path: Path) -> None:

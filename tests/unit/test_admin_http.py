@@ -132,7 +132,9 @@ def test_fake_api_receives_the_documented_requests() -> None:
     client = fake_api_client(handler)
     client.add_app("app", "doubles", "-1.0", 100000)
     client.add_link("app", "m")
-    client.add_model_version("m", "1", "doubles", artifact="/a", num_replicas=2, set_current=False)
+    client.add_model_version(
+        "m", "1", "doubles", bundle_sha256="ab" * 32, num_replicas=2, set_current=False
+    )
     client.set_current_version("m", "1")
     client.set_num_replicas("m", "1", 3)
     client.delete_app("app")
@@ -155,7 +157,7 @@ def test_fake_api_receives_the_documented_requests() -> None:
                 "name": "m",
                 "version": "1",
                 "input_type": "doubles",
-                "artifact": "/a",
+                "bundle_sha256": "ab" * 32,
                 "labels": [],
                 "batch_size": -1,
                 "batch_mode": "",
@@ -201,7 +203,7 @@ def test_add_model_version_sends_the_batching_settings() -> None:
         return httpx.Response(201, json={"ok": True})
 
     batch = BatchSettings(batch_size=8, batch_mode="fixed", batch_wait_micros=1500)
-    fake_api_client(handler).add_model_version("m", "1", "doubles", artifact="/a", batch=batch)
+    fake_api_client(handler).add_model_version("m", "1", "doubles", batch=batch)
     [body] = bodies
     assert isinstance(body, dict)
     assert {k: body[k] for k in ("batch_size", "batch_mode", "batch_wait_micros")} == {

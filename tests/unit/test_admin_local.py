@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import socket
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from admin import (
     LocalContainerManager,
 )
 from admin.container_managers._processes import ProcessRecord, RunDir
-from model_container.bundle import write_closure_bundle
+from model_container.bundle import bundle_digest, write_closure_bundle
 
 
 def manager(data_dir: Path, **kwargs: object) -> LocalContainerManager:
@@ -167,15 +168,31 @@ def test_build_model_refuses_names_that_are_not_dns_labels(tmp_path: Path) -> No
     assert not (tmp_path / "data").exists()
 
 
-def test_build_model_copies_the_bundle_and_installs_nothing_already_there(
+def test_build_model_stores_the_bundle_under_its_digest_and_installs_nothing_already_there(
     tmp_path: Path,
 ) -> None:
     cm = manager(tmp_path / "data")
-    artifact = Path(cm.build_model("m", "1", bundle(tmp_path, pkgs=("numpy", "packaging>=20"))))
-    assert artifact == tmp_path / "data" / "models" / "m" / "1" / "bundle"
-    assert (artifact / "model.json").is_file()
-    assert (artifact / "func.pkl").is_file()
-    assert not (artifact.parent / "site-packages").exists()
+    source = bundle(tmp_path, pkgs=("numpy", "packaging>=20"))
+    digest = cm.build_model("m", "1", source)
+    assert digest == bundle_digest(source)
+    stored = tmp_path / "data" / "bundles" / digest
+    assert (stored / "model.json").is_file()
+    assert (stored / "func.pkl").is_file()
+    assert bundle_digest(stored) == digest
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o700  # the operator's alone
+    assert stat.S_IMODE(stored.parent.stat().st_mode) == 0o700
+    assert not (tmp_path / "data" / "models" / "m" / "1" / "site-packages").exists()
+    assert [p.name for p in stored.parent.iterdir()] == [digest], "a temporary copy was left"
+
+
+def test_build_model_replaces_a_stored_bundle_that_was_changed(tmp_path: Path) -> None:
+    cm = manager(tmp_path / "data")
+    source = bundle(tmp_path)
+    digest = cm.build_model("m", "1", source)
+    stored = tmp_path / "data" / "bundles" / digest
+    (stored / "func.pkl").write_bytes(b"tampered")
+    assert cm.build_model("m", "2", source) == digest
+    assert bundle_digest(stored) == digest
 
 
 def test_build_model_probes_another_replica_interpreter(tmp_path: Path) -> None:

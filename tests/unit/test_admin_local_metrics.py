@@ -36,11 +36,20 @@ def flag(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
+DIGEST = "ef" * 32
+
+
+def stored_bundle(data_dir: Path) -> str:
+    """A (placeholder) bundle in the manager's store: replicas start only from there."""
+    (data_dir / "bundles" / DIGEST).mkdir(parents=True)
+    return DIGEST
+
+
 def test_each_replica_gets_its_own_metrics_port_recorded(
     tmp_path: Path, launched: list[list[str]]
 ) -> None:
     cm = LocalContainerManager(data_dir=tmp_path, query_port=free_port(), host="127.0.0.1")
-    cm.set_num_replicas("summer", "1", "doubles", str(tmp_path / "bundle"), 2)
+    cm.set_num_replicas("summer", "1", "doubles", stored_bundle(tmp_path), 2)
 
     ports = [int(flag(argv, "--metrics-port")) for argv in launched]
     assert len(ports) == 2 and len(set(ports)) == 2 and all(ports)
@@ -62,7 +71,7 @@ def test_a_wildcard_host_binds_everywhere_and_records_loopback(
     tmp_path: Path, launched: list[list[str]]
 ) -> None:
     cm = LocalContainerManager(data_dir=tmp_path, host="0.0.0.0")
-    cm.set_num_replicas("summer", "1", "doubles", str(tmp_path / "bundle"), 1)
+    cm.set_num_replicas("summer", "1", "doubles", stored_bundle(tmp_path), 1)
     (argv,) = launched
     assert flag(argv, "--metrics-host") == "0.0.0.0"
     (record,) = RunDir(tmp_path / "run").load_all()

@@ -23,6 +23,8 @@ from admin.container_managers import _docker_specs as specs
 from admin.container_managers._docker_specs import ClusterSettings
 from admin.container_managers.base import new_replica_ids, replica_id
 
+DIGEST = "cd" * 32
+
 
 def network_settings(**kw: Any) -> ClusterSettings:
     return ClusterSettings(
@@ -62,7 +64,12 @@ def test_on_a_user_network_containers_find_each_other_by_name() -> None:
     management = s.management_spec("schooner/frontend:abc")
     query = s.query_spec("schooner/frontend:abc")
     replica = s.replica_spec(
-        "schooner/model-m:1-abc", name="m", version="1", input_type="doubles", replica_id="m-1-r0"
+        "schooner/model-m:1-abc",
+        name="m",
+        version="1",
+        input_type="doubles",
+        bundle_sha256=DIGEST,
+        replica_id="m-1-r0",
     )
     for spec in (redis, management, query, replica):
         assert spec["network"] == "schooner-prod"
@@ -89,7 +96,9 @@ def test_on_a_user_network_the_ports_are_published_on_the_host_address() -> None
     }
     assert s.management_spec("f")["ports"] == {"1338/tcp": ("127.0.0.1", 1338)}
     assert s.redis_spec("r")["ports"] == {"6379/tcp": ("127.0.0.1", 16379)}
-    replica = s.replica_spec("i", name="m", version="1", input_type="ints", replica_id="m-1-r0")
+    replica = s.replica_spec(
+        "i", name="m", version="1", input_type="ints", bundle_sha256=DIGEST, replica_id="m-1-r0"
+    )
     assert "ports" not in replica  # replicas dial out; nothing to publish
     exposed = network_settings(host="0.0.0.0")
     assert exposed.query_spec("f")["ports"]["1337/tcp"] == ("0.0.0.0", 1337)
@@ -104,7 +113,13 @@ def test_in_host_mode_every_component_listens_on_its_own_host_port() -> None:
     redis, query = s.redis_spec("r"), s.query_spec("f")
     management = s.management_spec("f")
     replica = s.replica_spec(
-        "i", name="m", version="1", input_type="ints", replica_id="m-1-r0", metrics_port=40001
+        "i",
+        name="m",
+        version="1",
+        input_type="ints",
+        bundle_sha256=DIGEST,
+        replica_id="m-1-r0",
+        metrics_port=40001,
     )
     for spec in (redis, management, query, replica):
         assert spec["network_mode"] == "host"
@@ -141,7 +156,12 @@ def test_the_query_frontend_has_a_fixed_id_so_a_restart_drops_its_old_records() 
 
 def test_replicas_carry_their_identity_in_labels_and_environment() -> None:
     spec = network_settings().replica_spec(
-        "img", name="m", version="2", input_type="strings", replica_id="m-2-r3"
+        "img",
+        name="m",
+        version="2",
+        input_type="strings",
+        bundle_sha256=DIGEST,
+        replica_id="m-2-r3",
     )
     assert spec["name"] == "schooner-prod-m-2-r3"
     assert spec["init"] is True  # signals forwarded, zombies reaped
@@ -154,6 +174,8 @@ def test_replicas_carry_their_identity_in_labels_and_environment() -> None:
     assert labels["schooner.replica_id"] == "m-2-r3"
     env = spec["environment"]
     assert env["SCHOONER_BUNDLE"] == "/opt/schooner/model"
+    # The digest recorded in Redis: the replica refuses a bundle in the image that differs.
+    assert env["SCHOONER_BUNDLE_SHA256"] == DIGEST
     assert (env["SCHOONER_MODEL_NAME"], env["SCHOONER_MODEL_VERSION"]) == ("m", "2")
     assert (env["SCHOONER_INPUT_TYPE"], env["SCHOONER_REPLICA_ID"]) == ("strings", "m-2-r3")
     assert "schooner.settings" not in labels

@@ -50,14 +50,27 @@ from admin.deployers.python import deploy_python_closure
 
 REGISTRY = "registry.example.com/team"
 FRONTEND = f"{REGISTRY}/schooner/frontend:0123456789ab"
+# Bundle digests, and the images the manager derives from (name, version, digest).
+DIGEST_1, DIGEST_2 = "a" * 64, "b" * 64
 IRIS_1 = f"{REGISTRY}/schooner/model-iris:1-aaaaaaaaaaaa"
 IRIS_2 = f"{REGISTRY}/schooner/model-iris:2-bbbbbbbbbbbb"
+
+
+class PrebuiltImages(KubernetesContainerManager):
+    """Takes IRIS_1 and IRIS_2 as prebuilt images labelled with DIGEST_1 and DIGEST_2.
+
+    Reading an image's labels needs a Docker engine, which this suite has none of; the
+    label check itself is tested on the image builder (test_docker_images.py).
+    """
+
+    def adopt_image(self, name: str, version: str, image: str) -> str:
+        return {IRIS_1: DIGEST_1, IRIS_2: DIGEST_2}[image]
 
 
 def manager(server: FakeKubeAPIServer, **kw: Any) -> KubernetesContainerManager:
     kw.setdefault("frontend_image", FRONTEND)
     kw.setdefault("start_timeout", 5)
-    return KubernetesContainerManager(
+    return PrebuiltImages(
         "prod", namespace="ml", registry=REGISTRY, apps_api=server.apps, core_api=server.core, **kw
     )
 
@@ -277,7 +290,7 @@ def test_connect_to_a_cluster_whose_query_frontend_is_not_ready(
 def test_deploying_a_version_creates_its_deployment_and_nothing_else(
     server: FakeKubeAPIServer, started: KubernetesContainerManager
 ) -> None:
-    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 2)
+    started.set_num_replicas("iris", "1", "doubles", DIGEST_1, 2)
     s = settings()
     assert [(c.verb, c.kind, c.name, c.sent) for c in server.mutations()] == [
         (
@@ -289,12 +302,13 @@ def test_deploying_a_version_creates_its_deployment_and_nothing_else(
                 name="iris",
                 version="1",
                 input_type="doubles",
+                bundle_sha256=DIGEST_1,
                 replicas=2,
             ),
         ),
     ]
     server.calls.clear()
-    started.set_num_replicas("iris", "2", "doubles", IRIS_2, 1)
+    started.set_num_replicas("iris", "2", "doubles", DIGEST_2, 1)
     assert writes(server) == [("create", "Deployment", "schooner-prod-iris-2")]
     assert server.stored("ConfigMap") == []
     # Each pod runs the model container itself, which finds every query frontend pod.
@@ -310,34 +324,34 @@ def test_deploying_a_version_creates_its_deployment_and_nothing_else(
 def test_scaling_patches_the_replica_count_and_nothing_else(
     server: FakeKubeAPIServer, started: KubernetesContainerManager
 ) -> None:
-    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 2)
+    started.set_num_replicas("iris", "1", "doubles", DIGEST_1, 2)
     deployment = server.get("Deployment", "ml", "schooner-prod-iris-1")
     server.calls.clear()
-    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 3)
+    started.set_num_replicas("iris", "1", "doubles", DIGEST_1, 3)
     assert server.mutations() == [
         Call("patch", "Deployment/scale", "schooner-prod-iris-1", {"spec": {"replicas": 3}})
     ]
     assert len(server.pods_of(deployment)) == 3
     server.calls.clear()
-    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 0)
+    started.set_num_replicas("iris", "1", "doubles", DIGEST_1, 0)
     assert server.mutations() == [
         Call("patch", "Deployment/scale", "schooner-prod-iris-1", {"spec": {"replicas": 0}})
     ]
     assert server.pods_of(deployment) == []
     # Scaling to zero a version that has no Deployment asks for nothing.
     server.calls.clear()
-    started.set_num_replicas("iris", "9", "doubles", IRIS_1, 0)
+    started.set_num_replicas("iris", "9", "doubles", DIGEST_1, 0)
     assert server.mutations() == []
     with pytest.raises(InvalidRequestError, match=">= 0"):
-        started.set_num_replicas("iris", "1", "doubles", IRIS_1, -1)
+        started.set_num_replicas("iris", "1", "doubles", DIGEST_1, -1)
 
 
 def test_stop_models_deletes_the_deployments_of_those_versions_with_their_pods(
     server: FakeKubeAPIServer, started: KubernetesContainerManager
 ) -> None:
-    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 1)
-    started.set_num_replicas("iris", "2", "doubles", IRIS_2, 1)
-    started.set_num_replicas("wine", "1", "doubles", IRIS_1, 1)
+    started.set_num_replicas("iris", "1", "doubles", DIGEST_1, 1)
+    started.set_num_replicas("iris", "2", "doubles", DIGEST_2, 1)
+    started.set_num_replicas("wine", "1", "doubles", DIGEST_1, 1)
     server.calls.clear()
     started.stop_models("iris", ["1"])
     assert server.mutations() == [
@@ -355,7 +369,7 @@ def test_stop_models_deletes_the_deployments_of_those_versions_with_their_pods(
 def test_a_model_pod_is_one_replica_connected_to_every_query_frontend_pod(
     server: FakeKubeAPIServer, started: KubernetesContainerManager
 ) -> None:
-    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 2)
+    started.set_num_replicas("iris", "1", "doubles", DIGEST_1, 2)
     model_pods = sorted(
         p.metadata.name
         for p in server.stored("Pod")
@@ -371,7 +385,7 @@ def test_a_model_pod_is_one_replica_connected_to_every_query_frontend_pod(
 def test_a_model_that_cannot_load_is_reported_with_the_log_of_its_last_run(
     server: FakeKubeAPIServer, started: KubernetesContainerManager
 ) -> None:
-    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 1)
+    started.set_num_replicas("iris", "1", "doubles", DIGEST_1, 1)
     (pod,) = server.pods_of(server.get("Deployment", "ml", "schooner-prod-iris-1"))
     status = pod.status.container_statuses[0]
     status.restart_count = 1
@@ -411,7 +425,7 @@ def test_stop_all_deletes_this_clusters_objects_only_and_keeps_its_state(
         core_api=server.core,
     )
     neighbour.start_cluster()
-    started.set_num_replicas("iris", "1", "doubles", IRIS_1, 1)
+    started.set_num_replicas("iris", "1", "doubles", DIGEST_1, 1)
     server.calls.clear()
     started.stop_all()
     assert writes(server) == [

@@ -36,6 +36,7 @@ from admin.container_managers._k8s_specs import KubeSettings, dns_label, to_json
 
 IMAGE = "registry.example.com/schooner/frontend:abc"
 MODEL_IMAGE = "registry.example.com/schooner/model-iris:1-abc"
+DIGEST = "ab" * 32
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -45,7 +46,13 @@ def settings(**kw: Any) -> KubeSettings:
 
 def model(s: KubeSettings | None = None, **kw: Any) -> Any:
     s = s or settings()
-    args = {"name": "iris", "version": "1", "input_type": "doubles", "replicas": 2}
+    args = {
+        "name": "iris",
+        "version": "1",
+        "input_type": "doubles",
+        "bundle_sha256": DIGEST,
+        "replicas": 2,
+    }
     return s.replica_deployment(MODEL_IMAGE, **{**args, **kw})
 
 
@@ -201,6 +208,8 @@ def test_model_pods_find_every_query_frontend_pod_through_the_headless_service()
     (c,) = model(s).spec.template.spec.containers
     assert env(c) == {
         "SCHOONER_BUNDLE": "/opt/schooner/model",
+        # The digest recorded in Redis: the pod refuses a bundle in the image that differs.
+        "SCHOONER_BUNDLE_SHA256": DIGEST,
         "SCHOONER_MODEL_NAME": "iris",
         "SCHOONER_MODEL_VERSION": "1",
         "SCHOONER_INPUT_TYPE": "doubles",
