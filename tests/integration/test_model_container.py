@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from model_container import (
     runtime_versions,
     write_closure_bundle,
 )
+from model_container.bundle import bundle_digest
 from model_container.protocol import (
     Error,
     ErrorKind,
@@ -101,8 +103,14 @@ def start_container(tmp_path: Path) -> Iterator[Callable[..., ContainerProcess]]
     started: list[tuple[ContainerProcess, Any]] = []
 
     def start(
-        *args: str, env: dict[str, str] | None = None, **flags: str | int
+        *args: str, env: dict[str, str] | None = None, **flags: str | int | Path
     ) -> ContainerProcess:
+        """Start the container; like a manager, pass the digest of ``bundle`` as it is now
+        unless the test gives one (or ``--no-verify-bundle``)."""
+        given = flags.get("bundle")
+        if given and "bundle_sha256" not in flags and "--no-verify-bundle" not in args:
+            if Path(given).is_dir():
+                flags["bundle_sha256"] = bundle_digest(given)
         log = tmp_path / f"container-{len(started)}.log"
         argv = [sys.executable, "-m", "model_container", *args]
         for flag, value in flags.items():
@@ -161,6 +169,7 @@ def test_configuration_from_environment(
 ) -> None:
     env = {
         "SCHOONER_BUNDLE": str(bundle),
+        "SCHOONER_BUNDLE_SHA256": bundle_digest(bundle),
         "SCHOONER_FRONTEND": frontend.address,
         "SCHOONER_MODEL_NAME": "envmodel",
         "SCHOONER_MODEL_VERSION": "7",
@@ -332,11 +341,90 @@ def test_missing_bundle_exits_2(
     start_container: Callable[..., ContainerProcess], tmp_path: Path, frontend: FakeFrontend
 ) -> None:
     proc = start_container(
-        bundle=tmp_path / "nowhere", frontend=frontend.address, name="m", version="1"
+        bundle=tmp_path / "nowhere",
+        bundle_sha256="0" * 64,
+        frontend=frontend.address,
+        name="m",
+        version="1",
     )
     assert proc.wait(STARTUP_S) == 2
-    assert "model.json is missing" in proc.stderr
+    assert "no model bundle directory at" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+class MakesMarker:
+    """Unpickling this runs ``os.mkdir(path)``: what a planted pickle would do, harmlessly."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.mkdir, (str(self.path),))
+
+
+def tamper(bundle: Path, marker: Path) -> None:
+    """Replace the bundle's pickle with one whose unpickling creates ``marker``."""
+    (bundle / "func.pkl").write_bytes(pickle.dumps(MakesMarker(marker)))
+
+
+def test_a_bundle_changed_after_deploy_is_refused_and_never_unpickled(
+    start_container: Callable[..., ContainerProcess],
+    bundle: Path,
+    frontend: FakeFrontend,
+    tmp_path: Path,
+) -> None:
+    deployed = bundle_digest(bundle)
+    marker = tmp_path / "tampered-code-ran"
+    tamper(bundle, marker)
+    flags = {"frontend": frontend.address, "name": "m", "version": "1"}
+    proc = start_container(bundle=bundle, bundle_sha256=deployed, **flags)
+    assert proc.wait(STARTUP_S) == 2
+    stderr = proc.stderr
+    assert f"was deployed with {deployed}" in stderr
+    assert "changed after it was deployed" in stderr
+    assert "Traceback" not in stderr
+    assert not marker.exists(), "the tampered pickle was loaded"
+    # Control: without the check the same bundle does run the planted code.
+    unchecked = start_container("--no-verify-bundle", bundle=bundle, **flags)
+    assert unchecked.wait(STARTUP_S) == 2
+    assert marker.is_dir()
+
+
+def test_a_wrong_digest_on_the_command_line_is_refused(
+    start_container: Callable[..., ContainerProcess], bundle: Path, frontend: FakeFrontend
+) -> None:
+    wrong = "0" * 64
+    proc = start_container(
+        bundle=bundle, bundle_sha256=wrong, frontend=frontend.address, name="m", version="1"
+    )
+    assert proc.wait(STARTUP_S) == 2
+    assert f"has sha256 {bundle_digest(bundle)}, but this model version was deployed with " in (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_digest_that_is_not_a_sha256_is_a_usage_error(
+    start_container: Callable[..., ContainerProcess], bundle: Path, frontend: FakeFrontend
+) -> None:
+    proc = start_container(
+        bundle=bundle, bundle_sha256="../../etc", frontend=frontend.address, name="m", version="1"
+    )
+    assert proc.wait(STARTUP_S) == 2
+    assert "--bundle-sha256" in proc.stderr and "64 lowercase hex digits" in proc.stderr
+
+
+def test_without_a_digest_the_bundle_is_refused_unless_checking_is_switched_off(
+    start_container: Callable[..., ContainerProcess], bundle: Path, frontend: FakeFrontend
+) -> None:
+    flags = {"frontend": frontend.address, "name": "m", "version": "1"}
+    proc = start_container(bundle=bundle, bundle_sha256="", **flags)
+    assert proc.wait(STARTUP_S) == 2
+    assert "no bundle digest was given" in proc.stderr
+    assert "--no-verify-bundle" in proc.stderr
+    start_container("--no-verify-bundle", bundle=bundle, **flags)
+    _, hello = frontend.register()
+    assert hello.model_name == "m"
 
 
 def test_in_process_container_stops_with_goodbye(frontend: FakeFrontend) -> None:
