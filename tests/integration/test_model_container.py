@@ -108,9 +108,9 @@ def start_container(tmp_path: Path) -> Iterator[Callable[..., ContainerProcess]]
         """Start the container; like a manager, pass the digest of ``bundle`` as it is now
         unless the test gives one (or ``--no-verify-bundle``)."""
         given = flags.get("bundle")
-        if given and "bundle_sha256" not in flags and "--no-verify-bundle" not in args:
-            if Path(given).is_dir():
-                flags["bundle_sha256"] = bundle_digest(given)
+        unchecked = "bundle_sha256" in flags or "--no-verify-bundle" in args
+        if given and not unchecked and Path(given).is_dir():
+            flags["bundle_sha256"] = bundle_digest(given)
         log = tmp_path / f"container-{len(started)}.log"
         argv = [sys.executable, "-m", "model_container", *args]
         for flag, value in flags.items():

@@ -30,6 +30,7 @@ from polling import eventually
 from ports import free_port
 
 from model_container import ContainerConfig, ModelContainer, write_closure_bundle
+from model_container.bundle import bundle_digest
 from model_container.connection import LinkEvent
 from model_container.metrics import ContainerMetrics
 from model_container.protocol import (
@@ -91,6 +92,7 @@ def start_container(tmp_path: Path, bundle: Path) -> Iterator[StartContainer]:
         log_path = tmp_path / f"container-{len(started)}.log"
         log = log_path.open("wb")
         argv = [sys.executable, "-m", "model_container", "--bundle", str(bundle)]
+        argv += ["--bundle-sha256", bundle_digest(bundle)]
         argv += ["--frontend", frontend, "--name", "summer", "--version", "1"]
         argv += ["--replica-id", "summer-0", "--heartbeat-ms", "250", "--log-level", "DEBUG"]
         argv += ["--discovery-interval-s", "0.2"]

@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from admin import Connection, LocalContainerManager
 from admin.deployers.python import deploy_python_closure
 from model_container import write_closure_bundle
+from model_container.bundle import bundle_digest
 from model_container.protocol import Error, Hello, InputType, Result
 
 pytestmark = pytest.mark.integration
@@ -81,6 +82,7 @@ def start_container(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[b
 
     def start(**flags: str | int) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "model_container", "--bundle", str(bundle)]
+        argv += ["--bundle-sha256", bundle_digest(bundle)]
         for flag, val in flags.items():
             argv += [f"--{flag.replace('_', '-')}", str(val)]
         env = {

@@ -32,6 +32,7 @@ from polling import eventually_async
 from ports import free_port
 
 from model_container import protocol, write_closure_bundle
+from model_container.bundle import bundle_digest
 from model_container.protocol import Heartbeat, InputType
 from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.batching.replicas import Replica
@@ -119,6 +120,7 @@ class Frontend:
         """Start a model container and wait until it is registered."""
         log = (self.tmp_path / f"{replica_id}.log").open("wb")
         argv = [sys.executable, "-m", "model_container", "--bundle", str(self.bundle)]
+        argv += ["--bundle-sha256", bundle_digest(self.bundle)]
         argv += ["--frontend", self.address, "--name", KEY[0], "--version", KEY[1]]
         argv += ["--input-type", "doubles", "--replica-id", replica_id, "--log-level", "INFO"]
         proc = spawn(argv, log, {**os.environ, **env, "PYTHONPATH": str(REPO)}, self.tmp_path)

@@ -22,6 +22,7 @@ from polling import eventually
 from ports import free_port
 
 from model_container import write_closure_bundle
+from model_container.bundle import bundle_digest
 from model_container.protocol import InputType
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -107,6 +108,7 @@ def test_one_replica_answers_both_query_frontends(
         bundle = tmp_path / "bundle"
         write_closure_bundle(bundle, make_model(), InputType.DOUBLES, ["numpy"])
         spawn("replica", "-m", "model_container", "--bundle", str(bundle),
+              "--bundle-sha256", bundle_digest(bundle),
               "--frontend", ",".join(rpc for _, rpc in frontends),
               "--name", "summer", "--version", "1", "--replica-id", "summer-0")  # fmt: skip
 
@@ -162,6 +164,7 @@ def test_both_frontends_learn_into_one_policy_state(
             bundle = tmp_path / f"bundle-{name}"
             write_closure_bundle(bundle, func, InputType.DOUBLES, ["numpy"])
             spawn(f"replica-{name}", "-m", "model_container", "--bundle", str(bundle),
+                  "--bundle-sha256", bundle_digest(bundle),
                   "--frontend", rpcs, "--name", name, "--version", "1",
                   "--replica-id", f"{name}-0")  # fmt: skip
 
