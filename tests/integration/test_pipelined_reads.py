@@ -8,6 +8,8 @@ record removed by hand): such a record is left out, and everything else is read 
 
 from __future__ import annotations
 
+import hashlib
+
 import redis.asyncio as aioredis
 
 from management_frontend.state.keys import Keys
@@ -26,7 +28,8 @@ async def seed(r: aioredis.Redis) -> Store:
         await store.add_app(App(name, InputType.DOUBLES, -1, 1000, policy="exp3"))
     for model in ("m1", "m2"):
         for version in ("1", "2"):
-            mv = ModelVersion(model, version, InputType.DOUBLES, artifact=f"/{model}-{version}")
+            digest = hashlib.sha256(f"{model}-{version}".encode()).hexdigest()
+            mv = ModelVersion(model, version, InputType.DOUBLES, bundle_sha256=digest)
             await store.add_model_version(mv, set_current=True)
     await store.add_link("a1", "m1")
     await store.add_link("a1", "m2", "1")
@@ -47,7 +50,9 @@ async def test_listings_leave_out_what_is_gone_and_read_the_rest_whole(
     models = await store.list_models()
     assert [(m.name, m.versions, m.current_version) for m in models] == [("m2", ["1", "2"], "2")]
     versions = await store.list_versions(models[0])
-    assert [(mv.name, mv.version, mv.artifact) for mv in versions] == [("m2", "2", "/m2-2")]
+    assert [(mv.name, mv.version, mv.bundle_sha256) for mv in versions] == [
+        ("m2", "2", hashlib.sha256(b"m2-2").hexdigest())
+    ]
     assert await store.get_app("a3") == apps[1]
 
 
@@ -61,4 +66,4 @@ async def test_the_snapshot_leaves_out_what_is_gone_and_reads_the_rest_whole(
     assert snap.apps["a1"] == (await store.get_app("a1"))[0]
     assert list(snap.models) == ["m2"] and snap.models["m2"].versions == ["1", "2"]
     assert list(snap.versions) == [("m2", "2")]
-    assert snap.versions[("m2", "2")].artifact == "/m2-2"
+    assert snap.versions[("m2", "2")].bundle_sha256 == hashlib.sha256(b"m2-2").hexdigest()

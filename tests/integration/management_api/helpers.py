@@ -56,7 +56,7 @@ async def serve(config: Config) -> AsyncIterator[httpx.AsyncClient]:
 
 
 APP = {"name": "app1", "input_type": "doubles", "default_output": "-1.0", "slo_micros": 100_000}
-MODEL = {"name": "m1", "version": "1", "input_type": "doubles", "artifact": "/bundles/m1-1"}
+MODEL = {"name": "m1", "version": "1", "input_type": "doubles", "bundle_sha256": "5" * 64}
 
 
 async def feed_after(r: aioredis.Redis, after_id: str) -> list[tuple[str, dict[str, str]]]:

@@ -112,7 +112,7 @@ async def test_snapshot_plus_feed_reproduces_the_state(
     snap = await read_snapshot(async_redis, KEYS)
     assert snap.links == {"app1": ["m1"]}
     assert snap.models["m1"].current_version == "1"
-    assert snap.versions[("m1", "1")].artifact == "/bundles/m1-1"
+    assert snap.versions[("m1", "1")].bundle_sha256 == "5" * 64
     assert [(f["kind"], f["op"]) for _, f in await feed_after(async_redis, after)] == [
         ("links", "link")
     ]

@@ -85,6 +85,10 @@ BAD_MODELS = [
     ({**MODEL, "runtime": {"python": 3}}, ["runtime must map names to strings", "'python'"]),
     ({**MODEL, "set_current": "yes"}, ["field 'set_current'", "'yes'"]),
     ({"name": "m1"}, ["field 'version' is required", "field 'input_type' is required"]),
+    ({**MODEL, "bundle_sha256": "5" * 63}, ["bundle_sha256 '55555", "is not a sha256"]),
+    ({**MODEL, "bundle_sha256": "A" * 64}, ["is not a sha256", "64 lowercase hex digits"]),
+    ({**MODEL, "bundle_sha256": "../../tmp/evil"}, ["bundle_sha256 '../../tmp/evil'"]),
+    ({**MODEL, "bundle_sha256": 5}, ["bundle_sha256 must be a string"]),
 ]
 
 
@@ -95,3 +99,53 @@ async def test_bad_model_version_is_400_naming_the_field(
     message = await error(api.post("/admin/models", json=body), 400, "invalid")
     for fragment in fragments:
         assert fragment in message
+
+
+ATTACK = {
+    "name": "logreg",
+    "version": "666",
+    "input_type": "doubles",
+    "num_replicas": 1,
+    "set_current": True,
+}
+
+
+@pytest.mark.parametrize("artifact", ["/tmp/evil-bundle", "attacker/evil:latest", ""])
+async def test_a_path_or_image_as_artifact_is_refused_and_nothing_is_stored(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis, artifact: str
+) -> None:
+    before = sorted(await async_redis.keys("*"))
+    message = await error(
+        api.post("/admin/models", json={**ATTACK, "artifact": artifact}), 400, "invalid"
+    )
+    assert "field 'artifact' is no longer accepted" in message
+    assert "Send 'bundle_sha256'" in message
+    await error(api.get("/admin/models/logreg"), 404, "not_found")
+    assert sorted(await async_redis.keys("*")) == before, "a refused write stored something"
+
+
+async def test_a_version_records_its_bundle_digest_and_nothing_a_client_could_run(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    created = await ok(api.post("/admin/models", json=MODEL), 201)
+    assert created["bundle_sha256"] == "5" * 64
+    assert "artifact" not in created
+    stored = await async_redis.hgetall(KEYS.version("m1", "1"))
+    assert stored["bundle_sha256"] == "5" * 64
+    assert "artifact" not in stored
+    # A version whose replicas run elsewhere has no bundle at all.
+    bare = {k: v for k, v in MODEL.items() if k != "bundle_sha256"}
+    elsewhere = await ok(api.post("/admin/models", json={**bare, "version": "2"}), 201)
+    assert elsewhere["bundle_sha256"] == ""
+
+
+async def test_a_version_of_the_old_schema_reads_without_a_bundle(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await ok(api.post("/admin/models", json=MODEL), 201)
+    key = KEYS.version("m1", "1")
+    await async_redis.hdel(key, "bundle_sha256")
+    await async_redis.hset(key, "artifact", "/tmp/evil-bundle")
+    got = await ok(api.get("/admin/models/m1/versions/1"))
+    assert got["bundle_sha256"] == ""
+    assert "artifact" not in got
