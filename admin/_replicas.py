@@ -20,7 +20,7 @@ from admin._http import ManagementClient
 from admin._names import check_version
 from admin._progress import ProgressCallback
 from admin.container_managers.base import ContainerManager
-from admin.exceptions import InvalidRequestError, ModelStartError
+from admin.exceptions import DeployError, InvalidRequestError, ModelStartError
 
 
 class Replicas:
@@ -54,11 +54,16 @@ class Replicas:
                 )
         version = check_version(version)
         mv = self.api.get_model_version(name, version)
+        digest = str(mv.get("bundle_sha256", ""))
+        if num_replicas > 0 and not digest:  # refused before anything is recorded
+            raise DeployError(
+                f"cannot start replicas of {name}:{version}: no bundle is recorded for it (it "
+                "was registered with register_model, whose replicas run elsewhere): deploy "
+                "the model under a new version to have this cluster run it"
+            )
         self.api.set_num_replicas(name, version, num_replicas)
         self.report(f"scaling {name}:{version} to {num_replicas} replica(s)")
-        self.cm.set_num_replicas(
-            name, version, mv["input_type"], str(mv.get("bundle_sha256", "")), num_replicas
-        )
+        self.cm.set_num_replicas(name, version, mv["input_type"], digest, num_replicas)
         self.wait_for_replicas(name, version, num_replicas)
 
     def stop(self, name: str, versions: Sequence[str]) -> None:
@@ -108,7 +113,11 @@ class Replicas:
                     )
                     continue
                 self.report(f"restarting {num} replica(s) of {mv['name']}:{version}")
-                self.cm.set_num_replicas(mv["name"], version, mv["input_type"], digest, num)
+                try:
+                    self.cm.set_num_replicas(mv["name"], version, mv["input_type"], digest, num)
+                except DeployError as exc:  # e.g. its bundle is not in the store
+                    failed.append(str(exc))
+                    continue
                 started.append((str(mv["name"]), str(version), num))
         for name, version, num in started:
             try:
