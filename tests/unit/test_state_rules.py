@@ -272,3 +272,27 @@ def test_invalid_is_a_value_error_so_pydantic_reports_it() -> None:
 @given(st.text())
 def test_show_never_fails_and_stays_short(value: str) -> None:
     assert len(rules.show(value)) <= 60
+
+
+@given(st.binary())
+def test_every_sha256_is_a_bundle_digest(data: bytes) -> None:
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    assert rules.bundle_sha256(digest) == digest
+
+
+@pytest.mark.parametrize(
+    "value", ["a" * 63, "a" * 65, "A" * 64, "g" * 64, "/tmp/evil-bundle", "../" + "a" * 61]
+)
+def test_anything_else_is_not_a_bundle_digest_and_the_message_says_what_to_send(
+    value: str,
+) -> None:
+    with pytest.raises(InvalidValue, match="is not a sha256: send the 64 lowercase hex digits"):
+        rules.bundle_sha256(value)
+
+
+def test_no_digest_means_no_bundle_and_a_digest_must_be_a_string() -> None:
+    assert rules.bundle_sha256("") == ""
+    with pytest.raises(InvalidValue, match="bundle_sha256 must be a string"):
+        rules.bundle_sha256(None)
