@@ -202,3 +202,75 @@ def test_a_broken_connection_to_the_engine_is_a_build_failure(tmp_path: Path) ->
             log=BuildLog(lambda _: None, "x"),
         )
     assert "network_mode" not in api.kwargs
+
+
+# --------------------------------------------------------------------------- model images
+
+DIGEST = "9" * 64
+
+
+def test_a_model_image_is_named_by_its_version_and_bundle_digest() -> None:
+    assert builder().model_image_name("iris", "1", DIGEST) == "schooner/model-iris:1-999999999999"
+    assert images.model_image_name("reg:5000/team", "iris", "1", DIGEST) == (
+        "reg:5000/team/schooner/model-iris:1-999999999999"
+    )
+
+
+class FakeImage:
+    def __init__(self, labels: dict[str, str] | None) -> None:
+        self.labels = labels
+        self.tags: list[str] = []
+
+    def tag(self, repository: str, tag: str) -> bool:
+        self.tags.append(f"{repository}:{tag}")
+        return True
+
+
+class FakeImages:
+    def __init__(self, known: dict[str, FakeImage]) -> None:
+        self.known = known
+
+    def get(self, name: str) -> FakeImage:
+        from docker.errors import ImageNotFound
+
+        if name not in self.known:
+            raise ImageNotFound(f"no such image: {name}")
+        return self.known[name]
+
+
+class FakeClient:
+    def __init__(self, known: dict[str, FakeImage]) -> None:
+        self.images = FakeImages(known)
+
+
+def test_a_prebuilt_image_is_taken_by_the_bundle_digest_its_label_carries() -> None:
+    prebuilt = FakeImage({"schooner.bundle-sha256": DIGEST, "schooner.image.model": "iris"})
+    b = builder()
+    b.client = FakeClient({"mine/iris:v1": prebuilt})  # type: ignore[assignment]
+    assert b.adopt_model_image("mine/iris:v1", "iris", "1") == DIGEST
+    # Tagged under the name the manager derives again from what Redis records.
+    assert prebuilt.tags == [b.model_image_name("iris", "1", DIGEST)]
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [None, {}, {"schooner.bundle-sha256": ""}, {"schooner.bundle-sha256": "../../etc/passwd"}],
+)
+def test_an_image_without_a_bundle_digest_label_is_refused(labels: dict[str, str] | None) -> None:
+    from admin import DeployError
+
+    unlabelled = FakeImage(labels)
+    b = builder()
+    b.client = FakeClient({"attacker/evil:latest": unlabelled})  # type: ignore[assignment]
+    with pytest.raises(DeployError, match=r"carries no valid schooner\.bundle-sha256 label"):
+        b.adopt_model_image("attacker/evil:latest", "iris", "1")
+    assert unlabelled.tags == []
+
+
+def test_an_image_that_is_not_there_is_refused() -> None:
+    from admin import DeployError
+
+    b = builder()
+    b.client = FakeClient({})  # type: ignore[assignment]
+    with pytest.raises(DeployError, match="the image nowhere:1 is not in this Docker engine"):
+        b.adopt_model_image("nowhere:1", "iris", "1")
