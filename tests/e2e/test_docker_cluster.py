@@ -140,7 +140,10 @@ def test_notebook_flow_serves_an_sklearn_model(
     assert "test-model:1" in conn.get_all_models()
     [record] = [m for m in conn.get_all_models(verbose=True) if m["name"] == "test-model"]
     assert record["is_current_version"] is True
-    assert record["artifact"].startswith("schooner/model-test-model:1-")
+    # Recorded: the bundle's digest, never an image name; the image is named after it.
+    assert "artifact" not in record
+    digest = record["bundle_sha256"]
+    image = f"schooner/model-test-model:1-{digest[:12]}"
     assert conn.get_linked_models("pipeline") == ["test-model"]
     replicas = [
         r for r in conn.get_all_model_replicas(verbose=True) if r["model_name"] == "test-model"
@@ -153,7 +156,10 @@ def test_notebook_flow_serves_an_sklearn_model(
     [replica] = containers(docker_client, cluster, **{"schooner.model": "test-model"})
     assert replica.labels["schooner.role"] == "replica"
     assert replica.labels["schooner.replica_id"] == "test-model-1-r0"
-    assert replica.image.tags == [record["artifact"]]
+    assert replica.image.tags == [image]
+    assert replica.image.labels["schooner.bundle-sha256"] == digest
+    env = dict(e.split("=", 1) for e in replica.attrs["Config"]["Env"])
+    assert env["SCHOONER_BUNDLE_SHA256"] == digest
     assert replica.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     assert replica.attrs["HostConfig"]["NetworkMode"] == "host"
 
@@ -187,6 +193,42 @@ def test_rollback_changes_the_outputs(conn: Connection) -> None:
     eventually(lambda: output_of(conn, "versions", [1.0]) == "v1", what="rollback to 1")
     conn.set_model_version("versioned", "2")
     eventually(lambda: output_of(conn, "versions", [1.0]) == "v2", what="forward to 2")
+
+
+def test_a_prebuilt_image_is_deployed_by_the_bundle_digest_it_carries(
+    conn: Connection, docker_client: Any
+) -> None:
+    conn.register_application("prebuilt", "doubles", -1, 2_000_000)
+    deploy_python_closure(conn, "prebuilt", "1", "doubles", lambda xs: ["built"] * len(xs))
+    digest = (conn.get_model_info("prebuilt", "1") or {})["bundle_sha256"]
+    image = f"schooner/model-prebuilt:1-{digest[:12]}"
+
+    # The image of a version deployed before carries its digest: another version may run it.
+    conn.deploy_model("prebuilt", "2", "doubles", image)
+    assert (conn.get_model_info("prebuilt", "2") or {})["bundle_sha256"] == digest
+    conn.link_model_to_app("prebuilt", "prebuilt")
+    assert output_of(conn, "prebuilt", [1.0]) == "built"
+
+    # An image without the label is refused before anything is registered.
+    base = conn.cm.base_image  # type: ignore[attr-defined]
+    with pytest.raises(DeployError, match=r"carries no valid schooner\.bundle-sha256 label"):
+        conn.deploy_model("prebuilt", "3", "doubles", base)
+    assert conn.get_model_info("prebuilt", "3") is None
+
+    # The container checks the bundle in the image against the digest it is given.
+    env = {
+        "SCHOONER_BUNDLE_SHA256": "0" * 64,
+        "SCHOONER_FRONTEND": "tcp://127.0.0.1:9",
+        "SCHOONER_MODEL_NAME": "prebuilt",
+        "SCHOONER_MODEL_VERSION": "1",
+    }
+    refused = docker_client.containers.run(image, environment=env, detach=True)
+    try:
+        assert refused.wait(timeout=60)["StatusCode"] == 2
+        log = refused.logs().decode()
+        assert f"has sha256 {digest}, but this model version was deployed with {'0' * 64}" in log
+    finally:
+        refused.remove(force=True)
 
 
 def test_scale_to_two_replicas_and_back(conn: Connection, docker_client: Any) -> None:
