@@ -363,7 +363,16 @@ class Connection(Closing):
             raise InvalidRequestError(
                 f"artifact must be a bundle directory or an image name, got {artifact!r}"
             )
-        if os.path.isdir(artifact):
+        path = os.fspath(artifact)
+        if not os.path.isdir(path) and (
+            not isinstance(artifact, str) or os.path.isabs(path) or path.startswith((".", "~"))
+        ):
+            raise InvalidRequestError(
+                f"cannot deploy {name}:{version}: there is no bundle directory at {path}; pass "
+                "a bundle directory (model.json and func.pkl), or an image a Docker or "
+                "Kubernetes manager built"
+            )
+        if os.path.isdir(path):
             self.build_and_deploy_model(
                 name,
                 version,
@@ -380,7 +389,7 @@ class Connection(Closing):
         deployer = self._deployer()
         deployer.check_new_version(name, version, input_type)
         self.report(f"taking image {artifact} for {name}:{version}")
-        bundle_sha256 = self.cm.adopt_image(name, version, os.fspath(artifact))
+        bundle_sha256 = self.cm.adopt_image(name, version, path)
         deployer.deploy(
             name,
             version,

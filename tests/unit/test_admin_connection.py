@@ -22,6 +22,7 @@ from admin import (
     ConflictError,
     Connection,
     ContainerManager,
+    DeployError,
     IncompatibleModelError,
     InvalidRequestError,
     LocalContainerManager,
@@ -268,7 +269,7 @@ NEEDS_A_CLUSTER: list[Callable[[Connection], object]] = [
     lambda c: c.unregister_application("app"),
     lambda c: c.link_model_to_app("app", "m"),
     lambda c: c.unlink_model_from_app("app", "m"),
-    lambda c: c.deploy_model("m", "1", "doubles", "/artifact"),
+    lambda c: c.deploy_model("m", "1", "doubles", "prebuilt/m:1"),
     lambda c: c.build_and_deploy_model("m", "1", "doubles", "/no/such/bundle"),
     lambda c: c.register_model("m", "1", "doubles"),
     lambda c: c.set_model_version("m", "1"),
@@ -364,7 +365,7 @@ def test_deploy_registers_starts_waits_then_switches(tmp_path: Path) -> None:
 def test_replica_that_exits_fails_fast_and_the_version_is_forgotten(tmp_path: Path) -> None:
     conn, api, events = connected(crash=True)
     with pytest.raises(ModelStartError, match="boom: bad model"):
-        conn.deploy_model("m", "1", "doubles", "/artifact")
+        conn.deploy_model("m", "1", "doubles", "prebuilt/m:1")
     assert "PUT /admin/models/m/current_version" not in events
     assert events[-2:] == ["cm.stop_models m ['1']", "DELETE /admin/models/m/versions/1"]
     assert api.versions == {}
@@ -372,7 +373,7 @@ def test_replica_that_exits_fails_fast_and_the_version_is_forgotten(tmp_path: Pa
 
 def test_deploying_an_existing_version_is_refused_before_building(tmp_path: Path) -> None:
     conn, _api, events = connected()
-    conn.deploy_model("m", "1", "doubles", "/artifact")
+    conn.deploy_model("m", "1", "doubles", "prebuilt/m:1")
     events.clear()
     with pytest.raises(ConflictError, match="set_model_version"):
         conn.build_and_deploy_model("m", "1", "doubles", write_bundle(tmp_path / "b"))
@@ -381,7 +382,7 @@ def test_deploying_an_existing_version_is_refused_before_building(tmp_path: Path
 
 def test_set_num_replicas_defaults_to_the_current_version() -> None:
     conn, api, events = connected()
-    conn.deploy_model("m", "1", "doubles", "/artifact")
+    conn.deploy_model("m", "1", "doubles", "prebuilt/m:1")
     events.clear()
     conn.set_num_replicas("m", 3)
     assert "cm.set_num_replicas m:1 3" in events
@@ -393,7 +394,7 @@ def test_set_num_replicas_defaults_to_the_current_version() -> None:
 
 def test_link_waits_until_the_query_frontend_routes_to_the_model() -> None:
     conn, _api, events = connected()
-    conn.deploy_model("m", "1", "doubles", "/artifact")
+    conn.deploy_model("m", "1", "doubles", "prebuilt/m:1")
     events.clear()
     conn.link_model_to_app("app", "m")
     assert events[-1] == "GET /status"
@@ -440,7 +441,7 @@ def test_cache_flags_that_are_not_booleans_are_refused_before_any_request(
 
 def test_stop_models_records_zero_replicas_then_stops_them() -> None:
     conn, api, events = connected()
-    conn.deploy_model("m", "1", "doubles", "/artifact")
+    conn.deploy_model("m", "1", "doubles", "prebuilt/m:1")
     events.clear()
     conn.stop_models("m")
     assert events == [
@@ -453,8 +454,8 @@ def test_stop_models_records_zero_replicas_then_stops_them() -> None:
 
 def test_listings_follow_clippers_shapes() -> None:
     conn, _api, _events = connected()
-    conn.deploy_model("m", "1", "doubles", "/artifact")
-    conn.deploy_model("m", "2", "doubles", "/artifact2")
+    conn.deploy_model("m", "1", "doubles", "prebuilt/m:1")
+    conn.deploy_model("m", "2", "doubles", "prebuilt/m:2")
     assert conn.get_all_models() == ["m:1", "m:2"]
     verbose = conn.get_all_models(verbose=True)
     assert [(v["version"], v["is_current_version"]) for v in verbose] == [
@@ -484,7 +485,7 @@ DEPLOYS: dict[str, Callable[[Connection, dict[str, Any]], object]] = {
     "deploy_sklearn_model": lambda c, kw: deploy_sklearn_model(
         c, "m", "1", "doubles", Halver(), pkgs_to_install=[], **kw
     ),
-    "deploy_model": lambda c, kw: c.deploy_model("m", "1", "doubles", "/artifact", **kw),
+    "deploy_model": lambda c, kw: c.deploy_model("m", "1", "doubles", "prebuilt/m:1", **kw),
     "register_model": lambda c, kw: c.register_model("m", "1", "doubles", **kw),
 }
 
@@ -604,8 +605,8 @@ def test_policy_state_is_read_and_reset_for_the_app_or_one_user() -> None:
 
 def test_a_pinned_link_waits_until_the_query_frontend_routes_that_version() -> None:
     conn, api, events = connected()
-    conn.deploy_model("m", "1", "doubles", "/artifact")
-    conn.deploy_model("m", "2", "doubles", "/artifact2")
+    conn.deploy_model("m", "1", "doubles", "prebuilt/m:1")
+    conn.deploy_model("m", "2", "doubles", "prebuilt/m:2")
     events.clear()
     api.status_lag = 1
     conn.link_model_to_app("app", "m", version=1)
@@ -617,7 +618,7 @@ def test_a_pinned_link_waits_until_the_query_frontend_routes_that_version() -> N
 
 def test_unlinking_a_pinned_version_waits_until_the_link_is_gone() -> None:
     conn, api, events = connected()
-    conn.deploy_model("m", "1", "doubles", "/artifact")
+    conn.deploy_model("m", "1", "doubles", "prebuilt/m:1")
     conn.link_model_to_app("app", "m")
     conn.link_model_to_app("app", "m", version="1")
     events.clear()
@@ -629,12 +630,12 @@ def test_unlinking_a_pinned_version_waits_until_the_link_is_gone() -> None:
 
 def test_a_new_current_version_waits_for_the_links_that_follow_it_only() -> None:
     conn, api, events = connected()
-    conn.deploy_model("m", "1", "doubles", "/artifact")
+    conn.deploy_model("m", "1", "doubles", "prebuilt/m:1")
     conn.link_model_to_app("app", "m")
     conn.link_model_to_app("app", "m", version="1")
     events.clear()
     api.status_lag = 1
-    conn.deploy_model("m", "2", "doubles", "/artifact2", num_replicas=0)
+    conn.deploy_model("m", "2", "doubles", "prebuilt/m:2", num_replicas=0)
     # One stale answer, then done: the pinned link m:1 is not waited for.
     assert events[-3:] == ["PUT /admin/models/m/current_version", "GET /status", "GET /status"]
     assert api.status_view["app"]["arms"] == {"m": "m:2", "m:1": "m:1"}
@@ -674,3 +675,44 @@ def test_status_of_an_earlier_query_frontend_falls_back_to_the_apps_one_route() 
     assert _status.app_policy(OLD, "app") is None  # not reported: nothing to wait for
     assert _status.cache_state(OLD, "app") is True
     assert _status.cache_state(OLD, "other") is None
+
+
+def test_deploy_model_builds_a_bundle_directory_and_records_only_its_digest(
+    tmp_path: Path,
+) -> None:
+    conn, api, events = connected()
+    conn.deploy_model("m", "1", "doubles", write_bundle(tmp_path / "b"))
+    assert "cm.build_model m:1" in events
+    assert api.versions["m", "1"]["bundle_sha256"] == fake_digest("bundle m/1")
+    assert str(tmp_path) not in json.dumps(api.versions["m", "1"])
+
+
+def test_deploy_model_takes_an_image_by_the_digest_the_manager_reads_from_it() -> None:
+    conn, api, events = connected()
+    conn.deploy_model("m", "1", "doubles", "prebuilt/m:1")
+    assert "cm.adopt_image m:1 prebuilt/m:1" in events
+    assert api.versions["m", "1"]["bundle_sha256"] == fake_digest("image prebuilt/m:1")
+    assert "prebuilt/m:1" not in json.dumps(api.versions["m", "1"])
+
+
+@pytest.mark.parametrize("missing", ["/no/such/bundle", "./typo", Path("relative/dir")])
+def test_deploy_model_refuses_a_bundle_path_that_is_not_there_before_anything(
+    missing: str | Path,
+) -> None:
+    conn, api, events = connected()
+    with pytest.raises(InvalidRequestError, match="there is no bundle directory at"):
+        conn.deploy_model("m", "1", "doubles", missing)
+    assert events == [] and api.versions == {}
+
+
+def test_register_model_records_no_bundle_and_refuses_an_artifact() -> None:
+    conn, api, events = connected()
+    with pytest.raises(InvalidRequestError, match="register_model records no artifact"):
+        conn.register_model("m", "1", "doubles", "/tmp/evil-bundle")
+    assert events == []
+    conn.register_model("m", "1", "doubles")
+    assert api.versions["m", "1"]["bundle_sha256"] == ""
+    with pytest.raises(DeployError, match="no bundle is recorded for it"):
+        conn.set_num_replicas("m", 1, version="1")
+    assert api.versions["m", "1"].get("num_replicas", 0) == 0
+    assert not [e for e in events if e.startswith("cm.set_num_replicas")]

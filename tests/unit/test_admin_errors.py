@@ -386,7 +386,7 @@ def test_a_marker_that_cannot_be_evaluated_is_left_to_pip() -> None:
     [
         lambda c: c.set_num_replicas("m", -1),
         lambda c: c.set_model_version("m", "1", num_replicas=-1),
-        lambda c: c.deploy_model("m", "1", "doubles", "/artifact", num_replicas=-1),
+        lambda c: c.deploy_model("m", "1", "doubles", "prebuilt/m:1", num_replicas=-1),
         lambda c: c.build_and_deploy_model("m", "1", "doubles", "/bundle", num_replicas=-1),
         lambda c: deploy_python_closure(c, "m", "1", "doubles", double, num_replicas=-1),
     ],
@@ -411,11 +411,11 @@ def test_a_negative_replica_count_is_refused_before_any_request(call: Any) -> No
             "policy_params must be a JSON object, got 5",
         ),
         (
-            lambda c: c.deploy_model("m", "1", "doubles", "/artifact", labels=5),
+            lambda c: c.deploy_model("m", "1", "doubles", "prebuilt/m:1", labels=5),
             "labels must be a list of strings, got 5",
         ),
         (
-            lambda c: c.deploy_model("m", "1", "doubles", "/artifact", labels=["a", 7]),
+            lambda c: c.deploy_model("m", "1", "doubles", "prebuilt/m:1", labels=["a", 7]),
             "labels must be a list of strings, but it holds 7",
         ),
         (lambda c: c.get_app_info(5), "a name must be a string, got 5"),
@@ -433,7 +433,7 @@ def test_arguments_of_the_wrong_kind_are_invalid_requests_before_any_request(
 
 def test_one_version_given_as_a_string_is_one_version_not_its_characters() -> None:
     conn, _api, events = connected()
-    conn.deploy_model("m", "12", "doubles", "/artifact")
+    conn.deploy_model("m", "12", "doubles", "prebuilt/m:1")
     events.clear()
     conn.stop_versioned_models({"m": "12"})
     assert "PUT /admin/models/m/versions/12/replicas" in events

@@ -233,7 +233,7 @@ def test_leaving_a_connection_closes_every_client_and_the_cluster_keeps_running(
     with conn:
         conn.connect()
         conn.register_application("app", "doubles", "-1.0", 100000)
-        conn.deploy_model("m", "1", "doubles", "/artifact", num_replicas=2)
+        conn.deploy_model("m", "1", "doubles", "prebuilt/m:1", num_replicas=2)
         conn.link_model_to_app("app", "m")
         conn.set_model_version("m", "1")
         assert conn.inspect_instance()["apps"]["app"]["model"] == "m:1"
@@ -252,7 +252,7 @@ def test_leaving_a_connection_on_an_error_still_closes_it(
     with pytest.raises(ModelStartError), conn:
         conn.connect()
         cm.crash = True
-        conn.deploy_model("m", "1", "doubles", "/artifact")
+        conn.deploy_model("m", "1", "doubles", "prebuilt/m:1")
     assert left_open(http_clients) == [] and cm.closed == 1
 
 
