@@ -18,6 +18,7 @@ import uvicorn
 from management_frontend.app import create_app
 from management_frontend.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REDIS_URL, Config
 from management_frontend.state.keys import DEFAULT_PREFIX
+from model_container.credentials import SECRETS_DIR_ENV
 from model_container.logconfig import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ ENV = {
     "log_level": "SCHOONER_LOG_LEVEL",
     "redis_wait": "SCHOONER_REDIS_WAIT",
     "shutdown_timeout": "SCHOONER_SHUTDOWN_TIMEOUT",
+    "secrets_dir": SECRETS_DIR_ENV,
 }
 
 
@@ -83,6 +85,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="seconds in-flight requests get on shutdown "
         f"(env {ENV['shutdown_timeout']}; default %(default)s)",
     )
+    parser.add_argument(
+        "--secrets-dir",
+        default=env.get(ENV["secrets_dir"]),
+        help="directory of the cluster's credentials, written by the container manager "
+        f"(env {ENV['secrets_dir']})",
+    )
     return parser
 
 
@@ -99,6 +107,7 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
             log_level=args.log_level.upper(),
             redis_wait_s=float(args.redis_wait),
             shutdown_timeout_s=float(args.shutdown_timeout),
+            secrets_dir=args.secrets_dir,
         )
     except ValueError as exc:
         parser.error(str(exc))

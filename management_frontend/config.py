@@ -32,6 +32,8 @@ class Config:
     redis_wait_s: float = 30.0
     # How long a graceful shutdown lets in-flight requests finish.
     shutdown_timeout_s: float = 10.0
+    # The directory of the cluster's credentials (``model_container.credentials``).
+    secrets_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -80,6 +80,7 @@ class ContainerConfig:
     metrics_host: str = "127.0.0.1"  # where GET /metrics listens ...
     metrics_port: int = 0  # ... and on which port; 0: no metrics endpoint
     discovery_interval_s: float = DEFAULT_DISCOVERY_INTERVAL_S  # re-resolve dns+tcp names
+    secrets_dir: str | None = None  # the replica's credentials (``credentials``)
 
 
 class ModelContainer:

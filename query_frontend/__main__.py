@@ -8,6 +8,7 @@ import sys
 
 import uvicorn
 
+from model_container.credentials import SECRETS_DIR_ENV
 from model_container.logconfig import configure_logging
 from query_frontend.app import create_app
 from query_frontend.config import Config
@@ -31,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--cache-bytes", type=int, default=Config.cache_max_bytes)
     p.add_argument("--frontend-id", default=env("SCHOONER_FRONTEND_ID"))
     p.add_argument("--log-level", default=env("SCHOONER_LOG_LEVEL", "INFO"))
+    p.add_argument("--secrets-dir", default=env(SECRETS_DIR_ENV))
     a = p.parse_args(argv)
     extra = {"frontend_id": a.frontend_id} if a.frontend_id else {}
     return Config(
@@ -48,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         max_inflight_batches=a.max_inflight_batches,
         cache_max_bytes=a.cache_bytes,
         log_level=a.log_level.upper(),
+        secrets_dir=a.secrets_dir,
         **extra,
     )
 

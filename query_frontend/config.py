@@ -38,6 +38,8 @@ class Config:
     cache_max_bytes: int = 64 * 1024 * 1024
     log_level: str = "INFO"
     frontend_id: str = field(default_factory=_default_frontend_id)
+    # The directory of the cluster's credentials (``model_container.credentials``).
+    secrets_dir: str | None = None
 
     @property
     def rpc_bind_address(self) -> str:

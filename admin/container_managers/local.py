@@ -4,6 +4,9 @@ Everything lives under one data directory (``$SCHOONER_HOME/<cluster_name>``, by
 ``~/.schooner/default``)::
 
     cluster.json             host and ports, so connect() from another process finds them
+    admin-token              the admin token (0600), what the admin client sends
+    secrets/                 the credentials each process reads (``_credentials``): 0700
+                             directories ``frontend/`` and ``replica/``, files 0600
     redis/                   Redis's append-only file: apps, models and links survive restarts
     logs/<name>.log          stdout and stderr of every process (redis, management, query,
                              one per replica), and pip's output per model version
@@ -40,6 +43,7 @@ from admin._names import check_num_replicas
 from admin._progress import wait_for
 from admin.container_managers import _processes as procs
 from admin.container_managers._bundles import read_model_bundle, require_compatible
+from admin.container_managers._credentials import LocalCredentialStore
 from admin.container_managers._net import (
     check_port,
     connect_host,
@@ -133,6 +137,7 @@ class LocalContainerManager(ContainerManager):
         self.start_timeout = start_timeout
         self.pip_timeout = pip_timeout
         self._run = RunDir(self.data_dir / "run")
+        self._credentials = LocalCredentialStore(self.data_dir)
 
     def __repr__(self) -> str:
         return f"LocalContainerManager(data_dir={str(self.data_dir)!r})"
@@ -177,6 +182,7 @@ class LocalContainerManager(ContainerManager):
             with os_errors(f"prepare the data directory {self.data_dir}"):
                 for sub in ("redis", "logs", "run", "models"):
                     (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+                self._credentials.ensure()
                 self._write_cluster_file()
             try:
                 self._start_components()
@@ -195,6 +201,7 @@ class LocalContainerManager(ContainerManager):
                 *(sys.executable, "-m", "management_frontend"),
                 *("--redis-url", self.effective_redis_url, "--key-prefix", self.key_prefix),
                 *("--host", self.host, "--port", str(self.management_port)),
+                *("--secrets-dir", str(self._credentials.frontend_dir)),
             ],
             self._env(sys.executable),
         )
@@ -207,6 +214,7 @@ class LocalContainerManager(ContainerManager):
                 *("--rpc-host", self.host, "--rpc-port", str(self.rpc_port)),
                 # A fixed id: on restart the frontend drops the replica records it left.
                 *("--frontend-id", f"local-{self.cluster_name}-query"),
+                *("--secrets-dir", str(self._credentials.frontend_dir)),
             ],
             self._env(sys.executable),
         )
@@ -255,6 +263,35 @@ class LocalContainerManager(ContainerManager):
                 + ", ".join(f"{r.name} (pid {r.pid})" for r in left)
                 + ": stop them by hand (kill -9 PID)"
             )
+
+    # ------------------------------------------------------------------ credentials
+
+    def admin_token(self) -> str:
+        try:
+            token = self._credentials.admin_token_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise ClusterNotRunningError(
+                f"no admin token at {self._credentials.admin_token_file}: this cluster was "
+                "never started; start it with Connection(...).start() or `schooner start "
+                f"--data-dir {self.data_dir}`"
+            ) from None
+        except OSError as exc:
+            raise ContainerManagerError(
+                f"cannot read the admin token {self._credentials.admin_token_file}: {exc}"
+            ) from exc
+        return token
+
+    def rotate_admin_token(self) -> str:
+        with self._locked():
+            current = self._credentials.load()
+            if current is None:
+                raise ClusterNotRunningError(
+                    f"no credentials under {self._credentials.root}: start the cluster first"
+                )
+            rotated = current.with_new_admin_token()
+            with os_errors(f"write the new admin token under {self.data_dir}"):
+                self._credentials.save(rotated)
+        return rotated.admin_token
 
     def processes(self) -> list[dict[str, Any]]:
         """Every process recorded for this cluster, and whether it is running."""
@@ -442,6 +479,7 @@ class LocalContainerManager(ContainerManager):
             *("--name", name, "--version", version, "--input-type", input_type),
             *("--replica-id", replica_id),
             *("--metrics-host", self.host, "--metrics-port", str(metrics_port)),
+            *("--secrets-dir", str(self._credentials.replica_dir)),
         ]
         env = self._env(self.python_executable, [str(site)] if site.is_dir() else [])
         return self._launch(
