@@ -20,6 +20,10 @@ Two network modes:
 - ``host``: every container shares the host's network stack; each component listens
   on ``host`` at its configured port, and replicas dial ``tcp://127.0.0.1:<rpc_port>``.
 
+Every container runs without privileges: all capabilities dropped, no-new-privileges
+(setuid binaries cannot raise them), and -- Redis from Schooner's image, the frontends
+and every replica -- as the images' user ``schooner`` (uid 10001), never root.
+
 Every container restarts ``unless-stopped``: a replica that crashes comes back, and
 connects and registers again; one that cannot load its model exits with status 2 at
 every start, which ``replica_state`` reports as a failure with the container's log.
@@ -47,6 +51,13 @@ HOST_MODE, NETWORK_MODE = "host", "network"
 INNER_PORTS: Final = {REDIS: 6379, MANAGEMENT: 1338, QUERY: 1337, "rpc": 7000, "metrics": 9100}
 BUNDLE_DIR: Final = "/opt/schooner/model"
 RESTART_POLICY: Final = {"Name": "unless-stopped"}
+# The images' user "schooner" (deploy/docker): no container of ours runs as root.
+USER: Final = "10001:10001"
+# What a container of the cluster may do beyond its user's rights: nothing.
+NO_PRIVILEGES: Final = {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]}
+# What a Redis image of the user's own (``redis_image=``) gets back: the official image's
+# entrypoint starts as root, gives /data to its user "redis" and switches to it.
+REDIS_ENTRYPOINT_CAPS: Final = ["CHOWN", "SETGID", "SETUID"]
 # Bounded logs: a crash-looping replica must not fill the disk.
 LOG_CONFIG: Final = {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
 
@@ -169,9 +180,14 @@ class ClusterSettings:
             "restart_policy": dict(RESTART_POLICY),
             "log_config": dict(LOG_CONFIG),
             "environment": {"PYTHONUNBUFFERED": "1"},
+            "user": USER,
+            **{k: list(v) for k, v in NO_PRIVILEGES.items()},
         }
 
-    def redis_spec(self, image: str) -> dict[str, Any]:
+    def redis_spec(self, image: str, *, own_image: bool = True) -> dict[str, Any]:
+        """Redis with its data in the volume. ``own_image``: Schooner's Redis image, which
+        runs as uid 10001 like the rest; ``False`` (``redis_image=``), the image's own user
+        and entrypoint, which needs the capabilities to switch to that user."""
         bind, port = self._bind(REDIS, self.redis_port)
         command = [
             "redis-server",
@@ -180,8 +196,12 @@ class ClusterSettings:
             # second, and a SIGTERM (docker stop, docker restart) flushes the rest.
             *("--dir", "/data", "--appendonly", "yes", "--save", ""),
         ]
+        spec = self._common(REDIS, image, command)
+        if not own_image:
+            del spec["user"]
+            spec["cap_add"] = list(REDIS_ENTRYPOINT_CAPS)
         return {
-            **self._common(REDIS, image, command),
+            **spec,
             "name": self.container_name(REDIS),
             "volumes": {self.volume: {"bind": "/data", "mode": "rw"}},
             "stop_signal": "SIGTERM",

@@ -238,7 +238,8 @@ class DockerContainerManager(ContainerManager):
         try:
             if redis_image is not None:
                 self.engine.ensure_volume(s.volume)
-                redis = self.engine.run(s.redis_spec(redis_image))
+                spec = s.redis_spec(redis_image, own_image=self.redis_image is None)
+                redis = self.engine.run(spec)
                 self._wait_ready(redis, "Redis", lambda: self._redis_ping(redis))
             management = self.engine.run(s.management_spec(frontend))
             query = self.engine.run(s.query_spec(frontend))

@@ -189,6 +189,42 @@ def test_rollback_changes_the_outputs(conn: Connection) -> None:
     eventually(lambda: output_of(conn, "versions", [1.0]) == "v2", what="forward to 2")
 
 
+def test_every_container_runs_as_an_unprivileged_user(conn: Connection, docker_client: Any) -> None:
+    """No process of the cluster is root or holds a capability, and none can gain one;
+    the model still loads from its image and answers, and Redis writes its volume."""
+    conn.register_application("unprivileged", "doubles", -1, 2_000_000)
+    deploy_python_closure(
+        conn, "whoami-uid", "1", "doubles", lambda xs: [__import__("os").getuid()] * len(xs)
+    )
+    conn.link_model_to_app("unprivileged", "whoami-uid")
+    assert output_of(conn, "unprivileged", [1.0]) == 10001
+
+    cluster = conn.cm.cluster_name  # type: ignore[attr-defined]
+    found = {c.labels["schooner.role"]: c for c in containers(docker_client, cluster)}
+    assert {"redis", "management", "query", "replica"} <= set(found)
+    for role, container in found.items():
+        host = container.attrs["HostConfig"]
+        assert host["CapDrop"] == ["ALL"], role
+        assert "no-new-privileges" in host["SecurityOpt"], role
+        # Every process in the container, as the kernel sees it (pid 1 and the server).
+        code, out = container.exec_run(
+            ["sh", "-c", "grep -h -E '^(Uid|CapEff|CapPrm|NoNewPrivs):' /proc/[0-9]*/status"]
+        )
+        assert code == 0, out
+        lines = [line.split() for line in out.decode().splitlines()]
+        assert lines, role
+        for field, *values in lines:
+            if field == "Uid:":
+                assert all(int(v) == 10001 for v in values), (role, values)
+            elif field == "NoNewPrivs:":
+                assert values == ["1"], (role, values)
+            else:
+                assert int(values[0], 16) == 0, (role, field, values)
+    # Redis keeps its append-only file in the volume, as its user.
+    code, out = found["redis"].exec_run(["sh", "-c", "stat -c '%u' /data/appendonlydir"])
+    assert (code, out.decode().strip()) == (0, "10001")
+
+
 def test_scale_to_two_replicas_and_back(conn: Connection, docker_client: Any) -> None:
     cluster = conn.cm.cluster_name  # type: ignore[attr-defined]
     conn.register_application("scaled", "doubles", -1, 5_000_000)
