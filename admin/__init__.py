@@ -36,6 +36,7 @@ from admin.exceptions import (
     RequestTimeoutError,
     SchoonerError,
     ServiceUnavailableError,
+    TLSVerificationError,
 )
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "RequestTimeoutError",
     "SchoonerError",
     "ServiceUnavailableError",
+    "TLSVerificationError",
 ]
 
 __version__ = "0.1.0"

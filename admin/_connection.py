@@ -162,7 +162,10 @@ class Connection(Closing):
         # Only the management client: the manager's client is in use (start_cluster).
         self._close_api()
         self._client = ManagementClient(
-            self.cm.management_url, timeout=self.timeout, transport=self._transport
+            self.cm.management_url,
+            timeout=self.timeout,
+            transport=self._transport,
+            verify=self.cm.tls_verify(),
         )
 
     # ------------------------------------------------------------------ applications
@@ -513,6 +516,7 @@ class Connection(Closing):
             service="query frontend",
             timeout=self.timeout,
             transport=self._transport,
+            verify=self.cm.tls_verify(),
         )
 
 

@@ -9,6 +9,7 @@ default). A client holds a pool of connections: use it as a context manager (as
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
@@ -25,6 +26,7 @@ from admin.exceptions import (
     NotFoundError,
     RequestTimeoutError,
     ServiceUnavailableError,
+    TLSVerificationError,
 )
 from management_frontend.state import rules
 
@@ -90,6 +92,40 @@ def error_for_response(method: str, path: str, response: httpx.Response) -> Mana
     return cls(f"{method} {path} failed ({label}): {message}", status_code=status, code=code)
 
 
+def tls_context(ca: str | None) -> ssl.SSLContext | bool:
+    """How a client verifies HTTPS: against the CA certificate(s) in the PEM file ``ca``,
+    else the system's trust store (``True``). Never off."""
+    if not ca:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidRequestError(
+            f"cannot load the CA certificate {ca!r} ({exc}): pass tls_ca= (or SCHOONER_TLS_CA) "
+            "a PEM file holding the CA that signed the frontends' certificate"
+        ) from exc
+
+
+def _untrusted(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure under an httpx error, if that is what it is."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _not_trusted(what: str, error: ssl.SSLCertVerificationError) -> TLSVerificationError:
+    return TLSVerificationError(
+        f"{what}: the frontend serves HTTPS with a certificate this client does not trust "
+        f"({error.verify_message or error.reason}); pass the container manager tls_ca= the "
+        "CA certificate (PEM file) that signed it, or set SCHOONER_TLS_CA. The certificate "
+        "must also name the address dialled",
+        code="tls",
+    )
+
+
 class JSONClient(Closing):
     """JSON requests to one frontend, with errors translated to Schooner exceptions.
 
@@ -103,13 +139,18 @@ class JSONClient(Closing):
         service: str = "management frontend",
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        """``verify``: how an https ``base_url`` is verified (``tls_context``)."""
         self.base_url = base_url
         self.service = service
         self.timeout = timeout
         try:
             self._client = httpx.Client(
-                base_url=base_url, timeout=httpx.Timeout(timeout), transport=transport
+                base_url=base_url,
+                timeout=httpx.Timeout(timeout),
+                transport=transport,
+                verify=verify,
             )
         except httpx.InvalidURL as exc:
             raise InvalidRequestError(
@@ -168,6 +209,8 @@ class JSONClient(Closing):
                 "be overloaded or stuck; check `schooner status` and its log (get_logs())"
             ) from exc
         except httpx.TransportError as exc:
+            if (untrusted := _untrusted(exc)) is not None:
+                raise _not_trusted(f"{where} ({method} {path})", untrusted) from exc
             raise ServiceUnavailableError(
                 f"cannot reach {where} ({method} {path}: {exc or type(exc).__name__}): is "
                 "Schooner running? Start it with Connection.start() or `schooner start`, "

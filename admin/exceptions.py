@@ -9,7 +9,9 @@
      │    │                           request (a name, a port, a count) or by a frontend (400)
      │    ├── NotFoundError           404: unknown app, model or version
      │    ├── ConflictError           409: already exists, still linked, types differ, ...
-     │    └── ServiceUnavailableError 503, or the frontend cannot be reached
+     │    ├── ServiceUnavailableError 503, or the frontend cannot be reached
+     │    └── TLSVerificationError    the frontend's HTTPS certificate is not trusted:
+     │                                pass the CA that signed it (tls_ca=)
      ├── DeployError                  a model version could not be built or started
      │    ├── IncompatibleModelError  pickled under a Python/cloudpickle the replicas lack
      │    └── ModelStartError         a replica exited, or did not connect in time
@@ -42,6 +44,7 @@ __all__ = [
     "RequestTimeoutError",
     "SchoonerError",
     "ServiceUnavailableError",
+    "TLSVerificationError",
 ]
 
 
@@ -94,6 +97,12 @@ class ConflictError(ManagementAPIError):
 
 class ServiceUnavailableError(ManagementAPIError):
     """503 (Redis is down), or the frontend cannot be reached at all."""
+
+
+class TLSVerificationError(ManagementAPIError):
+    """A frontend serves HTTPS with a certificate this client does not trust (or one not
+    issued for the address dialled). Verification is never turned off: pass the manager
+    ``tls_ca=`` the CA certificate that signed the frontends' (or set SCHOONER_TLS_CA)."""
 
 
 class DeployError(SchoonerError):

@@ -33,6 +33,8 @@ ENV = {
     "redis_wait": "SCHOONER_REDIS_WAIT",
     "shutdown_timeout": "SCHOONER_SHUTDOWN_TIMEOUT",
     "secrets_dir": SECRETS_DIR_ENV,
+    "tls_certfile": "SCHOONER_TLS_CERTFILE",
+    "tls_keyfile": "SCHOONER_TLS_KEYFILE",
 }
 
 
@@ -91,6 +93,16 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="directory of the cluster's credentials, written by the container manager "
         f"(env {ENV['secrets_dir']})",
     )
+    parser.add_argument(
+        "--tls-certfile",
+        default=env.get(ENV["tls_certfile"]),
+        help=f"serve HTTPS with this PEM certificate (chain) (env {ENV['tls_certfile']})",
+    )
+    parser.add_argument(
+        "--tls-keyfile",
+        default=env.get(ENV["tls_keyfile"]),
+        help=f"the certificate's PEM private key (env {ENV['tls_keyfile']})",
+    )
     return parser
 
 
@@ -108,6 +120,8 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
             redis_wait_s=float(args.redis_wait),
             shutdown_timeout_s=float(args.shutdown_timeout),
             secrets_dir=args.secrets_dir,
+            tls_certfile=args.tls_certfile,
+            tls_keyfile=args.tls_keyfile,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -122,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     config = parse_config(argv)
     configure_logging(config.log_level)
-    logger.info("starting on http://%s:%d", config.host, config.port)
+    logger.info("starting on %s://%s:%d", config.scheme, config.host, config.port)
     uvicorn.run(
         create_app(config),
         host=config.host,
@@ -133,5 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=max(1, round(config.shutdown_timeout_s)),
+        ssl_certfile=config.tls_certfile,
+        ssl_keyfile=config.tls_keyfile,
     )
     return 0

@@ -40,6 +40,9 @@ class Config:
     frontend_id: str = field(default_factory=_default_frontend_id)
     # The directory of the cluster's credentials (``model_container.credentials``).
     secrets_dir: str | None = None
+    # HTTPS: the server's certificate (chain) and private key, PEM files; both or neither.
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
 
     @property
     def rpc_bind_address(self) -> str:

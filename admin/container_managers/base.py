@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import abc
 import os
+import ssl
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from admin._closing import Closing
+from admin._http import tls_context
 from admin._progress import Reporter
 from admin.exceptions import ContainerManagerError
 
@@ -28,6 +30,8 @@ from admin.exceptions import ContainerManagerError
 EXIT_CONFIG: Final = 2
 # A replica restarting this many times without staying up is reported as failing.
 CRASH_LOOP_RESTARTS: Final = 3
+# The CA (PEM file) the admin client verifies HTTPS frontends with, when no tls_ca= is given.
+TLS_CA_ENV: Final = "SCHOONER_TLS_CA"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +65,15 @@ def new_replica_ids(name: str, version: str, used: Collection[str], count: int) 
 
 
 class ContainerManager(Closing):
-    """Starts and stops Redis, the frontends and model replicas somewhere."""
+    """Starts and stops Redis, the frontends and model replicas somewhere.
+
+    A manager whose frontends serve HTTPS (``tls_certfile=``) sets ``tls``; the admin
+    client then verifies them against ``tls_ca`` (a PEM file), else ``$SCHOONER_TLS_CA``,
+    else the system's trust store.
+    """
+
+    tls: bool = False
+    tls_ca: str | None = None
 
     def __init__(self) -> None:
         # Progress lines of long steps; Connection installs the user's callback here.
@@ -154,9 +166,17 @@ class ContainerManager(Closing):
     # ------------------------------------------------------------------ derived
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
     def management_url(self) -> str:
-        return f"http://{self.get_management_addr()}"
+        return f"{self.scheme}://{self.get_management_addr()}"
 
     @property
     def query_url(self) -> str:
-        return f"http://{self.get_query_addr()}"
+        return f"{self.scheme}://{self.get_query_addr()}"
+
+    def tls_verify(self) -> ssl.SSLContext | bool:
+        """How the admin client verifies the frontends' HTTPS certificates (never off)."""
+        return tls_context(self.tls_ca or os.environ.get(TLS_CA_ENV))

@@ -45,12 +45,14 @@ from admin.container_managers import _processes as procs
 from admin.container_managers._bundles import read_model_bundle, require_compatible
 from admin.container_managers._credentials import LocalCredentialStore
 from admin.container_managers._net import (
+    absolute_path,
     check_port,
     connect_host,
     free_port,
     healthz_check,
     netloc,
     require_ports_free,
+    tls_files,
 )
 from admin.container_managers._processes import ProcessRecord, RunDir, log_tail
 from admin.container_managers._runtime import (
@@ -66,6 +68,7 @@ from admin.exceptions import (
     ClusterNotRunningError,
     ContainerManagerError,
     DeployError,
+    InvalidRequestError,
 )
 
 REDIS, MANAGEMENT, QUERY, REPLICA = "redis", "management", "query", "replica"
@@ -111,7 +114,13 @@ class LocalContainerManager(ContainerManager):
         key_prefix: str = "schooner",
         start_timeout: float = 60.0,
         pip_timeout: float = 900.0,
+        tls_certfile: str | os.PathLike[str] | None = None,
+        tls_keyfile: str | os.PathLike[str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> None:
+        """``tls_certfile``/``tls_keyfile`` (PEM files, both or neither): both frontends
+        serve HTTPS with them; ``tls_ca``: the CA (PEM) the admin client verifies them
+        with, else ``$SCHOONER_TLS_CA``, else the system's trust store."""
         super().__init__()
         for what, port in (
             ("query_port", query_port),
@@ -136,6 +145,9 @@ class LocalContainerManager(ContainerManager):
         self.python_executable = python_executable
         self.start_timeout = start_timeout
         self.pip_timeout = pip_timeout
+        self.tls_certfile, self.tls_keyfile = tls_files(tls_certfile, tls_keyfile)
+        self.tls = self.tls_certfile is not None
+        self.tls_ca = absolute_path(tls_ca)
         self._run = RunDir(self.data_dir / "run")
         self._credentials = LocalCredentialStore(self.data_dir)
 
@@ -179,6 +191,7 @@ class LocalContainerManager(ContainerManager):
             # beside the replicas start() relaunches.
             self._stop_roles((REPLICA,))
             self._check_ports_free()
+            self._check_tls_files()
             with os_errors(f"prepare the data directory {self.data_dir}"):
                 for sub in ("redis", "logs", "run", "models"):
                     (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -202,6 +215,7 @@ class LocalContainerManager(ContainerManager):
                 *("--redis-url", self.effective_redis_url, "--key-prefix", self.key_prefix),
                 *("--host", self.host, "--port", str(self.management_port)),
                 *("--secrets-dir", str(self._credentials.frontend_dir)),
+                *self._tls_args(),
             ],
             self._env(sys.executable),
         )
@@ -215,15 +229,31 @@ class LocalContainerManager(ContainerManager):
                 # A fixed id: on restart the frontend drops the replica records it left.
                 *("--frontend-id", f"local-{self.cluster_name}-query"),
                 *("--secrets-dir", str(self._credentials.frontend_dir)),
+                *self._tls_args(),
             ],
             self._env(sys.executable),
         )
-        self._wait_ready(management, "the management frontend", healthz_check(self.management_url))
-        self._wait_ready(query, "the query frontend", healthz_check(self.query_url))
-        self.report(
-            f"Schooner is running: queries at http://{self.get_query_addr()}, management at "
-            f"http://{self.get_management_addr()}, data in {self.data_dir}"
+        verify = self.tls_verify()
+        self._wait_ready(
+            management, "the management frontend", healthz_check(self.management_url, verify)
         )
+        self._wait_ready(query, "the query frontend", healthz_check(self.query_url, verify))
+        self.report(
+            f"Schooner is running: queries at {self.query_url}, management at "
+            f"{self.management_url}, data in {self.data_dir}"
+        )
+
+    def _tls_args(self) -> list[str]:
+        if self.tls_certfile is None or self.tls_keyfile is None:
+            return []
+        return ["--tls-certfile", self.tls_certfile, "--tls-keyfile", self.tls_keyfile]
+
+    def _check_tls_files(self) -> None:
+        for what, path in (("tls_certfile", self.tls_certfile), ("tls_keyfile", self.tls_keyfile)):
+            if path is not None and not os.access(path, os.R_OK):
+                raise ContainerManagerError(
+                    f"{what}={path!r} cannot be read: pass a PEM file this user may read"
+                )
 
     def connect(self) -> None:
         try:
@@ -584,6 +614,9 @@ class LocalContainerManager(ContainerManager):
             "redis_url": self.redis_url,
             "key_prefix": self.key_prefix,
             "python_executable": self.python_executable,
+            "tls_certfile": self.tls_certfile,
+            "tls_keyfile": self.tls_keyfile,
+            "tls_ca": self.tls_ca,
             "started_at": time.time(),
         }
         tmp = self._cluster_file.with_suffix(".tmp")
@@ -601,7 +634,13 @@ class LocalContainerManager(ContainerManager):
             self.redis_url = None if doc.get("redis_url") is None else str(doc["redis_url"])
             self.key_prefix = str(doc.get("key_prefix", self.key_prefix))
             self.python_executable = str(doc.get("python_executable", self.python_executable))
-        except (KeyError, TypeError, ValueError) as exc:
+            self.tls_certfile, self.tls_keyfile = tls_files(
+                doc.get("tls_certfile"), doc.get("tls_keyfile")
+            )
+            self.tls = self.tls_certfile is not None
+            # The CA this client was given wins over the one the starter was given.
+            self.tls_ca = self.tls_ca or absolute_path(doc.get("tls_ca"))
+        except (KeyError, TypeError, ValueError, InvalidRequestError) as exc:
             raise ClusterNotRunningError(
                 f"{self._cluster_file} is damaged ({exc!r}): stop the cluster with "
                 f"`schooner stop --data-dir {self.data_dir}` and start it again"

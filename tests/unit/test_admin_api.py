@@ -34,6 +34,7 @@ PUBLIC_API = [
     "RequestTimeoutError",
     "SchoonerError",
     "ServiceUnavailableError",
+    "TLSVerificationError",
 ]
 
 
