@@ -50,6 +50,8 @@ HOST_MODE, NETWORK_MODE = "host", "network"
 # Ports inside the containers in network mode (each container has its own address).
 INNER_PORTS: Final = {REDIS: 6379, MANAGEMENT: 1338, QUERY: 1337, "rpc": 7000, "metrics": 9100}
 BUNDLE_DIR: Final = "/opt/schooner/model"
+# Where the frontends find the TLS certificate and key, mounted read-only from the host.
+TLS_DIR: Final = "/run/schooner/tls"
 RESTART_POLICY: Final = {"Name": "unless-stopped"}
 # The images' user "schooner" (deploy/docker): no container of ours runs as root.
 USER: Final = "10001:10001"
@@ -76,6 +78,9 @@ class ClusterSettings:
     redis_port: int = 6379
     redis_url: str | None = None  # an external Redis; None runs one in a container
     key_prefix: str = "schooner"
+    # The frontends' HTTPS certificate and key on the host (absolute), or None for HTTP.
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
 
     def __post_init__(self) -> None:
         if self.network_mode not in (HOST_MODE, NETWORK_MODE):
@@ -120,6 +125,10 @@ class ClusterSettings:
     def volume(self) -> str:
         """The named volume Redis keeps its append-only file in."""
         return f"schooner-{self.cluster_name}-redis-data"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certfile is not None
 
     @property
     def host_mode(self) -> bool:
@@ -169,6 +178,18 @@ class ClusterSettings:
             return self.host, port
         return "0.0.0.0", INNER_PORTS[role]
 
+    def _with_tls(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A frontend's ``spec`` serving HTTPS: the certificate and key mounted read-only
+        (readable by uid 10001), and the flags that point the frontend at them."""
+        if self.tls_certfile is None or self.tls_keyfile is None:
+            return spec
+        cert, key = f"{TLS_DIR}/cert.pem", f"{TLS_DIR}/key.pem"
+        volumes = spec.setdefault("volumes", {})
+        volumes[self.tls_certfile] = {"bind": cert, "mode": "ro"}
+        volumes[self.tls_keyfile] = {"bind": key, "mode": "ro"}
+        spec["command"] = [*spec["command"], "--tls-certfile", cert, "--tls-keyfile", key]
+        return spec
+
     # ------------------------------------------------------------------ containers
 
     def _common(self, role: str, image: str, command: list[str], **labels: str) -> dict[str, Any]:
@@ -215,12 +236,14 @@ class ClusterSettings:
             *("--redis-url", self.inner_redis_url, "--key-prefix", self.key_prefix),
             *("--host", bind, "--port", str(port)),
         ]
-        return {
-            **self._common(MANAGEMENT, image, command),
-            "name": self.container_name(MANAGEMENT),
-            "init": True,
-            **self._network_kwargs({str(INNER_PORTS[MANAGEMENT]): self.management_port}),
-        }
+        return self._with_tls(
+            {
+                **self._common(MANAGEMENT, image, command),
+                "name": self.container_name(MANAGEMENT),
+                "init": True,
+                **self._network_kwargs({str(INNER_PORTS[MANAGEMENT]): self.management_port}),
+            }
+        )
 
     def query_spec(self, image: str) -> dict[str, Any]:
         bind, port = self._bind(QUERY, self.query_port)
@@ -237,12 +260,14 @@ class ClusterSettings:
             str(INNER_PORTS[QUERY]): self.query_port,
             str(INNER_PORTS["rpc"]): self.rpc_port,
         }
-        return {
-            **self._common(QUERY, image, command),
-            "name": self.container_name(QUERY),
-            "init": True,
-            **self._network_kwargs(published),
-        }
+        return self._with_tls(
+            {
+                **self._common(QUERY, image, command),
+                "name": self.container_name(QUERY),
+                "init": True,
+                **self._network_kwargs(published),
+            }
+        )
 
     def replica_spec(
         self,

@@ -111,6 +111,7 @@ MANAGER_OPTIONS: list[dict[str, Any]] = [
             "query": {"requests": {"cpu": "1"}},
         },
     },
+    {"tls_secret": "schooner-tls"},
 ]
 
 
