@@ -390,7 +390,9 @@ class KubernetesContainerManager(ContainerManager):
             )
         # HTTPS when the running frontends were started with a certificate.
         containers = frontends[MANAGEMENT].spec.template.spec.containers or []
-        self.tls = any("--tls-certfile" in (c.args or []) for c in containers)
+        self.tls = any(
+            str(a).startswith("--tls-certfile") for c in containers for a in c.args or []
+        )
         self._resolve_addresses(wait=False)
 
     def stop_all(self) -> None:
