@@ -3,7 +3,8 @@
 Everything lives under one data directory (``$SCHOONER_HOME/<cluster_name>``, by default
 ``~/.schooner/default``)::
 
-    cluster.json             host and ports, so connect() from another process finds them
+    cluster.json             host, ports and TLS files (certificate, key, CA), so connect()
+                             from another process finds them
     admin-token              the admin token (0600), what the admin client sends
     secrets/                 the credentials each process reads (``_credentials``): 0700
                              directories ``frontend/`` and ``replica/``, files 0600

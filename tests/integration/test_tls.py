@@ -127,3 +127,20 @@ def test_another_process_attaches_over_https_with_the_ca_the_cluster_was_started
         other.connect()
         assert other.cm.management_url == conn.cm.management_url
         assert "attached" in other.get_all_apps()
+
+
+def test_start_with_a_ca_that_did_not_sign_the_certificate_fails_at_once_and_cleans_up(
+    certs: Certs, tmp_path: Path, cluster_ports: Callable[[], dict[str, int]]
+) -> None:
+    other = Certs(tmp_path / "other")
+    cm = LocalContainerManager(
+        data_dir=tmp_path / "data",
+        tls_certfile=certs.cert_file,
+        tls_keyfile=certs.key_file,
+        tls_ca=other.ca_file,
+        start_timeout=120,
+        **cluster_ports(),
+    )
+    with pytest.raises(TLSVerificationError, match="tls_ca="):
+        Connection(cm).start()
+    assert not any(p["running"] for p in cm.processes())
