@@ -178,9 +178,10 @@ class ClusterSettings:
             return self.host, port
         return "0.0.0.0", INNER_PORTS[role]
 
-    def _with_tls(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """A frontend's ``spec`` serving HTTPS: the certificate and key mounted read-only
-        (readable by uid 10001), and the flags that point the frontend at them."""
+    def with_tls(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A frontend's ``spec`` (management or query) serving HTTPS when the cluster has
+        a certificate: it and its key mounted read-only (readable by uid 10001), and the
+        flags that point the frontend at them. Unchanged without TLS."""
         if self.tls_certfile is None or self.tls_keyfile is None:
             return spec
         cert, key = f"{TLS_DIR}/cert.pem", f"{TLS_DIR}/key.pem"
@@ -236,14 +237,12 @@ class ClusterSettings:
             *("--redis-url", self.inner_redis_url, "--key-prefix", self.key_prefix),
             *("--host", bind, "--port", str(port)),
         ]
-        return self._with_tls(
-            {
-                **self._common(MANAGEMENT, image, command),
-                "name": self.container_name(MANAGEMENT),
-                "init": True,
-                **self._network_kwargs({str(INNER_PORTS[MANAGEMENT]): self.management_port}),
-            }
-        )
+        return {
+            **self._common(MANAGEMENT, image, command),
+            "name": self.container_name(MANAGEMENT),
+            "init": True,
+            **self._network_kwargs({str(INNER_PORTS[MANAGEMENT]): self.management_port}),
+        }
 
     def query_spec(self, image: str) -> dict[str, Any]:
         bind, port = self._bind(QUERY, self.query_port)
@@ -260,14 +259,12 @@ class ClusterSettings:
             str(INNER_PORTS[QUERY]): self.query_port,
             str(INNER_PORTS["rpc"]): self.rpc_port,
         }
-        return self._with_tls(
-            {
-                **self._common(QUERY, image, command),
-                "name": self.container_name(QUERY),
-                "init": True,
-                **self._network_kwargs(published),
-            }
-        )
+        return {
+            **self._common(QUERY, image, command),
+            "name": self.container_name(QUERY),
+            "init": True,
+            **self._network_kwargs(published),
+        }
 
     def replica_spec(
         self,

@@ -262,8 +262,8 @@ class DockerContainerManager(ContainerManager):
                 spec = s.redis_spec(redis_image, own_image=self.redis_image is None)
                 redis = self.engine.run(spec)
                 self._wait_ready(redis, "Redis", lambda: self._redis_ping(redis))
-            management = self.engine.run(s.management_spec(frontend))
-            query = self.engine.run(s.query_spec(frontend))
+            management = self.engine.run(s.with_tls(s.management_spec(frontend)))
+            query = self.engine.run(s.with_tls(s.query_spec(frontend)))
             verify = self.tls_verify()
             self._wait_ready(
                 management, "the management frontend", healthz_check(self.management_url, verify)

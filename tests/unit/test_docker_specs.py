@@ -212,8 +212,8 @@ def test_the_manager_does_no_io_until_used() -> None:
 def all_specs(s: ClusterSettings) -> dict[str, dict[str, Any]]:
     return {
         "redis": s.redis_spec("schooner/redis:abc"),
-        "management": s.management_spec("f"),
-        "query": s.query_spec("f"),
+        "management": s.with_tls(s.management_spec("f")),
+        "query": s.with_tls(s.query_spec("f")),
         "replica": s.replica_spec(
             "img", name="m", version="1", input_type="doubles", replica_id="m-1-r0"
         ),
@@ -252,7 +252,8 @@ def test_tls_files_are_mounted_read_only_into_both_frontends_only() -> None:
         assert "--tls-certfile" not in specs_[role]["command"]
         assert "/etc/schooner/key.pem" not in specs_[role].get("volumes", {})
     # Without TLS, nothing is mounted into the frontends.
-    assert "volumes" not in network_settings().query_spec("f")
+    plain = network_settings()
+    assert plain.with_tls(plain.query_spec("f")) == plain.query_spec("f")
 
 
 def test_a_tls_cluster_is_reached_over_https_and_connect_learns_it_from_the_label(
