@@ -33,6 +33,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--frontend-id", default=env("SCHOONER_FRONTEND_ID"))
     p.add_argument("--log-level", default=env("SCHOONER_LOG_LEVEL", "INFO"))
     p.add_argument("--secrets-dir", default=env(SECRETS_DIR_ENV))
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("SCHOONER_QUERY_METRICS_PORT", Config.metrics_port)),
+        help="also serve GET /metrics, without authentication, on this port (default: off; "
+        "on the query port /metrics needs the admin token)",
+    )
     a = p.parse_args(argv)
     extra = {"frontend_id": a.frontend_id} if a.frontend_id else {}
     return Config(
@@ -51,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         cache_max_bytes=a.cache_bytes,
         log_level=a.log_level.upper(),
         secrets_dir=a.secrets_dir,
+        metrics_port=a.metrics_port,
         **extra,
     )
 

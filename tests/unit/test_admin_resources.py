@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fake_kube_apiserver import FakeKubeAPIServer
-from test_admin_connection import FakeContainerManager, FakeSchooner
+from test_admin_connection import FAKE_TOKEN, FakeContainerManager, FakeSchooner
 
 from admin import (
     ClusterNotRunningError,
@@ -308,6 +308,9 @@ class RunningLocalManager(LocalContainerManager):
 
     def connect(self) -> None:
         pass
+
+    def admin_token(self) -> str:
+        return FAKE_TOKEN
 
 
 @pytest.fixture
