@@ -99,6 +99,7 @@ class FakeSchooner:
                 "reason": None,
                 "slo_micros": record.get("slo_micros", 100000),
                 "cache_enabled": record.get("cache_enabled", True),
+                "api_keys": bool(self.keys.get(app)),
             }
         return apps
 
