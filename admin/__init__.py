@@ -22,6 +22,7 @@ from admin.container_managers.docker import DockerContainerManager
 from admin.container_managers.kubernetes import KubernetesContainerManager
 from admin.container_managers.local import LocalContainerManager
 from admin.exceptions import (
+    AuthenticationError,
     ClusterAlreadyRunningError,
     ClusterNotRunningError,
     ConflictError,
@@ -40,6 +41,7 @@ from admin.exceptions import (
 )
 
 __all__ = [
+    "AuthenticationError",
     "ClusterAlreadyRunningError",
     "ClusterNotRunningError",
     "ConflictError",

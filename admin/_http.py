@@ -20,6 +20,7 @@ import httpx
 from admin._closing import Closing
 from admin._names import check_object, check_strings, checked
 from admin.exceptions import (
+    AuthenticationError,
     ConflictError,
     InvalidRequestError,
     ManagementAPIError,
@@ -36,6 +37,7 @@ JSONObject = dict[str, Any]
 
 _STATUS_ERRORS: Final[dict[int, type[ManagementAPIError]]] = {
     400: InvalidRequestError,
+    401: AuthenticationError,
     404: NotFoundError,
     409: ConflictError,
     413: InvalidRequestError,
@@ -68,8 +70,12 @@ class BatchSettings:
         return asdict(self)
 
 
-def error_for_response(method: str, path: str, response: httpx.Response) -> ManagementAPIError:
+def error_for_response(
+    method: str, path: str, response: httpx.Response, token_source: str = ""
+) -> ManagementAPIError:
     """The exception for an error answer; the server's message is kept verbatim.
+
+    A 401 also says where this client read the admin token (``token_source``).
 
     The management API answers ``{"error": code, "message": text}``; anything else (a
     proxy's HTML page, a framework's ``{"detail": ...}``) is quoted, shortened.
@@ -88,6 +94,12 @@ def error_for_response(method: str, path: str, response: httpx.Response) -> Mana
     cls = _STATUS_ERRORS.get(status, ManagementAPIError)
     if cls is ManagementAPIError:
         message += " (unexpected answer: the frontend's log may say more; see get_logs())"
+    if cls is AuthenticationError:
+        message += (
+            f". This client sent the admin token read from {token_source or 'nowhere'}: if "
+            "the token was rotated, connect again (the cluster's copy is read then), or set "
+            "SCHOONER_ADMIN_TOKEN to the current one (or unset it to use the cluster's)"
+        )
     label = f"{status} {code}" if code else str(status)
     return cls(f"{method} {path} failed ({label}): {message}", status_code=status, code=code)
 
@@ -129,7 +141,10 @@ def _not_trusted(what: str, error: ssl.SSLCertVerificationError) -> TLSVerificat
 class JSONClient(Closing):
     """JSON requests to one frontend, with errors translated to Schooner exceptions.
 
-    ``with JSONClient(url) as client:`` closes its connections on exit.
+    ``with JSONClient(url) as client:`` closes its connections on exit. ``token``, the
+    cluster's admin token, goes with every request as ``Authorization: Bearer``;
+    ``token_source`` says where it was read, for the message of an
+    ``AuthenticationError``. Neither a repr nor an error ever shows the token.
     """
 
     def __init__(
@@ -140,11 +155,14 @@ class JSONClient(Closing):
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         verify: ssl.SSLContext | bool = True,
+        token: str | None = None,
+        token_source: str = "",
     ) -> None:
         """``verify``: how an https ``base_url`` is verified (``tls_context``)."""
         self.base_url = base_url
         self.service = service
         self.timeout = timeout
+        self.token_source = token_source
         try:
             self._client = httpx.Client(
                 base_url=base_url,
@@ -152,11 +170,29 @@ class JSONClient(Closing):
                 transport=transport,
                 verify=verify,
             )
+            self.set_token(token, token_source)
         except httpx.InvalidURL as exc:
             raise InvalidRequestError(
                 f"{base_url!r} is not a URL of the {service}: {exc}; check the host and "
                 "port given to the container manager"
             ) from exc
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.service} at {self.base_url}>"
+
+    def set_token(self, token: str | None, source: str = "") -> None:
+        """Send ``token`` from now on (``None``: no Authorization header)."""
+        self.token_source = source or self.token_source
+        if token is None:
+            self._client.headers.pop("Authorization", None)
+            return
+        try:
+            self._client.headers["Authorization"] = f"Bearer {token}"
+        except (UnicodeEncodeError, ValueError):
+            raise InvalidRequestError(
+                f"the admin token read from {self.token_source or 'the caller'} is not a "
+                "valid header value: check it for stray characters"
+            ) from None
 
     def close(self) -> None:
         """Close the pooled connections (idempotent)."""
@@ -170,7 +206,7 @@ class JSONClient(Closing):
         """Send a request; the decoded JSON answer, ``None`` for an empty one."""
         response = self._send(method, path, body)
         if response.is_error:
-            raise error_for_response(method, path, response)
+            raise error_for_response(method, path, response, self.token_source)
         if not response.content:
             return None
         try:
@@ -380,3 +416,13 @@ class ManagementClient(JSONClient):
 
     def list_replicas(self) -> list[JSONObject]:
         return _list(self.request("GET", "/admin/replicas"), "/admin/replicas")
+
+    # ------------------------------------------------------------------ API keys
+
+    def create_api_key(self, app: str) -> JSONObject:
+        path = f"/admin/apps/{_seg(app)}/keys"
+        return _object(self.request("POST", path), path)
+
+    def revoke_api_key(self, app: str, key_sha256: str) -> JSONObject:
+        path = f"/admin/apps/{_seg(app)}/keys/{_seg(key_sha256)}"
+        return _object(self.request("DELETE", path), path)

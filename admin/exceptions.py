@@ -5,6 +5,7 @@
      ├── ClusterNotRunningError       connect() found no running Schooner to attach to
      ├── RequestTimeoutError          a frontend did not answer within the timeout
      ├── ManagementAPIError           a frontend answered with an error (or not at all)
+     │    ├── AuthenticationError     401: the admin token is missing or not the cluster's
      │    ├── InvalidRequestError     a bad argument, refused by the client before any
      │    │                           request (a name, a port, a count) or by a frontend (400)
      │    ├── NotFoundError           404: unknown app, model or version
@@ -30,6 +31,7 @@ package names one of these classes.
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "ClusterAlreadyRunningError",
     "ClusterNotRunningError",
     "ConflictError",
@@ -75,6 +77,15 @@ class ManagementAPIError(SchoonerError):
         super().__init__(message)
         self.status_code = status_code
         self.code = code
+
+
+class AuthenticationError(ManagementAPIError):
+    """401: the frontend did not take the admin token this client sent.
+
+    The message says where the client read the token (``$SCHOONER_ADMIN_TOKEN``, or the
+    cluster's own copy: ``<data_dir>/admin-token`` locally) and how to fix it; it never
+    shows the token.
+    """
 
 
 class InvalidRequestError(ManagementAPIError):

@@ -111,7 +111,7 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
     parser = build_parser(os.environ if env is None else env)
     args = parser.parse_args(argv)
     try:
-        return Config(
+        config = Config(
             redis_url=args.redis_url,
             host=args.host,
             port=int(args.port),
@@ -125,6 +125,14 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if not config.secrets_dir:
+        parser.error(
+            "--secrets-dir is required: the management API answers only requests carrying "
+            "the cluster's admin token, checked against admin-token.sha256 in that directory; "
+            "start the cluster with a container manager (Connection.start(), `schooner start`), "
+            f"which writes it, or pass the directory it wrote (env {ENV['secrets_dir']})"
+        )
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -174,7 +174,10 @@ class ModelContainer:
         """
         if self.config.metrics_port:
             self.metrics_server = MetricsServer(
-                self.metrics.registry, self.config.metrics_host, self.config.metrics_port
+                self.metrics.registry,
+                self.config.metrics_host,
+                self.config.metrics_port,
+                self.config.secrets_dir,
             )
             logger.info("serving metrics at %s", self.metrics_server.url)
         try:

@@ -35,6 +35,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--secrets-dir", default=env(SECRETS_DIR_ENV))
     p.add_argument("--tls-certfile", default=env("SCHOONER_TLS_CERTFILE"), help="serve HTTPS")
     p.add_argument("--tls-keyfile", default=env("SCHOONER_TLS_KEYFILE"))
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("SCHOONER_QUERY_METRICS_PORT", Config.metrics_port)),
+        help="also serve GET /metrics, without authentication, on this port (default: off; "
+        "on the query port /metrics needs the admin token)",
+    )
     a = p.parse_args(argv)
     extra = {"frontend_id": a.frontend_id} if a.frontend_id else {}
     if bool(a.tls_certfile) != bool(a.tls_keyfile):
@@ -57,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         secrets_dir=a.secrets_dir,
         tls_certfile=a.tls_certfile,
         tls_keyfile=a.tls_keyfile,
+        metrics_port=a.metrics_port,
         **extra,
     )
 

@@ -18,7 +18,8 @@ Everything lives under one data directory (``$SCHOONER_HOME/<cluster_name>``, by
 
 Every replica serves Prometheus metrics on a free port of its own, chosen at launch and
 recorded with it: ``metrics_urls()`` lists them beside the query frontend's, and
-``processes()`` (``schooner status --json``) shows each one's ``metrics_addr``.
+``processes()`` (``schooner status --json``) shows each one's ``metrics_addr``; a scrape
+needs the admin token as a bearer token.
 
 Processes are detached: they keep running after the Python that started them exits,
 until ``stop_all()`` (or ``schooner stop``). Commands that change the process set hold
@@ -340,7 +341,8 @@ class LocalContainerManager(ContainerManager):
 
     def metrics_urls(self) -> dict[str, str]:
         """Where Prometheus scrapes this cluster: the query frontend, as ``"query"``, and
-        every running replica, by process name (``"replica-<replica id>"``)."""
+        every running replica, by process name (``"replica-<replica id>"``). Every one
+        needs ``Authorization: Bearer <admin_token()>`` (``docs/metrics.md``)."""
         urls = {QUERY: f"{self.query_url}/metrics"}
         for record in self._run.load_all():
             if record.role == REPLICA and record.metrics_addr and procs.is_alive(record):

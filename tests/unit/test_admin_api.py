@@ -14,6 +14,7 @@ from admin import (
 )
 
 PUBLIC_API = [
+    "AuthenticationError",
     "ClusterAlreadyRunningError",
     "ClusterNotRunningError",
     "ConflictError",
