@@ -8,6 +8,7 @@ import sys
 
 import uvicorn
 
+from model_container.credentials import SECRETS_DIR_ENV
 from model_container.logconfig import configure_logging
 from query_frontend.app import create_app
 from query_frontend.config import Config
@@ -31,8 +32,20 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--cache-bytes", type=int, default=Config.cache_max_bytes)
     p.add_argument("--frontend-id", default=env("SCHOONER_FRONTEND_ID"))
     p.add_argument("--log-level", default=env("SCHOONER_LOG_LEVEL", "INFO"))
+    p.add_argument("--secrets-dir", default=env(SECRETS_DIR_ENV))
+    p.add_argument("--tls-certfile", default=env("SCHOONER_TLS_CERTFILE"), help="serve HTTPS")
+    p.add_argument("--tls-keyfile", default=env("SCHOONER_TLS_KEYFILE"))
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("SCHOONER_QUERY_METRICS_PORT", Config.metrics_port)),
+        help="also serve GET /metrics, without authentication, on this port (default: off; "
+        "on the query port /metrics needs the admin token)",
+    )
     a = p.parse_args(argv)
     extra = {"frontend_id": a.frontend_id} if a.frontend_id else {}
+    if bool(a.tls_certfile) != bool(a.tls_keyfile):
+        p.error("TLS needs both --tls-certfile and --tls-keyfile (PEM files), or neither")
     return Config(
         redis_url=a.redis_url,
         key_prefix=a.key_prefix,
@@ -48,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
         max_inflight_batches=a.max_inflight_batches,
         cache_max_bytes=a.cache_bytes,
         log_level=a.log_level.upper(),
+        secrets_dir=a.secrets_dir,
+        tls_certfile=a.tls_certfile,
+        tls_keyfile=a.tls_keyfile,
+        metrics_port=a.metrics_port,
         **extra,
     )
 
@@ -67,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=5,
+        ssl_certfile=config.tls_certfile,
+        ssl_keyfile=config.tls_keyfile,
     )
     return 0
 

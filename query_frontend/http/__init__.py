@@ -6,6 +6,8 @@
 ``update``     ``POST /{app}/update``: feedback for the app's selection policy
 ``inputs``     request bodies parsed and checked into the items a batch carries
 ``endpoints``  the Starlette routes: ``/healthz``, ``/status``, ``/metrics``
+``auth``       per-app API keys on predict and update; the admin token on status, metrics
+``metrics_port``  ``/metrics`` alone, without authentication, on ``--metrics-port``
 ``state``      ``FrontendState``: what the handlers share, one per process
 
 The top layer below the app: it may import every other part of the frontend
