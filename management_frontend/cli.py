@@ -18,6 +18,7 @@ import uvicorn
 from management_frontend.app import create_app
 from management_frontend.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REDIS_URL, Config
 from management_frontend.state.keys import DEFAULT_PREFIX
+from management_frontend.state.rules import DEFAULT_MAX_REPLICAS
 from model_container.logconfig import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ ENV = {
     "log_level": "SCHOONER_LOG_LEVEL",
     "redis_wait": "SCHOONER_REDIS_WAIT",
     "shutdown_timeout": "SCHOONER_SHUTDOWN_TIMEOUT",
+    "max_replicas": "SCHOONER_MAX_REPLICAS",
 }
 
 
@@ -83,6 +85,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="seconds in-flight requests get on shutdown "
         f"(env {ENV['shutdown_timeout']}; default %(default)s)",
     )
+    parser.add_argument(
+        "--max-replicas",
+        type=int,
+        default=default("max_replicas", str(DEFAULT_MAX_REPLICAS)),
+        help="the most replicas of one model version a client may ask for "
+        f"(env {ENV['max_replicas']}; default %(default)s)",
+    )
     return parser
 
 
@@ -99,6 +108,7 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
             log_level=args.log_level.upper(),
             redis_wait_s=float(args.redis_wait),
             shutdown_timeout_s=float(args.shutdown_timeout),
+            max_replicas=int(args.max_replicas),
         )
     except ValueError as exc:
         parser.error(str(exc))

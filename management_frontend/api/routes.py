@@ -58,6 +58,14 @@ def get_policies(request: Request) -> PolicyStore:
 
 PoliciesDep = Annotated[PolicyStore, Depends(get_policies)]
 
+
+def get_max_replicas(request: Request) -> int:
+    """The bound on num_replicas this frontend was started with (``--max-replicas``)."""
+    return int(request.app.state.config.max_replicas)
+
+
+MaxReplicasDep = Annotated[int, Depends(get_max_replicas)]
+
 router = APIRouter()
 
 
@@ -178,7 +186,10 @@ async def list_models(store: StoreDep) -> list[dict[str, Any]]:
 
 
 @router.post("/admin/models", status_code=201)
-async def add_model_version(body: AddModelVersion, store: StoreDep) -> dict[str, Any]:
+async def add_model_version(
+    body: AddModelVersion, store: StoreDep, max_replicas: MaxReplicasDep
+) -> dict[str, Any]:
+    rules.num_replicas(body.num_replicas, max_replicas)
     mv = await store.add_model_version(body.to_record(), set_current=body.set_current)
     logger.info(
         "model %s version %s added (input %s, current: %s)",
@@ -227,8 +238,13 @@ async def set_current_version(
 
 @router.put("/admin/models/{model}/versions/{version}/replicas")
 async def set_num_replicas(
-    model: ModelPath, version: VersionPath, body: SetReplicas, store: StoreDep
+    model: ModelPath,
+    version: VersionPath,
+    body: SetReplicas,
+    store: StoreDep,
+    max_replicas: MaxReplicasDep,
 ) -> dict[str, Any]:
+    rules.num_replicas(body.num_replicas, max_replicas)
     mv = await store.set_num_replicas(model, version, body.num_replicas)
     logger.info("model %s version %s wants %d replicas", model, version, body.num_replicas)
     return mv.to_json()
