@@ -59,7 +59,13 @@ from admin.container_managers._docker_specs import (
     REPLICA,
     ClusterSettings,
 )
-from admin.container_managers._net import free_port, healthz_check, netloc, require_ports_free
+from admin.container_managers._net import (
+    check_distinct_ports,
+    free_port,
+    healthz_check,
+    netloc,
+    require_ports_free,
+)
 from admin.container_managers.base import ContainerManager, ReplicaState, new_replica_ids
 from admin.exceptions import (
     ClusterAlreadyRunningError,
@@ -129,6 +135,16 @@ class DockerContainerManager(ContainerManager):
             redis_port=redis_port,
             redis_url=redis_url,
             key_prefix=key_prefix,
+        )
+        check_distinct_ports(
+            {
+                "query_port": query_port,
+                "management_port": management_port,
+                "rpc_port": rpc_port,
+                # Only a Redis this manager runs binds redis_port.
+                "redis_port": None if redis_url else redis_port,
+            },
+            "DockerContainerManager",
         )
         self.registry = registry
         self.push_images = push_images

@@ -66,6 +66,7 @@ from admin.container_managers._k8s_specs import (
     REPLICA,
     KubeSettings,
 )
+from admin.container_managers._net import check_distinct_ports
 from admin.container_managers.base import ContainerManager, ReplicaState
 from admin.exceptions import (
     ClusterAlreadyRunningError,
@@ -154,6 +155,12 @@ class KubernetesContainerManager(ContainerManager):
             image_pull_secrets=tuple(image_pull_secrets),
             cluster_domain=cluster_domain,
             resources=dict(resources or {}),
+        )
+        # Equal Service ports collide wherever both are exposed on one address (a node's
+        # port, some load balancers, port-forwarding).
+        check_distinct_ports(
+            {"query_port": query_port, "management_port": management_port},
+            "KubernetesContainerManager",
         )
         self.registry = registry.rstrip("/")
         self.kube_context = kube_context

@@ -41,6 +41,7 @@ from admin._progress import wait_for
 from admin.container_managers import _processes as procs
 from admin.container_managers._bundles import read_model_bundle, require_compatible
 from admin.container_managers._net import (
+    check_distinct_ports,
     check_port,
     connect_host,
     free_port,
@@ -116,6 +117,16 @@ class LocalContainerManager(ContainerManager):
             ("redis_port", redis_port),
         ):
             check_port(what, port)
+        check_distinct_ports(
+            {
+                "query_port": query_port,
+                "management_port": management_port,
+                "rpc_port": rpc_port,
+                # Only a Redis this manager runs binds redis_port.
+                "redis_port": None if redis_url else redis_port,
+            },
+            "LocalContainerManager",
+        )
         self.cluster_name = cluster_name
         # Absolute: children run with the data dir as their working directory, and model
         # artifacts recorded in Redis must stay valid from wherever the next command runs.

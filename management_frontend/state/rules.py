@@ -348,8 +348,8 @@ def json_value_problem(value: object, what: str, max_depth: int) -> str | None:
                 stack.append((v, depth + 1, (node, key)))
         else:
             return (
-                f"{_path(node)} is a {type(item).__name__}: use JSON values only (null, true, "
-                "false, numbers, strings, lists, objects with string keys)"
+                f"{_path(node)} is a Python {type(item).__name__}: use JSON values only "
+                "(null, true, false, numbers, strings, lists, objects with string keys)"
             )
     return None
 

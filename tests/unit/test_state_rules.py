@@ -288,7 +288,7 @@ def _nested(depth: int) -> object:
         ([float("inf")], "default_output[0] is Infinity"),
         ({"a": "\ud800"}, 'default_output["a"] holds a lone UTF-16 surrogate'),
         ({1: "one"}, "default_output has the key 1: JSON object keys are strings"),
-        ({"s": {1, 2}}, 'default_output["s"] is a set: use JSON values only'),
+        ({"s": {1, 2}}, 'default_output["s"] is a Python set: use JSON values only'),
     ],
 )
 def test_default_outputs_no_answer_could_carry_are_refused(value: object, message: str) -> None:
