@@ -5,12 +5,16 @@ listing keeps working."""
 from __future__ import annotations
 
 import json
+import logging
 
 import httpx
+import pytest
 import redis.asyncio as aioredis
 
 from management_frontend import Config
+from management_frontend.state.records import App
 from management_frontend.state.rules import MAX_JSON_DEPTH
+from model_container.protocol import InputType
 
 from .helpers import APP, KEYS, MODEL, error, ok, serve
 
@@ -103,3 +107,24 @@ async def test_the_operator_can_raise_the_replica_bound(redis_url: str) -> None:
             "invalid",
         )
         assert "num_replicas must be at most 200, got 201" in message
+
+
+async def test_an_app_stored_by_an_older_schooner_that_cannot_be_served_does_not_break_listing(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What main before issue 12 stored for row 4: every GET /admin/apps was a 500."""
+    await ok(api.post("/admin/apps", json=APP), 201)
+    bad = App(
+        name="deep",
+        input_type=InputType.DOUBLES,
+        default_output=json.loads(nested(500)),
+        slo_micros=100_000,
+    )
+    await async_redis.hset(KEYS.app("deep"), mapping=bad.to_hash())
+    await async_redis.sadd(KEYS.apps, "deep")
+    with caplog.at_level(logging.WARNING):
+        listed = await ok(api.get("/admin/apps"))
+    assert [app["name"] for app in listed] == ["app1"]
+    assert "DELETE /admin/apps/deep" in caplog.text
+    await ok(api.delete("/admin/apps/deep"), 204)
+    assert await async_redis.exists(KEYS.app("deep")) == 0
