@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from management_frontend.api.errors import BodyLimitMiddleware, install_error_handlers
+from management_frontend.api.openapi import install_openapi
 from management_frontend.api.routes import API_VERSION, router
 from management_frontend.config import Config
 from management_frontend.errors import StartupError
@@ -111,4 +112,5 @@ def create_app(config: Config) -> FastAPI:
     install_error_handlers(app, config.redis_url_redacted)
     app.add_middleware(BodyLimitMiddleware)
     app.include_router(router)
+    install_openapi(app)
     return app

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from management_frontend.errors import ManagementError
@@ -84,6 +85,23 @@ def describe(error: dict[str, Any]) -> str:
     return f"field '{field}': {error.get('msg', 'is invalid')} (got {show(error.get('input'))})"
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route answers on the request's path, for ``Allow``."""
+    methods: set[str] = set()
+    routes: list[Any] = list(request.app.router.routes)
+    while routes:
+        route = routes.pop()
+        # An included router (FastAPI keeps it whole, as ``original_router``) holds routes.
+        inner = getattr(getattr(route, "original_router", route), "routes", None)
+        if inner is not None and route is not request.app.router:
+            routes.extend(inner)
+            continue
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI, redis_url: str) -> None:
     """Register the handlers; ``redis_url`` (without password) goes into 503 messages."""
 
@@ -115,10 +133,10 @@ def install_error_handlers(app: FastAPI, redis_url: str) -> None:
         if exc.status_code == 404:
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
-            headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
-            allowed = headers.get("allow", "")
-            message = f"{request.method} is not allowed on {request.url.path}"
-            message += f": use {allowed}" if allowed else ""
+            # Starlette's Allow names the methods of one route; a path has several.
+            allowed = _allowed_methods(request)
+            headers = {"Allow": allowed}
+            message = f"{request.method} is not allowed on {request.url.path}: use {allowed}"
         elif exc.status_code == 400 and exc.__cause__ is not None:
             # FastAPI's own "error parsing the body": a parser error that is no
             # JSONDecodeError, such as an integer of over 4300 digits.
@@ -129,7 +147,9 @@ def install_error_handlers(app: FastAPI, redis_url: str) -> None:
             )
         else:
             message = str(exc.detail)
-        return error_response(exc.status_code, code, message, headers=exc.headers)
+        if exc.status_code != 405:
+            headers = dict(exc.headers or {})
+        return error_response(exc.status_code, code, message, headers=headers)
 
     app.add_exception_handler(ManagementError, on_ours)
     app.add_exception_handler(InvalidValue, on_invalid_value)

@@ -11,7 +11,7 @@ import logging
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 
 from management_frontend.api.bodies import (
     AddApp,
@@ -22,6 +22,7 @@ from management_frontend.api.bodies import (
     SetPolicy,
     SetReplicas,
 )
+from management_frontend.api.openapi import DNS_LABEL_SCHEMA, USER_ID_SCHEMA, VERSION_SCHEMA
 from management_frontend.state import rules
 from management_frontend.state.keys import arm_name
 from management_frontend.state.records import App, Model
@@ -34,12 +35,31 @@ API_VERSION = "1"
 
 # Path parameters are validated like body fields: a name that cannot exist is a 400
 # that says why, and a ':' can never reach a Redis key.
-AppPath = Annotated[str, Path(), BeforeValidator(rules.app_name)]
-ModelPath = Annotated[str, Path(), BeforeValidator(rules.model_name)]
-VersionPath = Annotated[str, Path(), BeforeValidator(rules.version)]
+# The document shows each rule as a JSON Schema (``openapi.py``).
+AppPath = Annotated[str, Path(), BeforeValidator(rules.app_name), WithJsonSchema(DNS_LABEL_SCHEMA)]
+ModelPath = Annotated[
+    str, Path(), BeforeValidator(rules.model_name), WithJsonSchema(DNS_LABEL_SCHEMA)
+]
+VersionPath = Annotated[str, Path(), BeforeValidator(rules.version), WithJsonSchema(VERSION_SCHEMA)]
 # Optional query parameters, validated the same way when given.
-VersionQuery = Annotated[str | None, Query(), BeforeValidator(rules.optional(rules.version))]
-UserQuery = Annotated[str | None, Query(), BeforeValidator(rules.optional(rules.check_user_id))]
+ModelQuery = Annotated[
+    str | None,
+    Query(),
+    BeforeValidator(rules.optional(rules.model_name)),
+    WithJsonSchema(DNS_LABEL_SCHEMA),
+]
+VersionQuery = Annotated[
+    str | None,
+    Query(),
+    BeforeValidator(rules.optional(rules.version)),
+    WithJsonSchema(VERSION_SCHEMA),
+]
+UserQuery = Annotated[
+    str | None,
+    Query(),
+    BeforeValidator(rules.optional(rules.check_user_id)),
+    WithJsonSchema(USER_ID_SCHEMA),
+]
 
 
 def get_store(request: Request) -> Store:
@@ -255,6 +275,6 @@ async def set_num_replicas(
 
 @router.get("/admin/replicas")
 async def list_replicas(
-    store: StoreDep, model_name: str | None = None, model_version: str | None = None
+    store: StoreDep, model_name: ModelQuery = None, model_version: VersionQuery = None
 ) -> list[dict[str, Any]]:
     return await store.list_replicas(model_name, model_version)
