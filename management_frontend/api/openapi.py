@@ -24,9 +24,10 @@ from typing import Any, Final
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from management_frontend.state import rules
+from management_frontend.state.records import App, Model, ModelVersion
 
 # Answered without credentials: what a load balancer or an orchestrator probes.
 PUBLIC_PATHS: Final = frozenset({"/healthz"})
@@ -40,7 +41,8 @@ _DESCRIPTIONS: Final = {
     413: "The request body is over the size limit",
     503: "Redis cannot be reached: retry after Retry-After seconds",
 }
-_ERROR_REF: Final = {"$ref": "#/components/schemas/Error"}
+_REF: Final = "#/components/schemas/{model}"
+_ERROR_REF: Final = {"$ref": _REF.format(model="Error")}
 
 
 class Error(BaseModel):
@@ -76,10 +78,15 @@ def _complete(doc: dict[str, Any]) -> dict[str, Any]:
             "description": "the cluster's admin token (docs/admin-api.md)",
         }
     }
+    answers = _answers(schemas)
     for path, operations in doc.get("paths", {}).items():
         for method, operation in operations.items():
             responses: dict[str, Any] = operation.setdefault("responses", {})
             responses.pop("422", None)
+            for success in ("200", "201"):
+                if success in responses and (method, path) in answers:
+                    content = {"application/json": {"schema": answers[method, path]}}
+                    responses[success]["content"] = content
             wanted = {503}
             if operation.get("parameters") or "requestBody" in operation:
                 wanted.add(400)
@@ -95,6 +102,69 @@ def _complete(doc: dict[str, Any]) -> dict[str, Any]:
             for status in sorted(wanted):
                 responses.setdefault(str(status), _error_response(status))
     return doc
+
+
+def _record(cls: type, schemas: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The JSON a record's ``to_json`` makes, as a component named after it (plus
+    ``extra`` properties): every field is always there; fields a newer Schooner adds
+    show up by themselves."""
+    doc = TypeAdapter(cls).json_schema(mode="serialization", ref_template=_REF)
+    schemas.update(doc.pop("$defs", {}))
+    doc.pop("description", None)
+    doc["properties"].update(extra)
+    doc["required"] = list(doc["properties"])
+    name = doc["title"] = cls.__name__ + ("Details" if extra else "")
+    schemas[name] = doc
+    return {"$ref": _REF.format(model=name)}
+
+
+def _array(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
+def _answers(schemas: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The body of each operation's success answer, by (method, path)."""
+    app = _record(App, schemas)
+    app_details = _record(
+        App, schemas, linked_models=_array({"type": "string", "description": "arms"})
+    )
+    model = _record(Model, schemas)
+    version = _record(ModelVersion, schemas)
+    model_details = _record(Model, schemas, version_details=_array(version))
+    arms = _array({"type": "string", "description": "'model' or 'model:version'"})
+    return {
+        ("get", "/healthz"): {
+            "type": "object",
+            "properties": {"status": {"const": "ok"}},
+            "required": ["status"],
+        },
+        ("get", "/admin/apps"): _array(app_details),
+        ("post", "/admin/apps"): app,
+        ("get", "/admin/apps/{app}"): app_details,
+        ("put", "/admin/apps/{app}/cache"): app,
+        ("put", "/admin/apps/{app}/policy"): app,
+        ("get", "/admin/apps/{app}/policy/state"): {
+            "type": "object",
+            "properties": {
+                "app": {"type": "string"},
+                "policy": {"type": "string"},
+                "params": {"type": "object"},
+                "uid": {"type": ["string", "null"]},
+            },
+            "required": ["app", "policy", "params", "uid"],
+        },
+        ("get", "/admin/apps/{app}/links"): arms,
+        ("post", "/admin/apps/{app}/links"): arms,
+        ("get", "/admin/models"): _array(model),
+        ("post", "/admin/models"): version,
+        ("get", "/admin/models/{model}"): model_details,
+        ("get", "/admin/models/{model}/versions/{version}"): version,
+        ("put", "/admin/models/{model}/current_version"): model,
+        ("put", "/admin/models/{model}/versions/{version}/replicas"): version,
+        ("get", "/admin/replicas"): _array(
+            {"type": "object", "description": "a replica as a query frontend records it"}
+        ),
+    }
 
 
 def install_openapi(app: FastAPI) -> None:

@@ -28,6 +28,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from management_frontend import Config, create_app
+from management_frontend.state import rules
 
 EXAMPLES_PER_OPERATION = 25
 START_TIMEOUT_S = 20.0
@@ -91,6 +92,26 @@ schema.config.generation.update(with_security_parameters=False)
 
 def test_the_served_document_is_this_one(management_url: str) -> None:
     assert httpx.get(f"{management_url}/openapi.json").json() == DOCUMENT
+
+
+def test_the_document_declares_credentials_errors_and_name_rules() -> None:
+    assert DOCUMENT["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "the cluster's admin token (docs/admin-api.md)",
+    }
+    for path, operations in DOCUMENT["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "422" not in responses, (method, path)  # validation errors are 400s
+            assert "503" in responses, (method, path)
+            if path == "/healthz":
+                assert "security" not in operation and "401" not in responses
+            else:
+                assert operation["security"] == [{"bearerAuth": []}], (method, path)
+                assert "401" in responses, (method, path)
+    app = DOCUMENT["paths"]["/admin/apps/{app}"]["get"]["parameters"][0]["schema"]
+    assert (app["pattern"], app["maxLength"]) == (rules.DNS1123_LABEL_RE.pattern, 63)
 
 
 @schema.parametrize()
