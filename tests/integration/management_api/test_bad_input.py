@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from management_frontend import Config
+from management_frontend.cli import parse_config
 from management_frontend.state.records import App
 from management_frontend.state.rules import MAX_JSON_DEPTH
 from model_container.protocol import InputType
@@ -128,3 +129,15 @@ async def test_an_app_stored_by_an_older_schooner_that_cannot_be_served_does_not
     assert "DELETE /admin/apps/deep" in caplog.text
     await ok(api.delete("/admin/apps/deep"), 204)
     assert await async_redis.exists(KEYS.app("deep")) == 0
+
+
+def test_the_replica_bound_comes_from_the_flag_or_the_environment(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert parse_config([], env={}).max_replicas == 64
+    assert parse_config([], env={"SCHOONER_MAX_REPLICAS": "500"}).max_replicas == 500
+    assert parse_config(["--max-replicas", "8"], env={}).max_replicas == 8
+    with pytest.raises(SystemExit) as info:
+        parse_config(["--max-replicas", "-1"], env={})
+    assert info.value.code == 2
+    assert "max_replicas must be >= 0, got -1" in capsys.readouterr().err
