@@ -11,7 +11,6 @@ deeper than ``rules.MAX_JSON_DEPTH`` with 400 before it is parsed (``BodyLimitMi
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -162,18 +161,35 @@ def install_error_handlers(app: FastAPI, redis_url: str) -> None:
 def nested_deeper_than(body: bytes, limit: int) -> bool:
     """Whether the JSON text ``body`` nests lists and objects deeper than ``limit``,
     found without parsing it (a parser recurses: 100 000 ``[`` would break it first).
-    Strings are dropped, so brackets inside them do not count; the scan stops at the
-    first level over the limit."""
+    Brackets inside strings do not count. Only bytes methods (C loops) run unless the
+    body is deeper or not balanced."""
+    # Escaped backslashes, then escaped quotes, go; every '"' left opens or closes a
+    # string, so the even pieces between them are what lies outside strings.
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Objects and lists nest alike: every bracket becomes '[' or ']'.
+    outside = b"".join(unescaped.split(b'"')[::2])
+    brackets = outside.translate(_SQUARE, _NOT_BRACKETS)
+    # Each pass removes the innermost pairs: a balanced body at most ``limit`` deep is
+    # gone after ``limit`` passes.
+    rest = brackets
+    for _ in range(limit):
+        if not rest:
+            return False
+        rest = rest.replace(b"[]", b"")
+    if not rest:
+        return False
+    # Deeper, or unbalanced (not JSON: the parser will say so): count, stopping at the
+    # first level over the limit.
     depth = 0
-    for byte in _STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
-        depth += 1 if byte in _OPENERS else -1
+    for byte in brackets:
+        depth += 1 if byte == _OPEN else -1
         if depth > limit:
             return True
     return False
 
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_OPENERS = b"[{"
+_OPEN = ord("[")
+_SQUARE = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
@@ -221,7 +237,7 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if b"json" in headers.get(b"content-type", b"") and nested_deeper_than(
+        if b"json" in headers.get(b"content-type", b"").lower() and nested_deeper_than(
             body, self.max_depth
         ):
             response = error_response(
