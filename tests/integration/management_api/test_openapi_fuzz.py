@@ -90,8 +90,8 @@ schema = schemathesis.openapi.from_dict(DOCUMENT)
 schema.config.generation.update(with_security_parameters=False)
 
 
-def test_the_served_document_is_this_one(management_url: str) -> None:
-    assert httpx.get(f"{management_url}/openapi.json").json() == DOCUMENT
+def test_the_served_document_is_this_one(management_url: str, headers: dict[str, str]) -> None:
+    assert httpx.get(f"{management_url}/openapi.json", headers=headers).json() == DOCUMENT
 
 
 def test_the_document_declares_credentials_errors_and_name_rules() -> None:
