@@ -18,6 +18,7 @@ import uvicorn
 from management_frontend.app import create_app
 from management_frontend.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REDIS_URL, Config
 from management_frontend.state.keys import DEFAULT_PREFIX
+from management_frontend.state.rules import DEFAULT_MAX_REPLICAS
 from model_container.credentials import SECRETS_DIR_ENV
 from model_container.logconfig import configure_logging
 
@@ -35,6 +36,7 @@ ENV = {
     "secrets_dir": SECRETS_DIR_ENV,
     "tls_certfile": "SCHOONER_TLS_CERTFILE",
     "tls_keyfile": "SCHOONER_TLS_KEYFILE",
+    "max_replicas": "SCHOONER_MAX_REPLICAS",
 }
 
 
@@ -103,6 +105,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env.get(ENV["tls_keyfile"]),
         help=f"the certificate's PEM private key (env {ENV['tls_keyfile']})",
     )
+    parser.add_argument(
+        "--max-replicas",
+        type=int,
+        default=default("max_replicas", str(DEFAULT_MAX_REPLICAS)),
+        help="the most replicas of one model version a client may ask for "
+        f"(env {ENV['max_replicas']}; default %(default)s)",
+    )
     return parser
 
 
@@ -122,6 +131,7 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
             secrets_dir=args.secrets_dir,
             tls_certfile=args.tls_certfile,
             tls_keyfile=args.tls_keyfile,
+            max_replicas=int(args.max_replicas),
         )
     except ValueError as exc:
         parser.error(str(exc))
