@@ -829,7 +829,7 @@ def test_replica_counts_over_the_bound_are_refused_before_any_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     conn, api, events = connected()
-    conn.deploy_model("m", "1", "doubles", "/artifact")
+    conn.deploy_model("m", "1", "doubles", "prebuilt/m:1")
     events.clear()
     with pytest.raises(InvalidRequestError, match="num_replicas must be at most 64, got 65"):
         conn.set_num_replicas("m", 65)
