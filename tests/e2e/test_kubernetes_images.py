@@ -24,7 +24,7 @@ from polling import eventually
 from ports import free_port
 
 from admin import DeployError, KubernetesContainerManager
-from model_container.bundle import write_closure_bundle
+from model_container.bundle import bundle_digest, write_closure_bundle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -115,19 +115,23 @@ def test_deploying_builds_tags_and_pushes_the_image_the_deployment_runs(
     bundle = tmp_path / "bundle"
     write_closure_bundle(bundle, make_model(), "doubles")
 
-    image = cm.build_model("plus-one", "1", bundle)
-    repository, _, tag = image.rpartition(":")
-    assert repository == f"{registry}/team/schooner/model-plus-one"
-    assert tag.startswith("1-")
+    digest = cm.build_model("plus-one", "1", bundle)
+    assert digest == bundle_digest(bundle)
+    # Named by the manager from (name, version, digest): nothing a client could choose.
+    image = f"{registry}/team/schooner/model-plus-one:1-{digest[:12]}"
+    tag = image.rpartition(":")[2]
+    assert docker_client.images.get(image).labels["schooner.bundle-sha256"] == digest
     assert tag in tags(registry, "team/schooner/model-plus-one"), "the image was not pushed"
     # The pushed image is the one built: its digest in the registry is the engine's.
     pushed = docker_client.images.get_registry_data(image).id
     assert pushed in docker_client.images.get(image).attrs["RepoDigests"][0]
 
-    cm.set_num_replicas("plus-one", "1", "doubles", image, 1)
+    cm.set_num_replicas("plus-one", "1", "doubles", digest, 1)
     name = cm.settings.model_name("plus-one", "1")
     deployment = server.get("Deployment", "schooner", name)
-    assert deployment.spec.template.spec.containers[0].image == image
+    (container,) = deployment.spec.template.spec.containers
+    assert container.image == image
+    assert {e.name: e.value for e in container.env}["SCHOONER_BUNDLE_SHA256"] == digest
 
 
 def test_without_a_registry_nothing_is_built(docker_client: Any, tmp_path: Path) -> None:
