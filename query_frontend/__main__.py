@@ -8,8 +8,9 @@ import sys
 
 import uvicorn
 
-from model_container.credentials import SECRETS_DIR_ENV
+from model_container.credentials import SECRETS_DIR_ENV, CredentialError
 from model_container.logconfig import configure_logging
+from model_container.rpc_keys import INSECURE_RPC_ENV, insecure_from_env
 from query_frontend.app import create_app
 from query_frontend.config import Config
 
@@ -33,6 +34,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--frontend-id", default=env("SCHOONER_FRONTEND_ID"))
     p.add_argument("--log-level", default=env("SCHOONER_LOG_LEVEL", "INFO"))
     p.add_argument("--secrets-dir", default=env(SECRETS_DIR_ENV))
+    p.add_argument(
+        "--insecure-rpc",
+        action="store_true",
+        default=insecure_from_env(),
+        help="serve RPC without CURVE (no authentication, no encryption): only to measure "
+        f"what CURVE costs, never in production (env {INSECURE_RPC_ENV}=1)",
+    )
     a = p.parse_args(argv)
     extra = {"frontend_id": a.frontend_id} if a.frontend_id else {}
     return Config(
@@ -51,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         cache_max_bytes=a.cache_bytes,
         log_level=a.log_level.upper(),
         secrets_dir=a.secrets_dir,
+        insecure_rpc=a.insecure_rpc,
         **extra,
     )
 
@@ -58,8 +67,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     configure_logging(config.log_level, quiet=("uvicorn.access",))
+    try:
+        app = create_app(config)
+    except CredentialError as exc:
+        print(f"query frontend: cannot start: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
-        create_app(config),
+        app,
         host=config.host,
         port=config.port,
         loop="uvloop",

@@ -40,6 +40,8 @@ class Config:
     frontend_id: str = field(default_factory=_default_frontend_id)
     # The directory of the cluster's credentials (``model_container.credentials``).
     secrets_dir: str | None = None
+    # Plain ZeroMQ instead of CURVE on the RPC port (``rpc.auth``): only to measure.
+    insecure_rpc: bool = False
 
     @property
     def rpc_bind_address(self) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from credentials import make_cluster_secrets
 from polling import eventually
 from ports import free_port
 
@@ -40,12 +41,16 @@ def make_model() -> Callable[[Any], Any]:
 
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start ``python ARGV``: each process gets one cluster's credentials, the replicas'
+    directory if it is a model container, the frontends' otherwise."""
     procs: list[tuple[subprocess.Popen[bytes], Any, Path]] = []
+    cluster = make_cluster_secrets(tmp_path / "cluster")
 
     def start(name: str, *argv: str) -> subprocess.Popen[bytes]:
         log_path = tmp_path / f"{name}.log"
         log = log_path.open("wb")
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        secrets = cluster.replica_dir if "model_container" in argv else cluster.frontend_dir
+        env = {**os.environ, "PYTHONPATH": str(REPO), "SCHOONER_SECRETS_DIR": str(secrets)}
         proc = subprocess.Popen(
             [sys.executable, *argv], stdout=log, stderr=log, env=env, cwd=tmp_path
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 import zmq
+from credentials import make_cluster_secrets
 from polling import eventually
 
 from model_container import ContainerConfig, ModelContainer, protocol
@@ -123,8 +125,16 @@ class ResizedWhileCopied(dict[str, Any]):
         return super().values()
 
 
-def test_a_container_reads_its_frontends_at_scrape_time() -> None:
-    config = ContainerConfig("tcp://127.0.0.1:7000", "summer", "3", InputType.DOUBLES, "r0")
+def test_a_container_reads_its_frontends_at_scrape_time(tmp_path: Path) -> None:
+    secrets = make_cluster_secrets(tmp_path)
+    config = ContainerConfig(
+        "tcp://127.0.0.1:7000",
+        "summer",
+        "3",
+        InputType.DOUBLES,
+        "r0",
+        secrets_dir=str(secrets.replica_dir),
+    )
     container = ModelContainer(config, lambda xs: xs)
     m = container.metrics
     assert value(m, "schooner_model_frontend_connected") == 0
