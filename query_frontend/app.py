@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from management_frontend.state.keys import SCHEMA_VERSION, Keys
 from management_frontend.state.policy import LEARNING
 from management_frontend.state.records import Snapshot, schema_version_of
+from model_container import credentials
 from model_container.rpc_keys import ServerKeys, warn_insecure
 from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.caching.cache import PredictionCache
@@ -71,6 +72,7 @@ def create_app(config: Config) -> FrontDoor:
     """The app; ``model_container.credentials.CredentialError`` if the RPC keys are not
     in ``config.secrets_dir`` (unless ``config.insecure_rpc``)."""
     door = FrontDoor()
+    redis_password = credentials.read_optional(config.secrets_dir, credentials.REDIS_PASSWORD)
     rpc_keys: ServerKeys | None = None
     if config.insecure_rpc:
         warn_insecure()
@@ -82,6 +84,7 @@ def create_app(config: Config) -> FrontDoor:
         keys = Keys(config.key_prefix)
         r = aioredis.Redis.from_url(
             config.redis_url,
+            password=redis_password,
             decode_responses=True,
             socket_connect_timeout=5,
             health_check_interval=10,
