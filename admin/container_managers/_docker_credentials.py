@@ -63,7 +63,11 @@ class DockerCredentialStore:
         return creds
 
     def distribute(self, creds: ClusterCredentials) -> None:
-        """Write what the frontends, the replicas and Redis mount."""
+        """Write what the frontends, the replicas and Redis mount, each volume made
+        anew (no file of an earlier configuration stays: a Redis password when the
+        Redis is now the user's). Only at start, when no container mounts them."""
+        for kind in (specs.FRONTEND_SECRETS, specs.REPLICA_SECRETS, specs.REDIS_SECRETS):
+            self._engine.remove_volume(self._settings.credentials_volume(kind))
         own_redis = self._settings.redis_url is None
         self._write(specs.FRONTEND_SECRETS, creds.frontend_files(redis_password=own_redis))
         self._write(specs.REPLICA_SECRETS, creds.replica_files())

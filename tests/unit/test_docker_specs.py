@@ -171,6 +171,9 @@ class FakeVolumes:
     def volume_exists(self, volume: str) -> bool:
         return volume in self.volumes
 
+    def remove_volume(self, volume: str) -> None:
+        self.volumes.pop(volume, None)
+
     def write_files(
         self, volume: str, image: str, files: dict[str, str], *, owner: int, mode: int
     ) -> None:
@@ -220,7 +223,9 @@ def test_docker_rotation_changes_the_token_and_its_digests_only() -> None:
 
 
 def test_with_an_external_redis_the_frontends_get_no_redis_password() -> None:
-    s, engine = network_settings(redis_url="redis://redis.internal:6379/3"), FakeVolumes()
+    engine = FakeVolumes()
+    store(network_settings(), engine).ensure()  # first with its own Redis, then the user's
+    s = network_settings(redis_url="redis://redis.internal:6379/3")
     store(s, engine).ensure()
     assert cred.REDIS_PASSWORD not in engine.text("schooner-prod-secrets-frontend")
     assert "schooner-prod-secrets-redis" not in engine.volumes
