@@ -160,7 +160,9 @@ def test_redis_requires_the_password_from_a_read_only_config_file() -> None:
 
 def test_frontends_and_replicas_mount_only_their_own_credentials_read_only() -> None:
     s = network_settings()
-    replica = s.replica_spec("img", name="m", version="1", input_type="doubles", replica_id="r")
+    replica = s.replica_spec(
+        "img", name="m", version="1", input_type="doubles", bundle_sha256=DIGEST, replica_id="r"
+    )
     for spec, kind in (
         (s.management_spec("f"), "secrets-frontend"),
         (s.query_spec("f"), "secrets-frontend"),
