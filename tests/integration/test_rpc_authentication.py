@@ -177,7 +177,8 @@ def test_a_process_without_the_cluster_keys_neither_registers_nor_reads_queries(
             bundle = tmp_path / "bundle"
             write_closure_bundle(bundle, make_model(), InputType.DOUBLES, ["numpy"])
             spawn("replica", "-m", "model_container", "--bundle", str(bundle),
-                  "--bundle-sha256", bundle_digest(bundle), "--frontend", rpc, "--name", "summer", "--version", "1",
+                  "--bundle-sha256", bundle_digest(bundle),
+                  "--frontend", rpc, "--name", "summer", "--version", "1",
                   "--replica-id", "summer-0",
                   env={"SCHOONER_SECRETS_DIR": str(cluster.replica_dir)})  # fmt: skip
             eventually(lambda: replicas() == ["summer-0"], "the real replica registered",
