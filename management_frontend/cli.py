@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import uvicorn
 
+from management_frontend.api.slow_clients import deadline_protocol
 from management_frontend.app import create_app
 from management_frontend.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REDIS_URL, Config
 from management_frontend.state.keys import DEFAULT_PREFIX
@@ -31,6 +32,8 @@ ENV = {
     "log_level": "SCHOONER_LOG_LEVEL",
     "redis_wait": "SCHOONER_REDIS_WAIT",
     "shutdown_timeout": "SCHOONER_SHUTDOWN_TIMEOUT",
+    "header_timeout": "SCHOONER_HEADER_TIMEOUT",
+    "body_timeout": "SCHOONER_BODY_TIMEOUT",
 }
 
 
@@ -83,6 +86,20 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="seconds in-flight requests get on shutdown "
         f"(env {ENV['shutdown_timeout']}; default %(default)s)",
     )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=default("header_timeout", "10"),
+        help="seconds a client has to send a request's headers before its connection is "
+        f"closed (env {ENV['header_timeout']}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=default("body_timeout", "30"),
+        help="seconds a client has to send a request's body once its headers arrived "
+        f"(env {ENV['body_timeout']}; default %(default)s)",
+    )
     return parser
 
 
@@ -99,6 +116,8 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
             log_level=args.log_level.upper(),
             redis_wait_s=float(args.redis_wait),
             shutdown_timeout_s=float(args.shutdown_timeout),
+            header_timeout_s=float(args.header_timeout),
+            body_timeout_s=float(args.body_timeout),
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -120,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=config.port,
         log_config=None,
         log_level=config.log_level_number,
+        http=deadline_protocol(config.header_timeout_s, config.body_timeout_s),
         ws="none",
         lifespan="on",
         server_header=False,

@@ -32,6 +32,10 @@ class Config:
     redis_wait_s: float = 30.0
     # How long a graceful shutdown lets in-flight requests finish.
     shutdown_timeout_s: float = 10.0
+    # Seconds a client has to send a request's headers, then its body, before its
+    # connection is closed (api/slow_clients.py).
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
@@ -53,6 +57,9 @@ class Config:
         for name in ("redis_timeout_s", "redis_wait_s", "shutdown_timeout_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
     @property
     def redis_url_redacted(self) -> str:

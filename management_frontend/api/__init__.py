@@ -5,6 +5,8 @@
                 contract's rules (``state.rules``) so a bad value gets our sentence
     errors.py   every failure as ``{"error": code, "message": sentence}`` with its
                 status, and the request-body size limit
+    slow_clients.py  the HTTP protocol uvicorn serves with: deadlines for a request's
+                headers and body, so slow clients cannot hold connections
 
 It imports ``state``, ``errors`` and ``storage``; ``management_frontend.app`` serves it.
 FastAPI and pydantic are imported here and nowhere below.
