@@ -9,11 +9,12 @@ have not all arrived ``header_timeout_s`` after the request began (after the con
 opened, for its first request), answering 408; and one whose body has not all arrived
 ``body_timeout_s`` after its headers did (the request's handler sees the client gone).
 
-The hot path pays nothing: a request whose headers and body arrive in the chunk that
-starts it (the usual case) arms no timer and cancels none; the phase is three attribute
-writes from the parser's callbacks. A connection arms one timer when it opens; a
-request that arrives in pieces arms one per phase, never one per chunk, so a client
-trickling a byte at a time cannot push its deadline back.
+The hot path pays next to nothing: after each chunk, what the connection waits for is
+read off uvicorn's own state (a few attribute reads); a request whose headers and body
+arrive in the chunk that starts it (the usual case) arms no timer and cancels none. A
+connection arms one timer when it opens; a request that arrives in pieces arms one per
+phase, never one per chunk, so a client trickling a byte at a time cannot push its
+deadline back.
 
 The query frontend has the same protocol (``query_frontend/http/slow_clients.py``): the
 two frontends share no module that may import uvicorn, so each keeps its copy; keep them
@@ -46,45 +47,41 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._awaiting = HEADERS  # what this connection waits for from its client
-        self._timed = NOTHING  # what the running timer is for
+        self._timed = NOTHING  # what the running timer waits for
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._retime()
+        self._retime(HEADERS)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._awaiting = NOTHING
-        self._retime()
+        self._retime(NOTHING)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._awaiting != self._timed:
-            self._retime()
+        awaiting = self._awaiting()
+        if awaiting != self._timed:
+            self._retime(awaiting)
 
-    # The parser's callbacks, called from data_received: they only note the phase.
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._awaiting = HEADERS
+    def _awaiting(self) -> str:
+        """What the connection waits for from its client, read from the parser's state:
+        ``on_message_begin`` starts a scope, ``on_headers_complete`` gives it a method
+        and starts a cycle, ``on_message_complete`` ends the cycle's body."""
+        scope = self.scope
+        if scope is None or "method" not in scope:
+            return HEADERS
+        cycle = self.cycle
+        return BODY if cycle is not None and cycle.scope is scope and cycle.more_body else NOTHING
 
-    def on_headers_complete(self) -> None:
-        super().on_headers_complete()
-        self._awaiting = BODY
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._awaiting = NOTHING
-
-    def _retime(self) -> None:
+    def _retime(self, awaiting: str) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._timed = self._awaiting
-        if self._awaiting == NOTHING or self.transport.is_closing():
+        self._timed = awaiting
+        if awaiting == NOTHING or self.transport.is_closing():
             return
-        timeout = self.header_timeout_s if self._awaiting == HEADERS else self.body_timeout_s
+        timeout = self.header_timeout_s if awaiting == HEADERS else self.body_timeout_s
         self._timer = self.loop.call_later(timeout, self._expire)
 
     def _expire(self) -> None:
@@ -93,7 +90,7 @@ class DeadlineProtocol(HttpToolsProtocol):
             return
         # Debug only: a flood of these is what an attack looks like, not news.
         logger.debug("closing %s: its request %s did not arrive in time", self.client, self._timed)
-        if self._awaiting == HEADERS:  # no response has begun: say why before closing
+        if self._timed == HEADERS:  # no response has begun: say why before closing
             self.transport.write(_TIMED_OUT)
         self.transport.close()  # a handler reading the body sees http.disconnect
 
