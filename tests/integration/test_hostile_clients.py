@@ -263,6 +263,11 @@ def test_bad_bodies_are_400s_saying_what_to_fix_and_models_keep_their_secrets(
     within = post(f"{cluster}/echo/predict", b'{"input": %b}' % nested(63))
     assert within.status_code == 200 and within.json()["output"] == orjson_nested(63)
 
+    # A body that stops half-way: the connection is closed, and the app answers the next.
+    port = int(cluster.rsplit(":", 1)[1])
+    wait_until_closed([open_slow(port, half_a_body("/echo/predict"))], "half a predict body")
+    assert post(f"{cluster}/echo/predict", b'{"input": 7}').json()["output"] == 7
+
     # Row 12: 1e308 became inf in float32 and was answered with a 200.
     reply = post(f"{cluster}/sums/predict", b'{"input": [1e308, 1]}')
     assert reply.status_code == 400
