@@ -22,6 +22,7 @@ from admin.container_managers.docker import DockerContainerManager
 from admin.container_managers.kubernetes import KubernetesContainerManager
 from admin.container_managers.local import LocalContainerManager
 from admin.exceptions import (
+    AuthenticationError,
     ClusterAlreadyRunningError,
     ClusterNotRunningError,
     ConflictError,
@@ -36,9 +37,11 @@ from admin.exceptions import (
     RequestTimeoutError,
     SchoonerError,
     ServiceUnavailableError,
+    TLSVerificationError,
 )
 
 __all__ = [
+    "AuthenticationError",
     "ClusterAlreadyRunningError",
     "ClusterNotRunningError",
     "ConflictError",
@@ -59,6 +62,7 @@ __all__ = [
     "RequestTimeoutError",
     "SchoonerError",
     "ServiceUnavailableError",
+    "TLSVerificationError",
 ]
 
 __version__ = "0.1.0"

@@ -6,6 +6,11 @@ A ``Connection`` holds a container manager (which runs things) and a management 
 (which records what should run, in Redis). Every change is recorded first and enacted
 second, so that the state in Redis is what a restart brings back.
 
+The management API, and the query frontend's ``/status``, need the cluster's admin
+token: ``start()`` and ``connect()`` read it from the container manager
+(``cm.admin_token()``: ``<data_dir>/admin-token`` locally), ``$SCHOONER_ADMIN_TOKEN``
+overriding, and it is never shown in a repr, a log line or an error.
+
 This class is the facade: it checks the arguments and delegates. Deploying lives in
 ``_deploy``, replica counts (scaling, stopping, restoring after ``start()``) in
 ``_replicas``, and waiting for the cluster to catch up with a change in ``_wait``.
@@ -33,17 +38,20 @@ from admin._names import (
     check_user_id,
     check_version,
 )
-from admin._progress import ProgressCallback
+from admin._progress import ProgressCallback, wait_for
 from admin._replicas import Replicas
 from admin._wait import RoutesDone, await_routes, wait_for_replicas
+from admin.container_managers._credentials import ADMIN_TOKEN_ENV
 from admin.container_managers.base import ContainerManager
 from admin.exceptions import (
+    AuthenticationError,
     InvalidRequestError,
     NotConnectedError,
     NotFoundError,
     SchoonerError,
 )
 from management_frontend.state.keys import arm_name
+from model_container.credentials import sha256_hex
 
 DEFAULT_DEPLOY_TIMEOUT = 60.0
 
@@ -84,6 +92,9 @@ class Connection(Closing):
         if progress is not None:
             self.report.callback = progress
         self._client: ManagementClient | None = None
+        # The admin token and where it was read (for error messages); never shown.
+        self._token: str | None = None
+        self._token_source = ""
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "not connected"
@@ -161,9 +172,63 @@ class Connection(Closing):
     def _open(self) -> None:
         # Only the management client: the manager's client is in use (start_cluster).
         self._close_api()
+        self._read_admin_token()
         self._client = ManagementClient(
-            self.cm.management_url, timeout=self.timeout, transport=self._transport
+            self.cm.management_url,
+            timeout=self.timeout,
+            transport=self._transport,
+            verify=self.cm.tls_verify(),
+            token=self._token,
+            token_source=self._token_source,
         )
+
+    def _read_admin_token(self) -> None:
+        """The token this connection sends: ``$SCHOONER_ADMIN_TOKEN``, else the cluster's."""
+        override = os.environ.get(ADMIN_TOKEN_ENV, "").strip()
+        if override:
+            self._token, self._token_source = override, f"${ADMIN_TOKEN_ENV}"
+            return
+        self._token = self.cm.admin_token()
+        self._token_source = f"the cluster ({self.cm!r}; ${ADMIN_TOKEN_ENV} is not set)"
+
+    def rotate_admin_token(self) -> None:
+        """Replace the cluster's admin token with a new one; this connection keeps working.
+
+        The container manager writes the new token where the cluster keeps it (locally
+        ``<data_dir>/admin-token``) and its hash where the frontends and replicas check
+        it; they take it within a second, and from then on the old token gets 401. Other
+        connections read the new token when they next connect. Returns once the
+        frontends take the new token.
+        """
+        api = self._api
+        new = self.cm.rotate_admin_token()
+        self._token = new
+        self._token_source = f"the cluster ({self.cm!r}, rotated)"
+        api.set_token(new, self._token_source)
+
+        def accepted() -> bool:  # by the management frontend and the query frontend
+            try:
+                api.list_replicas()
+                with self._query_client() as query:
+                    query.get_object("/status")
+            except AuthenticationError:
+                return False
+            return True
+
+        if not wait_for(accepted, timeout=self.timeout):
+            raise AuthenticationError(
+                f"the frontends did not take the new admin token within {self.timeout:g} s: "
+                "are they reading the secrets directory the manager wrote? "
+                "Check its log (get_logs())",
+                status_code=401,
+            )
+        if os.environ.get(ADMIN_TOKEN_ENV):
+            self.report(
+                f"the admin token is rotated; ${ADMIN_TOKEN_ENV} in this process still holds "
+                "the old one: update or unset it before the next connect()"
+            )
+        else:
+            self.report("the admin token is rotated; the old one no longer works")
 
     # ------------------------------------------------------------------ applications
 
@@ -305,6 +370,34 @@ class Connection(Closing):
 
     def get_linked_models(self, app_name: str) -> list[str]:
         return self._api.get_links(app_name)
+
+    # ------------------------------------------------------------------ API keys
+
+    def create_api_key(self, app_name: str) -> str:
+        """A new API key of the app; shown once (only its sha256 is stored).
+
+        Once an app has a key, ``/{app}/predict`` and ``/{app}/update`` need
+        ``Authorization: Bearer <key>`` (401 without, 403 with another app's key); an app
+        without keys is open to anyone who reaches the query port.
+        """
+        answer = self._api.create_api_key(check_name(app_name, "application name"))
+        self.report(
+            f"API key created for {app_name!r} ({answer.get('api_keys')} key(s)); "
+            f"its sha256 (to revoke it by) is {answer.get('key_sha256')}"
+        )
+        return str(answer["key"])
+
+    def revoke_api_key(self, app_name: str, key: str) -> None:
+        """Revoke one of the app's keys: the key itself, or its hex sha256. Every query
+        frontend refuses it within a second; an app left with no keys is open again."""
+        if not isinstance(key, str) or not key.strip():
+            raise InvalidRequestError("pass the API key to revoke (or its hex sha256)")
+        key = key.strip()
+        digest = key.lower() if _is_sha256_hex(key) else sha256_hex(key)
+        answer = self._api.revoke_api_key(check_name(app_name, "application name"), digest)
+        left = int(answer.get("api_keys", 0))
+        note = "" if left else "; it has no keys left and is open to anyone again"
+        self.report(f"API key {digest[:8]}... of {app_name!r} revoked{note}")
 
     # ------------------------------------------------------------------ models
 
@@ -518,7 +611,14 @@ class Connection(Closing):
             service="query frontend",
             timeout=self.timeout,
             transport=self._transport,
+            verify=self.cm.tls_verify(),
+            token=self._token,
+            token_source=self._token_source,
         )
+
+
+def _is_sha256_hex(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value)
 
 
 def _versions(versions: object) -> list[object]:

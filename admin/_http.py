@@ -9,6 +9,7 @@ default). A client holds a pool of connections: use it as a context manager (as
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
@@ -19,12 +20,14 @@ import httpx
 from admin._closing import Closing
 from admin._names import check_object, check_strings, checked
 from admin.exceptions import (
+    AuthenticationError,
     ConflictError,
     InvalidRequestError,
     ManagementAPIError,
     NotFoundError,
     RequestTimeoutError,
     ServiceUnavailableError,
+    TLSVerificationError,
 )
 from management_frontend.state import rules
 
@@ -34,6 +37,7 @@ JSONObject = dict[str, Any]
 
 _STATUS_ERRORS: Final[dict[int, type[ManagementAPIError]]] = {
     400: InvalidRequestError,
+    401: AuthenticationError,
     404: NotFoundError,
     409: ConflictError,
     413: InvalidRequestError,
@@ -66,8 +70,12 @@ class BatchSettings:
         return asdict(self)
 
 
-def error_for_response(method: str, path: str, response: httpx.Response) -> ManagementAPIError:
+def error_for_response(
+    method: str, path: str, response: httpx.Response, token_source: str = ""
+) -> ManagementAPIError:
     """The exception for an error answer; the server's message is kept verbatim.
+
+    A 401 also says where this client read the admin token (``token_source``).
 
     The management API answers ``{"error": code, "message": text}``; anything else (a
     proxy's HTML page, a framework's ``{"detail": ...}``) is quoted, shortened.
@@ -86,14 +94,57 @@ def error_for_response(method: str, path: str, response: httpx.Response) -> Mana
     cls = _STATUS_ERRORS.get(status, ManagementAPIError)
     if cls is ManagementAPIError:
         message += " (unexpected answer: the frontend's log may say more; see get_logs())"
+    if cls is AuthenticationError:
+        message += (
+            f". This client sent the admin token read from {token_source or 'nowhere'}: if "
+            "the token was rotated, connect again (the cluster's copy is read then), or set "
+            "SCHOONER_ADMIN_TOKEN to the current one (or unset it to use the cluster's)"
+        )
     label = f"{status} {code}" if code else str(status)
     return cls(f"{method} {path} failed ({label}): {message}", status_code=status, code=code)
+
+
+def tls_context(ca: str | None) -> ssl.SSLContext | bool:
+    """How a client verifies HTTPS: against the CA certificate(s) in the PEM file ``ca``,
+    else the system's trust store (``True``). Never off."""
+    if not ca:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidRequestError(
+            f"cannot load the CA certificate {ca!r} ({exc}): pass tls_ca= (or SCHOONER_TLS_CA) "
+            "a PEM file holding the CA that signed the frontends' certificate"
+        ) from exc
+
+
+def _untrusted(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure under an httpx error, if that is what it is."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _not_trusted(what: str, error: ssl.SSLCertVerificationError) -> TLSVerificationError:
+    return TLSVerificationError(
+        f"{what}: the frontend serves HTTPS with a certificate this client does not trust "
+        f"({error.verify_message or error.reason}); pass the container manager tls_ca= the "
+        "CA certificate (PEM file) that signed it, or set SCHOONER_TLS_CA. The certificate "
+        "must also name the address dialled",
+        code="tls",
+    )
 
 
 class JSONClient(Closing):
     """JSON requests to one frontend, with errors translated to Schooner exceptions.
 
-    ``with JSONClient(url) as client:`` closes its connections on exit.
+    ``with JSONClient(url) as client:`` closes its connections on exit. ``token``, the
+    cluster's admin token, goes with every request as ``Authorization: Bearer``;
+    ``token_source`` says where it was read, for the message of an
+    ``AuthenticationError``. Neither a repr nor an error ever shows the token.
     """
 
     def __init__(
@@ -103,19 +154,45 @@ class JSONClient(Closing):
         service: str = "management frontend",
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
+        token: str | None = None,
+        token_source: str = "",
     ) -> None:
+        """``verify``: how an https ``base_url`` is verified (``tls_context``)."""
         self.base_url = base_url
         self.service = service
         self.timeout = timeout
+        self.token_source = token_source
         try:
             self._client = httpx.Client(
-                base_url=base_url, timeout=httpx.Timeout(timeout), transport=transport
+                base_url=base_url,
+                timeout=httpx.Timeout(timeout),
+                transport=transport,
+                verify=verify,
             )
+            self.set_token(token, token_source)
         except httpx.InvalidURL as exc:
             raise InvalidRequestError(
                 f"{base_url!r} is not a URL of the {service}: {exc}; check the host and "
                 "port given to the container manager"
             ) from exc
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.service} at {self.base_url}>"
+
+    def set_token(self, token: str | None, source: str = "") -> None:
+        """Send ``token`` from now on (``None``: no Authorization header)."""
+        self.token_source = source or self.token_source
+        if token is None:
+            self._client.headers.pop("Authorization", None)
+            return
+        try:
+            self._client.headers["Authorization"] = f"Bearer {token}"
+        except (UnicodeEncodeError, ValueError):
+            raise InvalidRequestError(
+                f"the admin token read from {self.token_source or 'the caller'} is not a "
+                "valid header value: check it for stray characters"
+            ) from None
 
     def close(self) -> None:
         """Close the pooled connections (idempotent)."""
@@ -129,7 +206,7 @@ class JSONClient(Closing):
         """Send a request; the decoded JSON answer, ``None`` for an empty one."""
         response = self._send(method, path, body)
         if response.is_error:
-            raise error_for_response(method, path, response)
+            raise error_for_response(method, path, response, self.token_source)
         if not response.content:
             return None
         try:
@@ -168,6 +245,8 @@ class JSONClient(Closing):
                 "be overloaded or stuck; check `schooner status` and its log (get_logs())"
             ) from exc
         except httpx.TransportError as exc:
+            if (untrusted := _untrusted(exc)) is not None:
+                raise _not_trusted(f"{where} ({method} {path})", untrusted) from exc
             raise ServiceUnavailableError(
                 f"cannot reach {where} ({method} {path}: {exc or type(exc).__name__}): is "
                 "Schooner running? Start it with Connection.start() or `schooner start`, "
@@ -340,3 +419,13 @@ class ManagementClient(JSONClient):
 
     def list_replicas(self) -> list[JSONObject]:
         return _list(self.request("GET", "/admin/replicas"), "/admin/replicas")
+
+    # ------------------------------------------------------------------ API keys
+
+    def create_api_key(self, app: str) -> JSONObject:
+        path = f"/admin/apps/{_seg(app)}/keys"
+        return _object(self.request("POST", path), path)
+
+    def revoke_api_key(self, app: str, key_sha256: str) -> JSONObject:
+        path = f"/admin/apps/{_seg(app)}/keys/{_seg(key_sha256)}"
+        return _object(self.request("DELETE", path), path)

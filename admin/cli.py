@@ -9,17 +9,24 @@
     schooner set-policy APP POLICY [--param KEY=VALUE ...] [--reset-state]
     schooner policy-state APP [--uid UID] [--json]
     schooner logs    [NAME] [-n LINES] [--out DIR]
+    schooner create-api-key APP          prints the new key (shown once) and its sha256
+    schooner revoke-api-key APP SHA256   or KEY read from stdin with '-'
+    schooner rotate-admin-token
 
 Every command finds the cluster by its data directory (default ``$SCHOONER_HOME/default``
 or ``~/.schooner/default``), whose ``cluster.json`` holds the ports it was started with.
-Output goes to stdout, progress and errors to stderr; the exit status is 0 on success,
-1 on a Schooner error and 2 on a usage error. A command that connects does so in a
+Every command sends the cluster's admin token, read from ``<data_dir>/admin-token``
+(``$SCHOONER_ADMIN_TOKEN`` overrides); no credential is ever taken from, or shown in, the
+command line but the new API key ``create-api-key`` prints. Output goes to stdout,
+progress and errors to stderr; the exit status is 0 on success, 1 on a Schooner error
+and 2 on a usage error. A command that connects does so in a
 ``with`` block, so its connections are closed however it ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -53,6 +60,16 @@ def _connect(args: argparse.Namespace, manager: LocalContainerManager | None = N
         conn.close()
         raise
     return conn
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -136,6 +153,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     if apps:
         print()
         print(_table(apps, ["app", "policy", "models", "slo_micros", "reason"]))
+    open_apps = [a["app"] for a in apps if a.get("api_keys") is False]
+    if open_apps and not _is_loopback(manager.host):
+        print(
+            f"\nopen to anyone who reaches {manager.get_query_addr()} (no API key): "
+            f"{', '.join(open_apps)}; `schooner create-api-key APP` closes one"
+        )
     return 0
 
 
@@ -205,6 +228,26 @@ def cmd_policy_state(args: argparse.Namespace) -> int:
         print()
         columns = ["arm", "probability", "log_weight", "updates", "mean_loss", "linked"]
         print(_table(arms, columns))
+    return 0
+
+
+def cmd_create_api_key(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        key = conn.create_api_key(args.app)
+    print(key)
+    return 0
+
+
+def cmd_revoke_api_key(args: argparse.Namespace) -> int:
+    key = sys.stdin.readline().strip() if args.key == "-" else args.key
+    with _connect(args) as conn:
+        conn.revoke_api_key(args.app, key)
+    return 0
+
+
+def cmd_rotate_admin_token(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        conn.rotate_admin_token()
     return 0
 
 
@@ -314,6 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     policy_state.add_argument("app")
     policy_state.add_argument("--uid", help="what this user sees (their feedback included)")
+    create_key = add("create-api-key", cmd_create_api_key, "make an API key for an app")
+    create_key.add_argument("app")
+    revoke_key = add("revoke-api-key", cmd_revoke_api_key, "revoke one of an app's API keys")
+    revoke_key.add_argument("app")
+    revoke_key.add_argument(
+        "key",
+        metavar="SHA256",
+        help="the key's sha256 (printed when it was made), or '-' to read the key itself "
+        "from stdin (never pass a key on the command line: ps shows it to everyone)",
+    )
+    add("rotate-admin-token", cmd_rotate_admin_token, "replace the cluster's admin token")
     logs = add("logs", cmd_logs, "list logs, print the end of one, or copy them all")
     logs.add_argument("name", nargs="?", help="e.g. query, management, redis, a replica id")
     logs.add_argument("-n", "--lines", type=int, default=50)

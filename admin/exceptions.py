@@ -5,11 +5,14 @@
      ├── ClusterNotRunningError       connect() found no running Schooner to attach to
      ├── RequestTimeoutError          a frontend did not answer within the timeout
      ├── ManagementAPIError           a frontend answered with an error (or not at all)
+     │    ├── AuthenticationError     401: the admin token is missing or not the cluster's
      │    ├── InvalidRequestError     a bad argument, refused by the client before any
      │    │                           request (a name, a port, a count) or by a frontend (400)
      │    ├── NotFoundError           404: unknown app, model or version
      │    ├── ConflictError           409: already exists, still linked, types differ, ...
-     │    └── ServiceUnavailableError 503, or the frontend cannot be reached
+     │    ├── ServiceUnavailableError 503, or the frontend cannot be reached
+     │    └── TLSVerificationError    the frontend's HTTPS certificate is not trusted:
+     │                                pass the CA that signed it (tls_ca=)
      ├── DeployError                  a model version could not be built or started
      │    ├── IncompatibleModelError  pickled under a Python/cloudpickle the replicas lack
      │    └── ModelStartError         a replica exited, or did not connect in time
@@ -28,6 +31,7 @@ package names one of these classes.
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "ClusterAlreadyRunningError",
     "ClusterNotRunningError",
     "ConflictError",
@@ -42,6 +46,7 @@ __all__ = [
     "RequestTimeoutError",
     "SchoonerError",
     "ServiceUnavailableError",
+    "TLSVerificationError",
 ]
 
 
@@ -74,6 +79,15 @@ class ManagementAPIError(SchoonerError):
         self.code = code
 
 
+class AuthenticationError(ManagementAPIError):
+    """401: the frontend did not take the admin token this client sent.
+
+    The message says where the client read the token (``$SCHOONER_ADMIN_TOKEN``, or the
+    cluster's own copy: ``<data_dir>/admin-token`` locally) and how to fix it; it never
+    shows the token.
+    """
+
+
 class InvalidRequestError(ManagementAPIError):
     """A bad argument: the message names it and says what is allowed.
 
@@ -94,6 +108,12 @@ class ConflictError(ManagementAPIError):
 
 class ServiceUnavailableError(ManagementAPIError):
     """503 (Redis is down), or the frontend cannot be reached at all."""
+
+
+class TLSVerificationError(ManagementAPIError):
+    """A frontend serves HTTPS with a certificate this client does not trust (or one not
+    issued for the address dialled). Verification is never turned off: pass the manager
+    ``tls_ca=`` the CA certificate that signed the frontends' (or set SCHOONER_TLS_CA)."""
 
 
 class DeployError(SchoonerError):

@@ -47,6 +47,8 @@ class Target:
     concurrencies: tuple[int, ...]
     pids: Callable[[], list[int]]  # the server processes, for pinning
     profile_pid: int | None = None  # the process py-spy should look at
+    # Sent as "Authorization: Bearer" by wrk (through its environment, never its argv).
+    api_key: str | None = None
 
 
 @dataclass
@@ -126,6 +128,17 @@ def schooner(settings: Settings) -> Iterator[list[Target]]:
             base = f"http://{conn.get_query_addr()}"
             for app, _, _ in apps:
                 wait_http_ok(f"{base}/{app}/predict", PROBE_BODY, settings.start_timeout, None)
+            # The same model behind an app with an API key: what the key check costs.
+            conn.register_application("sklearn-keyed", "doubles", -1.0, slo)
+            conn.link_model_to_app("sklearn-keyed", "sklearn")
+            api_key = conn.create_api_key("sklearn-keyed")
+            wait_http_ok(
+                f"{base}/sklearn-keyed/predict",
+                PROBE_BODY,
+                settings.start_timeout,
+                None,
+                headers={"Authorization": f"Bearer {api_key}"},
+            )
 
             def pids() -> list[int]:
                 return [int(p["pid"]) for p in manager.processes() if p["running"]]
@@ -153,6 +166,16 @@ def schooner(settings: Settings) -> Iterator[list[Target]]:
                     cs,
                     pids,
                     query_pid,
+                ),
+                Target(
+                    "schooner-sklearn-keyed",
+                    f"sklearn, adaptive, {slo_note}, app with an API key",
+                    f"{base}/sklearn-keyed/predict",
+                    "random",
+                    cs,
+                    pids,
+                    query_pid,
+                    api_key=api_key,
                 ),
                 Target(
                     "schooner-sklearn-b1",

@@ -5,6 +5,8 @@
 --         "constant" the same body every time (the cache-hit path)
 --   N     number of floats per input (default 10)
 --
+-- SCHOONER_BENCH_API_KEY in the environment: sent as "Authorization: Bearer <key>".
+--
 -- response() counts non-2xx answers and bodies containing "default":true (Schooner's
 -- answer when a query misses its SLO); done() sums them over the threads and prints one
 -- line, BENCH_JSON {...}, that benchmarks/wrk.py parses.
@@ -21,6 +23,11 @@ end
 local mode = "random"
 local nfeatures = 10
 local headers = { ["Content-Type"] = "application/json" }
+-- An app's API key, from the environment (never the command line, where ps shows it).
+local api_key = os.getenv("SCHOONER_BENCH_API_KEY")
+if api_key ~= nil and api_key ~= "" then
+  headers["Authorization"] = "Bearer " .. api_key
+end
 local constant_request = nil
 non2xx = 0
 defaults = 0

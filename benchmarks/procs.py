@@ -42,7 +42,11 @@ def free_ports(n: int) -> list[int]:
 
 
 def wait_http_ok(
-    url: str, body: bytes, timeout: float, proc: subprocess.Popen[bytes] | None
+    url: str,
+    body: bytes,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None,
+    headers: dict[str, str] | None = None,
 ) -> None:
     """POST ``body`` to ``url`` until it answers 200, ``proc`` exits, or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
@@ -51,7 +55,10 @@ def wait_http_ok(
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
         req = urllib.request.Request(
-            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+            url,
+            data=body,
+            headers={"Content-Type": "application/json", **(headers or {})},
+            method="POST",
         )
         try:
             with urllib.request.urlopen(req, timeout=2.0) as resp:

@@ -112,6 +112,12 @@ def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row
         f"adaptive batching vs batch size 1 (c={c})", "schooner-sklearn", "schooner-sklearn-b1", 5
     )
     rps_ratio(f"cache-hit path vs raw ASGI (c={c})", "schooner-cache", "raw-asgi", 0.6)
+    rps_ratio(
+        f"app with an API key vs open app (c={c})",
+        "schooner-sklearn-keyed",
+        "schooner-sklearn",
+        0.95,
+    )
 
     one = _find(rows, "schooner-sklearn", 1)
     p50 = one["p50_ms"] if one else None

@@ -110,6 +110,7 @@ def drive(
             "mode": target.mode,
             "threads": args.wrk_threads,
             "cpu": where.wrk_cpu,
+            "api_key": target.api_key,
         }
         if args.warmup > 0:
             with contextlib.suppress(WrkError):

@@ -8,6 +8,7 @@ the previous answer arrives, so latencies are those of a saturated server at c=1
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 LUA_SCRIPT = Path(__file__).with_name("post.lua")
+# The API key post.lua sends, handed over in the environment.
+API_KEY_ENV = "SCHOONER_BENCH_API_KEY"
 INSTALL_HINT = (
     "wrk is not installed: `apt-get install -y wrk` (Debian/Ubuntu) or `brew install wrk`"
 )
@@ -68,8 +71,12 @@ def run_wrk(
     cpu: int | None = None,
     nfeatures: int = 10,
     timeout_s: float = 5.0,
+    api_key: str | None = None,
 ) -> WrkResult:
-    """Run wrk against ``url`` for ``duration`` seconds; ``cpu`` pins it with taskset."""
+    """Run wrk against ``url`` for ``duration`` seconds; ``cpu`` pins it with taskset.
+
+    ``api_key`` goes to ``post.lua`` in wrk's environment (``SCHOONER_BENCH_API_KEY``),
+    not on its command line, where ``ps`` would show it."""
     threads = max(1, min(threads, concurrency))
     argv = [
         wrk,
@@ -90,8 +97,16 @@ def run_wrk(
         if taskset:
             argv = [taskset, "-c", str(cpu), *argv]
     try:
+        env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
+        if api_key is not None:
+            env[API_KEY_ENV] = api_key
         done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=duration + timeout_s + 30, check=False
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=duration + timeout_s + 30,
+            check=False,
+            env=env,
         )
     except subprocess.TimeoutExpired as exc:
         raise WrkError(f"wrk did not finish within {exc.timeout:.0f} s: {' '.join(argv)}") from exc

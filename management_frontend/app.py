@@ -1,6 +1,8 @@
 """The management frontend as an ASGI app: ``create_app(config)``, its lifespan and Redis.
 
-``create_app`` does no I/O; the lifespan opens the Redis client, waits for Redis to
+``create_app`` does no I/O; the lifespan reads the admin token's hash from the secrets
+directory (refusing to start without one: every route but ``/healthz`` needs the token,
+``api/auth.py``), opens the Redis client, waits for Redis to
 answer, writes the schema version, hands the ``Store`` to the routes
 (``api/routes.py``) and, on exit, lets background clean-ups finish and closes the
 client.
@@ -22,12 +24,15 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from management_frontend.api.auth import AdminAuthMiddleware
 from management_frontend.api.errors import BodyLimitMiddleware, install_error_handlers
 from management_frontend.api.routes import API_VERSION, router
 from management_frontend.config import Config
 from management_frontend.errors import StartupError
 from management_frontend.state.keys import Keys
 from management_frontend.storage.store import Store
+from model_container.bearer import AdminTokenCheck
+from model_container.credentials import CredentialError
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +76,14 @@ def open_redis(config: Config) -> aioredis.Redis:
 def create_app(config: Config) -> FastAPI:
     """The management frontend as an ASGI app; serve it with uvicorn."""
 
+    admin_token = AdminTokenCheck(config.secrets_dir)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:  # secure by default: no admin token to check, no API
+            admin_token.load()
+        except CredentialError as exc:
+            raise StartupError(f"the management API needs the admin token's hash: {exc}") from None
         redis = open_redis(config)
         try:
             store = Store(redis, Keys(config.key_prefix))
@@ -110,5 +121,7 @@ def create_app(config: Config) -> FastAPI:
     app.state.config = config
     install_error_handlers(app, config.redis_url_redacted)
     app.add_middleware(BodyLimitMiddleware)
+    # Added last, so it runs first: nothing is read or answered before the token is checked.
+    app.add_middleware(AdminAuthMiddleware, check=admin_token)
     app.include_router(router)
     return app

@@ -19,6 +19,7 @@ from management_frontend.api.slow_clients import deadline_protocol
 from management_frontend.app import create_app
 from management_frontend.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REDIS_URL, Config
 from management_frontend.state.keys import DEFAULT_PREFIX
+from model_container.credentials import SECRETS_DIR_ENV
 from model_container.logconfig import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ ENV = {
     "log_level": "SCHOONER_LOG_LEVEL",
     "redis_wait": "SCHOONER_REDIS_WAIT",
     "shutdown_timeout": "SCHOONER_SHUTDOWN_TIMEOUT",
+    "secrets_dir": SECRETS_DIR_ENV,
+    "tls_certfile": "SCHOONER_TLS_CERTFILE",
+    "tls_keyfile": "SCHOONER_TLS_KEYFILE",
     "header_timeout": "SCHOONER_HEADER_TIMEOUT",
     "body_timeout": "SCHOONER_BODY_TIMEOUT",
 }
@@ -87,6 +91,22 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         f"(env {ENV['shutdown_timeout']}; default %(default)s)",
     )
     parser.add_argument(
+        "--secrets-dir",
+        default=env.get(ENV["secrets_dir"]),
+        help="directory of the cluster's credentials, written by the container manager "
+        f"(env {ENV['secrets_dir']})",
+    )
+    parser.add_argument(
+        "--tls-certfile",
+        default=env.get(ENV["tls_certfile"]),
+        help=f"serve HTTPS with this PEM certificate (chain) (env {ENV['tls_certfile']})",
+    )
+    parser.add_argument(
+        "--tls-keyfile",
+        default=env.get(ENV["tls_keyfile"]),
+        help=f"the certificate's PEM private key (env {ENV['tls_keyfile']})",
+    )
+    parser.add_argument(
         "--header-timeout",
         type=float,
         default=default("header_timeout", "10"),
@@ -108,7 +128,7 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
     parser = build_parser(os.environ if env is None else env)
     args = parser.parse_args(argv)
     try:
-        return Config(
+        config = Config(
             redis_url=args.redis_url,
             host=args.host,
             port=int(args.port),
@@ -116,11 +136,22 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
             log_level=args.log_level.upper(),
             redis_wait_s=float(args.redis_wait),
             shutdown_timeout_s=float(args.shutdown_timeout),
+            secrets_dir=args.secrets_dir,
+            tls_certfile=args.tls_certfile,
+            tls_keyfile=args.tls_keyfile,
             header_timeout_s=float(args.header_timeout),
             body_timeout_s=float(args.body_timeout),
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if not config.secrets_dir:
+        parser.error(
+            "--secrets-dir is required: the management API answers only requests carrying "
+            "the cluster's admin token, checked against admin-token.sha256 in that directory; "
+            "start the cluster with a container manager (Connection.start(), `schooner start`), "
+            f"which writes it, or pass the directory it wrote (env {ENV['secrets_dir']})"
+        )
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     config = parse_config(argv)
     configure_logging(config.log_level)
-    logger.info("starting on http://%s:%d", config.host, config.port)
+    logger.info("starting on %s://%s:%d", config.scheme, config.host, config.port)
     uvicorn.run(
         create_app(config),
         host=config.host,
@@ -144,5 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=max(1, round(config.shutdown_timeout_s)),
+        ssl_certfile=config.tls_certfile,
+        ssl_keyfile=config.tls_keyfile,
     )
     return 0

@@ -32,12 +32,18 @@ class Config:
     redis_wait_s: float = 30.0
     # How long a graceful shutdown lets in-flight requests finish.
     shutdown_timeout_s: float = 10.0
+    # The directory of the cluster's credentials (``model_container.credentials``).
+    secrets_dir: str | None = None
+    # HTTPS: the server's certificate (chain) and private key, PEM files; both or neither.
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
     # Seconds a client has to send a request's headers, then its body, before its
     # connection is closed (api/slow_clients.py).
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
+        check_tls(self.tls_certfile, self.tls_keyfile)
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(
                 f"redis_url {self.redis_url!r} is not a Redis URL: "
@@ -62,6 +68,10 @@ class Config:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls_certfile else "http"
+
+    @property
     def redis_url_redacted(self) -> str:
         """The Redis URL without its password, for logs and error messages."""
         parts = urlsplit(self.redis_url)
@@ -74,3 +84,12 @@ class Config:
     @property
     def log_level_number(self) -> int:
         return logging.getLevelNamesMapping()[self.log_level.upper()]
+
+
+def check_tls(certfile: str | None, keyfile: str | None) -> None:
+    """``ValueError`` unless both TLS files are given, or neither."""
+    if bool(certfile) != bool(keyfile):
+        raise ValueError(
+            "TLS needs both --tls-certfile and --tls-keyfile (the certificate and its "
+            "private key, PEM files); pass both, or neither to serve plain HTTP"
+        )

@@ -14,6 +14,7 @@ variables), the flag winning when both are set::
     --metrics-host HOST     SCHOONER_METRICS_HOST    default: 127.0.0.1 (0.0.0.0 in images)
     --log-level LEVEL       SCHOONER_LOG_LEVEL       default: INFO
     --discovery-interval-s S  SCHOONER_DISCOVERY_INTERVAL_S  re-resolve dns+tcp names; 5
+    --secrets-dir DIR       SCHOONER_SECRETS_DIR     the replica's credentials (``credentials``)
 
 ``--frontend`` takes one frontend, or several that the replica serves at once (one
 process, the model loaded once, one registration per frontend)::
@@ -45,6 +46,7 @@ import socket
 from collections.abc import Sequence
 
 from model_container.bundle import BundleError, load_predict_function, read_bundle_info
+from model_container.credentials import SECRETS_DIR_ENV
 from model_container.discovery import DEFAULT_DISCOVERY_INTERVAL_S, parse_frontends
 from model_container.logconfig import configure_logging
 from model_container.metrics import MetricsServerError
@@ -68,6 +70,7 @@ _ENV = {
     "metrics_host": "SCHOONER_METRICS_HOST",
     "log_level": "SCHOONER_LOG_LEVEL",
     "discovery_interval_s": "SCHOONER_DISCOVERY_INTERVAL_S",
+    "secrets_dir": SECRETS_DIR_ENV,
 }
 _REQUIRED = ("bundle", "frontend", "name", "version")
 
@@ -111,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds between DNS resolutions of dns+tcp:// frontends, default "
         f"{DEFAULT_DISCOVERY_INTERVAL_S:g} (${_ENV['discovery_interval_s']})",
+    )
+    parser.add_argument(
+        "--secrets-dir",
+        help="directory of the replica's credentials, written by the container manager "
+        f"(${_ENV['secrets_dir']})",
     )
     parser.add_argument(
         "--log-level",
@@ -197,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
         discovery_interval_s=args.discovery_interval_s,
+        secrets_dir=args.secrets_dir,
     )
     try:
         ModelContainer(config, predict).run()

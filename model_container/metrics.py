@@ -11,15 +11,22 @@ Cost: the worker thread records a batch after its answer has left (a handful of 
 and histogram updates per batch, never per input), so recording never delays an answer;
 scrapes run on the server's own threads. Each ``ContainerMetrics`` owns its registry, so
 several replicas in one process (tests) never clash.
+
+A scrape needs the cluster's admin token (``Authorization: Bearer``), checked against the
+replica's ``admin-token.sha256`` (``bearer.AdminTokenCheck``, re-read when it changes):
+anything else is a 401 that says where the token comes from.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import socket
 import socketserver
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
@@ -35,6 +42,8 @@ from prometheus_client import (
     make_wsgi_app,
 )
 
+from model_container.bearer import WWW_AUTHENTICATE, AdminTokenCheck
+from model_container.credentials import CredentialError
 from model_container.protocol import Error, ErrorKind, InputType, Result
 
 logger = logging.getLogger(__name__)
@@ -196,18 +205,65 @@ class _ThreadingServer6(_ThreadingServer):
     address_family = socket.AF_INET6
 
 
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def admin_only(app: WSGIApp, check: AdminTokenCheck) -> WSGIApp:
+    """``app``, answering 401 unless the request carries the admin token."""
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        authorization = environ.get("HTTP_AUTHORIZATION")
+        if check.allows(authorization):
+            return app(environ, start_response)
+        body = json.dumps(
+            {"error": "unauthorized", "message": check.failure(authorization)}
+        ).encode()
+        start_response(
+            "401 Unauthorized",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("WWW-Authenticate", WWW_AUTHENTICATE),
+            ],
+        )
+        return [body]
+
+    return guarded
+
+
+def _admin_token(secrets_dir: str | os.PathLike[str] | None) -> AdminTokenCheck:
+    check = AdminTokenCheck(secrets_dir)
+    if secrets_dir is None:
+        logger.warning("no --secrets-dir: /metrics refuses every scrape (it needs the admin token)")
+        return check
+    try:
+        check.load()
+    except CredentialError as exc:
+        raise MetricsServerError(
+            f"cannot check scrapes of /metrics against the admin token: {exc}"
+        ) from None
+    return check
+
+
 class MetricsServer:
-    """``GET /metrics`` for ``registry`` on ``host:port``, served by a daemon thread.
+    """``GET /metrics`` for ``registry`` on ``host:port``, served by a daemon thread, to
+    requests carrying the admin token (checked against ``secrets_dir``'s
+    ``admin-token.sha256``; without a ``secrets_dir`` every scrape is refused).
 
     Port 0 picks a free port; ``port`` then holds the chosen one.
     """
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        secrets_dir: str | os.PathLike[str] | None,
+    ) -> None:
         server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
+        app = admin_only(make_wsgi_app(registry), _admin_token(secrets_dir))
         try:
-            self._httpd = make_server(
-                host, port, make_wsgi_app(registry), server_class, handler_class=_SilentHandler
-            )
+            self._httpd = make_server(host, port, app, server_class, handler_class=_SilentHandler)
         except OSError as exc:
             raise MetricsServerError(
                 f"cannot serve metrics on {_netloc(host, port)}: {exc.strerror or exc}; pass "

@@ -80,6 +80,7 @@ class ContainerConfig:
     metrics_host: str = "127.0.0.1"  # where GET /metrics listens ...
     metrics_port: int = 0  # ... and on which port; 0: no metrics endpoint
     discovery_interval_s: float = DEFAULT_DISCOVERY_INTERVAL_S  # re-resolve dns+tcp names
+    secrets_dir: str | None = None  # the replica's credentials (``credentials``)
 
 
 class ModelContainer:
@@ -173,7 +174,10 @@ class ModelContainer:
         """
         if self.config.metrics_port:
             self.metrics_server = MetricsServer(
-                self.metrics.registry, self.config.metrics_host, self.config.metrics_port
+                self.metrics.registry,
+                self.config.metrics_host,
+                self.config.metrics_port,
+                self.config.secrets_dir,
             )
             logger.info("serving metrics at %s", self.metrics_server.url)
         try:

@@ -8,6 +8,7 @@ import sys
 
 import uvicorn
 
+from model_container.credentials import SECRETS_DIR_ENV
 from model_container.logconfig import configure_logging
 from query_frontend.app import create_app
 from query_frontend.config import Config
@@ -34,6 +35,16 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--body-timeout", type=float, default=Config.body_timeout_s)
     p.add_argument("--frontend-id", default=env("SCHOONER_FRONTEND_ID"))
     p.add_argument("--log-level", default=env("SCHOONER_LOG_LEVEL", "INFO"))
+    p.add_argument("--secrets-dir", default=env(SECRETS_DIR_ENV))
+    p.add_argument("--tls-certfile", default=env("SCHOONER_TLS_CERTFILE"), help="serve HTTPS")
+    p.add_argument("--tls-keyfile", default=env("SCHOONER_TLS_KEYFILE"))
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("SCHOONER_QUERY_METRICS_PORT", Config.metrics_port)),
+        help="also serve GET /metrics, without authentication, on this port (default: off; "
+        "on the query port /metrics needs the admin token)",
+    )
     a = p.parse_args(argv)
     for flag, seconds in (
         ("--header-timeout", a.header_timeout),
@@ -42,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         if not seconds > 0:
             p.error(f"{flag} must be > 0 seconds, got {seconds}")
     extra = {"frontend_id": a.frontend_id} if a.frontend_id else {}
+    if bool(a.tls_certfile) != bool(a.tls_keyfile):
+        p.error("TLS needs both --tls-certfile and --tls-keyfile (PEM files), or neither")
     return Config(
         redis_url=a.redis_url,
         key_prefix=a.key_prefix,
@@ -59,6 +72,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
         header_timeout_s=a.header_timeout,
         body_timeout_s=a.body_timeout,
         log_level=a.log_level.upper(),
+        secrets_dir=a.secrets_dir,
+        tls_certfile=a.tls_certfile,
+        tls_keyfile=a.tls_keyfile,
+        metrics_port=a.metrics_port,
         **extra,
     )
 
@@ -79,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=5,
+        ssl_certfile=config.tls_certfile,
+        ssl_keyfile=config.tls_keyfile,
     )
     return 0
 

@@ -17,17 +17,21 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import zmq.asyncio
+from prometheus_client import generate_latest
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
 from management_frontend.state.keys import SCHEMA_VERSION, Keys
 from management_frontend.state.policy import LEARNING
 from management_frontend.state.records import Snapshot, schema_version_of
+from model_container.bearer import AdminTokenCheck
+from model_container.credentials import CredentialError
 from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.caching.cache import PredictionCache
 from query_frontend.config import Config
 from query_frontend.http.asgi import Receive, Scope, Send, error, send_reply
 from query_frontend.http.endpoints import routes
+from query_frontend.http.metrics_port import serve_metrics
 from query_frontend.http.predict import handle_predict
 from query_frontend.http.state import FrontendState
 from query_frontend.http.update import handle_update
@@ -71,6 +75,7 @@ def create_app(config: Config) -> FrontDoor:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        admin_token = _admin_token(config)
         keys = Keys(config.key_prefix)
         r = aioredis.Redis.from_url(
             config.redis_url,
@@ -116,8 +121,9 @@ def create_app(config: Config) -> FrontDoor:
         metrics = Metrics(dispatcher, cache)
         dispatcher.observer = metrics
         door.state = app.state.frontend = FrontendState(
-            config, routing, dispatcher, cache, metrics, policies
+            config, routing, dispatcher, cache, metrics, policies, admin_token=admin_token
         )
+        metrics_server: asyncio.Server | None = None
         rpc.open()
         tasks: set[asyncio.Task[None]] = set()
 
@@ -136,6 +142,10 @@ def create_app(config: Config) -> FrontDoor:
             spawn(rpc.heartbeat(), "heartbeat")
             spawn(registry.run(), "replica-registry")
             spawn(policies.run(), "policy-state")
+            if config.metrics_port:
+                metrics_server = await serve_metrics(
+                    config.host, config.metrics_port, lambda: generate_latest(metrics.registry)
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(routing.ready.wait(), timeout=10)
             # Everything allocated so far lives as long as the process: keep the garbage
@@ -147,6 +157,9 @@ def create_app(config: Config) -> FrontDoor:
             for task in tasks:
                 task.cancel("query frontend shutting down")
             await asyncio.gather(*tasks, return_exceptions=True)
+            if metrics_server is not None:
+                metrics_server.close()
+                await metrics_server.wait_closed()
             await policies.close()
             with contextlib.suppress(Exception):
                 await registry.clear_own()
@@ -157,6 +170,22 @@ def create_app(config: Config) -> FrontDoor:
 
     door.inner = Starlette(routes=routes, lifespan=lifespan)
     return door
+
+
+def _admin_token(config: Config) -> AdminTokenCheck:
+    """The check of /status and /metrics; a frontend without secrets refuses them all."""
+    check = AdminTokenCheck(config.secrets_dir)
+    if config.secrets_dir is None:
+        logger.warning(
+            "started without --secrets-dir: /status and /metrics refuse every request "
+            "(they need the cluster's admin token)"
+        )
+        return check
+    try:
+        check.load()
+    except CredentialError as exc:
+        raise RuntimeError(f"cannot read the admin token's hash: {exc}") from None
+    return check
 
 
 async def _check_schema(r: aioredis.Redis, keys: Keys) -> None:

@@ -43,6 +43,14 @@ class Config:
     cache_max_bytes: int = 64 * 1024 * 1024
     log_level: str = "INFO"
     frontend_id: str = field(default_factory=_default_frontend_id)
+    # The directory of the cluster's credentials (``model_container.credentials``):
+    # /status and /metrics on the query port need the admin token checked against it.
+    secrets_dir: str | None = None
+    # HTTPS: the server's certificate (chain) and private key, PEM files; both or neither.
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    # A port serving only GET /metrics, without authentication, on ``host``; 0: none.
+    metrics_port: int = 0
 
     @property
     def rpc_bind_address(self) -> str:

@@ -20,6 +20,10 @@ Two network modes:
 - ``host``: every container shares the host's network stack; each component listens
   on ``host`` at its configured port, and replicas dial ``tcp://127.0.0.1:<rpc_port>``.
 
+Every container runs without privileges: all capabilities dropped, no-new-privileges
+(setuid binaries cannot raise them), and -- Redis from Schooner's image, the frontends
+and every replica -- as the images' user ``schooner`` (uid 10001), never root.
+
 Every container restarts ``unless-stopped``: a replica that crashes comes back, and
 connects and registers again; one that cannot load its model exits with status 2 at
 every start, which ``replica_state`` reports as a failure with the container's log.
@@ -46,7 +50,16 @@ HOST_MODE, NETWORK_MODE = "host", "network"
 # Ports inside the containers in network mode (each container has its own address).
 INNER_PORTS: Final = {REDIS: 6379, MANAGEMENT: 1338, QUERY: 1337, "rpc": 7000, "metrics": 9100}
 BUNDLE_DIR: Final = "/opt/schooner/model"
+# Where the frontends find the TLS certificate and key, mounted read-only from the host.
+TLS_DIR: Final = "/run/schooner/tls"
 RESTART_POLICY: Final = {"Name": "unless-stopped"}
+# The images' user "schooner" (deploy/docker): no container of ours runs as root.
+USER: Final = "10001:10001"
+# What a container of the cluster may do beyond its user's rights: nothing.
+NO_PRIVILEGES: Final = {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]}
+# What a Redis image of the user's own (``redis_image=``) gets back: the official image's
+# entrypoint starts as root, gives /data to its user "redis" and switches to it.
+REDIS_ENTRYPOINT_CAPS: Final = ["CHOWN", "SETGID", "SETUID"]
 # Bounded logs: a crash-looping replica must not fill the disk.
 LOG_CONFIG: Final = {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
 
@@ -65,6 +78,9 @@ class ClusterSettings:
     redis_port: int = 6379
     redis_url: str | None = None  # an external Redis; None runs one in a container
     key_prefix: str = "schooner"
+    # The frontends' HTTPS certificate and key on the host (absolute), or None for HTTP.
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
 
     def __post_init__(self) -> None:
         if self.network_mode not in (HOST_MODE, NETWORK_MODE):
@@ -109,6 +125,10 @@ class ClusterSettings:
     def volume(self) -> str:
         """The named volume Redis keeps its append-only file in."""
         return f"schooner-{self.cluster_name}-redis-data"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certfile is not None
 
     @property
     def host_mode(self) -> bool:
@@ -158,6 +178,19 @@ class ClusterSettings:
             return self.host, port
         return "0.0.0.0", INNER_PORTS[role]
 
+    def with_tls(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A frontend's ``spec`` (management or query) serving HTTPS when the cluster has
+        a certificate: it and its key mounted read-only (readable by uid 10001), and the
+        flags that point the frontend at them. Unchanged without TLS."""
+        if self.tls_certfile is None or self.tls_keyfile is None:
+            return spec
+        cert, key = f"{TLS_DIR}/cert.pem", f"{TLS_DIR}/key.pem"
+        volumes = spec.setdefault("volumes", {})
+        volumes[self.tls_certfile] = {"bind": cert, "mode": "ro"}
+        volumes[self.tls_keyfile] = {"bind": key, "mode": "ro"}
+        spec["command"] = [*spec["command"], "--tls-certfile", cert, "--tls-keyfile", key]
+        return spec
+
     # ------------------------------------------------------------------ containers
 
     def _common(self, role: str, image: str, command: list[str], **labels: str) -> dict[str, Any]:
@@ -169,9 +202,14 @@ class ClusterSettings:
             "restart_policy": dict(RESTART_POLICY),
             "log_config": dict(LOG_CONFIG),
             "environment": {"PYTHONUNBUFFERED": "1"},
+            "user": USER,
+            **{k: list(v) for k, v in NO_PRIVILEGES.items()},
         }
 
-    def redis_spec(self, image: str) -> dict[str, Any]:
+    def redis_spec(self, image: str, *, own_image: bool = True) -> dict[str, Any]:
+        """Redis with its data in the volume. ``own_image``: Schooner's Redis image, which
+        runs as uid 10001 like the rest; ``False`` (``redis_image=``), the image's own user
+        and entrypoint, which needs the capabilities to switch to that user."""
         bind, port = self._bind(REDIS, self.redis_port)
         command = [
             "redis-server",
@@ -180,8 +218,12 @@ class ClusterSettings:
             # second, and a SIGTERM (docker stop, docker restart) flushes the rest.
             *("--dir", "/data", "--appendonly", "yes", "--save", ""),
         ]
+        spec = self._common(REDIS, image, command)
+        if not own_image:
+            del spec["user"]
+            spec["cap_add"] = list(REDIS_ENTRYPOINT_CAPS)
         return {
-            **self._common(REDIS, image, command),
+            **spec,
             "name": self.container_name(REDIS),
             "volumes": {self.volume: {"bind": "/data", "mode": "rw"}},
             "stop_signal": "SIGTERM",

@@ -22,7 +22,9 @@ and Schooner's own, which ``connect()``, ``stop_all()`` and the model verbs sele
     schooner.io/model, schooner.io/version, schooner.io/input-type   (model versions)
 
 Every pod runs as the images' user (uid 10001) without privileges, so the cluster may
-enforce the "restricted" Pod Security Standard. Images are referenced by content-hashed
+enforce the "restricted" Pod Security Standard. With ``tls_secret`` (a Secret of type
+``kubernetes.io/tls``) both frontends serve HTTPS with it, mounted read-only, and their
+readiness probes use HTTPS. Images are referenced by content-hashed
 tags, hence ``imagePullPolicy: IfNotPresent``.
 """
 
@@ -63,6 +65,7 @@ SERVICE_TYPES: Final = ("ClusterIP", "NodePort", "LoadBalancer")
 PORTS: Final = {REDIS: 6379, MANAGEMENT: 1338, QUERY: 1337, "rpc": 7000, "metrics": 9100}
 USER_ID: Final = 10001  # user "schooner" of the images (deploy/docker)
 BUNDLE_DIR: Final = "/opt/schooner/model"
+TLS_DIR: Final = "/run/schooner/tls"  # the frontends' TLS Secret: tls.crt and tls.key
 
 DEFAULT_REDIS_IMAGE: Final = "redis:7.2-bookworm"
 DEFAULT_RESOURCES: Final[dict[str, dict[str, dict[str, str]]]] = {
@@ -109,6 +112,7 @@ class KubeSettings:
     storage_class: str | None = None  # None: the cluster's default StorageClass
     image_pull_secrets: tuple[str, ...] = ()
     cluster_domain: str = "cluster.local"  # the cluster's DNS domain (kubelet --cluster-domain)
+    tls_secret: str | None = None  # a kubernetes.io/tls Secret: the frontends serve HTTPS
     resources: Mapping[str, Mapping[str, Mapping[str, str]]] = field(
         default_factory=lambda: dict(DEFAULT_RESOURCES)
     )
@@ -338,15 +342,31 @@ class KubeSettings:
             value_from=V1EnvVarSource(field_ref=V1ObjectFieldSelector(field_path=field_path)),
         )
 
-    @staticmethod
-    def _http_probes(port_name: str) -> dict[str, Any]:
+    def _serve_tls(self, container: V1Container) -> list[Any]:
+        """Make a frontend ``container`` serve HTTPS with ``tls_secret``, mounted read-only
+        (group-readable: the pod's fsGroup is the user's group); the pod volumes that takes
+        (none without TLS)."""
+        from kubernetes.client import V1SecretVolumeSource, V1Volume, V1VolumeMount
+
+        if not self.tls_secret:
+            return []
+        cert, key = f"{TLS_DIR}/tls.crt", f"{TLS_DIR}/tls.key"
+        container.args = [*(container.args or []), "--tls-certfile", cert, "--tls-keyfile", key]
+        mount = V1VolumeMount(name="tls", mount_path=TLS_DIR, read_only=True)
+        container.volume_mounts = [*(container.volume_mounts or []), mount]
+        source = V1SecretVolumeSource(secret_name=self.tls_secret, default_mode=0o440)
+        return [V1Volume(name="tls", secret=source)]
+
+    def _http_probes(self, port_name: str) -> dict[str, Any]:
         """Ready when ``/healthz`` answers; alive while the port accepts connections (a
         frontend waiting for Redis is not ready, but restarting it would not help)."""
         from kubernetes.client import V1HTTPGetAction, V1Probe, V1TCPSocketAction
 
         return {
             "readiness_probe": V1Probe(
-                http_get=V1HTTPGetAction(path="/healthz", port=port_name),
+                http_get=V1HTTPGetAction(
+                    path="/healthz", port=port_name, scheme="HTTPS" if self.tls_secret else None
+                ),
                 period_seconds=5,
                 timeout_seconds=2,
                 failure_threshold=3,
@@ -465,7 +485,8 @@ class KubeSettings:
             security_context=self._security(),
             **self._http_probes("http"),
         )
-        return self._deployment(self.name(MANAGEMENT), MANAGEMENT, 1, self._pod_spec([container]))
+        pod = self._pod_spec([container], volumes=self._serve_tls(container) or None)
+        return self._deployment(self.name(MANAGEMENT), MANAGEMENT, 1, pod)
 
     def query_service(self) -> V1Service:
         return self._service(self.name(QUERY), QUERY, self.query_port, "http")
@@ -510,7 +531,11 @@ class KubeSettings:
             ),
             **self._http_probes("http"),
         )
-        pod = self._pod_spec([container], topology_spread_constraints=self._spread(QUERY))
+        pod = self._pod_spec(
+            [container],
+            topology_spread_constraints=self._spread(QUERY),
+            volumes=self._serve_tls(container) or None,
+        )
         count = None if autoscaled else self.query_replicas
         return self._deployment(self.name(QUERY), QUERY, count, pod)
 

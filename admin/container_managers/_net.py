@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import ssl
 from collections.abc import Callable, Container, Mapping
+from pathlib import Path
 from typing import Final
 
 from admin._files import describe
 from admin._http import JSONClient
-from admin.exceptions import ContainerManagerError, InvalidRequestError, SchoonerError
+from admin.exceptions import (
+    ContainerManagerError,
+    InvalidRequestError,
+    SchoonerError,
+    TLSVerificationError,
+)
 
 # Bind addresses that are no address to dial, and what a client on this host dials instead.
 _WILDCARDS: Final = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
@@ -84,15 +92,36 @@ def free_port(host: str, avoid: Container[int] = ()) -> int:
             return port
 
 
-def healthz_check(url: str) -> Callable[[], bool]:
-    """A check that a frontend at ``url`` answers ``GET /healthz``."""
+def healthz_check(url: str, verify: ssl.SSLContext | bool = True) -> Callable[[], bool]:
+    """A check that a frontend at ``url`` answers ``GET /healthz`` (an https one verified
+    with ``verify``; a certificate it does not trust fails at once, waiting won't help)."""
 
     def check() -> bool:
-        with JSONClient(url, timeout=2.0) as client:
+        with JSONClient(url, timeout=2.0, verify=verify) as client:
             try:
                 client.request("GET", "/healthz")
+            except TLSVerificationError:
+                raise
             except SchoonerError:
                 return False
         return True
 
     return check
+
+
+def absolute_path(path: str | os.PathLike[str] | None) -> str | None:
+    """A path as the children (whose working directory is the data dir) find it."""
+    return None if not path else str(Path(path).expanduser().absolute())
+
+
+def tls_files(
+    certfile: str | os.PathLike[str] | None, keyfile: str | os.PathLike[str] | None
+) -> tuple[str | None, str | None]:
+    """The certificate and key files, absolute; ``InvalidRequestError`` unless both or
+    neither are given."""
+    if bool(certfile) != bool(keyfile):
+        raise InvalidRequestError(
+            "TLS needs tls_certfile= and tls_keyfile= together (the frontends' certificate "
+            "and its private key, PEM files): pass both, or neither for plain HTTP"
+        )
+    return absolute_path(certfile), absolute_path(keyfile)

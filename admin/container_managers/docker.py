@@ -59,7 +59,14 @@ from admin.container_managers._docker_specs import (
     REPLICA,
     ClusterSettings,
 )
-from admin.container_managers._net import free_port, healthz_check, netloc, require_ports_free
+from admin.container_managers._net import (
+    absolute_path,
+    free_port,
+    healthz_check,
+    netloc,
+    require_ports_free,
+    tls_files,
+)
 from admin.container_managers.base import ContainerManager, ReplicaState, new_replica_ids
 from admin.exceptions import (
     ClusterAlreadyRunningError,
@@ -86,6 +93,12 @@ class DockerContainerManager(ContainerManager):
     makes builds install from it alone; ``dockerfiles`` replaces ``deploy/docker``.
     ``extra_container_kwargs`` are passed to every ``containers.run`` (resource limits,
     for example). ``build_timeout`` bounds the engine's silence during a build.
+
+    ``tls_certfile``/``tls_keyfile`` (PEM files on this host, both or neither) are mounted
+    read-only into both frontends, which then serve HTTPS: the containers run as uid
+    10001, which must be able to read the key (``chgrp 10001 key.pem; chmod 0640
+    key.pem``, or an ACL). ``tls_ca`` is the CA (PEM) the admin client verifies them with,
+    else ``$SCHOONER_TLS_CA``, else the system's trust store.
 
     ``docker_client`` is an SDK client to use instead of one made from ``DOCKER_HOST``;
     it stays the caller's: ``close()`` closes only a client this manager opened.
@@ -116,8 +129,12 @@ class DockerContainerManager(ContainerManager):
         start_timeout: float = 60.0,
         build_timeout: float = 900.0,
         stop_timeout: float = 10.0,
+        tls_certfile: str | os.PathLike[str] | None = None,
+        tls_keyfile: str | os.PathLike[str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
+        certfile, keyfile = tls_files(tls_certfile, tls_keyfile)
         self.settings = ClusterSettings(
             cluster_name=check_name(cluster_name, "cluster name"),
             network_mode=network_mode or specs.NETWORK_MODE,
@@ -129,7 +146,11 @@ class DockerContainerManager(ContainerManager):
             redis_port=redis_port,
             redis_url=redis_url,
             key_prefix=key_prefix,
+            tls_certfile=certfile,
+            tls_keyfile=keyfile,
         )
+        self.tls = self.settings.tls
+        self.tls_ca = absolute_path(tls_ca)
         self.registry = registry
         self.push_images = push_images
         self.base_image = base_image
@@ -238,20 +259,22 @@ class DockerContainerManager(ContainerManager):
         try:
             if redis_image is not None:
                 self.engine.ensure_volume(s.volume)
-                redis = self.engine.run(s.redis_spec(redis_image))
+                spec = s.redis_spec(redis_image, own_image=self.redis_image is None)
+                redis = self.engine.run(spec)
                 self._wait_ready(redis, "Redis", lambda: self._redis_ping(redis))
-            management = self.engine.run(s.management_spec(frontend))
-            query = self.engine.run(s.query_spec(frontend))
+            management = self.engine.run(s.with_tls(s.management_spec(frontend)))
+            query = self.engine.run(s.with_tls(s.query_spec(frontend)))
+            verify = self.tls_verify()
             self._wait_ready(
-                management, "the management frontend", healthz_check(self.management_url)
+                management, "the management frontend", healthz_check(self.management_url, verify)
             )
-            self._wait_ready(query, "the query frontend", healthz_check(self.query_url))
+            self._wait_ready(query, "the query frontend", healthz_check(self.query_url, verify))
         except BaseException:
             self.engine.remove(self.engine.containers())
             raise
         self.report(
             f"Schooner cluster {s.cluster_name!r} is running in Docker: queries at "
-            f"http://{self.get_query_addr()}, management at http://{self.get_management_addr()}"
+            f"{self.query_url}, management at {self.management_url}"
         )
 
     def connect(self) -> None:
@@ -277,6 +300,7 @@ class DockerContainerManager(ContainerManager):
             )
         label = frontends[QUERY].labels.get(specs.SETTINGS, "")
         self.settings = self.settings.adopt(label, container_name(frontends[QUERY]))
+        self.tls = self.settings.tls
 
     def stop_all(self) -> None:
         left = self.engine.remove(self.engine.containers())

@@ -66,6 +66,7 @@ from admin.container_managers._k8s_specs import (
     REPLICA,
     KubeSettings,
 )
+from admin.container_managers._net import absolute_path
 from admin.container_managers.base import ContainerManager, ReplicaState
 from admin.exceptions import (
     ClusterAlreadyRunningError,
@@ -98,6 +99,11 @@ class KubernetesContainerManager(ContainerManager):
     ``"127.0.0.1:1338"`` through ``kubectl port-forward``). ``resources`` replaces the
     requests/limits of a role (``redis``, ``management``, ``query``, ``replica``):
     ``{"replica": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {...}}}``.
+    ``tls_secret`` names a Secret of type ``kubernetes.io/tls`` in the namespace (``kubectl
+    create secret tls NAME --cert=... --key=...``, or cert-manager's): both frontends serve
+    HTTPS with it, and ``tls_ca`` is the CA (PEM) the admin client verifies them with,
+    else ``$SCHOONER_TLS_CA``, else the system's trust store; the certificate must name
+    the address this client dials.
     ``base_image``, ``wheelhouse``, ``build_network_mode`` and ``dockerfiles`` are the
     image-building options of ``DockerContainerManager``. ``apps_api`` / ``core_api``
     replace the client's ``AppsV1Api`` / ``CoreV1Api`` (pre-configured clients, tests),
@@ -138,6 +144,8 @@ class KubernetesContainerManager(ContainerManager):
         start_timeout: float = 300.0,
         build_timeout: float = 900.0,
         request_timeout: float = DEFAULT_TIMEOUT,
+        tls_secret: str | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         self.settings = KubeSettings(
@@ -154,7 +162,10 @@ class KubernetesContainerManager(ContainerManager):
             image_pull_secrets=tuple(image_pull_secrets),
             cluster_domain=cluster_domain,
             resources=dict(resources or {}),
+            tls_secret=tls_secret,
         )
+        self.tls = bool(tls_secret)
+        self.tls_ca = absolute_path(tls_ca)
         self.registry = registry.rstrip("/")
         self.kube_context = kube_context
         self.kubeconfig = os.fspath(kubeconfig) if kubeconfig is not None else None
@@ -349,8 +360,7 @@ class KubernetesContainerManager(ContainerManager):
             raise
         self.report(
             f"Schooner cluster {s.cluster_name!r} is running in namespace {s.namespace}: "
-            f"queries at http://{self.get_query_addr()}, management at "
-            f"http://{self.get_management_addr()}"
+            f"queries at {self.query_url}, management at {self.management_url}"
         )
 
     def connect(self) -> None:
@@ -378,6 +388,11 @@ class KubernetesContainerManager(ContainerManager):
                 f"{' or '.join(down)} frontend pod): see kubectl -n {self.namespace} get pods "
                 f"-l {specs.CLUSTER}={self.cluster_name}"
             )
+        # HTTPS when the running frontends were started with a certificate.
+        containers = frontends[MANAGEMENT].spec.template.spec.containers or []
+        self.tls = any(
+            str(a).startswith("--tls-certfile") for c in containers for a in c.args or []
+        )
         self._resolve_addresses(wait=False)
 
     def stop_all(self) -> None:

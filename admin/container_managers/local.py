@@ -3,7 +3,11 @@
 Everything lives under one data directory (``$SCHOONER_HOME/<cluster_name>``, by default
 ``~/.schooner/default``)::
 
-    cluster.json             host and ports, so connect() from another process finds them
+    cluster.json             host, ports and TLS files (certificate, key, CA), so connect()
+                             from another process finds them
+    admin-token              the admin token (0600), what the admin client sends
+    secrets/                 the credentials each process reads (``_credentials``): 0700
+                             directories ``frontend/`` and ``replica/``, files 0600
     redis/                   Redis's append-only file: apps, models and links survive restarts
     logs/<name>.log          stdout and stderr of every process (redis, management, query,
                              one per replica), and pip's output per model version
@@ -14,7 +18,8 @@ Everything lives under one data directory (``$SCHOONER_HOME/<cluster_name>``, by
 
 Every replica serves Prometheus metrics on a free port of its own, chosen at launch and
 recorded with it: ``metrics_urls()`` lists them beside the query frontend's, and
-``processes()`` (``schooner status --json``) shows each one's ``metrics_addr``.
+``processes()`` (``schooner status --json``) shows each one's ``metrics_addr``; a scrape
+needs the admin token as a bearer token.
 
 Processes are detached: they keep running after the Python that started them exits,
 until ``stop_all()`` (or ``schooner stop``). Commands that change the process set hold
@@ -40,13 +45,16 @@ from admin._names import check_num_replicas
 from admin._progress import wait_for
 from admin.container_managers import _processes as procs
 from admin.container_managers._bundles import read_model_bundle, require_compatible
+from admin.container_managers._credentials import LocalCredentialStore
 from admin.container_managers._net import (
+    absolute_path,
     check_port,
     connect_host,
     free_port,
     healthz_check,
     netloc,
     require_ports_free,
+    tls_files,
 )
 from admin.container_managers._processes import ProcessRecord, RunDir, log_tail
 from admin.container_managers._runtime import (
@@ -62,6 +70,7 @@ from admin.exceptions import (
     ClusterNotRunningError,
     ContainerManagerError,
     DeployError,
+    InvalidRequestError,
 )
 
 REDIS, MANAGEMENT, QUERY, REPLICA = "redis", "management", "query", "replica"
@@ -107,7 +116,13 @@ class LocalContainerManager(ContainerManager):
         key_prefix: str = "schooner",
         start_timeout: float = 60.0,
         pip_timeout: float = 900.0,
+        tls_certfile: str | os.PathLike[str] | None = None,
+        tls_keyfile: str | os.PathLike[str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> None:
+        """``tls_certfile``/``tls_keyfile`` (PEM files, both or neither): both frontends
+        serve HTTPS with them; ``tls_ca``: the CA (PEM) the admin client verifies them
+        with, else ``$SCHOONER_TLS_CA``, else the system's trust store."""
         super().__init__()
         for what, port in (
             ("query_port", query_port),
@@ -132,7 +147,11 @@ class LocalContainerManager(ContainerManager):
         self.python_executable = python_executable
         self.start_timeout = start_timeout
         self.pip_timeout = pip_timeout
+        self.tls_certfile, self.tls_keyfile = tls_files(tls_certfile, tls_keyfile)
+        self.tls = self.tls_certfile is not None
+        self.tls_ca = absolute_path(tls_ca)
         self._run = RunDir(self.data_dir / "run")
+        self._credentials = LocalCredentialStore(self.data_dir)
 
     def __repr__(self) -> str:
         return f"LocalContainerManager(data_dir={str(self.data_dir)!r})"
@@ -174,9 +193,11 @@ class LocalContainerManager(ContainerManager):
             # beside the replicas start() relaunches.
             self._stop_roles((REPLICA,))
             self._check_ports_free()
+            self._check_tls_files()
             with os_errors(f"prepare the data directory {self.data_dir}"):
                 for sub in ("redis", "logs", "run", "models"):
                     (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+                self._credentials.ensure()
                 self._write_cluster_file()
             try:
                 self._start_components()
@@ -195,6 +216,8 @@ class LocalContainerManager(ContainerManager):
                 *(sys.executable, "-m", "management_frontend"),
                 *("--redis-url", self.effective_redis_url, "--key-prefix", self.key_prefix),
                 *("--host", self.host, "--port", str(self.management_port)),
+                *("--secrets-dir", str(self._credentials.frontend_dir)),
+                *self._tls_args(),
             ],
             self._env(sys.executable),
         )
@@ -207,15 +230,32 @@ class LocalContainerManager(ContainerManager):
                 *("--rpc-host", self.host, "--rpc-port", str(self.rpc_port)),
                 # A fixed id: on restart the frontend drops the replica records it left.
                 *("--frontend-id", f"local-{self.cluster_name}-query"),
+                *("--secrets-dir", str(self._credentials.frontend_dir)),
+                *self._tls_args(),
             ],
             self._env(sys.executable),
         )
-        self._wait_ready(management, "the management frontend", healthz_check(self.management_url))
-        self._wait_ready(query, "the query frontend", healthz_check(self.query_url))
-        self.report(
-            f"Schooner is running: queries at http://{self.get_query_addr()}, management at "
-            f"http://{self.get_management_addr()}, data in {self.data_dir}"
+        verify = self.tls_verify()
+        self._wait_ready(
+            management, "the management frontend", healthz_check(self.management_url, verify)
         )
+        self._wait_ready(query, "the query frontend", healthz_check(self.query_url, verify))
+        self.report(
+            f"Schooner is running: queries at {self.query_url}, management at "
+            f"{self.management_url}, data in {self.data_dir}"
+        )
+
+    def _tls_args(self) -> list[str]:
+        if self.tls_certfile is None or self.tls_keyfile is None:
+            return []
+        return ["--tls-certfile", self.tls_certfile, "--tls-keyfile", self.tls_keyfile]
+
+    def _check_tls_files(self) -> None:
+        for what, path in (("tls_certfile", self.tls_certfile), ("tls_keyfile", self.tls_keyfile)):
+            if path is not None and not os.access(path, os.R_OK):
+                raise ContainerManagerError(
+                    f"{what}={path!r} cannot be read: pass a PEM file this user may read"
+                )
 
     def connect(self) -> None:
         try:
@@ -256,6 +296,35 @@ class LocalContainerManager(ContainerManager):
                 + ": stop them by hand (kill -9 PID)"
             )
 
+    # ------------------------------------------------------------------ credentials
+
+    def admin_token(self) -> str:
+        try:
+            token = self._credentials.admin_token_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise ClusterNotRunningError(
+                f"no admin token at {self._credentials.admin_token_file}: this cluster was "
+                "never started; start it with Connection(...).start() or `schooner start "
+                f"--data-dir {self.data_dir}`"
+            ) from None
+        except OSError as exc:
+            raise ContainerManagerError(
+                f"cannot read the admin token {self._credentials.admin_token_file}: {exc}"
+            ) from exc
+        return token
+
+    def rotate_admin_token(self) -> str:
+        with self._locked():
+            current = self._credentials.load()
+            if current is None:
+                raise ClusterNotRunningError(
+                    f"no credentials under {self._credentials.root}: start the cluster first"
+                )
+            rotated = current.with_new_admin_token()
+            with os_errors(f"write the new admin token under {self.data_dir}"):
+                self._credentials.save(rotated)
+        return rotated.admin_token
+
     def processes(self) -> list[dict[str, Any]]:
         """Every process recorded for this cluster, and whether it is running."""
         return [
@@ -272,7 +341,8 @@ class LocalContainerManager(ContainerManager):
 
     def metrics_urls(self) -> dict[str, str]:
         """Where Prometheus scrapes this cluster: the query frontend, as ``"query"``, and
-        every running replica, by process name (``"replica-<replica id>"``)."""
+        every running replica, by process name (``"replica-<replica id>"``). Every one
+        needs ``Authorization: Bearer <admin_token()>`` (``docs/metrics.md``)."""
         urls = {QUERY: f"{self.query_url}/metrics"}
         for record in self._run.load_all():
             if record.role == REPLICA and record.metrics_addr and procs.is_alive(record):
@@ -442,6 +512,7 @@ class LocalContainerManager(ContainerManager):
             *("--name", name, "--version", version, "--input-type", input_type),
             *("--replica-id", replica_id),
             *("--metrics-host", self.host, "--metrics-port", str(metrics_port)),
+            *("--secrets-dir", str(self._credentials.replica_dir)),
         ]
         env = self._env(self.python_executable, [str(site)] if site.is_dir() else [])
         return self._launch(
@@ -546,6 +617,9 @@ class LocalContainerManager(ContainerManager):
             "redis_url": self.redis_url,
             "key_prefix": self.key_prefix,
             "python_executable": self.python_executable,
+            "tls_certfile": self.tls_certfile,
+            "tls_keyfile": self.tls_keyfile,
+            "tls_ca": self.tls_ca,
             "started_at": time.time(),
         }
         tmp = self._cluster_file.with_suffix(".tmp")
@@ -563,7 +637,13 @@ class LocalContainerManager(ContainerManager):
             self.redis_url = None if doc.get("redis_url") is None else str(doc["redis_url"])
             self.key_prefix = str(doc.get("key_prefix", self.key_prefix))
             self.python_executable = str(doc.get("python_executable", self.python_executable))
-        except (KeyError, TypeError, ValueError) as exc:
+            self.tls_certfile, self.tls_keyfile = tls_files(
+                doc.get("tls_certfile"), doc.get("tls_keyfile")
+            )
+            self.tls = self.tls_certfile is not None
+            # The CA this client was given wins over the one the starter was given.
+            self.tls_ca = self.tls_ca or absolute_path(doc.get("tls_ca"))
+        except (KeyError, TypeError, ValueError, InvalidRequestError) as exc:
             raise ClusterNotRunningError(
                 f"{self._cluster_file} is damaged ({exc!r}): stop the cluster with "
                 f"`schooner stop --data-dir {self.data_dir}` and start it again"

@@ -17,6 +17,6 @@ RUN pip install $PIP_ARGS -r /opt/schooner/requirements-frontend.txt
 COPY src/ /opt/schooner/src/
 RUN python -c "import query_frontend.app, management_frontend.app"
 
-USER schooner
+USER 10001:10001
 EXPOSE 1337 1338 7000
 CMD ["python", "-m", "query_frontend", "--host", "0.0.0.0", "--rpc-host", "0.0.0.0"]

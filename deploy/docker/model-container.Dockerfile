@@ -24,7 +24,8 @@ ENV PYTHONUNBUFFERED=1 \
 
 # A venv: Debian's system Python refuses pip installs (PEP 668), and one path for all bases.
 RUN python3 -m venv /opt/schooner/venv \
- && (getent passwd schooner >/dev/null || useradd --system --uid 10001 --create-home --home-dir /home/schooner schooner)
+ && (getent group schooner >/dev/null || groupadd --system --gid 10001 schooner) \
+ && (getent passwd schooner >/dev/null || useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/schooner schooner)
 
 COPY wheels/ /opt/schooner/wheels/
 COPY requirements.txt /opt/schooner/requirements-model-container.txt
@@ -35,5 +36,7 @@ COPY src/ /opt/schooner/src/
 RUN python -c "import model_container"
 
 WORKDIR /opt/schooner
-USER schooner
+# Never root: the manager runs every container as 10001:10001 with no capabilities;
+# what pip installed above (as root) stays read-only to the model.
+USER 10001:10001
 CMD ["python", "-m", "model_container"]

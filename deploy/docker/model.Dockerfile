@@ -17,5 +17,5 @@ RUN if [ -s /opt/schooner/requirements-model.txt ]; then \
 
 COPY bundle/ /opt/schooner/model/
 ENV SCHOONER_BUNDLE=/opt/schooner/model
-USER schooner
+USER 10001:10001
 CMD ["python", "-m", "model_container"]

@@ -3,6 +3,7 @@
     routes.py   one thin handler per endpoint of ``docs/admin-api.md``
     bodies.py   the request bodies as pydantic models, each field run through the
                 contract's rules (``state.rules``) so a bad value gets our sentence
+    auth.py     the admin token in front of every route but ``/healthz`` (401 otherwise)
     errors.py   every failure as ``{"error": code, "message": sentence}`` with its
                 status, and the request-body size limit
     slow_clients.py  the HTTP protocol uvicorn serves with: deadlines for a request's

@@ -8,6 +8,8 @@ answers in ``errors.py``; the app that serves these routes is ``management_front
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -23,10 +25,12 @@ from management_frontend.api.bodies import (
     SetReplicas,
 )
 from management_frontend.state import rules
+from management_frontend.state.errors import InvalidValue
 from management_frontend.state.keys import arm_name
 from management_frontend.state.records import App, Model
 from management_frontend.storage.policies import PolicyStore
 from management_frontend.storage.store import Store
+from model_container.credentials import sha256_hex
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,29 @@ VersionPath = Annotated[str, Path(), BeforeValidator(rules.version)]
 # Optional query parameters, validated the same way when given.
 VersionQuery = Annotated[str | None, Query(), BeforeValidator(rules.optional(rules.version))]
 UserQuery = Annotated[str | None, Query(), BeforeValidator(rules.optional(rules.check_user_id))]
+
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def key_digest(value: object) -> str:
+    """An API key named by its hex sha256 (what revoking takes: the key itself never
+    travels again, and never sits in a URL or an access log)."""
+    digest = str(value).lower()
+    if not _SHA256_RE.fullmatch(digest):
+        raise InvalidValue(
+            "an API key is revoked by its hex sha256 (64 characters 0-9a-f), as "
+            "POST /admin/apps/{app}/keys answered it in key_sha256; the admin client's "
+            "revoke_api_key(app, key) computes it from the key"
+        )
+    return digest
+
+
+KeyDigestPath = Annotated[str, Path(), BeforeValidator(key_digest)]
+
+
+def new_api_key(app: str) -> str:
+    """A fresh API key of ``app``: its name (to tell keys apart) and 256 random bits."""
+    return f"sk-{app}-{secrets.token_urlsafe(32)}"
 
 
 def get_store(request: Request) -> Store:
@@ -61,8 +88,8 @@ PoliciesDep = Annotated[PolicyStore, Depends(get_policies)]
 router = APIRouter()
 
 
-def _app_json(app: App, links: list[str]) -> dict[str, Any]:
-    return {**app.to_json(), "linked_models": links}
+def _app_json(app: App, links: list[str], api_keys: int) -> dict[str, Any]:
+    return {**app.to_json(), "linked_models": links, "api_keys": api_keys}
 
 
 def _no_content() -> Response:
@@ -80,7 +107,9 @@ async def healthz(store: StoreDep) -> dict[str, str]:
 
 @router.get("/admin/apps")
 async def list_apps(store: StoreDep) -> list[dict[str, Any]]:
-    return [_app_json(app, links) for app, links in await store.list_apps()]
+    apps = await store.list_apps()
+    counts = await store.api_key_counts([app.name for app, _ in apps])
+    return [_app_json(app, links, counts[app.name]) for app, links in apps]
 
 
 @router.post("/admin/apps", status_code=201)
@@ -99,7 +128,8 @@ async def add_app(body: AddApp, store: StoreDep) -> dict[str, Any]:
 
 @router.get("/admin/apps/{app}")
 async def get_app(app: AppPath, store: StoreDep) -> dict[str, Any]:
-    return _app_json(*await store.get_app(app))
+    record, links = await store.get_app(app)
+    return _app_json(record, links, (await store.api_key_counts([app]))[app])
 
 
 @router.delete("/admin/apps/{app}", status_code=204)
@@ -107,6 +137,25 @@ async def delete_app(app: AppPath, store: StoreDep) -> Response:
     await store.delete_app(app)
     logger.info("app %s deleted", app)
     return _no_content()
+
+
+@router.post("/admin/apps/{app}/keys", status_code=201)
+async def create_api_key(app: AppPath, store: StoreDep, response: Response) -> dict[str, Any]:
+    key = new_api_key(app)
+    digest = sha256_hex(key)
+    count = await store.add_api_key(app, digest)
+    logger.info("app %s: API key %s... created (%d keys)", app, digest[:8], count)
+    response.headers["Cache-Control"] = "no-store"  # shown once, kept by no cache
+    return {"app": app, "key": key, "key_sha256": digest, "api_keys": count}
+
+
+@router.delete("/admin/apps/{app}/keys/{key_sha256}")
+async def revoke_api_key(
+    app: AppPath, key_sha256: KeyDigestPath, store: StoreDep
+) -> dict[str, Any]:
+    count = await store.revoke_api_key(app, key_sha256)
+    logger.info("app %s: API key %s... revoked (%d keys left)", app, key_sha256[:8], count)
+    return {"app": app, "api_keys": count}
 
 
 @router.put("/admin/apps/{app}/cache")

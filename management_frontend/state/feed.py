@@ -28,6 +28,7 @@ class ChangeKind:
     LINKS = "links"  # an app's links changed ("app" field)
     MODEL = "model"  # a model or one of its versions changed ("model", "version" fields)
     REPLICAS = "replicas"  # desired replica count of a model version ("model", "version")
+    KEYS = "keys"  # an API key of an app was created or revoked ("app" field)
 
 
 class ChangeOp:
@@ -41,6 +42,8 @@ class ChangeOp:
     SET_CACHE = "set_cache"  # an app's prediction cache was turned on or off
     SET_POLICY = "set_policy"  # an app's selection policy or its parameters changed
     RESET_POLICY = "reset_policy"  # what an app's policy learned was forgotten ("uid"?)
+    ADD_KEY = "add_key"  # an API key was created for an app
+    REVOKE_KEY = "revoke_key"  # an API key of an app was revoked
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ class Keys:
         {p}:apps                              set    app names
         {p}:app:{app}                         hash   an App record
         {p}:app:{app}:links                   set    the app's arms: "model" or "model:version"
+        {p}:app:{app}:keys                    set    hex sha256 of each of the app's API keys
         {p}:app:{app}:policy:{epoch}          hash   learned selection-policy state
         {p}:app:{app}:policy:{epoch}:user:{uid}  hash  what one user's feedback added
         {p}:app:{app}:policy:{epoch}:seen:{id}   string  a feedback id already counted
@@ -62,6 +63,10 @@ class Keys:
 
     def links(self, app: str) -> str:
         return f"{self.prefix}:app:{app}:links"
+
+    def api_keys(self, app: str) -> str:
+        """The app's query API keys, each as its hex sha256 (never the key itself)."""
+        return f"{self.prefix}:app:{app}:keys"
 
     def policy_state(self, app: str, epoch: str, uid: str | None = None) -> str:
         """The app's learned policy state in ``epoch`` (the app's ``policy_epoch``), or

@@ -217,6 +217,8 @@ class Snapshot:
     links: dict[str, list[str]] = field(default_factory=dict)  # app -> arms (keys.parse_arm)
     models: dict[str, Model] = field(default_factory=dict)
     versions: dict[tuple[str, str], ModelVersion] = field(default_factory=dict)
+    # app -> hex sha256 of each of its API keys; an app without keys is open.
+    api_keys: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

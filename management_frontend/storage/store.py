@@ -255,30 +255,76 @@ class Store:
             )
             begin(pipe)
             pipe.hset(keys.app(app.name), mapping=as_fields(stored.to_hash()))
-            pipe.delete(keys.links(app.name))
+            pipe.delete(keys.links(app.name), keys.api_keys(app.name))
             pipe.sadd(keys.apps, app.name)
             publish(pipe, keys, ChangeKind.APP, ChangeOp.ADD, app=app.name)
             return stored
 
-        stored = await self.transact([keys.app(app.name), keys.links(app.name)], step)
+        watched = [keys.app(app.name), keys.links(app.name), keys.api_keys(app.name)]
+        stored = await self.transact(watched, step)
         # Whatever an earlier app of this name learned is not this app's.
         self.clean_up(app.name)
         return stored
 
     async def delete_app(self, name: str) -> None:
-        """Delete an app with its links and everything its policy learned."""
+        """Delete an app with its links, its API keys and everything its policy learned."""
         keys = self._keys
 
         async def step(pipe: Pipeline) -> None:
             if not await pipe.exists(keys.app(name)):
                 raise app_missing(name)
             begin(pipe)
-            pipe.delete(keys.app(name), keys.links(name))
+            pipe.delete(keys.app(name), keys.links(name), keys.api_keys(name))
             pipe.srem(keys.apps, name)
             publish(pipe, keys, ChangeKind.APP, ChangeOp.DELETE, app=name)
 
-        await self.transact([keys.app(name), keys.links(name)], step)
+        await self.transact([keys.app(name), keys.links(name), keys.api_keys(name)], step)
         self.clean_up(name)
+
+    # ------------------------------------------------------------------ API keys
+
+    async def add_api_key(self, app: str, key_sha256: str) -> int:
+        """Record a new API key of ``app`` by its hex sha256; how many keys it now has."""
+        keys = self._keys
+
+        async def step(pipe: Pipeline) -> int:
+            if not await pipe.exists(keys.app(app)):
+                raise app_missing(app)
+            count = int(await pipe.scard(keys.api_keys(app)))
+            begin(pipe)
+            pipe.sadd(keys.api_keys(app), key_sha256)
+            publish(pipe, keys, ChangeKind.KEYS, ChangeOp.ADD_KEY, app=app)
+            return count + 1
+
+        return await self.transact([keys.app(app), keys.api_keys(app)], step)
+
+    async def revoke_api_key(self, app: str, key_sha256: str) -> int:
+        """Forget an API key of ``app`` (by its hex sha256); how many keys are left."""
+        keys = self._keys
+
+        async def step(pipe: Pipeline) -> int:
+            if not await pipe.exists(keys.app(app)):
+                raise app_missing(app)
+            if not await pipe.sismember(keys.api_keys(app), key_sha256):
+                raise NotFound(
+                    f"app {app!r} has no such API key (already revoked, or another app's): "
+                    "send the key itself, or the hex sha256 create_api_key answered"
+                )
+            count = int(await pipe.scard(keys.api_keys(app)))
+            begin(pipe)
+            pipe.srem(keys.api_keys(app), key_sha256)
+            publish(pipe, keys, ChangeKind.KEYS, ChangeOp.REVOKE_KEY, app=app)
+            return count - 1
+
+        return await self.transact([keys.app(app), keys.api_keys(app)], step)
+
+    async def api_key_counts(self, apps: Sequence[str]) -> dict[str, int]:
+        """How many API keys each app has, in one round trip (never the hashes)."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for app in apps:
+                pipe.scard(self._keys.api_keys(app))
+            counts = await pipe.execute()
+        return {app: int(n) for app, n in zip(apps, counts, strict=True)}
 
     async def set_app_cache(self, name: str, enabled: bool) -> App:
         """Turn an app's prediction cache on or off; query frontends follow the feed."""

@@ -7,6 +7,8 @@
 ``inputs``     request bodies parsed and checked into the items a batch carries
 ``nesting``    how deeply a JSON body nests, measured on its bytes (the 64-level limit)
 ``endpoints``  the Starlette routes: ``/healthz``, ``/status``, ``/metrics``
+``auth``       per-app API keys on predict and update; the admin token on status, metrics
+``metrics_port``  ``/metrics`` alone, without authentication, on ``--metrics-port``
 ``state``      ``FrontendState``: what the handlers share, one per process
 ``slow_clients``  the HTTP protocol uvicorn serves with: deadlines for a request's
                headers and body, so slow clients cannot hold connections

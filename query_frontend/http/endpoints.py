@@ -1,8 +1,9 @@
 """The query frontend's HTTP endpoints other than predict: health, status and metrics.
 
-These are Starlette routes; ``POST /{app}/predict`` and ``POST /{app}/update`` are served
-by ``predict.py`` and ``update.py`` before a request reaches Starlette (see
-``query_frontend.app.FrontDoor``).
+These are Starlette routes; ``/status`` and ``/metrics`` need the admin token
+(``auth.admin_only``), ``/healthz`` does not. ``POST /{app}/predict`` and
+``POST /{app}/update`` are served by ``predict.py`` and ``update.py`` before a request
+reaches Starlette (see ``query_frontend.app.FrontDoor``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from starlette.routing import Route
 
 from management_frontend.state.keys import arm_name
 from query_frontend.http.asgi import error
+from query_frontend.http.auth import admin_only
 from query_frontend.http.state import FrontendState
 from query_frontend.routing import table
 
@@ -56,6 +58,8 @@ def _route_json(route: table.Route) -> dict[str, object]:
         "reason": route.no_model_reason or None,
         "slo_micros": route.app.slo_micros,
         "cache_enabled": route.app.cache_enabled,
+        # Whether predict and update need an API key (how many: the management API says).
+        "api_keys": bool(route.key_hashes),
     }
 
 
@@ -66,6 +70,6 @@ async def metrics(request: Request) -> Response:
 
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
-    Route("/status", status, methods=["GET"]),
+    Route("/metrics", admin_only(metrics), methods=["GET"]),
+    Route("/status", admin_only(status), methods=["GET"]),
 ]

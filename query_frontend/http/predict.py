@@ -31,6 +31,7 @@ from query_frontend.http.asgi import (
     refused,
     send_reply,
 )
+from query_frontend.http.auth import key_refusal
 from query_frontend.http.inputs import InputError, TooManyItemsError, items_of, load_object, user_id
 from query_frontend.http.state import FrontendState
 from query_frontend.queries import Expired, Failure, Outcome
@@ -51,6 +52,10 @@ async def handle_predict(
         state.metrics.rejected(404)
         msg = f"no application named '{app_name}' is registered"
         await send_reply(send, error(404, "not_found", msg))
+        return
+    if route.key_hashes and (refusal := key_refusal(state, route, scope)) is not None:
+        state.metrics.request(app_name, refusal.status, loop.time() - arrival, [])
+        await send_reply(send, refusal)
         return
     outcomes: list[Outcome] = []
     try:

@@ -11,6 +11,7 @@ import itertools
 import random
 from dataclasses import dataclass, field
 
+from model_container.bearer import AdminTokenCheck
 from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.batching.evaluate import Evaluator
 from query_frontend.caching.cache import PredictionCache
@@ -30,6 +31,8 @@ class FrontendState:
     policies: PolicyStates
     query_ids: itertools.count[int] = field(default_factory=itertools.count)
     rng: random.Random = field(default_factory=random.Random)
+    # Who may read /status and /metrics: the cluster's admin token, by its hash on disk.
+    admin_token: AdminTokenCheck = field(default_factory=lambda: AdminTokenCheck(None))
     # The cache and the dispatcher as one model version's evaluation reaches them.
     evaluator: Evaluator = field(init=False)
 

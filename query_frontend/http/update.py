@@ -38,6 +38,7 @@ from query_frontend.http.asgi import (
     refused,
     send_reply,
 )
+from query_frontend.http.auth import key_refusal
 from query_frontend.http.inputs import InputError, convert, load_object, user_id
 from query_frontend.http.state import FrontendState
 from query_frontend.queries import Failure
@@ -70,6 +71,9 @@ async def handle_update(
     if route is None:
         msg = f"no application named '{app_name}' is registered"
         await send_reply(send, error(404, "not_found", msg))
+        return
+    if route.key_hashes and (refusal := key_refusal(state, route, scope)) is not None:
+        await send_reply(send, refusal)
         return
     try:
         reply = await _update(state, route, scope, receive)

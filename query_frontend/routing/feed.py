@@ -7,7 +7,8 @@ id, so it is replayed; applying an entry whose effect the snapshot already holds
 harmless, because an entry only names what to re-read.
 
 The snapshot takes three round trips however many apps and models there are: the two
-name sets, then every app, link set, model and version list, then every version record,
+name sets, then every app, link set, API key set, model and version list, then every
+version record,
 each in one pipeline (no MULTI: the snapshot need not be atomic).
 """
 
@@ -56,13 +57,19 @@ async def read_snapshot(r: aioredis.Redis, keys: Keys) -> Snapshot:
         for name in model_names:
             pipe.hgetall(keys.model(name))
             pipe.zrange(keys.versions(name), 0, -1)
+        for name in app_names:
+            pipe.smembers(keys.api_keys(name))
         replies = await pipe.execute()
+        n_apps, n_models = len(app_names), len(model_names)
         snap = Snapshot()
-        for app, links in apps_with_links(replies[: 2 * len(app_names)]):
+        for app, links in apps_with_links(replies[: 2 * n_apps]):
             snap.apps[app.name] = app
             snap.links[app.name] = links
-        for model in models_with_versions(replies[2 * len(app_names) :]):
+        for model in models_with_versions(replies[2 * n_apps : 2 * (n_apps + n_models)]):
             snap.models[model.name] = model
+        for name, digests in zip(app_names, replies[2 * (n_apps + n_models) :], strict=True):
+            if digests and name in snap.apps:
+                snap.api_keys[name] = frozenset(text(d) for d in digests)
         wanted = [(m.name, v) for m in snap.models.values() for v in m.versions]
         for name, version in wanted:
             pipe.hgetall(keys.version(name, version))

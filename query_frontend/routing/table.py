@@ -9,6 +9,7 @@ backoff; routing keeps the last known table meanwhile.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ class Route:
     params: PolicyParams = field(default_factory=PolicyParams)
     # JSON list of model_key's label, spliced into every answer of a single-model app.
     models_json: bytes = b"[]"
+    # Hex sha256 of each of the app's API keys; empty: the app is open to anyone.
+    key_hashes: frozenset[str] = frozenset()
 
     @property
     def policy(self) -> str:
@@ -93,7 +96,16 @@ def build_route(snap: Snapshot, app: App) -> Route:
 
 
 def build_routes(snap: Snapshot) -> dict[str, Route]:
-    return {name: build_route(snap, app) for name, app in snap.apps.items()}
+    routes = {name: build_route(snap, app) for name, app in snap.apps.items()}
+    for name, digests in snap.api_keys.items():
+        if name in routes:
+            routes[name] = dataclasses.replace(routes[name], key_hashes=digests)
+    return routes
+
+
+def key_owners(snap: Snapshot) -> dict[str, str]:
+    """Each API key's hex sha256 -> the app it belongs to (to tell 403 from 401)."""
+    return {digest: app for app, digests in snap.api_keys.items() for digest in digests}
 
 
 def tightest_slos(routes: Iterable[Route]) -> dict[ModelKey, float]:
@@ -112,6 +124,7 @@ class RoutingTable:
 
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
+        self.key_owners: dict[str, str] = {}
         self.snapshot = Snapshot()
         self.ready = asyncio.Event()
         self.listeners: list[Callable[[Snapshot], None]] = []
@@ -120,6 +133,7 @@ class RoutingTable:
 
     def apply(self, snap: Snapshot) -> None:
         self.snapshot = snap
+        self.key_owners = key_owners(snap)
         self.routes = build_routes(snap)
         for listener in self.listeners:
             listener(snap)

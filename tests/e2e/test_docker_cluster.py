@@ -189,6 +189,42 @@ def test_rollback_changes_the_outputs(conn: Connection) -> None:
     eventually(lambda: output_of(conn, "versions", [1.0]) == "v2", what="forward to 2")
 
 
+def test_every_container_runs_as_an_unprivileged_user(conn: Connection, docker_client: Any) -> None:
+    """No process of the cluster is root or holds a capability, and none can gain one;
+    the model still loads from its image and answers, and Redis writes its volume."""
+    conn.register_application("unprivileged", "doubles", -1, 2_000_000)
+    deploy_python_closure(
+        conn, "whoami-uid", "1", "doubles", lambda xs: [__import__("os").getuid()] * len(xs)
+    )
+    conn.link_model_to_app("unprivileged", "whoami-uid")
+    assert output_of(conn, "unprivileged", [1.0]) == 10001
+
+    cluster = conn.cm.cluster_name  # type: ignore[attr-defined]
+    found = {c.labels["schooner.role"]: c for c in containers(docker_client, cluster)}
+    assert {"redis", "management", "query", "replica"} <= set(found)
+    for role, container in found.items():
+        host = container.attrs["HostConfig"]
+        assert host["CapDrop"] == ["ALL"], role
+        assert "no-new-privileges" in host["SecurityOpt"], role
+        # Every process in the container, as the kernel sees it (pid 1 and the server).
+        code, out = container.exec_run(
+            ["sh", "-c", "grep -h -E '^(Uid|CapEff|CapPrm|NoNewPrivs):' /proc/[0-9]*/status"]
+        )
+        assert code == 0, out
+        lines = [line.split() for line in out.decode().splitlines()]
+        assert lines, role
+        for field, *values in lines:
+            if field == "Uid:":
+                assert all(int(v) == 10001 for v in values), (role, values)
+            elif field == "NoNewPrivs:":
+                assert values == ["1"], (role, values)
+            else:
+                assert int(values[0], 16) == 0, (role, field, values)
+    # Redis keeps its append-only file in the volume, as its user.
+    code, out = found["redis"].exec_run(["sh", "-c", "stat -c '%u' /data/appendonlydir"])
+    assert (code, out.decode().strip()) == (0, "10001")
+
+
 def test_scale_to_two_replicas_and_back(conn: Connection, docker_client: Any) -> None:
     cluster = conn.cm.cluster_name  # type: ignore[attr-defined]
     conn.register_application("scaled", "doubles", -1, 5_000_000)
@@ -390,3 +426,57 @@ def test_stop_all_stops_only_its_cluster_and_start_brings_everything_back(
         second.cm.destroy()  # type: ignore[attr-defined]
     assert containers(docker_client, name) == []
     assert not docker_client.volumes.list(filters={"label": f"schooner.cluster={name}"})
+
+
+def test_a_tls_cluster_serves_https_verified_by_its_ca(
+    docker_client: Any, session_id: str, tmp_path: Path
+) -> None:
+    """The certificate and key are mounted into containers that run as uid 10001: the
+    key is given to that group (0640), as docs/deploy say."""
+    import ssl
+
+    import trustme
+
+    from admin import TLSVerificationError
+    from admin._http import ManagementClient
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    issued.cert_chain_pems[0].write_to_path(str(cert_file))
+    issued.private_key_pem.write_to_path(str(key_file))
+    os.chown(key_file, -1, 10001)
+    key_file.chmod(0o640)
+
+    name = f"e2e-{session_id}-tls"
+    cm = DockerContainerManager(
+        name,
+        network_mode="host",
+        base_image=os.environ.get("SCHOONER_TEST_BASE_IMAGE", "schooner/base-python:3.11"),
+        tls_certfile=cert_file,
+        tls_keyfile=key_file,
+        tls_ca=ca_file,
+        **cluster_ports(),
+    )
+    tls = Connection(cm, deploy_timeout=120)
+    try:
+        tls.start()
+        assert cm.query_url.startswith("https://")
+        tls.register_application("secure", "doubles", -1, 2_000_000)
+        deploy_python_closure(tls, "sum", "1", "doubles", lambda xs: [sum(x) for x in xs])
+        tls.link_model_to_app("secure", "sum")
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(ca_file))) as client:
+            r = client.post(f"{cm.query_url}/secure/predict", json={"input": [1.0, 2.0]})
+        assert r.status_code == 200, r.text
+        assert r.json()["output"] == 3.0
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://{cm.get_query_addr()}/healthz", timeout=5)
+        with (
+            ManagementClient(cm.management_url) as untrusting,
+            pytest.raises(TLSVerificationError, match="tls_ca="),
+        ):
+            untrusting.list_apps()
+    finally:
+        tls.close()
+        cm.destroy()

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from credentials import ClusterSecrets, make_cluster_secrets
 from polling import eventually
 from ports import free_port
 
@@ -41,6 +42,11 @@ Spawn = Callable[..., subprocess.Popen[bytes]]
 @pytest.fixture
 def logs(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def secrets(tmp_path: Path) -> ClusterSecrets:
+    return make_cluster_secrets(tmp_path)
 
 
 @pytest.fixture
@@ -75,10 +81,11 @@ def spawn(logs: Path) -> Iterator[Spawn]:
 DEADLINES = ("--header-timeout", "1", "--body-timeout", "2")
 
 
-def start_management(redis_url: str, spawn: Spawn) -> str:
+def start_management(redis_url: str, spawn: Spawn, secrets: ClusterSecrets) -> str:
     port = free_port()
     spawn("management", "-m", "management_frontend", "--redis-url", redis_url,
-          "--host", "127.0.0.1", "--port", str(port), *DEADLINES)  # fmt: skip
+          "--host", "127.0.0.1", "--port", str(port), *DEADLINES,
+          "--secrets-dir", str(secrets.frontend_dir))  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     with httpx.Client(timeout=10) as http:
         eventually(lambda: http.get(f"{url}/healthz").status_code == 200, "management up",
@@ -86,12 +93,13 @@ def start_management(redis_url: str, spawn: Spawn) -> str:
     return url
 
 
-def start_query(redis_url: str, spawn: Spawn) -> tuple[str, str]:
+def start_query(redis_url: str, spawn: Spawn, secrets: ClusterSecrets) -> tuple[str, str]:
     """A query frontend: its HTTP URL and RPC address."""
     http_port, rpc_port = free_port(), free_port()
     spawn("query-frontend", "-m", "query_frontend", "--redis-url", redis_url,
           "--host", "127.0.0.1", "--port", str(http_port), "--rpc-host", "127.0.0.1",
-          "--rpc-port", str(rpc_port), *DEADLINES)  # fmt: skip
+          "--rpc-port", str(rpc_port), *DEADLINES,
+          "--secrets-dir", str(secrets.frontend_dir))  # fmt: skip
     url = f"http://127.0.0.1:{http_port}"
     with httpx.Client(timeout=10) as http:
         eventually(lambda: http.get(f"{url}/healthz").status_code == 200, "query frontend up",
@@ -150,14 +158,14 @@ def half_a_body(path: str) -> bytes:
 
 @pytest.mark.parametrize("server", ["query", "management"])
 def test_connections_that_never_finish_their_request_are_closed(
-    redis_url: str, spawn: Spawn, server: str
+    redis_url: str, spawn: Spawn, secrets: ClusterSecrets, server: str
 ) -> None:
     """Row 8: 500 connections that never finished their headers were all held open."""
     if server == "query":
-        url, _ = start_query(redis_url, spawn)
+        url, _ = start_query(redis_url, spawn, secrets)
         path = "/app/predict"
     else:
-        url = start_management(redis_url, spawn)
+        url = start_management(redis_url, spawn, secrets)
         path = "/admin/apps"
     port = int(url.rsplit(":", 1)[1])
     # Connections that send nothing, part of their headers, or part of their body.
@@ -198,18 +206,18 @@ def models() -> dict[str, Callable[[Any], Any]]:
 
 
 @pytest.fixture
-def cluster(redis_url: str, spawn: Spawn, logs: Path) -> str:
+def cluster(redis_url: str, spawn: Spawn, logs: Path, secrets: ClusterSecrets) -> str:
     """A query frontend serving apps "echo" (json), "sums" (floats), "leaky" and
     "leaky-dev" (doubles; the model raises, and "leaky-dev" exposes model errors)."""
-    mgmt = start_management(redis_url, spawn)
-    query, rpc = start_query(redis_url, spawn)
+    mgmt = start_management(redis_url, spawn, secrets)
+    query, rpc = start_query(redis_url, spawn, secrets)
     apps = [
         ("echo", "json", "echo-model", {}),
         ("sums", "floats", "sum-model", {}),
         ("leaky", "doubles", "leaky-model", {}),
         ("leaky-dev", "doubles", "leaky-model", {"expose_model_errors": True}),
     ]
-    with httpx.Client(timeout=10) as http:
+    with httpx.Client(timeout=10, headers=secrets.admin_headers) as http:
         started: set[str] = set()
         for app, input_type, model, extra in apps:
             body = {"name": app, "input_type": input_type, "default_output": "late",
@@ -222,7 +230,8 @@ def cluster(redis_url: str, spawn: Spawn, logs: Path) -> str:
                 bundle = logs / f"{model}-bundle"
                 write_closure_bundle(bundle, models()[model], InputType(input_type), ["numpy"])
                 spawn(model, "-m", "model_container", "--bundle", str(bundle), "--frontend", rpc,
-                      "--name", model, "--version", "1", "--replica-id", f"{model}-0")  # fmt: skip
+                      "--name", model, "--version", "1", "--replica-id", f"{model}-0",
+                      "--secrets-dir", str(secrets.replica_dir))  # fmt: skip
             link = http.post(f"{mgmt}/admin/apps/{app}/links", json={"model_name": model})
             assert link.status_code == 200, link.text
         for app, value in [("echo", 1), ("sums", [1.0]), ("leaky", [1.0]), ("leaky-dev", [1.0])]:

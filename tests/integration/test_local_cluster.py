@@ -454,7 +454,12 @@ def test_metrics_count_requests_answers_batches_and_cache(conn: Connection) -> N
 
     def scrape() -> Callable[..., float]:
         """The frontend's counters now: ``value(name, **labels)``."""
-        text = httpx.get(f"http://{conn.get_query_addr()}/metrics", timeout=5).text
+        token = conn.cm.admin_token()  # /metrics on the query port is the operator's
+        text = httpx.get(
+            f"http://{conn.get_query_addr()}/metrics",
+            timeout=5,
+            headers={"Authorization": f"Bearer {token}"},
+        ).text
         samples = {
             (s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text)
@@ -527,3 +532,102 @@ def test_killing_a_replica_under_load_loses_no_query(conn: Connection) -> None:
         assert body["output"] == float(i) or (body["default"] and body["output"] == "fallback")
     predictions = sum(1 for _, body in answers if not body["default"])
     assert predictions >= 550, f"only {predictions} of 600 were predictions"
+
+
+def test_a_session_is_authenticated_end_to_end_and_leaves_no_secret_in_any_log(
+    tmp_path: Path,
+    local_manager: Callable[..., LocalContainerManager],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The notebook flow unchanged, the admin token found by the client, refused to
+    anyone without it, rotated live; API keys close an app; no log holds a secret."""
+    from admin import AuthenticationError
+    from admin import cli as schooner
+
+    monkeypatch.delenv("SCHOONER_ADMIN_TOKEN", raising=False)
+    cm = local_manager(tmp_path / "cluster")
+    conn = Connection(cm)
+    conn.start()
+    secrets: list[str] = []
+    try:
+        token_file = cm.data_dir / "admin-token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        first = cm.admin_token()
+        secrets.append(first)
+        mgmt, query = f"http://{conn.get_management_addr()}", f"http://{conn.get_query_addr()}"
+        # Anyone else: 401 and nothing stored (row 1 of issue 12).
+        evil = {"name": "evil", "version": "666", "input_type": "doubles", "num_replicas": 1}
+        for headers in ({}, {"Authorization": "Bearer guessed"}):
+            r = httpx.post(f"{mgmt}/admin/models", json=evil, headers=headers, timeout=5)
+            assert r.status_code == 401, r.text
+            assert httpx.get(f"{query}/status", headers=headers, timeout=5).status_code == 401
+            assert (
+                httpx.get(f"{mgmt}/admin/replicas", headers=headers, timeout=5).status_code == 401
+            )
+        assert httpx.get(f"{mgmt}/healthz", timeout=5).status_code == 200
+        assert "evil:666" not in conn.get_all_models()
+
+        # The notebook flow, as before; then a key closes the app.
+        conn.register_application("keyed", "doubles", "-1", 2_000_000)
+        deploy_python_closure(conn, "keyed-sum", "1", "doubles", lambda xs: [sum(x) for x in xs])
+        conn.link_model_to_app("keyed", "keyed-sum")
+        assert output_of(conn, "keyed", [1.0, 2.0]) == 3.0
+        key = conn.create_api_key("keyed")
+        secrets.append(key)
+        assert (conn.get_app_info("keyed") or {})["api_keys"] == 1
+        eventually(lambda: predict(conn, "keyed", {"input": [1.0]}).status_code == 401, "closed")
+        ok = httpx.post(
+            f"{query}/keyed/predict",
+            json={"input": [1.0, 2.0]},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        assert ok.status_code == 200 and ok.json()["output"] == 3.0
+
+        # The CLI finds the token too, and makes keys; the key goes to stdout only.
+        data_dir = ["--data-dir", str(cm.data_dir)]
+        assert schooner.main(["create-api-key", "keyed", *data_dir]) == 0
+        cli_key = capsys.readouterr().out.strip()
+        secrets.append(cli_key)
+        assert cli_key.startswith("sk-keyed-")
+        conn.revoke_api_key("keyed", cli_key)
+
+        # Rotation: the connection keeps working, the old token is refused everywhere.
+        conn.rotate_admin_token()
+        second = cm.admin_token()
+        secrets.append(second)
+        assert second != first
+        old = {"Authorization": f"Bearer {first}"}
+        assert httpx.get(f"{mgmt}/admin/apps", headers=old, timeout=5).status_code == 401
+        assert httpx.get(f"{query}/status", headers=old, timeout=5).status_code == 401
+        replica_metrics = [u for n, u in cm.metrics_urls().items() if n.startswith("replica-")]
+        for url in replica_metrics:
+            eventually(
+                lambda url=url: httpx.get(url, headers=old, timeout=5).status_code == 401,
+                "the replica refuses the old token",
+            )
+            new = {"Authorization": f"Bearer {second}"}
+            assert httpx.get(url, headers=new, timeout=5).status_code == 200
+        conn.register_application("after-rotation", "doubles", "-1", 100_000)
+        assert "after-rotation" in conn.get_all_apps()
+        # A new connection reads the new token; an override with the old one is refused,
+        # saying where it came from, without showing it.
+        with Connection(cm) as other:
+            other.connect()
+            assert "keyed" in other.get_all_apps()
+        monkeypatch.setenv("SCHOONER_ADMIN_TOKEN", first)
+        with Connection(cm) as stale:
+            stale.connect()
+            with pytest.raises(AuthenticationError) as info:
+                stale.get_all_apps()
+        assert "SCHOONER_ADMIN_TOKEN" in str(info.value) and first not in str(info.value)
+        monkeypatch.delenv("SCHOONER_ADMIN_TOKEN")
+    finally:
+        conn.stop_all()
+    logs = list((cm.data_dir / "logs").glob("*.log"))
+    assert logs
+    for log in logs:
+        text = log.read_text(errors="replace")
+        for secret in secrets:
+            assert secret not in text, f"a secret is in {log.name}"

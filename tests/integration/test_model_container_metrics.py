@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from credentials import make_cluster_secrets
 from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend
 from polling import eventually
 from ports import free_port, free_ports
@@ -46,8 +47,8 @@ def make_model() -> Callable[[Any], Any]:
     return model
 
 
-def scrape(url: str) -> Samples:
-    response = httpx.get(url, timeout=5)
+def scrape(url: str, token: str) -> Samples:
+    response = httpx.get(url, timeout=5, headers={"Authorization": f"Bearer {token}"})
     response.raise_for_status()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -105,10 +106,13 @@ def start_container(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[b
 
 
 def test_metrics_endpoint_counts_batches_inputs_and_errors(
-    start_container: Callable[..., subprocess.Popen[bytes]], frontend: FakeFrontend
+    start_container: Callable[..., subprocess.Popen[bytes]], frontend: FakeFrontend, tmp_path: Path
 ) -> None:
     port = free_port()
+    secrets = make_cluster_secrets(tmp_path)
+    token = secrets.admin_token
     start_container(
+        secrets_dir=secrets.replica_dir,
         frontend=frontend.address,
         name="summer",
         version="v3",
@@ -119,7 +123,10 @@ def test_metrics_endpoint_counts_batches_inputs_and_errors(
     url = f"http://127.0.0.1:{port}/metrics"
     identity, _ = frontend.expect(Hello, STARTUP_S)
     # The endpoint is up before registration, and says so.
-    before = scrape(url)
+    before = scrape(url, token)
+    # Without the admin token, nothing: a 401 that does not show the metrics.
+    anonymous = httpx.get(url, timeout=5)
+    assert anonymous.status_code == 401 and "schooner_model" not in anonymous.text
     assert value(before, "schooner_model_frontend_connected") == 0
     assert value(before, "schooner_model_batches_total") == 0
     info = {"model": "summer", "version": "v3", "input_type": "doubles", "replica": "summer-0"}
@@ -135,10 +142,10 @@ def test_metrics_endpoint_counts_batches_inputs_and_errors(
     assert frontend.expect(Result)[1].batch_id == 3
 
     def counted() -> bool:
-        return value(scrape(url), "schooner_model_batches_total") == 3
+        return value(scrape(url, token), "schooner_model_batches_total") == 3
 
     eventually(counted, "three batches counted")
-    after = scrape(url)
+    after = scrape(url, token)
     assert value(after, "schooner_model_predictions_total") == 4
     assert value(after, "schooner_model_errors_total", kind="model_raised") == 1
     assert value(after, "schooner_model_errors_total", kind="bad_output") == 0
@@ -197,12 +204,16 @@ def test_local_replicas_each_serve_metrics(tmp_path: Path) -> None:
         assert sorted(urls) == ["query", "replica-meter-1-r0", "replica-meter-1-r1"]
         assert all(u.startswith("http://127.0.0.1:") for u in replica_urls)
 
+        token = cm.admin_token()
+        for url in urls.values():  # every scrape needs the admin token
+            assert httpx.get(url, timeout=5).status_code == 401
+
         def total(name: str) -> float:
-            return sum(summed(scrape(u), name) for u in replica_urls)
+            return sum(summed(scrape(u, token), name) for u in replica_urls)
 
         eventually(lambda: total("schooner_model_predictions_total") == 10, "10 predictions")
         for index, url in enumerate(replica_urls):
-            samples = scrape(url)
+            samples = scrape(url, token)
             info = {
                 "model": "meter",
                 "version": "1",
@@ -212,7 +223,7 @@ def test_local_replicas_each_serve_metrics(tmp_path: Path) -> None:
             assert value(samples, "schooner_model_info", **info) == 1
             assert value(samples, "schooner_model_frontend_connected") == 1
         assert total("schooner_model_errors_total") == 0
-        frontend_view = scrape(urls["query"])
+        frontend_view = scrape(urls["query"], token)
         batches = value(frontend_view, "schooner_batch_size_count", model="meter", version="1")
         assert total("schooner_model_batches_total") == batches
     finally:

@@ -14,6 +14,7 @@ from admin import (
 )
 
 PUBLIC_API = [
+    "AuthenticationError",
     "ClusterAlreadyRunningError",
     "ClusterNotRunningError",
     "ConflictError",
@@ -34,6 +35,7 @@ PUBLIC_API = [
     "RequestTimeoutError",
     "SchoonerError",
     "ServiceUnavailableError",
+    "TLSVerificationError",
 ]
 
 

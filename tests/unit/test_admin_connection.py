@@ -7,6 +7,7 @@ registered for a model the replicas cannot load; register, start, wait, then swi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from admin import (
+    AuthenticationError,
     ConflictError,
     Connection,
     ContainerManager,
@@ -32,6 +34,9 @@ from admin import (
 from admin.deployers.python import deploy_python_closure
 from admin.deployers.sklearn import deploy_sklearn_model
 from model_container.bundle import write_closure_bundle
+
+# The admin token the fake cluster keeps, and the one its API takes.
+FAKE_TOKEN = "fake-admin-token"
 
 
 class FakeSchooner:
@@ -57,6 +62,8 @@ class FakeSchooner:
         self.status_view: dict[str, dict[str, Any]] = {}
         self.status_lag = 0  # /status answers that still show the state before a change
         self.old_status = False
+        self.token = FAKE_TOKEN  # what every path but /healthz needs as a bearer token
+        self.keys: dict[str, set[str]] = {}  # app -> sha256 of its API keys
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -92,6 +99,7 @@ class FakeSchooner:
                 "reason": None,
                 "slo_micros": record.get("slo_micros", 100000),
                 "cache_enabled": record.get("cache_enabled", True),
+                "api_keys": bool(self.keys.get(app)),
             }
         return apps
 
@@ -103,7 +111,21 @@ class FakeSchooner:
         self.events.append(f"{request.method} {target}")
         self.bodies.append(body)
         parts = path.strip("/").split("/")
+        if path != "/healthz" and request.headers.get("authorization") != f"Bearer {self.token}":
+            message = "this endpoint needs the cluster's admin token (SCHOONER_ADMIN_TOKEN)"
+            return httpx.Response(401, json={"error": "unauthorized", "message": message})
         match request.method, parts:
+            case "POST", ["admin", "apps", app, "keys"] if app in self.apps:
+                key = f"sk-{app}-" + "k" * 43
+                digest = hashlib.sha256(key.encode()).hexdigest()
+                self.keys.setdefault(app, set()).add(digest)
+                body = {"app": app, "key": key, "key_sha256": digest, "api_keys": 1}
+                return httpx.Response(201, json=body)
+            case "DELETE", ["admin", "apps", app, "keys", digest] if digest in self.keys.get(
+                app, set()
+            ):
+                self.keys[app].discard(digest)
+                return httpx.Response(200, json={"app": app, "api_keys": len(self.keys[app])})
             case "GET", ["healthz"]:
                 return httpx.Response(200, json={"status": "ok"})
             case "GET", ["status"]:
@@ -184,6 +206,14 @@ class FakeContainerManager(ContainerManager):
 
     def start_cluster(self) -> None:
         self.api.events.append("cm.start_cluster")
+
+    def admin_token(self) -> str:
+        return self.api.token
+
+    def rotate_admin_token(self) -> str:
+        self.api.events.append("cm.rotate_admin_token")
+        self.api.token = "rotated-" + self.api.token
+        return self.api.token
 
     def connect(self) -> None:
         self.api.events.append("cm.connect")
@@ -313,6 +343,9 @@ def test_incompatible_pickle_is_refused_before_anything_is_registered(tmp_path: 
 
         def connect(self) -> None:
             pass
+
+        def admin_token(self) -> str:
+            return FAKE_TOKEN
 
     events: list[str] = []
     api = FakeSchooner(events)
@@ -674,3 +707,57 @@ def test_status_of_an_earlier_query_frontend_falls_back_to_the_apps_one_route() 
     assert _status.app_policy(OLD, "app") is None  # not reported: nothing to wait for
     assert _status.cache_state(OLD, "app") is True
     assert _status.cache_state(OLD, "other") is None
+
+
+# ------------------------------------------------------------------ the admin token
+
+
+def test_the_connection_sends_the_clusters_token_and_never_shows_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SCHOONER_ADMIN_TOKEN", raising=False)
+    conn, _, _ = connected()
+    assert conn.get_all_models() == []
+    assert conn.inspect_instance()["apps"] == {}
+    assert FAKE_TOKEN not in repr(conn) and FAKE_TOKEN not in repr(conn._api)
+
+
+def test_a_refused_token_is_an_authentication_error_saying_where_it_came_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCHOONER_ADMIN_TOKEN", "stale-token-from-env")
+    api = FakeSchooner([])
+    conn = Connection(FakeContainerManager(api), transport=api.transport())
+    conn.connect()  # /healthz needs no token
+    with pytest.raises(AuthenticationError) as info:
+        conn.get_all_apps()
+    message = str(info.value)
+    assert info.value.status_code == 401
+    assert "$SCHOONER_ADMIN_TOKEN" in message
+    assert "stale-token-from-env" not in message
+    # The environment overrides the cluster's token: with the right one, it works.
+    monkeypatch.setenv("SCHOONER_ADMIN_TOKEN", FAKE_TOKEN)
+    conn.connect()
+    assert conn.get_all_models() == []
+
+
+def test_rotating_the_token_keeps_the_connection_working(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SCHOONER_ADMIN_TOKEN", raising=False)
+    conn, api, events = connected()
+    conn.rotate_admin_token()
+    assert "cm.rotate_admin_token" in events and api.token != FAKE_TOKEN
+    assert conn.get_all_models() == []  # the new token is sent
+    old = httpx.Client(transport=api.transport(), headers={"Authorization": f"Bearer {FAKE_TOKEN}"})
+    with old:
+        assert old.get("http://fake-management:1338/admin/models").status_code == 401
+
+
+def test_api_keys_are_created_and_revoked_by_their_sha256() -> None:
+    conn, api, events = connected()
+    api.apps["app"] = {"name": "app"}
+    key = conn.create_api_key("app")
+    assert key.startswith("sk-app-")
+    conn.revoke_api_key("app", key)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    assert events[-1] == f"DELETE /admin/apps/app/keys/{digest}"
+    assert key not in " ".join(events)  # the key itself never travels again

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fake_kube_apiserver import FakeKubeAPIServer
-from test_admin_connection import FakeContainerManager, FakeSchooner
+from test_admin_connection import FAKE_TOKEN, FakeContainerManager, FakeSchooner
 
 from admin import (
     ClusterNotRunningError,
@@ -309,6 +309,9 @@ class RunningLocalManager(LocalContainerManager):
     def connect(self) -> None:
         pass
 
+    def admin_token(self) -> str:
+        return FAKE_TOKEN
+
 
 @pytest.fixture
 def cli_cluster(
@@ -343,6 +346,8 @@ COMMANDS = {
     "set-version": (["set-version", "m", "1"], 0),
     "set-policy": (["set-policy", "app", "exp3", "--param", "eta=0.2"], 0),
     "policy-state": (["policy-state", "app", "--json"], 0),
+    "create-api-key": (["create-api-key", "app"], 0),
+    "revoke an unknown key": (["revoke-api-key", "app", "0" * 64], 1),
 }
 
 
@@ -371,3 +376,27 @@ def test_a_cli_command_that_raises_still_closes_its_clients(
     with pytest.raises(RuntimeError, match="boom"):
         cli.main(["models"])
     assert http_clients and left_open(http_clients) == []
+
+
+def test_status_names_the_open_apps_when_the_query_port_is_reachable_from_elsewhere(
+    cli_cluster: FakeSchooner, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class OnEveryInterface(RunningLocalManager):
+        def connect(self) -> None:
+            self.host = "0.0.0.0"
+
+    cli_cluster.apps["closed"] = {"name": "closed", "policy": "single", "cache_enabled": True}
+    monkeypatch.setattr(cli, "LocalContainerManager", OnEveryInterface)
+    assert cli.main(["create-api-key", "closed"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith("sk-closed-")
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    warning = out.strip().splitlines()[-1]
+    assert warning.startswith("open to anyone") and ": app;" in warning
+    assert "closed" not in warning
+    assert key not in out
+    # On loopback only, nothing to warn about.
+    monkeypatch.setattr(cli, "LocalContainerManager", RunningLocalManager)
+    assert cli.main(["status"]) == 0
+    assert "open to anyone" not in capsys.readouterr().out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,9 +13,12 @@ import httpx
 import numpy as np
 import pytest
 import zmq
+from credentials import make_cluster_secrets
 from polling import eventually
 
+from admin.container_managers._credentials import new_token, write_private
 from model_container import ContainerConfig, ModelContainer, protocol
+from model_container import credentials as cred
 from model_container.cli import parse_args
 from model_container.metrics import ContainerMetrics, MetricsServer, MetricsServerError
 from model_container.protocol import Error, ErrorKind, InputType, Predict, Result
@@ -202,20 +206,57 @@ def test_the_worker_records_each_batch_it_answers(
 # ------------------------------------------------------------------ the endpoint
 
 
-def test_the_endpoint_serves_the_registry_and_releases_its_port() -> None:
+def test_the_endpoint_serves_the_registry_and_releases_its_port(tmp_path: Path) -> None:
+    secrets = make_cluster_secrets(tmp_path)
     m = metrics()
     m.batch_done(2, 0.001, Result(1, b"", b"", model_micros=100))
-    server = MetricsServer(m.registry, "127.0.0.1", 0)
+    server = MetricsServer(m.registry, "127.0.0.1", 0, secrets.replica_dir)
     try:
         assert server.url == f"http://127.0.0.1:{server.port}/metrics"
-        response = httpx.get(server.url, timeout=5)
+        response = httpx.get(server.url, timeout=5, headers=secrets.admin_headers)
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
         assert "schooner_model_predictions_total 2.0" in response.text
     finally:
         server.close()
     # The port is free again: a restarted endpoint gets it at once.
-    MetricsServer(m.registry, "127.0.0.1", server.port).close()
+    MetricsServer(m.registry, "127.0.0.1", server.port, secrets.replica_dir).close()
+
+
+def test_a_scrape_without_the_admin_token_is_401_and_shows_nothing(tmp_path: Path) -> None:
+    secrets = make_cluster_secrets(tmp_path)
+    m = metrics()
+    server = MetricsServer(m.registry, "127.0.0.1", 0, secrets.replica_dir)
+    try:
+        for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+            response = httpx.get(server.url, timeout=5, headers=headers)
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            assert response.json()["error"] == "unauthorized"
+            assert "schooner_model" not in response.text
+        # Rotated: the replica re-reads its hash; the new token works, the old one not.
+        new = new_token()
+        write_private(secrets.replica_dir / cred.ADMIN_TOKEN_SHA256, cred.sha256_hex(new))
+
+        def rotated() -> bool:
+            old = httpx.get(server.url, timeout=5, headers=secrets.admin_headers)
+            return old.status_code == 401
+
+        eventually(rotated, "the old token refused")
+        fresh = {"Authorization": f"Bearer {new}"}
+        assert httpx.get(server.url, timeout=5, headers=fresh).status_code == 200
+    finally:
+        server.close()
+
+
+def test_without_a_secrets_dir_every_scrape_is_refused() -> None:
+    server = MetricsServer(metrics().registry, "127.0.0.1", 0, None)
+    try:
+        response = httpx.get(server.url, timeout=5, headers={"Authorization": "Bearer x"})
+        assert response.status_code == 401
+        assert "--secrets-dir" in response.json()["message"]
+    finally:
+        server.close()
 
 
 def test_a_busy_port_is_a_clear_error() -> None:
@@ -224,7 +265,7 @@ def test_a_busy_port_is_a_clear_error() -> None:
         sock.listen()
         port = sock.getsockname()[1]
         with pytest.raises(MetricsServerError, match=rf"127\.0\.0\.1:{port}.*--metrics-port"):
-            MetricsServer(metrics().registry, "127.0.0.1", port)
+            MetricsServer(metrics().registry, "127.0.0.1", port, None)
 
 
 # ------------------------------------------------------------------ the command line

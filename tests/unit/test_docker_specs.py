@@ -8,6 +8,7 @@ labels, published ports and the addresses containers use to find each other.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -203,6 +204,76 @@ def test_the_manager_does_no_io_until_used() -> None:
     assert "host network" in repr(cm) and "network 'schooner-prod'" in repr(
         DockerContainerManager("prod")
     )
+
+
+# --------------------------------------------------------------------------- privileges, TLS
+
+
+def all_specs(s: ClusterSettings) -> dict[str, dict[str, Any]]:
+    return {
+        "redis": s.redis_spec("schooner/redis:abc"),
+        "management": s.with_tls(s.management_spec("f")),
+        "query": s.with_tls(s.query_spec("f")),
+        "replica": s.replica_spec(
+            "img", name="m", version="1", input_type="doubles", replica_id="m-1-r0"
+        ),
+    }
+
+
+def test_every_container_runs_as_the_images_user_with_no_capabilities() -> None:
+    for s in (network_settings(), host_settings()):
+        for role, spec in all_specs(s).items():
+            assert spec["user"] == "10001:10001", role
+            assert spec["cap_drop"] == ["ALL"], role
+            assert spec["security_opt"] == ["no-new-privileges"], role
+            assert "cap_add" not in spec and "privileged" not in spec, role
+
+
+def test_a_redis_image_of_the_users_own_keeps_its_user_and_what_its_entrypoint_needs() -> None:
+    spec = network_settings().redis_spec("redis:7", own_image=False)
+    assert "user" not in spec  # the official image starts as root and switches to "redis"
+    assert spec["cap_drop"] == ["ALL"]
+    assert spec["cap_add"] == ["CHOWN", "SETGID", "SETUID"]
+    assert spec["security_opt"] == ["no-new-privileges"]
+
+
+def test_tls_files_are_mounted_read_only_into_both_frontends_only() -> None:
+    s = network_settings(tls_certfile="/etc/schooner/cert.pem", tls_keyfile="/etc/schooner/key.pem")
+    specs_ = all_specs(s)
+    for role in ("management", "query"):
+        spec = specs_[role]
+        assert spec["volumes"] == {
+            "/etc/schooner/cert.pem": {"bind": "/run/schooner/tls/cert.pem", "mode": "ro"},
+            "/etc/schooner/key.pem": {"bind": "/run/schooner/tls/key.pem", "mode": "ro"},
+        }
+        assert _flag(spec["command"], "--tls-certfile") == "/run/schooner/tls/cert.pem"
+        assert _flag(spec["command"], "--tls-keyfile") == "/run/schooner/tls/key.pem"
+    for role in ("redis", "replica"):
+        assert "--tls-certfile" not in specs_[role]["command"]
+        assert "/etc/schooner/key.pem" not in specs_[role].get("volumes", {})
+    # Without TLS, nothing is mounted into the frontends.
+    plain = network_settings()
+    assert plain.with_tls(plain.query_spec("f")) == plain.query_spec("f")
+
+
+def test_a_tls_cluster_is_reached_over_https_and_connect_learns_it_from_the_label(
+    tmp_path: Path,
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cm = DockerContainerManager("tls", network_mode="host", tls_certfile=cert, tls_keyfile=key)
+    assert cm.management_url.startswith("https://127.0.0.1:")
+    assert cm.query_url.startswith("https://127.0.0.1:")
+    assert DockerContainerManager("plain").management_url.startswith("http://")
+    label = cm.settings.query_spec("f")["labels"]["schooner.settings"]
+    adopted = ClusterSettings("tls").adopt(label)
+    assert (adopted.tls, adopted.tls_certfile, adopted.tls_keyfile) == (True, str(cert), str(key))
+
+
+def test_a_certificate_without_its_key_is_refused_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequestError, match="tls_certfile= and tls_keyfile= together"):
+        DockerContainerManager("tls", tls_certfile=tmp_path / "cert.pem")
+    with pytest.raises(InvalidRequestError, match="tls_certfile= and tls_keyfile= together"):
+        DockerContainerManager("tls", tls_keyfile=tmp_path / "key.pem")
 
 
 # --------------------------------------------------------------------------- replica states

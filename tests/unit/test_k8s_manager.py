@@ -624,3 +624,29 @@ def test_the_api_servers_refusal_is_quoted() -> None:
     exc = ApiException(status=403, reason="Forbidden")
     exc.body = json.dumps({"message": 'deployments.apps is forbidden: User "u" cannot list'})
     assert _k8s_api._reason(exc) == 'HTTP 403: deployments.apps is forbidden: User "u" cannot list'
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def test_with_a_tls_secret_the_urls_are_https_and_connect_finds_it_out(
+    server: FakeKubeAPIServer,
+) -> None:
+    cm = manager(server, tls_secret="schooner-tls", management_addr="m.example.com:443")
+    cm.start_cluster()
+    assert cm.management_url == "https://m.example.com:443"
+    assert cm.query_url.startswith("https://")
+    # Another client that knows nothing of the Secret attaches over HTTPS all the same.
+    other = manager(server, frontend_image=None)
+    assert other.management_url.startswith("http://")
+    other.connect()
+    assert other.management_url.startswith("https://")
+    assert other.query_url.startswith("https://")
+
+
+def test_without_tls_connect_stays_on_http(
+    server: FakeKubeAPIServer, started: KubernetesContainerManager
+) -> None:
+    other = manager(server, frontend_image=None)
+    other.connect()
+    assert other.management_url.startswith("http://")

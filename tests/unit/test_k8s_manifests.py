@@ -11,6 +11,7 @@ very objects the manager creates for cluster "default" in namespace "schooner", 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -111,6 +112,7 @@ MANAGER_OPTIONS: list[dict[str, Any]] = [
             "query": {"requests": {"cpu": "1"}},
         },
     },
+    {"tls_secret": "schooner-tls"},
 ]
 
 
@@ -201,3 +203,33 @@ def test_the_autoscaler_scales_the_query_frontend_on_the_cpu_it_requests() -> No
     assert container["resources"]["requests"]["cpu"]
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl kustomize renders components")
+def test_the_tls_component_makes_the_frontends_the_manager_makes_with_a_tls_secret(
+    tmp_path: Path,
+) -> None:
+    base = Path(os.path.relpath(K8S_DIR, tmp_path)).as_posix()
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{base}]\ncomponents: [{base}/tls]\n", encoding="utf-8"
+    )
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    docs = {key(d): d for d in yaml.safe_load_all(out) if d}
+    s = KubeSettings("default", namespace="schooner", tls_secret="schooner-tls")
+    for obj in (
+        s.management_deployment(PLACEHOLDER_IMAGE),
+        s.query_deployment(PLACEHOLDER_IMAGE, autoscaled=True),
+    ):
+        doc = to_json(obj)
+        validate(docs[key(doc)])
+        assert docs[key(doc)] == doc, f"deploy/k8s/tls differs from the manager: {key(doc)}"
+    # Redis is untouched.
+    plain = KubeSettings("default", namespace="schooner")
+    redis = to_json(plain.redis_stateful_set(DEFAULT_REDIS_IMAGE))
+    assert docs[key(redis)] == redis

@@ -420,3 +420,48 @@ def test_model_pods_find_the_frontends_under_the_clusters_own_dns_domain() -> No
     assert env(c)["SCHOONER_FRONTEND"] == (
         "dns+tcp://schooner-prod-query-rpc.ml.svc.corp.internal:7000"
     )
+
+
+# --------------------------------------------------------------------------- privileges, TLS
+
+
+def test_every_pod_runs_non_root_with_the_runtimes_seccomp_profile() -> None:
+    for obj in all_objects(settings(tls_secret="schooner-tls")):
+        if obj.kind not in ("Deployment", "StatefulSet"):
+            continue
+        pod = obj.spec.template.spec.security_context
+        assert (pod.run_as_non_root, pod.run_as_user, pod.run_as_group) == (True, 10001, 10001)
+        assert pod.seccomp_profile.type == "RuntimeDefault"
+        for c in obj.spec.template.spec.containers:
+            assert c.security_context.allow_privilege_escalation is False
+            assert c.security_context.capabilities.drop == ["ALL"]
+            assert c.security_context.privileged is None  # never privileged
+
+
+def test_a_tls_secret_is_mounted_read_only_into_both_frontends_which_serve_https() -> None:
+    s = settings(tls_secret="schooner-tls")
+    for deployment in (s.management_deployment(IMAGE), s.query_deployment(IMAGE)):
+        pod = deployment.spec.template.spec
+        [c] = pod.containers
+        assert arg(c, "--tls-certfile") == "/run/schooner/tls/tls.crt"
+        assert arg(c, "--tls-keyfile") == "/run/schooner/tls/tls.key"
+        [mount] = c.volume_mounts
+        assert (mount.name, mount.mount_path, mount.read_only) == ("tls", specs.TLS_DIR, True)
+        [volume] = pod.volumes
+        assert volume.secret.secret_name == "schooner-tls"
+        # Readable by the pod's group (fsGroup 10001), by no one else.
+        assert volume.secret.default_mode == 0o440
+        assert c.readiness_probe.http_get.scheme == "HTTPS"
+    # Neither Redis nor the model pods get it.
+    for obj in (s.redis_stateful_set("redis:7"), model(s)):
+        assert not obj.spec.template.spec.volumes
+        assert "--tls-certfile" not in (obj.spec.template.spec.containers[0].args or [])
+
+
+def test_without_a_tls_secret_the_frontends_serve_plain_http() -> None:
+    s = settings()
+    for deployment in (s.management_deployment(IMAGE), s.query_deployment(IMAGE)):
+        pod = deployment.spec.template.spec
+        assert pod.volumes is None
+        assert "--tls-certfile" not in pod.containers[0].args
+        assert pod.containers[0].readiness_probe.http_get.scheme is None

@@ -7,14 +7,18 @@ what a selection policy learned (``linked_app``, ``learn``, ``learned_keys``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 import uvicorn
+from credentials import ClusterSecrets, make_cluster_secrets
 from polling import eventually_async
 
 from management_frontend import Config, create_app
@@ -27,8 +31,23 @@ KEYS = Keys()
 
 
 @asynccontextmanager
-async def serve(config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    """Serve the app with uvicorn on a free port in this loop; yield a client for it."""
+async def serve(
+    config: Config, secrets: ClusterSecrets | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Serve the app with uvicorn on a free port in this loop; yield a client for it that
+    sends the admin token. Without ``secrets`` (or a ``config.secrets_dir``), the
+    cluster's credentials are made for this one serving."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if secrets is None:
+            secrets = make_cluster_secrets(Path(tmp))
+        if config.secrets_dir is None:
+            config = dataclasses.replace(config, secrets_dir=str(secrets.frontend_dir))
+        async with _serve(config, secrets.admin_headers) as client:
+            yield client
+
+
+@asynccontextmanager
+async def _serve(config: Config, headers: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so,
     # and without it every answer waits for a delayed ACK (~40 ms).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -47,7 +66,9 @@ async def serve(config: Config) -> AsyncIterator[httpx.AsyncClient]:
 
         await eventually_async(started, "uvicorn to start", DEADLINE_S)
         port = sock.getsockname()[1]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=10, headers=headers
+        ) as client:
             yield client
     finally:
         server.should_exit = True

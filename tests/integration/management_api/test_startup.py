@@ -18,6 +18,7 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
+from credentials import make_cluster_secrets
 from polling import eventually, eventually_async
 from ports import free_port
 
@@ -114,8 +115,11 @@ def _start_entry_point(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 def test_entry_point_serves_and_shuts_down_gracefully(redis_url: str, tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "mf.log"
+    secrets = make_cluster_secrets(tmp_path)
     proc = _start_entry_point(
         [
+            "--secrets-dir",
+            str(secrets.frontend_dir),
             "--redis-url",
             redis_url,
             "--port",
@@ -140,7 +144,10 @@ def test_entry_point_serves_and_shuts_down_gracefully(redis_url: str, tmp_path: 
             DEADLINE_S,
             ignoring=(httpx.TransportError,),
         )
-        r = httpx.post(f"{base}/admin/apps", json=APP, timeout=5)
+        wrong = {"Authorization": f"Bearer {secrets.admin_token}x"}
+        refused = httpx.post(f"{base}/admin/apps", json=APP, timeout=5, headers=wrong)
+        assert refused.status_code == 401
+        r = httpx.post(f"{base}/admin/apps", json=APP, timeout=5, headers=secrets.admin_headers)
         assert r.status_code == 201, r.text
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         try:
@@ -159,12 +166,17 @@ def test_entry_point_serves_and_shuts_down_gracefully(redis_url: str, tmp_path: 
     text = log.read_text()
     assert "management frontend ready" in text
     assert "Application shutdown complete" in text and "management frontend stopped" in text
+    # At DEBUG, after a refused and an accepted request, the token is nowhere in the log.
+    assert "401 for POST /admin/apps" in text
+    assert secrets.admin_token not in text
 
 
 def test_entry_point_exits_when_redis_never_answers(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     log = tmp_path / "mf.log"
-    proc = _start_entry_point(["--redis-url", url, "--port", "0", "--redis-wait", "0.3"], log)
+    secrets = make_cluster_secrets(tmp_path)
+    args = ["--redis-url", url, "--port", "0", "--redis-wait", "0.3"]
+    proc = _start_entry_point([*args, "--secrets-dir", str(secrets.frontend_dir)], log)
     try:
         assert proc.wait(timeout=DEADLINE_S) == 3  # startup failed (2 is bad arguments)
     finally:
