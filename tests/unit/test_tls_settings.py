@@ -15,11 +15,12 @@ from query_frontend.__main__ import parse_args
 
 
 def test_the_management_frontend_takes_a_certificate_and_key_by_flag_or_environment() -> None:
-    config = parse_config(["--tls-certfile", "/c.pem", "--tls-keyfile", "/k.pem"], env={})
+    secrets = ["--secrets-dir", "/s"]
+    config = parse_config([*secrets, "--tls-certfile", "/c.pem", "--tls-keyfile", "/k.pem"], env={})
     assert (config.tls_certfile, config.tls_keyfile, config.scheme) == ("/c.pem", "/k.pem", "https")
     env = {"SCHOONER_TLS_CERTFILE": "/e.pem", "SCHOONER_TLS_KEYFILE": "/ek.pem"}
-    assert parse_config([], env=env).tls_certfile == "/e.pem"
-    assert parse_config([], env={}).scheme == "http"
+    assert parse_config(secrets, env=env).tls_certfile == "/e.pem"
+    assert parse_config(secrets, env={}).scheme == "http"
 
 
 def test_the_query_frontend_takes_a_certificate_and_key_by_flag_or_environment(
