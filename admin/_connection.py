@@ -29,6 +29,7 @@ from admin._closing import Closing
 from admin._deploy import Deployer
 from admin._http import DEFAULT_TIMEOUT, BatchSettings, JSONClient, JSONObject, ManagementClient
 from admin._names import (
+    check_default_output,
     check_flag,
     check_input_type,
     check_name,
@@ -257,7 +258,7 @@ class Connection(Closing):
         app = self._api.add_app(
             check_name(name, "application name"),
             check_input_type(input_type),
-            default_output,
+            check_default_output(default_output),
             slo_micros,
             policy,
             check_flag(cache_enabled, "cache_enabled"),

@@ -9,6 +9,7 @@ name like ``../x`` must never reach the file system.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -61,9 +62,34 @@ def check_input_type(input_type: object) -> str:
     return checked(rules.input_type, input_type).value
 
 
+# The management frontend's variable for its bound: an operator who raises it there sets
+# it for the client too (a LocalContainerManager's processes inherit it from the notebook).
+MAX_REPLICAS_ENV = "SCHOONER_MAX_REPLICAS"
+
+
+def max_replicas(env: Mapping[str, str] | None = None) -> int:
+    """The most replicas the client asks for: ``SCHOONER_MAX_REPLICAS``, else the
+    contract's default (64). The management frontend enforces its own bound anyway."""
+    raw = (os.environ if env is None else env).get(MAX_REPLICAS_ENV, "").strip()
+    if not raw:
+        return rules.DEFAULT_MAX_REPLICAS
+    if not raw.isdigit():
+        raise InvalidRequestError(
+            f"{MAX_REPLICAS_ENV}={raw!r} is not a replica count: set it to an integer >= 0"
+        )
+    return int(raw)
+
+
 def check_num_replicas(num_replicas: object) -> int:
-    """A replica count: an integer >= 0 (0 stops every replica)."""
-    return checked(rules.num_replicas, num_replicas)
+    """A replica count: an integer from 0 (which stops every replica) to
+    ``max_replicas()``."""
+    return checked(rules.num_replicas, num_replicas, max_replicas())
+
+
+def check_default_output(value: object) -> Any:
+    """An app's default output, refused here as the management API would refuse it:
+    a JSON value an answer can carry (``rules.default_output``)."""
+    return checked(rules.default_output, value)
 
 
 def check_user_id(uid: object) -> str | None:

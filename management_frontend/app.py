@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from management_frontend.api.auth import AdminAuthMiddleware
 from management_frontend.api.errors import BodyLimitMiddleware, install_error_handlers
+from management_frontend.api.openapi import install_openapi
 from management_frontend.api.routes import API_VERSION, router
 from management_frontend.config import Config
 from management_frontend.errors import StartupError
@@ -124,4 +125,5 @@ def create_app(config: Config) -> FastAPI:
     # Added last, so it runs first: nothing is read or answered before the token is checked.
     app.add_middleware(AdminAuthMiddleware, check=admin_token)
     app.include_router(router)
+    install_openapi(app)
     return app

@@ -19,6 +19,7 @@ from management_frontend.api.slow_clients import deadline_protocol
 from management_frontend.app import create_app
 from management_frontend.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REDIS_URL, Config
 from management_frontend.state.keys import DEFAULT_PREFIX
+from management_frontend.state.rules import DEFAULT_MAX_REPLICAS
 from model_container.credentials import SECRETS_DIR_ENV
 from model_container.logconfig import configure_logging
 
@@ -36,6 +37,7 @@ ENV = {
     "secrets_dir": SECRETS_DIR_ENV,
     "tls_certfile": "SCHOONER_TLS_CERTFILE",
     "tls_keyfile": "SCHOONER_TLS_KEYFILE",
+    "max_replicas": "SCHOONER_MAX_REPLICAS",
     "header_timeout": "SCHOONER_HEADER_TIMEOUT",
     "body_timeout": "SCHOONER_BODY_TIMEOUT",
 }
@@ -107,6 +109,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help=f"the certificate's PEM private key (env {ENV['tls_keyfile']})",
     )
     parser.add_argument(
+        "--max-replicas",
+        type=int,
+        default=default("max_replicas", str(DEFAULT_MAX_REPLICAS)),
+        help="the most replicas of one model version a client may ask for "
+        f"(env {ENV['max_replicas']}; default %(default)s)",
+    )
+    parser.add_argument(
         "--header-timeout",
         type=float,
         default=default("header_timeout", "10"),
@@ -139,6 +148,7 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
             secrets_dir=args.secrets_dir,
             tls_certfile=args.tls_certfile,
             tls_keyfile=args.tls_keyfile,
+            max_replicas=int(args.max_replicas),
             header_timeout_s=float(args.header_timeout),
             body_timeout_s=float(args.body_timeout),
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from management_frontend.state.keys import DEFAULT_PREFIX
+from management_frontend.state.rules import DEFAULT_MAX_REPLICAS
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_HOST = "127.0.0.1"
@@ -37,6 +38,8 @@ class Config:
     # HTTPS: the server's certificate (chain) and private key, PEM files; both or neither.
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
+    # The most replicas of one model version a client may ask for.
+    max_replicas: int = DEFAULT_MAX_REPLICAS
     # Seconds a client has to send a request's headers, then its body, before its
     # connection is closed (api/slow_clients.py).
     header_timeout_s: float = 10.0
@@ -60,6 +63,8 @@ class Config:
             raise ValueError(
                 f"log_level {self.log_level!r} is not known: use one of {', '.join(_LOG_LEVELS)}"
             )
+        if self.max_replicas < 0:
+            raise ValueError(f"max_replicas must be >= 0, got {self.max_replicas}")
         for name in ("redis_timeout_s", "redis_wait_s", "shutdown_timeout_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

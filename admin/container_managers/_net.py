@@ -44,6 +44,22 @@ def check_port(what: str, port: int) -> None:
         raise InvalidRequestError(f"{what}={port} is out of range: use a port in 1..65535")
 
 
+def check_distinct_ports(ports: Mapping[str, int | None], manager: str) -> None:
+    """Raise ``InvalidRequestError`` naming two settings of ``ports`` (setting -> port,
+    ``None`` for one not in use) that hold the same port: the second server to start
+    would die on bind, and the cluster would fail later with a confusing error."""
+    seen: dict[int, str] = {}
+    for what, port in ports.items():
+        if port is None:
+            continue
+        if port in seen:
+            raise InvalidRequestError(
+                f"{seen[port]} and {what} are both {port}: each server of the cluster needs "
+                f"its own port; pass {manager}(...) a different {what}"
+            )
+        seen[port] = what
+
+
 def port_free(host: str, port: int) -> bool:
     """Whether ``port`` can be bound on ``host`` now; ``ContainerManagerError`` when the
     answer is not "in use" but something else (an address that is not this machine's,

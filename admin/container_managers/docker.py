@@ -61,6 +61,7 @@ from admin.container_managers._docker_specs import (
 )
 from admin.container_managers._net import (
     absolute_path,
+    check_distinct_ports,
     free_port,
     healthz_check,
     netloc,
@@ -151,6 +152,16 @@ class DockerContainerManager(ContainerManager):
         )
         self.tls = self.settings.tls
         self.tls_ca = absolute_path(tls_ca)
+        check_distinct_ports(
+            {
+                "query_port": query_port,
+                "management_port": management_port,
+                "rpc_port": rpc_port,
+                # Only a Redis this manager runs binds redis_port.
+                "redis_port": None if redis_url else redis_port,
+            },
+            "DockerContainerManager",
+        )
         self.registry = registry
         self.push_images = push_images
         self.base_image = base_image

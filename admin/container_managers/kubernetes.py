@@ -66,7 +66,7 @@ from admin.container_managers._k8s_specs import (
     REPLICA,
     KubeSettings,
 )
-from admin.container_managers._net import absolute_path
+from admin.container_managers._net import absolute_path, check_distinct_ports
 from admin.container_managers.base import ContainerManager, ReplicaState
 from admin.exceptions import (
     ClusterAlreadyRunningError,
@@ -166,6 +166,12 @@ class KubernetesContainerManager(ContainerManager):
         )
         self.tls = bool(tls_secret)
         self.tls_ca = absolute_path(tls_ca)
+        # Equal Service ports collide wherever both are exposed on one address (a node's
+        # port, some load balancers, port-forwarding).
+        check_distinct_ports(
+            {"query_port": query_port, "management_port": management_port},
+            "KubernetesContainerManager",
+        )
         self.registry = registry.rstrip("/")
         self.kube_context = kube_context
         self.kubeconfig = os.fspath(kubeconfig) if kubeconfig is not None else None

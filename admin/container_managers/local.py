@@ -48,6 +48,7 @@ from admin.container_managers._bundles import read_model_bundle, require_compati
 from admin.container_managers._credentials import LocalCredentialStore
 from admin.container_managers._net import (
     absolute_path,
+    check_distinct_ports,
     check_port,
     connect_host,
     free_port,
@@ -131,6 +132,16 @@ class LocalContainerManager(ContainerManager):
             ("redis_port", redis_port),
         ):
             check_port(what, port)
+        check_distinct_ports(
+            {
+                "query_port": query_port,
+                "management_port": management_port,
+                "rpc_port": rpc_port,
+                # Only a Redis this manager runs binds redis_port.
+                "redis_port": None if redis_url else redis_port,
+            },
+            "LocalContainerManager",
+        )
         self.cluster_name = cluster_name
         # Absolute: children run with the data dir as their working directory, and model
         # artifacts recorded in Redis must stay valid from wherever the next command runs.

@@ -5,7 +5,9 @@
                 contract's rules (``state.rules``) so a bad value gets our sentence
     auth.py     the admin token in front of every route but ``/healthz`` (401 otherwise)
     errors.py   every failure as ``{"error": code, "message": sentence}`` with its
-                status, and the request-body size limit
+                status, and the request-body size and nesting limits
+    openapi.py  ``/openapi.json`` as the routes really answer: their errors, the name
+                rules as JSON Schema, the bearerAuth scheme
     slow_clients.py  the HTTP protocol uvicorn serves with: deadlines for a request's
                 headers and body, so slow clients cannot hold connections
 

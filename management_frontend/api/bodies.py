@@ -11,25 +11,82 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
 
+from management_frontend.api.openapi import DNS_LABEL_SCHEMA, VERSION_SCHEMA
 from management_frontend.state import rules
 from management_frontend.state.policy import PolicyParams
 from management_frontend.state.records import App, ModelVersion
 from model_container.protocol import InputType
 
-AppName = Annotated[str, BeforeValidator(rules.app_name)]
-ModelName = Annotated[str, BeforeValidator(rules.model_name)]
-Version = Annotated[str, BeforeValidator(rules.version)]
-OptionalVersion = Annotated[str | None, BeforeValidator(rules.optional(rules.version))]
+# Each field shows its rule in the OpenAPI document (``WithJsonSchema``); the rule that
+# runs is still ``rules``'s.
+AppName = Annotated[str, BeforeValidator(rules.app_name), WithJsonSchema(DNS_LABEL_SCHEMA)]
+ModelName = Annotated[str, BeforeValidator(rules.model_name), WithJsonSchema(DNS_LABEL_SCHEMA)]
+Version = Annotated[str, BeforeValidator(rules.version), WithJsonSchema(VERSION_SCHEMA)]
+OptionalVersion = Annotated[
+    str | None,
+    BeforeValidator(rules.optional(rules.version)),
+    WithJsonSchema({"anyOf": [VERSION_SCHEMA, {"type": "null"}]}),
+]
 InputTypeField = Annotated[InputType, BeforeValidator(rules.input_type)]
-SloMicros = Annotated[int, BeforeValidator(rules.slo_micros)]
-NumReplicas = Annotated[int, BeforeValidator(rules.num_replicas)]
-BatchSize = Annotated[int, BeforeValidator(rules.batch_size)]
-BatchMode = Annotated[str, BeforeValidator(rules.batch_mode)]
-BatchWaitMicros = Annotated[int, BeforeValidator(rules.batch_wait_micros)]
-Policy = Annotated[str, BeforeValidator(rules.policy)]
-DefaultOutput = Annotated[Any, BeforeValidator(rules.default_output)]
+SloMicros = Annotated[
+    int,
+    BeforeValidator(rules.slo_micros),
+    WithJsonSchema({"type": "integer", "minimum": 1}),
+]
+# The upper bound is the frontend's --max-replicas, checked by the routes.
+NumReplicas = Annotated[
+    int,
+    BeforeValidator(partial(rules.num_replicas, maximum=None)),
+    WithJsonSchema(
+        {
+            "type": "integer",
+            "minimum": 0,
+            "description": f"at most {rules.DEFAULT_MAX_REPLICAS} unless the management "
+            "frontend runs with a larger --max-replicas",
+        }
+    ),
+]
+BatchSize = Annotated[
+    int,
+    BeforeValidator(rules.batch_size),
+    WithJsonSchema(
+        {
+            "type": "integer",
+            "minimum": -1,
+            "not": {"const": 0},
+            "description": "-1: adaptive",
+        }
+    ),
+]
+BatchMode = Annotated[
+    str, BeforeValidator(rules.batch_mode), WithJsonSchema({"enum": [*rules.BATCH_MODES, ""]})
+]
+BatchWaitMicros = Annotated[
+    int,
+    BeforeValidator(rules.batch_wait_micros),
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": rules.MAX_BATCH_WAIT_MICROS}),
+]
+Policy = Annotated[str, BeforeValidator(rules.policy), WithJsonSchema({"enum": [*rules.POLICIES]})]
+DefaultOutput = Annotated[
+    Any,
+    BeforeValidator(rules.default_output),
+    WithJsonSchema(
+        {
+            "description": "any JSON value an answer can carry: nested at most "
+            f"{rules.MAX_DEFAULT_OUTPUT_DEPTH} levels, integers from {rules.MIN_JSON_INT} to "
+            f"{rules.MAX_JSON_INT}, at most {rules.MAX_DEFAULT_OUTPUT_BYTES} bytes of JSON"
+        }
+    ),
+]
 CacheEnabled = Annotated[bool, BeforeValidator(rules.cache_enabled)]
 ResetState = Annotated[bool, BeforeValidator(partial(rules.boolean, what="reset_state"))]
 ExposeModelErrors = Annotated[

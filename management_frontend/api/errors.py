@@ -4,7 +4,8 @@ Our own errors carry their code and status; the state contract's ``InvalidValue`
 400 ``invalid``; FastAPI's validation errors become one
 readable 400 sentence naming each bad field; a Redis that cannot be reached is a 503
 with ``Retry-After``; an unknown path or method keeps its 404/405. A request body over
-the size limit is refused with 413 before it is read in full (``BodyLimitMiddleware``).
+the size limit is refused with 413 before it is read in full, and a JSON body nested
+deeper than ``rules.MAX_JSON_DEPTH`` with 400 before it is parsed (``BodyLimitMiddleware``).
 """
 
 from __future__ import annotations
@@ -19,17 +20,23 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from management_frontend.errors import ManagementError
 from management_frontend.state.errors import InvalidValue
-from management_frontend.state.rules import show
+from management_frontend.state.rules import MAX_JSON_DEPTH, show
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 
-_STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+_STATUS_CODES = {
+    400: "invalid",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+}
 
 
 def error_response(
@@ -77,6 +84,23 @@ def describe(error: dict[str, Any]) -> str:
     return f"field '{field}': {error.get('msg', 'is invalid')} (got {show(error.get('input'))})"
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route answers on the request's path, for ``Allow``."""
+    methods: set[str] = set()
+    routes: list[Any] = list(request.app.router.routes)
+    while routes:
+        route = routes.pop()
+        # An included router (FastAPI keeps it whole, as ``original_router``) holds routes.
+        inner = getattr(getattr(route, "original_router", route), "routes", None)
+        if inner is not None and route is not request.app.router:
+            routes.extend(inner)
+            continue
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI, redis_url: str) -> None:
     """Register the handlers; ``redis_url`` (without password) goes into 503 messages."""
 
@@ -108,13 +132,23 @@ def install_error_handlers(app: FastAPI, redis_url: str) -> None:
         if exc.status_code == 404:
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
-            headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
-            allowed = headers.get("allow", "")
-            message = f"{request.method} is not allowed on {request.url.path}"
-            message += f": use {allowed}" if allowed else ""
+            # Starlette's Allow names the methods of one route; a path has several.
+            allowed = _allowed_methods(request)
+            headers = {"Allow": allowed}
+            message = f"{request.method} is not allowed on {request.url.path}: use {allowed}"
+        elif exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's own "error parsing the body": a parser error that is no
+            # JSONDecodeError, such as an integer of over 4300 digits.
+            message = (
+                "the request body could not be parsed as JSON "
+                f"({type(exc.__cause__).__name__}): send a JSON object, with integers of "
+                "at most 4300 digits"
+            )
         else:
             message = str(exc.detail)
-        return error_response(exc.status_code, code, message, headers=exc.headers)
+        if exc.status_code != 405:
+            headers = dict(exc.headers or {})
+        return error_response(exc.status_code, code, message, headers=headers)
 
     app.add_exception_handler(ManagementError, on_ours)
     app.add_exception_handler(InvalidValue, on_invalid_value)
@@ -124,39 +158,103 @@ def install_error_handlers(app: FastAPI, redis_url: str) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
 
 
-class BodyLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` with 413, counting streamed chunks too.
+def nested_deeper_than(body: bytes, limit: int) -> bool:
+    """Whether the JSON text ``body`` nests lists and objects deeper than ``limit``,
+    found without parsing it (a parser recurses: 100 000 ``[`` would break it first).
+    Brackets inside strings do not count. Only bytes methods (C loops) run unless the
+    body is deeper or not balanced."""
+    # Escaped backslashes, then escaped quotes, go; every '"' left opens or closes a
+    # string, so the even pieces between them are what lies outside strings.
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Objects and lists nest alike: every bracket becomes '[' or ']'.
+    outside = b"".join(unescaped.split(b'"')[::2])
+    brackets = outside.translate(_SQUARE, _NOT_BRACKETS)
+    # Each pass removes the innermost pairs: a balanced body at most ``limit`` deep is
+    # gone after ``limit`` passes.
+    rest = brackets
+    for _ in range(limit):
+        if not rest:
+            return False
+        rest = rest.replace(b"[]", b"")
+    if not rest:
+        return False
+    # Deeper, or unbalanced (not JSON: the parser will say so): count, stopping at the
+    # first level over the limit.
+    depth = 0
+    for byte in brackets:
+        depth += 1 if byte == _OPEN else -1
+        if depth > limit:
+            return True
+    return False
 
-    A declared Content-Length over the limit is refused before the app runs; a chunked
-    body raises ``HTTPException(413)`` from ``receive``, which FastAPI passes through
-    its body reader to the handler above.
+
+_OPEN = ord("[")
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` with 413, and JSON bodies nested deeper
+    than ``max_depth`` with 400, before the app parses them.
+
+    A declared Content-Length over the limit is refused before anything is read; else
+    the body is read (counting streamed chunks, at most ``max_bytes``), checked, and
+    handed to the app as one message.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, max_depth: int = MAX_JSON_DEPTH
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_depth = max_depth
 
-    def _message(self) -> str:
-        return f"the request body is over {self.max_bytes} bytes: send a smaller one"
+    def _too_large(self) -> JSONResponse:
+        message = f"the request body is over {self.max_bytes} bytes: send a smaller one"
+        return error_response(413, "too_large", message)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            response = error_response(413, "too_large", self._message())
+            await self._too_large()(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                await self._too_large()(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if b"json" in headers.get(b"content-type", b"").lower() and nested_deeper_than(
+            body, self.max_depth
+        ):
+            response = error_response(
+                400,
+                "invalid",
+                f"the request body is nested deeper than {self.max_depth} levels: nest "
+                f"lists and objects at most {self.max_depth} deep",
+            )
             await response(scope, receive, send)
             return
-        seen = 0
+        replayed = False
 
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise StarletteHTTPException(413, self._message())
-            return message
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, counting_receive, send)
+        await self.app(scope, replay, send)

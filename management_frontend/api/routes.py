@@ -13,7 +13,7 @@ import secrets
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 
 from management_frontend.api.bodies import (
     AddApp,
@@ -24,6 +24,7 @@ from management_frontend.api.bodies import (
     SetPolicy,
     SetReplicas,
 )
+from management_frontend.api.openapi import DNS_LABEL_SCHEMA, USER_ID_SCHEMA, VERSION_SCHEMA
 from management_frontend.state import rules
 from management_frontend.state.errors import InvalidValue
 from management_frontend.state.keys import arm_name
@@ -38,12 +39,31 @@ API_VERSION = "1"
 
 # Path parameters are validated like body fields: a name that cannot exist is a 400
 # that says why, and a ':' can never reach a Redis key.
-AppPath = Annotated[str, Path(), BeforeValidator(rules.app_name)]
-ModelPath = Annotated[str, Path(), BeforeValidator(rules.model_name)]
-VersionPath = Annotated[str, Path(), BeforeValidator(rules.version)]
+# The document shows each rule as a JSON Schema (``openapi.py``).
+AppPath = Annotated[str, Path(), BeforeValidator(rules.app_name), WithJsonSchema(DNS_LABEL_SCHEMA)]
+ModelPath = Annotated[
+    str, Path(), BeforeValidator(rules.model_name), WithJsonSchema(DNS_LABEL_SCHEMA)
+]
+VersionPath = Annotated[str, Path(), BeforeValidator(rules.version), WithJsonSchema(VERSION_SCHEMA)]
 # Optional query parameters, validated the same way when given.
-VersionQuery = Annotated[str | None, Query(), BeforeValidator(rules.optional(rules.version))]
-UserQuery = Annotated[str | None, Query(), BeforeValidator(rules.optional(rules.check_user_id))]
+ModelQuery = Annotated[
+    str | None,
+    Query(),
+    BeforeValidator(rules.optional(rules.model_name)),
+    WithJsonSchema(DNS_LABEL_SCHEMA),
+]
+VersionQuery = Annotated[
+    str | None,
+    Query(),
+    BeforeValidator(rules.optional(rules.version)),
+    WithJsonSchema(VERSION_SCHEMA),
+]
+UserQuery = Annotated[
+    str | None,
+    Query(),
+    BeforeValidator(rules.optional(rules.check_user_id)),
+    WithJsonSchema(USER_ID_SCHEMA),
+]
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -84,6 +104,14 @@ def get_policies(request: Request) -> PolicyStore:
 
 
 PoliciesDep = Annotated[PolicyStore, Depends(get_policies)]
+
+
+def get_max_replicas(request: Request) -> int:
+    """The bound on num_replicas this frontend was started with (``--max-replicas``)."""
+    return int(request.app.state.config.max_replicas)
+
+
+MaxReplicasDep = Annotated[int, Depends(get_max_replicas)]
 
 router = APIRouter()
 
@@ -227,7 +255,10 @@ async def list_models(store: StoreDep) -> list[dict[str, Any]]:
 
 
 @router.post("/admin/models", status_code=201)
-async def add_model_version(body: AddModelVersion, store: StoreDep) -> dict[str, Any]:
+async def add_model_version(
+    body: AddModelVersion, store: StoreDep, max_replicas: MaxReplicasDep
+) -> dict[str, Any]:
+    rules.num_replicas(body.num_replicas, max_replicas)
     mv = await store.add_model_version(body.to_record(), set_current=body.set_current)
     logger.info(
         "model %s version %s added (input %s, current: %s)",
@@ -276,8 +307,13 @@ async def set_current_version(
 
 @router.put("/admin/models/{model}/versions/{version}/replicas")
 async def set_num_replicas(
-    model: ModelPath, version: VersionPath, body: SetReplicas, store: StoreDep
+    model: ModelPath,
+    version: VersionPath,
+    body: SetReplicas,
+    store: StoreDep,
+    max_replicas: MaxReplicasDep,
 ) -> dict[str, Any]:
+    rules.num_replicas(body.num_replicas, max_replicas)
     mv = await store.set_num_replicas(model, version, body.num_replicas)
     logger.info("model %s version %s wants %d replicas", model, version, body.num_replicas)
     return mv.to_json()
@@ -288,6 +324,6 @@ async def set_num_replicas(
 
 @router.get("/admin/replicas")
 async def list_replicas(
-    store: StoreDep, model_name: str | None = None, model_version: str | None = None
+    store: StoreDep, model_name: ModelQuery = None, model_version: VersionQuery = None
 ) -> list[dict[str, Any]]:
     return await store.list_replicas(model_name, model_version)

@@ -63,9 +63,12 @@ _ALLOWED: Final[dict[str, tuple[str, ...]]] = {
 def _number(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidValue(f"{what} must be a number, got {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        number = math.inf
     if not math.isfinite(number):
-        raise InvalidValue(f"{what} must be a finite number, got {value!r}")
+        raise InvalidValue(f"{what} must be a finite number, got {rules.show(value)}")
     return number
 
 

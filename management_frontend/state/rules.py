@@ -13,6 +13,7 @@ parameters are checked by ``policy.PolicyParams.parse``, which knows each policy
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
@@ -28,6 +29,18 @@ MAX_INT64: Final = 2**63 - 1
 # default_output is copied into every defaulted answer; keep it small.
 MAX_DEFAULT_OUTPUT_BYTES: Final = 64 * 1024
 MAX_TEXT_LENGTH: Final = 4096
+# How deep a management API request body may nest (``{"a": [1]}`` is 2 levels); the
+# frontend refuses a deeper one with 400 before it parses it.
+MAX_JSON_DEPTH: Final = 32
+# default_output sits one level down in its body, and inside the query frontend's answer
+# (which orjson writes: at most 255 levels, integers of 64 bits, finite floats, string
+# keys, valid UTF-8), so whatever passes here can be answered.
+MAX_DEFAULT_OUTPUT_DEPTH: Final = MAX_JSON_DEPTH - 1
+MIN_JSON_INT: Final = -(2**63)
+MAX_JSON_INT: Final = 2**64 - 1
+# How many replicas of one version a client may ask for unless the operator raises it
+# (the management frontend's --max-replicas): start() launches every one of them.
+DEFAULT_MAX_REPLICAS: Final = 64
 
 DNS1123_LABEL_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 VERSION_RE: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
@@ -187,10 +200,18 @@ def slo_micros(value: object) -> int:
     return slo
 
 
-def num_replicas(value: object) -> int:
+def num_replicas(value: object, maximum: int | None = DEFAULT_MAX_REPLICAS) -> int:
+    """A replica count in 0..``maximum`` (``None``: no upper bound, for a caller that
+    checks the bound it was configured with afterwards)."""
     count = _strict_int(value, "num_replicas", ">= 0")
     if count < 0:
         raise InvalidValue(f"num_replicas must be >= 0, got {count} (0 stops every replica)")
+    if maximum is not None and count > maximum:
+        raise InvalidValue(
+            f"num_replicas must be at most {maximum}, got {count}: every replica is a process "
+            "or container the cluster starts. The operator can raise the bound with the "
+            "management frontend's --max-replicas (env SCHOONER_MAX_REPLICAS)"
+        )
     return count
 
 
@@ -241,7 +262,7 @@ def json_object(value: object, what: str) -> dict[str, Any]:
     """A JSON object (its keys are strings by JSON's rules); checked further by its user."""
     if not isinstance(value, dict):
         raise InvalidValue(f"{what} must be a JSON object, got {show(value)} ({_json_kind(value)})")
-    return {str(k): v for k, v in value.items()}
+    return {_unicode(str(k), f"a key of {what}"): v for k, v in value.items()}
 
 
 def optional(check: Callable[[object], T]) -> Callable[[object], T | None]:
@@ -267,8 +288,79 @@ def cache_enabled(value: object) -> bool:
     return boolean(value, "cache_enabled")
 
 
+def _digits(number: int) -> int:
+    """Roughly how many decimal digits ``number`` has (``str`` refuses over 4300)."""
+    return max(1, math.ceil(abs(number).bit_length() * math.log10(2)))
+
+
+def _path(node: tuple[Any, ...]) -> str:
+    """Where a value sits: ``((None, "default_output"), 0)`` -> ``default_output[0]``
+    (a node is its parent's node and its key or index; the root's parent is ``None``)."""
+    parts: list[str] = []
+    parent, key = node
+    while parent is not None:
+        parts.append(f"[{key}]" if isinstance(key, int) else f"[{json.dumps(key)}]")
+        parent, key = parent
+    parts.append(str(key))
+    return "".join(reversed(parts))
+
+
+def json_value_problem(value: object, what: str, max_depth: int) -> str | None:
+    """Why ``value`` cannot be written as a JSON answer (by orjson or the standard
+    library), or ``None`` when it can: depth over ``max_depth``, an integer outside 64
+    bits, a float that is not finite, a key that is not a string, a string that is not
+    UTF-8 (a lone surrogate), a value of no JSON type. Walks without recursion, so no
+    depth breaks it."""
+    stack: list[tuple[object, int, tuple[Any, ...]]] = [(value, 0, (None, what))]
+    while stack:
+        item, depth, node = stack.pop()
+        if item is None or isinstance(item, bool):
+            continue
+        if isinstance(item, int):
+            if not MIN_JSON_INT <= item <= MAX_JSON_INT:
+                return (
+                    f"{_path(node)} is an integer of about {_digits(item)} digits: JSON answers "
+                    f"hold integers from {MIN_JSON_INT} to {MAX_JSON_INT}; send a larger number "
+                    "as a string"
+                )
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{_path(node)} is {json.dumps(item)}: use a finite number, null or a string"
+        elif isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return f"{_path(node)} holds a lone UTF-16 surrogate: send valid Unicode text"
+        elif isinstance(item, list | dict):
+            if depth >= max_depth:
+                return (
+                    f"{what} is nested deeper than {max_depth} levels: nest lists and objects "
+                    f"at most {max_depth} deep"
+                )
+            if isinstance(item, list):
+                stack.extend((v, depth + 1, (node, i)) for i, v in enumerate(item))
+                continue
+            for key, v in item.items():
+                if not isinstance(key, str):
+                    return f"{_path(node)} has the key {key!r}: JSON object keys are strings"
+                stack.append((key, depth + 1, (node, key)))
+                stack.append((v, depth + 1, (node, key)))
+        else:
+            return (
+                f"{_path(node)} is a Python {type(item).__name__}: use JSON values only "
+                "(null, true, false, numbers, strings, lists, objects with string keys)"
+            )
+    return None
+
+
 def default_output(value: object) -> Any:
-    size = len(json.dumps(value).encode())
+    """What a query gets when no model answers in time: any JSON value the query
+    frontend can write into an answer, up to ``MAX_DEFAULT_OUTPUT_BYTES``."""
+    problem = json_value_problem(value, "default_output", MAX_DEFAULT_OUTPUT_DEPTH)
+    if problem is not None:
+        raise InvalidValue(problem)
+    size = len(json.dumps(value, ensure_ascii=False).encode())
     if size > MAX_DEFAULT_OUTPUT_BYTES:
         raise InvalidValue(
             f"default_output is {size} bytes of JSON: keep it under "
@@ -277,11 +369,24 @@ def default_output(value: object) -> Any:
     return value
 
 
+def _unicode(s: str, what: str) -> str:
+    """``s`` unless it holds a lone surrogate, which JSON can escape but no answer
+    (nor Redis) can encode."""
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidValue(
+                f"{what} holds a lone UTF-16 surrogate: send valid Unicode text"
+            ) from None
+    return s
+
+
 def text(value: object, what: str) -> str:
     s = _require_str(value, what)
     if len(s) > MAX_TEXT_LENGTH:
         raise InvalidValue(f"{what} has {len(s)} characters: use at most {MAX_TEXT_LENGTH}")
-    return s
+    return _unicode(s, what)
 
 
 def string_list(value: object, what: str) -> list[str]:
@@ -305,4 +410,4 @@ def string_map(value: object, what: str) -> dict[str, str]:
         if not isinstance(item, str):
             raise InvalidValue(f"{what} must map names to strings, but {key!r} is {show(item)}")
         text(item, f"{what}[{key!r}]")
-    return {str(k): v for k, v in value.items()}
+    return {_unicode(str(k), f"a key of {what}"): v for k, v in value.items()}

@@ -6,30 +6,68 @@ in pipelines (``read_apps``, ``read_models``, ``read_versions``): one app with i
 is one round trip, and listing every app two, however many there are (a read need not
 be atomic, so no MULTI).
 Decoding is the records' own (``state.records``); "not found" errors are the store's.
+Listings read defensively: an app record no answer can be made of (written by hand, or
+by an older Schooner that stored a default_output nested 500 deep) is left out with a
+warning naming it, instead of turning every listing into a 500.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from management_frontend.state import rules
+from management_frontend.state.errors import InvalidValue
 from management_frontend.state.keys import Keys
 from management_frontend.state.records import (
     App,
     Model,
     ModelVersion,
-    apps_with_links,
     models_with_versions,
     schema_version_of,
     text,
     text_hash,
 )
 
+logger = logging.getLogger(__name__)
+
 # A client, or a pipeline that executes at once (in WATCH mode, before MULTI).
 Reader = aioredis.Redis | Pipeline
+
+
+def readable_app(keys: Keys, h: dict[str, str]) -> App | None:
+    """The app in hash ``h``, or ``None`` (with a warning saying how to remove it) when
+    it cannot be decoded or its default_output could not be answered."""
+    try:
+        app = App.from_hash(h)
+        rules.default_output(app.default_output)
+    except (KeyError, ValueError, TypeError, RecursionError, InvalidValue) as exc:
+        name = h.get("name", "?")
+        reason = exc.message if isinstance(exc, InvalidValue) else f"{type(exc).__name__}"
+        logger.warning(
+            "app record %s cannot be served (%s) and is left out: delete it with "
+            "DELETE /admin/apps/%s and register it again",
+            keys.app(name),
+            reason,
+            name,
+        )
+        return None
+    return app
+
+
+def _apps_with_links(keys: Keys, replies: Sequence[Any]) -> list[tuple[App, list[str]]]:
+    """``records.apps_with_links``, leaving out (with a warning) an app that cannot be
+    served."""
+    found: list[tuple[App, list[str]]] = []
+    for h, links in zip(replies[::2], replies[1::2], strict=True):
+        app = readable_app(keys, text_hash(h)) if h else None
+        if app is not None:
+            found.append((app, sorted(text(m) for m in links)))
+    return found
 
 
 async def read_schema_version(r: Reader, keys: Keys) -> int | None:
@@ -68,14 +106,14 @@ async def read_apps(
     r: aioredis.Redis, keys: Keys, names: Sequence[str] | None = None
 ) -> list[tuple[App, list[str]]]:
     """These apps (every app: one more round trip) with their links, in one round trip;
-    an app that does not exist, or was deleted meanwhile, is left out."""
+    an app that does not exist, was deleted meanwhile or cannot be served is left out."""
     if names is None:
         names = await read_members(r, keys.apps)
     async with r.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.hgetall(keys.app(name))
             pipe.smembers(keys.links(name))
-        return apps_with_links(await pipe.execute())
+        return _apps_with_links(keys, await pipe.execute())
 
 
 async def read_models(

@@ -761,3 +761,42 @@ def test_api_keys_are_created_and_revoked_by_their_sha256() -> None:
     digest = hashlib.sha256(key.encode()).hexdigest()
     assert events[-1] == f"DELETE /admin/apps/app/keys/{digest}"
     assert key not in " ".join(events)  # the key itself never travels again
+
+
+# ------------------------------------------------------------------ bounds (issue 12)
+
+
+@pytest.mark.parametrize(
+    ("default_output", "message"),
+    [
+        (10**399, "default_output is an integer of about 400 digits"),
+        (float("nan"), "default_output is NaN"),
+        ({1: "x"}, "JSON object keys are strings"),
+    ],
+)
+def test_a_default_output_no_answer_could_carry_is_refused_before_any_request(
+    default_output: object, message: str
+) -> None:
+    conn, api, events = connected()
+    with pytest.raises(InvalidRequestError, match=message):
+        conn.register_application("app", "doubles", default_output, 100_000)
+    assert events == []
+    assert api.apps == {}
+
+
+def test_replica_counts_over_the_bound_are_refused_before_any_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conn, api, events = connected()
+    conn.deploy_model("m", "1", "doubles", "/artifact")
+    events.clear()
+    with pytest.raises(InvalidRequestError, match="num_replicas must be at most 64, got 65"):
+        conn.set_num_replicas("m", 65)
+    assert events == []
+    # The operator raised the management frontend's bound: the client follows it.
+    monkeypatch.setenv("SCHOONER_MAX_REPLICAS", "100")
+    conn.set_num_replicas("m", 65)
+    assert api.versions["m", "1"]["num_replicas"] == 65
+    monkeypatch.setenv("SCHOONER_MAX_REPLICAS", "lots")
+    with pytest.raises(InvalidRequestError, match="SCHOONER_MAX_REPLICAS='lots' is not"):
+        conn.set_num_replicas("m", 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import string
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -119,9 +120,18 @@ def test_huge_integers_are_rejected() -> None:
         rules.slo_micros(2**63)
 
 
-@given(st.integers(min_value=0, max_value=10**6))
+@given(st.integers(min_value=0, max_value=rules.DEFAULT_MAX_REPLICAS))
 def test_replica_counts_from_zero_are_accepted(count: int) -> None:
     assert rules.num_replicas(count) == count
+
+
+def test_replica_counts_over_the_bound_say_how_to_raise_it() -> None:
+    with pytest.raises(InvalidValue) as info:
+        rules.num_replicas(1_000_000_000)
+    assert "num_replicas must be at most 64, got 1000000000" in str(info.value)
+    assert "--max-replicas (env SCHOONER_MAX_REPLICAS)" in str(info.value)
+    assert rules.num_replicas(1000, maximum=1000) == 1000
+    assert rules.num_replicas(10**6, maximum=None) == 10**6
 
 
 @pytest.mark.parametrize("value", [-1, True, 1.0, "2", None])
@@ -236,15 +246,71 @@ def test_cache_enabled_refuses_anything_but_a_boolean(value: object, shown: str)
     assert str(info.value) == f"cache_enabled must be a JSON boolean (true or false), {shown}"
 
 
-@given(
-    st.recursive(
-        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-        max_leaves=20,
-    )
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=rules.MIN_JSON_INT, max_value=rules.MAX_JSON_INT)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
 )
+
+
+@given(JSON_VALUES)
 def test_small_default_outputs_are_returned_unchanged(value: object) -> None:
     assert rules.default_output(value) == value
+
+
+@given(JSON_VALUES)
+def test_an_accepted_default_output_can_be_answered(value: object) -> None:
+    """What the rule lets through, the query frontend (orjson) can write into an answer."""
+    rules.default_output(value)
+    assert orjson.loads(orjson.dumps({"output": value, "default": True}))["output"] == value
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (_nested(500), "default_output is nested deeper than 31 levels"),
+        (_nested(32), "default_output is nested deeper than 31 levels"),
+        (10**399, "default_output is an integer of about 400 digits"),
+        ({"a": [2**64]}, 'default_output["a"][0] is an integer of about 20 digits'),
+        ([1, -(2**63) - 1], "default_output[1] is an integer"),
+        ({"x": float("nan")}, 'default_output["x"] is NaN: use a finite number'),
+        ([float("inf")], "default_output[0] is Infinity"),
+        ({"a": "\ud800"}, 'default_output["a"] holds a lone UTF-16 surrogate'),
+        ({1: "one"}, "default_output has the key 1: JSON object keys are strings"),
+        ({"s": {1, 2}}, 'default_output["s"] is a Python set: use JSON values only'),
+    ],
+)
+def test_default_outputs_no_answer_could_carry_are_refused(value: object, message: str) -> None:
+    with pytest.raises(InvalidValue) as info:
+        rules.default_output(value)
+    assert message in str(info.value)
+
+
+def test_default_output_at_the_depth_limit_is_accepted() -> None:
+    deepest = _nested(rules.MAX_DEFAULT_OUTPUT_DEPTH)
+    assert rules.default_output(deepest) == deepest
+    orjson.dumps({"output": deepest})
+
+
+@pytest.mark.parametrize("bad", ["\udc80", "ok\ud800"])
+def test_strings_with_lone_surrogates_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidValue, match="lone UTF-16 surrogate"):
+        rules.text(bad, "artifact")
+    with pytest.raises(InvalidValue, match="a key of runtime holds a lone"):
+        rules.string_map({bad: "1"}, "runtime")
+    with pytest.raises(InvalidValue, match="a key of params holds a lone"):
+        rules.json_object({bad: 1}, "params")
 
 
 def test_large_default_outputs_are_rejected() -> None:

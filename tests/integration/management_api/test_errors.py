@@ -116,7 +116,19 @@ async def test_unknown_things_are_404(api: httpx.AsyncClient) -> None:
 
 async def test_wrong_method_is_405(api: httpx.AsyncClient) -> None:
     message = await error(api.patch("/admin/apps", json={}), 405, "method_not_allowed")
-    assert "PATCH is not allowed on /admin/apps" in message and "GET" in message
+    assert message == "PATCH is not allowed on /admin/apps: use GET, POST"
+
+
+async def test_405_allows_every_method_of_the_path(api: httpx.AsyncClient) -> None:
+    """``Allow`` names what the path answers, not what one of its routes does."""
+    for method, path, allowed in [
+        ("OPTIONS", "/admin/apps", "GET, POST"),
+        ("PATCH", "/admin/apps/app1", "DELETE, GET"),
+        ("POST", "/admin/models/m1/versions/1", "DELETE, GET"),
+        ("GET", "/admin/apps/app1/cache", "PUT"),
+    ]:
+        r = await api.request(method, path)
+        assert (r.status_code, r.headers.get("allow")) == (405, allowed), r.text
 
 
 # ---------------------------------------------------------------------- 409
