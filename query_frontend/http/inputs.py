@@ -32,9 +32,9 @@ _INT64_MAX = np.iinfo(np.int64).max
 _INT64_END = 2.0**63  # the first float past int64 (the float of _INT64_MAX rounds to it)
 
 _SHAPE_HINT = '{"input": ...} or {"input_batch": [...]}'
-_TOO_DEEP = (
-    f"request body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep, the "
-    "limit for a request: send a flatter document"
+_TOO_DEEP = (  # the management API's words for it
+    f"the request body is nested deeper than {MAX_JSON_DEPTH} levels: nest lists and "
+    f"objects at most {MAX_JSON_DEPTH} deep"
 )
 
 

@@ -1,8 +1,9 @@
 """How deeply a JSON request body nests, measured on its bytes without walking it.
 
-A body may nest at most ``MAX_JSON_DEPTH`` arrays and objects. orjson parses up to 1024
-levels but encodes only 254, and a JSON input is encoded again for the wire: without a
-limit at parse, a body nested 255 to 1024 deep was accepted and then failed as a 500.
+A body may nest at most ``MAX_JSON_DEPTH`` (32) arrays and objects, the limit of the
+management API's bodies too. orjson parses up to 1024 levels but encodes only 254, and a
+JSON input is encoded again for the wire: without a limit at parse, a body nested 255 to
+1024 deep was accepted and then failed as a 500.
 
 The check runs on every request, at C speed and without walking the parsed document (a
 few milliseconds for a 10 MB body, a fifth of parsing it; a microsecond for a small
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-MAX_JSON_DEPTH = 64
+from management_frontend.state.rules import MAX_JSON_DEPTH
+
+__all__ = ["MAX_JSON_DEPTH", "depth_over", "nesting_depth"]
 
 _DROP = bytes(c for c in range(256) if c not in b'"[]{}')
 _STEP = np.zeros(256, dtype=np.int32)  # +1 opens, -1 closes, 0 a quote

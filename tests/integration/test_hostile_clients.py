@@ -25,6 +25,7 @@ from credentials import ClusterSecrets, make_cluster_secrets
 from polling import eventually
 from ports import free_port
 
+from management_frontend.state.rules import MAX_JSON_DEPTH
 from model_container import write_closure_bundle
 from model_container.protocol import InputType
 
@@ -258,7 +259,7 @@ def test_bad_bodies_are_400s_saying_what_to_fix_and_models_keep_their_secrets(
     cluster: str, logs: Path
 ) -> None:
     # Row 6: a JSON input 255 to 1023 deep was a plain-text 500 (orjson encodes 254).
-    for depth in (64, 255, 1023, 1024, 1025):
+    for depth in (MAX_JSON_DEPTH, 255, 1023, 1024, 1025):
         for path, body in [
             ("echo/predict", b'{"input": %b}' % nested(depth)),
             ("echo/predict", b'{"input_batch": [1, %b]}' % nested(depth)),
@@ -268,9 +269,10 @@ def test_bad_bodies_are_400s_saying_what_to_fix_and_models_keep_their_secrets(
             reply = post(f"{cluster}/{path}", body)
             assert reply.status_code == 400, (path, depth, reply.text[:200])
             assert reply.json()["error"] == "invalid_input"
-            assert "more than 64 levels deep" in reply.json()["message"]
-    within = post(f"{cluster}/echo/predict", b'{"input": %b}' % nested(63))
-    assert within.status_code == 200 and within.json()["output"] == orjson_nested(63)
+            assert f"nested deeper than {MAX_JSON_DEPTH} levels" in reply.json()["message"]
+    deepest = MAX_JSON_DEPTH - 1  # the body's object is one level more
+    within = post(f"{cluster}/echo/predict", b'{"input": %b}' % nested(deepest))
+    assert within.status_code == 200 and within.json()["output"] == orjson_nested(deepest)
 
     # A body that stops half-way: the connection is closed, and the app answers the next.
     port = int(cluster.rsplit(":", 1)[1])

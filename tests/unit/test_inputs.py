@@ -109,7 +109,7 @@ def test_a_body_nested_past_the_limit_is_refused_for_every_input_type(input_type
         b'{"input": [1], "label": %b}' % nested(depth),
         b'{"input": [1], "ignored": {"a": %b}}' % nested(depth),
     ):
-        with pytest.raises(InputError, match=f"more than {MAX_JSON_DEPTH} levels deep"):
+        with pytest.raises(InputError, match=f"nested deeper than {MAX_JSON_DEPTH} levels"):
             parse_body(raw, input_type)
 
 
