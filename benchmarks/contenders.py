@@ -8,6 +8,9 @@ on Ctrl-C) stops every process the group started.
   the sklearn model with batch size 1, the cache-hit path (a constant body), the
   sklearn model behind an app with a 20 ms SLO, and three copies of the sklearn model
   behind an exp3 app (one model per query) and an exp4 app (all three, combined).
+- ``schooner-plain-rpc``: a second local cluster serving only the sklearn app, its RPC
+  without CURVE (``SCHOONER_INSECURE_RPC=1``, which the local manager passes to every
+  process it starts): beside ``schooner-sklearn`` in the same run, what CURVE costs.
 - ``raw-asgi``: a bare ASGI app under uvicorn answering a constant: the HTTP ceiling.
 - ``starlette-sklearn``: Starlette with the model in-process, one predict per request.
 - ``ray-serve``: Ray Serve with ``@serve.batch(64, 2 ms)``, in its own venv, if present.
@@ -229,6 +232,77 @@ def schooner(settings: Settings) -> Iterator[list[Target]]:
             conn.stop_all()
 
 
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Set environment variables for what runs inside (processes started meanwhile
+    inherit them), restoring the previous values after."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def schooner_plain_rpc(settings: Settings) -> Iterator[list[Target]]:
+    """The sklearn app of ``schooner``, on a cluster whose RPC runs without CURVE."""
+    from admin import Connection, LocalContainerManager
+    from admin.deployers.python import deploy_python_closure
+
+    query_port, management_port, rpc_port, redis_port = free_ports(4)
+    with tempfile.TemporaryDirectory(prefix="schooner-bench-plain-") as tmp:
+        manager = LocalContainerManager(
+            data_dir=tmp,
+            cluster_name="bench-plain-rpc",
+            query_port=query_port,
+            management_port=management_port,
+            rpc_port=rpc_port,
+            redis_port=redis_port,
+        )
+        conn = Connection(manager, progress=lambda line: print(f"  [plain-rpc] {line}"))
+        try:
+            # Only for measuring: never run a cluster like this (rpc_keys.INSECURE_RPC_ENV).
+            with _environ(SCHOONER_INSECURE_RPC="1"):
+                conn.start()
+                model = train_model()
+
+                def predict(xs: Any) -> list[Any]:
+                    return list(model.predict(xs).tolist())
+
+                deploy_python_closure(conn, "sklearn", "1", "doubles", predict)
+            conn.register_application("sklearn", "doubles", -1.0, round(settings.slo_ms * 1000))
+            conn.link_model_to_app("sklearn", "sklearn")
+            url = f"http://{conn.get_query_addr()}/sklearn/predict"
+            wait_http_ok(url, PROBE_BODY, settings.start_timeout, None)
+
+            def pids() -> list[int]:
+                return [int(p["pid"]) for p in manager.processes() if p["running"]]
+
+            query_pid = next(
+                (int(p["pid"]) for p in manager.processes() if p["role"] == "query"), None
+            )
+            yield [
+                Target(
+                    "schooner-sklearn-plain-rpc",
+                    f"sklearn, adaptive, SLO {settings.slo_ms:g} ms, RPC without CURVE",
+                    url,
+                    "random",
+                    settings.concurrencies,
+                    pids,
+                    query_pid,
+                )
+            ]
+        finally:
+            with contextlib.suppress(Exception):
+                conn.get_logs(settings.log_dir / "schooner-plain-rpc")
+            conn.stop_all()
+
+
 # ---------------------------------------------------------------------------- baselines
 
 
@@ -338,5 +412,6 @@ GROUPS: dict[str, Group] = {
     "raw-asgi": raw_asgi,
     "starlette-sklearn": starlette_sklearn,
     "schooner": schooner,
+    "schooner-plain-rpc": schooner_plain_rpc,
     "ray-serve": ray_serve,
 }

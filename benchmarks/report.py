@@ -118,6 +118,13 @@ def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row
         "schooner-sklearn",
         0.95,
     )
+    # Issue 12: authenticated, encrypted RPC costs under 15 % of the sklearn throughput.
+    rps_ratio(
+        f"sklearn with CURVE vs RPC without (c={c})",
+        "schooner-sklearn",
+        "schooner-sklearn-plain-rpc",
+        0.85,
+    )
 
     one = _find(rows, "schooner-sklearn", 1)
     p50 = one["p50_ms"] if one else None

@@ -32,6 +32,7 @@ from management_frontend.config import Config
 from management_frontend.errors import StartupError
 from management_frontend.state.keys import Keys
 from management_frontend.storage.store import Store
+from model_container import credentials
 from model_container.bearer import AdminTokenCheck
 from model_container.credentials import CredentialError
 
@@ -62,9 +63,12 @@ async def _wait_for_redis(store: Store, config: Config) -> None:
 
 
 def open_redis(config: Config) -> aioredis.Redis:
-    """The client every request shares; reads retry briefly on connection errors."""
+    """The client every request shares; reads retry briefly on connection errors. It
+    authenticates with the cluster's ``redis-password`` when its secrets directory has
+    one (never from the URL on the command line, which ``ps`` shows everyone)."""
     return aioredis.Redis.from_url(
         config.redis_url,
+        password=credentials.read_optional(config.secrets_dir, credentials.REDIS_PASSWORD),
         decode_responses=True,
         socket_timeout=config.redis_timeout_s,
         socket_connect_timeout=config.redis_timeout_s,

@@ -15,6 +15,7 @@ variables), the flag winning when both are set::
     --log-level LEVEL       SCHOONER_LOG_LEVEL       default: INFO
     --discovery-interval-s S  SCHOONER_DISCOVERY_INTERVAL_S  re-resolve dns+tcp names; 5
     --secrets-dir DIR       SCHOONER_SECRETS_DIR     the replica's credentials (``credentials``)
+    --insecure-rpc          SCHOONER_INSECURE_RPC=1  plain ZeroMQ, no CURVE: only to measure
 
 ``--frontend`` takes one frontend, or several that the replica serves at once (one
 process, the model loaded once, one registration per frontend)::
@@ -46,11 +47,12 @@ import socket
 from collections.abc import Sequence
 
 from model_container.bundle import BundleError, load_predict_function, read_bundle_info
-from model_container.credentials import SECRETS_DIR_ENV
+from model_container.credentials import SECRETS_DIR_ENV, CredentialError
 from model_container.discovery import DEFAULT_DISCOVERY_INTERVAL_S, parse_frontends
 from model_container.logconfig import configure_logging
 from model_container.metrics import MetricsServerError
 from model_container.protocol import InputType
+from model_container.rpc_keys import INSECURE_RPC_ENV, ClientKeys, insecure_from_env
 from model_container.server import ContainerConfig, ModelContainer
 
 logger = logging.getLogger(__name__)
@@ -121,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"(${_ENV['secrets_dir']})",
     )
     parser.add_argument(
+        "--insecure-rpc",
+        action="store_true",
+        help="connect without CURVE (no authentication, no encryption): only to measure "
+        f"what CURVE costs, never in production (${INSECURE_RPC_ENV}=1)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         type=str.upper,
@@ -141,6 +149,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     missing = [f"--{d.replace('_', '-')} (${_ENV[d]})" for d in _REQUIRED if not getattr(args, d)]
     if missing:
         parser.error(f"missing {', '.join(missing)}")
+    args.insecure_rpc = args.insecure_rpc or insecure_from_env()
     try:
         parse_frontends(str(args.frontend))
     except ValueError as exc:
@@ -180,6 +189,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
+    if not args.insecure_rpc:
+        try:  # before loading the model: a replica without keys could never register
+            ClientKeys.load(args.secrets_dir)
+        except CredentialError as exc:
+            logger.error("cannot start: %s", exc)
+            return EXIT_CONFIG
     try:
         info = read_bundle_info(args.bundle)
         if args.input_type is not None and InputType(args.input_type) != info.input_type:
@@ -206,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_port=args.metrics_port,
         discovery_interval_s=args.discovery_interval_s,
         secrets_dir=args.secrets_dir,
+        insecure_rpc=args.insecure_rpc,
     )
     try:
         ModelContainer(config, predict).run()

@@ -23,6 +23,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from model_container import protocol
 from model_container.protocol import Message
+from model_container.rpc_keys import ClientKeys
 
 logger = logging.getLogger(__name__)
 
@@ -32,30 +33,38 @@ Context = zmq.Context[zmq.Socket[bytes]]
 class LinkEvent(enum.Enum):
     CONNECTED = "connected"  # a connection completed its ZMTP handshake
     DISCONNECTED = "disconnected"  # an established connection dropped
+    REFUSED = "refused"  # the handshake failed: the peer refused our keys, or we its
 
 
 _EVENTS: dict[int, LinkEvent] = {
     int(zmq.EVENT_HANDSHAKE_SUCCEEDED): LinkEvent.CONNECTED,
     int(zmq.EVENT_DISCONNECTED): LinkEvent.DISCONNECTED,
+    int(zmq.EVENT_HANDSHAKE_FAILED_AUTH): LinkEvent.REFUSED,
+    int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL): LinkEvent.REFUSED,
+    int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL): LinkEvent.REFUSED,
 }
+_MONITORED = 0
+for _event in _EVENTS:
+    _MONITORED |= _event
 
 
 class FrontendLink:
-    """A connected DEALER socket to ``address`` plus its event monitor."""
+    """A connected DEALER socket to ``address`` plus its event monitor; with ``keys`` a
+    CURVE client of the frontend (``rpc_keys``), without them plain ZeroMQ."""
 
-    def __init__(self, context: Context, address: str) -> None:
+    def __init__(self, context: Context, address: str, keys: ClientKeys | None) -> None:
         self.address = address
         self.socket: zmq.Socket[bytes] = context.socket(zmq.DEALER)
         try:
             self.socket.setsockopt(zmq.LINGER, 0)
             self.socket.setsockopt(zmq.IMMEDIATE, 1)
+            if keys is not None:
+                keys.apply(self.socket)
             if address.startswith("tcp://["):
                 # An IPv6 literal (DNS discovery yields them): without this option libzmq
                 # never connects to it. Host names keep resolving to IPv4, as before.
                 self.socket.setsockopt(zmq.IPV6, 1)
-            self.monitor: zmq.Socket[bytes] = self.socket.get_monitor_socket(
-                zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
-            )
+            self.monitor: zmq.Socket[bytes] = self.socket.get_monitor_socket(_MONITORED)
             self.monitor.setsockopt(zmq.LINGER, 0)
             self.socket.connect(address)
         except BaseException:

@@ -68,6 +68,15 @@ def read(directory: str | os.PathLike[str], name: str) -> str:
     return value
 
 
+def read_optional(directory: str | os.PathLike[str] | None, name: str) -> str | None:
+    """The credential ``name`` from ``directory``, or None if there is no directory or no
+    such file (a credential the cluster does not use, such as the password of a Redis
+    the user runs); other failures raise ``CredentialError`` as ``read`` does."""
+    if directory is None or not (Path(directory) / name).exists():
+        return None
+    return read(directory, name)
+
+
 def sha256_hex(value: str | bytes) -> str:
     """The hex sha256 of a token, as ``admin-token.sha256`` holds it."""
     data = value.encode("utf-8") if isinstance(value, str) else value

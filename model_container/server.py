@@ -54,6 +54,7 @@ from model_container.discovery import (
 )
 from model_container.metrics import ContainerMetrics, MetricsServer
 from model_container.protocol import InputType
+from model_container.rpc_keys import ClientKeys, warn_insecure
 from model_container.sessions import FrontendSession, RoundRobin, SessionSettings
 from model_container.worker import ModelWorker
 
@@ -81,6 +82,8 @@ class ContainerConfig:
     metrics_port: int = 0  # ... and on which port; 0: no metrics endpoint
     discovery_interval_s: float = DEFAULT_DISCOVERY_INTERVAL_S  # re-resolve dns+tcp names
     secrets_dir: str | None = None  # the replica's credentials (``credentials``)
+    # Plain ZeroMQ instead of CURVE (``rpc_keys``): only to measure what CURVE costs.
+    insecure_rpc: bool = False
 
 
 class ModelContainer:
@@ -88,7 +91,9 @@ class ModelContainer:
 
     ``resolver`` (for tests) replaces ``socket.getaddrinfo`` for ``dns+tcp://`` names:
     it maps (name, port) to IP address strings, raising ``OSError`` when it cannot.
-    Raises ``ValueError`` if ``config.frontend`` is not a valid frontend address.
+    Raises ``ValueError`` if ``config.frontend`` is not a valid frontend address, and
+    ``credentials.CredentialError`` if the RPC keys are not in ``config.secrets_dir``
+    (unless ``config.insecure_rpc``).
     """
 
     def __init__(
@@ -101,6 +106,11 @@ class ModelContainer:
         self.config = config
         self._predict = predict
         self._targets = parse_frontends(config.frontend)
+        keys: ClientKeys | None = None
+        if config.insecure_rpc:
+            warn_insecure()
+        else:
+            keys = ClientKeys.load(config.secrets_dir)
         self._resolver = resolver
         self._stopping = False
         self._stop_reason = "stopped"
@@ -114,6 +124,7 @@ class ModelContainer:
             config.hello_interval_s,
             config.reconnect_initial_s,
             config.reconnect_max_s,
+            keys,
         )
         self._sessions: dict[str, FrontendSession] = {}  # by endpoint
         self._turns = RoundRobin()

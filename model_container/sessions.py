@@ -32,6 +32,7 @@ from model_container.connection import Context, FrontendLink, LinkEvent
 from model_container.heartbeat import Backoff, Heartbeat
 from model_container.metrics import ContainerMetrics
 from model_container.protocol import Error, ErrorKind, Goodbye, Hello, Predict, Reject, Welcome
+from model_container.rpc_keys import ClientKeys
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ MAX_READS_PER_POLL = 256
 
 
 class SessionSettings:
-    """What every session of one replica shares: its HELLO and its timing rules."""
+    """What every session of one replica shares: its HELLO, its timing rules and its RPC
+    keys (None: plain ZeroMQ, ``--insecure-rpc``)."""
 
     def __init__(
         self,
@@ -48,8 +50,10 @@ class SessionSettings:
         hello_interval_s: float,
         reconnect_initial_s: float,
         reconnect_max_s: float,
+        keys: ClientKeys | None,
     ) -> None:
         self.hello = hello
+        self.keys = keys
         self.hello_interval_s = hello_interval_s
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = reconnect_max_s
@@ -65,6 +69,7 @@ class SessionSettings:
         hello_interval_s: float,
         reconnect_initial_s: float,
         reconnect_max_s: float,
+        keys: ClientKeys | None,
     ) -> SessionSettings:
         hello = Hello(
             model_name=model_name,
@@ -75,7 +80,7 @@ class SessionSettings:
             pid=os.getpid(),
             heartbeat_ms=heartbeat_ms,
         )
-        return cls(hello, hello_interval_s, reconnect_initial_s, reconnect_max_s)
+        return cls(hello, hello_interval_s, reconnect_initial_s, reconnect_max_s, keys)
 
 
 class FrontendSession:
@@ -103,6 +108,7 @@ class FrontendSession:
         self.pending: collections.deque[Predict] = collections.deque()
         self.inflight_epoch: int | None = None  # epoch of this session's running batch
         self.closed = False
+        self._refusal_logged = False  # said why the handshake fails, until a WELCOME
         self.link = self._open_link(now)
 
     @property
@@ -149,6 +155,17 @@ class FrontendSession:
             self._send_hello(now)
         elif event is LinkEvent.DISCONNECTED and self.registered:
             self._reconnect(now, "the connection dropped")
+        elif event is LinkEvent.REFUSED:
+            # libzmq retries the handshake by itself; say once why it fails.
+            if not self._refusal_logged:
+                self._refusal_logged = True
+                logger.warning(
+                    "the RPC handshake with %s failed: the frontend refused this replica's "
+                    "keys or this replica the frontend's (are both from the same cluster's "
+                    "secrets directory, and both with or both without --insecure-rpc?); "
+                    "retrying",
+                    self.address,
+                )
         elif event is LinkEvent.DISCONNECTED:
             # Dropped while REGISTERING. A WELCOME the dead peer sent may still wait unread
             # in the socket; read later, it would register us with whoever listens next on
@@ -195,6 +212,7 @@ class FrontendSession:
             return
         self.heartbeat = Heartbeat(msg.heartbeat_ms / 1000, now)
         self.last_reject = ""
+        self._refusal_logged = False
         logger.info("registered with %s (heartbeat every %d ms)", self.address, msg.heartbeat_ms)
 
     def _on_reject(self, msg: Reject, now: float) -> None:
@@ -230,7 +248,7 @@ class FrontendSession:
     # ------------------------------------------------------------------ lifecycle
 
     def _open_link(self, now: float) -> FrontendLink:
-        link = FrontendLink(self._context, self.address)
+        link = FrontendLink(self._context, self.address, self._settings.keys)
         self._poller.register(link.socket, zmq.POLLIN)
         self._poller.register(link.monitor, zmq.POLLIN)
         self.heartbeat = None

@@ -8,8 +8,9 @@ import sys
 
 import uvicorn
 
-from model_container.credentials import SECRETS_DIR_ENV
+from model_container.credentials import SECRETS_DIR_ENV, CredentialError
 from model_container.logconfig import configure_logging
+from model_container.rpc_keys import INSECURE_RPC_ENV, insecure_from_env
 from query_frontend.app import create_app
 from query_frontend.config import Config
 from query_frontend.http.slow_clients import deadline_protocol
@@ -45,6 +46,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="also serve GET /metrics, without authentication, on this port (default: off; "
         "on the query port /metrics needs the admin token)",
     )
+    p.add_argument(
+        "--insecure-rpc",
+        action="store_true",
+        default=insecure_from_env(),
+        help="serve RPC without CURVE (no authentication, no encryption): only to measure "
+        f"what CURVE costs, never in production (env {INSECURE_RPC_ENV}=1)",
+    )
     a = p.parse_args(argv)
     for flag, seconds in (
         ("--header-timeout", a.header_timeout),
@@ -76,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         tls_certfile=a.tls_certfile,
         tls_keyfile=a.tls_keyfile,
         metrics_port=a.metrics_port,
+        insecure_rpc=a.insecure_rpc,
         **extra,
     )
 
@@ -83,8 +92,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     configure_logging(config.log_level, quiet=("uvicorn.access",))
+    try:
+        app = create_app(config)
+    except CredentialError as exc:
+        print(f"query frontend: cannot start: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
-        create_app(config),
+        app,
         host=config.host,
         port=config.port,
         loop="uvloop",

@@ -24,8 +24,10 @@ from starlette.applications import Starlette
 from management_frontend.state.keys import SCHEMA_VERSION, Keys
 from management_frontend.state.policy import LEARNING
 from management_frontend.state.records import Snapshot, schema_version_of
+from model_container import credentials
 from model_container.bearer import AdminTokenCheck
 from model_container.credentials import CredentialError
+from model_container.rpc_keys import ServerKeys, warn_insecure
 from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.caching.cache import PredictionCache
 from query_frontend.config import Config
@@ -71,7 +73,15 @@ class FrontDoor:
 
 
 def create_app(config: Config) -> FrontDoor:
+    """The app; ``model_container.credentials.CredentialError`` if the RPC keys are not
+    in ``config.secrets_dir`` (unless ``config.insecure_rpc``)."""
     door = FrontDoor()
+    redis_password = credentials.read_optional(config.secrets_dir, credentials.REDIS_PASSWORD)
+    rpc_keys: ServerKeys | None = None
+    if config.insecure_rpc:
+        warn_insecure()
+    else:
+        rpc_keys = ServerKeys.load(config.secrets_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -79,6 +89,7 @@ def create_app(config: Config) -> FrontDoor:
         keys = Keys(config.key_prefix)
         r = aioredis.Redis.from_url(
             config.redis_url,
+            password=redis_password,
             decode_responses=True,
             socket_connect_timeout=5,
             health_check_interval=10,
@@ -88,7 +99,7 @@ def create_app(config: Config) -> FrontDoor:
             config.max_batch_size, config.max_queue_per_model, config.max_inflight_batches
         )
         routing = RoutingTable()
-        rpc = RpcServer(ctx, config.rpc_bind_address, dispatcher, config.heartbeat_ms)
+        rpc = RpcServer(ctx, config.rpc_bind_address, dispatcher, config.heartbeat_ms, rpc_keys)
         registry = ReplicaRegistry(r, keys, config.frontend_id)
         dispatcher.on_replica_added = registry.added
         dispatcher.on_replica_removed = registry.removed

@@ -51,6 +51,8 @@ class Config:
     tls_keyfile: str | None = None
     # A port serving only GET /metrics, without authentication, on ``host``; 0: none.
     metrics_port: int = 0
+    # Plain ZeroMQ instead of CURVE on the RPC port (``rpc.auth``): only to measure.
+    insecure_rpc: bool = False
 
     @property
     def rpc_bind_address(self) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from admin.container_managers._credentials import ClusterCredentials, write_dir
+from model_container.credentials import REDIS_PASSWORD
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,15 @@ class ClusterSecrets:
         return {"Authorization": f"Bearer {self.creds.admin_token}"}
 
 
-def make_cluster_secrets(root: Path) -> ClusterSecrets:
+def make_cluster_secrets(root: Path, *, redis_password: bool = False) -> ClusterSecrets:
+    """Credentials written under ``root``. The frontends' directory holds no
+    ``redis-password`` unless asked (``redis_password=True``): the tests' Redis has
+    none, and a frontend given one would authenticate and be refused."""
     creds = ClusterCredentials.generate()
     frontend_dir, replica_dir = root / "secrets-frontend", root / "secrets-replica"
-    write_dir(frontend_dir, creds.frontend_files())
+    frontend_files = creds.frontend_files()
+    if not redis_password:
+        del frontend_files[REDIS_PASSWORD]
+    write_dir(frontend_dir, frontend_files)
     write_dir(replica_dir, creds.replica_files())
     return ClusterSecrets(creds, frontend_dir, replica_dir)

@@ -6,21 +6,29 @@ answers the heartbeats of replicas it welcomed and REJECTs those of strangers (a
 real frontend must, §5), sends PREDICTs of doubles and reads what comes back. Each has a
 ZeroMQ context of its own so that ``close()`` can terminate it, which releases the port
 before returning (closing a socket alone releases it asynchronously): a "restarted"
-frontend can bind the same port at once. ``serving_in_a_thread`` runs an in-process
-``ModelContainer`` against it. Every wait polls with a deadline.
+frontend can bind the same port at once. Like the real one it is a CURVE server that
+admits only the cluster's client key (``query_frontend.rpc.auth``): ``secrets`` are the
+cluster's (``credentials.make_cluster_secrets``; fresh ones if not given), and a replica
+talks to it with ``--secrets-dir fake.secrets.replica_dir``. ``serving_in_a_thread``
+runs an in-process ``ModelContainer`` against it. Every wait polls with a deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 import zmq
+from credentials import ClusterSecrets, make_cluster_secrets
+from zmq.auth.thread import ThreadAuthenticator
 
 from model_container import ModelContainer, protocol
 from model_container.protocol import (
@@ -33,6 +41,7 @@ from model_container.protocol import (
     Result,
     Welcome,
 )
+from model_container.rpc_keys import ZAP_DOMAIN, ServerKeys
 
 STARTUP_S = 20.0  # a cold interpreter importing numpy on a loaded machine
 REPLY_S = 10.0
@@ -63,10 +72,25 @@ class FakeFrontend:
     """A ROUTER bound on ``host`` (``[::1]`` for IPv6) and ``port`` (a random free one
     if None)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        secrets: ClusterSecrets | None = None,
+    ) -> None:
+        self._tmp: str | None = None
+        if secrets is None:
+            self._tmp = tempfile.mkdtemp(prefix="fake-frontend-")
+            secrets = make_cluster_secrets(Path(self._tmp))
+        self.secrets = secrets
+        keys = ServerKeys.load(str(secrets.frontend_dir))
         self.context: zmq.Context[Any] = zmq.Context()
+        self.auth = ThreadAuthenticator(self.context)
+        self.auth.start()
+        self.auth.configure_curve_callback(ZAP_DOMAIN, _OneKey(keys.client_public))
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        keys.apply(self.socket)
         if host.startswith("["):
             self.socket.setsockopt(zmq.IPV6, 1)
         self.host = host
@@ -144,4 +168,15 @@ class FakeFrontend:
         if not self.closed:
             self.closed = True
             self.socket.close(linger=0)
+            self.auth.stop()
             self.context.term()
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+class _OneKey:
+    def __init__(self, client_public: bytes) -> None:
+        self.client_public = client_public
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key == self.client_public

@@ -40,6 +40,7 @@ from kubernetes.client import (
     V1PodStatus,
     V1Scale,
     V1ScaleSpec,
+    V1SecretList,
     V1ServiceList,
     V1StatefulSetList,
     V1StatefulSetStatus,
@@ -55,6 +56,7 @@ LISTS = {
     "ConfigMap": V1ConfigMapList,
     "Pod": V1PodList,
     "PersistentVolumeClaim": V1PersistentVolumeClaimList,
+    "Secret": V1SecretList,
 }
 PLURAL = {
     "Deployment": "deployments.apps",
@@ -63,6 +65,7 @@ PLURAL = {
     "ConfigMap": "configmaps",
     "Pod": "pods",
     "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Secret": "secrets",
     "Namespace": "namespaces",
 }
 MUTATING = ("create", "patch", "replace", "delete")
@@ -187,6 +190,16 @@ class FakeKubeAPIServer:
         if (kind, namespace, name) not in self.objects:
             raise api_error(404, "Not Found", f'{PLURAL[kind]} "{name}" not found')
         return copy.deepcopy(self.objects[kind, namespace, name])
+
+    def patch(self, kind: str, namespace: str, name: str, body: Any, kw: dict[str, Any]) -> Any:
+        """A merge patch of ``data`` (all the manager patches: Secrets' keys)."""
+        self.record("patch", kind, name, copy.deepcopy(body), kw)
+        if (kind, namespace, name) not in self.objects:
+            raise api_error(404, "Not Found", f'{PLURAL[kind]} "{name}" not found')
+        obj = self.objects[kind, namespace, name]
+        obj.data = {**(obj.data or {}), **body["data"]}
+        self.changed()
+        return copy.deepcopy(obj)
 
     def delete(self, kind: str, namespace: str, name: str, kw: dict[str, Any]) -> Any:
         self.record("delete", kind, name, kw.get("propagation_policy"), kw)
@@ -352,6 +365,21 @@ class FakeCoreV1Api:
 
     def delete_namespaced_config_map(self, name: str, namespace: str, **kw: Any) -> Any:
         return self.server.delete("ConfigMap", namespace, name, kw)
+
+    def create_namespaced_secret(self, namespace: str, body: Any, **kw: Any) -> Any:
+        return self.server.create("Secret", namespace, body, kw)
+
+    def list_namespaced_secret(self, namespace: str, **kw: Any) -> Any:
+        return self.server.list("Secret", namespace, kw)
+
+    def read_namespaced_secret(self, name: str, namespace: str, **kw: Any) -> Any:
+        return self.server.read("Secret", namespace, name, kw)
+
+    def patch_namespaced_secret(self, name: str, namespace: str, body: Any, **kw: Any) -> Any:
+        return self.server.patch("Secret", namespace, name, body, kw)
+
+    def delete_namespaced_secret(self, name: str, namespace: str, **kw: Any) -> Any:
+        return self.server.delete("Secret", namespace, name, kw)
 
     def list_namespaced_pod(self, namespace: str, **kw: Any) -> Any:
         return self.server.list("Pod", namespace, kw)

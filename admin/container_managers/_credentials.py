@@ -67,15 +67,29 @@ class ClusterCredentials:
     def admin_token_sha256(self) -> str:
         return cred.sha256_hex(self.admin_token)
 
-    def frontend_files(self) -> dict[str, str]:
-        """What the frontends' secrets directory holds (``cred.FRONTEND_FILES``)."""
-        return {
+    def frontend_files(self, redis_password: bool = True) -> dict[str, str]:
+        """What the frontends' secrets directory holds (``cred.FRONTEND_FILES``); without
+        ``redis-password`` when the cluster's Redis is the user's (``redis_url``), which
+        the frontends then reach without AUTH unless its URL says otherwise."""
+        files = {
             cred.ADMIN_TOKEN_SHA256: self.admin_token_sha256,
             cred.REDIS_PASSWORD: self.redis_password,
             cred.RPC_SERVER_PUBLIC: self.rpc_server_public,
             cred.RPC_SERVER_SECRET: self.rpc_server_secret,
             cred.RPC_CLIENT_PUBLIC: self.rpc_client_public,
         }
+        if not redis_password:
+            del files[cred.REDIS_PASSWORD]
+        return files
+
+    def redis_config(self) -> str:
+        """A redis.conf fragment requiring the cluster's password (a file, never argv)."""
+        return f'requirepass "{self.redis_password}"'
+
+    def redis_auth_command(self) -> bytes:
+        """``AUTH <password>`` in RESP, for a readiness ping that must authenticate."""
+        password = self.redis_password.encode("utf-8")
+        return b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password)
 
     def replica_files(self) -> dict[str, str]:
         """What a replica's secrets directory holds (``cred.REPLICA_FILES``)."""
@@ -133,6 +147,9 @@ class LocalCredentialStore:
     <data_dir>/secrets/frontend/   the frontends' files (0700 directory, 0600 files)
     <data_dir>/secrets/replica/    the replicas' files
     <data_dir>/secrets/all/        every credential, the source the others are written from
+    <data_dir>/secrets/redis.conf  ``requirepass`` for the Redis the manager runs (0600)
+
+    ``own_redis=False`` (the user's ``redis_url``): no Redis password in ``frontend/``.
     """
 
     def __init__(self, data_dir: Path) -> None:
@@ -141,6 +158,7 @@ class LocalCredentialStore:
         self.frontend_dir = self.root / "frontend"
         self.replica_dir = self.root / "replica"
         self._all_dir = self.root / "all"
+        self.redis_config_file = self.root / "redis.conf"
         self.admin_token_file = data_dir / ADMIN_TOKEN
 
     def load(self) -> ClusterCredentials | None:
@@ -153,17 +171,20 @@ class LocalCredentialStore:
         except KeyError:
             return None
 
-    def ensure(self) -> ClusterCredentials:
+    def ensure(self, own_redis: bool = True) -> ClusterCredentials:
         """The stored credentials, generated on the first start; every file rewritten
         from them (repairing a deleted one)."""
         creds = self.load() or ClusterCredentials.generate()
-        self.save(creds)
+        self.save(creds, own_redis)
         return creds
 
-    def save(self, creds: ClusterCredentials) -> None:
+    def save(self, creds: ClusterCredentials, own_redis: bool = True) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
         write_dir(self._all_dir, creds.all_files())
-        write_dir(self.frontend_dir, creds.frontend_files())
+        write_dir(self.frontend_dir, creds.frontend_files(redis_password=own_redis))
+        if not own_redis:
+            (self.frontend_dir / cred.REDIS_PASSWORD).unlink(missing_ok=True)
         write_dir(self.replica_dir, creds.replica_files())
+        write_private(self.redis_config_file, creds.redis_config())
         write_private(self.admin_token_file, creds.admin_token)

@@ -1,4 +1,4 @@
-"""One cluster's share of a Docker engine: its containers, network, volume and images.
+"""One cluster's share of a Docker engine: its containers, network, volumes and images.
 
 ``ClusterEngine`` is the only place the Docker manager calls the docker SDK for
 containers; it selects by the ``schooner.cluster`` label, so nothing here ever touches
@@ -9,10 +9,13 @@ another cluster's (or anybody else's) containers, and it translates the SDK's er
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import socket
-from collections.abc import Iterable, Mapping
+import tarfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
@@ -236,6 +239,72 @@ class ClusterEngine:
         with contextlib.suppress(*engine_errors()):
             self.client.volumes.get(volume).remove(force=True)
 
+    def volume_exists(self, volume: str) -> bool:
+        from docker.errors import NotFound
+
+        try:
+            self.client.volumes.get(volume)
+        except NotFound:
+            return False
+        except engine_errors() as exc:
+            raise ContainerManagerError(f"cannot inspect volume {volume}: {exc}") from exc
+        return True
+
+    def write_files(
+        self, volume: str, image: str, files: Mapping[str, str], *, owner: int, mode: int
+    ) -> None:
+        """Write ``files`` (name -> text) into ``volume``, each owned by uid and gid
+        ``owner`` with ``mode``, replacing what was there under those names. The engine
+        does it (a container created from ``image`` and never started, with the volume
+        mounted, and ``put_archive``): nothing touches the host's disk or a command line."""
+        archive = _tar(files, owner=owner, mode=mode)
+        with self._volume_container(volume, image, read_only=False) as container:
+            if not container.put_archive(_VOLUME_MOUNT, archive):
+                raise ContainerManagerError(f"cannot write into volume {volume}")
+
+    def read_files(self, volume: str, image: str) -> dict[str, str]:
+        """The files at the top of ``volume`` (name -> text); {} if there is no volume."""
+        if not self.volume_exists(volume):
+            return {}
+        with self._volume_container(volume, image, read_only=True) as container:
+            stream, _ = container.get_archive(f"{_VOLUME_MOUNT}/.")
+            data = b"".join(stream)
+        out: dict[str, str] = {}
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                name = member.name.removeprefix("./")
+                extracted = tar.extractfile(member) if member.isfile() else None
+                if extracted is not None and "/" not in name:
+                    out[name] = extracted.read().decode("utf-8")
+        return out
+
+    @contextlib.contextmanager
+    def _volume_container(self, volume: str, image: str, *, read_only: bool) -> Iterator[Container]:
+        from docker.errors import APIError
+
+        self.ensure_volume(volume)
+        try:
+            container: Container = self.client.containers.create(
+                image,
+                command=["true"],
+                volumes={volume: {"bind": _VOLUME_MOUNT, "mode": "ro" if read_only else "rw"}},
+                network_mode="none",
+                labels={specs.CLUSTER: self.cluster_name, specs.ROLE: "credentials"},
+            )
+        except APIError as exc:
+            raise ContainerManagerError(
+                f"cannot reach volume {volume} through image {image}: {exc.explanation or exc}"
+            ) from exc
+        except engine_errors() as exc:
+            raise ContainerManagerError(f"cannot reach volume {volume}: {exc}") from exc
+        try:
+            yield container
+        except engine_errors() as exc:
+            raise ContainerManagerError(f"cannot copy files of volume {volume}: {exc}") from exc
+        finally:
+            with contextlib.suppress(*engine_errors()):
+                container.remove(force=True)
+
     # ------------------------------------------------------------------ images
 
     def remove_images(self, label: str) -> None:
@@ -283,6 +352,23 @@ class ClusterEngine:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+# Where a credentials helper container mounts the volume it reads or writes.
+_VOLUME_MOUNT: Final = "/schooner-volume"
+
+
+def _tar(files: Mapping[str, str], *, owner: int, mode: int) -> bytes:
+    buf = io.BytesIO()
+    now = int(time.time())
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, text in files.items():
+            data = (text.strip() + "\n").encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, now
+            info.uid = info.gid = owner
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def container_role(container: Container) -> str:

@@ -23,6 +23,13 @@ Two network modes:
 Every container runs without privileges: all capabilities dropped, no-new-privileges
 (setuid binaries cannot raise them), and -- Redis from Schooner's image, the frontends
 and every replica -- as the images' user ``schooner`` (uid 10001), never root.
+Credentials (``_docker_credentials``) live in named volumes the cluster keeps across
+``stop_all()``/``start()``: ``schooner-<cluster>-credentials`` (every credential; mounted
+by no running container), ``-secrets-frontend`` and ``-secrets-replica`` (each kind of
+process's files, mounted read-only at ``/run/schooner/secrets``, named by
+``SCHOONER_SECRETS_DIR``), and ``-secrets-redis`` (Redis's ``redis.conf`` with
+``requirepass``, mounted read-only at ``/run/schooner/redis``). No secret is in an image,
+an environment variable or a command line.
 
 Every container restarts ``unless-stopped``: a replica that crashes comes back, and
 connects and registers again; one that cannot load its model exits with status 2 at
@@ -39,6 +46,7 @@ from typing import Any, Final
 from admin.container_managers._net import check_port, connect_host, netloc
 from admin.container_managers.base import CRASH_LOOP_RESTARTS, EXIT_CONFIG, ReplicaState
 from admin.exceptions import ClusterNotRunningError, InvalidRequestError
+from model_container.credentials import SECRETS_DIR_ENV
 
 CLUSTER, ROLE = "schooner.cluster", "schooner.role"
 MODEL, VERSION, REPLICA_ID = "schooner.model", "schooner.version", "schooner.replica_id"
@@ -52,6 +60,18 @@ INNER_PORTS: Final = {REDIS: 6379, MANAGEMENT: 1338, QUERY: 1337, "rpc": 7000, "
 BUNDLE_DIR: Final = "/opt/schooner/model"
 # Where the frontends find the TLS certificate and key, mounted read-only from the host.
 TLS_DIR: Final = "/run/schooner/tls"
+# Where the frontends and replicas find their credentials, and Redis its redis.conf.
+SECRETS_DIR: Final = "/run/schooner/secrets"
+REDIS_CONF_DIR: Final = "/run/schooner/redis"
+REDIS_CONF: Final = "redis.conf"
+# The credential volumes: every credential (the source), and what each kind of process
+# mounts. "all" is mounted by no running container.
+CREDENTIALS, FRONTEND_SECRETS, REPLICA_SECRETS, REDIS_SECRETS = (
+    "credentials",
+    "secrets-frontend",
+    "secrets-replica",
+    "secrets-redis",
+)
 RESTART_POLICY: Final = {"Name": "unless-stopped"}
 # The images' user "schooner" (deploy/docker): no container of ours runs as root.
 USER: Final = "10001:10001"
@@ -125,6 +145,18 @@ class ClusterSettings:
     def volume(self) -> str:
         """The named volume Redis keeps its append-only file in."""
         return f"schooner-{self.cluster_name}-redis-data"
+
+    def credentials_volume(self, kind: str = CREDENTIALS) -> str:
+        """The named volume of one kind of credentials (``CREDENTIALS`` ... ``REDIS_SECRETS``)."""
+        return f"schooner-{self.cluster_name}-{kind}"
+
+    @property
+    def credential_volumes(self) -> list[str]:
+        kinds = (CREDENTIALS, FRONTEND_SECRETS, REPLICA_SECRETS, REDIS_SECRETS)
+        return [self.credentials_volume(kind) for kind in kinds]
+
+    def _secrets_mount(self, kind: str) -> dict[str, dict[str, str]]:
+        return {self.credentials_volume(kind): {"bind": SECRETS_DIR, "mode": "ro"}}
 
     @property
     def tls(self) -> bool:
@@ -206,14 +238,21 @@ class ClusterSettings:
             **{k: list(v) for k, v in NO_PRIVILEGES.items()},
         }
 
+    def _with_secrets(self, spec: dict[str, Any], kind: str) -> dict[str, Any]:
+        """``spec`` with ``kind``'s credentials mounted and ``SCHOONER_SECRETS_DIR`` set."""
+        spec["volumes"] = {**spec.get("volumes", {}), **self._secrets_mount(kind)}
+        spec["environment"] = {**spec["environment"], SECRETS_DIR_ENV: SECRETS_DIR}
+        return spec
+
     def redis_spec(self, image: str, *, own_image: bool = True) -> dict[str, Any]:
         """Redis with its data in the volume. ``own_image``: Schooner's Redis image, which
         runs as uid 10001 like the rest; ``False`` (``redis_image=``), the image's own user
         and entrypoint, which needs the capabilities to switch to that user."""
         bind, port = self._bind(REDIS, self.redis_port)
         command = [
-            "redis-server",
-            *("--port", str(port), "--bind", bind, "--protected-mode", "no"),
+            # First, the config file requiring the cluster's password: on no command line.
+            *("redis-server", f"{REDIS_CONF_DIR}/{REDIS_CONF}"),
+            *("--port", str(port), "--bind", bind),
             # Append-only file on, RDB snapshots off: every change is on disk within a
             # second, and a SIGTERM (docker stop, docker restart) flushes the rest.
             *("--dir", "/data", "--appendonly", "yes", "--save", ""),
@@ -225,7 +264,10 @@ class ClusterSettings:
         return {
             **spec,
             "name": self.container_name(REDIS),
-            "volumes": {self.volume: {"bind": "/data", "mode": "rw"}},
+            "volumes": {
+                self.volume: {"bind": "/data", "mode": "rw"},
+                self.credentials_volume(REDIS_SECRETS): {"bind": REDIS_CONF_DIR, "mode": "ro"},
+            },
             "stop_signal": "SIGTERM",
             **self._network_kwargs({str(INNER_PORTS[REDIS]): self.redis_port}),
         }
@@ -238,7 +280,7 @@ class ClusterSettings:
             *("--host", bind, "--port", str(port)),
         ]
         return {
-            **self._common(MANAGEMENT, image, command),
+            **self._with_secrets(self._common(MANAGEMENT, image, command), FRONTEND_SECRETS),
             "name": self.container_name(MANAGEMENT),
             "init": True,
             **self._network_kwargs({str(INNER_PORTS[MANAGEMENT]): self.management_port}),
@@ -260,7 +302,7 @@ class ClusterSettings:
             str(INNER_PORTS["rpc"]): self.rpc_port,
         }
         return {
-            **self._common(QUERY, image, command),
+            **self._with_secrets(self._common(QUERY, image, command), FRONTEND_SECRETS),
             "name": self.container_name(QUERY),
             "init": True,
             **self._network_kwargs(published),
@@ -307,7 +349,7 @@ class ClusterSettings:
             }
         )
         return {
-            **spec,
+            **self._with_secrets(spec, REPLICA_SECRETS),
             "name": self.replica_name(replica_id),
             "init": True,
             **self._network_kwargs(),

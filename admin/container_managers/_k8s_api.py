@@ -27,6 +27,7 @@ _KINDS: Final = {
     "Service": ("core", "service"),
     "Pod": ("core", "pod"),
     "PersistentVolumeClaim": ("core", "persistent_volume_claim"),
+    "Secret": ("core", "secret"),
 }
 
 
@@ -167,6 +168,11 @@ class KubeAPI:
             propagation_policy="Foreground" if foreground else "Background",
             allow=(404,),
         )
+
+    def patch(self, kind: str, name: str, body: Any) -> None:
+        """Merge-patch an object (``{"data": {...}}`` replaces those keys of a Secret).
+        Errors name the object, never the body: it may hold secrets."""
+        self._call(f"update {kind} {name}", self._method("patch", kind), name, self.namespace, body)
 
     def scale(self, deployment: str, replicas: int) -> None:
         """Patch a Deployment's replica count (its scale subresource)."""

@@ -14,6 +14,16 @@ a cluster ``<c>`` in its namespace::
     Service     schooner-<c>-query-rpc    headless, not-ready pods included: every query
                                           frontend pod's RPC port 7000, for model pods
     Deployment  schooner-<c>-<model>-<version>   one per model version, its replicas
+    Secret      schooner-<c>-credentials  every credential, the admin token included:
+                                          read by the admin client, mounted by no pod
+    Secret      schooner-<c>-frontend-secrets  the frontends' files (``credentials``),
+    Secret      schooner-<c>-replica-secrets   the model pods' files, each mounted
+                                          read-only at /run/schooner/secrets
+    Secret      schooner-<c>-redis-config      redis.conf with ``requirepass``, mounted
+                                          by Redis (its password on no command line)
+
+The Secrets are made at the first ``start()`` (or by ``deploy/k8s/make-secrets.sh``
+for ``kubectl apply -k``) and kept by ``stop_all()``.
 
 Every object (and pod template) carries the recommended ``app.kubernetes.io/*`` labels
 and Schooner's own, which ``connect()``, ``stop_all()`` and the model verbs select on::
@@ -30,6 +40,7 @@ tags, hence ``imagePullPolicy: IfNotPresent``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -38,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from admin.container_managers._net import check_port
 from admin.exceptions import InvalidRequestError
+from model_container.credentials import SECRETS_DIR_ENV
 
 if TYPE_CHECKING:
     from kubernetes.client import (
@@ -45,6 +57,7 @@ if TYPE_CHECKING:
         V1Deployment,
         V1ObjectMeta,
         V1PodSpec,
+        V1Secret,
         V1Service,
         V1StatefulSet,
     )
@@ -53,12 +66,26 @@ CLUSTER, ROLE = "schooner.io/cluster", "schooner.io/role"
 MODEL, VERSION, INPUT_TYPE = "schooner.io/model", "schooner.io/version", "schooner.io/input-type"
 REDIS, MANAGEMENT, QUERY, REPLICA = "redis", "management", "query", "replica"
 ROLES: Final = (REDIS, MANAGEMENT, QUERY, REPLICA)
+CREDENTIALS: Final = "credentials"  # the role label of the cluster's Secrets
 COMPONENTS: Final = {
     REDIS: "redis",
     MANAGEMENT: "management-frontend",
     QUERY: "query-frontend",
     REPLICA: "model",
+    CREDENTIALS: "credentials",
 }
+# The Secrets of a cluster (``secret_name``): every credential, and what each mounts.
+ALL_SECRETS, FRONTEND_SECRETS, REPLICA_SECRETS, REDIS_CONFIG = (
+    "credentials",
+    "frontend-secrets",
+    "replica-secrets",
+    "redis-config",
+)
+SECRETS_DIR: Final = "/run/schooner/secrets"
+REDIS_CONF_DIR: Final = "/run/schooner/redis"
+REDIS_CONF: Final = "redis.conf"
+# Secret files: readable by the pods' group (fsGroup 10001) and no one else.
+SECRET_MODE: Final = 0o440
 SERVICE_TYPES: Final = ("ClusterIP", "NodePort", "LoadBalancer")
 
 # Container ports: every pod has its own address, so these never change.
@@ -174,6 +201,38 @@ class KubeSettings:
     def label_selector(self, role: str | None = None, **extra: str) -> str:
         """``selector`` as the API's ``labelSelector`` string."""
         return ",".join(f"{k}={v}" for k, v in self.selector(role, **extra).items())
+
+    def secret_name(self, kind: str) -> str:
+        return dns_label("schooner", self.cluster_name, kind)
+
+    def secret(self, kind: str, files: Mapping[str, str]) -> V1Secret:
+        """The Secret ``kind`` holding ``files`` (name -> text)."""
+        from kubernetes.client import V1Secret
+
+        data: dict[str, bytes | str] = {
+            name: base64.b64encode(text.strip().encode("utf-8")).decode("ascii")
+            for name, text in sorted(files.items())
+        }
+        meta = self._meta(self.secret_name(kind), CREDENTIALS)
+        return V1Secret(api_version="v1", kind="Secret", metadata=meta, type="Opaque", data=data)
+
+    @staticmethod
+    def secret_files(secret: Any) -> dict[str, str]:
+        """What ``secret`` (read back from the API server) holds, as name -> text."""
+        data = getattr(secret, "data", None) or {}
+        return {k: base64.b64decode(v).decode("utf-8") for k, v in data.items()}
+
+    def _secret_volume(self, kind: str, name: str = "secrets") -> Any:
+        from kubernetes.client import V1SecretVolumeSource, V1Volume
+
+        source = V1SecretVolumeSource(secret_name=self.secret_name(kind), default_mode=SECRET_MODE)
+        return V1Volume(name=name, secret=source)
+
+    @staticmethod
+    def _secrets_mount(name: str = "secrets", path: str = SECRETS_DIR) -> Any:
+        from kubernetes.client import V1VolumeMount
+
+        return V1VolumeMount(name=name, mount_path=path, read_only=True)
 
     @staticmethod
     def model_labels(name: str, version: str | None = None) -> dict[str, str]:
@@ -411,14 +470,16 @@ class KubeSettings:
             image_pull_policy="IfNotPresent",
             # Append-only file on, RDB snapshots off: every change is on disk within a
             # second, and the SIGTERM of a pod's deletion flushes the rest.
+            # First, redis.conf from the Secret: requirepass, on no command line.
             command=[
-                "redis-server",
-                *("--port", str(PORTS[REDIS]), "--bind", "0.0.0.0", "--protected-mode", "no"),
+                *("redis-server", f"{REDIS_CONF_DIR}/{REDIS_CONF}"),
+                *("--port", str(PORTS[REDIS]), "--bind", "0.0.0.0"),
                 *("--dir", "/data", "--appendonly", "yes", "--save", ""),
             ],
             ports=[V1ContainerPort(name="redis", container_port=PORTS[REDIS])],
+            # Ready once it answers; NOAUTH is its answer to a client without the password.
             readiness_probe=V1Probe(
-                _exec=V1ExecAction(command=["sh", "-c", "redis-cli ping | grep -q PONG"]),
+                _exec=V1ExecAction(command=["sh", "-c", "redis-cli ping | grep -qE 'PONG|NOAUTH'"]),
                 period_seconds=5,
                 timeout_seconds=2,
             ),
@@ -431,7 +492,10 @@ class KubeSettings:
             ),
             resources=self._resources(REDIS),
             security_context=self._security(),
-            volume_mounts=[V1VolumeMount(name="data", mount_path="/data")],
+            volume_mounts=[
+                V1VolumeMount(name="data", mount_path="/data"),
+                self._secrets_mount("redis-config", REDIS_CONF_DIR),
+            ],
         )
         claim = V1PersistentVolumeClaim(
             metadata=V1ObjectMeta(name="data", labels=self.labels(REDIS)),
@@ -451,7 +515,9 @@ class KubeSettings:
                 selector=V1LabelSelector(match_labels=self.selector(REDIS)),
                 template=V1PodTemplateSpec(
                     metadata=V1ObjectMeta(labels=self.labels(REDIS)),
-                    spec=self._pod_spec([container]),
+                    spec=self._pod_spec(
+                        [container], volumes=[self._secret_volume(REDIS_CONFIG, "redis-config")]
+                    ),
                 ),
                 volume_claim_templates=[claim],
                 # The state outlives the StatefulSet: stop_all() keeps it, destroy() not.
@@ -480,12 +546,17 @@ class KubeSettings:
                 *("--redis-url", self.redis_address, "--key-prefix", self.key_prefix),
                 *("--host", "0.0.0.0", "--port", str(PORTS[MANAGEMENT])),
             ],
+            env=[self._env(SECRETS_DIR_ENV, SECRETS_DIR)],
             ports=[V1ContainerPort(name="http", container_port=PORTS[MANAGEMENT])],
             resources=self._resources(MANAGEMENT),
             security_context=self._security(),
+            volume_mounts=[self._secrets_mount()],
             **self._http_probes("http"),
         )
-        pod = self._pod_spec([container], volumes=self._serve_tls(container) or None)
+        pod = self._pod_spec(
+            [container],
+            volumes=[self._secret_volume(FRONTEND_SECRETS), *self._serve_tls(container)],
+        )
         return self._deployment(self.name(MANAGEMENT), MANAGEMENT, 1, pod)
 
     def query_service(self) -> V1Service:
@@ -518,13 +589,17 @@ class KubeSettings:
             ],
             # Each pod names itself in the replica records it keeps in Redis by its own
             # name: distinct across pods, and in `kubectl get pods`.
-            env=[self._env("SCHOONER_FRONTEND_ID", field_path="metadata.name")],
+            env=[
+                self._env("SCHOONER_FRONTEND_ID", field_path="metadata.name"),
+                self._env(SECRETS_DIR_ENV, SECRETS_DIR),
+            ],
             ports=[
                 V1ContainerPort(name="http", container_port=PORTS[QUERY]),
                 V1ContainerPort(name="rpc", container_port=PORTS["rpc"]),
             ],
             resources=self._resources(QUERY),
             security_context=self._security(),
+            volume_mounts=[self._secrets_mount()],
             # Keep serving while the Service's endpoints forget this pod, then stop.
             lifecycle=V1Lifecycle(
                 pre_stop=V1LifecycleHandler(_exec=V1ExecAction(command=["sleep", "5"]))
@@ -534,7 +609,7 @@ class KubeSettings:
         pod = self._pod_spec(
             [container],
             topology_spread_constraints=self._spread(QUERY),
-            volumes=self._serve_tls(container) or None,
+            volumes=[self._secret_volume(FRONTEND_SECRETS), *self._serve_tls(container)],
         )
         count = None if autoscaled else self.query_replicas
         return self._deployment(self.name(QUERY), QUERY, count, pod)
@@ -570,6 +645,7 @@ class KubeSettings:
                 self._env("SCHOONER_FRONTEND", self.rpc_frontends),
                 self._env("SCHOONER_METRICS_HOST", "0.0.0.0"),
                 self._env("SCHOONER_METRICS_PORT", str(PORTS["metrics"])),
+                self._env(SECRETS_DIR_ENV, SECRETS_DIR),
             ],
             ports=[V1ContainerPort(name="metrics", container_port=PORTS["metrics"])],
             # The model container listens here once its model is loaded. No liveness
@@ -580,9 +656,12 @@ class KubeSettings:
             ),
             resources=self._resources(REPLICA),
             security_context=self._security(),
+            volume_mounts=[self._secrets_mount()],
         )
         pod = self._pod_spec(
-            [container], topology_spread_constraints=self._spread(REPLICA, **model)
+            [container],
+            topology_spread_constraints=self._spread(REPLICA, **model),
+            volumes=[self._secret_volume(REPLICA_SECRETS)],
         )
         return self._deployment(
             self.model_name(name, version),

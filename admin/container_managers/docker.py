@@ -7,12 +7,14 @@
 
 ``start()`` builds what is missing of the cluster's images from ``deploy/docker/`` (see
 ``_docker_images``: Redis, the model-container base, the frontends), then runs Redis
-with its data in a named volume, and the management and query frontends. Deploying a
+with its data in a named volume, and the management and query frontends. The first
+start generates the cluster's credentials (admin token, Redis password, RPC keys) and
+keeps them in named volumes (``_docker_credentials``) that every later start reuses. Deploying a
 model builds an image ``FROM`` the model-container base with the model's
 ``pkgs_to_install`` and its bundle, streaming the build's output as progress, and runs
 its replicas from it. Containers carry labels (``_docker_specs``): ``connect()`` finds
 a running cluster by them, and ``stop_all()`` removes this cluster's containers and no
-others (the Redis volume stays: state persists until ``destroy()``).
+others (the Redis and credential volumes stay: state persists until ``destroy()``).
 
 Every container restarts ``unless-stopped``. A replica that dies comes back and
 registers again with the query frontend; meanwhile its queries go to other replicas or
@@ -37,6 +39,7 @@ from admin._names import check_name, check_num_replicas
 from admin._progress import wait_for
 from admin.container_managers import _docker_specs as specs
 from admin.container_managers._bundles import read_model_bundle, require_compatible
+from admin.container_managers._docker_credentials import DockerCredentialStore
 from admin.container_managers._docker_engine import (
     ClusterEngine,
     connect_to_engine,
@@ -180,6 +183,7 @@ class DockerContainerManager(ContainerManager):
         self._docker = docker_client
         self._owns_client = False  # whether self._docker was opened here (and closes here)
         self._engine: ClusterEngine | None = None
+        self._admin_token: str | None = None  # read from the cluster once, then kept
 
     def __repr__(self) -> str:
         s = self.settings
@@ -267,6 +271,8 @@ class DockerContainerManager(ContainerManager):
             self._check_ports_free()
         if not s.host_mode and self.engine.ensure_network(s.network):
             self.report(f"created Docker network {s.network}")
+        creds = self._credentials(lambda: model_container).ensure()
+        self._admin_token = creds.admin_token
         try:
             if redis_image is not None:
                 self.engine.ensure_volume(s.volume)
@@ -325,10 +331,50 @@ class DockerContainerManager(ContainerManager):
 
     def destroy(self) -> None:
         """``stop_all()``, then delete the cluster's Redis volume (all its state), its
-        network and the model images built for it."""
+        credential volumes, its network and the model images built for it."""
         self.stop_all()
         self.engine.remove_volume(self.settings.volume)
+        for volume in self.settings.credential_volumes:
+            self.engine.remove_volume(volume)
+        self._admin_token = None
         self.engine.remove_images(f"{IMAGE_CLUSTER}={self.cluster_name}")
+
+    # ------------------------------------------------------------------ credentials
+
+    def _credentials(self, image: Callable[[], str] | None = None) -> DockerCredentialStore:
+        return DockerCredentialStore(self.engine, self.settings, image or self._helper_image)
+
+    def _helper_image(self) -> str:
+        """An image to copy credentials with: a frontend's, else the model-container
+        base (built if missing)."""
+        for container in self.engine.containers():
+            if container_role(container) in (MANAGEMENT, QUERY):
+                image = container.image
+                if image is not None:
+                    return image.tags[0] if image.tags else str(image.id)
+        return self.images.model_container_image()
+
+    def admin_token(self) -> str:
+        if self._admin_token is None:
+            creds = self._credentials().load()
+            if creds is None:
+                raise ClusterNotRunningError(
+                    f"Schooner cluster {self.cluster_name!r} has no credentials in Docker (no "
+                    f"volume {self.settings.credentials_volume()}): start it with "
+                    f"Connection(DockerContainerManager({self.cluster_name!r})).start()"
+                )
+            self._admin_token = creds.admin_token
+        return self._admin_token
+
+    def rotate_admin_token(self) -> str:
+        rotated = self._credentials().rotate_admin_token()
+        if rotated is None:
+            raise ClusterNotRunningError(
+                f"Schooner cluster {self.cluster_name!r} has no credentials in Docker: start "
+                "it first"
+            )
+        self._admin_token = rotated.admin_token
+        return rotated.admin_token
 
     def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
         out_dir = Path(logging_dir)
@@ -466,10 +512,11 @@ class DockerContainerManager(ContainerManager):
         port = s.redis_port if s.host_mode else specs.INNER_PORTS[REDIS]
         host = s.connect_host if s.host_mode else "127.0.0.1"
         try:
-            code, out = container.exec_run(["redis-cli", "-h", host, "-p", str(port), "ping"])
+            _, out = container.exec_run(["redis-cli", "-h", host, "-p", str(port), "ping"])
         except engine_errors():
             return False
-        return code == 0 and b"PONG" in (out or b"")
+        # NOAUTH: up, and requiring the cluster's password (which stays out of argv).
+        return b"PONG" in (out or b"") or b"NOAUTH" in (out or b"")
 
     def _check_ports_free(self) -> None:
         s = self.settings

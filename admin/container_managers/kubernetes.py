@@ -58,6 +58,7 @@ from admin.container_managers._docker_images import (
     ImageBuilder,
 )
 from admin.container_managers._k8s_api import DEFAULT_TIMEOUT, KubeAPI, load_client
+from admin.container_managers._k8s_credentials import KubeCredentialStore
 from admin.container_managers._k8s_specs import (
     DEFAULT_REDIS_IMAGE,
     MANAGEMENT,
@@ -186,6 +187,7 @@ class KubernetesContainerManager(ContainerManager):
         self.request_timeout = request_timeout
         self._overrides = {QUERY: query_addr, MANAGEMENT: management_addr}
         self._addresses: dict[str, str] = {}
+        self._admin_token: str | None = None  # read from the cluster once, then kept
         self._given = (apps_api, core_api, docker_client)  # the caller's: never closed here
         self._apps, self._core = apps_api, core_api
         self._api_client: Any = None  # the ApiClient this manager opened, if any
@@ -348,6 +350,7 @@ class KubernetesContainerManager(ContainerManager):
         # beside those start() brings back from Redis.
         self._delete_all()
         frontend = self._frontend_image()
+        self._admin_token = self._credentials.ensure().admin_token
         try:
             if s.redis_url is None:
                 self.api.create(s.redis_service())
@@ -411,10 +414,43 @@ class KubernetesContainerManager(ContainerManager):
         self._addresses.clear()
 
     def destroy(self) -> None:
-        """``stop_all()``, then delete Redis's volume claim (all the cluster's state)."""
+        """``stop_all()``, then delete Redis's volume claim (all the cluster's state) and
+        the cluster's Secrets."""
         self.stop_all()
         for claim in self.api.find("PersistentVolumeClaim", self.settings.label_selector(REDIS)):
             self.api.delete("PersistentVolumeClaim", claim.metadata.name)
+        self._credentials.delete()
+        self._admin_token = None
+
+    # ------------------------------------------------------------------ credentials
+
+    @property
+    def _credentials(self) -> KubeCredentialStore:
+        return KubeCredentialStore(self.api, self.settings)
+
+    def admin_token(self) -> str:
+        if self._admin_token is None:
+            creds = self._credentials.load()
+            if creds is None:
+                raise ClusterNotRunningError(
+                    f"Schooner cluster {self.cluster_name!r} has no Secret "
+                    f"{self.settings.secret_name(specs.ALL_SECRETS)} in namespace "
+                    f"{self.namespace}: start it with Connection(KubernetesContainerManager("
+                    f"{self.cluster_name!r}, ...)).start(), or make it with "
+                    "deploy/k8s/make-secrets.sh before kubectl apply -k deploy/k8s"
+                )
+            self._admin_token = creds.admin_token
+        return self._admin_token
+
+    def rotate_admin_token(self) -> str:
+        rotated = self._credentials.rotate_admin_token()
+        if rotated is None:
+            raise ClusterNotRunningError(
+                f"Schooner cluster {self.cluster_name!r} has no credentials in namespace "
+                f"{self.namespace}: start it first"
+            )
+        self._admin_token = rotated.admin_token
+        return rotated.admin_token
 
     def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
         out_dir = Path(logging_dir)

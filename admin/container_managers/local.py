@@ -208,7 +208,7 @@ class LocalContainerManager(ContainerManager):
             with os_errors(f"prepare the data directory {self.data_dir}"):
                 for sub in ("redis", "logs", "run", "models"):
                     (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
-                self._credentials.ensure()
+                self._credentials.ensure(own_redis=self.redis_url is None)
                 self._write_cluster_file()
             try:
                 self._start_components()
@@ -333,7 +333,7 @@ class LocalContainerManager(ContainerManager):
                 )
             rotated = current.with_new_admin_token()
             with os_errors(f"write the new admin token under {self.data_dir}"):
-                self._credentials.save(rotated)
+                self._credentials.save(rotated, own_redis=self.redis_url is None)
         return rotated.admin_token
 
     def processes(self) -> list[dict[str, Any]]:
@@ -491,6 +491,9 @@ class LocalContainerManager(ContainerManager):
     def _launch_redis(self) -> ProcessRecord:
         argv = [
             find_redis_server(),
+            # First, a config file (0600) with ``requirepass``: a password on argv would
+            # show in ``ps`` to every user of the machine.
+            str(self._credentials.redis_config_file),
             *("--port", str(self.redis_port), "--bind", self.host),
             *("--dir", str(self.data_dir / "redis")),
             # Append-only file on, RDB snapshots off: every change is on disk within a
@@ -593,10 +596,18 @@ class LocalContainerManager(ContainerManager):
             )
 
     def _redis_ping(self) -> bool:
+        creds = self._credentials.load()
+        auth = b"" if creds is None else creds.redis_auth_command()
         try:
             with socket.create_connection((self._connect_host, self.redis_port), 1.0) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                sock.sendall(auth + b"PING\r\n")
+                reply = b""
+                while b"PONG" not in reply and b"-" not in reply and len(reply) < 256:
+                    chunk = sock.recv(256)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return b"+PONG" in reply
         except OSError:
             return False
 

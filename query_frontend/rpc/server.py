@@ -5,6 +5,10 @@ results and errors to the Dispatcher. Framing lives in ``model_container.protoco
 queueing and batching in ``batching.dispatch``; the rules for silent and stuck replicas
 in ``rpc.liveness``.
 
+The ROUTER is a CURVE server (``rpc.auth``): only a replica holding the cluster's
+client key completes the handshake, so a message that reaches ``_receive`` comes from
+one. With ``keys=None`` (``--insecure-rpc``, for measuring only) it is plain ZeroMQ.
+
 A replica whose connection closes is removed at once, not after heartbeats go missing.
 The ROUTER's socket monitor reports every closed connection with its file descriptor,
 and each replica's descriptor is known from its HELLO (``ZMQ_SRCFD``). Descriptors are
@@ -42,8 +46,10 @@ from model_container.protocol import (
     Result,
     Welcome,
 )
+from model_container.rpc_keys import ServerKeys
 from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.batching.replicas import Replica
+from query_frontend.rpc.auth import RefusalLog, RpcAuthenticator
 from query_frontend.rpc.liveness import Liveness
 
 logger = logging.getLogger(__name__)
@@ -51,6 +57,10 @@ logger = logging.getLogger(__name__)
 # Probes of a replica whose connection may have closed: the first this long after the
 # report, each next one twice as long after the last, until a heartbeat interval.
 FIRST_PROBE_DELAY_S = 0.001
+# A handshake that failed before ZAP was asked (a client without CURVE, or one that
+# does not know the server's key: libzmq cannot tell them apart from garbage).
+_HANDSHAKE_FAILED_WITHOUT_ZAP = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+_HANDSHAKE_FAILED = _HANDSHAKE_FAILED_WITHOUT_ZAP
 # The liveness check never runs more often than this fraction of a heartbeat interval.
 MIN_CHECK_FRACTION = 1 / 50
 
@@ -62,8 +72,12 @@ class RpcServer:
         bind_address: str,
         dispatcher: Dispatcher,
         heartbeat_ms: int,
+        keys: ServerKeys | None,
     ) -> None:
         self._ctx = ctx
+        self._keys = keys
+        self._auth: RpcAuthenticator | None = None
+        self._refusals = RefusalLog()
         self._bind_address = bind_address
         self._dispatcher = dispatcher
         self._heartbeat_s = heartbeat_ms / 1000
@@ -78,6 +92,11 @@ class RpcServer:
         self.expected_input_types: dict[tuple[str, str], InputType] = {}
 
     def open(self) -> None:
+        """Bind the ROUTER (and, with keys, start the ZAP handler first); call from the
+        running event loop."""
+        if self._keys is not None:
+            self._auth = RpcAuthenticator(self._ctx, self._keys, self._refusals)
+            self._auth.start()
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 0)
@@ -85,7 +104,9 @@ class RpcServer:
         # A send to an identity without a connection fails (EHOSTUNREACH) rather than
         # vanishing: that is how a closed connection is confirmed.
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        if self._keys is not None:
+            self._keys.apply(sock)
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
         self._monitor.setsockopt(zmq.LINGER, 0)
         sock.bind(self._bind_address)
         self._sock = sock
@@ -102,6 +123,9 @@ class RpcServer:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
 
     def send(self, identity: bytes, frames: list[protocol.Frame]) -> None:
         assert self._sock is not None
@@ -195,6 +219,9 @@ class RpcServer:
             event = parse_monitor_message(await monitor.recv_multipart())
             if event["event"] == zmq.EVENT_DISCONNECTED:
                 self._connection_dropped(int(event["value"]))
+            elif event["event"] & _HANDSHAKE_FAILED_WITHOUT_ZAP:
+                # (A key ZAP refused is logged by the authenticator.)
+                self._refusals.refused("a failed handshake: no CURVE, or not our server key")
 
     def _connection_dropped(self, fd: int) -> None:
         for identity, replica in list(self._dispatcher.by_identity.items()):

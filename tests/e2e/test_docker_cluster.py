@@ -176,6 +176,31 @@ def test_notebook_flow_serves_an_sklearn_model(
         Connection(DockerContainerManager(cluster)).start()
 
 
+def test_the_credentials_stay_in_the_clusters_volumes_and_redis_requires_its_password(
+    conn: Connection, docker_client: Any
+) -> None:
+    import redis
+
+    cm = conn.cm
+    assert isinstance(cm, DockerContainerManager)
+    cluster = cm.cluster_name
+    token = cm.admin_token()
+    assert DockerContainerManager(cluster).admin_token() == token  # read back from the volume
+    # Redis answers NOAUTH to a client without the cluster's password.
+    url = f"redis://127.0.0.1:{cm.settings.redis_port}/0"
+    with redis.Redis.from_url(url) as anonymous, pytest.raises(redis.AuthenticationError):
+        anonymous.get("schooner:meta")
+    # No secret in any container's image config, environment or command line.
+    for container in containers(docker_client, cluster):
+        config = repr(container.attrs["Config"]) + repr(container.attrs["Args"])
+        assert token not in config and "requirepass" not in config
+    volumes = {v.name for v in docker_client.volumes.list()}
+    assert {f"schooner-{cluster}-credentials", f"schooner-{cluster}-secrets-frontend"} <= volumes
+    # Still serving, with the frontends authenticated to Redis and the replicas by CURVE.
+    conn.register_application("behind-auth", "doubles", "shut", 1_000_000)
+    eventually(lambda: predict(conn, "behind-auth", {"input": [1.0]}).json()["output"] == "shut")
+
+
 def test_rollback_changes_the_outputs(conn: Connection) -> None:
     conn.register_application("versions", "doubles", -1, 2_000_000)
     deploy_python_closure(conn, "versioned", "1", "doubles", lambda xs: ["v1"] * len(xs))

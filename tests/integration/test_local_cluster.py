@@ -336,6 +336,7 @@ def test_a_replica_that_breaks_the_protocol_is_dropped_and_the_frontend_serves_o
     import zmq
 
     from model_container import protocol
+    from model_container.rpc_keys import ClientKeys
     from query_frontend.config import Config as FrontendConfig
 
     # A model served only by a hand-written replica that answers its batch with a RESULT
@@ -346,6 +347,9 @@ def test_a_replica_that_breaks_the_protocol_is_dropped_and_the_frontend_serves_o
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    # It holds the cluster's replica keys: this test is about a broken replica, not an
+    # impostor (test_rpc_authentication).
+    ClientKeys.load(str(conn.cm.data_dir / "secrets" / "replica")).apply(sock)  # type: ignore[attr-defined]
 
     def next_message(kind: type) -> Any:
         while True:
@@ -378,6 +382,26 @@ def test_a_replica_that_breaks_the_protocol_is_dropped_and_the_frontend_serves_o
     finally:
         sock.close(linger=0)
         ctx.term()
+
+
+def test_redis_refuses_a_client_without_the_password(conn: Connection) -> None:
+    import redis
+
+    cm = conn.cm
+    assert isinstance(cm, LocalContainerManager)
+    url = f"redis://127.0.0.1:{cm.redis_port}/0"
+    with redis.Redis.from_url(url) as anonymous, pytest.raises(redis.AuthenticationError):
+        anonymous.get("schooner:meta")  # NOAUTH: not one key is readable or writable
+    password = (cm.data_dir / "secrets" / "all" / "redis-password").read_text().strip()
+    with redis.Redis.from_url(url, password=password) as client:
+        assert client.ping()
+    # The password is on no process's command line, which `ps` shows every user.
+    for record in cm.processes():
+        cmdline = Path(f"/proc/{record['pid']}/cmdline").read_bytes()
+        assert password.encode() not in cmdline, record["name"]
+    # The frontends, authenticated, work: an app stored through one reaches the other.
+    conn.register_application("behind-auth", "doubles", "shut", 1_000_000)
+    assert predict(conn, "behind-auth", {"input": [1.0]}).json()["output"] == "shut"
 
 
 def test_stopping_a_model_stops_the_processes_it_started(conn: Connection) -> None:

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from credentials import make_cluster_secrets
 from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, outputs_of, serving_in_a_thread
+from polling import eventually
 
 import model_container
 from model_container import (
@@ -70,8 +72,8 @@ def make_model() -> Callable[[Any], Any]:
 
 
 @pytest.fixture
-def frontend() -> Iterator[FakeFrontend]:
-    fake = FakeFrontend()
+def frontend(tmp_path: Path) -> Iterator[FakeFrontend]:
+    fake = FakeFrontend(secrets=make_cluster_secrets(tmp_path / "cluster"))
     yield fake
     fake.close()
 
@@ -96,18 +98,28 @@ class ContainerProcess:
         return self.proc.wait(timeout=timeout_s)
 
 
+_RPC_ENV = ("SCHOONER_SECRETS_DIR", "SCHOONER_INSECURE_RPC")
+
+
 @pytest.fixture
-def start_container(tmp_path: Path) -> Iterator[Callable[..., ContainerProcess]]:
+def start_container(
+    tmp_path: Path, frontend: FakeFrontend
+) -> Iterator[Callable[..., ContainerProcess]]:
+    """Start ``python -m model_container`` with these flags, and by default the
+    ``frontend``'s cluster keys (``secrets_dir=None``: none at all)."""
     started: list[tuple[ContainerProcess, Any]] = []
 
     def start(
-        *args: str, env: dict[str, str] | None = None, **flags: str | int
+        *args: str, env: dict[str, str] | None = None, **flags: str | int | None
     ) -> ContainerProcess:
         log = tmp_path / f"container-{len(started)}.log"
         argv = [sys.executable, "-m", "model_container", *args]
+        flags.setdefault("secrets_dir", str(frontend.secrets.replica_dir))
         for flag, value in flags.items():
-            argv += [f"--{flag.replace('_', '-')}", str(value)]
-        full_env = {**os.environ, **(env or {})}
+            if value is not None:
+                argv += [f"--{flag.replace('_', '-')}", str(value)]
+        inherited = {k: v for k, v in os.environ.items() if k not in _RPC_ENV}
+        full_env = {**inherited, **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
         stderr = log.open("wb")
         proc = subprocess.Popen(argv, stdout=stderr, stderr=stderr, env=full_env, cwd=tmp_path)
@@ -166,8 +178,9 @@ def test_configuration_from_environment(
         "SCHOONER_MODEL_VERSION": "7",
         "SCHOONER_INPUT_TYPE": "doubles",
         "SCHOONER_REPLICA_ID": "env-replica",
+        "SCHOONER_SECRETS_DIR": str(frontend.secrets.replica_dir),
     }
-    start_container(env=env)
+    start_container(env=env, secrets_dir=None)
     _, hello = frontend.register()
     assert hello.model_name == "envmodel"
     assert hello.model_version == "7"
@@ -275,7 +288,7 @@ def test_reregisters_with_a_restarted_frontend(
 ) -> None:
     frontend.register(heartbeat_ms=100)
     frontend.close()
-    restarted = FakeFrontend(port=frontend.port)
+    restarted = FakeFrontend(port=frontend.port, secrets=frontend.secrets)
     try:
         identity, hello = restarted.register(heartbeat_ms=100)
         assert hello.replica_id == "summer-0"
@@ -341,6 +354,41 @@ def test_missing_bundle_exits_2(
     assert "Traceback" not in proc.stderr
 
 
+def test_without_keys_it_refuses_to_start(
+    start_container: Callable[..., ContainerProcess], bundle: Path, frontend: FakeFrontend
+) -> None:
+    proc = start_container(
+        bundle=bundle, frontend=frontend.address, name="m", version="1", secrets_dir=None
+    )
+    assert proc.wait(STARTUP_S) == 2
+    assert "no secrets directory was given: pass --secrets-dir" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_with_another_clusters_keys_it_never_registers(
+    start_container: Callable[..., ContainerProcess],
+    bundle: Path,
+    frontend: FakeFrontend,
+    tmp_path: Path,
+) -> None:
+    other = make_cluster_secrets(tmp_path / "other-cluster")
+    proc = start_container(
+        bundle=bundle,
+        frontend=frontend.address,
+        name="m",
+        version="1",
+        secrets_dir=other.replica_dir,
+    )
+    # The handshake fails before any message: the frontend never sees a HELLO ...
+    with pytest.raises(AssertionError, match="no Hello"):
+        frontend.expect(Hello, timeout_s=3, ignore=())
+    # ... and the replica says why, without any key in its log.
+    eventually(lambda: "the RPC handshake with" in proc.stderr, "the refusal in the log", 20)
+    assert proc.proc.poll() is None  # still trying: the keys may be fixed by a restart
+    for value in other.creds.replica_files().values():
+        assert value not in proc.stderr
+
+
 def test_in_process_container_stops_with_goodbye(frontend: FakeFrontend) -> None:
     config = ContainerConfig(
         frontend=frontend.address,
@@ -348,6 +396,7 @@ def test_in_process_container_stops_with_goodbye(frontend: FakeFrontend) -> None
         model_version="1",
         input_type=InputType.DOUBLES,
         replica_id="inproc-0",
+        secrets_dir=str(frontend.secrets.replica_dir),
     )
     container = ModelContainer(config, make_model())
     with serving_in_a_thread(container):

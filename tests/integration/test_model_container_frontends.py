@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 import pytest
 import zmq
+from credentials import ClusterSecrets, make_cluster_secrets
 from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, serving_in_a_thread
 from polling import eventually
 from ports import free_port
@@ -40,6 +41,7 @@ from model_container.protocol import (
     Result,
     Welcome,
 )
+from model_container.rpc_keys import ClientKeys
 from model_container.sessions import FrontendSession, SessionSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -63,11 +65,17 @@ def make_model() -> Callable[[Any], Any]:
 
 
 @pytest.fixture
-def frontends() -> Iterator[MakeFrontend]:
+def cluster(tmp_path: Path) -> ClusterSecrets:
+    """The keys every fake frontend and replica of a test share."""
+    return make_cluster_secrets(tmp_path / "cluster")
+
+
+@pytest.fixture
+def frontends(cluster: ClusterSecrets) -> Iterator[MakeFrontend]:
     made: list[FakeFrontend] = []
 
     def make(host: str = "127.0.0.1", port: int | None = None) -> FakeFrontend:
-        frontend = FakeFrontend(host, port)
+        frontend = FakeFrontend(host, port, secrets=cluster)
         made.append(frontend)
         return frontend
 
@@ -84,7 +92,9 @@ def bundle(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def start_container(tmp_path: Path, bundle: Path) -> Iterator[StartContainer]:
+def start_container(
+    tmp_path: Path, bundle: Path, cluster: ClusterSecrets
+) -> Iterator[StartContainer]:
     started: list[tuple[subprocess.Popen[bytes], Any, Path]] = []
 
     def start(frontend: str) -> subprocess.Popen[bytes]:
@@ -93,7 +103,7 @@ def start_container(tmp_path: Path, bundle: Path) -> Iterator[StartContainer]:
         argv = [sys.executable, "-m", "model_container", "--bundle", str(bundle)]
         argv += ["--frontend", frontend, "--name", "summer", "--version", "1"]
         argv += ["--replica-id", "summer-0", "--heartbeat-ms", "250", "--log-level", "DEBUG"]
-        argv += ["--discovery-interval-s", "0.2"]
+        argv += ["--discovery-interval-s", "0.2", "--secrets-dir", str(cluster.replica_dir)]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env, cwd=tmp_path)
         started.append((proc, log, log_path))
@@ -210,7 +220,7 @@ def run_session_until(session: FrontendSession, poller: zmq.Poller, frontend: Fa
 
 
 def test_a_welcome_left_by_a_dropped_connection_does_not_register_the_replica(
-    frontends: MakeFrontend,
+    frontends: MakeFrontend, cluster: ClusterSecrets
 ) -> None:
     """The frontend welcomes the replica and dies before the replica reads the WELCOME.
     The replica must not count itself registered: a frontend restarted on the address
@@ -218,7 +228,7 @@ def test_a_welcome_left_by_a_dropped_connection_does_not_register_the_replica(
     context: zmq.Context[Any] = zmq.Context()
     poller = zmq.Poller()
     settings = SessionSettings.for_replica(
-        "summer", "1", InputType.DOUBLES, "summer-0", 0, 0.05, 0.05, 0.2
+        "summer", "1", InputType.DOUBLES, "summer-0", 0, 0.05, 0.05, 0.2, replica_keys(cluster)
     )
     metrics = ContainerMetrics("summer", "1", "doubles", "summer-0", process_metrics=False)
     old = frontends()
@@ -255,7 +265,7 @@ def test_a_welcome_left_by_a_dropped_connection_does_not_register_the_replica(
 
 
 def test_events_of_a_replaced_connection_are_not_applied_to_its_successor(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, cluster: ClusterSecrets
 ) -> None:
     """A drop while registering replaces the socket; whatever else the old socket's
     monitor reported in the same wake-up is about the old socket. Applied to the new
@@ -264,7 +274,7 @@ def test_events_of_a_replaced_connection_are_not_applied_to_its_successor(
     context: zmq.Context[Any] = zmq.Context()
     poller = zmq.Poller()
     settings = SessionSettings.for_replica(
-        "summer", "1", InputType.DOUBLES, "summer-0", 0, 0.05, 0.05, 0.2
+        "summer", "1", InputType.DOUBLES, "summer-0", 0, 0.05, 0.05, 0.2, replica_keys(cluster)
     )
     metrics = ContainerMetrics("summer", "1", "doubles", "summer-0", process_metrics=False)
     address = f"tcp://127.0.0.1:{free_port()}"  # nobody listens
@@ -281,6 +291,10 @@ def test_events_of_a_replaced_connection_are_not_applied_to_its_successor(
     finally:
         session.leave("test over", linger_ms=0)
         context.term()
+
+
+def replica_keys(cluster: ClusterSecrets) -> ClientKeys:
+    return ClientKeys.load(str(cluster.replica_dir))
 
 
 # -------------------------------------------------------------------------- discovery
@@ -317,7 +331,7 @@ class Names:
             return list(self._addresses)
 
 
-def test_discovery_follows_the_name(frontends: MakeFrontend) -> None:
+def test_discovery_follows_the_name(frontends: MakeFrontend, cluster: ClusterSecrets) -> None:
     port = free_port("127.0.0.1", "127.0.0.2")
     a, b = frontends("127.0.0.1", port), frontends("127.0.0.2", port)
     names = Names("127.0.0.1")
@@ -328,6 +342,7 @@ def test_discovery_follows_the_name(frontends: MakeFrontend) -> None:
         input_type=InputType.DOUBLES,
         replica_id="summer-0",
         discovery_interval_s=0.05,
+        secrets_dir=str(cluster.replica_dir),
     )
     container = ModelContainer(config, make_model(), resolver=names)
     with serving_in_a_thread(container):
@@ -357,7 +372,9 @@ def test_discovery_follows_the_name(frontends: MakeFrontend) -> None:
 
 
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
-def test_discovered_ipv6_frontends_are_reached(frontends: MakeFrontend) -> None:
+def test_discovered_ipv6_frontends_are_reached(
+    frontends: MakeFrontend, cluster: ClusterSecrets
+) -> None:
     frontend = frontends("[::1]")
     config = ContainerConfig(
         frontend=f"dns+tcp://v6.test:{frontend.port}",
@@ -365,6 +382,7 @@ def test_discovered_ipv6_frontends_are_reached(frontends: MakeFrontend) -> None:
         model_version="1",
         input_type=InputType.DOUBLES,
         replica_id="summer-6",
+        secrets_dir=str(cluster.replica_dir),
     )
     container = ModelContainer(config, make_model(), resolver=Names("::1"))
     with serving_in_a_thread(container):

@@ -67,14 +67,16 @@ def summed(samples: Samples, name: str) -> float:
 
 
 @pytest.fixture
-def frontend() -> Iterator[FakeFrontend]:
-    fake = FakeFrontend()
+def frontend(tmp_path: Path) -> Iterator[FakeFrontend]:
+    fake = FakeFrontend(secrets=make_cluster_secrets(tmp_path / "cluster"))
     yield fake
     fake.close()
 
 
 @pytest.fixture
-def start_container(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+def start_container(
+    tmp_path: Path, frontend: FakeFrontend
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     bundle = tmp_path / "bundle"
     write_closure_bundle(bundle, make_model(), InputType.DOUBLES, ["numpy"])
     started: list[subprocess.Popen[bytes]] = []
@@ -82,6 +84,7 @@ def start_container(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[b
 
     def start(**flags: str | int) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "model_container", "--bundle", str(bundle)]
+        argv += ["--secrets-dir", str(frontend.secrets.replica_dir)]
         for flag, val in flags.items():
             argv += [f"--{flag.replace('_', '-')}", str(val)]
         env = {

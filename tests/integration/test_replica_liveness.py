@@ -28,11 +28,13 @@ import pytest_asyncio
 import uvloop
 import zmq
 import zmq.asyncio
+from credentials import make_cluster_secrets
 from polling import eventually_async
 from ports import free_port
 
 from model_container import protocol, write_closure_bundle
 from model_container.protocol import Heartbeat, InputType
+from model_container.rpc_keys import ServerKeys
 from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.batching.replicas import Replica
 from query_frontend.queries import Expired, Outcome, Query
@@ -76,7 +78,9 @@ class Frontend:
         self.dispatcher = Dispatcher(default_max_batch=8, max_queue=10_000)
         self.dispatcher.configure(KEY, InputType.DOUBLES, 8, 30.0)  # fixed batches of <= 8
         self.address = f"tcp://127.0.0.1:{free_port()}"
-        self.rpc = RpcServer(self.ctx, self.address, self.dispatcher, heartbeat_ms)
+        self.secrets = make_cluster_secrets(tmp_path / "cluster")
+        keys = ServerKeys.load(str(self.secrets.frontend_dir))
+        self.rpc = RpcServer(self.ctx, self.address, self.dispatcher, heartbeat_ms, keys)
         self.tmp_path = tmp_path
         self.bundle = tmp_path / "bundle"
         write_closure_bundle(self.bundle, make_model(), InputType.DOUBLES, ["numpy"])
@@ -121,6 +125,7 @@ class Frontend:
         argv = [sys.executable, "-m", "model_container", "--bundle", str(self.bundle)]
         argv += ["--frontend", self.address, "--name", KEY[0], "--version", KEY[1]]
         argv += ["--input-type", "doubles", "--replica-id", replica_id, "--log-level", "INFO"]
+        argv += ["--secrets-dir", str(self.secrets.replica_dir)]
         proc = spawn(argv, log, {**os.environ, **env, "PYTHONPATH": str(REPO)}, self.tmp_path)
         self.procs.append((proc, log))
         await eventually_async(

@@ -47,13 +47,19 @@ def secrets(tmp_path: Path) -> ClusterSecrets:
 
 
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+def spawn(
+    tmp_path: Path, secrets: ClusterSecrets
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start ``python ARGV``: each process gets the cluster's credentials (``secrets``), the
+    replicas' directory if it is a model container, the frontends' otherwise."""
     procs: list[tuple[subprocess.Popen[bytes], Any, Path]] = []
+    cluster = secrets
 
     def start(name: str, *argv: str) -> subprocess.Popen[bytes]:
         log_path = tmp_path / f"{name}.log"
         log = log_path.open("wb")
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        secrets = cluster.replica_dir if "model_container" in argv else cluster.frontend_dir
+        env = {**os.environ, "PYTHONPATH": str(REPO), "SCHOONER_SECRETS_DIR": str(secrets)}
         proc = subprocess.Popen(
             [sys.executable, *argv], stdout=log, stderr=log, env=env, cwd=tmp_path
         )

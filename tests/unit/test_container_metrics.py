@@ -127,8 +127,16 @@ class ResizedWhileCopied(dict[str, Any]):
         return super().values()
 
 
-def test_a_container_reads_its_frontends_at_scrape_time() -> None:
-    config = ContainerConfig("tcp://127.0.0.1:7000", "summer", "3", InputType.DOUBLES, "r0")
+def test_a_container_reads_its_frontends_at_scrape_time(tmp_path: Path) -> None:
+    secrets = make_cluster_secrets(tmp_path)
+    config = ContainerConfig(
+        "tcp://127.0.0.1:7000",
+        "summer",
+        "3",
+        InputType.DOUBLES,
+        "r0",
+        secrets_dir=str(secrets.replica_dir),
+    )
     container = ModelContainer(config, lambda xs: xs)
     m = container.metrics
     assert value(m, "schooner_model_frontend_connected") == 0

@@ -70,3 +70,20 @@ def test_token_matches_only_the_token_itself() -> None:
     assert cred.token_matches("s3cret", digest)
     assert not cred.token_matches("s3cret ", digest)
     assert not cred.token_matches("", digest)
+
+
+def test_redis_gets_its_password_from_a_private_config_file(tmp_path: Path) -> None:
+    store = LocalCredentialStore(tmp_path)
+    creds = store.ensure()
+    assert mode(store.redis_config_file) == 0o600
+    assert store.redis_config_file.read_text().strip() == f'requirepass "{creds.redis_password}"'
+    assert (store.frontend_dir / cred.REDIS_PASSWORD).read_text().strip() == creds.redis_password
+
+
+def test_with_the_users_redis_the_frontends_get_no_redis_password(tmp_path: Path) -> None:
+    store = LocalCredentialStore(tmp_path)
+    store.ensure()  # a cluster that ran its own Redis, restarted with redis_url=
+    store.ensure(own_redis=False)
+    assert not (store.frontend_dir / cred.REDIS_PASSWORD).exists()
+    assert cred.read_optional(store.frontend_dir, cred.REDIS_PASSWORD) is None
+    assert cred.read_optional(None, cred.REDIS_PASSWORD) is None

@@ -21,8 +21,10 @@ from admin import (
     InvalidRequestError,
 )
 from admin.container_managers import _docker_specs as specs
+from admin.container_managers._docker_credentials import DockerCredentialStore
 from admin.container_managers._docker_specs import ClusterSettings
 from admin.container_managers.base import new_replica_ids, replica_id
+from model_container import credentials as cred
 
 
 def network_settings(**kw: Any) -> ClusterSettings:
@@ -110,7 +112,7 @@ def test_in_host_mode_every_component_listens_on_its_own_host_port() -> None:
     for spec in (redis, management, query, replica):
         assert spec["network_mode"] == "host"
         assert "ports" not in spec and "network" not in spec
-    assert redis["command"][:5] == ["redis-server", "--port", "32004", "--bind", "127.0.0.1"]
+    assert redis["command"][2:6] == ["--port", "32004", "--bind", "127.0.0.1"]
     assert "redis://127.0.0.1:32004/0" in query["command"]
     assert (_flag(query["command"], "--port"), _flag(query["command"], "--rpc-port")) == (
         "32001",
@@ -125,10 +127,109 @@ def test_in_host_mode_every_component_listens_on_its_own_host_port() -> None:
 def test_redis_keeps_an_append_only_file_in_the_named_volume() -> None:
     for s in (network_settings(), host_settings()):
         redis = s.redis_spec("r")
-        assert redis["volumes"] == {s.volume: {"bind": "/data", "mode": "rw"}}
+        assert redis["volumes"][s.volume] == {"bind": "/data", "mode": "rw"}
         assert s.volume == f"schooner-{s.cluster_name}-redis-data"
         assert _flag(redis["command"], "--appendonly") == "yes"
         assert _flag(redis["command"], "--dir") == "/data"
+
+
+def test_redis_requires_the_password_from_a_read_only_config_file() -> None:
+    for s in (network_settings(), host_settings()):
+        redis = s.redis_spec("r")
+        volume = f"schooner-{s.cluster_name}-secrets-redis"
+        assert redis["volumes"][volume] == {"bind": "/run/schooner/redis", "mode": "ro"}
+        assert redis["command"][:2] == ["redis-server", "/run/schooner/redis/redis.conf"]
+        assert "--protected-mode" not in redis["command"]
+        assert "--requirepass" not in redis["command"]
+
+
+def test_frontends_and_replicas_mount_only_their_own_credentials_read_only() -> None:
+    s = network_settings()
+    replica = s.replica_spec("img", name="m", version="1", input_type="doubles", replica_id="r")
+    for spec, kind in (
+        (s.management_spec("f"), "secrets-frontend"),
+        (s.query_spec("f"), "secrets-frontend"),
+        (replica, "secrets-replica"),
+    ):
+        mounts = {v: m for v, m in spec["volumes"].items() if m["bind"] == "/run/schooner/secrets"}
+        assert mounts == {f"schooner-prod-{kind}": {"bind": "/run/schooner/secrets", "mode": "ro"}}
+        assert spec["environment"]["SCHOONER_SECRETS_DIR"] == "/run/schooner/secrets"
+        assert "schooner-prod-credentials" not in spec["volumes"]  # the admin token's
+    assert s.credential_volumes == [
+        "schooner-prod-credentials",
+        "schooner-prod-secrets-frontend",
+        "schooner-prod-secrets-replica",
+        "schooner-prod-secrets-redis",
+    ]
+
+
+class FakeVolumes:
+    """``ClusterEngine``'s volume file copies, in memory: volume -> name -> (text, mode)."""
+
+    def __init__(self) -> None:
+        self.volumes: dict[str, dict[str, tuple[str, int]]] = {}
+
+    def volume_exists(self, volume: str) -> bool:
+        return volume in self.volumes
+
+    def remove_volume(self, volume: str) -> None:
+        self.volumes.pop(volume, None)
+
+    def write_files(
+        self, volume: str, image: str, files: dict[str, str], *, owner: int, mode: int
+    ) -> None:
+        assert owner == 10001  # the images' user, not root
+        self.volumes.setdefault(volume, {}).update({n: (t, mode) for n, t in files.items()})
+
+    def read_files(self, volume: str, image: str) -> dict[str, str]:
+        return {n: t for n, (t, _) in self.volumes.get(volume, {}).items()}
+
+    def text(self, volume: str) -> dict[str, str]:
+        return self.read_files(volume, "")
+
+
+def store(settings: ClusterSettings, engine: FakeVolumes) -> DockerCredentialStore:
+    return DockerCredentialStore(engine, settings, lambda: "img")  # type: ignore[arg-type]
+
+
+def test_docker_credentials_are_generated_once_and_kept_by_the_cluster() -> None:
+    s, engine = network_settings(), FakeVolumes()
+    first = store(s, engine).ensure()
+    again = store(s, engine).ensure()  # a later start, from another manager object
+    assert again.admin_token == first.admin_token
+    assert again.rpc_server_secret == first.rpc_server_secret
+    frontend = engine.text("schooner-prod-secrets-frontend")
+    replica = engine.text("schooner-prod-secrets-replica")
+    assert set(frontend) == set(cred.FRONTEND_FILES)
+    assert set(replica) == set(cred.REPLICA_FILES)
+    assert first.admin_token not in {*frontend.values(), *replica.values()}
+    redis_conf = engine.text("schooner-prod-secrets-redis")["redis.conf"]
+    assert redis_conf == f'requirepass "{first.redis_password}"'
+    modes = {mode for files in engine.volumes.values() for _, mode in files.values()}
+    assert modes == {0o400, 0o444}  # 0444: redis.conf, in Redis's volume alone
+
+
+def test_docker_rotation_changes_the_token_and_its_digests_only() -> None:
+    s, engine = network_settings(), FakeVolumes()
+    before = store(s, engine).ensure()
+    after = store(s, engine).rotate_admin_token()
+    assert after is not None and after.admin_token != before.admin_token
+    assert after.rpc_client_secret == before.rpc_client_secret
+    assert after.redis_password == before.redis_password
+    for kind in ("secrets-frontend", "secrets-replica"):
+        files = engine.text(f"schooner-prod-{kind}")
+        assert files[cred.ADMIN_TOKEN_SHA256] == cred.sha256_hex(after.admin_token)
+    assert store(s, engine).load().admin_token == after.admin_token  # type: ignore[union-attr]
+    assert store(network_settings(), FakeVolumes()).rotate_admin_token() is None
+
+
+def test_with_an_external_redis_the_frontends_get_no_redis_password() -> None:
+    engine = FakeVolumes()
+    store(network_settings(), engine).ensure()  # first with its own Redis, then the user's
+    s = network_settings(redis_url="redis://redis.internal:6379/3")
+    store(s, engine).ensure()
+    assert cred.REDIS_PASSWORD not in engine.text("schooner-prod-secrets-frontend")
+    assert "schooner-prod-secrets-redis" not in engine.volumes
 
 
 def test_an_external_redis_is_used_as_given() -> None:
@@ -242,7 +343,8 @@ def test_tls_files_are_mounted_read_only_into_both_frontends_only() -> None:
     specs_ = all_specs(s)
     for role in ("management", "query"):
         spec = specs_[role]
-        assert spec["volumes"] == {
+        tls_mounts = {k: v for k, v in spec["volumes"].items() if k.startswith("/etc/")}
+        assert tls_mounts == {
             "/etc/schooner/cert.pem": {"bind": "/run/schooner/tls/cert.pem", "mode": "ro"},
             "/etc/schooner/key.pem": {"bind": "/run/schooner/tls/key.pem", "mode": "ro"},
         }

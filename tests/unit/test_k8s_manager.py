@@ -32,7 +32,7 @@ from kubernetes.client import (
     V1ServiceStatus,
 )
 from kubernetes.client.exceptions import ApiException
-from test_admin_connection import FakeSchooner, write_bundle
+from test_admin_connection import FAKE_TOKEN, FakeSchooner, write_bundle
 
 from admin import (
     ClusterAlreadyRunningError,
@@ -45,8 +45,9 @@ from admin import (
     ModelStartError,
 )
 from admin.container_managers import _k8s_api
-from admin.container_managers._k8s_specs import DEFAULT_REDIS_IMAGE, KubeSettings
+from admin.container_managers._k8s_specs import DEFAULT_REDIS_IMAGE, KubeSettings, to_json
 from admin.deployers.python import deploy_python_closure
+from model_container import credentials as cred
 
 REGISTRY = "registry.example.com/team"
 FRONTEND = f"{REGISTRY}/schooner/frontend:0123456789ab"
@@ -75,6 +76,13 @@ def server() -> FakeKubeAPIServer:
     return FakeKubeAPIServer()
 
 
+@pytest.fixture(autouse=True)
+def fake_schooners_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake management API (``FakeSchooner``) takes its own token, not the one the
+    manager generates into the fake API server's Secrets: connections send that one."""
+    monkeypatch.setenv("SCHOONER_ADMIN_TOKEN", FAKE_TOKEN)
+
+
 @pytest.fixture
 def started(server: FakeKubeAPIServer) -> KubernetesContainerManager:
     cm = manager(server)
@@ -94,6 +102,10 @@ def test_start_creates_redis_then_the_frontends_and_waits_until_they_are_ready(
     s = settings()
     assert writes(server) == [
         ("create", "Namespace", "ml"),
+        ("create", "Secret", "schooner-prod-credentials"),
+        ("create", "Secret", "schooner-prod-frontend-secrets"),
+        ("create", "Secret", "schooner-prod-replica-secrets"),
+        ("create", "Secret", "schooner-prod-redis-config"),
         ("create", "Service", "schooner-prod-redis"),
         ("create", "StatefulSet", "schooner-prod-redis"),
         ("create", "Deployment", "schooner-prod-management"),
@@ -103,7 +115,7 @@ def test_start_creates_redis_then_the_frontends_and_waits_until_they_are_ready(
         ("create", "Service", "schooner-prod-query-rpc"),
     ]
     created = [c.sent for c in server.mutations()]
-    assert created[1:] == [
+    assert created[5:] == [
         s.redis_service(),
         s.redis_stateful_set(DEFAULT_REDIS_IMAGE),
         s.management_deployment(FRONTEND),
@@ -650,3 +662,82 @@ def test_without_tls_connect_stays_on_http(
     other = manager(server, frontend_image=None)
     other.connect()
     assert other.management_url.startswith("http://")
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def secret_files(server: FakeKubeAPIServer, kind: str) -> dict[str, str]:
+    return KubeSettings.secret_files(server.get("Secret", "ml", f"schooner-prod-{kind}"))
+
+
+def test_the_first_start_makes_the_credentials_and_restarts_keep_them(
+    server: FakeKubeAPIServer,
+) -> None:
+    cm = manager(server)
+    cm.start_cluster()
+    token = cm.admin_token()
+    assert len(token) >= 43
+    frontend = secret_files(server, "frontend-secrets")
+    replica = secret_files(server, "replica-secrets")
+    assert set(frontend) == set(cred.FRONTEND_FILES)
+    assert set(replica) == set(cred.REPLICA_FILES)
+    assert frontend[cred.ADMIN_TOKEN_SHA256] == cred.sha256_hex(token)
+    password = frontend[cred.REDIS_PASSWORD]
+    assert secret_files(server, "redis-config") == {"redis.conf": f'requirepass "{password}"'}
+    # No secret in any pod spec: they come from the mounted Secrets alone.
+    specs_json = json.dumps(
+        [to_json(o) for k in ("Deployment", "StatefulSet") for o in server.stored(k)]
+    )
+    for value in (
+        token,
+        password,
+        replica[cred.RPC_CLIENT_SECRET],
+        frontend[cred.RPC_SERVER_SECRET],
+    ):
+        assert value not in specs_json
+    cm.stop_all()
+    assert server.stored("Secret", "ml"), "stop_all() keeps the credentials"
+    again = manager(server)
+    again.start_cluster()
+    assert again.admin_token() == token
+    assert manager(server).admin_token() == token  # a new client finds it in the cluster
+
+
+def test_rotating_the_admin_token_patches_it_and_its_digests_in_place(
+    started: KubernetesContainerManager, server: FakeKubeAPIServer
+) -> None:
+    old = started.admin_token()
+    before = secret_files(server, "replica-secrets")
+    new = started.rotate_admin_token()
+    assert new != old and manager(server).admin_token() == new
+    assert writes(server) == [
+        ("patch", "Secret", "schooner-prod-credentials"),
+        ("patch", "Secret", "schooner-prod-frontend-secrets"),
+        ("patch", "Secret", "schooner-prod-replica-secrets"),
+    ]
+    for kind in ("frontend-secrets", "replica-secrets"):
+        assert secret_files(server, kind)[cred.ADMIN_TOKEN_SHA256] == cred.sha256_hex(new)
+    after = secret_files(server, "replica-secrets")
+    assert after[cred.RPC_CLIENT_SECRET] == before[cred.RPC_CLIENT_SECRET]
+
+
+def test_without_credentials_the_token_is_refused_with_the_fix(server: FakeKubeAPIServer) -> None:
+    with pytest.raises(ClusterNotRunningError, match=r"make-secrets\.sh"):
+        manager(server).admin_token()
+    with pytest.raises(ClusterNotRunningError, match="start it first"):
+        manager(server).rotate_admin_token()
+
+
+def test_with_an_external_redis_there_is_no_redis_password(server: FakeKubeAPIServer) -> None:
+    manager(server, redis_url="redis://redis.internal:6379/0").start_cluster()
+    assert cred.REDIS_PASSWORD not in secret_files(server, "frontend-secrets")
+    names = [s.metadata.name for s in server.stored("Secret", "ml")]
+    assert "schooner-prod-redis-config" not in names
+
+
+def test_destroy_deletes_the_credentials(
+    started: KubernetesContainerManager, server: FakeKubeAPIServer
+) -> None:
+    started.destroy()
+    assert server.stored("Secret", "ml") == []

@@ -135,7 +135,7 @@ def test_every_object_the_manager_creates_is_valid(options: dict[str, Any]) -> N
         cm.set_num_replicas(name, version, "doubles", image, 2)
     docs = created_objects(server)
     kinds = {d["kind"] for d in docs}
-    assert kinds == {"Deployment", "Namespace", "Service"} | (
+    assert kinds == {"Deployment", "Namespace", "Service", "Secret"} | (
         set() if "redis_url" in options else {"StatefulSet"}
     )
     # Two frontends and three model versions: five Deployments, no two sharing a name.

@@ -154,6 +154,33 @@ def test_frontends_are_ready_when_healthz_answers_and_alive_while_they_listen() 
         assert c.liveness_probe.tcp_socket.port == "http"
 
 
+def test_redis_requires_the_password_from_its_secret_not_argv() -> None:
+    sts = settings().redis_stateful_set("redis:7")
+    (c,) = sts.spec.template.spec.containers
+    assert c.command[:2] == ["redis-server", "/run/schooner/redis/redis.conf"]
+    assert "--protected-mode" not in c.command and "--requirepass" not in c.command
+    assert c.env is None  # the password is in no environment variable either
+    mount = next(m for m in c.volume_mounts if m.mount_path == "/run/schooner/redis")
+    assert mount.read_only is True
+    (volume,) = [v for v in sts.spec.template.spec.volumes if v.name == mount.name]
+    assert volume.secret.secret_name == "schooner-prod-redis-config"
+    assert volume.secret.default_mode == 0o440
+    # Ready when it answers, which without the password is NOAUTH.
+    assert "NOAUTH" in c.readiness_probe.var_exec.command[-1]
+
+
+def test_frontends_mount_their_secret_read_only_and_are_told_where() -> None:
+    s = settings()
+    for deployment in (s.management_deployment(IMAGE), s.query_deployment(IMAGE)):
+        pod = deployment.spec.template.spec
+        (volume,) = pod.volumes
+        assert volume.secret.secret_name == "schooner-prod-frontend-secrets"
+        (c,) = pod.containers
+        (mount,) = c.volume_mounts
+        assert (mount.mount_path, mount.read_only) == ("/run/schooner/secrets", True)
+        assert env(c)["SCHOONER_SECRETS_DIR"] == "/run/schooner/secrets"
+
+
 def test_redis_keeps_an_append_only_file_on_a_claim_that_outlives_it() -> None:
     sts = settings(redis_storage="5Gi", storage_class="fast").redis_stateful_set("redis:7")
     (c,) = sts.spec.template.spec.containers
@@ -179,7 +206,7 @@ def test_each_query_frontend_pod_is_named_by_its_pod_name() -> None:
     assert settings().query_deployment(IMAGE, autoscaled=True).spec.replicas is None
     (c,) = deployment.spec.template.spec.containers
     # The owner of its replica records in Redis: the pod's name, from the downward API.
-    assert env(c) == {"SCHOONER_FRONTEND_ID": "metadata.name"}
+    assert env(c)["SCHOONER_FRONTEND_ID"] == "metadata.name"
     assert "--frontend-id" not in c.args
     # Every address, so that `kubectl port-forward` reaches it too.
     assert (arg(c, "--host"), arg(c, "--port")) == ("0.0.0.0", "1337")
@@ -208,6 +235,7 @@ def test_model_pods_find_every_query_frontend_pod_through_the_headless_service()
         "SCHOONER_FRONTEND": "dns+tcp://schooner-prod-query-rpc.ml.svc.cluster.local:7000",
         "SCHOONER_METRICS_HOST": "0.0.0.0",
         "SCHOONER_METRICS_PORT": "9100",
+        "SCHOONER_SECRETS_DIR": "/run/schooner/secrets",
     }
     assert c.command == ["python", "-m", "model_container"]
     assert c.image == MODEL_IMAGE
@@ -215,13 +243,19 @@ def test_model_pods_find_every_query_frontend_pod_through_the_headless_service()
 
 
 def test_model_pods_run_the_model_container_alone() -> None:
-    """One process per pod, no supervisor: nothing mounted, nothing but the image."""
+    """One process per pod, no supervisor: nothing mounted but its credentials."""
     from model_container.discovery import parse_frontends
 
     pod = model().spec.template.spec
-    assert pod.volumes is None
+    (volume,) = pod.volumes
+    assert volume.secret.secret_name == "schooner-prod-replica-secrets"
     (c,) = pod.containers
-    assert c.volume_mounts is None
+    (mount,) = c.volume_mounts
+    assert (mount.name, mount.mount_path, mount.read_only) == (
+        volume.name,
+        "/run/schooner/secrets",
+        True,
+    )
     # What model_container makes of it: one name to resolve, no fixed address.
     targets = parse_frontends(env(c)["SCHOONER_FRONTEND"])
     assert targets.dns == (("schooner-prod-query-rpc.ml.svc.cluster.local", 7000),)
@@ -445,16 +479,16 @@ def test_a_tls_secret_is_mounted_read_only_into_both_frontends_which_serve_https
         [c] = pod.containers
         assert arg(c, "--tls-certfile") == "/run/schooner/tls/tls.crt"
         assert arg(c, "--tls-keyfile") == "/run/schooner/tls/tls.key"
-        [mount] = c.volume_mounts
+        [mount] = [m for m in c.volume_mounts if m.name == "tls"]
         assert (mount.name, mount.mount_path, mount.read_only) == ("tls", specs.TLS_DIR, True)
-        [volume] = pod.volumes
+        [volume] = [v for v in pod.volumes if v.name == "tls"]
         assert volume.secret.secret_name == "schooner-tls"
         # Readable by the pod's group (fsGroup 10001), by no one else.
         assert volume.secret.default_mode == 0o440
         assert c.readiness_probe.http_get.scheme == "HTTPS"
     # Neither Redis nor the model pods get it.
     for obj in (s.redis_stateful_set("redis:7"), model(s)):
-        assert not obj.spec.template.spec.volumes
+        assert "tls" not in [v.name for v in obj.spec.template.spec.volumes or []]
         assert "--tls-certfile" not in (obj.spec.template.spec.containers[0].args or [])
 
 
@@ -462,6 +496,6 @@ def test_without_a_tls_secret_the_frontends_serve_plain_http() -> None:
     s = settings()
     for deployment in (s.management_deployment(IMAGE), s.query_deployment(IMAGE)):
         pod = deployment.spec.template.spec
-        assert pod.volumes is None
+        assert [v.name for v in pod.volumes] == ["secrets"]  # the credentials only
         assert "--tls-certfile" not in pod.containers[0].args
         assert pod.containers[0].readiness_probe.http_get.scheme is None
