@@ -242,6 +242,7 @@ class Connection(Closing):
         policy: str | None = None,
         cache_enabled: bool = True,
         policy_params: Mapping[str, Any] | None = None,
+        expose_model_errors: bool = False,
     ) -> JSONObject:
         """Register an app; ``default_output`` (any JSON value) answers late queries.
 
@@ -249,7 +250,10 @@ class Connection(Closing):
         "exp3" or "exp4", with ``policy_params`` its settings (``docs/admin-api.md``);
         ``set_selection_policy`` changes both later. ``cache_enabled=False`` makes every
         query reach a model (for models whose answer to the same input changes); it can
-        be changed later with ``set_app_cache``.
+        be changed later with ``set_app_cache``. When a model raises, the app's clients
+        see the exception's type and the model (``"model 'm' version '1' raised
+        ValueError"``) and the replica logs its message and traceback;
+        ``expose_model_errors=True`` shows clients the message too (for development).
         """
         app = self._api.add_app(
             check_name(name, "application name"),
@@ -259,6 +263,7 @@ class Connection(Closing):
             policy,
             check_flag(cache_enabled, "cache_enabled"),
             policy_params,
+            check_flag(expose_model_errors, "expose_model_errors"),
         )
         self._await_routes(lambda apps: name in apps, f"application {name!r}")
         policy_note = f", policy {app['policy']}" if app.get("policy", "single") != "single" else ""

@@ -305,6 +305,7 @@ class ManagementClient(JSONClient):
         policy: str | None = None,
         cache_enabled: bool | None = None,
         policy_params: Mapping[str, Any] | None = None,
+        expose_model_errors: bool | None = None,
     ) -> JSONObject:
         body: JSONObject = {
             "name": name,
@@ -318,6 +319,8 @@ class ManagementClient(JSONClient):
             body["policy_params"] = check_object(policy_params, "policy_params")
         if cache_enabled is not None:
             body["cache_enabled"] = cache_enabled
+        if expose_model_errors:  # sent only when on: the default needs no new server
+            body["expose_model_errors"] = True
         return _object(self.request("POST", "/admin/apps", body), "/admin/apps")
 
     def get_app(self, name: str) -> JSONObject:

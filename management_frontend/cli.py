@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import uvicorn
 
+from management_frontend.api.slow_clients import deadline_protocol
 from management_frontend.app import create_app
 from management_frontend.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REDIS_URL, Config
 from management_frontend.state.keys import DEFAULT_PREFIX
@@ -37,6 +38,8 @@ ENV = {
     "tls_certfile": "SCHOONER_TLS_CERTFILE",
     "tls_keyfile": "SCHOONER_TLS_KEYFILE",
     "max_replicas": "SCHOONER_MAX_REPLICAS",
+    "header_timeout": "SCHOONER_HEADER_TIMEOUT",
+    "body_timeout": "SCHOONER_BODY_TIMEOUT",
 }
 
 
@@ -112,6 +115,20 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="the most replicas of one model version a client may ask for "
         f"(env {ENV['max_replicas']}; default %(default)s)",
     )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=default("header_timeout", "10"),
+        help="seconds a client has to send a request's headers before its connection is "
+        f"closed (env {ENV['header_timeout']}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=default("body_timeout", "30"),
+        help="seconds a client has to send a request's body once its headers arrived "
+        f"(env {ENV['body_timeout']}; default %(default)s)",
+    )
     return parser
 
 
@@ -132,6 +149,8 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
             tls_certfile=args.tls_certfile,
             tls_keyfile=args.tls_keyfile,
             max_replicas=int(args.max_replicas),
+            header_timeout_s=float(args.header_timeout),
+            body_timeout_s=float(args.body_timeout),
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -161,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=config.port,
         log_config=None,
         log_level=config.log_level_number,
+        http=deadline_protocol(config.header_timeout_s, config.body_timeout_s),
         ws="none",
         lifespan="on",
         server_header=False,

@@ -40,6 +40,10 @@ class Config:
     tls_keyfile: str | None = None
     # The most replicas of one model version a client may ask for.
     max_replicas: int = DEFAULT_MAX_REPLICAS
+    # Seconds a client has to send a request's headers, then its body, before its
+    # connection is closed (api/slow_clients.py).
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         check_tls(self.tls_certfile, self.tls_keyfile)
@@ -64,6 +68,9 @@ class Config:
         for name in ("redis_timeout_s", "redis_wait_s", "shutdown_timeout_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
     @property
     def scheme(self) -> str:

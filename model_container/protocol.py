@@ -138,6 +138,9 @@ class Error:
     batch_id: int
     kind: ErrorKind
     message: str
+    # The type of the exception behind the error ("ValueError"), "" when none was: the
+    # frontend shows clients this, and the message only where the app allows it.
+    exc_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +175,9 @@ def encode(msg: Message) -> list[Frame]:
         case Heartbeat():
             return [_HEARTBEAT_HEADER]
         case Error():
-            return [_header(MsgType.ERROR, id=msg.batch_id, kind=str(msg.kind), msg=msg.message)]
+            extra = {"exc": msg.exc_type} if msg.exc_type else {}
+            kind = str(msg.kind)
+            return [_header(MsgType.ERROR, id=msg.batch_id, kind=kind, msg=msg.message, **extra)]
         case Hello():
             return [
                 _header(
@@ -313,7 +318,7 @@ def _result(h: dict[str, Any], f: Sequence[Frame]) -> Result:
 
 
 def _error(h: dict[str, Any], f: Sequence[Frame]) -> Error:
-    return Error(_int(h, "id"), ErrorKind(_str(h, "kind")), _str(h, "msg"))
+    return Error(_int(h, "id"), ErrorKind(_str(h, "kind")), _str(h, "msg"), _str(h, "exc", ""))
 
 
 _DECODERS: dict[MsgType, Callable[[dict[str, Any], Sequence[Frame]], Message]] = {

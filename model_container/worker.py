@@ -7,7 +7,9 @@ which wakes the serving loop's poll the moment it is ready.
 
 ``run_batch`` is the whole contract between a batch and the model: decode the inputs,
 call the model, check that it returned one JSON-serialisable output per input. Whatever
-the model does, it yields a RESULT or an ERROR; it never raises.
+the model does, it yields a RESULT or an ERROR; it never raises. An exception's
+traceback goes to this replica's log; the ERROR carries its type and message, and the
+frontend shows a client the message only if the app allows it.
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ def run_batch(predict: PredictFunction, input_type: InputType, msg: Predict) -> 
     try:
         outputs = predict(inputs)
     except BaseException as exc:  # whatever user code raises fails the batch, not the worker
+        # The log keeps what the exception says; the frontend decides, per app, whether
+        # a client sees more of it than its type (the text may hold paths or data).
         logger.error("model raised on batch %d of %d inputs", msg.batch_id, n, exc_info=exc)
-        return _error(msg, ErrorKind.MODEL_RAISED, f"{type(exc).__name__}: {exc}")
+        return _error(msg, ErrorKind.MODEL_RAISED, f"{type(exc).__name__}: {exc}", exc)
     model_micros = (time.perf_counter_ns() - started) // 1000
     problem = _check_outputs(outputs, n)
     if problem is not None:
@@ -85,10 +89,10 @@ def _unserialisable(outputs: Sequence[Any]) -> str:
     return "outputs are not JSON-serialisable"  # pragma: no cover - pack_outputs agreed
 
 
-def _error(msg: Predict, kind: ErrorKind, message: str) -> Error:
+def _error(msg: Predict, kind: ErrorKind, message: str, exc: BaseException | None = None) -> Error:
     if len(message) > MAX_ERROR_MESSAGE:
         message = message[: MAX_ERROR_MESSAGE - 3] + "..."
-    return Error(msg.batch_id, kind, message)
+    return Error(msg.batch_id, kind, message, "" if exc is None else type(exc).__name__)
 
 
 class ModelWorker:
@@ -138,7 +142,7 @@ class ModelWorker:
                     outcome = run_batch(self._predict, self._input_type, msg)
                 except Exception as exc:  # a bug here must not leave the batch unanswered
                     logger.exception("failed to run batch %d", msg.batch_id)
-                    outcome = _error(msg, ErrorKind.BAD_OUTPUT, f"{type(exc).__name__}: {exc}")
+                    outcome = _error(msg, ErrorKind.BAD_OUTPUT, f"{type(exc).__name__}: {exc}", exc)
                 try:
                     # Never blocks in practice (one answer in flight at a time); NOBLOCK
                     # so that a worker outliving a stopped serving loop cannot hang.

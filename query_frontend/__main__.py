@@ -13,6 +13,7 @@ from model_container.logconfig import configure_logging
 from model_container.rpc_keys import INSECURE_RPC_ENV, insecure_from_env
 from query_frontend.app import create_app
 from query_frontend.config import Config
+from query_frontend.http.slow_clients import deadline_protocol
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -31,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--max-inflight-batches", type=int, default=Config.max_inflight_batches)
     p.add_argument("--max-queue", type=int, default=Config.max_queue_per_model)
     p.add_argument("--cache-bytes", type=int, default=Config.cache_max_bytes)
+    p.add_argument("--header-timeout", type=float, default=Config.header_timeout_s)
+    p.add_argument("--body-timeout", type=float, default=Config.body_timeout_s)
     p.add_argument("--frontend-id", default=env("SCHOONER_FRONTEND_ID"))
     p.add_argument("--log-level", default=env("SCHOONER_LOG_LEVEL", "INFO"))
     p.add_argument("--secrets-dir", default=env(SECRETS_DIR_ENV))
@@ -51,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
         f"what CURVE costs, never in production (env {INSECURE_RPC_ENV}=1)",
     )
     a = p.parse_args(argv)
+    for flag, seconds in (
+        ("--header-timeout", a.header_timeout),
+        ("--body-timeout", a.body_timeout),
+    ):
+        if not seconds > 0:
+            p.error(f"{flag} must be > 0 seconds, got {seconds}")
     extra = {"frontend_id": a.frontend_id} if a.frontend_id else {}
     if bool(a.tls_certfile) != bool(a.tls_keyfile):
         p.error("TLS needs both --tls-certfile and --tls-keyfile (PEM files), or neither")
@@ -68,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         max_queue_per_model=a.max_queue,
         max_inflight_batches=a.max_inflight_batches,
         cache_max_bytes=a.cache_bytes,
+        header_timeout_s=a.header_timeout,
+        body_timeout_s=a.body_timeout,
         log_level=a.log_level.upper(),
         secrets_dir=a.secrets_dir,
         tls_certfile=a.tls_certfile,
@@ -91,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         host=config.host,
         port=config.port,
         loop="uvloop",
-        http="httptools",
+        http=deadline_protocol(config.header_timeout_s, config.body_timeout_s),
+        ws="none",  # an upgraded connection would leave the request deadlines behind
         log_config=None,
         access_log=False,
         # Per-request work nobody here needs: X-Forwarded-* rewriting and a Server header.

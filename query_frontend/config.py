@@ -34,6 +34,11 @@ class Config:
     max_inflight_batches: int = 1
     # Queries waiting per model version beyond which new queries get 503 + Retry-After.
     max_queue_per_model: int = 10_000
+    # Seconds a client has to send a request's headers (from the request's first byte,
+    # or the connection's opening), and then its body; past them its connection is
+    # closed (http/slow_clients.py). Idle keep-alive connections close after 5 s.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
     # Bytes of model outputs the prediction cache may hold; 0 turns caching off.
     cache_max_bytes: int = 64 * 1024 * 1024
     log_level: str = "INFO"

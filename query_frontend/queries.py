@@ -23,9 +23,19 @@ ModelKey = tuple[str, str]  # (model name, version)
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """The model failed on the batch holding the query (it raised, or bad output)."""
+    """The model failed on the batch holding the query (it raised, or bad output).
+
+    ``message`` may go to any client: which model failed and how, naming an exception
+    by its type only. ``detail``, when there is more, adds what the exception said: for
+    the clients of an app that sets ``expose_model_errors``.
+    """
 
     message: str
+    detail: str = ""
+
+    def told(self, expose: bool) -> str:
+        """What a client is told: ``detail`` if the app exposes model errors."""
+        return self.detail if expose and self.detail else self.message
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,6 +95,9 @@ DefaultOutput = Annotated[
 ]
 CacheEnabled = Annotated[bool, BeforeValidator(rules.cache_enabled)]
 ResetState = Annotated[bool, BeforeValidator(partial(rules.boolean, what="reset_state"))]
+ExposeModelErrors = Annotated[
+    bool, BeforeValidator(partial(rules.boolean, what="expose_model_errors"))
+]
 
 
 def _strings(what: str) -> Any:
@@ -122,6 +125,8 @@ class AddApp(_Body):
     # Checked against the policy once both are known (PolicyParams.parse).
     policy_params: Annotated[dict[str, Any], _object("policy_params")] = {}
     cache_enabled: CacheEnabled = True
+    # Clients see what a model's exception says, not only its type.
+    expose_model_errors: ExposeModelErrors = False
 
     @model_validator(mode="after")
     def _params_fit_the_policy(self) -> AddApp:
@@ -138,6 +143,7 @@ class AddApp(_Body):
             policy=self.policy,
             policy_params=dict(self.policy_params),
             cache_enabled=self.cache_enabled,
+            expose_model_errors=self.expose_model_errors,
         )
 
 

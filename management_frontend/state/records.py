@@ -62,6 +62,9 @@ class App:
     policy_params: dict[str, Any] = field(default_factory=dict)
     # Names the learned state in use; a new token forgets it (a reset is one write).
     policy_epoch: str = ""
+    # Whether clients see what a model's exception says; off, they see its type and the
+    # model (the message and traceback are in the replica's log).
+    expose_model_errors: bool = False
 
     def to_hash(self) -> dict[str, str]:
         return {
@@ -74,6 +77,7 @@ class App:
             "policy_epoch": self.policy_epoch,
             "created_at": repr(self.created_at),
             "cache_enabled": encode_flag(self.cache_enabled),
+            "expose_model_errors": encode_flag(self.expose_model_errors),
         }
 
     @classmethod
@@ -89,6 +93,9 @@ class App:
             created_at=float(h.get("created_at", "0")),
             # Written before the field existed: on, as every app was then.
             cache_enabled=decode_flag(h.get("cache_enabled", "1")),
+            # Only "1" is on: a missing field (written before it existed) or an
+            # unexpected value reads as off, the side that reveals nothing.
+            expose_model_errors=h.get("expose_model_errors") == "1",
         )
 
     def to_json(self) -> dict[str, Any]:

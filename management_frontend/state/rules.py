@@ -30,8 +30,8 @@ MAX_INT64: Final = 2**63 - 1
 # default_output is copied into every defaulted answer; keep it small.
 MAX_DEFAULT_OUTPUT_BYTES: Final = 64 * 1024
 MAX_TEXT_LENGTH: Final = 4096
-# How deep a management API request body may nest (``{"a": [1]}`` is 2 levels); the
-# frontend refuses a deeper one with 400 before it parses it.
+# How deep a request body to either frontend may nest (``{"a": [1]}`` is 2 levels);
+# a deeper one is a 400 (the query frontend's predict and update bodies too).
 MAX_JSON_DEPTH: Final = 32
 # default_output sits one level down in its body, and inside the query frontend's answer
 # (which orjson writes: at most 255 levels, integers of 64 bits, finite floats, string

@@ -23,7 +23,7 @@ import orjson
 
 from management_frontend.state.keys import arm_name
 from model_container import protocol
-from model_container.protocol import Error, Hello, InputType, Predict, Result
+from model_container.protocol import Error, ErrorKind, Hello, InputType, Predict, Result
 from query_frontend.batching.controllers import (
     MODES,
     BatchMode,
@@ -362,7 +362,7 @@ class Dispatcher:
             return
         replica, batch = found
         q = self.queues[replica.key]
-        failure = Failure(f"{_label(replica)} failed ({msg.kind}): {msg.message}")
+        failure = _failure(_label(replica), msg)
         for query in batch:
             query.resolve(failure)
         if not replica.available:
@@ -422,6 +422,28 @@ def _check_outputs(outputs: list[memoryview], expected: int) -> str:
         except orjson.JSONDecodeError:
             return f"returned output {i} that is not a JSON document"
     return ""
+
+
+def _failure(label: str, msg: Error) -> Failure:
+    """What the clients of any app may see of ``msg`` (an exception by its type only),
+    and in ``detail`` the whole of it."""
+    if msg.kind is ErrorKind.MODEL_RAISED:
+        name = _exception_name(msg)
+        return Failure(f"{label} raised {name}", f"{label} raised {msg.message}")
+    told = f"{label} failed ({msg.kind}): {msg.message}"
+    if msg.exc_type:  # the container itself failed on the batch: its text stays hidden
+        return Failure(f"{label} failed ({msg.kind}): {_exception_name(msg)}", told)
+    return Failure(told)
+
+
+def _exception_name(msg: Error) -> str:
+    """The exception's type as the replica reported it: its ``exc``, else the start of
+    ``"<ExceptionType>: <message>"`` (a replica older than ``exc``), if a dotted name."""
+    head, colon, _ = msg.message.partition(":")
+    for name in (msg.exc_type, head if colon else ""):
+        if 0 < len(name) <= 200 and all(part.isidentifier() for part in name.split(".")):
+            return name
+    return "an exception"
 
 
 def _label(replica: Replica) -> str:

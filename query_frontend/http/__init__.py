@@ -5,10 +5,13 @@
 ``predict``    ``POST /{app}/predict``, the hot path, as a bare ASGI handler
 ``update``     ``POST /{app}/update``: feedback for the app's selection policy
 ``inputs``     request bodies parsed and checked into the items a batch carries
+``nesting``    how deeply a JSON body nests, measured on its bytes (the 64-level limit)
 ``endpoints``  the Starlette routes: ``/healthz``, ``/status``, ``/metrics``
 ``auth``       per-app API keys on predict and update; the admin token on status, metrics
 ``metrics_port``  ``/metrics`` alone, without authentication, on ``--metrics-port``
 ``state``      ``FrontendState``: what the handlers share, one per process
+``slow_clients``  the HTTP protocol uvicorn serves with: deadlines for a request's
+               headers and body, so slow clients cannot hold connections
 
 The top layer below the app: it may import every other part of the frontend
 (``queries``, ``config``, ``cancellation``, ``caching``, ``batching``, ``rpc``,

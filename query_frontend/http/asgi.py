@@ -1,5 +1,6 @@
 """What the hot-path handlers share: the bare-ASGI plumbing (reading a body, sending
-JSON), a query's deadline, and the reply to a request that is refused.
+JSON), a query's deadline, and the replies to a request that is refused or that a
+model failed.
 
 ``predict`` and ``update`` are served without a web framework (see ``predict.py`` for
 why); this is the little of one they need.
@@ -17,6 +18,7 @@ from management_frontend.state.records import App
 from query_frontend.batching.deadlines import answer_by
 from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.http.state import FrontendState
+from query_frontend.queries import Failure
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -50,6 +52,12 @@ def refused(exc: BodyTooLargeError | OverloadedError | TooManyInputsError) -> Re
     if isinstance(exc, OverloadedError):
         return error(503, "overloaded", f"{exc}; retry shortly", {"Retry-After": "1"})
     return error(413, "too_large", str(exc))
+
+
+def model_failed(qid: int, failure: Failure, app: App) -> Reply:
+    """The 500 for a query its model failed: what an exception said only if ``app``
+    sets ``expose_model_errors`` (else its type; the replica's log has the rest)."""
+    return error(500, "model_error", f"query {qid}: {failure.told(app.expose_model_errors)}")
 
 
 def deadline_for(state: FrontendState, app: App, arrival: float) -> float:

@@ -2,7 +2,10 @@
 
 A numeric input becomes a 1-d numpy array of the app's dtype; bytes, strings and JSON
 inputs become the bytes that travel on the wire. Every failure is an ``InputError``
-whose message says what to send instead.
+whose message says what to send instead: among them a body nested deeper than
+``MAX_JSON_DEPTH`` (see ``nesting.py``), and a number that does not fit the app's type
+(an integer past 64 bits for ``ints``, a number past the float32 range for ``floats``,
+which would otherwise become infinity).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import orjson
 from management_frontend.state import rules
 from management_frontend.state.errors import InvalidValue
 from model_container.protocol import InputType
+from query_frontend.http.nesting import MAX_JSON_DEPTH, depth_over
 from query_frontend.queries import Item
 
 _NUMERIC_KINDS: dict[InputType, str] = {
@@ -25,8 +29,13 @@ _NUMERIC_KINDS: dict[InputType, str] = {
     InputType.DOUBLES: "iuf",
 }
 _INT64_MAX = np.iinfo(np.int64).max
+_INT64_END = 2.0**63  # the first float past int64 (the float of _INT64_MAX rounds to it)
 
 _SHAPE_HINT = '{"input": ...} or {"input_batch": [...]}'
+_TOO_DEEP = (  # the management API's words for it
+    f"the request body is nested deeper than {MAX_JSON_DEPTH} levels: nest lists and "
+    f"objects at most {MAX_JSON_DEPTH} deep"
+)
 
 
 class InputError(ValueError):
@@ -49,7 +58,11 @@ def load_object(body: bytes, hint: str = _SHAPE_HINT) -> dict[str, Any]:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # orjson's own, past 1024 levels
+            raise InputError(_TOO_DEEP) from None
         raise InputError(f"request body is not valid JSON ({exc}); send {hint}") from None
+    if depth_over(body):
+        raise InputError(_TOO_DEEP)
     if not isinstance(doc, dict):
         raise InputError(f"request body must be a JSON object: {hint}")
     return doc
@@ -111,7 +124,7 @@ def _integral_beyond_int64(arr: np.ndarray[Any, Any]) -> bool:
     if arr.dtype.kind == "O":
         return all(isinstance(v, int) and not isinstance(v, bool) for v in arr.tolist())
     if arr.dtype.kind == "f":
-        return bool(np.all(np.mod(arr, 1) == 0) and np.any(np.abs(arr) > _INT64_MAX))
+        return bool(np.all(np.mod(arr, 1) == 0) and np.any(np.abs(arr) >= _INT64_END))
     return False
 
 
@@ -133,4 +146,20 @@ def _numeric(value: Any, input_type: InputType, dtype: np.dtype[Any], where: str
         raise InputError(f"{where} must be a list of {noun} for '{input_type}', found {found}")
     if kind == "u" and input_type is InputType.INTS and int(arr.max()) > _INT64_MAX:
         raise InputError(f"{where} has an integer outside the 64-bit range of 'ints'")
+    if kind == "f":
+        _check_range(arr, input_type, dtype, where)
     return arr.astype(dtype, copy=False)
+
+
+def _check_range(arr: np.ndarray[Any, Any], input_type: InputType, dtype: Any, where: str) -> None:
+    """Refuse a number that would not be finite as ``dtype`` (past float32 for 'floats';
+    NaN or infinity, should a parser ever let one through)."""
+    limit = np.finfo(dtype).max
+    fits = np.abs(arr) <= limit  # False for NaN too
+    if fits.all():
+        return
+    i = int(np.argmin(fits))
+    raise InputError(
+        f"{where}[{i}] is {float(arr[i])!r}, outside the range of '{input_type}' "
+        f"({dtype.itemsize * 8}-bit floats): send numbers between {-limit:.8g} and {limit:.8g}"
+    )

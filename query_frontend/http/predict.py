@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from management_frontend.state.records import App
 from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.http.asgi import (
     BodyTooLargeError,
@@ -25,6 +26,7 @@ from query_frontend.http.asgi import (
     Send,
     deadline_for,
     error,
+    model_failed,
     read_body,
     refused,
     send_reply,
@@ -92,10 +94,10 @@ async def _predict(
     try:
         if route.model_key is not None:  # one model: the common case, kept short
             out.extend(await state.evaluator.evaluate(route.model_key, app, items, ids, deadline))
-            return _respond(ids, out, app.default_output, is_batch, route.models_json)
+            return _respond(ids, out, app, is_batch, route.models_json)
         if route.no_model_reason:
             out.extend([Expired(route.no_model_reason)] * len(items))
-            return _respond(ids, out, app.default_output, is_batch, b"[]")
+            return _respond(ids, out, app, is_batch, b"[]")
         view = learned_view(state.policies, route, uid)
         asked = await ask(state.evaluator, state.rng, route, items, ids, deadline, uid, view)
     except (OverloadedError, TooManyInputsError) as exc:
@@ -103,13 +105,14 @@ async def _predict(
     answered = answers(route, asked, view)
     out.extend(a.outcome for a in answered)
     state.metrics.answered_by(app.name, answered)
-    return _respond_answers(ids, answered, app.default_output, is_batch)
+    return _respond_answers(ids, answered, app, is_batch)
 
 
 def _respond(
-    ids: list[int], outcomes: list[Outcome], default: Any, is_batch: bool, models: bytes
+    ids: list[int], outcomes: list[Outcome], app: App, is_batch: bool, models: bytes
 ) -> Reply:
     """Answers of a one-model app: ``models`` (its JSON list) names who answered."""
+    default = app.default_output
     parts: list[bytes] = []
     for qid, outcome in zip(ids, outcomes, strict=True):
         if isinstance(outcome, bytes):
@@ -117,18 +120,19 @@ def _respond(
                 b'{"query_id":%d,"output":%b,"default":false,"models":%b}' % (qid, outcome, models)
             )
         elif isinstance(outcome, Failure):
-            return error(500, "model_error", f"query {qid}: {outcome.message}")
+            return model_failed(qid, outcome, app)
         else:
             parts.append(_default(qid, default, outcome.reason))
     return Reply(200, _join(parts, is_batch))
 
 
-def _respond_answers(ids: list[int], answers: list[Answer], default: Any, is_batch: bool) -> Reply:
+def _respond_answers(ids: list[int], answers: list[Answer], app: App, is_batch: bool) -> Reply:
+    default = app.default_output
     parts: list[bytes] = []
     for qid, ans in zip(ids, answers, strict=True):
         outcome = ans.outcome
         if isinstance(outcome, Failure):
-            return error(500, "model_error", f"query {qid}: {outcome.message}")
+            return model_failed(qid, outcome, app)
         if isinstance(outcome, Expired):
             parts.append(_default(qid, default, outcome.reason))
             continue

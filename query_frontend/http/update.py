@@ -118,7 +118,8 @@ async def _update(state: FrontendState, route: Route, scope: Scope, receive: Rec
     answered = [Answered(arm.name, arm_label(arm), orjson.loads(o)) for arm, o in got]
     silent = [(arm_label(arm), o) for arm, o in asked.outcomes if not isinstance(o, bytes)]
     if not answered:
-        failed = [f"{m}: {o.message}" for m, o in silent if isinstance(o, Failure)]
+        expose = app.expose_model_errors
+        failed = [f"{m}: {o.told(expose)}" for m, o in silent if isinstance(o, Failure)]
         if failed:
             return error(500, "model_error", f"query {qid}: {'; '.join(failed)}")
         why = "; ".join(f"{m}: {getattr(o, 'reason', '')}" for m, o in silent)

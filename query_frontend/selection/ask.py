@@ -121,7 +121,10 @@ def answer(
         arm, outcome = asked.outcomes[0]
         return Answer(outcome, [arm_label(arm)] if isinstance(outcome, bytes) else [], [])
     answered = [(arm, o) for arm, o in asked.outcomes if isinstance(o, bytes)]
-    missing = [(arm_label(arm), _why(o)) for arm, o in asked.outcomes if not isinstance(o, bytes)]
+    expose = route.app.expose_model_errors
+    missing = [
+        (arm_label(arm), _why(o, expose)) for arm, o in asked.outcomes if not isinstance(o, bytes)
+    ]
     asked_names = {arm.name for arm, _ in asked.outcomes}
     for arm in route.arms:
         if arm.name not in asked_names:
@@ -145,9 +148,9 @@ def answer(
     return Answer(output, [arm_label(arm) for arm, _ in answered], missing)
 
 
-def _why(outcome: Outcome) -> str:
+def _why(outcome: Outcome, expose: bool) -> str:
     if isinstance(outcome, Failure):
-        return f"the model failed: {outcome.message}"
+        return f"the model failed: {outcome.told(expose)}"
     if isinstance(outcome, Expired):
         return outcome.reason
     return ""

@@ -259,7 +259,8 @@ def test_a_crashing_model_gives_a_5xx_naming_it_and_keeps_serving(conn: Connecti
     r = predict(conn, "fragile", {"input": [-1.0]})
     assert r.status_code == 500
     message = r.json()["message"]
-    assert "fragile-model" in message and "ValueError: negative input" in message
+    assert "fragile-model" in message and "raised ValueError" in message
+    assert "negative input" not in message  # the exception's text is in the replica's log
     assert output_of(conn, "fragile", [2.0]) == 2.0
     # A model that returns the wrong number of outputs is an error too, not a hang.
     deploy_python_closure(conn, "fragile-model", "2", "doubles", lambda xs: [1, 2, 3])

@@ -442,6 +442,16 @@ def test_register_application_sends_cache_enabled_and_get_app_info_shows_it() ->
     assert (conn.get_app_info("off") or {})["cache_enabled"] is False
 
 
+def test_register_application_asks_to_expose_model_errors_only_when_told() -> None:
+    conn, api, _events = connected()
+    conn.register_application("quiet", "doubles", "-1.0", 100000)
+    conn.register_application("dev", "doubles", "-1.0", 100000, expose_model_errors=True)
+    posted = [b for b in api.bodies if isinstance(b, dict) and "slo_micros" in b]
+    assert [b.get("expose_model_errors", False) for b in posted] == [False, True]
+    with pytest.raises(InvalidRequestError, match="expose_model_errors must be True or False"):
+        conn.register_application("x", "doubles", "-1.0", 100000, expose_model_errors="yes")  # type: ignore[arg-type]
+
+
 def test_set_app_cache_records_it_and_waits_for_the_query_frontend() -> None:
     conn, api, events = connected()
     conn.register_application("app", "doubles", "-1.0", 100000)

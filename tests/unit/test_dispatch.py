@@ -123,11 +123,68 @@ async def test_a_model_error_fails_the_batch_and_the_replica_serves_the_next():
     identity, predict = wire.sent.pop()
     d.on_error(identity, Error(predict.batch_id, ErrorKind.MODEL_RAISED, "ValueError: boom"))
     outcome = await first.future
-    assert isinstance(outcome, Failure) and "ValueError: boom" in outcome.message
-    assert "model 'm' version '1'" in outcome.message
+    assert isinstance(outcome, Failure)
+    # Any client may read the model and the exception's type; only an app that exposes
+    # model errors shows its message.
+    assert "model 'm' version '1'" in outcome.message and "raised ValueError" in outcome.message
+    assert "boom" not in outcome.message and "boom" not in outcome.told(expose=False)
+    assert outcome.told(expose=True).endswith("raised ValueError: boom")
     identity, predict = wire.sent.pop()
     answer(d, identity, predict)
     assert await second.future == b"10.0"
+
+
+SECRET = "[Errno 2] No such file or directory: '/srv/secret/db-password.txt'"
+
+
+@pytest.mark.parametrize(
+    ("error", "public"),
+    [
+        # Row 9 of issue 12: the path in the exception reached the client.
+        (Error(0, ErrorKind.MODEL_RAISED, f"FileNotFoundError: {SECRET}", "FileNotFoundError"),
+         "raised FileNotFoundError"),
+        # A container older than "exc": the type from the start of msg, if a dotted name.
+        (Error(0, ErrorKind.MODEL_RAISED, f"mylib.errors.Oops: {SECRET}"),
+         "raised mylib.errors.Oops"),
+        (Error(0, ErrorKind.MODEL_RAISED, f"/srv/secret: {SECRET}"), "raised an exception"),
+        (Error(0, ErrorKind.MODEL_RAISED, SECRET.replace(":", "")), "raised an exception"),
+        (Error(0, ErrorKind.MODEL_RAISED, f"Oops: {SECRET}", "not a name: /srv/secret"),
+         "raised Oops"),
+        # The container failed on the model's outputs with an exception: its type only.
+        (Error(0, ErrorKind.BAD_OUTPUT, f"KeyError: {SECRET}", "KeyError"),
+         "failed (bad_output): KeyError"),
+    ],
+)  # fmt: skip
+async def test_clients_are_told_the_model_and_the_exception_type_not_its_text(error, public):
+    loop = asyncio.get_running_loop()
+    d, q, wire = setup(cap=1)
+    d.add_replica(b"a", hello("r0"), loop.time())
+    (query,) = make_queries(loop, 1)
+    d.submit(q, [query])
+    identity, predict = wire.sent.pop()
+    d.on_error(identity, Error(predict.batch_id, error.kind, error.message, error.exc_type))
+    failure = await query.future
+    assert isinstance(failure, Failure)
+    told = failure.told(expose=False)
+    assert told == f"model 'm' version '1' (replica r0) {public}"
+    assert "/srv/secret" not in told
+    assert error.message in failure.told(expose=True)
+
+
+async def test_an_error_with_no_exception_behind_it_is_told_whole():
+    """The container's own sentences (wrong number of outputs, undecodable batch) help
+    the caller and hold nothing of the model's."""
+    loop = asyncio.get_running_loop()
+    d, q, wire = setup(cap=1)
+    d.add_replica(b"a", hello("r0"), loop.time())
+    (query,) = make_queries(loop, 1)
+    d.submit(q, [query])
+    identity, predict = wire.sent.pop()
+    msg = "model returned 3 outputs for a batch of 1"
+    d.on_error(identity, Error(predict.batch_id, ErrorKind.BAD_OUTPUT, msg))
+    failure = await query.future
+    assert failure.told(expose=False) == failure.told(expose=True)
+    assert failure.told(expose=False).endswith(f"failed (bad_output): {msg}")
 
 
 async def test_queries_past_their_deadline_are_never_sent():

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from model_container.protocol import InputType
-from query_frontend.http.inputs import InputError, TooManyItemsError, parse_body
+from query_frontend.http.inputs import InputError, TooManyItemsError, convert, parse_body
+from query_frontend.http.nesting import MAX_JSON_DEPTH, depth_over, nesting_depth
 
 
 def body(doc: object) -> bytes:
@@ -91,3 +92,88 @@ def test_any_list_of_int64_round_trips_as_ints(values):
 def test_a_batch_over_the_per_request_limit_is_refused_before_conversion():
     with pytest.raises(TooManyItemsError, match="over the limit of 3"):
         parse_body(body({"input_batch": [[1.0]] * 4}), InputType.DOUBLES, max_items=3)
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("input_type", list(InputType))
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH, 255, 1023, 1024, 1025, 5000])
+def test_a_body_nested_past_the_limit_is_refused_for_every_input_type(input_type, depth):
+    """Row 6 of issue 12: 255 to 1023 levels passed orjson's parse and failed as a 500
+    when a JSON input was encoded again for the wire."""
+    for raw in (
+        b'{"input": %b}' % nested(depth),
+        b'{"input_batch": [%b]}' % nested(depth),
+        b'{"input": [1], "label": %b}' % nested(depth),
+        b'{"input": [1], "ignored": {"a": %b}}' % nested(depth),
+    ):
+        with pytest.raises(InputError, match=f"nested deeper than {MAX_JSON_DEPTH} levels"):
+            parse_body(raw, input_type)
+
+
+def test_a_json_input_at_the_limit_is_taken_whole():
+    raw = b'{"input": %b}' % nested(MAX_JSON_DEPTH - 1)  # the body's object is one more level
+    items, _ = parse_body(raw, InputType.JSON)
+    assert items == [nested(MAX_JSON_DEPTH - 1)]
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    # Strings full of what could fool a scanner: brackets, quotes, backslashes.
+    | st.text(alphabet='[]{}"\\ab\n'),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(alphabet='[]{"\\k'), inner, max_size=4)
+    ),
+    max_leaves=60,
+)
+
+
+def depth_of(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max((depth_of(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((depth_of(v) for v in value.values()), default=0)
+    return 0
+
+
+@given(json_values)
+def test_the_nesting_measured_on_the_bytes_is_the_documents(value):
+    assert nesting_depth(orjson.dumps(value)) == depth_of(value)
+    assert depth_over(orjson.dumps(value), 3) == (depth_of(value) > 3)
+
+
+@pytest.mark.parametrize(
+    ("input_type", "raw", "fragment"),
+    [
+        # Row 12 of issue 12: 1e308 became inf in float32 and was answered with a 200.
+        (InputType.FLOATS, b'{"input": [1e308, 1]}', "input[0] is 1e+308, outside the range"),
+        (InputType.FLOATS, b'{"input": [1, -3.5e38]}', "input[1] is -3.5e+38"),
+        (InputType.FLOATS, b'{"input_batch": [[1], [2, 1e39]]}', "input_batch[1][1] is 1e+39"),
+        (InputType.INTS, b'{"input": [9223372036854775808, -1]}', "64-bit range"),
+        (InputType.INTS, b'{"input": [-9223372036854775809]}', "64-bit range"),
+        (InputType.INTS, b'{"input": [1e19]}', "64-bit range"),
+    ],
+)
+def test_a_number_that_does_not_fit_the_type_is_refused_with_its_place(input_type, raw, fragment):
+    with pytest.raises(InputError) as info:
+        parse_body(raw, input_type)
+    assert fragment in str(info.value)
+    if input_type is InputType.FLOATS:
+        assert "between -3.4028235e+38 and 3.4028235e+38" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("input_type", [InputType.FLOATS, InputType.DOUBLES])
+def test_non_finite_numbers_are_refused_should_a_parser_let_them_through(value, input_type):
+    with pytest.raises(InputError, match=r"input\[1\] is .*outside the range"):
+        convert([1.0, value], input_type, "input")
+
+
+def test_the_largest_float32_is_taken():
+    items, _ = parse_body(b'{"input": [3.4028234e38, -3.4028234e38]}', InputType.FLOATS)
+    assert np.isfinite(items[0]).all()

@@ -69,7 +69,13 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.just(Heartbeat()),
     st.builds(_predict, int64, st.sampled_from(InputType), payloads()),
     st.builds(_result, int64, payloads(), st.integers(min_value=0, max_value=2**40)),
-    st.builds(Error, batch_id=int64, kind=st.sampled_from(ErrorKind), message=names),
+    st.builds(
+        Error,
+        batch_id=int64,
+        kind=st.sampled_from(ErrorKind),
+        message=names,
+        exc_type=st.just("") | names,
+    ),
     st.builds(Goodbye, reason=names),
 )
 
@@ -93,6 +99,14 @@ def test_decode_accepts_memoryviews(msg: Message) -> None:
 def test_header_layout_is_msgpack_with_version_and_type() -> None:
     head = msgpack.unpackb(protocol.encode(Welcome(250))[0])
     assert head == {"v": PROTOCOL_VERSION, "t": int(MsgType.WELCOME), "hb_ms": 250}
+
+
+def test_an_error_without_exc_from_an_older_container_decodes_with_no_type() -> None:
+    head = msgpack.packb({"v": 1, "t": 7, "id": 3, "kind": "model_raised", "msg": "E: x"})
+    assert protocol.decode([head]) == Error(3, ErrorKind.MODEL_RAISED, "E: x", "")
+    # ... and one with no exception behind it is sent without the field, as before.
+    sent = msgpack.unpackb(protocol.encode(Error(3, ErrorKind.BAD_INPUT, "no"))[0])
+    assert "exc" not in sent
 
 
 def test_unknown_header_fields_are_ignored() -> None:

@@ -6,6 +6,7 @@ behaviour end to end; these pin the arithmetic down and cover the edge cases.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from typing import Any
@@ -24,8 +25,10 @@ from management_frontend.state.policy import (
 )
 from management_frontend.state.records import App
 from model_container.protocol import InputType
+from query_frontend.queries import Failure
 from query_frontend.routing.table import Arm, Route
-from query_frontend.selection.choose import chooser, sticky_point
+from query_frontend.selection.ask import Asked, answers
+from query_frontend.selection.choose import Choice, chooser, sticky_point
 from query_frontend.selection.ensemble import combine, vote
 from query_frontend.selection.feedback import Answered, LabelError, learn, loss_kind, measure
 
@@ -374,3 +377,18 @@ def test_an_arms_first_feedback_starts_it_level_with_the_best() -> None:
     state.arms["new"] = ArmState(fb.start + fb.log_weight, 1, fb.loss)
     probs = state.probabilities(params, names)
     assert probs[2] < probs[0]  # one wrong answer puts it below the best, not on top
+
+
+@pytest.mark.parametrize("expose", [False, True])
+def test_an_ensembles_partial_answer_names_a_failed_arm_as_its_app_allows(expose: bool) -> None:
+    """exp4's "partial_explanation" says why an arm is missing: the model's exception
+    type, and its message only for an app that exposes model errors."""
+    r = route("exp4", ["a", "b"])
+    r = dataclasses.replace(r, app=dataclasses.replace(r.app, expose_model_errors=expose))
+    failure = Failure("model a raised KeyError", "model a raised KeyError: 'db-password'")
+    asked = Asked(Choice(r.arms), [(r.arms[0], failure), (r.arms[1], b"1.0")])
+    (answer,) = answers(r, [asked], PolicyState())
+    assert answer.outcome == b"1.0"
+    ((missing, why),) = answer.missing
+    assert missing == "a" and "raised KeyError" in why
+    assert ("db-password" in why) is expose

@@ -24,6 +24,7 @@ APPS = st.builds(
     ),
     created_at=st.floats(0, 2e9),
     cache_enabled=st.booleans(),
+    expose_model_errors=st.booleans(),
 )
 
 
@@ -52,7 +53,18 @@ def test_an_app_written_before_cache_enabled_reads_as_enabled() -> None:
     }
     app = App.from_hash(old)
     assert app.cache_enabled is True
+    assert app.expose_model_errors is False
     assert app == App("a", InputType.DOUBLES, "-1", 100_000, "single", 1700000000.0)
+
+
+@pytest.mark.parametrize(
+    ("stored", "exposed"), [("1", True), ("0", False), ("", False), ("x", False)]
+)
+def test_only_1_exposes_model_errors(stored: str, exposed: bool) -> None:
+    """The flag that reveals more reads as off unless it is plainly on."""
+    h = App("a", InputType.DOUBLES, "-1", 100_000).to_hash()
+    assert h["expose_model_errors"] == "0"
+    assert App.from_hash({**h, "expose_model_errors": stored}).expose_model_errors is exposed
 
 
 def test_cache_enabled_is_in_the_json_record() -> None:

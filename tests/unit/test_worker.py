@@ -26,3 +26,4 @@ def test_any_exception_from_the_model_becomes_a_model_raised_error(exc):
     assert isinstance(answer, protocol.Error)
     assert answer.kind is ErrorKind.MODEL_RAISED
     assert answer.message.startswith(type(exc).__name__)
+    assert answer.exc_type == type(exc).__name__
