@@ -27,6 +27,7 @@ from ports import free_port
 
 from management_frontend.state.rules import MAX_JSON_DEPTH
 from model_container import write_closure_bundle
+from model_container.bundle import bundle_digest
 from model_container.protocol import InputType
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -230,7 +231,8 @@ def cluster(redis_url: str, spawn: Spawn, logs: Path, secrets: ClusterSecrets) -
                 assert http.post(f"{mgmt}/admin/models", json=version).status_code == 201
                 bundle = logs / f"{model}-bundle"
                 write_closure_bundle(bundle, models()[model], InputType(input_type), ["numpy"])
-                spawn(model, "-m", "model_container", "--bundle", str(bundle), "--frontend", rpc,
+                spawn(model, "-m", "model_container", "--bundle", str(bundle),
+                      "--bundle-sha256", bundle_digest(bundle), "--frontend", rpc,
                       "--name", model, "--version", "1", "--replica-id", f"{model}-0",
                       "--secrets-dir", str(secrets.replica_dir))  # fmt: skip
             link = http.post(f"{mgmt}/admin/apps/{app}/links", json={"model_name": model})
