@@ -114,10 +114,10 @@ def test_metrics_endpoint_counts_batches_inputs_and_errors(
     start_container: Callable[..., subprocess.Popen[bytes]], frontend: FakeFrontend, tmp_path: Path
 ) -> None:
     port = free_port()
-    secrets = make_cluster_secrets(tmp_path)
-    token = secrets.admin_token
+    # The replica's credentials are the fake frontend's cluster's (its RPC keys, and the
+    # admin token's digest the metrics endpoint checks).
+    token = frontend.secrets.admin_token
     start_container(
-        secrets_dir=secrets.replica_dir,
         frontend=frontend.address,
         name="summer",
         version="v3",
