@@ -72,7 +72,7 @@ def require_digest(name: str, version: str, bundle_sha256: str) -> str:
             f"cannot start replicas of {name}:{version}: no bundle is recorded for it (it was "
             "registered with register_model, whose replicas run elsewhere, or by a Schooner "
             "that recorded a path or image instead of a bundle digest): deploy the model "
-            "again under a new version with deploy_predict_function or deploy_model"
+            "again under a new version with deploy_python_closure or deploy_model"
         )
     return digest
 

@@ -193,7 +193,7 @@ class AddModelVersion(_Body):
                 "field 'artifact' is no longer accepted: the cluster runs only bundles it "
                 "stored itself, never a path or image named by a client. Send "
                 "'bundle_sha256' (the 64 hex digits of a bundle deployed with the admin "
-                "client's deploy_model or deploy_predict_function), or leave it out for a "
+                "client's deploy_python_closure or deploy_model), or leave it out for a "
                 "version whose replicas run elsewhere"
             )
         return data
