@@ -14,13 +14,14 @@ import os
 from collections.abc import Mapping, Sequence
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from management_frontend.api.slow_clients import deadline_protocol
 from management_frontend.app import create_app
 from management_frontend.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REDIS_URL, Config
 from management_frontend.state.keys import DEFAULT_PREFIX
 from management_frontend.state.rules import DEFAULT_MAX_REPLICAS
 from model_container.credentials import SECRETS_DIR_ENV
+from model_container.http_deadlines import deadline_protocol
 from model_container.logconfig import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=config.port,
         log_config=None,
         log_level=config.log_level_number,
-        http=deadline_protocol(config.header_timeout_s, config.body_timeout_s),
+        http=deadline_protocol(HttpToolsProtocol, config.header_timeout_s, config.body_timeout_s),
         ws="none",
         lifespan="on",
         server_header=False,

@@ -41,7 +41,7 @@ class Config:
     # The most replicas of one model version a client may ask for.
     max_replicas: int = DEFAULT_MAX_REPLICAS
     # Seconds a client has to send a request's headers, then its body, before its
-    # connection is closed (api/slow_clients.py).
+    # connection is closed (model_container/http_deadlines.py).
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
 

@@ -7,13 +7,14 @@ import os
 import sys
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from model_container.credentials import SECRETS_DIR_ENV, CredentialError
+from model_container.http_deadlines import deadline_protocol
 from model_container.logconfig import configure_logging
 from model_container.rpc_keys import INSECURE_RPC_ENV, insecure_from_env
 from query_frontend.app import create_app
 from query_frontend.config import Config
-from query_frontend.http.slow_clients import deadline_protocol
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         host=config.host,
         port=config.port,
         loop="uvloop",
-        http=deadline_protocol(config.header_timeout_s, config.body_timeout_s),
+        http=deadline_protocol(HttpToolsProtocol, config.header_timeout_s, config.body_timeout_s),
         ws="none",  # an upgraded connection would leave the request deadlines behind
         log_config=None,
         access_log=False,

@@ -36,7 +36,7 @@ class Config:
     max_queue_per_model: int = 10_000
     # Seconds a client has to send a request's headers (from the request's first byte,
     # or the connection's opening), and then its body; past them its connection is
-    # closed (http/slow_clients.py). Idle keep-alive connections close after 5 s.
+    # closed (model_container/http_deadlines.py). Idle keep-alive connections close after 5 s.
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     # Bytes of model outputs the prediction cache may hold; 0 turns caching off.

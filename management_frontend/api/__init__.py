@@ -8,8 +8,6 @@
                 status, and the request-body size and nesting limits
     openapi.py  ``/openapi.json`` as the routes really answer: their errors, the name
                 rules as JSON Schema, the bearerAuth scheme
-    slow_clients.py  the HTTP protocol uvicorn serves with: deadlines for a request's
-                headers and body, so slow clients cannot hold connections
 
 It imports ``state``, ``errors`` and ``storage``; ``management_frontend.app`` serves it.
 FastAPI and pydantic are imported here and nowhere below.

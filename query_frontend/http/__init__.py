@@ -10,8 +10,6 @@
 ``auth``       per-app API keys on predict and update; the admin token on status, metrics
 ``metrics_port``  ``/metrics`` alone, without authentication, on ``--metrics-port``
 ``state``      ``FrontendState``: what the handlers share, one per process
-``slow_clients``  the HTTP protocol uvicorn serves with: deadlines for a request's
-               headers and body, so slow clients cannot hold connections
 
 The top layer below the app: it may import every other part of the frontend
 (``queries``, ``config``, ``cancellation``, ``caching``, ``batching``, ``rpc``,

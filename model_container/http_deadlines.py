@@ -1,13 +1,14 @@
-"""Slow clients cannot hold the management frontend's connections: uvicorn's HTTP protocol
-with a deadline for a request's headers and one for its body.
+"""Slow clients cannot hold an HTTP server's connections: deadlines for a request's
+headers and for its body, mixed into uvicorn's HTTP protocol by both frontends.
 
 uvicorn closes a connection that idles between requests (``timeout_keep_alive``) but
 arms nothing while a request is arriving: a client that opens a connection and never
 finishes its headers holds it for ever, and a few hundred such clients hold the server's
-file descriptors (slowloris). This protocol closes a connection whose request headers
-have not all arrived ``header_timeout_s`` after the request began (after the connection
-opened, for its first request), answering 408; and one whose body has not all arrived
-``body_timeout_s`` after its headers did (the request's handler sees the client gone).
+file descriptors (slowloris). ``deadline_protocol(HttpToolsProtocol, ...)`` makes a
+protocol that closes a connection whose request headers have not all arrived
+``header_timeout_s`` after the request began (after the connection opened, for its first
+request), answering 408; and one whose body has not all arrived ``body_timeout_s`` after
+its headers did (the request's handler sees the client gone).
 
 The hot path pays next to nothing: after each chunk, what the connection waits for is
 read off uvicorn's own state (a few attribute reads); a request whose headers and body
@@ -16,9 +17,8 @@ connection arms one timer when it opens; a request that arrives in pieces arms o
 phase, never one per chunk, so a client trickling a byte at a time cannot push its
 deadline back.
 
-The query frontend has the same protocol (``query_frontend/http/slow_clients.py``): the
-two frontends share no module that may import uvicorn, so each keeps its copy; keep them
-in step.
+It lives here, the one package both frontends may import, and imports no uvicorn (this
+package goes into every model image): the frontends pass uvicorn's protocol class in.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
-
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -39,27 +37,35 @@ _TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\n%b\r\n%b" % (
 )
 
 
-class DeadlineProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` with deadlines for headers and body (see the module)."""
+class RequestDeadlines:
+    """Deadlines for headers and body (see the module), for a subclass of uvicorn's
+    ``HttpToolsProtocol``: it reads that protocol's ``scope``, ``cycle``, ``transport``,
+    ``loop`` and ``client`` and extends its asyncio callbacks."""
 
     header_timeout_s = 10.0
     body_timeout_s = 30.0
+    # What uvicorn's protocol provides.
+    scope: Any
+    cycle: Any
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    client: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._timed = NOTHING  # what the running timer waits for
         self._timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._retime(HEADERS)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._retime(NOTHING)
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
         awaiting = self._awaiting()
         if awaiting != self._timed:
             self._retime(awaiting)
@@ -95,10 +101,11 @@ class DeadlineProtocol(HttpToolsProtocol):
         self.transport.close()  # a handler reading the body sees http.disconnect
 
 
-def deadline_protocol(header_timeout_s: float, body_timeout_s: float) -> type[DeadlineProtocol]:
-    """The protocol class to give uvicorn (``http=``), with these deadlines."""
+def deadline_protocol(base: type[Any], header_timeout_s: float, body_timeout_s: float) -> type[Any]:
+    """The protocol class to give uvicorn (``http=``): ``base`` (uvicorn's
+    ``HttpToolsProtocol``) with these deadlines."""
     return type(
-        "DeadlineProtocol",
-        (DeadlineProtocol,),
+        f"Deadline{base.__name__}",
+        (RequestDeadlines, base),
         {"header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s},
     )
