@@ -10,11 +10,9 @@ deadline; nothing asserts how long anything took.
 
 from __future__ import annotations
 
-import os
 import selectors
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import pytest
 from credentials import ClusterSecrets, make_cluster_secrets
 from polling import eventually
 from ports import free_port
+from spawning import Spawner
 
 from management_frontend.state.rules import MAX_JSON_DEPTH
 from model_container import write_closure_bundle
@@ -32,7 +31,6 @@ from model_container.protocol import InputType
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-REPO = Path(__file__).resolve().parents[2]
 STARTUP_S = 60.0
 CLOSE_S = 60.0  # generous: the servers are told to close after 1 s and 2 s
 STARTING = (httpx.HTTPError,)  # a process still starting refuses connections
@@ -53,30 +51,9 @@ def secrets(tmp_path: Path) -> ClusterSecrets:
 
 @pytest.fixture
 def spawn(logs: Path) -> Iterator[Spawn]:
-    """``spawn(name, *argv)``: ``python *argv`` with its output in ``logs/name.log``;
-    every process is stopped after the test."""
-    procs: list[tuple[subprocess.Popen[bytes], Any, Path]] = []
-
-    def start(name: str, *argv: str) -> subprocess.Popen[bytes]:
-        log_path = logs / f"{name}.log"
-        log = log_path.open("wb")
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        proc = subprocess.Popen([sys.executable, *argv], stdout=log, stderr=log, env=env, cwd=logs)
-        procs.append((proc, log, log_path))
-        return proc
-
-    yield start
-    for proc, _, _ in reversed(procs):
-        if proc.poll() is None:
-            proc.terminate()
-    for proc, log, log_path in reversed(procs):
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
-        print(f"--- {log_path.name} ---\n{log_path.read_text(errors='replace')[-4000:]}")
+    spawner = Spawner(logs)
+    yield spawner
+    spawner.stop()
 
 
 # Short deadlines, so that the test sees the servers close connections soon.

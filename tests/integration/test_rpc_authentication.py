@@ -11,9 +11,7 @@ while the real replica answers, no query reaches them. Waits poll with a deadlin
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import zmq
 from credentials import ClusterSecrets, make_cluster_secrets
 from polling import eventually
 from ports import free_port
+from spawning import Spawner
 from zmq.utils.monitor import recv_monitor_message
 
 from model_container import protocol, runtime_versions, write_closure_bundle
@@ -32,7 +31,6 @@ from model_container.protocol import Hello, InputType
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-REPO = Path(__file__).resolve().parents[2]
 STARTUP_S = 60.0
 STARTING = (httpx.HTTPError,)
 HANDSHAKE_FAILED = (
@@ -59,31 +57,9 @@ def cluster(tmp_path: Path) -> ClusterSecrets:
 
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Spawn]:
-    procs: list[tuple[subprocess.Popen[bytes], Any, Path]] = []
-
-    def start(name: str, *argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log_path = tmp_path / f"{name}.log"
-        log = log_path.open("wb")
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SCHOONER_")}
-        full_env = {**inherited, "PYTHONPATH": str(REPO), **(env or {})}
-        proc = subprocess.Popen(
-            [sys.executable, *argv], stdout=log, stderr=log, env=full_env, cwd=tmp_path
-        )
-        procs.append((proc, log, log_path))
-        return proc
-
-    yield start
-    for proc, _, _ in reversed(procs):
-        if proc.poll() is None:
-            proc.terminate()
-    for proc, log, log_path in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
-        print(f"--- {log_path.name} ---\n{log_path.read_text(errors='replace')[-4000:]}")
+    spawner = Spawner(tmp_path)
+    yield spawner
+    spawner.stop()
 
 
 class Impostor:

@@ -10,9 +10,7 @@ with a deadline; nothing asserts how long anything took.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import redis
 from credentials import ClusterSecrets, make_cluster_secrets
 from polling import eventually
 from ports import free_port
+from spawning import Spawner
 
 from model_container import write_closure_bundle
 from model_container.bundle import bundle_digest
@@ -30,7 +29,6 @@ from model_container.protocol import InputType
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-REPO = Path(__file__).resolve().parents[2]
 STARTUP_S = 60.0
 STARTING = (httpx.HTTPError,)  # a process still starting refuses connections
 
@@ -53,32 +51,14 @@ def spawn(
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start ``python ARGV``: each process gets the cluster's credentials (``secrets``), the
     replicas' directory if it is a model container, the frontends' otherwise."""
-    procs: list[tuple[subprocess.Popen[bytes], Any, Path]] = []
-    cluster = secrets
+    spawner = Spawner(tmp_path)
 
     def start(name: str, *argv: str) -> subprocess.Popen[bytes]:
-        log_path = tmp_path / f"{name}.log"
-        log = log_path.open("wb")
-        secrets = cluster.replica_dir if "model_container" in argv else cluster.frontend_dir
-        env = {**os.environ, "PYTHONPATH": str(REPO), "SCHOONER_SECRETS_DIR": str(secrets)}
-        proc = subprocess.Popen(
-            [sys.executable, *argv], stdout=log, stderr=log, env=env, cwd=tmp_path
-        )
-        procs.append((proc, log, log_path))
-        return proc
+        directory = secrets.replica_dir if "model_container" in argv else secrets.frontend_dir
+        return spawner(name, *argv, env={"SCHOONER_SECRETS_DIR": str(directory)})
 
     yield start
-    for proc, _, _ in reversed(procs):
-        if proc.poll() is None:
-            proc.terminate()
-    for proc, log, log_path in reversed(procs):
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
-        print(f"--- {log_path.name} ---\n{log_path.read_text(errors='replace')[-4000:]}")
+    spawner.stop()
 
 
 def start_control_and_two_frontends(
