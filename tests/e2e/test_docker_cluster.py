@@ -329,7 +329,8 @@ def test_scale_to_two_replicas_and_back(conn: Connection, docker_client: Any) ->
     assert mine() == ["whoami-1-r0"]
     eventually(
         lambda: (
-            [r for r in conn.get_all_model_replicas() if r.startswith("whoami-")] == ["whoami-1-r0"]
+            [r for r in conn.get_all_model_replicas() if r.startswith("whoami-1-")]
+            == ["whoami-1-r0"]
         ),
         what="the removed replica unregistered",
     )
