@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from management_frontend.errors import ManagementError
 from management_frontend.state.errors import InvalidValue
+from management_frontend.state.nesting import depth_over, too_deep
 from management_frontend.state.rules import MAX_JSON_DEPTH, show
 
 logger = logging.getLogger(__name__)
@@ -158,41 +159,6 @@ def install_error_handlers(app: FastAPI, redis_url: str) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
 
 
-def nested_deeper_than(body: bytes, limit: int) -> bool:
-    """Whether the JSON text ``body`` nests lists and objects deeper than ``limit``,
-    found without parsing it (a parser recurses: 100 000 ``[`` would break it first).
-    Brackets inside strings do not count. Only bytes methods (C loops) run unless the
-    body is deeper or not balanced."""
-    # Escaped backslashes, then escaped quotes, go; every '"' left opens or closes a
-    # string, so the even pieces between them are what lies outside strings.
-    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    # Objects and lists nest alike: every bracket becomes '[' or ']'.
-    outside = b"".join(unescaped.split(b'"')[::2])
-    brackets = outside.translate(_SQUARE, _NOT_BRACKETS)
-    # Each pass removes the innermost pairs: a balanced body at most ``limit`` deep is
-    # gone after ``limit`` passes.
-    rest = brackets
-    for _ in range(limit):
-        if not rest:
-            return False
-        rest = rest.replace(b"[]", b"")
-    if not rest:
-        return False
-    # Deeper, or unbalanced (not JSON: the parser will say so): count, stopping at the
-    # first level over the limit.
-    depth = 0
-    for byte in brackets:
-        depth += 1 if byte == _OPEN else -1
-        if depth > limit:
-            return True
-    return False
-
-
-_OPEN = ord("[")
-_SQUARE = bytes.maketrans(b"{}", b"[]")
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-
-
 class BodyLimitMiddleware:
     """Refuse request bodies over ``max_bytes`` with 413, and JSON bodies nested deeper
     than ``max_depth`` with 400, before the app parses them.
@@ -237,15 +203,10 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if b"json" in headers.get(b"content-type", b"").lower() and nested_deeper_than(
+        if b"json" in headers.get(b"content-type", b"").lower() and depth_over(
             body, self.max_depth
         ):
-            response = error_response(
-                400,
-                "invalid",
-                f"the request body is nested deeper than {self.max_depth} levels: nest "
-                f"lists and objects at most {self.max_depth} deep",
-            )
+            response = error_response(400, "invalid", too_deep(self.max_depth))
             await response(scope, receive, send)
             return
         replayed = False

@@ -11,6 +11,8 @@ and only through it:
     rules     the rules values obey: names, versions, arms, user ids, input types,
               SLOs, counts, batching settings, policy names
     policy    PolicyParams, PolicyState and the policy arithmetic
+    nesting   how deeply a JSON request body nests, on its bytes: the limit both APIs
+              enforce, and what they answer
     errors    InvalidValue, the one error raised here (a ValueError)
 
 It is pure: no web framework and no Redis client is imported, and nothing here does

@@ -5,7 +5,6 @@
 ``predict``    ``POST /{app}/predict``, the hot path, as a bare ASGI handler
 ``update``     ``POST /{app}/update``: feedback for the app's selection policy
 ``inputs``     request bodies parsed and checked into the items a batch carries
-``nesting``    how deeply a JSON body nests, measured on its bytes (the 64-level limit)
 ``endpoints``  the Starlette routes: ``/healthz``, ``/status``, ``/metrics``
 ``auth``       per-app API keys on predict and update; the admin token on status, metrics
 ``metrics_port``  ``/metrics`` alone, without authentication, on ``--metrics-port``

@@ -3,9 +3,9 @@
 A numeric input becomes a 1-d numpy array of the app's dtype; bytes, strings and JSON
 inputs become the bytes that travel on the wire. Every failure is an ``InputError``
 whose message says what to send instead: among them a body nested deeper than
-``MAX_JSON_DEPTH`` (see ``nesting.py``), and a number that does not fit the app's type
-(an integer past 64 bits for ``ints``, a number past the float32 range for ``floats``,
-which would otherwise become infinity).
+``MAX_JSON_DEPTH`` (``management_frontend.state.nesting``), and a number that does not
+fit the app's type (an integer past 64 bits for ``ints``, a number past the float32 range
+for ``floats``, which would otherwise become infinity).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import orjson
 
 from management_frontend.state import rules
 from management_frontend.state.errors import InvalidValue
+from management_frontend.state.nesting import depth_over, too_deep
 from model_container.protocol import InputType
-from query_frontend.http.nesting import MAX_JSON_DEPTH, depth_over
 from query_frontend.queries import Item
 
 _NUMERIC_KINDS: dict[InputType, str] = {
@@ -32,10 +32,7 @@ _INT64_MAX = np.iinfo(np.int64).max
 _INT64_END = 2.0**63  # the first float past int64 (the float of _INT64_MAX rounds to it)
 
 _SHAPE_HINT = '{"input": ...} or {"input_batch": [...]}'
-_TOO_DEEP = (  # the management API's words for it
-    f"the request body is nested deeper than {MAX_JSON_DEPTH} levels: nest lists and "
-    f"objects at most {MAX_JSON_DEPTH} deep"
-)
+_TOO_DEEP = too_deep()
 
 
 class InputError(ValueError):

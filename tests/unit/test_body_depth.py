@@ -1,4 +1,4 @@
-"""The management API's depth check on raw bodies (``nested_deeper_than``) agrees with
+"""The management API's depth check on raw bodies (``state.nesting.depth_over``) agrees with
 the depth of the JSON value they encode, whatever the strings hold."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from management_frontend.api.errors import nested_deeper_than
+from management_frontend.state.nesting import depth_over
 
 TRICKY_TEXT = st.text(alphabet='[]{}"\\ ax', max_size=8)
 VALUES = st.recursive(
@@ -29,10 +29,10 @@ def depth(value: object) -> int:
 @given(VALUES, st.integers(min_value=0, max_value=6), st.booleans())
 def test_the_depth_of_the_encoded_value_is_found(value: object, limit: int, ascii: bool) -> None:
     body = json.dumps(value, ensure_ascii=ascii).encode()
-    assert nested_deeper_than(body, limit) == (depth(value) > limit)
+    assert depth_over(body, limit) == (depth(value) > limit)
 
 
 def test_a_deep_body_is_found_at_once_and_an_unbalanced_one_is_left_to_the_parser() -> None:
-    assert nested_deeper_than(b"[" * 1_000_000, 32)
-    assert not nested_deeper_than(b'{"name": "a",', 32)
-    assert not nested_deeper_than(b'{"a": "' + b"[" * 100 + b'"}', 32)
+    assert depth_over(b"[" * 1_000_000, 32)
+    assert not depth_over(b'{"name": "a",', 32)
+    assert not depth_over(b'{"a": "' + b"[" * 100 + b'"}', 32)

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from management_frontend.state.nesting import MAX_JSON_DEPTH, depth_over, nesting_depth
 from model_container.protocol import InputType
 from query_frontend.http.inputs import InputError, TooManyItemsError, convert, parse_body
-from query_frontend.http.nesting import MAX_JSON_DEPTH, depth_over, nesting_depth
 
 
 def body(doc: object) -> bytes:
