@@ -52,6 +52,7 @@ from admin.exceptions import (
     SchoonerError,
 )
 from management_frontend.state.keys import arm_name
+from management_frontend.state.rules import SHA256_RE
 from model_container.credentials import sha256_hex
 
 DEFAULT_DEPLOY_TIMEOUT = 60.0
@@ -394,7 +395,7 @@ class Connection(Closing):
         if not isinstance(key, str) or not key.strip():
             raise InvalidRequestError("pass the API key to revoke (or its hex sha256)")
         key = key.strip()
-        digest = key.lower() if _is_sha256_hex(key) else sha256_hex(key)
+        digest = key.lower() if SHA256_RE.fullmatch(key.lower()) else sha256_hex(key)
         answer = self._api.revoke_api_key(check_name(app_name, "application name"), digest)
         left = int(answer.get("api_keys", 0))
         note = "" if left else "; it has no keys left and is open to anyone again"
@@ -663,10 +664,6 @@ class Connection(Closing):
             token=self._token,
             token_source=self._token_source,
         )
-
-
-def _is_sha256_hex(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value)
 
 
 def _versions(versions: object) -> list[object]:

@@ -173,7 +173,8 @@ def _short(version: str, parts: int) -> str:
 
 # --------------------------------------------------------------------------- digest
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# 64 lowercase hex digits, matched with ``fullmatch`` (``$`` lets a trailing newline through).
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _BLOCK = 1 << 20
 
 
@@ -198,7 +199,7 @@ def bundle_digest(path: str | os.PathLike[str]) -> str:
 
 def verify_bundle(path: str | os.PathLike[str], expected: str) -> None:
     """Refuse the bundle at ``path`` unless its digest is ``expected``; reads no model."""
-    if not SHA256_RE.match(expected):
+    if not SHA256_RE.fullmatch(expected):
         raise BundleDigestError(
             f"the expected bundle digest {expected!r} is not 64 lowercase hex digits"
         )

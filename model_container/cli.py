@@ -179,7 +179,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parse_frontends(str(args.frontend))
     except ValueError as exc:
         parser.error(str(exc))
-    if args.bundle_sha256 and not SHA256_RE.match(args.bundle_sha256):
+    if args.bundle_sha256 and not SHA256_RE.fullmatch(args.bundle_sha256):
         parser.error(f"--bundle-sha256 (${_ENV['bundle_sha256']}) must be 64 lowercase hex digits")
     if args.input_type is not None and args.input_type not in {t.value for t in InputType}:
         parser.error(f"unknown input type {args.input_type!r} in ${_ENV['input_type']}")

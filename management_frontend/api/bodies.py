@@ -41,7 +41,7 @@ InputTypeField = Annotated[InputType, BeforeValidator(rules.input_type)]
 BundleSha256 = Annotated[
     str,
     BeforeValidator(rules.bundle_sha256),
-    WithJsonSchema({"type": "string", "pattern": f"^({rules.SHA256_RE.pattern[1:-1]})?$"}),
+    WithJsonSchema({"type": "string", "pattern": f"^({rules.SHA256_RE.pattern})?$"}),
 ]
 SloMicros = Annotated[
     int,

@@ -8,7 +8,6 @@ answers in ``errors.py``; the app that serves these routes is ``management_front
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 from typing import Annotated, Any, cast
 
@@ -65,14 +64,12 @@ UserQuery = Annotated[
     WithJsonSchema(USER_ID_SCHEMA),
 ]
 
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
-
 
 def key_digest(value: object) -> str:
     """An API key named by its hex sha256 (what revoking takes: the key itself never
     travels again, and never sits in a URL or an access log)."""
     digest = str(value).lower()
-    if not _SHA256_RE.fullmatch(digest):
+    if not rules.SHA256_RE.fullmatch(digest):
         raise InvalidValue(
             "an API key is revoked by its hex sha256 (64 characters 0-9a-f), as "
             "POST /admin/apps/{app}/keys answered it in key_sha256; the admin client's "

@@ -45,7 +45,9 @@ DEFAULT_MAX_REPLICAS: Final = 64
 
 DNS1123_LABEL_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 VERSION_RE: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
-SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+# A sha256 as 64 lowercase hex digits; match it with ``fullmatch`` (``$`` would let a
+# trailing newline through).
+SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
 
 # Selection policies an app may name: ``policy`` is the contract's word on their
 # parameters and learned state; the query frontend implements them.
@@ -419,7 +421,7 @@ def bundle_sha256(value: object) -> str:
     """A model version's bundle digest (``model_container.bundle.bundle_digest``): 64
     lowercase hex digits, or ``""`` for a version whose replicas run elsewhere."""
     s = _require_str(value, "bundle_sha256")
-    if s and not SHA256_RE.match(s):
+    if s and not SHA256_RE.fullmatch(s):
         raise InvalidValue(
             f"bundle_sha256 {show(s)} is not a sha256: send the 64 lowercase hex digits of "
             'the bundle\'s digest (the admin client computes it when it deploys), or "" '

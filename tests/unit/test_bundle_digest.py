@@ -166,8 +166,9 @@ def test_verify_accepts_the_digest_and_refuses_any_other(tmp_path: Path) -> None
     verify_bundle(bundle, digest)
     with pytest.raises(BundleDigestError, match=f"has sha256 {digest}, but .* deployed with 0+:"):
         verify_bundle(bundle, "0" * 64)
-    with pytest.raises(BundleDigestError, match="not 64 lowercase hex digits"):
-        verify_bundle(bundle, digest.upper())
+    for malformed in (digest.upper(), digest + "\n"):
+        with pytest.raises(BundleDigestError, match="not 64 lowercase hex digits"):
+            verify_bundle(bundle, malformed)
     assert issubclass(BundleDigestError, BundleError)
 
 

@@ -349,7 +349,8 @@ def test_every_sha256_is_a_bundle_digest(data: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["a" * 63, "a" * 65, "A" * 64, "g" * 64, "/tmp/evil-bundle", "../" + "a" * 61]
+    "value",
+    ["a" * 63, "a" * 65, "A" * 64, "g" * 64, "a" * 64 + "\n", "/tmp/evil-bundle", "../" + "a" * 61],
 )
 def test_anything_else_is_not_a_bundle_digest_and_the_message_says_what_to_send(
     value: str,
