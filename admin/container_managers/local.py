@@ -52,7 +52,7 @@ from admin.container_managers._bundles import (
     require_compatible,
     require_digest,
 )
-from admin.container_managers._credentials import LocalCredentialStore
+from admin.container_managers._credentials import ADMIN_TOKEN_ENV, LocalCredentialStore
 from admin.container_managers._net import (
     absolute_path,
     check_distinct_ports,
@@ -554,7 +554,7 @@ class LocalContainerManager(ContainerManager):
             *("--appendonly", "yes", "--save", ""),
             *("--daemonize", "no"),
         ]
-        return self._launch(REDIS, argv, dict(os.environ))
+        return self._launch(REDIS, argv, _inherited_environ())
 
     def _launch_replica(
         self,
@@ -597,7 +597,7 @@ class LocalContainerManager(ContainerManager):
     def _env(self, python_executable: str, paths: Sequence[str] = ()) -> dict[str, str]:
         """Environment of a child: output unbuffered (so a crash's last words reach its
         log) and Schooner's packages importable even from a source checkout."""
-        env = dict(os.environ)
+        env = _inherited_environ()
         env["PYTHONUNBUFFERED"] = "1"
         path = list(paths)
         # Another interpreter must not import this interpreter's site-packages.
@@ -751,6 +751,15 @@ class LocalContainerManager(ContainerManager):
                 yield
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _inherited_environ() -> dict[str, str]:
+    """This process's environment for a child, without the admin token a user may have
+    exported (``SCHOONER_ADMIN_TOKEN``): no process of the cluster holds the token, and
+    replicas run model code."""
+    env = dict(os.environ)
+    env.pop(ADMIN_TOKEN_ENV, None)
+    return env
 
 
 def _port_of(netloc: str) -> int:

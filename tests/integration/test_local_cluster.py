@@ -655,3 +655,26 @@ def test_a_session_is_authenticated_end_to_end_and_leaves_no_secret_in_any_log(
         text = log.read_text(errors="replace")
         for secret in secrets:
             assert secret not in text, f"a secret is in {log.name}"
+
+
+def test_no_process_of_the_cluster_inherits_an_exported_admin_token(
+    tmp_path: Path, local_manager: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user who exported SCHOONER_ADMIN_TOKEN (the documented override) does not hand it
+    to Redis, the frontends or the replicas that run model code: they hold its digest."""
+    cm = local_manager(tmp_path / "data")
+    monkeypatch.setenv("SCHOONER_ADMIN_TOKEN", "exported-before-start")
+    cm.start_cluster()
+    try:
+        monkeypatch.setenv("SCHOONER_ADMIN_TOKEN", cm.admin_token())
+        conn = Connection(cm)
+        conn.connect()
+        deploy_python_closure(conn, "envcheck", "1", "doubles", lambda xs: [0] * len(xs))
+        processes = [p for p in cm.processes() if p["running"]]
+        assert {p["role"] for p in processes} == {"redis", "management", "query", "replica"}
+        for p in processes:
+            environ = Path(f"/proc/{p['pid']}/environ").read_bytes().split(b"\0")
+            assert not [v for v in environ if v.startswith(b"SCHOONER_ADMIN_TOKEN=")], p["name"]
+        conn.close()
+    finally:
+        cm.stop_all()
