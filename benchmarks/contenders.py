@@ -77,159 +77,173 @@ Group = Callable[[Settings], contextlib.AbstractContextManager[list[Target]]]
 
 
 @contextlib.contextmanager
-def schooner(settings: Settings) -> Iterator[list[Target]]:
+def _local_cluster(name: str, settings: Settings) -> Iterator[tuple[Any, Any]]:
+    """A local Schooner cluster on free ports in a temporary data dir: its manager and a
+    Connection to ``start()``; it is stopped after, its logs in ``settings.log_dir / name``."""
     from admin import Connection, LocalContainerManager
-    from admin.deployers.python import deploy_python_closure
 
     query_port, management_port, rpc_port, redis_port = free_ports(4)
-    with tempfile.TemporaryDirectory(prefix="schooner-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
         manager = LocalContainerManager(
             data_dir=tmp,
-            cluster_name="bench",
+            cluster_name=name,
             query_port=query_port,
             management_port=management_port,
             rpc_port=rpc_port,
             redis_port=redis_port,
         )
-        conn = Connection(manager, progress=lambda line: print(f"  [schooner] {line}"))
+        conn = Connection(manager, progress=lambda line: print(f"  [{name}] {line}"))
         try:
-            conn.start()
-            model = train_model()
-
-            # Nested, so cloudpickle ships them by value, not as a reference to this module.
-            def noop(xs: Any) -> list[int]:
-                return [0] * len(xs)
-
-            def predict(xs: Any) -> list[Any]:
-                return list(model.predict(xs).tolist())
-
-            slo = round(settings.slo_ms * 1000)
-            tight = round(settings.tight_slo_ms * 1000)
-            deploy_python_closure(conn, "noop", "1", "doubles", noop)
-            deploy_python_closure(conn, "sklearn", "1", "doubles", predict)
-            deploy_python_closure(conn, "sklearn-b1", "1", "doubles", predict, batch_size=1)
-            for copy in ("sklearn-2", "sklearn-3"):
-                deploy_python_closure(conn, copy, "1", "doubles", predict)
-            apps = [
-                ("noop", "noop", slo),
-                ("sklearn", "sklearn", slo),
-                ("sklearn-b1", "sklearn-b1", slo),
-                ("sklearn-cache", "sklearn", slo),
-                ("sklearn-slo20", "sklearn", tight),
-            ]
-            for app, model_name, app_slo in apps:
-                conn.register_application(app, "doubles", -1.0, app_slo)
-                conn.link_model_to_app(app, model_name)
-            for policy in ("exp3", "exp4"):
-                app = f"sklearn-{policy}"
-                # Class labels: the ensemble votes (weighted), as it would for a classifier.
-                conn.register_application(app, "doubles", -1.0, slo, policy=policy)
-                for model_name in ("sklearn", "sklearn-2", "sklearn-3"):
-                    conn.link_model_to_app(app, model_name)
-                apps.append((app, "", slo))
-
-            base = f"http://{conn.get_query_addr()}"
-            for app, _, _ in apps:
-                wait_http_ok(f"{base}/{app}/predict", PROBE_BODY, settings.start_timeout, None)
-            # The same model behind an app with an API key: what the key check costs.
-            conn.register_application("sklearn-keyed", "doubles", -1.0, slo)
-            conn.link_model_to_app("sklearn-keyed", "sklearn")
-            api_key = conn.create_api_key("sklearn-keyed")
-            wait_http_ok(
-                f"{base}/sklearn-keyed/predict",
-                PROBE_BODY,
-                settings.start_timeout,
-                None,
-                headers={"Authorization": f"Bearer {api_key}"},
-            )
-
-            def pids() -> list[int]:
-                return [int(p["pid"]) for p in manager.processes() if p["running"]]
-
-            query_pid = next(
-                (int(p["pid"]) for p in manager.processes() if p["role"] == "query"), None
-            )
-            cs = settings.concurrencies
-            slo_note = f"SLO {settings.slo_ms:g} ms"
-            yield [
-                Target(
-                    "schooner-noop",
-                    f"no-op model, adaptive, {slo_note}",
-                    f"{base}/noop/predict",
-                    "random",
-                    cs,
-                    pids,
-                    query_pid,
-                ),
-                Target(
-                    "schooner-sklearn",
-                    f"sklearn, adaptive, {slo_note}",
-                    f"{base}/sklearn/predict",
-                    "random",
-                    cs,
-                    pids,
-                    query_pid,
-                ),
-                Target(
-                    "schooner-sklearn-keyed",
-                    f"sklearn, adaptive, {slo_note}, app with an API key",
-                    f"{base}/sklearn-keyed/predict",
-                    "random",
-                    cs,
-                    pids,
-                    query_pid,
-                    api_key=api_key,
-                ),
-                Target(
-                    "schooner-sklearn-b1",
-                    f"sklearn, batch size 1, {slo_note}",
-                    f"{base}/sklearn-b1/predict",
-                    "random",
-                    cs,
-                    pids,
-                    query_pid,
-                ),
-                Target(
-                    "schooner-cache",
-                    "sklearn, constant body: cache hits",
-                    f"{base}/sklearn-cache/predict",
-                    "constant",
-                    cs,
-                    pids,
-                    query_pid,
-                ),
-                Target(
-                    "schooner-exp3",
-                    f"exp3 over 3 sklearn models (1 per query), {slo_note}",
-                    f"{base}/sklearn-exp3/predict",
-                    "random",
-                    cs,
-                    pids,
-                    query_pid,
-                ),
-                Target(
-                    "schooner-exp4",
-                    f"exp4 ensemble of 3 sklearn models, {slo_note}",
-                    f"{base}/sklearn-exp4/predict",
-                    "random",
-                    cs,
-                    pids,
-                    query_pid,
-                ),
-                Target(
-                    "schooner-slo20",
-                    f"sklearn, adaptive, SLO {settings.tight_slo_ms:g} ms",
-                    f"{base}/sklearn-slo20/predict",
-                    "random",
-                    (settings.tight_slo_concurrency,),
-                    pids,
-                    query_pid,
-                ),
-            ]
+            yield manager, conn
         finally:
             with contextlib.suppress(Exception):
-                conn.get_logs(settings.log_dir / "schooner")
+                conn.get_logs(settings.log_dir / name)
             conn.stop_all()
+
+
+def _processes(manager: Any) -> tuple[Callable[[], list[int]], int | None]:
+    """What a target of this cluster samples: its running pids, and the query frontend's."""
+
+    def pids() -> list[int]:
+        return [int(p["pid"]) for p in manager.processes() if p["running"]]
+
+    query_pid = next((int(p["pid"]) for p in manager.processes() if p["role"] == "query"), None)
+    return pids, query_pid
+
+
+@contextlib.contextmanager
+def schooner(settings: Settings) -> Iterator[list[Target]]:
+    from admin.deployers.python import deploy_python_closure
+
+    with _local_cluster("schooner", settings) as (manager, conn):
+        conn.start()
+        model = train_model()
+
+        # Nested, so cloudpickle ships them by value, not as a reference to this module.
+        def noop(xs: Any) -> list[int]:
+            return [0] * len(xs)
+
+        def predict(xs: Any) -> list[Any]:
+            return list(model.predict(xs).tolist())
+
+        slo = round(settings.slo_ms * 1000)
+        tight = round(settings.tight_slo_ms * 1000)
+        deploy_python_closure(conn, "noop", "1", "doubles", noop)
+        deploy_python_closure(conn, "sklearn", "1", "doubles", predict)
+        deploy_python_closure(conn, "sklearn-b1", "1", "doubles", predict, batch_size=1)
+        for copy in ("sklearn-2", "sklearn-3"):
+            deploy_python_closure(conn, copy, "1", "doubles", predict)
+        apps = [
+            ("noop", "noop", slo),
+            ("sklearn", "sklearn", slo),
+            ("sklearn-b1", "sklearn-b1", slo),
+            ("sklearn-cache", "sklearn", slo),
+            ("sklearn-slo20", "sklearn", tight),
+        ]
+        for app, model_name, app_slo in apps:
+            conn.register_application(app, "doubles", -1.0, app_slo)
+            conn.link_model_to_app(app, model_name)
+        for policy in ("exp3", "exp4"):
+            app = f"sklearn-{policy}"
+            # Class labels: the ensemble votes (weighted), as it would for a classifier.
+            conn.register_application(app, "doubles", -1.0, slo, policy=policy)
+            for model_name in ("sklearn", "sklearn-2", "sklearn-3"):
+                conn.link_model_to_app(app, model_name)
+            apps.append((app, "", slo))
+
+        base = f"http://{conn.get_query_addr()}"
+        for app, _, _ in apps:
+            wait_http_ok(f"{base}/{app}/predict", PROBE_BODY, settings.start_timeout, None)
+        # The same model behind an app with an API key: what the key check costs.
+        conn.register_application("sklearn-keyed", "doubles", -1.0, slo)
+        conn.link_model_to_app("sklearn-keyed", "sklearn")
+        api_key = conn.create_api_key("sklearn-keyed")
+        wait_http_ok(
+            f"{base}/sklearn-keyed/predict",
+            PROBE_BODY,
+            settings.start_timeout,
+            None,
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+
+        pids, query_pid = _processes(manager)
+        cs = settings.concurrencies
+        slo_note = f"SLO {settings.slo_ms:g} ms"
+        yield [
+            Target(
+                "schooner-noop",
+                f"no-op model, adaptive, {slo_note}",
+                f"{base}/noop/predict",
+                "random",
+                cs,
+                pids,
+                query_pid,
+            ),
+            Target(
+                "schooner-sklearn",
+                f"sklearn, adaptive, {slo_note}",
+                f"{base}/sklearn/predict",
+                "random",
+                cs,
+                pids,
+                query_pid,
+            ),
+            Target(
+                "schooner-sklearn-keyed",
+                f"sklearn, adaptive, {slo_note}, app with an API key",
+                f"{base}/sklearn-keyed/predict",
+                "random",
+                cs,
+                pids,
+                query_pid,
+                api_key=api_key,
+            ),
+            Target(
+                "schooner-sklearn-b1",
+                f"sklearn, batch size 1, {slo_note}",
+                f"{base}/sklearn-b1/predict",
+                "random",
+                cs,
+                pids,
+                query_pid,
+            ),
+            Target(
+                "schooner-cache",
+                "sklearn, constant body: cache hits",
+                f"{base}/sklearn-cache/predict",
+                "constant",
+                cs,
+                pids,
+                query_pid,
+            ),
+            Target(
+                "schooner-exp3",
+                f"exp3 over 3 sklearn models (1 per query), {slo_note}",
+                f"{base}/sklearn-exp3/predict",
+                "random",
+                cs,
+                pids,
+                query_pid,
+            ),
+            Target(
+                "schooner-exp4",
+                f"exp4 ensemble of 3 sklearn models, {slo_note}",
+                f"{base}/sklearn-exp4/predict",
+                "random",
+                cs,
+                pids,
+                query_pid,
+            ),
+            Target(
+                "schooner-slo20",
+                f"sklearn, adaptive, SLO {settings.tight_slo_ms:g} ms",
+                f"{base}/sklearn-slo20/predict",
+                "random",
+                (settings.tight_slo_concurrency,),
+                pids,
+                query_pid,
+            ),
+        ]
 
 
 @contextlib.contextmanager
@@ -251,56 +265,35 @@ def _environ(**values: str) -> Iterator[None]:
 @contextlib.contextmanager
 def schooner_plain_rpc(settings: Settings) -> Iterator[list[Target]]:
     """The sklearn app of ``schooner``, on a cluster whose RPC runs without CURVE."""
-    from admin import Connection, LocalContainerManager
     from admin.deployers.python import deploy_python_closure
 
-    query_port, management_port, rpc_port, redis_port = free_ports(4)
-    with tempfile.TemporaryDirectory(prefix="schooner-bench-plain-") as tmp:
-        manager = LocalContainerManager(
-            data_dir=tmp,
-            cluster_name="bench-plain-rpc",
-            query_port=query_port,
-            management_port=management_port,
-            rpc_port=rpc_port,
-            redis_port=redis_port,
-        )
-        conn = Connection(manager, progress=lambda line: print(f"  [plain-rpc] {line}"))
-        try:
-            # Only for measuring: never run a cluster like this (rpc_keys.INSECURE_RPC_ENV).
-            with _environ(SCHOONER_INSECURE_RPC="1"):
-                conn.start()
-                model = train_model()
+    with _local_cluster("schooner-plain-rpc", settings) as (manager, conn):
+        # Only for measuring: never run a cluster like this (rpc_keys.INSECURE_RPC_ENV).
+        # The frontend started here and the replica deployed here both inherit it.
+        with _environ(SCHOONER_INSECURE_RPC="1"):
+            conn.start()
+            model = train_model()
 
-                def predict(xs: Any) -> list[Any]:
-                    return list(model.predict(xs).tolist())
+            def predict(xs: Any) -> list[Any]:
+                return list(model.predict(xs).tolist())
 
-                deploy_python_closure(conn, "sklearn", "1", "doubles", predict)
-            conn.register_application("sklearn", "doubles", -1.0, round(settings.slo_ms * 1000))
-            conn.link_model_to_app("sklearn", "sklearn")
-            url = f"http://{conn.get_query_addr()}/sklearn/predict"
-            wait_http_ok(url, PROBE_BODY, settings.start_timeout, None)
-
-            def pids() -> list[int]:
-                return [int(p["pid"]) for p in manager.processes() if p["running"]]
-
-            query_pid = next(
-                (int(p["pid"]) for p in manager.processes() if p["role"] == "query"), None
+            deploy_python_closure(conn, "sklearn", "1", "doubles", predict)
+        conn.register_application("sklearn", "doubles", -1.0, round(settings.slo_ms * 1000))
+        conn.link_model_to_app("sklearn", "sklearn")
+        url = f"http://{conn.get_query_addr()}/sklearn/predict"
+        wait_http_ok(url, PROBE_BODY, settings.start_timeout, None)
+        pids, query_pid = _processes(manager)
+        yield [
+            Target(
+                "schooner-sklearn-plain-rpc",
+                f"sklearn, adaptive, SLO {settings.slo_ms:g} ms, RPC without CURVE",
+                url,
+                "random",
+                settings.concurrencies,
+                pids,
+                query_pid,
             )
-            yield [
-                Target(
-                    "schooner-sklearn-plain-rpc",
-                    f"sklearn, adaptive, SLO {settings.slo_ms:g} ms, RPC without CURVE",
-                    url,
-                    "random",
-                    settings.concurrencies,
-                    pids,
-                    query_pid,
-                )
-            ]
-        finally:
-            with contextlib.suppress(Exception):
-                conn.get_logs(settings.log_dir / "schooner-plain-rpc")
-            conn.stop_all()
+        ]
 
 
 # ---------------------------------------------------------------------------- baselines
