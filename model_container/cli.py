@@ -43,6 +43,12 @@ Exit status: 0 after SIGTERM/SIGINT, 2 when the configuration is invalid, the bu
 digest is missing or differs, the model cannot be loaded (a wrong Python version, a
 missing module, a missing file) or the metrics port cannot be opened; the reason is
 logged as one paragraph, without a traceback, so a crash-looping pod says why.
+Three more statuses ask the replica's manager for a fresh process (``protocol``):
+75 when a frontend sent RESTART (a batch ran past its timeout, or the replica was
+ejected for failing while its siblings succeeded), 76 when the model raised
+MemoryError (the memory limit), each after GOODBYE to every frontend saying why; and 1
+when the batch watchdog fired (a batch ran well past its timeout while the I/O thread
+could not act: the model held the GIL), after every thread's traceback on stderr.
 """
 
 from __future__ import annotations

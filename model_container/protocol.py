@@ -50,6 +50,19 @@ class MsgType(enum.IntEnum):
     RESULT = 6  # container -> frontend: one output per input of a PREDICT
     ERROR = 7  # container -> frontend: the batch of a PREDICT failed
     GOODBYE = 8  # container -> frontend: this replica is leaving
+    RESTART = 9  # frontend -> container: exit at once, so that its manager starts it afresh
+
+
+# What a container that declares it in HELLO's "caps" understands: RESTART, and a
+# PREDICT's "to_ms" (its batch timeout, armed as a watchdog). A frontend sends RESTART
+# only to a replica that declared it, so that an older one never receives a type it
+# does not know.
+CAP_RESTART = "restart"
+
+# Exit statuses of a container that are not failures to start: its manager restarts it,
+# and says why.
+EXIT_RESTART_REQUESTED = 75  # a frontend sent RESTART (its batch timed out, or ejected)
+EXIT_MEMORY_LIMIT = 76  # the model raised MemoryError: the process may be unusable
 
 
 class InputType(enum.StrEnum):
@@ -96,6 +109,7 @@ class Hello:
     runtime: dict[str, str] = field(default_factory=dict)  # python, cloudpickle, numpy, ...
     pid: int = 0
     heartbeat_ms: int = 0  # the interval this replica would like; 0 = no preference
+    caps: tuple[str, ...] = ()  # optional features it understands (CAP_RESTART)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +133,9 @@ class Predict:
     input_type: InputType
     lengths: bytes | memoryview
     data: bytes | memoryview
+    # The batch's execution timeout (0: none): past it the frontend gives up on the
+    # batch and asks for a restart; the container arms a watchdog a little later.
+    timeout_ms: int = 0
 
     @property
     def size(self) -> int:
@@ -148,7 +165,12 @@ class Goodbye:
     reason: str = ""
 
 
-Message = Hello | Welcome | Reject | Heartbeat | Predict | Result | Error | Goodbye
+@dataclass(frozen=True, slots=True)
+class Restart:
+    reason: str = ""
+
+
+Message = Hello | Welcome | Reject | Heartbeat | Predict | Result | Error | Goodbye | Restart
 Frame = bytes | memoryview
 
 
@@ -166,7 +188,9 @@ def encode(msg: Message) -> list[Frame]:
     """Encode a message into the frames a DEALER sends (a ROUTER prepends the identity)."""
     match msg:
         case Predict():
-            head = _header(MsgType.PREDICT, id=msg.batch_id, it=str(msg.input_type), n=msg.size)
+            timeout = {"to_ms": msg.timeout_ms} if msg.timeout_ms > 0 else {}
+            it = str(msg.input_type)
+            head = _header(MsgType.PREDICT, id=msg.batch_id, it=it, n=msg.size, **timeout)
             return [head, msg.lengths, msg.data]
         case Result():
             n = _nbytes(msg.lengths) // _LENGTH_DTYPE.itemsize
@@ -189,6 +213,7 @@ def encode(msg: Message) -> list[Frame]:
                     runtime=msg.runtime,
                     pid=msg.pid,
                     hb_ms=msg.heartbeat_ms,
+                    **({"caps": list(msg.caps)} if msg.caps else {}),
                 )
             ]
         case Welcome():
@@ -197,6 +222,8 @@ def encode(msg: Message) -> list[Frame]:
             return [_header(MsgType.REJECT, reason=msg.reason)]
         case Goodbye():
             return [_header(MsgType.GOODBYE, reason=msg.reason)]
+        case Restart():
+            return [_header(MsgType.RESTART, reason=msg.reason)]
     raise TypeError(f"not a protocol message: {msg!r}")
 
 
@@ -299,7 +326,15 @@ def _hello(h: dict[str, Any], f: Sequence[Frame]) -> Hello:
         runtime=_runtime(h),
         pid=_int(h, "pid", 0),
         heartbeat_ms=_int(h, "hb_ms", 0),
+        caps=_caps(h),
     )
+
+
+def _caps(head: dict[str, Any]) -> tuple[str, ...]:
+    value = head.get("caps", [])
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise ProtocolError(f"header field 'caps' must be a list of strings: {value!r}")
+    return tuple(value)
 
 
 def _welcome(h: dict[str, Any], f: Sequence[Frame]) -> Welcome:
@@ -310,7 +345,10 @@ def _welcome(h: dict[str, Any], f: Sequence[Frame]) -> Welcome:
 
 
 def _predict(h: dict[str, Any], f: Sequence[Frame]) -> Predict:
-    return Predict(_int(h, "id"), InputType(_str(h, "it")), *_payload(h, f))
+    timeout_ms = _int(h, "to_ms", 0)
+    if timeout_ms < 0:
+        raise ProtocolError(f"PREDICT timeout must not be negative, got {timeout_ms}")
+    return Predict(_int(h, "id"), InputType(_str(h, "it")), *_payload(h, f), timeout_ms=timeout_ms)
 
 
 def _result(h: dict[str, Any], f: Sequence[Frame]) -> Result:
@@ -330,6 +368,7 @@ _DECODERS: dict[MsgType, Callable[[dict[str, Any], Sequence[Frame]], Message]] =
     MsgType.RESULT: _result,
     MsgType.ERROR: _error,
     MsgType.GOODBYE: lambda h, f: Goodbye(_str(h, "reason", "")),
+    MsgType.RESTART: lambda h, f: Restart(_str(h, "reason", "")),
 }
 
 

@@ -31,6 +31,7 @@ import contextlib
 import gc
 import logging
 import math
+import os
 import signal
 import socket
 import threading
@@ -53,7 +54,7 @@ from model_container.discovery import (
     resolve_host,
 )
 from model_container.metrics import ContainerMetrics, MetricsServer
-from model_container.protocol import InputType
+from model_container.protocol import EXIT_MEMORY_LIMIT, EXIT_RESTART_REQUESTED, InputType
 from model_container.rpc_keys import ClientKeys, warn_insecure
 from model_container.sessions import FrontendSession, RoundRobin, SessionSettings
 from model_container.worker import ModelWorker
@@ -84,6 +85,8 @@ class ContainerConfig:
     secrets_dir: str | None = None  # the replica's credentials (``credentials``)
     # Plain ZeroMQ instead of CURVE (``rpc_keys``): only to measure what CURVE costs.
     insecure_rpc: bool = False
+    # Arm a watchdog (``worker.watchdog_s``) around each batch that carries a timeout.
+    batch_watchdog: bool = True
 
 
 class ModelContainer:
@@ -91,6 +94,10 @@ class ModelContainer:
 
     ``resolver`` (for tests) replaces ``socket.getaddrinfo`` for ``dns+tcp://`` names:
     it maps (name, port) to IP address strings, raising ``OSError`` when it cannot.
+    ``exit`` ends the process when the replica must start afresh (a frontend sent
+    RESTART: status ``EXIT_RESTART_REQUESTED``; the model raised MemoryError:
+    ``EXIT_MEMORY_LIMIT``), after GOODBYE to every frontend; tests running a container
+    on a thread replace it (``run`` returns after calling it).
     Raises ``ValueError`` if ``config.frontend`` is not a valid frontend address, and
     ``credentials.CredentialError`` if the RPC keys are not in ``config.secrets_dir``
     (unless ``config.insecure_rpc``).
@@ -102,8 +109,11 @@ class ModelContainer:
         predict: PredictFunction,
         *,
         resolver: Resolver = resolve_host,
+        exit: Callable[[int], object] = os._exit,
     ) -> None:
         self.config = config
+        self._exit = exit
+        self.exit_code = 0  # set when it must exit for its manager to restart it
         self._predict = predict
         self._targets = parse_frontends(config.frontend)
         keys: ClientKeys | None = None
@@ -197,6 +207,17 @@ class ModelContainer:
             if self.metrics_server is not None:
                 self.metrics_server.close()
                 self.metrics_server = None
+        if self.exit_code:
+            logging.shutdown()  # os._exit flushes nothing
+            self._exit(self.exit_code)
+
+    def _must_exit(self, code: int, reason: str) -> None:
+        """Leave every frontend (GOODBYE says why) and end the process with ``code``."""
+        if self.exit_code:
+            return
+        logger.error("exiting with status %d for a fresh start: %s", code, reason)
+        self.exit_code = code
+        self.stop(reason)
 
     def _run(self, install_signal_handlers: bool) -> None:
         context: Context = zmq.Context()
@@ -208,7 +229,14 @@ class ModelContainer:
         answers.setsockopt(zmq.LINGER, 0)
         address = f"inproc://model-worker-{id(self):x}"
         answers.bind(address)
-        worker = ModelWorker(context, address, self._predict, self.config.input_type, self.metrics)
+        worker = ModelWorker(
+            context,
+            address,
+            self._predict,
+            self.config.input_type,
+            self.metrics,
+            watchdog=self.config.batch_watchdog,
+        )
         worker.start()
         restore = self._install_signal_handlers(wake_w) if install_signal_handlers else None
         # The model and the libraries it loaded live as long as the process: spare every
@@ -222,7 +250,8 @@ class ModelContainer:
                 restore()
             for session in self._sessions.values():
                 session.link.close()
-            finished = worker.stop(self.config.stop_timeout_s)
+            # Told to restart, the running batch is what hung: do not wait for it.
+            finished = worker.stop(0.0 if self.exit_code else self.config.stop_timeout_s)
             answers.close()
             self._wake_w = None
             wake_r.close()
@@ -233,6 +262,8 @@ class ModelContainer:
                 # The model is still computing; its thread holds a socket, so term()
                 # would hang. The process is exiting anyway.
                 logger.warning("a batch was still running at shutdown; not waiting for it")
+                if self.exit_code:
+                    _flush_goodbyes(context, self.config.goodbye_linger_ms / 1000)
 
     def _install_signal_handlers(self, wake_w: socket.socket) -> Callable[[], None] | None:
         """Route SIGTERM/SIGINT to ``stop()``; returns the function that undoes it."""
@@ -303,11 +334,17 @@ class ModelContainer:
                 self._apply(context, poller, wanted, now)
             if answers in ready:
                 self._on_answer(answers.recv_multipart(copy=False))
+                if worker.fatal:
+                    self._must_exit(EXIT_MEMORY_LIMIT, worker.fatal)
             for session in list(self._sessions.values()):
                 session.on_ready(ready, now)
                 session.on_timers(now)
                 self._turns.mark(session)
-            self._dispatch(worker)
+                if session.restart_requested:
+                    reason = f"restart requested by {session.address}: {session.restart_requested}"
+                    self._must_exit(EXIT_RESTART_REQUESTED, reason)
+            if not self._stopping:
+                self._dispatch(worker)
 
     def _timeout_ms(self) -> int | None:
         """Until the earliest session deadline; None (no timeout) with no session."""
@@ -351,6 +388,15 @@ class ModelContainer:
             logger.warning("an answer arrived for no batch; dropping it")
             return
         session.answer(frames)
+
+
+def _flush_goodbyes(context: Context, budget_s: float) -> None:
+    """Give the GOODBYEs up to ``budget_s`` to leave: ``term()`` sends what lingering
+    sockets hold, but never returns while the stuck worker's socket is open, so it runs
+    on a thread of its own that the process leaves behind."""
+    flusher = threading.Thread(target=context.term, name="flush-goodbyes", daemon=True)
+    flusher.start()
+    flusher.join(budget_s)
 
 
 def _drain(sock: socket.socket) -> None:

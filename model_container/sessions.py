@@ -31,7 +31,17 @@ from model_container.bundle import runtime_versions
 from model_container.connection import Context, FrontendLink, LinkEvent
 from model_container.heartbeat import Backoff, Heartbeat
 from model_container.metrics import ContainerMetrics
-from model_container.protocol import Error, ErrorKind, Goodbye, Hello, Predict, Reject, Welcome
+from model_container.protocol import (
+    CAP_RESTART,
+    Error,
+    ErrorKind,
+    Goodbye,
+    Hello,
+    Predict,
+    Reject,
+    Restart,
+    Welcome,
+)
 from model_container.rpc_keys import ClientKeys
 
 logger = logging.getLogger(__name__)
@@ -79,6 +89,7 @@ class SessionSettings:
             runtime=runtime_versions(),
             pid=os.getpid(),
             heartbeat_ms=heartbeat_ms,
+            caps=(CAP_RESTART,),
         )
         return cls(hello, hello_interval_s, reconnect_initial_s, reconnect_max_s, keys)
 
@@ -108,6 +119,8 @@ class FrontendSession:
         self.pending: collections.deque[Predict] = collections.deque()
         self.inflight_epoch: int | None = None  # epoch of this session's running batch
         self.closed = False
+        # Why the frontend sent RESTART ("" if it did not): the server exits on it.
+        self.restart_requested = ""
         self._refusal_logged = False  # said why the handshake fails, until a WELCOME
         self.link = self._open_link(now)
 
@@ -198,6 +211,9 @@ class FrontendSession:
                 self._on_welcome(msg, now)
             case Reject():
                 self._on_reject(msg, now)
+            case Restart():
+                logger.error("the frontend at %s asked for a restart: %s", self.address, msg.reason)
+                self.restart_requested = msg.reason or "no reason given"
             case _:
                 logger.warning(
                     "ignoring unexpected %s from the frontend at %s",

@@ -14,6 +14,7 @@ frontend shows a client the message only if the app allows it.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import queue
 import threading
@@ -33,6 +34,18 @@ logger = logging.getLogger(__name__)
 
 # An ERROR message is for people; keep a pathological exception text from bloating it.
 MAX_ERROR_MESSAGE = 2000
+
+
+def watchdog_s(timeout_ms: int) -> float:
+    """When the watchdog of a batch with this timeout fires: well after the frontend
+    should have sent RESTART (it counts from sending, this from starting the batch), so
+    that it only acts when the I/O thread cannot (the model holds the GIL)."""
+    return 1.5 * timeout_ms / 1000 + 1.0
+
+
+def is_memory_error(outcome: Result | Error) -> bool:
+    """Whether the batch failed with MemoryError: the process may be unusable after it."""
+    return isinstance(outcome, Error) and outcome.exc_type == "MemoryError"
 
 
 def run_batch(predict: PredictFunction, input_type: InputType, msg: Predict) -> Result | Error:
@@ -109,12 +122,18 @@ class ModelWorker:
         predict: PredictFunction,
         input_type: InputType,
         metrics: ContainerMetrics,
+        *,
+        watchdog: bool = True,
     ) -> None:
         self._context = context
         self._address = address
         self._predict = predict
         self._input_type = input_type
         self._metrics = metrics
+        self._watchdog = watchdog
+        # Set (before its answer is sent) when a batch raised MemoryError: the serving
+        # loop then leaves and exits with ``EXIT_MEMORY_LIMIT``.
+        self.fatal = ""
         self._jobs: queue.SimpleQueue[Predict | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="model-worker", daemon=True)
 
@@ -138,11 +157,19 @@ class ModelWorker:
             sock.connect(self._address)
             while (msg := self._jobs.get()) is not None:
                 started = time.perf_counter()
+                armed = self._arm_watchdog(msg)
                 try:
                     outcome = run_batch(self._predict, self._input_type, msg)
                 except Exception as exc:  # a bug here must not leave the batch unanswered
                     logger.exception("failed to run batch %d", msg.batch_id)
                     outcome = _error(msg, ErrorKind.BAD_OUTPUT, f"{type(exc).__name__}: {exc}", exc)
+                finally:
+                    if armed:
+                        faulthandler.cancel_dump_traceback_later()
+                if is_memory_error(outcome):
+                    self.fatal = (
+                        f"memory limit: the model raised MemoryError on batch {msg.batch_id}"
+                    )
                 try:
                     # Never blocks in practice (one answer in flight at a time); NOBLOCK
                     # so that a worker outliving a stopped serving loop cannot hang.
@@ -153,6 +180,19 @@ class ModelWorker:
                 self._record(msg, time.perf_counter() - started, outcome)
         finally:
             sock.close()
+
+    def _arm_watchdog(self, msg: Predict) -> bool:
+        """Past its timeout (and some), a batch ends the process, even if the model holds
+        the GIL: faulthandler's own thread writes every thread's traceback to stderr and
+        exits with status 1, and the replica's manager starts it afresh."""
+        if not self._watchdog or msg.timeout_ms <= 0:
+            return False
+        try:
+            faulthandler.dump_traceback_later(watchdog_s(msg.timeout_ms), exit=True)
+        except (RuntimeError, ValueError, OSError) as exc:  # no usable stderr
+            logger.warning("cannot arm the batch watchdog: %s", exc)
+            return False
+        return True
 
     def _record(self, msg: Predict, seconds: float, outcome: Result | Error) -> None:
         try:

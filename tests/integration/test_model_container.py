@@ -33,6 +33,7 @@ from model_container import (
 )
 from model_container.bundle import bundle_digest
 from model_container.protocol import (
+    CAP_RESTART,
     Error,
     ErrorKind,
     Goodbye,
@@ -173,6 +174,7 @@ def test_registers_with_hello(container: ContainerProcess, frontend: FakeFronten
         runtime=runtime_versions(),
         pid=container.proc.pid,
         heartbeat_ms=250,
+        caps=(CAP_RESTART,),  # it exits on RESTART, and arms a watchdog on "to_ms"
     )
 
 
