@@ -54,7 +54,25 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="serve RPC without CURVE (no authentication, no encryption): only to measure "
         f"what CURVE costs, never in production (env {INSECURE_RPC_ENV}=1)",
     )
+    p.add_argument(
+        "--batch-timeout-floor",
+        type=float,
+        default=Config.batch_timeout_floor_s,
+        help="seconds: the least batch timeout derived for a model version (10 x its "
+        "tightest SLO, unless the version sets its own); a batch running longer has its "
+        "replica restarted",
+    )
+    p.add_argument(
+        "--quarantine-seconds",
+        type=float,
+        default=Config.quarantine_s,
+        help="how long an input that hung or crashed replicas twice is refused (422)",
+    )
     a = p.parse_args(argv)
+    if not a.batch_timeout_floor > 0:
+        p.error(f"--batch-timeout-floor must be > 0 seconds, got {a.batch_timeout_floor}")
+    if not a.quarantine_seconds >= 0:
+        p.error(f"--quarantine-seconds must be >= 0, got {a.quarantine_seconds}")
     for flag, seconds in (
         ("--header-timeout", a.header_timeout),
         ("--body-timeout", a.body_timeout),
@@ -86,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         tls_keyfile=a.tls_keyfile,
         metrics_port=a.metrics_port,
         insecure_rpc=a.insecure_rpc,
+        batch_timeout_floor_s=a.batch_timeout_floor,
+        quarantine_s=a.quarantine_seconds,
         **extra,
     )
 

@@ -29,6 +29,7 @@ from model_container.bearer import AdminTokenCheck
 from model_container.credentials import CredentialError
 from model_container.rpc_keys import ServerKeys, warn_insecure
 from query_frontend.batching.dispatch import Dispatcher
+from query_frontend.batching.quarantine import Quarantine
 from query_frontend.caching.cache import PredictionCache
 from query_frontend.config import Config
 from query_frontend.http.asgi import Receive, Scope, Send, error, send_reply
@@ -96,7 +97,11 @@ def create_app(config: Config) -> FrontDoor:
         )
         ctx = zmq.asyncio.Context()
         dispatcher = Dispatcher(
-            config.max_batch_size, config.max_queue_per_model, config.max_inflight_batches
+            config.max_batch_size,
+            config.max_queue_per_model,
+            config.max_inflight_batches,
+            timeout_floor_s=config.batch_timeout_floor_s,
+            quarantine=Quarantine(config.quarantine_s, config.quarantine_max_inputs),
         )
         routing = RoutingTable()
         rpc = RpcServer(ctx, config.rpc_bind_address, dispatcher, config.heartbeat_ms, rpc_keys)
@@ -108,6 +113,7 @@ def create_app(config: Config) -> FrontDoor:
             # A version deleted and registered again may compute something else.
             for name, version in rpc.expected_input_types.keys() - snap.versions.keys():
                 cache.invalidate_model(name, version)
+                dispatcher.quarantine.forget_model((name, version))
             rpc.expected_input_types = {k: v.input_type for k, v in snap.versions.items()}
             slos = tightest_slos(routing.routes.values())
             for key, mv in snap.versions.items():
@@ -118,6 +124,7 @@ def create_app(config: Config) -> FrontDoor:
                     slos.get(key),
                     mode=mv.batch_mode,
                     wait_s=mv.batch_wait_micros / 1e6,
+                    timeout_s=getattr(mv, "batch_timeout_micros", 0) / 1e6,
                 )
 
         routing.listeners.append(on_snapshot)

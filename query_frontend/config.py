@@ -53,6 +53,13 @@ class Config:
     metrics_port: int = 0
     # Plain ZeroMQ instead of CURVE on the RPC port (``rpc.auth``): only to measure.
     insecure_rpc: bool = False
+    # The least batch timeout derived for a model version that sets none (10 x the
+    # tightest SLO of its apps): a batch running longer has its replica restarted.
+    batch_timeout_floor_s: float = 1.0
+    # How long an input that hung or crashed replicas twice is refused with 422, and how
+    # many suspect inputs are remembered at most.
+    quarantine_s: float = 600.0
+    quarantine_max_inputs: int = 10_000
 
     @property
     def rpc_bind_address(self) -> str:

@@ -268,6 +268,7 @@ class _StateCollector(Collector):
         yield replicas
         yield in_rotation
         yield target
+        yield from self._failures()
         stats = self._cache.stats()
         for field, help_text in (
             ("hits", "Queries answered from the prediction cache"),
@@ -279,3 +280,57 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "schooner_cache_bytes", "Bytes the prediction cache holds", stats.bytes_used
         )
+
+    def _failures(self) -> Iterator[Metric]:
+        """Stuck and failing replicas, retries and poison inputs (``batching.failures``)."""
+        labels = ["model", "version"]
+        dispatcher = self._dispatcher
+        counters = {
+            "retry": CounterMetricFamily(
+                "schooner_batch_retries",
+                "Failed batches (replica crashed, timed out, or failed in the container) "
+                "whose queries were sent again to another replica",
+                labels=labels,
+            ),
+            "timeout": CounterMetricFamily(
+                "schooner_batch_timeouts",
+                "Batches that ran past their model version's batch timeout",
+                labels=labels,
+            ),
+            "quarantine_refusal": CounterMetricFamily(
+                "schooner_quarantine_refusals",
+                "Queries refused (422) because their input is quarantined",
+                labels=labels,
+            ),
+        }
+        restarts = CounterMetricFamily(
+            "schooner_replica_restarts_requested",
+            "Replicas told to restart, by reason: timeout (a batch hung) or ejected "
+            "(failing while a sibling succeeded)",
+            labels=[*labels, "reason"],
+        )
+        for ((name, version), kind), count in sorted(dispatcher.events.items()):
+            if kind.startswith("restart:"):
+                restarts.add_metric([name, version, kind.partition(":")[2]], count)
+            elif kind in counters:
+                counters[kind].add_metric([name, version], count)
+        seen = CounterMetricFamily(
+            "schooner_replica_restarts_seen",
+            "Replicas that registered again with another process id",
+            labels=[*labels, "replica"],
+        )
+        for ((name, version), replica_id), history in sorted(dispatcher.history.items()):
+            seen.add_metric([name, version, replica_id], history.restarts)
+        quarantined = GaugeMetricFamily(
+            "schooner_quarantined_inputs", "Inputs refused now as quarantined", labels=labels
+        )
+        per_model: dict[tuple[str, str], int] = {}
+        for entry in dispatcher.quarantine_status()["inputs"]:
+            model = (str(entry["model"]), str(entry["version"]))
+            per_model[model] = per_model.get(model, 0) + 1
+        for (name, version), n in sorted(per_model.items()):
+            quarantined.add_metric([name, version], n)
+        yield from counters.values()
+        yield restarts
+        yield seen
+        yield quarantined

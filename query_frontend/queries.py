@@ -60,6 +60,15 @@ class Query:
     # Give up as soon as no replica of the model is connected, not at the deadline: set
     # for the queries of an ensemble, which can answer without this model.
     impatient: bool = False
+    # Sent once more after a replica failed it (crash, timeout, container-level error):
+    # a query is retried at most once (``batching.dispatch``).
+    retries: int = 0
+    # A suspect of a batch that hung or crashed its replica: it goes in a batch of one.
+    isolated: bool = False
+    # The routing identity of the replica it must not go back to ("" for none).
+    avoid: bytes = b""
+    # Its input's cache key (model version + digest), once computed ("" until then).
+    digest: bytes = b""
 
     def resolve(self, outcome: Outcome) -> None:
         """Answer the query once; later answers (a retry, a late result) are ignored."""

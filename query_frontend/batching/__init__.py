@@ -4,8 +4,11 @@
                  fixed): pure, no clock, no I/O
 ``deadlines``    when the frontend gives up on a query, early enough for the default
 ``replicas``     one connected replica: identity, liveness state, batches in flight
+``failures``     when a replica is to blame for a failed batch: timeouts, retries once,
+                 outlier ejection (pure)
+``quarantine``   incidents per input digest; inputs refused for a while (pure)
 ``dispatch``     ``ModelQueue`` and ``Dispatcher``: bounded queues, event-driven
-                 dispatch, retries when a replica leaves rotation
+                 dispatch, retries when a replica leaves rotation or fails a batch
 ``evaluate``     ``Evaluator``: one model version's answers, from the cache or the queue
 
 Imports ``query_frontend.queries``, ``query_frontend.caching``, ``model_container.
@@ -23,6 +26,7 @@ from query_frontend.batching.dispatch import (
     TooManyInputsError,
 )
 from query_frontend.batching.evaluate import Evaluator
+from query_frontend.batching.quarantine import Quarantine, QuarantinedError
 from query_frontend.batching.replicas import Replica
 
 __all__ = [
@@ -30,6 +34,8 @@ __all__ = [
     "Evaluator",
     "ModelQueue",
     "OverloadedError",
+    "Quarantine",
+    "QuarantinedError",
     "Replica",
     "TooManyInputsError",
 ]

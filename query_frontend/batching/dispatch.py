@@ -8,6 +8,14 @@ replica goes away, or is taken out of rotation (silent, or stuck on a batch: see
 replica, or get the default when their deadline passes. A replica out of rotation that
 answers a batch retried elsewhere still answers the queries that are waiting; each query
 is answered once, by whichever answer comes first.
+
+When a replica is to blame for a failed batch (``failures``: it crashed or disconnected
+holding it, ran past the model's batch timeout, or failed in the container itself), each
+of its queries is retried once, on another replica, while its deadline allows; then it
+gets the default (or the error). A batch that timed out gets its replica told to
+restart (RESTART), as does a replica ejected as an outlier. The inputs of a batch that
+hung or crashed its replica are suspects (``quarantine``): each goes alone in a batch,
+and an input that did it twice is refused (``QuarantinedError``) for a while.
 """
 
 from __future__ import annotations
@@ -15,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections import deque
+import math
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
@@ -23,7 +32,17 @@ import orjson
 
 from management_frontend.state.keys import arm_name
 from model_container import protocol
-from model_container.protocol import Error, ErrorKind, Hello, InputType, Predict, Result
+from model_container.protocol import (
+    CAP_RESTART,
+    Error,
+    ErrorKind,
+    Hello,
+    InputType,
+    Predict,
+    Restart,
+    Result,
+)
+from query_frontend.batching import failures
 from query_frontend.batching.controllers import (
     MODES,
     BatchMode,
@@ -31,13 +50,17 @@ from query_frontend.batching.controllers import (
     make_controller,
 )
 from query_frontend.batching.deadlines import LagTracker
-from query_frontend.batching.replicas import Replica
-from query_frontend.queries import Expired, Failure, ModelKey, Query
+from query_frontend.batching.quarantine import Quarantine, QuarantinedError
+from query_frontend.batching.replicas import Replica, ReplicaHistory
+from query_frontend.caching.cache import cache_key
+from query_frontend.queries import Expired, Failure, ModelKey, Outcome, Query
 
 logger = logging.getLogger(__name__)
 
 # Objective assumed for a model version no app links to yet.
 DEFAULT_SLO_S = 0.1
+# Replica ids remembered (``ReplicaHistory``), across every model version.
+MAX_HISTORY = 1000
 
 SendFn = Callable[[bytes, list[protocol.Frame]], None]
 
@@ -85,6 +108,7 @@ class ModelQueue:
         self.slo_s = DEFAULT_SLO_S
         self.wait_s = 0.0  # delayed batching: how long a free replica may wait to fill a batch
         self.wait_timer: asyncio.TimerHandle | None = None
+        self.timeout_s = failures.batch_timeout(0, DEFAULT_SLO_S, failures.DEFAULT_TIMEOUT_FLOOR_S)
 
     def new_controller(self, initial: int | None = None) -> BatchSizeController:
         if initial is None:
@@ -116,8 +140,26 @@ class ModelQueue:
 class Dispatcher:
     """Owns every ModelQueue, every connected Replica and every batch in flight."""
 
-    def __init__(self, default_max_batch: int, max_queue: int, max_inflight: int = 1):
+    def __init__(
+        self,
+        default_max_batch: int,
+        max_queue: int,
+        max_inflight: int = 1,
+        *,
+        timeout_floor_s: float = failures.DEFAULT_TIMEOUT_FLOOR_S,
+        quarantine: Quarantine | None = None,
+    ):
         self._default_max_batch = default_max_batch
+        self.timeout_floor_s = timeout_floor_s
+        self.quarantine = Quarantine() if quarantine is None else quarantine
+        # Counted per model version, by kind: "retry" (a batch's queries sent again),
+        # "timeout", "restart:timeout", "restart:ejected", "quarantine_refusal".
+        self.events: Counter[tuple[ModelKey, str]] = Counter()
+        self.history: OrderedDict[tuple[ModelKey, str], ReplicaHistory] = OrderedDict()
+        # When the liveness rules are next applied (``rpc.liveness``), and how to have
+        # them applied sooner: a batch sent may time out before then.
+        self.check_by = math.inf
+        self.check_sooner: Callable[[], None] = lambda: None
         self._max_queue = max_queue
         self._max_inflight = max_inflight
         self.queues: dict[ModelKey, ModelQueue] = {}
@@ -141,6 +183,7 @@ class Dispatcher:
             q = ModelQueue(key, input_type, self._cap(batch_size), self._max_queue)
             q.max_inflight = self._max_inflight
             q.mode = _mode(batch_size, "")
+            q.timeout_s = failures.batch_timeout(0, q.slo_s, self.timeout_floor_s)
             self.queues[key] = q
         return q
 
@@ -152,11 +195,16 @@ class Dispatcher:
         slo_s: float | None,
         mode: str = "",
         wait_s: float = 0.0,
+        timeout_s: float = 0.0,
     ) -> None:
-        """Apply a model version's registered settings and its apps' tightest objective."""
+        """Apply a model version's registered settings and its apps' tightest objective;
+        ``timeout_s`` is its batch timeout, 0 to derive it from the objective."""
         q = self.queue(key, input_type, batch_size)
         q.input_type = input_type
         q.wait_s = wait_s
+        q.timeout_s = failures.batch_timeout(
+            timeout_s, slo_s or DEFAULT_SLO_S, self.timeout_floor_s
+        )
         settings = (self._cap(batch_size), _mode(batch_size, mode), slo_s or DEFAULT_SLO_S)
         if settings != (q.max_batch, q.mode, q.slo_s):
             q.max_batch, q.mode, q.slo_s = settings
@@ -180,10 +228,22 @@ class Dispatcher:
         if len(q.pending) + len(queries) > q.max_queue:
             raise OverloadedError(f"{q.label} has {len(q.pending)} queries waiting")
         now = asyncio.get_running_loop().time()
+        if self.quarantine.watches(q.key):
+            self._screen(q, queries, now)
         for query in queries:
             query.submitted = now
         q.pending.extend(queries)
         self._pump(q)
+
+    def _screen(self, q: ModelQueue, queries: Sequence[Query], now: float) -> None:
+        """Refuse a quarantined input (nothing is queued then); isolate suspects."""
+        for query in queries:
+            query.digest = cache_key(q.key, query.item)
+            quarantined, suspect = self.quarantine.check(q.key, query.digest, now)
+            if quarantined:
+                self.events[q.key, "quarantine_refusal"] += 1
+                raise QuarantinedError(self.quarantine.refusal(q.key, query.digest))
+            query.isolated = query.isolated or suspect
 
     def expire(self, query: Query, q: ModelQueue) -> None:
         """Timer callback at a query's deadline."""
@@ -204,9 +264,24 @@ class Dispatcher:
             limit = replica.batcher.size()
             if q.wait_s > 0 and len(q.pending) < limit and self._wait_to_fill(q):
                 return
-            batch = self._take_batch(q, limit)
+            batch = self._take_batch(q, limit, replica)
+            if not batch and q.pending:
+                # What waits must avoid this replica (it failed there): another may take it.
+                batch, replica = self._take_for_another(q, replica)
+            if not batch:
+                return
+            self._send_batch(q, replica, batch)
+
+    def _take_for_another(self, q: ModelQueue, skipped: Replica) -> tuple[list[Query], Replica]:
+        for replica in sorted(q.replicas.values(), key=lambda r: r.outstanding):
+            if replica is skipped or not replica.available:
+                continue
+            if replica.outstanding >= q.max_inflight:
+                break
+            batch = self._take_batch(q, replica.batcher.size(), replica)
             if batch:
-                self._send_batch(q, replica, batch)
+                return batch, replica
+        return [], skipped
 
     def _wait_to_fill(self, q: ModelQueue) -> bool:
         """Delayed batching: hold a short batch until its oldest query has waited wait_s."""
@@ -223,27 +298,45 @@ class Dispatcher:
         q.wait_timer = None
         self._pump(q)
 
-    def _take_batch(self, q: ModelQueue, limit: int) -> list[Query]:
+    def _take_batch(self, q: ModelQueue, limit: int, replica: Replica) -> list[Query]:
+        """Up to ``limit`` queries for ``replica``, oldest first: a suspect goes alone,
+        and a query that failed on this replica is left for another."""
         now = asyncio.get_running_loop().time()
         batch: list[Query] = []
-        while q.pending and len(batch) < limit:
-            query = q.pending.popleft()
+        passed: list[Query] = []
+        pending = q.pending
+        while pending and len(batch) < limit:
+            query = pending[0]
             if query.future.done():
+                pending.popleft()
                 continue  # answered already (its deadline passed while it waited)
             if query.deadline <= now:
+                pending.popleft()
                 query.resolve(Expired(f"{q.label} could not start it before the deadline"))
                 continue
+            if query.isolated and batch:
+                break
+            pending.popleft()
+            if query.avoid and query.avoid == replica.identity:
+                passed.append(query)
+                continue
             batch.append(query)
+            if query.isolated:
+                break
+        pending.extendleft(reversed(passed))
         return batch
 
     def _send_batch(self, q: ModelQueue, replica: Replica, batch: list[Query]) -> None:
         assert self._send is not None, "Dispatcher.bind() was not called"
         batch_id = next(self._batch_ids)
         lengths, data = _pack([query.item for query in batch], q.input_type)
-        msg = Predict(batch_id, q.input_type, lengths, data)
+        msg = Predict(batch_id, q.input_type, lengths, data, math.ceil(q.timeout_s * 1000))
         now = asyncio.get_running_loop().time()
         replica.inflight[batch_id] = batch
         replica.sent_at[batch_id] = now
+        if now + q.timeout_s < self.check_by:
+            self.check_by = now + q.timeout_s
+            self.check_sooner()
         self._batches[batch_id] = (replica, batch)
         self._send(replica.identity, protocol.encode(msg))
         self.observer.batch_sent(q.key, len(batch), [now - query.submitted for query in batch])
@@ -253,8 +346,10 @@ class Dispatcher:
     def add_replica(self, identity: bytes, hello: Hello, now: float) -> Replica:
         for old in list(self.by_identity.values()):
             if old.replica_id == hello.replica_id:
-                self.remove_replica(old.identity, "replaced by a new connection")
+                # Its process restarted (or reconnected) before we saw it go.
+                self.remove_replica(old.identity, "replaced by a new connection", crashed=True)
         q = self.queue((hello.model_name, hello.model_version), hello.input_type)
+        self._remember(q.key, hello)
         replica = Replica.from_hello(identity, hello, now, q.new_controller())
         q.replicas[identity] = replica
         self.by_identity[identity] = replica
@@ -263,15 +358,44 @@ class Dispatcher:
         self._pump(q)
         return replica
 
-    def remove_replica(self, identity: bytes, reason: str) -> None:
+    def _remember(self, key: ModelKey, hello: Hello) -> None:
+        """Count a restart when a replica id comes back with another process."""
+        history = self.history.get((key, hello.replica_id))
+        if history is None:
+            self.history[key, hello.replica_id] = ReplicaHistory(hello.pid)
+            while len(self.history) > MAX_HISTORY:
+                self.history.popitem(last=False)
+            return
+        self.history.move_to_end((key, hello.replica_id))
+        if hello.pid and hello.pid != history.pid:
+            history.restarts += 1
+            history.pid = hello.pid
+
+    def _history(self, replica: Replica) -> ReplicaHistory:
+        history = self.history.get((replica.key, replica.replica_id))
+        if history is None:
+            history = self.history[replica.key, replica.replica_id] = ReplicaHistory(replica.pid)
+        return history
+
+    def remove_replica(self, identity: bytes, reason: str, *, crashed: bool = False) -> None:
+        """Forget a replica; ``crashed``: it went away without a word (its connection
+        closed, silence, a new process under its id), so the batches it held are
+        incidents for their inputs (``quarantine``)."""
         replica = self.by_identity.pop(identity, None)
         if replica is None:
             return
         q = self.queues[replica.key]
         q.replicas.pop(identity, None)
+        if replica.restarting:
+            reason = f"{reason}, after being told to restart ({replica.restarting})"
         replica.removed = reason
+        self._history(replica).last_removal = reason
         logger.warning("replica %s of %s removed: %s", replica.replica_id, q.label, reason)
-        self._retry_elsewhere(q, replica)
+        if crashed and not replica.restarting:
+            now = asyncio.get_running_loop().time()
+            for batch in (*replica.inflight.values(), *replica.abandoned.values()):
+                self._incident(q, batch, f"{_label(replica)} {reason}", now)
+        self._retry_elsewhere(q, replica, f"{_label(replica)} {reason}")
         replica.abandoned.clear()  # retried when it left rotation
         replica.sent_at.clear()
         self.on_replica_removed(replica)
@@ -302,9 +426,12 @@ class Dispatcher:
         replica.unavailable = reason
         replica.unavailable_since = now
         logger.warning("replica %s of %s out of rotation: %s", replica.replica_id, q.label, reason)
-        replica.abandoned.update(replica.inflight)
-        self._retry_elsewhere(q, replica)
+        self._bench(q, replica)
         self._pump(q)
+
+    def _bench(self, q: ModelQueue, replica: Replica) -> None:
+        replica.abandoned.update(replica.inflight)
+        self._retry_elsewhere(q, replica, "")
 
     def heard_from(self, replica: Replica, now: float) -> None:
         """Any message arrived from the replica: it is alive."""
@@ -314,7 +441,7 @@ class Dispatcher:
 
     def _restore(self, replica: Replica) -> bool:
         """Back into rotation once it has spoken since it left and owes no answer."""
-        if replica.abandoned or replica.last_seen < replica.unavailable_since:
+        if replica.restarting or replica.abandoned or replica.last_seen < replica.unavailable_since:
             return False
         logger.info(
             "replica %s of %s back in rotation (was: %s)",
@@ -325,14 +452,119 @@ class Dispatcher:
         replica.unavailable = ""
         return True
 
-    def _retry_elsewhere(self, q: ModelQueue, replica: Replica) -> None:
-        """Requeue what the replica holds, oldest first, ahead of newer queries."""
+    def _retry_elsewhere(self, q: ModelQueue, replica: Replica, failed: str) -> None:
+        """Requeue what the replica holds, oldest first, ahead of newer queries.
+
+        ``failed`` says how the replica failed them (it went away), and each is then
+        retried once only; "" when it only left rotation (it may still answer them)."""
         retry: list[Query] = []
         for batch_id, batch in sorted(replica.inflight.items()):
             self._batches.pop(batch_id, None)
-            retry.extend(query for query in batch if not query.future.done())
+            replica.sent_at.pop(batch_id, None)
+            if failed:
+                retry.extend(self._retries(batch, Expired(f"{failed}; it was retried once")))
+            else:
+                retry.extend(query for query in batch if not query.future.done())
         replica.inflight.clear()
+        if retry and failed:
+            self.events[q.key, "retry"] += 1
         q.pending.extendleft(reversed(retry))
+
+    def _retries(self, batch: list[Query], otherwise: Outcome) -> list[Query]:
+        """The queries of a failed batch to send again, each once while its deadline
+        allows; the others get ``otherwise`` now."""
+        now = asyncio.get_running_loop().time()
+        retry: list[Query] = []
+        for query in batch:
+            if query.future.done():
+                continue
+            if query.retries == 0 and query.deadline > now:
+                query.retries += 1
+                retry.append(query)
+            else:
+                query.resolve(otherwise)
+        return retry
+
+    def _incident(self, q: ModelQueue, batch: list[Query], reason: str, now: float) -> None:
+        """The batch hung or crashed its replica: its inputs become suspects, to be sent
+        alone from now on, and one that did it twice (alone) is quarantined."""
+        alone = len(batch) == 1
+        for query in batch:
+            if not query.digest:
+                query.digest = cache_key(q.key, query.item)
+            query.isolated = True
+            if self.quarantine.incident(q.key, query.digest, alone, reason, now):
+                logger.warning(
+                    "quarantined an input of %s for %.0f s: %s",
+                    q.label,
+                    self.quarantine.quarantine_s,
+                    reason,
+                )
+
+    # ------------------------------------------------------------ failing replicas
+
+    def batch_timed_out(self, identity: bytes, batch_id: int, now: float) -> None:
+        """A batch ran past its model version's timeout: answer its queries (a retry
+        elsewhere, or the default), and have its replica restarted."""
+        replica = self.by_identity.get(identity)
+        if replica is None or replica.restarting:
+            return
+        q = self.queues[replica.key]
+        batch = replica.inflight.pop(batch_id, None)
+        if batch is None:
+            batch = replica.abandoned.pop(batch_id, [])
+        self._batches.pop(batch_id, None)
+        replica.sent_at.pop(batch_id, None)
+        reason = f"{_label(replica)} did not finish a batch within its {q.timeout_s:g} s timeout"
+        self.events[q.key, "timeout"] += 1
+        self._history(replica).timeouts += 1
+        self._incident(q, batch, f"batch timeout ({q.timeout_s:g} s)", now)
+        retry = self._retries(batch, Expired(f"{reason}; the replica is being restarted"))
+        if retry:
+            self.events[q.key, "retry"] += 1
+            q.pending.extendleft(reversed(retry))
+        self._restart(q, replica, f"batch timeout: {reason}", "timeout", now)
+        self._pump(q)
+
+    def _restart(self, q: ModelQueue, replica: Replica, reason: str, kind: str, now: float) -> None:
+        """Out of rotation for good, what it holds retried elsewhere, and told to restart
+        (its process exits and its manager starts it afresh)."""
+        replica.restarting = reason
+        replica.unavailable = reason
+        replica.unavailable_since = now
+        self._bench(q, replica)
+        self.events[q.key, f"restart:{kind}"] += 1
+        if CAP_RESTART in replica.caps:
+            logger.warning(
+                "telling replica %s of %s to restart: %s", replica.replica_id, q.label, reason
+            )
+            assert self._send is not None
+            self._send(replica.identity, protocol.encode(Restart(reason)))
+        else:
+            logger.error(
+                "replica %s of %s must be restarted (%s) but does not understand RESTART: "
+                "it stays out of rotation until its manager replaces it",
+                replica.replica_id,
+                q.label,
+                reason,
+            )
+
+    @staticmethod
+    def _another(q: ModelQueue, replica: Replica) -> bool:
+        """Whether another replica of the version is in rotation to retry on."""
+        return any(r.available and r is not replica for r in q.replicas.values())
+
+    def _replica_failed(self, q: ModelQueue, replica: Replica, why: str, now: float) -> None:
+        """Count a replica-reason failure, and eject the replica if it is an outlier."""
+        failures.failed(replica, now)
+        sibling = failures.should_eject(replica, q.replicas.values())
+        if sibling is not None and replica.available:
+            self._history(replica).ejections += 1
+            reason = (
+                f"ejected: its last {replica.failures} batches failed ({why}) while "
+                f"replica {sibling.replica_id} answered"
+            )
+            self._restart(q, replica, reason, "ejected", now)
 
     def on_result(self, identity: bytes, msg: Result) -> None:
         found = self._finish(identity, msg.batch_id)
@@ -340,6 +572,11 @@ class Dispatcher:
             return
         replica, batch = found
         now = asyncio.get_running_loop().time()
+        failures.succeeded(replica, now)
+        if self.quarantine.watches(replica.key):
+            for query in batch:
+                if query.digest:
+                    self.quarantine.cleared(query.digest)
         service = replica.observe_batch(msg.batch_id, len(batch), now)
         if service is not None:
             self.observer.batch_done(replica.key, service, msg.model_micros / 1e6)
@@ -362,9 +599,20 @@ class Dispatcher:
             return
         replica, batch = found
         q = self.queues[replica.key]
+        replica.sent_at.pop(msg.batch_id, None)
         failure = _failure(_label(replica), msg)
-        for query in batch:
-            query.resolve(failure)
+        if failures.is_replica_failure(msg):
+            self._replica_failed(q, replica, failure.message, asyncio.get_running_loop().time())
+        if failures.is_replica_failure(msg) and self._another(q, replica):
+            retry = self._retries(batch, failure)  # (the others get the failure)
+            for query in retry:
+                query.avoid = replica.identity
+            if retry:
+                self.events[q.key, "retry"] += 1
+                q.pending.extendleft(reversed(retry))
+        else:
+            for query in batch:
+                query.resolve(failure)
         if not replica.available:
             self._restore(replica)
         self._pump(q)
@@ -400,8 +648,28 @@ class Dispatcher:
                     r.replica_id: r.unavailable for r in q.replicas.values() if not r.available
                 },
                 "inflight_batches": sum(r.outstanding for r in q.replicas.values()),
+                "batch_timeout_s": q.timeout_s,
+                "replica_history": {
+                    replica_id: history.status()
+                    for (key, replica_id), history in sorted(self.history.items())
+                    if key == k
+                },
             }
             for k, q in sorted(self.queues.items())
+        }
+
+    def quarantine_status(self) -> dict[str, Any]:
+        """The quarantined inputs (``/status``): digest prefix, model, why, until when."""
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:  # read off the loop (a test's scrape): show every entry
+            now = -math.inf
+        entries = self.quarantine.quarantined(now)
+        return {
+            "count": len(entries),
+            "quarantine_s": self.quarantine.quarantine_s,
+            "suspects_tracked": self.quarantine.tracked,
+            "inputs": entries,
         }
 
 

@@ -41,7 +41,8 @@ class Evaluator:
         """One outcome per item, each by ``deadline``.
 
         Raises ``OverloadedError`` or ``TooManyInputsError`` (from the dispatcher) when the
-        model's queue cannot take the items; none of them is then left waiting.
+        model's queue cannot take the items, ``QuarantinedError`` when one of them is
+        quarantined; none of them is then left waiting.
         """
         waits = self.submit(key, app, items, ids, deadline)
         return [w if isinstance(w, bytes) else await w for w in waits]

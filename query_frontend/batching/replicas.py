@@ -3,11 +3,18 @@
 A registered replica is *in rotation* (it gets new batches) unless the liveness checks
 took it out (``unavailable`` says why: silent, or stuck on a batch). Out of rotation it
 stays registered: the batches it held were retried elsewhere (``abandoned``), and it
-comes back once it has spoken again and answered every one of them.
+comes back once it has spoken again and answered every one of them — unless it was told
+to restart (``restarting``: a batch timed out, or it was ejected), which it never
+comes back from: its process exits and registers afresh.
+
+``ReplicaHistory`` is what the frontend remembers of a replica id across its
+connections: restarts seen (the same id back with another pid), why it last left, how
+often it was ejected or timed out.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -37,6 +44,11 @@ class Replica:
     # Batches retried elsewhere when it left rotation, which it may still answer.
     abandoned: dict[int, list[Query]] = field(default_factory=dict)
     removed: str = ""  # why it was removed, once it has been
+    caps: tuple[str, ...] = ()  # what it declared it understands (``protocol.CAP_RESTART``)
+    restarting: str = ""  # why it was told to restart; it never returns to rotation
+    failures: int = 0  # batches failed in a row for a replica reason (crash, MemoryError)
+    failing_since: float = 0.0  # loop.time() of the first of them
+    last_success: float = -math.inf  # loop.time() of its last RESULT
 
     @classmethod
     def from_hello(
@@ -51,6 +63,7 @@ class Replica:
             pid=hello.pid,
             last_seen=now,
             batcher=batcher,
+            caps=hello.caps,
         )
 
     def observe_batch(self, batch_id: int, size: int, now: float) -> float | None:
@@ -77,6 +90,15 @@ class Replica:
         """Whether it is in rotation, i.e. may be given new batches."""
         return not self.unavailable
 
+    def oldest_batch(self) -> tuple[int, float] | None:
+        """The batch it has been working on longest (it runs them in order) and since
+        when: sent, or its previous answer, whichever is later; None if it holds none."""
+        held = [b for b in (*self.inflight, *self.abandoned) if b in self.sent_at]
+        if not held:
+            return None
+        batch_id = min(held)
+        return batch_id, max(self.sent_at[batch_id], self.last_done)
+
     def record(self, frontend: str) -> ReplicaRecord:
         """What the control plane is told of it (``{p}:replicas``)."""
         return ReplicaRecord(
@@ -89,3 +111,23 @@ class Replica:
             runtime=self.runtime,
             connected_at=self.connected_at,
         )
+
+
+@dataclass(slots=True)
+class ReplicaHistory:
+    """What the frontend remembers of one replica id of a model version."""
+
+    pid: int
+    restarts: int = 0  # times it came back with another pid
+    timeouts: int = 0  # batches that ran past the model's batch timeout on it
+    ejections: int = 0  # times it was ejected for failing while a sibling succeeded
+    last_removal: str = ""  # why its last connection was removed
+
+    def status(self) -> dict[str, object]:
+        return {
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "timeouts": self.timeouts,
+            "ejections": self.ejections,
+            "last_removal": self.last_removal or None,
+        }

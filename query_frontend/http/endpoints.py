@@ -41,6 +41,7 @@ async def status(request: Request) -> Response:
         "ready": state.routing.ready.is_set(),
         "apps": apps,
         "models": state.dispatcher.status(),
+        "quarantine": state.dispatcher.quarantine_status(),
         "cache": asdict(state.cache.stats()),
     }
     return Response(orjson.dumps(body), media_type=JSON)

@@ -17,6 +17,7 @@ import orjson
 
 from management_frontend.state.records import App
 from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
+from query_frontend.batching.quarantine import QuarantinedError
 from query_frontend.http.asgi import (
     BodyTooLargeError,
     ClientGoneError,
@@ -102,6 +103,9 @@ async def _predict(
         asked = await ask(state.evaluator, state.rng, route, items, ids, deadline, uid, view)
     except (OverloadedError, TooManyInputsError) as exc:
         return refused(exc)
+    except QuarantinedError as exc:
+        # Retrying cannot help until the time it names: the input itself is the problem.
+        return error(422, "input_quarantined", f"app '{app.name}': {exc}")
     answered = answers(route, asked, view)
     out.extend(a.outcome for a in answered)
     state.metrics.answered_by(app.name, answered)

@@ -16,6 +16,10 @@ Three ways a replica stops answering, and what the frontend does about each:
   unanswered ``STUCK_INTERVALS`` after the deadline of every query in it. Those queries
   have had their default by then; it leaves rotation so that it gets no more work, the
   other batches it holds are retried elsewhere, and it comes back when it has answered.
+* **Hung**: a batch has run past its model version's batch timeout (``ModelQueue.
+  timeout_s``, counted from when the replica could start it: sent, or its previous
+  answer). ``Dispatcher.batch_timed_out`` answers its queries and tells the replica to
+  restart; it never comes back into rotation (its process exits and registers again).
 
 ``check`` applies these rules as of a moment when every message that had arrived was
 already read (``RpcServer`` tells which), so that a frontend that was itself too busy to
@@ -58,9 +62,17 @@ class Liveness:
                 continue  # removed or replaced by an earlier verdict of this round
             silent = as_of - replica.last_seen
             if silent > dead_after:
-                self._dispatcher.remove_replica(identity, f"silent for {silent:.3f} s")
+                reason = f"silent for {silent:.3f} s"
+                self._dispatcher.remove_replica(identity, reason, crashed=True)
                 continue
             next_check = min(next_check, replica.last_seen + dead_after)
+            if not replica.restarting:
+                hung = timed_out_at(replica, self._dispatcher.queues[replica.key].timeout_s)
+                if hung is not None and as_of > hung[1]:
+                    self._dispatcher.batch_timed_out(identity, hung[0], as_of)
+                    continue
+                if hung is not None:
+                    next_check = min(next_check, hung[1])
             if not replica.available:
                 continue
             if silent > silent_after:
@@ -78,6 +90,15 @@ class Liveness:
             else:
                 next_check = min(next_check, when)
         return next_check
+
+
+def timed_out_at(replica: Replica, timeout_s: float) -> tuple[int, float] | None:
+    """The batch that will first run past ``timeout_s``, and when; None if it holds none."""
+    oldest = replica.oldest_batch()
+    if oldest is None:
+        return None
+    batch_id, started = oldest
+    return batch_id, started + timeout_s
 
 
 def stuck_at(replica: Replica, grace_s: float) -> tuple[int, float] | None:

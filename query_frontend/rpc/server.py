@@ -86,6 +86,9 @@ class RpcServer:
         self._monitor: zmq.asyncio.Socket | None = None
         self._heartbeat_frames = protocol.encode(Heartbeat())
         self.liveness = Liveness(dispatcher, self._heartbeat_s)
+        # Set when a batch may time out before the liveness check planned next.
+        self._check_sooner = asyncio.Event()
+        dispatcher.check_sooner = self._check_sooner.set
         # When the reader last found no message waiting (see _read_up_to).
         self._drained_at = -float("inf")
         # Which input type a registered model version takes; a replica must agree.
@@ -151,7 +154,8 @@ class RpcServer:
         logger.warning("RPC send failed: %s", exc)
 
     def _connection_closed(self, identity: bytes) -> None:
-        self._dispatcher.remove_replica(identity, "disconnected: its connection closed")
+        reason = "disconnected: its connection closed"
+        self._dispatcher.remove_replica(identity, reason, crashed=True)
 
     async def serve(self) -> None:
         """Receive and handle messages, and watch connections close, until cancelled."""
@@ -294,7 +298,8 @@ class RpcServer:
 
         The rules are checked when a verdict may change (a replica's silence or a batch
         reaching its limit), not only on the heartbeat tick, so that a replica leaves
-        rotation within one interval of going quiet.
+        rotation within one interval of going quiet; a batch sent with a timeout due
+        before the next check brings that check forward (``Dispatcher.check_sooner``).
         """
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + self._heartbeat_s
@@ -309,7 +314,12 @@ class RpcServer:
             await asyncio.sleep(0)
             next_check = self.liveness.check(self._read_up_to(loop.time()))
             wake = min(next_beat, next_check)
-            await asyncio.sleep(max(wake - loop.time(), min_sleep))
+            self._dispatcher.check_by = wake
+            self._check_sooner.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._check_sooner.wait(), max(wake - loop.time(), min_sleep)
+                )
 
 
 def _source_fd(frame: zmq.Frame) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from management_frontend.state.policy import EXP4, LEARNING, PolicyState
 from query_frontend.batching.dispatch import OverloadedError
 from query_frontend.batching.evaluate import Evaluator
+from query_frontend.batching.quarantine import QuarantinedError
 from query_frontend.queries import Expired, Failure, Item, Outcome
 from query_frontend.routing.table import Arm, Route
 from query_frontend.selection.choose import Choice, chooser, ensemble_weights, split_arms
@@ -94,6 +95,10 @@ async def ask(
             if not ensemble:
                 raise
             waits = [Expired(f"{arm_label(arm)} is overloaded: {exc}")] * len(indices)
+        except QuarantinedError as exc:
+            if not ensemble:
+                raise
+            waits = [Expired(f"{arm_label(arm)}: {exc}")] * len(indices)
         pending.append((arm, indices, waits))
     for arm, indices, arm_waits in pending:
         for i, wait in zip(indices, arm_waits, strict=True):

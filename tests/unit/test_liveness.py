@@ -273,6 +273,8 @@ def test_every_query_is_answered_exactly_once_whatever_the_replicas_do(evs, cap,
                 assert isinstance(outcome, Failure | Expired)
             assert resolutions[query.query_id] == 1
         for replica in d.by_identity.values():
-            assert replica.available, replica.unavailable
+            # Back in rotation, unless a batch ran past the timeout: then it was told to
+            # restart, and only its next process registers again.
+            assert replica.available or replica.restarting, replica.unavailable
 
     asyncio.run(scenario())
