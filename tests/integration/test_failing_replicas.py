@@ -1,0 +1,422 @@
+"""Replicas that hang, run out of memory or keep failing, against the real RPC server.
+
+The query frontend's RPC server and dispatcher run in the test's event loop on a real
+ZeroMQ ROUTER (CURVE, the cluster's keys); replicas are real ``python -m model_container``
+processes, except one scripted DEALER that stands for a container written in another
+language which answers every batch with a container-level ERROR and never exits by
+itself. No timing assertions: every wait polls for its outcome with a generous deadline.
+
+What an operator would notice, per test: a poison input that hangs its model gets the
+default, its replica's process exits (status 75) for its manager to restart, later
+queries go to the other replica, and after hanging replicas twice the input is refused
+at once (``QuarantinedError``, the 422 of ``POST /predict``) without reaching one, as
+``/status`` shows; a model that raises MemoryError has its queries answered by a sibling
+while its process exits with 76 saying why; a replica failing in a row while a sibling
+succeeds is ejected and told to restart; the batch watchdog ends a process whose model
+holds the GIL past its batch timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import zmq
+import zmq.asyncio
+from credentials import ClusterSecrets, make_cluster_secrets
+from fake_frontend import FakeFrontend
+from polling import eventually, eventually_async
+from ports import free_port
+
+from model_container import protocol, write_closure_bundle
+from model_container.bundle import bundle_digest
+from model_container.protocol import (
+    CAP_RESTART,
+    EXIT_MEMORY_LIMIT,
+    EXIT_RESTART_REQUESTED,
+    Error,
+    ErrorKind,
+    Hello,
+    InputType,
+    Predict,
+    Restart,
+)
+from model_container.rpc_keys import ClientKeys, ServerKeys
+from query_frontend.batching.dispatch import Dispatcher
+from query_frontend.batching.quarantine import QuarantinedError
+from query_frontend.batching.replicas import Replica
+from query_frontend.queries import Expired, Failure, Outcome, Query
+from query_frontend.rpc.server import RpcServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = ("m", "1")
+POISON = 666.0  # the input the model hangs on
+STARTUP_S = 30.0  # a cold interpreter importing numpy on a loaded machine
+WAIT_S = 30.0
+_ids = itertools.count()
+
+
+def make_model() -> Callable[[Any], Any]:
+    """x -> 10 x. It hangs (sleeping: its I/O thread still runs) on POISON; with
+    SCHOONER_TEST_OOM set it raises MemoryError, with SCHOONER_TEST_RAISE ValueError,
+    and with SCHOONER_TEST_HOG it computes forever in C, holding the GIL."""
+
+    def model(xs: Any) -> Any:
+        import os as _os
+        import time as _time
+
+        if _os.environ.get("SCHOONER_TEST_OOM"):
+            raise MemoryError("cannot allocate the test's imaginary tensor")
+        if _os.environ.get("SCHOONER_TEST_RAISE"):
+            raise ValueError("this model rejects every input")
+        if _os.environ.get("SCHOONER_TEST_HOG"):
+            sum(range(10**15))  # one C call: the GIL is never released
+        if any(float(x[0]) == 666.0 for x in xs):
+            while True:
+                _time.sleep(0.05)
+        return [float(x[0]) * 10 for x in xs]
+
+    return model
+
+
+class Frontend:
+    """The RPC server and dispatcher of a query frontend, and replica processes."""
+
+    def __init__(self, tmp_path: Path, secrets: ClusterSecrets, bundle: Path) -> None:
+        self.ctx = zmq.asyncio.Context()
+        self.dispatcher = Dispatcher(default_max_batch=8, max_queue=10_000)
+        # Objective 30 s (no query is benched as stuck before its batch times out); an
+        # explicit batch timeout of 1 s.
+        self.dispatcher.configure(KEY, InputType.DOUBLES, 8, 30.0, timeout_s=1.0)
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.secrets = secrets
+        keys = ServerKeys.load(str(secrets.frontend_dir))
+        self.rpc = RpcServer(self.ctx, self.address, self.dispatcher, 30_000, keys)
+        self.tmp_path = tmp_path
+        self.bundle = bundle
+        self.procs: list[tuple[subprocess.Popen[bytes], Any]] = []
+        self.sent: list[tuple[str, int]] = []  # (replica id, batch size) of each PREDICT
+        self.tasks: list[asyncio.Task[None]] = []
+        send = self.rpc.send
+
+        def recording_send(identity: bytes, frames: list[protocol.Frame]) -> None:
+            replica = self.dispatcher.by_identity.get(identity)
+            msg = protocol.decode(frames)
+            if isinstance(msg, Predict) and replica is not None:
+                self.sent.append((replica.replica_id, msg.size))
+            send(identity, frames)
+
+        self.rpc.send = recording_send  # type: ignore[method-assign]
+
+    def start(self) -> None:
+        self.rpc.open()
+        self.dispatcher.bind(self.rpc.send)
+        self.tasks = [
+            asyncio.create_task(self.rpc.serve()),
+            asyncio.create_task(self.rpc.heartbeat()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.rpc.close()
+        self.ctx.term()
+        for proc, log in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=WAIT_S)
+            log.close()
+
+    async def replica(self, replica_id: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start a model container and wait until it is registered."""
+        log = (self.tmp_path / f"{replica_id}-{len(self.procs)}.log").open("wb")
+        proc = spawn_container(
+            self.bundle, self.address, replica_id, self.secrets, log, env, self.tmp_path
+        )
+        self.procs.append((proc, log))
+        await eventually_async(
+            lambda: self.registered(replica_id, proc.pid), f"{replica_id} registered", STARTUP_S
+        )
+        return proc
+
+    def registered(self, replica_id: str, pid: int) -> bool:
+        replica = self.find(replica_id)
+        return replica is not None and replica.pid == pid
+
+    def find(self, replica_id: str) -> Replica | None:
+        return next(
+            (r for r in self.dispatcher.by_identity.values() if r.replica_id == replica_id), None
+        )
+
+    def submit(self, xs: list[float], timeout_s: float) -> list[Query]:
+        """Queries as the predict path makes them: a deadline, and the default at it."""
+        loop = asyncio.get_running_loop()
+        q = self.dispatcher.queue(KEY, InputType.DOUBLES)
+        deadline = loop.time() + timeout_s
+        queries = []
+        for x in xs:
+            query = Query(next(_ids), np.array([x]), deadline, loop.create_future())
+            query.timer = loop.call_at(deadline, self.dispatcher.expire, query, q)
+            queries.append(query)
+        self.dispatcher.submit(q, queries)
+        return queries
+
+    def history(self, replica_id: str) -> dict[str, Any]:
+        status = self.dispatcher.status()["m:1"]["replica_history"]
+        return dict(status[replica_id])
+
+
+def spawn_container(
+    bundle: Path,
+    frontend: str,
+    replica_id: str,
+    secrets: ClusterSecrets,
+    log: Any,
+    env: dict[str, str],
+    cwd: Path,
+) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "model_container", "--bundle", str(bundle)]
+    argv += ["--bundle-sha256", bundle_digest(bundle)]
+    argv += ["--frontend", frontend, "--name", KEY[0], "--version", KEY[1]]
+    argv += ["--input-type", "doubles", "--replica-id", replica_id, "--log-level", "INFO"]
+    argv += ["--secrets-dir", str(secrets.replica_dir)]
+    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(argv, stdout=log, stderr=log, env=full_env, cwd=cwd)
+
+
+async def outcomes(queries: list[Query]) -> list[Outcome]:
+    return list(await asyncio.wait_for(asyncio.gather(*(q.future for q in queries)), WAIT_S))
+
+
+def predictions(xs: list[float]) -> list[bytes]:
+    return [b"%.1f" % (x * 10) for x in xs]
+
+
+async def exited(proc: subprocess.Popen[bytes], what: str) -> int:
+    await eventually_async(lambda: proc.poll() is not None, what, WAIT_S)
+    code = proc.returncode
+    assert code is not None
+    return code
+
+
+@pytest.fixture
+def secrets(tmp_path: Path) -> ClusterSecrets:
+    return make_cluster_secrets(tmp_path / "cluster")
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    path = tmp_path / "bundle"
+    write_closure_bundle(path, make_model(), InputType.DOUBLES, ["numpy"])
+    return path
+
+
+@pytest_asyncio.fixture
+async def fe(tmp_path: Path, secrets: ClusterSecrets, bundle: Path) -> AsyncIterator[Frontend]:
+    frontend = Frontend(tmp_path, secrets, bundle)
+    frontend.start()
+    try:
+        yield frontend
+    finally:
+        await frontend.stop()
+
+
+async def test_a_poison_input_restarts_the_replicas_it_hangs_then_is_quarantined(
+    fe: Frontend,
+) -> None:
+    first = await fe.replica("a")
+    second = await fe.replica("b")
+
+    # The poison input hangs the replica it reaches: its client gets the default, in time.
+    (poisoned,) = await outcomes(fe.submit([POISON], timeout_s=0.5))
+    assert isinstance(poisoned, Expired)
+    # Past the batch timeout its replica is told to restart, and its process exits.
+    hung_id = fe.sent[-1][0]
+    hung, other = (first, second) if hung_id == "a" else (second, first)
+    assert await exited(hung, "the hung replica exits") == EXIT_RESTART_REQUESTED
+    await eventually_async(lambda: fe.find(hung_id) is None, "the hung replica removed", WAIT_S)
+    assert fe.history(hung_id)["timeouts"] == 1
+    assert "told to restart" in fe.history(hung_id)["last_removal"]
+    assert fe.dispatcher.events[KEY, "restart:timeout"] == 1
+
+    # Later queries go to the other replica.
+    other_id = "b" if hung_id == "a" else "a"
+    assert await outcomes(fe.submit([1.0, 2.0], timeout_s=20)) == predictions([1.0, 2.0])
+    assert fe.sent[-1][0] == other_id
+    # Its manager starts the hung one afresh: the same id, another process.
+    restarted = await fe.replica(hung_id)
+    assert fe.history(hung_id)["restarts"] == 1
+
+    # A suspect now, the poison input travels alone; it hangs a second replica...
+    (again,) = await outcomes(fe.submit([POISON], timeout_s=0.5))
+    assert isinstance(again, Expired)
+    assert fe.sent[-1][1] == 1
+    second_victim_id = fe.sent[-1][0]
+    victim = restarted if second_victim_id == hung_id else other
+    assert await exited(victim, "the second hung replica exits") == EXIT_RESTART_REQUESTED
+    # ... and is quarantined: refused at once, without reaching a replica.
+    sent_before = len(fe.sent)
+    with pytest.raises(QuarantinedError, match=r"input quarantined.*model 'm' version '1'"):
+        fe.submit([POISON], timeout_s=20)
+    assert len(fe.sent) == sent_before
+    quarantine = fe.dispatcher.quarantine_status()
+    assert quarantine["count"] == 1
+    (entry,) = quarantine["inputs"]
+    assert (entry["model"], entry["version"]) == KEY and "timeout" in entry["reason"]
+    assert entry["until"] > time.time()
+    assert fe.dispatcher.events[KEY, "quarantine_refusal"] == 1
+
+    # Other inputs are still served by the replica left.
+    survivor_id = hung_id if second_victim_id != hung_id else other_id
+    await eventually_async(lambda: fe.find(second_victim_id) is None, "victim gone", WAIT_S)
+    assert await outcomes(fe.submit([3.0], timeout_s=20)) == predictions([3.0])
+    assert fe.sent[-1][0] == survivor_id
+
+
+async def test_a_replica_out_of_memory_exits_saying_why_and_its_queries_are_retried(
+    fe: Frontend, tmp_path: Path
+) -> None:
+    oom = await fe.replica("oom", SCHOONER_TEST_OOM="1")
+    await fe.replica("healthy")
+    removed: list[Replica] = []
+    fe.dispatcher.on_replica_removed = removed.append
+
+    # The first batch goes to the replica registered first: it fails with MemoryError,
+    # and its queries are answered by the healthy one.
+    xs = [1.0, 2.0, 3.0]
+    assert await outcomes(fe.submit(xs, timeout_s=20)) == predictions(xs)
+    assert [r for r, _ in fe.sent[:2]] == ["oom", "healthy"]
+    assert fe.dispatcher.events[KEY, "retry"] == 1
+    assert await exited(oom, "the replica out of memory exits") == EXIT_MEMORY_LIMIT
+    await eventually_async(lambda: bool(removed), "the replica removed", WAIT_S)
+    assert removed[0].removed.startswith("said goodbye (memory limit"), removed[0].removed
+    assert await outcomes(fe.submit([4.0], timeout_s=20)) == predictions([4.0])
+
+
+async def test_a_replica_failing_in_a_row_while_a_sibling_succeeds_is_ejected(
+    fe: Frontend,
+) -> None:
+    failing = ScriptedReplica(fe.address, fe.secrets, "failing")
+    failing_task = asyncio.create_task(failing.serve())
+    try:
+        await eventually_async(lambda: fe.find("failing") is not None, "registered", WAIT_S)
+        await fe.replica("healthy")
+        everything: list[Query] = []
+        sent: list[float] = []
+        for i in range(12):  # one query at a time: the idle replica registered first gets it
+            everything += fe.submit([float(i)], timeout_s=20)
+            sent.append(float(i))
+            await outcomes(everything[-1:])
+        # Clients saw only predictions: each failure was retried on the sibling.
+        assert await outcomes(everything) == predictions(sent)
+        await eventually_async(lambda: bool(failing.restarts), "RESTART received", WAIT_S)
+        assert failing.restarts[0].startswith("ejected: its last 5 batches failed")
+        assert "replica healthy answered" in failing.restarts[0]
+        assert failing.batches == 5  # out of rotation after the fifth
+        assert fe.dispatcher.events[KEY, "restart:ejected"] == 1
+        assert fe.history("failing")["ejections"] == 1
+        status = fe.dispatcher.status()["m:1"]
+        assert status["unavailable"]["failing"].startswith("ejected")
+    finally:
+        failing_task.cancel()
+        await asyncio.gather(failing_task, return_exceptions=True)
+        failing.close()
+
+
+async def test_a_model_that_raises_everywhere_is_a_failure_naming_it_without_retries(
+    fe: Frontend,
+) -> None:
+    await fe.replica("a", SCHOONER_TEST_RAISE="1")
+    await fe.replica("b", SCHOONER_TEST_RAISE="1")
+    for i in range(8):
+        (outcome,) = await outcomes(fe.submit([float(i)], timeout_s=20))
+        assert isinstance(outcome, Failure)
+        assert outcome.message.startswith("model 'm' version '1' (replica ")
+        assert outcome.message.endswith("raised ValueError")
+    assert len(fe.sent) == 8  # each once: no retry
+    assert fe.dispatcher.events[KEY, "retry"] == 0
+    assert not any(kind.startswith("restart") for _, kind in fe.dispatcher.events)
+    assert sorted(fe.dispatcher.status()["m:1"]["replicas"]) == ["a", "b"]
+    assert fe.dispatcher.status()["m:1"]["unavailable"] == {}
+
+
+def test_the_watchdog_ends_a_container_whose_model_holds_the_gil_past_its_timeout(
+    tmp_path: Path, secrets: ClusterSecrets, bundle: Path
+) -> None:
+    frontend = FakeFrontend(secrets=secrets)
+    log_path = tmp_path / "hog.log"
+    try:
+        with log_path.open("wb") as log:
+            proc = spawn_container(
+                bundle, frontend.address, "hog", secrets, log, {"SCHOONER_TEST_HOG": "1"}, tmp_path
+            )
+            try:
+                identity, hello = frontend.register()
+                assert CAP_RESTART in hello.caps
+                frames = protocol.encode(
+                    Predict(1, InputType.DOUBLES, *_one_double(), timeout_ms=200)
+                )
+                frontend.send_frames(identity, [bytes(f) for f in frames])
+                eventually(lambda: proc.poll() is not None, "the watchdog ends it", WAIT_S)
+                assert proc.returncode == 1
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(timeout=WAIT_S)
+    finally:
+        frontend.close()
+    text = log_path.read_text(errors="replace")
+    assert "Timeout (" in text and "in model" in text, text[-2000:]
+
+
+def _one_double() -> tuple[bytes, bytes]:
+    lengths, data = protocol.pack_arrays([np.array([1.0])], np.dtype("<f8"))
+    return lengths, data.tobytes()
+
+
+class ScriptedReplica:
+    """A replica in the protocol's terms only (as one written in another language might
+    be): it declares RESTART, answers every batch with a container-level ERROR
+    (MemoryError) and does not exit; it records the RESTARTs it receives."""
+
+    def __init__(self, address: str, secrets: ClusterSecrets, replica_id: str) -> None:
+        self.ctx = zmq.asyncio.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        ClientKeys.load(str(secrets.replica_dir)).apply(self.sock)
+        self.sock.connect(address)
+        self.hello = Hello(
+            *KEY, InputType.DOUBLES, replica_id, pid=os.getpid(), caps=(CAP_RESTART,)
+        )
+        self.batches = 0
+        self.restarts: list[str] = []
+
+    async def serve(self) -> None:
+        await self.sock.send_multipart(protocol.encode(self.hello))
+        while True:
+            msg = protocol.decode(await self.sock.recv_multipart())
+            if isinstance(msg, Predict):
+                self.batches += 1
+                error = Error(
+                    msg.batch_id, ErrorKind.MODEL_RAISED, "MemoryError: no", "MemoryError"
+                )
+                await self.sock.send_multipart(protocol.encode(error))
+            elif isinstance(msg, Restart):
+                self.restarts.append(msg.reason)  # and stays: the frontend keeps it benched
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        self.ctx.term()
