@@ -460,7 +460,6 @@ class Dispatcher:
         retry: list[Query] = []
         for batch_id, batch in sorted(replica.inflight.items()):
             self._batches.pop(batch_id, None)
-            replica.sent_at.pop(batch_id, None)
             if failed:
                 retry.extend(self._retries(batch, Expired(f"{failed}; it was retried once")))
             else:

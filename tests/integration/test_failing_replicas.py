@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -37,6 +38,7 @@ from credentials import ClusterSecrets, make_cluster_secrets
 from fake_frontend import FakeFrontend
 from polling import eventually, eventually_async
 from ports import free_port
+from spawning import Spawner
 
 from model_container import protocol, write_closure_bundle
 from model_container.bundle import bundle_digest
@@ -420,3 +422,115 @@ class ScriptedReplica:
     def close(self) -> None:
         self.sock.close(linger=0)
         self.ctx.term()
+
+
+# ------------------------------------------------- the whole data plane, over HTTP
+
+
+def test_over_http_a_poison_input_gets_defaults_then_422_and_the_cluster_is_unchanged(
+    redis_url: str, tmp_path: Path, secrets: ClusterSecrets, bundle: Path
+) -> None:
+    """A real management frontend, query frontend and two replicas: the poison input's
+    clients get the default while it hangs replicas, then 422 saying why; /status and
+    /metrics show it; the cluster's apps, links and versions are as they were."""
+    spawn = Spawner(tmp_path)
+    try:
+        mgmt, query, rpc = _start_frontends(redis_url, spawn, secrets)
+        admin = httpx.Client(timeout=10, headers=secrets.admin_headers)
+        http = httpx.Client(timeout=30)
+        with admin, http:
+            app = {"name": "poisoned", "input_type": "doubles", "default_output": -1,
+                   "slo_micros": 100_000}  # fmt: skip
+            assert admin.post(f"{mgmt}/admin/apps", json=app).status_code == 201
+            version = {"name": "m", "version": "1", "input_type": "doubles"}
+            assert admin.post(f"{mgmt}/admin/models", json=version).status_code == 201
+            link = {"model_name": "m"}
+            assert admin.post(f"{mgmt}/admin/apps/poisoned/links", json=link).status_code == 200
+            replicas = [
+                spawn(
+                    f"replica-{i}",
+                    "-m",
+                    "model_container",
+                    "--bundle",
+                    str(bundle),
+                    "--bundle-sha256",
+                    bundle_digest(bundle),
+                    "--frontend",
+                    rpc,
+                    "--name",
+                    "m",
+                    "--version",
+                    "1",
+                    "--replica-id",
+                    f"m-{i}",
+                    "--secrets-dir",
+                    str(secrets.replica_dir),
+                )
+                for i in range(2)
+            ]
+            predict = f"{query}/poisoned/predict"
+
+            def served() -> bool:
+                reply = http.post(predict, json={"input": [1.0]}).json()
+                return reply["default"] is False and reply["output"] == 10.0
+
+            eventually(served, "a replica answers", STARTUP_S, (httpx.HTTPError,))
+            before = _cluster_state(admin, mgmt)
+
+            for hung in (1, 2):
+                reply = http.post(predict, json={"input": [POISON]})
+                assert reply.status_code == 200 and reply.json()["default"] is True
+                eventually(
+                    lambda n=hung: sum(p.poll() == EXIT_RESTART_REQUESTED for p in replicas) == n,
+                    f"{hung} replica(s) exit for a restart",
+                    WAIT_S,
+                )
+            refused = http.post(predict, json={"input": [POISON]})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["error"] == "input_quarantined"
+            message = refused.json()["message"]
+            assert "input quarantined" in message and "model 'm' version '1'" in message
+            assert "until " in message
+
+            status = admin.get(f"{query}/status").json()
+            assert status["quarantine"]["count"] == 1
+            assert status["quarantine"]["inputs"][0]["model"] == "m"
+            assert status["models"]["m:1"]["replica_history"]["m-0"]["timeouts"] == 1
+            metrics = admin.get(f"{query}/metrics").text
+            assert 'schooner_quarantined_inputs{model="m",version="1"} 1.0' in metrics
+            assert 'schooner_quarantine_refusals_total{model="m",version="1"} 1.0' in metrics
+            assert (
+                'schooner_replica_restarts_requested_total{model="m",reason="timeout",'
+                'version="1"} 2.0' in metrics
+            )
+            assert _cluster_state(admin, mgmt) == before
+    finally:
+        spawn.stop()
+
+
+def _start_frontends(
+    redis_url: str, spawn: Spawner, secrets: ClusterSecrets
+) -> tuple[str, str, str]:
+    """A management and a query frontend: their URLs, and the query frontend's RPC."""
+    mgmt_port, http_port, rpc_port = free_port(), free_port(), free_port()
+    spawn("management", "-m", "management_frontend", "--redis-url", redis_url,
+          "--host", "127.0.0.1", "--port", str(mgmt_port),
+          "--secrets-dir", str(secrets.frontend_dir))  # fmt: skip
+    spawn("query-frontend", "-m", "query_frontend", "--redis-url", redis_url,
+          "--host", "127.0.0.1", "--port", str(http_port), "--rpc-host", "127.0.0.1",
+          "--rpc-port", str(rpc_port), "--secrets-dir", str(secrets.frontend_dir))  # fmt: skip
+    mgmt, query = f"http://127.0.0.1:{mgmt_port}", f"http://127.0.0.1:{http_port}"
+    with httpx.Client(timeout=10) as http:
+        for url in (mgmt, query):
+            eventually(lambda u=url: http.get(f"{u}/healthz").status_code == 200,
+                       f"{url} up", STARTUP_S, (httpx.HTTPError,))  # fmt: skip
+    return mgmt, query, f"tcp://127.0.0.1:{rpc_port}"
+
+
+def _cluster_state(admin: httpx.Client, mgmt: str) -> list[Any]:
+    return [
+        admin.get(f"{mgmt}/admin/apps").json(),
+        admin.get(f"{mgmt}/admin/apps/poisoned/links").json(),
+        admin.get(f"{mgmt}/admin/models").json(),
+        admin.get(f"{mgmt}/admin/models/m/versions/1").json(),
+    ]
