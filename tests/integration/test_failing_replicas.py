@@ -35,12 +35,12 @@ import pytest_asyncio
 import zmq
 import zmq.asyncio
 from credentials import ClusterSecrets, make_cluster_secrets
-from fake_frontend import FakeFrontend
+from fake_frontend import FakeFrontend, serving_in_a_thread
 from polling import eventually, eventually_async
 from ports import free_port
 from spawning import Spawner
 
-from model_container import protocol, write_closure_bundle
+from model_container import ContainerConfig, ModelContainer, protocol, write_closure_bundle
 from model_container.bundle import bundle_digest
 from model_container.protocol import (
     CAP_RESTART,
@@ -48,6 +48,7 @@ from model_container.protocol import (
     EXIT_RESTART_REQUESTED,
     Error,
     ErrorKind,
+    Goodbye,
     Hello,
     InputType,
     Predict,
@@ -534,3 +535,47 @@ def _cluster_state(admin: httpx.Client, mgmt: str) -> list[Any]:
         admin.get(f"{mgmt}/admin/models").json(),
         admin.get(f"{mgmt}/admin/models/m/versions/1").json(),
     ]
+
+
+# ------------------------------------------------------- the container, on a thread
+
+
+@pytest.mark.parametrize("told", ["restart", "memory"])
+def test_a_container_says_goodbye_why_then_exits_with_its_status(told: str) -> None:
+    """RESTART from a frontend, or MemoryError from the model: GOODBYE saying why on the
+    connection (after the ERROR of the batch), then the exit status its manager reads."""
+
+    def model(xs: Any) -> Any:
+        raise MemoryError("out")
+
+    frontend = FakeFrontend()
+    codes: list[int] = []
+    config = ContainerConfig(
+        frontend=frontend.address,
+        model_name="m",
+        model_version="1",
+        input_type=InputType.DOUBLES,
+        replica_id="r",
+        secrets_dir=str(frontend.secrets.replica_dir),
+    )
+    container = ModelContainer(config, model, exit=codes.append)
+    try:
+        with serving_in_a_thread(container):
+            identity, _ = frontend.register()
+            if told == "restart":
+                frontend.send(identity, Restart("batch timeout: testing"))
+            else:
+                lengths, data = _one_double()
+                frontend.send(identity, Predict(4, InputType.DOUBLES, lengths, data))
+                _, error = frontend.expect(Error)
+                assert error.batch_id == 4 and error.exc_type == "MemoryError"
+            _, goodbye = frontend.expect(Goodbye)
+            eventually(lambda: bool(codes), "the container exits", WAIT_S)
+    finally:
+        frontend.close()
+    if told == "restart":
+        assert goodbye.reason == f"restart requested by {frontend.address}: batch timeout: testing"
+        assert codes == [EXIT_RESTART_REQUESTED]
+    else:
+        assert goodbye.reason.startswith("memory limit: the model raised MemoryError")
+        assert codes == [EXIT_MEMORY_LIMIT]

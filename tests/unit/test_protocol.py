@@ -27,6 +27,7 @@ from model_container.protocol import (
     Predict,
     ProtocolError,
     Reject,
+    Restart,
     Result,
     Welcome,
 )
@@ -45,8 +46,10 @@ def payloads(draw: st.DrawFn) -> tuple[bytes, bytes]:
     return protocol.pack_items(items)
 
 
-def _predict(batch_id: int, input_type: InputType, payload: tuple[bytes, bytes]) -> Predict:
-    return Predict(batch_id, input_type, *payload)
+def _predict(
+    batch_id: int, input_type: InputType, payload: tuple[bytes, bytes], timeout_ms: int = 0
+) -> Predict:
+    return Predict(batch_id, input_type, *payload, timeout_ms=timeout_ms)
 
 
 def _result(batch_id: int, payload: tuple[bytes, bytes], micros: int) -> Result:
@@ -63,11 +66,18 @@ messages: st.SearchStrategy[Message] = st.one_of(
         runtime=st.dictionaries(names, names, max_size=4),
         pid=st.integers(min_value=0, max_value=2**31),
         heartbeat_ms=st.integers(min_value=0, max_value=10**6),
+        caps=st.lists(names, max_size=3).map(tuple),
     ),
     st.builds(Welcome, heartbeat_ms=st.integers(min_value=1, max_value=10**6)),
     st.builds(Reject, reason=names),
     st.just(Heartbeat()),
-    st.builds(_predict, int64, st.sampled_from(InputType), payloads()),
+    st.builds(
+        _predict,
+        int64,
+        st.sampled_from(InputType),
+        payloads(),
+        st.integers(min_value=0, max_value=2**40),
+    ),
     st.builds(_result, int64, payloads(), st.integers(min_value=0, max_value=2**40)),
     st.builds(
         Error,
@@ -77,6 +87,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
         exc_type=st.just("") | names,
     ),
     st.builds(Goodbye, reason=names),
+    st.builds(Restart, reason=names),
 )
 
 
@@ -107,6 +118,25 @@ def test_an_error_without_exc_from_an_older_container_decodes_with_no_type() -> 
     # ... and one with no exception behind it is sent without the field, as before.
     sent = msgpack.unpackb(protocol.encode(Error(3, ErrorKind.BAD_INPUT, "no"))[0])
     assert "exc" not in sent
+
+
+def test_fields_added_for_restarts_are_optional_and_absent_when_unused() -> None:
+    # From an older frontend or container: no "to_ms", no "caps".
+    head = msgpack.packb({"v": 1, "t": 5, "id": 3, "it": "bytes", "n": 0})
+    assert protocol.decode([head, b"", b""]) == Predict(3, InputType.BYTES, b"", b"", 0)
+    hello = msgpack.packb({"v": 1, "t": 1, "model": "m", "version": "1", "it": "ints",
+                           "replica": "r"})  # fmt: skip
+    assert protocol.decode([hello]).caps == ()  # type: ignore[union-attr]
+    sent = msgpack.unpackb(protocol.encode(Predict(3, InputType.BYTES, b"", b""))[0])
+    assert "to_ms" not in sent
+    restart = msgpack.unpackb(protocol.encode(Restart("batch timeout"))[0])
+    assert restart == {"v": 1, "t": 9, "reason": "batch timeout"}
+
+
+def test_a_negative_timeout_is_malformed() -> None:
+    head = msgpack.packb({"v": 1, "t": 5, "id": 3, "it": "bytes", "n": 0, "to_ms": -1})
+    with pytest.raises(ProtocolError, match="timeout"):
+        protocol.decode([head, b"", b""])
 
 
 def test_unknown_header_fields_are_ignored() -> None:
