@@ -455,7 +455,14 @@ class LocalContainerManager(ContainerManager):
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def set_num_replicas(
-        self, name: str, version: str, input_type: str, bundle_sha256: str, num_replicas: int
+        self,
+        name: str,
+        version: str,
+        input_type: str,
+        bundle_sha256: str,
+        num_replicas: int,
+        *,
+        memory_limit: int = 0,
     ) -> None:
         check_num_replicas(num_replicas)
         bundle = Path()
