@@ -125,7 +125,7 @@ def create_app(config: Config) -> FrontDoor:
                     slos.get(key),
                     mode=mv.batch_mode,
                     wait_s=mv.batch_wait_micros / 1e6,
-                    timeout_s=getattr(mv, "batch_timeout_micros", 0) / 1e6,
+                    timeout_s=mv.batch_timeout_micros / 1e6,
                 )
 
         routing.listeners.append(on_snapshot)

@@ -443,7 +443,9 @@ def test_over_http_a_poison_input_gets_defaults_then_422_and_the_cluster_is_unch
             app = {"name": "poisoned", "input_type": "doubles", "default_output": -1,
                    "slo_micros": 100_000}  # fmt: skip
             assert admin.post(f"{mgmt}/admin/apps", json=app).status_code == 201
-            version = {"name": "m", "version": "1", "input_type": "doubles"}
+            # Its own batch timeout, rather than 10 x the SLO (1 s).
+            version = {"name": "m", "version": "1", "input_type": "doubles",
+                       "batch_timeout_micros": 800_000}  # fmt: skip
             assert admin.post(f"{mgmt}/admin/models", json=version).status_code == 201
             link = {"model_name": "m"}
             assert admin.post(f"{mgmt}/admin/apps/poisoned/links", json=link).status_code == 200
@@ -494,6 +496,7 @@ def test_over_http_a_poison_input_gets_defaults_then_422_and_the_cluster_is_unch
             assert "until " in message
 
             status = admin.get(f"{query}/status").json()
+            assert status["models"]["m:1"]["batch_timeout_s"] == 0.8
             assert status["quarantine"]["count"] == 1
             assert status["quarantine"]["inputs"][0]["model"] == "m"
             assert status["models"]["m:1"]["replica_history"]["m-0"]["timeouts"] == 1
