@@ -110,6 +110,9 @@ class Hello:
     pid: int = 0
     heartbeat_ms: int = 0  # the interval this replica would like; 0 = no preference
     caps: tuple[str, ...] = ()  # optional features it understands (CAP_RESTART)
+    # When its process started (Unix ms; 0: unknown): tells a restart from a reconnect
+    # where every process is pid 1 (a container).
+    started_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +217,7 @@ def encode(msg: Message) -> list[Frame]:
                     pid=msg.pid,
                     hb_ms=msg.heartbeat_ms,
                     **({"caps": list(msg.caps)} if msg.caps else {}),
+                    **({"start_ms": msg.started_ms} if msg.started_ms else {}),
                 )
             ]
         case Welcome():
@@ -327,6 +331,7 @@ def _hello(h: dict[str, Any], f: Sequence[Frame]) -> Hello:
         pid=_int(h, "pid", 0),
         heartbeat_ms=_int(h, "hb_ms", 0),
         caps=_caps(h),
+        started_ms=_int(h, "start_ms", 0),
     )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import time
 
 import zmq
 
@@ -46,6 +47,8 @@ from model_container.rpc_keys import ClientKeys
 
 logger = logging.getLogger(__name__)
 
+# When this process started, as HELLO says (``Hello.started_ms``).
+_STARTED_MS = time.time_ns() // 1_000_000
 # Messages read per wake-up before timers get a turn (the poll is level-triggered).
 MAX_READS_PER_POLL = 256
 
@@ -90,6 +93,7 @@ class SessionSettings:
             pid=os.getpid(),
             heartbeat_ms=heartbeat_ms,
             caps=(CAP_RESTART,),
+            started_ms=_STARTED_MS,
         )
         return cls(hello, hello_interval_s, reconnect_initial_s, reconnect_max_s, keys)
 

@@ -362,14 +362,17 @@ class Dispatcher:
         """Count a restart when a replica id comes back with another process."""
         history = self.history.get((key, hello.replica_id))
         if history is None:
-            self.history[key, hello.replica_id] = ReplicaHistory(hello.pid)
+            self.history[key, hello.replica_id] = ReplicaHistory(hello.pid, hello.started_ms)
             while len(self.history) > MAX_HISTORY:
                 self.history.popitem(last=False)
             return
         self.history.move_to_end((key, hello.replica_id))
-        if hello.pid and hello.pid != history.pid:
+        # In a container every process is pid 1: its start time tells them apart.
+        other_pid = bool(hello.pid) and hello.pid != history.pid
+        other_start = bool(hello.started_ms) and hello.started_ms != history.started_ms
+        if other_pid or other_start:
             history.restarts += 1
-            history.pid = hello.pid
+            history.pid, history.started_ms = hello.pid, hello.started_ms
 
     def _history(self, replica: Replica) -> ReplicaHistory:
         history = self.history.get((replica.key, replica.replica_id))

@@ -118,7 +118,8 @@ class ReplicaHistory:
     """What the frontend remembers of one replica id of a model version."""
 
     pid: int
-    restarts: int = 0  # times it came back with another pid
+    started_ms: int = 0  # when its process started, as its HELLO said (0: unknown)
+    restarts: int = 0  # times it came back as another process (pid or start time)
     timeouts: int = 0  # batches that ran past the model's batch timeout on it
     ejections: int = 0  # times it was ejected for failing while a sibling succeeded
     last_removal: str = ""  # why its last connection was removed

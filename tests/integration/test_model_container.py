@@ -13,6 +13,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,9 @@ def test_registers_with_hello(container: ContainerProcess, frontend: FakeFronten
         pid=container.proc.pid,
         heartbeat_ms=250,
         caps=(CAP_RESTART,),  # it exits on RESTART, and arms a watchdog on "to_ms"
+        started_ms=hello.started_ms,
     )
+    assert 0 < hello.started_ms <= time.time() * 1000
 
 
 def test_configuration_from_environment(

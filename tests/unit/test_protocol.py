@@ -67,6 +67,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
         pid=st.integers(min_value=0, max_value=2**31),
         heartbeat_ms=st.integers(min_value=0, max_value=10**6),
         caps=st.lists(names, max_size=3).map(tuple),
+        started_ms=st.integers(min_value=0, max_value=2**50),
     ),
     st.builds(Welcome, heartbeat_ms=st.integers(min_value=1, max_value=10**6)),
     st.builds(Reject, reason=names),

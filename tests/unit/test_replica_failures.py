@@ -56,8 +56,10 @@ class Wire:
         raise AssertionError(f"nothing was sent to {identity!r}")
 
 
-def hello(replica_id: str, pid: int = 1) -> Hello:
-    return Hello("m", "1", InputType.DOUBLES, replica_id, pid=pid, caps=(CAP_RESTART,))
+def hello(replica_id: str, pid: int = 1, started_ms: int = 0) -> Hello:
+    return Hello(
+        "m", "1", InputType.DOUBLES, replica_id, pid=pid, caps=(CAP_RESTART,), started_ms=started_ms
+    )
 
 
 def setup(timeout_s: float = 1.0) -> tuple[Dispatcher, ModelQueue, Wire, Liveness]:
@@ -195,6 +197,15 @@ async def test_a_replica_that_restarts_is_counted_and_says_why_it_last_left():
     d.add_replica(b"a2", hello("a", pid=11), now + 2)
     history = d.status()["m:1"]["replica_history"]["a"]
     assert history["restarts"] == 1 and history["timeouts"] == 1
+    # In a container it is pid 1 every time: its start time says it is another process.
+    d.remove_replica(b"a2", "disconnected: its connection closed", crashed=True)
+    d.add_replica(b"a3", hello("a", pid=1, started_ms=5), now + 3)
+    d.remove_replica(b"a3", "disconnected: its connection closed", crashed=True)
+    d.add_replica(b"a4", hello("a", pid=1, started_ms=9), now + 4)
+    assert d.status()["m:1"]["replica_history"]["a"]["restarts"] == 3
+    # The same process reconnecting (a network blip) is no restart.
+    d.add_replica(b"a5", hello("a", pid=1, started_ms=9), now + 5)
+    assert d.status()["m:1"]["replica_history"]["a"]["restarts"] == 3
     assert history["last_removal"].startswith("said goodbye (restarting), after being told")
 
 
