@@ -10,7 +10,8 @@ The public API is ``Config`` and ``create_app``. The package, lowest layer first
     caching/      the prediction cache: by (model, version, input digest), bounded by
                   bytes, merging identical queries in flight
     batching/     batch-size controllers, deadlines, replicas, the per-model queues and
-                  their dispatch (Dispatcher), and the Evaluator (cache, then queue)
+                  their dispatch (Dispatcher), failing replicas and poison inputs
+                  (timeouts, retries, ejection, quarantine), and the Evaluator
     rpc/          the ZeroMQ ROUTER replicas connect to, the liveness rules, the
                   {p}:replicas writer
     routing/      the routing table (apps to model versions) and the Redis snapshot and
