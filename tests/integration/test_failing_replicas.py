@@ -49,6 +49,7 @@ from model_container.protocol import (
     Error,
     ErrorKind,
     Goodbye,
+    Heartbeat,
     Hello,
     InputType,
     Predict,
@@ -410,6 +411,10 @@ class ScriptedReplica:
     async def serve(self) -> None:
         await self.sock.send_multipart(protocol.encode(self.hello))
         while True:
+            if not await self.sock.poll(1000):
+                # Never silent for long, however slowly the test's other replica starts.
+                await self.sock.send_multipart(protocol.encode(Heartbeat()))
+                continue
             msg = protocol.decode(await self.sock.recv_multipart())
             if isinstance(msg, Predict):
                 self.batches += 1
