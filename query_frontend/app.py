@@ -55,6 +55,12 @@ class FrontDoor:
         self.inner: Starlette | None = None
         self.state: FrontendState | None = None  # set by the lifespan, once started
 
+    def drain(self) -> None:
+        """From now on /healthz says "draining" (the server stops accepting and answers
+        what it accepted: ``query_frontend.__main__``)."""
+        if self.state is not None:
+            self.state.draining = True
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.state is not None:
             path: str = scope["path"]
@@ -131,7 +137,7 @@ def create_app(config: Config) -> FrontDoor:
         cache = PredictionCache(config.cache_max_bytes)
         metrics = Metrics(dispatcher, cache)
         dispatcher.observer = metrics
-        door.state = app.state.frontend = FrontendState(
+        state = door.state = app.state.frontend = FrontendState(
             config, routing, dispatcher, cache, metrics, policies, admin_token=admin_token
         )
         metrics_server: asyncio.Server | None = None
@@ -174,6 +180,7 @@ def create_app(config: Config) -> FrontDoor:
             await policies.close()
             with contextlib.suppress(Exception):
                 await registry.clear_own()
+            state.parser.close()
             rpc.close()
             ctx.term()
             await r.aclose()
