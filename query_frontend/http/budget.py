@@ -85,8 +85,9 @@ class Hold:
 
     def grow(self, size: int) -> None:
         """Hold ``size`` more bytes; ``BudgetFullError`` if they do not fit."""
-        self.budget.take(self.app, size)
-        self.size += size
+        if size:
+            self.budget.take(self.app, size)
+            self.size += size
 
     def release(self) -> None:
         if self.size:

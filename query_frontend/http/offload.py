@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -72,6 +73,14 @@ def _parse_packed(
     return pack(items), is_batch, uid
 
 
+def _ignore_stop_signals() -> None:
+    """A worker lives as long as its pool: a SIGTERM or Ctrl-C sent to the whole process
+    group must not kill it under a frontend that is draining (it exits when the frontend
+    closes the pool, or dies)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class BodyParser:
     """Parses request bodies: those over ``threshold`` bytes in up to ``workers`` worker
     processes, the rest inline."""
@@ -105,7 +114,9 @@ class BodyParser:
         if pool is None:
             # Spawned: a fork would copy this process's ZeroMQ and event-loop threads' locks.
             context = multiprocessing.get_context("spawn")
-            pool = self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            pool = self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_ignore_stop_signals
+            )
         try:
             return await asyncio.wrap_future(pool.submit(fn, *args))
         except BrokenProcessPool:
