@@ -17,7 +17,7 @@ from model_container.logconfig import configure_logging
 from model_container.rpc_keys import INSECURE_RPC_ENV, insecure_from_env
 from query_frontend.app import create_app
 from query_frontend.config import Config
-from query_frontend.http.server import DrainingServer, listeners
+from query_frontend.http.server import DrainingServer, draining_protocol, listeners
 
 logger = logging.getLogger("query_frontend")
 
@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         host=config.host,
         port=config.port,
         loop="uvloop",
-        http=deadline_protocol(HttpToolsProtocol, config.header_timeout_s, config.body_timeout_s),
+        http=draining_protocol(
+            deadline_protocol(HttpToolsProtocol, config.header_timeout_s, config.body_timeout_s)
+        ),
         ws="none",  # an upgraded connection would leave the request deadlines behind
         log_config=None,
         access_log=False,

@@ -11,7 +11,10 @@ closes the listener at once (new connections are refused, or go to the frontends
 sharing the port), closes idle keep-alive connections, lets every request already
 accepted finish — the queries waiting in batching included, since the RPC side and the
 batchers live in the lifespan, which shuts down only after — and tells each busy
-keep-alive connection ``Connection: close`` with its response. It waits for them up to
+keep-alive connection ``Connection: close`` with its response. ``GracefulClose`` keeps
+an idle keep-alive connection open ``DRAIN_GRACE_S`` more instead of closing it at once:
+its client may have sent its next request already (under load it usually has), and
+that request is answered, with ``Connection: close``, rather than lost. It waits for them up to
 ``timeout_graceful_shutdown`` (``--drain-timeout``), then cancels what is left. What
 ``DrainingServer`` adds: ``/healthz`` answers 503 "draining" from the signal on (for a
 readiness probe on a connection still open), and a drain started by SIGTERM ends in
@@ -25,18 +28,24 @@ listener instead (``sysctl net.ipv4.tcp_migrate_req=1``, Linux 5.14+).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
 import socket
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
-__all__ = ["DrainingServer", "listeners"]
+__all__ = ["DRAIN_GRACE_S", "DrainingServer", "GracefulClose", "draining_protocol", "listeners"]
 
 logger = logging.getLogger(__name__)
+
+#: How long an idle keep-alive connection stays open once a drain begins, for a request
+#: its client may already have sent: answered, with ``Connection: close``.
+DRAIN_GRACE_S = 2.0
 
 
 def listeners(host: str, port: int) -> list[socket.socket]:
@@ -89,3 +98,39 @@ class DrainingServer(uvicorn.Server):
         if sig == signal.SIGTERM:  # a completed drain is a clean exit, not death by signal
             with contextlib.suppress(AttributeError, ValueError):
                 self._captured_signals.remove(sig)
+
+
+class GracefulClose:
+    """Mixed into uvicorn's ``HttpToolsProtocol`` (see ``draining_protocol``): on a drain,
+    an idle keep-alive connection closes after ``DRAIN_GRACE_S`` unless a request begins
+    on it, and that request's response closes it (see the module)."""
+
+    drain_grace_s = DRAIN_GRACE_S
+    _draining = False
+    # What uvicorn's protocol provides.
+    cycle: Any
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+
+    def shutdown(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            super().shutdown()  # type: ignore[misc]  # busy: close after this response
+            return
+        self._draining = True
+        self.loop.call_later(self.drain_grace_s, self._close_if_idle)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()  # type: ignore[misc]
+        if self._draining and self.cycle is not None:
+            self.cycle.keep_alive = False  # the response says Connection: close, then closes
+
+    def _close_if_idle(self) -> None:
+        cycle = self.cycle
+        if (cycle is None or cycle.response_complete) and not self.transport.is_closing():
+            self.transport.close()
+
+
+def draining_protocol(base: type[Any]) -> type[Any]:
+    """The protocol class to give uvicorn (``http=``): ``base`` with ``GracefulClose``."""
+    return type(f"Draining{base.__name__}", (GracefulClose, base), {})

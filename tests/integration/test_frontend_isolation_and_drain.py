@@ -319,6 +319,29 @@ def test_a_frontend_without_reuse_port_cannot_take_a_shared_port(
 # ---------------------------------------------------------------------- graceful drain
 
 
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One HTTP response with a Content-Length, read whole from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))  # fmt: skip
+    while len(body) < length:
+        body += sock.recv(65536)
+    return data
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
 def test_sigterm_answers_every_accepted_query_then_exits_0(
     redis_url: str, spawner: Spawner, secrets: ClusterSecrets, tmp_path: Path
 ) -> None:
@@ -350,6 +373,10 @@ def test_sigterm_answers_every_accepted_query_then_exits_0(
             return bool(model["queued"] + model["inflight_batches"] == queries)
 
         eventually(all_accepted, "every query accepted and waiting", 60)
+        # A keep-alive connection, idle when the drain begins.
+        idle = socket.create_connection(("127.0.0.1", port), timeout=30)
+        idle.sendall(HEALTHZ)
+        assert read_response(idle).startswith(b"HTTP/1.1 200")
         proc.send_signal(signal.SIGTERM)
 
         # New connections are refused from now on ...
@@ -361,6 +388,13 @@ def test_sigterm_answers_every_accepted_query_then_exits_0(
             return False
 
         eventually(refused, "new connections refused", 60)
+        # ... while a request on a connection already open is still answered, told that
+        # the frontend drains, and the connection then closed.
+        idle.sendall(HEALTHZ)
+        with idle:
+            answer = read_until_closed(idle)
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert b"connection: close" in answer.lower() and b'"error":"draining"' in answer
         for t in threads:
             t.join(timeout=180)
     # ... every accepted query got its real answer, not an error nor the default ...
