@@ -22,7 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -39,6 +42,8 @@ __all__ = ["BodyParser", "ParserUnavailableError", "pack", "unpack"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: How often a worker checks that its frontend is still alive.
+ORPHAN_CHECK_S = 0.5
 #: Items as they cross between processes: numeric arrays flattened into one array and
 #: the length of each; bytes as they are.
 Packed = tuple[np.ndarray[Any, Any], list[int]] | list[bytes]
@@ -73,12 +78,21 @@ def _parse_packed(
     return pack(items), is_batch, uid
 
 
-def _ignore_stop_signals() -> None:
-    """A worker lives as long as its pool: a SIGTERM or Ctrl-C sent to the whole process
-    group must not kill it under a frontend that is draining (it exits when the frontend
-    closes the pool, or dies)."""
+def _start_worker(parent: int) -> None:
+    """A worker lives as long as its frontend: a SIGTERM or Ctrl-C sent to the whole
+    process group must not kill it under a frontend that is draining (it exits when the
+    frontend closes the pool), and it must not outlive a frontend killed outright (a
+    pool's workers hold their own queue's write end open, so they never see it close:
+    they would wait for work for ever)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def exit_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=exit_with_parent, name="exit-with-frontend", daemon=True).start()
 
 
 class BodyParser:
@@ -115,7 +129,10 @@ class BodyParser:
             # Spawned: a fork would copy this process's ZeroMQ and event-loop threads' locks.
             context = multiprocessing.get_context("spawn")
             pool = self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_ignore_stop_signals
+                self.workers,
+                mp_context=context,
+                initializer=_start_worker,
+                initargs=(os.getpid(),),
             )
         try:
             return await asyncio.wrap_future(pool.submit(fn, *args))

@@ -1,17 +1,21 @@
 """Large bodies parsed in a real worker process (``query_frontend.http.offload``) give
-the same inputs and the same errors as parsing inline, and a worker that dies costs only
-the requests it held."""
+the same inputs and the same errors as parsing inline, a worker that dies costs only
+the requests it held, and no worker outlives its frontend."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import numpy as np
 import orjson
+import psutil
 import pytest
 import pytest_asyncio
+from polling import eventually
 
 from model_container.protocol import InputType
 from query_frontend.http.inputs import InputError, TooManyItemsError, parse_request
@@ -76,3 +80,40 @@ async def test_a_dead_worker_fails_its_request_and_the_next_gets_a_fresh_one(
         await parser.parse_predict(body, InputType.DOUBLES, 10_000)
     items, _, _ = await parser.parse_predict(body, InputType.DOUBLES, 10_000)
     assert isinstance(items[0], np.ndarray) and items[0].tolist() == [1.0] * 100
+
+
+PARENT = """
+import asyncio
+from query_frontend.http.offload import BodyParser
+from model_container.protocol import InputType
+
+async def main() -> None:
+    parser = BodyParser(0, 1)
+    await parser.parse_predict(b'{"input": [1.0, 2.0]}', InputType.DOUBLES, 10)
+    print(*parser._pool._processes, flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def test_workers_do_not_outlive_a_frontend_killed_outright() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    with parent:
+        assert parent.stdout is not None
+        try:
+            (worker,) = (int(pid) for pid in parent.stdout.readline().split())
+            assert psutil.pid_exists(worker)
+        finally:
+            parent.kill()
+            parent.wait(timeout=30)
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    eventually(gone, f"parsing worker {worker} exits after its frontend's kill -9", 60)
