@@ -8,18 +8,20 @@ and the others keep answering.
 
 Draining: uvicorn's own shutdown does most of it, and this builds on it. On SIGTERM it
 closes the listener at once (new connections are refused, or go to the frontends still
-sharing the port), closes idle keep-alive connections, lets every request already
-accepted finish — the queries waiting in batching included, since the RPC side and the
-batchers live in the lifespan, which shuts down only after — and tells each busy
-keep-alive connection ``Connection: close`` with its response. ``GracefulClose`` keeps
-an idle keep-alive connection open ``DRAIN_GRACE_S`` more instead of closing it at once:
-its client may have sent its next request already (under load it usually has), and
-that request is answered, with ``Connection: close``, rather than lost. It waits for them up to
-``timeout_graceful_shutdown`` (``--drain-timeout``), then cancels what is left. What
-``DrainingServer`` adds: ``/healthz`` answers 503 "draining" from the signal on (for a
-readiness probe on a connection still open), and a drain started by SIGTERM ends in
-exit status 0 — uvicorn would raise the signal again once done, and the process would
-die of it (status -15), which a supervisor cannot tell from a crash.
+sharing the port), lets every request already accepted finish — the queries waiting in
+batching included, since the RPC side and the batchers live in the lifespan, which
+shuts down only after — and tells each busy keep-alive connection ``Connection: close``
+with its response. It waits for them up to ``timeout_graceful_shutdown``
+(``--drain-timeout``), then cancels what is left. What this module adds:
+
+- ``GracefulClose``: uvicorn closes an idle keep-alive connection at once; under load
+  its client has often sent its next request already, and that request would be lost.
+  Such a connection stays open ``DRAIN_GRACE_S`` more, and a request that begins on it
+  is answered, with ``Connection: close``.
+- ``DrainingServer``: ``/healthz`` answers 503 "draining" from the signal on (for a
+  readiness probe on a connection still open), and a drain started by SIGTERM ends in
+  exit status 0: uvicorn would raise the signal again once done, and the process would
+  die of it (status -15), which a supervisor cannot tell from a crash.
 
 Connections that were in the kernel's accept queue, not yet accepted, when the listener
 closes are reset: with several frontends on one port, Linux can hand them to another
