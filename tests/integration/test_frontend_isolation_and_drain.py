@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,75 @@ def test_two_frontends_share_a_port_and_it_outlives_one_of_them(
             with httpx.Client(timeout=30) as fresh:
                 reply = fresh.post(f"{url}/lengths/predict", json={"input": [1.0] * (i + 1)})
             assert (reply.status_code, reply.json()["output"]) == (200, i + 1)
+
+
+def test_stopping_one_of_two_frontends_under_load_loses_no_request(
+    redis_url: str, spawner: Spawner, secrets: ClusterSecrets, tmp_path: Path
+) -> None:
+    """A rolling restart's step: SIGTERM one of two frontends sharing a port while eight
+    keep-alive clients query it back to back. Every request gets its answer: those on
+    the stopped frontend's connections before it closes them, the rest from the other."""
+    mgmt = start_management(redis_url, spawner, secrets)
+    port = free_port()
+    first, url, rpc0 = start_query(redis_url, spawner, secrets, "--reuse-port",
+                                   name="qf-0", port=port)  # fmt: skip
+    _, _, rpc1 = start_query(redis_url, spawner, secrets, "--reuse-port",
+                             name="qf-1", port=port)  # fmt: skip
+    with httpx.Client(timeout=30, headers=secrets.admin_headers) as http:
+        deploy(http, mgmt, spawner, secrets, tmp_path, "count", [rpc0, rpc1])
+        register(http, mgmt, "lengths", "count", 10_000_000)
+        ready: set[str] = set()
+
+        def replica_on_both() -> bool:
+            for _ in range(10):
+                with httpx.Client(timeout=10, headers=secrets.admin_headers) as fresh:
+                    status = fresh.get(f"{url}/status").json()
+                if status["models"].get("count:1", {}).get("replicas"):
+                    ready.add(status["frontend"])
+            return ready == {"qf-0", "qf-1"}
+
+        eventually(replica_on_both, lambda: f"the replica connected to both: {ready}", 120)
+        apps_before = http.get(f"{mgmt}/admin/apps").json()
+
+    outcomes: list[Counter[str]] = [Counter() for _ in range(8)]
+    stop = threading.Event()
+
+    def client(seen: Counter[str]) -> None:
+        with httpx.Client(timeout=60) as c:
+            while not stop.is_set():
+                try:
+                    reply = c.post(f"{url}/lengths/predict", json={"input": [1.0, 2.0]})
+                except httpx.HTTPError as exc:
+                    seen[type(exc).__name__] += 1
+                    continue
+                ok = reply.status_code == 200 and reply.json()["output"] == 2
+                seen["answered" if ok else f"{reply.status_code} {reply.text[:100]}"] += 1
+
+    threads = [threading.Thread(target=client, args=(seen,)) for seen in outcomes]
+    for t in threads:
+        t.start()
+    try:
+        eventually(lambda: all(seen["answered"] >= 50 for seen in outcomes), "load running", 120)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=120) == 0
+        after = [seen["answered"] for seen in outcomes]
+        eventually(
+            lambda: all(
+                seen["answered"] >= n + 50 for seen, n in zip(outcomes, after, strict=True)
+            ),
+            "every client answered by the frontend left",
+            120,
+        )
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+    total: Counter[str] = Counter()
+    for seen in outcomes:
+        total.update(seen)
+    assert set(total) == {"answered"}, dict(total)
+    with httpx.Client(timeout=30, headers=secrets.admin_headers) as http:
+        assert http.get(f"{mgmt}/admin/apps").json() == apps_before
 
 
 def test_a_frontend_without_reuse_port_cannot_take_a_shared_port(
