@@ -27,6 +27,7 @@ import statistics
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +35,7 @@ import orjson
 import psutil
 
 from benchmarks.contenders import Settings, _local_cluster
+from benchmarks.procs import wait_http_ok
 
 SMALL_SLO_MS = 100.0
 BIG_LIMIT = 10 * 1024 * 1024
@@ -203,9 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=16, help="0: no burst")
     parser.add_argument("--shape", choices=("vector", "batch"), default="vector")
     args = parser.parse_args(argv)
-    from pathlib import Path
-
-    from admin.deployers.python import deploy_python_closure
+    from admin.deployers.python import deploy_python_closure  # the admin client: only here
 
     settings = Settings(out_dir=Path("benchmarks/results/fairness"), concurrencies=(1,))
     with _local_cluster("fairness", settings) as (manager, conn):
@@ -220,8 +220,6 @@ def main(argv: list[str] | None = None) -> int:
         for app in ("big", "small"):
             conn.link_model_to_app(app, "counter")
         base = f"http://{conn.get_query_addr()}"
-        from benchmarks.procs import wait_http_ok
-
         for app in ("big", "small"):
             wait_http_ok(f"{base}/{app}/predict", b'{"input":[1.0]}', 120, None)
         query_pid = next(int(p["pid"]) for p in manager.processes() if p["role"] == "query")
