@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import os
 import sys
 
@@ -15,6 +17,13 @@ from model_container.logconfig import configure_logging
 from model_container.rpc_keys import INSECURE_RPC_ENV, insecure_from_env
 from query_frontend.app import create_app
 from query_frontend.config import Config
+from query_frontend.http.server import DrainingServer, draining_protocol, listeners
+
+logger = logging.getLogger("query_frontend")
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -68,11 +77,46 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default=Config.quarantine_s,
         help="how long an input that hung or crashed replicas twice is refused (422)",
     )
+    p.add_argument(
+        "--max-body-bytes-in-flight",
+        type=int,
+        default=int(
+            env("SCHOONER_QUERY_MAX_BODY_BYTES_IN_FLIGHT", Config.max_body_bytes_in_flight)
+        ),
+        help="bytes of request bodies held at once; beyond: 503 with Retry-After "
+        "(one app may hold half)",
+    )
+    p.add_argument("--parse-offload-bytes", type=int, default=Config.parse_offload_bytes,
+                   help="bodies over this size are parsed in worker processes")  # fmt: skip
+    p.add_argument("--parse-workers", type=int, default=Config.parse_workers,
+                   help="worker processes parsing large bodies (0: parse inline)")  # fmt: skip
+    p.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=_env_flag("SCHOONER_QUERY_REUSE_PORT"),
+        help="bind the HTTP port with SO_REUSEPORT, so that several query frontends share "
+        "it (env SCHOONER_QUERY_REUSE_PORT=1)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=float(env("SCHOONER_QUERY_DRAIN_TIMEOUT", Config.drain_timeout_s)),
+        help="on SIGTERM, seconds to answer the requests already accepted",
+    )
     a = p.parse_args(argv)
     if not a.batch_timeout_floor > 0:
         p.error(f"--batch-timeout-floor must be > 0 seconds, got {a.batch_timeout_floor}")
     if not a.quarantine_seconds >= 0:
         p.error(f"--quarantine-seconds must be >= 0, got {a.quarantine_seconds}")
+    if a.max_body_bytes_in_flight < a.max_body_bytes:
+        p.error(
+            f"--max-body-bytes-in-flight ({a.max_body_bytes_in_flight}) must be at least "
+            f"--max-body-bytes ({a.max_body_bytes}), or the largest legal body never gets in"
+        )
+    if a.parse_workers < 0 or a.parse_offload_bytes < 0:
+        p.error("--parse-workers and --parse-offload-bytes must be >= 0")
+    if not a.drain_timeout > 0:
+        p.error(f"--drain-timeout must be > 0 seconds, got {a.drain_timeout}")
     for flag, seconds in (
         ("--header-timeout", a.header_timeout),
         ("--body-timeout", a.body_timeout),
@@ -106,6 +150,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
         insecure_rpc=a.insecure_rpc,
         batch_timeout_floor_s=a.batch_timeout_floor,
         quarantine_s=a.quarantine_seconds,
+        max_body_bytes_in_flight=a.max_body_bytes_in_flight,
+        parse_offload_bytes=a.parse_offload_bytes,
+        parse_workers=a.parse_workers,
+        reuse_port=a.reuse_port,
+        drain_timeout_s=a.drain_timeout,
         **extra,
     )
 
@@ -118,22 +167,37 @@ def main(argv: list[str] | None = None) -> int:
     except CredentialError as exc:
         print(f"query frontend: cannot start: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
+    sockets = None
+    if config.reuse_port:
+        try:
+            sockets = listeners(config.host, config.port)
+        except OSError as exc:
+            print(f"query frontend: cannot listen on {config.host}:{config.port}: {exc}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        logger.info("listening on %s:%d (SO_REUSEPORT)", config.host, config.port)
+    server_config = uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
         loop="uvloop",
-        http=deadline_protocol(HttpToolsProtocol, config.header_timeout_s, config.body_timeout_s),
+        http=draining_protocol(
+            deadline_protocol(HttpToolsProtocol, config.header_timeout_s, config.body_timeout_s)
+        ),
         ws="none",  # an upgraded connection would leave the request deadlines behind
         log_config=None,
         access_log=False,
         # Per-request work nobody here needs: X-Forwarded-* rewriting and a Server header.
         proxy_headers=False,
         server_header=False,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=math.ceil(config.drain_timeout_s),  # uvicorn takes whole s
         ssl_certfile=config.tls_certfile,
         ssl_keyfile=config.tls_keyfile,
     )
+    server = DrainingServer(server_config, app.drain)
+    server.run(sockets=sockets)
+    if not server.started:
+        return 3  # uvicorn's code for a server that did not start
     return 0
 
 

@@ -57,6 +57,12 @@ class FrontDoor:
         self.inner: Starlette | None = None
         self.state: FrontendState | None = None  # set by the lifespan, once started
 
+    def drain(self) -> None:
+        """From now on /healthz says "draining" (the server stops accepting and answers
+        what it accepted: ``query_frontend.__main__``)."""
+        if self.state is not None:
+            self.state.draining = True
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.state is not None:
             path: str = scope["path"]
@@ -141,7 +147,7 @@ def create_app(config: Config) -> FrontDoor:
         dispatcher.observer = metrics
         processes = ProcessStates(r, keys.supervision)
         metrics.registry.register(ProcessCollector(processes))
-        door.state = app.state.frontend = FrontendState(
+        state = door.state = app.state.frontend = FrontendState(
             config,
             routing,
             dispatcher,
@@ -192,6 +198,7 @@ def create_app(config: Config) -> FrontDoor:
             await policies.close()
             with contextlib.suppress(Exception):
                 await registry.clear_own()
+            state.parser.close()
             rpc.close()
             ctx.term()
             await r.aclose()

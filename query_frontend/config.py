@@ -60,6 +60,18 @@ class Config:
     # many suspect inputs are remembered at most.
     quarantine_s: float = 600.0
     quarantine_max_inputs: int = 10_000
+    # Bytes of request bodies held at once (read, parsed, or waiting for their answer),
+    # over all apps; a body that does not fit gets 503 + Retry-After before it is read.
+    # One app may hold half (at least one largest body): http/budget.py.
+    max_body_bytes_in_flight: int = 64 * 1024 * 1024
+    # Bodies over this many bytes are parsed in worker processes, off the event loop
+    # (http/offload.py); this many workers (0: parse every body inline).
+    parse_offload_bytes: int = 256 * 1024
+    parse_workers: int = 1
+    # Bind the HTTP port with SO_REUSEPORT, so that several frontends share it.
+    reuse_port: bool = False
+    # SIGTERM: seconds to answer the requests already accepted before cancelling them.
+    drain_timeout_s: float = 30.0
 
     @property
     def rpc_bind_address(self) -> str:

@@ -17,6 +17,7 @@ import orjson
 from management_frontend.state.records import App
 from query_frontend.batching.deadlines import answer_by
 from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
+from query_frontend.http.budget import BudgetFullError, Hold
 from query_frontend.http.state import FrontendState
 from query_frontend.queries import Failure
 
@@ -46,11 +47,15 @@ async def send_reply(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": reply.body})
 
 
-def refused(exc: BodyTooLargeError | OverloadedError | TooManyInputsError) -> Reply:
-    """The reply to a request too large to take (413), or that a model's queue has no
-    room for now (503: retry shortly)."""
+def refused(
+    exc: BodyTooLargeError | BudgetFullError | OverloadedError | TooManyInputsError,
+) -> Reply:
+    """The reply to a request too large to take (413), or that a model's queue or the
+    frontend's budget of body bytes has no room for now (503: retry shortly)."""
     if isinstance(exc, OverloadedError):
         return error(503, "overloaded", f"{exc}; retry shortly", {"Retry-After": "1"})
+    if isinstance(exc, BudgetFullError):
+        return error(503, "overloaded", str(exc), {"Retry-After": "1"})
     return error(413, "too_large", str(exc))
 
 
@@ -75,16 +80,24 @@ class ClientGoneError(Exception):
     pass
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The request body; ``BodyTooLargeError`` past ``limit`` bytes, ``ClientGoneError``
-    if the client disconnected."""
+async def read_body(scope: Scope, receive: Receive, limit: int, hold: Hold) -> bytes:
+    """The request body; ``BodyTooLargeError`` past ``limit`` bytes, ``BudgetFullError``
+    if ``hold`` cannot take its bytes (its ``Content-Length`` before a byte of it is
+    read; a body without one, chunk by chunk), ``ClientGoneError`` if the client
+    disconnected. What ``hold`` took is the caller's to release."""
+    declared = -1
     for name, value in scope["headers"]:
         if name == b"content-length":
-            if value.isdigit() and int(value) > limit:
-                raise BodyTooLargeError(limit)
+            if value.isdigit():
+                declared = int(value)
+                if declared > limit:
+                    raise BodyTooLargeError(limit)
+                hold.grow(declared)
             break
     message = await receive()
     body: bytes = message.get("body", b"")
+    if declared < 0 and body:
+        hold.grow(len(body))
     if message.get("more_body", False):
         chunks = [body]
         size = len(body)
@@ -94,8 +107,10 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise BodyTooLargeError(limit)
+            if declared < 0:
+                hold.grow(len(chunk))
             chunks.append(chunk)
-        body = b"".join(chunks)
+        body = b"".join(chunks)  # once: adding chunk to chunk would copy the body again and again
     if message["type"] == "http.disconnect":
         raise ClientGoneError
     if len(body) > limit:

@@ -30,6 +30,9 @@ async def healthz(request: Request) -> Response:
     if not state.routing.ready.is_set():
         reply = error(503, "starting", "configuration not loaded from Redis yet")
         return Response(reply.body, reply.status, media_type=JSON)
+    if state.draining:  # readiness probes: send new requests elsewhere
+        reply = error(503, "draining", "shutting down: answering the requests already accepted")
+        return Response(reply.body, reply.status, media_type=JSON)
     return Response(b'{"status":"ok"}', media_type=JSON)
 
 
@@ -43,6 +46,12 @@ async def status(request: Request) -> Response:
         "models": state.dispatcher.status(),
         "quarantine": state.dispatcher.quarantine_status(),
         "cache": asdict(state.cache.stats()),
+        "bodies": {  # bytes of request bodies held now, and the bounds (http/budget.py)
+            "held_bytes": state.bodies.held,
+            "limit_bytes": state.bodies.limit,
+            "app_limit_bytes": state.bodies.app_limit,
+        },
+        "draining": state.draining,
     }
     if state.processes is not None:
         body["supervision"] = state.processes.status()

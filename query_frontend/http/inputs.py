@@ -50,6 +50,16 @@ def parse_body(
     return items_of(load_object(body), input_type, max_items)
 
 
+def parse_request(
+    body: bytes, input_type: InputType, max_items: int = 10_000
+) -> tuple[list[Item], bool, str | None]:
+    """The inputs of a predict request body, whether it was a batch request, and its
+    optional uid (``user_id``)."""
+    doc = load_object(body)
+    items, is_batch = items_of(doc, input_type, max_items)
+    return items, is_batch, user_id(doc)
+
+
 def load_object(body: bytes, hint: str = _SHAPE_HINT) -> dict[str, Any]:
     """The request body as a JSON object."""
     try:

@@ -33,7 +33,9 @@ from query_frontend.http.asgi import (
     send_reply,
 )
 from query_frontend.http.auth import key_refusal
-from query_frontend.http.inputs import InputError, TooManyItemsError, items_of, load_object, user_id
+from query_frontend.http.budget import BudgetFullError, Hold
+from query_frontend.http.inputs import InputError, TooManyItemsError
+from query_frontend.http.offload import ParserUnavailableError
 from query_frontend.http.state import FrontendState
 from query_frontend.queries import Expired, Failure, Outcome
 from query_frontend.routing.table import Route
@@ -59,10 +61,13 @@ async def handle_predict(
         await send_reply(send, refusal)
         return
     outcomes: list[Outcome] = []
+    hold = Hold(state.bodies, app_name)
     try:
-        reply = await _predict(state, scope, receive, route, arrival, outcomes)
+        reply = await _predict(state, scope, receive, route, arrival, outcomes, hold)
     except ClientGoneError:
         return  # nobody to answer; queries already submitted are answered and dropped
+    finally:
+        hold.release()
     state.metrics.request(app_name, reply.status, loop.time() - arrival, outcomes)
     await send_reply(send, reply)
 
@@ -74,17 +79,19 @@ async def _predict(
     route: Route,
     arrival: float,
     out: list[Outcome],
+    hold: Hold,
 ) -> Reply:
-    """Answer one predict request of a known app; ``out`` receives the query outcomes."""
+    """Answer one predict request of a known app; ``out`` receives the query outcomes.
+    ``hold`` holds the body's bytes of the frontend's budget until the caller releases it."""
     app = route.app
     try:
-        body = await read_body(scope, receive, state.config.max_body_bytes)
-    except BodyTooLargeError as exc:
+        body = await read_body(scope, receive, state.config.max_body_bytes, hold)
+        max_items = state.config.max_inputs_per_request
+        items, is_batch, uid = await state.parser.parse_predict(body, app.input_type, max_items)
+    except (BodyTooLargeError, BudgetFullError) as exc:
         return refused(exc)
-    try:
-        doc = load_object(body)
-        items, is_batch = items_of(doc, app.input_type, state.config.max_inputs_per_request)
-        uid = user_id(doc)
+    except ParserUnavailableError as exc:
+        return error(503, "unavailable", str(exc), {"Retry-After": "1"})
     except TooManyItemsError as exc:
         return error(413, "too_large", f"app '{app.name}': {exc}")
     except InputError as exc:

@@ -16,6 +16,8 @@ from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.batching.evaluate import Evaluator
 from query_frontend.caching.cache import PredictionCache
 from query_frontend.config import Config
+from query_frontend.http.budget import BodyBudget, app_share
+from query_frontend.http.offload import BodyParser
 from query_frontend.metrics import Metrics
 from query_frontend.routing.table import RoutingTable
 from query_frontend.selection.learned import PolicyStates
@@ -38,6 +40,15 @@ class FrontendState:
     processes: ProcessStates | None = None
     # The cache and the dispatcher as one model version's evaluation reaches them.
     evaluator: Evaluator = field(init=False)
+    # The bytes of request bodies held now, and who parses them (off the loop if large).
+    bodies: BodyBudget = field(init=False)
+    parser: BodyParser = field(init=False)
+    # Set on SIGTERM: /healthz answers 503 while the accepted requests are answered.
+    draining: bool = False
 
     def __post_init__(self) -> None:
         self.evaluator = Evaluator(self.cache, self.dispatcher)
+        config = self.config
+        limit = config.max_body_bytes_in_flight
+        self.bodies = BodyBudget(limit, app_share(limit, config.max_body_bytes))
+        self.parser = BodyParser(config.parse_offload_bytes, config.parse_workers)

@@ -19,11 +19,13 @@ could not be confirmed; sent again with the same ``feedback_id`` it counts at mo
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
 
 from management_frontend.state.policy import DUPLICATE, EXP4, LEARNING, STALE
+from model_container.protocol import InputType
 from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.http.asgi import (
     BodyTooLargeError,
@@ -39,9 +41,11 @@ from query_frontend.http.asgi import (
     send_reply,
 )
 from query_frontend.http.auth import key_refusal
+from query_frontend.http.budget import BudgetFullError, Hold
 from query_frontend.http.inputs import InputError, convert, load_object, user_id
+from query_frontend.http.offload import ParserUnavailableError
 from query_frontend.http.state import FrontendState
-from query_frontend.queries import Failure
+from query_frontend.queries import Failure, Item
 from query_frontend.routing.table import Route
 from query_frontend.selection.ask import arm_label, ask, learned_view
 from query_frontend.selection.choose import ensemble_weights
@@ -63,6 +67,17 @@ def _feedback_id(doc: dict[str, object]) -> str | None:
     return value
 
 
+def parse_feedback(body: bytes, input_type: InputType) -> tuple[Item, Any, str | None, str | None]:
+    """The input, label, uid and feedback id of an update body; ``InputError`` saying
+    what to send instead."""
+    doc = load_object(body, _HINT)
+    for field in ("input", "label"):
+        if field not in doc:
+            raise InputError(f'the body has no "{field}" field: send {_HINT}')
+    item = convert(doc["input"], input_type, "input")
+    return item, doc["label"], user_id(doc), _feedback_id(doc)
+
+
 async def handle_update(
     state: FrontendState, app_name: str, scope: Scope, receive: Receive, send: Send
 ) -> None:
@@ -75,30 +90,31 @@ async def handle_update(
     if route.key_hashes and (refusal := key_refusal(state, route, scope)) is not None:
         await send_reply(send, refusal)
         return
+    hold = Hold(state.bodies, app_name)
     try:
-        reply = await _update(state, route, scope, receive)
+        reply = await _update(state, route, scope, receive, hold)
     except ClientGoneError:
         return
+    finally:
+        hold.release()
     await send_reply(send, reply)
 
 
-async def _update(state: FrontendState, route: Route, scope: Scope, receive: Receive) -> Reply:
+async def _update(
+    state: FrontendState, route: Route, scope: Scope, receive: Receive, hold: Hold
+) -> Reply:
     app = route.app
     try:
-        body = await read_body(scope, receive, state.config.max_body_bytes)
-    except BodyTooLargeError as exc:
+        body = await read_body(scope, receive, state.config.max_body_bytes, hold)
+        item, label, uid, feedback_id = await state.parser.parse(
+            parse_feedback, body, app.input_type
+        )
+    except (BodyTooLargeError, BudgetFullError) as exc:
         return refused(exc)
-    try:
-        doc = load_object(body, _HINT)
-        for field in ("input", "label"):
-            if field not in doc:
-                raise InputError(f'the body has no "{field}" field: send {_HINT}')
-        item = convert(doc["input"], app.input_type, "input")
-        uid = user_id(doc)
-        feedback_id = _feedback_id(doc)
+    except ParserUnavailableError as exc:
+        return error(503, "unavailable", str(exc), {"Retry-After": "1"})
     except InputError as exc:
         return error(400, "invalid_input", f"app '{app.name}' ({app.input_type}): {exc}")
-    label = doc["label"]
     if route.model_key is None and route.no_model_reason:
         return error(409, "no_model", f"app '{app.name}' cannot learn: {route.no_model_reason}")
 

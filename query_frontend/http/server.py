@@ -1,0 +1,138 @@
+"""The query frontend's HTTP server: uvicorn, on a port it may share with other query
+frontends (SO_REUSEPORT), draining gracefully on SIGTERM.
+
+Sharing a port: ``listeners(host, port)`` binds the port with ``SO_REUSEPORT``, and every
+frontend process that does the same (same user) listens on it too; the kernel spreads
+new connections over them. A frontend that dies or drains stops getting new connections
+and the others keep answering.
+
+Draining: uvicorn's own shutdown does most of it, and this builds on it. On SIGTERM it
+closes the listener at once (new connections are refused, or go to the frontends still
+sharing the port), lets every request already accepted finish — the queries waiting in
+batching included, since the RPC side and the batchers live in the lifespan, which
+shuts down only after — and tells each busy keep-alive connection ``Connection: close``
+with its response. It waits for them up to ``timeout_graceful_shutdown``
+(``--drain-timeout``), then cancels what is left. What this module adds:
+
+- ``GracefulClose``: uvicorn closes an idle keep-alive connection at once; under load
+  its client has often sent its next request already, and that request would be lost.
+  Such a connection stays open ``DRAIN_GRACE_S`` more, and a request that begins on it
+  is answered, with ``Connection: close``.
+- ``DrainingServer``: ``/healthz`` answers 503 "draining" from the signal on (for a
+  readiness probe on a connection still open), and a drain started by SIGTERM ends in
+  exit status 0: uvicorn would raise the signal again once done, and the process would
+  die of it (status -15), which a supervisor cannot tell from a crash.
+
+Connections that were in the kernel's accept queue, not yet accepted, when the listener
+closes are reset: with several frontends on one port, Linux can hand them to another
+listener instead (``sysctl net.ipv4.tcp_migrate_req=1``, Linux 5.14+).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+__all__ = ["DRAIN_GRACE_S", "DrainingServer", "GracefulClose", "draining_protocol", "listeners"]
+
+logger = logging.getLogger(__name__)
+
+#: How long an idle keep-alive connection stays open once a drain begins, for a request
+#: its client may already have sent: answered, with ``Connection: close``.
+DRAIN_GRACE_S = 2.0
+
+
+def listeners(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to ``port`` on every address ``host`` names, with ``SO_REUSEPORT``
+    (and ``SO_REUSEADDR``): other processes may bind the same port the same way."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError("this platform has no SO_REUSEPORT: run one query frontend per port")
+    addresses = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, object]] = set()
+    try:
+        for family, kind, proto, _, address in addresses:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, calling ``on_drain`` when a signal starts its shutdown and
+    exiting 0 after a drain started by SIGTERM (see the module)."""
+
+    def __init__(self, config: uvicorn.Config, on_drain: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_drain = on_drain
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            logger.info(
+                "signal %d: draining (no new connections; answering the requests accepted, "
+                "for up to %g s)",
+                sig,
+                self.config.timeout_graceful_shutdown or 0,
+            )
+            self._on_drain()
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:  # a completed drain is a clean exit, not death by signal
+            with contextlib.suppress(AttributeError, ValueError):
+                self._captured_signals.remove(sig)
+
+
+class GracefulClose:
+    """Mixed into uvicorn's ``HttpToolsProtocol`` (see ``draining_protocol``): on a drain,
+    an idle keep-alive connection closes after ``DRAIN_GRACE_S`` unless a request begins
+    on it, and that request's response closes it (see the module)."""
+
+    drain_grace_s = DRAIN_GRACE_S
+    _draining = False
+    # What uvicorn's protocol provides.
+    cycle: Any
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+
+    def shutdown(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            super().shutdown()  # type: ignore[misc]  # busy: close after this response
+            return
+        self._draining = True
+        self.loop.call_later(self.drain_grace_s, self._close_if_idle)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()  # type: ignore[misc]
+        if self._draining and self.cycle is not None:
+            self.cycle.keep_alive = False  # the response says Connection: close, then closes
+
+    def _close_if_idle(self) -> None:
+        cycle = self.cycle
+        if (cycle is None or cycle.response_complete) and not self.transport.is_closing():
+            self.transport.close()
+
+
+def draining_protocol(base: type[Any]) -> type[Any]:
+    """The protocol class to give uvicorn (``http=``): ``base`` with ``GracefulClose``."""
+    return type(f"Draining{base.__name__}", (GracefulClose, base), {})
