@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 
 import uvicorn
@@ -54,6 +55,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="serve RPC without CURVE (no authentication, no encryption): only to measure "
         f"what CURVE costs, never in production (env {INSECURE_RPC_ENV}=1)",
     )
+    p.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="bind the query port with SO_REUSEPORT, to share it with other frontends",
+    )
     a = p.parse_args(argv)
     for flag, seconds in (
         ("--header-timeout", a.header_timeout),
@@ -86,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         tls_keyfile=a.tls_keyfile,
         metrics_port=a.metrics_port,
         insecure_rpc=a.insecure_rpc,
+        reuse_port=a.reuse_port,
         **extra,
     )
 
@@ -98,10 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     except CredentialError as exc:
         print(f"query frontend: cannot start: {exc}", file=sys.stderr)
         return 2
+    where: dict[str, object] = {"host": config.host, "port": config.port}
+    shared = _reuse_port_socket(config.host, config.port) if config.reuse_port else None
+    if shared is not None:  # held here: closing it would close the fd uvicorn serves
+        where = {"fd": shared.fileno()}
     uvicorn.run(
         app,
-        host=config.host,
-        port=config.port,
+        **where,  # type: ignore[arg-type]
         loop="uvloop",
         http=deadline_protocol(HttpToolsProtocol, config.header_timeout_s, config.body_timeout_s),
         ws="none",  # an upgraded connection would leave the request deadlines behind
@@ -115,6 +125,18 @@ def main(argv: list[str] | None = None) -> int:
         ssl_keyfile=config.tls_keyfile,
     )
     return 0
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """The query port, bound with SO_REUSEPORT: the kernel spreads connections over every
+    frontend that bound it so, and one exiting leaves the others serving."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
 
 
 if __name__ == "__main__":

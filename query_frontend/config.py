@@ -53,6 +53,8 @@ class Config:
     metrics_port: int = 0
     # Plain ZeroMQ instead of CURVE on the RPC port (``rpc.auth``): only to measure.
     insecure_rpc: bool = False
+    # Bind the query port with SO_REUSEPORT: several frontends share it (local manager).
+    reuse_port: bool = False
 
     @property
     def rpc_bind_address(self) -> str:

@@ -671,7 +671,9 @@ def test_no_process_of_the_cluster_inherits_an_exported_admin_token(
         conn.connect()
         deploy_python_closure(conn, "envcheck", "1", "doubles", lambda xs: [0] * len(xs))
         processes = [p for p in cm.processes() if p["running"]]
-        assert {p["role"] for p in processes} == {"redis", "management", "query", "replica"}
+        assert {p["role"] for p in processes} == {
+            *("supervisor", "redis", "management", "query", "replica")
+        }
         for p in processes:
             environ = Path(f"/proc/{p['pid']}/environ").read_bytes().split(b"\0")
             assert not [v for v in environ if v.startswith(b"SCHOONER_ADMIN_TOKEN=")], p["name"]
