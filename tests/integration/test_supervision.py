@@ -419,7 +419,7 @@ def test_two_query_frontends_share_the_port_and_one_killed_leaves_the_other_serv
         worker = threading.Thread(target=load)
         worker.start()
         try:
-            cm.restart_query_frontends()
+            assert cli_main(["restart-query-frontends", "--data-dir", str(data_dir)]) == 0
         finally:
             stop.set()
             worker.join(60)
