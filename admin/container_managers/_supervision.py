@@ -19,7 +19,9 @@ stayed up ``STABLE_AFTER_S`` starts the count again. ``CRASH_LOOP_EXITS`` exits 
 A replica exiting with ``EXIT_CONFIG`` (its model cannot be loaded) fails at once:
 restarting would not help.
 
-Exit codes: ``EXIT_MEMORY_LIMIT`` (76) is what a replica exits with when its model hit
+Exit codes: ``EXIT_RESTART_REQUESTED`` (75) is a replica a query frontend asked to
+restart (stuck past the batch timeout, or ejected): restarted like any exit, and
+counted. ``EXIT_MEMORY_LIMIT`` (76) is what a replica exits with when its model hit
 ``MemoryError`` -- under ``RLIMIT_AS`` that is how the memory limit shows; a process
 killed by ``SIGKILL`` while its cgroup counted an ``oom_kill`` hit its limit too.
 """
@@ -45,6 +47,9 @@ CRASH_LOOP_WINDOW_S: Final = 60.0
 
 # model_container.cli.EXIT_CONFIG: the model cannot be loaded; restarting will not help.
 EXIT_CONFIG: Final = 2
+# A replica a query frontend asked to restart (its batch ran past the batch timeout, or
+# it was ejected for failing) exits with this code (model_container's RESTART).
+EXIT_RESTART_REQUESTED: Final = 75
 # A replica whose model raised MemoryError exits with this code: it hit its memory limit.
 EXIT_MEMORY_LIMIT: Final = 76
 
@@ -91,6 +96,8 @@ def exit_reason(returncode: int | None, *, memory_limit: int = 0, oom_killed: bo
         except ValueError:
             name = f"signal {-returncode}"
         base = f"killed by {name}"
+    elif returncode == EXIT_RESTART_REQUESTED:
+        base = f"exit code {returncode}: a query frontend asked for a restart"
     else:
         base = f"exit code {returncode}"
     if oom_killed or (memory_limit and returncode == EXIT_MEMORY_LIMIT):

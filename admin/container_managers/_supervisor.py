@@ -154,6 +154,9 @@ class Supervisor:
                     logger.warning("data dir %s is gone: stopping", self.data_dir)
                     break
                 self.apply_specs()
+                if not self.programs and not (self.data_dir / "cluster.json").is_file():
+                    logger.info("the cluster was stopped: nothing to supervise")
+                    break
             self.run_timers(time.monotonic())
             self.write_state()
             if time.monotonic() - self.last_publish >= PUBLISH_EVERY_S:

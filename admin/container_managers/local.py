@@ -353,6 +353,9 @@ class LocalContainerManager(ContainerManager):
                     raise ClusterNotRunningError(self._not_running(f"{' and '.join(down)} exited"))
                 return  # started by a release without a supervisor
             with self._locked():
+                # stop_all() may have ended it all while this waited for the lock.
+                if not self._cluster_file.is_file() or not self._sup.load_specs():
+                    raise ClusterNotRunningError(self._not_running("it was stopped"))
                 self._ensure_supervisor()
         failed: list[str] = []
 

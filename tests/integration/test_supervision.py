@@ -340,12 +340,18 @@ def test_the_supervision_state_is_in_redis_for_the_frontends(
     client.close()
 
 
-def test_stop_all_ends_the_supervisor_and_everything_under_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("supervisor_killed", [False, True])
+def test_stop_all_ends_the_supervisor_and_everything_under_it(
+    tmp_path: Path, supervisor_killed: bool
+) -> None:
     data_dir = tmp_path / "stopped"
     start_from_a_process_that_exits(data_dir, **ports.cluster_ports())
     cm = LocalContainerManager(data_dir=data_dir)
     running = {p["name"]: p["pid"] for p in cm.processes() if p["running"]}
     assert set(running) == {"supervisor", "redis", "management", "query"}
+    if supervisor_killed:  # stop_all stops what it recorded, as without a supervisor
+        os.kill(running["supervisor"], signal.SIGKILL)
+        eventually(lambda: not alive(running["supervisor"]), what="the supervisor gone")
     Connection(cm).stop_all()
     assert not [pid for pid in running.values() if alive(pid)]
     assert cluster_processes(data_dir) == []

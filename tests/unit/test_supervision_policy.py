@@ -44,6 +44,7 @@ def test_an_exit_is_described_by_its_code_or_signal() -> None:
     assert exit_reason(1) == "exit code 1"
     assert exit_reason(-signal.SIGKILL) == "killed by SIGKILL"
     assert exit_reason(None).startswith("exited (adopted")
+    assert "a query frontend asked for a restart" in exit_reason(75)
 
 
 def test_hitting_the_memory_limit_is_named_as_such() -> None:
