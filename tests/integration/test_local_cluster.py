@@ -547,7 +547,7 @@ def test_killing_a_replica_under_load_loses_no_query(conn: Connection) -> None:
     with ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(one, i) for i in range(600)]
         # Let the load build up, then kill one replica mid-stream.
-        eventually(futures[100].done, what="the first queries answered")
+        eventually(futures[100].done, what="the first queries answered", timeout=120)
         psutil.Process(victim["pid"]).kill()
         answers = [f.result(timeout=30) for f in futures]
     assert all(code == 200 for code, _ in answers)
