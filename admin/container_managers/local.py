@@ -70,6 +70,7 @@ from admin._files import os_errors
 from admin._names import check_num_replicas
 from admin._progress import wait_for
 from admin.container_managers import _processes as procs
+from admin.container_managers import _supervision as supervision
 from admin.container_managers._bundles import (
     digest_of,
     read_model_bundle,
@@ -122,8 +123,9 @@ from admin.exceptions import (
 
 # The supervisor first: stopping it stops everything; the rest is for what it left.
 _STOP_ORDER: Final = (SUPERVISOR, *STOP_ORDER)
-# The supervisor stops every role in turn, each SIGTERM then (after up to 30 s) SIGKILL.
-_SUPERVISOR_STOP_TIMEOUT_S: Final = 120.0
+# The supervisor stops every role in turn, each SIGTERM then (after its stop timeout)
+# SIGKILL: 10 + 40 + 10 + 30 s at most, and 5 s after each SIGKILL.
+_SUPERVISOR_STOP_TIMEOUT_S: Final = 150.0
 MAX_QUERY_FRONTENDS: Final = 64
 _SOURCE_ROOT: Final = Path(__file__).resolve().parents[2]  # holds admin/, model_container/...
 
@@ -918,12 +920,13 @@ class LocalContainerManager(ContainerManager):
                     return False
             return True
 
-        # Stopping takes up to a stop timeout (Redis: 30 s) and a SIGKILL.
-        if not wait_for(applied, timeout=self.start_timeout + 40.0):
+        # Stopping takes up to a stop timeout (a query frontend: 40 s) and a SIGKILL.
+        limit = self.start_timeout + 50.0
+        if not wait_for(applied, timeout=limit):
             pending = [n for n in wanted if n not in seen or seen[n].revision != wanted[n]]
             raise ContainerManagerError(
                 f"the supervisor did not apply the change to {', '.join(pending)} within "
-                f"{self.start_timeout + 40:g} s; see {self.data_dir / 'logs' / 'supervisor.log'}"
+                f"{limit:g} s; see {self.data_dir / 'logs' / 'supervisor.log'}"
             )
         return dict(seen)
 
@@ -957,7 +960,9 @@ class LocalContainerManager(ContainerManager):
         for role in roles:
             # Redis gets longer: it flushes its append-only file on SIGTERM; the supervisor
             # stops everything before it exits.
-            timeout = {REDIS: 30.0, SUPERVISOR: _SUPERVISOR_STOP_TIMEOUT_S}.get(role, 10.0)
+            timeout = (
+                _SUPERVISOR_STOP_TIMEOUT_S if role == SUPERVISOR else supervision.stop_timeout(role)
+            )
             left += self._stop([r for r in records if r.role == role], timeout=timeout)
         return left
 
