@@ -32,6 +32,7 @@ from admin._names import (
     check_default_output,
     check_flag,
     check_input_type,
+    check_memory_limit,
     check_name,
     check_names,
     check_num_replicas,
@@ -414,14 +415,18 @@ class Connection(Closing):
         batch_size: int = -1,
         batch_mode: str = "",
         batch_wait_micros: int = 0,
+        batch_timeout_micros: int = 0,
+        memory_limit: int | str = 0,
     ) -> None:
         """Deploy a model bundle directory (``model.json`` + ``func.pkl``).
 
-        The bundle's ``pkgs`` are installed for the replicas when missing. The batching
-        options are those of ``deploy_python_closure`` (and ``docs/admin-api.md``).
+        The bundle's ``pkgs`` are installed for the replicas when missing. The batching,
+        timeout and memory options are those of ``deploy_python_closure`` (and
+        ``docs/admin-api.md``).
         """
         self._require_connected()
-        batch = BatchSettings(batch_size, batch_mode, batch_wait_micros)
+        batch = BatchSettings(batch_size, batch_mode, batch_wait_micros, batch_timeout_micros)
+        memory = check_memory_limit(memory_limit)
         name, version = check_name(name), check_version(version)
         input_type = check_input_type(input_type)
         num_replicas = check_num_replicas(num_replicas)
@@ -433,6 +438,7 @@ class Connection(Closing):
             labels=check_strings(labels or [], "labels"),
             num_replicas=num_replicas,
             batch=batch,
+            memory_limit=memory,
         )
 
     def deploy_model(
@@ -446,6 +452,8 @@ class Connection(Closing):
         batch_size: int = -1,
         batch_mode: str = "",
         batch_wait_micros: int = 0,
+        batch_timeout_micros: int = 0,
+        memory_limit: int | str = 0,
     ) -> None:
         """Deploy a prepared bundle directory (any manager), or an image built by a Docker
         or Kubernetes manager (it carries its bundle's digest in the label
@@ -457,7 +465,8 @@ class Connection(Closing):
         name, version = check_name(name), check_version(version)
         input_type = check_input_type(input_type)
         num_replicas = check_num_replicas(num_replicas)
-        batch = BatchSettings(batch_size, batch_mode, batch_wait_micros)
+        batch = BatchSettings(batch_size, batch_mode, batch_wait_micros, batch_timeout_micros)
+        memory = check_memory_limit(memory_limit)
         checked_labels = check_strings(labels or [], "labels")
         if not isinstance(artifact, str | os.PathLike):
             raise InvalidRequestError(
@@ -483,6 +492,8 @@ class Connection(Closing):
                 batch_size=batch_size,
                 batch_mode=batch_mode,
                 batch_wait_micros=batch_wait_micros,
+                batch_timeout_micros=batch_timeout_micros,
+                memory_limit=memory_limit,
             )
             return
         self._require_connected()
@@ -498,6 +509,7 @@ class Connection(Closing):
             labels=checked_labels,
             num_replicas=num_replicas,
             batch=batch,
+            memory_limit=memory,
         )
 
     def register_model(
@@ -510,6 +522,7 @@ class Connection(Closing):
         batch_size: int = -1,
         batch_mode: str = "",
         batch_wait_micros: int = 0,
+        batch_timeout_micros: int = 0,
     ) -> JSONObject:
         """Register a version as current whose replicas run elsewhere (started by hand,
         connecting to the query frontend's RPC port).
@@ -531,7 +544,7 @@ class Connection(Closing):
             check_version(version),
             check_input_type(input_type),
             labels=check_strings(labels or [], "labels"),
-            batch=BatchSettings(batch_size, batch_mode, batch_wait_micros),
+            batch=BatchSettings(batch_size, batch_mode, batch_wait_micros, batch_timeout_micros),
             set_current=True,
         )
 

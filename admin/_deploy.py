@@ -64,6 +64,7 @@ class Deployer:
         labels: Sequence[str] | None,
         num_replicas: int,
         batch: BatchSettings,
+        memory_limit: int = 0,
     ) -> None:
         """Check a bundle directory against the arguments, build it, deploy it.
 
@@ -94,6 +95,7 @@ class Deployer:
             batch=batch,
             runtime=info.runtime,
             pkgs=info.pkgs,
+            memory_limit=memory_limit,
         )
 
     def check_new_version(self, name: str, version: str, input_type: str) -> None:
@@ -129,10 +131,11 @@ class Deployer:
         batch: BatchSettings,
         runtime: dict[str, str] | None = None,
         pkgs: Sequence[str] = (),
+        memory_limit: int = 0,
     ) -> None:
         """Register the version (not current) with its bundle's digest, start and wait
         for its replicas, then make it current; undo the registration if its replicas do
-        not start."""
+        not start. ``memory_limit``: bytes one replica may use (0: no limit)."""
         self.api.add_model_version(
             name,
             version,
@@ -144,11 +147,19 @@ class Deployer:
             runtime=runtime,
             pkgs=pkgs,
             set_current=False,
+            memory_limit=memory_limit,
         )
         try:
             if num_replicas > 0:
                 self.report(f"starting {num_replicas} replica(s) of {name}:{version}")
-                self.cm.set_num_replicas(name, version, input_type, bundle_sha256, num_replicas)
+                self.cm.set_num_replicas(
+                    name,
+                    version,
+                    input_type,
+                    bundle_sha256,
+                    num_replicas,
+                    memory_limit=memory_limit,
+                )
                 self.wait_for_replicas(name, version, num_replicas)
         except BaseException:
             self.undo(name, version)

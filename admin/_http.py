@@ -54,17 +54,21 @@ class BatchSettings:
     ``batch_size``: the cap, -1 for the frontend's default. ``batch_mode``: "aimd",
     "latency_model", "fixed", or "" for Clipper's meaning ("fixed" when ``batch_size`` > 0,
     else "aimd"). ``batch_wait_micros``: how long a free replica may wait to fill a batch;
-    0 is off. A bad mode or wait raises ``InvalidRequestError`` on construction.
+    0 is off. ``batch_timeout_micros``: how long one batch may run before its replica
+    counts as stuck and is replaced; 0 derives it from the apps' tightest objective. A bad
+    value raises ``InvalidRequestError`` on construction.
     """
 
     batch_size: int = -1
     batch_mode: str = ""
     batch_wait_micros: int = 0
+    batch_timeout_micros: int = 0
 
     def __post_init__(self) -> None:
         # The contract's rules, so that a deploy fails before it builds anything.
         checked(rules.batch_mode, self.batch_mode)
         checked(rules.batch_wait_micros, self.batch_wait_micros)
+        checked(rules.batch_timeout_micros, self.batch_timeout_micros)
 
     def to_json(self) -> JSONObject:
         return asdict(self)
@@ -385,6 +389,7 @@ class ManagementClient(JSONClient):
         runtime: dict[str, str] | None = None,
         pkgs: Sequence[str] = (),
         set_current: bool = True,
+        memory_limit: int = 0,
     ) -> JSONObject:
         body: JSONObject = {
             "name": name,
@@ -394,6 +399,7 @@ class ManagementClient(JSONClient):
             "labels": check_strings(labels, "labels"),
             **batch.to_json(),
             "num_replicas": num_replicas,
+            "memory_limit": memory_limit,
             "runtime": dict(runtime or {}),
             "pkgs": check_strings(pkgs, "pkgs"),
             "set_current": set_current,

@@ -86,6 +86,12 @@ def check_num_replicas(num_replicas: object) -> int:
     return checked(rules.num_replicas, num_replicas, max_replicas())
 
 
+def check_memory_limit(value: object) -> int:
+    """A replica memory limit as bytes: an integer of bytes or a size like ``"1Gi"``
+    (``rules.memory_limit``); 0 is no limit."""
+    return checked(rules.memory_limit, value)
+
+
 def check_default_output(value: object) -> Any:
     """An app's default output, refused here as the management API would refuse it:
     a JSON value an answer can carry (``rules.default_output``)."""

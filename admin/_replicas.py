@@ -63,7 +63,14 @@ class Replicas:
             )
         self.api.set_num_replicas(name, version, num_replicas)
         self.report(f"scaling {name}:{version} to {num_replicas} replica(s)")
-        self.cm.set_num_replicas(name, version, mv["input_type"], digest, num_replicas)
+        self.cm.set_num_replicas(
+            name,
+            version,
+            mv["input_type"],
+            digest,
+            num_replicas,
+            memory_limit=int(mv.get("memory_limit_bytes", 0)),
+        )
         self.wait_for_replicas(name, version, num_replicas)
 
     def stop(self, name: str, versions: Sequence[str]) -> None:
@@ -114,7 +121,14 @@ class Replicas:
                     continue
                 self.report(f"restarting {num} replica(s) of {mv['name']}:{version}")
                 try:
-                    self.cm.set_num_replicas(mv["name"], version, mv["input_type"], digest, num)
+                    self.cm.set_num_replicas(
+                        mv["name"],
+                        version,
+                        mv["input_type"],
+                        digest,
+                        num,
+                        memory_limit=int(mv.get("memory_limit_bytes", 0)),
+                    )
                 except DeployError as exc:  # e.g. its bundle is not in the store
                     failed.append(str(exc))
                     continue

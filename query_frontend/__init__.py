@@ -18,6 +18,8 @@ The public API is ``Config`` and ``create_app``. The package, lowest layer first
     selection/    split, exp3 and exp4: choosing arms, asking them, combining answers,
                   learning from feedback, the learned state and its Redis store
     metrics.py    Prometheus metrics, read from batching, caching and selection answers
+    supervision.py  what the local supervisor reports of each process ({p}:supervision),
+                  for /status and /metrics
     http/         the ASGI handlers (predict, update), request parsing, health, status
                   and metrics endpoints, the FrontendState the handlers share
     app.py        the composition root: FrontDoor, create_app, the lifespan that builds
@@ -34,6 +36,7 @@ only along these edges::
     routing   -> queries, cancellation
     selection -> routing, batching, caching, queries, cancellation
     metrics   -> selection, batching, caching, queries
+    supervision -> cancellation
     http      -> any of the above, config
     app.py, __main__.py, __init__.py -> anything
 

@@ -42,6 +42,7 @@ from query_frontend.routing.table import RoutingTable, follow, tightest_slos
 from query_frontend.rpc.registry import ReplicaRegistry
 from query_frontend.rpc.server import RpcServer
 from query_frontend.selection.learned import PolicyStates
+from query_frontend.supervision import ProcessCollector, ProcessStates
 
 _HANDLERS = {"predict": handle_predict, "update": handle_update}
 
@@ -131,8 +132,17 @@ def create_app(config: Config) -> FrontDoor:
         cache = PredictionCache(config.cache_max_bytes)
         metrics = Metrics(dispatcher, cache)
         dispatcher.observer = metrics
+        processes = ProcessStates(r, keys.supervision)
+        metrics.registry.register(ProcessCollector(processes))
         door.state = app.state.frontend = FrontendState(
-            config, routing, dispatcher, cache, metrics, policies, admin_token=admin_token
+            config,
+            routing,
+            dispatcher,
+            cache,
+            metrics,
+            policies,
+            admin_token=admin_token,
+            processes=processes,
         )
         metrics_server: asyncio.Server | None = None
         rpc.open()
@@ -153,6 +163,7 @@ def create_app(config: Config) -> FrontDoor:
             spawn(rpc.heartbeat(), "heartbeat")
             spawn(registry.run(), "replica-registry")
             spawn(policies.run(), "policy-state")
+            spawn(processes.run(), "supervision")
             if config.metrics_port:
                 metrics_server = await serve_metrics(
                     config.host, config.metrics_port, lambda: generate_latest(metrics.registry)

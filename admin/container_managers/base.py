@@ -161,13 +161,21 @@ class ContainerManager(Closing):
 
     @abc.abstractmethod
     def set_num_replicas(
-        self, name: str, version: str, input_type: str, bundle_sha256: str, num_replicas: int
+        self,
+        name: str,
+        version: str,
+        input_type: str,
+        bundle_sha256: str,
+        num_replicas: int,
+        *,
+        memory_limit: int = 0,
     ) -> None:
         """Run exactly ``num_replicas`` replicas of a model version (0 stops them all).
 
         ``bundle_sha256`` is the digest recorded with the version: the manager finds the
-        bundle by it and the replicas refuse any other. Returns once the replicas are
-        started, not once they are connected.
+        bundle by it and the replicas refuse any other. ``memory_limit``: the bytes one
+        replica may use (0: no limit); a replica that hits it is restarted. Returns once
+        the replicas are started, not once they are connected.
         """
 
     @abc.abstractmethod

@@ -441,7 +441,14 @@ class DockerContainerManager(ContainerManager):
         return self.images.adopt_model_image(image, name, version)
 
     def set_num_replicas(
-        self, name: str, version: str, input_type: str, bundle_sha256: str, num_replicas: int
+        self,
+        name: str,
+        version: str,
+        input_type: str,
+        bundle_sha256: str,
+        num_replicas: int,
+        *,
+        memory_limit: int = 0,
     ) -> None:
         check_num_replicas(num_replicas)
         image = ""

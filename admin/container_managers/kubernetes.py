@@ -599,7 +599,14 @@ class KubernetesContainerManager(ContainerManager):
         return digest
 
     def set_num_replicas(
-        self, name: str, version: str, input_type: str, bundle_sha256: str, num_replicas: int
+        self,
+        name: str,
+        version: str,
+        input_type: str,
+        bundle_sha256: str,
+        num_replicas: int,
+        *,
+        memory_limit: int = 0,
     ) -> None:
         check_num_replicas(num_replicas)
         existing = self._model_deployments(name, version)

@@ -572,6 +572,7 @@ class LocalContainerManager(ContainerManager):
         input_type: str,
         bundle_sha256: str,
         num_replicas: int,
+        *,
         memory_limit: int = 0,
     ) -> None:
         """``memory_limit``: bytes each replica may use (0: no limit); a replica over it

@@ -26,6 +26,8 @@ def deploy_python_closure(
     labels: Sequence[str] | None = None,
     batch_mode: str = "",
     batch_wait_micros: int = 0,
+    batch_timeout_micros: int = 0,
+    memory_limit: int | str = 0,
 ) -> None:
     """Deploy ``func`` (anything cloudpickle can pickle) as model ``name:version``.
 
@@ -39,6 +41,11 @@ def deploy_python_closure(
     ``batch_mode`` picks how batch sizes are chosen ("aimd", "latency_model", "fixed"; ""
     means "fixed" when ``batch_size`` > 0, else "aimd"); ``batch_wait_micros`` lets a free
     replica wait that long for a batch to fill (0: send at once).
+
+    Replacement: a batch running longer than ``batch_timeout_micros`` (0: derived from the
+    tightest SLO of the model's apps, at least a second) counts as stuck, and its replica
+    is replaced. ``memory_limit`` (bytes, or a size like ``"1Gi"``; 0: none) caps what one
+    replica may use; a replica that hits it is restarted.
     """
     from model_container.bundle import BundleError, write_closure_bundle
 
@@ -63,6 +70,8 @@ def deploy_python_closure(
             batch_size=batch_size,
             batch_mode=batch_mode,
             batch_wait_micros=batch_wait_micros,
+            batch_timeout_micros=batch_timeout_micros,
+            memory_limit=memory_limit,
         )
 
 

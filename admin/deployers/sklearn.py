@@ -22,12 +22,14 @@ def deploy_sklearn_model(
     labels: Sequence[str] | None = None,
     batch_mode: str = "",
     batch_wait_micros: int = 0,
+    batch_timeout_micros: int = 0,
+    memory_limit: int | str = 0,
 ) -> None:
     """Deploy ``model.predict`` as model ``name:version``; outputs are plain JSON values.
 
     ``pkgs_to_install`` defaults to the scikit-learn version the model was fitted with,
     pinned: an estimator pickled under one scikit-learn may not load under another. The
-    batching options are those of ``deploy_python_closure``.
+    batching, timeout and memory options are those of ``deploy_python_closure``.
     """
     predict = getattr(model, "predict", None)
     if not callable(predict):
@@ -59,4 +61,6 @@ def deploy_sklearn_model(
         labels=labels,
         batch_mode=batch_mode,
         batch_wait_micros=batch_wait_micros,
+        batch_timeout_micros=batch_timeout_micros,
+        memory_limit=memory_limit,
     )

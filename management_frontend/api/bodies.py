@@ -81,6 +81,31 @@ BatchWaitMicros = Annotated[
     BeforeValidator(rules.batch_wait_micros),
     WithJsonSchema({"type": "integer", "minimum": 0, "maximum": rules.MAX_BATCH_WAIT_MICROS}),
 ]
+BatchTimeoutMicros = Annotated[
+    int,
+    BeforeValidator(rules.batch_timeout_micros),
+    WithJsonSchema(
+        {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": rules.MAX_BATCH_TIMEOUT_MICROS,
+            "description": "0: derived from the tightest slo_micros of the model's apps",
+        }
+    ),
+]
+MemoryLimit = Annotated[
+    int,
+    BeforeValidator(rules.memory_limit),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^([0-9]+([kKMGT]i?)?)?$"},
+            ],
+            "description": "bytes, or a size like '1Gi' or '512Mi'; 0: no limit",
+        }
+    ),
+]
 Policy = Annotated[str, BeforeValidator(rules.policy), WithJsonSchema({"enum": [*rules.POLICIES]})]
 DefaultOutput = Annotated[
     Any,
@@ -178,6 +203,9 @@ class AddModelVersion(_Body):
     batch_size: BatchSize = -1
     batch_mode: BatchMode = ""
     batch_wait_micros: BatchWaitMicros = 0
+    batch_timeout_micros: BatchTimeoutMicros = 0
+    # Stored as bytes (``memory_limit_bytes``) in the record and its answers.
+    memory_limit: MemoryLimit = 0
     num_replicas: NumReplicas = 0
     runtime: Annotated[
         dict[str, str], BeforeValidator(partial(rules.string_map, what="runtime"))
@@ -208,6 +236,8 @@ class AddModelVersion(_Body):
             batch_size=self.batch_size,
             batch_mode=self.batch_mode,
             batch_wait_micros=self.batch_wait_micros,
+            batch_timeout_micros=self.batch_timeout_micros,
+            memory_limit_bytes=self.memory_limit,
             num_replicas=self.num_replicas,
             runtime=dict(self.runtime),
             pkgs=list(self.pkgs),

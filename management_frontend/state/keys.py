@@ -45,6 +45,7 @@ class Keys:
         {p}:model:{model}:versions            zset   version -> registration time
         {p}:model:{model}:version:{version}   hash   a ModelVersion record
         {p}:replicas                          hash   "{replica}@{frontend}" -> ReplicaRecord
+        {p}:supervision                       hash   process name -> its supervisor's state
         {p}:changes                           stream the change feed
     """
 
@@ -101,6 +102,10 @@ class Keys:
     @property
     def replicas(self) -> str:
         return f"{self.prefix}:replicas"
+
+    @property
+    def supervision(self) -> str:
+        return f"{self.prefix}:supervision"
 
     @property
     def changes(self) -> str:

@@ -120,6 +120,12 @@ class ModelVersion:
     # "aimd", "latency_model", "fixed"; "" is "fixed" when batch_size > 0, else "aimd".
     batch_mode: str = ""
     batch_wait_micros: int = 0  # how long a free replica may wait to fill a batch; 0: off
+    # How long one batch may run on a replica before the replica counts as stuck and is
+    # replaced; 0: derived by the query frontend from its apps' tightest objective.
+    batch_timeout_micros: int = 0
+    # The most memory one replica may use (bytes), enforced by the container manager;
+    # 0: no limit.
+    memory_limit_bytes: int = 0
     num_replicas: int = 0  # desired replicas, enacted by the container manager
     runtime: dict[str, str] = field(default_factory=dict)  # versions it was pickled under
     pkgs: list[str] = field(default_factory=list)
@@ -135,6 +141,8 @@ class ModelVersion:
             "batch_size": str(self.batch_size),
             "batch_mode": self.batch_mode,
             "batch_wait_micros": str(self.batch_wait_micros),
+            "batch_timeout_micros": str(self.batch_timeout_micros),
+            "memory_limit_bytes": str(self.memory_limit_bytes),
             "num_replicas": str(self.num_replicas),
             "runtime": json.dumps(self.runtime),
             "pkgs": json.dumps(self.pkgs),
@@ -153,6 +161,8 @@ class ModelVersion:
             batch_size=int(h.get("batch_size", "-1")),
             batch_mode=h.get("batch_mode", ""),
             batch_wait_micros=int(h.get("batch_wait_micros", "0")),
+            batch_timeout_micros=int(h.get("batch_timeout_micros", "0")),
+            memory_limit_bytes=int(h.get("memory_limit_bytes", "0")),
             num_replicas=int(h.get("num_replicas", "0")),
             runtime=dict(json.loads(h.get("runtime", "{}"))),
             pkgs=list(json.loads(h.get("pkgs", "[]"))),

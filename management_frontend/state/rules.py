@@ -66,6 +66,24 @@ RENAMED_POLICIES: Final = {
 BATCH_MODES: Final = ("aimd", "latency_model", "fixed")
 # Delayed batching holds queries back from a free replica; a second is far past any SLO.
 MAX_BATCH_WAIT_MICROS: Final = 1_000_000
+# A batch may be given at most an hour; 0 lets the query frontend derive its timeout.
+MAX_BATCH_TIMEOUT_MICROS: Final = 3_600_000_000
+# A replica needs this much memory to import Python, numpy and a model at all.
+MIN_MEMORY_LIMIT_BYTES: Final = 64 * 2**20
+# Kubernetes' quantity suffixes: binary (Ki, Mi, Gi, Ti) and decimal (k, M, G, T).
+MEMORY_UNITS: Final = {
+    "": 1,
+    "k": 10**3,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+_MEMORY_RE: Final = re.compile(r"(?P<n>[0-9]+)(?P<unit>[kKMGT]i?|)")
 MAX_USER_ID_LENGTH: Final = 256
 
 _LABEL_RULE = (
@@ -249,6 +267,50 @@ def batch_wait_micros(value: object) -> int:
             "apps' slo_micros"
         )
     return wait
+
+
+def batch_timeout_micros(value: object) -> int:
+    timeout = _strict_int(value, "batch_timeout_micros", "number of microseconds >= 0")
+    if timeout < 0:
+        raise InvalidValue(
+            f"batch_timeout_micros must be >= 0, got {timeout} (0 lets the query frontend "
+            "derive it from the tightest slo_micros of the model's apps)"
+        )
+    if timeout > MAX_BATCH_TIMEOUT_MICROS:
+        raise InvalidValue(
+            f"batch_timeout_micros must be at most {MAX_BATCH_TIMEOUT_MICROS} (1 hour), got "
+            f"{timeout}: a replica whose batch runs longer is replaced"
+        )
+    return timeout
+
+
+def memory_limit(value: object) -> int:
+    """A replica memory limit in bytes: an integer of bytes, or a string as Kubernetes
+    writes quantities (``"1Gi"``, ``"512Mi"``, ``"2G"``); 0 (or ``""``) is no limit."""
+    if isinstance(value, str):
+        if not value:
+            return 0
+        m = _MEMORY_RE.fullmatch(value)
+        if m is None:
+            raise InvalidValue(
+                f"memory_limit {show(value)} is not a size: write bytes as an integer, or a "
+                "number with one of the suffixes Ki, Mi, Gi, Ti (powers of 1024) or k, M, G, "
+                "T (powers of 1000), e.g. '1Gi' or '512Mi'"
+            )
+        limit = int(m["n"]) * MEMORY_UNITS[m["unit"]]
+    else:
+        limit = _strict_int(value, "memory_limit", "number of bytes >= 0, or a size like '1Gi'")
+    if limit == 0:
+        return 0
+    if limit < MIN_MEMORY_LIMIT_BYTES:
+        raise InvalidValue(
+            f"memory_limit must be at least {MIN_MEMORY_LIMIT_BYTES // 2**20}Mi, got "
+            f"{show(value)} ({limit} bytes): a replica needs that much to load Python and a "
+            "model; 0 means no limit"
+        )
+    if limit > MAX_INT64:
+        raise InvalidValue(f"memory_limit {show(value)} is too large")
+    return limit
 
 
 def policy(value: object) -> str:

@@ -43,6 +43,8 @@ async def status(request: Request) -> Response:
         "models": state.dispatcher.status(),
         "cache": asdict(state.cache.stats()),
     }
+    if state.processes is not None:
+        body["supervision"] = state.processes.status()
     return Response(orjson.dumps(body), media_type=JSON)
 
 

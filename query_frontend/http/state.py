@@ -19,6 +19,7 @@ from query_frontend.config import Config
 from query_frontend.metrics import Metrics
 from query_frontend.routing.table import RoutingTable
 from query_frontend.selection.learned import PolicyStates
+from query_frontend.supervision import ProcessStates
 
 
 @dataclass
@@ -33,6 +34,8 @@ class FrontendState:
     rng: random.Random = field(default_factory=random.Random)
     # Who may read /status and /metrics: the cluster's admin token, by its hash on disk.
     admin_token: AdminTokenCheck = field(default_factory=lambda: AdminTokenCheck(None))
+    # What the cluster's supervisor reports of each process (local clusters), if read.
+    processes: ProcessStates | None = None
     # The cache and the dispatcher as one model version's evaluation reaches them.
     evaluator: Evaluator = field(init=False)
 

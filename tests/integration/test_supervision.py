@@ -277,12 +277,8 @@ def test_a_replica_over_its_memory_limit_is_limited_and_restarted_with_the_reaso
         return [resource.getrlimit(resource.RLIMIT_AS)[0]] * len(xs)
 
     conn.register_application("hungry-app", "doubles", "none", 3_000_000)
-    deploy_python_closure(conn, "hungry", "1", "doubles", hungry, num_replicas=0)
+    deploy_python_closure(conn, "hungry", "1", "doubles", hungry, memory_limit="3Gi")
     conn.link_model_to_app("hungry-app", "hungry")
-    info = conn.get_model_info("hungry", "1")
-    assert info is not None
-    sha = str(info["bundle_sha256"])
-    cm.set_num_replicas("hungry", "1", "doubles", sha, 1, memory_limit=limit)
     eventually(
         lambda: predict(cm, "hungry-app", 1.0)["output"] == limit,
         what="the replica runs under its limit",

@@ -240,7 +240,14 @@ class FakeContainerManager(ContainerManager):
         return fake_digest(f"image {image}")
 
     def set_num_replicas(
-        self, name: str, version: str, input_type: str, bundle_sha256: str, num_replicas: int
+        self,
+        name: str,
+        version: str,
+        input_type: str,
+        bundle_sha256: str,
+        num_replicas: int,
+        *,
+        memory_limit: int = 0,
     ) -> None:
         self.api.events.append(f"cm.set_num_replicas {name}:{version} {num_replicas}")
         states = [

@@ -49,9 +49,10 @@ LAYERS: dict[str, dict[str, set[str]]] = {
         "routing": {"queries", "cancellation"},
         "selection": {"routing", "batching", "caching", "queries", "cancellation"},
         "metrics": {"selection", "batching", "caching", "queries"},
+        "supervision": {"cancellation"},
         "http": {
             *("queries", "config", "cancellation", "caching", "batching", "rpc", "routing"),
-            *("selection", "metrics"),
+            *("selection", "metrics", "supervision"),
         },
     },
     "management_frontend": {

@@ -363,3 +363,52 @@ def test_no_digest_means_no_bundle_and_a_digest_must_be_a_string() -> None:
     assert rules.bundle_sha256("") == ""
     with pytest.raises(InvalidValue, match="bundle_sha256 must be a string"):
         rules.bundle_sha256(None)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1Gi", 2**30),
+        ("512Mi", 512 * 2**20),
+        ("2G", 2 * 10**9),
+        ("100M", 100 * 10**6),
+        (2**30, 2**30),
+        (0, 0),
+        ("", 0),
+        ("0", 0),
+    ],
+)
+def test_memory_limits_read_as_bytes(value: object, expected: int) -> None:
+    assert rules.memory_limit(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("1GB", "not a size"),
+        (" 1Gi", "not a size"),
+        ("1.5Gi", "not a size"),
+        ("-1Gi", "not a size"),
+        ("lots", "not a size"),
+        ("1Mi", "at least 64Mi"),
+        (1000, "at least 64Mi"),
+        (-5, "at least 64Mi"),
+        (True, "must be an integer"),
+        (1.5, "must be an integer"),
+        ("9" * 30, "too large"),
+    ],
+)
+def test_bad_memory_limits_say_what_to_write(value: object, says: str) -> None:
+    with pytest.raises(InvalidValue, match=says):
+        rules.memory_limit(value)
+
+
+@pytest.mark.parametrize("value", [0, 1, 2_000_000, rules.MAX_BATCH_TIMEOUT_MICROS])
+def test_batch_timeouts_from_zero_to_an_hour_are_accepted(value: int) -> None:
+    assert rules.batch_timeout_micros(value) == value
+
+
+@pytest.mark.parametrize("value", [-1, rules.MAX_BATCH_TIMEOUT_MICROS + 1, "1s", 1.0, False])
+def test_bad_batch_timeouts_are_refused(value: object) -> None:
+    with pytest.raises(InvalidValue, match="batch_timeout_micros"):
+        rules.batch_timeout_micros(value)

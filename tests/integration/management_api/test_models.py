@@ -53,6 +53,19 @@ async def test_batching_settings_are_stored_and_returned(
     assert (defaults["batch_mode"], defaults["batch_wait_micros"]) == ("", 0)
 
 
+async def test_a_timeout_and_memory_limit_are_stored_and_returned(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    body = {**MODEL, "batch_timeout_micros": 2_500_000, "memory_limit": "1Gi"}
+    mv = await ok(api.post("/admin/models", json=body), 201)
+    assert (mv["batch_timeout_micros"], mv["memory_limit_bytes"]) == (2_500_000, 2**30)
+    stored = (await read_snapshot(async_redis, KEYS)).versions["m1", "1"]
+    assert (stored.batch_timeout_micros, stored.memory_limit_bytes) == (2_500_000, 2**30)
+    # Unset: derived by the query frontend, and no limit.
+    plain = await ok(api.post("/admin/models", json={**MODEL, "version": "2"}), 201)
+    assert (plain["batch_timeout_micros"], plain["memory_limit_bytes"]) == (0, 0)
+
+
 async def test_a_version_written_before_the_batching_settings_reads_with_defaults(
     api: httpx.AsyncClient, async_redis: aioredis.Redis
 ) -> None:
@@ -77,6 +90,9 @@ BAD_MODELS = [
     ),
     ({**MODEL, "batch_mode": None}, ["batch_mode null is not known"]),
     ({**MODEL, "batch_wait_micros": -5}, ["batch_wait_micros must be >= 0, got -5"]),
+    ({**MODEL, "batch_timeout_micros": -1}, ["batch_timeout_micros must be >= 0, got -1"]),
+    ({**MODEL, "memory_limit": "1GB"}, ["memory_limit '1GB' is not a size", "'1Gi'"]),
+    ({**MODEL, "memory_limit": "1Mi"}, ["memory_limit must be at least 64Mi"]),
     ({**MODEL, "batch_wait_micros": True}, ["batch_wait_micros must be an integer", "true"]),
     ({**MODEL, "batch_wait_micros": 0.5}, ["batch_wait_micros must be an integer", "0.5"]),
     ({**MODEL, "batch_wait_micros": 5_000_000}, ["batch_wait_micros must be at most 1000000"]),
