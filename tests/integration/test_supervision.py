@@ -335,6 +335,18 @@ def test_the_supervision_state_is_in_redis_for_the_frontends(
     assert "log_tail" not in fields["query"]  # a model's output stays in its log
     client.close()
 
+    # The query frontend shows it in /status, as an operator looks.
+    def shown() -> bool:
+        body = httpx.get(
+            f"{cm.query_url}/status",
+            headers={"Authorization": f"Bearer {cm.admin_token()}"},
+            timeout=10,
+        ).json()
+        processes = body["supervision"]["processes"]
+        return processes["query"]["state"] == "running" and "redis" in processes
+
+    eventually(shown, what="the supervision in /status", timeout=BACK, ignoring=(KeyError,))
+
 
 @pytest.mark.parametrize("supervisor_killed", [False, True])
 def test_stop_all_ends_the_supervisor_and_everything_under_it(
