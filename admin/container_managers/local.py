@@ -39,7 +39,9 @@ if the last one died, which adopts the processes still running. ``stop_all()`` (
 ``query_frontends=N`` runs N query frontend processes sharing the query port
 (SO_REUSEPORT), each with its own RPC port (``rpc_port``, ``rpc_port + 1``, ...); every
 replica connects to all of them. ``restart_query_frontends()`` restarts them one at a
-time (each drains on SIGTERM), so the query port keeps answering.
+time (each drains on SIGTERM), so the query port keeps answering. A connection the
+kernel queued on a closing listener but the frontend had not accepted yet is reset,
+unless ``net.ipv4.tcp_migrate_req=1`` (Linux 5.14+) hands it to another listener.
 
 Replicas may have a memory limit (``set_num_replicas(..., memory_limit=bytes)``):
 cgroup v2 ``memory.max`` when a delegated cgroup is writable, else ``RLIMIT_AS``.
@@ -706,6 +708,12 @@ class LocalContainerManager(ContainerManager):
         once it listens and answers. With several frontends the query port keeps
         answering throughout. Not counted as restarts after a crash."""
         verify = self.tls_verify()
+        if self.query_frontends > 1 and _sysctl("net/ipv4/tcp_migrate_req") == "0":
+            self.report(
+                "net.ipv4.tcp_migrate_req is 0: connections queued on a frontend as it stops "
+                "are reset rather than handed to another (`sysctl -w "
+                "net.ipv4.tcp_migrate_req=1` keeps them)"
+            )
         with self._locked():
             self._ensure_supervisor()
             for name in self._query_names():
@@ -1116,6 +1124,14 @@ def _replica_index(replica_id: str) -> int:
 def _rpc_ports(rpc_port: int, count: int) -> dict[str, int]:
     """The RPC port of each query frontend, by the setting it derives from."""
     return {("rpc_port" if i == 0 else f"rpc_port+{i}"): rpc_port + i for i in range(count)}
+
+
+def _sysctl(name: str) -> str:
+    """A kernel setting as ``/proc/sys`` shows it ("" when it cannot be read)."""
+    try:
+        return (Path("/proc/sys") / name).read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
 
 
 def _listens(pid: int, port: int) -> bool:
