@@ -3,6 +3,7 @@
     schooner start   [--data-dir DIR] [--query-port 1337] [--management-port 1338] ...
     schooner stop    [--data-dir DIR]
     schooner status  [--data-dir DIR] [--json]
+    schooner restart-query-frontends     one at a time, each draining what it accepted
     schooner apps | models | replicas  [--data-dir DIR] [--json]
     schooner scale MODEL N [--version V]
     schooner set-version MODEL VERSION
@@ -100,6 +101,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         redis_port=args.redis_port,
         redis_url=args.redis_url,
         python_executable=args.python or sys.executable,
+        query_frontends=args.query_frontends,
     )
     with Connection(manager, progress=_stderr) as conn:
         conn.start()
@@ -144,7 +146,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"running on {manager.data_dir}")
     print(f"queries at http://{manager.get_query_addr()}, ", end="")
     print(f"management at http://{manager.get_management_addr()}\n")
-    print(_table(processes, ["name", "role", "pid", "running"]))
+    print(_table(processes, ["name", "role", "pid", "running", "state", "restarts", "reason"]))
     apps = []
     for name, route in dict(instance.get("apps", {})).items():
         # "models": every model:version the app's links route to (older frontends: "model").
@@ -159,6 +161,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"\nopen to anyone who reaches {manager.get_query_addr()} (no API key): "
             f"{', '.join(open_apps)}; `schooner create-api-key APP` closes one"
         )
+    return 0
+
+
+def cmd_restart_query_frontends(args: argparse.Namespace) -> int:
+    manager = _manager(args)
+    manager.report.callback = _stderr
+    manager.connect()
+    manager.restart_query_frontends()
+    print(f"restarted {manager.query_frontends} query frontend(s) on {manager.data_dir}")
     return 0
 
 
@@ -324,8 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--redis-port", type=int, default=16379)
     start.add_argument("--redis-url", help="use this Redis instead of starting one")
     start.add_argument("--python", help="the interpreter model replicas run under")
+    start.add_argument(
+        "--query-frontends",
+        type=int,
+        default=1,
+        help="query frontend processes sharing the query port (default: %(default)s)",
+    )
     add("stop", cmd_stop, "stop every process of the cluster (state is kept)")
     add("status", cmd_status, "is it running, and what is it serving", listing)
+    add(
+        "restart-query-frontends",
+        cmd_restart_query_frontends,
+        "restart the query frontends one at a time (each drains what it accepted)",
+    )
     add("apps", cmd_apps, "list applications", listing)
     add("models", cmd_models, "list model versions", listing)
     add("replicas", cmd_replicas, "list connected model replicas", listing)

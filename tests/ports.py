@@ -55,6 +55,18 @@ def free_port(host: str = "127.0.0.1", *more_hosts: str) -> int:
     raise RuntimeError(f"no free port left in {PORTS[0]}-{PORTS[-1]}")
 
 
+def consecutive_free_ports(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive free ports (several query frontends' RPC ports)."""
+    candidates = [p for p in PORTS if all(p + i in PORTS for i in range(count))]
+    random.shuffle(candidates)
+    for port in candidates:
+        run = range(port, port + count)
+        if not _handed_out.intersection(run) and all(_bindable(host, p) for p in run):
+            _handed_out.update(run)
+            return port
+    raise RuntimeError(f"no {count} consecutive free ports left in {PORTS[0]}-{PORTS[-1]}")
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """``count`` different free ports on ``host``."""
     return [free_port(host) for _ in range(count)]

@@ -198,8 +198,11 @@ class RunDir:
             tmp.replace(self._file(record.name))
 
     def remove(self, record: ProcessRecord) -> None:
-        with os_errors(f"remove the record of {record.name} from {self.path}"):
-            self._file(record.name).unlink(missing_ok=True)
+        self.remove_name(record.name)
+
+    def remove_name(self, name: str) -> None:
+        with os_errors(f"remove the record of {name} from {self.path}"):
+            self._file(name).unlink(missing_ok=True)
 
     def load(self, name: str) -> ProcessRecord | None:
         return self._read(self._file(name))

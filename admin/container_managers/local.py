@@ -12,7 +12,10 @@ Everything lives under one data directory (``$SCHOONER_HOME/<cluster_name>``, by
     logs/<name>.log          stdout and stderr of every process (redis, management, query,
                              one per replica), and pip's output per model version
     run/<name>.json          pid and create time of every process started (``_processes``),
-                             and each replica's metrics address
+                             and each replica's metrics address; ``run/supervisor.json``
+                             is the supervisor's
+    supervisor/programs/     what should run: one spec per process (``_supervision``)
+    supervisor/state.json    what runs: each process's state, restarts, last exit reason
     bundles/<sha256>/        each model bundle deployed, named by its digest (mode 0700);
                              a replica is given the digest recorded in Redis and refuses
                              a bundle changed since
@@ -23,9 +26,28 @@ recorded with it: ``metrics_urls()`` lists them beside the query frontend's, and
 ``processes()`` (``schooner status --json``) shows each one's ``metrics_addr``; a scrape
 needs the admin token as a bearer token.
 
-Processes are detached: they keep running after the Python that started them exits,
-until ``stop_all()`` (or ``schooner stop``). Commands that change the process set hold
-an exclusive lock on the data directory, so a notebook and the CLI do not race.
+Every process is supervised (``_supervisor``): a supervisor process, launched detached
+so that it outlives the Python (or notebook kernel) that called ``start()``, runs them
+all as its children and restarts any that exits, with exponential backoff; one that
+keeps exiting is marked failed with the reason (``processes()``, ``schooner status``,
+the Redis hash ``{prefix}:supervision``). The manager never starts a process itself: it
+writes the process's spec, signals the supervisor (SIGHUP) and waits until the
+supervisor's state shows it running (or failed). ``connect()`` starts a new supervisor
+if the last one died, which adopts the processes still running. ``stop_all()`` (or
+``schooner stop``) ends the supervisor, which stops everything in order first.
+
+``query_frontends=N`` runs N query frontend processes sharing the query port
+(SO_REUSEPORT), each with its own RPC port (``rpc_port``, ``rpc_port + 1``, ...); every
+replica connects to all of them. ``restart_query_frontends()`` restarts them one at a
+time (each drains on SIGTERM), so the query port keeps answering. A connection the
+kernel queued on a closing listener but the frontend had not accepted yet is reset,
+unless ``net.ipv4.tcp_migrate_req=1`` (Linux 5.14+) hands it to another listener.
+
+Replicas may have a memory limit (``set_num_replicas(..., memory_limit=bytes)``):
+cgroup v2 ``memory.max`` when a delegated cgroup is writable, else ``RLIMIT_AS``.
+
+Commands that change the process set hold an exclusive lock on the data directory, so
+a notebook and the CLI do not race.
 """
 
 from __future__ import annotations
@@ -35,17 +57,22 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
+
+import psutil
 
 from admin._files import os_errors
 from admin._names import check_num_replicas
 from admin._progress import wait_for
 from admin.container_managers import _processes as procs
+from admin.container_managers import _supervision as supervision
 from admin.container_managers._bundles import (
     digest_of,
     read_model_bundle,
@@ -72,6 +99,21 @@ from admin.container_managers._runtime import (
     requirement_names,
     unsatisfied,
 )
+from admin.container_managers._supervision import (
+    FAILED,
+    MANAGEMENT,
+    QUERY,
+    REDIS,
+    REPLICA,
+    RUNNING,
+    SETTLED,
+    STOP_ORDER,
+    SUPERVISOR,
+    ProgramSpec,
+    ProgramState,
+    SupervisorFiles,
+    is_memory_limit,
+)
 from admin.container_managers.base import ContainerManager, ReplicaState, new_replica_ids
 from admin.exceptions import (
     ClusterAlreadyRunningError,
@@ -81,8 +123,12 @@ from admin.exceptions import (
     InvalidRequestError,
 )
 
-REDIS, MANAGEMENT, QUERY, REPLICA = "redis", "management", "query", "replica"
-_STOP_ORDER: Final = (REPLICA, QUERY, MANAGEMENT, REDIS)
+# The supervisor first: stopping it stops everything; the rest is for what it left.
+_STOP_ORDER: Final = (SUPERVISOR, *STOP_ORDER)
+# The supervisor stops every role in turn, each SIGTERM then (after its stop timeout)
+# SIGKILL: 10 + 40 + 10 + 30 s at most, and 5 s after each SIGKILL.
+_SUPERVISOR_STOP_TIMEOUT_S: Final = 150.0
+MAX_QUERY_FRONTENDS: Final = 64
 _SOURCE_ROOT: Final = Path(__file__).resolve().parents[2]  # holds admin/, model_container/...
 
 
@@ -127,28 +173,41 @@ class LocalContainerManager(ContainerManager):
         tls_certfile: str | os.PathLike[str] | None = None,
         tls_keyfile: str | os.PathLike[str] | None = None,
         tls_ca: str | os.PathLike[str] | None = None,
+        query_frontends: int = 1,
     ) -> None:
         """``tls_certfile``/``tls_keyfile`` (PEM files, both or neither): both frontends
         serve HTTPS with them; ``tls_ca``: the CA (PEM) the admin client verifies them
-        with, else ``$SCHOONER_TLS_CA``, else the system's trust store."""
+        with, else ``$SCHOONER_TLS_CA``, else the system's trust store.
+        ``query_frontends``: how many query frontend processes share ``query_port``;
+        frontend ``i`` takes RPC port ``rpc_port + i``."""
         super().__init__()
+        if (
+            isinstance(query_frontends, bool)
+            or not isinstance(query_frontends, int)
+            or not 1 <= query_frontends <= MAX_QUERY_FRONTENDS
+        ):
+            raise InvalidRequestError(
+                f"query_frontends must be a whole number from 1 to {MAX_QUERY_FRONTENDS}, "
+                f"got {query_frontends!r}"
+            )
         for what, port in (
             ("query_port", query_port),
             ("management_port", management_port),
-            ("rpc_port", rpc_port),
             ("redis_port", redis_port),
+            *_rpc_ports(rpc_port, query_frontends).items(),
         ):
             check_port(what, port)
         check_distinct_ports(
             {
                 "query_port": query_port,
                 "management_port": management_port,
-                "rpc_port": rpc_port,
+                **_rpc_ports(rpc_port, query_frontends),
                 # Only a Redis this manager runs binds redis_port.
                 "redis_port": None if redis_url else redis_port,
             },
             "LocalContainerManager",
         )
+        self.query_frontends = query_frontends
         self.cluster_name = cluster_name
         # Absolute: children run with the data dir as their working directory, and model
         # artifacts recorded in Redis must stay valid from wherever the next command runs.
@@ -170,6 +229,7 @@ class LocalContainerManager(ContainerManager):
         self.tls_ca = absolute_path(tls_ca)
         self._run = RunDir(self.data_dir / "run")
         self._credentials = LocalCredentialStore(self.data_dir)
+        self._sup = SupervisorFiles(self.data_dir)
 
     def __repr__(self) -> str:
         return f"LocalContainerManager(data_dir={str(self.data_dir)!r})"
@@ -201,6 +261,8 @@ class LocalContainerManager(ContainerManager):
         with self._locked():
             running = [r for r in self._run.load_all() if r.role != REPLICA and procs.is_alive(r)]
             if running:
+                if self._cluster_file.is_file() and self._sup.load_specs():
+                    self._ensure_supervisor()  # supervised again, whatever the caller does
                 raise ClusterAlreadyRunningError(
                     f"Schooner is already running on data dir {self.data_dir} "
                     f"({', '.join(f'{r.name} pid {r.pid}' for r in running)}): attach to it "
@@ -210,6 +272,7 @@ class LocalContainerManager(ContainerManager):
             # Replicas left behind by a cluster that crashed would otherwise join the new one
             # beside the replicas start() relaunches.
             self._stop_roles((REPLICA,))
+            self._sup.remove_all_specs()
             self._check_ports_free()
             self._check_tls_files()
             with os_errors(f"prepare the data directory {self.data_dir}"):
@@ -221,47 +284,42 @@ class LocalContainerManager(ContainerManager):
                 self._start_components()
             except BaseException:
                 self._stop_roles(_STOP_ORDER)
+                self._sup.remove_all_specs()
                 self._cluster_file.unlink(missing_ok=True)
                 raise
 
     def _start_components(self) -> None:
+        self._ensure_supervisor()
         if self.redis_url is None:
-            redis = self._launch_redis()
-            self._wait_ready(redis, "Redis", self._redis_ping)
-        management = self._launch(
-            MANAGEMENT,
-            [
-                *(sys.executable, "-m", "management_frontend"),
-                *("--redis-url", self.effective_redis_url, "--key-prefix", self.key_prefix),
-                *("--host", self.host, "--port", str(self.management_port)),
-                *("--secrets-dir", str(self._credentials.frontend_dir)),
-                *self._tls_args(),
-            ],
-            self._env(sys.executable),
-        )
-        query = self._launch(
-            QUERY,
-            [
-                *(sys.executable, "-m", "query_frontend"),
-                *("--redis-url", self.effective_redis_url, "--key-prefix", self.key_prefix),
-                *("--host", self.host, "--port", str(self.query_port)),
-                *("--rpc-host", self.host, "--rpc-port", str(self.rpc_port)),
-                # A fixed id: on restart the frontend drops the replica records it left.
-                *("--frontend-id", f"local-{self.cluster_name}-query"),
-                *("--secrets-dir", str(self._credentials.frontend_dir)),
-                *self._tls_args(),
-            ],
-            self._env(sys.executable),
-        )
+            self._apply([self._redis_spec()])
+            self._wait_ready(REDIS, "Redis", self._redis_ping)
+        self._apply([self._management_spec(), *self._query_specs()])
         verify = self.tls_verify()
         self._wait_ready(
-            management, "the management frontend", healthz_check(self.management_url, verify)
+            MANAGEMENT, "the management frontend", healthz_check(self.management_url, verify)
         )
-        self._wait_ready(query, "the query frontend", healthz_check(self.query_url, verify))
+        for name in self._query_names():
+            self._wait_ready(name, f"the query frontend {name}", self._query_ready(name, verify))
         self.report(
             f"Schooner is running: queries at {self.query_url}, management at "
             f"{self.management_url}, data in {self.data_dir}"
         )
+
+    def _query_names(self) -> list[str]:
+        """``query``, ``query-1``, ...: the first keeps the name of a lone frontend."""
+        return [QUERY if i == 0 else f"{QUERY}-{i}" for i in range(self.query_frontends)]
+
+    def _query_ready(self, name: str, verify: Any) -> Callable[[], bool]:
+        """Query frontend ``name`` listens on the query port, and the port answers."""
+        healthy = healthz_check(self.query_url, verify)
+
+        def ready() -> bool:
+            state = self._sup.program_states().get(name)
+            if state is None or state.state != RUNNING or not _listens(state.pid, self.query_port):
+                return False
+            return healthy()
+
+        return ready
 
     def _tls_args(self) -> list[str]:
         if self.tls_certfile is None or self.tls_keyfile is None:
@@ -287,24 +345,59 @@ class LocalContainerManager(ContainerManager):
         except (OSError, ValueError) as exc:
             raise ClusterNotRunningError(f"cannot read {self._cluster_file}: {exc}") from exc
         self._apply_cluster_file(doc)
-        down = [
-            name
-            for name in (MANAGEMENT, QUERY)
-            if (record := self._run.load(name)) is None or not procs.is_alive(record)
-        ]
-        if down:
-            raise ClusterNotRunningError(
-                f"Schooner on data dir {self.data_dir} is not running ({' and '.join(down)} "
-                "frontend exited): restart it with Connection(...).stop_all() then start(), "
-                f"or `schooner stop --data-dir {self.data_dir}` then `schooner start`; apps, "
-                "models and replicas come back from Redis"
+        frontends = [MANAGEMENT, *self._query_names()]
+        if not self._supervisor_alive():
+            if not self._sup.load_specs():
+                down = [
+                    name
+                    for name in frontends
+                    if (record := self._run.load(name)) is None or not procs.is_alive(record)
+                ]
+                if down:
+                    raise ClusterNotRunningError(self._not_running(f"{' and '.join(down)} exited"))
+                return  # started by a release without a supervisor
+            with self._locked():
+                # stop_all() may have ended it all while this waited for the lock.
+                if not self._cluster_file.is_file() or not self._sup.load_specs():
+                    raise ClusterNotRunningError(self._not_running("it was stopped"))
+                self._ensure_supervisor()
+        failed: list[str] = []
+
+        def up() -> bool:
+            states = self._sup.program_states()
+            failed[:] = [
+                f"{n}: {states[n].reason}"
+                for n in frontends
+                if n in states and states[n].state == FAILED
+            ]
+            if failed:
+                return True
+            return all(
+                (st := states.get(n)) is not None
+                and st.state == RUNNING
+                and procs.is_alive(ProcessRecord(n, st.role, st.pid, st.create_time, [], ""))
+                for n in frontends
             )
+
+        if not wait_for(up, timeout=self.start_timeout) or failed:
+            why = "failed: " + "; ".join(failed) if failed else "its frontends are not running"
+            raise ClusterNotRunningError(self._not_running(why))
+
+    def _not_running(self, why: str) -> str:
+        return (
+            f"Schooner on data dir {self.data_dir} is not running ({why}): see `schooner "
+            f"status --data-dir {self.data_dir}` and its logs, then restart it with "
+            f"Connection(...).stop_all() then start(), or `schooner stop --data-dir "
+            f"{self.data_dir}` then `schooner start`; apps, models and replicas come back "
+            "from Redis"
+        )
 
     def stop_all(self) -> None:
         if not self.data_dir.is_dir():
             return
         with self._locked():
             left = self._stop_roles(_STOP_ORDER)
+            self._sup.remove_all_specs()
             with os_errors(f"remove {self._cluster_file}"):
                 self._cluster_file.unlink(missing_ok=True)
         if left:
@@ -344,18 +437,36 @@ class LocalContainerManager(ContainerManager):
         return rotated.admin_token
 
     def processes(self) -> list[dict[str, Any]]:
-        """Every process recorded for this cluster, and whether it is running."""
-        return [
-            {
-                "name": r.name,
-                "role": r.role,
-                "pid": r.pid,
-                "running": procs.is_alive(r),
-                "log": r.log_path,
-                **({"metrics_addr": r.metrics_addr} if r.metrics_addr else {}),
+        """Every process of this cluster: whether it is running, and as the supervisor
+        sees it (``state``: running, backoff, failed or stopping; ``restarts``; ``reason``:
+        why it last exited)."""
+        states = self._sup.program_states() if self._supervisor_alive() else {}
+        rows = []
+        records = {r.name: r for r in self._run.load_all()}
+        for name in sorted({*records, *states}):
+            record, state = records.get(name), states.get(name)
+            running = record is not None and procs.is_alive(record)
+            row: dict[str, Any] = {
+                "name": name,
+                "role": record.role if record else state.role if state else "",
+                "pid": record.pid if record else state.pid if state else 0,
+                "running": running,
+                "log": record.log_path if record else "",
             }
-            for r in self._run.load_all()
-        ]
+            if record is not None and record.metrics_addr:
+                row["metrics_addr"] = record.metrics_addr
+            if state is not None:
+                row["state"] = state.state
+                row["restarts"] = state.restarts
+                row["reason"] = state.reason
+                if state.memory_limit:
+                    row["memory_limit"] = state.memory_limit
+            elif record is not None and record.role != SUPERVISOR:
+                row["state"] = "unsupervised" if running else "exited"
+            elif record is not None:
+                row["state"] = "running" if running else "exited"
+            rows.append(row)
+        return rows
 
     def metrics_urls(self) -> dict[str, str]:
         """Where Prometheus scrapes this cluster: the query frontend, as ``"query"``, and
@@ -392,7 +503,9 @@ class LocalContainerManager(ContainerManager):
             f"LocalContainerManager(python_executable=...) a {_runtime_name(info.runtime)} "
             "interpreter with schooner installed",
         )
-        if any(procs.is_alive(r) for r in self._replica_records(name, version)):
+        if self._replica_specs(name, version) or any(
+            procs.is_alive(r) for r in self._replica_records(name, version)
+        ):
             raise ContainerManagerError(
                 f"replicas of {name}:{version} are running: deploy under a new version, or "
                 f"stop_models({name!r}) first"
@@ -464,7 +577,13 @@ class LocalContainerManager(ContainerManager):
         *,
         memory_limit: int = 0,
     ) -> None:
+        """``memory_limit``: bytes each replica may use (0: no limit); a replica over it
+        is restarted, and its state says why. A replica marked failed is tried again."""
         check_num_replicas(num_replicas)
+        if isinstance(memory_limit, bool) or not isinstance(memory_limit, int) or memory_limit < 0:
+            raise InvalidRequestError(
+                f"memory_limit must be a number of bytes >= 0 (0: none), got {memory_limit!r}"
+            )
         bundle = Path()
         if num_replicas > 0:
             bundle = self.bundle_path(require_digest(name, version, bundle_sha256))
@@ -475,28 +594,54 @@ class LocalContainerManager(ContainerManager):
                     f"{bundle_sha256}) is not in this cluster's store {bundle.parent}: deploy "
                     "the model again under a new version"
                 )
-            live = []
-            for record in self._replica_records(name, version):
-                if procs.is_alive(record):
-                    live.append(record)
-                else:
-                    self._run.remove(record)  # exited earlier; its log stays
-            extra = live[num_replicas:]
-            if extra:
-                self._stop(extra)
-            used = {r.replica_id for r in live}
-            new = new_replica_ids(name, version, used, num_replicas - len(live))
-            if not new:
-                return
-            # The metrics ports of every replica left, of any model: read once, not per launch.
-            taken = {_port_of(r.metrics_addr) for r in self._run.load_all() if r.metrics_addr}
-            for replica_id in new:
-                self._launch_replica(
-                    name, version, input_type, bundle, bundle_sha256, replica_id, taken
+            self._ensure_supervisor()
+            # Replicas a release without a supervisor started: replaced by supervised ones.
+            self._stop([r for r in self._replica_records(name, version) if not self._has_spec(r)])
+            specs = self._replica_specs(name, version)
+            states = self._sup.program_states()
+            wanted: dict[str, str | None] = {}
+            for spec in specs[num_replicas:]:
+                self._sup.remove_spec(spec.name)
+                wanted[spec.name] = None
+            kept = specs[:num_replicas]
+            for spec in kept:
+                state = states.get(spec.name)
+                if spec.memory_limit != memory_limit or (state and state.state == FAILED):
+                    again = replace(spec, memory_limit=memory_limit, generation=spec.generation + 1)
+                    self._sup.write_spec(again)
+                    wanted[spec.name] = again.revision
+            used = {s.labels.get("replica_id", "") for s in kept}
+            new = new_replica_ids(name, version, used, num_replicas - len(kept))
+            # The metrics ports of every replica, of any model: read once, not per launch.
+            taken = {
+                _port_of(s.labels.get("metrics_addr", ""))
+                for s in self._sup.load_specs()
+                if s.role == REPLICA
+            }
+            for rid in new:
+                spec = self._replica_spec(
+                    name, version, input_type, bundle, bundle_sha256, rid, taken, memory_limit
                 )
+                self._sup.write_spec(spec)
+                wanted[spec.name] = spec.revision
+            if wanted:
+                self._await_programs(wanted)
 
     def stop_models(self, name: str, versions: Sequence[str] | None = None) -> None:
         with self._locked():
+            self._ensure_supervisor()
+            wanted: dict[str, str | None] = {}
+            for spec in self._sup.load_specs():
+                labels = spec.labels
+                if (
+                    spec.role == REPLICA
+                    and labels.get("model") == name
+                    and (versions is None or labels.get("version") in versions)
+                ):
+                    self._sup.remove_spec(spec.name)
+                    wanted[spec.name] = None
+            if wanted:
+                self._await_programs(wanted)
             self._stop(
                 [
                     r
@@ -508,8 +653,40 @@ class LocalContainerManager(ContainerManager):
             )
 
     def replica_states(self, name: str, version: str) -> list[ReplicaState]:
-        states = []
+        """Each replica as the supervisor sees it: one waiting to be restarted counts as
+        running (it is coming back); one marked failed does not, with the reason."""
+        states = self._sup.program_states()
+        out = []
+        specs = self._replica_specs(name, version)
+        for spec in specs:
+            rid = spec.labels.get("replica_id", "")
+            state = states.get(spec.name)
+            if state is None:  # not started yet
+                out.append(ReplicaState(rid, True, None, "", state="starting"))
+                continue
+            detail = ""
+            if state.state == FAILED:
+                detail = (
+                    f"replica {rid} failed ({state.reason}), restarted {state.restarts} "
+                    f"time(s); the end of its log {spec.log_path}:\n{state.log_tail}"
+                )
+            elif state.reason:
+                detail = f"last exit: {state.reason}"
+            out.append(
+                ReplicaState(
+                    rid,
+                    state.state != FAILED,
+                    state.pid or None,
+                    detail,
+                    restarts=state.restarts,
+                    state=state.state,
+                    memory_limit_hit=is_memory_limit(state.reason),
+                )
+            )
+        known = {s.name for s in specs}
         for record in self._replica_records(name, version):
+            if record.name in known:
+                continue
             running = procs.is_alive(record)
             detail = ""
             if not running:
@@ -517,8 +694,53 @@ class LocalContainerManager(ContainerManager):
                     f"replica {record.replica_id} (pid {record.pid}) exited; the end of its "
                     f"log {record.log_path}:\n{log_tail(record.log_path)}"
                 )
-            states.append(ReplicaState(record.replica_id, running, record.pid, detail))
-        return states
+            out.append(ReplicaState(record.replica_id, running, record.pid, detail))
+        return sorted(out, key=lambda r: _replica_index(r.replica_id))
+
+    def connections_expected(self, name: str, version: str, num_replicas: int) -> int:
+        """Each replica registers once with each query frontend."""
+        del name, version
+        return num_replicas * self.query_frontends
+
+    def restart_query_frontends(self) -> None:
+        """Restart the query frontends one at a time: each drains on SIGTERM (answers
+        what it accepted), the supervisor starts it again, and the next one goes only
+        once it listens and answers. With several frontends the query port keeps
+        answering throughout. Not counted as restarts after a crash."""
+        verify = self.tls_verify()
+        if self.query_frontends > 1 and _sysctl("net/ipv4/tcp_migrate_req") == "0":
+            self.report(
+                "net.ipv4.tcp_migrate_req is 0: connections queued on a frontend as it stops "
+                "are reset rather than handed to another (`sysctl -w "
+                "net.ipv4.tcp_migrate_req=1` keeps them)"
+            )
+        with self._locked():
+            self._ensure_supervisor()
+            for name in self._query_names():
+                spec = next((s for s in self._sup.load_specs() if s.name == name), None)
+                if spec is None:
+                    raise ClusterNotRunningError(
+                        f"no query frontend {name} on {self.data_dir}: start the cluster"
+                    )
+                again = replace(spec, generation=spec.generation + 1)
+                self.report(f"restarting the query frontend {name}")
+                self._sup.write_spec(again)
+                self._await_programs({name: again.revision})
+                ready = self._query_ready(name, verify)
+                self._wait_ready(name, f"the query frontend {name}", ready)
+
+    def _replica_specs(self, name: str, version: str) -> list[ProgramSpec]:
+        specs = [
+            s
+            for s in self._sup.load_specs()
+            if s.role == REPLICA
+            and s.labels.get("model") == name
+            and s.labels.get("version") == version
+        ]
+        return sorted(specs, key=lambda s: _replica_index(s.labels.get("replica_id", "")))
+
+    def _has_spec(self, record: ProcessRecord) -> bool:
+        return (self._sup.programs / f"{record.name}.json").is_file()
 
     def _replica_records(self, name: str, version: str) -> list[ProcessRecord]:
         records = [
@@ -526,29 +748,32 @@ class LocalContainerManager(ContainerManager):
             for r in self._run.load_all()
             if r.role == REPLICA and r.model == name and r.version == version
         ]
-        return sorted(records, key=lambda r: int(r.replica_id.rpartition("-r")[2] or 0))
+        return sorted(records, key=lambda r: _replica_index(r.replica_id))
 
     # ------------------------------------------------------------------ processes
 
-    def _launch(
-        self, role: str, argv: list[str], env: dict[str, str], name: str = "", **labels: str
-    ) -> ProcessRecord:
+    def _spec(
+        self,
+        role: str,
+        argv: list[str],
+        env: dict[str, str],
+        name: str = "",
+        memory_limit: int = 0,
+        **labels: str,
+    ) -> ProgramSpec:
         name = name or role
-        log_path = self.data_dir / "logs" / f"{name}.log"
-        pid, create_time = procs.launch(argv, log_path=log_path, env=env, cwd=self.data_dir)
-        record = ProcessRecord(
+        return ProgramSpec(
             name=name,
             role=role,
-            pid=pid,
-            create_time=create_time,
             argv=argv,
-            log_path=str(log_path),
-            **labels,
+            env=env,
+            cwd=str(self.data_dir),
+            log_path=str(self.data_dir / "logs" / f"{name}.log"),
+            labels={k: v for k, v in labels.items() if v},
+            memory_limit=memory_limit,
         )
-        self._run.save(record)
-        return record
 
-    def _launch_redis(self) -> ProcessRecord:
+    def _redis_spec(self) -> ProgramSpec:
         argv = [
             find_redis_server(),
             # First, a config file (0600) with ``requirepass``: a password on argv would
@@ -561,9 +786,41 @@ class LocalContainerManager(ContainerManager):
             *("--appendonly", "yes", "--save", ""),
             *("--daemonize", "no"),
         ]
-        return self._launch(REDIS, argv, _inherited_environ())
+        return self._spec(REDIS, argv, _inherited_environ())
 
-    def _launch_replica(
+    def _management_spec(self) -> ProgramSpec:
+        argv = [
+            *(sys.executable, "-m", "management_frontend"),
+            *("--redis-url", self.effective_redis_url, "--key-prefix", self.key_prefix),
+            *("--host", self.host, "--port", str(self.management_port)),
+            *("--secrets-dir", str(self._credentials.frontend_dir)),
+            *self._tls_args(),
+        ]
+        return self._spec(MANAGEMENT, argv, self._env(sys.executable))
+
+    def _query_specs(self) -> list[ProgramSpec]:
+        specs = []
+        for i, name in enumerate(self._query_names()):
+            argv = [
+                *(sys.executable, "-m", "query_frontend"),
+                *("--redis-url", self.effective_redis_url, "--key-prefix", self.key_prefix),
+                *("--host", self.host, "--port", str(self.query_port)),
+                *("--rpc-host", self.host, "--rpc-port", str(self.rpc_port + i)),
+                # A fixed id: on restart the frontend drops the replica records it left.
+                *("--frontend-id", self._frontend_id(i)),
+                *("--secrets-dir", str(self._credentials.frontend_dir)),
+                *self._tls_args(),
+                # Several frontends share the query port; one alone binds it as before.
+                *(["--reuse-port"] if self.query_frontends > 1 else []),
+            ]
+            specs.append(self._spec(QUERY, argv, self._env(sys.executable), name=name))
+        return specs
+
+    def _frontend_id(self, index: int) -> str:
+        base = f"local-{self.cluster_name}-query"
+        return base if self.query_frontends == 1 else f"{base}-{index}"
+
+    def _replica_spec(
         self,
         name: str,
         version: str,
@@ -572,7 +829,8 @@ class LocalContainerManager(ContainerManager):
         bundle_sha256: str,
         replica_id: str,
         taken_ports: set[int],
-    ) -> ProcessRecord:
+        memory_limit: int = 0,
+    ) -> ProgramSpec:
         site = self.data_dir / "models" / name / version / "site-packages"
         # Free now and given to no other replica (``taken_ports``, which it joins: one
         # launched a moment ago may not have bound its port yet). Another program grabbing
@@ -580,26 +838,106 @@ class LocalContainerManager(ContainerManager):
         # deploy reports.
         metrics_port = free_port(self.host, avoid=taken_ports)
         taken_ports.add(metrics_port)
+        frontends = ",".join(
+            f"tcp://{self._connect_host}:{self.rpc_port + i}" for i in range(self.query_frontends)
+        )
         argv = [
             *(self.python_executable, "-m", "model_container"),
             *("--bundle", str(bundle), "--bundle-sha256", bundle_sha256),
-            *("--frontend", f"tcp://{self._connect_host}:{self.rpc_port}"),
+            *("--frontend", frontends),
             *("--name", name, "--version", version, "--input-type", input_type),
             *("--replica-id", replica_id),
             *("--metrics-host", self.host, "--metrics-port", str(metrics_port)),
             *("--secrets-dir", str(self._credentials.replica_dir)),
         ]
         env = self._env(self.python_executable, [str(site)] if site.is_dir() else [])
-        return self._launch(
+        return self._spec(
             REPLICA,
             argv,
             env,
             name=f"replica-{replica_id}",
+            memory_limit=memory_limit,
             model=name,
             version=version,
             replica_id=replica_id,
             metrics_addr=netloc(self._connect_host, metrics_port),
         )
+
+    # ------------------------------------------------------------------ the supervisor
+
+    def _supervisor_alive(self) -> bool:
+        record = self._run.load(SUPERVISOR)
+        return record is not None and procs.is_alive(record)
+
+    def _ensure_supervisor(self) -> None:
+        """Start a supervisor unless one runs (hold the lock): it runs every spec,
+        adopting the processes a dead supervisor left running."""
+        if self._supervisor_alive():
+            return
+        argv = [sys.executable, "-m", "admin.container_managers._supervisor", str(self.data_dir)]
+        log_path = self.data_dir / "logs" / "supervisor.log"
+        with os_errors(f"prepare {self._sup.root}"):
+            self._sup.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        pid, create_time = procs.launch(
+            argv, log_path=log_path, env=self._env(sys.executable), cwd=self.data_dir
+        )
+        record = ProcessRecord(SUPERVISOR, SUPERVISOR, pid, create_time, argv, str(log_path))
+        self._run.save(record)
+
+        def serving() -> bool:
+            if self._sup.read_state().get("supervisor", {}).get("pid") == pid:
+                return True
+            if not procs.is_alive(record):
+                raise ContainerManagerError(
+                    f"the supervisor exited while starting; the end of its log {log_path}:\n"
+                    f"{log_tail(log_path)}"
+                )
+            return False
+
+        self.report(f"starting the supervisor (pid {pid})")
+        if not wait_for(serving, timeout=self.start_timeout):
+            raise ContainerManagerError(
+                f"the supervisor did not start within {self.start_timeout:g} s; the end of its "
+                f"log {log_path}:\n{log_tail(log_path)}"
+            )
+
+    def _apply(self, specs: Sequence[ProgramSpec]) -> None:
+        for spec in specs:
+            self._sup.write_spec(spec)
+        self._await_programs({s.name: s.revision for s in specs})
+
+    def _await_programs(self, wanted: Mapping[str, str | None]) -> dict[str, ProgramState]:
+        """Tell the supervisor the specs changed, and wait until each program runs (or
+        failed) with the given revision, or is gone (``None``)."""
+        record = self._run.load(SUPERVISOR)
+        if record is None or (proc := procs.find(record)) is None:
+            self._ensure_supervisor()
+        else:
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signal.SIGHUP)
+        seen: dict[str, ProgramState] = {}
+
+        def applied() -> bool:
+            seen.clear()
+            seen.update(self._sup.program_states())
+            for name, revision in wanted.items():
+                state = seen.get(name)
+                if revision is None:
+                    if state is not None:
+                        return False
+                elif state is None or state.revision != revision or state.state not in SETTLED:
+                    return False
+            return True
+
+        # Stopping takes up to a stop timeout (a query frontend: 40 s) and a SIGKILL.
+        limit = self.start_timeout + 50.0
+        if not wait_for(applied, timeout=limit):
+            pending = [n for n in wanted if n not in seen or seen[n].revision != wanted[n]]
+            raise ContainerManagerError(
+                f"the supervisor did not apply the change to {', '.join(pending)} within "
+                f"{limit:g} s; see {self.data_dir / 'logs' / 'supervisor.log'}"
+            )
+        return dict(seen)
 
     def _env(self, python_executable: str, paths: Sequence[str] = ()) -> dict[str, str]:
         """Environment of a child: output unbuffered (so a crash's last words reach its
@@ -629,23 +967,30 @@ class LocalContainerManager(ContainerManager):
         records = self._run.load_all()
         left: list[ProcessRecord] = []
         for role in roles:
-            # Redis gets longer: it flushes its append-only file on SIGTERM.
-            timeout = 30.0 if role == REDIS else 10.0
+            # Redis gets longer: it flushes its append-only file on SIGTERM; the supervisor
+            # stops everything before it exits.
+            timeout = (
+                _SUPERVISOR_STOP_TIMEOUT_S if role == SUPERVISOR else supervision.stop_timeout(role)
+            )
             left += self._stop([r for r in records if r.role == role], timeout=timeout)
         return left
 
-    def _wait_ready(self, record: ProcessRecord, what: str, ready: Callable[[], bool]) -> None:
+    def _wait_ready(self, name: str, what: str, ready: Callable[[], bool]) -> None:
+        log_path = self.data_dir / "logs" / f"{name}.log"
+
         def done() -> bool:
             if ready():
                 return True
-            if not procs.is_alive(record):
+            state = self._sup.program_states().get(name)
+            if state is not None and state.state == FAILED:
                 raise ContainerManagerError(
-                    f"{what} exited while starting; the end of its log {record.log_path}:\n"
-                    f"{log_tail(record.log_path)}"
+                    f"{what} failed ({state.reason}); the end of its log {log_path}:\n"
+                    f"{state.log_tail or log_tail(log_path)}"
                 )
             return False
 
-        self.report(f"waiting for {what} (pid {record.pid})")
+        state = self._sup.program_states().get(name)
+        self.report(f"waiting for {what} (pid {state.pid if state else '?'})")
         if not wait_for(
             done,
             timeout=self.start_timeout,
@@ -653,7 +998,7 @@ class LocalContainerManager(ContainerManager):
         ):
             raise ContainerManagerError(
                 f"{what} did not become ready within {self.start_timeout:g} s; the end of "
-                f"its log {record.log_path}:\n{log_tail(record.log_path)}"
+                f"its log {log_path}:\n{log_tail(log_path)}"
             )
 
     def _redis_ping(self) -> bool:
@@ -676,7 +1021,7 @@ class LocalContainerManager(ContainerManager):
         ports = {
             "query_port": self.query_port,
             "management_port": self.management_port,
-            "rpc_port": self.rpc_port,
+            **_rpc_ports(self.rpc_port, self.query_frontends),
         }
         if self.redis_url is None:
             ports["redis_port"] = self.redis_port
@@ -696,6 +1041,7 @@ class LocalContainerManager(ContainerManager):
             "query_port": self.query_port,
             "management_port": self.management_port,
             "rpc_port": self.rpc_port,
+            "query_frontends": self.query_frontends,
             "redis_port": self.redis_port,
             "redis_url": self.redis_url,
             "key_prefix": self.key_prefix,
@@ -716,6 +1062,7 @@ class LocalContainerManager(ContainerManager):
             self.query_port = int(doc["query_port"])
             self.management_port = int(doc["management_port"])
             self.rpc_port = int(doc["rpc_port"])
+            self.query_frontends = int(doc.get("query_frontends", 1))
             self.redis_port = int(doc["redis_port"])
             self.redis_url = None if doc.get("redis_url") is None else str(doc["redis_url"])
             self.key_prefix = str(doc.get("key_prefix", self.key_prefix))
@@ -767,6 +1114,33 @@ def _inherited_environ() -> dict[str, str]:
     env = dict(os.environ)
     env.pop(ADMIN_TOKEN_ENV, None)
     return env
+
+
+def _replica_index(replica_id: str) -> int:
+    tail = replica_id.rpartition("-r")[2]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _rpc_ports(rpc_port: int, count: int) -> dict[str, int]:
+    """The RPC port of each query frontend, by the setting it derives from."""
+    return {("rpc_port" if i == 0 else f"rpc_port+{i}"): rpc_port + i for i in range(count)}
+
+
+def _sysctl(name: str) -> str:
+    """A kernel setting as ``/proc/sys`` shows it ("" when it cannot be read)."""
+    try:
+        return (Path("/proc/sys") / name).read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` has a socket listening on ``port``."""
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except (psutil.Error, OSError):  # gone, or not ours: not listening
+        return False
+    return any(c.status == "LISTEN" and c.laddr and c.laddr.port == port for c in conns)
 
 
 def _port_of(netloc: str) -> int:

@@ -547,7 +547,7 @@ def test_killing_a_replica_under_load_loses_no_query(conn: Connection) -> None:
     with ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(one, i) for i in range(600)]
         # Let the load build up, then kill one replica mid-stream.
-        eventually(futures[100].done, what="the first queries answered")
+        eventually(futures[100].done, what="the first queries answered", timeout=120)
         psutil.Process(victim["pid"]).kill()
         answers = [f.result(timeout=30) for f in futures]
     assert all(code == 200 for code, _ in answers)
@@ -671,7 +671,9 @@ def test_no_process_of_the_cluster_inherits_an_exported_admin_token(
         conn.connect()
         deploy_python_closure(conn, "envcheck", "1", "doubles", lambda xs: [0] * len(xs))
         processes = [p for p in cm.processes() if p["running"]]
-        assert {p["role"] for p in processes} == {"redis", "management", "query", "replica"}
+        assert {p["role"] for p in processes} == {
+            *("supervisor", "redis", "management", "query", "replica")
+        }
         for p in processes:
             environ = Path(f"/proc/{p['pid']}/environ").read_bytes().split(b"\0")
             assert not [v for v in environ if v.startswith(b"SCHOONER_ADMIN_TOKEN=")], p["name"]

@@ -201,3 +201,25 @@ def test_build_model_probes_another_replica_interpreter(tmp_path: Path) -> None:
     cm = manager(tmp_path / "data", python_executable=other)
     with pytest.raises(IncompatibleModelError, match=rf"3\.10\.13.*{platform.python_version()}"):
         cm.build_model("m", "1", bundle(tmp_path, python="3.10.13"))
+
+
+def test_several_query_frontends_take_consecutive_rpc_ports_checked_at_construction() -> None:
+    with pytest.raises(InvalidRequestError, match=r"management_port and rpc_port\+1"):
+        LocalContainerManager(
+            query_port=7100, management_port=7001, rpc_port=7000, query_frontends=2
+        )
+    with pytest.raises(InvalidRequestError, match="rpc_port"):
+        LocalContainerManager(rpc_port=65535, query_frontends=2)
+    for bad in (0, -1, True, 1.5, 65):
+        with pytest.raises(InvalidRequestError, match="query_frontends"):
+            LocalContainerManager(query_frontends=bad)  # type: ignore[arg-type]
+    # One query frontend: no second RPC port, so the next port is anyone's.
+    assert LocalContainerManager(management_port=7001, rpc_port=7000).query_frontends == 1
+
+
+def test_a_memory_limit_is_a_number_of_bytes(tmp_path: Path) -> None:
+    cm = manager(tmp_path)
+    for bad in (-1, True, 1.5, "1Gi"):
+        with pytest.raises(InvalidRequestError, match="memory_limit"):
+            cm.set_num_replicas("m", "1", "doubles", "ab" * 32, 1, memory_limit=bad)  # type: ignore[arg-type]
+    assert not (tmp_path / "supervisor" / "programs").exists()  # refused: nothing written

@@ -1,7 +1,8 @@
 """LocalContainerManager gives every replica a metrics port of its own and records it.
 
-No process is started: ``launch`` is replaced by one that reports this test process, so
-that the records look alive. Nothing here stops them (that would signal the test).
+No process is started: the supervisor is replaced by a stand-in that records every
+program spec the manager writes as this test process, so that the records look alive.
+Nothing here stops them (that would signal the test).
 """
 
 from __future__ import annotations
@@ -15,20 +16,39 @@ import pytest
 from ports import free_port
 
 from admin import LocalContainerManager
-from admin.container_managers import _processes as procs
 from admin.container_managers._processes import ProcessRecord, RunDir
+from admin.container_managers._supervision import SupervisorFiles
 
 
 @pytest.fixture
 def launched(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The argv of every program the manager asks the supervisor to run."""
     argvs: list[list[str]] = []
     me = psutil.Process(os.getpid())
 
-    def fake_launch(argv: list[str], **_: Any) -> tuple[int, float]:
-        argvs.append(list(argv))
-        return me.pid, me.create_time()
+    def applied(cm: LocalContainerManager, wanted: Any) -> dict[str, Any]:
+        for spec in SupervisorFiles(cm.data_dir).load_specs():
+            if spec.name in wanted:
+                argvs.append(list(spec.argv))
+                labels = spec.labels
+                RunDir(cm.data_dir / "run").save(
+                    ProcessRecord(
+                        spec.name,
+                        spec.role,
+                        me.pid,
+                        me.create_time(),
+                        spec.argv,
+                        spec.log_path,
+                        labels["model"],
+                        labels["version"],
+                        labels["replica_id"],
+                        labels["metrics_addr"],
+                    )
+                )
+        return {}
 
-    monkeypatch.setattr(procs, "launch", fake_launch)
+    monkeypatch.setattr(LocalContainerManager, "_ensure_supervisor", lambda cm: None)
+    monkeypatch.setattr(LocalContainerManager, "_await_programs", applied)
     return argvs
 
 
