@@ -51,6 +51,12 @@ class ReplicaState:
     pid: int | None = None
     # Why it is not running: exit status and the tail of its log.
     detail: str = ""
+    # Restarts after it exited unintended (a supervised local replica; 0 elsewhere).
+    restarts: int = 0
+    # As its manager reports it: "running", "backoff", "failed", ... ("" if not told).
+    state: str = ""
+    # Whether it last ended by hitting its memory limit.
+    memory_limit_hit: bool = False
 
 
 def replica_id(name: str, version: str, index: int) -> str:
@@ -189,6 +195,12 @@ class ContainerManager(Closing):
         query frontends under several ids (Kubernetes: one per frontend pod)."""
         del name, version
         return num_replicas
+
+    def restart_query_frontends(self) -> None:
+        """Restart the query frontends one at a time, each draining what it accepted."""
+        raise ContainerManagerError(
+            f"{type(self).__name__} cannot restart the query frontends one by one"
+        )
 
     # ------------------------------------------------------------------ derived
 
