@@ -565,7 +565,9 @@ def replica_state(
 def _exit_reason(code: object, *, memory_hit: bool, limit: int) -> str:
     """Why a replica last exited, as a phrase ("" when its status is not known)."""
     if memory_hit:
-        return f"hit its memory limit ({memory_size(limit)})" if limit else "killed for lack of memory"
+        if not limit:
+            return "killed for lack of memory"
+        return f"hit its memory limit ({memory_size(limit)})"
     if code == EXIT_RESTART_REQUESTED:
         return "exited at its query frontend's request (a batch past its timeout, or ejected)"
     if code is None:
