@@ -218,10 +218,9 @@ class ClusterEngine:
         """Stop and remove one container; its name if that failed, else ""."""
         from docker.errors import NotFound
 
-        # A query frontend drains for longer: its container's own stop timeout says how long.
-        own = (container.attrs.get("Config") or {}).get("StopTimeout")
-        if isinstance(own, int) and own > timeout:
-            timeout = own
+        # A query frontend drains for longer: its label says how long.
+        with contextlib.suppress(ValueError):
+            timeout = max(timeout, float(container.labels.get(specs.STOP_TIMEOUT, "0")))
         try:
             if container.status in ("running", "restarting", "paused"):
                 container.stop(timeout=int(timeout))

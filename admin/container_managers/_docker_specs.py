@@ -34,9 +34,10 @@ theirs: ``DockerContainerManager.connect()`` and ``restart_query_frontends()`` r
 them into the new one (``frontends_cut_off``).
 
 A query frontend stops by draining (SIGTERM: ``/healthz`` answers 503, no new
-connections, what it accepted is answered) for up to ``drain_timeout`` seconds; its
-container's stop timeout is longer, so that ``docker stop`` / ``docker restart`` do not
-kill it before it is done.
+connections, what it accepted is answered) for up to ``drain_timeout`` seconds.
+``stop_all()`` and ``restart_query_frontends()`` give its container longer to stop (the
+label ``schooner.stop_timeout``), so that they do not kill it before it is done; the
+engine's own default is 10 s, so stop one by hand with ``docker stop -t <that>``.
 
 Every container runs without privileges: all capabilities dropped, no-new-privileges
 (setuid binaries cannot raise them), and -- Redis from Schooner's image, the frontends
@@ -69,7 +70,12 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from admin.container_managers._net import check_port, connect_host, netloc
-from admin.container_managers.base import CRASH_LOOP_RESTARTS, EXIT_CONFIG, ReplicaState
+from admin.container_managers.base import (
+    CRASH_LOOP_RESTARTS,
+    EXIT_CONFIG,
+    ReplicaState,
+    memory_size,
+)
 from admin.exceptions import ClusterNotRunningError, InvalidRequestError
 from model_container.credentials import SECRETS_DIR_ENV
 
@@ -78,6 +84,9 @@ MODEL, VERSION, REPLICA_ID = "schooner.model", "schooner.version", "schooner.rep
 INPUT_TYPE, METRICS_PORT = "schooner.input_type", "schooner.metrics_port"
 SETTINGS = "schooner.settings"
 FRONTEND_INDEX = "schooner.frontend_index"
+# Seconds the manager gives a container to stop (the SDK cannot set the engine's own
+# StopTimeout): a query frontend's drain and exit.
+STOP_TIMEOUT = "schooner.stop_timeout"
 REDIS, MANAGEMENT, QUERY, REPLICA = "redis", "management", "query", "replica"
 # The holder of the query frontends' network stack (network mode).
 QUERY_NET: Final = "query-net"
@@ -399,7 +408,8 @@ class ClusterSettings:
             command.append("--reuse-port")
         if self.drain_timeout != DEFAULT_DRAIN_TIMEOUT:
             command += ["--drain-timeout", str(self.drain_timeout)]
-        spec = self._common(QUERY, image, command, **{FRONTEND_INDEX: str(index)})
+        labels = {FRONTEND_INDEX: str(index), STOP_TIMEOUT: str(self.query_stop_timeout)}
+        spec = self._common(QUERY, image, command, **labels)
         network: dict[str, Any] = {"network_mode": HOST_MODE}
         if not self.host_mode:
             network = {"network_mode": f"container:{self.container_name(QUERY_NET)}"}
@@ -407,9 +417,9 @@ class ClusterSettings:
             **self._with_secrets(spec, FRONTEND_SECRETS),
             "name": self.query_name(index),
             "init": True,
-            # docker stop / docker restart: SIGTERM, then the drain, then SIGKILL.
+            # SIGTERM, then the drain, then SIGKILL: stop_all() and restart_query_frontends()
+            # wait the STOP_TIMEOUT label's seconds; by hand, docker stop -t that many.
             "stop_signal": "SIGTERM",
-            "stop_timeout": self.query_stop_timeout,
             **network,
         }
 
@@ -573,14 +583,6 @@ def _exit_reason(code: object, *, memory_hit: bool, limit: int) -> str:
     if code is None:
         return ""
     return f"exited with status {code}"
-
-
-def memory_size(n: int) -> str:
-    """Bytes as Kubernetes writes a quantity: ``"128Mi"``, ``"2Gi"``, else bytes."""
-    for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
-        if n >= size and n % size == 0:
-            return f"{n // size}{unit}"
-    return str(n)
 
 
 def _ran_s(state: Mapping[str, Any]) -> float:

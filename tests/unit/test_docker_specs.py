@@ -507,11 +507,11 @@ def test_a_query_frontend_is_given_longer_to_stop_than_it_drains() -> None:
     for s in (network_settings(), host_settings()):
         query = s.query_spec("f")
         assert query["stop_signal"] == "SIGTERM"
-        assert query["stop_timeout"] > specs.DEFAULT_DRAIN_TIMEOUT
+        assert int(query["labels"]["schooner.stop_timeout"]) > specs.DEFAULT_DRAIN_TIMEOUT
         assert "--drain-timeout" not in query["command"]  # the frontend's default
     slow = network_settings(drain_timeout=120).query_spec("f")
     assert _flag(slow["command"], "--drain-timeout") == "120"
-    assert slow["stop_timeout"] > 120
+    assert int(slow["labels"]["schooner.stop_timeout"]) > 120
 
 
 def test_a_replicas_memory_limit_covers_memory_and_swap() -> None:

@@ -219,9 +219,51 @@ def test_each_query_frontend_pod_is_named_by_its_pod_name() -> None:
     assert (arg(c, "--host"), arg(c, "--port")) == ("0.0.0.0", "1337")
     assert (arg(c, "--rpc-host"), arg(c, "--rpc-port")) == ("0.0.0.0", "7000")
     assert {p.name: p.container_port for p in c.ports} == {"http": 1337, "rpc": 7000}
-    assert c.lifecycle.pre_stop.var_exec.command == ["sleep", "5"]
     strategy = deployment.spec.strategy.rolling_update
     assert (strategy.max_unavailable, strategy.max_surge) == (0, 1)
+
+
+def test_a_query_frontend_pod_drains_before_it_goes() -> None:
+    deployment = settings().query_deployment(IMAGE)
+    pod = deployment.spec.template.spec
+    (c,) = pod.containers
+    # Still serving while the Service forgets it; a sleep the frontend's image can run.
+    assert c.lifecycle.pre_stop.var_exec.command == ["python", "-c", "import time; time.sleep(5)"]
+    # Then SIGTERM: /healthz answers 503 while it drains, so it is not ready.
+    assert c.readiness_probe.http_get.path == "/healthz"
+    # The grace covers the preStop wait, the frontend's drain (30 s) and its exit.
+    assert pod.termination_grace_period_seconds >= 5 + 30
+    assert "--drain-timeout" not in c.args
+    slow = settings(drain_timeout=90).query_deployment(IMAGE)
+    (c,) = slow.spec.template.spec.containers
+    assert arg(c, "--drain-timeout") == "90"
+    assert slow.spec.template.spec.termination_grace_period_seconds >= 5 + 90
+    with pytest.raises(InvalidRequestError, match="drain_timeout"):
+        settings(drain_timeout=0)
+
+
+def test_a_model_versions_memory_limit_is_its_pods_limit_and_caps_the_request() -> None:
+    def resources(**kw: Any) -> Any:
+        d = settings().replica_deployment(
+            IMAGE,
+            name="m",
+            version="1",
+            input_type="doubles",
+            bundle_sha256=DIGEST,
+            replicas=1,
+            **kw,
+        )
+        return d.spec.template.spec.containers[0].resources
+
+    small = resources(memory_limit=256 * 2**20)
+    assert small.limits["memory"] == "256Mi"
+    assert small.requests["memory"] == "256Mi"  # the default request (512Mi) would exceed it
+    assert small.requests["cpu"] == "250m"
+    large = resources(memory_limit=8 * 2**30)
+    assert (large.limits["memory"], large.requests["memory"]) == ("8Gi", "512Mi")
+    odd = resources(memory_limit=100_000_000)
+    assert odd.limits["memory"] == odd.requests["memory"] == "100000000"
+    assert resources().limits["memory"] == "4Gi"  # none given: the role's default
 
 
 def test_model_pods_find_every_query_frontend_pod_through_the_headless_service() -> None:
