@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client import (
+    V1Container,
     V1ContainerState,
     V1ContainerStateRunning,
     V1ContainerStateTerminated,
@@ -22,7 +23,9 @@ from kubernetes.client import (
     V1NodeStatus,
     V1ObjectMeta,
     V1Pod,
+    V1PodSpec,
     V1PodStatus,
+    V1ResourceRequirements,
     V1Service,
     V1ServicePort,
     V1ServiceSpec,
@@ -430,6 +433,62 @@ def test_pods_running_or_starting_have_no_problem() -> None:
 )
 def test_pods_that_will_not_serve_say_why(p: V1Pod, model: bool, expected: str) -> None:
     assert expected in readback.pod_problem(p, model=model)
+
+
+def ended(code: int, reason: str | None = None, ran_s: float = 60.0) -> V1ContainerState:
+    """A container's last run, ended with ``code`` (and ``reason``) after ``ran_s``."""
+    import datetime as dt
+
+    started = dt.datetime(2026, 1, 1, 10, 0, tzinfo=dt.UTC)
+    return V1ContainerState(
+        terminated=V1ContainerStateTerminated(
+            exit_code=code,
+            reason=reason,
+            started_at=started,
+            finished_at=started + dt.timedelta(seconds=ran_s),
+        )
+    )
+
+
+def limited(p: V1Pod, memory: str = "256Mi") -> V1Pod:
+    p.spec = V1PodSpec(
+        containers=[
+            V1Container(name="model", resources=V1ResourceRequirements(limits={"memory": memory}))
+        ]
+    )
+    return p
+
+
+def test_a_model_pod_that_hit_its_memory_limit_serves_again_and_says_why() -> None:
+    oom = limited(pod("m-a", last=ended(137, "OOMKilled"), restarts=1))
+    [state] = readback.replica_states([oom])
+    assert state.running and state.memory_limit_hit and state.restarts == 1
+    assert "hit its memory limit (256Mi)" in state.detail
+    # Status 76: the model raised MemoryError.
+    [raised] = readback.replica_states([limited(pod("m-b", last=ended(76), restarts=2))])
+    assert raised.running and raised.memory_limit_hit
+    assert "hit its memory limit (256Mi)" in raised.detail
+    [fresh] = readback.replica_states([limited(pod("m-c"))])
+    assert fresh.running and not fresh.memory_limit_hit and fresh.detail == ""
+
+
+def test_restarts_a_query_frontend_asked_for_are_not_a_crash_loop() -> None:
+    # Restarted five times, each after serving a minute: replaced, not failing.
+    for last in (ended(75), ended(76), ended(137, "OOMKilled")):
+        p = limited(pod(last=last, restarts=5))
+        assert readback.pod_problem(p, model=True) == "", last
+    [asked] = readback.replica_states([limited(pod("m", last=ended(75), restarts=5))])
+    assert asked.running and "at its query frontend's request" in asked.detail
+    # ... unless they keep coming right after the start (a model too big for its limit).
+    looping = limited(pod("m", last=ended(137, "OOMKilled", ran_s=1), restarts=3))
+    problem = readback.pod_problem(looping, model=True)
+    assert "keeps exiting right after it starts (hit its memory limit (256Mi)" in problem
+    [failed] = readback.replica_states([looping], {"m": "Killed"})
+    assert not failed.running and failed.memory_limit_hit and failed.detail.endswith("Killed")
+    # Any other status, over and over, is a crash loop however long each run lasted.
+    assert "keeps exiting (last status 1" in readback.pod_problem(
+        pod(last=ended(1), restarts=3), model=True
+    )
 
 
 def test_the_exit_status_of_a_model_that_cannot_load_is_model_containers() -> None:
