@@ -741,6 +741,12 @@ class KubeSettings:
         )
 
 
+def restart_patch(when: str) -> dict[str, Any]:
+    """The merge patch that restarts a Deployment's pods, as ``kubectl rollout restart``
+    writes it: a new ``restartedAt`` annotation (an RFC 3339 time) on the pod template."""
+    return {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: when}}}}}
+
+
 def to_json(obj: Any) -> Any:
     """A model object as the API server's JSON (camelCase keys, no nulls)."""
     from kubernetes.client import ApiClient

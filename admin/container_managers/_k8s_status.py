@@ -9,6 +9,7 @@ outside the cluster reaches a Service.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from admin.container_managers._net import netloc
@@ -198,6 +199,29 @@ def replica_states(
             ReplicaState(pod_name(pod), True, None, detail, restarts, "running", memory_hit)
         )
     return states
+
+
+def rolled_out(deployment: Any) -> bool:
+    """Whether a Deployment's rollout is complete, as ``kubectl rollout status`` decides:
+    the controller has seen its latest spec, and every pod wanted runs that spec, ready,
+    with no old pod left."""
+    meta, spec, status = deployment.metadata, deployment.spec, deployment.status
+    if status is None:
+        return False
+    if (status.observed_generation or 0) < (meta.generation or 0):
+        return False
+    wanted = spec.replicas if spec.replicas is not None else 1
+    updated = status.updated_replicas or 0
+    return (
+        updated >= wanted
+        and (status.replicas or 0) <= updated
+        and (status.available_replicas or 0) >= updated
+    )
+
+
+def now_rfc3339() -> str:
+    """The time now as Kubernetes writes it (``kubectl rollout restart``'s annotation)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def node_address(nodes: Iterable[Any]) -> str:
