@@ -606,6 +606,43 @@ def test_a_replica_that_hits_its_memory_limit_is_restarted_and_says_why(
     assert state() == before
 
 
+def test_a_replica_that_exits_for_a_restart_comes_back_and_says_why(
+    conn: Connection, docker_client: Any
+) -> None:
+    """Status 75 is how a replica leaves when its query frontend asks it to (a batch past
+    its timeout, or ejected): the engine starts it afresh, and that is no failure."""
+
+    def obeys(xs: Any) -> list[float]:
+        if any(x[0] == -75.0 for x in xs):
+            os._exit(75)  # what model_container does on RESTART
+        return [float(x[0]) for x in xs]
+
+    cluster = conn.cm.cluster_name  # type: ignore[attr-defined]
+    conn.register_application("obeys-app", "doubles", "fallback", 3_000_000)
+    deploy_python_closure(conn, "obeys", "1", "doubles", obeys, num_replicas=1)
+    conn.link_model_to_app("obeys-app", "obeys")
+    [replica] = containers(docker_client, cluster, **{"schooner.model": "obeys"})
+    pid = replica.attrs["State"]["Pid"]
+
+    predict(conn, "obeys-app", {"input": [-75.0]}, timeout=60)
+
+    def back() -> bool:
+        replica.reload()
+        state = replica.attrs["State"]
+        return (
+            replica.status == "running"
+            and state["Pid"] != pid
+            and replica.attrs["RestartCount"] >= 1
+        )
+
+    eventually(back, what="the replica restarted by the engine")
+    [state] = conn.cm.replica_states("obeys", "1")
+    assert state.running and not state.memory_limit_hit and state.restarts >= 1
+    # The status of its last exit comes from the engine's die event.
+    assert "exited at its query frontend's request" in state.detail, state.detail
+    eventually(lambda: output_of(conn, "obeys-app", [5.0]) == 5.0, what="served again")
+
+
 def _consecutive_ports() -> dict[str, int]:
     """Cluster ports whose rpc_port + 1 is free too (a second query frontend's)."""
     from ports import free_port
