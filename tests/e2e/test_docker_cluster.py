@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -650,7 +651,7 @@ def _consecutive_ports() -> dict[str, int]:
     while True:
         ports = cluster_ports()
         try:
-            sock = __import__("socket").create_server(("127.0.0.1", ports["rpc_port"] + 1))
+            sock = socket.create_server(("127.0.0.1", ports["rpc_port"] + 1))
         except OSError:
             continue
         sock.close()
