@@ -9,8 +9,9 @@ name unknown, label selectors on lists, a Deployment's pods deleted with it.
 
 The API server's controllers are played by ``converge()``, run after every write unless
 ``auto_converge`` is off: each Deployment and StatefulSet gets exactly its replica
-count of Running, ready pods (with addresses), and its status says so. A test may edit
-a pod's status by hand to stage a failure.
+count of Running, ready pods (with addresses) of its current pod template -- a pod of an
+older template (a patched annotation: ``kubectl rollout restart``) is replaced -- and its
+status says so. A test may edit a pod's status by hand to stage a failure.
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ class FakeKubeAPIServer:
         obj = copy.deepcopy(body)
         obj.metadata.namespace = namespace
         obj.metadata.uid = f"uid-{next(self._uids)}"
+        obj.metadata.generation = 1
         self.objects[kind, namespace, name] = obj
         if kind == "StatefulSet":
             self._claim_volumes(obj)
@@ -192,12 +194,19 @@ class FakeKubeAPIServer:
         return copy.deepcopy(self.objects[kind, namespace, name])
 
     def patch(self, kind: str, namespace: str, name: str, body: Any, kw: dict[str, Any]) -> Any:
-        """A merge patch of ``data`` (all the manager patches: Secrets' keys)."""
+        """A merge patch of what the manager patches: a Secret's ``data`` keys, or the
+        annotations of a Deployment's pod template (which changes its generation)."""
         self.record("patch", kind, name, copy.deepcopy(body), kw)
         if (kind, namespace, name) not in self.objects:
             raise api_error(404, "Not Found", f'{PLURAL[kind]} "{name}" not found')
         obj = self.objects[kind, namespace, name]
-        obj.data = {**(obj.data or {}), **body["data"]}
+        if kind == "Deployment":
+            meta = obj.spec.template.metadata
+            new = body["spec"]["template"]["metadata"]["annotations"]
+            meta.annotations = {**(meta.annotations or {}), **new}
+            obj.metadata.generation = (obj.metadata.generation or 1) + 1
+        else:
+            obj.data = {**(obj.data or {}), **body["data"]}
         self.changed()
         return copy.deepcopy(obj)
 
@@ -225,14 +234,26 @@ class FakeKubeAPIServer:
         for kind in ("Deployment", "StatefulSet"):
             for owner in self.stored(kind):
                 want = owner.spec.replicas if owner.spec.replicas is not None else 1
+                template = owner.spec.template.metadata.annotations or {}
+                for pod in self.pods_of(owner):  # of an older template: replaced
+                    if (pod.metadata.annotations or {}) != template:
+                        del self.objects["Pod", owner.metadata.namespace, pod.metadata.name]
                 pods = self.pods_of(owner)
                 for pod in pods[want:]:
                     del self.objects["Pod", owner.metadata.namespace, pod.metadata.name]
                 for index in range(len(pods), want):
                     self._start_pod(kind, owner, index)
                 ready = len(self.pods_of(owner))
-                status_type = V1DeploymentStatus if kind == "Deployment" else V1StatefulSetStatus
-                owner.status = status_type(replicas=ready, ready_replicas=ready)
+                if kind == "Deployment":
+                    owner.status = V1DeploymentStatus(
+                        replicas=ready,
+                        ready_replicas=ready,
+                        updated_replicas=ready,
+                        available_replicas=ready,
+                        observed_generation=owner.metadata.generation,
+                    )
+                else:
+                    owner.status = V1StatefulSetStatus(replicas=ready, ready_replicas=ready)
 
     def _start_pod(self, kind: str, owner: Any, index: int) -> None:
         name = owner.metadata.name
@@ -249,6 +270,7 @@ class FakeKubeAPIServer:
                 name=pod_name,
                 namespace=owner.metadata.namespace,
                 labels=dict(template.metadata.labels),
+                annotations=dict(template.metadata.annotations or {}) or None,
                 uid=f"uid-{next(self._uids)}",
             ),
             spec=copy.deepcopy(template.spec),
@@ -309,6 +331,9 @@ class FakeAppsV1Api:
 
     def delete_namespaced_deployment(self, name: str, namespace: str, **kw: Any) -> Any:
         return self.server.delete("Deployment", namespace, name, kw)
+
+    def patch_namespaced_deployment(self, name: str, namespace: str, body: Any, **kw: Any) -> Any:
+        return self.server.patch("Deployment", namespace, name, body, kw)
 
     def patch_namespaced_deployment_scale(
         self, name: str, namespace: str, body: Any, **kw: Any

@@ -28,7 +28,13 @@ if TYPE_CHECKING:
 
 _DEFAULT_SOCKET: Final = "unix:///var/run/docker.sock"
 # Redis gets longer to stop: it flushes its append-only file on SIGTERM.
-_STOP_ORDER: Final = (specs.REPLICA, specs.QUERY, specs.MANAGEMENT, specs.REDIS)
+_STOP_ORDER: Final = (
+    specs.REPLICA,
+    specs.QUERY,
+    specs.QUERY_NET,  # after the frontends, whose network stack it holds
+    specs.MANAGEMENT,
+    specs.REDIS,
+)
 REDIS_STOP_TIMEOUT: Final = 30.0
 _PROBE: Final = (
     "import json; from model_container.bundle import runtime_versions; "
@@ -163,6 +169,34 @@ class ClusterEngine:
             raise ContainerManagerError(f"cannot start container {kwargs['name']}: {exc}") from exc
         return container
 
+    def last_exit_code(self, container: Container) -> int | None:
+        """The exit status of the container's last run, from the engine's ``die`` events
+        since it was created (a running container's attributes no longer carry it);
+        ``None`` when there is none (the engine keeps only its latest events)."""
+        created = str(container.attrs.get("Created") or "")
+        try:
+            since = int(specs.parse_timestamp(created).timestamp())
+        except ValueError:
+            return None
+        code: int | None = None
+        try:
+            events = self.client.events(
+                since=since,
+                until=int(time.time()),
+                filters={"container": str(container.id), "event": "die"},
+                decode=True,
+            )
+            try:
+                for event in events:
+                    attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                    with contextlib.suppress(TypeError, ValueError):
+                        code = int(str(attributes.get("exitCode")))
+            finally:
+                events.close()
+        except engine_errors():
+            return None
+        return code
+
     def remove(self, containers: Iterable[Container]) -> list[str]:
         """Stop (gracefully: replicas, then frontends, then Redis) and remove containers;
         the names of those that could not be removed."""
@@ -184,6 +218,9 @@ class ClusterEngine:
         """Stop and remove one container; its name if that failed, else ""."""
         from docker.errors import NotFound
 
+        # A query frontend drains for longer: its label says how long.
+        with contextlib.suppress(ValueError):
+            timeout = max(timeout, float(container.labels.get(specs.STOP_TIMEOUT, "0")))
         try:
             if container.status in ("running", "restarting", "paused"):
                 container.stop(timeout=int(timeout))

@@ -5,7 +5,8 @@ network modes can be checked without an engine (the tests here can only run host
 networking). Every container of a cluster carries the labels::
 
     schooner.cluster=<cluster name>      what stop_all() and connect() select on
-    schooner.role=redis|management|query|replica
+    schooner.role=redis|management|query|query-net|replica
+    schooner.frontend_index=<i>          query frontends only (0 .. query_frontends-1)
     schooner.model, schooner.version,    replicas only
     schooner.replica_id, schooner.input_type, schooner.metrics_port
     schooner.settings=<json>             frontends only: ports and network, for connect()
@@ -14,11 +15,29 @@ Two network modes:
 
 - ``network`` (the production default): every container joins a user-defined network
   and finds the others by container name -- the frontends reach Redis at
-  ``schooner-<cluster>-redis:6379`` and replicas dial the query frontend at
-  ``tcp://schooner-<cluster>-query:7000``. The frontends' ports (and Redis's) are
-  published on ``host`` (127.0.0.1 by default) at the configured port numbers.
+  ``schooner-<cluster>-redis:6379``. The query frontends run in the network stack of a
+  holder container, ``schooner-<cluster>-query-net`` (as a Kubernetes pod's containers
+  share its pause container's): it publishes the query port and every frontend's RPC
+  port, and replicas dial ``tcp://schooner-<cluster>-query-net:7000`` (and ``:7001`` ...
+  with several frontends). The frontends' ports (and Redis's) are published on ``host``
+  (127.0.0.1 by default) at the configured port numbers.
 - ``host``: every container shares the host's network stack; each component listens
   on ``host`` at its configured port, and replicas dial ``tcp://127.0.0.1:<rpc_port>``.
+
+``query_frontends=N`` runs N query frontend containers (``schooner-<cluster>-query``,
+``-query-1`` ...), which share the query port through ``SO_REUSEPORT`` (``--reuse-port``:
+the kernel spreads connections over them, and one that exits leaves the others
+serving), each with its own RPC port (``rpc_port + i``) and frontend id; every replica
+registers with every one of them. The holder runs nothing but a sleep; if it is killed
+all the same, its restart gives it a new network stack and the frontends are cut off from
+theirs: ``DockerContainerManager.connect()`` and ``restart_query_frontends()`` restart
+them into the new one (``frontends_cut_off``).
+
+A query frontend stops by draining (SIGTERM: ``/healthz`` answers 503, no new
+connections, what it accepted is answered) for up to ``drain_timeout`` seconds.
+``stop_all()`` and ``restart_query_frontends()`` give its container longer to stop (the
+label ``schooner.stop_timeout``), so that they do not kill it before it is done; the
+engine's own default is 10 s, so stop one by hand with ``docker stop -t <that>``.
 
 Every container runs without privileges: all capabilities dropped, no-new-privileges
 (setuid binaries cannot raise them), and -- Redis from Schooner's image, the frontends
@@ -33,7 +52,13 @@ an environment variable or a command line.
 
 Every container restarts ``unless-stopped``: a replica that crashes comes back, and
 connects and registers again; one that cannot load its model exits with status 2 at
-every start, which ``replica_state`` reports as a failure with the container's log.
+every start, which ``replica_state`` reports as a failure with the container's log. A
+replica with a memory limit (``mem_limit``, with swap equal: no swap to escape to) that
+hits it is killed by the kernel (``OOMKilled``) or exits with status 76 (its model raised
+``MemoryError``); one whose query frontend asked for a restart (a batch past its
+timeout, or ejected) exits with status 75. Both are restarts, not failures: they are
+reported with their reason, and a crash loop only when they keep happening right after
+the start.
 """
 
 from __future__ import annotations
@@ -41,10 +66,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from admin.container_managers._net import check_port, connect_host, netloc
-from admin.container_managers.base import CRASH_LOOP_RESTARTS, EXIT_CONFIG, ReplicaState
+from admin.container_managers.base import (
+    CRASH_LOOP_RESTARTS,
+    EXIT_CONFIG,
+    ReplicaState,
+    memory_size,
+)
 from admin.exceptions import ClusterNotRunningError, InvalidRequestError
 from model_container.credentials import SECRETS_DIR_ENV
 
@@ -52,7 +83,13 @@ CLUSTER, ROLE = "schooner.cluster", "schooner.role"
 MODEL, VERSION, REPLICA_ID = "schooner.model", "schooner.version", "schooner.replica_id"
 INPUT_TYPE, METRICS_PORT = "schooner.input_type", "schooner.metrics_port"
 SETTINGS = "schooner.settings"
+FRONTEND_INDEX = "schooner.frontend_index"
+# Seconds the manager gives a container to stop (the SDK cannot set the engine's own
+# StopTimeout): a query frontend's drain and exit.
+STOP_TIMEOUT = "schooner.stop_timeout"
 REDIS, MANAGEMENT, QUERY, REPLICA = "redis", "management", "query", "replica"
+# The holder of the query frontends' network stack (network mode).
+QUERY_NET: Final = "query-net"
 
 HOST_MODE, NETWORK_MODE = "host", "network"
 # Ports inside the containers in network mode (each container has its own address).
@@ -82,6 +119,19 @@ NO_PRIVILEGES: Final = {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges
 REDIS_ENTRYPOINT_CAPS: Final = ["CHOWN", "SETGID", "SETUID"]
 # Bounded logs: a crash-looping replica must not fill the disk.
 LOG_CONFIG: Final = {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
+# What the holder of the query frontends' network stack runs: nothing, until stopped.
+HOLDER_COMMAND: Final = ["python", "-c", "import signal; signal.pause()"]
+# How long a query frontend drains on SIGTERM (the frontend's --drain-timeout default),
+# and how much longer its container's stop timeout is: the time to close and exit.
+DEFAULT_DRAIN_TIMEOUT: Final = 30
+DRAIN_MARGIN: Final = 5
+# Exit statuses of a replica that ask for a restart, not a failure to start
+# (model_container.protocol.EXIT_RESTART_REQUESTED / EXIT_MEMORY_LIMIT).
+EXIT_RESTART_REQUESTED: Final = 75
+EXIT_MEMORY_LIMIT: Final = 76
+# A replica that ran this long before exiting was not crash looping (Docker's restart
+# policy resets its back-off after the same time).
+STAYED_UP_S: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +151,10 @@ class ClusterSettings:
     # The frontends' HTTPS certificate and key on the host (absolute), or None for HTTP.
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
+    # Query frontend containers sharing the query port; each has RPC port rpc_port + i.
+    query_frontends: int = 1
+    # Seconds a query frontend drains on SIGTERM before it exits.
+    drain_timeout: int = DEFAULT_DRAIN_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.network_mode not in (HOST_MODE, NETWORK_MODE):
@@ -112,6 +166,11 @@ class ClusterSettings:
             object.__setattr__(self, "network", f"schooner-{self.cluster_name}")
         for f in ("query_port", "management_port", "rpc_port", "redis_port"):
             check_port(f, getattr(self, f))
+        for f in ("query_frontends", "drain_timeout"):
+            value = getattr(self, f)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidRequestError(f"{f} must be an integer >= 1, got {value!r}")
+        check_port("rpc_port + query_frontends - 1", self.rpc_port + self.query_frontends - 1)
 
     # ------------------------------------------------------------------ serialised
 
@@ -140,6 +199,26 @@ class ClusterSettings:
 
     def replica_name(self, replica_id: str) -> str:
         return f"schooner-{self.cluster_name}-{replica_id}"
+
+    def query_name(self, index: int) -> str:
+        """Query frontend ``index``'s container: ``schooner-<c>-query``, ``-query-1`` ..."""
+        base = self.container_name(QUERY)
+        return base if index == 0 else f"{base}-{index}"
+
+    def frontend_id(self, index: int) -> str:
+        """A fixed id per frontend: on restart it drops the replica records it left."""
+        base = f"docker-{self.cluster_name}-query"
+        return base if index == 0 else f"{base}-{index}"
+
+    @property
+    def rpc_ports(self) -> list[int]:
+        """The query frontends' RPC ports on the host (host mode) or published there."""
+        return [self.rpc_port + i for i in range(self.query_frontends)]
+
+    @property
+    def query_stop_timeout(self) -> int:
+        """Seconds ``docker stop`` waits for a query frontend: its drain, then its exit."""
+        return self.drain_timeout + DRAIN_MARGIN
 
     @property
     def volume(self) -> str:
@@ -190,10 +269,14 @@ class ClusterSettings:
 
     @property
     def inner_rpc_address(self) -> str:
-        """The query frontend's RPC address as replica containers dial it."""
+        """Every query frontend's RPC address as replica containers dial them: the
+        model container's ``--frontend`` list (comma-separated)."""
         if self.host_mode:
-            return f"tcp://{netloc(self.connect_host, self.rpc_port)}"
-        return f"tcp://{self.container_name(QUERY)}:{INNER_PORTS['rpc']}"
+            hosts = [netloc(self.connect_host, port) for port in self.rpc_ports]
+        else:
+            holder = self.container_name(QUERY_NET)
+            hosts = [f"{holder}:{INNER_PORTS['rpc'] + i}" for i in range(self.query_frontends)]
+        return ",".join(f"tcp://{h}" for h in hosts)
 
     def _network_kwargs(self, published: Mapping[str, int] | None = None) -> dict[str, Any]:
         """``network_mode="host"``, or the user network with ``published`` inner ports."""
@@ -286,26 +369,58 @@ class ClusterSettings:
             **self._network_kwargs({str(INNER_PORTS[MANAGEMENT]): self.management_port}),
         }
 
-    def query_spec(self, image: str) -> dict[str, Any]:
+    def query_net_spec(self, image: str) -> dict[str, Any]:
+        """The holder of the query frontends' network stack (network mode only): it
+        joins the user network, publishes the query port and every frontend's RPC port,
+        and runs nothing but a sleep, so that it has no reason to exit."""
+        published = {str(INNER_PORTS[QUERY]): self.query_port}
+        for i, port in enumerate(self.rpc_ports):
+            published[str(INNER_PORTS["rpc"] + i)] = port
+        return {
+            **self._common(QUERY_NET, image, list(HOLDER_COMMAND)),
+            "name": self.container_name(QUERY_NET),
+            "init": True,
+            # A sleep needs little; the cap keeps a mistake from costing the host more.
+            "mem_limit": 64 * 2**20,
+            **self._network_kwargs(published),
+        }
+
+    def query_spec(self, image: str, index: int = 0) -> dict[str, Any]:
+        """Query frontend ``index``: in the holder's network stack (network mode) or the
+        host's, on the shared query port (``--reuse-port`` when there are several) and
+        its own RPC port."""
+        if not 0 <= index < self.query_frontends:
+            raise InvalidRequestError(
+                f"query frontend {index} of {self.query_frontends}: use 0 .. "
+                f"{self.query_frontends - 1}"
+            )
         bind, port = self._bind(QUERY, self.query_port)
         rpc_bind, rpc_port = self._bind("rpc", self.rpc_port)
         command = [
             *("python", "-m", "query_frontend"),
             *("--redis-url", self.inner_redis_url, "--key-prefix", self.key_prefix),
             *("--host", bind, "--port", str(port)),
-            *("--rpc-host", rpc_bind, "--rpc-port", str(rpc_port)),
+            *("--rpc-host", rpc_bind, "--rpc-port", str(rpc_port + index)),
             # A fixed id: on restart the frontend drops the replica records it left.
-            *("--frontend-id", f"docker-{self.cluster_name}-query"),
+            *("--frontend-id", self.frontend_id(index)),
         ]
-        published = {
-            str(INNER_PORTS[QUERY]): self.query_port,
-            str(INNER_PORTS["rpc"]): self.rpc_port,
-        }
+        if self.query_frontends > 1:
+            command.append("--reuse-port")
+        if self.drain_timeout != DEFAULT_DRAIN_TIMEOUT:
+            command += ["--drain-timeout", str(self.drain_timeout)]
+        labels = {FRONTEND_INDEX: str(index), STOP_TIMEOUT: str(self.query_stop_timeout)}
+        spec = self._common(QUERY, image, command, **labels)
+        network: dict[str, Any] = {"network_mode": HOST_MODE}
+        if not self.host_mode:
+            network = {"network_mode": f"container:{self.container_name(QUERY_NET)}"}
         return {
-            **self._with_secrets(self._common(QUERY, image, command), FRONTEND_SECRETS),
-            "name": self.container_name(QUERY),
+            **self._with_secrets(spec, FRONTEND_SECRETS),
+            "name": self.query_name(index),
             "init": True,
-            **self._network_kwargs(published),
+            # SIGTERM, then the drain, then SIGKILL: stop_all() and restart_query_frontends()
+            # wait the STOP_TIMEOUT label's seconds; by hand, docker stop -t that many.
+            "stop_signal": "SIGTERM",
+            **network,
         }
 
     def replica_spec(
@@ -318,11 +433,13 @@ class ClusterSettings:
         bundle_sha256: str,
         replica_id: str,
         metrics_port: int = 0,
+        memory_limit: int = 0,
     ) -> dict[str, Any]:
         """A model replica. ``metrics_port`` is its host port in host mode (each replica
         needs its own there); in network mode every replica serves on the inner port.
         ``bundle_sha256`` is the digest recorded in Redis: the replica refuses a bundle in
-        the image that does not match it."""
+        the image that does not match it. ``memory_limit``: bytes (0: none), memory and
+        swap together, so that the replica cannot page out past it."""
         if self.host_mode:
             metrics_host, port = self.host, metrics_port
         else:
@@ -352,6 +469,9 @@ class ClusterSettings:
                 "SCHOONER_METRICS_PORT": str(port),
             }
         )
+        if memory_limit > 0:
+            spec["mem_limit"] = memory_limit
+            spec["memswap_limit"] = memory_limit
         return {
             **self._with_secrets(spec, REPLICA_SECRETS),
             "name": self.replica_name(replica_id),
@@ -373,37 +493,112 @@ def replica_index(replica: str) -> int:
     return int(tail) if tail.isdigit() else -1
 
 
+def cut_off(holder: Mapping[str, Any], frontend: Mapping[str, Any]) -> bool:
+    """Whether a query frontend (``docker inspect`` attributes) runs in a network stack
+    its holder no longer has: it started before the holder last started."""
+    try:
+        held = parse_timestamp(str((holder.get("State") or {})["StartedAt"]))
+        started = parse_timestamp(str((frontend.get("State") or {})["StartedAt"]))
+    except (KeyError, ValueError):
+        return False
+    return started < held
+
+
+def status_replicas(status: Mapping[str, Any]) -> set[str]:
+    """The replicas a query frontend's ``/status`` says are connected, as
+    ``model:version/replica id``."""
+    models = status.get("models")
+    found: set[str] = set()
+    for arm, queue in (models if isinstance(models, dict) else {}).items():
+        replicas = queue.get("replicas") if isinstance(queue, dict) else None
+        found.update(f"{arm}/{r}" for r in (replicas if isinstance(replicas, list) else []))
+    return found
+
+
 def replica_state(
-    replica: str, container: str, attrs: Mapping[str, Any], log_tail: str = ""
+    replica: str,
+    container: str,
+    attrs: Mapping[str, Any],
+    log_tail: str = "",
+    last_exit_code: int | None = None,
 ) -> ReplicaState:
     """A replica container's ``docker inspect`` attributes as a ``ReplicaState``.
 
-    Running, or restarting once after a crash, counts as running: the engine brings it
-    back and it registers again. Restarting after exit status 2 (the model cannot be
-    loaded), restarting over and over, or stopped for good counts as failed, with the
-    exit status and the end of the container's log in ``detail``.
+    Running, or restarting after a crash, counts as running: the engine brings it back
+    and it registers again. Restarting after exit status 2 (the model cannot be loaded),
+    restarting over and over, or stopped for good counts as failed, with the exit status
+    and the end of the container's log in ``detail``. A restart the replica asked for
+    (status 75: its query frontend asked; status 76 or killed by the kernel: it hit its
+    memory limit) is a crash loop only when it keeps happening within ``STAYED_UP_S`` of
+    the start. ``restarts``, ``memory_limit_hit`` and, for a running replica that was
+    restarted, ``detail`` say why it last restarted: ``last_exit_code`` is the status of
+    its last exit (the engine's ``die`` event), which a running container's attributes
+    no longer carry.
     """
     state = attrs.get("State") or {}
     status = str(state.get("Status", "unknown"))
-    exit_code = state.get("ExitCode")
     restarts = int(attrs.get("RestartCount") or 0)
     error = str(state.get("Error") or "")
+    limit = int((attrs.get("HostConfig") or {}).get("Memory") or 0)
+    restarting = status == "restarting" or bool(state.get("Restarting"))
+    up = not restarting and (status in ("running", "paused") or (status == "created" and not error))
+    code = last_exit_code if up else state.get("ExitCode")
+    oom = bool(state.get("OOMKilled")) and (restarts > 0 or not up)
+    memory_hit = oom or code == EXIT_MEMORY_LIMIT
+    why = _exit_reason(code, memory_hit=memory_hit, limit=limit)
     reason = ""
-    if status == "restarting" or state.get("Restarting"):
-        if exit_code == EXIT_CONFIG:
+    if restarting:
+        asked = memory_hit or code == EXIT_RESTART_REQUESTED
+        if code == EXIT_CONFIG:
             reason = "exits at start with status 2 (its model cannot be loaded)"
-        elif restarts >= CRASH_LOOP_RESTARTS:
-            reason = f"keeps exiting (last status {exit_code}, restarted {restarts} times)"
-    elif status in ("running", "paused"):
-        pass
-    elif status == "created" and not error:
-        pass  # being started
-    else:
-        reason = f"is {status} (exit status {exit_code}"
-        reason += ", killed for lack of memory)" if state.get("OOMKilled") else ")"
+        elif asked and restarts >= CRASH_LOOP_RESTARTS and _ran_s(state) < STAYED_UP_S:
+            reason = f"keeps exiting right after it starts ({why}; restarted {restarts} times)"
+        elif not asked and restarts >= CRASH_LOOP_RESTARTS:
+            reason = f"keeps exiting (last status {code}, restarted {restarts} times)"
+    elif not up:
+        reason = f"is {status} (exit status {code}"
+        reason += f", {why})" if memory_hit else ")"
         if error:
             reason += f": {error}"
-    if not reason:
-        return ReplicaState(replica, True, None)
-    detail = f"replica {replica} (container {container}) {reason}; the end of its log:\n{log_tail}"
-    return ReplicaState(replica, False, None, detail.rstrip())
+    if reason:
+        detail = f"replica {replica} (container {container}) {reason}; the end of its log:\n"
+        detail = (detail + log_tail).rstrip()
+        return ReplicaState(replica, False, None, detail, restarts, "failed", memory_hit)
+    detail = ""
+    if restarts and (why or restarting):
+        detail = f"replica {replica} was restarted {restarts} time(s); it last {why or 'exited'}"
+    return ReplicaState(
+        replica, True, None, detail, restarts, "restarting" if restarting else "running", memory_hit
+    )
+
+
+def _exit_reason(code: object, *, memory_hit: bool, limit: int) -> str:
+    """Why a replica last exited, as a phrase ("" when its status is not known)."""
+    if memory_hit:
+        if not limit:
+            return "killed for lack of memory"
+        return f"hit its memory limit ({memory_size(limit)})"
+    if code == EXIT_RESTART_REQUESTED:
+        return "exited at its query frontend's request (a batch past its timeout, or ejected)"
+    if code is None:
+        return ""
+    return f"exited with status {code}"
+
+
+def _ran_s(state: Mapping[str, Any]) -> float:
+    """How long the container's last run lasted (inf when unknown: not a crash loop)."""
+    try:
+        started = parse_timestamp(str(state["StartedAt"]))
+        finished = parse_timestamp(str(state["FinishedAt"]))
+    except (KeyError, ValueError):
+        return float("inf")
+    if finished < started:  # running again: FinishedAt is of the run before
+        return float("inf")
+    return (finished - started).total_seconds()
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An engine timestamp (RFC 3339 with nanoseconds) as a datetime."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    micros = (frac + "000000")[:6] if frac else "0"
+    return datetime.fromisoformat(head).replace(microsecond=int(micros), tzinfo=UTC)

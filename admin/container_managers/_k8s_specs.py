@@ -31,6 +31,20 @@ and Schooner's own, which ``connect()``, ``stop_all()`` and the model verbs sele
     schooner.io/cluster=<c>   schooner.io/role=redis|management|query|replica
     schooner.io/model, schooner.io/version, schooner.io/input-type   (model versions)
 
+A query frontend pod that is deleted (a rolling update, ``restart_query_frontends()``,
+scaling in) first waits ``PRE_STOP_S`` in its ``preStop`` hook, still serving, while the
+Service's endpoints forget it; then SIGTERM: its ``/healthz`` answers 503, it stops
+accepting and answers what it accepted within ``drain_timeout``, and exits. The pod's
+``terminationGracePeriodSeconds`` covers both. Its Deployment replaces a pod only once
+the new one is ready (maxUnavailable 0, maxSurge 1).
+
+A model pod's container restarts (``restartPolicy: Always``) when the model container
+exits: a query frontend asked it to (a batch past its timeout, or ejected: status 75), or
+it hit its memory limit (``resources.limits.memory`` from the version's
+``memory_limit``: killed as ``OOMKilled``, or status 76 after a ``MemoryError``). That is
+Kubernetes' way to start a replica afresh; the kubelet delays a container that restarts
+often (10 s, doubling up to 5 min, reset after 10 min up).
+
 Every pod runs as the images' user (uid 10001) without privileges, so the cluster may
 enforce the "restricted" Pod Security Standard. With ``tls_secret`` (a Secret of type
 ``kubernetes.io/tls``) both frontends serve HTTPS with it, mounted read-only, and their
@@ -48,7 +62,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from admin.container_managers._net import check_port
+from admin.container_managers.base import memory_size
 from admin.exceptions import InvalidRequestError
+from management_frontend.state import rules
+from management_frontend.state.errors import InvalidValue
 from model_container.credentials import SECRETS_DIR_ENV
 
 if TYPE_CHECKING:
@@ -107,6 +124,14 @@ DEFAULT_RESOURCES: Final[dict[str, dict[str, dict[str, str]]]] = {
     REPLICA: {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "4Gi"}},
 }
 
+# A query frontend's drain: the frontend's --drain-timeout default; the preStop wait before
+# SIGTERM (in Python: the image need not have a sleep binary); the grace for the rest.
+DEFAULT_DRAIN_TIMEOUT: Final = 30
+PRE_STOP_S: Final = 5
+EXIT_MARGIN_S: Final = 5
+# Changed to restart a Deployment's pods, as `kubectl rollout restart` does.
+RESTARTED_AT: Final = "kubectl.kubernetes.io/restartedAt"
+
 _MAX_NAME: Final = 63  # a DNS-1123 label: Service names, and safe for every other kind
 _NOT_DNS: Final = re.compile(r"[^a-z0-9-]+")
 
@@ -140,6 +165,7 @@ class KubeSettings:
     image_pull_secrets: tuple[str, ...] = ()
     cluster_domain: str = "cluster.local"  # the cluster's DNS domain (kubelet --cluster-domain)
     tls_secret: str | None = None  # a kubernetes.io/tls Secret: the frontends serve HTTPS
+    drain_timeout: int = DEFAULT_DRAIN_TIMEOUT  # seconds a query frontend drains on SIGTERM
     resources: Mapping[str, Mapping[str, Mapping[str, str]]] = field(
         default_factory=lambda: dict(DEFAULT_RESOURCES)
     )
@@ -155,6 +181,9 @@ class KubeSettings:
             )
         if self.query_replicas < 1:
             raise InvalidRequestError(f"query_replicas must be >= 1, got {self.query_replicas}")
+        drain = self.drain_timeout
+        if isinstance(drain, bool) or not isinstance(drain, int) or drain < 1:
+            raise InvalidRequestError(f"drain_timeout must be an integer >= 1, got {drain!r}")
         for f in ("query_port", "management_port"):
             check_port(f, getattr(self, f))
         unknown = set(self.resources) - set(ROLES)
@@ -282,6 +311,23 @@ class KubeSettings:
             limits=dict(spec.get("limits") or {}) or None,
         )
 
+    def _replica_resources(self, memory_limit: int) -> Any:
+        """The replica role's resources, with ``memory_limit`` bytes (if any) as the
+        memory limit and the memory request no higher."""
+        resources = self._resources(REPLICA)
+        if memory_limit <= 0:
+            return resources
+        limits = {**(resources.limits or {}), "memory": memory_size(memory_limit)}
+        requests = dict(resources.requests or {})
+        try:
+            asked = rules.memory_limit(str(requests.get("memory", "")))
+        except InvalidValue:
+            asked = memory_limit  # a quantity only Kubernetes reads: cap it to be sure
+        if "memory" in requests and asked > memory_limit:
+            requests["memory"] = memory_size(memory_limit)
+        resources.limits, resources.requests = limits, requests or None
+        return resources
+
     @staticmethod
     def _security() -> Any:
         from kubernetes.client import V1Capabilities, V1SecurityContext
@@ -289,6 +335,11 @@ class KubeSettings:
         return V1SecurityContext(
             allow_privilege_escalation=False, capabilities=V1Capabilities(drop=["ALL"])
         )
+
+    @property
+    def query_grace_s(self) -> int:
+        """A query frontend pod's termination grace: preStop, drain, exit."""
+        return PRE_STOP_S + self.drain_timeout + EXIT_MARGIN_S
 
     def _pod_spec(self, containers: Sequence[V1Container], **kw: Any) -> V1PodSpec:
         from kubernetes.client import (
@@ -313,8 +364,7 @@ class KubeSettings:
             automount_service_account_token=False,
             enable_service_links=False,
             image_pull_secrets=secrets,
-            termination_grace_period_seconds=30,
-            **kw,
+            **{"termination_grace_period_seconds": 30, **kw},
         )
 
     def _spread(self, role: str, **extra: str) -> list[Any]:
@@ -577,6 +627,9 @@ class KubeSettings:
             V1LifecycleHandler,
         )
 
+        drain = []
+        if self.drain_timeout != DEFAULT_DRAIN_TIMEOUT:
+            drain = ["--drain-timeout", str(self.drain_timeout)]
         container = V1Container(
             name="query-frontend",
             image=image,
@@ -586,6 +639,7 @@ class KubeSettings:
                 *("--redis-url", self.redis_address, "--key-prefix", self.key_prefix),
                 *("--host", "0.0.0.0", "--port", str(PORTS[QUERY])),
                 *("--rpc-host", "0.0.0.0", "--rpc-port", str(PORTS["rpc"])),
+                *drain,
             ],
             # Each pod names itself in the replica records it keeps in Redis by its own
             # name: distinct across pods, and in `kubectl get pods`.
@@ -600,9 +654,14 @@ class KubeSettings:
             resources=self._resources(QUERY),
             security_context=self._security(),
             volume_mounts=[self._secrets_mount()],
-            # Keep serving while the Service's endpoints forget this pod, then stop.
+            # Keep serving while the Service's endpoints forget this pod, then SIGTERM:
+            # the frontend drains. Python's sleep: the image needs no sleep binary.
             lifecycle=V1Lifecycle(
-                pre_stop=V1LifecycleHandler(_exec=V1ExecAction(command=["sleep", "5"]))
+                pre_stop=V1LifecycleHandler(
+                    _exec=V1ExecAction(
+                        command=["python", "-c", f"import time; time.sleep({PRE_STOP_S})"]
+                    )
+                )
             ),
             **self._http_probes("http"),
         )
@@ -610,6 +669,7 @@ class KubeSettings:
             [container],
             topology_spread_constraints=self._spread(QUERY),
             volumes=[self._secret_volume(FRONTEND_SECRETS), *self._serve_tls(container)],
+            termination_grace_period_seconds=self.query_grace_s,
         )
         count = None if autoscaled else self.query_replicas
         return self._deployment(self.name(QUERY), QUERY, count, pod)
@@ -625,11 +685,13 @@ class KubeSettings:
         input_type: str,
         bundle_sha256: str,
         replicas: int,
+        memory_limit: int = 0,
     ) -> V1Deployment:
         """The pods of a model version: each runs the image's model container, which
         checks the bundle in the image against ``bundle_sha256`` (recorded in Redis),
         finds every query frontend pod through the headless RPC Service and registers
-        with each, as replica ``<pod name>``."""
+        with each, as replica ``<pod name>``. ``memory_limit`` (bytes; 0: the role's
+        resources) is the container's memory limit, and caps its request."""
         from kubernetes.client import V1Container, V1ContainerPort, V1Probe, V1TCPSocketAction
 
         model = self.model_labels(name, version)
@@ -652,12 +714,15 @@ class KubeSettings:
             ],
             ports=[V1ContainerPort(name="metrics", container_port=PORTS["metrics"])],
             # The model container listens here once its model is loaded. No liveness
-            # probe: a model process that dies exits (and the container restarts), and
-            # the frontends bench a replica that stops answering.
+            # probe: the metrics port has no unauthenticated health check, and the kernel
+            # accepts its TCP connections even while the process hangs. A replica that
+            # hangs or fails is restarted from inside instead: its query frontend asks it
+            # to exit (a batch past its timeout, or ejected), its watchdog ends a batch
+            # that holds the interpreter, and the container restarts.
             readiness_probe=V1Probe(
                 tcp_socket=V1TCPSocketAction(port="metrics"), period_seconds=5, timeout_seconds=2
             ),
-            resources=self._resources(REPLICA),
+            resources=self._replica_resources(memory_limit),
             security_context=self._security(),
             volume_mounts=[self._secrets_mount()],
         )
@@ -674,6 +739,12 @@ class KubeSettings:
             selector=model,
             labels={INPUT_TYPE: input_type},
         )
+
+
+def restart_patch(when: str) -> dict[str, Any]:
+    """The merge patch that restarts a Deployment's pods, as ``kubectl rollout restart``
+    writes it: a new ``restartedAt`` annotation (an RFC 3339 time) on the pod template."""
+    return {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: when}}}}}
 
 
 def to_json(obj: Any) -> Any:

@@ -76,6 +76,14 @@ def new_replica_ids(name: str, version: str, used: Collection[str], count: int) 
     return ids
 
 
+def memory_size(n: int) -> str:
+    """Bytes as Kubernetes writes a quantity: ``"128Mi"``, ``"2Gi"``, else bytes."""
+    for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
 class ContainerManager(Closing):
     """Starts and stops Redis, the frontends and model replicas somewhere.
 

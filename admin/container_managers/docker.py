@@ -19,9 +19,19 @@ a running cluster by them, and ``stop_all()`` removes this cluster's containers 
 others (the Redis and credential volumes stay: state persists until ``destroy()``).
 
 Every container restarts ``unless-stopped``. A replica that dies comes back and
-registers again with the query frontend; meanwhile its queries go to other replicas or
-get the default. A replica that cannot load its model (exit status 2 at every start) is
-reported with its log by ``replica_states``, which fails the deploy.
+registers again with the query frontends; meanwhile its queries go to other replicas or
+get the default. So does a replica that exits because a query frontend asked it to (a
+batch past its timeout, or ejected for failing: status 75) or because it hit its memory
+limit (``memory_limit`` of the version: ``mem_limit``; killed by the kernel, or status 76
+after a ``MemoryError``): ``replica_states`` reports its restarts and why. A replica that
+cannot load its model (exit status 2 at every start) is reported with its log by
+``replica_states``, which fails the deploy.
+
+``query_frontends=N`` runs N query frontends on the one query port (``SO_REUSEPORT``),
+each with its own RPC port (``rpc_port + i``), every replica connected to each: one that
+dies loses only the queries it held, while the others serve. ``restart_query_frontends()``
+restarts them one at a time, each draining what it accepted (``drain_timeout``) and
+serving again before the next goes.
 
 The ``docker`` SDK is an optional dependency (``pip install 'schooner[docker]'``); it is
 imported when the manager first talks to the engine. The manager opens its SDK client
@@ -32,11 +42,12 @@ the ``Connection`` that holds it) closes it again; the containers keep running.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from admin._files import os_errors
+from admin._http import JSONClient
 from admin._names import check_name, check_num_replicas, check_version
 from admin._progress import wait_for
 from admin.container_managers import _docker_specs as specs
@@ -83,6 +94,8 @@ from admin.exceptions import (
     ClusterAlreadyRunningError,
     ClusterNotRunningError,
     ContainerManagerError,
+    SchoonerError,
+    TLSVerificationError,
 )
 
 if TYPE_CHECKING:
@@ -104,6 +117,11 @@ class DockerContainerManager(ContainerManager):
     makes builds install from it alone; ``dockerfiles`` replaces ``deploy/docker``.
     ``extra_container_kwargs`` are passed to every ``containers.run`` (resource limits,
     for example). ``build_timeout`` bounds the engine's silence during a build.
+
+    ``query_frontends`` query frontend containers share the query port, each with RPC
+    port ``rpc_port + i`` (so ``rpc_port`` .. ``rpc_port + query_frontends - 1`` are
+    taken). ``drain_timeout`` is how long a query frontend answers what it accepted after
+    SIGTERM (``docker stop``, ``restart_query_frontends()``) before it exits.
 
     ``tls_certfile``/``tls_keyfile`` (PEM files on this host, both or neither) are mounted
     read-only into both frontends, which then serve HTTPS: the containers run as uid
@@ -143,6 +161,8 @@ class DockerContainerManager(ContainerManager):
         tls_certfile: str | os.PathLike[str] | None = None,
         tls_keyfile: str | os.PathLike[str] | None = None,
         tls_ca: str | os.PathLike[str] | None = None,
+        query_frontends: int = 1,
+        drain_timeout: int = specs.DEFAULT_DRAIN_TIMEOUT,
     ) -> None:
         super().__init__()
         certfile, keyfile = tls_files(tls_certfile, tls_keyfile)
@@ -159,6 +179,8 @@ class DockerContainerManager(ContainerManager):
             key_prefix=key_prefix,
             tls_certfile=certfile,
             tls_keyfile=keyfile,
+            query_frontends=query_frontends,
+            drain_timeout=drain_timeout,
         )
         self.tls = self.settings.tls
         self.tls_ca = absolute_path(tls_ca)
@@ -169,6 +191,8 @@ class DockerContainerManager(ContainerManager):
                 "rpc_port": rpc_port,
                 # Only a Redis this manager runs binds redis_port.
                 "redis_port": None if redis_url else redis_port,
+                # Each further query frontend has the next RPC port.
+                **{f"rpc_port + {i}": rpc_port + i for i in range(1, query_frontends)},
             },
             "DockerContainerManager",
         )
@@ -287,12 +311,18 @@ class DockerContainerManager(ContainerManager):
                 redis = self.engine.run(spec)
                 self._wait_ready(redis, "Redis", lambda: self._redis_ping(redis))
             management = self.engine.run(s.with_tls(s.management_spec(frontend)))
-            query = self.engine.run(s.with_tls(s.query_spec(frontend)))
+            if not s.host_mode:
+                self.engine.run(s.query_net_spec(frontend))
+            queries = [
+                self.engine.run(s.with_tls(s.query_spec(frontend, i)))
+                for i in range(s.query_frontends)
+            ]
             verify = self.tls_verify()
             self._wait_ready(
                 management, "the management frontend", healthz_check(self.management_url, verify)
             )
-            self._wait_ready(query, "the query frontend", healthz_check(self.query_url, verify))
+            for i, query in enumerate(queries):
+                self._wait_ready(query, _frontend_what(i), self._serves(s.frontend_id(i)))
         except BaseException:
             self.engine.remove(self.engine.containers())
             raise
@@ -302,11 +332,10 @@ class DockerContainerManager(ContainerManager):
         )
 
     def connect(self) -> None:
-        frontends = {
-            container_role(c): c
-            for c in self.engine.containers()
-            if container_role(c) in (MANAGEMENT, QUERY)
-        }
+        """Attach to the running cluster. Query frontends cut off from the network (its
+        holder restarted after them) are restarted into the new one first."""
+        mine = self.engine.containers()
+        frontends = {container_role(c): c for c in mine if container_role(c) in (MANAGEMENT, QUERY)}
         if not frontends:
             raise ClusterNotRunningError(
                 f"no Schooner cluster {self.cluster_name!r} runs in Docker (no container "
@@ -314,7 +343,9 @@ class DockerContainerManager(ContainerManager):
                 f"Connection(DockerContainerManager({self.cluster_name!r})).start()"
             )
         down = [
-            r for r in (MANAGEMENT, QUERY) if r not in frontends or frontends[r].status != "running"
+            r
+            for r in (MANAGEMENT, QUERY)
+            if not any(c.status == "running" for c in mine if container_role(c) == r)
         ]
         if down:
             raise ClusterNotRunningError(
@@ -325,6 +356,104 @@ class DockerContainerManager(ContainerManager):
         label = frontends[QUERY].labels.get(specs.SETTINGS, "")
         self.settings = self.settings.adopt(label, container_name(frontends[QUERY]))
         self.tls = self.settings.tls
+        self._reattach_query_frontends(mine)
+
+    def _reattach_query_frontends(self, mine: Sequence[Container]) -> None:
+        """Restart the query frontends that started before their network holder last did
+        (network mode): the holder's restart left them without a network."""
+        holders = [c for c in mine if container_role(c) == specs.QUERY_NET]
+        if self.settings.host_mode or not holders:
+            return
+        holder = holders[0]
+        if holder.status != "running":
+            raise ClusterNotRunningError(
+                f"the query frontends of Schooner cluster {self.cluster_name!r} have no "
+                f"network: its holder {container_name(holder)} is {holder.status}; restart "
+                "the cluster with Connection(...).stop_all() then start()"
+            )
+        for c in mine:
+            if container_role(c) == QUERY and specs.cut_off(holder.attrs, c.attrs):
+                self.report(
+                    f"restarting {container_name(c)}: its network holder "
+                    f"{container_name(holder)} restarted after it"
+                )
+                try:
+                    c.restart(timeout=1)  # no network, nothing to drain
+                except engine_errors() as exc:
+                    raise ContainerManagerError(
+                        f"cannot restart {container_name(c)} (cut off from the network by a "
+                        f"restart of {container_name(holder)}): {exc}; restart it with docker "
+                        "restart"
+                    ) from exc
+
+    def restart_query_frontends(self) -> None:
+        """Restart the query frontends one at a time: each drains what it accepted
+        (SIGTERM; up to ``drain_timeout`` seconds) while the others serve, and serves
+        again, with the replicas it had, before the next one goes. With one frontend the
+        query port is closed while it restarts."""
+        s = self.settings
+        mine = self.engine.containers()
+        if not any(container_role(c) == QUERY for c in mine):
+            raise ClusterNotRunningError(
+                f"no query frontend of Schooner cluster {self.cluster_name!r} runs in Docker: "
+                "start the cluster first"
+            )
+        self._reattach_query_frontends(mine)
+        queries = sorted(
+            (c for c in mine if container_role(c) == QUERY),
+            key=lambda c: int(c.labels.get(specs.FRONTEND_INDEX, "0") or 0),
+        )
+        for c in queries:
+            index = int(c.labels.get(specs.FRONTEND_INDEX, "0") or 0)
+            frontend_id, what = s.frontend_id(index), _frontend_what(index)
+            before = self._replicas_of(frontend_id)
+            self.report(
+                f"restarting {what} ({container_name(c)}): draining for up to {s.drain_timeout} s"
+            )
+            try:
+                c.restart(timeout=s.query_stop_timeout)
+            except engine_errors() as exc:
+                raise ContainerManagerError(
+                    f"cannot restart {what} ({container_name(c)}): {exc}"
+                ) from exc
+            self._wait_ready(c, what, self._serves(frontend_id, before))
+
+    def _frontend_status(self, frontend_id: str) -> dict[str, Any] | None:
+        """``/status`` of the query frontend ``frontend_id``, if the one that answers one
+        new connection to the shared query port is that one (None otherwise)."""
+        with JSONClient(
+            self.query_url, timeout=2.0, verify=self.tls_verify(), token=self.admin_token()
+        ) as client:
+            try:
+                body = client.get_object("/status")
+            except TLSVerificationError:
+                raise
+            except SchoonerError:
+                return None
+        return body if body.get("frontend") == frontend_id else None
+
+    def _replicas_of(self, frontend_id: str, tries: int = 32) -> set[str]:
+        """The replicas (``model:version/replica``) query frontend ``frontend_id`` has
+        connected; empty if ``tries`` connections never reached it."""
+        for _ in range(tries):
+            body = self._frontend_status(frontend_id)
+            if body is not None:
+                return specs.status_replicas(body)
+        return set()
+
+    def _serves(self, frontend_id: str, replicas: Collection[str] = ()) -> Callable[[], bool]:
+        """A check that query frontend ``frontend_id`` answers on the query port, has
+        loaded its configuration, and has ``replicas`` connected again."""
+
+        def check() -> bool:
+            body = self._frontend_status(frontend_id)
+            return (
+                body is not None
+                and bool(body.get("ready"))
+                and set(replicas) <= specs.status_replicas(body)
+            )
+
+        return check
 
     def stop_all(self) -> None:
         left = self.engine.remove(self.engine.containers())
@@ -481,6 +610,7 @@ class DockerContainerManager(ContainerManager):
                 bundle_sha256=bundle_sha256,
                 replica_id=rid,
                 metrics_port=port,
+                memory_limit=memory_limit,
             )
             self.engine.run(spec)
 
@@ -498,7 +628,10 @@ class DockerContainerManager(ContainerManager):
                 container.labels.get(specs.REPLICA_ID, container_name(container)),
                 container_name(container),
             )
-            state = specs.replica_state(rid, cname, container.attrs)
+            last_exit = None
+            if container.status == "running" and container.attrs.get("RestartCount"):
+                last_exit = self.engine.last_exit_code(container)
+            state = specs.replica_state(rid, cname, container.attrs, last_exit_code=last_exit)
             if not state.running:
                 state = specs.replica_state(rid, cname, container.attrs, log_tail(container))
             states.append(state)
@@ -546,9 +679,14 @@ class DockerContainerManager(ContainerManager):
     def _check_ports_free(self) -> None:
         s = self.settings
         ports = {"query_port": s.query_port, "management_port": s.management_port}
-        ports["rpc_port"] = s.rpc_port
+        for i, port in enumerate(s.rpc_ports):
+            ports["rpc_port" if i == 0 else f"rpc_port + {i}"] = port
         if s.redis_url is None:
             ports["redis_port"] = s.redis_port
         require_ports_free(
             s.host, ports, holder="Another Schooner", manager="DockerContainerManager"
         )
+
+
+def _frontend_what(index: int) -> str:
+    return "the query frontend" if index == 0 else f"query frontend {index}"

@@ -12,18 +12,24 @@ through the official ``kubernetes`` client (``_k8s_specs`` builds the objects,
 ``_k8s_status`` reads pods back, ``_k8s_api`` is the only module that calls the API
 server): Redis as a StatefulSet with
 its append-only file on a PersistentVolumeClaim (or an external ``redis_url``), the
-management frontend, and ``query_replicas`` query frontend pods behind one Service,
+management frontend, and ``query_frontends`` query frontend pods behind one Service,
 each with readiness and liveness probes, resource requests and limits. It returns once
-they are ready.
+they are ready. ``restart_query_frontends()`` restarts those pods as ``kubectl rollout
+restart`` does -- one new pod at a time, each old one draining what it accepted before it
+goes -- and waits for the rollout.
 
 A model version is a Deployment of model pods. Deploying builds the model's image as
 the Docker manager does (named by version and bundle digest), pushes it, and creates the
 Deployment that runs it, passing the digest recorded in Redis to its pods;
 ``set_num_replicas`` patches its replica count, ``stop_models`` deletes it (and its
 pods), and ``set_model_version`` is state in Redis that the query frontends follow: no
-pod restarts. Every query frontend pod reaches every model pod: the model container
-resolves a headless Service (``dns+tcp://``) to every query frontend pod, follows it as
-pods come and go, and registers with each (docs/kubernetes.md).
+pod restarts. A version's ``memory_limit`` is its pods' memory limit. A model container
+that hits it, or that a query frontend asks to restart (a batch past its timeout, or
+ejected for failing), exits, and the kubelet restarts it in its pod: Kubernetes' way to
+start the replica afresh (``replica_states`` says how often, and why). Every query
+frontend pod reaches every model pod: the model container resolves a headless Service
+(``dns+tcp://``) to every query frontend pod, follows it as pods come and go, and
+registers with each (docs/kubernetes.md).
 
 Objects carry the label ``schooner.io/cluster=<cluster>``: ``connect()`` finds a running
 cluster by it, and ``stop_all()`` deletes that cluster's objects and no others. Redis's
@@ -81,12 +87,14 @@ from admin.exceptions import (
     ClusterNotRunningError,
     ContainerManagerError,
     DeployError,
+    InvalidRequestError,
 )
 
 if TYPE_CHECKING:
     import docker
 
 _LOG_TAIL: Final = 30
+_DEFAULT_QUERY_FRONTENDS: Final = 2
 
 NEEDS_REGISTRY: Final = (
     "Kubernetes runs images from a registry, and this KubernetesContainerManager has none: "
@@ -104,7 +112,10 @@ class KubernetesContainerManager(ContainerManager):
     from; ``frontend_image`` skips building that one. ``service_type`` (``ClusterIP``,
     ``NodePort`` or ``LoadBalancer``) exposes the query and management Services;
     ``query_addr`` / ``management_addr`` override where this client reaches them (e.g.
-    ``"127.0.0.1:1338"`` through ``kubectl port-forward``). ``resources`` replaces the
+    ``"127.0.0.1:1338"`` through ``kubectl port-forward``). ``query_frontends`` is the
+    number of query frontend pods (``query_replicas`` is its older name);
+    ``drain_timeout`` how long one answers what it accepted after SIGTERM before it exits
+    (its pod's termination grace is longer). ``resources`` replaces the
     requests/limits of a role (``redis``, ``management``, ``query``, ``replica``):
     ``{"replica": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {...}}}``.
     ``tls_secret`` names a Secret of type ``kubernetes.io/tls`` in the namespace (``kubectl
@@ -127,7 +138,9 @@ class KubernetesContainerManager(ContainerManager):
         registry: str = "",
         kube_context: str | None = None,
         kubeconfig: str | os.PathLike[str] | None = None,
-        query_replicas: int = 2,
+        query_frontends: int | None = None,
+        query_replicas: int | None = None,
+        drain_timeout: int = specs.DEFAULT_DRAIN_TIMEOUT,
         service_type: str = "ClusterIP",
         query_port: int = 1337,
         management_port: int = 1338,
@@ -156,10 +169,17 @@ class KubernetesContainerManager(ContainerManager):
         tls_ca: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
+        if query_frontends is not None and query_replicas not in (None, query_frontends):
+            raise InvalidRequestError(
+                f"query_frontends={query_frontends!r} and query_replicas={query_replicas!r}: "
+                "query_replicas is the older name of query_frontends; pass one of them"
+            )
+        frontends = query_frontends if query_frontends is not None else query_replicas
         self.settings = KubeSettings(
             cluster_name=check_name(cluster_name, "cluster name"),
             namespace=check_name(namespace, "namespace"),
-            query_replicas=query_replicas,
+            query_replicas=_DEFAULT_QUERY_FRONTENDS if frontends is None else frontends,
+            drain_timeout=drain_timeout,
             service_type=service_type,
             query_port=query_port,
             management_port=management_port,
@@ -625,6 +645,7 @@ class KubernetesContainerManager(ContainerManager):
                 input_type=input_type,
                 bundle_sha256=digest,
                 replicas=num_replicas,
+                memory_limit=memory_limit,
             )
         )
 
@@ -642,6 +663,54 @@ class KubernetesContainerManager(ContainerManager):
             if readback.pod_problem(pod, model=True)
         }
         return readback.replica_states(pods, logs)
+
+    def restart_query_frontends(self) -> None:
+        """Restart the query frontend pods as ``kubectl rollout restart`` does (a new
+        ``restartedAt`` annotation on the pod template), and wait for the rollout: the
+        Deployment starts one new pod at a time and deletes an old one only once the new
+        one is ready; each old pod leaves the Service's endpoints during its preStop wait,
+        then drains what it accepted."""
+        name = self.settings.name(QUERY)
+        if self.api.read("Deployment", name) is None:
+            raise ClusterNotRunningError(
+                f"no query frontend Deployment {name} in namespace {self.namespace}: start "
+                "the cluster first"
+            )
+        self.api.patch("Deployment", name, specs.restart_patch(readback.now_rfc3339()))
+        self.report(f"restarting the query frontend pods (Deployment {name}), one at a time")
+        self._wait_rolled_out(name)
+
+    def _wait_rolled_out(self, name: str) -> None:
+        """Wait until every pod of Deployment ``name`` runs its current template, ready;
+        fail early on a new pod that will not start."""
+
+        def done() -> bool:
+            deployment = self.api.read("Deployment", name)
+            if deployment is None:
+                raise ContainerManagerError(f"Deployment {name} vanished during its rollout")
+            for pod in readback.live(self.api.find("Pod", self.settings.label_selector(QUERY))):
+                problem = readback.pod_problem(pod)
+                if problem:
+                    log = self.api.pod_log(readback.pod_name(pod), tail_lines=_LOG_TAIL)
+                    raise ContainerManagerError(
+                        f"the restart of the query frontends stopped: pod "
+                        f"{readback.pod_name(pod)} {problem}; the end of its log:\n{log}"
+                    )
+            return readback.rolled_out(deployment)
+
+        grace = self.settings.query_grace_s
+        timeout = max(self.start_timeout, grace * 2) * max(1, self.settings.query_replicas)
+        if not wait_for(
+            done,
+            timeout=timeout,
+            on_progress=lambda t: self.report(
+                f"still restarting the query frontend pods ({t:.0f} s)"
+            ),
+        ):
+            raise ContainerManagerError(
+                f"the query frontend pods did not all restart within {timeout:g} s: see "
+                f"kubectl -n {self.namespace} rollout status deployment/{name}"
+            )
 
     def connections_expected(self, name: str, version: str, num_replicas: int) -> int:
         """Each replica registers once with each query frontend pod."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -548,4 +549,181 @@ def test_a_tls_cluster_serves_https_verified_by_its_ca(
             untrusting.list_apps()
     finally:
         tls.close()
+        cm.destroy()
+
+
+def test_a_replica_that_hits_its_memory_limit_is_restarted_and_says_why(
+    conn: Connection, docker_client: Any
+) -> None:
+    def hog(xs: Any) -> list[float]:
+        if any(x[0] < 0 for x in xs):  # the poison input: 512 MiB, written
+            blob = b"\x01" * (512 * 2**20)
+            return [float(len(blob))] * len(xs)
+        return [float(x[0]) for x in xs]
+
+    cluster = conn.cm.cluster_name  # type: ignore[attr-defined]
+    conn.register_application("hog-app", "doubles", "fallback", 3_000_000)
+    deploy_python_closure(conn, "hog", "1", "doubles", hog, num_replicas=2, memory_limit="256Mi")
+    conn.link_model_to_app("hog-app", "hog")
+
+    def state() -> tuple[Any, ...]:
+        return (
+            conn.get_all_apps(verbose=True),
+            conn.get_all_models(verbose=True),
+            conn.get_linked_models("hog-app"),
+        )
+
+    before = state()
+    replicas = containers(docker_client, cluster, **{"schooner.model": "hog"})
+    assert len(replicas) == 2
+    for c in replicas:  # memory and swap alike: no swap to page out to
+        assert c.attrs["HostConfig"]["Memory"] == 256 * 2**20
+        assert c.attrs["HostConfig"]["MemorySwap"] == 256 * 2**20
+    pids = {c.name: c.attrs["State"]["Pid"] for c in replicas}
+
+    # The poison query is answered (the default, or an error), never left hanging.
+    predict(conn, "hog-app", {"input": [-1.0]}, timeout=60)
+
+    def killed_and_back() -> bool:
+        found = containers(docker_client, cluster, **{"schooner.model": "hog"})
+        hit = [
+            c
+            for c in found
+            if c.attrs["RestartCount"] >= 1
+            and c.attrs["State"]["OOMKilled"]
+            and c.status == "running"
+            and c.attrs["State"]["Pid"] != pids[c.name]
+        ]
+        return bool(hit)
+
+    eventually(killed_and_back, what="a replica killed at its memory limit, restarted")
+    states = conn.cm.replica_states("hog", "1")
+    assert all(s.running for s in states), [s.detail for s in states]
+    hit = [s for s in states if s.memory_limit_hit]
+    assert hit and all(s.restarts >= 1 for s in hit)
+    assert all("hit its memory limit (256Mi)" in s.detail for s in hit), [s.detail for s in hit]
+    # Other queries are served again, by restarted replicas too; nothing else changed.
+    eventually(lambda: output_of(conn, "hog-app", [7.0]) == 7.0, what="served again")
+    assert state() == before
+
+
+def test_a_replica_that_exits_for_a_restart_comes_back_and_says_why(
+    conn: Connection, docker_client: Any
+) -> None:
+    """Status 75 is how a replica leaves when its query frontend asks it to (a batch past
+    its timeout, or ejected): the engine starts it afresh, and that is no failure."""
+
+    def obeys(xs: Any) -> list[float]:
+        if any(x[0] == -75.0 for x in xs):
+            os._exit(75)  # what model_container does on RESTART
+        return [float(x[0]) for x in xs]
+
+    cluster = conn.cm.cluster_name  # type: ignore[attr-defined]
+    conn.register_application("obeys-app", "doubles", "fallback", 3_000_000)
+    deploy_python_closure(conn, "obeys", "1", "doubles", obeys, num_replicas=1)
+    conn.link_model_to_app("obeys-app", "obeys")
+    [replica] = containers(docker_client, cluster, **{"schooner.model": "obeys"})
+    pid = replica.attrs["State"]["Pid"]
+
+    predict(conn, "obeys-app", {"input": [-75.0]}, timeout=60)
+
+    def back() -> bool:
+        replica.reload()
+        state = replica.attrs["State"]
+        return (
+            replica.status == "running"
+            and state["Pid"] != pid
+            and replica.attrs["RestartCount"] >= 1
+        )
+
+    eventually(back, what="the replica restarted by the engine")
+    [state] = conn.cm.replica_states("obeys", "1")
+    assert state.running and not state.memory_limit_hit and state.restarts >= 1
+    # The status of its last exit comes from the engine's die event.
+    assert "exited at its query frontend's request" in state.detail, state.detail
+    eventually(lambda: output_of(conn, "obeys-app", [5.0]) == 5.0, what="served again")
+
+
+def _consecutive_ports() -> dict[str, int]:
+    """Cluster ports whose rpc_port + 1 is free too (a second query frontend's)."""
+    from ports import free_port
+
+    while True:
+        ports = cluster_ports()
+        try:
+            sock = socket.create_server(("127.0.0.1", ports["rpc_port"] + 1))
+        except OSError:
+            continue
+        sock.close()
+        if ports["rpc_port"] + 1 not in ports.values():
+            return ports
+        ports["redis_port"] = free_port()
+
+
+def test_two_query_frontends_share_the_port_and_restart_one_at_a_time(
+    docker_client: Any, session_id: str
+) -> None:
+    name = f"e2e-{session_id}-n2"
+    cm = DockerContainerManager(
+        name,
+        network_mode="host",
+        base_image=os.environ.get("SCHOONER_TEST_BASE_IMAGE", "schooner/base-python:3.11"),
+        query_frontends=2,
+        **_consecutive_ports(),
+    )
+    two = Connection(cm, deploy_timeout=120)
+    try:
+        two.start()
+        queries = containers(docker_client, name, **{"schooner.role": "query"})
+        assert sorted(c.name for c in queries) == [
+            f"schooner-{name}-query",
+            f"schooner-{name}-query-1",
+        ]
+        two.register_application("both", "doubles", "fallback", 5_000_000)
+        deploy_python_closure(two, "echo", "1", "doubles", lambda xs: [x[0] for x in xs])
+        two.link_model_to_app("both", "echo")
+        # The replica registered with each frontend.
+        eventually(
+            lambda: (
+                sorted(
+                    r["frontend"]
+                    for r in two.get_all_model_replicas(verbose=True)
+                    if r["model_name"] == "echo"
+                )
+                == [f"docker-{name}-query", f"docker-{name}-query-1"]
+            ),
+            what="the replica registered with both frontends",
+        )
+        before = (two.get_all_apps(verbose=True), two.get_all_models(verbose=True))
+
+        def one(i: int) -> float:
+            # A new connection each: the kernel spreads them over both frontends. One
+            # refused or reset before it was answered was not accepted: sent again.
+            for _ in range(20):
+                try:
+                    with httpx.Client(timeout=30) as client:
+                        r = client.post(
+                            f"http://{two.get_query_addr()}/both/predict",
+                            json={"input": [float(i)]},
+                        )
+                except httpx.TransportError:
+                    continue
+                assert r.status_code == 200, r.text
+                return float(r.json()["output"])
+            raise AssertionError(f"query {i} was never answered")
+
+        started = {c.name: c.attrs["State"]["StartedAt"] for c in queries}
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(one, i) for i in range(400)]
+            eventually(futures[20].done, what="the first queries answered")
+            two.cm.restart_query_frontends()  # type: ignore[attr-defined]
+            answers = [f.result(timeout=120) for f in futures]
+        assert answers == [float(i) for i in range(400)]
+        for c in queries:  # each was restarted (drained by SIGTERM), and serves again
+            c.reload()
+            assert c.status == "running" and c.attrs["State"]["StartedAt"] != started[c.name]
+        assert (two.get_all_apps(verbose=True), two.get_all_models(verbose=True)) == before
+        assert output_of(two, "both", [3.0]) == 3.0
+    finally:
+        two.close()
         cm.destroy()

@@ -43,12 +43,14 @@ def network_settings(**kw: Any) -> ClusterSettings:
 def host_settings(**kw: Any) -> ClusterSettings:
     return ClusterSettings(
         "ci",
-        network_mode="host",
-        query_port=32001,
-        management_port=32002,
-        rpc_port=32003,
-        redis_port=32004,
-        **kw,
+        **{
+            "network_mode": "host",
+            "query_port": 32001,
+            "management_port": 32002,
+            "rpc_port": 32003,
+            "redis_port": 32004,
+            **kw,
+        },
     )
 
 
@@ -74,16 +76,21 @@ def test_on_a_user_network_containers_find_each_other_by_name() -> None:
         bundle_sha256=DIGEST,
         replica_id="m-1-r0",
     )
-    for spec in (redis, management, query, replica):
-        assert spec["network"] == "schooner-prod"
-        assert "network_mode" not in spec
+    holder = s.query_net_spec("schooner/frontend:abc")
+    for spec in (redis, management, holder, query, replica):
         assert spec["restart_policy"] == {"Name": "unless-stopped"}
         assert spec["detach"] is True
         assert spec["labels"]["schooner.cluster"] == "prod"
+    for spec in (redis, management, holder, replica):
+        assert spec["network"] == "schooner-prod"
+        assert "network_mode" not in spec
+    # The query frontend lives in its holder's network stack, as in a pod.
+    assert query["network_mode"] == "container:schooner-prod-query-net"
+    assert "network" not in query and "ports" not in query
     assert redis["name"] == "schooner-prod-redis"
     assert "redis://schooner-prod-redis:6379/0" in management["command"]
     assert "redis://schooner-prod-redis:6379/0" in query["command"]
-    assert replica["environment"]["SCHOONER_FRONTEND"] == "tcp://schooner-prod-query:7000"
+    assert replica["environment"]["SCHOONER_FRONTEND"] == "tcp://schooner-prod-query-net:7000"
     # Inside its own network namespace each component listens on every address.
     assert _flag(query["command"], "--host") == "0.0.0.0"
     assert _flag(query["command"], "--rpc-host") == "0.0.0.0"
@@ -93,7 +100,7 @@ def test_on_a_user_network_containers_find_each_other_by_name() -> None:
 
 def test_on_a_user_network_the_ports_are_published_on_the_host_address() -> None:
     s = network_settings(host="127.0.0.1")
-    assert s.query_spec("f")["ports"] == {
+    assert s.query_net_spec("f")["ports"] == {
         "1337/tcp": ("127.0.0.1", 1337),
         "7000/tcp": ("127.0.0.1", 7000),
     }
@@ -104,7 +111,7 @@ def test_on_a_user_network_the_ports_are_published_on_the_host_address() -> None
     )
     assert "ports" not in replica  # replicas dial out; nothing to publish
     exposed = network_settings(host="0.0.0.0")
-    assert exposed.query_spec("f")["ports"]["1337/tcp"] == ("0.0.0.0", 1337)
+    assert exposed.query_net_spec("f")["ports"]["1337/tcp"] == ("0.0.0.0", 1337)
     assert exposed.connect_host == "127.0.0.1"
 
 
@@ -427,6 +434,170 @@ def test_a_replica_that_cannot_load_its_model_is_reported_with_its_log() -> None
     assert not state.running and state.pid is None
     assert "exits at start with status 2" in state.detail
     assert "schooner-c-m-1-r0" in state.detail and state.detail.endswith("No module named 'x'")
+
+
+def test_several_query_frontends_share_the_query_port_each_with_its_rpc_port() -> None:
+    s = network_settings(query_frontends=3)
+    holder = s.query_net_spec("f")
+    # The holder publishes the one query port and every frontend's RPC port.
+    assert holder["name"] == "schooner-prod-query-net"
+    assert holder["labels"]["schooner.role"] == "query-net"
+    assert holder["ports"] == {
+        "1337/tcp": ("127.0.0.1", 1337),
+        "7000/tcp": ("127.0.0.1", 7000),
+        "7001/tcp": ("127.0.0.1", 7001),
+        "7002/tcp": ("127.0.0.1", 7002),
+    }
+    queries = [s.query_spec("f", i) for i in range(3)]
+    assert [q["name"] for q in queries] == [
+        "schooner-prod-query",
+        "schooner-prod-query-1",
+        "schooner-prod-query-2",
+    ]
+    for i, q in enumerate(queries):
+        assert q["network_mode"] == "container:schooner-prod-query-net"
+        assert _flag(q["command"], "--port") == "1337" and "--reuse-port" in q["command"]
+        assert _flag(q["command"], "--rpc-port") == str(7000 + i)
+        assert q["labels"]["schooner.frontend_index"] == str(i)
+    ids = [_flag(q["command"], "--frontend-id") for q in queries]
+    assert ids == ["docker-prod-query", "docker-prod-query-1", "docker-prod-query-2"]
+    replica = s.replica_spec(
+        "i", name="m", version="1", input_type="ints", bundle_sha256=DIGEST, replica_id="m-1-r0"
+    )
+    # Every replica registers with every frontend.
+    assert replica["environment"]["SCHOONER_FRONTEND"] == (
+        "tcp://schooner-prod-query-net:7000,tcp://schooner-prod-query-net:7001,"
+        "tcp://schooner-prod-query-net:7002"
+    )
+    with pytest.raises(InvalidRequestError, match="query frontend 3 of 3"):
+        s.query_spec("f", 3)
+    # One frontend alone binds its port as before.
+    assert "--reuse-port" not in network_settings().query_spec("f")["command"]
+
+
+def test_in_host_mode_several_query_frontends_share_the_hosts_query_port() -> None:
+    s = host_settings(query_frontends=2, redis_port=32010)
+    a, b = s.query_spec("f", 0), s.query_spec("f", 1)
+    for q in (a, b):
+        assert q["network_mode"] == "host" and "--reuse-port" in q["command"]
+        assert _flag(q["command"], "--port") == "32001"
+    assert [_flag(q["command"], "--rpc-port") for q in (a, b)] == ["32003", "32004"]
+    replica = s.replica_spec(
+        "i", name="m", version="1", input_type="ints", bundle_sha256=DIGEST, replica_id="r"
+    )
+    assert replica["environment"]["SCHOONER_FRONTEND"] == (
+        "tcp://127.0.0.1:32003,tcp://127.0.0.1:32004"
+    )
+
+
+def test_query_frontends_and_their_rpc_ports_are_checked() -> None:
+    for bad in (0, -1, True, "2"):
+        with pytest.raises(InvalidRequestError, match="query_frontends must be an integer"):
+            network_settings(query_frontends=bad)
+    with pytest.raises(InvalidRequestError, match="rpc_port"):
+        ClusterSettings("x", rpc_port=65535, query_frontends=2)
+    # The second frontend's RPC port would be Redis's.
+    with pytest.raises(InvalidRequestError, match="redis_port and rpc_port \\+ 1"):
+        DockerContainerManager("x", rpc_port=7000, redis_port=7001, query_frontends=2)
+    adopted = ClusterSettings("prod").adopt(network_settings(query_frontends=2).to_label())
+    assert adopted.query_frontends == 2
+
+
+def test_a_query_frontend_is_given_longer_to_stop_than_it_drains() -> None:
+    for s in (network_settings(), host_settings()):
+        query = s.query_spec("f")
+        assert query["stop_signal"] == "SIGTERM"
+        assert int(query["labels"]["schooner.stop_timeout"]) > specs.DEFAULT_DRAIN_TIMEOUT
+        assert "--drain-timeout" not in query["command"]  # the frontend's default
+    slow = network_settings(drain_timeout=120).query_spec("f")
+    assert _flag(slow["command"], "--drain-timeout") == "120"
+    assert int(slow["labels"]["schooner.stop_timeout"]) > 120
+
+
+def test_a_replicas_memory_limit_covers_memory_and_swap() -> None:
+    s = network_settings()
+    limited = s.replica_spec(
+        "i",
+        name="m",
+        version="1",
+        input_type="ints",
+        bundle_sha256=DIGEST,
+        replica_id="r",
+        memory_limit=128 * 2**20,
+    )
+    assert limited["mem_limit"] == limited["memswap_limit"] == 128 * 2**20
+    unlimited = s.replica_spec(
+        "i", name="m", version="1", input_type="ints", bundle_sha256=DIGEST, replica_id="r"
+    )
+    assert "mem_limit" not in unlimited and "memswap_limit" not in unlimited
+
+
+def limited(status: str, exit_code: int = 0, restarts: int = 0, **state: Any) -> dict[str, Any]:
+    """``attrs`` of a replica with a 128Mi memory limit whose last run lasted ``ran`` s."""
+    doc = attrs(status, exit_code, restarts, **state)
+    doc["HostConfig"] = {"Memory": 128 * 2**20}
+    return doc
+
+
+RAN_1_S = {"StartedAt": "2026-01-01T10:00:00.5Z", "FinishedAt": "2026-01-01T10:00:01.5Z"}
+RAN_1_MIN = {"StartedAt": "2026-01-01T10:00:00.123456789Z", "FinishedAt": "2026-01-01T10:01:00Z"}
+
+
+def test_a_replica_that_hit_its_memory_limit_restarts_and_says_why() -> None:
+    # Killed by the kernel, being restarted: running, with the reason.
+    oom = specs.replica_state("r", "c", limited("restarting", 137, 1, OOMKilled=True, **RAN_1_MIN))
+    assert oom.running and oom.memory_limit_hit and oom.restarts == 1
+    assert "hit its memory limit (128Mi)" in oom.detail
+    # Running again: the engine keeps OOMKilled, and the restart count.
+    back = specs.replica_state("r", "c", limited("running", 0, 2, OOMKilled=True))
+    assert back.running and back.memory_limit_hit and back.state == "running"
+    assert "restarted 2 time(s)" in back.detail and "hit its memory limit (128Mi)" in back.detail
+    # Exit status 76: the model raised MemoryError; the status comes from the die event.
+    raised = specs.replica_state("r", "c", limited("running", 0, 1), last_exit_code=76)
+    assert raised.running and raised.memory_limit_hit
+    assert "hit its memory limit (128Mi)" in raised.detail
+    # Never restarted: nothing to say.
+    fresh = specs.replica_state("r", "c", limited("running"))
+    assert fresh.running and not fresh.memory_limit_hit and fresh.detail == ""
+
+
+def test_restarts_a_frontend_asked_for_are_not_a_crash_loop() -> None:
+    # Restarted five times, each after serving a minute: replaced, not failing.
+    for code, extra in ((75, {}), (76, {}), (137, {"OOMKilled": True})):
+        state = specs.replica_state("r", "c", limited("restarting", code, 5, **extra, **RAN_1_MIN))
+        assert state.running, (code, state.detail)
+        assert state.state == "restarting"
+    asked = specs.replica_state("r", "c", limited("running", 0, 5), last_exit_code=75)
+    assert asked.running and not asked.memory_limit_hit
+    assert "at its query frontend's request" in asked.detail
+    # ... unless it keeps happening right after the start (a model too big for its limit).
+    looping = specs.replica_state(
+        "r", "c", limited("restarting", 137, 3, OOMKilled=True, **RAN_1_S), "Killed"
+    )
+    assert not looping.running and looping.state == "failed" and looping.memory_limit_hit
+    assert "keeps exiting right after it starts (hit its memory limit (128Mi)" in looping.detail
+    assert looping.detail.endswith("Killed")
+    # Any other status, over and over, is a crash loop as before, however long each run.
+    crashing = specs.replica_state("r", "c", limited("restarting", 1, 3, **RAN_1_MIN))
+    assert not crashing.running and "keeps exiting (last status 1" in crashing.detail
+
+
+def test_a_frontend_that_started_before_its_network_holder_is_cut_off() -> None:
+    holder = {"State": {"StartedAt": "2026-01-01T10:00:05.000000001Z"}}
+    before = {"State": {"StartedAt": "2026-01-01T10:00:00Z"}}
+    after = {"State": {"StartedAt": "2026-01-01T10:00:06Z"}}
+    assert specs.cut_off(holder, before)
+    assert not specs.cut_off(holder, after)
+    assert not specs.cut_off({}, after)
+
+
+def test_the_replicas_a_frontend_has_connected_are_read_from_its_status() -> None:
+    status = {
+        "frontend": "docker-prod-query-1",
+        "models": {"m:1": {"replicas": ["m-1-r0", "m-1-r1"]}, "n:2": {"replicas": []}},
+    }
+    assert specs.status_replicas(status) == {"m:1/m-1-r0", "m:1/m-1-r1"}
+    assert specs.status_replicas({"models": "?"}) == set()
 
 
 def test_a_crash_loop_and_a_stopped_replica_are_failures() -> None:

@@ -755,3 +755,111 @@ def test_destroy_deletes_the_credentials(
 ) -> None:
     started.destroy()
     assert server.stored("Secret", "ml") == []
+
+
+# --------------------------------------------------------------------------- issue 13
+
+
+def test_query_frontends_is_the_number_of_query_pods_and_query_replicas_its_old_name(
+    server: FakeKubeAPIServer,
+) -> None:
+    cm = manager(server, query_frontends=3)
+    cm.start_cluster()
+    query = server.get("Deployment", "ml", "schooner-prod-query")
+    assert query.spec.replicas == 3 and len(server.pods_of(query)) == 3
+    assert manager(FakeKubeAPIServer(), query_replicas=4).settings.query_replicas == 4
+    assert manager(FakeKubeAPIServer()).settings.query_replicas == 2
+    same = manager(FakeKubeAPIServer(), query_frontends=3, query_replicas=3)
+    assert same.settings.query_replicas == 3
+    with pytest.raises(InvalidRequestError, match="older name of query_frontends"):
+        manager(FakeKubeAPIServer(), query_frontends=3, query_replicas=2)
+    with pytest.raises(InvalidRequestError, match="query_replicas must be >= 1"):
+        manager(FakeKubeAPIServer(), query_frontends=0)
+
+
+def test_a_versions_memory_limit_is_its_pods_memory_limit(
+    server: FakeKubeAPIServer, started: KubernetesContainerManager
+) -> None:
+    started.set_num_replicas("iris", "1", "doubles", DIGEST_1, 2, memory_limit=256 * 2**20)
+    deployment = server.get("Deployment", "ml", "schooner-prod-iris-1")
+    (c,) = deployment.spec.template.spec.containers
+    assert c.resources.limits["memory"] == "256Mi"
+    assert c.resources.requests["memory"] == "256Mi"
+    for pod in server.pods_of(deployment):
+        assert pod.spec.containers[0].resources.limits["memory"] == "256Mi"
+
+
+def test_restarting_the_query_frontends_rolls_their_pods_over_and_waits(
+    server: FakeKubeAPIServer, started: KubernetesContainerManager
+) -> None:
+    query = server.get("Deployment", "ml", "schooner-prod-query")
+    before = {p.metadata.uid for p in server.pods_of(query)}
+    assert len(before) == 2
+    started.restart_query_frontends()
+    [patch] = server.mutations()
+    assert (patch.verb, patch.kind, patch.name) == ("patch", "Deployment", "schooner-prod-query")
+    annotations = patch.sent["spec"]["template"]["metadata"]["annotations"]
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", annotations["kubectl.kubernetes.io/restartedAt"]
+    )
+    # Every pod was replaced (each old one drains in its grace period), and nothing else
+    # was touched: the model Deployments and Redis keep their pods.
+    after = server.pods_of(server.get("Deployment", "ml", "schooner-prod-query"))
+    assert len(after) == 2 and not before & {p.metadata.uid for p in after}
+
+
+def test_a_query_pod_that_cannot_start_stops_the_restart_with_its_reason(
+    server: FakeKubeAPIServer, started: KubernetesContainerManager
+) -> None:
+    def new_pods_fail(srv: FakeKubeAPIServer) -> None:
+        for pod in srv.stored("Pod"):
+            if pod.metadata.labels["schooner.io/role"] == "query" and pod.metadata.annotations:
+                pod.status.container_statuses[0].state = V1ContainerState(
+                    waiting=V1ContainerStateWaiting(
+                        reason="CreateContainerConfigError", message="secret not found"
+                    )
+                )
+
+    server.on_change = new_pods_fail
+    with pytest.raises(ContainerManagerError, match="secret not found") as info:
+        started.restart_query_frontends()
+    assert "the restart of the query frontends stopped" in str(info.value)
+
+
+def test_a_rollout_is_done_when_every_pod_runs_the_latest_template() -> None:
+    from kubernetes.client import (
+        V1Deployment,
+        V1DeploymentSpec,
+        V1DeploymentStatus,
+        V1LabelSelector,
+        V1PodTemplateSpec,
+    )
+
+    from admin.container_managers import _k8s_status as readback
+
+    def deployment(generation: int, **status: int) -> V1Deployment:
+        return V1Deployment(
+            metadata=V1ObjectMeta(name="q", generation=generation),
+            spec=V1DeploymentSpec(
+                replicas=2, selector=V1LabelSelector(), template=V1PodTemplateSpec()
+            ),
+            status=V1DeploymentStatus(**status),
+        )
+
+    done = {"replicas": 2, "updated_replicas": 2, "available_replicas": 2}
+    assert readback.rolled_out(deployment(2, observed_generation=2, **done))
+    # The controller has not seen the patch yet.
+    assert not readback.rolled_out(deployment(3, observed_generation=2, **done))
+    # A new pod is up, an old one still drains.
+    surging = {"replicas": 3, "updated_replicas": 2, "available_replicas": 2}
+    assert not readback.rolled_out(deployment(2, observed_generation=2, **surging))
+    # The new pods are not all ready yet.
+    starting = {"replicas": 2, "updated_replicas": 2, "available_replicas": 1}
+    assert not readback.rolled_out(deployment(2, observed_generation=2, **starting))
+
+
+def test_without_a_query_deployment_there_is_nothing_to_restart(
+    server: FakeKubeAPIServer,
+) -> None:
+    with pytest.raises(ClusterNotRunningError, match="start the cluster first"):
+        manager(server).restart_query_frontends()

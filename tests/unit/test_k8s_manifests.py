@@ -232,3 +232,18 @@ def test_the_tls_component_makes_the_frontends_the_manager_makes_with_a_tls_secr
     plain = KubeSettings("default", namespace="schooner")
     redis = to_json(plain.redis_stateful_set(DEFAULT_REDIS_IMAGE))
     assert docs[key(redis)] == redis
+
+
+def test_the_query_frontend_manifest_drains_before_its_pods_go() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in rendered()}
+    deployment = docs["Deployment", "schooner-default-query"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    # A preStop wait the frontend's image can run (python; no sleep binary needed) ...
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == ["python", "-c"] and "time.sleep(5)" in command[2]
+    # ... then SIGTERM and the frontend's 30 s drain, within the grace period.
+    assert pod["terminationGracePeriodSeconds"] >= 5 + 30
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    rolling = deployment["spec"]["strategy"]["rollingUpdate"]
+    assert (rolling["maxUnavailable"], rolling["maxSurge"]) == (0, 1)

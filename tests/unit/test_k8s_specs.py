@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client import (
+    V1Container,
     V1ContainerState,
     V1ContainerStateRunning,
     V1ContainerStateTerminated,
@@ -22,7 +23,9 @@ from kubernetes.client import (
     V1NodeStatus,
     V1ObjectMeta,
     V1Pod,
+    V1PodSpec,
     V1PodStatus,
+    V1ResourceRequirements,
     V1Service,
     V1ServicePort,
     V1ServiceSpec,
@@ -219,9 +222,51 @@ def test_each_query_frontend_pod_is_named_by_its_pod_name() -> None:
     assert (arg(c, "--host"), arg(c, "--port")) == ("0.0.0.0", "1337")
     assert (arg(c, "--rpc-host"), arg(c, "--rpc-port")) == ("0.0.0.0", "7000")
     assert {p.name: p.container_port for p in c.ports} == {"http": 1337, "rpc": 7000}
-    assert c.lifecycle.pre_stop.var_exec.command == ["sleep", "5"]
     strategy = deployment.spec.strategy.rolling_update
     assert (strategy.max_unavailable, strategy.max_surge) == (0, 1)
+
+
+def test_a_query_frontend_pod_drains_before_it_goes() -> None:
+    deployment = settings().query_deployment(IMAGE)
+    pod = deployment.spec.template.spec
+    (c,) = pod.containers
+    # Still serving while the Service forgets it; a sleep the frontend's image can run.
+    assert c.lifecycle.pre_stop.var_exec.command == ["python", "-c", "import time; time.sleep(5)"]
+    # Then SIGTERM: /healthz answers 503 while it drains, so it is not ready.
+    assert c.readiness_probe.http_get.path == "/healthz"
+    # The grace covers the preStop wait, the frontend's drain (30 s) and its exit.
+    assert pod.termination_grace_period_seconds >= 5 + 30
+    assert "--drain-timeout" not in c.args
+    slow = settings(drain_timeout=90).query_deployment(IMAGE)
+    (c,) = slow.spec.template.spec.containers
+    assert arg(c, "--drain-timeout") == "90"
+    assert slow.spec.template.spec.termination_grace_period_seconds >= 5 + 90
+    with pytest.raises(InvalidRequestError, match="drain_timeout"):
+        settings(drain_timeout=0)
+
+
+def test_a_model_versions_memory_limit_is_its_pods_limit_and_caps_the_request() -> None:
+    def resources(**kw: Any) -> Any:
+        d = settings().replica_deployment(
+            IMAGE,
+            name="m",
+            version="1",
+            input_type="doubles",
+            bundle_sha256=DIGEST,
+            replicas=1,
+            **kw,
+        )
+        return d.spec.template.spec.containers[0].resources
+
+    small = resources(memory_limit=256 * 2**20)
+    assert small.limits["memory"] == "256Mi"
+    assert small.requests["memory"] == "256Mi"  # the default request (512Mi) would exceed it
+    assert small.requests["cpu"] == "250m"
+    large = resources(memory_limit=8 * 2**30)
+    assert (large.limits["memory"], large.requests["memory"]) == ("8Gi", "512Mi")
+    odd = resources(memory_limit=100_000_000)
+    assert odd.limits["memory"] == odd.requests["memory"] == "100000000"
+    assert resources().limits["memory"] == "4Gi"  # none given: the role's default
 
 
 def test_model_pods_find_every_query_frontend_pod_through_the_headless_service() -> None:
@@ -388,6 +433,62 @@ def test_pods_running_or_starting_have_no_problem() -> None:
 )
 def test_pods_that_will_not_serve_say_why(p: V1Pod, model: bool, expected: str) -> None:
     assert expected in readback.pod_problem(p, model=model)
+
+
+def ended(code: int, reason: str | None = None, ran_s: float = 60.0) -> V1ContainerState:
+    """A container's last run, ended with ``code`` (and ``reason``) after ``ran_s``."""
+    import datetime as dt
+
+    started = dt.datetime(2026, 1, 1, 10, 0, tzinfo=dt.UTC)
+    return V1ContainerState(
+        terminated=V1ContainerStateTerminated(
+            exit_code=code,
+            reason=reason,
+            started_at=started,
+            finished_at=started + dt.timedelta(seconds=ran_s),
+        )
+    )
+
+
+def limited(p: V1Pod, memory: str = "256Mi") -> V1Pod:
+    p.spec = V1PodSpec(
+        containers=[
+            V1Container(name="model", resources=V1ResourceRequirements(limits={"memory": memory}))
+        ]
+    )
+    return p
+
+
+def test_a_model_pod_that_hit_its_memory_limit_serves_again_and_says_why() -> None:
+    oom = limited(pod("m-a", last=ended(137, "OOMKilled"), restarts=1))
+    [state] = readback.replica_states([oom])
+    assert state.running and state.memory_limit_hit and state.restarts == 1
+    assert "hit its memory limit (256Mi)" in state.detail
+    # Status 76: the model raised MemoryError.
+    [raised] = readback.replica_states([limited(pod("m-b", last=ended(76), restarts=2))])
+    assert raised.running and raised.memory_limit_hit
+    assert "hit its memory limit (256Mi)" in raised.detail
+    [fresh] = readback.replica_states([limited(pod("m-c"))])
+    assert fresh.running and not fresh.memory_limit_hit and fresh.detail == ""
+
+
+def test_restarts_a_query_frontend_asked_for_are_not_a_crash_loop() -> None:
+    # Restarted five times, each after serving a minute: replaced, not failing.
+    for last in (ended(75), ended(76), ended(137, "OOMKilled")):
+        p = limited(pod(last=last, restarts=5))
+        assert readback.pod_problem(p, model=True) == "", last
+    [asked] = readback.replica_states([limited(pod("m", last=ended(75), restarts=5))])
+    assert asked.running and "at its query frontend's request" in asked.detail
+    # ... unless they keep coming right after the start (a model too big for its limit).
+    looping = limited(pod("m", last=ended(137, "OOMKilled", ran_s=1), restarts=3))
+    problem = readback.pod_problem(looping, model=True)
+    assert "keeps exiting right after it starts (hit its memory limit (256Mi)" in problem
+    [failed] = readback.replica_states([looping], {"m": "Killed"})
+    assert not failed.running and failed.memory_limit_hit and failed.detail.endswith("Killed")
+    # Any other status, over and over, is a crash loop however long each run lasted.
+    assert "keeps exiting (last status 1" in readback.pod_problem(
+        pod(last=ended(1), restarts=3), model=True
+    )
 
 
 def test_the_exit_status_of_a_model_that_cannot_load_is_model_containers() -> None:
