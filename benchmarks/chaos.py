@@ -37,7 +37,7 @@ from typing import Any
 
 from benchmarks.chaos_cluster import Cluster, Features, local_cluster
 from benchmarks.chaos_faults import SCENARIOS, Scenario, build_streams
-from benchmarks.chaos_load import Run, summarize
+from benchmarks.chaos_load import Run, Stream, summarize
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,7 +81,7 @@ def _state(before: dict[str, Any] | str, after: dict[str, Any] | str) -> str:
 
 async def _drive(
     scenario: Scenario, cluster: Cluster, args: argparse.Namespace
-) -> tuple[Run, float, dict[str, Any], list[int]]:
+) -> tuple[Run, list[Stream], float, dict[str, Any], list[int]]:
     run = Run()
     streams = build_streams(scenario, cluster, args.concurrency, args.fault_at)
     at_fault: list[int] = []
@@ -91,7 +91,7 @@ async def _drive(
         return await asyncio.to_thread(scenario.fault, cluster)
 
     fault_time, info = await run.drive(streams, args.duration, args.fault_at, fault)
-    return run, fault_time, info, at_fault
+    return run, streams, fault_time, info, at_fault
 
 
 def run_scenario(
@@ -108,15 +108,18 @@ def run_scenario(
     ) as cluster:
         state_before = cluster.snapshot()
         processes_before = cluster.processes()
-        run, fault_time, info, at_fault = asyncio.run(_drive(scenario, cluster, args))
+        run, streams, fault_time, info, at_fault = asyncio.run(_drive(scenario, cluster, args))
         end = run.now()
         after = cluster.pids(scenario.role)
         processes_after = cluster.processes()
         state = _state(state_before, cluster.snapshot())
     restarts = _restarts(scenario.role, at_fault, after)
     rows = []
+    by_name = {s.name: s for s in streams}
     for stream in scenario.measured:
         answers = [a for a in run.answers if a.stream == stream]
+        slo = args.slo_ms / 1000 if by_name[stream].slo_bound else None
+        hold = args.hold if by_name[stream].recovers else None
         rows.append(
             {
                 "scenario": scenario.name,
@@ -126,7 +129,7 @@ def run_scenario(
                 "fault_at_s": round(fault_time, 2),
                 "duration_s": round(end, 2),
                 "fault_info": info,
-                **summarize(answers, fault_time, end, args.slo_ms / 1000, args.hold),
+                **summarize(answers, fault_time, end, slo, hold),
                 "restarts": restarts,
                 "state": state,
                 "processes_before": _pids(processes_before),
@@ -140,8 +143,16 @@ def _pids(processes: list[dict[str, Any]]) -> dict[str, Any]:
     return {str(p["name"]): p["pid"] if p["running"] else None for p in processes}
 
 
-def _fmt_recovered(value: float | None) -> str:
+def _fmt_recovered(row: dict[str, Any]) -> str:
+    value = row["recovered_after_s"]
+    if not row["recovery_judged"]:
+        return "-"
     return "never (in the run)" if value is None else f"{value:.1f} s"
+
+
+def _fmt_ms(row: dict[str, Any], when: str) -> str:
+    p50, p99 = row[f"p50_{when}_ms"], row[f"p99_{when}_ms"]
+    return "-" if p50 is None else f"{p50:g} / {p99:g}"
 
 
 def _fmt_4xx(row: dict[str, Any]) -> str:
@@ -152,7 +163,7 @@ def _fmt_4xx(row: dict[str, Any]) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| fault | load | requests | real | defaults | conn err | 5xx | 4xx | timeouts "
-        "| normal after | p50 / p99 after (ms) | > SLO after | restarts seen | state |"
+        "| normal after | p50 / p99 ms: before → after | > SLO after | restarts seen | state |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
@@ -160,8 +171,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['fault']} | {r['load']} | {r['requests']} | {r['ok']} | {r['default']} "
             f"| {r['conn']} | {r['5xx']} | {_fmt_4xx(r)} | {r['timeout']} "
-            f"| {_fmt_recovered(r['recovered_after_s'])} "
-            f"| {r['p50_after_ms']:g} / {r['p99_after_ms']:g} "
+            f"| {_fmt_recovered(r)} "
+            f"| {_fmt_ms(r, 'before')} → {_fmt_ms(r, 'after')} "
             f"| {'-' if over is None else f'{over:g} %'} "
             f"| {r['restarts']} | {r['state']} |"
         )
@@ -210,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"   {r['load']}: {r['requests']} requests, {r['ok']} real, "
                 f"{r['default']} defaults, {r['conn']} conn, {r['5xx']} 5xx, {r['4xx']} 4xx, "
                 f"{r['timeout']} timeouts; normal after "
-                f"{_fmt_recovered(r['recovered_after_s'])}; {r['fault_info']}",
+                f"{_fmt_recovered(r)}; {r['fault_info']}",
                 flush=True,
             )
     print()

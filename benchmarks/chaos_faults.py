@@ -227,14 +227,16 @@ def build_streams(
         body = orjson.dumps({"input": orjson.loads(_features_body())["input"], "label": 1})
         return await c.post(f"{q}/feedback/update", content=body, headers=JSON)
 
-    streams["update"] = Stream("update", 2, update, prediction=False)
+    streams["update"] = Stream("update", 2, update, prediction=False, slo_bound=False)
 
     admin_url = f"{cluster.management_url}/admin/apps"
 
     async def admin(c: httpx.AsyncClient, i: int) -> httpx.Response:
         return await c.get(admin_url)
 
-    streams["admin"] = Stream("admin", 2, admin, prediction=False, headers=cluster.admin_headers())
+    streams["admin"] = Stream(
+        "admin", 2, admin, prediction=False, headers=cluster.admin_headers(), slo_bound=False
+    )
 
     async def poisoned(c: httpx.AsyncClient, i: int) -> httpx.Response:
         # Input i of 2: the same input every time, so that a quarantine can know it again.
@@ -242,7 +244,9 @@ def build_streams(
             f"{q}/sklearn/predict", content=_features_body(POISON, float(i)), headers=JSON
         )
 
-    streams["poison"] = Stream("poison", 2, poisoned, start_at=fault_at, pause=1.0)
+    streams["poison"] = Stream(
+        "poison", 2, poisoned, start_at=fault_at, pause=1.0, slo_bound=False, recovers=False
+    )
 
     if scenario.bulk_clients:
         body = big_body()
@@ -250,5 +254,7 @@ def build_streams(
         async def bulk(c: httpx.AsyncClient, i: int) -> httpx.Response:
             return await c.post(f"{q}/bulk/predict", content=body, headers=JSON)
 
-        streams["bulk"] = Stream("bulk", scenario.bulk_clients, bulk, start_at=fault_at)
+        streams["bulk"] = Stream(
+            "bulk", scenario.bulk_clients, bulk, start_at=fault_at, slo_bound=False, recovers=False
+        )
     return [streams[name] for name in scenario.streams]

@@ -55,7 +55,9 @@ class Answer:
 class Stream:
     """``concurrency`` clients calling ``call`` in a loop from ``start_at`` (seconds into
     the run) until the run ends; ``prediction``: 200 answers are classed by ``default``;
-    ``pause``: seconds a client waits after each answer (0: closed loop)."""
+    ``pause``: seconds a client waits after each answer (0: closed loop); ``slo_bound``:
+    its answers are held to the app's SLO; ``recovers``: whether "normal again" means
+    anything for it (not for a load that is itself the fault)."""
 
     name: str
     concurrency: int
@@ -64,6 +66,8 @@ class Stream:
     start_at: float = 0.0
     pause: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    slo_bound: bool = True
+    recovers: bool = True
 
 
 def classify(response: httpx.Response, prediction: bool) -> str:
@@ -150,11 +154,11 @@ class Run:
 # ---------------------------------------------------------------------------- summaries
 
 
-def _quantile(values: list[float], q: float) -> float:
+def _quantile_ms(values: list[float], q: float) -> float | None:
     if not values:
-        return float("nan")
+        return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000, 1)
 
 
 def recovery(answers: list[Answer], fault_time: float, end: float, hold: float) -> float | None:
@@ -174,10 +178,11 @@ def recovery(answers: list[Answer], fault_time: float, end: float, hold: float) 
 
 
 def summarize(
-    answers: list[Answer], fault_time: float, end: float, slo: float, hold: float
+    answers: list[Answer], fault_time: float, end: float, slo: float | None, hold: float | None
 ) -> dict[str, Any]:
     """Counts by kind (and by HTTP status for errors), latencies before and after the
-    fault, the share of answers after the fault slower than ``slo``, and recovery."""
+    fault, the share of answers after the fault slower than ``slo``, and recovery
+    (``hold``: seconds of good answers it needs); each left out (None) when not given."""
     counts = {kind: sum(1 for a in answers if a.kind == kind) for kind in KINDS}
     statuses: dict[str, int] = {}
     for a in answers:
@@ -185,15 +190,16 @@ def summarize(
             statuses[str(a.status)] = statuses.get(str(a.status), 0) + 1
     before = [a.latency for a in answers if a.end < fault_time]
     after = [a.latency for a in answers if a.start >= fault_time]
-    over = sum(1 for x in after if x > slo)
+    over = None if slo is None or not after else sum(1 for x in after if x > slo)
     return {
         "requests": len(answers),
         **counts,
         "statuses": statuses,
-        "p50_before_ms": round(_quantile(before, 0.5) * 1000, 1),
-        "p99_before_ms": round(_quantile(before, 0.99) * 1000, 1),
-        "p50_after_ms": round(_quantile(after, 0.5) * 1000, 1),
-        "p99_after_ms": round(_quantile(after, 0.99) * 1000, 1),
-        "over_slo_after_pct": round(100.0 * over / len(after), 1) if after else None,
-        "recovered_after_s": recovery(answers, fault_time, end, hold),
+        "p50_before_ms": _quantile_ms(before, 0.5),
+        "p99_before_ms": _quantile_ms(before, 0.99),
+        "p50_after_ms": _quantile_ms(after, 0.5),
+        "p99_after_ms": _quantile_ms(after, 0.99),
+        "over_slo_after_pct": None if over is None else round(100.0 * over / len(after), 1),
+        "recovered_after_s": None if hold is None else recovery(answers, fault_time, end, hold),
+        "recovery_judged": hold is not None,
     }
