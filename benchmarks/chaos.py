@@ -15,8 +15,9 @@ measured load:
   is a real one, for at least ``--hold`` seconds and to the end of the run ("never"
   when the run ended first; 0 when nothing went wrong);
 - latency after the fault (p50/p99) and the share of answers slower than the SLO;
-- restarts seen: processes of the faulted role running at the fault and at the end, and
-  how many of them are new;
+- restarts seen: processes of the faulted role running at the fault and at the end, the
+  pids new since the fault (the manager's process table, sampled every 0.5 s) and, when
+  the cluster has a supervisor, its restart and failure counts from ``/status``;
 - state: the cluster's apps, models, links and policy state (of apps without feedback)
   read through the admin API before the fault and after the run: the same, changed, or
   unknown when the admin API does not answer.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -65,9 +67,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _restarts(role: str, before: list[int], after: list[int]) -> str:
-    new = len(set(after) - set(before))
-    return f"{role}: {len(before)} up → {len(after)} up, {new} new pid{'s' * (new != 1)}"
+def _restarts(
+    role: str, before: list[int], after: list[int], seen: dict[int, float], fault_time: float
+) -> str:
+    """Processes of ``role`` running at the fault and at the end, and the pids that were
+    not there at the fault, seen since (sampled every 0.5 s), with when the first came."""
+    new = sorted(t for pid, t in seen.items() if pid not in before and t >= fault_time)
+    text = f"{role}: {len(before)} up → {len(after)} up, {len(new)} new pid{'s' * (len(new) != 1)}"
+    return text + (f" (first {new[0] - fault_time:.1f} s after)" if new else "")
 
 
 def _state(before: dict[str, Any] | str, after: dict[str, Any] | str) -> str:
@@ -81,17 +88,30 @@ def _state(before: dict[str, Any] | str, after: dict[str, Any] | str) -> str:
 
 async def _drive(
     scenario: Scenario, cluster: Cluster, args: argparse.Namespace
-) -> tuple[Run, list[Stream], float, dict[str, Any], list[int]]:
+) -> tuple[Run, list[Stream], float, dict[str, Any], tuple[list[int], dict[int, float]]]:
     run = Run()
     streams = build_streams(scenario, cluster, args.concurrency, args.fault_at)
     at_fault: list[int] = []
+    seen: dict[int, float] = {}
 
     async def fault() -> dict[str, Any]:
         at_fault.extend(cluster.pids(scenario.role))
         return await asyncio.to_thread(scenario.fault, cluster)
 
-    fault_time, info = await run.drive(streams, args.duration, args.fault_at, fault)
-    return run, streams, fault_time, info, at_fault
+    async def watch() -> None:
+        while not run.stop.is_set():
+            for pid in await asyncio.to_thread(cluster.pids, scenario.role):
+                seen.setdefault(pid, run.now())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.stop.wait(), 0.5)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        fault_time, info = await run.drive(streams, args.duration, args.fault_at, fault)
+    finally:
+        run.stop.set()
+        await watcher
+    return run, streams, fault_time, info, (at_fault, seen)
 
 
 def run_scenario(
@@ -108,12 +128,20 @@ def run_scenario(
     ) as cluster:
         state_before = cluster.snapshot()
         processes_before = cluster.processes()
-        run, streams, fault_time, info, at_fault = asyncio.run(_drive(scenario, cluster, args))
+        run, streams, fault_time, info, (at_fault, seen) = asyncio.run(
+            _drive(scenario, cluster, args)
+        )
         end = run.now()
         after = cluster.pids(scenario.role)
         processes_after = cluster.processes()
+        supervision = cluster.supervision()
         state = _state(state_before, cluster.snapshot())
-    restarts = _restarts(scenario.role, at_fault, after)
+    restarts = _restarts(scenario.role, at_fault, after, seen, fault_time)
+    supervised = [p for p in supervision.values() if p.get("role") == scenario.role]
+    if supervised:
+        count = sum(int(p.get("restarts", 0) or 0) for p in supervised)
+        failed = sum(1 for p in supervised if p.get("state") == "failed")
+        restarts += f"; supervisor: {count} restart{'s' * (count != 1)}, {failed} failed"
     rows = []
     by_name = {s.name: s for s in streams}
     for stream in scenario.measured:
@@ -134,6 +162,7 @@ def run_scenario(
                 "state": state,
                 "processes_before": _pids(processes_before),
                 "processes_after": _pids(processes_after),
+                "supervision_after": supervision,
             }
         )
     return rows

@@ -82,6 +82,18 @@ class Cluster:
         """Running pids of a role, in the manager's order."""
         return [int(p["pid"]) for p in self.processes() if p["role"] == role and p["running"]]
 
+    def supervision(self) -> dict[str, dict[str, Any]]:
+        """The supervisor's process table as a query frontend's ``/status`` shows it
+        (name -> state, role, restarts...); empty when there is none or no answer."""
+        import httpx
+
+        try:
+            r = httpx.get(f"{self.query_url}/status", headers=self.admin_headers(), timeout=5.0)
+            processes = r.json().get("supervision", {}).get("processes", {})
+        except Exception:
+            return {}
+        return processes if isinstance(processes, dict) else {}
+
     def snapshot(self) -> dict[str, Any] | str:
         """Apps, models (versions, replica counts), links and the policy state of the apps
         that get no feedback; a string saying why when the admin API cannot answer."""
