@@ -41,17 +41,18 @@ class Features:
     """What the code under test offers, found by looking, not assumed."""
 
     query_frontends: bool  # LocalContainerManager(query_frontends=N)
-    restart_query_frontends: bool  # manager.restart_query_frontends()
+    restart_query_frontends: bool  # restart_query_frontends() on the manager or Connection
 
     @classmethod
     def detect(cls) -> Features:
-        from admin import LocalContainerManager
+        from admin import Connection, LocalContainerManager
 
         params = inspect.signature(LocalContainerManager).parameters
         return cls(
             query_frontends="query_frontends" in params,
-            restart_query_frontends=callable(
-                getattr(LocalContainerManager, "restart_query_frontends", None)
+            restart_query_frontends=any(
+                callable(getattr(c, "restart_query_frontends", None))
+                for c in (LocalContainerManager, Connection)
             ),
         )
 

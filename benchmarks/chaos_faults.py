@@ -77,9 +77,14 @@ def big_bodies(cluster: Cluster) -> dict[str, Any]:
 
 
 def rolling_restart(cluster: Cluster) -> dict[str, Any]:
+    restart = getattr(cluster.manager, "restart_query_frontends", None) or getattr(
+        cluster.conn, "restart_query_frontends", None
+    )
+    if restart is None:
+        return {"error": "no restart_query_frontends() on the manager or the Connection"}
     started = time.monotonic()
     try:
-        cluster.manager.restart_query_frontends()
+        restart()
     except Exception as exc:
         return {"error": f"restart_query_frontends raised {type(exc).__name__}: {exc}"}
     return {"restart_took_s": round(time.monotonic() - started, 1)}
@@ -94,7 +99,7 @@ def _needs_query_frontends(features: Features) -> str | None:
 def _needs_rolling(features: Features) -> str | None:
     if features.restart_query_frontends:
         return None
-    return "LocalContainerManager has no restart_query_frontends()"
+    return "neither LocalContainerManager nor Connection has restart_query_frontends()"
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -193,11 +198,13 @@ SCENARIOS: dict[str, Scenario] = {
 # ---------------------------------------------------------------------------- load
 
 
+def _random_row() -> list[float]:
+    return [random.gauss(0.0, 1.0) for _ in range(NUM_FEATURES)]
+
+
 def _features_body(first: float | None = None, second: float = 0.0) -> bytes:
-    if first is None:
-        row = [random.gauss(0.0, 1.0) for _ in range(NUM_FEATURES)]
-    else:
-        row = [first, second] + [0.0] * (NUM_FEATURES - 2)
+    """A fresh random input, or with ``first`` the fixed input (first, second, 0, ...)."""
+    row = _random_row() if first is None else [first, second] + [0.0] * (NUM_FEATURES - 2)
     return orjson.dumps({"input": row})
 
 
@@ -224,7 +231,7 @@ def build_streams(
     streams["predict"] = Stream("predict", concurrency, predict)
 
     async def update(c: httpx.AsyncClient, i: int) -> httpx.Response:
-        body = orjson.dumps({"input": orjson.loads(_features_body())["input"], "label": 1})
+        body = orjson.dumps({"input": _random_row(), "label": 1})
         return await c.post(f"{q}/feedback/update", content=body, headers=JSON)
 
     streams["update"] = Stream("update", 2, update, prediction=False, slo_bound=False)
