@@ -47,7 +47,10 @@ def _kill(cluster: Cluster, role: str) -> dict[str, Any]:
     pids = cluster.pids(role)
     if not pids:
         return {"error": f"no running {role} process to kill"}
-    os.kill(pids[0], signal.SIGKILL)
+    try:
+        os.kill(pids[0], signal.SIGKILL)
+    except OSError as exc:  # it exited between the look and the kill
+        return {"error": f"could not kill {role} pid {pids[0]}: {exc}"}
     return {"killed": f"{role} pid {pids[0]}"}
 
 
