@@ -135,7 +135,8 @@ def run_scenario(
         after = cluster.pids(scenario.role)
         processes_after = cluster.processes()
         supervision = cluster.supervision()
-        state = _state(state_before, cluster.snapshot())
+        state_after = cluster.snapshot()
+        state = _state(state_before, state_after)
     restarts = _restarts(scenario.role, at_fault, after, seen, fault_time)
     supervised = [p for p in supervision.values() if p.get("role") == scenario.role]
     if supervised:
@@ -163,6 +164,9 @@ def run_scenario(
                 "processes_before": _pids(processes_before),
                 "processes_after": _pids(processes_after),
                 "supervision_after": supervision,
+                # What "state" compared, so that a "changed" can be looked into.
+                "state_before": state_before,
+                "state_after": state_after,
             }
         )
     return rows
