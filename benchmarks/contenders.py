@@ -11,17 +11,26 @@ on Ctrl-C) stops every process the group started.
 - ``schooner-plain-rpc``: a second local cluster serving only the sklearn app, its RPC
   without CURVE (``SCHOONER_INSECURE_RPC=1``, which the local manager passes to every
   process it starts): beside ``schooner-sklearn`` in the same run, what CURVE costs.
+- ``schooner-2qf``: the sklearn app on a cluster with 2 query frontend processes
+  (``query_frontends=2``), if the local manager takes it: beside ``schooner-sklearn``,
+  what a second frontend buys on this machine.
 - ``raw-asgi``: a bare ASGI app under uvicorn answering a constant: the HTTP ceiling.
 - ``starlette-sklearn``: Starlette with the model in-process, one predict per request.
-- ``ray-serve``: Ray Serve with ``@serve.batch(64, 2 ms)``, in its own venv, if present.
+- ``ray-serve``: Ray Serve with ``@serve.batch(64, 2 ms)``, in its own venv, if present,
+  behind Serve's default proxy.
+- ``ray-serve-direct``: the same, in Ray's best configuration for one ingress
+  deployment: direct ingress (``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``, wrk calls the
+  replica's own port) with ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,10 +85,18 @@ Group = Callable[[Settings], contextlib.AbstractContextManager[list[Target]]]
 # ---------------------------------------------------------------------------- Schooner
 
 
+def accepts_query_frontends() -> bool:
+    """Whether this checkout's LocalContainerManager runs several query frontends."""
+    from admin import LocalContainerManager
+
+    return "query_frontends" in inspect.signature(LocalContainerManager).parameters
+
+
 @contextlib.contextmanager
-def _local_cluster(name: str, settings: Settings) -> Iterator[tuple[Any, Any]]:
+def _local_cluster(name: str, settings: Settings, **options: Any) -> Iterator[tuple[Any, Any]]:
     """A local Schooner cluster on free ports in a temporary data dir: its manager and a
-    Connection to ``start()``; it is stopped after, its logs in ``settings.log_dir / name``."""
+    Connection to ``start()``; it is stopped after, its logs in ``settings.log_dir / name``.
+    ``options`` go to LocalContainerManager as they are."""
     from admin import Connection, LocalContainerManager
 
     query_port, management_port, rpc_port, redis_port = free_ports(4)
@@ -91,6 +108,7 @@ def _local_cluster(name: str, settings: Settings) -> Iterator[tuple[Any, Any]]:
             management_port=management_port,
             rpc_port=rpc_port,
             redis_port=redis_port,
+            **options,
         )
         conn = Connection(manager, progress=lambda line: print(f"  [{name}] {line}"))
         try:
@@ -263,21 +281,21 @@ def _environ(**values: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def schooner_plain_rpc(settings: Settings) -> Iterator[list[Target]]:
-    """The sklearn app of ``schooner``, on a cluster whose RPC runs without CURVE."""
+def _sklearn_only(
+    settings: Settings, group: str, target: str, description: str, **options: Any
+) -> Iterator[list[Target]]:
+    """A cluster serving only the sklearn app of ``schooner`` (1 replica), as the
+    ``options`` to LocalContainerManager and the environment around make it."""
     from admin.deployers.python import deploy_python_closure
 
-    with _local_cluster("schooner-plain-rpc", settings) as (manager, conn):
-        # Only for measuring: never run a cluster like this (rpc_keys.INSECURE_RPC_ENV).
-        # The frontend started here and the replica deployed here both inherit it.
-        with _environ(SCHOONER_INSECURE_RPC="1"):
-            conn.start()
-            model = train_model()
+    with _local_cluster(group, settings, **options) as (manager, conn):
+        conn.start()
+        model = train_model()
 
-            def predict(xs: Any) -> list[Any]:
-                return list(model.predict(xs).tolist())
+        def predict(xs: Any) -> list[Any]:
+            return list(model.predict(xs).tolist())
 
-            deploy_python_closure(conn, "sklearn", "1", "doubles", predict)
+        deploy_python_closure(conn, "sklearn", "1", "doubles", predict)
         conn.register_application("sklearn", "doubles", -1.0, round(settings.slo_ms * 1000))
         conn.link_model_to_app("sklearn", "sklearn")
         url = f"http://{conn.get_query_addr()}/sklearn/predict"
@@ -285,8 +303,8 @@ def schooner_plain_rpc(settings: Settings) -> Iterator[list[Target]]:
         pids, query_pid = _processes(manager)
         yield [
             Target(
-                "schooner-sklearn-plain-rpc",
-                f"sklearn, adaptive, SLO {settings.slo_ms:g} ms, RPC without CURVE",
+                target,
+                f"sklearn, adaptive, SLO {settings.slo_ms:g} ms, {description}",
                 url,
                 "random",
                 settings.concurrencies,
@@ -294,6 +312,38 @@ def schooner_plain_rpc(settings: Settings) -> Iterator[list[Target]]:
                 query_pid,
             )
         ]
+
+
+@contextlib.contextmanager
+def schooner_plain_rpc(settings: Settings) -> Iterator[list[Target]]:
+    """The sklearn app of ``schooner``, on a cluster whose RPC runs without CURVE."""
+    # Only for measuring: never run a cluster like this (rpc_keys.INSECURE_RPC_ENV). The
+    # frontend started and the replica deployed inside both inherit it; the load after
+    # does not need it.
+    with (
+        _environ(SCHOONER_INSECURE_RPC="1"),
+        _sklearn_only(
+            settings, "schooner-plain-rpc", "schooner-sklearn-plain-rpc", "RPC without CURVE"
+        ) as targets,
+    ):
+        yield targets
+
+
+@contextlib.contextmanager
+def schooner_2qf(settings: Settings) -> Iterator[list[Target]]:
+    """The sklearn app of ``schooner`` behind 2 query frontend processes sharing the
+    query port (``query_frontends=2``), if this checkout's local manager has them."""
+    if not accepts_query_frontends():
+        settings.notes.append(
+            "schooner-2qf skipped: LocalContainerManager takes no query_frontends= here"
+        )
+        print(f"  {settings.notes[-1]}")
+        yield []
+        return
+    with _sklearn_only(
+        settings, "schooner-2qf", "schooner-2qf", "2 query frontends", query_frontends=2
+    ) as targets:
+        yield targets
 
 
 # ---------------------------------------------------------------------------- baselines
@@ -351,54 +401,100 @@ def starlette_sklearn(settings: Settings) -> contextlib.AbstractContextManager[l
     )
 
 
-@contextlib.contextmanager
-def ray_serve(settings: Settings) -> Iterator[list[Target]]:
-    python = settings.ray_python
-    if not python.exists():
-        settings.notes.append(
-            f"ray-serve skipped: no Ray venv at {python}. Create it with: {RAY_SETUP}"
-        )
-        print(f"  {settings.notes[-1]}")
-        yield []
-        return
-    settings.notes.append(
-        "ray-serve uses Serve's default proxy: its HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1) "
-        "binds every interface, and this benchmark keeps all traffic on 127.0.0.1"
-    )
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=str(REPO_ROOT),
-        RAY_USAGE_STATS_ENABLED="0",
-        VIRTUAL_ENV=str(python.parent.parent),
-        PATH=f"{python.parent}{os.pathsep}{env.get('PATH', '')}",
-    )
-    env.pop("RAY_ADDRESS", None)  # never attach to a Ray cluster that happens to run here
-    server = Server(
-        [str(python), "-m", "benchmarks.baselines.ray_serve_app", "--port", str(port)],
-        settings.log_dir / "ray-serve.log",
-        env,
-    )
-    with running(server, REPO_ROOT):
-        url = f"http://127.0.0.1:{port}/predict"
-        try:
-            wait_http_ok(url, PROBE_BODY, settings.start_timeout, server.proc)
-        except RuntimeError as exc:
-            settings.notes.append(f"ray-serve skipped: it did not start ({exc})")
-            print(f"  {settings.notes[-1]}\n{server.log_tail()}")
+def _ray_serve(
+    settings: Settings, name: str, description: str, extra_env: dict[str, str]
+) -> contextlib.AbstractContextManager[list[Target]]:
+    """Ray Serve in its own venv; with ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` in
+    ``extra_env``, wrk calls the replica's own HTTP port instead of the proxy."""
+
+    @contextlib.contextmanager
+    def group() -> Iterator[list[Target]]:
+        python = settings.ray_python
+        if not python.exists():
+            settings.notes.append(
+                f"{name} skipped: no Ray venv at {python}. Create it with: {RAY_SETUP}"
+            )
+            print(f"  {settings.notes[-1]}")
             yield []
             return
-        yield [
-            Target(
-                "ray-serve",
-                "Ray Serve, @serve.batch(64, 2 ms)",
-                url,
-                "random",
-                settings.concurrencies,
-                lambda: server.pids,
-                server.proc.pid if server.proc else None,
-            )
-        ]
+        port = free_port()
+        url_file = settings.log_dir / f"{name}.urls"
+        url_file.parent.mkdir(parents=True, exist_ok=True)
+        url_file.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env.update(
+            PYTHONPATH=str(REPO_ROOT),
+            RAY_USAGE_STATS_ENABLED="0",
+            VIRTUAL_ENV=str(python.parent.parent),
+            PATH=f"{python.parent}{os.pathsep}{env.get('PATH', '')}",
+            **extra_env,
+        )
+        env.pop("RAY_ADDRESS", None)  # never attach to a Ray cluster that happens to run here
+        server = Server(
+            [
+                *(str(python), "-m", "benchmarks.baselines.ray_serve_app"),
+                *("--port", str(port), "--url-file", str(url_file)),
+            ],
+            settings.log_dir / f"{name}.log",
+            env,
+        )
+        with running(server, REPO_ROOT):
+            try:
+                url = _wait_url_file(url_file, settings.start_timeout, server)
+                wait_http_ok(url, PROBE_BODY, settings.start_timeout, server.proc)
+            except RuntimeError as exc:
+                settings.notes.append(f"{name} skipped: it did not start ({exc})")
+                print(f"  {settings.notes[-1]}\n{server.log_tail()}")
+                yield []
+                return
+            yield [
+                Target(
+                    name,
+                    description,
+                    url,
+                    "random",
+                    settings.concurrencies,
+                    lambda: server.pids,
+                    server.proc.pid if server.proc else None,
+                )
+            ]
+
+    return group()
+
+
+def _wait_url_file(path: Path, timeout: float, server: Server) -> str:
+    """The first URL the Ray app wrote to ``path`` once Serve is up (see ray_serve_app)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc is None or server.proc.poll() is not None:
+            raise RuntimeError("the Ray app exited before serving")
+        with contextlib.suppress(OSError):
+            urls = path.read_text(encoding="utf-8").split()
+            if urls:
+                return urls[0]
+        time.sleep(0.5)
+    raise RuntimeError(f"no URL from the Ray app within {timeout:g} s")
+
+
+def ray_serve(settings: Settings) -> contextlib.AbstractContextManager[list[Target]]:
+    settings.notes.append(
+        "ray-serve uses Serve's default proxy; its HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1) "
+        "binds every interface, and this benchmark keeps all traffic on 127.0.0.1: "
+        "ray-serve-direct is the proxy-less configuration instead"
+    )
+    return _ray_serve(settings, "ray-serve", "Ray Serve, @serve.batch(64, 2 ms), proxy", {})
+
+
+def ray_serve_direct(settings: Settings) -> contextlib.AbstractContextManager[list[Target]]:
+    """Ray Serve's best configuration for one ingress deployment: no proxy hop. Direct
+    ingress (the replica serves HTTP on its own port, bound to 127.0.0.1 like the proxy)
+    and the throughput-optimized settings (``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``)."""
+    return _ray_serve(
+        settings,
+        "ray-serve-direct",
+        "Ray Serve, @serve.batch(64, 2 ms), direct ingress (replica port)",
+        {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    )
 
 
 GROUPS: dict[str, Group] = {
@@ -406,5 +502,7 @@ GROUPS: dict[str, Group] = {
     "starlette-sklearn": starlette_sklearn,
     "schooner": schooner,
     "schooner-plain-rpc": schooner_plain_rpc,
+    "schooner-2qf": schooner_2qf,
     "ray-serve": ray_serve,
+    "ray-serve-direct": ray_serve_direct,
 }

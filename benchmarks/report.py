@@ -86,18 +86,19 @@ def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row
     """The targets of issue 3, each with what this run measured."""
     out: list[Row] = []
 
-    def rps_ratio(what: str, num: str, den: str, target: float) -> None:
+    def rps_ratio(what: str, num: str, den: str, target: float | None) -> None:
+        """``target`` None: a comparison reported without a goal."""
         a, b = _find(rows, num, c), _find(rows, den, c)
         measured = a["rps"] / b["rps"] if a and b and b["rps"] else None
         detail = f"{a['rps']:,.0f} / {b['rps']:,.0f} req/s" if a and b else "not measured"
         out.append(
             {
                 "target": what,
-                "goal": f">= {target:g}x",
+                "goal": "-" if target is None else f">= {target:g}x",
                 "measured": measured,
                 "display": f"{measured:.2f}x" if measured is not None else "n/a",
                 "detail": detail,
-                "pass": None if measured is None else measured >= target,
+                "pass": None if measured is None or target is None else measured >= target,
             }
         )
 
@@ -107,6 +108,15 @@ def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row
     rps_ratio(
         f"Schooner sklearn vs Ray Serve @serve.batch (c={c})", "schooner-sklearn", "ray-serve", 3
     )
+    # Issue 13: Ray Serve in its best configuration too (no goal set), and N = 2 query
+    # frontends against N = 1 on this machine.
+    rps_ratio(
+        f"Schooner sklearn vs Ray Serve direct ingress (c={c})",
+        "schooner-sklearn",
+        "ray-serve-direct",
+        None,
+    )
+    rps_ratio(f"2 query frontends vs 1, sklearn (c={c})", "schooner-2qf", "schooner-sklearn", None)
     rps_ratio(f"Schooner no-op vs raw ASGI (c={c})", "schooner-noop", "raw-asgi", 0.5)
     rps_ratio(
         f"adaptive batching vs batch size 1 (c={c})", "schooner-sklearn", "schooner-sklearn-b1", 5
@@ -167,10 +177,12 @@ def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row
 
 def ratios_table(ratio_rows: list[Row]) -> str:
     def verdict(r: Row) -> str:
+        if r["goal"] == "-":
+            return "-"
         return "n/a" if r["pass"] is None else ("PASS" if r["pass"] else "MISS")
 
     cells = [[r["target"], r["goal"], r["display"], verdict(r), r["detail"]] for r in ratio_rows]
-    return _table(["target (issue 3)", "goal", "measured", "verdict", "detail"], cells)
+    return _table(["target (issues 3, 12, 13)", "goal", "measured", "verdict", "detail"], cells)
 
 
 def plot(rows: list[Row], path: Path) -> str:

@@ -7,6 +7,13 @@ Runs in its own venv (Ray pins its own dependencies), from the repository root:
     PYTHONPATH=. benchmarks/.venv-ray/bin/python -m benchmarks.baselines.ray_serve_app --port 8000
 
 Serves ``POST /predict`` until SIGTERM or SIGINT, then shuts Serve and Ray down.
+
+With ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` in its environment (Ray 2.5x: read when Ray is
+imported, so it must be set before this starts) every replica of an ingress deployment
+serves HTTP itself, on a port the controller allocates (30000 and up), bound to the
+address of ``http_options`` (127.0.0.1 here); clients then call the replica, not the
+proxy. ``--url-file`` receives the URLs clients should call: the replicas' with direct
+ingress, else the proxy's.
 """
 
 # Ray is not installed where mypy runs: its decorators are untyped there.
@@ -19,6 +26,8 @@ import json
 import os
 import signal
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,10 +55,36 @@ class Classifier:
         return {"query_id": 0, "output": await self.predict(x), "default": False}
 
 
+def direct_ingress() -> bool:
+    return os.environ.get("RAY_SERVE_ENABLE_DIRECT_INGRESS") == "1"
+
+
+def replica_urls(app: str, route: str, timeout: float = 120.0) -> list[str]:
+    """The HTTP URLs of ``app``'s replicas under direct ingress, once the controller has
+    allocated their ports."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import RequestProtocol
+
+    client: Any = _get_global_client()
+    deadline = time.monotonic() + timeout
+    while True:
+        groups = ray.get(client._controller.get_target_groups.remote(app, False))
+        urls = [
+            f"http://127.0.0.1:{target.port}{route}"
+            for group in groups
+            if group.protocol == RequestProtocol.HTTP
+            for target in group.targets
+        ]
+        if urls or time.monotonic() > deadline:
+            return urls
+        time.sleep(0.5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--url-file", type=Path, help="write the URLs to call here")
     args = parser.parse_args()
 
     stop = threading.Event()
@@ -65,7 +100,11 @@ def main() -> None:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         deployment: Any = Classifier  # a Ray Deployment once decorated
         serve.run(deployment.bind(), name="bench", route_prefix="/predict")
-        print(f"READY http://127.0.0.1:{args.port}/predict", flush=True)
+        proxy = f"http://127.0.0.1:{args.port}/predict"
+        urls = replica_urls("bench", "/predict") if direct_ingress() else [proxy]
+        if args.url_file is not None:
+            args.url_file.write_text("\n".join(urls) + "\n", encoding="utf-8")
+        print(f"READY {' '.join(urls)}", flush=True)
         stop.wait()
     finally:
         serve.shutdown()
