@@ -69,6 +69,9 @@ class Query:
     avoid: bytes = b""
     # Its input's cache key (model version + digest), once computed ("" until then).
     digest: bytes = b""
+    # The batch it was last sent in (0 while it waits in a queue): a batch left with a
+    # replica that went out of rotation answers only the queries not sent again since.
+    batch_id: int = 0
 
     def resolve(self, outcome: Outcome) -> None:
         """Answer the query once; later answers (a retry, a late result) are ignored."""

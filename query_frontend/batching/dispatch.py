@@ -332,6 +332,8 @@ class Dispatcher:
         lengths, data = _pack([query.item for query in batch], q.input_type)
         msg = Predict(batch_id, q.input_type, lengths, data, math.ceil(q.timeout_s * 1000))
         now = asyncio.get_running_loop().time()
+        for query in batch:
+            query.batch_id = batch_id
         replica.inflight[batch_id] = batch
         replica.sent_at[batch_id] = now
         if now + q.timeout_s < self.check_by:
@@ -394,12 +396,18 @@ class Dispatcher:
         replica.removed = reason
         self._history(replica).last_removal = reason
         logger.warning("replica %s of %s removed: %s", replica.replica_id, q.label, reason)
+        failed = f"{_label(replica)} {reason}"
         if crashed and not replica.restarting:
             now = asyncio.get_running_loop().time()
             for batch in (*replica.inflight.values(), *replica.abandoned.values()):
-                self._incident(q, batch, f"{_label(replica)} {reason}", now)
-        self._retry_elsewhere(q, replica, f"{_label(replica)} {reason}")
-        replica.abandoned.clear()  # retried when it left rotation
+                self._incident(q, batch, failed, now)
+        self._retry_elsewhere(q, replica, failed)
+        # Retried when it left rotation, but for those retried once already: they had
+        # only this replica left, and now have nothing.
+        for batch_id, batch in replica.abandoned.items():
+            for query in _owned(batch_id, batch):
+                query.resolve(Expired(f"{failed}; it was retried once"))
+        replica.abandoned.clear()
         replica.sent_at.clear()
         self.on_replica_removed(replica)
         if not q.replicas:
@@ -466,11 +474,26 @@ class Dispatcher:
             if failed:
                 retry.extend(self._retries(batch, Expired(f"{failed}; it was retried once")))
             else:
-                retry.extend(query for query in batch if not query.future.done())
+                retry.extend(self._hedges(batch_id, batch))
         replica.inflight.clear()
         if retry and failed:
             self.events[q.key, "retry"] += 1
         q.pending.extendleft(reversed(retry))
+
+    @staticmethod
+    def _hedges(batch_id: int, batch: list[Query]) -> list[Query]:
+        """The queries of a batch whose replica left rotation to send elsewhere too: each
+        counts as its retry. One retried already stays with the replica (it may still
+        answer), else an input that silences every replica it reaches would go round
+        them all, taking each down, until its deadline."""
+        now = asyncio.get_running_loop().time()
+        hedges: list[Query] = []
+        for query in _owned(batch_id, batch):
+            if query.retries == 0 and query.deadline > now:
+                query.retries += 1
+                query.batch_id = 0
+                hedges.append(query)
+        return hedges
 
     def _retries(self, batch: list[Query], otherwise: Outcome) -> list[Query]:
         """The queries of a failed batch to send again, each once while its deadline
@@ -482,6 +505,7 @@ class Dispatcher:
                 continue
             if query.retries == 0 and query.deadline > now:
                 query.retries += 1
+                query.batch_id = 0
                 retry.append(query)
             else:
                 query.resolve(otherwise)
@@ -521,7 +545,9 @@ class Dispatcher:
         self.events[q.key, "timeout"] += 1
         self._history(replica).timeouts += 1
         self._incident(q, batch, f"batch timeout ({q.timeout_s:g} s)", now)
-        retry = self._retries(batch, Expired(f"{reason}; the replica is being restarted"))
+        retry = self._retries(
+            _owned(batch_id, batch), Expired(f"{reason}; the replica is being restarted")
+        )
         if retry:
             self.events[q.key, "retry"] += 1
             q.pending.extendleft(reversed(retry))
@@ -586,7 +612,7 @@ class Dispatcher:
         problem = _check_outputs(outputs, len(batch))
         if problem:
             failure = Failure(f"{_label(replica)} {problem}")
-            for query in batch:
+            for query in _owned(msg.batch_id, batch):
                 query.resolve(failure)
         else:
             for query, out in zip(batch, outputs, strict=True):
@@ -605,6 +631,7 @@ class Dispatcher:
         failure = _failure(_label(replica), msg)
         if failures.is_replica_failure(msg):
             self._replica_failed(q, replica, failure.message, asyncio.get_running_loop().time())
+        batch = _owned(msg.batch_id, batch)
         if failures.is_replica_failure(msg) and self._another(q, replica):
             retry = self._retries(batch, failure)  # (the others get the failure)
             for query in retry:
@@ -714,6 +741,11 @@ def _exception_name(msg: Error) -> str:
         if 0 < len(name) <= 200 and all(part.isidentifier() for part in name.split(".")):
             return name
     return "an exception"
+
+
+def _owned(batch_id: int, batch: list[Query]) -> list[Query]:
+    """The queries of a batch still waiting on it: not answered, not sent again since."""
+    return [query for query in batch if query.batch_id == batch_id and not query.future.done()]
 
 
 def _label(replica: Replica) -> str:

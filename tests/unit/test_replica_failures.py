@@ -185,6 +185,55 @@ async def test_a_query_is_retried_once_only():
     assert len(wire.sent) == 2
 
 
+async def test_an_input_that_silences_every_replica_it_reaches_is_sent_twice_at_most():
+    """A replica that goes silent with a batch (its model thrashing towards its memory
+    limit) leaves rotation and its queries go elsewhere too; that counts as their retry,
+    so a poison input cannot go round the replicas, taking each down, until its deadline."""
+    loop = asyncio.get_running_loop()
+    d, q, wire, _live = setup()
+    now = loop.time()
+    for name in (b"a", b"b"):
+        d.add_replica(name, hello(name.decode()), now)
+    (query,) = queries(loop, [666.0])
+    d.submit(q, [query])
+    (first, _), *_ = wire.sent
+    d.suspend_replica(first, "silent for 1.000 s", now)
+    (second, _), *_ = wire.sent[1:]
+    assert second != first
+    d.suspend_replica(second, "silent for 1.000 s", now)
+    # Both restart (new connections under the same ids): it is not sent a third time.
+    d.add_replica(first + b"'", hello(first.decode(), pid=2), now + 1)
+    d.add_replica(second + b"'", hello(second.decode(), pid=2), now + 1)
+    assert len(wire.sent) == 2
+    outcome = query.future.result()
+    assert isinstance(outcome, Expired) and "retried once" in outcome.reason
+    # The others are served by the restarted replicas.
+    (innocent,) = queries(loop, [1.0])
+    d.submit(q, [innocent])
+    who, predict = wire.sent[-1]
+    answer(d, who, predict)
+    assert innocent.future.result() == b"10.0"
+
+
+async def test_a_benched_replica_still_answers_what_it_was_left_with():
+    loop = asyncio.get_running_loop()
+    d, q, wire, _live = setup()
+    now = loop.time()
+    for name in (b"a", b"b"):
+        d.add_replica(name, hello(name.decode()), now)
+    (query,) = queries(loop, [2.0])
+    d.submit(q, [query])
+    first, slow = wire.sent.pop()
+    d.suspend_replica(first, "silent for 1.000 s", now)
+    second, hedge = wire.sent.pop()
+    d.suspend_replica(second, "silent for 1.000 s", now)
+    d.on_error(first, memory_error(slow))  # the first's answer no longer counts
+    assert not query.future.done()
+    answer(d, second, hedge)
+    assert query.future.result() == b"20.0"
+    assert not wire.sent
+
+
 async def test_a_replica_that_restarts_is_counted_and_says_why_it_last_left():
     loop = asyncio.get_running_loop()
     d, q, _wire, live = setup()
