@@ -16,6 +16,11 @@ on Ctrl-C) stops every process the group started.
   what a second frontend buys on this machine.
 - ``raw-asgi``: a bare ASGI app under uvicorn answering a constant: the HTTP ceiling.
 - ``starlette-sklearn``: Starlette with the model in-process, one predict per request.
+- ``minimal``: the floor (issue 14), ``baselines/minimal_pipeline.py``: uvicorn, a greedy
+  asyncio batcher (<= 64 rows), one ZeroMQ DEALER to a model process answering on a
+  blocking ROUTER, float64 rows as raw bytes; no cache, SLO, selection or metrics. The
+  sklearn model (``minimal-sklearn``) and a no-op model (``minimal-noop``), each its own
+  pair of processes.
 - ``ray-serve``: Ray Serve with ``@serve.batch(64, 2 ms)``, in its own venv, if present,
   behind Serve's default proxy.
 - ``ray-serve-direct``: the same, in Ray's best configuration for one ingress
@@ -381,6 +386,46 @@ def _uvicorn_baseline(
     return group()
 
 
+def _pids_of(server: Server) -> Callable[[], list[int]]:
+    return lambda: server.pids
+
+
+@contextlib.contextmanager
+def minimal(settings: Settings) -> Iterator[list[Target]]:
+    """The minimal pipeline of Schooner's architecture, with the sklearn and no-op models."""
+    module = "benchmarks.baselines.minimal_pipeline"
+    variants = [
+        ("minimal-sklearn", "sklearn", "sklearn"),
+        ("minimal-noop", "noop", "no-op model"),
+    ]
+    with contextlib.ExitStack() as stack:
+        targets = []
+        for name, model, what in variants:
+            port = free_port()
+            server = Server(
+                [sys.executable, "-m", module, "--port", str(port), "--model", model],
+                settings.log_dir / f"{name}.log",
+            )
+            stack.enter_context(running(server, REPO_ROOT))
+            url = f"http://127.0.0.1:{port}/predict"
+            try:
+                wait_http_ok(url, PROBE_BODY, settings.start_timeout, server.proc)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}\n{server.log_tail()}") from exc
+            targets.append(
+                Target(
+                    name,
+                    f"minimal HTTP -> ZeroMQ -> model pipeline, {what}",
+                    url,
+                    "random",
+                    settings.concurrencies,
+                    _pids_of(server),
+                    server.proc.pid if server.proc else None,
+                )
+            )
+        yield targets
+
+
 def raw_asgi(settings: Settings) -> contextlib.AbstractContextManager[list[Target]]:
     return _uvicorn_baseline(
         settings,
@@ -500,6 +545,7 @@ def ray_serve_direct(settings: Settings) -> contextlib.AbstractContextManager[li
 GROUPS: dict[str, Group] = {
     "raw-asgi": raw_asgi,
     "starlette-sklearn": starlette_sklearn,
+    "minimal": minimal,
     "schooner": schooner,
     "schooner-plain-rpc": schooner_plain_rpc,
     "schooner-2qf": schooner_2qf,
