@@ -1,11 +1,19 @@
 """Schooner's benchmark: every contender on 127.0.0.1, driven by wrk, in one run.
 
-    python -m benchmarks.run [--duration 10] [--concurrency 1,16,64] [--out benchmarks/results]
+    python -m benchmarks.run [--duration 10] [--concurrency 1,16,64] [--rounds 1]
+                             [--only minimal,schooner] [--out benchmarks/results]
 
 Starts each contender in turn (see ``benchmarks.contenders``), drives every endpoint with
 wrk and ``benchmarks/post.lua`` at each concurrency for a fixed duration (after a short
 warm-up), then prints a results table and the targets of issue 3 as ratios measured in
 this run, and writes ``results.json`` and ``throughput_vs_p99.png`` to the out dir.
+
+Rounds (``--rounds N``): the selected groups run N times, interleaved (A, B, C, A, B, C,
+...), so that a drift of the machine's speed spreads over every contender instead of
+landing on one. Each group's servers are started at the start of its turn and stopped at
+its end, every round: only the measured group's processes are alive while wrk runs. The
+tables and ratios are the medians over the rounds (each figure its own median);
+``results.json`` keeps every round's raw rows under ``rounds``.
 
 CPU placement (``--pin``): on a 2-core machine the load generator competes with the server.
 ``none`` (the default) lets the kernel schedule wrk (one thread, so at most one core) and
@@ -65,6 +73,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks.run", description=(__doc__ or "").split("\n\n")[0]
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every selected group this many times, interleaved; report the medians",
+    )
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each run")
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated, e.g. 1,16,64")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -72,6 +86,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default=",".join(GROUPS),
         help=f"comma-separated contender groups (default: all of {', '.join(GROUPS)})",
+    )
+    parser.add_argument(
+        "--targets",
+        default="",
+        help="comma-separated target names to drive within the groups, e.g. "
+        "minimal-sklearn,schooner-sklearn (default: every target of each group)",
     )
     parser.add_argument("--pin", choices=("none", "split"), default="none")
     parser.add_argument("--wrk-threads", type=int, default=1)
@@ -81,16 +101,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--py-spy",
         action="store_true",
         help=f"after the measured runs, profile Schooner's query frontend under "
-        f"{PROFILE_TARGET} at the highest concurrency (needs py-spy)",
+        f"{PROFILE_TARGET} (first round; needs py-spy)",
+    )
+    parser.add_argument(
+        "--py-spy-at",
+        type=int,
+        help="the concurrency to profile at (default: the highest of --concurrency)",
+    )
+    parser.add_argument(
+        "--py-spy-format",
+        choices=("raw", "flamegraph", "speedscope"),
+        default="raw",
+        help="raw: collapsed stacks, summarised on the terminal; flamegraph: an SVG",
     )
     args = parser.parse_args(argv)
     args.concurrencies = tuple(int(c) for c in args.concurrency.split(",") if c.strip())
     args.groups = [g.strip() for g in args.only.split(",") if g.strip()]
+    args.target_names = {t.strip() for t in args.targets.split(",") if t.strip()}
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:
         parser.error(f"unknown contender group(s) {unknown}: choose from {list(GROUPS)}")
     if args.duration < 1 or not args.concurrencies or min(args.concurrencies) < 1:
         parser.error("--duration must be >= 1 s and every concurrency >= 1")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    if args.py_spy_at is None:
+        args.py_spy_at = max(args.concurrencies)
     return args
 
 
@@ -99,7 +135,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def drive(
-    wrk: str, target: Target, args: argparse.Namespace, where: Placement
+    wrk: str, target: Target, args: argparse.Namespace, where: Placement, round_: int = 1
 ) -> list[dict[str, Any]]:
     if where.server_cpus is not None:
         pin(target.pids(), where.server_cpus)
@@ -116,9 +152,9 @@ def drive(
             with contextlib.suppress(WrkError):
                 run_wrk(wrk, target.url, duration=args.warmup, **common)
         result = run_wrk(wrk, target.url, duration=args.duration, **common)
-        rows.append(row(target, result))
+        rows.append({**row(target, result), "round": round_})
         print("  " + report.progress_line(target.name, result), flush=True)
-        if args.py_spy and target.name == PROFILE_TARGET and c == max(target.concurrencies):
+        if args.py_spy and round_ == 1 and target.name == PROFILE_TARGET and c == args.py_spy_at:
             profile(wrk, target, c, args, where)
     return rows
 
@@ -135,7 +171,8 @@ def profile(
     if target.profile_pid is None or not Path(py_spy).exists():
         print("  py-spy: not installed (`pip install py-spy`) or no pid; no profile")
         return
-    raw = args.out / f"py-spy-{target.name}-c{concurrency}.txt"
+    suffix = {"raw": "txt", "flamegraph": "svg", "speedscope": "json"}[args.py_spy_format]
+    raw = args.out / f"py-spy-{target.name}-c{concurrency}.{suffix}"
     seconds = max(1, round(args.duration))
     spy = subprocess.Popen(
         [
@@ -148,7 +185,7 @@ def profile(
             "--pid",
             str(target.profile_pid),
             "--format",
-            "raw",
+            args.py_spy_format,
             "-o",
             str(raw),
             "--nonblocking",
@@ -175,7 +212,8 @@ def profile(
         print(f"  py-spy wrote nothing: {spy.stderr.read().decode()[-500:] if spy.stderr else ''}")
         return
     print(f"  py-spy profile of the query frontend ({target.name}, c={concurrency}): {raw}")
-    print(report.profile_summary(raw))
+    if args.py_spy_format == "raw":
+        print(report.profile_summary(raw))
 
 
 def machine() -> dict[str, Any]:
@@ -210,34 +248,53 @@ def main(argv: list[str] | None = None) -> int:
         "wrk is closed-loop (each connection waits for its answer), so c=16/64 measure a "
         "saturated server; latencies have no coordinated-omission correction"
     )
-    print(f"{len(args.groups)} contender group(s), {args.duration:g} s per run; {where.describe()}")
+    if args.rounds > 1:
+        settings.notes.append(
+            f"{args.rounds} rounds, groups interleaved; each group's servers started and "
+            "stopped once per round; figures are medians over the rounds (each its own), "
+            "every round's rows are in results.json under 'rounds'"
+        )
+    print(
+        f"{len(args.groups)} contender group(s) x {args.rounds} round(s), "
+        f"{args.duration:g} s per run; {where.describe()}"
+    )
     signal.signal(signal.SIGTERM, _raise_interrupt)
     rows: list[dict[str, Any]] = []
     failed: list[str] = []
     started = time.monotonic()
     interrupted = False
     try:
-        for name in args.groups:
-            print(f"== {name}", flush=True)
-            try:
-                with GROUPS[name](settings) as targets:
-                    for target in targets:
-                        rows.extend(drive(wrk, target, args, where))
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:
-                failed.append(name)
-                settings.notes.append(f"{name} failed: {type(exc).__name__}: {exc}")
-                traceback.print_exc()
+        for round_ in range(1, args.rounds + 1):
+            for name in args.groups:
+                if name in failed:
+                    continue
+                print(f"== {name} (round {round_}/{args.rounds})", flush=True)
+                try:
+                    with GROUPS[name](settings) as targets:
+                        for target in targets:
+                            if args.target_names and target.name not in args.target_names:
+                                continue
+                            rows.extend(drive(wrk, target, args, where, round_))
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:
+                    failed.append(name)
+                    settings.notes.append(
+                        f"{name} failed in round {round_}: {type(exc).__name__}: {exc}"
+                    )
+                    traceback.print_exc()
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: every process started has been stopped", file=sys.stderr)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    ratios = report.ratios(rows, tight_slo_ms=settings.tight_slo_ms)
+    medians = report.median_rows(rows)
+    ratios = report.ratios(medians, tight_slo_ms=settings.tight_slo_ms)
     print()
-    print(report.results_table(rows))
+    if args.rounds > 1:
+        print(f"medians over {args.rounds} rounds:")
+    print(report.results_table(medians))
     print()
     print(report.ratios_table(ratios))
     for note in settings.notes:
@@ -249,20 +306,23 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "duration_s": args.duration,
             "warmup_s": args.warmup,
+            "rounds": args.rounds,
+            "servers": "started and stopped once per group and round",
             "concurrencies": list(args.concurrencies),
             "wrk_threads": args.wrk_threads,
             "pin": args.pin,
             "slo_ms": args.slo_ms,
             "tight_slo_ms": settings.tight_slo_ms,
         },
-        "results": rows,
+        "results": medians,
+        "rounds": rows,
         "ratios": ratios,
         "notes": settings.notes,
     }
     json_path = args.out / "results.json"
     json_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {json_path}")
-    plot = report.plot(rows, args.out / "throughput_vs_p99.png")
+    plot = report.plot(medians, args.out / "throughput_vs_p99.png")
     print(plot)
     if interrupted:
         return 130
