@@ -79,6 +79,17 @@ def descendants(pid: int) -> list[int]:
     return []
 
 
+def cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
+    """User + system CPU seconds each process of ``pids`` has used so far (all its
+    threads; a process that is gone is left out)."""
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            out[pid] = t.user + t.system
+    return out
+
+
 def pin(pids: Iterable[int], cpus: set[int]) -> None:
     """Pin every thread of every process in ``pids`` to ``cpus`` (like ``taskset -a -p``)."""
     for pid in pids:

@@ -44,6 +44,10 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     )
 
 
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def results_table(rows: list[Row]) -> str:
     header = [
         "contender",
@@ -57,6 +61,8 @@ def results_table(rows: list[Row]) -> str:
         "non-2xx",
         "default %",
         "sock err",
+        "CPU µs/req",
+        "frontend µs",
     ]
     cells = [
         [
@@ -71,6 +77,8 @@ def results_table(rows: list[Row]) -> str:
             str(r["non2xx"]),
             f"{100 * r['default_ratio']:.2f}",
             str(r["socket_errors"]),
+            _us(r.get("server_cpu_us")),
+            _us(r.get("frontend_cpu_us")),
         ]
         for r in rows
     ]

@@ -44,7 +44,7 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.contenders import DEFAULT_RAY_PYTHON, GROUPS, Settings, Target
-from benchmarks.procs import pin
+from benchmarks.procs import cpu_seconds, pin
 from benchmarks.wrk import INSTALL_HINT, WrkError, WrkResult, find_wrk, run_wrk
 
 PROFILE_TARGET = "schooner-sklearn"
@@ -104,6 +104,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"{PROFILE_TARGET} (first round; needs py-spy)",
     )
     parser.add_argument(
+        "--py-spy-targets",
+        default=PROFILE_TARGET,
+        help="comma-separated targets to profile, e.g. minimal-sklearn,schooner-sklearn "
+        "(their query frontend, or the minimal pipeline's HTTP process)",
+    )
+    parser.add_argument(
         "--py-spy-at",
         type=int,
         help="the concurrency to profile at (default: the highest of --concurrency)",
@@ -125,6 +131,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--duration must be >= 1 s and every concurrency >= 1")
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
+    args.profile_targets = {t.strip() for t in args.py_spy_targets.split(",") if t.strip()}
     if args.py_spy_at is None:
         args.py_spy_at = max(args.concurrencies)
     return args
@@ -151,12 +158,31 @@ def drive(
         if args.warmup > 0:
             with contextlib.suppress(WrkError):
                 run_wrk(wrk, target.url, duration=args.warmup, **common)
+        pids = target.pids()
+        before = cpu_seconds(pids)
         result = run_wrk(wrk, target.url, duration=args.duration, **common)
-        rows.append({**row(target, result), "round": round_})
+        cpu = cpu_cost(before, cpu_seconds(pids), result.requests, target.profile_pid)
+        rows.append({**row(target, result), **cpu, "round": round_})
         print("  " + report.progress_line(target.name, result), flush=True)
-        if args.py_spy and round_ == 1 and target.name == PROFILE_TARGET and c == args.py_spy_at:
+        profiled = target.name in args.profile_targets and c == args.py_spy_at
+        if args.py_spy and round_ == 1 and profiled:
             profile(wrk, target, c, args, where)
     return rows
+
+
+def cpu_cost(
+    before: dict[int, float], after: dict[int, float], requests: int, frontend: int | None
+) -> dict[str, float]:
+    """CPU microseconds per request over a wrk run: of every server process of the target
+    (``server_cpu_us``) and of its query frontend (``frontend_cpu_us``). Unlike req/s and
+    latency these barely move when other work shares the machine."""
+    if requests <= 0:
+        return {}
+    used = {pid: after[pid] - before[pid] for pid in after if pid in before}
+    out = {"server_cpu_us": 1e6 * sum(used.values()) / requests}
+    if frontend is not None and frontend in used:
+        out["frontend_cpu_us"] = 1e6 * used[frontend] / requests
+    return out
 
 
 def row(target: Target, result: WrkResult) -> dict[str, Any]:

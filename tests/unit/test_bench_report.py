@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.report import median_rows, ratios, ratios_table, results_table
+from benchmarks.run import cpu_cost
 
 
 def _row(contender: str, c: int, rps: float, p50: float, p99: float, round_: int) -> dict[str, Any]:
@@ -110,3 +111,13 @@ def test_a_contender_left_out_of_the_run_is_not_measured_not_failed() -> None:
     c1 = got["Schooner sklearn c=1 p50 vs minimal pipeline"]
     assert c1["measured"] is None and c1["pass"] is None and c1["detail"] == "not measured"
     assert got["2 query frontends vs 1, sklearn (c=64)"]["goal"] == "-"
+
+
+def test_cpu_per_request_counts_every_server_process_and_the_frontend_apart() -> None:
+    before = {10: 1.0, 11: 5.0, 12: 2.0}
+    after = {10: 1.5, 11: 5.25, 13: 9.0}  # 12 exited, 13 started: neither is counted
+    cost = cpu_cost(before, after, requests=1000, frontend=10)
+    assert cost["server_cpu_us"] == 750.0
+    assert cost["frontend_cpu_us"] == 500.0
+    assert "frontend_cpu_us" not in cpu_cost(before, after, requests=1000, frontend=None)
+    assert cpu_cost(before, after, requests=0, frontend=10) == {}
