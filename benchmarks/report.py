@@ -61,8 +61,8 @@ def results_table(rows: list[Row]) -> str:
         "non-2xx",
         "default %",
         "sock err",
-        "CPU µs/req",
-        "frontend µs",
+        "CPU µs/req",  # every server process, net of idle
+        "frontend µs/req",
     ]
     cells = [
         [

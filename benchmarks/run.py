@@ -48,6 +48,9 @@ from benchmarks.procs import cpu_seconds, pin
 from benchmarks.wrk import INSTALL_HINT, WrkError, WrkResult, find_wrk, run_wrk
 
 PROFILE_TARGET = "schooner-sklearn"
+# How long each target's processes are watched idle, to take their idle CPU out of the
+# CPU per request.
+IDLE_SAMPLE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ def drive(
 ) -> list[dict[str, Any]]:
     if where.server_cpus is not None:
         pin(target.pids(), where.server_cpus)
+    idle = idle_cpu(target.pids(), IDLE_SAMPLE_S)
     rows = []
     for c in target.concurrencies:
         common: dict[str, Any] = {
@@ -161,7 +165,8 @@ def drive(
         pids = target.pids()
         before = cpu_seconds(pids)
         result = run_wrk(wrk, target.url, duration=args.duration, **common)
-        cpu = cpu_cost(before, cpu_seconds(pids), result.requests, target.profile_pid)
+        used = {pid: t - before[pid] for pid, t in cpu_seconds(pids).items() if pid in before}
+        cpu = cpu_cost(used, idle, result, target.profile_pid)
         rows.append({**row(target, result), **cpu, "round": round_})
         print("  " + report.progress_line(target.name, result), flush=True)
         profiled = target.name in args.profile_targets and c == args.py_spy_at
@@ -170,18 +175,37 @@ def drive(
     return rows
 
 
+def idle_cpu(pids: list[int], seconds: float) -> dict[int, float]:
+    """Each process's CPU use while nobody sends it a request, in CPU seconds per second
+    (heartbeats, timers, the routing feed)."""
+    before = cpu_seconds(pids)
+    time.sleep(seconds)
+    after = cpu_seconds(pids)
+    return {pid: (after[pid] - before[pid]) / seconds for pid in after if pid in before}
+
+
 def cpu_cost(
-    before: dict[int, float], after: dict[int, float], requests: int, frontend: int | None
+    used: dict[int, float], idle: dict[int, float], result: WrkResult, frontend: int | None
 ) -> dict[str, float]:
-    """CPU microseconds per request over a wrk run: of every server process of the target
-    (``server_cpu_us``) and of its query frontend (``frontend_cpu_us``). Unlike req/s and
-    latency these barely move when other work shares the machine."""
-    if requests <= 0:
+    """CPU microseconds per request over a wrk run, net of what the processes use when
+    idle (``idle``, CPU s/s, over the run's duration): of every server process of the
+    target (``server_cpu_us``) and of its query frontend (``frontend_cpu_us``). Unlike
+    req/s and latency, these barely move when other work shares the machine. The idle
+    rates themselves are kept too (``*_idle_cpu_pct``)."""
+    if result.requests <= 0:
         return {}
-    used = {pid: after[pid] - before[pid] for pid in after if pid in before}
-    out = {"server_cpu_us": 1e6 * sum(used.values()) / requests}
+
+    def net(pids: list[int]) -> float:
+        spent = sum(used[p] - idle.get(p, 0.0) * result.duration_s for p in pids)
+        return 1e6 * max(0.0, spent) / result.requests
+
+    out = {
+        "server_cpu_us": net(list(used)),
+        "server_idle_cpu_pct": 100 * sum(idle.get(p, 0.0) for p in used),
+    }
     if frontend is not None and frontend in used:
-        out["frontend_cpu_us"] = 1e6 * used[frontend] / requests
+        out["frontend_cpu_us"] = net([frontend])
+        out["frontend_idle_cpu_pct"] = 100 * idle.get(frontend, 0.0)
     return out
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from benchmarks.report import median_rows, ratios, ratios_table, results_table
 from benchmarks.run import cpu_cost
+from benchmarks.wrk import WrkResult
 
 
 def _row(contender: str, c: int, rps: float, p50: float, p99: float, round_: int) -> dict[str, Any]:
@@ -113,11 +116,19 @@ def test_a_contender_left_out_of_the_run_is_not_measured_not_failed() -> None:
     assert got["2 query frontends vs 1, sklearn (c=64)"]["goal"] == "-"
 
 
-def test_cpu_per_request_counts_every_server_process_and_the_frontend_apart() -> None:
-    before = {10: 1.0, 11: 5.0, 12: 2.0}
-    after = {10: 1.5, 11: 5.25, 13: 9.0}  # 12 exited, 13 started: neither is counted
-    cost = cpu_cost(before, after, requests=1000, frontend=10)
-    assert cost["server_cpu_us"] == 750.0
-    assert cost["frontend_cpu_us"] == 500.0
-    assert "frontend_cpu_us" not in cpu_cost(before, after, requests=1000, frontend=None)
-    assert cpu_cost(before, after, requests=0, frontend=10) == {}
+def _result(requests: int, seconds: float) -> WrkResult:
+    return WrkResult(1, 1, seconds, requests, requests / seconds, *([1.0] * 6), 0, 0, 0)
+
+
+def test_cpu_per_request_is_net_of_idle_and_counts_the_frontend_apart() -> None:
+    used = {10: 0.5, 11: 0.25}  # CPU seconds over a 2 s run of 1000 requests
+    idle = {10: 0.05, 11: 0.0, 12: 0.5}  # 12 exited before the run: not counted
+    cost = cpu_cost(used, idle, _result(1000, 2.0), frontend=10)
+    assert cost["frontend_cpu_us"] == pytest.approx(400.0)  # (0.5 - 0.05 * 2) / 1000
+    assert cost["server_cpu_us"] == pytest.approx(650.0)
+    assert cost["frontend_idle_cpu_pct"] == pytest.approx(5.0)
+    assert cost["server_idle_cpu_pct"] == pytest.approx(5.0)
+    assert "frontend_cpu_us" not in cpu_cost(used, idle, _result(1000, 2.0), frontend=None)
+    assert cpu_cost(used, idle, _result(0, 2.0), frontend=10) == {}
+    # Busier when idle than under load (a timer burst): never a negative cost.
+    assert cpu_cost({10: 0.0}, {10: 1.0}, _result(10, 1.0), frontend=10)["server_cpu_us"] == 0
