@@ -25,11 +25,13 @@ import zmq.asyncio
 from benchmarks.baselines.model import NUM_FEATURES, train_model
 
 MAX_BATCH = 64
-START = {
-    "type": "http.response.start",
-    "status": 200,
-    "headers": [(b"content-type", b"application/json")],
-}
+
+
+async def respond(send: Any, status: int, body: bytes) -> None:
+    """With a Content-Length, as Schooner answers (else uvicorn sends it chunked)."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def model_process(endpoint: str, kind: str) -> None:
@@ -80,15 +82,12 @@ class Frontend:
             if len(row) != NUM_FEATURES:
                 raise ValueError(f"input has {len(row)} values, not {NUM_FEATURES}")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            await send({**START, "status": 400})
-            await send({"type": "http.response.body", "body": orjson.dumps({"error": str(exc)})})
+            await respond(send, 400, orjson.dumps({"error": str(exc)}))
             return
         future = asyncio.get_running_loop().create_future()
         self.queue.put_nowait((row.tobytes(), future))
         output = await future
-        body = orjson.dumps({"query_id": 0, "output": output, "default": False})
-        await send(START)
-        await send({"type": "http.response.body", "body": body})
+        await respond(send, 200, orjson.dumps({"query_id": 0, "output": output, "default": False}))
 
 
 def main() -> None:

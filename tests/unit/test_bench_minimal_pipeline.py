@@ -34,6 +34,9 @@ def test_it_answers_a_row_of_ten_doubles_and_rejects_a_bad_body(model: str, tmp_
         wait_http_ok(url, PROBE_BODY, 60.0, server.proc)
         status, answer = _post(url, PROBE_BODY)
         assert status == 200
+        req = urllib.request.Request(url, data=PROBE_BODY, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:  # not chunked, as Schooner
+            assert int(resp.headers["Content-Length"]) == len(resp.read())
         assert answer["default"] is False
         assert answer["output"] in (0.0, 1.0)
         if model == "noop":
