@@ -5,8 +5,9 @@
 
 Starts each contender in turn (see ``benchmarks.contenders``), drives every endpoint with
 wrk and ``benchmarks/post.lua`` at each concurrency for a fixed duration (after a short
-warm-up), then prints a results table and the targets of issue 3 as ratios measured in
-this run, and writes ``results.json`` and ``throughput_vs_p99.png`` to the out dir.
+warm-up), then prints a results table and the targets of issues 3, 12, 13 and 14 as
+ratios measured in this run, and writes ``results.json`` and ``throughput_vs_p99.png``
+to the out dir.
 
 Rounds (``--rounds N``): the selected groups run N times, interleaved (A, B, C, A, B, C,
 ...), so that a drift of the machine's speed spreads over every contender instead of
@@ -103,8 +104,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--py-spy",
         action="store_true",
-        help=f"after the measured runs, profile Schooner's query frontend under "
-        f"{PROFILE_TARGET} (first round; needs py-spy)",
+        help="after a measured run, profile the query frontend of --py-spy-targets "
+        "during an extra run at --py-spy-at (first round only; needs py-spy)",
     )
     parser.add_argument(
         "--py-spy-targets",
@@ -189,9 +190,9 @@ def cpu_cost(
 ) -> dict[str, float]:
     """CPU microseconds per request over a wrk run, net of what the processes use when
     idle (``idle``, CPU s/s, over the run's duration): of every server process of the
-    target (``server_cpu_us``) and of its query frontend (``frontend_cpu_us``). Unlike
-    req/s and latency, these barely move when other work shares the machine. The idle
-    rates themselves are kept too (``*_idle_cpu_pct``)."""
+    target (``server_cpu_us``) and of its query frontend (``frontend_cpu_us``). Other work
+    on the machine moves these less than req/s and latency. The idle rates themselves
+    are kept too (``*_idle_cpu_pct``)."""
     if result.requests <= 0:
         return {}
 
