@@ -2,7 +2,8 @@
 
 Not a test: it measures the container's share of a lone query's latency. A fake
 frontend (``tests/fake_frontend.FakeFrontend``: a CURVE ROUTER, as the real one) sends
-one PREDICT of one row of 10 doubles, waits for its RESULT, and sends the next; it
+one PREDICT of one row of 10 doubles (with a batch timeout, ``to_ms``, as the frontend
+sends), waits for its RESULT, and sends the next; it
 reports the median and p90 round trip, the container's CPU time per round trip
 (``/proc/PID/stat``) and its context switches per round trip (every thread's, from
 ``/proc/PID/task/*/status``: a hand-off between threads shows up as switches).
@@ -36,9 +37,18 @@ from fake_frontend import FakeFrontend  # type: ignore[import-not-found]  # noqa
 
 from model_container import InputType, write_closure_bundle  # noqa: E402
 from model_container.bundle import bundle_digest  # noqa: E402
-from model_container.protocol import Result  # noqa: E402
+from model_container.protocol import Predict, Result, pack_arrays  # noqa: E402
 
-ROW = [[float(i) / 10 for i in range(10)]]
+
+def _one_row() -> tuple[bytes, bytes]:
+    import numpy as np
+
+    dtype = np.dtype("<f8")
+    lengths, data = pack_arrays([np.arange(10, dtype=dtype) / 10], dtype)
+    return lengths, data.tobytes()
+
+
+ONE_ROW = _one_row()
 
 
 def noop_model() -> Any:
@@ -80,8 +90,11 @@ def switches(pid: int) -> int:
 
 
 class Contender:
-    def __init__(self, name: str, root: Path, bundle: Path, tmp: Path, secrets: Any) -> None:
+    def __init__(
+        self, name: str, root: Path, bundle: Path, tmp: Path, secrets: Any, to_ms: int
+    ) -> None:
         self.name = name
+        self.to_ms = to_ms
         self.frontend = FakeFrontend(secrets=secrets)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO)])}
         argv = [
@@ -109,7 +122,7 @@ class Contender:
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=env)
         self.log_path = tmp / f"{name.replace('/', '-')}.log"
         try:
-            self.identity, _ = self.frontend.register(heartbeat_ms=250)
+            self.identity, _ = self.frontend.register(heartbeat_ms=60_000)  # idle ones are not read
         except AssertionError:
             print(self.log_path.read_text()[-3000:], file=sys.stderr)
             raise
@@ -126,7 +139,7 @@ class Contender:
         for _ in range(count):
             self.batch_id += 1
             t0 = time.perf_counter()
-            fe.predict(identity, self.batch_id, ROW)
+            fe.send(identity, Predict(self.batch_id, InputType.DOUBLES, *ONE_ROW, self.to_ms))
             try:
                 _, result = fe.expect(Result)
             except AssertionError:
@@ -164,6 +177,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", type=int, default=1000, help="round trips per round")
     parser.add_argument("--models", default="noop,sklearn")
+    parser.add_argument(
+        "--to-ms", type=int, default=1000, help="PREDICT's batch timeout, as frontends send"
+    )
     a = parser.parse_args()
     makers = {"noop": noop_model, "sklearn": sklearn_model}
     with tempfile.TemporaryDirectory(prefix="container-rtt-") as tmp_name:
@@ -179,7 +195,9 @@ def main() -> None:
                 name, root = spec.split("=", 1)
                 for model, bundle in bundles.items():
                     contenders.append(
-                        Contender(f"{name}/{model}", Path(root).resolve(), bundle, tmp, secrets)
+                        Contender(
+                            f"{name}/{model}", Path(root).resolve(), bundle, tmp, secrets, a.to_ms
+                        )
                     )
             for c in contenders:
                 c.run(200, record=False)  # warm up

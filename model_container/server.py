@@ -59,6 +59,7 @@ from model_container.protocol import EXIT_MEMORY_LIMIT, EXIT_RESTART_REQUESTED, 
 from model_container.rpc_keys import ClientKeys, warn_insecure
 from model_container.sessions import FrontendSession, RoundRobin, SessionSettings
 from model_container.standin import MAX_TICK_S, StandIn
+from model_container.watchdog import BatchWatchdog
 from model_container.worker import BatchRunner
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class ContainerConfig:
     secrets_dir: str | None = None  # the replica's credentials (``credentials``)
     # Plain ZeroMQ instead of CURVE (``rpc_keys``): only to measure what CURVE costs.
     insecure_rpc: bool = False
-    # Arm a watchdog (``worker.watchdog_s``) around each batch that carries a timeout.
+    # Arm a watchdog (``watchdog``) around each batch that carries a timeout.
     batch_watchdog: bool = True
 
 
@@ -142,6 +143,7 @@ class ModelContainer:
         self._turns = RoundRobin()
         self._inflight: FrontendSession | None = None  # whose batch is running
         self._watcher: DnsWatcher | None = None
+        self._watchdog: BatchWatchdog | None = None
         self._context: Context | None = None
         self._on_main_thread = False
         self._signal_handlers = False  # SIGTERM/SIGINT routed to stop() and the wake-up fd
@@ -247,10 +249,13 @@ class ModelContainer:
         gc.freeze()
         standin.lock.acquire()  # this thread runs the loop, except while it lends it
         standin.start()
+        self._watchdog = runner.watchdog
         try:
             self._serve(poller, runner, standin, wake_r)
         finally:
             standin.close()
+            if runner.watchdog is not None and self._inflight is None:
+                runner.watchdog.disarm()
             if restore is not None:
                 restore()
             for session in self._sessions.values():
@@ -319,6 +324,8 @@ class ModelContainer:
         every session's messages, heartbeat, reconnect, apply discovered addresses."""
         ready = dict(poller.poll(timeout_ms))
         now = time.monotonic()
+        if self._watchdog is not None and self._inflight is None:
+            self._watchdog.disarm_if_due(now)  # idle: not before it would fire
         if wake.fileno() in ready:
             self._drain(wake)
         watcher = self._watcher
@@ -345,10 +352,14 @@ class ModelContainer:
         None (no timeout) with no session."""
         if batches and self._turns.waiting:
             return 0
-        if not self._sessions:
+        deadlines = [s.next_deadline() for s in self._sessions.values()]
+        if batches and self._watchdog is not None:
+            disarm_at = self._watchdog.disarm_at()
+            if disarm_at is not None:
+                deadlines.append(disarm_at)
+        if not deadlines:
             return None
-        deadline = min(s.next_deadline() for s in self._sessions.values())
-        return max(0, math.ceil((deadline - time.monotonic()) * 1000))
+        return max(0, math.ceil((min(deadlines) - time.monotonic()) * 1000))
 
     def _apply(self, poller: zmq.Poller, wanted: frozenset[str], now: float) -> None:
         """Open a session for each new endpoint and close those no longer wanted."""

@@ -13,7 +13,6 @@ frontend shows a client the message only if the app allows it.
 
 from __future__ import annotations
 
-import faulthandler
 import logging
 import time
 from collections.abc import Sequence
@@ -25,18 +24,12 @@ from model_container import protocol
 from model_container.bundle import PredictFunction
 from model_container.metrics import ContainerMetrics
 from model_container.protocol import Error, ErrorKind, InputType, Predict, Result
+from model_container.watchdog import BatchWatchdog
 
 logger = logging.getLogger(__name__)
 
 # An ERROR message is for people; keep a pathological exception text from bloating it.
 MAX_ERROR_MESSAGE = 2000
-
-
-def watchdog_s(timeout_ms: int) -> float:
-    """When the watchdog of a batch with this timeout fires: well after the frontend
-    should have sent RESTART (it counts from sending, this from starting the batch), so
-    that it only acts when the I/O thread cannot (the model holds the GIL)."""
-    return 1.5 * timeout_ms / 1000 + 1.0
 
 
 def is_memory_error(outcome: Result | Error) -> bool:
@@ -105,8 +98,8 @@ def _error(msg: Predict, kind: ErrorKind, message: str, exc: BaseException | Non
 
 
 class BatchRunner:
-    """Runs one batch at a time on the calling thread: the watchdog armed around the
-    model, MemoryError noted in ``fatal``, the batch recorded in the metrics.
+    """Runs one batch at a time on the calling thread: the watchdog covering the model,
+    MemoryError noted in ``fatal``, the batch recorded in the metrics.
 
     The serving loop calls ``run`` on the thread that owns the frontend sockets, sends
     the answer itself, then calls ``record`` (so that metrics never delay an answer).
@@ -123,38 +116,24 @@ class BatchRunner:
         self._predict = predict
         self._input_type = input_type
         self._metrics = metrics
-        self._watchdog = watchdog
+        # Ends the process past a batch's timeout (``watchdog``); None: never.
+        self.watchdog = BatchWatchdog() if watchdog else None
         # Set when a batch raised MemoryError: the serving loop then leaves and exits
         # with ``EXIT_MEMORY_LIMIT`` once the batch's ERROR is sent.
         self.fatal = ""
 
     def run(self, msg: Predict) -> Result | Error:
         """The answer to ``msg``; never raises (a bug here fails the batch, not the loop)."""
-        armed = self._arm_watchdog(msg)
+        if self.watchdog is not None and msg.timeout_ms > 0:
+            self.watchdog.cover(msg.timeout_ms, time.monotonic())
         try:
             outcome = run_batch(self._predict, self._input_type, msg)
         except Exception as exc:
             logger.exception("failed to run batch %d", msg.batch_id)
             outcome = _error(msg, ErrorKind.BAD_OUTPUT, f"{type(exc).__name__}: {exc}", exc)
-        finally:
-            if armed:
-                faulthandler.cancel_dump_traceback_later()
         if is_memory_error(outcome):
             self.fatal = f"memory limit: the model raised MemoryError on batch {msg.batch_id}"
         return outcome
-
-    def _arm_watchdog(self, msg: Predict) -> bool:
-        """Past its timeout (and some), a batch ends the process, even if the model holds
-        the GIL: faulthandler's own thread writes every thread's traceback to stderr and
-        exits with status 1, and the replica's manager starts it afresh."""
-        if not self._watchdog or msg.timeout_ms <= 0:
-            return False
-        try:
-            faulthandler.dump_traceback_later(watchdog_s(msg.timeout_ms), exit=True)
-        except (RuntimeError, ValueError, OSError) as exc:  # no usable stderr
-            logger.warning("cannot arm the batch watchdog: %s", exc)
-            return False
-        return True
 
     def record(self, msg: Predict, seconds: float, outcome: Result | Error) -> None:
         try:

@@ -331,6 +331,21 @@ def test_sigterm_during_a_hung_batch_says_goodbye_and_exits_0(
     assert container.wait() == 0
 
 
+def test_the_watchdog_of_a_quick_batch_never_fires_after_it(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    """The watchdog timer outlives a batch (arming it per batch costs a thread); the
+    idle loop disarms it before it would fire."""
+    identity, _ = frontend.register(heartbeat_ms=10_000)  # not read while the test sleeps
+    lengths, data = protocol.pack_arrays([np.array([1.0, 2.0])], np.dtype("<f8"))
+    for batch_id in (30, 31):
+        # A 100 ms timeout: the watchdog would fire 1.15 to 1.44 s after the batch.
+        frontend.send(identity, Predict(batch_id, InputType.DOUBLES, lengths, data, 100))
+        assert outputs_of(frontend.expect(Result)[1]) == [3.0]
+        time.sleep(2.0)  # idle for longer than that
+        assert container.proc.poll() is None, container.stderr[-2000:]
+
+
 def test_batches_queue_and_are_answered_in_order(
     container: ContainerProcess, frontend: FakeFrontend
 ) -> None:
