@@ -119,7 +119,8 @@ class Contender:
             str(secrets.replica_dir),
         ]
         self.log = (tmp / f"{name.replace('/', '-')}.log").open("wb")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=env)
+        # cwd: not this checkout, which "python -m" would put first on sys.path.
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=env, cwd=tmp)
         self.log_path = tmp / f"{name.replace('/', '-')}.log"
         try:
             self.identity, _ = self.frontend.register(heartbeat_ms=60_000)  # idle ones are not read
@@ -167,7 +168,8 @@ class Contender:
         sw = self.switches / self.count
         return (
             f"{self.name:24s} n={self.count:6d}  p50 {p50:7.1f} us  p90 {p90:7.1f} us  "
-            f"container CPU {cpu:6.1f} us/rt  switches {sw:5.2f}/rt"
+            f"container CPU {cpu:6.1f} us/rt  switches {sw:5.2f}/rt  "
+            f"threads {len(list(Path(f'/proc/{self.proc.pid}/task').iterdir()))}"
         )
 
 

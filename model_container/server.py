@@ -1,11 +1,22 @@
 """The serving loop of a model replica: register with every frontend, dispatch batches.
 
-``ModelContainer.run`` owns one thread (the I/O thread) and every socket on it: one
-``sessions.FrontendSession`` per query frontend (a DEALER, its monitor, its heartbeat
-and registration state), the inproc PAIR on which the ``worker.ModelWorker`` hands
-back answers, and a socketpair that signals, ``stop()`` and DNS discovery write to. It
-blocks only in one poll whose timeout is the earliest heartbeat or HELLO deadline of
-any session (``heartbeat``), so it never sleeps and never spins.
+``ModelContainer.run`` runs the loop on the thread that calls it (the serving thread),
+which owns every socket: one ``sessions.FrontendSession`` per query frontend (a DEALER,
+its monitor, its heartbeat and registration state) and a socketpair that signals,
+``stop()`` and DNS discovery write to. It blocks only in one poll whose timeout is the
+earliest heartbeat or HELLO deadline of any session (``heartbeat``), so it never
+sleeps and never spins.
+
+It runs each batch itself (``worker.BatchRunner``) and sends the answer: a PREDICT is
+read, computed and answered on one thread, with no hand-off between threads (each a GIL
+hand-off and a wake-up). While a batch runs long, a ``standin.StandIn`` thread takes the
+loop over (the serving thread lends it for the batch): it heartbeats, reads, obeys
+RESTART and stop, and never starts a batch; the serving thread takes the loop back when
+the batch ends. Stopped (or told to restart) during a batch, the stand-in says GOODBYE
+at once, then ends the process with the exit status unless the batch ends within
+``stop_timeout_s`` (no wait at all for a restart: the batch is what hung); a container
+embedded on another thread than the main one is not ended, and ``run`` returns when the
+batch does.
 
 ``--frontend`` names one frontend, a list, or a DNS name whose every address is a
 frontend (``discovery``); with a name, a ``discovery.DnsWatcher`` thread re-resolves it
@@ -19,7 +30,8 @@ back on the connection of the session that sent the batch — unless that connec
 replaced meanwhile (the session's epoch moved on). Each session registers, heartbeats
 and reconnects on its own, with the same replica id, so one frontend going away leaves
 the others undisturbed. SIGTERM/SIGINT (or ``stop()``) sends GOODBYE to every frontend
-and returns.
+and returns. The batch watchdog (``watchdog``) stays armed between batches, and the idle
+loop disarms it before it would fire.
 
 With ``metrics_port`` set, ``run`` also serves ``GET /metrics`` (``metrics``) on a
 thread of its own for as long as it runs.
