@@ -56,12 +56,19 @@ class StandIn:
         """Whether the batch the lock was lent for has ended (or none is running)."""
         return self._batch_over or self._batch_started is None
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def start(self) -> None:
         self._thread.start()
 
-    def close(self) -> None:
-        """Stop the thread (it may be standing in for a batch that never ends)."""
+    def close(self, timeout_s: float = 1.0) -> None:
+        """Stop the thread; called by the serving thread, which holds ``lock``, so the
+        stand-in is not serving and ends within a tick."""
         self._closing.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
 
     @contextlib.contextmanager
     def lent(self) -> Iterator[None]:
