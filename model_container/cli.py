@@ -47,8 +47,8 @@ Three more statuses ask the replica's manager for a fresh process (``protocol``)
 75 when a frontend sent RESTART (a batch ran past its timeout, or the replica was
 ejected for failing while its siblings succeeded), 76 when the model raised
 MemoryError (the memory limit), each after GOODBYE to every frontend saying why; and 1
-when the batch watchdog fired (a batch ran well past its timeout while the I/O thread
-could not act: the model held the GIL), after every thread's traceback on stderr.
+when the batch watchdog fired (a batch ran well past its timeout while no Python thread
+could act: the model held the GIL), after every thread's traceback on stderr.
 """
 
 from __future__ import annotations

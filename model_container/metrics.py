@@ -7,7 +7,7 @@ registered with, and the usual ``process_*`` / ``python_*`` metrics. Names follo
 conventions: ``schooner_model_`` prefix, base units (seconds), ``_total`` on counters.
 ``docs/metrics.md`` lists them all, beside the query frontend's.
 
-Cost: the worker thread records a batch after its answer has left (a handful of counter
+Cost: the serving loop records a batch after its answer has left (a handful of counter
 and histogram updates per batch, never per input), so recording never delays an answer;
 scrapes run on the server's own threads. Each ``ContainerMetrics`` owns its registry, so
 several replicas in one process (tests) never clash.

@@ -21,6 +21,7 @@ in step with it.
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -448,6 +449,10 @@ def unpack_inputs(input_type: InputType, lengths: Frame, data: Frame) -> Any:
     if nbytes % dtype.itemsize:
         raise ProtocolError(f"data frame of {nbytes} bytes is not {input_type} elements")
     flat = np.frombuffer(data, dtype=dtype)
+    if sizes.shape[0] == 1:  # a lone query: spare the numpy calls the general case makes
+        if int(sizes[0]) != flat.shape[0]:
+            raise ProtocolError(f"lengths sum to {int(sizes[0])} but data holds {flat.shape[0]}")
+        return flat.reshape(1, flat.shape[0])
     if int(sizes.sum()) != flat.shape[0]:
         raise ProtocolError(f"lengths sum to {int(sizes.sum())} but data holds {flat.shape[0]}")
     if sizes.shape[0] == 0:
@@ -476,4 +481,6 @@ def _numpy_default(value: Any) -> Any:
 
 def pack_outputs(outputs: Sequence[Any]) -> tuple[bytes, bytes]:
     """Serialise each output as JSON (numpy values allowed) and pack them."""
-    return pack_items([dump_output(o) for o in outputs])
+    items = [dump_output(o) for o in outputs]
+    # struct, not pack_items' numpy: a few microseconds less for a small batch.
+    return struct.pack(f"<{len(items)}I", *map(len, items)), b"".join(items)

@@ -1,11 +1,22 @@
 """The serving loop of a model replica: register with every frontend, dispatch batches.
 
-``ModelContainer.run`` owns one thread (the I/O thread) and every socket on it: one
-``sessions.FrontendSession`` per query frontend (a DEALER, its monitor, its heartbeat
-and registration state), the inproc PAIR on which the ``worker.ModelWorker`` hands
-back answers, and a socketpair that signals, ``stop()`` and DNS discovery write to. It
-blocks only in one poll whose timeout is the earliest heartbeat or HELLO deadline of
-any session (``heartbeat``), so it never sleeps and never spins.
+``ModelContainer.run`` runs the loop on the thread that calls it (the serving thread),
+which owns every socket: one ``sessions.FrontendSession`` per query frontend (a DEALER,
+its monitor, its heartbeat and registration state) and a socketpair that signals,
+``stop()`` and DNS discovery write to. It blocks only in one poll whose timeout is the
+earliest heartbeat or HELLO deadline of any session (``heartbeat``), so it never
+sleeps and never spins.
+
+It runs each batch itself (``worker.BatchRunner``) and sends the answer: a PREDICT is
+read, computed and answered on one thread, with no hand-off between threads (each a GIL
+hand-off and a wake-up). While a batch runs long, a ``standin.StandIn`` thread takes the
+loop over (the serving thread lends it for the batch): it heartbeats, reads, obeys
+RESTART and stop, and never starts a batch; the serving thread takes the loop back when
+the batch ends. Stopped (or told to restart) during a batch, the stand-in says GOODBYE
+at once, then ends the process with the exit status unless the batch ends within
+``stop_timeout_s`` (no wait at all for a restart: the batch is what hung); a container
+embedded on another thread than the main one is not ended, and ``run`` returns when the
+batch does.
 
 ``--frontend`` names one frontend, a list, or a DNS name whose every address is a
 frontend (``discovery``); with a name, a ``discovery.DnsWatcher`` thread re-resolves it
@@ -19,7 +30,8 @@ back on the connection of the session that sent the batch — unless that connec
 replaced meanwhile (the session's epoch moved on). Each session registers, heartbeats
 and reconnects on its own, with the same replica id, so one frontend going away leaves
 the others undisturbed. SIGTERM/SIGINT (or ``stop()``) sends GOODBYE to every frontend
-and returns.
+and returns. The batch watchdog (``watchdog``) stays armed between batches, and the idle
+loop disarms it before it would fire.
 
 With ``metrics_port`` set, ``run`` also serves ``GET /metrics`` (``metrics``) on a
 thread of its own for as long as it runs.
@@ -42,6 +54,7 @@ from types import FrameType
 
 import zmq
 
+from model_container import protocol
 from model_container.bundle import PredictFunction
 from model_container.connection import Context
 from model_container.discovery import (
@@ -57,7 +70,9 @@ from model_container.metrics import ContainerMetrics, MetricsServer
 from model_container.protocol import EXIT_MEMORY_LIMIT, EXIT_RESTART_REQUESTED, InputType
 from model_container.rpc_keys import ClientKeys, warn_insecure
 from model_container.sessions import FrontendSession, RoundRobin, SessionSettings
-from model_container.worker import ModelWorker
+from model_container.standin import MAX_TICK_S, StandIn
+from model_container.watchdog import BatchWatchdog
+from model_container.worker import BatchRunner
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +100,7 @@ class ContainerConfig:
     secrets_dir: str | None = None  # the replica's credentials (``credentials``)
     # Plain ZeroMQ instead of CURVE (``rpc_keys``): only to measure what CURVE costs.
     insecure_rpc: bool = False
-    # Arm a watchdog (``worker.watchdog_s``) around each batch that carries a timeout.
+    # Arm a watchdog (``watchdog``) around each batch that carries a timeout.
     batch_watchdog: bool = True
 
 
@@ -139,6 +154,12 @@ class ModelContainer:
         self._sessions: dict[str, FrontendSession] = {}  # by endpoint
         self._turns = RoundRobin()
         self._inflight: FrontendSession | None = None  # whose batch is running
+        self._watcher: DnsWatcher | None = None
+        self._watchdog: BatchWatchdog | None = None
+        self._context: Context | None = None
+        self._on_main_thread = False
+        self._signal_handlers = False  # SIGTERM/SIGINT routed to stop() and the wake-up fd
+        self._ended = False  # the stand-in ended the process (``exit`` called)
         # Recorded whether or not they are served: an embedding program may read them.
         self.metrics = ContainerMetrics(
             config.model_name, config.model_version, config.input_type, config.replica_id
@@ -207,7 +228,7 @@ class ModelContainer:
             if self.metrics_server is not None:
                 self.metrics_server.close()
                 self.metrics_server = None
-        if self.exit_code:
+        if self.exit_code and not self._ended:
             logging.shutdown()  # os._exit flushes nothing
             self._exit(self.exit_code)
 
@@ -225,45 +246,37 @@ class ModelContainer:
         wake_r.setblocking(False)
         wake_w.setblocking(False)
         self._wake_w = wake_w
-        answers = context.socket(zmq.PAIR)
-        answers.setsockopt(zmq.LINGER, 0)
-        address = f"inproc://model-worker-{id(self):x}"
-        answers.bind(address)
-        worker = ModelWorker(
-            context,
-            address,
-            self._predict,
-            self.config.input_type,
-            self.metrics,
-            watchdog=self.config.batch_watchdog,
+        self._context = context
+        self._ended = False
+        self._on_main_thread = threading.current_thread() is threading.main_thread()
+        runner = BatchRunner(
+            self._predict, self.config.input_type, self.metrics, watchdog=self.config.batch_watchdog
         )
-        worker.start()
+        poller = zmq.Poller()
+        poller.register(wake_r.fileno(), zmq.POLLIN)
+        standin = StandIn(lambda done: self._stand_in(poller, wake_r, done), self._wake)
         restore = self._install_signal_handlers(wake_w) if install_signal_handlers else None
         # The model and the libraries it loaded live as long as the process: spare every
         # full collection from walking them again (a pause in the middle of a batch).
         gc.freeze()
-        finished = False
+        standin.lock.acquire()  # this thread runs the loop, except while it lends it
+        standin.start()
+        self._watchdog = runner.watchdog
         try:
-            self._serve(context, worker, answers, wake_r)
+            self._serve(poller, runner, standin, wake_r)
         finally:
+            standin.close()
+            if runner.watchdog is not None and self._inflight is None:
+                runner.watchdog.disarm()
             if restore is not None:
                 restore()
             for session in self._sessions.values():
                 session.link.close()
-            # Told to restart, the running batch is what hung: do not wait for it.
-            finished = worker.stop(0.0 if self.exit_code else self.config.stop_timeout_s)
-            answers.close()
             self._wake_w = None
             wake_r.close()
             wake_w.close()
-            if finished:
+            if not self._ended:
                 context.term()  # waits (up to goodbye_linger_ms) for GOODBYEs to leave
-            else:
-                # The model is still computing; its thread holds a socket, so term()
-                # would hang. The process is exiting anyway.
-                logger.warning("a batch was still running at shutdown; not waiting for it")
-                if self.exit_code:
-                    _flush_goodbyes(context, self.config.goodbye_linger_ms / 1000)
 
     def _install_signal_handlers(self, wake_w: socket.socket) -> Callable[[], None] | None:
         """Route SIGTERM/SIGINT to ``stop()``; returns the function that undoes it."""
@@ -278,7 +291,10 @@ class ModelContainer:
         old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
+        self._signal_handlers = True
+
         def restore() -> None:
+            self._signal_handlers = False
             for sig, handler in old.items():
                 signal.signal(sig, handler)
             signal.set_wakeup_fd(old_fd)
@@ -288,11 +304,8 @@ class ModelContainer:
     # ---------------------------------------------------------------------- the loop
 
     def _serve(
-        self, context: Context, worker: ModelWorker, answers: zmq.Socket[bytes], wake: socket.socket
+        self, poller: zmq.Poller, runner: BatchRunner, standin: StandIn, wake: socket.socket
     ) -> None:
-        poller = zmq.Poller()
-        poller.register(answers, zmq.POLLIN)
-        poller.register(wake.fileno(), zmq.POLLIN)
         logger.info(
             "serving %s:%s (%s) as replica %s; registering with %s",
             self.config.model_name,
@@ -301,62 +314,69 @@ class ModelContainer:
             self.config.replica_id,
             self._targets.describe(),
         )
-        watcher: DnsWatcher | None = None
         if self._targets.discovers:
             book = AddressBook(self._targets, self._resolver)
-            watcher = DnsWatcher(book, self.config.discovery_interval_s, self._wake, time.monotonic)
-            watcher.start()
-        self._apply(context, poller, frozenset(self._targets.static), time.monotonic())
+            self._watcher = DnsWatcher(
+                book, self.config.discovery_interval_s, self._wake, time.monotonic
+            )
+            self._watcher.start()
+        self._apply(poller, frozenset(self._targets.static), time.monotonic())
         try:
-            self._loop(context, poller, worker, answers, wake, watcher)
+            while not self._stopping:
+                self._turn(poller, wake, self._timeout_ms())
+                if not self._stopping:
+                    self._run_next(runner, standin)
         finally:
-            if watcher is not None:
-                watcher.stop()
+            if self._watcher is not None:
+                self._watcher.stop()
+        self._leave_all()
+
+    def _turn(self, poller: zmq.Poller, wake: socket.socket, timeout_ms: int | None) -> None:
+        """One round of the loop but batches: wait for input or a deadline, then read
+        every session's messages, heartbeat, reconnect, apply discovered addresses."""
+        ready = dict(poller.poll(timeout_ms))
+        now = time.monotonic()
+        if self._watchdog is not None and self._inflight is None:
+            self._watchdog.disarm_if_due(now)  # idle: not before it would fire
+        if wake.fileno() in ready:
+            self._drain(wake)
+        watcher = self._watcher
+        if watcher is not None and (wanted := watcher.take()) is not None:
+            self._apply(poller, wanted, now)
+        for session in list(self._sessions.values()):
+            session.on_ready(ready, now)
+            session.on_timers(now)
+            self._turns.mark(session)
+            if session.restart_requested:
+                reason = f"restart requested by {session.address}: {session.restart_requested}"
+                self._must_exit(EXIT_RESTART_REQUESTED, reason)
+
+    def _leave_all(self) -> None:
+        """GOODBYE to every frontend (once: a session that left already stays silent)."""
+        if not any(not s.closed for s in self._sessions.values()):
+            return
         logger.info("%s: leaving", self._stop_reason)
         for session in self._sessions.values():
             session.leave(self._stop_reason, self.config.goodbye_linger_ms)
 
-    def _loop(
-        self,
-        context: Context,
-        poller: zmq.Poller,
-        worker: ModelWorker,
-        answers: zmq.Socket[bytes],
-        wake: socket.socket,
-        watcher: DnsWatcher | None,
-    ) -> None:
-        while not self._stopping:
-            ready = dict(poller.poll(self._timeout_ms()))
-            now = time.monotonic()
-            if wake.fileno() in ready:
-                _drain(wake)
-            if watcher is not None and (wanted := watcher.take()) is not None:
-                self._apply(context, poller, wanted, now)
-            if answers in ready:
-                self._on_answer(answers.recv_multipart(copy=False))
-                if worker.fatal:
-                    self._must_exit(EXIT_MEMORY_LIMIT, worker.fatal)
-            for session in list(self._sessions.values()):
-                session.on_ready(ready, now)
-                session.on_timers(now)
-                self._turns.mark(session)
-                if session.restart_requested:
-                    reason = f"restart requested by {session.address}: {session.restart_requested}"
-                    self._must_exit(EXIT_RESTART_REQUESTED, reason)
-            if not self._stopping:
-                self._dispatch(worker)
-
-    def _timeout_ms(self) -> int | None:
-        """Until the earliest session deadline; None (no timeout) with no session."""
-        if not self._sessions:
+    def _timeout_ms(self, batches: bool = True) -> int | None:
+        """Until the earliest session deadline (0 if a batch waits and ``batches``);
+        None (no timeout) with no session."""
+        if batches and self._turns.waiting:
+            return 0
+        deadlines = [s.next_deadline() for s in self._sessions.values()]
+        if batches and self._watchdog is not None:
+            disarm_at = self._watchdog.disarm_at()
+            if disarm_at is not None:
+                deadlines.append(disarm_at)
+        if not deadlines:
             return None
-        deadline = min(s.next_deadline() for s in self._sessions.values())
-        return max(0, math.ceil((deadline - time.monotonic()) * 1000))
+        return max(0, math.ceil((min(deadlines) - time.monotonic()) * 1000))
 
-    def _apply(
-        self, context: Context, poller: zmq.Poller, wanted: frozenset[str], now: float
-    ) -> None:
+    def _apply(self, poller: zmq.Poller, wanted: frozenset[str], now: float) -> None:
         """Open a session for each new endpoint and close those no longer wanted."""
+        context = self._context
+        assert context is not None, "only while running"
         to_open, to_close = reconcile(self._sessions, wanted)
         for address in to_close:
             session = self._sessions.pop(address)
@@ -370,41 +390,87 @@ class ModelContainer:
                 address, self._settings, self.metrics, context, poller, now
             )
 
+    def _drain(self, wake: socket.socket) -> None:
+        """Empty the wake-up socket. A signal's number in it is a stop: the stand-in
+        acts on it even while the model keeps the main thread (where Python runs signal
+        handlers) in C code."""
+        try:
+            while data := wake.recv(4096):
+                if self._signal_handlers and data.strip(b"\0"):
+                    for signum in (signal.SIGTERM, signal.SIGINT):
+                        if signum in data:
+                            self.stop(f"received {signal.Signals(signum).name}")
+        except BlockingIOError:
+            pass
+
     # ---------------------------------------------------------------------- batches
 
-    def _dispatch(self, worker: ModelWorker) -> None:
-        if self._inflight is not None:
-            return
+    def _run_next(self, runner: BatchRunner, standin: StandIn) -> None:
+        """Run the next batch here, on the thread that owns the sockets, and answer it;
+        the stand-in keeps the connections alive meanwhile if it runs long."""
         turn = self._turns.next()
-        if turn is not None:
-            session, batch = turn
-            worker.submit(batch)
-            session.inflight_epoch = session.epoch
-            self._inflight = session
-
-    def _on_answer(self, frames: list[zmq.Frame]) -> None:
-        session, self._inflight = self._inflight, None
-        if session is None:
-            logger.warning("an answer arrived for no batch; dropping it")
+        if turn is None:
             return
-        session.answer(frames)
+        session, batch = turn
+        session.inflight_epoch = session.epoch
+        self._inflight = session
+        standin.tick_s = self._standin_tick()
+        started = time.perf_counter()
+        with standin.lent():
+            outcome = runner.run(batch)
+        self._inflight = None
+        session.answer(protocol.encode(outcome))
+        runner.record(batch, time.perf_counter() - started, outcome)  # after the answer
+        if runner.fatal:
+            self._must_exit(EXIT_MEMORY_LIMIT, runner.fatal)
+
+    def _standin_tick(self) -> float:
+        """How soon the stand-in takes over a running batch: within half the shortest
+        heartbeat period, so that a long batch never silences the replica for one
+        heartbeat interval (the frontend would bench it)."""
+        tick = MAX_TICK_S
+        for session in self._sessions.values():
+            if session.heartbeat is not None:
+                tick = min(tick, session.heartbeat.send_every_s / 2)
+        return tick
+
+    def _stand_in(self, poller: zmq.Poller, wake: socket.socket, done: Callable[[], bool]) -> None:
+        """The loop, on the stand-in's thread, while a long batch runs: everything but
+        starting batches, until ``done()``. Told to stop meanwhile, it says GOODBYE at
+        once and ends the process if the batch does not end in time."""
+        logger.debug("a batch runs long; the stand-in serves the connections meanwhile")
+        while not done() and not self._stopping:
+            self._turn(poller, wake, self._timeout_ms(batches=False))
+        if self._stopping and not done():
+            self._leave_while_computing(done)
+
+    def _leave_while_computing(self, done: Callable[[], bool]) -> None:
+        self._leave_all()
+        if not self.exit_code:
+            deadline = time.monotonic() + self.config.stop_timeout_s
+            while not done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if done():
+                return  # the serving thread finishes the shutdown
+            logger.warning("a batch was still running at shutdown; not waiting for it")
+            if not self._on_main_thread:
+                return  # embedded in a program: ``run`` returns when the batch does
+        else:
+            # Told to restart, the running batch is what hung: do not wait for it.
+            logger.warning("a batch is still running; exiting without waiting for it")
+        self._ended = True
+        assert self._context is not None, "only while running"
+        _flush_goodbyes(self._context, self.config.goodbye_linger_ms / 1000)
+        logging.shutdown()  # os._exit flushes nothing
+        self._exit(self.exit_code)
 
 
 def _flush_goodbyes(context: Context, budget_s: float) -> None:
     """Give the GOODBYEs up to ``budget_s`` to leave: ``term()`` sends what lingering
-    sockets hold, but never returns while the stuck worker's socket is open, so it runs
-    on a thread of its own that the process leaves behind."""
+    sockets hold; it runs on a thread of its own, which the process may leave behind."""
     flusher = threading.Thread(target=context.term, name="flush-goodbyes", daemon=True)
     flusher.start()
     flusher.join(budget_s)
-
-
-def _drain(sock: socket.socket) -> None:
-    try:
-        while sock.recv(4096):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def serve(config: ContainerConfig, predict: PredictFunction) -> None:

@@ -24,6 +24,7 @@ import collections
 import logging
 import os
 import time
+from collections.abc import Sequence
 
 import zmq
 
@@ -251,7 +252,7 @@ class FrontendSession:
 
     # ------------------------------------------------------------------ output
 
-    def answer(self, frames: list[zmq.Frame]) -> None:
+    def answer(self, frames: Sequence[protocol.Frame]) -> None:
         """Send the answer to this session's running batch, if the connection it was
         queued on still is; the batch is no longer running."""
         epoch, self.inflight_epoch = self.inflight_epoch, None
@@ -333,6 +334,11 @@ class RoundRobin:
         if session.pending and id(session) not in self._queued:
             self._queued.add(id(session))
             self._ring.append(session)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether some session may have a batch waiting."""
+        return bool(self._ring)
 
     def next(self) -> tuple[FrontendSession, Predict] | None:
         """The next batch to run and its session, or None if nothing waits."""

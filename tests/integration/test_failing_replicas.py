@@ -73,7 +73,7 @@ _ids = itertools.count()
 
 
 def make_model() -> Callable[[Any], Any]:
-    """x -> 10 x. It hangs (sleeping: its I/O thread still runs) on POISON; with
+    """x -> 10 x. It hangs (sleeping: its stand-in thread still serves) on POISON; with
     SCHOONER_TEST_OOM set it raises MemoryError, with SCHOONER_TEST_RAISE ValueError,
     and with SCHOONER_TEST_HOG it computes forever in C, holding the GIL."""
 

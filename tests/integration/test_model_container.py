@@ -13,6 +13,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -286,6 +287,65 @@ def test_heartbeats_keep_flowing_during_a_long_batch(
     assert frontend.heartbeats >= 5
 
 
+def test_after_a_long_batch_it_serves_on_and_obeys_restart(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    """The model runs on the thread that owns the socket; a stand-in thread serves the
+    connection while a batch runs for several heartbeat intervals, then hands it back."""
+    identity, _ = frontend.register(heartbeat_ms=100)
+    frontend.predict(identity, 20, [[-4.0, 0.6]])  # sleeps 0.6 s: six intervals
+    frontend.predict(identity, 21, [[1.0, 2.0]])  # read by the stand-in, run after
+    assert [frontend.expect(Result)[1].batch_id for _ in range(2)] == [20, 21]
+    assert frontend.answer(identity, 22, [[3.0]]) == [3.0]
+    frontend.send(identity, protocol.Restart("testing"))
+    _, goodbye = frontend.expect(Goodbye)
+    assert goodbye.reason == f"restart requested by {frontend.address}: testing"
+    assert container.wait() == protocol.EXIT_RESTART_REQUESTED
+
+
+def test_restart_is_obeyed_while_a_batch_hangs(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    identity, _ = frontend.register(heartbeat_ms=100)
+    frontend.predict(identity, 23, [[-4.0, 600.0]])  # sleeps far past the test's deadlines
+    heartbeats = frontend.heartbeats
+    # Heartbeats still flow while it hangs (the stand-in sends them) ...
+    while frontend.heartbeats < heartbeats + 3:
+        frontend.expect(Heartbeat, ignore=())
+    # ... and RESTART ends it, after GOODBYE, without waiting for the batch.
+    frontend.send(identity, protocol.Restart("batch timeout: testing"))
+    _, goodbye = frontend.expect(Goodbye)
+    assert goodbye.reason.endswith("batch timeout: testing")
+    assert container.wait() == protocol.EXIT_RESTART_REQUESTED
+
+
+def test_sigterm_during_a_hung_batch_says_goodbye_and_exits_0(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    identity, _ = frontend.register(heartbeat_ms=100)
+    frontend.predict(identity, 24, [[-4.0, 600.0]])
+    frontend.expect(Heartbeat, ignore=())  # the batch is running
+    container.proc.send_signal(signal.SIGTERM)
+    assert frontend.expect(Goodbye)[1] == Goodbye("received SIGTERM")
+    # Its stop timeout (5 s) passes and it exits without the batch's answer.
+    assert container.wait() == 0
+
+
+def test_the_watchdog_of_a_quick_batch_never_fires_after_it(
+    container: ContainerProcess, frontend: FakeFrontend
+) -> None:
+    """The watchdog timer outlives a batch (arming it per batch costs a thread); the
+    idle loop disarms it before it would fire."""
+    identity, _ = frontend.register(heartbeat_ms=10_000)  # not read while the test sleeps
+    lengths, data = protocol.pack_arrays([np.array([1.0, 2.0])], np.dtype("<f8"))
+    for batch_id in (30, 31):
+        # A 100 ms timeout: the watchdog would fire 1.15 to 1.44 s after the batch.
+        frontend.send(identity, Predict(batch_id, InputType.DOUBLES, lengths, data, 100))
+        assert outputs_of(frontend.expect(Result)[1]) == [3.0]
+        time.sleep(2.0)  # idle for longer than that
+        assert container.proc.poll() is None, container.stderr[-2000:]
+
+
 def test_batches_queue_and_are_answered_in_order(
     container: ContainerProcess, frontend: FakeFrontend
 ) -> None:
@@ -498,6 +558,44 @@ def test_in_process_container_stops_with_goodbye(frontend: FakeFrontend) -> None
         frontend.predict(identity, 15, [[1.0, 1.0]])
         assert outputs_of(frontend.expect(Result)[1]) == [2.0]
     assert frontend.expect(Goodbye)[1] == Goodbye("test over")
+
+
+def test_in_process_container_says_goodbye_while_a_batch_runs(frontend: FakeFrontend) -> None:
+    """Stopped during a batch, it says GOODBYE at once; embedded in a program (not on the
+    main thread), ``run`` returns when the batch ends, and nothing calls ``exit``."""
+    running, release = threading.Event(), threading.Event()
+
+    def model(xs: Any) -> Any:
+        running.set()
+        release.wait(REPLY_S)
+        return [0.0 for _ in xs]
+
+    config = ContainerConfig(
+        frontend=frontend.address,
+        model_name="inproc",
+        model_version="1",
+        input_type=InputType.DOUBLES,
+        replica_id="inproc-1",
+        secrets_dir=str(frontend.secrets.replica_dir),
+        heartbeat_ms=100,
+        stop_timeout_s=0.2,
+    )
+    codes: list[int] = []
+    container = ModelContainer(config, model, exit=codes.append)
+    thread = threading.Thread(target=container.run, name="container-under-test")
+    thread.start()
+    try:
+        identity, _ = frontend.register(heartbeat_ms=100)
+        frontend.predict(identity, 25, [[1.0]])
+        assert running.wait(REPLY_S)
+        container.stop("test over")
+        assert frontend.expect(Goodbye)[1] == Goodbye("test over")
+        assert thread.is_alive()  # still in the model
+    finally:
+        release.set()
+        thread.join(REPLY_S)
+    assert not thread.is_alive()
+    assert codes == []
 
 
 def test_imports_without_frontend_dependencies() -> None:

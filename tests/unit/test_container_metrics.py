@@ -4,7 +4,6 @@ counts, the model worker recording them, the HTTP endpoint, and the CLI flags.""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,7 +11,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import zmq
 from credentials import make_cluster_secrets
 from polling import eventually
 
@@ -22,7 +20,7 @@ from model_container import credentials as cred
 from model_container.cli import parse_args
 from model_container.metrics import ContainerMetrics, MetricsServer, MetricsServerError
 from model_container.protocol import Error, ErrorKind, InputType, Predict, Result
-from model_container.worker import ModelWorker
+from model_container.worker import BatchRunner
 
 REPLY_S = 10.0
 
@@ -166,49 +164,39 @@ def test_registries_are_separate() -> None:
     assert value(b, "schooner_model_batches_total") == 0
 
 
-# ------------------------------------------------------------------ the model worker
+# ------------------------------------------------------------------ the batch runner
 
 
-@pytest.fixture
-def worker_metrics() -> Iterator[tuple[ContainerMetrics, ModelWorker, zmq.Socket[bytes]]]:
+def test_the_runner_records_each_batch_it_runs() -> None:
     def model(xs: list[np.ndarray]) -> list[float]:
         if xs[0][0] < 0:
             raise ValueError("negative")
         return [float(x.sum()) for x in xs]
 
     m = metrics()
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    answers = context.socket(zmq.PAIR)
-    answers.setsockopt(zmq.LINGER, 0)
-    answers.bind("inproc://test-worker")
-    worker = ModelWorker(context, "inproc://test-worker", model, InputType.DOUBLES, m)
-    worker.start()
-    try:
-        yield m, worker, answers
-    finally:
-        assert worker.stop(REPLY_S)
-        answers.close()
-        context.term()
-
-
-def test_the_worker_records_each_batch_it_answers(
-    worker_metrics: tuple[ContainerMetrics, ModelWorker, zmq.Socket[bytes]],
-) -> None:
-    m, worker, answers = worker_metrics
-    worker.submit(batch(1, [[1.0, 2.0], [3.0], [4.0]]))
-    worker.submit(batch(2, [[-1.0]]))
-    worker.submit(batch(3, [[2.0]]))
+    runner = BatchRunner(model, InputType.DOUBLES, m)
     kinds = []
-    for _ in range(3):
-        assert answers.poll(int(REPLY_S * 1000)), "no answer from the worker"
-        kinds.append(type(protocol.decode(answers.recv_multipart())).__name__)
+    for msg in (batch(1, [[1.0, 2.0], [3.0], [4.0]]), batch(2, [[-1.0]]), batch(3, [[2.0]])):
+        outcome = runner.run(msg)
+        runner.record(msg, 0.001, outcome)
+        kinds.append(type(outcome).__name__)
     assert kinds == ["Result", "Error", "Result"]
-    # Recorded just after each answer is sent.
-    eventually(lambda: value(m, "schooner_model_batches_total") == 3, "three batches recorded")
+    assert not runner.fatal
+    assert value(m, "schooner_model_batches_total") == 3
     assert value(m, "schooner_model_predictions_total") == 4
     assert value(m, "schooner_model_errors_total", kind="model_raised") == 1
     assert value(m, "schooner_model_batch_size_sum") == 5
     assert value(m, "schooner_model_predict_duration_seconds_count") == 2
+
+
+def test_the_runner_notes_a_memory_error_as_fatal() -> None:
+    def model(xs: list[np.ndarray]) -> list[float]:
+        raise MemoryError("out")
+
+    runner = BatchRunner(model, InputType.DOUBLES, metrics())
+    outcome = runner.run(batch(4, [[1.0]]))
+    assert isinstance(outcome, Error) and outcome.exc_type == "MemoryError"
+    assert runner.fatal == "memory limit: the model raised MemoryError on batch 4"
 
 
 # ------------------------------------------------------------------ the endpoint
