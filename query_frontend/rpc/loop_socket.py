@@ -10,8 +10,9 @@ take each message: on the c=1 path that is a Future, a task step and an extra
 ``ZMQ_FD`` is edge-triggered, and not by the arrival of a message but by libzmq
 processing its commands, which any call on the socket may do, a send included: once a
 send has swallowed the edge, the descriptor stays quiet although messages wait. So
-``_drain`` reads until EAGAIN, and a send made outside ``_drain`` (a batch dispatched
-from an HTTP request) schedules one more ``_drain`` for the next turn of the loop
+``_drain`` reads until EAGAIN, and a send (or an ``unread`` check) made outside
+``_drain`` (a batch dispatched from an HTTP request) schedules one more ``_drain`` for
+the next turn of the loop
 (coalesced: one per turn, however many sends). ``_drain`` takes at most
 ``MAX_PER_TURN`` messages before letting the loop run other callbacks, then continues
 on the next turn.
@@ -84,6 +85,15 @@ class LoopSocket:
                 logger.warning("RPC send failed: %s", exc)
         if not self._draining:
             self._plan_drain()
+
+    def unread(self) -> bool:
+        """Whether messages wait unread. Reading ``ZMQ_EVENTS`` may spend the edge that
+        announced them, so a drain is planned for them here."""
+        if not cast(int, self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            return False
+        if not self._draining:
+            self._plan_drain()
+        return True
 
     def _plan_drain(self) -> None:
         if not self._drain_planned and self._loop is not None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import cast
 
 import zmq
 import zmq.asyncio
@@ -214,8 +213,8 @@ class RpcServer:
         messages wait unread in the socket, and silence is judged as of when it last
         found the socket empty rather than now.
         """
-        assert self._sock is not None and self._io is not None
-        if cast(int, self._sock.get(zmq.EVENTS)) & zmq.POLLIN:
+        assert self._io is not None
+        if self._io.unread():
             return self._io.drained_at
         return now
 
