@@ -39,10 +39,11 @@ if the last one died, which adopts the processes still running. ``stop_all()`` (
 
 ``query_frontends=N`` runs N query frontend processes sharing the query port
 (SO_REUSEPORT), each with its own RPC port (``rpc_port``, ``rpc_port + 1``, ...); every
-replica connects to all of them. Replicas connect over ``ipc://`` to a unix socket in
-``rpc/`` (``rpc_ipc=True``, the default: a lone query's round trip is shorter than
-over loopback TCP), still CURVE-authenticated; the frontends bind the RPC port too.
-When the data dir's path is too long for a unix socket (107 bytes) they use TCP.
+replica connects to all of them. With ``rpc_ipc=True`` replicas connect over
+``ipc://`` to a unix socket in ``rpc/`` instead, still CURVE-authenticated (the
+frontends bind the RPC port too); when the data dir's path is too long for a unix
+socket (107 bytes) they use TCP. It is off by default: the RPC hop alone is faster
+over ipc, but the benchmark's scikit-learn app measured slower (docs/wire-protocol.md).
 ``restart_query_frontends()`` restarts them one at a
 time (each drains on SIGTERM), so the query port keeps answering. A connection the
 kernel queued on a closing listener but the frontend had not accepted yet is reset,
@@ -180,14 +181,14 @@ class LocalContainerManager(ContainerManager):
         tls_keyfile: str | os.PathLike[str] | None = None,
         tls_ca: str | os.PathLike[str] | None = None,
         query_frontends: int = 1,
-        rpc_ipc: bool = True,
+        rpc_ipc: bool = False,
     ) -> None:
         """``tls_certfile``/``tls_keyfile`` (PEM files, both or neither): both frontends
         serve HTTPS with them; ``tls_ca``: the CA (PEM) the admin client verifies them
         with, else ``$SCHOONER_TLS_CA``, else the system's trust store.
         ``query_frontends``: how many query frontend processes share ``query_port``;
         frontend ``i`` takes RPC port ``rpc_port + i``. ``rpc_ipc``: replicas reach the
-        query frontends over unix sockets under the data dir (else over TCP)."""
+        query frontends over unix sockets under the data dir (by default over TCP)."""
         super().__init__()
         if (
             isinstance(query_frontends, bool)

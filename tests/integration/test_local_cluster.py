@@ -682,9 +682,24 @@ def test_no_process_of_the_cluster_inherits_an_exported_admin_token(
         cm.stop_all()
 
 
+@pytest.fixture(scope="module")
+def ipc_conn(
+    tmp_path_factory: pytest.TempPathFactory, cluster_ports: Callable[[], dict[str, int]]
+) -> Iterator[Connection]:
+    """A cluster whose replicas reach the query frontend over ``ipc://``."""
+    data_dir = tmp_path_factory.mktemp("ipc")
+    c = Connection(LocalContainerManager(data_dir=data_dir, rpc_ipc=True, **cluster_ports()))
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop_all()
+
+
 def test_replicas_on_this_host_reach_the_query_frontend_over_a_private_unix_socket(
-    conn: Connection,
+    ipc_conn: Connection,
 ) -> None:
+    conn = ipc_conn
     import stat
 
     import psutil
@@ -709,8 +724,9 @@ def test_replicas_on_this_host_reach_the_query_frontend_over_a_private_unix_sock
 
 
 def test_a_client_without_the_cluster_keys_cannot_register_over_the_unix_socket(
-    conn: Connection,
+    ipc_conn: Connection,
 ) -> None:
+    conn = ipc_conn
     import zmq
     from zmq.utils.monitor import recv_monitor_message
 
