@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 DNS_SCHEME = "dns+tcp://"
 DEFAULT_DISCOVERY_INTERVAL_S = 5.0
 WARN_EVERY_S = 60.0  # at most one warning per name this often while resolution fails
+# The longest ipc:// path: a unix socket's ``sun_path`` is 108 bytes with its NUL.
+IPC_PATH_MAX = 107
 
 # host: a name, an IPv4 address, or an IPv6 address in brackets.
 _TCP = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.%\w]+\]|[^\s/:\[\]]+):(?P<port>\d+)$")
@@ -80,6 +82,11 @@ def parse_frontends(spec: str) -> FrontendTargets:
             if entry not in static:
                 static.append(entry)
         elif _IPC.match(entry):
+            if len(entry[len("ipc://") :].encode()) > IPC_PATH_MAX:
+                raise ValueError(
+                    f"frontend address {entry!r}: a unix socket path has at most "
+                    f"{IPC_PATH_MAX} bytes"
+                )
             if entry not in static:
                 static.append(entry)
         else:
@@ -88,8 +95,8 @@ def parse_frontends(spec: str) -> FrontendTargets:
 
 
 _FORMS = (
-    "use tcp://HOST:PORT, a comma-separated list of those, or dns+tcp://NAME:PORT "
-    "(every address NAME resolves to)"
+    "use tcp://HOST:PORT or ipc://PATH, a comma-separated list of those, or "
+    "dns+tcp://NAME:PORT (every address NAME resolves to)"
 )
 
 

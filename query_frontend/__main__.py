@@ -12,6 +12,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from model_container.credentials import SECRETS_DIR_ENV, CredentialError
+from model_container.discovery import IPC_PATH_MAX
 from model_container.http_deadlines import deadline_protocol
 from model_container.logconfig import configure_logging
 from model_container.rpc_keys import INSECURE_RPC_ENV, insecure_from_env
@@ -35,6 +36,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--port", type=int, default=int(env("SCHOONER_QUERY_PORT", Config.port)))
     p.add_argument("--rpc-host", default=env("SCHOONER_RPC_HOST", Config.rpc_host))
     p.add_argument("--rpc-port", type=int, default=int(env("SCHOONER_RPC_PORT", Config.rpc_port)))
+    p.add_argument(
+        "--rpc-ipc",
+        metavar="PATH",
+        default=env("SCHOONER_RPC_IPC", Config.rpc_ipc),
+        help="also serve RPC on this unix socket (ipc://PATH), for replicas on this host; "
+        f"PATH at most {IPC_PATH_MAX} bytes, in a directory only this user can enter",
+    )
     p.add_argument("--max-body-bytes", type=int, default=Config.max_body_bytes)
     p.add_argument("--max-inputs-per-request", type=int, default=Config.max_inputs_per_request)
     p.add_argument("--heartbeat-ms", type=int, default=Config.heartbeat_ms)
@@ -104,6 +112,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="on SIGTERM, seconds to answer the requests already accepted",
     )
     a = p.parse_args(argv)
+    if len(os.fsencode(a.rpc_ipc)) > IPC_PATH_MAX:
+        p.error(f"--rpc-ipc {a.rpc_ipc!r} is longer than a unix socket path may be "
+                f"({IPC_PATH_MAX} bytes)")  # fmt: skip
     if not a.batch_timeout_floor > 0:
         p.error(f"--batch-timeout-floor must be > 0 seconds, got {a.batch_timeout_floor}")
     if not a.quarantine_seconds >= 0:
@@ -133,6 +144,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         port=a.port,
         rpc_host=a.rpc_host,
         rpc_port=a.rpc_port,
+        rpc_ipc=a.rpc_ipc,
         max_body_bytes=a.max_body_bytes,
         max_inputs_per_request=a.max_inputs_per_request,
         heartbeat_ms=a.heartbeat_ms,

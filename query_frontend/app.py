@@ -111,7 +111,14 @@ def create_app(config: Config) -> FrontDoor:
             quarantine=Quarantine(config.quarantine_s, config.quarantine_max_inputs),
         )
         routing = RoutingTable()
-        rpc = RpcServer(ctx, config.rpc_bind_address, dispatcher, config.heartbeat_ms, rpc_keys)
+        rpc = RpcServer(
+            ctx,
+            config.rpc_bind_address,
+            dispatcher,
+            config.heartbeat_ms,
+            rpc_keys,
+            extra_binds=config.rpc_extra_binds,
+        )
         registry = ReplicaRegistry(r, keys, config.frontend_id)
         dispatcher.on_replica_added = registry.added
         dispatcher.on_replica_removed = registry.removed

@@ -19,6 +19,9 @@ class Config:
     port: int = 1337
     rpc_host: str = "127.0.0.1"
     rpc_port: int = 7000
+    # Also bind the RPC ROUTER on this unix socket path (``ipc://``), for replicas on
+    # this host; "" for TCP only. Its directory must be private (0700).
+    rpc_ipc: str = ""
     # Largest request body accepted; larger bodies get 413.
     max_body_bytes: int = 10 * 1024 * 1024
     # Most inputs one request may carry in "input_batch"; more get 413.
@@ -76,3 +79,7 @@ class Config:
     @property
     def rpc_bind_address(self) -> str:
         return f"tcp://{self.rpc_host}:{self.rpc_port}"
+
+    @property
+    def rpc_extra_binds(self) -> tuple[str, ...]:
+        return (f"ipc://{self.rpc_ipc}",) if self.rpc_ipc else ()

@@ -20,6 +20,7 @@ Everything lives under one data directory (``$SCHOONER_HOME/<cluster_name>``, by
                              a replica is given the digest recorded in Redis and refuses
                              a bundle changed since
     models/<m>/<v>/site-packages   packages pip installed for that version, if any
+    rpc/<query name>.sock    each query frontend's RPC unix socket (directory 0700)
 
 Every replica serves Prometheus metrics on a free port of its own, chosen at launch and
 recorded with it: ``metrics_urls()`` lists them beside the query frontend's, and
@@ -38,7 +39,12 @@ if the last one died, which adopts the processes still running. ``stop_all()`` (
 
 ``query_frontends=N`` runs N query frontend processes sharing the query port
 (SO_REUSEPORT), each with its own RPC port (``rpc_port``, ``rpc_port + 1``, ...); every
-replica connects to all of them. ``restart_query_frontends()`` restarts them one at a
+replica connects to all of them. With ``rpc_ipc=True`` replicas connect over
+``ipc://`` to a unix socket in ``rpc/`` instead, still CURVE-authenticated (the
+frontends bind the RPC port too); when the data dir's path is too long for a unix
+socket (107 bytes) they use TCP. It is off by default: the RPC hop alone is faster
+over ipc, but the benchmark's scikit-learn app measured slower (docs/wire-protocol.md).
+``restart_query_frontends()`` restarts them one at a
 time (each drains on SIGTERM), so the query port keeps answering. A connection the
 kernel queued on a closing listener but the frontend had not accepted yet is reset,
 unless ``net.ipv4.tcp_migrate_req=1`` (Linux 5.14+) hands it to another listener.
@@ -122,6 +128,7 @@ from admin.exceptions import (
     DeployError,
     InvalidRequestError,
 )
+from model_container.discovery import IPC_PATH_MAX
 
 # The supervisor first: stopping it stops everything; the rest is for what it left.
 _STOP_ORDER: Final = (SUPERVISOR, *STOP_ORDER)
@@ -174,12 +181,14 @@ class LocalContainerManager(ContainerManager):
         tls_keyfile: str | os.PathLike[str] | None = None,
         tls_ca: str | os.PathLike[str] | None = None,
         query_frontends: int = 1,
+        rpc_ipc: bool = False,
     ) -> None:
         """``tls_certfile``/``tls_keyfile`` (PEM files, both or neither): both frontends
         serve HTTPS with them; ``tls_ca``: the CA (PEM) the admin client verifies them
         with, else ``$SCHOONER_TLS_CA``, else the system's trust store.
         ``query_frontends``: how many query frontend processes share ``query_port``;
-        frontend ``i`` takes RPC port ``rpc_port + i``."""
+        frontend ``i`` takes RPC port ``rpc_port + i``. ``rpc_ipc``: replicas reach the
+        query frontends over unix sockets under the data dir (by default over TCP)."""
         super().__init__()
         if (
             isinstance(query_frontends, bool)
@@ -208,6 +217,7 @@ class LocalContainerManager(ContainerManager):
             "LocalContainerManager",
         )
         self.query_frontends = query_frontends
+        self.rpc_ipc = rpc_ipc
         self.cluster_name = cluster_name
         # Absolute: children run with the data dir as their working directory, and model
         # artifacts recorded in Redis must stay valid from wherever the next command runs.
@@ -278,6 +288,9 @@ class LocalContainerManager(ContainerManager):
             with os_errors(f"prepare the data directory {self.data_dir}"):
                 for sub in ("redis", "logs", "run", "models"):
                     (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+                # The unix sockets' directory: only this user may reach them.
+                self._rpc_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._rpc_dir.chmod(0o700)
                 self._credentials.ensure(own_redis=self.redis_url is None)
                 self._write_cluster_file()
             try:
@@ -304,6 +317,25 @@ class LocalContainerManager(ContainerManager):
             f"Schooner is running: queries at {self.query_url}, management at "
             f"{self.management_url}, data in {self.data_dir}"
         )
+
+    @property
+    def _rpc_dir(self) -> Path:
+        return self.data_dir / "rpc"
+
+    def _rpc_ipc_path(self, index: int) -> Path | None:
+        """Query frontend ``index``'s unix socket, or None: TCP only (``rpc_ipc=False``,
+        or a path too long for a unix socket)."""
+        path = self._rpc_dir / f"{self._query_names()[index]}.sock"
+        if not self.rpc_ipc or len(os.fsencode(path)) > IPC_PATH_MAX:
+            return None
+        return path
+
+    def _rpc_endpoint(self, index: int) -> str:
+        """Where a replica on this host reaches query frontend ``index``."""
+        path = self._rpc_ipc_path(index)
+        if path is not None:
+            return f"ipc://{path}"
+        return f"tcp://{self._connect_host}:{self.rpc_port + index}"
 
     def _query_names(self) -> list[str]:
         """``query``, ``query-1``, ...: the first keeps the name of a lone frontend."""
@@ -806,6 +838,7 @@ class LocalContainerManager(ContainerManager):
                 *("--redis-url", self.effective_redis_url, "--key-prefix", self.key_prefix),
                 *("--host", self.host, "--port", str(self.query_port)),
                 *("--rpc-host", self.host, "--rpc-port", str(self.rpc_port + i)),
+                *(["--rpc-ipc", str(ipc)] if (ipc := self._rpc_ipc_path(i)) else []),
                 # A fixed id: on restart the frontend drops the replica records it left.
                 *("--frontend-id", self._frontend_id(i)),
                 *("--secrets-dir", str(self._credentials.frontend_dir)),
@@ -838,9 +871,7 @@ class LocalContainerManager(ContainerManager):
         # deploy reports.
         metrics_port = free_port(self.host, avoid=taken_ports)
         taken_ports.add(metrics_port)
-        frontends = ",".join(
-            f"tcp://{self._connect_host}:{self.rpc_port + i}" for i in range(self.query_frontends)
-        )
+        frontends = ",".join(self._rpc_endpoint(i) for i in range(self.query_frontends))
         argv = [
             *(self.python_executable, "-m", "model_container"),
             *("--bundle", str(bundle), "--bundle-sha256", bundle_sha256),

@@ -5,6 +5,10 @@ results and errors to the Dispatcher. Framing lives in ``model_container.protoco
 queueing and batching in ``batching.dispatch``; the rules for silent and stuck replicas
 in ``rpc.liveness``.
 
+The ROUTER is a plain ZeroMQ socket served from the event loop's file-descriptor
+callback (``rpc.loop_socket``), not a ``zmq.asyncio`` one: a message is handled in the
+callback that reads it, and a send is one non-blocking call.
+
 The ROUTER is a CURVE server (``rpc.auth``): only a replica holding the cluster's
 client key completes the handshake, so a message that reaches ``_receive`` comes from
 one. With ``keys=None`` (``--insecure-rpc``, for measuring only) it is plain ZeroMQ.
@@ -24,10 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import functools
 import logging
-from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -51,6 +52,7 @@ from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.batching.replicas import Replica
 from query_frontend.rpc.auth import RefusalLog, RpcAuthenticator
 from query_frontend.rpc.liveness import Liveness
+from query_frontend.rpc.loop_socket import LoopSocket
 
 logger = logging.getLogger(__name__)
 
@@ -73,24 +75,27 @@ class RpcServer:
         dispatcher: Dispatcher,
         heartbeat_ms: int,
         keys: ServerKeys | None,
+        extra_binds: tuple[str, ...] = (),
     ) -> None:
+        """``extra_binds``: more endpoints the same ROUTER binds (``ipc://`` beside TCP
+        for the replicas on this host); every one is a CURVE server alike."""
         self._ctx = ctx
         self._keys = keys
         self._auth: RpcAuthenticator | None = None
         self._refusals = RefusalLog()
         self._bind_address = bind_address
+        self._extra_binds = extra_binds
         self._dispatcher = dispatcher
         self._heartbeat_s = heartbeat_ms / 1000
         self._heartbeat_ms = heartbeat_ms
-        self._sock: zmq.asyncio.Socket | None = None
+        self._sock: zmq.Socket[bytes] | None = None
+        self._io: LoopSocket | None = None
         self._monitor: zmq.asyncio.Socket | None = None
         self._heartbeat_frames = protocol.encode(Heartbeat())
         self.liveness = Liveness(dispatcher, self._heartbeat_s)
         # Set when a batch may time out before the liveness check planned next.
         self._check_sooner = asyncio.Event()
         dispatcher.check_sooner = self._check_sooner.set
-        # When the reader last found no message waiting (see _read_up_to).
-        self._drained_at = -float("inf")
         # Which input type a registered model version takes; a replica must agree.
         self.expected_input_types: dict[tuple[str, str], InputType] = {}
 
@@ -100,7 +105,9 @@ class RpcServer:
         if self._keys is not None:
             self._auth = RpcAuthenticator(self._ctx, self._keys, self._refusals)
             self._auth.start()
-        sock = self._ctx.socket(zmq.ROUTER)
+        # A plain socket on the same libzmq context (the ZAP handler is an inproc
+        # endpoint of that context).
+        sock: zmq.Socket[bytes] = zmq.Context.shadow(self._ctx.underlying).socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
@@ -109,14 +116,29 @@ class RpcServer:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if self._keys is not None:
             self._keys.apply(sock)
-        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
+        # The monitor reports rarely: an asyncio PAIR is simple enough for it.
+        monitor_address = f"inproc://monitor.rpc-{id(self):x}"
+        sock.monitor(monitor_address, zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
+        self._monitor = self._ctx.socket(zmq.PAIR)
         self._monitor.setsockopt(zmq.LINGER, 0)
-        sock.bind(self._bind_address)
+        self._monitor.connect(monitor_address)
         self._sock = sock
+        try:
+            for address in (self._bind_address, *self._extra_binds):
+                sock.bind(address)
+        except zmq.ZMQError:
+            self.close()
+            raise
+        self._io = LoopSocket(sock, self._on_message, self._unreachable)
         self._dispatcher.bind(self.send)
-        logger.info("RPC server listening on %s", self._bind_address)
+        logger.info(
+            "RPC server listening on %s", ", ".join((self._bind_address, *self._extra_binds))
+        )
 
     def close(self) -> None:
+        if self._io is not None:
+            self._io.stop()
+            self._io = None
         if self._monitor is not None:
             if self._sock is not None:
                 with contextlib.suppress(zmq.ZMQError):
@@ -131,27 +153,14 @@ class RpcServer:
             self._auth = None
 
     def send(self, identity: bytes, frames: list[protocol.Frame]) -> None:
-        assert self._sock is not None
-        sent = self._sock.send_multipart([identity, *frames], copy=False)
-        fut = cast("asyncio.Future[Any]", sent)
-        # A ROUTER send never waits (no high-water mark), so this is settled already.
-        if fut.done():
-            self._sent(identity, fut)
-        else:
-            fut.add_done_callback(functools.partial(self._sent, identity))
+        assert self._io is not None
+        self._io.send(identity, frames)
 
-    def _sent(self, identity: bytes, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is None:
-            return
-        if isinstance(exc, zmq.ZMQError) and exc.errno == errno.EHOSTUNREACH:
-            if identity in self._dispatcher.by_identity:
-                # Not now: this send may be part of a dispatch still under way.
-                asyncio.get_running_loop().call_soon(self._connection_closed, identity)
-            return
-        logger.warning("RPC send failed: %s", exc)
+    def _unreachable(self, identity: bytes) -> None:
+        """A send found the identity's connection gone (``ZMQ_ROUTER_MANDATORY``)."""
+        if identity in self._dispatcher.by_identity:
+            # Not now: this send may be part of a dispatch still under way.
+            asyncio.get_running_loop().call_soon(self._connection_closed, identity)
 
     def _connection_closed(self, identity: bytes) -> None:
         reason = "disconnected: its connection closed"
@@ -168,35 +177,34 @@ class RpcServer:
                 await watcher
 
     async def _receive(self) -> None:
-        assert self._sock is not None
-        sock = self._sock
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                ready = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                frames = cast("asyncio.Future[list[zmq.Frame]]", ready).result()
-            except zmq.Again:
-                self._drained_at = loop.time()
-                frames = await sock.recv_multipart(copy=False)
-            if len(frames) < 2:
-                continue
-            identity = frames[0].bytes
-            try:
-                msg = protocol.decode([frame.buffer for frame in frames[1:]])
-            except ProtocolError as exc:
-                logger.warning("dropping a malformed message: %s", exc)
-                self.send(identity, protocol.encode(Reject(f"protocol error: {exc}")))
-                continue
-            try:
-                self._handle(identity, msg, loop.time())
-                if isinstance(msg, Hello):
-                    self._note_fd(identity, _source_fd(frames[1]))
-            except Exception:
-                # One bad message must not stop the loop every replica depends on: drop
-                # the sender (its queries go to another replica) and make it re-register.
-                logger.exception("dropping replica after a message it sent could not be handled")
-                self._dispatcher.remove_replica(identity, "sent a message that broke the protocol")
-                self.send(identity, protocol.encode(Reject("message could not be handled")))
+        assert self._io is not None
+        self._io.start()
+        try:
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        finally:
+            if self._io is not None:
+                self._io.stop()
+
+    def _on_message(self, frames: list[zmq.Frame]) -> None:
+        if len(frames) < 2:
+            return
+        identity = frames[0].bytes
+        try:
+            msg = protocol.decode([frame.buffer for frame in frames[1:]])
+        except ProtocolError as exc:
+            logger.warning("dropping a malformed message: %s", exc)
+            self.send(identity, protocol.encode(Reject(f"protocol error: {exc}")))
+            return
+        try:
+            self._handle(identity, msg, asyncio.get_running_loop().time())
+            if isinstance(msg, Hello):
+                self._note_fd(identity, _source_fd(frames[1]))
+        except Exception:
+            # One bad message must not stop the loop every replica depends on: drop
+            # the sender (its queries go to another replica) and make it re-register.
+            logger.exception("dropping replica after a message it sent could not be handled")
+            self._dispatcher.remove_replica(identity, "sent a message that broke the protocol")
+            self.send(identity, protocol.encode(Reject("message could not be handled")))
 
     def _read_up_to(self, now: float) -> float:
         """A moment by which every message that had arrived has been handled.
@@ -205,9 +213,9 @@ class RpcServer:
         messages wait unread in the socket, and silence is judged as of when it last
         found the socket empty rather than now.
         """
-        assert self._sock is not None
-        if cast(int, self._sock.get(zmq.EVENTS)) & zmq.POLLIN:
-            return self._drained_at
+        assert self._io is not None
+        if self._io.unread():
+            return self._io.drained_at
         return now
 
     def _note_fd(self, identity: bytes, fd: int) -> None:

@@ -680,3 +680,104 @@ def test_no_process_of_the_cluster_inherits_an_exported_admin_token(
         conn.close()
     finally:
         cm.stop_all()
+
+
+@pytest.fixture(scope="module")
+def ipc_conn(
+    tmp_path_factory: pytest.TempPathFactory, cluster_ports: Callable[[], dict[str, int]]
+) -> Iterator[Connection]:
+    """A cluster whose replicas reach the query frontend over ``ipc://``."""
+    data_dir = tmp_path_factory.mktemp("ipc")
+    c = Connection(LocalContainerManager(data_dir=data_dir, rpc_ipc=True, **cluster_ports()))
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop_all()
+
+
+def test_replicas_on_this_host_reach_the_query_frontend_over_a_private_unix_socket(
+    ipc_conn: Connection,
+) -> None:
+    conn = ipc_conn
+    import stat
+
+    import psutil
+
+    cm = conn.cm
+    assert isinstance(cm, LocalContainerManager)
+    conn.register_application("ipc-app", "doubles", "none", 2_000_000)
+    deploy_python_closure(conn, "ipc-model", "1", "doubles", lambda xs: [x[0] * 3 for x in xs])
+    conn.link_model_to_app("ipc-app", "ipc-model")
+    assert output_of(conn, "ipc-app", [2.0]) == 6.0
+
+    socket_path = cm.data_dir / "rpc" / "query.sock"
+    assert stat.S_ISSOCK(socket_path.stat().st_mode)
+    assert stat.S_IMODE(socket_path.parent.stat().st_mode) == 0o700
+    replicas = [r for r in cm.processes() if r["name"].startswith("replica-ipc-model")]
+    assert len(replicas) == 1
+    proc = psutil.Process(replicas[0]["pid"])
+    argv = proc.cmdline()
+    assert argv[argv.index("--frontend") + 1] == f"ipc://{socket_path}"
+    # Not over TCP: the replica holds no connection to the RPC port.
+    assert all(not c.raddr or c.raddr.port != cm.rpc_port for c in proc.net_connections(kind="tcp"))
+
+
+def test_a_client_without_the_cluster_keys_cannot_register_over_the_unix_socket(
+    ipc_conn: Connection,
+) -> None:
+    conn = ipc_conn
+    import zmq
+    from zmq.utils.monitor import recv_monitor_message
+
+    from model_container import protocol
+    from model_container.rpc_keys import ClientKeys
+
+    cm = conn.cm
+    assert isinstance(cm, LocalContainerManager)
+    address = f"ipc://{cm.data_dir / 'rpc' / 'query.sock'}"
+    keys = ClientKeys.load(str(cm.data_dir / "secrets" / "replica"))
+    failed = (
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    )
+    hello = protocol.Hello("ipc-impostor", "1", protocol.InputType.DOUBLES, "impostor-0")
+    ctx = zmq.Context()
+    sockets: list[tuple[zmq.Socket[bytes], zmq.Socket[bytes]]] = []
+
+    def dealer(curve: tuple[bytes, bytes] | None) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            sock.setsockopt(zmq.CURVE_SERVERKEY, keys.server_public)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, curve[0])
+            sock.setsockopt(zmq.CURVE_SECRETKEY, curve[1])
+        monitor = sock.get_monitor_socket(failed | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        sock.connect(address)
+        sock.send_multipart(protocol.encode(hello))
+        sockets.append((sock, monitor))
+        return sock, monitor
+
+    def handshake(monitor: zmq.Socket[bytes]) -> int:
+        assert monitor.poll(10_000), "no handshake event"
+        return int(recv_monitor_message(monitor)["event"])
+
+    try:
+        # No CURVE at all, and a key pair of its own (with the server's public key).
+        for curve in (None, zmq.curve_keypair()):
+            sock, monitor = dealer(curve)
+            assert handshake(monitor) & failed
+            assert not sock.poll(0), "a client without the cluster's key got an answer"
+        # The control: the cluster's replica key completes the handshake and is welcomed.
+        sock, monitor = dealer((keys.public, keys.secret))
+        assert handshake(monitor) == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        assert sock.poll(10_000)
+        assert isinstance(protocol.decode(sock.recv_multipart()), protocol.Welcome)
+        sock.send_multipart(protocol.encode(protocol.Goodbye("test over")))
+    finally:
+        for sock, monitor in sockets:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+            sock.close(linger=0)
+        ctx.term()
