@@ -33,7 +33,7 @@ from query_frontend.http.asgi import (
 )
 from query_frontend.http.auth import key_refusal
 from query_frontend.http.budget import BudgetFullError, Hold
-from query_frontend.http.inputs import InputError, TooManyItemsError
+from query_frontend.http.inputs import InputError, TooManyItemsError, parse_request
 from query_frontend.http.offload import ParserUnavailableError
 from query_frontend.http.state import FrontendState
 from query_frontend.queries import Expired, Failure, Outcome
@@ -86,7 +86,11 @@ async def _predict(
     try:
         body = await read_body(scope, receive, state.config.max_body_bytes, hold)
         max_items = state.config.max_inputs_per_request
-        items, is_batch, uid = await state.parser.parse_predict(body, app.input_type, max_items)
+        parser = state.parser
+        if parser.inline(body):  # the usual body: no coroutine to await
+            items, is_batch, uid = parse_request(body, app.input_type, max_items)
+        else:
+            items, is_batch, uid = await parser.parse_predict(body, app.input_type, max_items)
     except (BodyTooLargeError, BudgetFullError) as exc:
         return refused(exc)
     except ParserUnavailableError as exc:
@@ -101,7 +105,9 @@ async def _predict(
     ids = [next(query_ids)] if len(items) == 1 else [next(query_ids) for _ in items]
     try:
         if route.model_key is not None:  # one model: the common case, kept short
-            out.extend(await state.evaluator.evaluate(route.model_key, app, items, ids, deadline))
+            # Evaluator.evaluate, inlined: two coroutines fewer for a cache hit.
+            for wait in state.evaluator.submit(route.model_key, app, items, ids, deadline):
+                out.append(wait if isinstance(wait, bytes) else await wait)
             return _respond(ids, out, app, is_batch, route.models_json)
         if route.no_model_reason:
             out.extend([Expired(route.no_model_reason)] * len(items))
