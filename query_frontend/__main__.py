@@ -19,6 +19,7 @@ from model_container.rpc_keys import INSECURE_RPC_ENV, insecure_from_env
 from query_frontend.app import create_app
 from query_frontend.config import Config
 from query_frontend.http.server import DrainingServer, draining_protocol, listeners
+from query_frontend.http.writes import coalesced_protocol
 
 logger = logging.getLogger("query_frontend")
 
@@ -194,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         port=config.port,
         loop="uvloop",
         http=draining_protocol(
-            deadline_protocol(HttpToolsProtocol, config.header_timeout_s, config.body_timeout_s)
+            coalesced_protocol(
+                deadline_protocol(HttpToolsProtocol, config.header_timeout_s, config.body_timeout_s)
+            )
         ),
         ws="none",  # an upgraded connection would leave the request deadlines behind
         log_config=None,

@@ -32,7 +32,7 @@ from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.batching.quarantine import Quarantine
 from query_frontend.caching.cache import PredictionCache
 from query_frontend.config import Config
-from query_frontend.http.asgi import Receive, Scope, Send, error, send_reply
+from query_frontend.http.asgi import Message, Receive, Scope, Send, error, send_reply
 from query_frontend.http.endpoints import routes
 from query_frontend.http.metrics_port import serve_metrics
 from query_frontend.http.predict import handle_predict
@@ -65,6 +65,8 @@ class FrontDoor:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.state is not None:
+            if self.state.draining:  # every connection closes after its next response
+                send = _closing(send)
             path: str = scope["path"]
             name, _, verb = path[1:].partition("/")
             handler = _HANDLERS.get(verb)
@@ -78,6 +80,19 @@ class FrontDoor:
                 return
         assert self.inner is not None
         await self.inner(scope, receive, send)
+
+
+def _closing(send: Send) -> Send:
+    """``send``, its response saying ``Connection: close`` (uvicorn then closes the
+    connection after it: see ``http.server.GracefulClose``)."""
+
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [*message.get("headers", ()), (b"connection", b"close")]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return closing
 
 
 def create_app(config: Config) -> FrontDoor:

@@ -9,8 +9,7 @@ why); this is the little of one they need.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -26,11 +25,12 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-_JSON_HEADERS = ((b"content-type", b"application/json"),)
+_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
+    """A response to send: a tuple, built in a fraction of a frozen dataclass's time."""
+
     status: int
     body: bytes
     headers: tuple[tuple[bytes, bytes], ...] = ()
@@ -42,9 +42,10 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
 
 
 async def send_reply(send: Send, reply: Reply) -> None:
-    headers = [*_JSON_HEADERS, (b"content-length", b"%d" % len(reply.body)), *reply.headers]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
+    status, body, extra = reply
+    headers = (_CONTENT_TYPE, (b"content-length", b"%d" % len(body)), *extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def refused(

@@ -31,6 +31,11 @@ _NUMERIC_KINDS: dict[InputType, str] = {
 _INT64_MAX = np.iinfo(np.int64).max
 _INT64_END = 2.0**63  # the first float past int64 (the float of _INT64_MAX rounds to it)
 
+#: The largest finite value of each float dtype, and the size of an input checked with
+#: Python floats rather than numpy ufuncs (each costs ~1 µs however small the array).
+_FLOAT_MAX: dict[np.dtype[Any], float] = {}
+_SMALL = 256
+
 _SHAPE_HINT = '{"input": ...} or {"input_batch": [...]}'
 _TOO_DEEP = too_deep()
 
@@ -161,7 +166,14 @@ def _numeric(value: Any, input_type: InputType, dtype: np.dtype[Any], where: str
 def _check_range(arr: np.ndarray[Any, Any], input_type: InputType, dtype: Any, where: str) -> None:
     """Refuse a number that would not be finite as ``dtype`` (past float32 for 'floats';
     NaN or infinity, should a parser ever let one through)."""
-    limit = np.finfo(dtype).max
+    limit = _FLOAT_MAX.get(dtype)
+    if limit is None:
+        limit = _FLOAT_MAX[dtype] = float(np.finfo(dtype).max)
+    if arr.size <= _SMALL and sum(map(abs, arr.tolist())) <= limit:
+        # The usual query, a few numbers: a sum of Python floats costs a fraction of the
+        # ufuncs below. Enough (every value's magnitude is at most the sum); a NaN, an
+        # infinity or a sum past the limit falls through to the exact check.
+        return
     fits = np.abs(arr) <= limit  # False for NaN too
     if fits.all():
         return

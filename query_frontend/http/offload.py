@@ -111,12 +111,16 @@ class BodyParser:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
 
+    def inline(self, body: bytes) -> bool:
+        """Whether ``body`` is parsed on the loop (small, or no workers)."""
+        return len(body) <= self.threshold or self.workers <= 0
+
     async def parse_predict(
         self, body: bytes, input_type: InputType, max_items: int
     ) -> tuple[list[Item], bool, str | None]:
         """``inputs.parse_request(body, ...)``: the items of a predict request, whether it
         was a batch request, and its uid; off the loop if the body is large."""
-        if len(body) <= self.threshold or self.workers <= 0:
+        if self.inline(body):
             return parse_request(body, input_type, max_items)
         packed, is_batch, uid = await self.run(_parse_packed, body, input_type, max_items)
         return unpack(packed), is_batch, uid
@@ -124,7 +128,7 @@ class BodyParser:
     async def parse(self, fn: Callable[..., T], body: bytes, *args: Any) -> T:
         """``fn(body, *args)``: in a worker if ``body`` is large, else inline (what it
         returns crosses processes pickled: for many small arrays, see ``parse_predict``)."""
-        if len(body) <= self.threshold or self.workers <= 0:
+        if self.inline(body):
             return fn(body, *args)
         return await self.run(fn, body, *args)
 

@@ -10,7 +10,6 @@ the container and are spliced in without being parsed.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -34,7 +33,7 @@ from query_frontend.http.asgi import (
 )
 from query_frontend.http.auth import key_refusal
 from query_frontend.http.budget import BudgetFullError, Hold
-from query_frontend.http.inputs import InputError, TooManyItemsError
+from query_frontend.http.inputs import InputError, TooManyItemsError, parse_request
 from query_frontend.http.offload import ParserUnavailableError
 from query_frontend.http.state import FrontendState
 from query_frontend.queries import Expired, Failure, Outcome
@@ -48,7 +47,7 @@ async def handle_predict(
     state: FrontendState, app_name: str, scope: Scope, receive: Receive, send: Send
 ) -> None:
     """Answer one ``POST /{app_name}/predict``."""
-    loop = asyncio.get_running_loop()
+    loop = state.loop
     arrival = loop.time()
     route = state.routing.routes.get(app_name)
     if route is None:
@@ -87,7 +86,11 @@ async def _predict(
     try:
         body = await read_body(scope, receive, state.config.max_body_bytes, hold)
         max_items = state.config.max_inputs_per_request
-        items, is_batch, uid = await state.parser.parse_predict(body, app.input_type, max_items)
+        parser = state.parser
+        if parser.inline(body):  # the usual body: no coroutine to await
+            items, is_batch, uid = parse_request(body, app.input_type, max_items)
+        else:
+            items, is_batch, uid = await parser.parse_predict(body, app.input_type, max_items)
     except (BodyTooLargeError, BudgetFullError) as exc:
         return refused(exc)
     except ParserUnavailableError as exc:
@@ -98,10 +101,13 @@ async def _predict(
         return error(400, "invalid_input", f"app '{app.name}' ({app.input_type}): {exc}")
 
     deadline = deadline_for(state, app, arrival)
-    ids = [next(state.query_ids) for _ in items]
+    query_ids = state.query_ids
+    ids = [next(query_ids)] if len(items) == 1 else [next(query_ids) for _ in items]
     try:
         if route.model_key is not None:  # one model: the common case, kept short
-            out.extend(await state.evaluator.evaluate(route.model_key, app, items, ids, deadline))
+            # Evaluator.evaluate, inlined: two coroutines fewer for a cache hit.
+            for wait in state.evaluator.submit(route.model_key, app, items, ids, deadline):
+                out.append(wait if isinstance(wait, bytes) else await wait)
             return _respond(ids, out, app, is_batch, route.models_json)
         if route.no_model_reason:
             out.extend([Expired(route.no_model_reason)] * len(items))
@@ -119,17 +125,20 @@ async def _predict(
     return _respond_answers(ids, answered, app, is_batch)
 
 
+_ANSWER = b'{"query_id":%d,"output":%b,"default":false,"models":%b}'
+
+
 def _respond(
     ids: list[int], outcomes: list[Outcome], app: App, is_batch: bool, models: bytes
 ) -> Reply:
     """Answers of a one-model app: ``models`` (its JSON list) names who answered."""
+    if not is_batch and isinstance(outcome := outcomes[0], bytes):  # the usual answer
+        return Reply(200, _ANSWER % (ids[0], outcome, models))
     default = app.default_output
     parts: list[bytes] = []
     for qid, outcome in zip(ids, outcomes, strict=True):
         if isinstance(outcome, bytes):
-            parts.append(
-                b'{"query_id":%d,"output":%b,"default":false,"models":%b}' % (qid, outcome, models)
-            )
+            parts.append(_ANSWER % (qid, outcome, models))
         elif isinstance(outcome, Failure):
             return model_failed(qid, outcome, app)
         else:

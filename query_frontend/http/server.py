@@ -17,7 +17,8 @@ with its response. It waits for them up to ``timeout_graceful_shutdown``
 - ``GracefulClose``: uvicorn closes an idle keep-alive connection at once; under load
   its client has often sent its next request already, and that request would be lost.
   Such a connection stays open ``DRAIN_GRACE_S`` more, and a request that begins on it
-  is answered, with ``Connection: close``.
+  is answered, with ``Connection: close`` (the app adds it to every response once the
+  drain has begun: ``query_frontend.app.FrontDoor``).
 - ``DrainingServer``: ``/healthz`` answers 503 "draining" from the signal on (for a
   readiness probe on a connection still open), and a drain started by SIGTERM ends in
   exit status 0: uvicorn would raise the signal again once done, and the process would
@@ -108,7 +109,6 @@ class GracefulClose:
     on it, and that request's response closes it (see the module)."""
 
     drain_grace_s = DRAIN_GRACE_S
-    _draining = False
     # What uvicorn's protocol provides.
     cycle: Any
     transport: asyncio.Transport
@@ -119,13 +119,11 @@ class GracefulClose:
         if cycle is not None and not cycle.response_complete:
             super().shutdown()  # type: ignore[misc]  # busy: close after this response
             return
-        self._draining = True
+        # A request that begins meanwhile is answered with Connection: close by the app
+        # (``query_frontend.app.FrontDoor``: it drains from the signal on), and uvicorn
+        # closes the connection after that response. Not here, in on_headers_complete:
+        # a method of this class that every request calls costs every request.
         self.loop.call_later(self.drain_grace_s, self._close_if_idle)
-
-    def on_headers_complete(self) -> None:
-        super().on_headers_complete()  # type: ignore[misc]
-        if self._draining and self.cycle is not None:
-            self.cycle.keep_alive = False  # the response says Connection: close, then closes
 
     def _close_if_idle(self) -> None:
         cycle = self.cycle

@@ -7,6 +7,7 @@ nothing under the HTTP layer depends on everything the frontend holds.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ class FrontendState:
     parser: BodyParser = field(init=False)
     # Set on SIGTERM: /healthz answers 503 while the accepted requests are answered.
     draining: bool = False
+    # The loop the frontend runs on (built in it): asyncio.get_running_loop() calls
+    # getpid() each time, a system call per request on the hot path.
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
 
     def __post_init__(self) -> None:
         self.evaluator = Evaluator(self.cache, self.dispatcher)

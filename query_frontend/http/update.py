@@ -18,7 +18,6 @@ could not be confirmed; sent again with the same ``feedback_id`` it counts at mo
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -118,7 +117,7 @@ async def _update(
     if route.model_key is None and route.no_model_reason:
         return error(409, "no_model", f"app '{app.name}' cannot learn: {route.no_model_reason}")
 
-    loop = asyncio.get_running_loop()
+    loop = state.loop
     arrival = loop.time()
     deadline = deadline_for(state, app, arrival)
     qid = next(state.query_ids)

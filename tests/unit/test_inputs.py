@@ -177,3 +177,24 @@ def test_non_finite_numbers_are_refused_should_a_parser_let_them_through(value, 
 def test_the_largest_float32_is_taken():
     items, _ = parse_body(b'{"input": [3.4028234e38, -3.4028234e38]}', InputType.FLOATS)
     assert np.isfinite(items[0]).all()
+
+
+@pytest.mark.parametrize(
+    ("input_type", "values"),
+    [
+        # Every value fits, their magnitudes add up past the limit: still taken.
+        (InputType.FLOATS, [3e38, -3e38, 3e38]),
+        (InputType.DOUBLES, [1.7e308, -1.7e308]),
+        # Past the size checked with Python floats: numpy checks it.
+        (InputType.FLOATS, [1.5] * 1000),
+    ],
+)
+def test_numbers_that_each_fit_are_taken_however_large_their_sum(input_type, values):
+    item = convert(values, input_type, "input")
+    assert np.isfinite(item).all()
+
+
+def test_a_number_past_float32_in_a_long_input_is_refused_with_its_place():
+    values = [1.0] * 999 + [1e39]
+    with pytest.raises(InputError, match=r"input\[999\] is 1e\+39, outside the range"):
+        convert(values, InputType.FLOATS, "input")
