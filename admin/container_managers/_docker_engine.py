@@ -180,9 +180,11 @@ class ClusterEngine:
             return None
         code: int | None = None
         try:
-            events = self.client.events(
+            events = self.client.events(  # type: ignore[call-overload]  # str until: see below
                 since=since,
-                until=int(time.time()),
+                # Fractional: a whole-second ``until`` leaves out the die events of the
+                # current second, the ones a just-restarted replica's status needs.
+                until=f"{time.time():.9f}",
                 filters={"container": str(container.id), "event": "die"},
                 decode=True,
             )
