@@ -14,6 +14,9 @@ on Ctrl-C) stops every process the group started.
 - ``schooner-2qf``: the sklearn app on a cluster with 2 query frontend processes
   (``query_frontends=2``), if the local manager takes it: beside ``schooner-sklearn``,
   what a second frontend buys on this machine.
+- ``schooner-ipc``: the sklearn app on a cluster whose replicas reach the query frontend
+  over ``ipc://`` (``rpc_ipc=True``; CURVE kept): beside ``schooner-sklearn``, TCP
+  against a unix socket on one host.
 - ``raw-asgi``: a bare ASGI app under uvicorn answering a constant: the HTTP ceiling.
 - ``starlette-sklearn``: Starlette with the model in-process, one predict per request.
 - ``minimal``: the floor (issue 14), ``baselines/minimal_pipeline.py``: uvicorn, a greedy
@@ -164,12 +167,14 @@ def schooner(settings: Settings) -> Iterator[list[Target]]:
             ("sklearn-slo20", "sklearn", tight),
         ]
         for app, model_name, app_slo in apps:
-            conn.register_application(app, "doubles", -1.0, app_slo)
+            # The model path is what is measured: the cache only where its hits are.
+            cached = app == "sklearn-cache"
+            conn.register_application(app, "doubles", -1.0, app_slo, cache_enabled=cached)
             conn.link_model_to_app(app, model_name)
         for policy in ("exp3", "exp4"):
             app = f"sklearn-{policy}"
             # Class labels: the ensemble votes (weighted), as it would for a classifier.
-            conn.register_application(app, "doubles", -1.0, slo, policy=policy)
+            conn.register_application(app, "doubles", -1.0, slo, policy=policy, cache_enabled=False)
             for model_name in ("sklearn", "sklearn-2", "sklearn-3"):
                 conn.link_model_to_app(app, model_name)
             apps.append((app, "", slo))
@@ -178,7 +183,7 @@ def schooner(settings: Settings) -> Iterator[list[Target]]:
         for app, _, _ in apps:
             wait_http_ok(f"{base}/{app}/predict", PROBE_BODY, settings.start_timeout, None)
         # The same model behind an app with an API key: what the key check costs.
-        conn.register_application("sklearn-keyed", "doubles", -1.0, slo)
+        conn.register_application("sklearn-keyed", "doubles", -1.0, slo, cache_enabled=False)
         conn.link_model_to_app("sklearn-keyed", "sklearn")
         api_key = conn.create_api_key("sklearn-keyed")
         wait_http_ok(
@@ -301,7 +306,8 @@ def _sklearn_only(
             return list(model.predict(xs).tolist())
 
         deploy_python_closure(conn, "sklearn", "1", "doubles", predict)
-        conn.register_application("sklearn", "doubles", -1.0, round(settings.slo_ms * 1000))
+        slo = round(settings.slo_ms * 1000)
+        conn.register_application("sklearn", "doubles", -1.0, slo, cache_enabled=False)
         conn.link_model_to_app("sklearn", "sklearn")
         url = f"http://{conn.get_query_addr()}/sklearn/predict"
         wait_http_ok(url, PROBE_BODY, settings.start_timeout, None)
@@ -347,6 +353,16 @@ def schooner_2qf(settings: Settings) -> Iterator[list[Target]]:
         return
     with _sklearn_only(
         settings, "schooner-2qf", "schooner-2qf", "2 query frontends", query_frontends=2
+    ) as targets:
+        yield targets
+
+
+@contextlib.contextmanager
+def schooner_ipc(settings: Settings) -> Iterator[list[Target]]:
+    """The sklearn app of ``schooner`` with its replicas reaching the query frontend over
+    ``ipc://`` (a unix socket, CURVE kept) instead of TCP on 127.0.0.1 (``rpc_ipc=True``)."""
+    with _sklearn_only(
+        settings, "schooner-ipc", "schooner-ipc", "RPC over ipc://", rpc_ipc=True
     ) as targets:
         yield targets
 
@@ -549,6 +565,7 @@ GROUPS: dict[str, Group] = {
     "schooner": schooner,
     "schooner-plain-rpc": schooner_plain_rpc,
     "schooner-2qf": schooner_2qf,
+    "schooner-ipc": schooner_ipc,
     "ray-serve": ray_serve,
     "ray-serve-direct": ray_serve_direct,
 }
