@@ -90,7 +90,7 @@ async def frontend(
         async def one() -> None:
             deadline = loop.time() + 10.0
             query = Query(next(ids), x, deadline, loop.create_future())
-            query.timer = loop.call_at(deadline, dispatcher.expire, query, q)
+            dispatcher.deadlines.add(query, q, loop)
             start = time.perf_counter()
             dispatcher.submit(q, [query])
             await query.future

@@ -9,7 +9,7 @@ another in one direction only (see the package map in ``query_frontend/__init__.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,7 +55,6 @@ class Query:
     item: Item
     deadline: float  # in loop.time() seconds
     future: asyncio.Future[Outcome]
-    timer: asyncio.TimerHandle | None = field(default=None)
     submitted: float = 0.0  # loop.time() when it joined its model's queue
     # Give up as soon as no replica of the model is connected, not at the deadline: set
     # for the queries of an ensemble, which can answer without this model.
@@ -75,9 +74,5 @@ class Query:
 
     def resolve(self, outcome: Outcome) -> None:
         """Answer the query once; later answers (a retry, a late result) are ignored."""
-        if self.future.done():
-            return
-        self.future.set_result(outcome)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if not self.future.done():
+            self.future.set_result(outcome)

@@ -49,7 +49,7 @@ from query_frontend.batching.controllers import (
     BatchSizeController,
     make_controller,
 )
-from query_frontend.batching.deadlines import LagTracker
+from query_frontend.batching.deadlines import DeadlineWatch, LagTracker
 from query_frontend.batching.quarantine import Quarantine, QuarantinedError
 from query_frontend.batching.replicas import Replica, ReplicaHistory
 from query_frontend.caching.cache import cache_key
@@ -167,6 +167,8 @@ class Dispatcher:
         self._batch_ids = itertools.count(1)
         self._batches: dict[int, tuple[Replica, list[Query]]] = {}
         self.timer_lag = LagTracker()  # how late deadline timers fire: the loop's lag
+        # Every query's deadline, on one timer: ``expire`` for those still waiting at it.
+        self.deadlines: DeadlineWatch[ModelQueue] = DeadlineWatch(self.expire)
         self._send: SendFn | None = None
         self.on_replica_added: Callable[[Replica], None] = lambda r: None
         self.on_replica_removed: Callable[[Replica], None] = lambda r: None
@@ -246,20 +248,20 @@ class Dispatcher:
             query.isolated = query.isolated or suspect
 
     def expire(self, query: Query, q: ModelQueue) -> None:
-        """Timer callback at a query's deadline."""
-        query.timer = None
+        """At a query's deadline, if it is still waiting (``deadlines``)."""
         now = asyncio.get_running_loop().time()
         self.timer_lag.observe(now - query.deadline, now)
         query.resolve(Expired(q.explain_expiry()))
 
     def _pump(self, q: ModelQueue) -> None:
         while q.pending and q.replicas:
-            replica = min(
-                (r for r in q.replicas.values() if r.available),
-                key=lambda r: r.outstanding,
-                default=None,
-            )
-            if replica is None or replica.outstanding >= q.max_inflight:
+            # The least loaded replica in rotation with room (the first of equals); under
+            # load, every query that arrives asks this of busy replicas: a plain loop.
+            replica, least = None, q.max_inflight
+            for r in q.replicas.values():
+                if not r.unavailable and len(r.inflight) < least:
+                    replica, least = r, len(r.inflight)
+            if replica is None:
                 return
             limit = replica.batcher.size()
             if q.wait_s > 0 and len(q.pending) < limit and self._wait_to_fill(q):

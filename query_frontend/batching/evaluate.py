@@ -76,6 +76,7 @@ class Evaluator:
 
         loop = asyncio.get_running_loop()
         dispatcher = self.dispatcher
+        watch = dispatcher.deadlines
         q = dispatcher.queue(key, app.input_type)
         waits: list[bytes | asyncio.Future[Outcome]] = []
         queries: list[Query] = []
@@ -84,7 +85,7 @@ class Evaluator:
                 waits.append(hit)  # a hit, or joined an identical query already in flight
                 continue
             query = Query(qid, item, deadline, loop.create_future(), impatient=impatient)
-            query.timer = loop.call_at(deadline, dispatcher.expire, query, q)
+            watch.add(query, q, loop)
             if hit is not None:
                 cache.attach(hit, query.future)  # this query leads: its outcome ends the flight
             queries.append(query)

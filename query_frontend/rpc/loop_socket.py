@@ -10,10 +10,11 @@ take each message: on the c=1 path that is a Future, a task step and an extra
 ``ZMQ_FD`` is edge-triggered, and not by the arrival of a message but by libzmq
 processing its commands, which any call on the socket may do, a send included: once a
 send has swallowed the edge, the descriptor stays quiet although messages wait. So
-``_drain`` reads until EAGAIN, and a send (or an ``unread`` check) made outside
-``_drain`` (a batch dispatched from an HTTP request) schedules one more ``_drain`` for
-the next turn of the loop
-(coalesced: one per turn, however many sends). ``_drain`` takes at most
+``_drain`` reads until ``ZMQ_EVENTS`` says nothing waits, and a send made outside
+``_drain`` (a batch dispatched from an HTTP request) asks ``ZMQ_EVENTS`` at once
+(``unread``): if a message waits, one more ``_drain`` is planned for the next turn of
+the loop (coalesced: one per turn, however many sends); if not, the edge is not spent,
+and the next message raises it. ``_drain`` takes at most
 ``MAX_PER_TURN`` messages before letting the loop run other callbacks, then continues
 on the next turn.
 
@@ -84,7 +85,7 @@ class LoopSocket:
             else:
                 logger.warning("RPC send failed: %s", exc)
         if not self._draining:
-            self._plan_drain()
+            self.unread()
 
     def unread(self) -> bool:
         """Whether messages wait unread. Reading ``ZMQ_EVENTS`` may spend the edge that
@@ -108,6 +109,11 @@ class LoopSocket:
         self._draining = True
         try:
             for _ in range(MAX_PER_TURN):
+                # Asked first: a receive that finds nothing raises, and an exception
+                # costs more than the question.
+                if not cast(int, sock.get(zmq.EVENTS)) & zmq.POLLIN:
+                    self.drained_at = self._loop.time()
+                    return
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:

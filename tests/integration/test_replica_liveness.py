@@ -150,7 +150,7 @@ class Frontend:
         queries = []
         for x in xs:
             query = Query(next(_ids), np.array([x]), deadline, loop.create_future())
-            query.timer = loop.call_at(deadline, self.dispatcher.expire, query, q)
+            self.dispatcher.deadlines.add(query, q, loop)
             queries.append(query)
         self.dispatcher.submit(q, queries)
         return queries
