@@ -45,7 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.baselines.model import NUM_FEATURES, train_model
-from benchmarks.procs import Server, free_port, free_ports, running, wait_http_ok
+from benchmarks.procs import (
+    Server,
+    free_port,
+    free_port_run,
+    free_ports,
+    running,
+    wait_http_ok,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RAY_PYTHON = REPO_ROOT / "benchmarks" / ".venv-ray" / "bin" / "python"
@@ -107,7 +114,9 @@ def _local_cluster(name: str, settings: Settings, **options: Any) -> Iterator[tu
     ``options`` go to LocalContainerManager as they are."""
     from admin import Connection, LocalContainerManager
 
-    query_port, management_port, rpc_port, redis_port = free_ports(4)
+    query_port, management_port, redis_port = free_ports(3)
+    frontends = int(options.get("query_frontends", 1))
+    rpc_port = free_port_run(frontends, avoid=(query_port, management_port, redis_port))
     with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
         manager = LocalContainerManager(
             data_dir=tmp,

@@ -41,6 +41,29 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def free_port_run(n: int, avoid: tuple[int, ...] = ()) -> int:
+    """The first of ``n`` consecutive ports free on 127.0.0.1 (none in ``avoid``): query
+    frontend ``i`` of a cluster binds ``rpc_port + i``."""
+    for _ in range(100):
+        first = free_port()
+        ports = range(first, first + n)
+        if first + n > 65536 or any(p in avoid for p in ports):
+            continue
+        socks = []
+        try:
+            for port in ports:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no run of {n} free consecutive ports on 127.0.0.1")
+
+
 def wait_http_ok(
     url: str,
     body: bytes,
