@@ -63,6 +63,8 @@ class Evaluator:
         (``Query``)."""
         cache = self.cache
         use_cache = cache.enabled and app.cache_enabled
+        if not use_cache and len(items) == 1:  # one input, no cache: straight to its queue
+            return [self._submit_one(key, app, items[0], ids[0], deadline, impatient)]
         founds: list[bytes | asyncio.Future[Outcome] | Flight | None]
         if use_cache and len(items) == 1:  # the common request, answered from the cache
             found = cache.lookup(cache_key(key, items[0]), deadline)
@@ -81,7 +83,7 @@ class Evaluator:
         waits: list[bytes | asyncio.Future[Outcome]] = []
         queries: list[Query] = []
         for qid, item, hit in zip(ids, items, founds, strict=True):
-            if isinstance(hit, bytes | asyncio.Future):
+            if isinstance(hit, _ANSWERED):
                 waits.append(hit)  # a hit, or joined an identical query already in flight
                 continue
             query = Query(qid, item, deadline, loop.create_future(), impatient=impatient)
@@ -98,3 +100,23 @@ class Evaluator:
                     query.resolve(Expired(str(exc)))  # answers any query that joined these
                 raise
         return waits
+
+    def _submit_one(
+        self, key: ModelKey, app: App, item: Item, qid: int, deadline: float, impatient: bool
+    ) -> asyncio.Future[Outcome]:
+        """``submit`` of one input past the cache: what most requests are."""
+        loop = asyncio.get_running_loop()
+        dispatcher = self.dispatcher
+        q = dispatcher.queue(key, app.input_type)
+        query = Query(qid, item, deadline, loop.create_future(), impatient=impatient)
+        dispatcher.deadlines.add(query, q, loop)
+        try:
+            dispatcher.submit(q, (query,))
+        except Exception as exc:
+            query.resolve(Expired(str(exc)))
+            raise
+        return query.future
+
+
+# What the cache hands back that needs no query: an answer, or a flight's future to join.
+_ANSWERED = (bytes, asyncio.Future)
