@@ -33,7 +33,8 @@ The transports (``--transports``):
   ``asyncio.Protocol`` that writes with ``transport.write``; model: a blocking socket
   (``recv_into`` a buffer, parse, one ``sendall`` of the replies to what it read);
 - ``seqpacket``: ``AF_UNIX`` ``SOCK_SEQPACKET`` (the kernel keeps message boundaries,
-  so no framing): frontend ``loop.add_reader`` and non-blocking ``recv_into``/``send``;
+  so no framing): frontend ``loop.add_reader`` and non-blocking ``recv_into``/``send``
+  (reading past the first message only while more replies are awaited);
   model blocking ``recv_into``/``send``.
 
 Per transport and round: a warm-up, then ``--count`` round trips one at a time (c=1:
@@ -280,8 +281,9 @@ class UnixChannel(Channel):
 class SeqpacketChannel(Channel):
     """A ``SOCK_SEQPACKET`` connection read on ``loop.add_reader``."""
 
-    def __init__(self, on_reply: OnReply) -> None:
+    def __init__(self, on_reply: OnReply, in_flight: Callable[[], int]) -> None:
         super().__init__(on_reply)
+        self.in_flight = in_flight
         self._listener: socket.socket | None = None
         self._conn: socket.socket | None = None
         self._buf = bytearray(64 * 1024)
@@ -304,16 +306,22 @@ class SeqpacketChannel(Channel):
         loop.add_reader(conn.fileno(), self._drain)
 
     def _drain(self) -> None:
-        # One message per callback: the reader is level-triggered, so the loop calls
-        # again while more wait, and no read ends in BlockingIOError (an exception
-        # costs more than a turn of the loop).
+        # The reader is level-triggered: the loop calls again while messages wait. A
+        # read that finds nothing raises BlockingIOError, which costs more than a turn
+        # of the loop, so it reads on past the first message only while more replies
+        # are awaited (``in_flight``): at c=1 no read ends in the exception.
         assert self._conn is not None
-        try:
-            n = self._conn.recv_into(self._buf)
-        except BlockingIOError:
-            return
-        if n:
+        recv_into, buf = self._conn.recv_into, self._buf
+        for _ in range(256):
+            try:
+                n = recv_into(buf)
+            except BlockingIOError:
+                return
+            if n == 0:
+                return
             self.on_reply()
+            if not self.in_flight():
+                return
 
     def send(self, payload: bytes) -> None:
         assert self._conn is not None
@@ -425,25 +433,26 @@ class Driver:
         await asyncio.gather(*(worker() for _ in range(width)))
 
 
-def make_channel(transport: str, on_reply: OnReply) -> Channel:
+def make_channel(transport: str, on_reply: OnReply, in_flight: Callable[[], int]) -> Channel:
     if transport in ZMQ_TRANSPORTS:
         return ZmqChannel(on_reply, transport)
     if transport == "unix":
         return UnixChannel(on_reply)
     if transport == "seqpacket":
-        return SeqpacketChannel(on_reply)
+        return SeqpacketChannel(on_reply, in_flight)
     raise SystemExit(f"unknown transport {transport!r}")
 
 
 async def frontend(
-    transport: str, count: int, inflight: int, inflight_count: int
+    transport: str, count: int, inflight: int, inflight_count: int, affinity: str
 ) -> dict[str, Any]:
     driver = Driver()
-    channel = make_channel(transport, driver.on_reply)
+    channel = make_channel(transport, driver.on_reply, lambda: len(driver.pending))
     driver.channel = channel
     with tempfile.TemporaryDirectory(prefix="trtt-") as tmp:
         tail = await channel.open(tmp)
-        argv = [sys.executable, "-m", "benchmarks.transport_rtt", "--model", transport, *tail]
+        argv = [sys.executable, "-m", "benchmarks.transport_rtt", "--affinity", affinity]
+        argv += ["--model", transport, *tail]
         child = subprocess.Popen(argv)  # noqa: ASYNC220 (started once, before measuring)
         try:
             await asyncio.wait_for(channel.wait_peer(), 20.0)
@@ -577,6 +586,8 @@ def run(args: argparse.Namespace) -> None:
                 str(args.inflight),
                 "--inflight-count",
                 str(args.inflight_count),
+                "--affinity",
+                args.affinity,
             ]
             out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
             result = json.loads(out.strip().splitlines()[-1])
@@ -592,7 +603,7 @@ def run(args: argparse.Namespace) -> None:
     print(
         f"{started} → {time.strftime('%H:%M:%S')}, load average {load0[0]:.2f} → {load1[0]:.2f},"
         f" {args.rounds} rounds, medians; {args.count} round trips at c=1,"
-        f" {args.inflight_count} at c={args.inflight}"
+        f" {args.inflight_count} at c={args.inflight}, affinity {args.affinity}"
     )
     print()
     print(summarize(results, transports))
@@ -611,10 +622,21 @@ def main() -> None:
     p.add_argument("--inflight", type=int, default=64)
     p.add_argument("--inflight-count", type=int, default=20000)
     p.add_argument("--transports", default=",".join(TRANSPORTS))
+    p.add_argument(
+        "--affinity",
+        choices=("any", "same", "split"),
+        default="any",
+        help="where the scheduler may run the two processes: anywhere (as in production),"
+        " both on CPU 0, or the frontend on CPU 0 and the model on CPU 1",
+    )
     p.add_argument("--json", help="also write every round's raw figures here")
     p.add_argument("--frontend", help=argparse.SUPPRESS)
     p.add_argument("--model", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.frontend or a.model:
+        cpu = {"same": 0, "split": 1 if a.model else 0}.get(a.affinity)
+        if cpu is not None:  # before any thread starts: libzmq's threads inherit it
+            os.sched_setaffinity(0, {cpu})
     if a.model:
         transport, *rest = a.model
         with contextlib.suppress(KeyboardInterrupt, BrokenPipeError, ConnectionResetError):
@@ -626,7 +648,7 @@ def main() -> None:
                 model_seqpacket(rest[0])
         return
     if a.frontend:
-        out = uvloop.run(frontend(a.frontend, a.count, a.inflight, a.inflight_count))
+        out = uvloop.run(frontend(a.frontend, a.count, a.inflight, a.inflight_count, a.affinity))
         print(json.dumps(out), flush=True)
         return
     run(a)
