@@ -46,6 +46,25 @@ every round trip shows about one voluntary switch per round trip (it went to sle
 was woken). Rounds interleave the transports (the order rotates each round), because the
 machine's speed drifts; the table gives medians over the rounds, and the per-thread
 table the medians of the c=1 windows.
+
+Where the scheduler puts the two processes matters as much as the transport on a small
+machine: ``--affinity same`` pins both to CPU 0, ``split`` the frontend to CPU 0 and the
+model to CPU 1 (a wake-up across cores costs tens of µs of latency and of CPU), ``any``
+(the default) leaves it to the scheduler, as production does.
+
+A run on 2026-12-04 05:52 UTC (2 cores, load average 1.6, three rounds, medians;
+``--count 10000 --inflight-count 30000``), c=1 p50 / p99 µs, CPU µs per round trip of the
+frontend and the model (all threads), RT/s at 64 in flight::
+
+    tcp-curve   150 / 268   100 + 49   59k      (libzmq I/O threads: fe 46, model 33 µs)
+    ipc-curve   137 / 252    92 + 45   74k
+    ipc         138 / 236    85 + 44   68k
+    unix         53 /  94    26 + 25  202k
+    seqpacket    54 /  88    25 + 17  193k
+
+At c=1 the ZeroMQ transports wake 5.4 threads per round trip (the frontend's libzmq
+I/O thread twice, the model's about 1.5 times, each main thread once), the unix sockets
+2.1.
 """
 
 from __future__ import annotations
