@@ -23,7 +23,7 @@ test: $(BIN)/python
 # Throughput and tail latency of Schooner against its peers on this machine (needs wrk).
 bench: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python -m benchmarks.run --duration 10
+	$(BIN)/python -m benchmarks.run --duration 5 --rounds 3
 
 lint:
 	$(BIN)/ruff check .

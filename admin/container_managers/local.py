@@ -42,8 +42,8 @@ if the last one died, which adopts the processes still running. ``stop_all()`` (
 replica connects to all of them. With ``rpc_ipc=True`` replicas connect over
 ``ipc://`` to a unix socket in ``rpc/`` instead, still CURVE-authenticated (the
 frontends bind the RPC port too); when the data dir's path is too long for a unix
-socket (107 bytes) they use TCP. It is off by default: the RPC hop alone is faster
-over ipc, but the benchmark's scikit-learn app measured slower (docs/wire-protocol.md).
+socket (107 bytes) they use TCP. It is off by default: the whole benchmark gains
+nothing measurable from it (docs/wire-protocol.md §1.2).
 ``restart_query_frontends()`` restarts them one at a
 time (each drains on SIGTERM), so the query port keeps answering. A connection the
 kernel queued on a closing listener but the frontend had not accepted yet is reset,
