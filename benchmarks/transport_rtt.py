@@ -28,8 +28,9 @@ The transports (``--transports``):
   model's context has one I/O thread (``zmq.Context(io_threads=1)``, the default);
 - ``ipc-curve``: the same over ``ipc://`` (a unix socket under the hood);
 - ``ipc``: ``ipc://`` without CURVE (what ``--insecure-rpc`` would run);
-- ``unix``: a raw ``AF_UNIX`` ``SOCK_STREAM`` socket, length-prefixed frames
-  (``benchmarks.frames``). Frontend: ``loop.create_unix_server`` and an
+- ``unix``: a raw ``AF_UNIX`` ``SOCK_STREAM`` socket, messages framed as the unix
+  transport frames them (``model_container.framing``). Frontend:
+  ``loop.create_unix_server`` and an
   ``asyncio.Protocol`` that writes with ``transport.write``; model: a blocking socket
   (``recv_into`` a buffer, parse, one ``sendall`` of the replies to what it read);
 - ``seqpacket``: ``AF_UNIX`` ``SOCK_SEQPACKET`` (the kernel keeps message boundaries,
@@ -90,7 +91,7 @@ import uvloop
 import zmq
 import zmq.asyncio
 
-from benchmarks.frames import FrameReader, frame
+from model_container.framing import MessageReader, encode_message
 
 REQUEST: Final = bytes(range(120))
 REPLY: Final = bytes(range(40))
@@ -121,6 +122,11 @@ def model_zmq(endpoint: str, secrets_dir: str | None) -> None:
         send(REPLY)
 
 
+def _framed(payload: bytes) -> bytes:
+    """One message of one frame, as the unix-socket RPC frames it."""
+    return b"".join(bytes(piece) for piece in encode_message([payload]))
+
+
 def _connect_unix(kind: int, path: str) -> socket.socket:
     """Connect to the frontend's unix socket (it binds before starting the model)."""
     sock = socket.socket(socket.AF_UNIX, kind)
@@ -133,8 +139,8 @@ def model_unix(path: str) -> None:
     sock = _connect_unix(socket.SOCK_STREAM, path)
     buf = bytearray(256 * 1024)
     view = memoryview(buf)
-    reader = FrameReader(max_frame=1024 * 1024)
-    reply = frame(REPLY)
+    reader = MessageReader(max_message=1024 * 1024)
+    reply = _framed(REPLY)
     while True:
         n = sock.recv_into(buf)
         if n == 0:
@@ -250,7 +256,7 @@ class ZmqChannel(Channel):
 class _FramedProtocol(asyncio.Protocol):
     def __init__(self, owner: UnixChannel) -> None:
         self._owner = owner
-        self._reader = FrameReader(max_frame=1024 * 1024)
+        self._reader = MessageReader(max_message=1024 * 1024)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._owner.connected(transport)  # type: ignore[arg-type]
@@ -288,7 +294,7 @@ class UnixChannel(Channel):
 
     def send(self, payload: bytes) -> None:
         assert self._transport is not None
-        self._transport.write(frame(payload))
+        self._transport.write(_framed(payload))
 
     def close(self) -> None:
         if self._transport is not None:
