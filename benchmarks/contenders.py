@@ -17,6 +17,7 @@ on Ctrl-C) stops every process the group started.
 - ``schooner-ipc``: the sklearn app on a cluster whose replicas reach the query frontend
   over ``ipc://`` (``rpc_ipc=True``; CURVE kept): beside ``schooner-sklearn``, TCP
   against a unix socket on one host.
+- ``schooner-unix``: the same over the direct unix-socket transport (``rpc_unix=True``).
 - ``raw-asgi``: a bare ASGI app under uvicorn answering a constant: the HTTP ceiling.
 - ``starlette-sklearn``: Starlette with the model in-process, one predict per request.
 - ``minimal``: the floor (issue 14), ``baselines/minimal_pipeline.py``: uvicorn, a greedy
@@ -376,6 +377,16 @@ def schooner_ipc(settings: Settings) -> Iterator[list[Target]]:
         yield targets
 
 
+@contextlib.contextmanager
+def schooner_unix(settings: Settings) -> Iterator[list[Target]]:
+    """The sklearn app of ``schooner`` with its replicas on the direct unix-socket
+    transport (``rpc_unix=True``: no ZeroMQ, no libzmq I/O threads between them)."""
+    with _sklearn_only(
+        settings, "schooner-unix", "schooner-unix", "RPC over a direct unix socket", rpc_unix=True
+    ) as targets:
+        yield targets
+
+
 # ---------------------------------------------------------------------------- baselines
 
 
@@ -575,6 +586,7 @@ GROUPS: dict[str, Group] = {
     "schooner-plain-rpc": schooner_plain_rpc,
     "schooner-2qf": schooner_2qf,
     "schooner-ipc": schooner_ipc,
+    "schooner-unix": schooner_unix,
     "ray-serve": ray_serve,
     "ray-serve-direct": ray_serve_direct,
 }

@@ -175,6 +175,22 @@ def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row
         "Schooner sklearn over ipc:// c=1 p50 vs minimal", "schooner-ipc", "minimal-sklearn", None
     )
     rps_ratio(f"RPC over ipc:// vs TCP, sklearn (c={c})", "schooner-ipc", "schooner-sklearn", None)
+    # The direct unix-socket transport: the hops the minimal pipeline pays, removed.
+    p50_ratio(
+        "Schooner sklearn, unix RPC, c=1 p50 vs minimal", "schooner-unix", "minimal-sklearn", 1.0
+    )
+    p50_ratio(
+        "Schooner sklearn, unix RPC, c=1 p50 vs minimal (stretch)",
+        "schooner-unix",
+        "minimal-sklearn",
+        0.8,
+    )
+    rps_ratio(
+        f"Schooner sklearn, unix RPC, vs minimal pipeline (c={c})",
+        "schooner-unix",
+        "minimal-sklearn",
+        1.0,
+    )
     rps_ratio(f"Schooner no-op vs raw ASGI (c={c})", "schooner-noop", "raw-asgi", 0.5)
     rps_ratio(f"cache-hit path vs raw ASGI (c={c})", "schooner-cache", "raw-asgi", 0.8)
     rps_ratio(

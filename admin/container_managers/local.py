@@ -182,13 +182,16 @@ class LocalContainerManager(ContainerManager):
         tls_ca: str | os.PathLike[str] | None = None,
         query_frontends: int = 1,
         rpc_ipc: bool = False,
+        rpc_unix: bool = False,
     ) -> None:
         """``tls_certfile``/``tls_keyfile`` (PEM files, both or neither): both frontends
         serve HTTPS with them; ``tls_ca``: the CA (PEM) the admin client verifies them
         with, else ``$SCHOONER_TLS_CA``, else the system's trust store.
         ``query_frontends``: how many query frontend processes share ``query_port``;
         frontend ``i`` takes RPC port ``rpc_port + i``. ``rpc_ipc``: replicas reach the
-        query frontends over unix sockets under the data dir (by default over TCP)."""
+        query frontends over ZeroMQ on unix sockets under the data dir (by default over
+        TCP); ``rpc_unix``: over the direct unix-socket transport instead (no ZeroMQ
+        between them: ``docs/wire-protocol.md`` §1.3)."""
         super().__init__()
         if (
             isinstance(query_frontends, bool)
@@ -218,6 +221,7 @@ class LocalContainerManager(ContainerManager):
         )
         self.query_frontends = query_frontends
         self.rpc_ipc = rpc_ipc
+        self.rpc_unix = rpc_unix
         self.cluster_name = cluster_name
         # Absolute: children run with the data dir as their working directory, and model
         # artifacts recorded in Redis must stay valid from wherever the next command runs.
@@ -330,8 +334,19 @@ class LocalContainerManager(ContainerManager):
             return None
         return path
 
+    def _rpc_unix_path(self, index: int) -> Path | None:
+        """Query frontend ``index``'s direct unix socket, or None (``rpc_unix=False``, or
+        a path too long for a unix socket)."""
+        path = self._rpc_dir / f"{self._query_names()[index]}.usock"
+        if not self.rpc_unix or len(os.fsencode(path)) > IPC_PATH_MAX:
+            return None
+        return path
+
     def _rpc_endpoint(self, index: int) -> str:
         """Where a replica on this host reaches query frontend ``index``."""
+        unix = self._rpc_unix_path(index)
+        if unix is not None:
+            return f"unix://{unix}"
         path = self._rpc_ipc_path(index)
         if path is not None:
             return f"ipc://{path}"
@@ -839,6 +854,7 @@ class LocalContainerManager(ContainerManager):
                 *("--host", self.host, "--port", str(self.query_port)),
                 *("--rpc-host", self.host, "--rpc-port", str(self.rpc_port + i)),
                 *(["--rpc-ipc", str(ipc)] if (ipc := self._rpc_ipc_path(i)) else []),
+                *(["--rpc-unix", str(unix)] if (unix := self._rpc_unix_path(i)) else []),
                 # A fixed id: on restart the frontend drops the replica records it left.
                 *("--frontend-id", self._frontend_id(i)),
                 *("--secrets-dir", str(self._credentials.frontend_dir)),
