@@ -1,0 +1,353 @@
+"""The frontend's direct unix-socket transport, against real sockets and real processes.
+
+One ``RpcServer`` (a CURVE ROUTER on TCP, plus ``unix_path``) and its dispatcher run in
+the test's event loop. Replicas on the unix socket are ``tests/unix_peer.py``: driven
+message by message from the test (``UnixPeer``, its blocking calls made in a thread),
+or run as a separate process that answers. The ZeroMQ replica is a real ``python -m
+model_container`` process. Nothing asserts how long anything took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import zmq
+import zmq.asyncio
+from credentials import make_cluster_secrets
+from polling import eventually_async
+from ports import free_port
+from unix_peer import UnixPeer
+
+from model_container import protocol, write_closure_bundle
+from model_container.bundle import bundle_digest
+from model_container.protocol import Heartbeat, InputType, Predict, Reject, Result
+from model_container.rpc_keys import ServerKeys
+from query_frontend.batching.dispatch import Dispatcher
+from query_frontend.batching.replicas import Replica
+from query_frontend.queries import Outcome, Query
+from query_frontend.rpc.server import RpcServer
+from query_frontend.rpc.unix_listener import UNIX_IDENTITY_PREFIX
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+REPO = Path(__file__).resolve().parents[2]
+PEER = REPO / "tests" / "unix_peer.py"
+UNIX_KEY = ("u", "1")
+ZMQ_KEY = ("z", "1")
+STARTUP_S = 30.0
+WAIT_S = 15.0
+_ids = itertools.count()
+
+
+class Frontend:
+    def __init__(self, tmp_path: Path, heartbeat_ms: int) -> None:
+        self.ctx = zmq.asyncio.Context()
+        self.dispatcher = Dispatcher(default_max_batch=8, max_queue=10_000)
+        for key in (UNIX_KEY, ZMQ_KEY):
+            self.dispatcher.configure(key, InputType.DOUBLES, 8, 30.0)
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.secrets = make_cluster_secrets(tmp_path / "cluster")
+        rpc_dir = tmp_path / "rpc"
+        rpc_dir.mkdir(mode=0o700)
+        self.path = str(rpc_dir / "q.sock")
+        keys = ServerKeys.load(str(self.secrets.frontend_dir))
+        self.rpc = RpcServer(
+            self.ctx, self.address, self.dispatcher, heartbeat_ms, keys, unix_path=self.path
+        )
+        self.removed: list[Replica] = []
+        self.dispatcher.on_replica_removed = self.removed.append
+        self.tmp_path = tmp_path
+        self.tasks: list[asyncio.Task[None]] = []
+        self.procs: list[tuple[subprocess.Popen[bytes], Any]] = []
+        self.peers: list[UnixPeer] = []
+
+    def start(self) -> None:
+        self.rpc.open()
+        self.tasks = [
+            asyncio.create_task(self.rpc.serve()),
+            asyncio.create_task(self.rpc.heartbeat()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.rpc.close()
+        self.ctx.term()
+        for peer in self.peers:
+            peer.close()
+        for proc, log in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=WAIT_S)
+            log.close()
+
+    async def peer(self) -> UnixPeer:
+        peer = await asyncio.to_thread(UnixPeer, self.path)
+        self.peers.append(peer)
+        return peer
+
+    async def peer_process(self, replica_id: str, key: tuple[str, str] = UNIX_KEY) -> Replica:
+        """A ``unix_peer.py`` process that answers; waits until it is registered."""
+        argv = [sys.executable, str(PEER), self.path, key[0], key[1], replica_id]
+        return await self._start(replica_id, argv)
+
+    async def zmq_replica(self, replica_id: str) -> Replica:
+        """A real model container on the ROUTER (CURVE), serving ``ZMQ_KEY``."""
+        bundle = self.tmp_path / "bundle"
+        write_closure_bundle(bundle, lambda xs: [float(x[0]) * 10 for x in xs],
+                             InputType.DOUBLES, ["numpy"])  # fmt: skip
+        argv = [sys.executable, "-m", "model_container", "--bundle", str(bundle)]
+        argv += ["--bundle-sha256", bundle_digest(bundle), "--frontend", self.address]
+        argv += ["--name", ZMQ_KEY[0], "--version", ZMQ_KEY[1], "--input-type", "doubles"]
+        argv += ["--replica-id", replica_id, "--secrets-dir", str(self.secrets.replica_dir)]
+        return await self._start(replica_id, argv)
+
+    async def _start(self, replica_id: str, argv: list[str]) -> Replica:
+        log = (self.tmp_path / f"{replica_id}.log").open("wb")
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = spawn(argv, log, env, self.tmp_path)
+        self.procs.append((proc, log))
+        await eventually_async(
+            lambda: self.find(replica_id) is not None,
+            lambda: (
+                f"{replica_id} registered; its log: "
+                + (self.tmp_path / f"{replica_id}.log").read_text()[-2000:]
+            ),
+            STARTUP_S,
+        )
+        replica = self.find(replica_id)
+        assert replica is not None
+        return replica
+
+    def find(self, replica_id: str) -> Replica | None:
+        return next(
+            (r for r in self.dispatcher.by_identity.values() if r.replica_id == replica_id), None
+        )
+
+    def submit(self, xs: list[float], key: tuple[str, str] = UNIX_KEY) -> list[Query]:
+        loop = asyncio.get_running_loop()
+        q = self.dispatcher.queue(key, InputType.DOUBLES)
+        deadline = loop.time() + 20.0
+        queries = []
+        for x in xs:
+            query = Query(next(_ids), np.array([x]), deadline, loop.create_future())
+            self.dispatcher.deadlines.add(query, q, loop)
+            queries.append(query)
+        self.dispatcher.submit(q, queries)
+        return queries
+
+
+def spawn(argv: list[str], log: Any, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdout=log, stderr=log, env=env, cwd=cwd)
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+async def outcomes(queries: list[Query]) -> list[Outcome]:
+    return list(await asyncio.wait_for(asyncio.gather(*(q.future for q in queries)), WAIT_S))
+
+
+def predictions(xs: list[float]) -> list[bytes]:
+    return [b"%.1f" % (x * 10) for x in xs]
+
+
+@pytest_asyncio.fixture
+async def frontend_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Frontend]]:
+    made: list[Frontend] = []
+
+    def make(heartbeat_ms: int = 30_000) -> Frontend:
+        fe = Frontend(tmp_path, heartbeat_ms)
+        fe.start()
+        made.append(fe)
+        return fe
+
+    try:
+        yield make
+    finally:
+        for fe in made:
+            await fe.stop()
+
+
+async def test_hello_gets_welcome_and_heartbeats_follow(
+    frontend_factory: Callable[..., Frontend],
+) -> None:
+    fe = frontend_factory(heartbeat_ms=100)
+    assert stat.S_IMODE(os.stat(fe.path).st_mode) == 0o600
+    peer = await fe.peer()
+    welcome = await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
+    assert welcome.heartbeat_ms == 100
+    replica = fe.find("p1")
+    assert replica is not None
+    assert replica.identity.startswith(UNIX_IDENTITY_PREFIX) and len(replica.identity) == 13
+    assert isinstance(await asyncio.to_thread(peer.recv), Heartbeat)
+
+
+async def test_a_batch_reaches_the_peer_and_its_result_resolves_the_queries(
+    frontend_factory: Callable[..., Frontend],
+) -> None:
+    fe = frontend_factory()
+    peer = await fe.peer()
+    await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
+    xs = [1.0, 2.0, 3.0]
+    queries = fe.submit(xs)
+    predict = await asyncio.to_thread(peer.recv_next)
+    assert isinstance(predict, Predict) and predict.size == 3
+    lengths, data = protocol.pack_outputs([x * 10 for x in xs])
+    await asyncio.to_thread(peer.send, Result(predict.batch_id, lengths, data))
+    assert await outcomes(queries) == predictions(xs)
+
+
+async def test_a_message_that_does_not_decode_is_rejected_on_its_connection(
+    frontend_factory: Callable[..., Frontend],
+) -> None:
+    fe = frontend_factory()
+    peer = await fe.peer()
+    await asyncio.to_thread(peer.send_frames, [b"\xc1 not msgpack"])
+    reply = await asyncio.to_thread(peer.recv_next)
+    assert isinstance(reply, Reject) and reply.reason.startswith("protocol error")
+    # The connection stays: a HELLO on it registers.
+    await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
+
+
+async def test_a_peer_that_disconnects_mid_batch_has_its_queries_retried(
+    frontend_factory: Callable[..., Frontend],
+) -> None:
+    fe = frontend_factory()
+    peer = await fe.peer()
+    await asyncio.to_thread(peer.register, *UNIX_KEY, "victim")
+    victim = fe.find("victim")
+    xs = [1.0, 2.0, 3.0, 4.0]
+    queries = fe.submit(xs)
+    assert isinstance(await asyncio.to_thread(peer.recv_next), Predict)
+    await fe.peer_process("healthy")
+
+    peer.close()
+    assert await outcomes(queries) == predictions(xs)  # answered by the other one
+    assert fe.removed == [victim]
+    assert victim is not None and victim.removed.startswith("disconnected"), victim.removed
+
+
+async def test_a_killed_peer_process_is_removed_and_another_serves(
+    frontend_factory: Callable[..., Frontend],
+) -> None:
+    fe = frontend_factory()
+    victim = await fe.peer_process("victim")
+    victim_proc = fe.procs[-1][0]
+    await fe.peer_process("healthy")
+    victim_proc.send_signal(signal.SIGKILL)
+    await eventually_async(lambda: fe.removed == [victim], "the killed peer removed", WAIT_S)
+    xs = [5.0, 6.0]
+    assert await outcomes(fe.submit(xs)) == predictions(xs)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        pytest.param(struct.pack("<I", 0), id="zero-frames"),
+        pytest.param(struct.pack("<II", 1, 0xFFFF_FFFF), id="over-the-limit"),
+    ],
+)
+async def test_a_garbage_prefix_closes_only_that_connection(
+    frontend_factory: Callable[..., Frontend], garbage: bytes
+) -> None:
+    fe = frontend_factory()
+    healthy = await fe.peer_process("healthy")
+    peer = await fe.peer()
+    await asyncio.to_thread(peer.register, *UNIX_KEY, "garbled")
+    garbled = fe.find("garbled")
+
+    await asyncio.to_thread(peer.send_raw, garbage)
+    assert await asyncio.to_thread(peer.closed_by_frontend)
+    await eventually_async(lambda: fe.removed == [garbled], "the garbled peer removed", WAIT_S)
+    assert fe.find("healthy") is healthy
+    xs = [7.0, 8.0, 9.0]
+    assert await outcomes(fe.submit(xs)) == predictions(xs)
+
+
+async def test_a_zeromq_replica_and_a_unix_replica_at_once(
+    frontend_factory: Callable[..., Frontend],
+) -> None:
+    fe = frontend_factory(heartbeat_ms=250)
+    over_unix = await fe.peer_process("over-unix", UNIX_KEY)
+    over_zmq = await fe.zmq_replica("over-zmq")
+    assert over_unix.identity.startswith(UNIX_IDENTITY_PREFIX)
+    assert not over_zmq.identity.startswith(UNIX_IDENTITY_PREFIX)
+    for wave in range(5):
+        xs = [float(10 * wave + k) for k in range(6)]
+        unix_queries, zmq_queries = fe.submit(xs, UNIX_KEY), fe.submit(xs, ZMQ_KEY)
+        assert await outcomes(unix_queries) == predictions(xs)
+        assert await outcomes(zmq_queries) == predictions(xs)
+        await asyncio.sleep(0.1)  # heartbeats go both ways meanwhile
+    assert fe.removed == []
+
+
+async def test_closing_the_server_closes_connections_and_removes_the_socket_file(
+    frontend_factory: Callable[..., Frontend],
+) -> None:
+    fe = frontend_factory()
+    peer = await fe.peer()
+    await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
+    fe.rpc.close()
+    assert not exists(fe.path)
+    assert await asyncio.to_thread(peer.closed_by_frontend)
+
+
+# A peer of another uid: the kernel's SO_PEERCRED names it. Only root can make one.
+_OTHER_UID = 65534
+
+
+def _connect_as_other_uid(directory: str, name: str) -> int:
+    """Fork a child that becomes another uid and connects; 0 if the frontend closed it."""
+    pid = os.fork()
+    if pid == 0:  # the child: no loop, no threads of its own; it only exits
+        code = 3
+        try:
+            os.chdir(directory)  # (its ancestors stay out of the other uid's reach)
+            os.setgroups([])
+            os.setgid(_OTHER_UID)
+            os.setuid(_OTHER_UID)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(WAIT_S)
+            sock.connect(name)
+            try:
+                code = 0 if sock.recv(1) == b"" else 1
+            except ConnectionResetError:
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only root can connect as another uid")
+async def test_a_peer_of_another_uid_is_refused_and_counted(
+    frontend_factory: Callable[..., Frontend],
+) -> None:
+    fe = frontend_factory()
+    # Let the other uid reach the socket, as a misconfigured directory would.
+    directory, name = os.path.split(fe.path)
+    os.chmod(directory, 0o711)
+    os.chmod(fe.path, 0o666)
+    assert await asyncio.to_thread(_connect_as_other_uid, directory, name) == 0
+    assert fe.rpc._refusals.total == 1
+    assert fe.dispatcher.by_identity == {}
+    # The listener still serves its own user.
+    peer = await fe.peer()
+    await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
