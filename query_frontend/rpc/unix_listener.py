@@ -39,7 +39,7 @@ import socket
 import stat
 import struct
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, cast
 
 from model_container.discovery import IPC_PATH_MAX
 from model_container.framing import (
@@ -262,7 +262,8 @@ class _Connection(asyncio.Protocol):
         self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # (uvloop's transports are not subclasses of asyncio's, but have its methods.)
+        transport = cast(asyncio.Transport, transport)
         identity = self._listener._admit(self, transport)
         if identity is None:
             transport.abort()

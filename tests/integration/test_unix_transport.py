@@ -1,10 +1,11 @@
 """The frontend's direct unix-socket transport, against real sockets and real processes.
 
 One ``RpcServer`` (a CURVE ROUTER on TCP, plus ``unix_path``) and its dispatcher run in
-the test's event loop. Replicas on the unix socket are ``tests/unix_peer.py``: driven
-message by message from the test (``UnixPeer``, its blocking calls made in a thread),
-or run as a separate process that answers. The ZeroMQ replica is a real ``python -m
-model_container`` process. Nothing asserts how long anything took.
+the test's event loop; every test runs on asyncio's loop and on uvloop's (production's).
+Replicas on the unix socket are ``tests/unix_peer.py``: driven message by message from
+the test (``UnixPeer``, its blocking calls made in a thread), or run as a separate
+process that answers. The ZeroMQ replica is a real ``python -m model_container``
+process. Nothing asserts how long anything took.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import stat
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import pytest_asyncio
+import uvloop
 import zmq
 import zmq.asyncio
 from credentials import make_cluster_secrets
@@ -168,93 +169,104 @@ def predictions(xs: list[float]) -> list[bytes]:
     return [b"%.1f" % (x * 10) for x in xs]
 
 
-@pytest_asyncio.fixture
-async def frontend_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Frontend]]:
-    made: list[Frontend] = []
-
-    def make(heartbeat_ms: int = 30_000) -> Frontend:
-        fe = Frontend(tmp_path, heartbeat_ms)
-        fe.start()
-        made.append(fe)
-        return fe
-
-    try:
-        yield make
-    finally:
-        for fe in made:
-            await fe.stop()
+Scenario = Callable[[Frontend], Coroutine[Any, Any, None]]
+Run = Callable[..., None]
 
 
-async def test_hello_gets_welcome_and_heartbeats_follow(
-    frontend_factory: Callable[..., Frontend],
-) -> None:
-    fe = frontend_factory(heartbeat_ms=100)
-    assert stat.S_IMODE(os.stat(fe.path).st_mode) == 0o600
-    peer = await fe.peer()
-    welcome = await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
-    assert welcome.heartbeat_ms == 100
-    replica = fe.find("p1")
-    assert replica is not None
-    assert replica.identity.startswith(UNIX_IDENTITY_PREFIX) and len(replica.identity) == 13
-    assert isinstance(await asyncio.to_thread(peer.recv), Heartbeat)
+@pytest.fixture(
+    params=[
+        pytest.param(asyncio.new_event_loop, id="asyncio"),
+        pytest.param(uvloop.new_event_loop, id="uvloop"),  # the frontend's, in production
+    ]
+)
+def run(request: pytest.FixtureRequest, tmp_path: Path) -> Run:
+    """Run a scenario against a started frontend, on each event loop."""
+
+    def run(scenario: Scenario, heartbeat_ms: int = 30_000) -> None:
+        async def main() -> None:
+            fe = Frontend(tmp_path, heartbeat_ms)
+            fe.start()
+            try:
+                await scenario(fe)
+            finally:
+                await fe.stop()
+
+        with asyncio.Runner(loop_factory=request.param) as runner:
+            runner.run(main())
+
+    return run
 
 
-async def test_a_batch_reaches_the_peer_and_its_result_resolves_the_queries(
-    frontend_factory: Callable[..., Frontend],
-) -> None:
-    fe = frontend_factory()
-    peer = await fe.peer()
-    await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
-    xs = [1.0, 2.0, 3.0]
-    queries = fe.submit(xs)
-    predict = await asyncio.to_thread(peer.recv_next)
-    assert isinstance(predict, Predict) and predict.size == 3
-    lengths, data = protocol.pack_outputs([x * 10 for x in xs])
-    await asyncio.to_thread(peer.send, Result(predict.batch_id, lengths, data))
-    assert await outcomes(queries) == predictions(xs)
+def test_hello_gets_welcome_and_heartbeats_follow(run: Run) -> None:
+    async def scenario(fe: Frontend) -> None:
+        assert stat.S_IMODE(os.stat(fe.path).st_mode) == 0o600
+        peer = await fe.peer()
+        welcome = await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
+        assert welcome.heartbeat_ms == 100
+        replica = fe.find("p1")
+        assert replica is not None
+        assert replica.identity.startswith(UNIX_IDENTITY_PREFIX) and len(replica.identity) == 13
+        assert isinstance(await asyncio.to_thread(peer.recv), Heartbeat)
+
+    run(scenario, heartbeat_ms=100)
 
 
-async def test_a_message_that_does_not_decode_is_rejected_on_its_connection(
-    frontend_factory: Callable[..., Frontend],
-) -> None:
-    fe = frontend_factory()
-    peer = await fe.peer()
-    await asyncio.to_thread(peer.send_frames, [b"\xc1 not msgpack"])
-    reply = await asyncio.to_thread(peer.recv_next)
-    assert isinstance(reply, Reject) and reply.reason.startswith("protocol error")
-    # The connection stays: a HELLO on it registers.
-    await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
+def test_a_batch_reaches_the_peer_and_its_result_resolves_the_queries(run: Run) -> None:
+    async def scenario(fe: Frontend) -> None:
+        peer = await fe.peer()
+        await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
+        xs = [1.0, 2.0, 3.0]
+        queries = fe.submit(xs)
+        predict = await asyncio.to_thread(peer.recv_next)
+        assert isinstance(predict, Predict) and predict.size == 3
+        lengths, data = protocol.pack_outputs([x * 10 for x in xs])
+        await asyncio.to_thread(peer.send, Result(predict.batch_id, lengths, data))
+        assert await outcomes(queries) == predictions(xs)
+
+    run(scenario)
 
 
-async def test_a_peer_that_disconnects_mid_batch_has_its_queries_retried(
-    frontend_factory: Callable[..., Frontend],
-) -> None:
-    fe = frontend_factory()
-    peer = await fe.peer()
-    await asyncio.to_thread(peer.register, *UNIX_KEY, "victim")
-    victim = fe.find("victim")
-    xs = [1.0, 2.0, 3.0, 4.0]
-    queries = fe.submit(xs)
-    assert isinstance(await asyncio.to_thread(peer.recv_next), Predict)
-    await fe.peer_process("healthy")
+def test_a_message_that_does_not_decode_is_rejected_on_its_connection(run: Run) -> None:
+    async def scenario(fe: Frontend) -> None:
+        peer = await fe.peer()
+        await asyncio.to_thread(peer.send_frames, [b"\xc1 not msgpack"])
+        reply = await asyncio.to_thread(peer.recv_next)
+        assert isinstance(reply, Reject) and reply.reason.startswith("protocol error")
+        # The connection stays: a HELLO on it registers.
+        await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
 
-    peer.close()
-    assert await outcomes(queries) == predictions(xs)  # answered by the other one
-    assert fe.removed == [victim]
-    assert victim is not None and victim.removed.startswith("disconnected"), victim.removed
+    run(scenario)
 
 
-async def test_a_killed_peer_process_is_removed_and_another_serves(
-    frontend_factory: Callable[..., Frontend],
-) -> None:
-    fe = frontend_factory()
-    victim = await fe.peer_process("victim")
-    victim_proc = fe.procs[-1][0]
-    await fe.peer_process("healthy")
-    victim_proc.send_signal(signal.SIGKILL)
-    await eventually_async(lambda: fe.removed == [victim], "the killed peer removed", WAIT_S)
-    xs = [5.0, 6.0]
-    assert await outcomes(fe.submit(xs)) == predictions(xs)
+def test_a_peer_that_disconnects_mid_batch_has_its_queries_retried(run: Run) -> None:
+    async def scenario(fe: Frontend) -> None:
+        peer = await fe.peer()
+        await asyncio.to_thread(peer.register, *UNIX_KEY, "victim")
+        victim = fe.find("victim")
+        xs = [1.0, 2.0, 3.0, 4.0]
+        queries = fe.submit(xs)
+        assert isinstance(await asyncio.to_thread(peer.recv_next), Predict)
+        await fe.peer_process("healthy")
+
+        peer.close()
+        assert await outcomes(queries) == predictions(xs)  # answered by the other one
+        assert fe.removed == [victim]
+        assert victim is not None and victim.removed.startswith("disconnected"), victim.removed
+
+    run(scenario)
+
+
+def test_a_killed_peer_process_is_removed_and_another_serves(run: Run) -> None:
+    async def scenario(fe: Frontend) -> None:
+        victim = await fe.peer_process("victim")
+        victim_proc = fe.procs[-1][0]
+        await fe.peer_process("healthy")
+        victim_proc.send_signal(signal.SIGKILL)
+        await eventually_async(lambda: fe.removed == [victim], "the killed peer removed", WAIT_S)
+        xs = [5.0, 6.0]
+        assert await outcomes(fe.submit(xs)) == predictions(xs)
+
+    run(scenario)
 
 
 @pytest.mark.parametrize(
@@ -264,49 +276,49 @@ async def test_a_killed_peer_process_is_removed_and_another_serves(
         pytest.param(struct.pack("<II", 1, 0xFFFF_FFFF), id="over-the-limit"),
     ],
 )
-async def test_a_garbage_prefix_closes_only_that_connection(
-    frontend_factory: Callable[..., Frontend], garbage: bytes
-) -> None:
-    fe = frontend_factory()
-    healthy = await fe.peer_process("healthy")
-    peer = await fe.peer()
-    await asyncio.to_thread(peer.register, *UNIX_KEY, "garbled")
-    garbled = fe.find("garbled")
+def test_a_garbage_prefix_closes_only_that_connection(run: Run, garbage: bytes) -> None:
+    async def scenario(fe: Frontend) -> None:
+        healthy = await fe.peer_process("healthy")
+        peer = await fe.peer()
+        await asyncio.to_thread(peer.register, *UNIX_KEY, "garbled")
+        garbled = fe.find("garbled")
 
-    await asyncio.to_thread(peer.send_raw, garbage)
-    assert await asyncio.to_thread(peer.closed_by_frontend)
-    await eventually_async(lambda: fe.removed == [garbled], "the garbled peer removed", WAIT_S)
-    assert fe.find("healthy") is healthy
-    xs = [7.0, 8.0, 9.0]
-    assert await outcomes(fe.submit(xs)) == predictions(xs)
+        await asyncio.to_thread(peer.send_raw, garbage)
+        assert await asyncio.to_thread(peer.closed_by_frontend)
+        await eventually_async(lambda: fe.removed == [garbled], "the garbled peer removed", WAIT_S)
+        assert fe.find("healthy") is healthy
+        xs = [7.0, 8.0, 9.0]
+        assert await outcomes(fe.submit(xs)) == predictions(xs)
 
-
-async def test_a_zeromq_replica_and_a_unix_replica_at_once(
-    frontend_factory: Callable[..., Frontend],
-) -> None:
-    fe = frontend_factory(heartbeat_ms=250)
-    over_unix = await fe.peer_process("over-unix", UNIX_KEY)
-    over_zmq = await fe.zmq_replica("over-zmq")
-    assert over_unix.identity.startswith(UNIX_IDENTITY_PREFIX)
-    assert not over_zmq.identity.startswith(UNIX_IDENTITY_PREFIX)
-    for wave in range(5):
-        xs = [float(10 * wave + k) for k in range(6)]
-        unix_queries, zmq_queries = fe.submit(xs, UNIX_KEY), fe.submit(xs, ZMQ_KEY)
-        assert await outcomes(unix_queries) == predictions(xs)
-        assert await outcomes(zmq_queries) == predictions(xs)
-        await asyncio.sleep(0.1)  # heartbeats go both ways meanwhile
-    assert fe.removed == []
+    run(scenario)
 
 
-async def test_closing_the_server_closes_connections_and_removes_the_socket_file(
-    frontend_factory: Callable[..., Frontend],
-) -> None:
-    fe = frontend_factory()
-    peer = await fe.peer()
-    await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
-    fe.rpc.close()
-    assert not exists(fe.path)
-    assert await asyncio.to_thread(peer.closed_by_frontend)
+def test_a_zeromq_replica_and_a_unix_replica_at_once(run: Run) -> None:
+    async def scenario(fe: Frontend) -> None:
+        over_unix = await fe.peer_process("over-unix", UNIX_KEY)
+        over_zmq = await fe.zmq_replica("over-zmq")
+        assert over_unix.identity.startswith(UNIX_IDENTITY_PREFIX)
+        assert not over_zmq.identity.startswith(UNIX_IDENTITY_PREFIX)
+        for wave in range(5):
+            xs = [float(10 * wave + k) for k in range(6)]
+            unix_queries, zmq_queries = fe.submit(xs, UNIX_KEY), fe.submit(xs, ZMQ_KEY)
+            assert await outcomes(unix_queries) == predictions(xs)
+            assert await outcomes(zmq_queries) == predictions(xs)
+            await asyncio.sleep(0.1)  # heartbeats go both ways meanwhile
+        assert fe.removed == []
+
+    run(scenario, heartbeat_ms=250)
+
+
+def test_closing_the_server_closes_connections_and_removes_the_socket_file(run: Run) -> None:
+    async def scenario(fe: Frontend) -> None:
+        peer = await fe.peer()
+        await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
+        fe.rpc.close()
+        assert not exists(fe.path)
+        assert await asyncio.to_thread(peer.closed_by_frontend)
+
+    run(scenario)
 
 
 # A peer of another uid: the kernel's SO_PEERCRED names it. Only root can make one.
@@ -337,17 +349,17 @@ def _connect_as_other_uid(directory: str, name: str) -> int:
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="only root can connect as another uid")
-async def test_a_peer_of_another_uid_is_refused_and_counted(
-    frontend_factory: Callable[..., Frontend],
-) -> None:
-    fe = frontend_factory()
-    # Let the other uid reach the socket, as a misconfigured directory would.
-    directory, name = os.path.split(fe.path)
-    os.chmod(directory, 0o711)
-    os.chmod(fe.path, 0o666)
-    assert await asyncio.to_thread(_connect_as_other_uid, directory, name) == 0
-    assert fe.rpc._refusals.total == 1
-    assert fe.dispatcher.by_identity == {}
-    # The listener still serves its own user.
-    peer = await fe.peer()
-    await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
+def test_a_peer_of_another_uid_is_refused_and_counted(run: Run) -> None:
+    async def scenario(fe: Frontend) -> None:
+        # Let the other uid reach the socket, as a misconfigured directory would.
+        directory, name = os.path.split(fe.path)
+        os.chmod(directory, 0o711)
+        os.chmod(fe.path, 0o666)
+        assert await asyncio.to_thread(_connect_as_other_uid, directory, name) == 0
+        assert fe.rpc._refusals.total == 1
+        assert fe.dispatcher.by_identity == {}
+        # The listener still serves its own user.
+        peer = await fe.peer()
+        await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
+
+    run(scenario)

@@ -15,9 +15,11 @@ import socket
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import uvloop
 from unix_peer import UnixPeer
 
 from model_container.discovery import IPC_PATH_MAX
@@ -107,7 +109,12 @@ def test_unix_identities_are_told_from_zeromq_ones() -> None:
     assert not is_unix_identity(b"\x00\x6b\x8b\x45\x67")  # a ROUTER's own identity
 
 
-async def test_a_peer_of_another_uid_is_closed_and_counted(private_dir: Path) -> None:
+@pytest.mark.parametrize(
+    "loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"]
+)
+def test_a_peer_of_another_uid_is_closed_and_counted(
+    private_dir: Path, loop_factory: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
     path = str(private_dir / "q.sock")
     got: list[bytes] = []
     refusals = RefusalLog()
@@ -118,19 +125,24 @@ async def test_a_peer_of_another_uid_is_closed_and_counted(private_dir: Path) ->
         refusals,
         allowed_uid=os.getuid() + 1,
     )
-    listener.bind()
-    await listener.start()
-    try:
-        peer = await asyncio.to_thread(UnixPeer, path)
+
+    async def scenario() -> None:
+        listener.bind()
+        await listener.start()
         try:
-            assert await asyncio.to_thread(peer.closed_by_frontend)
+            peer = await asyncio.to_thread(UnixPeer, path)
+            try:
+                assert await asyncio.to_thread(peer.closed_by_frontend)
+            finally:
+                peer.close()
         finally:
-            peer.close()
-        assert refusals.total == 1
-        assert got == []
-        assert listener.connections == {}
-    finally:
-        listener.close()
+            listener.close()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(scenario())
+    assert refusals.total == 1
+    assert got == []
+    assert listener.connections == {}
     assert not exists(path)
 
 
