@@ -29,8 +29,9 @@ import uvloop
 import zmq
 import zmq.asyncio
 from credentials import make_cluster_secrets
-from polling import eventually_async
+from polling import eventually, eventually_async
 from ports import free_port
+from spawning import Spawner
 from unix_peer import UnixPeer
 
 from model_container import protocol, write_closure_bundle
@@ -363,3 +364,33 @@ def test_a_peer_of_another_uid_is_refused_and_counted(run: Run) -> None:
         await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
 
     run(scenario)
+
+
+def test_the_query_frontend_process_serves_rpc_unix_and_removes_it_on_exit(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """``python -m query_frontend --rpc-unix`` on uvloop, wired as in production."""
+    secrets = make_cluster_secrets(tmp_path / "cluster")
+    rpc_dir = tmp_path / "rpc"
+    rpc_dir.mkdir(mode=0o700)
+    path = str(rpc_dir / "q.sock")
+    spawner = Spawner(tmp_path)
+    try:
+        proc = spawner(
+            "query-frontend", "-m", "query_frontend", "--redis-url", redis_url,
+            "--port", str(free_port()), "--rpc-port", str(free_port()), "--rpc-unix", path,
+            env={"SCHOONER_SECRETS_DIR": str(secrets.frontend_dir)},
+        )  # fmt: skip
+        eventually(lambda: exists(path), "the socket file made", STARTUP_S)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        peer = UnixPeer(path)
+        try:
+            assert peer.register(*UNIX_KEY, "p1").heartbeat_ms > 0
+            proc.terminate()
+            assert peer.closed_by_frontend()
+        finally:
+            peer.close()
+        assert proc.wait(timeout=WAIT_S) == 0
+        assert not exists(path)
+    finally:
+        spawner.stop()

@@ -152,7 +152,8 @@ def exists(path: str) -> bool:
 
 def _frontend(*args: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "query_frontend", "--insecure-rpc", *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHOONER_")}
+    env["PYTHONPATH"] = str(REPO)
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
@@ -169,7 +170,8 @@ def test_the_frontend_refuses_rpc_unix_in_an_open_directory(tmp_path: Path) -> N
 def test_the_frontend_takes_rpc_unix_from_its_environment(tmp_path: Path) -> None:
     path = tmp_path / "missing" / "q.sock"
     argv = [sys.executable, "-m", "query_frontend", "--insecure-rpc"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SCHOONER_RPC_UNIX": str(path)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHOONER_")}
+    env |= {"PYTHONPATH": str(REPO), "SCHOONER_RPC_UNIX": str(path)}
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
     assert done.returncode == 2
     assert "mkdir -m 700" in done.stderr
