@@ -19,6 +19,7 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,16 @@ class Frontend:
         )
         self.removed: list[Replica] = []
         self.dispatcher.on_replica_removed = self.removed.append
+        self.suspensions: list[tuple[str, str]] = []
+        suspend = self.dispatcher.suspend_replica
+
+        def record_suspension(identity: bytes, reason: str, now: float) -> None:
+            replica = self.dispatcher.by_identity.get(identity)
+            if replica is not None and replica.available:
+                self.suspensions.append((replica.replica_id, reason))
+            suspend(identity, reason, now)
+
+        self.dispatcher.suspend_replica = record_suspension  # type: ignore[method-assign]
         self.tmp_path = tmp_path
         self.tasks: list[asyncio.Task[None]] = []
         self.procs: list[tuple[subprocess.Popen[bytes], Any]] = []
@@ -156,6 +167,11 @@ class Frontend:
 
 def spawn(argv: list[str], log: Any, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, stdout=log, stderr=log, env=env, cwd=cwd)
+
+
+def block_the_event_loop(seconds: float) -> None:
+    """What a frontend too busy to read its sockets looks like to the liveness checks."""
+    time.sleep(seconds)
 
 
 def exists(path: str) -> bool:
@@ -253,6 +269,9 @@ def test_a_peer_that_disconnects_mid_batch_has_its_queries_retried(run: Run) -> 
         assert await outcomes(queries) == predictions(xs)  # answered by the other one
         assert fe.removed == [victim]
         assert victim is not None and victim.removed.startswith("disconnected"), victim.removed
+        # A send to its identity now finds no connection: as EHOSTUNREACH, nothing breaks.
+        fe.rpc.send(victim.identity, protocol.encode(Heartbeat()))
+        assert fe.find("victim") is None
 
     run(scenario)
 
@@ -309,6 +328,44 @@ def test_a_zeromq_replica_and_a_unix_replica_at_once(run: Run) -> None:
         assert fe.removed == []
 
     run(scenario, heartbeat_ms=250)
+
+
+def test_a_frontend_too_busy_to_read_does_not_bench_its_unix_replicas(run: Run) -> None:
+    """Silence is judged after the loop has read what waits in the unix sockets."""
+
+    async def scenario(fe: Frontend) -> None:
+        replica = await fe.peer_process("patient")
+        beats = replica.last_seen
+        await eventually_async(lambda: replica.last_seen > beats, "a heartbeat", WAIT_S)
+        for _ in range(3):
+            # Blocked for well over an interval: the peer's heartbeats wait in the socket.
+            blocked_at = asyncio.get_running_loop().time()
+            block_the_event_loop(0.5)
+            await eventually_async(lambda t=blocked_at: replica.last_seen > t, "beats read", WAIT_S)
+        assert fe.suspensions == [] and fe.removed == []
+        assert replica.available
+
+    run(scenario, heartbeat_ms=300)
+
+
+def test_a_peer_that_does_not_read_does_not_hold_up_the_frontend(run: Run) -> None:
+    """Writes to it are buffered (its transport pauses); the loop serves the others."""
+
+    async def scenario(fe: Frontend) -> None:
+        await fe.peer_process("healthy")
+        peer = await fe.peer()
+        await asyncio.to_thread(peer.register, *ZMQ_KEY, "deaf")  # (gets no batches here)
+        deaf = fe.find("deaf")
+        assert deaf is not None and fe.rpc._unix is not None
+        for _ in range(16):  # 16 MiB it never reads, far beyond the socket's buffers
+            fe.rpc.send(deaf.identity, [b"\0" * (1 << 20)])
+        conn = fe.rpc._unix.connections[deaf.identity]
+        await eventually_async(lambda: conn.paused, "its transport paused", WAIT_S)
+        xs = [1.0, 2.0, 3.0]
+        assert await outcomes(fe.submit(xs)) == predictions(xs)
+        assert fe.removed == []
+
+    run(scenario)
 
 
 def test_closing_the_server_closes_connections_and_removes_the_socket_file(run: Run) -> None:
