@@ -20,7 +20,7 @@ from query_frontend.app import create_app
 from query_frontend.config import Config
 from query_frontend.http.server import DrainingServer, draining_protocol, listeners
 from query_frontend.http.writes import coalesced_protocol
-from query_frontend.rpc.unix_listener import UnixSocketError, check_socket_dir
+from query_frontend.rpc.unix_listener import UnixSocketError, check_socket_path
 
 logger = logging.getLogger("query_frontend")
 
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(config.log_level, quiet=("uvicorn.access",))
     if config.rpc_unix:
         try:
-            check_socket_dir(config.rpc_unix)
+            check_socket_path(config.rpc_unix)
         except UnixSocketError as exc:
             print(f"query frontend: cannot serve --rpc-unix: {exc}", file=sys.stderr)
             return 2

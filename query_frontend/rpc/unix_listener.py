@@ -109,15 +109,18 @@ def check_socket_dir(path: str) -> None:
         )
 
 
+def check_socket_path(path: str) -> None:
+    """``check_socket_dir``, and no other process listens on ``path`` already."""
+    check_socket_dir(path)
+    if os.path.lexists(path) and _someone_listens(path):
+        raise UnixSocketError(f"another process listens on {path}: stop it, or choose another path")
+
+
 def bind_unix_socket(path: str) -> socket.socket:
     """A listening, non-blocking socket at ``path`` (mode 0600), after
-    ``check_socket_dir``; a stale socket file is replaced, a live one is not."""
-    check_socket_dir(path)
+    ``check_socket_path``; a stale socket file (nobody listens) is replaced."""
+    check_socket_path(path)
     if os.path.lexists(path):
-        if _someone_listens(path):
-            raise UnixSocketError(
-                f"another process listens on {path}: stop it, or choose another path"
-            )
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

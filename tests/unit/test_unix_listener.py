@@ -185,6 +185,19 @@ def test_the_frontend_refuses_rpc_unix_in_a_directory_not_its_own(private_dir: P
     assert "belongs to uid 65534" in done.stderr
 
 
+def test_the_frontend_does_not_take_over_a_socket_another_process_listens_on(
+    private_dir: Path,
+) -> None:
+    path = str(private_dir / "q.sock")
+    live = bind_unix_socket(path)
+    try:
+        done = _frontend("--rpc-unix", path)
+    finally:
+        live.close()
+    assert done.returncode == 2
+    assert "another process listens on" in done.stderr
+
+
 def test_the_frontend_refuses_an_rpc_unix_path_too_long(tmp_path: Path) -> None:
     done = _frontend("--rpc-unix", "/" + "x" * IPC_PATH_MAX)
     assert done.returncode == 2
