@@ -1,13 +1,16 @@
 """The RPC hop alone: the query frontend's real RPC server and dispatcher against a
 replica that answers on the thread that owns its socket.
 
-    python -m benchmarks.rpc_bridge [--endpoint tcp|ipc] [--concurrency 1] [--duration 3]
+    python -m benchmarks.rpc_bridge [--endpoint tcp|ipc|unix] [--concurrency 1] [--duration 3]
 
 The frontend side is ``query_frontend.rpc.server.RpcServer`` and
 ``batching.dispatch.Dispatcher`` on uvloop, a CURVE server as in production; the replica
 is a child process with a plain blocking DEALER (CURVE client with the cluster's keys)
 that sends HELLO and answers every PREDICT at once with a RESULT of one double per
-input: no model, so what is measured is the bridge, ZeroMQ and CURVE. Queries are
+input: no model, so what is measured is the bridge, ZeroMQ and CURVE. With ``--endpoint
+unix`` the replica uses the direct unix-socket transport instead (``RpcServer``'s
+``unix_path``, a plain blocking socket speaking ``model_container.framing``): no ZeroMQ
+and no CURVE on the measured path. Queries are
 submitted as the predict path does (a deadline, a default at it) by ``--concurrency``
 workers in a loop; it prints one JSON line: round trips per second, p50/p99 of a round
 trip in microseconds, and the frontend process's CPU microseconds per query
@@ -23,6 +26,7 @@ import asyncio
 import itertools
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +41,7 @@ import zmq.asyncio
 
 from admin.container_managers._credentials import ClusterCredentials, write_dir
 from model_container import protocol
+from model_container.framing import MessageReader, encode_message
 from model_container.protocol import Heartbeat, Hello, InputType, Predict, Result, Welcome
 from model_container.rpc_keys import ClientKeys, ServerKeys
 
@@ -65,8 +70,47 @@ def replica(endpoint: str, secrets_dir: str) -> None:
             raise SystemExit(f"replica: unexpected {msg}")
 
 
+def replica_unix(path: str) -> None:
+    """The same replica on the direct unix-socket transport: the replies to one read
+    go out in one ``sendall``."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    while True:  # until the frontend listens
+        try:
+            sock.connect(path)
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            time.sleep(0.01)
+
+    def framed(msg: protocol.Message) -> bytes:
+        return b"".join(bytes(p) for p in encode_message(protocol.encode(msg)))
+
+    hello = Hello(KEY[0], KEY[1], InputType.DOUBLES, "bench-replica", pid=os.getpid())
+    sock.sendall(framed(hello))
+    one = protocol.pack_outputs([1.0])
+    reader = MessageReader()
+    buf = bytearray(256 * 1024)
+    view = memoryview(buf)
+    while True:
+        n = sock.recv_into(buf)
+        if n == 0:
+            return
+        out = []
+        for frames in reader.feed(view[:n]):
+            msg = protocol.decode(frames)
+            if isinstance(msg, Predict):
+                k = len(protocol.unpack_lengths(msg.lengths))
+                lengths, data = one if k == 1 else protocol.pack_outputs([1.0] * k)
+                out.append(framed(Result(msg.batch_id, lengths, data)))
+            elif isinstance(msg, Heartbeat):
+                out.append(framed(Heartbeat()))
+            elif not isinstance(msg, Welcome):
+                raise SystemExit(f"replica: unexpected {msg}")
+        if out:
+            sock.sendall(b"".join(out))
+
+
 async def frontend(
-    endpoint: str, secrets_dir: str, concurrency: int, duration: float
+    endpoint: str, secrets_dir: str, concurrency: int, duration: float, unix_path: str = ""
 ) -> dict[str, object]:
     from query_frontend.batching.dispatch import Dispatcher
     from query_frontend.queries import Query
@@ -76,7 +120,8 @@ async def frontend(
     ctx = zmq.asyncio.Context()
     dispatcher = Dispatcher(default_max_batch=64, max_queue=10_000)
     dispatcher.configure(KEY, InputType.DOUBLES, -1, 30.0)
-    rpc = RpcServer(ctx, endpoint, dispatcher, 1000, ServerKeys.load(secrets_dir))
+    keys = ServerKeys.load(secrets_dir)
+    rpc = RpcServer(ctx, endpoint, dispatcher, 1000, keys, unix_path=unix_path)
     rpc.open()
     tasks = [asyncio.ensure_future(rpc.serve()), asyncio.ensure_future(rpc.heartbeat())]
     try:
@@ -114,7 +159,7 @@ async def frontend(
     n = len(latencies)
     cuts = statistics.quantiles(latencies, n=100)
     return {
-        "endpoint": endpoint.split(":", maxsplit=1)[0],
+        "endpoint": "unix" if unix_path else endpoint.split(":", maxsplit=1)[0],
         "concurrency": concurrency,
         "queries": n,
         "qps": round(n / wall),
@@ -126,29 +171,38 @@ async def frontend(
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.rpc_bridge", description=__doc__)
-    p.add_argument("--endpoint", choices=("tcp", "ipc"), default="tcp")
+    p.add_argument("--endpoint", choices=("tcp", "ipc", "unix"), default="tcp")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--label", default="")
     p.add_argument("--replica", nargs=2, metavar=("ENDPOINT", "DIR"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.replica:
-        replica(*a.replica)
+        if a.replica[0].startswith("unix://"):
+            replica_unix(a.replica[0][len("unix://") :])
+        else:
+            replica(*a.replica)
         return
     with tempfile.TemporaryDirectory(prefix="rpcb-") as tmp:
         creds = ClusterCredentials.generate()
         write_dir(Path(tmp) / "fe", creds.frontend_files())
         write_dir(Path(tmp) / "re", creds.replica_files())
+        unix_path = ""
         if a.endpoint == "ipc":
             endpoint = f"ipc://{tmp}/rpc.sock"
         else:
             with FreePort() as port:
                 endpoint = f"tcp://127.0.0.1:{port}"
-        # The replica's DEALER retries until the frontend has bound.
-        argv = [sys.executable, "-m", "benchmarks.rpc_bridge", "--replica", endpoint, f"{tmp}/re"]
-        child = subprocess.Popen(argv)
+        replica_endpoint = endpoint
+        if a.endpoint == "unix":
+            os.chmod(tmp, 0o700)  # (TemporaryDirectory makes it so; the listener checks)
+            unix_path = f"{tmp}/direct.sock"
+            replica_endpoint = f"unix://{unix_path}"
+        # The replica's DEALER (or its unix socket) retries until the frontend has bound.
+        argv = [sys.executable, "-m", "benchmarks.rpc_bridge", "--replica", replica_endpoint]
+        child = subprocess.Popen([*argv, f"{tmp}/re"])
         try:
-            out = uvloop.run(frontend(endpoint, f"{tmp}/fe", a.concurrency, a.duration))
+            out = uvloop.run(frontend(endpoint, f"{tmp}/fe", a.concurrency, a.duration, unix_path))
         finally:
             child.kill()
             child.wait()

@@ -20,6 +20,7 @@ from query_frontend.app import create_app
 from query_frontend.config import Config
 from query_frontend.http.server import DrainingServer, draining_protocol, listeners
 from query_frontend.http.writes import coalesced_protocol
+from query_frontend.rpc.unix_listener import UnixSocketError, check_socket_path
 
 logger = logging.getLogger("query_frontend")
 
@@ -43,6 +44,15 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default=env("SCHOONER_RPC_IPC", Config.rpc_ipc),
         help="also serve RPC on this unix socket (ipc://PATH), for replicas on this host; "
         f"PATH at most {IPC_PATH_MAX} bytes, in a directory only this user can enter",
+    )
+    p.add_argument(
+        "--rpc-unix",
+        metavar="PATH",
+        default=env("SCHOONER_RPC_UNIX", Config.rpc_unix),
+        help="also serve RPC on this unix socket with the direct transport (framed "
+        "messages, no ZeroMQ; only processes of this user may connect), for replicas on "
+        f"this host (--frontend unix://PATH); PATH at most {IPC_PATH_MAX} bytes, in a "
+        "directory of this user's with mode 0700",
     )
     p.add_argument("--max-body-bytes", type=int, default=Config.max_body_bytes)
     p.add_argument("--max-inputs-per-request", type=int, default=Config.max_inputs_per_request)
@@ -116,6 +126,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     if len(os.fsencode(a.rpc_ipc)) > IPC_PATH_MAX:
         p.error(f"--rpc-ipc {a.rpc_ipc!r} is longer than a unix socket path may be "
                 f"({IPC_PATH_MAX} bytes)")  # fmt: skip
+    if len(os.fsencode(a.rpc_unix)) > IPC_PATH_MAX:
+        p.error(f"--rpc-unix {a.rpc_unix!r} is longer than a unix socket path may be "
+                f"({IPC_PATH_MAX} bytes)")  # fmt: skip
     if not a.batch_timeout_floor > 0:
         p.error(f"--batch-timeout-floor must be > 0 seconds, got {a.batch_timeout_floor}")
     if not a.quarantine_seconds >= 0:
@@ -146,6 +159,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         rpc_host=a.rpc_host,
         rpc_port=a.rpc_port,
         rpc_ipc=a.rpc_ipc,
+        rpc_unix=a.rpc_unix,
         max_body_bytes=a.max_body_bytes,
         max_inputs_per_request=a.max_inputs_per_request,
         heartbeat_ms=a.heartbeat_ms,
@@ -175,6 +189,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     configure_logging(config.log_level, quiet=("uvicorn.access",))
+    if config.rpc_unix:
+        try:
+            check_socket_path(config.rpc_unix)
+        except UnixSocketError as exc:
+            print(f"query frontend: cannot serve --rpc-unix: {exc}", file=sys.stderr)
+            return 2
     try:
         app = create_app(config)
     except CredentialError as exc:

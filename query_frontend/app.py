@@ -133,6 +133,7 @@ def create_app(config: Config) -> FrontDoor:
             config.heartbeat_ms,
             rpc_keys,
             extra_binds=config.rpc_extra_binds,
+            unix_path=config.rpc_unix,
         )
         registry = ReplicaRegistry(r, keys, config.frontend_id)
         dispatcher.on_replica_added = registry.added

@@ -22,6 +22,10 @@ class Config:
     # Also bind the RPC ROUTER on this unix socket path (``ipc://``), for replicas on
     # this host; "" for TCP only. Its directory must be private (0700).
     rpc_ipc: str = ""
+    # Also serve RPC on this unix socket with the direct transport (no ZeroMQ, no CURVE:
+    # only this user's processes may connect), for replicas on this host; "" for none.
+    # Its directory must be this user's, mode 0700 (``rpc.unix_listener``).
+    rpc_unix: str = ""
     # Largest request body accepted; larger bodies get 413.
     max_body_bytes: int = 10 * 1024 * 1024
     # Most inputs one request may carry in "input_batch"; more get 413.

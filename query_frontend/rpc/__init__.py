@@ -2,6 +2,8 @@
 
 ``server``    ``RpcServer``: the ZeroMQ ROUTER replicas connect to; decodes frames,
               sends heartbeats, hands registrations, results and errors to the dispatcher
+``unix_listener``  the direct unix-socket transport beside the ROUTER: framed messages
+              on the loop's unix server, for replicas on this host (``--rpc-unix``)
 ``liveness``  the rules for replicas that go silent or get stuck, as pure logic
 ``registry``  ``ReplicaRegistry``: writes the replicas connected here to Redis
               (``{p}:replicas``) for the control plane

@@ -34,14 +34,17 @@ class RefusalLog:
     def __init__(self) -> None:
         self._unreported = 0
         self._last = -float("inf")
+        # Every refusal since start (CURVE handshakes, ZAP, unix peers of another uid).
+        self.total = 0
 
     def refused(self, why: str) -> None:
+        self.total += 1
         self._unreported += 1
         now = time.monotonic()
         if now - self._last >= REFUSAL_LOG_INTERVAL_S:
             logger.warning(
                 "refused %d RPC connection(s) (%s): only replicas holding this cluster's "
-                "rpc-client key may connect",
+                "rpc-client key (or, on the unix socket, running as this user) may connect",
                 self._unreported,
                 why,
             )

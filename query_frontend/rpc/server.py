@@ -22,6 +22,14 @@ connection it has dropped fails with EHOSTUNREACH, and that failure, on any send
 removes a replica. A suspect is probed with a heartbeat at once and again after 1, 2, 4,
 ... ms (the ROUTER drops the connection a moment after the monitor reports it), until
 the probe fails or a heartbeat interval has passed (then it was a reused descriptor).
+
+With ``unix_path``, the same server also listens on a unix socket for the replicas on
+this host (``rpc.unix_listener``, ``docs/wire-protocol.md`` §1.3): no ZeroMQ, and no
+CURVE (only this user may connect, checked by ``SO_PEERCRED``). A message from there
+takes the same path as one from the ROUTER (``_receive_frames``, in the callback that
+read it), and ``send`` routes by identity: a unix identity to its connection, any other
+to the ROUTER. A unix connection that closes removes its replica at once, with no
+probing: the listener knows which connection it was.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 
 import zmq
 import zmq.asyncio
@@ -53,6 +62,7 @@ from query_frontend.batching.replicas import Replica
 from query_frontend.rpc.auth import RefusalLog, RpcAuthenticator
 from query_frontend.rpc.liveness import Liveness
 from query_frontend.rpc.loop_socket import LoopSocket
+from query_frontend.rpc.unix_listener import UNIX_IDENTITY_PREFIX, UnixListener
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +86,12 @@ class RpcServer:
         heartbeat_ms: int,
         keys: ServerKeys | None,
         extra_binds: tuple[str, ...] = (),
+        unix_path: str = "",
     ) -> None:
         """``extra_binds``: more endpoints the same ROUTER binds (``ipc://`` beside TCP
-        for the replicas on this host); every one is a CURVE server alike."""
+        for the replicas on this host); every one is a CURVE server alike.
+        ``unix_path``: also serve replicas on this unix socket (the direct transport);
+        its directory must be ours with mode 0700 (``UnixSocketError`` otherwise)."""
         self._ctx = ctx
         self._keys = keys
         self._auth: RpcAuthenticator | None = None
@@ -91,6 +104,11 @@ class RpcServer:
         self._sock: zmq.Socket[bytes] | None = None
         self._io: LoopSocket | None = None
         self._monitor: zmq.asyncio.Socket | None = None
+        self._unix: UnixListener | None = None
+        if unix_path:
+            self._unix = UnixListener(
+                unix_path, self._receive_frames, self._connection_closed, self._refusals
+            )
         self._heartbeat_frames = protocol.encode(Heartbeat())
         self.liveness = Liveness(dispatcher, self._heartbeat_s)
         # Set when a batch may time out before the liveness check planned next.
@@ -126,16 +144,22 @@ class RpcServer:
         try:
             for address in (self._bind_address, *self._extra_binds):
                 sock.bind(address)
-        except zmq.ZMQError:
+            if self._unix is not None:
+                self._unix.bind()
+        except Exception:
             self.close()
             raise
         self._io = LoopSocket(sock, self._on_message, self._unreachable)
         self._dispatcher.bind(self.send)
+        unix = (f"unix://{self._unix.path}",) if self._unix is not None else ()
         logger.info(
-            "RPC server listening on %s", ", ".join((self._bind_address, *self._extra_binds))
+            "RPC server listening on %s",
+            ", ".join((self._bind_address, *self._extra_binds, *unix)),
         )
 
     def close(self) -> None:
+        if self._unix is not None:
+            self._unix.close()
         if self._io is not None:
             self._io.stop()
             self._io = None
@@ -153,6 +177,11 @@ class RpcServer:
             self._auth = None
 
     def send(self, identity: bytes, frames: list[protocol.Frame]) -> None:
+        if identity[:5] == UNIX_IDENTITY_PREFIX:
+            # A connection gone is what EHOSTUNREACH is on the ROUTER.
+            if self._unix is None or not self._unix.send(identity, frames):
+                self._unreachable(identity)
+            return
         assert self._io is not None
         self._io.send(identity, frames)
 
@@ -179,6 +208,9 @@ class RpcServer:
     async def _receive(self) -> None:
         assert self._io is not None
         self._io.start()
+        if self._unix is not None:
+            # (Replicas that connected since ``open`` waited in the listen backlog.)
+            await self._unix.start()
         try:
             await asyncio.get_running_loop().create_future()  # until cancelled
         finally:
@@ -188,17 +220,26 @@ class RpcServer:
     def _on_message(self, frames: list[zmq.Frame]) -> None:
         if len(frames) < 2:
             return
-        identity = frames[0].bytes
+        self._receive_frames(frames[0].bytes, [frame.buffer for frame in frames[1:]], frames[1])
+
+    def _receive_frames(
+        self,
+        identity: bytes,
+        body: Sequence[protocol.Frame],
+        first: zmq.Frame | None = None,
+    ) -> None:
+        """Handle one message from either transport; ``first``: its first ZeroMQ frame
+        (which knows the connection's descriptor), None from the unix socket."""
         try:
-            msg = protocol.decode([frame.buffer for frame in frames[1:]])
+            msg = protocol.decode(body)
         except ProtocolError as exc:
             logger.warning("dropping a malformed message: %s", exc)
             self.send(identity, protocol.encode(Reject(f"protocol error: {exc}")))
             return
         try:
             self._handle(identity, msg, asyncio.get_running_loop().time())
-            if isinstance(msg, Hello):
-                self._note_fd(identity, _source_fd(frames[1]))
+            if first is not None and isinstance(msg, Hello):
+                self._note_fd(identity, _source_fd(first))
         except Exception:
             # One bad message must not stop the loop every replica depends on: drop
             # the sender (its queries go to another replica) and make it re-register.
@@ -211,7 +252,8 @@ class RpcServer:
 
         The reader runs in this event loop: if it has fallen behind (the loop was busy),
         messages wait unread in the socket, and silence is judged as of when it last
-        found the socket empty rather than now.
+        found the socket empty rather than now. (Unix connections are read by the loop's
+        own I/O poll, which runs before ``heartbeat`` judges: it yields first.)
         """
         assert self._io is not None
         if self._io.unread():
@@ -237,7 +279,7 @@ class RpcServer:
 
     def _connection_dropped(self, fd: int) -> None:
         for identity, replica in list(self._dispatcher.by_identity.items()):
-            if replica.fd in (fd, -1):
+            if replica.fd in (fd, -1) and identity[:5] != UNIX_IDENTITY_PREFIX:
                 self._probe(identity, replica, FIRST_PROBE_DELAY_S)
 
     def _probe(self, identity: bytes, replica: Replica, next_delay: float) -> None:
