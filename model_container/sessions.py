@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -56,6 +55,7 @@ logger = logging.getLogger(__name__)
 _STARTED_MS = time.time_ns() // 1_000_000
 # Messages read per wake-up before timers get a turn (the poll is level-triggered).
 MAX_READS_PER_POLL = 256
+_LONG_AGO = 0.0  # a deadline that has passed (on the time.monotonic() clock)
 
 
 class SessionSettings:
@@ -139,7 +139,7 @@ class FrontendSession:
 
     def next_deadline(self) -> float:
         if self.link.backlog:
-            return -math.inf  # messages read and not handled yet: no sleeping
+            return _LONG_AGO  # messages read and not handled yet: no sleeping
         if self.heartbeat is None:
             return self.hello_due
         return self.heartbeat.next_deadline()

@@ -93,6 +93,9 @@ class UnixLink:
         self._chunk = bytearray(READ_SIZE)
         self._view = memoryview(self._chunk)
         self._events: list[LinkEvent] = []
+        # The poll said there is input, and no read since came back short: reading again
+        # would only fail with EAGAIN (the poll is level-triggered: it says so again).
+        self._may_read = False
         self._unreachable_logged = False  # said the frontend is not there, this outage
         self._ended = False  # a connection was made and is over: the link is spent
 
@@ -134,7 +137,9 @@ class UnixLink:
         flags = ready.get(self._fd, 0)
         if flags & zmq.POLLOUT:
             self._flush()
-        return bool(self._inbox) or bool(flags & (zmq.POLLIN | zmq.POLLERR))
+        if flags & (zmq.POLLIN | zmq.POLLERR):
+            self._may_read = True
+        return self._may_read or bool(self._inbox)
 
     def events(self, ready: dict[zmq.Socket[bytes] | int, int]) -> list[LinkEvent]:
         """The connection events since the last call."""
@@ -215,7 +220,7 @@ class UnixLink:
 
     def recv(self) -> list[bytes] | None:
         """The frames of the next complete message, or None if none has arrived."""
-        if not self._inbox and self._sock is not None:
+        if not self._inbox and self._may_read and self._sock is not None:
             self._read()
         if self._inbox:
             return self._inbox.popleft()
@@ -226,6 +231,7 @@ class UnixLink:
         try:
             n = self._sock.recv_into(self._chunk)
         except BlockingIOError:
+            self._may_read = False
             return
         except OSError as exc:
             self._lost(exc)
@@ -233,6 +239,7 @@ class UnixLink:
         if n == 0:
             self._lost(None)
             return
+        self._may_read = n == READ_SIZE  # a short read took all there was
         try:
             self._inbox.extend(self._reader.feed(self._view[:n]))
         except framing.FramingError as exc:
@@ -307,6 +314,7 @@ class UnixLink:
         self._fd = -1
         self._out.clear()
         self._inbox.clear()
+        self._may_read = False
         sock.close()
 
     def close(self, linger_ms: int = 0) -> None:

@@ -21,12 +21,21 @@ from typing import Any
 import numpy as np
 import pytest
 from credentials import ClusterSecrets, make_cluster_secrets
-from fake_frontend import REPLY_S, FakeFrontend, outputs_of
+from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, outputs_of, serving_in_a_thread
 from unix_frontend import UnixFrontend
 
-from model_container import protocol, write_closure_bundle
+from model_container import ContainerConfig, ModelContainer, framing, protocol, write_closure_bundle
 from model_container.bundle import bundle_digest
-from model_container.protocol import Goodbye, Heartbeat, InputType, Result
+from model_container.protocol import (
+    Goodbye,
+    Heartbeat,
+    Hello,
+    InputType,
+    Predict,
+    Result,
+    Welcome,
+)
+from model_container.sessions import MAX_READS_PER_POLL
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -236,3 +245,51 @@ def test_one_unix_and_one_tcp_frontend_are_both_served(
             restarted.close(remove_dir=False)
     finally:
         tcp.close()
+
+
+def test_the_running_batch_of_a_lost_connection_is_not_answered_on_the_next(
+    start_container: StartContainer, frontend: UnixFrontend
+) -> None:
+    start_container(frontend.address)
+    identity, _ = frontend.register(heartbeat_ms=100)
+    frontend.predict(identity, 15, [[-4.0, 1.0]])  # sleeps 1 s
+    frontend.predict(identity, 16, [[1.0]])  # queued behind it
+    frontend.expect(Heartbeat, ignore=())  # the batch is running (the stand-in beats)
+    frontend.close(remove_dir=False)
+    restarted = UnixFrontend(frontend.path)
+    try:
+        again, _ = restarted.register(heartbeat_ms=100)
+        restarted.predict(again, 17, [[2.0]])
+        _, result = restarted.expect(Result)
+        assert (result.batch_id, outputs_of(result)) == (17, [2.0])
+    finally:
+        restarted.close()
+
+
+def test_more_messages_in_one_read_than_one_turn_handles(
+    frontend: UnixFrontend, cluster: ClusterSecrets
+) -> None:
+    """Messages already read from the socket do not wake the poll: the loop must not
+    sleep while some wait (``MAX_READS_PER_POLL`` per turn)."""
+    config = ContainerConfig(
+        frontend=frontend.address,
+        model_name="inproc",
+        model_version="1",
+        input_type=InputType.DOUBLES,
+        replica_id="inproc-0",
+        secrets_dir=str(cluster.replica_dir),
+    )
+    container = ModelContainer(config, make_model())
+    with serving_in_a_thread(container):
+        identity, _ = frontend.expect(Hello, STARTUP_S, ignore=())
+        frontend.welcomed.add(identity)
+        burst = [Welcome(60_000)] + [Heartbeat()] * (3 * MAX_READS_PER_POLL)
+        arrays = [np.asarray([1.0, 2.0], dtype="<f8")]
+        lengths, data = protocol.pack_arrays(arrays, np.dtype("<f8"))
+        burst.append(Predict(18, InputType.DOUBLES, lengths, data.data))
+        stream = b"".join(
+            bytes(piece) for msg in burst for piece in framing.encode_message(protocol.encode(msg))
+        )
+        frontend.send_raw(identity, stream)  # one write; one read takes it all
+        _, result = frontend.expect(Result, timeout_s=REPLY_S)
+        assert (result.batch_id, outputs_of(result)) == (18, [3.0])
