@@ -98,6 +98,7 @@ class UnixLink:
         self._may_read = False
         self._unreachable_logged = False  # said the frontend is not there, this outage
         self._ended = False  # a connection was made and is over: the link is spent
+        self._full_logged = False  # said the send buffer is full
 
     # ------------------------------------------------------------------ the poller
 
@@ -161,11 +162,13 @@ class UnixLink:
         pieces = framing.encode_message(views)
         if self._out:
             if len(self._out) + sum(_nbytes(p) for p in pieces) > self._max_buffered:
-                logger.warning(
-                    "the frontend at %s does not read: %d bytes wait; dropping a message",
-                    self.address,
-                    len(self._out),
-                )
+                if not self._full_logged:  # once until the buffer drains
+                    self._full_logged = True
+                    logger.warning(
+                        "the frontend at %s does not read: %d bytes wait; dropping messages",
+                        self.address,
+                        len(self._out),
+                    )
                 return False
             for piece in pieces:
                 self._out += piece
@@ -189,7 +192,13 @@ class UnixLink:
             if sent >= size:
                 sent -= size
                 continue
-            self._out += piece[sent:] if sent else piece
+            if sent:
+                view = memoryview(piece)
+                if view.format != "B" or view.ndim != 1:
+                    view = view.cast("B")  # slice bytes, not items
+                self._out += view[sent:]
+            else:
+                self._out += piece
             sent = 0
         if self._out:
             self._want_write(True)
@@ -208,6 +217,7 @@ class UnixLink:
             return
         del self._out[:sent]
         if not self._out:
+            self._full_logged = False
             self._want_write(False)
 
     def _want_write(self, on: bool) -> None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zmq
 
@@ -257,6 +258,39 @@ def test_close_with_linger_lets_a_buffered_goodbye_out(sock_dir: Path) -> None:
         link.close(linger_ms=int(DEADLINE_S * 1000))
         reader.join(DEADLINE_S)
         assert protocol.decode(got[-1]) == Goodbye("stopping")
+        peer.close()
+    finally:
+        link.close()
+        server.close()
+
+
+def test_frames_of_wide_items_are_cut_in_bytes_when_partly_sent(sock_dir: Path) -> None:
+    """A frame may be a memoryview of 8-byte doubles: what the kernel did not take is
+    kept from the right byte, not the right item."""
+    server = listen(sock_dir / "q.sock")
+    link = UnixLink(f"unix://{sock_dir / 'q.sock'}")
+    poller = zmq.Poller()
+    link.attach(poller)
+    try:
+        assert link.send(hello())
+        peer = accept(server)
+        doubles = np.arange(100_001, dtype="<f8")  # 800,008 bytes: more than one send takes
+        frames = [protocol.encode(Heartbeat())[0], memoryview(doubles)]
+        for _ in range(3):
+            assert link.send_frames(frames)
+        assert link.buffered > 0
+        peer.setblocking(False)
+        reader = framing.MessageReader()
+        got: list[list[bytes]] = []
+        deadline = time.monotonic() + DEADLINE_S
+        while len(got) < 4:
+            assert time.monotonic() < deadline, "not everything arrived"
+            link.ready(dict(poller.poll(10)))
+            try:
+                got += reader.feed(peer.recv(1 << 20))
+            except BlockingIOError:
+                continue
+        assert all(m[1] == doubles.tobytes() for m in got[1:])
         peer.close()
     finally:
         link.close()
