@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -295,3 +296,47 @@ def test_frames_of_wide_items_are_cut_in_bytes_when_partly_sent(sock_dir: Path) 
     finally:
         link.close()
         server.close()
+
+
+LISTEN_AS_OTHER = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1])
+s.listen(1)
+print("listening", flush=True)
+conn, _ = s.accept()
+conn.settimeout(10)
+print(repr(conn.recv(100)), flush=True)
+"""
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # one that another user may run (the venv's may not)
+
+
+@pytest.mark.skipif(
+    os.getuid() != 0 or not os.access(SYSTEM_PYTHON, os.X_OK),
+    reason="needs root (to listen as another user) and a system python3",
+)
+def test_a_real_listener_of_another_user_gets_nothing(sock_dir: Path) -> None:
+    sock_dir.chmod(0o777)  # the other user must be able to create its socket here
+    path = sock_dir / "q.sock"
+    other = subprocess.Popen(
+        [SYSTEM_PYTHON, "-c", LISTEN_AS_OTHER, str(path)],
+        user=65534,
+        group=65534,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    link = UnixLink(f"unix://{path}")
+    try:
+        assert other.stdout is not None
+        assert other.stdout.readline().strip() == "listening"
+        assert not link.send(hello())
+        assert link.events({}) == [LinkEvent.REFUSED]
+        assert "uid 65534" in link.refusal
+        # The impostor saw the connection and not one byte of it.
+        assert other.stdout.readline().strip() == "b''"
+    finally:
+        link.close()
+        other.kill()
+        other.communicate(timeout=DEADLINE_S)  # also closes its stdout
