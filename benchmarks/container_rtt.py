@@ -8,6 +8,13 @@ reports the median and p90 round trip, the container's CPU time per round trip
 (``/proc/PID/stat``) and its context switches per round trip (every thread's, from
 ``/proc/PID/task/*/status``: a hand-off between threads shows up as switches).
 
+``--transports tcp,unix`` runs each variant against a frontend of each transport:
+``tcp`` the ZeroMQ CURVE ROUTER above, ``unix`` ``tests/unix_frontend.UnixFrontend``
+(the direct unix-socket transport, ``--frontend unix://PATH``). The two fake frontends
+cost differently on the driver's side, so compare the container's CPU per round trip
+first, the round trip second. ``NAME=DIR@tcp`` limits a variant to some transports (one
+that predates ``unix://``).
+
 Each ``--variant NAME=DIR`` runs ``python -m model_container`` with ``DIR`` first on
 ``PYTHONPATH`` (e.g. a ``git archive`` of an older ``model_container``), so that
 variants are compared in the same run; their rounds are interleaved, because this
@@ -34,6 +41,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from credentials import make_cluster_secrets  # type: ignore[import-not-found]  # noqa: E402
 from fake_frontend import FakeFrontend  # type: ignore[import-not-found]  # noqa: E402
+from unix_frontend import UnixFrontend  # type: ignore[import-not-found]  # noqa: E402
 
 from model_container import InputType, write_closure_bundle  # noqa: E402
 from model_container.bundle import bundle_digest  # noqa: E402
@@ -91,11 +99,20 @@ def switches(pid: int) -> int:
 
 class Contender:
     def __init__(
-        self, name: str, root: Path, bundle: Path, tmp: Path, secrets: Any, to_ms: int
+        self,
+        name: str,
+        root: Path,
+        bundle: Path,
+        tmp: Path,
+        secrets: Any,
+        to_ms: int,
+        transport: str = "tcp",
     ) -> None:
         self.name = name
         self.to_ms = to_ms
-        self.frontend = FakeFrontend(secrets=secrets)
+        self.frontend: Any = (
+            UnixFrontend() if transport == "unix" else FakeFrontend(secrets=secrets)
+        )
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO)])}
         argv = [
             sys.executable,
@@ -175,10 +192,11 @@ class Contender:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", action="append", required=True, help="NAME=DIR")
+    parser.add_argument("--variant", action="append", required=True, help="NAME=DIR[@TRANSPORTS]")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", type=int, default=1000, help="round trips per round")
     parser.add_argument("--models", default="noop,sklearn")
+    parser.add_argument("--transports", default="tcp", help="tcp, unix or tcp,unix")
     parser.add_argument(
         "--to-ms", type=int, default=1000, help="PREDICT's batch timeout, as frontends send"
     )
@@ -195,12 +213,14 @@ def main() -> None:
         try:
             for spec in a.variant:
                 name, root = spec.split("=", 1)
+                root, _, only = root.partition("@")
                 for model, bundle in bundles.items():
-                    contenders.append(
-                        Contender(
-                            f"{name}/{model}", Path(root).resolve(), bundle, tmp, secrets, a.to_ms
+                    for transport in (only or a.transports).split(","):
+                        label = f"{name}/{model}/{transport}"
+                        root_dir = Path(root).resolve()
+                        contenders.append(
+                            Contender(label, root_dir, bundle, tmp, secrets, a.to_ms, transport)
                         )
-                    )
             for c in contenders:
                 c.run(200, record=False)  # warm up
             for _ in range(a.rounds):

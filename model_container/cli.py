@@ -23,11 +23,15 @@ process, the model loaded once, one registration per frontend)::
 
     tcp://HOST:PORT                        one frontend
     tcp://A:7000,tcp://B:7000              each of a list (or repeat --frontend)
+    ipc:///PATH                            ZeroMQ over a unix socket (same host)
+    unix:///PATH                           the direct unix-socket transport (same host,
+                                           no libzmq threads; the listener's uid must
+                                           be ours: ``model_container.unix_link``)
     dns+tcp://NAME:PORT                    every IPv4/IPv6 address NAME resolves to, at
                                            start and every --discovery-interval-s: on
                                            Kubernetes, a headless Service of frontends
 
-(entries of both kinds may be mixed in one list; see ``model_container.discovery``).
+(entries of every kind may be mixed in one list; see ``model_container.discovery``).
 
 Metrics are off by default so that several replicas on one host do not fight over a
 port; the local container manager gives each replica a port of its own.

@@ -10,6 +10,10 @@ than at the next retry) and when it drops (the frontend is gone: re-register).
 A link is never reused across registrations: when the frontend is lost the serving
 loop closes it with linger 0, dropping whatever was queued, and opens a new one, which
 also gives the replica a fresh ZeroMQ identity at the frontend.
+
+``Link`` is what a session needs of a link, whatever the transport: ``FrontendLink``
+here, ``unix_link.UnixLink`` for a frontend at ``unix://PATH``; ``open_link`` picks one
+by the address.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -48,9 +53,56 @@ for _event in _EVENTS:
     _MONITORED |= _event
 
 
+Ready = dict[zmq.Socket[bytes] | int, int]  # what ``zmq.Poller.poll`` reported
+
+
+class Link(Protocol):
+    """One connection (attempt) to a frontend, used by the thread running the loop."""
+
+    address: str
+    # Why the last handshake was refused (logged once by the session on REFUSED).
+    refusal: str
+
+    @property
+    def dials_on_send(self) -> bool:
+        """True if the link connects on a send (HELLO) rather than in the background."""
+        ...
+
+    @property
+    def backlog(self) -> int:
+        """Messages received and waiting for ``recv``: the poll must not sleep."""
+        ...
+
+    def attach(self, poller: zmq.Poller) -> None: ...
+
+    def detach(self) -> None: ...
+
+    def ready(self, ready: Ready) -> bool:
+        """Act on the poll's report; whether ``recv`` may have a message."""
+        ...
+
+    def events(self, ready: Ready) -> list[LinkEvent]: ...
+
+    def send(self, msg: Message) -> bool: ...
+
+    def send_frames(self, frames: Sequence[protocol.Frame | zmq.Frame]) -> bool: ...
+
+    def recv(self) -> Sequence[protocol.Frame] | None: ...
+
+    def close(self, linger_ms: int = 0) -> None: ...
+
+
 class FrontendLink:
     """A connected DEALER socket to ``address`` plus its event monitor; with ``keys`` a
     CURVE client of the frontend (``rpc_keys``), without them plain ZeroMQ."""
+
+    dials_on_send = False  # libzmq connects (and reconnects) in the background
+    backlog = 0  # libzmq holds what arrived; the poll reports it
+    refusal = (
+        "the frontend refused this replica's keys or this replica the frontend's (are "
+        "both from the same cluster's secrets directory, and both with or both without "
+        "--insecure-rpc?)"
+    )
 
     def __init__(self, context: Context, address: str, keys: ClientKeys | None) -> None:
         self.address = address
@@ -71,6 +123,21 @@ class FrontendLink:
             self.socket.close(linger=0)
             raise
         self.closed = False
+        self._poller: zmq.Poller | None = None
+
+    def attach(self, poller: zmq.Poller) -> None:
+        self._poller = poller
+        poller.register(self.socket, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
+
+    def detach(self) -> None:
+        if self._poller is not None:
+            self._poller.unregister(self.socket)
+            self._poller.unregister(self.monitor)
+            self._poller = None
+
+    def ready(self, ready: Ready) -> bool:
+        return self.socket in ready
 
     def send(self, msg: Message) -> bool:
         """Send a message; False (and nothing queued) if no connection can take it now."""
@@ -91,8 +158,11 @@ class FrontendLink:
             return None
         return [frame.buffer for frame in frames]
 
-    def events(self) -> list[LinkEvent]:
-        """Drain the monitor: the connection events since the last call."""
+    def events(self, ready: Ready | None = None) -> list[LinkEvent]:
+        """Drain the monitor (if the poll reported it): the connection events since the
+        last call."""
+        if ready is not None and self.monitor not in ready:
+            return []
         out: list[LinkEvent] = []
         while True:
             try:

@@ -4,6 +4,8 @@
 of::
 
     tcp://HOST:PORT        one frontend (also ipc://PATH), as before
+    unix://PATH            one frontend on this host, over the direct unix-socket
+                           transport (``unix_link``); PATH absolute
     dns+tcp://NAME:PORT    every address NAME resolves to (IPv4 and IPv6), re-resolved
                            every --discovery-interval-s seconds
 
@@ -42,6 +44,7 @@ IPC_PATH_MAX = 107
 # host: a name, an IPv4 address, or an IPv6 address in brackets.
 _TCP = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.%\w]+\]|[^\s/:\[\]]+):(?P<port>\d+)$")
 _IPC = re.compile(r"^ipc://\S+$")
+_UNIX = re.compile(r"^unix://(?P<path>\S*)$")
 _DNS = re.compile(
     r"^dns\+tcp://(?P<host>[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\.?):(?P<port>\d+)$"
 )
@@ -89,15 +92,31 @@ def parse_frontends(spec: str) -> FrontendTargets:
                 )
             if entry not in static:
                 static.append(entry)
+        elif m := _UNIX.match(entry):
+            _unix_path(entry, m["path"])
+            if entry not in static:
+                static.append(entry)
         else:
             raise ValueError(f"frontend address {entry!r} is not of a known form; {_FORMS}")
     return FrontendTargets(tuple(static), tuple(dns))
 
 
 _FORMS = (
-    "use tcp://HOST:PORT or ipc://PATH, a comma-separated list of those, or "
-    "dns+tcp://NAME:PORT (every address NAME resolves to)"
+    "use tcp://HOST:PORT, ipc://PATH or unix:///ABSOLUTE/PATH, a comma-separated list of "
+    "those, or dns+tcp://NAME:PORT (every address NAME resolves to)"
 )
+
+
+def _unix_path(entry: str, path: str) -> None:
+    if not path.startswith("/"):
+        raise ValueError(
+            f"frontend address {entry!r}: the unix socket's path must be absolute "
+            "(unix:///run/schooner/query.sock)"
+        )
+    if len(path.encode()) > IPC_PATH_MAX:
+        raise ValueError(
+            f"frontend address {entry!r}: a unix socket path has at most {IPC_PATH_MAX} bytes"
+        )
 
 
 def _port(entry: str, text: str) -> int:

@@ -1,8 +1,9 @@
 """The serving loop of a model replica: register with every frontend, dispatch batches.
 
 ``ModelContainer.run`` runs the loop on the thread that calls it (the serving thread),
-which owns every socket: one ``sessions.FrontendSession`` per query frontend (a DEALER,
-its monitor, its heartbeat and registration state) and a socketpair that signals,
+which owns every socket: one ``sessions.FrontendSession`` per query frontend (its link:
+a DEALER and its monitor, or for ``unix://PATH`` a plain unix socket, ``unix_link``; its
+heartbeat and registration state) and a socketpair that signals,
 ``stop()`` and DNS discovery write to. It blocks only in one poll whose timeout is the
 earliest heartbeat or HELLO deadline of any session (``heartbeat``), so it never
 sleeps and never spins.
@@ -81,8 +82,9 @@ logger = logging.getLogger(__name__)
 class ContainerConfig:
     """Everything a replica needs to know to serve, built once by the entry point."""
 
-    # The frontends' ROUTER addresses: "tcp://127.0.0.1:7000", a comma-separated list of
-    # such, and/or "dns+tcp://NAME:PORT" entries (``discovery.parse_frontends``).
+    # The frontends' addresses: "tcp://127.0.0.1:7000" (or ipc://PATH, or unix://PATH for
+    # the direct unix-socket transport), a comma-separated list of such, and/or
+    # "dns+tcp://NAME:PORT" entries (``discovery.parse_frontends``).
     frontend: str
     model_name: str
     model_version: str

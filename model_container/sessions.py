@@ -1,7 +1,8 @@
 """One registration with one query frontend, and fair turns among several.
 
-A ``FrontendSession`` is everything the serving loop keeps per frontend: its
-``FrontendLink`` (socket + monitor), its ``Heartbeat`` (None while REGISTERING), HELLO
+A ``FrontendSession`` is everything the serving loop keeps per frontend: its link
+(``connection.Link``: a ZeroMQ ``FrontendLink``, socket + monitor, or for a
+``unix://PATH`` address a ``unix_link.UnixLink``), its ``Heartbeat`` (None while REGISTERING), HELLO
 ``Backoff`` and due time, the last REJECT reason, its queue of PREDICTs, and an
 ``epoch`` that changes whenever the link is replaced, so that an answer computed for a
 lost connection is never sent on its successor. It speaks the protocol of one
@@ -30,7 +31,7 @@ import zmq
 
 from model_container import protocol
 from model_container.bundle import runtime_versions
-from model_container.connection import Context, FrontendLink, LinkEvent
+from model_container.connection import Context, FrontendLink, Link, LinkEvent, Ready
 from model_container.heartbeat import Backoff, Heartbeat
 from model_container.metrics import ContainerMetrics
 from model_container.protocol import (
@@ -45,6 +46,8 @@ from model_container.protocol import (
     Welcome,
 )
 from model_container.rpc_keys import ClientKeys
+from model_container.unix_link import SCHEME as UNIX_SCHEME
+from model_container.unix_link import UnixLink
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ logger = logging.getLogger(__name__)
 _STARTED_MS = time.time_ns() // 1_000_000
 # Messages read per wake-up before timers get a turn (the poll is level-triggered).
 MAX_READS_PER_POLL = 256
+_LONG_AGO = 0.0  # a deadline that has passed (on the time.monotonic() clock)
 
 
 class SessionSettings:
@@ -134,21 +138,20 @@ class FrontendSession:
         return self.heartbeat is not None
 
     def next_deadline(self) -> float:
+        if self.link.backlog:
+            return _LONG_AGO  # messages read and not handled yet: no sleeping
         if self.heartbeat is None:
             return self.hello_due
         return self.heartbeat.next_deadline()
 
     # ------------------------------------------------------------------ input
 
-    def on_ready(self, ready: dict[zmq.Socket[bytes] | int, int], now: float) -> None:
+    def on_ready(self, ready: Ready, now: float) -> None:
         """Handle what the poll reported for this session's sockets."""
         link = self.link
-        if link.monitor in ready:
-            for event in link.events():
-                self._on_link_event(event, now)
-                if self.link is not link:
-                    break  # the rest happened on the closed socket
-        if self.link is link and link.socket in ready:
+        readable = link.ready(ready)
+        self._on_link_events(link, ready, now)
+        if self.link is link and readable:
             for _ in range(MAX_READS_PER_POLL):
                 frames = link.recv()
                 if frames is None:
@@ -156,6 +159,15 @@ class FrontendSession:
                 self._on_frames(frames, now)
                 if self.link is not link:
                     break
+            if self.link is link and link.dials_on_send:
+                # A read or a send in this turn may have found the connection over.
+                self._on_link_events(link, ready, now)
+
+    def _on_link_events(self, link: Link, ready: Ready, now: float) -> None:
+        for event in link.events(ready):
+            self._on_link_event(event, now)
+            if self.link is not link:
+                break  # the rest happened on the closed socket
 
     def on_timers(self, now: float) -> None:
         if self.heartbeat is None:
@@ -174,23 +186,26 @@ class FrontendSession:
         elif event is LinkEvent.DISCONNECTED and self.registered:
             self._reconnect(now, "the connection dropped")
         elif event is LinkEvent.REFUSED:
-            # libzmq retries the handshake by itself; say once why it fails.
+            # The link retries by itself (a unix link at the next HELLO); say once why.
             if not self._refusal_logged:
                 self._refusal_logged = True
                 logger.warning(
-                    "the RPC handshake with %s failed: the frontend refused this replica's "
-                    "keys or this replica the frontend's (are both from the same cluster's "
-                    "secrets directory, and both with or both without --insecure-rpc?); "
-                    "retrying",
+                    "the RPC handshake with %s failed: %s; retrying",
                     self.address,
+                    self.link.refusal,
                 )
         elif event is LinkEvent.DISCONNECTED:
             # Dropped while REGISTERING. A WELCOME the dead peer sent may still wait unread
             # in the socket; read later, it would register us with whoever listens next on
             # the address, which never saw our HELLO. A new socket holds nothing stale.
+            due = self.hello_due
             self._replace_link(now)
+            if self.link.dials_on_send:
+                # It connects on the next HELLO: not before the backoff says (a frontend
+                # that closes every connection at once must not make this a busy loop).
+                self.hello_due = due
 
-    def _on_frames(self, frames: list[memoryview], now: float) -> None:
+    def _on_frames(self, frames: Sequence[protocol.Frame], now: float) -> None:
         if self.heartbeat is not None:
             self.heartbeat.received(now)
         try:
@@ -268,17 +283,17 @@ class FrontendSession:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _open_link(self, now: float) -> FrontendLink:
-        link = FrontendLink(self._context, self.address, self._settings.keys)
-        self._poller.register(link.socket, zmq.POLLIN)
-        self._poller.register(link.monitor, zmq.POLLIN)
+    def _open_link(self, now: float) -> Link:
+        link = open_link(self._context, self.address, self._settings.keys)
+        link.attach(self._poller)
         self.heartbeat = None
-        self.hello_due = now  # try at once; the handshake event also triggers a HELLO
+        # Try at once; over ZeroMQ the handshake event also triggers a HELLO, a unix link
+        # connects on this HELLO.
+        self.hello_due = now
         return link
 
     def _close_link(self, linger_ms: int) -> None:
-        self._poller.unregister(self.link.socket)
-        self._poller.unregister(self.link.monitor)
+        self.link.detach()
         self.link.close(linger_ms=linger_ms)
 
     def _drop_batches(self) -> int:
@@ -320,6 +335,14 @@ class FrontendSession:
         self.link.send(Goodbye(reason))
         self._close_link(linger_ms)
         return dropped
+
+
+def open_link(context: Context, address: str, keys: ClientKeys | None) -> Link:
+    """A link to the frontend at ``address``: direct for ``unix://PATH`` (no CURVE: the
+    kernel vouches for the peer's uid), else a ZeroMQ DEALER."""
+    if address.startswith(UNIX_SCHEME):
+        return UnixLink(address)
+    return FrontendLink(context, address, keys)
 
 
 class RoundRobin:

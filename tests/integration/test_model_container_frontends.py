@@ -285,7 +285,7 @@ def test_events_of_a_replaced_connection_are_not_applied_to_its_successor(
     try:
         old = session.link
         stale = [LinkEvent.DISCONNECTED, LinkEvent.DISCONNECTED, LinkEvent.CONNECTED]
-        monkeypatch.setattr(old, "events", lambda: stale)
+        monkeypatch.setattr(old, "events", lambda *_: stale)
         session.on_ready({old.monitor: zmq.POLLIN}, now)
         assert old.closed and session.link is not old
         assert session.epoch == 1, "the new socket was replaced again"

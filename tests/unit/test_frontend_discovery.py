@@ -45,6 +45,14 @@ def test_dns_form_and_mixed_list() -> None:
     assert "dns+tcp://query-frontend-rpc.default.svc:7000" in targets.describe()
 
 
+def test_unix_form_beside_the_others() -> None:
+    longest = "/" + "p" * 106  # 107 bytes: sun_path's 108 with the NUL
+    targets = parse_frontends(
+        f"unix:///run/s/q.sock,tcp://a:7000,unix://{longest},unix:///run/s/q.sock"
+    )
+    assert targets.static == ("unix:///run/s/q.sock", "tcp://a:7000", f"unix://{longest}")
+
+
 @pytest.mark.parametrize(
     ("spec", "says"),
     [
@@ -56,6 +64,9 @@ def test_dns_form_and_mixed_list() -> None:
         ("dns+tcp://under_score:7000", "not of a known form"),
         ("dns+tcp://a:70000", "port 70000 is not in 1..65535"),
         ("tcp://a:0", "port 0 is not in 1..65535"),
+        ("unix://run/q.sock", "must be absolute"),
+        ("unix://", "must be absolute"),
+        ("unix:///" + "d" * 107, "at most 107 bytes"),
     ],
 )
 def test_invalid_forms_say_which_forms_exist(spec: str, says: str) -> None:
