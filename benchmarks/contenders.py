@@ -15,9 +15,11 @@ on Ctrl-C) stops every process the group started.
   (``query_frontends=2``), if the local manager takes it: beside ``schooner-sklearn``,
   what a second frontend buys on this machine.
 - ``schooner-ipc``: the sklearn app on a cluster whose replicas reach the query frontend
-  over ``ipc://`` (``rpc_ipc=True``; CURVE kept): beside ``schooner-sklearn``, TCP
+  over ``ipc://`` (``rpc_ipc=True``; CURVE kept): beside ``schooner-tcp``, TCP
   against a unix socket on one host.
-- ``schooner-unix``: the same over the direct unix-socket transport (``rpc_unix=True``).
+- ``schooner-tcp``: the sklearn app with its replicas on ZeroMQ over TCP + CURVE
+  (``rpc_unix=False``; the ``schooner`` group runs the local default, the direct
+  unix-socket transport): what the transport costs, and how Docker and Kubernetes run.
 - ``raw-asgi``: a bare ASGI app under uvicorn answering a constant: the HTTP ceiling.
 - ``starlette-sklearn``: Starlette with the model in-process, one predict per request.
 - ``minimal``: the floor (issue 14), ``baselines/minimal_pipeline.py``: uvicorn, a greedy
@@ -344,7 +346,11 @@ def schooner_plain_rpc(settings: Settings) -> Iterator[list[Target]]:
     with (
         _environ(SCHOONER_INSECURE_RPC="1"),
         _sklearn_only(
-            settings, "schooner-plain-rpc", "schooner-sklearn-plain-rpc", "RPC without CURVE"
+            settings,
+            "schooner-plain-rpc",
+            "schooner-sklearn-plain-rpc",
+            "RPC without CURVE",
+            rpc_unix=False,  # CURVE's cost on TCP: beside schooner-tcp
         ) as targets,
     ):
         yield targets
@@ -372,17 +378,18 @@ def schooner_ipc(settings: Settings) -> Iterator[list[Target]]:
     """The sklearn app of ``schooner`` with its replicas reaching the query frontend over
     ``ipc://`` (a unix socket, CURVE kept) instead of TCP on 127.0.0.1 (``rpc_ipc=True``)."""
     with _sklearn_only(
-        settings, "schooner-ipc", "schooner-ipc", "RPC over ipc://", rpc_ipc=True
+        settings, "schooner-ipc", "schooner-ipc", "RPC over ipc://", rpc_unix=False, rpc_ipc=True
     ) as targets:
         yield targets
 
 
 @contextlib.contextmanager
-def schooner_unix(settings: Settings) -> Iterator[list[Target]]:
-    """The sklearn app of ``schooner`` with its replicas on the direct unix-socket
-    transport (``rpc_unix=True``: no ZeroMQ, no libzmq I/O threads between them)."""
+def schooner_tcp(settings: Settings) -> Iterator[list[Target]]:
+    """The sklearn app of ``schooner`` with its replicas on ZeroMQ over TCP (CURVE), as
+    before the direct unix-socket transport became the local default (``rpc_unix=False``),
+    and as Docker and Kubernetes run."""
     with _sklearn_only(
-        settings, "schooner-unix", "schooner-unix", "RPC over a direct unix socket", rpc_unix=True
+        settings, "schooner-tcp", "schooner-tcp", "RPC over ZeroMQ TCP + CURVE", rpc_unix=False
     ) as targets:
         yield targets
 
@@ -586,7 +593,7 @@ GROUPS: dict[str, Group] = {
     "schooner-plain-rpc": schooner_plain_rpc,
     "schooner-2qf": schooner_2qf,
     "schooner-ipc": schooner_ipc,
-    "schooner-unix": schooner_unix,
+    "schooner-tcp": schooner_tcp,
     "ray-serve": ray_serve,
     "ray-serve-direct": ray_serve_direct,
 }

@@ -39,11 +39,14 @@ if the last one died, which adopts the processes still running. ``stop_all()`` (
 
 ``query_frontends=N`` runs N query frontend processes sharing the query port
 (SO_REUSEPORT), each with its own RPC port (``rpc_port``, ``rpc_port + 1``, ...); every
-replica connects to all of them. With ``rpc_ipc=True`` replicas connect over
-``ipc://`` to a unix socket in ``rpc/`` instead, still CURVE-authenticated (the
-frontends bind the RPC port too); when the data dir's path is too long for a unix
-socket (107 bytes) they use TCP. It is off by default: the whole benchmark gains
-nothing measurable from it (docs/wire-protocol.md §1.2).
+replica connects to all of them. By default (``rpc_unix=True``) replicas reach their
+frontends over the direct unix-socket transport: a stream socket in ``rpc/`` (mode
+0700), the peer's uid checked on both ends, no ZeroMQ and so no libzmq I/O threads on
+the path (a lone query's round trip ~100 µs shorter; docs/wire-protocol.md §1.3). With
+``rpc_unix=False`` they use TCP, or with ``rpc_ipc=True`` ZeroMQ over ``ipc://``
+(CURVE-authenticated; it gains nothing measurable over TCP, §1.2). The frontends bind
+their TCP RPC port in every case; when the data dir's path is too long for a unix
+socket (107 bytes), replicas use TCP.
 ``restart_query_frontends()`` restarts them one at a
 time (each drains on SIGTERM), so the query port keeps answering. A connection the
 kernel queued on a closing listener but the frontend had not accepted yet is reset,
@@ -182,16 +185,16 @@ class LocalContainerManager(ContainerManager):
         tls_ca: str | os.PathLike[str] | None = None,
         query_frontends: int = 1,
         rpc_ipc: bool = False,
-        rpc_unix: bool = False,
+        rpc_unix: bool = True,
     ) -> None:
         """``tls_certfile``/``tls_keyfile`` (PEM files, both or neither): both frontends
         serve HTTPS with them; ``tls_ca``: the CA (PEM) the admin client verifies them
         with, else ``$SCHOONER_TLS_CA``, else the system's trust store.
         ``query_frontends``: how many query frontend processes share ``query_port``;
         frontend ``i`` takes RPC port ``rpc_port + i``. ``rpc_ipc``: replicas reach the
-        query frontends over ZeroMQ on unix sockets under the data dir (by default over
-        TCP); ``rpc_unix``: over the direct unix-socket transport instead (no ZeroMQ
-        between them: ``docs/wire-protocol.md`` §1.3)."""
+        query frontends over ZeroMQ on unix sockets under the data dir; ``rpc_unix`` (the
+        default): over the direct unix-socket transport (no ZeroMQ between them:
+        ``docs/wire-protocol.md`` §1.3); neither: over TCP."""
         super().__init__()
         if (
             isinstance(query_frontends, bool)
@@ -345,7 +348,9 @@ class LocalContainerManager(ContainerManager):
     def _rpc_endpoint(self, index: int) -> str:
         """Where a replica on this host reaches query frontend ``index``."""
         unix = self._rpc_unix_path(index)
-        if unix is not None:
+        # Only if the frontend listens there: one started without it (a cluster started
+        # with rpc_unix=False, then connected to with the default) takes TCP.
+        if unix is not None and unix.is_socket():
             return f"unix://{unix}"
         path = self._rpc_ipc_path(index)
         if path is not None:

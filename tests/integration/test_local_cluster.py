@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import itertools
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -682,13 +684,82 @@ def test_no_process_of_the_cluster_inherits_an_exported_admin_token(
         cm.stop_all()
 
 
+def test_replicas_reach_the_query_frontend_over_the_direct_unix_socket_by_default(
+    conn: Connection,
+) -> None:
+    """The embedded default: no ZeroMQ between a replica and its frontend on one host,
+    a socket only this user can reach."""
+    import stat
+
+    import psutil
+
+    cm = conn.cm
+    assert isinstance(cm, LocalContainerManager)
+    conn.register_application("unix-app", "doubles", "none", 2_000_000)
+    deploy_python_closure(conn, "unix-model", "1", "doubles", lambda xs: [x[0] * 5 for x in xs])
+    conn.link_model_to_app("unix-app", "unix-model")
+    assert output_of(conn, "unix-app", [2.0]) == 10.0
+
+    socket_path = cm.data_dir / "rpc" / "query.usock"
+    assert stat.S_ISSOCK(socket_path.stat().st_mode)
+    assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(socket_path.parent.stat().st_mode) == 0o700
+    [replica] = [r for r in cm.processes() if r["name"].startswith("replica-unix-model")]
+    proc = psutil.Process(replica["pid"])
+    argv = proc.cmdline()
+    assert argv[argv.index("--frontend") + 1] == f"unix://{socket_path}"
+    assert all(not c.raddr or c.raddr.port != cm.rpc_port for c in proc.net_connections(kind="tcp"))
+    # Only libzmq would run I/O threads: a unix-only replica has none.
+    assert not [t for t in _thread_names(proc.pid) if t.startswith("ZMQbg")]
+
+
+def _thread_names(pid: int) -> list[str]:
+    return [(task / "comm").read_text().strip() for task in Path(f"/proc/{pid}/task").iterdir()]
+
+
+_SYSTEM_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_another_user_cannot_reach_the_direct_unix_socket(conn: Connection) -> None:
+    """An attacker on the same host under another uid: the 0700 directory keeps them
+    from the socket, and past it the frontend would refuse their uid."""
+    cm = conn.cm
+    assert isinstance(cm, LocalContainerManager)
+    socket_path = cm.data_dir / "rpc" / "query.usock"
+    probe = (
+        "import os, socket, sys\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        "    s.connect(sys.argv[1])\n"
+        "except PermissionError:\n"
+        "    print('refused')\n"
+        "else:\n"
+        "    print('connected')\n"
+    )
+    out = subprocess.run(
+        # The system's Python: the probe needs only the standard library, and another
+        # user may not be able to read this checkout's venv.
+        [_SYSTEM_PYTHON, "-c", probe, str(socket_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    assert out == "refused"
+
+
 @pytest.fixture(scope="module")
 def ipc_conn(
     tmp_path_factory: pytest.TempPathFactory, cluster_ports: Callable[[], dict[str, int]]
 ) -> Iterator[Connection]:
     """A cluster whose replicas reach the query frontend over ``ipc://``."""
     data_dir = tmp_path_factory.mktemp("ipc")
-    c = Connection(LocalContainerManager(data_dir=data_dir, rpc_ipc=True, **cluster_ports()))
+    manager = LocalContainerManager(
+        data_dir=data_dir, rpc_unix=False, rpc_ipc=True, **cluster_ports()
+    )
+    c = Connection(manager)
     c.start()
     try:
         yield c
