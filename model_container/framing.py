@@ -12,10 +12,14 @@ messages at once) and hands back the messages completed so far. A prefix announc
 more than ``MAX_FRAMES`` frames or more than ``max_message`` bytes raises
 ``FramingError`` before any of the body is buffered: a peer cannot make the reader hold
 more than one message's limit. The connection is then closed by its owner.
+
+``peer_uid`` is how each end learns who is at the other (``SO_PEERCRED``): both sides
+admit only their own uid.
 """
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import Sequence
 from typing import Final
@@ -25,6 +29,7 @@ from model_container.protocol import Frame
 U32: Final = struct.Struct("<I")
 MAX_FRAMES: Final = 16
 DEFAULT_MAX_MESSAGE: Final = 256 * 1024 * 1024
+_UCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 class FramingError(ValueError):
@@ -88,3 +93,10 @@ class MessageReader:
         if pos:
             del buf[:pos]
         return messages
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a connected unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    _pid, uid, _gid = _UCRED.unpack(raw)
+    return int(uid)

@@ -42,7 +42,6 @@ import logging
 import os
 import select
 import socket
-import struct
 import time
 from collections.abc import Sequence
 from typing import Final
@@ -51,6 +50,7 @@ import zmq
 
 from model_container import framing, protocol
 from model_container.connection import LinkEvent
+from model_container.framing import peer_uid
 from model_container.protocol import Message
 
 logger = logging.getLogger(__name__)
@@ -58,16 +58,8 @@ logger = logging.getLogger(__name__)
 SCHEME: Final = "unix://"
 READ_SIZE: Final = 256 * 1024  # bytes taken from the socket per read
 DEFAULT_MAX_BUFFERED: Final = 64 * 1024 * 1024  # bytes waiting to be sent, at most
-_UCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
 # The peer is gone (or the stream is unusable): the connection is over.
 _GONE: Final = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ESHUTDOWN})
-
-
-def peer_uid(sock: socket.socket) -> int:
-    """The uid of the process at the other end of a connected unix socket."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    _pid, uid, _gid = _UCRED.unpack(raw)
-    return int(uid)
 
 
 class UnixLink:

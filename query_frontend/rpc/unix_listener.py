@@ -47,6 +47,7 @@ from model_container.framing import (
     FramingError,
     MessageReader,
     encode_message,
+    peer_uid,
 )
 from model_container.protocol import Frame
 from query_frontend.rpc.auth import RefusalLog
@@ -55,7 +56,6 @@ logger = logging.getLogger(__name__)
 
 UNIX_IDENTITY_PREFIX: Final = b"\x00unix"
 BACKLOG: Final = 128
-_UCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 OnMessage = Callable[[bytes, list[bytes]], None]
 OnClosed = Callable[[bytes], None]
@@ -146,14 +146,6 @@ def _someone_listens(path: str) -> bool:
     finally:
         probe.close()
     return True
-
-
-def peer_uid(sock: socket.socket) -> int:
-    """The uid of the process at the other end of a connected unix socket."""
-    _pid, uid, _gid = _UCRED.unpack(
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    )
-    return int(uid)
 
 
 class UnixListener:
