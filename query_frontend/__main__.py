@@ -123,12 +123,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="on SIGTERM, seconds to answer the requests already accepted",
     )
     a = p.parse_args(argv)
-    if len(os.fsencode(a.rpc_ipc)) > IPC_PATH_MAX:
-        p.error(f"--rpc-ipc {a.rpc_ipc!r} is longer than a unix socket path may be "
-                f"({IPC_PATH_MAX} bytes)")  # fmt: skip
-    if len(os.fsencode(a.rpc_unix)) > IPC_PATH_MAX:
-        p.error(f"--rpc-unix {a.rpc_unix!r} is longer than a unix socket path may be "
-                f"({IPC_PATH_MAX} bytes)")  # fmt: skip
+    for flag, path in (("--rpc-ipc", a.rpc_ipc), ("--rpc-unix", a.rpc_unix)):
+        if len(os.fsencode(path)) > IPC_PATH_MAX:
+            p.error(f"{flag} {path!r} is longer than a unix socket path may be "
+                    f"({IPC_PATH_MAX} bytes)")  # fmt: skip
     if not a.batch_timeout_floor > 0:
         p.error(f"--batch-timeout-floor must be > 0 seconds, got {a.batch_timeout_floor}")
     if not a.quarantine_seconds >= 0:
