@@ -330,20 +330,18 @@ class LocalContainerManager(ContainerManager):
         return self.data_dir / "rpc"
 
     def _rpc_ipc_path(self, index: int) -> Path | None:
-        """Query frontend ``index``'s unix socket, or None: TCP only (``rpc_ipc=False``,
-        or a path too long for a unix socket)."""
-        path = self._rpc_dir / f"{self._query_names()[index]}.sock"
-        if not self.rpc_ipc or len(os.fsencode(path)) > IPC_PATH_MAX:
-            return None
-        return path
+        """Query frontend ``index``'s ZeroMQ unix socket, or None (``rpc_ipc=False``)."""
+        return self._rpc_socket(index, ".sock") if self.rpc_ipc else None
 
     def _rpc_unix_path(self, index: int) -> Path | None:
-        """Query frontend ``index``'s direct unix socket, or None (``rpc_unix=False``, or
-        a path too long for a unix socket)."""
-        path = self._rpc_dir / f"{self._query_names()[index]}.usock"
-        if not self.rpc_unix or len(os.fsencode(path)) > IPC_PATH_MAX:
-            return None
-        return path
+        """Query frontend ``index``'s direct unix socket, or None (``rpc_unix=False``)."""
+        return self._rpc_socket(index, ".usock") if self.rpc_unix else None
+
+    def _rpc_socket(self, index: int, suffix: str) -> Path | None:
+        """A socket of query frontend ``index`` in ``rpc/``; None when the path is too
+        long for a unix socket (replicas then use TCP)."""
+        path = self._rpc_dir / f"{self._query_names()[index]}{suffix}"
+        return None if len(os.fsencode(path)) > IPC_PATH_MAX else path
 
     def _rpc_endpoint(self, index: int) -> str:
         """Where a replica on this host reaches query frontend ``index``."""
