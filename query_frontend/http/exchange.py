@@ -192,6 +192,10 @@ class Exchange:
             head = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
             if extra:
                 head += b"".join(b"%b: %b\r\n" % (n, v) for n, v in extra)
+            if self.expect_continue and not self.body_done:
+                # Refused before its client sent the body it announced: whether it
+                # sends it anyway cannot be known, so the connection cannot go on.
+                self.keep_alive = False
             connection = b"" if self.keep_alive else b"connection: close\r\n"
             self.connection.write(
                 _JSON_HEAD
@@ -214,6 +218,10 @@ class Exchange:
     def _finish(self) -> None:
         if not self.response_done:
             self.response_done = True
+            self._chunks = []  # a body not read is not kept; what is still to come, dropped
+            if self._paused:
+                self._paused = False
+                self.connection.resume_reading()
             self._wake()
             self.on_done(self)
 
@@ -237,6 +245,8 @@ class Exchange:
     def _end_head(self, head: bytes, length: int | None) -> bytes:
         """``head`` completed: the body's framing (``length``: a body sent whole) and
         whether the connection stays open, read now (a drain may have begun)."""
+        if self.expect_continue and not self.body_done:  # as in ``respond``
+            self.keep_alive = False
         if not self._length_given:
             if length is not None:
                 head += b"content-length: %d\r\n" % length

@@ -90,6 +90,12 @@ _TOO_LARGE_HEAD = _plain(
     b"the request line and headers are over %d bytes\n" % MAX_HEAD_BYTES,
 )
 _TIMED_OUT = _plain(b"408 Request Timeout", b"the request headers did not all arrive in time\n")
+
+
+class _HeadTooLargeError(Exception):
+    pass
+
+
 _SERVER_ERROR = _plain(b"500 Internal Server Error", b"internal server error\n")
 
 
@@ -125,7 +131,11 @@ class FrontendProtocol(asyncio.Protocol):
         self.active: Exchange | None = None  # the request being answered
         self.ready: Exchange | None = None  # headers in, to answer once this chunk is parsed
         self.waiting: deque[Exchange] = deque()  # received (pipelined), to answer next
-        self.head_bytes = 0
+        self.head_size = 0  # bytes of the request line and headers parsed so far
+        self.partial_head = 0  # bytes read since, the head still unfinished
+        self.refusal: bytes | None = None  # the last answer, once a request is refused
+        self.advancing = False
+        self.heads = 0  # request heads parsed on this connection
         self.began = 0.0  # when the request being received began
         self.head_at = 0.0  # when its headers were complete
         self.idle_since = 0.0
@@ -163,6 +173,11 @@ class FrontendProtocol(asyncio.Protocol):
         return True if busy else None
 
     def data_received(self, data: bytes) -> None:
+        if self.refusal is not None:
+            return  # what follows a refused request is not read
+        current = self.parsing
+        in_head = current is not None and not current.head_done
+        heads = self.heads
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -171,19 +186,26 @@ class FrontendProtocol(asyncio.Protocol):
             self.closing_after = True
             if self.parsing is not None:
                 self._refuse(_BAD_REQUEST)
-                return
-        except httptools.HttpParserError:
-            self._refuse(_BAD_REQUEST)
-            return
+        except httptools.HttpParserError as exc:
+            too_large = isinstance(exc.__context__, _HeadTooLargeError)
+            self._refuse(_TOO_LARGE_HEAD if too_large else _BAD_REQUEST)
+        else:
+            # Bytes of an unfinished head that the parser holds, uncounted until its
+            # header is complete: a read wholly inside one head (one that continued it,
+            # or began it at a request's boundary with no other head in it). Only a read
+            # a head begins in after other requests is not counted: at most one read
+            # more than the limit is ever held.
+            parsing = self.parsing
+            unfinished = parsing is not None and not parsing.head_done
+            whole = (in_head and parsing is current) or (current is None and heads == self.heads)
+            if unfinished and whole:
+                self.partial_head += len(data)
+                if self.head_size + self.partial_head > MAX_HEAD_BYTES:
+                    self._refuse(_TOO_LARGE_HEAD)
         ready = self.ready
         if ready is not None:  # started now, with whatever of its body came with it
             self.ready = None
             self._start(ready)
-        parsing = self.parsing
-        if parsing is not None and not parsing.head_done:
-            self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEAD_BYTES:
-                self._refuse(_TOO_LARGE_HEAD)
 
     def pause_writing(self) -> None:
         # The client does not read its responses: stop reading its requests.
@@ -192,7 +214,7 @@ class FrontendProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if not self.read_paused:
+        if not self.read_paused and self.refusal is None:
             self.transport.resume_reading()
 
     # httptools' callbacks
@@ -201,18 +223,25 @@ class FrontendProtocol(asyncio.Protocol):
         self.began = self.loop.time()
         self.url = b""
         self.headers = []
-        self.head_bytes = 0
+        self.head_size = self.partial_head = 0
         self.parsing = Exchange(self, self._answered)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_size += len(url)
+        self.partial_head = 0  # counted here now
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value.rstrip(b" \t")))
+        self.head_size += len(name) + len(value) + 4
+        self.partial_head = 0
 
     def on_headers_complete(self) -> None:
         exchange = self.parsing
         assert exchange is not None
+        if self.head_size > MAX_HEAD_BYTES:
+            raise _HeadTooLargeError  # feed_data raises it on: answered 431
+        self.heads += 1
         self.head_at = self.loop.time()
         exchange.head_done = True
         parser = self.parser
@@ -223,9 +252,10 @@ class FrontendProtocol(asyncio.Protocol):
         exchange.head_only = method == b"HEAD"
         exchange.url = self.url
         exchange.headers = headers = self.headers
-        for name, value in headers:
-            if name == b"expect" and value.lower() == b"100-continue":
-                exchange.expect_continue = True
+        if version != "1.0":  # HTTP/1.0 clients know no 100 Continue
+            for name, value in headers:
+                if name == b"expect" and value.lower() == b"100-continue":
+                    exchange.expect_continue = True
         if self.active is None and self.ready is None:
             # Started once this chunk is parsed: the usual request's body is in it, and
             # its handler then runs in one go, without waiting for the body.
@@ -251,7 +281,7 @@ class FrontendProtocol(asyncio.Protocol):
         """Answer ``exchange``: a hot-path request by its handler, the rest by the door."""
         self.active = exchange
         state = self.door.state
-        if self.closing_after or (state is not None and state.draining):
+        if state is not None and state.draining:
             exchange.keep_alive = False
         url = exchange.url
         if exchange.method == b"POST" and state is not None and b"?" not in url and b"%" not in url:
@@ -351,15 +381,32 @@ class FrontendProtocol(asyncio.Protocol):
         # A body the handler did not read is read on and dropped (its client would not
         # see the response if the connection closed with it unread); the body deadline
         # bounds how long that takes.
-        if not exchange.keep_alive or self.closing_after or self.transport.is_closing():
+        if not exchange.keep_alive or self.transport.is_closing():
             self.transport.close()
             return
         if self.waiting:
-            self._start(self.waiting.popleft())
-            if not self.waiting:
-                self.resume_reading()
+            self._next()
+            return
+        if self.closing_after:  # all answered: a refusal is the last word, if any
+            if self.refusal is not None:
+                self.write(self.refusal)
+            self.transport.close()
             return
         self.idle_since = self.loop.time()
+
+    def _next(self) -> None:
+        """Answer the pipelined requests in turn: in a loop, not by recursion (each one
+        answered at once, from the cache, would start the next from inside itself)."""
+        if self.advancing:
+            return
+        self.advancing = True
+        try:
+            while self.active is None and self.waiting:
+                self._start(self.waiting.popleft())
+        finally:
+            self.advancing = False
+        if not self.waiting:
+            self.resume_reading()
 
     def write(self, data: bytes) -> None:
         if not self.transport.is_closing():
@@ -382,16 +429,19 @@ class FrontendProtocol(asyncio.Protocol):
     def resume_reading(self) -> None:
         if self.read_paused:
             self.read_paused = False
-            if not self.write_paused:
+            if not self.write_paused and self.refusal is None:
                 self.transport.resume_reading()
 
     def _refuse(self, response: bytes) -> None:
-        """Answer ``response`` (it says ``Connection: close``) if no other response is
-        under way, and close."""
-        if self.active is None or self.active.response_done:
+        """Stop reading; answer ``response`` (it says ``Connection: close``) after the
+        requests received before it, and close."""
+        self.parsing = None
+        self.refusal = response
+        self.closing_after = True
+        self.transport.pause_reading()
+        if self.active is None and self.ready is None and not self.waiting:
             self.write(response)
-        self.parsing = self.ready = None
-        self.transport.close()
+            self.transport.close()
 
     # Deadlines and draining
 
