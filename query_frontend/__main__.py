@@ -9,17 +9,15 @@ import os
 import sys
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from model_container.credentials import SECRETS_DIR_ENV, CredentialError
 from model_container.discovery import IPC_PATH_MAX
-from model_container.http_deadlines import deadline_protocol
 from model_container.logconfig import configure_logging
 from model_container.rpc_keys import INSECURE_RPC_ENV, insecure_from_env
-from query_frontend.app import create_app
+from query_frontend.app import HANDLERS_BY_VERB, create_app
 from query_frontend.config import Config
-from query_frontend.http.server import DrainingServer, draining_protocol, listeners
-from query_frontend.http.writes import coalesced_protocol
+from query_frontend.http.protocol import frontend_protocol
+from query_frontend.http.server import DrainingServer, listeners
 from query_frontend.rpc.unix_listener import UnixSocketError, check_socket_path
 
 logger = logging.getLogger("query_frontend")
@@ -212,12 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         host=config.host,
         port=config.port,
         loop="uvloop",
-        http=draining_protocol(
-            coalesced_protocol(
-                deadline_protocol(HttpToolsProtocol, config.header_timeout_s, config.body_timeout_s)
-            )
+        # Our own HTTP/1.1 protocol (http/protocol.py); uvicorn runs the server around it.
+        http=frontend_protocol(
+            app, HANDLERS_BY_VERB, config.header_timeout_s, config.body_timeout_s
         ),
-        ws="none",  # an upgraded connection would leave the request deadlines behind
+        ws="none",
         log_config=None,
         access_log=False,
         # Per-request work nobody here needs: X-Forwarded-* rewriting and a Server header.

@@ -45,7 +45,11 @@ from query_frontend.rpc.server import RpcServer
 from query_frontend.selection.learned import PolicyStates
 from query_frontend.supervision import ProcessCollector, ProcessStates
 
-_HANDLERS = {"predict": handle_predict, "update": handle_update}
+#: The hot path: ``POST /{app}/{verb}`` served without Starlette (also by
+#: ``http.protocol``, which calls them without going through ``FrontDoor``).
+HANDLERS = {"predict": handle_predict, "update": handle_update}
+#: The same, keyed as the HTTP protocol reads a URL.
+HANDLERS_BY_VERB = {verb.encode(): handler for verb, handler in HANDLERS.items()}
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +73,12 @@ class FrontDoor:
                 send = _closing(send)
             path: str = scope["path"]
             name, _, verb = path[1:].partition("/")
-            handler = _HANDLERS.get(verb)
+            handler = HANDLERS.get(verb)
             if handler is not None and name:
                 if scope["method"] == "POST":
-                    await handler(self.state, name, scope, receive, send)
+                    reply = await handler(self.state, name, scope["headers"], receive)
+                    if reply is not None:
+                        await send_reply(send, reply)
                 else:
                     msg = f"{path} takes POST with a JSON body"
                     bad = error(405, "method_not_allowed", msg, {"Allow": "POST"})

@@ -1,6 +1,6 @@
-"""What the hot-path handlers share: the bare-ASGI plumbing (reading a body, sending
-JSON), a query's deadline, and the replies to a request that is refused or that a
-model failed.
+"""What the hot-path handlers share: reading a body through ASGI's ``receive``, the
+``Reply`` they return (sent by ``http.protocol``, or through ASGI by ``send_reply``), a
+query's deadline, and the replies to a request that is refused or that a model failed.
 
 ``predict`` and ``update`` are served without a web framework (see ``predict.py`` for
 why); this is the little of one they need.
@@ -24,6 +24,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+#: A request's headers, names in lower case (ASGI's ``scope["headers"]``).
+Headers = list[tuple[bytes, bytes]]
 
 _CONTENT_TYPE = (b"content-type", b"application/json")
 
@@ -81,13 +83,13 @@ class ClientGoneError(Exception):
     pass
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int, hold: Hold) -> bytes:
+async def read_body(headers: Headers, receive: Receive, limit: int, hold: Hold) -> bytes:
     """The request body; ``BodyTooLargeError`` past ``limit`` bytes, ``BudgetFullError``
     if ``hold`` cannot take its bytes (its ``Content-Length`` before a byte of it is
     read; a body without one, chunk by chunk), ``ClientGoneError`` if the client
     disconnected. What ``hold`` took is the caller's to release."""
     declared = -1
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name == b"content-length":
             if value.isdigit():
                 declared = int(value)

@@ -22,20 +22,20 @@ from starlette.responses import Response
 
 from model_container.bearer import WWW_AUTHENTICATE, AdminTokenCheck, bearer_token, header
 from model_container.credentials import sha256_hex
-from query_frontend.http.asgi import Reply, Scope, error
+from query_frontend.http.asgi import Headers, Reply, error
 from query_frontend.http.state import FrontendState
 from query_frontend.routing.table import Route
 
 _CHALLENGE = {"WWW-Authenticate": WWW_AUTHENTICATE}
 
 
-def key_refusal(state: FrontendState, route: Route, scope: Scope) -> Reply | None:
+def key_refusal(state: FrontendState, route: Route, headers: Headers) -> Reply | None:
     """``None`` if the request may use ``route``'s app, else the 401/403 to send."""
     hashes = route.key_hashes
     if not hashes:
         return None
     name = route.app.name
-    token = bearer_token(header(scope["headers"]))
+    token = bearer_token(header(headers))
     if token is None:
         return error(
             401,

@@ -20,16 +20,14 @@ from query_frontend.batching.quarantine import QuarantinedError
 from query_frontend.http.asgi import (
     BodyTooLargeError,
     ClientGoneError,
+    Headers,
     Receive,
     Reply,
-    Scope,
-    Send,
     deadline_for,
     error,
     model_failed,
     read_body,
     refused,
-    send_reply,
 )
 from query_frontend.http.auth import key_refusal
 from query_frontend.http.budget import BudgetFullError, Hold
@@ -44,36 +42,33 @@ __all__ = ["FrontendState", "handle_predict"]
 
 
 async def handle_predict(
-    state: FrontendState, app_name: str, scope: Scope, receive: Receive, send: Send
-) -> None:
-    """Answer one ``POST /{app_name}/predict``."""
+    state: FrontendState, app_name: str, headers: Headers, receive: Receive
+) -> Reply | None:
+    """The answer to one ``POST /{app_name}/predict`` (``None``: the client is gone)."""
     loop = state.loop
     arrival = loop.time()
     route = state.routing.routes.get(app_name)
     if route is None:
         state.metrics.rejected(404)
-        msg = f"no application named '{app_name}' is registered"
-        await send_reply(send, error(404, "not_found", msg))
-        return
-    if route.key_hashes and (refusal := key_refusal(state, route, scope)) is not None:
+        return error(404, "not_found", f"no application named '{app_name}' is registered")
+    if route.key_hashes and (refusal := key_refusal(state, route, headers)) is not None:
         state.metrics.request(app_name, refusal.status, loop.time() - arrival, [])
-        await send_reply(send, refusal)
-        return
+        return refusal
     outcomes: list[Outcome] = []
     hold = Hold(state.bodies, app_name)
     try:
-        reply = await _predict(state, scope, receive, route, arrival, outcomes, hold)
+        reply = await _predict(state, headers, receive, route, arrival, outcomes, hold)
     except ClientGoneError:
-        return  # nobody to answer; queries already submitted are answered and dropped
+        return None  # nobody to answer; queries already submitted are answered and dropped
     finally:
         hold.release()
     state.metrics.request(app_name, reply.status, loop.time() - arrival, outcomes)
-    await send_reply(send, reply)
+    return reply
 
 
 async def _predict(
     state: FrontendState,
-    scope: Scope,
+    headers: Headers,
     receive: Receive,
     route: Route,
     arrival: float,
@@ -84,7 +79,7 @@ async def _predict(
     ``hold`` holds the body's bytes of the frontend's budget until the caller releases it."""
     app = route.app
     try:
-        body = await read_body(scope, receive, state.config.max_body_bytes, hold)
+        body = await read_body(headers, receive, state.config.max_body_bytes, hold)
         max_items = state.config.max_inputs_per_request
         parser = state.parser
         if parser.inline(body):  # the usual body: no coroutine to await

@@ -1,5 +1,6 @@
-"""The query frontend's HTTP server: uvicorn, on a port it may share with other query
-frontends (SO_REUSEPORT), draining gracefully on SIGTERM.
+"""The query frontend's HTTP server: uvicorn's, serving our protocol (``http.protocol``)
+on a port it may share with other query frontends (SO_REUSEPORT), draining gracefully
+on SIGTERM.
 
 Sharing a port: ``listeners(host, port)`` binds the port with ``SO_REUSEPORT``, and every
 frontend process that does the same (same user) listens on it too; the kernel spreads
@@ -10,15 +11,13 @@ Draining: uvicorn's own shutdown does most of it, and this builds on it. On SIGT
 closes the listener at once (new connections are refused, or go to the frontends still
 sharing the port), lets every request already accepted finish — the queries waiting in
 batching included, since the RPC side and the batchers live in the lifespan, which
-shuts down only after — and tells each busy keep-alive connection ``Connection: close``
-with its response. It waits for them up to ``timeout_graceful_shutdown``
-(``--drain-timeout``), then cancels what is left. What this module adds:
+shuts down only after — and calls each connection's ``shutdown``: a busy one says
+``Connection: close`` with its response, an idle one stays open
+``http.protocol.DRAIN_GRACE_S`` for a request its client may already have sent (under
+load it often has), answered with ``Connection: close``. It waits for them up to
+``timeout_graceful_shutdown`` (``--drain-timeout``), then cancels what is left. What
+this module adds:
 
-- ``GracefulClose``: uvicorn closes an idle keep-alive connection at once; under load
-  its client has often sent its next request already, and that request would be lost.
-  Such a connection stays open ``DRAIN_GRACE_S`` more, and a request that begins on it
-  is answered, with ``Connection: close`` (the app adds it to every response once the
-  drain has begun: ``query_frontend.app.FrontDoor``).
 - ``DrainingServer``: ``/healthz`` answers 503 "draining" from the signal on (for a
   readiness probe on a connection still open), and a drain started by SIGTERM ends in
   exit status 0: uvicorn would raise the signal again once done, and the process would
@@ -31,24 +30,18 @@ listener instead (``sysctl net.ipv4.tcp_migrate_req=1``, Linux 5.14+).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
 import socket
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
 
 import uvicorn
 
-__all__ = ["DRAIN_GRACE_S", "DrainingServer", "GracefulClose", "draining_protocol", "listeners"]
+__all__ = ["DrainingServer", "listeners"]
 
 logger = logging.getLogger(__name__)
-
-#: How long an idle keep-alive connection stays open once a drain begins, for a request
-#: its client may already have sent: answered, with ``Connection: close``.
-DRAIN_GRACE_S = 2.0
 
 
 def listeners(host: str, port: int) -> list[socket.socket]:
@@ -101,36 +94,3 @@ class DrainingServer(uvicorn.Server):
         if sig == signal.SIGTERM:  # a completed drain is a clean exit, not death by signal
             with contextlib.suppress(AttributeError, ValueError):
                 self._captured_signals.remove(sig)
-
-
-class GracefulClose:
-    """Mixed into uvicorn's ``HttpToolsProtocol`` (see ``draining_protocol``): on a drain,
-    an idle keep-alive connection closes after ``DRAIN_GRACE_S`` unless a request begins
-    on it, and that request's response closes it (see the module)."""
-
-    drain_grace_s = DRAIN_GRACE_S
-    # What uvicorn's protocol provides.
-    cycle: Any
-    transport: asyncio.Transport
-    loop: asyncio.AbstractEventLoop
-
-    def shutdown(self) -> None:
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            super().shutdown()  # type: ignore[misc]  # busy: close after this response
-            return
-        # A request that begins meanwhile is answered with Connection: close by the app
-        # (``query_frontend.app.FrontDoor``: it drains from the signal on), and uvicorn
-        # closes the connection after that response. Not here, in on_headers_complete:
-        # a method of this class that every request calls costs every request.
-        self.loop.call_later(self.drain_grace_s, self._close_if_idle)
-
-    def _close_if_idle(self) -> None:
-        cycle = self.cycle
-        if (cycle is None or cycle.response_complete) and not self.transport.is_closing():
-            self.transport.close()
-
-
-def draining_protocol(base: type[Any]) -> type[Any]:
-    """The protocol class to give uvicorn (``http=``): ``base`` with ``GracefulClose``."""
-    return type(f"Draining{base.__name__}", (GracefulClose, base), {})

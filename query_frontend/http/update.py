@@ -29,15 +29,13 @@ from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.http.asgi import (
     BodyTooLargeError,
     ClientGoneError,
+    Headers,
     Receive,
     Reply,
-    Scope,
-    Send,
     deadline_for,
     error,
     read_body,
     refused,
-    send_reply,
 )
 from query_frontend.http.auth import key_refusal
 from query_frontend.http.budget import BudgetFullError, Hold
@@ -78,33 +76,29 @@ def parse_feedback(body: bytes, input_type: InputType) -> tuple[Item, Any, str |
 
 
 async def handle_update(
-    state: FrontendState, app_name: str, scope: Scope, receive: Receive, send: Send
-) -> None:
-    """Answer one ``POST /{app_name}/update``."""
+    state: FrontendState, app_name: str, headers: Headers, receive: Receive
+) -> Reply | None:
+    """The answer to one ``POST /{app_name}/update`` (``None``: the client is gone)."""
     route = state.routing.routes.get(app_name)
     if route is None:
-        msg = f"no application named '{app_name}' is registered"
-        await send_reply(send, error(404, "not_found", msg))
-        return
-    if route.key_hashes and (refusal := key_refusal(state, route, scope)) is not None:
-        await send_reply(send, refusal)
-        return
+        return error(404, "not_found", f"no application named '{app_name}' is registered")
+    if route.key_hashes and (refusal := key_refusal(state, route, headers)) is not None:
+        return refusal
     hold = Hold(state.bodies, app_name)
     try:
-        reply = await _update(state, route, scope, receive, hold)
+        return await _update(state, route, headers, receive, hold)
     except ClientGoneError:
-        return
+        return None
     finally:
         hold.release()
-    await send_reply(send, reply)
 
 
 async def _update(
-    state: FrontendState, route: Route, scope: Scope, receive: Receive, hold: Hold
+    state: FrontendState, route: Route, headers: Headers, receive: Receive, hold: Hold
 ) -> Reply:
     app = route.app
     try:
-        body = await read_body(scope, receive, state.config.max_body_bytes, hold)
+        body = await read_body(headers, receive, state.config.max_body_bytes, hold)
         item, label, uid, feedback_id = await state.parser.parse(
             parse_feedback, body, app.input_type
         )
