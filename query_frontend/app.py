@@ -38,7 +38,7 @@ from query_frontend.http.metrics_port import serve_metrics
 from query_frontend.http.predict import handle_predict
 from query_frontend.http.state import FrontendState
 from query_frontend.http.update import handle_update
-from query_frontend.metrics import Metrics
+from query_frontend.metrics import Metrics, RefusedPeersCollector
 from query_frontend.routing.table import RoutingTable, follow, tightest_slos
 from query_frontend.rpc.registry import ReplicaRegistry
 from query_frontend.rpc.server import RpcServer
@@ -176,6 +176,7 @@ def create_app(config: Config) -> FrontDoor:
         dispatcher.observer = metrics
         processes = ProcessStates(r, keys.supervision)
         metrics.registry.register(ProcessCollector(processes))
+        metrics.registry.register(RefusedPeersCollector({"unix": rpc.unix_refusals}))
         state = door.state = app.state.frontend = FrontendState(
             config,
             routing,

@@ -4,7 +4,8 @@ Per app: requests by status code, request latency, answers by kind (prediction,
 default, error) from which the default ratio follows. Per model version: batch size,
 queue wait vs batch service time vs the model's own compute time, and, read at
 scrape time, queue depth, connected replicas, each replica's batch-size target and the
-prediction cache's counters. Names follow Prometheus conventions: ``schooner_`` prefix,
+prediction cache's counters; and the RPC peers refused at connection
+(``RefusedPeersCollector``). Names follow Prometheus conventions: ``schooner_`` prefix,
 base units (seconds), ``_total`` on counters.
 
 Each frontend owns its registry, so tests and several apps in one process never clash.
@@ -15,7 +16,7 @@ built when Prometheus scrapes.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -334,3 +335,25 @@ class _StateCollector(Collector):
         yield restarts
         yield seen
         yield quarantined
+
+
+class RefusedPeersCollector(Collector):
+    """RPC peers refused at connection, by transport and reason, read when Prometheus
+    scrapes: ``counts`` maps a transport (``"unix"``) to a function returning that
+    transport's refusals by reason (a fixed set of reasons, so the labels stay bounded).
+    """
+
+    def __init__(self, counts: Mapping[str, Callable[[], Mapping[str, int]]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            "schooner_rpc_refused_peers",
+            "RPC connections refused before a message was read, by transport and reason "
+            "(unix: a peer of another uid, or one whose uid could not be read)",
+            labels=["transport", "reason"],
+        )
+        for transport, counts in sorted(self._counts.items()):
+            for reason, count in sorted(counts().items()):
+                refused.add_metric([transport, reason], count)
+        yield refused

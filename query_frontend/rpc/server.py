@@ -176,6 +176,11 @@ class RpcServer:
             self._auth.stop()
             self._auth = None
 
+    def unix_refusals(self) -> dict[str, int]:
+        """Peers the unix socket refused since start, by reason (``UnixListener.refused``);
+        empty without ``unix_path``."""
+        return dict(self._unix.refused) if self._unix is not None else {}
+
     def send(self, identity: bytes, frames: list[protocol.Frame]) -> None:
         if identity[:5] == UNIX_IDENTITY_PREFIX:
             # A connection gone is what EHOSTUNREACH is on the ROUTER.

@@ -15,8 +15,10 @@ zero byte), so one dispatcher keys replicas of both transports.
 Authentication is the kernel's: the socket file is in a directory only this user may
 enter (mode 0700, owned by us: ``check_socket_dir``, also run by the entry point at
 start) and has mode 0600, and on accept the peer's ``SO_PEERCRED`` uid must be ours;
-any other peer is closed at once and counted with the CURVE refusals (``RefusalLog``).
-There is no CURVE on this transport: the bytes never leave the kernel.
+any other peer is closed at once, logged with the CURVE refusals (``RefusalLog``), and
+counted by reason in ``UnixListener.refused`` (the frontend's
+``schooner_rpc_refused_peers_total{transport="unix"}``). There is no CURVE on this
+transport: the bytes never leave the kernel.
 
 A stream that is not well framed (a frame count of 0, a message over the limit)
 closes that connection only; a closed connection is reported to ``on_closed`` at once,
@@ -56,6 +58,9 @@ logger = logging.getLogger(__name__)
 
 UNIX_IDENTITY_PREFIX: Final = b"\x00unix"
 BACKLOG: Final = 128
+# Why a peer was refused (the ``reason`` label of the frontend's metric; a fixed set).
+OTHER_UID: Final = "other_uid"  # SO_PEERCRED names a uid that is not ours
+UNKNOWN_PEER: Final = "unknown_peer"  # SO_PEERCRED could not be read
 
 OnMessage = Callable[[bytes, list[bytes]], None]
 OnClosed = Callable[[bytes], None]
@@ -174,6 +179,8 @@ class UnixListener:
         self._ids = itertools.count(1)
         self.connections: dict[bytes, _Connection] = {}
         self.closed = False
+        # Peers refused since start, by reason; read when Prometheus scrapes.
+        self.refused: dict[str, int] = dict.fromkeys((OTHER_UID, UNKNOWN_PEER), 0)
 
     def bind(self) -> None:
         """Create the socket file and listen (connections wait until ``start``)."""
@@ -227,16 +234,20 @@ class UnixListener:
             uid = peer_uid(sock)
         except (OSError, struct.error) as exc:
             logger.warning("closing a unix RPC connection whose peer is unknown: %s", exc)
-            self._refusals.refused("a unix connection whose peer is unknown")
+            self._refuse(UNKNOWN_PEER, "a unix connection whose peer is unknown")
             return None
         if uid != self._uid:
-            self._refusals.refused(f"a unix connection from uid {uid}, not {self._uid}")
+            self._refuse(OTHER_UID, f"a unix connection from uid {uid}, not {self._uid}")
             return None
         if self.closed:
             return None
         identity = UNIX_IDENTITY_PREFIX + next(self._ids).to_bytes(8, "big")
         self.connections[identity] = conn
         return identity
+
+    def _refuse(self, reason: str, why: str) -> None:
+        self.refused[reason] += 1
+        self._refusals.refused(why)
 
     def _lost(self, identity: bytes) -> None:
         if self.connections.pop(identity, None) is not None and not self.closed:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import uvloop
@@ -32,6 +33,7 @@ import zmq.asyncio
 from credentials import make_cluster_secrets
 from polling import eventually, eventually_async
 from ports import free_port
+from prometheus_client.parser import text_string_to_metric_families
 from spawning import Spawner
 from unix_peer import UnixPeer
 
@@ -415,12 +417,75 @@ def test_a_peer_of_another_uid_is_refused_and_counted(run: Run) -> None:
         os.chmod(fe.path, 0o666)
         assert await asyncio.to_thread(_connect_as_other_uid, directory, name) == 0
         assert fe.rpc._refusals.total == 1
+        assert fe.rpc.unix_refusals() == {"other_uid": 1, "unknown_peer": 0}
         assert fe.dispatcher.by_identity == {}
         # The listener still serves its own user.
         peer = await fe.peer()
         await asyncio.to_thread(peer.register, *UNIX_KEY, "p1")
 
     run(scenario)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only root can connect as another uid")
+def test_the_query_frontend_process_exports_the_peers_of_another_uid_it_refused(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """``python -m query_frontend --rpc-unix``: its /metrics counts a peer of another uid
+    in ``schooner_rpc_refused_peers_total{transport="unix"}``, and its own replicas not."""
+    secrets = make_cluster_secrets(tmp_path / "cluster")
+    rpc_dir = tmp_path / "rpc"
+    rpc_dir.mkdir(mode=0o700)
+    path = str(rpc_dir / "q.sock")
+    port = free_port()
+    spawner = Spawner(tmp_path)
+
+    def refused(reason: str) -> float | None:
+        """The counter on the query port's /metrics (the operator's: the admin token)."""
+        url = f"http://127.0.0.1:{port}/metrics"
+        reply = httpx.get(url, headers=secrets.admin_headers, timeout=WAIT_S)
+        assert reply.status_code == 200, reply.text
+        labels = {"transport": "unix", "reason": reason}
+        for family in text_string_to_metric_families(reply.text):
+            for sample in family.samples:
+                if sample.name == "schooner_rpc_refused_peers_total" and sample.labels == labels:
+                    return sample.value
+        return None
+
+    try:
+        spawner(
+            "query-frontend", "-m", "query_frontend", "--redis-url", redis_url,
+            "--host", "127.0.0.1", "--port", str(port), "--rpc-host", "127.0.0.1",
+            "--rpc-port", str(free_port()), "--rpc-unix", path,
+            env={"SCHOONER_SECRETS_DIR": str(secrets.frontend_dir)},
+        )  # fmt: skip
+        eventually(lambda: exists(path), "the socket file made", STARTUP_S)
+        eventually(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200,
+            "the query frontend up",
+            STARTUP_S,
+            ignoring=(httpx.TransportError,),
+        )
+        # A replica of this user, registered and gone: not a refusal.
+        peer = UnixPeer(path)
+        try:
+            assert peer.register(*UNIX_KEY, "p1").heartbeat_ms > 0
+        finally:
+            peer.close()
+        assert (refused("other_uid"), refused("unknown_peer")) == (0.0, 0.0)
+        # Let the other uid reach the socket, as a misconfigured directory would.
+        os.chmod(rpc_dir, 0o711)
+        os.chmod(path, 0o666)
+        assert _connect_as_other_uid(str(rpc_dir), os.path.basename(path)) == 0
+        assert (refused("other_uid"), refused("unknown_peer")) == (1.0, 0.0)
+        # The listener still serves its own user, and that does not move the counter.
+        peer = UnixPeer(path)
+        try:
+            assert peer.register(*UNIX_KEY, "p2").heartbeat_ms > 0
+        finally:
+            peer.close()
+        assert refused("other_uid") == 1.0
+    finally:
+        spawner.stop()
 
 
 def test_the_query_frontend_process_serves_rpc_unix_and_removes_it_on_exit(

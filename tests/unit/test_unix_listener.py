@@ -141,6 +141,7 @@ def test_a_peer_of_another_uid_is_closed_and_counted(
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(scenario())
     assert refusals.total == 1
+    assert listener.refused == {"other_uid": 1, "unknown_peer": 0}
     assert got == []
     assert listener.connections == {}
     assert not exists(path)
