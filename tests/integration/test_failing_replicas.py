@@ -35,7 +35,8 @@ import pytest_asyncio
 import zmq
 import zmq.asyncio
 from credentials import ClusterSecrets, make_cluster_secrets
-from fake_frontend import FakeFrontend, serving_in_a_thread
+from fake_frontend import FakeFrontend
+from frontend_side import serving_in_a_thread
 from polling import eventually, eventually_async
 from ports import free_port
 from spawning import Spawner

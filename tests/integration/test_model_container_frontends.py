@@ -26,7 +26,8 @@ import orjson
 import pytest
 import zmq
 from credentials import ClusterSecrets, make_cluster_secrets
-from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, serving_in_a_thread
+from fake_frontend import FakeFrontend
+from frontend_side import REPLY_S, STARTUP_S, serving_in_a_thread
 from polling import eventually
 from ports import free_port
 

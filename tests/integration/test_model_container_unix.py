@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 from credentials import ClusterSecrets, make_cluster_secrets
-from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, outputs_of, serving_in_a_thread
+from fake_frontend import FakeFrontend
+from frontend_side import REPLY_S, STARTUP_S, outputs_of, serving_in_a_thread
 from unix_frontend import UnixFrontend
 
 from model_container import ContainerConfig, ModelContainer, framing, protocol, write_closure_bundle
