@@ -23,16 +23,7 @@ import numpy as np
 import orjson
 
 from model_container import ModelContainer, protocol
-from model_container.protocol import (
-    Heartbeat,
-    Hello,
-    InputType,
-    Message,
-    Predict,
-    Reject,
-    Result,
-    Welcome,
-)
+from model_container.protocol import Heartbeat, Hello, Message, Result
 
 STARTUP_S = 20.0  # a cold interpreter importing numpy on a loaded machine
 REPLY_S = 10.0
@@ -93,7 +84,10 @@ class FrontendSide(Generic[I]):
             self.heartbeats += 1
             if self.answer_heartbeats and self._can_reply(identity):
                 known = identity in self.welcomed
-                self.send(identity, Heartbeat() if known else Reject("not registered: send HELLO"))
+                self.send(
+                    identity,
+                    Heartbeat() if known else protocol.Reject("not registered: send HELLO"),
+                )
         return identity, msg
 
     def expect(
@@ -111,7 +105,7 @@ class FrontendSide(Generic[I]):
             assert isinstance(msg, ignore), f"expected {kind.__name__}, got {msg!r}"
 
     def welcome(self, identity: I, heartbeat_ms: int) -> None:
-        self.send(identity, Welcome(heartbeat_ms))
+        self.send(identity, protocol.Welcome(heartbeat_ms))
         self.welcomed.add(identity)
 
     def register(self, heartbeat_ms: int = 1000) -> tuple[I, Hello]:
@@ -123,7 +117,9 @@ class FrontendSide(Generic[I]):
     def predict(self, identity: I, batch_id: int, inputs: list[list[float]]) -> None:
         arrays = [np.asarray(x, dtype=DOUBLES) for x in inputs]
         lengths, data = protocol.pack_arrays(arrays, DOUBLES)
-        self.send(identity, Predict(batch_id, InputType.DOUBLES, lengths, data.data))
+        self.send(
+            identity, protocol.Predict(batch_id, protocol.InputType.DOUBLES, lengths, data.data)
+        )
 
     def answer(self, identity: I, batch_id: int, inputs: list[list[float]]) -> list[Any]:
         """Send a batch and return the outputs of its RESULT."""
