@@ -4,10 +4,9 @@ for the tests that run a real model container against it (``docs/wire-protocol.m
 
 ``UnixFrontend`` listens on a ``SOCK_STREAM`` unix socket (in a fresh mode-0700
 directory unless a path is given), accepts every replica that connects, frames messages
-with ``model_container.framing`` and speaks the protocol with
-``protocol.encode``/``decode``: like ``fake_frontend.FakeFrontend`` it welcomes HELLOs,
-answers the heartbeats of replicas it welcomed (REJECTs strangers'), sends PREDICTs of
-doubles and reads what comes back. A connection's identity is a counter, as the real
+with ``model_container.framing`` and carries ``frontend_side.FrontendSide`` (HELLOs
+welcomed, heartbeats answered or strangers REJECTed, PREDICTs of doubles sent), as
+``fake_frontend.FakeFrontend`` does over ZeroMQ. A connection's identity is a counter, as the real
 frontend's. ``close()`` closes every connection and unlinks the socket file, so that a
 "restarted" frontend can listen at the same path at once. ``stop_reading`` leaves what
 replicas send in the kernel's buffers (a frontend that does not read). Every wait polls
@@ -23,30 +22,19 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
-from fake_frontend import DOUBLES, REPLY_S, STARTUP_S, outputs_of
+from frontend_side import REPLY_S, FrontendSide
 
 from model_container import framing, protocol
-from model_container.protocol import (
-    Heartbeat,
-    Hello,
-    InputType,
-    Message,
-    Predict,
-    Reject,
-    Result,
-    Welcome,
-)
-
-M = TypeVar("M", bound=Message)
+from model_container.protocol import Message
 
 
-class UnixFrontend:
+class UnixFrontend(FrontendSide[int]):
     """A listening unix socket at ``path`` (in a new temporary directory if None)."""
 
     def __init__(self, path: str | None = None) -> None:
+        super().__init__()
         self._tmp: str | None = None
         if path is None:
             self._tmp = tempfile.mkdtemp(prefix="uf-")  # short: sun_path has 108 bytes
@@ -67,10 +55,6 @@ class UnixFrontend:
         self._next_id = 0
         self.accepted = 0
         self.disconnects = 0
-        self.welcomed: set[int] = set()
-        self.heartbeats = 0
-        self.answer_heartbeats = True
-        self.closed = False
 
     @property
     def address(self) -> str:
@@ -139,34 +123,16 @@ class UnixFrontend:
         self.welcomed.discard(identity)
         self.disconnects += 1
 
-    def recv(self, deadline: float, what: str = "message") -> tuple[int, Message]:
-        """The next message, answering it first if it is a heartbeat."""
+    def _next(self, deadline: float, what: str) -> tuple[int, Message]:
         while not self._inbox:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(f"no {what} at {self.address} before the deadline")
             self._pump(min(remaining, 0.1))
-        identity, msg = self._inbox.pop(0)
-        if isinstance(msg, Heartbeat):
-            self.heartbeats += 1
-            if self.answer_heartbeats and identity in self.conns:
-                known = identity in self.welcomed
-                self.send(identity, Heartbeat() if known else Reject("not registered: send HELLO"))
-        return identity, msg
+        return self._inbox.pop(0)
 
-    def expect(
-        self,
-        kind: type[M],
-        timeout_s: float = REPLY_S,
-        ignore: tuple[type[Message], ...] = (Heartbeat, Hello),
-    ) -> tuple[int, M]:
-        """The next message of ``kind``, skipping ``ignore``d types, within the timeout."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            identity, msg = self.recv(deadline, kind.__name__)
-            if isinstance(msg, kind):
-                return identity, msg
-            assert isinstance(msg, ignore), f"expected {kind.__name__}, got {msg!r}"
+    def _can_reply(self, identity: int) -> bool:
+        return identity in self.conns
 
     def wait_disconnect(self, identity: int, timeout_s: float = REPLY_S) -> None:
         """Read (and drop) messages until the connection ``identity`` is closed."""
@@ -176,30 +142,6 @@ class UnixFrontend:
             if remaining <= 0:
                 raise AssertionError(f"connection {identity} still open")
             self._pump(min(remaining, 0.1))
-
-    # ------------------------------------------------------------------ protocol
-
-    def welcome(self, identity: int, heartbeat_ms: int) -> None:
-        self.send(identity, Welcome(heartbeat_ms))
-        self.welcomed.add(identity)
-
-    def register(self, heartbeat_ms: int = 1000) -> tuple[int, Hello]:
-        """Wait for a HELLO and welcome its sender."""
-        identity, hello = self.expect(Hello, STARTUP_S, ignore=(Heartbeat,))
-        self.welcome(identity, heartbeat_ms)
-        return identity, hello
-
-    def predict(self, identity: int, batch_id: int, inputs: list[list[float]]) -> None:
-        arrays = [np.asarray(x, dtype=DOUBLES) for x in inputs]
-        lengths, data = protocol.pack_arrays(arrays, DOUBLES)
-        self.send(identity, Predict(batch_id, InputType.DOUBLES, lengths, data.data))
-
-    def answer(self, identity: int, batch_id: int, inputs: list[list[float]]) -> list[Any]:
-        """Send a batch and return the outputs of its RESULT."""
-        self.predict(identity, batch_id, inputs)
-        _, result = self.expect(Result)
-        assert result.batch_id == batch_id
-        return outputs_of(result)
 
     def close(self, remove_dir: bool = True) -> None:
         """Close every connection and the listener, unlink the socket file; keep the

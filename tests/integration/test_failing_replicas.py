@@ -19,10 +19,8 @@ holds the GIL past its batch timeout.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -35,9 +33,11 @@ import pytest_asyncio
 import zmq
 import zmq.asyncio
 from credentials import ClusterSecrets, make_cluster_secrets
-from fake_frontend import FakeFrontend, serving_in_a_thread
+from fake_frontend import FakeFrontend
+from frontend_side import serving_in_a_thread
 from polling import eventually, eventually_async
 from ports import free_port
+from rpc_frontend import STARTUP_S, RpcFrontend, container_argv, outcomes, predictions, spawn_logged
 from spawning import Spawner
 
 from model_container import ContainerConfig, ModelContainer, protocol, write_closure_bundle
@@ -55,21 +55,16 @@ from model_container.protocol import (
     Predict,
     Restart,
 )
-from model_container.rpc_keys import ClientKeys, ServerKeys
-from query_frontend.batching.dispatch import Dispatcher
+from model_container.rpc_keys import ClientKeys
 from query_frontend.batching.quarantine import QuarantinedError
 from query_frontend.batching.replicas import Replica
-from query_frontend.queries import Expired, Failure, Outcome, Query
-from query_frontend.rpc.server import RpcServer
+from query_frontend.queries import Expired, Failure, Query
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-REPO = Path(__file__).resolve().parents[2]
 KEY = ("m", "1")
 POISON = 666.0  # the input the model hangs on
-STARTUP_S = 30.0  # a cold interpreter importing numpy on a loaded machine
 WAIT_S = 30.0
-_ids = itertools.count()
 
 
 def make_model() -> Callable[[Any], Any]:
@@ -95,24 +90,16 @@ def make_model() -> Callable[[Any], Any]:
     return model
 
 
-class Frontend:
-    """The RPC server and dispatcher of a query frontend, and replica processes."""
+class Frontend(RpcFrontend):
+    """The RPC server and dispatcher of a query frontend, and replica processes; ``sent``
+    is (replica id, batch size) of each PREDICT."""
 
     def __init__(self, tmp_path: Path, secrets: ClusterSecrets, bundle: Path) -> None:
-        self.ctx = zmq.asyncio.Context()
-        self.dispatcher = Dispatcher(default_max_batch=8, max_queue=10_000)
         # Objective 30 s (no query is benched as stuck before its batch times out); an
         # explicit batch timeout of 1 s.
-        self.dispatcher.configure(KEY, InputType.DOUBLES, 8, 30.0, timeout_s=1.0)
-        self.address = f"tcp://127.0.0.1:{free_port()}"
-        self.secrets = secrets
-        keys = ServerKeys.load(str(secrets.frontend_dir))
-        self.rpc = RpcServer(self.ctx, self.address, self.dispatcher, 30_000, keys)
-        self.tmp_path = tmp_path
+        super().__init__(tmp_path, 30_000, (KEY,), secrets=secrets, timeout_s=1.0)
         self.bundle = bundle
-        self.procs: list[tuple[subprocess.Popen[bytes], Any]] = []
-        self.sent: list[tuple[str, int]] = []  # (replica id, batch size) of each PREDICT
-        self.tasks: list[asyncio.Task[None]] = []
+        self.sent: list[tuple[str, int]] = []
         send = self.rpc.send
 
         def recording_send(identity: bytes, frames: list[protocol.Frame]) -> None:
@@ -124,59 +111,11 @@ class Frontend:
 
         self.rpc.send = recording_send  # type: ignore[method-assign]
 
-    def start(self) -> None:
-        self.rpc.open()
-        self.dispatcher.bind(self.rpc.send)
-        self.tasks = [
-            asyncio.create_task(self.rpc.serve()),
-            asyncio.create_task(self.rpc.heartbeat()),
-        ]
-
-    async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        self.rpc.close()
-        self.ctx.term()
-        for proc, log in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=WAIT_S)
-            log.close()
-
     async def replica(self, replica_id: str, **env: str) -> subprocess.Popen[bytes]:
         """Start a model container and wait until it is registered."""
-        log = (self.tmp_path / f"{replica_id}-{len(self.procs)}.log").open("wb")
-        proc = spawn_container(
-            self.bundle, self.address, replica_id, self.secrets, log, env, self.tmp_path
-        )
-        self.procs.append((proc, log))
-        await eventually_async(
-            lambda: self.registered(replica_id, proc.pid), f"{replica_id} registered", STARTUP_S
-        )
+        argv = container_argv(self.bundle, self.address, KEY, replica_id, self.secrets)
+        proc, _ = await self.started(replica_id, argv, env)
         return proc
-
-    def registered(self, replica_id: str, pid: int) -> bool:
-        replica = self.find(replica_id)
-        return replica is not None and replica.pid == pid
-
-    def find(self, replica_id: str) -> Replica | None:
-        return next(
-            (r for r in self.dispatcher.by_identity.values() if r.replica_id == replica_id), None
-        )
-
-    def submit(self, xs: list[float], timeout_s: float) -> list[Query]:
-        """Queries as the predict path makes them: a deadline, and the default at it."""
-        loop = asyncio.get_running_loop()
-        q = self.dispatcher.queue(KEY, InputType.DOUBLES)
-        deadline = loop.time() + timeout_s
-        queries = []
-        for x in xs:
-            query = Query(next(_ids), np.array([x]), deadline, loop.create_future())
-            self.dispatcher.deadlines.add(query, q, loop)
-            queries.append(query)
-        self.dispatcher.submit(q, queries)
-        return queries
 
     def history(self, replica_id: str) -> dict[str, Any]:
         status = self.dispatcher.status()["m:1"]["replica_history"]
@@ -192,21 +131,8 @@ def spawn_container(
     env: dict[str, str],
     cwd: Path,
 ) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "model_container", "--bundle", str(bundle)]
-    argv += ["--bundle-sha256", bundle_digest(bundle)]
-    argv += ["--frontend", frontend, "--name", KEY[0], "--version", KEY[1]]
-    argv += ["--input-type", "doubles", "--replica-id", replica_id, "--log-level", "INFO"]
-    argv += ["--secrets-dir", str(secrets.replica_dir)]
-    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(argv, stdout=log, stderr=log, env=full_env, cwd=cwd)
-
-
-async def outcomes(queries: list[Query]) -> list[Outcome]:
-    return list(await asyncio.wait_for(asyncio.gather(*(q.future for q in queries)), WAIT_S))
-
-
-def predictions(xs: list[float]) -> list[bytes]:
-    return [b"%.1f" % (x * 10) for x in xs]
+    argv = container_argv(bundle, frontend, KEY, replica_id, secrets)
+    return spawn_logged(argv, log, env, cwd)
 
 
 async def exited(proc: subprocess.Popen[bytes], what: str) -> int:

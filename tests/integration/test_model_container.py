@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 from credentials import make_cluster_secrets
-from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, outputs_of, serving_in_a_thread
+from fake_frontend import FakeFrontend
+from frontend_side import REPLY_S, STARTUP_S, outputs_of, serving_in_a_thread
 from polling import eventually
 
 import model_container

@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 import pytest
 from credentials import make_cluster_secrets
-from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend
+from fake_frontend import FakeFrontend
+from frontend_side import REPLY_S, STARTUP_S
 from polling import eventually
 from ports import free_port, free_ports
 from prometheus_client.parser import text_string_to_metric_families

@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from credentials import ClusterSecrets, make_cluster_secrets
-from fake_frontend import REPLY_S, STARTUP_S, FakeFrontend, outputs_of, serving_in_a_thread
+from fake_frontend import FakeFrontend
+from frontend_side import REPLY_S, STARTUP_S, outputs_of, serving_in_a_thread
+from summer_container import StartContainer, make_model, summer_containers
 from unix_frontend import UnixFrontend
 
-from model_container import ContainerConfig, ModelContainer, framing, protocol, write_closure_bundle
-from model_container.bundle import bundle_digest
+from model_container import ContainerConfig, ModelContainer, framing, protocol
 from model_container.protocol import (
     Goodbye,
     Heartbeat,
@@ -38,22 +36,6 @@ from model_container.protocol import (
 from model_container.sessions import MAX_READS_PER_POLL
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-REPO = Path(__file__).resolve().parents[2]
-StartContainer = Callable[[str], subprocess.Popen[bytes]]  # (the --frontend value)
-
-
-def make_model() -> Callable[[Any], Any]:
-    """Sums each input; an input starting with -4 first sleeps its second element."""
-
-    def model(xs: Any) -> Any:
-        import time as _time
-
-        if len(xs) and len(xs[0]) > 1 and float(xs[0][0]) == -4:
-            _time.sleep(float(xs[0][1]))
-        return [float(np.sum(x)) for x in xs]
-
-    return model
 
 
 @pytest.fixture
@@ -69,39 +51,9 @@ def frontend() -> Iterator[UnixFrontend]:
 
 
 @pytest.fixture
-def bundle(tmp_path: Path) -> Path:
-    path = tmp_path / "bundle"
-    write_closure_bundle(path, make_model(), InputType.DOUBLES, ["numpy"])
-    return path
-
-
-@pytest.fixture
-def start_container(
-    tmp_path: Path, bundle: Path, cluster: ClusterSecrets
-) -> Iterator[StartContainer]:
-    started: list[tuple[subprocess.Popen[bytes], Any, Path]] = []
-
-    def start(frontend: str) -> subprocess.Popen[bytes]:
-        log_path = tmp_path / f"container-{len(started)}.log"
-        log = log_path.open("wb")
-        argv = [sys.executable, "-m", "model_container", "--bundle", str(bundle)]
-        argv += ["--bundle-sha256", bundle_digest(bundle)]
-        argv += ["--frontend", frontend, "--name", "summer", "--version", "1"]
-        argv += ["--replica-id", "summer-0", "--heartbeat-ms", "250", "--log-level", "DEBUG"]
-        argv += ["--secrets-dir", str(cluster.replica_dir)]
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SCHOONER_")}
-        env = {**inherited, "PYTHONPATH": str(REPO)}
-        proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env, cwd=tmp_path)
-        started.append((proc, log, log_path))
-        return proc
-
-    yield start
-    for proc, log, log_path in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=REPLY_S)
-        log.close()
-        print(f"--- {log_path.name} ---\n{log_path.read_text(errors='replace')}")
+def start_container(tmp_path: Path, cluster: ClusterSecrets) -> Iterator[StartContainer]:
+    with summer_containers(tmp_path, cluster) as start:
+        yield start
 
 
 def test_registers_and_answers_a_batch(

@@ -12,42 +12,27 @@ waits poll a condition with a generous deadline.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import pytest_asyncio
 import uvloop
-import zmq
-import zmq.asyncio
-from credentials import make_cluster_secrets
 from polling import eventually_async
-from ports import free_port
+from rpc_frontend import RpcFrontend, block_the_event_loop, container_argv, outcomes, predictions
 
 from model_container import protocol, write_closure_bundle
-from model_container.bundle import bundle_digest
 from model_container.protocol import Heartbeat, InputType
-from model_container.rpc_keys import ServerKeys
-from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.batching.replicas import Replica
-from query_frontend.queries import Expired, Outcome, Query
-from query_frontend.rpc.server import RpcServer
+from query_frontend.queries import Expired, Query
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-REPO = Path(__file__).resolve().parents[2]
 KEY = ("m", "1")
-STARTUP_S = 30.0  # a cold interpreter importing numpy on a loaded machine
 WAIT_S = 15.0
-_ids = itertools.count()
 
 
 def make_model() -> Callable[[Any], Any]:
@@ -71,111 +56,23 @@ def make_model() -> Callable[[Any], Any]:
     return model
 
 
-class Frontend:
+class Frontend(RpcFrontend):
     """The RPC server and dispatcher of a query frontend, plus replicas to start."""
 
     def __init__(self, heartbeat_ms: int, tmp_path: Path) -> None:
-        self.ctx = zmq.asyncio.Context()
-        self.dispatcher = Dispatcher(default_max_batch=8, max_queue=10_000)
-        self.dispatcher.configure(KEY, InputType.DOUBLES, 8, 30.0)  # fixed batches of <= 8
-        self.address = f"tcp://127.0.0.1:{free_port()}"
-        self.secrets = make_cluster_secrets(tmp_path / "cluster")
-        keys = ServerKeys.load(str(self.secrets.frontend_dir))
-        self.rpc = RpcServer(self.ctx, self.address, self.dispatcher, heartbeat_ms, keys)
-        self.tmp_path = tmp_path
+        super().__init__(tmp_path, heartbeat_ms, (KEY,))
         self.bundle = tmp_path / "bundle"
         write_closure_bundle(self.bundle, make_model(), InputType.DOUBLES, ["numpy"])
-        self.procs: list[tuple[subprocess.Popen[bytes], Any]] = []
-        self.removed: list[Replica] = []
-        self.suspensions: list[tuple[str, str]] = []
-        self.dispatcher.on_replica_removed = self.removed.append
-        suspend = self.dispatcher.suspend_replica
-
-        def record_suspension(identity: bytes, reason: str, now: float) -> None:
-            replica = self.dispatcher.by_identity.get(identity)
-            if replica is not None and replica.available:
-                self.suspensions.append((replica.replica_id, reason))
-            suspend(identity, reason, now)
-
-        self.dispatcher.suspend_replica = record_suspension  # type: ignore[method-assign]
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def start(self) -> None:
-        self.rpc.open()
-        self.tasks = [
-            asyncio.create_task(self.rpc.serve()),
-            asyncio.create_task(self.rpc.heartbeat()),
-        ]
-
-    async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        self.rpc.close()
-        self.ctx.term()
-        for proc, log in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.kill()
-            proc.wait(timeout=WAIT_S)
-            log.close()
 
     async def replica(self, replica_id: str, **env: str) -> tuple[subprocess.Popen[bytes], Replica]:
         """Start a model container and wait until it is registered."""
-        log = (self.tmp_path / f"{replica_id}.log").open("wb")
-        argv = [sys.executable, "-m", "model_container", "--bundle", str(self.bundle)]
-        argv += ["--bundle-sha256", bundle_digest(self.bundle)]
-        argv += ["--frontend", self.address, "--name", KEY[0], "--version", KEY[1]]
-        argv += ["--input-type", "doubles", "--replica-id", replica_id, "--log-level", "INFO"]
-        argv += ["--secrets-dir", str(self.secrets.replica_dir)]
-        proc = spawn(argv, log, {**os.environ, **env, "PYTHONPATH": str(REPO)}, self.tmp_path)
-        self.procs.append((proc, log))
-        await eventually_async(
-            lambda: self.find(replica_id) is not None, f"{replica_id} registered", STARTUP_S
-        )
-        replica = self.find(replica_id)
-        assert replica is not None
-        return proc, replica
-
-    def find(self, replica_id: str) -> Replica | None:
-        return next(
-            (r for r in self.dispatcher.by_identity.values() if r.replica_id == replica_id), None
-        )
-
-    def submit(self, xs: list[float], timeout_s: float) -> list[Query]:
-        """Queries as the predict path makes them: a deadline, and the default at it."""
-        loop = asyncio.get_running_loop()
-        q = self.dispatcher.queue(KEY, InputType.DOUBLES)
-        deadline = loop.time() + timeout_s
-        queries = []
-        for x in xs:
-            query = Query(next(_ids), np.array([x]), deadline, loop.create_future())
-            self.dispatcher.deadlines.add(query, q, loop)
-            queries.append(query)
-        self.dispatcher.submit(q, queries)
-        return queries
-
-
-def spawn(argv: list[str], log: Any, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, stdout=log, stderr=log, env=env, cwd=cwd)
+        argv = container_argv(self.bundle, self.address, KEY, replica_id, self.secrets)
+        return await self.started(replica_id, argv, env)
 
 
 def open_gate(gate: Path) -> None:
     """Let the model that waits on ``gate`` finish its batch."""
     gate.touch()
-
-
-def block_the_event_loop(seconds: float) -> None:
-    """What a frontend too busy to read its socket looks like to the liveness checks."""
-    time.sleep(seconds)
-
-
-async def outcomes(queries: list[Query]) -> list[Outcome]:
-    return list(await asyncio.wait_for(asyncio.gather(*(q.future for q in queries)), WAIT_S))
-
-
-def predictions(xs: list[float]) -> list[bytes]:
-    return [b"%.1f" % (x * 10) for x in xs]
 
 
 @pytest.fixture

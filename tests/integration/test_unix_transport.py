@@ -11,40 +11,37 @@ process. Nothing asserts how long anything took.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import signal
 import socket
 import stat
 import struct
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import uvloop
-import zmq
-import zmq.asyncio
 from credentials import make_cluster_secrets
 from polling import eventually, eventually_async
 from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
+from rpc_frontend import (
+    STARTUP_S,
+    RpcFrontend,
+    block_the_event_loop,
+    container_argv,
+    outcomes,
+    predictions,
+)
 from spawning import Spawner
 from unix_peer import UnixPeer
 
 from model_container import protocol, write_closure_bundle
-from model_container.bundle import bundle_digest
 from model_container.protocol import Heartbeat, InputType, Predict, Reject, Result
-from model_container.rpc_keys import ServerKeys
-from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.batching.replicas import Replica
-from query_frontend.queries import Outcome, Query
-from query_frontend.rpc.server import RpcServer
 from query_frontend.rpc.unix_listener import UNIX_IDENTITY_PREFIX
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -53,63 +50,23 @@ REPO = Path(__file__).resolve().parents[2]
 PEER = REPO / "tests" / "unix_peer.py"
 UNIX_KEY = ("u", "1")
 ZMQ_KEY = ("z", "1")
-STARTUP_S = 30.0
 WAIT_S = 15.0
-_ids = itertools.count()
 
 
-class Frontend:
+class Frontend(RpcFrontend):
+    """Serves ``UNIX_KEY`` and ``ZMQ_KEY`` on its ROUTER and at ``path``."""
+
     def __init__(self, tmp_path: Path, heartbeat_ms: int) -> None:
-        self.ctx = zmq.asyncio.Context()
-        self.dispatcher = Dispatcher(default_max_batch=8, max_queue=10_000)
-        for key in (UNIX_KEY, ZMQ_KEY):
-            self.dispatcher.configure(key, InputType.DOUBLES, 8, 30.0)
-        self.address = f"tcp://127.0.0.1:{free_port()}"
-        self.secrets = make_cluster_secrets(tmp_path / "cluster")
         rpc_dir = tmp_path / "rpc"
         rpc_dir.mkdir(mode=0o700)
         self.path = str(rpc_dir / "q.sock")
-        keys = ServerKeys.load(str(self.secrets.frontend_dir))
-        self.rpc = RpcServer(
-            self.ctx, self.address, self.dispatcher, heartbeat_ms, keys, unix_path=self.path
-        )
-        self.removed: list[Replica] = []
-        self.dispatcher.on_replica_removed = self.removed.append
-        self.suspensions: list[tuple[str, str]] = []
-        suspend = self.dispatcher.suspend_replica
-
-        def record_suspension(identity: bytes, reason: str, now: float) -> None:
-            replica = self.dispatcher.by_identity.get(identity)
-            if replica is not None and replica.available:
-                self.suspensions.append((replica.replica_id, reason))
-            suspend(identity, reason, now)
-
-        self.dispatcher.suspend_replica = record_suspension  # type: ignore[method-assign]
-        self.tmp_path = tmp_path
-        self.tasks: list[asyncio.Task[None]] = []
-        self.procs: list[tuple[subprocess.Popen[bytes], Any]] = []
+        super().__init__(tmp_path, heartbeat_ms, (UNIX_KEY, ZMQ_KEY), unix_path=self.path)
         self.peers: list[UnixPeer] = []
 
-    def start(self) -> None:
-        self.rpc.open()
-        self.tasks = [
-            asyncio.create_task(self.rpc.serve()),
-            asyncio.create_task(self.rpc.heartbeat()),
-        ]
-
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        self.rpc.close()
-        self.ctx.term()
+        await super().stop()
         for peer in self.peers:
             peer.close()
-        for proc, log in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=WAIT_S)
-            log.close()
 
     async def peer(self) -> UnixPeer:
         peer = await asyncio.to_thread(UnixPeer, self.path)
@@ -119,73 +76,19 @@ class Frontend:
     async def peer_process(self, replica_id: str, key: tuple[str, str] = UNIX_KEY) -> Replica:
         """A ``unix_peer.py`` process that answers; waits until it is registered."""
         argv = [sys.executable, str(PEER), self.path, key[0], key[1], replica_id]
-        return await self._start(replica_id, argv)
+        return (await self.started(replica_id, argv))[1]
 
     async def zmq_replica(self, replica_id: str) -> Replica:
         """A real model container on the ROUTER (CURVE), serving ``ZMQ_KEY``."""
         bundle = self.tmp_path / "bundle"
         write_closure_bundle(bundle, lambda xs: [float(x[0]) * 10 for x in xs],
                              InputType.DOUBLES, ["numpy"])  # fmt: skip
-        argv = [sys.executable, "-m", "model_container", "--bundle", str(bundle)]
-        argv += ["--bundle-sha256", bundle_digest(bundle), "--frontend", self.address]
-        argv += ["--name", ZMQ_KEY[0], "--version", ZMQ_KEY[1], "--input-type", "doubles"]
-        argv += ["--replica-id", replica_id, "--secrets-dir", str(self.secrets.replica_dir)]
-        return await self._start(replica_id, argv)
-
-    async def _start(self, replica_id: str, argv: list[str]) -> Replica:
-        log = (self.tmp_path / f"{replica_id}.log").open("wb")
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        proc = spawn(argv, log, env, self.tmp_path)
-        self.procs.append((proc, log))
-        await eventually_async(
-            lambda: self.find(replica_id) is not None,
-            lambda: (
-                f"{replica_id} registered; its log: "
-                + (self.tmp_path / f"{replica_id}.log").read_text()[-2000:]
-            ),
-            STARTUP_S,
-        )
-        replica = self.find(replica_id)
-        assert replica is not None
-        return replica
-
-    def find(self, replica_id: str) -> Replica | None:
-        return next(
-            (r for r in self.dispatcher.by_identity.values() if r.replica_id == replica_id), None
-        )
-
-    def submit(self, xs: list[float], key: tuple[str, str] = UNIX_KEY) -> list[Query]:
-        loop = asyncio.get_running_loop()
-        q = self.dispatcher.queue(key, InputType.DOUBLES)
-        deadline = loop.time() + 20.0
-        queries = []
-        for x in xs:
-            query = Query(next(_ids), np.array([x]), deadline, loop.create_future())
-            self.dispatcher.deadlines.add(query, q, loop)
-            queries.append(query)
-        self.dispatcher.submit(q, queries)
-        return queries
-
-
-def spawn(argv: list[str], log: Any, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, stdout=log, stderr=log, env=env, cwd=cwd)
-
-
-def block_the_event_loop(seconds: float) -> None:
-    """What a frontend too busy to read its sockets looks like to the liveness checks."""
-    time.sleep(seconds)
+        argv = container_argv(bundle, self.address, ZMQ_KEY, replica_id, self.secrets)
+        return (await self.started(replica_id, argv))[1]
 
 
 def exists(path: str) -> bool:
     return os.path.exists(path)
-
-
-async def outcomes(queries: list[Query]) -> list[Outcome]:
-    return list(await asyncio.wait_for(asyncio.gather(*(q.future for q in queries)), WAIT_S))
-
-
-def predictions(xs: list[float]) -> list[bytes]:
-    return [b"%.1f" % (x * 10) for x in xs]
 
 
 Scenario = Callable[[Frontend], Coroutine[Any, Any, None]]

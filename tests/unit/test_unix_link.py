@@ -4,6 +4,8 @@ end of a connection. Nothing here asserts how long anything took."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -69,6 +71,51 @@ def big_result(batch_id: int, size: int) -> Result:
     return Result(batch_id, lengths, data)
 
 
+@dataclasses.dataclass
+class Connected:
+    """A link polled by ``poller`` that has said HELLO, and the listener's end of it."""
+
+    link: UnixLink
+    poller: zmq.Poller
+    peer: socket.socket
+
+
+@contextlib.contextmanager
+def connected(sock_dir: Path, **link_options: int) -> Iterator[Connected]:
+    """Listen in ``sock_dir``, send HELLO over a new ``UnixLink`` and accept it; on
+    leaving, close the peer, the link and the listener."""
+    server = listen(sock_dir / "q.sock")
+    link = UnixLink(f"unix://{sock_dir / 'q.sock'}", **link_options)
+    poller = zmq.Poller()
+    link.attach(poller)
+    try:
+        assert link.send(hello())
+        peer = accept(server)
+        try:
+            yield Connected(link, poller, peer)
+        finally:
+            peer.close()
+    finally:
+        link.close()
+        server.close()
+
+
+def drain(c: Connected, count: int) -> list[list[bytes]]:
+    """Poll the link (it flushes on POLLOUT) while the peer reads ``count`` messages."""
+    reader = framing.MessageReader()
+    got: list[list[bytes]] = []
+    c.peer.setblocking(False)
+    deadline = time.monotonic() + DEADLINE_S
+    while len(got) < count:
+        assert time.monotonic() < deadline, "not everything arrived"
+        c.link.ready(dict(c.poller.poll(10)))
+        try:
+            got += reader.feed(c.peer.recv(1 << 20))
+        except BlockingIOError:
+            continue
+    return got
+
+
 def test_nobody_listening_sends_nothing_and_says_so_once(
     sock_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -115,84 +162,45 @@ def test_a_listener_of_another_uid_is_refused(
 def test_a_peer_that_does_not_read_never_blocks_a_send_and_gets_everything_in_order(
     sock_dir: Path,
 ) -> None:
-    server = listen(sock_dir / "q.sock")
-    link = UnixLink(f"unix://{sock_dir / 'q.sock'}")
-    poller = zmq.Poller()
-    link.attach(poller)
-    try:
-        assert link.send(hello())
-        peer = accept(server)
+    with connected(sock_dir) as c:
         # Far more than the kernel's socket buffers hold: sends keep returning at once.
         sent = [big_result(i, 256 * 1024) for i in range(40)]
         for result in sent:
-            assert link.send(result)
-        assert link.buffered > 0
+            assert c.link.send(result)
+        assert c.link.buffered > 0
         # The peer reads now; the loop flushes on POLLOUT until nothing waits.
-        reader = framing.MessageReader()
-        got: list[list[bytes]] = []
-        peer.setblocking(False)
-        deadline = time.monotonic() + DEADLINE_S
-        while len(got) < 1 + len(sent):
-            assert time.monotonic() < deadline, "not everything arrived"
-            link.ready(dict(poller.poll(10)))
-            try:
-                data = peer.recv(1 << 20)
-            except BlockingIOError:
-                continue
-            got += reader.feed(data)
-        assert link.buffered == 0
+        got = drain(c, 1 + len(sent))
+        assert c.link.buffered == 0
         assert [protocol.decode(frames) for frames in got] == [hello(), *sent]
         # Nothing waits: the fd is polled for input only again.
-        assert all(not flags & zmq.POLLOUT for flags in dict(poller.poll(0)).values())
-        peer.close()
-    finally:
-        link.close()
-        server.close()
+        assert all(not flags & zmq.POLLOUT for flags in dict(c.poller.poll(0)).values())
 
 
 def test_buffered_bytes_have_a_limit_and_whole_messages_are_dropped(sock_dir: Path) -> None:
-    server = listen(sock_dir / "q.sock")
-    link = UnixLink(f"unix://{sock_dir / 'q.sock'}", max_buffered=1024 * 1024)
-    try:
-        assert link.send(hello())
-        peer = accept(server)
-        results = [link.send(big_result(i, 256 * 1024)) for i in range(40)]
+    with connected(sock_dir, max_buffered=1024 * 1024) as c:
+        results = [c.link.send(big_result(i, 256 * 1024)) for i in range(40)]
         assert not all(results), "a peer that never reads made the buffer grow forever"
-        assert link.buffered <= 1024 * 1024
-        peer.close()
-    finally:
-        link.close()
-        server.close()
+        assert c.link.buffered <= 1024 * 1024
 
 
 def test_messages_in_any_cut_and_several_in_one_read(sock_dir: Path) -> None:
-    server = listen(sock_dir / "q.sock")
-    link = UnixLink(f"unix://{sock_dir / 'q.sock'}")
-    poller = zmq.Poller()
-    link.attach(poller)
-    try:
-        assert link.send(hello())
-        peer = accept(server)
+    with connected(sock_dir) as c:
         stream = b"".join(
             bytes(piece)
             for msg in (Welcome(100), Heartbeat(), Heartbeat())
             for piece in framing.encode_message(protocol.encode(msg))
         )
-        peer.sendall(stream[:3])  # half a prefix
+        c.peer.sendall(stream[:3])  # half a prefix
         received: list[protocol.Message] = []
         deadline = time.monotonic() + DEADLINE_S
-        peer.sendall(stream[3:])
+        c.peer.sendall(stream[3:])
         while len(received) < 3:
             assert time.monotonic() < deadline, f"only {received}"
-            if link.ready(dict(poller.poll(100))):
-                while (frames := link.recv()) is not None:
+            if c.link.ready(dict(c.poller.poll(100))):
+                while (frames := c.link.recv()) is not None:
                     received.append(protocol.decode(frames))
         assert received == [Welcome(100), Heartbeat(), Heartbeat()]
-        assert link.backlog == 0
-        peer.close()
-    finally:
-        link.close()
-        server.close()
+        assert c.link.backlog == 0
 
 
 def wait_for_events(link: UnixLink, poller: zmq.Poller) -> list[LinkEvent]:
@@ -207,95 +215,49 @@ def wait_for_events(link: UnixLink, poller: zmq.Poller) -> list[LinkEvent]:
 
 
 def test_eof_is_a_disconnect_and_the_link_is_spent(sock_dir: Path) -> None:
-    server = listen(sock_dir / "q.sock")
-    link = UnixLink(f"unix://{sock_dir / 'q.sock'}")
-    poller = zmq.Poller()
-    link.attach(poller)
-    try:
-        assert link.send(hello())
-        accept(server).close()
-        assert wait_for_events(link, poller) == [LinkEvent.DISCONNECTED]
-        assert not link.connected
-        assert not link.send(hello()), "a spent link dialled again"
-    finally:
-        link.close()
-        server.close()
+    with connected(sock_dir) as c:
+        c.peer.close()
+        assert wait_for_events(c.link, c.poller) == [LinkEvent.DISCONNECTED]
+        assert not c.link.connected
+        assert not c.link.send(hello()), "a spent link dialled again"
 
 
 def test_a_stream_that_breaks_the_framing_is_a_disconnect(
     sock_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = listen(sock_dir / "q.sock")
-    link = UnixLink(f"unix://{sock_dir / 'q.sock'}")
-    poller = zmq.Poller()
-    link.attach(poller)
-    try:
-        assert link.send(hello())
-        peer = accept(server)
-        peer.sendall(framing.U32.pack(framing.MAX_FRAMES + 1) + b"secret-bytes")
+    with connected(sock_dir) as c:
+        c.peer.sendall(framing.U32.pack(framing.MAX_FRAMES + 1) + b"secret-bytes")
         with caplog.at_level(logging.WARNING, logger=unix_link.__name__):
-            assert wait_for_events(link, poller) == [LinkEvent.DISCONNECTED]
+            assert wait_for_events(c.link, c.poller) == [LinkEvent.DISCONNECTED]
         assert "framing" in caplog.text and "secret-bytes" not in caplog.text
-        peer.close()
-    finally:
-        link.close()
-        server.close()
 
 
 def test_close_with_linger_lets_a_buffered_goodbye_out(sock_dir: Path) -> None:
-    server = listen(sock_dir / "q.sock")
-    link = UnixLink(f"unix://{sock_dir / 'q.sock'}")
-    try:
-        assert link.send(hello())
-        peer = accept(server)
+    with connected(sock_dir) as c:
         for i in range(12):
-            assert link.send(big_result(i, 256 * 1024))
-        assert link.send(Goodbye("stopping"))
-        assert link.buffered > 0
+            assert c.link.send(big_result(i, 256 * 1024))
+        assert c.link.send(Goodbye("stopping"))
+        assert c.link.buffered > 0
         # The peer drains on a thread while the link lingers on this one.
         got: list[list[bytes]] = []
-        reader = threading.Thread(target=lambda: got.extend(read_messages(peer, 14)))
+        reader = threading.Thread(target=lambda: got.extend(read_messages(c.peer, 14)))
         reader.start()
-        link.close(linger_ms=int(DEADLINE_S * 1000))
+        c.link.close(linger_ms=int(DEADLINE_S * 1000))
         reader.join(DEADLINE_S)
         assert protocol.decode(got[-1]) == Goodbye("stopping")
-        peer.close()
-    finally:
-        link.close()
-        server.close()
 
 
 def test_frames_of_wide_items_are_cut_in_bytes_when_partly_sent(sock_dir: Path) -> None:
     """A frame may be a memoryview of 8-byte doubles: what the kernel did not take is
     kept from the right byte, not the right item."""
-    server = listen(sock_dir / "q.sock")
-    link = UnixLink(f"unix://{sock_dir / 'q.sock'}")
-    poller = zmq.Poller()
-    link.attach(poller)
-    try:
-        assert link.send(hello())
-        peer = accept(server)
+    with connected(sock_dir) as c:
         doubles = np.arange(100_001, dtype="<f8")  # 800,008 bytes: more than one send takes
         frames = [protocol.encode(Heartbeat())[0], memoryview(doubles)]
         for _ in range(3):
-            assert link.send_frames(frames)
-        assert link.buffered > 0
-        peer.setblocking(False)
-        reader = framing.MessageReader()
-        got: list[list[bytes]] = []
-        deadline = time.monotonic() + DEADLINE_S
-        while len(got) < 4:
-            assert time.monotonic() < deadline, "not everything arrived"
-            link.ready(dict(poller.poll(10)))
-            try:
-                got += reader.feed(peer.recv(1 << 20))
-            except BlockingIOError:
-                continue
+            assert c.link.send_frames(frames)
+        assert c.link.buffered > 0
+        got = drain(c, 4)
         assert all(m[1] == doubles.tobytes() for m in got[1:])
-        peer.close()
-    finally:
-        link.close()
-        server.close()
 
 
 LISTEN_AS_OTHER = """
