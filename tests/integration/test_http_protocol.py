@@ -589,26 +589,26 @@ def test_a_client_that_sends_the_whole_body_then_reads_gets_413(fe: Frontend, si
     for _ in range(10):  # how much of the body the server's first read holds varies
         with Conn(fe.port) as conn:
             conn.send(over_limit_head(size) + b"[" * size)
-            answer = conn.response()
-            assert_too_large(answer)
-            if answer.closes:
-                conn.closed()
-            else:
-                conn.send(predict(31))
-                assert_echoed(conn.response(), 31)
+            still_usable_after_413(conn, 31)
 
 
 def test_a_chunked_body_over_the_limit_gets_413(fe: Frontend) -> None:
     body = b"[" * (3 * MAX_BODY)
     with Conn(fe.port) as conn:
         conn.send(CHUNKED_HEAD + chunked(body, [1024] * (len(body) // 1024)))
-        answer = conn.response()
-        assert_too_large(answer)
-        if answer.closes:
-            conn.closed()
-        else:
-            conn.send(predict(32))
-            assert_echoed(conn.response(), 32)
+        still_usable_after_413(conn, 32)
+
+
+def still_usable_after_413(conn: Conn, n: int) -> None:
+    """The next answer on ``conn`` is a 413; then the connection either closes (saying
+    so) or answers the next request, ``n``, correctly."""
+    answer = conn.response()
+    assert_too_large(answer)
+    if answer.closes:
+        conn.closed()
+    else:
+        conn.send(predict(n))
+        assert_echoed(conn.response(), n)
 
 
 # ------------------------------------------------------------------ 7. idle and slow clients
