@@ -44,6 +44,8 @@ class FrontendState:
     # The bytes of request bodies held now, and who parses them (off the loop if large).
     bodies: BodyBudget = field(init=False)
     parser: BodyParser = field(init=False)
+    # The sha256 of the API key in each Authorization header seen lately (http/auth.py).
+    key_digests: dict[bytes, str] = field(default_factory=dict)
     # Set on SIGTERM: /healthz answers 503 while the accepted requests are answered.
     draining: bool = False
     # The loop the frontend runs on (built in it): asyncio.get_running_loop() calls
