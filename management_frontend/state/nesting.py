@@ -41,6 +41,8 @@ def depth_over(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether the JSON text ``body`` nests arrays and objects deeper than ``limit``
     levels (``{"a": [1]}`` is 2 deep). Brackets inside strings do not count; a text that
     is not JSON gets an answer the parser will overrule."""
+    if body.count(b"[") + body.count(b"{") <= limit:  # the usual body: too few to nest
+        return False
     marks = _marks(body)
     return len(marks) > limit and _deepest(marks) > limit
 

@@ -159,17 +159,20 @@ def _numeric(value: Any, input_type: InputType, dtype: np.dtype[Any], where: str
     if kind == "u" and input_type is InputType.INTS and int(arr.max()) > _INT64_MAX:
         raise InputError(f"{where} has an integer outside the 64-bit range of 'ints'")
     if kind == "f":
-        _check_range(arr, input_type, dtype, where)
+        _check_range(arr, value, input_type, dtype, where)
     return arr.astype(dtype, copy=False)
 
 
-def _check_range(arr: np.ndarray[Any, Any], input_type: InputType, dtype: Any, where: str) -> None:
+def _check_range(
+    arr: np.ndarray[Any, Any], values: list[Any], input_type: InputType, dtype: Any, where: str
+) -> None:
     """Refuse a number that would not be finite as ``dtype`` (past float32 for 'floats';
-    NaN or infinity, should a parser ever let one through)."""
+    NaN or infinity, should a parser ever let one through). ``values``: ``arr``'s JSON
+    numbers, as parsed."""
     limit = _FLOAT_MAX.get(dtype)
     if limit is None:
         limit = _FLOAT_MAX[dtype] = float(np.finfo(dtype).max)
-    if arr.size <= _SMALL and sum(map(abs, arr.tolist())) <= limit:
+    if arr.size <= _SMALL and sum(map(abs, values)) <= limit:
         # The usual query, a few numbers: a sum of Python floats costs a fraction of the
         # ufuncs below. Enough (every value's magnitude is at most the sum); a NaN, an
         # infinity or a sum past the limit falls through to the exact check.
