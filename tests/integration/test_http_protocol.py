@@ -405,27 +405,30 @@ def test_expect_100_continue_is_ignored_for_http_1_0(fe: Frontend) -> None:
 # ------------------------------------------------------------------ 4. keep-alive and close
 
 
-def test_http_1_0_and_connection_close_are_answered_then_closed(fe: Frontend) -> None:
+@pytest.mark.parametrize(
+    ("request_bytes", "echoed"),
+    [
+        pytest.param(predict(10, version=b"1.0"), 10, id="predict-http-1.0"),
+        pytest.param(b"GET /healthz HTTP/1.0\r\n\r\n", None, id="healthz-http-1.0"),
+        pytest.param(predict(11, extra=b"Connection: close\r\n"), 11, id="predict-close"),
+        pytest.param(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            None,
+            id="healthz-close",
+        ),
+    ],
+)
+def test_http_1_0_and_connection_close_are_answered_then_closed(
+    fe: Frontend, request_bytes: bytes, echoed: int | None
+) -> None:
     with Conn(fe.port) as conn:
-        conn.send(predict(10, version=b"1.0"))
+        conn.send(request_bytes)
         answer = conn.response()
-        assert_echoed(answer, 10)
+        if echoed is None:
+            assert answer.json() == {"status": "ok"}
+        else:
+            assert_echoed(answer, echoed)
         assert answer.closes
-        conn.closed()
-    with Conn(fe.port) as conn:
-        conn.send(b"GET /healthz HTTP/1.0\r\n\r\n")
-        assert conn.response().json() == {"status": "ok"}
-        conn.closed()
-    with Conn(fe.port) as conn:
-        conn.send(predict(11, extra=b"Connection: close\r\n"))
-        answer = conn.response()
-        assert_echoed(answer, 11)
-        assert answer.closes
-        conn.closed()
-    with Conn(fe.port) as conn:
-        conn.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        answer = conn.response()
-        assert answer.status == 200 and answer.closes
         conn.closed()
 
 
