@@ -7,7 +7,8 @@ frontend must, §5), sends PREDICTs of doubles and reads what comes back. A subc
 carries the messages and says how it names a replica's connection (``I``):
 ``fake_frontend.FakeFrontend`` on a ZeroMQ ROUTER (identity bytes),
 ``unix_frontend.UnixFrontend`` on a unix stream socket (a counter, §1.3).
-``serving_in_a_thread`` runs an in-process ``ModelContainer`` against either. Every wait
+``serving_in_a_thread`` runs an in-process ``ModelContainer`` (``doubles_config``)
+against either. Every wait
 polls with a deadline.
 """
 
@@ -22,8 +23,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import orjson
 
-from model_container import ModelContainer, protocol
-from model_container.protocol import Heartbeat, Hello, Message, Result
+from model_container import ContainerConfig, ModelContainer, protocol
+from model_container.protocol import Heartbeat, Hello, InputType, Message, Result
 
 STARTUP_S = 20.0  # a cold interpreter importing numpy on a loaded machine
 REPLY_S = 10.0
@@ -35,6 +36,27 @@ I = TypeVar("I", bound=Hashable)  # noqa: E741  (the name of a replica's connect
 
 def outputs_of(result: Result) -> list[Any]:
     return [orjson.loads(item) for item in protocol.split_items(result.lengths, result.data)]
+
+
+def doubles_config(
+    frontend: str,
+    secrets_dir: object,
+    *,
+    model_name: str = "inproc",
+    replica_id: str = "inproc-0",
+    **settings: Any,
+) -> ContainerConfig:
+    """The config of a container serving version 1 of ``model_name`` (doubles) as
+    ``replica_id``, to ``frontend``, with the replica keys in ``secrets_dir``."""
+    return ContainerConfig(
+        frontend=frontend,
+        model_name=model_name,
+        model_version="1",
+        input_type=InputType.DOUBLES,
+        replica_id=replica_id,
+        secrets_dir=str(secrets_dir),
+        **settings,
+    )
 
 
 @contextlib.contextmanager

@@ -34,13 +34,13 @@ import zmq
 import zmq.asyncio
 from credentials import ClusterSecrets, make_cluster_secrets
 from fake_frontend import FakeFrontend
-from frontend_side import serving_in_a_thread
+from frontend_side import doubles_config, serving_in_a_thread
 from polling import eventually, eventually_async
 from ports import free_port
 from rpc_frontend import STARTUP_S, RpcFrontend, container_argv, outcomes, predictions, spawn_logged
 from spawning import Spawner
 
-from model_container import ContainerConfig, ModelContainer, protocol, write_closure_bundle
+from model_container import ModelContainer, protocol, write_closure_bundle
 from model_container.bundle import bundle_digest
 from model_container.protocol import (
     CAP_RESTART,
@@ -484,13 +484,8 @@ def test_a_container_says_goodbye_why_then_exits_with_its_status(told: str) -> N
 
     frontend = FakeFrontend()
     codes: list[int] = []
-    config = ContainerConfig(
-        frontend=frontend.address,
-        model_name="m",
-        model_version="1",
-        input_type=InputType.DOUBLES,
-        replica_id="r",
-        secrets_dir=str(frontend.secrets.replica_dir),
+    config = doubles_config(
+        frontend.address, frontend.secrets.replica_dir, model_name="m", replica_id="r"
     )
     container = ModelContainer(config, model, exit=codes.append)
     try:

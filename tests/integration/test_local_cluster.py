@@ -691,26 +691,41 @@ def test_replicas_reach_the_query_frontend_over_the_direct_unix_socket_by_defaul
     a socket only this user can reach."""
     import stat
 
+    socket_path, proc = _replica_on_a_local_socket(conn, "unix", "query.usock")
+    assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+    # Only libzmq would run I/O threads: a unix-only replica has none.
+    assert not [t for t in _thread_names(proc.pid) if t.startswith("ZMQbg")]
+
+
+def _replica_on_a_local_socket(conn: Connection, scheme: str, file: str) -> tuple[Path, Any]:
+    """Serve an app by one replica of a fresh model and check it reaches the query
+    frontend at ``scheme://<data_dir>/rpc/<file>``, a socket in a 0700 directory, and
+    not over TCP; the socket's path and the replica's ``psutil.Process``."""
+    import stat
+
     import psutil
 
     cm = conn.cm
     assert isinstance(cm, LocalContainerManager)
-    conn.register_application("unix-app", "doubles", "none", 2_000_000)
-    deploy_python_closure(conn, "unix-model", "1", "doubles", lambda xs: [x[0] * 5 for x in xs])
-    conn.link_model_to_app("unix-app", "unix-model")
-    assert output_of(conn, "unix-app", [2.0]) == 10.0
+    factor = {"unix": 5, "ipc": 3}[scheme]
+    conn.register_application(f"{scheme}-app", "doubles", "none", 2_000_000)
+    deploy_python_closure(
+        conn, f"{scheme}-model", "1", "doubles", lambda xs: [x[0] * factor for x in xs]
+    )
+    conn.link_model_to_app(f"{scheme}-app", f"{scheme}-model")
+    assert output_of(conn, f"{scheme}-app", [2.0]) == 2.0 * factor
 
-    socket_path = cm.data_dir / "rpc" / "query.usock"
+    socket_path = cm.data_dir / "rpc" / file
     assert stat.S_ISSOCK(socket_path.stat().st_mode)
-    assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
     assert stat.S_IMODE(socket_path.parent.stat().st_mode) == 0o700
-    [replica] = [r for r in cm.processes() if r["name"].startswith("replica-unix-model")]
-    proc = psutil.Process(replica["pid"])
+    replicas = [r for r in cm.processes() if r["name"].startswith(f"replica-{scheme}-model")]
+    assert len(replicas) == 1
+    proc = psutil.Process(replicas[0]["pid"])
     argv = proc.cmdline()
-    assert argv[argv.index("--frontend") + 1] == f"unix://{socket_path}"
+    assert argv[argv.index("--frontend") + 1] == f"{scheme}://{socket_path}"
+    # Not over TCP: the replica holds no connection to the RPC port.
     assert all(not c.raddr or c.raddr.port != cm.rpc_port for c in proc.net_connections(kind="tcp"))
-    # Only libzmq would run I/O threads: a unix-only replica has none.
-    assert not [t for t in _thread_names(proc.pid) if t.startswith("ZMQbg")]
+    return socket_path, proc
 
 
 def _thread_names(pid: int) -> list[str]:
@@ -770,28 +785,7 @@ def ipc_conn(
 def test_replicas_on_this_host_reach_the_query_frontend_over_a_private_unix_socket(
     ipc_conn: Connection,
 ) -> None:
-    conn = ipc_conn
-    import stat
-
-    import psutil
-
-    cm = conn.cm
-    assert isinstance(cm, LocalContainerManager)
-    conn.register_application("ipc-app", "doubles", "none", 2_000_000)
-    deploy_python_closure(conn, "ipc-model", "1", "doubles", lambda xs: [x[0] * 3 for x in xs])
-    conn.link_model_to_app("ipc-app", "ipc-model")
-    assert output_of(conn, "ipc-app", [2.0]) == 6.0
-
-    socket_path = cm.data_dir / "rpc" / "query.sock"
-    assert stat.S_ISSOCK(socket_path.stat().st_mode)
-    assert stat.S_IMODE(socket_path.parent.stat().st_mode) == 0o700
-    replicas = [r for r in cm.processes() if r["name"].startswith("replica-ipc-model")]
-    assert len(replicas) == 1
-    proc = psutil.Process(replicas[0]["pid"])
-    argv = proc.cmdline()
-    assert argv[argv.index("--frontend") + 1] == f"ipc://{socket_path}"
-    # Not over TCP: the replica holds no connection to the RPC port.
-    assert all(not c.raddr or c.raddr.port != cm.rpc_port for c in proc.net_connections(kind="tcp"))
+    _replica_on_a_local_socket(ipc_conn, "ipc", "query.sock")
 
 
 def test_a_client_without_the_cluster_keys_cannot_register_over_the_unix_socket(

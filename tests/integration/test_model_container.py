@@ -23,12 +23,11 @@ import numpy as np
 import pytest
 from credentials import make_cluster_secrets
 from fake_frontend import FakeFrontend
-from frontend_side import REPLY_S, STARTUP_S, outputs_of, serving_in_a_thread
+from frontend_side import REPLY_S, STARTUP_S, doubles_config, outputs_of, serving_in_a_thread
 from polling import eventually
 
 import model_container
 from model_container import (
-    ContainerConfig,
     ModelContainer,
     protocol,
     runtime_versions,
@@ -544,14 +543,7 @@ def test_with_another_clusters_keys_it_never_registers(
 
 
 def test_in_process_container_stops_with_goodbye(frontend: FakeFrontend) -> None:
-    config = ContainerConfig(
-        frontend=frontend.address,
-        model_name="inproc",
-        model_version="1",
-        input_type=InputType.DOUBLES,
-        replica_id="inproc-0",
-        secrets_dir=str(frontend.secrets.replica_dir),
-    )
+    config = doubles_config(frontend.address, frontend.secrets.replica_dir)
     container = ModelContainer(config, make_model())
     with serving_in_a_thread(container):
         identity, hello = frontend.register()
@@ -571,13 +563,10 @@ def test_in_process_container_says_goodbye_while_a_batch_runs(frontend: FakeFron
         release.wait(REPLY_S)
         return [0.0 for _ in xs]
 
-    config = ContainerConfig(
-        frontend=frontend.address,
-        model_name="inproc",
-        model_version="1",
-        input_type=InputType.DOUBLES,
+    config = doubles_config(
+        frontend.address,
+        frontend.secrets.replica_dir,
         replica_id="inproc-1",
-        secrets_dir=str(frontend.secrets.replica_dir),
         heartbeat_ms=100,
         stop_timeout_s=0.2,
     )

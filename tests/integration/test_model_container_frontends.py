@@ -23,12 +23,12 @@ import pytest
 import zmq
 from credentials import ClusterSecrets, make_cluster_secrets
 from fake_frontend import FakeFrontend
-from frontend_side import REPLY_S, STARTUP_S, serving_in_a_thread
+from frontend_side import REPLY_S, STARTUP_S, doubles_config, serving_in_a_thread
 from polling import eventually
 from ports import free_port
 from summer_container import StartContainer, make_model, summer_containers
 
-from model_container import ContainerConfig, ModelContainer
+from model_container import ModelContainer
 from model_container.connection import LinkEvent
 from model_container.metrics import ContainerMetrics
 from model_container.protocol import (
@@ -290,14 +290,12 @@ def test_discovery_follows_the_name(frontends: MakeFrontend, cluster: ClusterSec
     port = free_port("127.0.0.1", "127.0.0.2")
     a, b = frontends("127.0.0.1", port), frontends("127.0.0.2", port)
     names = Names("127.0.0.1")
-    config = ContainerConfig(
-        frontend=f"dns+tcp://frontends.test:{port}",
+    config = doubles_config(
+        f"dns+tcp://frontends.test:{port}",
+        cluster.replica_dir,
         model_name="summer",
-        model_version="1",
-        input_type=InputType.DOUBLES,
         replica_id="summer-0",
         discovery_interval_s=0.05,
-        secrets_dir=str(cluster.replica_dir),
     )
     container = ModelContainer(config, make_model(), resolver=names)
     with serving_in_a_thread(container):
@@ -331,13 +329,11 @@ def test_discovered_ipv6_frontends_are_reached(
     frontends: MakeFrontend, cluster: ClusterSecrets
 ) -> None:
     frontend = frontends("[::1]")
-    config = ContainerConfig(
-        frontend=f"dns+tcp://v6.test:{frontend.port}",
+    config = doubles_config(
+        f"dns+tcp://v6.test:{frontend.port}",
+        cluster.replica_dir,
         model_name="summer",
-        model_version="1",
-        input_type=InputType.DOUBLES,
         replica_id="summer-6",
-        secrets_dir=str(cluster.replica_dir),
     )
     container = ModelContainer(config, make_model(), resolver=Names("::1"))
     with serving_in_a_thread(container):

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from credentials import ClusterSecrets, make_cluster_secrets
 from fake_frontend import FakeFrontend
-from frontend_side import REPLY_S, STARTUP_S, outputs_of, serving_in_a_thread
+from frontend_side import REPLY_S, STARTUP_S, doubles_config, outputs_of, serving_in_a_thread
 from summer_container import StartContainer, make_model, summer_containers
 from unix_frontend import UnixFrontend
 
-from model_container import ContainerConfig, ModelContainer, framing, protocol
+from model_container import ModelContainer, framing, protocol
 from model_container.protocol import (
     Goodbye,
     Heartbeat,
@@ -223,15 +223,7 @@ def test_more_messages_in_one_read_than_one_turn_handles(
 ) -> None:
     """Messages already read from the socket do not wake the poll: the loop must not
     sleep while some wait (``MAX_READS_PER_POLL`` per turn)."""
-    config = ContainerConfig(
-        frontend=frontend.address,
-        model_name="inproc",
-        model_version="1",
-        input_type=InputType.DOUBLES,
-        replica_id="inproc-0",
-        secrets_dir=str(cluster.replica_dir),
-    )
-    container = ModelContainer(config, make_model())
+    container = ModelContainer(doubles_config(frontend.address, cluster.replica_dir), make_model())
     with serving_in_a_thread(container):
         identity, _ = frontend.expect(Hello, STARTUP_S, ignore=())
         frontend.welcomed.add(identity)
