@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 HEADERS, BODY, NOTHING = "headers", "body", ""
 _WHY = b"the request headers did not all arrive in time\n"
-_TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\n%b\r\n%b" % (
+#: The answer to a request whose headers came too late (the query frontend sends it too).
+TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\n%b\r\n%b" % (
     b"content-type: text/plain\r\ncontent-length: %d\r\nconnection: close\r\n" % len(_WHY),
     _WHY,
 )
@@ -97,7 +98,7 @@ class RequestDeadlines:
         # Debug only: a flood of these is what an attack looks like, not news.
         logger.debug("closing %s: its request %s did not arrive in time", self.client, self._timed)
         if self._timed == HEADERS:  # no response has begun: say why before closing
-            self.transport.write(_TIMED_OUT)
+            self.transport.write(TIMED_OUT)
         self.transport.close()  # a handler reading the body sees http.disconnect
 
 

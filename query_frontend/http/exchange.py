@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
-from query_frontend.http.asgi import Message, Reply, Scope
+from query_frontend.http.asgi import Message, Reply
 
 __all__ = ["STATUS_LINES", "Exchange", "ResponseError"]
 
@@ -29,7 +29,7 @@ STATUS_LINES = {
 READ_AHEAD = 64 * 1024
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
-_JSON_HEAD = b"%bcontent-type: application/json\r\n%bcontent-length: %d\r\n%b\r\n%b"
+_JSON_TYPE = b"content-type: application/json\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -61,17 +61,14 @@ class Exchange:
         "on_done",
         "response_done",
         "response_started",
-        "scope",
         "unread",
         "url",
         "version",
-        "version_10",
     )
 
     def __init__(self, connection: Any, on_done: Callable[[Exchange], None]) -> None:
         self.connection = connection  # the protocol: its transport, loop, reading switch
         self.on_done = on_done
-        self.scope: Scope | None = None
         self.method = b""
         self.url = b""
         self.version = "1.1"
@@ -79,7 +76,6 @@ class Exchange:
         self.head_done = False
         self.body_done = False
         self.keep_alive = True
-        self.version_10 = False
         self.head_only = False  # HEAD: no body in the response
         self.expect_continue = False
         self.disconnected = False
@@ -189,24 +185,11 @@ class Exchange:
         self.response_started = True
         if not self.disconnected:
             status, body, extra = reply
-            head = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
+            head = _status_line(status) + _JSON_TYPE
             if extra:
                 head += b"".join(b"%b: %b\r\n" % (n, v) for n, v in extra)
-            if self.expect_continue and not self.body_done:
-                # Refused before its client sent the body it announced: whether it
-                # sends it anyway cannot be known, so the connection cannot go on.
-                self.keep_alive = False
-            connection = b"" if self.keep_alive else b"connection: close\r\n"
-            self.connection.write(
-                _JSON_HEAD
-                % (
-                    head,
-                    self.connection.default_headers(),
-                    len(body),
-                    connection,
-                    b"" if self.head_only else body,
-                )
-            )
+            head = self._end_head(head + self.connection.default_headers(), len(body))
+            self.connection.write(head if self.head_only else head + body)
         self._finish()
 
     def give_up(self) -> None:
@@ -228,7 +211,7 @@ class Exchange:
     def _head_lines(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
         """The status line and the handler's headers (``connection: close`` noted, not
         copied: ``_end_head`` adds it)."""
-        parts = [STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
+        parts = [_status_line(status)]
         for name, value in headers:
             lower = name.lower()
             if lower == b"content-length":
@@ -245,12 +228,14 @@ class Exchange:
     def _end_head(self, head: bytes, length: int | None) -> bytes:
         """``head`` completed: the body's framing (``length``: a body sent whole) and
         whether the connection stays open, read now (a drain may have begun)."""
-        if self.expect_continue and not self.body_done:  # as in ``respond``
+        if self.expect_continue and not self.body_done:
+            # Refused before its client sent the body it announced: whether it sends
+            # it anyway cannot be known, so the connection cannot go on.
             self.keep_alive = False
         if not self._length_given:
             if length is not None:
                 head += b"content-length: %d\r\n" % length
-            elif self.version_10 or self.head_only:  # no chunked encoding: the close ends it
+            elif self.version == "1.0" or self.head_only:  # no chunked encoding: the close ends it
                 self.keep_alive = False
             else:
                 self._streaming = True
@@ -258,6 +243,10 @@ class Exchange:
         if not self.keep_alive:
             return head + b"connection: close\r\n\r\n"
         return head + b"\r\n"
+
+
+def _status_line(status: int) -> bytes:
+    return STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
 
 
 def _check_header(name: bytes, value: bytes) -> None:

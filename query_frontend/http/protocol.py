@@ -49,6 +49,7 @@ from typing import Any, Protocol
 
 import httptools
 
+from model_container.http_deadlines import TIMED_OUT
 from query_frontend.http.asgi import Headers, Receive, Reply, Scope, Send
 from query_frontend.http.exchange import Exchange
 from query_frontend.http.state import FrontendState
@@ -89,7 +90,6 @@ _TOO_LARGE_HEAD = _plain(
     b"431 Request Header Fields Too Large",
     b"the request line and headers are over %d bytes\n" % MAX_HEAD_BYTES,
 )
-_TIMED_OUT = _plain(b"408 Request Timeout", b"the request headers did not all arrive in time\n")
 
 
 class _HeadTooLargeError(Exception):
@@ -125,8 +125,6 @@ class FrontendProtocol(asyncio.Protocol):
         self.app_state = app_state
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = httptools.HttpRequestParser(self)
-        self.url = b""
-        self.headers: Headers = []
         self.parsing: Exchange | None = None  # the request being received
         self.active: Exchange | None = None  # the request being answered
         self.ready: Exchange | None = None  # headers in, to answer once this chunk is parsed
@@ -139,7 +137,6 @@ class FrontendProtocol(asyncio.Protocol):
         self.began = 0.0  # when the request being received began
         self.head_at = 0.0  # when its headers were complete
         self.idle_since = 0.0
-        self.served = 0
         self.closing_after = False  # close once the responses under way are out
         self.read_paused = False
         self.write_paused = False
@@ -221,18 +218,16 @@ class FrontendProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.began = self.loop.time()
-        self.url = b""
-        self.headers = []
         self.head_size = self.partial_head = 0
         self.parsing = Exchange(self, self._answered)
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        self.parsing.url += url  # type: ignore[union-attr]  # a message has begun
         self.head_size += len(url)
         self.partial_head = 0  # counted here now
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value.rstrip(b" \t")))
+        self.parsing.headers.append((name.lower(), value.rstrip(b" \t")))  # type: ignore[union-attr]
         self.head_size += len(name) + len(value) + 4
         self.partial_head = 0
 
@@ -247,13 +242,10 @@ class FrontendProtocol(asyncio.Protocol):
         parser = self.parser
         exchange.method = method = parser.get_method()
         exchange.version = version = parser.get_http_version()
-        exchange.version_10 = version == "1.0"
         exchange.keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
         exchange.head_only = method == b"HEAD"
-        exchange.url = self.url
-        exchange.headers = headers = self.headers
         if version != "1.0":  # HTTP/1.0 clients know no 100 Continue
-            for name, value in headers:
+            for name, value in exchange.headers:
                 if name == b"expect" and value.lower() == b"100-continue":
                     exchange.expect_continue = True
         if self.active is None and self.ready is None:
@@ -377,7 +369,6 @@ class FrontendProtocol(asyncio.Protocol):
         if exchange is not self.active:
             return
         self.active = None
-        self.served += 1
         # A body the handler did not read is read on and dropped (its client would not
         # see the response if the connection closed with it unread); the body deadline
         # bounds how long that takes.
@@ -458,14 +449,14 @@ class FrontendProtocol(asyncio.Protocol):
         parsing = self.parsing
         if parsing is not None and not parsing.head_done:
             due = self.began + self.header_timeout_s
-            late = _TIMED_OUT
+            late = TIMED_OUT
         elif parsing is not None and not parsing.body_done:
             due, late = self.head_at + self.body_timeout_s, b""
         elif self.active is not None or self.waiting:
             self._arm(self.header_timeout_s)  # our turn, not the client's
             return
-        elif self.served == 0:  # the first request has not begun
-            due, late = self.began + self.header_timeout_s, _TIMED_OUT
+        elif self.heads == 0:  # the first request has not begun
+            due, late = self.began + self.header_timeout_s, TIMED_OUT
         else:
             due, late = self.idle_since + self.keep_alive_s, b""
         if now < due:
