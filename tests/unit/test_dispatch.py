@@ -40,6 +40,12 @@ def make_queries(loop, n, deadline=1e12):
     return [Query(i, np.array([float(i)]), deadline, loop.create_future()) for i in range(n)]
 
 
+async def turn() -> None:
+    """Let the event loop take its turn: the dispatcher sends at the end of it, so that
+    every query read in one turn rides in the same batch."""
+    await asyncio.sleep(0)
+
+
 def answer(d: Dispatcher, identity: bytes, predict: protocol.Predict):
     values = protocol.unpack_inputs(predict.input_type, predict.lengths, predict.data)
     lengths, data = protocol.pack_outputs([float(row[0]) * 10 for row in values])
@@ -60,12 +66,42 @@ async def test_batches_respect_the_cap_and_answers_reach_the_right_queries():
     d.add_replica(b"a", hello("r0"), loop.time())
     queries = make_queries(loop, 10)
     d.submit(q, queries)
-    # One batch in flight per replica: the first batch goes at once, greedy up to the cap.
+    await turn()
+    # One batch in flight per replica: the first batch goes at the end of the loop's
+    # turn, greedy up to the cap; each answer lets the next go at the end of its turn.
     while wire.sent:
         identity, predict = wire.sent.pop(0)
         assert predict.size <= 4
         answer(d, identity, predict)
+        await turn()
     assert [await query.future for query in queries] == [b"%.1f" % (i * 10) for i in range(10)]
+
+
+async def test_queries_submitted_in_one_turn_of_the_loop_go_out_in_one_batch():
+    """Sending waits for the end of the loop's turn: what arrives in one turn, one
+    request at a time, rides in one batch, and so does what arrives while a replica's
+    answer is read."""
+    loop = asyncio.get_running_loop()
+    d, q, wire = setup(cap=4)
+    d.add_replica(b"a", hello("r0"), loop.time())
+    queries = make_queries(loop, 5)
+    for query in queries[:3]:
+        d.submit(q, [query])
+    assert wire.sent == []  # nothing before the turn ends
+    await turn()
+    [(identity, predict)] = wire.sent
+    assert identity == b"a" and predict.size == 3
+    wire.sent.clear()
+    # The replica answers, and two more queries arrive in the same turn.
+    answer(d, identity, predict)
+    for query in queries[3:]:
+        d.submit(q, [query])
+    assert wire.sent == []
+    await turn()
+    [(identity, predict)] = wire.sent
+    assert identity == b"a" and predict.size == 2
+    answer(d, identity, predict)
+    assert [await query.future for query in queries] == [b"%.1f" % (i * 10) for i in range(5)]
 
 
 async def test_when_the_last_replica_goes_an_ensembles_queries_give_up_at_once():
@@ -76,7 +112,8 @@ async def test_when_the_last_replica_goes_an_ensembles_queries_give_up_at_once()
     impatient = make_queries(loop, 2)
     for query in impatient:
         query.impatient = True
-    d.submit(q, patient + impatient)  # the first batch is in flight on r0
+    d.submit(q, patient + impatient)
+    await turn()  # the first batch is in flight on r0
     d.remove_replica(b"a", "connection closed")
     await asyncio.sleep(0)
     for query in impatient:
@@ -95,6 +132,7 @@ async def test_least_loaded_replica_gets_the_next_batch():
     d.add_replica(b"a", hello("r0"), loop.time())
     d.add_replica(b"b", hello("r1"), loop.time())
     d.submit(q, make_queries(loop, 4))
+    await turn()
     assert sorted(identity for identity, _ in wire.sent) == [b"a", b"b"]
 
 
@@ -104,6 +142,7 @@ async def test_a_removed_replica_hands_its_queries_to_another():
     d.add_replica(b"a", hello("r0"), loop.time())
     queries = make_queries(loop, 3)
     d.submit(q, queries)
+    await turn()
     assert [identity for identity, _ in wire.sent] == [b"a"]
     wire.sent.clear()
     d.add_replica(b"b", hello("r1"), loop.time())
@@ -120,6 +159,7 @@ async def test_a_model_error_fails_the_batch_and_the_replica_serves_the_next():
     d.add_replica(b"a", hello("r0"), loop.time())
     first, second = make_queries(loop, 2)
     d.submit(q, [first, second])
+    await turn()
     identity, predict = wire.sent.pop()
     d.on_error(identity, Error(predict.batch_id, ErrorKind.MODEL_RAISED, "ValueError: boom"))
     outcome = await first.future
@@ -161,6 +201,7 @@ async def test_clients_are_told_the_model_and_the_exception_type_not_its_text(er
     d.add_replica(b"a", hello("r0"), loop.time())
     (query,) = make_queries(loop, 1)
     d.submit(q, [query])
+    await turn()
     identity, predict = wire.sent.pop()
     d.on_error(identity, Error(predict.batch_id, error.kind, error.message, error.exc_type))
     failure = await query.future
@@ -179,6 +220,7 @@ async def test_an_error_with_no_exception_behind_it_is_told_whole():
     d.add_replica(b"a", hello("r0"), loop.time())
     (query,) = make_queries(loop, 1)
     d.submit(q, [query])
+    await turn()
     identity, predict = wire.sent.pop()
     msg = "model returned 3 outputs for a batch of 1"
     d.on_error(identity, Error(predict.batch_id, ErrorKind.BAD_OUTPUT, msg))
@@ -193,6 +235,7 @@ async def test_queries_past_their_deadline_are_never_sent():
     late = make_queries(loop, 2, deadline=loop.time() - 1)
     d.submit(q, late)
     d.add_replica(b"a", hello("r0"), loop.time())
+    await turn()
     assert wire.sent == []
     outcomes = [await query.future for query in late]
     assert all(isinstance(o, Expired) for o in outcomes)
@@ -239,6 +282,7 @@ def test_every_query_is_answered_exactly_once_and_batches_never_exceed_the_cap(e
                 d.remove_replica(b"r%d" % arg, "test")
             elif kind == "expire" and every:
                 d.expire(every[arg % len(every)], q)
+            await turn()  # each event in a turn of its own
         # Drain: a replica answers everything still queued or in flight, then any
         # query that no replica can take reaches its deadline.
         d.add_replica(b"last", hello("last"), loop.time())
@@ -247,6 +291,7 @@ def test_every_query_is_answered_exactly_once_and_batches_never_exceed_the_cap(e
             assert predict.size <= cap
             if identity in d.by_identity:
                 answer(d, identity, predict)
+            await turn()
         for query in every:
             if not query.future.done():
                 d.expire(query, q)
@@ -296,6 +341,7 @@ async def test_outputs_that_are_not_json_fail_the_batch_instead_of_reaching_clie
     d.add_replica(b"a", hello("r0"), loop.time())
     queries = make_queries(loop, 2)
     d.submit(q, queries)
+    await turn()
     identity, predict = wire.sent.pop()
     lengths, data = protocol.pack_items([b"1", b"{oops"])
     d.on_result(identity, Result(predict.batch_id, lengths, data))
@@ -314,11 +360,13 @@ async def test_adaptive_batches_grow_while_the_replica_answers_within_budget():
     q = d.queue(KEY, InputType.DOUBLES)
     d.add_replica(b"a", hello("r0"), loop.time())
     d.submit(q, make_queries(loop, 200))
+    await turn()
     sizes = []
     while wire.sent:
         identity, predict = wire.sent.pop(0)
         sizes.append(predict.size)
         answer(d, identity, predict)  # answered at once: far within the budget
+        await turn()
     assert sizes[0] == 1
     full = sizes[:-1]  # the last batch takes what is left
     assert full == sorted(full) and max(full) == 16
@@ -334,6 +382,7 @@ async def test_two_batches_in_flight_per_replica_when_configured():
     q = d.queue(KEY, InputType.DOUBLES)
     d.add_replica(b"a", hello("r0"), loop.time())
     d.submit(q, make_queries(loop, 6))
+    await turn()
     assert [(identity, p.size) for identity, p in wire.sent] == [(b"a", 2), (b"a", 2)]
     assert len(q.pending) == 2
 
@@ -344,6 +393,7 @@ async def test_delayed_batching_holds_a_short_batch_until_the_wait_is_over():
     d.configure(KEY, InputType.DOUBLES, 4, None, mode="fixed", wait_s=0.02)
     d.add_replica(b"a", hello("r0"), loop.time())
     d.submit(q, make_queries(loop, 2))
+    await turn()
     assert wire.sent == []  # a batch of 2 when 4 fit: wait for more
     sent = asyncio.Event()
 
@@ -353,13 +403,15 @@ async def test_delayed_batching_holds_a_short_batch_until_the_wait_is_over():
 
     d.bind(send)
     d.submit(q, make_queries(loop, 1))
+    await turn()
     assert wire.sent == []
     await asyncio.wait_for(sent.wait(), timeout=5)
     assert [p.size for _, p in wire.sent] == [3]  # sent when the oldest had waited 20 ms
     identity, predict = wire.sent.pop()
     answer(d, identity, predict)
     d.submit(q, make_queries(loop, 4))
-    assert [p.size for _, p in wire.sent] == [4]  # a full batch goes at once
+    await turn()
+    assert [p.size for _, p in wire.sent] == [4]  # a full batch: no wait beyond the turn
 
 
 async def test_a_registered_mode_overrides_the_clipper_meaning_of_batch_size():

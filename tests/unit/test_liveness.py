@@ -51,6 +51,11 @@ def queries(loop, ids, deadline=1e12):
     return [Query(i, np.array([float(i)]), deadline, loop.create_future()) for i in ids]
 
 
+async def turn() -> None:
+    """Let the event loop take its turn: the dispatcher sends at the end of it."""
+    await asyncio.sleep(0)
+
+
 def answer(d: Dispatcher, identity: bytes, predict: protocol.Predict, scale: float = 10):
     values = protocol.unpack_inputs(predict.input_type, predict.lengths, predict.data)
     lengths, data = protocol.pack_outputs([float(row[0]) * scale for row in values])
@@ -65,6 +70,7 @@ async def test_a_silent_replica_leaves_rotation_within_one_interval_and_its_quer
     b = d.add_replica(b"b", hello("b"), t0)
     held = queries(loop, range(3))
     d.submit(q, held)
+    await turn()
     victim, _ = wire.sent.pop()
     other = b if victim == b"a" else a
     d.heard_from(other, t0 + HB)  # the other one keeps talking
@@ -79,6 +85,7 @@ async def test_a_silent_replica_leaves_rotation_within_one_interval_and_its_quer
     # New work skips it.
     later = queries(loop, [7])
     d.submit(q, later)
+    await turn()
     assert [who for who, _ in wire.sent] == [other.identity]
     assert d.status()["m:1"]["unavailable"] == {victim.decode(): d.by_identity[victim].unavailable}
 
@@ -90,6 +97,7 @@ async def test_a_silent_replica_comes_back_when_it_speaks_and_answers_what_it_ow
     a = d.add_replica(b"a", hello("a"), t0)
     held = queries(loop, range(2))
     d.submit(q, held)
+    await turn()
     owed = wire.take(b"a")
     live.check(t0 + 2 * HB)
     assert not a.available and held[0] in q.pending  # requeued, nobody to take it
@@ -100,6 +108,7 @@ async def test_a_silent_replica_comes_back_when_it_speaks_and_answers_what_it_ow
     assert a.available and a.abandoned == {}
     nxt = queries(loop, [5])
     d.submit(q, nxt)
+    await turn()
     answer(d, b"a", wire.take(b"a"))
     assert await nxt[0].future == b"50.0"
     assert not q.pending or all(query.future.done() for query in q.pending)
@@ -126,7 +135,9 @@ async def test_a_replica_stuck_on_a_batch_past_its_deadline_leaves_rotation_and_
     stuck = queries(loop, [0, 1], deadline=t0 + 0.1)
     queued = queries(loop, [2], deadline=t0 + 10)
     d.submit(q, stuck)
+    await turn()
     d.submit(q, queued)  # a second batch, behind the first on the same replica
+    await turn()
     first, second = wire.take(b"a"), wire.take(b"a")
     assert stuck_at(a, HB) == (first.batch_id, t0 + 0.1 + HB)
     for query in stuck:  # their deadline passes: they get the default
@@ -158,6 +169,7 @@ async def test_a_removed_replica_that_was_out_of_rotation_owes_nothing():
     d.add_replica(b"a", hello("a"), t0)
     held = queries(loop, [1])
     d.submit(q, held)
+    await turn()
     owed = wire.take(b"a")
     live.check(t0 + 1.5 * HB)
     d.remove_replica(b"a", "disconnected")
@@ -247,6 +259,7 @@ def test_every_query_is_answered_exactly_once_whatever_the_replicas_do(evs, cap,
                 live.check(now)
             elif kind == "expire" and every:
                 d.expire(every[arg % len(every)], q)
+            await turn()  # each event in a turn of its own
             for replica in d.by_identity.values():
                 assert replica.available or replica.unavailable
                 assert not (replica.inflight.keys() & replica.abandoned.keys())
@@ -261,10 +274,11 @@ def test_every_query_is_answered_exactly_once_whatever_the_replicas_do(evs, cap,
             if identity in d.by_identity:
                 d.heard_from(d.by_identity[identity], now)
                 answer(d, identity, predict)
+            await turn()
         for query in every:
             if not query.future.done():
                 d.expire(query, q)
-        await asyncio.sleep(0)  # run the done callbacks
+        await turn()  # the done callbacks run
         for query in every:
             outcome = query.future.result()
             if isinstance(outcome, bytes):

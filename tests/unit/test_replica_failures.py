@@ -74,6 +74,11 @@ def queries(loop, xs, deadline=1e12) -> list[Query]:
     return [Query(i, np.array([x]), deadline, loop.create_future()) for i, x in enumerate(xs)]
 
 
+async def turn() -> None:
+    """Let the event loop take its turn: the dispatcher sends at the end of it."""
+    await asyncio.sleep(0)
+
+
 def answer(d: Dispatcher, identity: bytes, predict: Predict) -> None:
     values = protocol.unpack_inputs(predict.input_type, predict.lengths, predict.data)
     lengths, data = protocol.pack_outputs([float(row[0]) * 10 for row in values])
@@ -120,6 +125,7 @@ async def test_predicts_carry_the_timeout_of_their_model_version():
     d, q, wire, _ = setup(timeout_s=2.5)
     d.add_replica(b"a", hello("a"), loop.time())
     d.submit(q, queries(loop, [1.0]))
+    await turn()
     assert wire.take(b"a").timeout_ms == 2500
 
 
@@ -130,6 +136,7 @@ async def test_a_hung_batch_is_retried_elsewhere_and_its_replica_told_to_restart
     d.add_replica(b"a", hello("a"), now)
     qs = queries(loop, [1.0, 2.0])
     d.submit(q, qs)
+    await turn()
     wire.take(b"a")
     d.add_replica(b"b", hello("b"), now)
     live.check(loop.time())
@@ -143,6 +150,7 @@ async def test_a_hung_batch_is_retried_elsewhere_and_its_replica_told_to_restart
         alone = wire.take(b"b")
         assert alone.size == 1
         answer(d, b"b", alone)
+        await turn()
     assert [query.future.result() for query in qs] == [b"10.0", b"20.0"]
     assert not d.by_identity[b"a"].available
     assert d.events[KEY, "timeout"] == 1 and d.events[KEY, "restart:timeout"] == 1
@@ -159,6 +167,7 @@ async def test_a_hung_batchs_queries_past_their_deadline_get_a_default_naming_th
     d.add_replica(b"b", hello("b"), now)
     (query,) = queries(loop, [1.0])
     d.submit(q, [query])
+    await turn()
     overdue([query])
     hang(d, b"a")
     live.check(loop.time())
@@ -176,12 +185,14 @@ async def test_a_query_is_retried_once_only():
         d.add_replica(name, hello(name.decode()), now)
     (query,) = queries(loop, [1.0])
     d.submit(q, [query])
+    await turn()
     (first, _), *_ = wire.sent
     d.remove_replica(first, "disconnected: its connection closed", crashed=True)
     (second, _), *_ = wire.sent[1:]
     d.remove_replica(second, "disconnected: its connection closed", crashed=True)
     outcome = query.future.result()
     assert isinstance(outcome, Expired) and "retried once" in outcome.reason
+    await turn()
     assert len(wire.sent) == 2
 
 
@@ -196,6 +207,7 @@ async def test_an_input_that_silences_every_replica_it_reaches_is_sent_twice_at_
         d.add_replica(name, hello(name.decode()), now)
     (query,) = queries(loop, [666.0])
     d.submit(q, [query])
+    await turn()
     (first, _), *_ = wire.sent
     d.suspend_replica(first, "silent for 1.000 s", now)
     (second, _), *_ = wire.sent[1:]
@@ -204,12 +216,14 @@ async def test_an_input_that_silences_every_replica_it_reaches_is_sent_twice_at_
     # Both restart (new connections under the same ids): it is not sent a third time.
     d.add_replica(first + b"'", hello(first.decode(), pid=2), now + 1)
     d.add_replica(second + b"'", hello(second.decode(), pid=2), now + 1)
+    await turn()
     assert len(wire.sent) == 2
     outcome = query.future.result()
     assert isinstance(outcome, Expired) and "retried once" in outcome.reason
     # The others are served by the restarted replicas.
     (innocent,) = queries(loop, [1.0])
     d.submit(q, [innocent])
+    await turn()
     who, predict = wire.sent[-1]
     answer(d, who, predict)
     assert innocent.future.result() == b"10.0"
@@ -223,6 +237,7 @@ async def test_a_benched_replica_still_answers_what_it_was_left_with():
         d.add_replica(name, hello(name.decode()), now)
     (query,) = queries(loop, [2.0])
     d.submit(q, [query])
+    await turn()
     first, slow = wire.sent.pop()
     d.suspend_replica(first, "silent for 1.000 s", now)
     second, hedge = wire.sent.pop()
@@ -231,6 +246,7 @@ async def test_a_benched_replica_still_answers_what_it_was_left_with():
     assert not query.future.done()
     answer(d, second, hedge)
     assert query.future.result() == b"20.0"
+    await turn()
     assert not wire.sent
 
 
@@ -240,6 +256,7 @@ async def test_a_replica_that_restarts_is_counted_and_says_why_it_last_left():
     now = loop.time()
     d.add_replica(b"a", hello("a", pid=10), now)
     d.submit(q, queries(loop, [1.0]))
+    await turn()
     hang(d, b"a")
     live.check(loop.time())
     d.remove_replica(b"a", "said goodbye (restarting)")
@@ -269,6 +286,7 @@ async def test_a_memory_error_is_retried_on_a_sibling_and_the_client_sees_the_an
     d.add_replica(b"b", hello("b"), now)
     qs = queries(loop, [1.0, 2.0])
     d.submit(q, qs)
+    await turn()
     d.on_error(b"a", memory_error(wire.take(b"a")))
     answer(d, b"b", wire.take(b"b"))
     assert [query.future.result() for query in qs] == [b"10.0", b"20.0"]
@@ -281,6 +299,7 @@ async def test_a_memory_error_without_a_sibling_is_the_failure():
     d.add_replica(b"a", hello("a"), loop.time())
     (query,) = queries(loop, [1.0])
     d.submit(q, [query])
+    await turn()
     d.on_error(b"a", memory_error(wire.take(b"a")))
     outcome = query.future.result()
     assert isinstance(outcome, Failure) and outcome.message.endswith("raised MemoryError")
@@ -293,11 +312,15 @@ async def test_a_retried_query_does_not_go_back_to_the_replica_it_failed_on():
     d.add_replica(b"a", hello("a"), now)
     d.add_replica(b"b", hello("b"), now)
     d.submit(q, queries(loop, [1.0]))
-    d.submit(q, queries(loop, [2.0]))  # b holds it
+    await turn()  # a holds it
+    d.submit(q, queries(loop, [2.0]))
+    await turn()  # b holds it
     held = wire.take(b"b")
     d.on_error(b"a", memory_error(wire.take(b"a")))
+    await turn()
     assert wire.sent == []  # 1.0 waits for b, though a is idle
     answer(d, b"b", held)
+    await turn()
     assert inputs(wire.take(b"b")) == [1.0]
 
 
@@ -313,6 +336,7 @@ async def test_five_failures_in_a_row_while_a_sibling_succeeds_eject_the_replica
         qs = queries(loop, [float(i)])
         everything += qs
         d.submit(q, qs)
+        await turn()
         d.on_error(b"a", memory_error(wire.take(b"a")))
         answer(d, b"b", wire.take(b"b"))
     ((who, reason),) = wire.restarts
@@ -340,11 +364,13 @@ async def test_a_models_own_failure_is_the_answer_never_retried_nor_ejected(erro
     for i in range(3 * failures.EJECT_AFTER):
         (query,) = queries(loop, [float(i)])
         d.submit(q, [query])
+        await turn()
         who, predict = wire.sent.pop()
         d.on_error(who, Error(predict.batch_id, error.kind, error.message, error.exc_type))
         outcome = query.future.result()
         assert isinstance(outcome, Failure)
         assert outcome.message.startswith("model 'm' version '1' (replica ")
+    await turn()
     assert wire.sent == [] and wire.restarts == []
     assert d.events[KEY, "retry"] == 0
 
@@ -357,6 +383,7 @@ async def test_without_a_succeeding_sibling_nothing_is_ejected():
     d.add_replica(b"b", hello("b"), now)
     for i in range(3 * failures.EJECT_AFTER):
         d.submit(q, queries(loop, [float(i)]))
+        await turn()
         while wire.sent:
             who, predict = wire.sent.pop()
             d.on_error(who, memory_error(predict))
@@ -370,6 +397,7 @@ async def test_an_older_replica_is_benched_but_never_sent_restart():
     now = loop.time()
     d.add_replica(b"a", Hello("m", "1", InputType.DOUBLES, "a"), now)  # no caps
     d.submit(q, queries(loop, [1.0]))
+    await turn()
     hang(d, b"a")
     live.check(loop.time())
     assert wire.restarts == []
@@ -388,15 +416,18 @@ async def test_an_input_that_hangs_replicas_twice_is_quarantined_and_innocents_a
     # They hang together: both are suspects, past their deadline (no retry).
     together = queries(loop, [poison, innocent])
     d.submit(q, together)
+    await turn()
     overdue(together)
     hang(d, b"a")
     live.check(loop.time())
     d.add_replica(b"b", hello("b"), now)
     # Suspects go alone; the innocent is answered, and cleared.
     d.submit(q, queries(loop, [innocent, poison]))
+    await turn()
     first = wire.take(b"b")
     assert inputs(first) == [innocent]
     answer(d, b"b", first)
+    await turn()
     assert inputs(wire.take(b"b")) == [poison]
     hang(d, b"b")
     live.check(loop.time())  # the poison input hangs b too, alone
@@ -404,6 +435,7 @@ async def test_an_input_that_hangs_replicas_twice_is_quarantined_and_innocents_a
         d.submit(q, queries(loop, [poison]))
     d.add_replica(b"c", hello("c"), now)
     d.submit(q, queries(loop, [innocent]))
+    await turn()
     assert wire.take(b"c").size == 1
     status = d.quarantine_status()
     assert status["count"] == 1
@@ -418,6 +450,7 @@ async def test_a_replica_crashing_with_an_input_counts_as_an_incident():
     for name in (b"a", b"b"):
         d.add_replica(name, hello(name.decode()), now)
     d.submit(q, queries(loop, [666.0]))
+    await turn()
     d.remove_replica(wire.sent.pop()[0], "disconnected: its connection closed", crashed=True)
     d.remove_replica(wire.sent.pop()[0], "disconnected: its connection closed", crashed=True)
     with pytest.raises(QuarantinedError):
@@ -469,6 +502,7 @@ def test_every_query_is_answered_once_whatever_the_replicas_do(evs):
             except QuarantinedError:
                 for query in qs:
                     query.future.set_result(Expired("quarantined"))
+            await turn()
             if not wire.sent:
                 continue
             who, predict = wire.sent.pop(0)
@@ -484,9 +518,11 @@ def test_every_query_is_answered_once_whatever_the_replicas_do(evs):
             for ident in ids:
                 if ident not in d.by_identity:
                     d.add_replica(ident, hello(ident.decode(), pid=len(every)), now)
+        await turn()
         while wire.sent:
             who, predict = wire.sent.pop(0)
             answer(d, who, predict)
+            await turn()
         for query in every:
             if not query.future.done():
                 d.expire(query, q)
