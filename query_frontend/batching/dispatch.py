@@ -491,7 +491,7 @@ class Dispatcher:
         for batch_id, batch in sorted(replica.inflight.items()):
             self._batches.pop(batch_id, None)
             if failed:
-                retry.extend(self._retries(batch, Expired(f"{failed}; it was retried once")))
+                retry.extend(self._retries(q, batch, Expired(f"{failed}; it was retried once")))
             else:
                 retry.extend(self._hedges(batch_id, batch))
         replica.inflight.clear()
@@ -514,13 +514,19 @@ class Dispatcher:
                 hedges.append(query)
         return hedges
 
-    def _retries(self, batch: list[Query], otherwise: Outcome) -> list[Query]:
+    def _retries(self, q: ModelQueue, batch: list[Query], otherwise: Outcome) -> list[Query]:
         """The queries of a failed batch to send again, each once while its deadline
-        allows; the others get ``otherwise`` now."""
+        allows; the others get ``otherwise`` now. An input quarantined by this failure
+        (``_incident``, first) is not sent to another replica to take it down too: its
+        query gets the refusal as its default's explanation."""
         now = asyncio.get_running_loop().time()
+        watched = self.quarantine.watches(q.key)
         retry: list[Query] = []
         for query in batch:
             if query.future.done():
+                continue
+            if watched and query.digest and self.quarantine.check(q.key, query.digest, now)[0]:
+                query.resolve(Expired(self.quarantine.refusal(q.key, query.digest)))
                 continue
             if query.retries == 0 and query.deadline > now:
                 query.retries += 1
@@ -565,7 +571,7 @@ class Dispatcher:
         self._history(replica).timeouts += 1
         self._incident(q, batch, f"batch timeout ({q.timeout_s:g} s)", now)
         retry = self._retries(
-            _owned(batch_id, batch), Expired(f"{reason}; the replica is being restarted")
+            q, _owned(batch_id, batch), Expired(f"{reason}; the replica is being restarted")
         )
         if retry:
             self.events[q.key, "retry"] += 1
@@ -654,7 +660,7 @@ class Dispatcher:
             self._replica_failed(q, replica, failure.message, asyncio.get_running_loop().time())
         batch = _owned(msg.batch_id, batch)
         if failures.is_replica_failure(msg) and self._another(q, replica):
-            retry = self._retries(batch, failure)  # (the others get the failure)
+            retry = self._retries(q, batch, failure)  # (the others get the failure)
             for query in retry:
                 query.avoid = replica.identity
             if retry:
