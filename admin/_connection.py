@@ -47,6 +47,7 @@ from admin.container_managers._credentials import ADMIN_TOKEN_ENV
 from admin.container_managers.base import ContainerManager
 from admin.exceptions import (
     AuthenticationError,
+    ConflictError,
     InvalidRequestError,
     NotConnectedError,
     NotFoundError,
@@ -245,6 +246,7 @@ class Connection(Closing):
         cache_enabled: bool = True,
         policy_params: Mapping[str, Any] | None = None,
         expose_model_errors: bool = False,
+        exist_ok: bool = False,
     ) -> JSONObject:
         """Register an app; ``default_output`` (any JSON value) answers late queries.
 
@@ -256,17 +258,55 @@ class Connection(Closing):
         see the exception's type and the model (``"model 'm' version '1' raised
         ValueError"``) and the replica logs its message and traceback;
         ``expose_model_errors=True`` shows clients the message too (for development).
+
+        An app of that name registered already raises ``ConflictError``; with
+        ``exist_ok=True`` the existing app is returned instead when it has these same
+        settings (a notebook run twice), and the error names the settings that differ
+        otherwise.
         """
-        app = self._api.add_app(
-            check_name(name, "application name"),
-            check_input_type(input_type),
-            check_default_output(default_output),
-            slo_micros,
-            policy,
-            check_flag(cache_enabled, "cache_enabled"),
-            policy_params,
-            check_flag(expose_model_errors, "expose_model_errors"),
-        )
+        settings: dict[str, Any] = {
+            "input_type": check_input_type(input_type),
+            "default_output": check_default_output(default_output),
+            "slo_micros": slo_micros,
+            "policy": policy or "single",
+            "cache_enabled": check_flag(cache_enabled, "cache_enabled"),
+            "expose_model_errors": check_flag(expose_model_errors, "expose_model_errors"),
+        }
+        try:
+            app = self._api.add_app(
+                check_name(name, "application name"),
+                settings["input_type"],
+                settings["default_output"],
+                slo_micros,
+                policy,
+                settings["cache_enabled"],
+                policy_params,
+                settings["expose_model_errors"],
+            )
+        except ConflictError as exc:
+            existing = self._api.get_app(name)
+            differ = [
+                f"{key} {existing.get(key)!r} (not {wanted!r})"
+                for key, wanted in settings.items()
+                if existing.get(key) != wanted
+            ]
+            stored = existing.get("policy_params") or {}
+            differ += [  # the policy settings given; the frontend fills in the others
+                f"policy_params[{key!r}] {stored.get(key)!r} (not {wanted!r})"
+                for key, wanted in (policy_params or {}).items()
+                if not isinstance(stored, dict) or stored.get(key) != wanted
+            ]
+            if exist_ok and not differ:
+                self.report(f"application {name!r} is registered already, with these settings")
+                return existing
+            why = f" with {', '.join(differ)}" if differ else ""
+            hint = "" if exist_ok else "pass exist_ok=True to keep it if it is the same, or "
+            raise ConflictError(
+                f"app {name!r} already exists{why}: {hint}remove it first with "
+                f"unregister_application({name!r}) (its links go with it)",
+                status_code=exc.status_code,
+                code=exc.code,
+            ) from exc
         self._await_routes(lambda apps: name in apps, f"application {name!r}")
         policy_note = f", policy {app['policy']}" if app.get("policy", "single") != "single" else ""
         cache = "" if cache_enabled else ", prediction cache off"

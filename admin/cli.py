@@ -74,11 +74,16 @@ def _is_loopback(host: str) -> bool:
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    """A table cell: nothing for a missing or null value (never a literal None)."""
+    return "" if value is None else str(value)
 
 
 def _show(args: argparse.Namespace, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:

@@ -31,6 +31,7 @@ from admin import (
     LocalContainerManager,
     NotFoundError,
 )
+from admin.cli import main as cli_main
 from admin.deployers.python import deploy_python_closure
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -846,3 +847,48 @@ def test_a_client_without_the_cluster_keys_cannot_register_over_the_unix_socket(
             monitor.close(linger=0)
             sock.close(linger=0)
         ctx.term()
+
+
+def test_registering_an_app_again_keeps_it_if_identical_and_names_what_differs(
+    conn: Connection,
+) -> None:
+    """A notebook run twice: the second registration of the same app keeps it with
+    ``exist_ok=True``; without it, or with other settings, the error says what differs
+    and how to start clean, and changes nothing."""
+    conn.register_application("again", "doubles", 0.5, 100000, cache_enabled=False)
+    try:
+        with pytest.raises(
+            ConflictError, match=r"exist_ok=True.*unregister_application\('again'\)"
+        ):
+            conn.register_application("again", "doubles", 0.5, 100000, cache_enabled=False)
+        app = conn.register_application(
+            "again", "doubles", 0.5, 100000, cache_enabled=False, exist_ok=True
+        )
+        assert (app["name"], app["slo_micros"], app["cache_enabled"]) == ("again", 100000, False)
+        with pytest.raises(ConflictError) as refused:
+            conn.register_application("again", "strings", 0.5, 20000, exist_ok=True)
+        message = str(refused.value)
+        assert "input_type 'doubles' (not 'strings')" in message
+        assert "slo_micros 100000 (not 20000)" in message
+        assert "cache_enabled False (not True)" in message
+        assert "unregister_application('again')" in message
+        info = conn.get_app_info("again") or {}
+        assert (info["input_type"], info["slo_micros"]) == ("doubles", 100000)
+    finally:
+        conn.unregister_application("again")
+
+
+def test_status_tables_print_no_literal_none(
+    conn: Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An app with nothing to explain and a process with no exit reason leave their
+    REASON cells empty."""
+    conn.register_application("quiet-app", "doubles", 0.0, 100000)
+    try:
+        capsys.readouterr()
+        assert cli_main(["status", "--data-dir", str(conn.cm.data_dir)]) == 0
+        printed = capsys.readouterr().out
+        assert "quiet-app" in printed and "REASON" in printed
+        assert "None" not in printed
+    finally:
+        conn.unregister_application("quiet-app")
