@@ -124,6 +124,24 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_destroy(args: argparse.Namespace) -> int:
+    manager = _manager(args)
+    if not args.yes:
+        question = (
+            f"stop Schooner on {manager.data_dir} and delete its apps, models, logs and "
+            "secrets? [y/N] "
+        )
+        if not sys.stdin.isatty():
+            _stderr(f"refusing to delete {manager.data_dir} without --yes (no terminal to ask)")
+            return 2
+        if input(question).strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    removed = manager.destroy()
+    print(f"destroyed Schooner on {manager.data_dir} ({len(removed)} entries removed)")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     manager = _manager(args)
     processes = manager.processes()
@@ -347,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="query frontend processes sharing the query port (default: %(default)s)",
     )
     add("stop", cmd_stop, "stop every process of the cluster (state is kept)")
+    destroy = add(
+        "destroy", cmd_destroy, "stop the cluster and delete its state, for a clean start"
+    )
+    destroy.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     add("status", cmd_status, "is it running, and what is it serving", listing)
     add(
         "restart-query-frontends",

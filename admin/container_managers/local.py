@@ -88,7 +88,11 @@ from admin.container_managers._bundles import (
     require_compatible,
     require_digest,
 )
-from admin.container_managers._credentials import ADMIN_TOKEN_ENV, LocalCredentialStore
+from admin.container_managers._credentials import (
+    ADMIN_TOKEN,
+    ADMIN_TOKEN_ENV,
+    LocalCredentialStore,
+)
 from admin.container_managers._net import (
     absolute_path,
     check_distinct_ports,
@@ -140,6 +144,23 @@ _STOP_ORDER: Final = (SUPERVISOR, *STOP_ORDER)
 _SUPERVISOR_STOP_TIMEOUT_S: Final = 150.0
 MAX_QUERY_FRONTENDS: Final = 64
 _SOURCE_ROOT: Final = Path(__file__).resolve().parents[2]  # holds admin/, model_container/...
+
+
+# What a cluster writes under its data directory (``destroy`` removes these, and only
+# these): Redis's files, logs, process records, built models, unix sockets, bundles,
+# secrets, the supervisor's files, the admin token and the cluster file.
+_STATE_ENTRIES: Final = (
+    "redis",
+    "logs",
+    "run",
+    "models",
+    "rpc",
+    "bundles",
+    "secrets",
+    "supervisor",
+    ADMIN_TOKEN,
+    "cluster.json",
+)
 
 
 def default_data_dir(cluster_name: str = "default") -> Path:
@@ -456,6 +477,30 @@ class LocalContainerManager(ContainerManager):
                 + ", ".join(f"{r.name} (pid {r.pid})" for r in left)
                 + ": stop them by hand (kill -9 PID)"
             )
+
+    def destroy(self) -> list[Path]:
+        """Stop the cluster and delete its state: apps, models, versions, links, learned
+        policy state, bundles, logs and secrets. Only what Schooner writes under
+        ``data_dir`` is removed (the directory too, if nothing else is left in it); the
+        paths removed are returned. A cluster on an external Redis (``redis_url=``)
+        keeps its records there: this removes the local files only."""
+        self.stop_all()
+        removed: list[Path] = []
+        with self._locked():
+            for entry in _STATE_ENTRIES:
+                path = self.data_dir / entry
+                with os_errors(f"remove {path}"):
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    elif path.exists() or path.is_symlink():
+                        path.unlink()
+                    else:
+                        continue
+                removed.append(path)
+        (self.data_dir / ".lock").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: someone else's files are there
+            self.data_dir.rmdir()
+        return removed
 
     # ------------------------------------------------------------------ credentials
 

@@ -333,6 +333,45 @@ def test_restart_keeps_apps_models_links_and_versions(
         second.stop_all()
 
 
+def test_destroy_gives_a_clean_start_and_leaves_other_files_alone(
+    tmp_path: Path,
+    cluster_ports: Callable[[], dict[str, int]],
+    local_manager: Callable[..., LocalContainerManager],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data_dir = tmp_path / "destroy"
+    ports = cluster_ports()
+    first = Connection(local_manager(data_dir, ports))
+    first.start()
+    try:
+        first.register_application("old", "doubles", -1, 2_000_000)
+        deploy_python_closure(first, "gone", "1", "doubles", lambda xs: [0] * len(xs))
+        (data_dir / "notes.txt").write_text("the user's own file\n")
+        # The CLI asks first; with no terminal to ask on, it deletes nothing.
+        assert cli_main(["destroy", "--data-dir", str(data_dir)]) == 2
+        assert "without --yes" in capsys.readouterr().err
+        assert [a["name"] for a in first.get_all_apps(verbose=True)] == ["old"]
+    except BaseException:
+        first.stop_all()
+        raise
+    first.close()
+    assert cli_main(["destroy", "--data-dir", str(data_dir), "--yes"]) == 0
+    assert "destroyed Schooner" in capsys.readouterr().out
+    assert not any(p["running"] for p in first.cm.processes())
+    # Only Schooner's own entries went; the directory stays for the file left in it.
+    assert sorted(p.name for p in data_dir.iterdir()) == ["notes.txt"]
+
+    second = Connection(local_manager(data_dir, ports))
+    second.start()
+    try:
+        assert second.get_all_apps() == [] and second.get_all_models() == []
+        second.register_application("old", "doubles", -1, 2_000_000)  # no conflict now
+    finally:
+        second.close()
+        second.cm.destroy()
+    assert sorted(p.name for p in data_dir.iterdir()) == ["notes.txt"]
+
+
 def test_a_replica_that_breaks_the_protocol_is_dropped_and_the_frontend_serves_on(
     conn: Connection,
 ) -> None:

@@ -18,6 +18,7 @@ def test_every_documented_command_parses(tmp_path: Path) -> None:
     for argv in (
         ["start", "--data-dir", str(tmp_path), "--query-port", "2000", "--redis-port", "2001"],
         ["stop", "--data-dir", str(tmp_path)],
+        ["destroy", "--data-dir", str(tmp_path), "--yes"],
         ["status", "--json"],
         ["apps"],
         ["models", "--json"],
