@@ -191,11 +191,16 @@ def check_user_id(value: object) -> str:
     return value
 
 
+# Other names for an input type, stored under its own: Clipper's documentation and
+# walkthroughs say "integers".
+INPUT_TYPE_ALIASES: Final = {"integers": InputType.INTS}
+
+
 def input_type(value: object) -> InputType:
     known = ", ".join(t.value for t in InputType)
     if isinstance(value, str):
         try:
-            return InputType(value)
+            return INPUT_TYPE_ALIASES.get(value) or InputType(value)
         except ValueError:
             pass
     raise InvalidValue(f"input_type {show(value)} is not known: use one of {known}")

@@ -89,7 +89,11 @@ def test_every_input_type_is_accepted(kind: InputType) -> None:
     assert rules.input_type(kind.value) is kind
 
 
-@pytest.mark.parametrize("value", ["tensor", "Ints", "", None, 3, ["ints"]])
+def test_integers_is_clippers_name_for_ints() -> None:
+    assert rules.input_type("integers") is InputType.INTS
+
+
+@pytest.mark.parametrize("value", ["tensor", "Ints", "Integers", "", None, 3, ["ints"]])
 def test_unknown_input_types_list_the_known_ones(value: object) -> None:
     with pytest.raises(InvalidValue) as info:
         rules.input_type(value)

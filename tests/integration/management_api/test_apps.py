@@ -71,3 +71,11 @@ async def test_bad_app_is_400_naming_the_field(
     message = await error(api.post("/admin/apps", json=body), 400, "invalid")
     for fragment in fragments:
         assert fragment in message
+
+
+async def test_an_app_of_integers_is_stored_as_ints(api: httpx.AsyncClient) -> None:
+    """Clipper's name for the type is taken, and the record says ours."""
+    app = await ok(api.post("/admin/apps", json={**APP, "input_type": "integers"}), 201)
+    assert app["input_type"] == "ints"
+    assert (await ok(api.get("/admin/apps/app1")))["input_type"] == "ints"
+    await ok(api.delete("/admin/apps/app1"), 204)
