@@ -46,8 +46,10 @@ from query_frontend.selection.learned import PolicyStates
 from query_frontend.supervision import ProcessCollector, ProcessStates
 
 #: The hot path: ``POST /{app}/{verb}`` served without Starlette (also by
-#: ``http.protocol``, which calls them without going through ``FrontDoor``).
-HANDLERS = {"predict": handle_predict, "update": handle_update}
+#: ``http.protocol``, which calls them without going through ``FrontDoor``), and with a
+#: trailing slash, ``/{app}/{verb}/``, as Clipper's frontend takes it.
+_VERBS = {"predict": handle_predict, "update": handle_update}
+HANDLERS = {**_VERBS, **{f"{verb}/": handler for verb, handler in _VERBS.items()}}
 #: The same, keyed as the HTTP protocol reads a URL.
 HANDLERS_BY_VERB = {verb.encode(): handler for verb, handler in HANDLERS.items()}
 

@@ -204,6 +204,19 @@ def test_no_model_linked_gives_the_default_with_a_reason(conn: Connection) -> No
     assert "no model is linked to app 'lonely'" in body["default_explanation"]
 
 
+def test_predict_takes_a_trailing_slash_as_clipper_does(conn: Connection) -> None:
+    conn.register_application("slashed", "doubles", "none", 50_000, exist_ok=True)
+    base = f"http://{conn.get_query_addr()}"
+    # The usual URL, and one with an escape (served by the ASGI door, not the protocol).
+    for path in ("/slashed/predict/", "/slashe%64/predict/"):
+        r = httpx.post(base + path, json={"input": [1.0]}, timeout=10)
+        assert r.status_code == 200, (path, r.text)
+        assert r.json()["output"] == "none" and r.json()["default"] is True
+    r = httpx.get(f"{base}/slashed/predict/", timeout=10)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json()["error"] == "method_not_allowed"
+
+
 def test_a_model_slower_than_the_slo_gives_the_default(conn: Connection) -> None:
     def slow(xs: Any) -> list[int]:
         time.sleep(1.0)
