@@ -4,7 +4,8 @@ a deadline. Nothing asserts how long it took.
 ``eventually`` polls from plain code. ``eventually_async`` is its twin for coroutines:
 it awaits between polls, so that the event loop runs whatever the test waits for, and
 its check may be a coroutine function. Both keep time and fail the same way
-(``_Deadline``).
+(``_Deadline``). ``turn`` waits for no condition: it lets the event loop run what was
+scheduled for the end of its current turn (the dispatcher sends batches then).
 """
 
 from __future__ import annotations
@@ -73,3 +74,9 @@ async def eventually_async(
                 return
         deadline.enforce()
         await asyncio.sleep(interval)
+
+
+async def turn() -> None:
+    """Let the event loop take its turn: the dispatcher sends at the end of it, so that
+    every query read in one turn rides in the same batch."""
+    await asyncio.sleep(0)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polling import turn
 
 from model_container import protocol
 from model_container.protocol import Error, ErrorKind, Hello, InputType, Result
@@ -38,12 +39,6 @@ def hello(replica_id: str) -> Hello:
 
 def make_queries(loop, n, deadline=1e12):
     return [Query(i, np.array([float(i)]), deadline, loop.create_future()) for i in range(n)]
-
-
-async def turn() -> None:
-    """Let the event loop take its turn: the dispatcher sends at the end of it, so that
-    every query read in one turn rides in the same batch."""
-    await asyncio.sleep(0)
 
 
 def answer(d: Dispatcher, identity: bytes, predict: protocol.Predict):

@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polling import turn
 
 from model_container import protocol
 from model_container.protocol import Error, ErrorKind, Hello, InputType, Result
@@ -49,11 +50,6 @@ def hello(replica_id: str) -> Hello:
 
 def queries(loop, ids, deadline=1e12):
     return [Query(i, np.array([float(i)]), deadline, loop.create_future()) for i in ids]
-
-
-async def turn() -> None:
-    """Let the event loop take its turn: the dispatcher sends at the end of it."""
-    await asyncio.sleep(0)
 
 
 def answer(d: Dispatcher, identity: bytes, predict: protocol.Predict, scale: float = 10):

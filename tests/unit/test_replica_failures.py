@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polling import turn
 
 from model_container import protocol
 from model_container.protocol import (
@@ -72,11 +73,6 @@ def setup(timeout_s: float = 1.0) -> tuple[Dispatcher, ModelQueue, Wire, Livenes
 
 def queries(loop, xs, deadline=1e12) -> list[Query]:
     return [Query(i, np.array([x]), deadline, loop.create_future()) for i, x in enumerate(xs)]
-
-
-async def turn() -> None:
-    """Let the event loop take its turn: the dispatcher sends at the end of it."""
-    await asyncio.sleep(0)
 
 
 def answer(d: Dispatcher, identity: bytes, predict: Predict) -> None:
