@@ -467,10 +467,14 @@ class LocalContainerManager(ContainerManager):
         if not self.data_dir.is_dir():
             return
         with self._locked():
-            left = self._stop_roles(_STOP_ORDER)
-            self._sup.remove_all_specs()
-            with os_errors(f"remove {self._cluster_file}"):
-                self._cluster_file.unlink(missing_ok=True)
+            self._stop_everything()
+
+    def _stop_everything(self) -> None:
+        """``stop_all``'s work; the caller holds the data dir's lock."""
+        left = self._stop_roles(_STOP_ORDER)
+        self._sup.remove_all_specs()
+        with os_errors(f"remove {self._cluster_file}"):
+            self._cluster_file.unlink(missing_ok=True)
         if left:
             raise ContainerManagerError(
                 "could not stop "
@@ -484,18 +488,18 @@ class LocalContainerManager(ContainerManager):
         ``data_dir`` is removed (the directory too, if nothing else is left in it); the
         paths removed are returned. A cluster on an external Redis (``redis_url=``)
         keeps its records there: this removes the local files only."""
-        self.stop_all()
         removed: list[Path] = []
-        with self._locked():
+        with self._locked():  # held throughout: nothing starts between the stop and the delete
+            self._stop_everything()
             for entry in _STATE_ENTRIES:
                 path = self.data_dir / entry
+                if not (path.exists() or path.is_symlink()):
+                    continue
                 with os_errors(f"remove {path}"):
                     if path.is_dir() and not path.is_symlink():
                         shutil.rmtree(path)
-                    elif path.exists() or path.is_symlink():
-                        path.unlink()
                     else:
-                        continue
+                        path.unlink()
                 removed.append(path)
         (self.data_dir / ".lock").unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # not empty: someone else's files are there
