@@ -227,6 +227,6 @@ def not_an_answer(
     ep = call.endpoint
     return ManagementAPIError(
         f"{ep.label}: {ep.where} answered {response.status_code} with a body that is not "
-        f"a {ep.verb} answer ({exc}); is something else listening on that port?",
+        f"an answer to {ep.verb} ({exc}); is something else listening on that port?",
         status_code=response.status_code,
     )
