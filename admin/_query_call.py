@@ -52,10 +52,12 @@ _STATUS_ERRORS: Final[dict[int, type[ManagementAPIError]]] = {
     404: NotFoundError,
     409: ConflictError,
     413: InvalidRequestError,
-    422: PredictionError,  # input_quarantined: the input itself hung or crashed replicas
-    500: PredictionError,  # model_error
     503: ServiceUnavailableError,
 }
+#: Error codes that say the query itself failed (500 ``model_error``: the model raised
+#: or returned the wrong number of outputs; 422 ``input_quarantined``: the input hung or
+#: crashed replicas before). Another 500 (a proxy's, say) stays a ``ManagementAPIError``.
+_QUERY_FAILED: Final = frozenset({"model_error", "input_quarantined"})
 #: 503 codes of ``/{app}/update`` that say the feedback was not stored.
 _NOT_STORED: Final = frozenset({"overloaded", "no_answer"})
 #: The connection broke after the request may have been sent.
@@ -202,7 +204,9 @@ class Call:
 
 def _status_error(call: Call, status: int, code: str, message: str) -> ManagementAPIError:
     ep = call.endpoint
-    cls = _STATUS_ERRORS.get(status, ManagementAPIError)
+    cls = (
+        PredictionError if code in _QUERY_FAILED else _STATUS_ERRORS.get(status, ManagementAPIError)
+    )
     if cls is ManagementAPIError:
         message += " (unexpected answer: the query frontend's log may say more)"
     elif cls is APIKeyError:

@@ -168,7 +168,8 @@ class QueryClient(_Settings, Closing):
     has keys. ``timeout``: seconds for each attempt (connecting, sending, the answer).
     ``verify``: how an https address is verified -- ``True`` (``$SCHOONER_TLS_CA``, else
     the system's trust store), the path of a CA certificate (PEM), or an
-    ``ssl.SSLContext``; never off. ``transport``: httpx's transport (a proxy, a test).
+    ``ssl.SSLContext``; never off. ``transport``: httpx's transport (a proxy, a test);
+    a transport given brings its own TLS settings, and ``verify`` is not used.
 
     Retries: at most ``max_retries`` after the first attempt, waiting ``backoff * 2**n``
     seconds with jitter between them, or what the answer's ``Retry-After`` asks

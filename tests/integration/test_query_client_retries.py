@@ -211,6 +211,7 @@ def test_max_retries_zero_sends_once(server: ScriptedServer, waits: list[float])
         (422, "input_quarantined", PredictionError),
         (429, "too_many", ManagementAPIError),
         (500, "model_error", PredictionError),
+        (500, "internal", ManagementAPIError),
         (502, "", ManagementAPIError),
     ],
 )
