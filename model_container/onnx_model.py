@@ -132,44 +132,61 @@ def onnxruntime_version() -> str | None:
     return None
 
 
-def read_model_file(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of the model file at ``path``, or ``OnnxModelError`` saying why not."""
+def model_file(path: str | os.PathLike[str]) -> Path:
+    """``path``, if it is a file that could be a model; else ``OnnxModelError`` saying why."""
     file = Path(path)
     if file.is_dir():
         raise OnnxModelError(f"{file} is a directory, not an ONNX model file: pass the .onnx file")
     try:
-        data = file.read_bytes()
+        size = file.stat().st_size
     except FileNotFoundError:
         raise OnnxModelError(
             f"there is no file at {file}: pass the path of an .onnx file"
         ) from None
     except OSError as exc:
         raise OnnxModelError(f"cannot read the model file {file}: {exc}") from exc
-    if not data:
+    if not file.is_file():
+        raise OnnxModelError(f"{file} is not a regular file: pass the path of an .onnx file")
+    if size == 0:
         raise OnnxModelError(f"{file} is empty, not an ONNX model")
-    return data
+    return file
 
 
-def open_session(data: bytes, what: str) -> Any:
-    """An ``onnxruntime.InferenceSession`` of a model given as bytes.
+def read_model_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the model file at ``path``, or ``OnnxModelError`` saying why not."""
+    file = model_file(path)
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise OnnxModelError(f"cannot read the model file {file}: {exc}") from exc
 
-    The model is parsed from memory, so weights stored outside the file ("external
-    data", for models over 2 GB) are not read from anywhere: such a model is refused.
+
+def open_session(path: str | os.PathLike[str], what: str | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` of the model file at ``path`` (``what``: how
+    messages name it, default the path).
+
+    onnxruntime looks for weights stored in other files ("external data", for models over
+    2 GB) next to the model file, refusing paths that leave its directory. A bundle holds
+    the model file alone, so such a model fails to load: refused at deploy, where the
+    admin client opens the bundle's copy as a replica will.
     """
+    what = what or str(path)
+    file = model_file(path)
     ort = _runtime()
     available = ort.get_available_providers()
     providers = [p for p in PREFERRED_PROVIDERS if p in available] or list(available)
     try:
-        return ort.InferenceSession(data, providers=providers)
+        return ort.InferenceSession(str(file), providers=providers)
     except Exception as exc:
         text = " ".join(str(exc).split())
-        if "protobuf parsing failed" in text or "No graph was found" in text:
+        lowered = text.lower()
+        if type(exc).__name__ == "InvalidProtobuf" or "protobuf parsing failed" in lowered:
             raise OnnxModelError(
-                f"{what} is not an ONNX model (onnxruntime cannot parse it: {text}). Export "
+                f"{what} is not an ONNX model (onnxruntime cannot parse it). Export "
                 "the model to ONNX first: skl2onnx for scikit-learn, torch.onnx.export for "
                 "PyTorch, tf2onnx for TensorFlow/Keras"
             ) from exc
-        if "external" in text.lower():
+        if "external" in lowered:
             raise OnnxModelError(
                 f"onnxruntime {ort.__version__} cannot load {what}: {text}. Its weights "
                 "are stored outside the file (external data), which Schooner does not "
@@ -268,18 +285,22 @@ def _input_dtype(name: str, onnx_type: str, given: InputType) -> np.dtype[Any]:
 
 
 def inspect_onnx_model(
-    path: str | os.PathLike[str], input_type: InputType | str, output_name: str | None = None
+    path: str | os.PathLike[str],
+    input_type: InputType | str,
+    output_name: str | None = None,
+    *,
+    what: str | None = None,
 ) -> OnnxSignature:
-    """Load the model file at ``path`` and check it can serve ``input_type`` queries."""
-    session = open_session(read_model_file(path), str(path))
-    return signature(session, input_type, output_name)
+    """Load the model file at ``path`` and check it can serve ``input_type`` queries
+    (``what``: how messages name the file, default its path)."""
+    return signature(open_session(path, what), input_type, output_name)
 
 
 def load_onnx_model(
     path: str | os.PathLike[str], input_type: InputType | str, output_name: str | None
 ) -> OnnxModel:
     """The model file at ``path`` as a function of a batch (``OnnxModel``)."""
-    session = open_session(read_model_file(path), str(path))
+    session = open_session(path)
     model = OnnxModel(session, signature(session, input_type, output_name))
     logger.info("loaded ONNX model %s: %s", path, model.signature.describe())
     return model

@@ -59,7 +59,7 @@ def deploy_onnx_model(
     fit (several inputs, a fixed batch size, an input type its input cannot take, no
     such output), with what to do.
     """
-    from model_container.bundle import BundleError, write_onnx_bundle
+    from model_container.bundle import ONNX_FILE, BundleError, write_onnx_bundle
     from model_container.onnx_model import OnnxModelError, inspect_onnx_model, onnxruntime_version
 
     name, version = check_name(name), check_version(version)
@@ -81,19 +81,20 @@ def deploy_onnx_model(
             "onnxruntime before deploying it, and onnxruntime is not installed here: "
             "pip install 'schooner[onnx]'"
         )
-    try:
-        signature = inspect_onnx_model(path, input_type, output_name)
-    except OnnxModelError as exc:
-        raise DeployError(f"cannot deploy {name}:{version} from {path}: {exc}") from exc
-    conn.report(f"{name}:{version}: {path.name} takes {signature.describe()}")
     if not any(_names_runtime(p) for p in pkgs):
         pkgs.insert(0, f"onnxruntime=={installed}")
     with _bundle_dir(name, version) as bundle:
         try:
             with os_errors(f"write the bundle of {name}:{version} to {bundle}", DeployError):
-                write_onnx_bundle(bundle, path, input_type, signature.output_name, pkgs)
-        except BundleError as exc:
+                write_onnx_bundle(bundle, path, input_type, output_name, pkgs)
+            # The bundle's copy, opened as a replica will open it (weights in other
+            # files beside the original are not in the bundle).
+            signature = inspect_onnx_model(
+                bundle / ONNX_FILE, input_type, output_name, what=str(path)
+            )
+        except (BundleError, OnnxModelError) as exc:
             raise DeployError(f"cannot deploy {name}:{version} from {path}: {exc}") from exc
+        conn.report(f"{name}:{version}: {path.name} takes {signature.describe()}")
         conn.build_and_deploy_model(
             name,
             version,

@@ -274,3 +274,29 @@ def test_a_model_file_written_under_another_python_is_not_refused(tmp_path: Path
     assert read_bundle_info(bundle).runtime["python"] == "3.10.13" != platform.python_version()
     cm = LocalContainerManager(data_dir=tmp_path / "data")
     assert cm.build_model("m", "1", bundle) == bundle_digest(bundle)
+
+
+def test_a_model_whose_weights_live_in_another_file_is_refused(tmp_path: Path) -> None:
+    from onnx import numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 7
+    onnx.save_model(
+        model,
+        str(tmp_path / "m.onnx"),
+        save_as_external_data=True,
+        location="m.bin",
+        size_threshold=0,
+    )
+    assert inspect_onnx_model(tmp_path / "m.onnx", "doubles").output_name == "y"  # beside it
+    write_onnx_bundle(tmp_path / "b", tmp_path / "m.onnx", "doubles")
+    with pytest.raises(OnnxModelError, match=r"external data.*save the model as a single file"):
+        inspect_onnx_model(tmp_path / "b" / "model.onnx", "doubles")
