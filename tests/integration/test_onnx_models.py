@@ -97,7 +97,9 @@ def test_a_classifier_pipeline_answers_as_scikit_learn_does(
 def test_a_regressor_answers_within_float32_of_scikit_learn(
     conn: Connection, models: dict[str, Any]
 ) -> None:
-    serve(conn, "petal", "petal-onnx", models["petal"])
+    serve(conn, "petal", "petal-onnx", models["petal"], pkgs_to_install=["onnxruntime>=1.16"])
+    record = conn.get_model_info("petal-onnx", 1)
+    assert record is not None and record["pkgs"] == ["onnxruntime>=1.16"]  # theirs, not ours
     got = outputs(conn, "petal", ROWS[:, :3])
     assert all(isinstance(v, float) for v in got), got  # a value per query, not [value]
     np.testing.assert_allclose(got, models["reg"].predict(ROWS[:, :3]), rtol=1e-5, atol=1e-5)
