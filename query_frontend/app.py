@@ -2,7 +2,8 @@
 
 ``create_app`` returns a ``FrontDoor``: the ASGI app uvicorn serves. It hands
 ``POST /{app}/predict`` straight to ``http.predict.handle_predict``, ``POST /{app}/update``
-to ``http.update.handle_update``, and everything else (health, status, metrics: see
+to ``http.update.handle_update``, the Open Inference Protocol's ``/v2/...`` to
+``http.v2.serve_v2``, and everything else (health, status, metrics: see
 ``http.endpoints``; the lifespan) to a Starlette app.
 """
 
@@ -38,6 +39,7 @@ from query_frontend.http.metrics_port import serve_metrics
 from query_frontend.http.predict import handle_predict
 from query_frontend.http.state import FrontendState
 from query_frontend.http.update import handle_update
+from query_frontend.http.v2 import serve_v2
 from query_frontend.metrics import Metrics, RefusedPeersCollector
 from query_frontend.routing.table import RoutingTable, follow, tightest_slos
 from query_frontend.rpc.registry import ReplicaRegistry
@@ -85,6 +87,9 @@ class FrontDoor:
                     msg = f"{path} takes POST with a JSON body"
                     bad = error(405, "method_not_allowed", msg, {"Allow": "POST"})
                     await send_reply(send, bad)
+                return
+            if name == "v2":  # the Open Inference Protocol (an app named v2 predicts above)
+                await serve_v2(self.state, scope, receive, send)
                 return
         assert self.inner is not None
         await self.inner(scope, receive, send)
