@@ -194,6 +194,21 @@ def test_a_pin_needs_an_app_of_one_model(conn: Connection, url: str) -> None:
 
     eventually(refused, "a pin refused on an app of two models")
 
+    # A split over two versions of one model: the pin wins over the policy.
+    conn.register_application("halves", "doubles", -1, 5_000_000, policy="split")
+    conn.link_model_to_app("halves", "summer", version="1")
+    conn.link_model_to_app("halves", "summer", version="2")
+
+    def pinned(version: str) -> bool:
+        body = {"input_batch": [[1.0]] * 8, "version": version}
+        r = httpx.post(f"http://{url}/halves/predict", json=body, timeout=10)
+        answers = r.json().get("batch_predictions", [])
+        return [(a["output"], a["models"]) for a in answers] == [
+            (1.0 if version == "1" else 10.0, [f"summer:{version}"])
+        ] * 8
+
+    eventually(lambda: pinned("1") and pinned("2"), "each pinned version answering alone")
+
 
 def errors_of(r: httpx.Response) -> str:
     body = r.json()

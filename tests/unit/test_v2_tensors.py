@@ -149,6 +149,8 @@ def test_a_raw_binary_body_is_one_query() -> None:
         (request("FP64", [0, 3], []), InputType.DOUBLES, "at least 1 query"),
         (request("FP64", [], [1.0]), InputType.DOUBLES, "shape"),
         (request("FP64", [1, -1], [1.0]), InputType.DOUBLES, "shape"),
+        (request("FP64", [1, 2**63, 2**63], [1.0]), InputType.DOUBLES, "has 85070591"),
+        (request("BYTES", [1, 2**63, 2**63], ["a"]), InputType.BYTES, r"\[N\] or \[N, 1\]"),
         (request("INT64", [1, 2], [1, 2.5]), InputType.INTS, "non-integer numbers"),
         (request("INT8", [1], [300]), InputType.INTS, "outside the range of INT8"),
         (request("UINT64", [1], [2**64 - 1]), InputType.INTS, "past the 64-bit range"),
@@ -193,6 +195,9 @@ def test_binary_sizes_must_add_up() -> None:
         parse_infer(body, InputType.DOUBLES, 100, header_length=length)
     with pytest.raises(InputError, match="binary_data_size 8, but 9 bytes follow"):
         parse_infer(body + b"x", InputType.DOUBLES, 100, header_length=length)
+    huge, length = binary_request("FP64", [1, 2**62, 2**62], b"\x00" * 8)
+    with pytest.raises(InputError, match="but 8 were sent"):
+        parse_infer(huge, InputType.DOUBLES, 100, header_length=length)
     with pytest.raises(InputError, match="Inference-Header-Content-Length is 999"):
         parse_infer(body, InputType.DOUBLES, 100, header_length=999)
     short = struct.pack("<I", 10) + b"abc"

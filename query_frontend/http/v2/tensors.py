@@ -18,6 +18,7 @@ loss: every integer type for ``ints`` (a ``UINT64`` value past int64 is refused)
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any, NamedTuple
 
@@ -174,7 +175,7 @@ def _items(
             f"input '{name}' holds {n} queries, over the limit of {max_items} per request: "
             "split it into smaller requests"
         )
-    count = int(np.prod(shape, dtype=np.uint64))  # sizes past 2**64 wrap: caught below
+    count = math.prod(shape)  # exact: a huge size just fails to match the data below
     per = count // n
     if datatype != "BYTES" and per == 0:
         raise InputError(f"input '{name}' has shape {shape}: each query needs a number")
@@ -221,7 +222,7 @@ def _binary_numbers(
     binary: bytes, datatype: str, input_type: InputType, shape: list[int], n: int, name: str
 ) -> list[Item]:
     dtype = _DTYPES[datatype]
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     if len(binary) != count * dtype.itemsize:
         raise InputError(
             f"input '{name}' of shape {shape} as {datatype} is {count * dtype.itemsize} "
@@ -244,7 +245,7 @@ def _json_numbers(
         raise InputError(
             f"input '{name}': \"data\" must be numbers in the tensor's shape"
         ) from None
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     if arr.size != count:
         raise InputError(
             f"input '{name}' of shape {shape} has {count} elements, but \"data\" holds {arr.size}"
