@@ -244,6 +244,12 @@ def test_errors_take_the_protocols_shape(client: triton.InferenceServerClient, u
     assert r.status_code == 404 and "'nope'" in errors_of(r)
     r = httpx.post(f"http://{url}/v2/models/sums/versions/7/infer", json=tensor(), timeout=10)
     assert r.status_code == 400 and "no version '7'" in errors_of(r)
+    r = post(tensor(shape=[10_001], data=[1.0] * 10_001))  # the inputs-per-request limit
+    assert r.status_code == 413 and "over the limit of 10000" in errors_of(r)
+    r = post(b"{" + b" " * (11 << 20) + b"}")  # the body limit, 10 MiB
+    assert r.status_code == 413 and "over the limit" in errors_of(r)
+    r = post(tensor(), headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 415 and "gzip" in errors_of(r)
     r = httpx.get(infer, timeout=10)
     assert r.status_code == 405 and errors_of(r)
     r = httpx.get(f"http://{url}/v2/elsewhere", timeout=10)
