@@ -39,7 +39,7 @@ from query_frontend.http.metrics_port import serve_metrics
 from query_frontend.http.predict import handle_predict
 from query_frontend.http.state import FrontendState
 from query_frontend.http.update import handle_update
-from query_frontend.http.v2 import serve_v2
+from query_frontend.http.v2 import serve_v2, v2_post
 from query_frontend.metrics import Metrics, RefusedPeersCollector
 from query_frontend.routing.table import RoutingTable, follow, tightest_slos
 from query_frontend.rpc.registry import ReplicaRegistry
@@ -54,6 +54,9 @@ _VERBS = {"predict": handle_predict, "update": handle_update}
 HANDLERS = {**_VERBS, **{f"{verb}/": handler for verb, handler in _VERBS.items()}}
 #: The same, keyed as the HTTP protocol reads a URL.
 HANDLERS_BY_VERB = {verb.encode(): handler for verb, handler in HANDLERS.items()}
+#: ``POST /{prefix}/{rest}`` the HTTP protocol hands over when no verb matched: the Open
+#: Inference Protocol's inference (``FrontDoor`` serves every /v2 path, through ASGI).
+HANDLERS_BY_PREFIX = {b"v2": v2_post}
 
 logger = logging.getLogger(__name__)
 

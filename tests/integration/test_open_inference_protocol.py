@@ -230,6 +230,10 @@ def test_errors_take_the_protocols_shape(client: triton.InferenceServerClient, u
         return {"inputs": [{**t, **over}]}
 
     assert post(tensor()).status_code == 200
+    # With a query string the protocol hands the request to the ASGI app, not straight
+    # to the handler: the same answer either way.
+    via_asgi = httpx.post(f"{infer}?from=asgi", json=tensor(), timeout=10)
+    assert via_asgi.status_code == 200 and via_asgi.json()["outputs"][0]["data"] == [30.0]
 
     r = post(b'{"inputs": [')
     assert r.status_code == 400 and "not valid JSON" in errors_of(r)

@@ -8,6 +8,6 @@
 docs/wire-protocol.md, "Open Inference Protocol", is the user's description.
 """
 
-from query_frontend.http.v2.handlers import serve_v2
+from query_frontend.http.v2.handlers import serve_v2, v2_post
 
-__all__ = ["serve_v2"]
+__all__ = ["serve_v2", "v2_post"]

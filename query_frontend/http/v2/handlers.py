@@ -33,7 +33,7 @@ from query_frontend.http.v2.encode import answers_reply, one_model_reply
 from query_frontend.http.v2.tensors import datatype_of, parse_infer
 from query_frontend.routing.table import PinError, Route, app_model, pin
 
-__all__ = ["serve_v2", "v2_error"]
+__all__ = ["serve_v2", "v2_error", "v2_post"]
 
 #: What /v2 says of the server; the extension is Triton's binary tensor data.
 EXTENSIONS = ("binary_tensor_data",)
@@ -68,17 +68,26 @@ def as_v2(reply: Reply) -> Reply:
 
 
 async def serve_v2(state: FrontendState, scope: Scope, receive: Receive, send: Send) -> None:
-    """Answer one request for a ``/v2`` path."""
-    reply = await _route(state, scope, receive)
+    """Answer one request for a ``/v2`` path, through ASGI."""
+    reply = await _route(state, scope["method"], scope["path"], scope["headers"], receive)
     if reply is not None:
         await send_reply(send, reply)
 
 
-async def _route(state: FrontendState, scope: Scope, receive: Receive) -> Reply | None:
-    path: str = scope["path"]
-    method: str = scope["method"]
+async def v2_post(
+    state: FrontendState, rest: str, headers: Headers, receive: Receive
+) -> Reply | None:
+    """The reply to ``POST /v2/{rest}``: a hot-path handler of ``http.protocol``, which
+    hands over what follows ``/v2/`` in a plain URL (no query, no escapes), as it hands
+    ``POST /{app}/predict`` to ``handle_predict``: inference without an ASGI scope or a
+    Task."""
+    return await _route(state, "POST", f"/v2/{rest}", headers, receive)
+
+
+async def _route(
+    state: FrontendState, method: str, path: str, headers: Headers, receive: Receive
+) -> Reply | None:
     parts = [p for p in path.split("/") if p][1:]  # after "v2"
-    headers: Headers = scope["headers"]
     if not parts:
         return _get(method) or Reply(200, _SERVER)
     if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
