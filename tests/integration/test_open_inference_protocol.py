@@ -116,6 +116,15 @@ def test_a_batch_of_n_rows_is_n_queries(client: triton.InferenceServerClient, bi
     assert len(set(params["query_ids"])) == 3
 
 
+def test_a_large_request_is_parsed_off_the_loop_the_same(
+    client: triton.InferenceServerClient,
+) -> None:
+    x = np.arange(100_000, dtype=np.float64).reshape(1000, 100)  # 800 kB: past 256 KiB
+    for binary in (True, False):
+        result = client.infer("sums", doubles(x, binary))
+        assert result.as_numpy("output").tolist() == (x.sum(axis=1) * 10).tolist()
+
+
 def test_strings_go_as_bytes_both_ways(client: triton.InferenceServerClient) -> None:
     words = np.array([["héllo".encode()], [b"world"]], dtype=np.object_)
     for binary in (True, False):

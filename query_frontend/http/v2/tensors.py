@@ -14,6 +14,9 @@ loss: every integer type for ``ints`` (a ``UINT64`` value past int64 is refused)
 ``FP32``, ``FP16`` and ``BF16`` for ``floats``; those and ``FP64`` for ``doubles``;
 ``BYTES`` for the rest. ``FP16`` and ``BF16`` are widened exactly. Anything else is an
 ``InputError`` naming the app's type and the datatypes it takes.
+
+A version pin comes from the URL (``/versions/{v}/``) or, failing that, from the
+request's ``parameters.version``; it means what a predict request's ``"version"`` does.
 """
 
 from __future__ import annotations
@@ -64,8 +67,8 @@ _TOO_DEEP = too_deep()
 
 
 class InferShape(NamedTuple):
-    """What the response needs of the request: its id, the output's name, whether the
-    output goes as binary data, and whether the header asked for parameters."""
+    """What the response needs of the request: its id, the output's name, and whether
+    the output goes as binary data."""
 
     request_id: str | None
     output_name: str
