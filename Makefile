@@ -21,11 +21,12 @@ test: $(BIN)/python .venv-kserve/bin/python
 	$(MAKE) lint typecheck pytest
 
 # KServe's Python client, for the Open Inference Protocol tests, in a venv of its own
-# (kserve pins older psutil and kubernetes than Schooner); made only when missing.
+# (kserve pins older psutil and kubernetes than Schooner); made only when missing, at the
+# version the tests were written against.
 .venv-kserve/bin/python:
 	$(PYTHON) -m venv .venv-kserve
 	.venv-kserve/bin/python -m pip install --quiet --upgrade pip
-	.venv-kserve/bin/python -m pip install --quiet kserve
+	.venv-kserve/bin/python -m pip install --quiet "kserve==0.21.0"
 
 # Throughput and tail latency of Schooner against its peers on this machine (needs wrk).
 bench: $(BIN)/python
