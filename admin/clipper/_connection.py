@@ -30,7 +30,7 @@ from admin.clipper.container_manager import CONTAINERLESS_MODEL_IMAGE
 from admin.clipper.exceptions import ClipperException, UnconnectedException, clipper_errors
 from admin.clipper.version import __registry__, __version__
 from admin.container_managers.base import ContainerManager
-from admin.exceptions import InvalidRequestError, NotFoundError
+from admin.exceptions import ConflictError, InvalidRequestError, NotFoundError
 from model_container import protocol
 
 __all__ = ["CLIPPER_TEMP_DIR", "DEFAULT_PREDICTION_CACHE_SIZE_BYTES", "ClipperConnection"]
@@ -476,7 +476,11 @@ class ClipperConnection:
 
     @clipper_errors
     def stop_models(self, model_names: str | Iterable[str]) -> None:
-        """Stop every version of these models and unregister them, as Clipper did."""
+        """Stop every version of these models and unregister them, as Clipper did.
+
+        A version an app depends on (linked to its model while current, or pinned) is
+        stopped and stays registered, with a warning: Schooner keeps no link to a model
+        that is not there, where Clipper left the app linked to nothing."""
         self._require_connected()
         names = {model_names} if isinstance(model_names, str) else set(model_names)
         self._stop_and_unregister(self._versions_where(lambda m: m["model_name"] in names))
@@ -516,7 +520,12 @@ class ClipperConnection:
     def _stop_and_unregister(self, model_versions: Mapping[str, Sequence[str]]) -> None:
         for name, versions in model_versions.items():
             for version in versions:
-                self.connection.unregister_model_version(name, version)
+                try:
+                    self.connection.unregister_model_version(name, version)
+                except ConflictError as exc:  # stopped, and kept for the apps that link it
+                    self.logger.warning(
+                        "%s:%s is stopped but stays registered: %s", name, version, exc
+                    )
         self.logger.info(
             "Stopped all containers for these models and versions: %s", dict(model_versions)
         )

@@ -44,8 +44,10 @@ def default_value(default_output: Any) -> Any:
 def json_outputs(func: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``func`` whose string outputs that are JSON documents become their JSON values.
 
-    Outputs of other types, and a result that is not a list or tuple (which the model
-    container refuses with its own message), pass through unchanged.
+    A numpy array of strings (or objects) counts as a list of its elements; outputs of
+    other types, and a result that is not a list, tuple or such an array (numbers in an
+    array, or what the model container refuses with its own message), pass through
+    unchanged.
     """
 
     def clipper_outputs(inputs: Any) -> Any:
@@ -63,6 +65,9 @@ def json_outputs(func: Callable[[Any], Any]) -> Callable[[Any], Any]:
                 return out
 
         outputs = func(inputs)
+        kind = getattr(getattr(outputs, "dtype", None), "kind", "")
+        if kind in ("U", "O") and hasattr(outputs, "tolist"):  # a numpy array of strings
+            outputs = outputs.tolist()
         if isinstance(outputs, list | tuple):
             return [value(out) for out in outputs]
         return outputs

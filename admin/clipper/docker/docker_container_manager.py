@@ -123,6 +123,14 @@ class DockerContainerManager(ClipperManagerMixin, native.DockerContainerManager)
                 "collects every container's own log instead"
             )
 
+    def _check_distinct_ports(self) -> None:
+        """Checked by ``start_cluster`` instead: Clipper code makes managers only to stop
+        or attach to a cluster with ports picked at random, which may coincide."""
+
+    def start_cluster(self) -> None:
+        super()._check_distinct_ports()
+        super().start_cluster()
+
     @property
     def docker_client(self) -> docker.DockerClient:
         """The Docker SDK client (Clipper's attribute name)."""
