@@ -27,13 +27,11 @@ def json_value(text: str) -> Any:
     ``NaN`` and ``Infinity`` are not JSON (an answer cannot carry them): they stay text.
     """
     try:
-        return json.loads(text, parse_constant=_not_json)
+        value = json.loads(text)
+        json.dumps(value, allow_nan=False)  # ValueError for a NaN or an infinity in it
     except (ValueError, RecursionError):
         return text
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")
+    return value
 
 
 def default_value(default_output: Any) -> Any:
@@ -53,16 +51,15 @@ def json_outputs(func: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def clipper_outputs(inputs: Any) -> Any:
         import json as _json
 
-        def refuse(constant: str) -> Any:
-            raise ValueError(constant)
-
         def value(out: Any) -> Any:
             if not isinstance(out, str):
                 return out
             try:
-                return _json.loads(out, parse_constant=refuse)
+                parsed = _json.loads(out)
+                _json.dumps(parsed, allow_nan=False)  # NaN and infinities are not JSON
             except (ValueError, RecursionError):
                 return out
+            return parsed
 
         outputs = func(inputs)
         kind = getattr(getattr(outputs, "dtype", None), "kind", "")

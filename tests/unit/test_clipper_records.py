@@ -146,6 +146,7 @@ def test_input_types_are_spelt_as_clipper_did(ours: str, clippers: str) -> None:
         ("None", "None"),
         ("NaN", "NaN"),  # not JSON: an answer cannot carry it
         ("Infinity", "Infinity"),
+        ("[1, NaN]", "[1, NaN]"),
         ("[1, 2", "[1, 2"),
         ("[" * 100_000, "[" * 100_000),  # too deep for the parser: stays text
     ],
