@@ -117,15 +117,18 @@ class ClipperConnection:
         self.logger.info("Clipper is running")
 
     def _use_query_frontends(self, count: int) -> None:
-        settings = getattr(self.cm, "settings", None)
-        if settings is None or not hasattr(settings, "query_frontends"):
-            self.logger.warning(
-                "num_frontend_replicas=%d is not used: %r runs one query frontend", count, self.cm
-            )
-            return
         import dataclasses
 
-        self.cm.settings = dataclasses.replace(settings, query_frontends=count)  # type: ignore[attr-defined]
+        settings = getattr(self.cm, "settings", None)
+        # Docker's setting is query_frontends, Kubernetes' query_replicas.
+        for field in ("query_frontends", "query_replicas"):
+            if dataclasses.is_dataclass(settings) and hasattr(settings, field):
+                replaced = dataclasses.replace(settings, **{field: count})  # type: ignore[type-var]
+                self.cm.settings = replaced  # type: ignore[attr-defined]
+                return
+        self.logger.warning(
+            "num_frontend_replicas=%d is not used: %r runs one query frontend", count, self.cm
+        )
 
     @clipper_errors
     def connect(self) -> None:

@@ -158,7 +158,9 @@ def test_records_have_clippers_keys_and_versions_roll_back(conn: ClipperConnecti
 
     conn.set_model_version("rec", 1)
     eventually(lambda: answer(conn, "records", [1.0])["output"] == 1, "rollback to version 1")
-    versions = {m["model_version"]: m for m in conn.get_all_models(verbose=True)}
+    versions = {
+        m["model_version"]: m for m in conn.get_all_models(verbose=True) if m["model_name"] == "rec"
+    }
     assert set(versions["1"]) == {
         "model_name",
         "model_version",
@@ -268,7 +270,8 @@ def test_addresses_logs_and_the_instance(conn: ClipperConnection, tmp_path: Path
     assert isinstance(cm, DockerContainerManager)
     assert cm.get_admin_addr() == cm.get_management_addr()
     assert _http.get(f"http://{cm.get_admin_addr()}/healthz").status_code in (200, 401)
-    metrics = _http.get(f"http://{conn.get_metric_addr()}/metrics")
+    token = {"Authorization": f"Bearer {cm.admin_token()}"}  # metrics are not public
+    metrics = _http.get(f"http://{conn.get_metric_addr()}/metrics", headers=token)
     assert metrics.status_code == 200 and "# TYPE" in metrics.text
     assert conn.get_query_addr() == f"127.0.0.1:{cm.clipper_query_port}"
 
@@ -292,14 +295,17 @@ def test_test_predict_function_calls_the_function_as_a_replica_would(
     conn: ClipperConnection,
 ) -> None:
     def total(xs: Any) -> list[float]:
-        assert isinstance(xs, np.ndarray) and xs.dtype == np.float64  # as a replica gets it
+        # A replica passes a 2-d float64 array (no assert here: pytest rewrites asserts
+        # into calls of its own, which the model container does not have).
+        if not (isinstance(xs, np.ndarray) and xs.dtype == np.float64):
+            return [-2.0] * len(xs)
         return [float(sum(x)) for x in xs]
 
     conn.register_application("summing", "doubles", "-1.0", 2_000_000)
     python_deployer.deploy_python_closure(conn, "summer", 1, "doubles", total)
     conn.link_model_to_app("summing", "summer")
     single = conn.test_predict_function({"input": [1.1, 2.2, 3.3]}, total, "doubles")
-    assert single == [answer(conn, "summing", [1.1, 2.2, 3.3])["output"]]
+    assert single == [answer(conn, "summing", [1.1, 2.2, 3.3])["output"]] == [sum([1.1, 2.2, 3.3])]
     batch = [[1.1, 2.2, 3.3], [4.4, 5.5, 6.6]]
     served = predict(conn, "summing", {"input_batch": batch}).json()["batch_predictions"]
     assert conn.test_predict_function({"input_batch": batch}, total, "doubles") == [
