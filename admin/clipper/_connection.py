@@ -12,26 +12,24 @@ API keeps Schooner's. ``docs/clipper.md`` has the whole mapping.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import cloudpickle
-import numpy as np
 
 from admin._connection import Connection
 from admin._http import DEFAULT_TIMEOUT, JSONObject
-from admin._names import check_input_type
 from admin._progress import ProgressCallback
 from admin.clipper import _images, _records
+from admin.clipper._bundles import bundle_with_pkgs
 from admin.clipper._outputs import default_value
+from admin.clipper._trial import batch_of
 from admin.clipper.container_manager import CONTAINERLESS_MODEL_IMAGE
 from admin.clipper.exceptions import ClipperException, UnconnectedException, clipper_errors
 from admin.clipper.version import __registry__, __version__
 from admin.container_managers.base import ContainerManager
 from admin.exceptions import ConflictError, InvalidRequestError, NotFoundError
-from model_container import protocol
 
 __all__ = ["CLIPPER_TEMP_DIR", "DEFAULT_PREDICTION_CACHE_SIZE_BYTES", "ClipperConnection"]
 
@@ -263,7 +261,7 @@ class ClipperConnection:
         self._require_connected()
         _images.note_image(base_image, "base_image", "the manager's base image")
         _note_registry(self.cm, container_registry)
-        with _bundle_with_pkgs(model_data_path, pkgs_to_install) as bundle:
+        with bundle_with_pkgs(model_data_path, pkgs_to_install) as bundle:
             self.connection.build_and_deploy_model(
                 name,
                 _version(version),
@@ -298,7 +296,7 @@ class ClipperConnection:
                 f"{self.cm!r} runs bundles as they are: use build_and_deploy_model"
             )
         version = _version(version)
-        with _bundle_with_pkgs(model_data_path, pkgs_to_install) as bundle:
+        with bundle_with_pkgs(model_data_path, pkgs_to_install) as bundle:
             digest = self.cm.build_model(name, version, bundle)
         return str(images.model_image_name(name, version, digest))
 
@@ -552,7 +550,7 @@ class ClipperConnection:
             return "Invalid input type or JSON key"
         inputs = list(query[keys[0]]) if keys[0] == "input_batch" else [query[keys[0]]]
         try:
-            batch = _batch_of(inputs, input_type)
+            batch = batch_of(inputs, input_type)
         except (TypeError, ValueError):
             return "Invalid input type"
         if batch is None:
@@ -576,83 +574,3 @@ def _note_registry(cm: ContainerManager, registry: str | None) -> None:
             cm,
             f"at {own}" if own else "on its own engine, pushing nowhere",
         )
-
-
-_ELEMENT_TYPES: dict[str, type | tuple[type, ...]] = {
-    "ints": int,
-    "floats": float,
-    "doubles": float,
-    "bytes": bytes,
-    "strings": str,
-}
-
-
-def _batch_of(inputs: list[Any], input_type: str) -> Any:
-    """What a replica's function receives for these inputs (``protocol.unpack_inputs``),
-    or ``None`` if an input does not have the type's elements."""
-    kind = protocol.InputType(check_input_type(input_type))
-    if kind is protocol.InputType.JSON:
-        items = [protocol.dump_output(x) for x in inputs]
-        return protocol.unpack_inputs(kind, *protocol.pack_items(items))
-    element = _ELEMENT_TYPES[str(kind)]
-    if kind.dtype is not None:
-        if not all(isinstance(x, list) and all(_is(e, element) for e in x) for x in inputs):
-            return None
-        arrays = [np.asarray(x, dtype=kind.dtype) for x in inputs]
-        lengths, data = protocol.pack_arrays(arrays, kind.dtype)
-        return protocol.unpack_inputs(kind, lengths, data.tobytes())
-    if not all(isinstance(x, element) for x in inputs):
-        return None
-    items = [x.encode() if isinstance(x, str) else bytes(x) for x in inputs]
-    return protocol.unpack_inputs(kind, *protocol.pack_items(items))
-
-
-def _is(value: object, element: type | tuple[type, ...]) -> bool:
-    return isinstance(value, element) and not isinstance(value, bool)
-
-
-class _bundle_with_pkgs:  # noqa: N801 (used as a context manager, like a function)
-    """The bundle at ``path``, or a copy of it whose ``model.json`` also lists ``pkgs``."""
-
-    def __init__(self, path: str | os.PathLike[str], pkgs: Sequence[str] | None) -> None:
-        self.path = path
-        self.pkgs = list(pkgs or [])
-        self._tmp: Any = None
-
-    def __enter__(self) -> str | os.PathLike[str]:
-        if not self.pkgs:
-            return self.path
-        import json
-        import shutil
-        import tempfile
-        from pathlib import Path
-
-        from model_container.bundle import MODEL_JSON
-
-        if not all(isinstance(p, str) for p in self.pkgs):
-            raise ClipperException(
-                f"pkgs_to_install must be a list of pip requirement strings, got {self.pkgs!r}"
-            )
-        source = Path(self.path)
-        info_path = source / MODEL_JSON
-        try:
-            doc = json.loads(info_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ClipperException(
-                f"{source} is not a Schooner model bundle ({MODEL_JSON} unreadable: {exc}); "
-                "write one with admin.clipper.deployers.python.deploy_python_closure"
-            ) from exc
-        self._tmp = tempfile.TemporaryDirectory(prefix="schooner-clipper-")
-        copy = Path(self._tmp.name) / "bundle"
-        try:
-            shutil.copytree(source, copy)
-            doc["pkgs"] = list(dict.fromkeys([*doc.get("pkgs", []), *self.pkgs]))
-            (copy / MODEL_JSON).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        except OSError as exc:
-            self._tmp.cleanup()
-            raise ClipperException(f"cannot copy the bundle {source}: {exc}") from exc
-        return copy
-
-    def __exit__(self, *exc: object) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
