@@ -58,6 +58,15 @@ class Dialect(NamedTuple):
     answers: Callable[[list[int], list[Answer], Route, Any], Reply]
 
 
+def _unknown_version(exc: PinError) -> Reply:
+    """400 for a pin the app cannot honour; with Clipper's ``"cause"`` when the model
+    lacks the version (Clipper's clients read it)."""
+    body: dict[str, str] = {"error": "unknown_version", "message": str(exc)}
+    if exc.cause:
+        body["cause"] = exc.cause
+    return Reply(400, orjson.dumps(body))
+
+
 _ANSWER = b'{"query_id":%d,"output":%b,"default":false,"models":%b}'
 
 
@@ -188,7 +197,7 @@ async def _predict(
         try:
             route = pin(state.routing.snapshot, route, version)
         except PinError as exc:
-            return error(400, "unknown_version", str(exc))
+            return _unknown_version(exc)
 
     deadline = deadline_for(state, app, arrival)
     query_ids = state.query_ids

@@ -96,7 +96,13 @@ def build_route(snap: Snapshot, app: App) -> Route:
 
 
 class PinError(ValueError):
-    """A request's version pin that the app cannot honour (see ``pin``)."""
+    """A request's version pin that the app cannot honour (see ``pin``). ``cause``, for
+    a version the model does not have, is Clipper's sentence for it, which Clipper's
+    clients read from the error body's ``"cause"``."""
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 def app_model(snap: Snapshot, app: str) -> str | None:
@@ -126,7 +132,8 @@ def pin(snap: Snapshot, route: Route, version: str) -> Route:
         found = snap.models.get(model)
         versions = ", ".join(found.versions) if found is not None and found.versions else "none"
         raise PinError(
-            f"app '{app}': model '{model}' has no version '{version}' (its versions: {versions})"
+            f"app '{app}': model '{model}' has no version '{version}' (its versions: {versions})",
+            f"Requested version: {version} does not exist for model: {model}",
         )
     if route.model_key == key:
         return route

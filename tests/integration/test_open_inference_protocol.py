@@ -179,6 +179,8 @@ def test_the_native_version_pin(url: str) -> None:
     assert r.json()["message"] == (
         "app 'sums': model 'summer' has no version '3' (its versions: 1, 2)"
     )
+    # And Clipper's sentence, which Clipper's clients read.
+    assert r.json()["cause"] == "Requested version: 3 does not exist for model: summer"
     assert predict({"input": [1.0], "version": [1]}).status_code == 400
     r = httpx.post(f"http://{url}/idle/predict", json={"input": [1], "version": "1"}, timeout=10)
     assert r.status_code == 400 and "no model linked" in r.json()["message"]
