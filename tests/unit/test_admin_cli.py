@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from admin import cli
-from admin.cli import build_parser, main
+from admin import LocalContainerManager
+from admin.cli import _managers, build_parser, main
 
 
 def test_every_documented_command_parses(tmp_path: Path) -> None:
@@ -32,10 +32,15 @@ def test_every_documented_command_parses(tmp_path: Path) -> None:
         assert parser.parse_args(argv).command == argv[0]
 
 
-def test_start_port_flags_reach_the_arguments(tmp_path: Path) -> None:
+def test_start_port_flags_reach_the_manager_and_the_others_keep_its_defaults(
+    tmp_path: Path,
+) -> None:
     args = build_parser().parse_args(["start", "--data-dir", str(tmp_path), "--rpc-port", "7100"])
-    assert (args.query_port, args.management_port, args.rpc_port) == (1337, 1338, 7100)
-    assert args.data_dir == tmp_path
+    assert _managers.start_options(args) == {"rpc_port": 7100}
+    cm = _managers.manager(args, **_managers.start_options(args))
+    assert isinstance(cm, LocalContainerManager)
+    assert (cm.query_port, cm.management_port, cm.rpc_port) == (1337, 1338, 7100)
+    assert cm.data_dir == tmp_path
 
 
 def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -127,7 +132,7 @@ def fake_connection(monkeypatch: pytest.MonkeyPatch) -> FakeConnection:
     def connect(args: argparse.Namespace) -> FakeConnection:
         return conn
 
-    monkeypatch.setattr(cli, "_connect", connect)
+    monkeypatch.setattr(_managers, "connect", connect)
     return conn
 
 

@@ -1,0 +1,77 @@
+"""``schooner predict``: ask an app for a prediction, as an application would.
+
+The input is one JSON value on the command line (or ``-``: read from stdin); with
+``--batch`` a JSON list of inputs, answered together. The answer is printed as JSON:
+``output``, ``default`` (whether it is the app's default output, and then
+``default_explanation`` says why), ``models`` and ``query_id`` -- a list of them for a
+batch. The query goes to the cluster's query frontend through
+``admin.query_client.QueryClient``; the command needs no admin token, only the app's
+API key when the app has keys, read from the first line of stdin with
+``--api-key-stdin`` (never from the command line, where ``ps`` shows it to everyone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any
+
+from admin.cli import _managers as managers
+from admin.cli._tables import stderr, to_json
+
+FIELDS = ("query_id", "output", "default", "default_explanation", "models")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    api_key = None
+    if args.api_key_stdin:
+        api_key = sys.stdin.readline().strip()
+        if not api_key:
+            stderr("error: --api-key-stdin: the first line of stdin is empty (no API key)")
+            return 2
+    raw = sys.stdin.read() if args.input == "-" else args.input
+    try:
+        x = json.loads(raw)
+    except ValueError as exc:
+        stderr(
+            f"error: the input is not JSON ({exc}): e.g. '[1.0, 2.0]', '\"text\"', or with "
+            "--batch '[[1.0, 2.0], [3.0, 4.0]]'"
+        )
+        return 2
+    if args.batch and not isinstance(x, list):
+        stderr(f"error: --batch takes a JSON list of inputs, got {type(x).__name__}")
+        return 2
+    from admin.query_client import QueryClient
+
+    with managers.manager(args) as cm:
+        cm.connect()  # where the query frontend listens; no admin token needed
+        client = QueryClient(cm.query_url, api_key=api_key, verify=cm.tls_verify())
+        try:
+            if args.batch:
+                answer: Any = [as_dict(p) for p in client.predict_batch(args.app, x)]
+            else:
+                answer = as_dict(client.predict(args.app, x, version=args.version))
+        finally:
+            close = getattr(client, "close", None)
+            if callable(close):
+                close()
+    print(to_json(answer))
+    return 0
+
+
+def as_dict(prediction: Any) -> dict[str, Any]:
+    """A ``Prediction`` as the JSON the query frontend answers with (no null
+    ``default_explanation`` when the answer is no default)."""
+    if dataclasses.is_dataclass(prediction) and not isinstance(prediction, type):
+        doc = dataclasses.asdict(prediction)
+    elif isinstance(prediction, dict):
+        doc = dict(prediction)
+    else:
+        doc = {f: getattr(prediction, f, None) for f in FIELDS}
+    ordered = {f: doc[f] for f in FIELDS if f in doc}
+    ordered.update({k: v for k, v in doc.items() if k not in ordered})
+    if ordered.get("default_explanation") is None:
+        ordered.pop("default_explanation", None)
+    return ordered
