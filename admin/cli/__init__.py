@@ -40,6 +40,7 @@ reach it), ``_cluster``, ``_verbs``, ``_deploy`` and ``_predict`` (the verbs),
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -56,10 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         parser.error(problem)  # exits with status 2
     try:
-        return int(args.func(args))
+        return int(args.run(args))
     except SchoonerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout piped into `head`, which has read enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -155,8 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 on success, 1 on a Schooner error, 2 on a usage error.",
     )
     _target_options(parser, top=True)
-    target = argparse.ArgumentParser(add_help=False)
-    _target_options(target, top=False)
     listing = argparse.ArgumentParser(add_help=False)
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     waiting = argparse.ArgumentParser(add_help=False)
@@ -169,14 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Command, text: str, *parents: Any) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[*parents, target], help=text, description=text)
-        p.set_defaults(func=func)
+        p = sub.add_parser(name, parents=list(parents), help=text, description=text)
+        p.set_defaults(run=func)
         return p
 
     _cluster_verbs(add, listing)
     _app_verbs(add, listing)
     _model_verbs(add, listing, waiting)
     _policy_and_key_verbs(add, listing)
+    for verb in sub.choices.values():  # after each verb's own arguments, in its help too
+        _target_options(verb, top=False)
     return parser
 
 
