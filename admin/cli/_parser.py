@@ -305,7 +305,7 @@ def _app_verbs(add: Add, listing: argparse.ArgumentParser) -> None:
         "reads it from stdin",
     )
     p.add_argument("--batch", action="store_true", help="JSON_INPUT is a list of inputs")
-    p.add_argument("--version", help="answer from this version of the app's model")
+    p.add_argument("--version", help="answer from this version of the app's model (pinned)")
     p.add_argument(
         "--api-key-stdin",
         action="store_true",
@@ -434,8 +434,6 @@ def usage_problem(args: argparse.Namespace) -> str | None:
             return "--output-name goes with --onnx"
         if args.path and args.onnx is not None:
             return "--path goes with --func or --pickle (an ONNX file runs no code of yours)"
-    if args.command == "predict" and args.batch and args.version is not None:
-        return "--version answers one input; leave out --batch, or --version"
     if args.command == "start" and bool(args.tls_certfile) != bool(args.tls_keyfile):
         return "--tls-certfile and --tls-keyfile go together"
     return None

@@ -13,7 +13,6 @@ API key when the app has keys, read from the first line of stdin with
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from typing import Any
@@ -22,6 +21,7 @@ from admin.cli import _managers as managers
 from admin.cli._tables import stderr, to_json
 
 FIELDS = ("query_id", "output", "default", "default_explanation", "models")
+PARTIAL = ("partial", "missing", "partial_explanation")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -49,10 +49,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         cm.connect()  # where the query frontend listens; no admin token needed
         client = QueryClient(cm.query_url, api_key=api_key, verify=cm.tls_verify())
         try:
+            pinned = {"version": args.version} if args.version is not None else {}
             if args.batch:
-                answer: Any = [as_dict(p) for p in client.predict_batch(args.app, x)]
+                answer: Any = [as_dict(p) for p in client.predict_batch(args.app, x, **pinned)]
             else:
-                answer = as_dict(client.predict(args.app, x, version=args.version))
+                answer = as_dict(client.predict(args.app, x, **pinned))
         finally:
             close = getattr(client, "close", None)
             if callable(close):
@@ -62,16 +63,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def as_dict(prediction: Any) -> dict[str, Any]:
-    """A ``Prediction`` as the JSON the query frontend answers with (no null
-    ``default_explanation`` when the answer is no default)."""
-    if dataclasses.is_dataclass(prediction) and not isinstance(prediction, type):
-        doc = dataclasses.asdict(prediction)
-    elif isinstance(prediction, dict):
-        doc = dict(prediction)
-    else:
-        doc = {f: getattr(prediction, f, None) for f in FIELDS}
-    ordered = {f: doc[f] for f in FIELDS if f in doc}
-    ordered.update({k: v for k, v in doc.items() if k not in ordered})
-    if ordered.get("default_explanation") is None:
-        ordered.pop("default_explanation", None)
-    return ordered
+    """A ``Prediction`` as the JSON the query frontend answers with: no null
+    ``default_explanation`` when the answer is no default, and the ``partial`` fields
+    only for an ensemble that combined some of its models' answers."""
+    doc = {f: getattr(prediction, f, None) for f in (*FIELDS, *PARTIAL)}
+    if doc["default_explanation"] is None:
+        del doc["default_explanation"]
+    if not doc["partial"]:
+        for f in PARTIAL:
+            del doc[f]
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in doc.items()}

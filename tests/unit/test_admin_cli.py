@@ -327,7 +327,6 @@ def test_an_unknown_manager_from_the_environment_is_a_usage_error(
             ["deploy", "m", "1", "--input-type", "ints", "--func", "a:b", "--pickle", "f"],
             "not allowed with argument",
         ),
-        (["predict", "app", "[[1]]", "--batch", "--version", "2"], "--version answers one"),
         (["start", "--tls-certfile", "c.pem"], "--tls-certfile and --tls-keyfile go together"),
         (["scale", "m", "two"], "invalid int value"),
     ],
@@ -510,11 +509,17 @@ def test_deploy_onnx_hands_the_file_to_the_onnx_deployer(
 
 @dataclasses.dataclass
 class Prediction:
+    """``admin.query_client.Prediction``'s fields."""
+
     output: Any
     default: bool
     default_explanation: str | None
-    models: list[str]
+    models: tuple[str, ...]
     query_id: int
+    partial: bool = False
+    missing: tuple[str, ...] = ()
+    partial_explanation: str | None = None
+    raw: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class FakeQueryClient:
@@ -531,11 +536,15 @@ class FakeQueryClient:
     def predict(self, app: str, x: Any, *, version: str | None = None) -> Prediction:
         self.asked.append((app, x, version))
         if x == "late":
-            return Prediction(-1.0, True, "no model answered in time", [], 7)
-        return Prediction(sum(x), False, None, ["m:1"], 7)
+            return Prediction(-1.0, True, "no model answered in time", (), 7)
+        if x == "some":
+            return Prediction(1, False, None, ("a:1",), 8, True, ("b:1",), "b:1 was late")
+        return Prediction(sum(x), False, None, ("m:1",), 7)
 
-    def predict_batch(self, app: str, xs: list[Any]) -> list[Prediction]:
-        return [self.predict(app, x) for x in xs]
+    def predict_batch(
+        self, app: str, xs: list[Any], *, version: str | None = None
+    ) -> list[Prediction]:
+        return [self.predict(app, x, version=version) for x in xs]
 
     def close(self) -> None:
         self.closed = True
@@ -572,12 +581,16 @@ def test_predict_prints_the_answer_as_json(
     assert client.asked == [("app", [1, 2.5], "1")] and client.closed
 
 
-def test_predict_a_batch_and_a_default_with_its_explanation(
+def test_predict_a_pinned_batch_a_default_and_a_partial_answer(
     query_client: type[FakeQueryClient], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["predict", "app", '[[1], "late"]', "--batch"]) == 0
-    first, second = json.loads(capsys.readouterr().out)
+    assert main(["predict", "app", '[[1], "late", "some"]', "--batch", "--version", "2"]) == 0
+    first, second, third = json.loads(capsys.readouterr().out)
+    assert [v for _, _, v in query_client.made[0].asked] == ["2", "2", "2"]
     assert first["output"] == 1 and "default_explanation" not in first
+    assert "partial" not in first and "raw" not in first
+    assert third["partial"] and third["missing"] == ["b:1"]
+    assert third["partial_explanation"] == "b:1 was late"
     assert second == {
         "query_id": 7,
         "output": -1.0,
