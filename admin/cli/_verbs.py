@@ -12,6 +12,7 @@ from typing import Any
 
 from admin.cli import _managers as managers
 from admin.cli._tables import show, stderr, table, to_json
+from admin.exceptions import ConflictError
 
 # --------------------------------------------------------------------------- listings
 
@@ -46,13 +47,21 @@ def cmd_replicas(args: argparse.Namespace) -> int:
 
 def cmd_register(args: argparse.Namespace) -> int:
     with managers.connect(args) as conn:
-        app = conn.register_application(
-            args.app,
-            args.input_type,
-            args.default_output,
-            args.slo_micros,
-            exist_ok=args.exist_ok,
-        )
+        try:
+            app = conn.register_application(
+                args.app,
+                args.input_type,
+                args.default_output,
+                args.slo_micros,
+                exist_ok=args.exist_ok,
+            )
+        except ConflictError as exc:
+            # The fix in the words of this command line, not of the Python API.
+            message = str(exc).replace("pass exist_ok=True", "pass --exist-ok")
+            message = message.replace(
+                f"unregister_application({args.app!r})", f"`schooner unregister {args.app}`"
+            )
+            raise ConflictError(message, status_code=exc.status_code, code=exc.code) from exc
     keys = ("name", "input_type", "default_output", "slo_micros", "policy")
     print(to_json({k: app.get(k) for k in keys if k in app}))
     return 0

@@ -6,7 +6,7 @@ networking (no bridge network can be used on these machines). The cluster is nam
 environment, as a user's shell would set them, so each command names only its verb:
 every command attaches to the cluster by that name alone. The tests run in file order,
 as a user would type the commands: start, register, deploy --func, link, predict,
-scale, set-version, logs, status, destroy.
+scale, set-version, logs, status, stop and start again, destroy.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import polling
 import pytest
 from ports import cluster_ports
 
@@ -55,6 +56,7 @@ class CLI:
     def __init__(self, cluster: str, cwd: Path) -> None:
         self.cluster = cluster
         self.cwd = cwd
+        self.start_argv: list[str] = []  # how the cluster was started
         self.env = {
             **os.environ,
             "SCHOONER_MANAGER": "docker",
@@ -98,11 +100,11 @@ def cli(
     (work / "code" / "model_v2.py").write_text(MODEL_V2)
     runner = CLI(f"e2e-{session_id}-cli", work)
     ports = cluster_ports()
-    argv = ["start", "--network-mode", "host"]
+    runner.start_argv = ["start", "--network-mode", "host"]
     for option, port in ports.items():
-        argv += [f"--{option.replace('_', '-')}", str(port)]
+        runner.start_argv += [f"--{option.replace('_', '-')}", str(port)]
     try:
-        out = runner.ok(*argv, timeout=900)
+        out = runner.ok(*runner.start_argv, timeout=900)
         assert f"http://127.0.0.1:{ports['query_port']}" in out
         yield runner
     finally:
@@ -125,8 +127,9 @@ def test_register_deploy_link_and_predict(cli: CLI) -> None:
     assert app["name"] == "sums" and app["default_output"] == -1.0
     # A notebook (or script) run twice: the same app again is no error with --exist-ok.
     again = cli.run("register", "sums", "--input-type", "doubles", "--default-output", "-1.0")
-    assert again.returncode == 1 and "--exist-ok" not in again.stdout
-    assert "already exists" in again.stderr
+    assert again.returncode == 1
+    assert "already exists" in again.stderr and "pass --exist-ok" in again.stderr
+    assert "`schooner unregister sums`" in again.stderr
     cli.ok("register", "sums", "--input-type", "doubles", "--default-output", "-1.0", "--exist-ok")
 
     out = cli.ok(
@@ -221,6 +224,27 @@ def test_status_shows_the_containers_and_apps_without_a_literal_none(cli: CLI) -
     assert "None" not in out
     doc = cli.json("status", "--json")
     assert doc["running"] and doc["manager"] == "docker" and doc["cluster"] == cli.cluster
+
+
+def test_stop_then_start_brings_back_apps_models_and_replicas(cli: CLI, docker_client: Any) -> None:
+    out = cli.ok("stop")
+    assert f"stopped Schooner on cluster {cli.cluster!r} (docker)" in out
+    assert containers(docker_client, cli.cluster) == []
+    stopped = cli.run("status")
+    assert stopped.returncode == 1 and "not running" in stopped.stdout
+    cli.ok(*cli.start_argv)
+    assert [a["name"] for a in cli.json("apps", "--json")] == ["sums"]
+
+    def answers() -> bool:
+        done = cli.run("predict", "sums", "[1, 1]")
+        return done.returncode == 0 and json.loads(done.stdout)["output"] == 2.0
+
+    polling.eventually(
+        answers,
+        "summer:1 answering again after the restart",
+        timeout=60,
+        interval=0.5,
+    )
 
 
 def test_unlink_unregister_then_destroy_leave_nothing(cli: CLI, docker_client: Any) -> None:
