@@ -162,3 +162,16 @@ def test_stop_then_destroy_delete_this_clusters_objects(
     assert "destroyed Schooner on cluster 'prod' (kubernetes, namespace ml)" in (
         capsys.readouterr().out
     )
+
+
+def test_restart_query_frontends_rolls_the_query_pods_over(
+    server: FakeKubeAPIServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started(server)
+    before = {p.metadata.uid for p in server.stored("Pod") if "query" in p.metadata.name}
+    assert kube("restart-query-frontends") == 0
+    (patch,) = [c for c in server.mutations() if c.verb == "patch"]
+    assert (patch.kind, patch.name) == ("Deployment", "schooner-prod-query")
+    after = {p.metadata.uid for p in server.stored("Pod") if "query" in p.metadata.name}
+    assert after and not after & before
+    assert "restarted the query frontend(s)" in capsys.readouterr().out
