@@ -1,6 +1,6 @@
 """Schooner's admin client: start, connect to and drive a Schooner cluster.
 
-    from admin import Connection, LocalContainerManager
+    from admin import Connection, LocalContainerManager, QueryClient
     from admin.deployers.python import deploy_python_closure
 
     conn = Connection(LocalContainerManager())
@@ -9,6 +9,9 @@
                               default_output="-1.0", slo_micros=100000)
     deploy_python_closure(conn, name="m", version="1", input_type="doubles", func=f)
     conn.link_model_to_app(app_name="pipeline", model_name="m")
+
+    with QueryClient.for_connection(conn) as client:
+        client.predict("pipeline", [1.0, 2.0]).output
 
 Everything public is named in ``__all__``; the modules starting with ``_`` are private.
 Every error is a ``SchoonerError`` (the tree is in ``admin.exceptions``).
@@ -22,6 +25,7 @@ from admin.container_managers.docker import DockerContainerManager
 from admin.container_managers.kubernetes import KubernetesContainerManager
 from admin.container_managers.local import LocalContainerManager
 from admin.exceptions import (
+    APIKeyError,
     AuthenticationError,
     ClusterAlreadyRunningError,
     ClusterNotRunningError,
@@ -34,13 +38,17 @@ from admin.exceptions import (
     ModelStartError,
     NotConnectedError,
     NotFoundError,
+    PredictionError,
     RequestTimeoutError,
     SchoonerError,
     ServiceUnavailableError,
     TLSVerificationError,
 )
+from admin.query_client import AsyncQueryClient, Prediction, QueryClient, UpdateResult
 
 __all__ = [
+    "APIKeyError",
+    "AsyncQueryClient",
     "AuthenticationError",
     "ClusterAlreadyRunningError",
     "ClusterNotRunningError",
@@ -58,11 +66,15 @@ __all__ = [
     "ModelStartError",
     "NotConnectedError",
     "NotFoundError",
+    "Prediction",
+    "PredictionError",
+    "QueryClient",
     "ReplicaState",
     "RequestTimeoutError",
     "SchoonerError",
     "ServiceUnavailableError",
     "TLSVerificationError",
+    "UpdateResult",
 ]
 
 __version__ = "0.1.0"

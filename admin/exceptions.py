@@ -6,11 +6,15 @@
      ├── RequestTimeoutError          a frontend did not answer within the timeout
      ├── ManagementAPIError           a frontend answered with an error (or not at all)
      │    ├── AuthenticationError     401: the admin token is missing or not the cluster's
+     │    │    └── APIKeyError        401/403 from predict or update: the app needs one
+     │    │                           of its API keys (QueryClient(api_key=...))
      │    ├── InvalidRequestError     a bad argument, refused by the client before any
      │    │                           request (a name, a port, a count) or by a frontend (400)
      │    ├── NotFoundError           404: unknown app, model or version
      │    ├── ConflictError           409: already exists, still linked, types differ, ...
      │    ├── ServiceUnavailableError 503, or the frontend cannot be reached
+     │    ├── PredictionError         the model failed on the query: it raised, or the
+     │    │                           input is quarantined (500, 422 from predict/update)
      │    └── TLSVerificationError    the frontend's HTTPS certificate is not trusted:
      │                                pass the CA that signed it (tls_ca=)
      ├── DeployError                  a model version could not be built or started
@@ -31,6 +35,7 @@ package names one of these classes.
 from __future__ import annotations
 
 __all__ = [
+    "APIKeyError",
     "AuthenticationError",
     "ClusterAlreadyRunningError",
     "ClusterNotRunningError",
@@ -43,6 +48,7 @@ __all__ = [
     "ModelStartError",
     "NotConnectedError",
     "NotFoundError",
+    "PredictionError",
     "RequestTimeoutError",
     "SchoonerError",
     "ServiceUnavailableError",
@@ -88,6 +94,13 @@ class AuthenticationError(ManagementAPIError):
     """
 
 
+class APIKeyError(AuthenticationError):
+    """401 or 403 from ``/{app}/predict`` or ``/{app}/update``: the app has API keys and
+    this request carried none, a revoked one (401) or another app's (403). Pass one of the
+    app's keys (``conn.create_api_key(app)``) as ``QueryClient(..., api_key=key)``; the
+    message never shows the key that was sent."""
+
+
 class InvalidRequestError(ManagementAPIError):
     """A bad argument: the message names it and says what is allowed.
 
@@ -108,6 +121,14 @@ class ConflictError(ManagementAPIError):
 
 class ServiceUnavailableError(ManagementAPIError):
     """503 (Redis is down), or the frontend cannot be reached at all."""
+
+
+class PredictionError(ManagementAPIError):
+    """The query frontend could not answer a query because of the query itself: the model
+    raised on it or returned the wrong number of outputs (500 ``model_error``: the message
+    names the model, version, replica and exception type), or the input hung or crashed
+    replicas before and is quarantined for a while (422 ``input_quarantined``). Sending
+    the same input again does not help; the replica's log (``get_logs()``) says more."""
 
 
 class TLSVerificationError(ManagementAPIError):

@@ -1,7 +1,8 @@
 """Schooner's model container: what runs inside every model image.
 
-It loads a model bundle (a cloudpickled closure or an entry point) once, connects out
-to one or several query frontends (a list, or every address of a DNS name:
+It loads a model bundle (a cloudpickled closure, an entry point, or an ONNX model file
+served by onnxruntime: ``model_container.onnx_model``) once, connects out to one or
+several query frontends (a list, or every address of a DNS name:
 ``model_container.discovery``) over the ZeroMQ wire protocol (``model_container.protocol``,
 specified in ``docs/wire-protocol.md``), registers with each, heartbeats and answers
 batches until stopped.
@@ -23,6 +24,7 @@ from model_container.bundle import (
     runtime_versions,
     write_closure_bundle,
     write_entry_point_bundle,
+    write_onnx_bundle,
 )
 from model_container.protocol import (
     PROTOCOL_VERSION,
@@ -53,4 +55,5 @@ __all__ = [
     "serve",
     "write_closure_bundle",
     "write_entry_point_bundle",
+    "write_onnx_bundle",
 ]

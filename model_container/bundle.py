@@ -1,10 +1,14 @@
 """The model bundle: the directory a model is deployed as, and how a container loads it.
 
-A bundle holds ``model.json`` and, for a cloudpickled closure, ``func.pkl``::
+A bundle holds ``model.json`` and, for a cloudpickled closure, ``func.pkl``; for an
+ONNX model, the model file (``model.onnx``)::
 
     {"format": 1,
-     "kind": "closure" | "entry_point",
+     "kind": "closure" | "entry_point" | "onnx",
      "entry_point": "pkg.module:attr",          # entry_point bundles only
+     "model_file": "model.onnx",                # onnx bundles only: a file in the bundle,
+     "output_name": "output_label",             #   the output served (null: the first)
+     "engine": "onnxruntime",                   #   and what runs it
      "input_type": "doubles",
      "runtime": {"python": "3.11.7", "cloudpickle": "3.1.2", "numpy": "2.4.6"},
      "pkgs": ["scikit-learn==1.5.0"]}
@@ -12,11 +16,13 @@ A bundle holds ``model.json`` and, for a cloudpickled closure, ``func.pkl``::
 An entry point names a callable that takes a list of inputs, or a class that is
 instantiated with no arguments and whose ``predict`` method is used. The bundle
 directory is put first on ``sys.path`` while it is imported, so a bundle may carry its
-own modules. ``pkgs`` is what the image builder installs; the container only reports it.
+own modules. An ONNX bundle is served by onnxruntime (``model_container.onnx_model``):
+no code of the user's is unpickled or imported. ``pkgs`` is what the image builder
+installs; the container only reports it.
 
 A pickle only loads under the Python minor version and cloudpickle major version it was
 made with, so ``load_predict_function`` refuses a mismatch, with a message naming both
-versions, before it unpickles anything.
+versions, before it unpickles anything. A model file depends on neither (``needs_same_python``).
 
 A bundle is named by its digest (``bundle_digest``): the cluster stores it under that
 name, records it with the model version, and the container refuses a bundle whose
@@ -69,6 +75,7 @@ logger = logging.getLogger(__name__)
 BUNDLE_FORMAT = 1
 MODEL_JSON = "model.json"
 FUNC_PKL = "func.pkl"
+ONNX_FILE = "model.onnx"
 
 PredictFunction = Callable[[Any], Sequence[Any]]
 
@@ -91,6 +98,7 @@ class BundleDigestError(BundleError):
 class BundleKind(enum.StrEnum):
     CLOSURE = "closure"
     ENTRY_POINT = "entry_point"
+    ONNX = "onnx"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +111,17 @@ class BundleInfo:
     runtime: dict[str, str]
     pkgs: tuple[str, ...] = ()
     entry_point: str | None = None
+    model_file: str | None = None  # ONNX bundles: the model file, in the bundle
+    output_name: str | None = None  # ONNX bundles: the output served; None: the first
+    engine: str | None = None  # ONNX bundles: what runs the model file
     format: int = BUNDLE_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept for rewrite
+
+    @property
+    def needs_same_python(self) -> bool:
+        """Whether replicas must run the Python and cloudpickle this bundle was made
+        with: a pickle (or code from the bundle) does; a model file does not."""
+        return self.kind is not BundleKind.ONNX
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -117,6 +134,10 @@ class BundleInfo:
         }
         if self.entry_point is not None:
             doc["entry_point"] = self.entry_point
+        if self.kind is BundleKind.ONNX:
+            doc["model_file"] = self.model_file
+            doc["output_name"] = self.output_name
+            doc["engine"] = self.engine
         return doc
 
 
@@ -305,6 +326,52 @@ def write_entry_point_bundle(
     return info
 
 
+def write_onnx_bundle(
+    path: str | os.PathLike[str],
+    model_file: str | os.PathLike[str],
+    input_type: InputType | str,
+    output_name: str | None = None,
+    pkgs: Iterable[str] = (),
+) -> BundleInfo:
+    """Copy the ONNX model file ``model_file`` into a bundle at ``path``, to be served
+    by onnxruntime; ``output_name`` is the output served (None: the model's first).
+
+    The file is not checked here beyond being readable (``onnx_model.inspect_onnx_model``
+    checks a model; the admin client's ``deploy_onnx_model`` does so first).
+    """
+    from model_container.onnx_model import (
+        ENGINE,
+        OnnxModelError,
+        onnxruntime_version,
+        read_model_file,
+    )
+
+    if output_name is not None and (not isinstance(output_name, str) or not output_name):
+        raise BundleError(f"output_name must be a non-empty string or None, got {output_name!r}")
+    try:
+        data = read_model_file(model_file)
+    except OnnxModelError as exc:
+        raise BundleError(str(exc)) from exc
+    runtime = runtime_versions()
+    version = onnxruntime_version()
+    if version is not None:
+        runtime[ENGINE] = version
+    info = BundleInfo(
+        path=Path(path),
+        kind=BundleKind.ONNX,
+        input_type=_input_type(input_type),
+        runtime=runtime,
+        pkgs=tuple(pkgs),
+        model_file=ONNX_FILE,
+        output_name=output_name,
+        engine=ENGINE,
+    )
+    info.path.mkdir(parents=True, exist_ok=True)
+    (info.path / ONNX_FILE).write_bytes(data)
+    _write_info(info)
+    return info
+
+
 def _write_info(info: BundleInfo) -> None:
     text = json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n"
     tmp = info.path / (MODEL_JSON + ".tmp")
@@ -357,6 +424,10 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
     if not isinstance(pkgs, list) or not all(isinstance(p, str) for p in pkgs):
         raise BundleError(f"{root / MODEL_JSON}: 'pkgs' must be a list of strings")
     known = {"format", "kind", "input_type", "runtime", "pkgs", "entry_point"}
+    onnx: dict[str, Any] = {}
+    if kind is BundleKind.ONNX:
+        onnx = _onnx_fields(root, doc)
+        known |= set(onnx)
     return BundleInfo(
         path=root,
         kind=kind,
@@ -367,7 +438,32 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
             _check_entry_point(doc.get("entry_point")) if kind is BundleKind.ENTRY_POINT else None
         ),
         extra={k: v for k, v in doc.items() if k not in known},
+        **onnx,
     )
+
+
+def _onnx_fields(root: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """The ONNX keys of ``model.json``, checked: the model file is a plain file name."""
+    from model_container.onnx_model import ENGINE
+
+    model_file, output_name = doc.get("model_file"), doc.get("output_name")
+    engine = doc.get("engine", ENGINE)
+    if (
+        not isinstance(model_file, str)
+        or model_file in ("", ".", "..", MODEL_JSON)
+        or "/" in model_file
+        or "\\" in model_file
+    ):
+        raise BundleError(
+            f"{root / MODEL_JSON}: 'model_file' must name a file in the bundle, got {model_file!r}"
+        )
+    if output_name is not None and (not isinstance(output_name, str) or not output_name):
+        raise BundleError(f"{root / MODEL_JSON}: 'output_name' must be a string or null")
+    if engine != ENGINE:
+        raise BundleError(
+            f"{root / MODEL_JSON}: engine {engine!r} is not one this container runs ({ENGINE})"
+        )
+    return {"model_file": model_file, "output_name": output_name, "engine": engine}
 
 
 def load_predict_function(path: str | os.PathLike[str]) -> PredictFunction:
@@ -379,6 +475,8 @@ def load_predict_function(path: str | os.PathLike[str]) -> PredictFunction:
     info = read_bundle_info(path)
     if info.kind is BundleKind.CLOSURE:
         return _load_closure(info)
+    if info.kind is BundleKind.ONNX:
+        return _load_onnx(info)
     assert info.entry_point is not None
     return _load_entry_point(info.path, info.entry_point)
 
@@ -401,6 +499,16 @@ def _load_closure(info: BundleInfo) -> PredictFunction:
         raise BundleError(f"{pkl} holds a {type(func).__name__}, not a callable")
     logger.info("loaded pickled model %r from %s", getattr(func, "__name__", func), pkl)
     return func  # type: ignore[no-any-return]
+
+
+def _load_onnx(info: BundleInfo) -> PredictFunction:
+    from model_container.onnx_model import OnnxModelError, load_onnx_model
+
+    assert info.model_file is not None
+    try:
+        return load_onnx_model(info.path / info.model_file, info.input_type, info.output_name)
+    except OnnxModelError as exc:
+        raise BundleError(f"cannot serve the ONNX model of {info.path}: {exc}") from exc
 
 
 def _load_entry_point(root: Path, entry_point: str) -> PredictFunction:

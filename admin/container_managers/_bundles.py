@@ -31,14 +31,18 @@ def read_model_bundle(name: str, version: str, bundle_dir: str | os.PathLike[str
 
 
 def require_compatible(
-    name: str, version: str, theirs: dict[str, str], ours: dict[str, str], runs_on: str, fix: str
+    name: str, version: str, info: BundleInfo, ours: dict[str, str], runs_on: str, fix: str
 ) -> None:
-    """Refuse a bundle pickled under ``theirs`` that replicas running ``ours`` cannot load.
+    """Refuse a bundle pickled under ``info.runtime`` that replicas running ``ours``
+    cannot load; a model file (ONNX) loads under any Python and is never refused.
 
     ``runs_on`` says where the replicas run ("its image X runs"), ``fix`` what to do.
     """
     from model_container.bundle import IncompatibleRuntimeError, check_compatible
 
+    if not info.needs_same_python:
+        return
+    theirs = info.runtime
     try:
         check_compatible(theirs, ours)
     except IncompatibleRuntimeError as exc:

@@ -548,7 +548,7 @@ class DockerContainerManager(ContainerManager):
         require_compatible(
             name,
             version,
-            info.runtime,
+            info,
             self.engine.image_runtime(base),
             runs_on=f"its image {base} runs",
             fix="Deploy it from a matching environment, or pass "

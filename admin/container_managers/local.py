@@ -595,7 +595,7 @@ class LocalContainerManager(ContainerManager):
         require_compatible(
             name,
             version,
-            info.runtime,
+            info,
             target.runtime,
             runs_on=f"its replicas would run {self.python_executable} with",
             fix=f"Deploy it from a {_runtime_name(target.runtime)} environment, or pass "

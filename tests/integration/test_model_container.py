@@ -624,6 +624,7 @@ def test_public_api() -> None:
         "serve",
         "write_closure_bundle",
         "write_entry_point_bundle",
+        "write_onnx_bundle",
     }
     for name in model_container.__all__:
         assert hasattr(model_container, name)

@@ -16,7 +16,13 @@ import httpx
 import pytest
 import trustme
 
-from admin import Connection, LocalContainerManager, TLSVerificationError
+from admin import (
+    Connection,
+    LocalContainerManager,
+    QueryClient,
+    ServiceUnavailableError,
+    TLSVerificationError,
+)
 from admin._http import ManagementClient
 from admin.deployers.python import deploy_python_closure
 
@@ -88,6 +94,20 @@ def test_the_notebook_flow_runs_over_https_verified_by_the_ca(
     assert r.status_code == 200, r.text
     assert r.json()["output"] == 3.0
     assert r.json()["default"] is False
+
+
+def test_a_query_client_of_the_connection_predicts_over_https_with_its_ca(
+    conn: Connection,
+) -> None:
+    conn.register_application("secure-client", "doubles", "none", 50_000, exist_ok=True)
+    with QueryClient.for_connection(conn) as client:
+        assert client.base_url.startswith("https://")
+        assert client.predict("secure-client", [1.0]).output == "none"
+    with (
+        QueryClient(conn.get_query_addr(), max_retries=0) as plain,
+        pytest.raises(ServiceUnavailableError, match="broke before an answer"),
+    ):
+        plain.predict("secure-client", [1.0])  # plain HTTP to an HTTPS port gets no answer
 
 
 def test_plain_http_to_either_port_gets_no_answer(conn: Connection) -> None:

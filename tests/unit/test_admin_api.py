@@ -14,6 +14,8 @@ from admin import (
 )
 
 PUBLIC_API = [
+    "APIKeyError",
+    "AsyncQueryClient",
     "AuthenticationError",
     "ClusterAlreadyRunningError",
     "ClusterNotRunningError",
@@ -31,11 +33,15 @@ PUBLIC_API = [
     "ModelStartError",
     "NotConnectedError",
     "NotFoundError",
+    "Prediction",
+    "PredictionError",
+    "QueryClient",
     "ReplicaState",
     "RequestTimeoutError",
     "SchoonerError",
     "ServiceUnavailableError",
     "TLSVerificationError",
+    "UpdateResult",
 ]
 
 
