@@ -33,6 +33,7 @@ from types import ModuleType
 from typing import Any
 
 from admin.cli import _managers as managers
+from admin.deployers.onnx import deploy_onnx_model
 from admin.deployers.python import deploy_python_closure
 from admin.exceptions import DeployError, InvalidRequestError
 
@@ -56,7 +57,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     pkgs = list(args.pkg or [])
     with managers.connect(args) as conn:
         if args.onnx is not None:
-            deploy_onnx_model = _onnx_deployer()
             deploy_onnx_model(
                 conn,
                 args.name,
@@ -87,16 +87,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 )
     print(f"deployed {args.name}:{args.version} ({args.replicas} replica(s))")
     return 0
-
-
-def _onnx_deployer() -> Callable[..., Any]:
-    try:
-        from admin.deployers.onnx import deploy_onnx_model
-    except ImportError as exc:
-        raise DeployError(
-            f"this installation of Schooner has no ONNX deployer ({exc}): upgrade schooner"
-        ) from exc
-    return deploy_onnx_model
 
 
 # --------------------------------------------------------------------------- user code

@@ -19,6 +19,7 @@ from typing import Any
 
 from admin.cli import _managers as managers
 from admin.cli._tables import stderr, to_json
+from admin.query_client import QueryClient
 
 FIELDS = ("query_id", "output", "default", "default_explanation", "models")
 PARTIAL = ("partial", "missing", "partial_explanation")
@@ -43,21 +44,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.batch and not isinstance(x, list):
         stderr(f"error: --batch takes a JSON list of inputs, got {type(x).__name__}")
         return 2
-    from admin.query_client import QueryClient
-
     with managers.manager(args) as cm:
         cm.connect()  # where the query frontend listens; no admin token needed
-        client = QueryClient(cm.query_url, api_key=api_key, verify=cm.tls_verify())
-        try:
+        with QueryClient(cm.query_url, api_key=api_key, verify=cm.tls_verify()) as client:
             pinned = {"version": args.version} if args.version is not None else {}
             if args.batch:
                 answer: Any = [as_dict(p) for p in client.predict_batch(args.app, x, **pinned)]
             else:
                 answer = as_dict(client.predict(args.app, x, **pinned))
-        finally:
-            close = getattr(client, "close", None)
-            if callable(close):
-                close()
     print(to_json(answer))
     return 0
 

@@ -8,7 +8,6 @@ import io
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -488,9 +487,9 @@ def test_deploy_onnx_hands_the_file_to_the_onnx_deployer(
     fake_connection: FakeConnection, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    onnx = types.ModuleType("admin.deployers.onnx")
-    onnx.deploy_onnx_model = lambda *a, **kw: calls.append((a, kw))  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "admin.deployers.onnx", onnx)
+    from admin.cli import _deploy
+
+    monkeypatch.setattr(_deploy, "deploy_onnx_model", lambda *a, **kw: calls.append((a, kw)))
     argv = ["deploy", "iris", "2", "--input-type", "floats", "--onnx", str(tmp_path / "m.onnx")]
     argv += ["--output-name", "probabilities", "--batch-size", "8", "--replicas", "3"]
     assert main(argv) == 0
@@ -546,7 +545,10 @@ class FakeQueryClient:
     ) -> list[Prediction]:
         return [self.predict(app, x, version=version) for x in xs]
 
-    def close(self) -> None:
+    def __enter__(self) -> FakeQueryClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
         self.closed = True
 
 
@@ -557,9 +559,9 @@ class RunningManager(LocalContainerManager):
 
 @pytest.fixture
 def query_client(monkeypatch: pytest.MonkeyPatch) -> type[FakeQueryClient]:
-    module = types.ModuleType("admin.query_client")
-    module.QueryClient = FakeQueryClient  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "admin.query_client", module)
+    from admin.cli import _predict
+
+    monkeypatch.setattr(_predict, "QueryClient", FakeQueryClient)
     monkeypatch.setattr(_managers, "LocalContainerManager", RunningManager)
     FakeQueryClient.made.clear()
     return FakeQueryClient
