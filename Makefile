@@ -16,9 +16,17 @@ demo: $(BIN)/python
 	$(BIN)/python examples/quickstart.py
 
 # Install what the tests need, then lint, type-check and run every test.
-test: $(BIN)/python
+test: $(BIN)/python .venv-kserve/bin/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(MAKE) lint typecheck pytest
+
+# KServe's Python client, for the Open Inference Protocol tests, in a venv of its own
+# (kserve pins older psutil and kubernetes than Schooner); made only when missing, at the
+# version the tests were written against.
+.venv-kserve/bin/python:
+	$(PYTHON) -m venv .venv-kserve
+	.venv-kserve/bin/python -m pip install --quiet --upgrade pip
+	.venv-kserve/bin/python -m pip install --quiet "kserve==0.21.0"
 
 # Throughput and tail latency of Schooner against its peers on this machine (needs wrk).
 bench: $(BIN)/python
@@ -36,4 +44,4 @@ pytest:
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-kserve build *.egg-info .mypy_cache .ruff_cache .pytest_cache

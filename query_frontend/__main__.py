@@ -14,7 +14,7 @@ from model_container.credentials import SECRETS_DIR_ENV, CredentialError
 from model_container.discovery import IPC_PATH_MAX
 from model_container.logconfig import configure_logging
 from model_container.rpc_keys import INSECURE_RPC_ENV, insecure_from_env
-from query_frontend.app import HANDLERS_BY_VERB, create_app
+from query_frontend.app import HANDLERS_BY_PREFIX, HANDLERS_BY_VERB, create_app
 from query_frontend.config import Config
 from query_frontend.http.protocol import frontend_protocol
 from query_frontend.http.server import DrainingServer, listeners
@@ -212,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         loop="uvloop",
         # Our own HTTP/1.1 protocol (http/protocol.py); uvicorn runs the server around it.
         http=frontend_protocol(
-            app, HANDLERS_BY_VERB, config.header_timeout_s, config.body_timeout_s
+            app,
+            HANDLERS_BY_VERB,
+            config.header_timeout_s,
+            config.body_timeout_s,
+            by_prefix=HANDLERS_BY_PREFIX,
         ),
         ws="none",
         log_config=None,

@@ -2,7 +2,8 @@
 
 ``create_app`` returns a ``FrontDoor``: the ASGI app uvicorn serves. It hands
 ``POST /{app}/predict`` straight to ``http.predict.handle_predict``, ``POST /{app}/update``
-to ``http.update.handle_update``, and everything else (health, status, metrics: see
+to ``http.update.handle_update``, the Open Inference Protocol's ``/v2/...`` to
+``http.v2.serve_v2``, and everything else (health, status, metrics: see
 ``http.endpoints``; the lifespan) to a Starlette app.
 """
 
@@ -38,6 +39,7 @@ from query_frontend.http.metrics_port import serve_metrics
 from query_frontend.http.predict import handle_predict
 from query_frontend.http.state import FrontendState
 from query_frontend.http.update import handle_update
+from query_frontend.http.v2 import serve_v2, v2_post
 from query_frontend.metrics import Metrics, RefusedPeersCollector
 from query_frontend.routing.table import RoutingTable, follow, tightest_slos
 from query_frontend.rpc.registry import ReplicaRegistry
@@ -52,6 +54,9 @@ _VERBS = {"predict": handle_predict, "update": handle_update}
 HANDLERS = {**_VERBS, **{f"{verb}/": handler for verb, handler in _VERBS.items()}}
 #: The same, keyed as the HTTP protocol reads a URL.
 HANDLERS_BY_VERB = {verb.encode(): handler for verb, handler in HANDLERS.items()}
+#: ``POST /{prefix}/{rest}`` the HTTP protocol hands over when no verb matched: the Open
+#: Inference Protocol's inference (``FrontDoor`` serves every /v2 path, through ASGI).
+HANDLERS_BY_PREFIX = {b"v2": v2_post}
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +90,9 @@ class FrontDoor:
                     msg = f"{path} takes POST with a JSON body"
                     bad = error(405, "method_not_allowed", msg, {"Allow": "POST"})
                     await send_reply(send, bad)
+                return
+            if name == "v2":  # the Open Inference Protocol (an app named v2 predicts above)
+                await serve_v2(self.state, scope, receive, send)
                 return
         assert self.inner is not None
         await self.inner(scope, receive, send)

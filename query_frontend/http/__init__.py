@@ -4,6 +4,8 @@
                a reply, a request's deadline, the 413/503 refusals
 ``predict``    ``POST /{app}/predict``, the hot path, as a bare ASGI handler
 ``update``     ``POST /{app}/update``: feedback for the app's selection policy
+``v2/``        the Open Inference Protocol (KServe V2) REST routes, inference being
+               predict in a second dialect (``predict.Dialect``)
 ``inputs``     request bodies parsed and checked into the items a batch carries
 ``endpoints``  the Starlette routes: ``/healthz``, ``/status``, ``/metrics``
 ``auth``       per-app API keys on predict and update; the admin token on status, metrics

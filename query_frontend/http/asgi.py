@@ -31,7 +31,8 @@ _CONTENT_TYPE = (b"content-type", b"application/json")
 
 
 class Reply(NamedTuple):
-    """A response to send: a tuple, built in a fraction of a frozen dataclass's time."""
+    """A response to send: a tuple, built in a fraction of a frozen dataclass's time.
+    Its body is JSON unless its first extra header is a ``content-type``."""
 
     status: int
     body: bytes
@@ -45,7 +46,11 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
 
 async def send_reply(send: Send, reply: Reply) -> None:
     status, body, extra = reply
-    headers = (_CONTENT_TYPE, (b"content-length", b"%d" % len(body)), *extra)
+    length = (b"content-length", b"%d" % len(body))
+    if extra and extra[0][0] == b"content-type":
+        headers = (length, *extra)
+    else:
+        headers = (_CONTENT_TYPE, length, *extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -185,9 +185,13 @@ class Exchange:
         self.response_started = True
         if not self.disconnected:
             status, body, extra = reply
-            head = _status_line(status) + _JSON_TYPE
-            if extra:
+            if extra:  # its own content-type first, if it has one (asgi.Reply)
+                head = _status_line(status)
+                if extra[0][0] != b"content-type":
+                    head += _JSON_TYPE
                 head += b"".join(b"%b: %b\r\n" % (n, v) for n, v in extra)
+            else:
+                head = _status_line(status) + _JSON_TYPE
             head = self._end_head(head + self.connection.default_headers(), len(body))
             self.connection.write(head if self.head_only else head + body)
         self._finish()

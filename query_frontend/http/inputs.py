@@ -57,12 +57,14 @@ def parse_body(
 
 def parse_request(
     body: bytes, input_type: InputType, max_items: int = 10_000
-) -> tuple[list[Item], bool, str | None]:
-    """The inputs of a predict request body, whether it was a batch request, and its
-    optional uid (``user_id``)."""
+) -> tuple[list[Item], bool, str | None, str | None]:
+    """The inputs of a predict request body, whether it was a batch request, its
+    optional uid (``user_id``) and its optional version pin (``version_pin``)."""
     doc = load_object(body)
     items, is_batch = items_of(doc, input_type, max_items)
-    return items, is_batch, user_id(doc)
+    if len(doc) == 1:  # the usual body, "input" alone: neither a uid nor a pin to look for
+        return items, is_batch, None, None
+    return items, is_batch, user_id(doc), version_pin(doc)
 
 
 def load_object(body: bytes, hint: str = _SHAPE_HINT) -> dict[str, Any]:
@@ -88,6 +90,26 @@ def user_id(doc: dict[str, Any]) -> str | None:
         return rules.check_user_id(doc["uid"])
     except InvalidValue as exc:
         raise InputError(str(exc)) from None
+
+
+#: The longest version a pin may name (a version's own limit: ``state.rules``).
+MAX_VERSION_LENGTH = rules.MAX_NAME_LENGTH
+
+
+def version_pin(doc: dict[str, Any]) -> str | None:
+    """The optional "version" of a predict request: the version of the app's model that
+    must answer (Clipper sends it as a string or an integer)."""
+    value = doc.get("version")
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and 0 < len(value) <= MAX_VERSION_LENGTH:
+        return value
+    raise InputError(
+        f'"version" must be a version of the app\'s model, as a string or an integer '
+        f"(got {str(value)[:40]!r}); leave it out to let the app choose"
+    )
 
 
 def items_of(

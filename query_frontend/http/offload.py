@@ -49,6 +49,8 @@ __all__ = ["BodyParser", "ParserUnavailableError", "pack", "unpack"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: What a parse of a request body returns: its items first, then what else it read.
+ItemsAnd = TypeVar("ItemsAnd", bound=tuple[Any, ...])
 #: How often a worker checks that its frontend is still alive.
 ORPHAN_CHECK_S = 0.5
 #: Items as they cross between processes: numeric arrays flattened into one array and
@@ -77,12 +79,10 @@ def unpack(packed: Packed) -> list[Item]:
     return list(packed)
 
 
-def _parse_packed(
-    body: bytes, input_type: InputType, max_items: int
-) -> tuple[Packed, bool, str | None]:
-    """In a worker: ``inputs.parse_request``, its items packed."""
-    items, is_batch, uid = parse_request(body, input_type, max_items)
-    return pack(items), is_batch, uid
+def _parse_packed(fn: Callable[..., tuple[Any, ...]], body: bytes, *args: Any) -> tuple[Any, ...]:
+    """In a worker: ``fn(body, *args)``, the items it returns first packed."""
+    items, *rest = fn(body, *args)
+    return (pack(items), *rest)
 
 
 def _start_worker(parent: int) -> None:
@@ -117,13 +117,19 @@ class BodyParser:
 
     async def parse_predict(
         self, body: bytes, input_type: InputType, max_items: int
-    ) -> tuple[list[Item], bool, str | None]:
+    ) -> tuple[list[Item], bool, str | None, str | None]:
         """``inputs.parse_request(body, ...)``: the items of a predict request, whether it
-        was a batch request, and its uid; off the loop if the body is large."""
+        was a batch request, its uid and its version pin; off the loop if the body is
+        large."""
+        return await self.parse_items(parse_request, body, input_type, max_items)
+
+    async def parse_items(self, fn: Callable[..., ItemsAnd], body: bytes, *args: Any) -> ItemsAnd:
+        """``fn(body, *args)``, a parse returning the items first (then anything else
+        picklable): in a worker if ``body`` is large, the items crossing back packed."""
         if self.inline(body):
-            return parse_request(body, input_type, max_items)
-        packed, is_batch, uid = await self.run(_parse_packed, body, input_type, max_items)
-        return unpack(packed), is_batch, uid
+            return fn(body, *args)
+        packed, *rest = await self.run(_parse_packed, fn, body, *args)
+        return (unpack(packed), *rest)  # type: ignore[return-value]
 
     async def parse(self, fn: Callable[..., T], body: bytes, *args: Any) -> T:
         """``fn(body, *args)``: in a worker if ``body`` is large, else inline (what it

@@ -10,11 +10,12 @@ the container and are spliced in without being parsed.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import orjson
 
-from management_frontend.state.records import App
+from model_container.protocol import InputType
 from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.batching.quarantine import QuarantinedError
 from query_frontend.http.asgi import (
@@ -34,101 +35,38 @@ from query_frontend.http.budget import BudgetFullError, Hold
 from query_frontend.http.inputs import InputError, TooManyItemsError, parse_request
 from query_frontend.http.offload import ParserUnavailableError
 from query_frontend.http.state import FrontendState
-from query_frontend.queries import Expired, Failure, Outcome
-from query_frontend.routing.table import Route
+from query_frontend.queries import Expired, Failure, Item, Outcome
+from query_frontend.routing.table import PinError, Route, pin
 from query_frontend.selection.ask import Answer, answers, ask, learned_view
 
-__all__ = ["FrontendState", "handle_predict"]
+__all__ = ["NATIVE", "Dialect", "FrontendState", "handle_predict"]
+
+#: A parse of a request body: ``(items, shape, uid, version pin)``; ``shape`` is the
+#: dialect's own (native: whether it was a batch) and goes back to its responders.
+Parse = Callable[[bytes, InputType, int], tuple[list[Item], Any, str | None, str | None]]
 
 
-async def handle_predict(
-    state: FrontendState, app_name: str, headers: Headers, receive: Receive
-) -> Reply | None:
-    """The answer to one ``POST /{app_name}/predict`` (``None``: the client is gone)."""
-    loop = state.loop
-    arrival = loop.time()
-    route = state.routing.routes.get(app_name)
-    if route is None:
-        state.metrics.rejected(404)
-        return error(404, "not_found", f"no application named '{app_name}' is registered")
-    if route.key_hashes and (refusal := key_refusal(state, route, headers)) is not None:
-        state.metrics.request(app_name, refusal.status, loop.time() - arrival, [])
-        return refusal
-    outcomes: list[Outcome] = []
-    hold = Hold(state.bodies, app_name)
-    try:
-        reply = await _predict(state, headers, receive, route, arrival, outcomes, hold)
-    except ClientGoneError:
-        return None  # nobody to answer; queries already submitted are answered and dropped
-    finally:
-        hold.release()
-    state.metrics.request(app_name, reply.status, loop.time() - arrival, outcomes)
-    return reply
+class Dialect(NamedTuple):
+    """How a prediction request is spoken: the parse of its body, and the responses to
+    the answers of a one-model route and of a route with several arms. The native one
+    (``NATIVE``) and the Open Inference Protocol's (``http.v2``) share everything else:
+    limits, keys, SLO, cache, batching, selection, pins and metrics. ``parse`` must be
+    picklable (large bodies are parsed in a worker)."""
 
-
-async def _predict(
-    state: FrontendState,
-    headers: Headers,
-    receive: Receive,
-    route: Route,
-    arrival: float,
-    out: list[Outcome],
-    hold: Hold,
-) -> Reply:
-    """Answer one predict request of a known app; ``out`` receives the query outcomes.
-    ``hold`` holds the body's bytes of the frontend's budget until the caller releases it."""
-    app = route.app
-    try:
-        body = await read_body(headers, receive, state.config.max_body_bytes, hold)
-        max_items = state.config.max_inputs_per_request
-        parser = state.parser
-        if parser.inline(body):  # the usual body: no coroutine to await
-            items, is_batch, uid = parse_request(body, app.input_type, max_items)
-        else:
-            items, is_batch, uid = await parser.parse_predict(body, app.input_type, max_items)
-    except (BodyTooLargeError, BudgetFullError) as exc:
-        return refused(exc)
-    except ParserUnavailableError as exc:
-        return error(503, "unavailable", str(exc), {"Retry-After": "1"})
-    except TooManyItemsError as exc:
-        return error(413, "too_large", f"app '{app.name}': {exc}")
-    except InputError as exc:
-        return error(400, "invalid_input", f"app '{app.name}' ({app.input_type}): {exc}")
-
-    deadline = deadline_for(state, app, arrival)
-    query_ids = state.query_ids
-    ids = [next(query_ids)] if len(items) == 1 else [next(query_ids) for _ in items]
-    try:
-        if route.model_key is not None:  # one model: the common case, kept short
-            # Evaluator.evaluate, inlined: two coroutines fewer for a cache hit.
-            for wait in state.evaluator.submit(route.model_key, app, items, ids, deadline):
-                out.append(wait if isinstance(wait, bytes) else await wait)
-            return _respond(ids, out, app, is_batch, route.models_json)
-        if route.no_model_reason:
-            out.extend([Expired(route.no_model_reason)] * len(items))
-            return _respond(ids, out, app, is_batch, b"[]")
-        view = learned_view(state.policies, route, uid)
-        asked = await ask(state.evaluator, state.rng, route, items, ids, deadline, uid, view)
-    except (OverloadedError, TooManyInputsError) as exc:
-        return refused(exc)
-    except QuarantinedError as exc:
-        # Retrying cannot help until the time it names: the input itself is the problem.
-        return error(422, "input_quarantined", f"app '{app.name}': {exc}")
-    answered = answers(route, asked, view)
-    out.extend(a.outcome for a in answered)
-    state.metrics.answered_by(app.name, answered)
-    return _respond_answers(ids, answered, app, is_batch)
+    parse: Parse
+    one_model: Callable[[list[int], list[Outcome], Route, Any], Reply]
+    answers: Callable[[list[int], list[Answer], Route, Any], Reply]
 
 
 _ANSWER = b'{"query_id":%d,"output":%b,"default":false,"models":%b}'
 
 
-def _respond(
-    ids: list[int], outcomes: list[Outcome], app: App, is_batch: bool, models: bytes
-) -> Reply:
-    """Answers of a one-model app: ``models`` (its JSON list) names who answered."""
+def _respond(ids: list[int], outcomes: list[Outcome], route: Route, is_batch: bool) -> Reply:
+    """Answers of a one-model route: its ``models_json`` names who answered."""
     if not is_batch and isinstance(outcome := outcomes[0], bytes):  # the usual answer
-        return Reply(200, _ANSWER % (ids[0], outcome, models))
+        return Reply(200, _ANSWER % (ids[0], outcome, route.models_json))
+    app = route.app
+    models = route.models_json
     default = app.default_output
     parts: list[bytes] = []
     for qid, outcome in zip(ids, outcomes, strict=True):
@@ -141,7 +79,8 @@ def _respond(
     return Reply(200, _join(parts, is_batch))
 
 
-def _respond_answers(ids: list[int], answers: list[Answer], app: App, is_batch: bool) -> Reply:
+def _respond_answers(ids: list[int], answers: list[Answer], route: Route, is_batch: bool) -> Reply:
+    app = route.app
     default = app.default_output
     parts: list[bytes] = []
     for qid, ans in zip(ids, answers, strict=True):
@@ -178,3 +117,99 @@ def _default(qid: int, default: Any, reason: str) -> bytes:
 
 def _join(parts: list[bytes], is_batch: bool) -> bytes:
     return b'{"batch_predictions":[%b]}' % b",".join(parts) if is_batch else parts[0]
+
+
+#: Schooner's own ``{"input": ...}`` / ``{"input_batch": [...]}`` (``inputs.parse_request``).
+NATIVE = Dialect(parse_request, _respond, _respond_answers)
+
+
+async def handle_predict(
+    state: FrontendState,
+    app_name: str,
+    headers: Headers,
+    receive: Receive,
+    dialect: Dialect = NATIVE,
+) -> Reply | None:
+    """The answer to one ``POST /{app_name}/predict`` (``None``: the client is gone), or,
+    given another ``dialect``, to the same request spoken in it."""
+    loop = state.loop
+    arrival = loop.time()
+    route = state.routing.routes.get(app_name)
+    if route is None:
+        state.metrics.rejected(404)
+        return error(404, "not_found", f"no application named '{app_name}' is registered")
+    if route.key_hashes and (refusal := key_refusal(state, route, headers)) is not None:
+        state.metrics.request(app_name, refusal.status, loop.time() - arrival, [])
+        return refusal
+    outcomes: list[Outcome] = []
+    hold = Hold(state.bodies, app_name)
+    try:
+        reply = await _predict(state, headers, receive, route, arrival, outcomes, hold, dialect)
+    except ClientGoneError:
+        return None  # nobody to answer; queries already submitted are answered and dropped
+    finally:
+        hold.release()
+    state.metrics.request(app_name, reply.status, loop.time() - arrival, outcomes)
+    return reply
+
+
+async def _predict(
+    state: FrontendState,
+    headers: Headers,
+    receive: Receive,
+    route: Route,
+    arrival: float,
+    out: list[Outcome],
+    hold: Hold,
+    dialect: Dialect,
+) -> Reply:
+    """Answer one predict request of a known app; ``out`` receives the query outcomes.
+    ``hold`` holds the body's bytes of the frontend's budget until the caller releases it."""
+    app = route.app
+    try:
+        body = await read_body(headers, receive, state.config.max_body_bytes, hold)
+        max_items = state.config.max_inputs_per_request
+        parser = state.parser
+        if parser.inline(body):  # the usual body: no coroutine to await
+            items, shape, uid, version = dialect.parse(body, app.input_type, max_items)
+        else:
+            items, shape, uid, version = await parser.parse_items(
+                dialect.parse, body, app.input_type, max_items
+            )
+    except (BodyTooLargeError, BudgetFullError) as exc:
+        return refused(exc)
+    except ParserUnavailableError as exc:
+        return error(503, "unavailable", str(exc), {"Retry-After": "1"})
+    except TooManyItemsError as exc:
+        return error(413, "too_large", f"app '{app.name}': {exc}")
+    except InputError as exc:
+        return error(400, "invalid_input", f"app '{app.name}' ({app.input_type}): {exc}")
+    if version is not None:  # a pin: that version of the app's model answers
+        try:
+            route = pin(state.routing.snapshot, route, version)
+        except PinError as exc:
+            return error(400, "unknown_version", str(exc))
+
+    deadline = deadline_for(state, app, arrival)
+    query_ids = state.query_ids
+    ids = [next(query_ids)] if len(items) == 1 else [next(query_ids) for _ in items]
+    try:
+        if route.model_key is not None:  # one model: the common case, kept short
+            # Evaluator.evaluate, inlined: two coroutines fewer for a cache hit.
+            for wait in state.evaluator.submit(route.model_key, app, items, ids, deadline):
+                out.append(wait if isinstance(wait, bytes) else await wait)
+            return dialect.one_model(ids, out, route, shape)
+        if route.no_model_reason:
+            out.extend([Expired(route.no_model_reason)] * len(items))
+            return dialect.one_model(ids, out, route, shape)
+        view = learned_view(state.policies, route, uid)
+        asked = await ask(state.evaluator, state.rng, route, items, ids, deadline, uid, view)
+    except (OverloadedError, TooManyInputsError) as exc:
+        return refused(exc)
+    except QuarantinedError as exc:
+        # Retrying cannot help until the time it names: the input itself is the problem.
+        return error(422, "input_quarantined", f"app '{app.name}': {exc}")
+    answered = answers(route, asked, view)
+    out.extend(a.outcome for a in answered)
+    state.metrics.answered_by(app.name, answered)
+    return dialect.answers(ids, answered, route, shape)

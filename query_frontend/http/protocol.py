@@ -13,7 +13,9 @@ which calls ``shutdown`` on every connection.
 What a connection does:
 
 - **Routes** ``POST /{app}/predict`` and ``POST /{app}/update`` to their handlers
-  (``query_frontend.app.HANDLERS``), given the headers and ASGI's ``receive``; each
+  (``query_frontend.app.HANDLERS``), and, when no verb matched, ``POST /v2/...`` (the
+  Open Inference Protocol's inference) to its own, given the headers and ASGI's
+  ``receive``; each
   returns a ``Reply``, written with one ``write``. The handler's coroutine is run
   without a Task (``_drive``): most requests end in its first step (a cache hit, a
   refusal) or second (the model's answer). Everything else goes to the ASGI app
@@ -105,6 +107,7 @@ class FrontendProtocol(asyncio.Protocol):
 
     door: Door
     handlers: Mapping[bytes, Handler]
+    by_prefix: Mapping[bytes, Handler] = {}  # set by frontend_protocol
     header_timeout_s = 10.0
     body_timeout_s = 30.0
     drain_grace_s = DRAIN_GRACE_S
@@ -282,6 +285,11 @@ class FrontendProtocol(asyncio.Protocol):
             if handler is not None and name:
                 app_name = name.decode("utf-8", "replace")
                 self._drive(exchange, handler(state, app_name, exchange.headers, exchange.receive))
+                return
+            handler = self.by_prefix.get(name)  # POST /v2/...: looked for only on a miss
+            if handler is not None:
+                rest = verb.decode("utf-8", "replace")
+                self._drive(exchange, handler(state, rest, exchange.headers, exchange.receive))
                 return
         scope = self._scope(exchange)
         task = self.loop.create_task(self.door(scope, exchange.receive, exchange.send))
@@ -489,15 +497,22 @@ def _address(info: Any) -> tuple[str, int] | None:
 
 
 def frontend_protocol(
-    door: Door, handlers: Mapping[bytes, Handler], header_timeout_s: float, body_timeout_s: float
+    door: Door,
+    handlers: Mapping[bytes, Handler],
+    header_timeout_s: float,
+    body_timeout_s: float,
+    by_prefix: Mapping[bytes, Handler] | None = None,
 ) -> type[FrontendProtocol]:
-    """The protocol class to give uvicorn (``http=``)."""
+    """The protocol class to give uvicorn (``http=``): ``handlers`` by the verb of
+    ``POST /{app}/{verb}``; ``by_prefix``, by the first segment of a POST no verb
+    matched, given the rest of the path as their second argument."""
     return type(
         "QueryFrontendProtocol",
         (FrontendProtocol,),
         {
             "door": door,
             "handlers": handlers,
+            "by_prefix": by_prefix or {},
             "header_timeout_s": header_timeout_s,
             "body_timeout_s": body_timeout_s,
         },

@@ -95,6 +95,52 @@ def build_route(snap: Snapshot, app: App) -> Route:
     return Route(app, None, "", arms, params)
 
 
+class PinError(ValueError):
+    """A request's version pin that the app cannot honour (see ``pin``)."""
+
+
+def app_model(snap: Snapshot, app: str) -> str | None:
+    """The one model an app's arms all serve (``None``: no arm, or several models): the
+    model whose versions a request may pin."""
+    names = {parse_arm(arm)[0] for arm in snap.links.get(app, [])}
+    return names.pop() if len(names) == 1 else None
+
+
+def pin(snap: Snapshot, route: Route, version: str) -> Route:
+    """``route`` answered by ``version`` of the app's model, whatever its policy would
+    choose: a request's ``"version"`` (Clipper's pin) or ``/v2/models/{app}/versions/
+    {version}/...``. Every arm must be of one model (several versions of it are fine);
+    ``PinError`` says why not, or which versions the model has."""
+    app = route.app.name
+    model = app_model(snap, app)
+    if model is None:
+        linked = sorted({parse_arm(arm)[0] for arm in snap.links.get(app, [])})
+        if not linked:
+            raise PinError(f"app '{app}' has no model linked: there is no version to pin")
+        raise PinError(
+            f"app '{app}' links several models ({', '.join(linked)}): a version pin needs "
+            'an app whose arms are all of one model; send the request without "version"'
+        )
+    key = (model, version)
+    if key not in snap.versions:
+        found = snap.models.get(model)
+        versions = ", ".join(found.versions) if found is not None and found.versions else "none"
+        raise PinError(
+            f"app '{app}': model '{model}' has no version '{version}' (its versions: {versions})"
+        )
+    if route.model_key == key:
+        return route
+    label = arm_name(model, version)
+    return dataclasses.replace(
+        route,
+        model_key=key,
+        no_model_reason="",
+        arms=(Arm(label, key, label=label),),
+        params=PolicyParams(),
+        models_json=orjson.dumps([label]),
+    )
+
+
 def build_routes(snap: Snapshot) -> dict[str, Route]:
     routes = {name: build_route(snap, app) for name, app in snap.apps.items()}
     for name, digests in snap.api_keys.items():

@@ -37,15 +37,16 @@ async def test_a_worker_parses_as_the_event_loop_would(parser: BodyParser) -> No
     bodies = [
         (orjson.dumps({"input_batch": [[1.5] * n for n in (3, 1, 40)], "uid": "u-1"}),
          InputType.DOUBLES),
+        (orjson.dumps({"input": list(range(100)), "version": 7}), InputType.INTS),
         (orjson.dumps({"input": list(range(100))}), InputType.INTS),
         (orjson.dumps({"input_batch": [{"a": [i]} for i in range(20)]}), InputType.JSON),
         (orjson.dumps({"input": "x" * 200}), InputType.STRINGS),
     ]  # fmt: skip
     for body, input_type in bodies:
         assert len(body) > parser.threshold
-        items, is_batch, uid = await parser.parse_predict(body, input_type, 10_000)
-        want_items, want_batch, want_uid = parse_request(body, input_type, 10_000)
-        assert (is_batch, uid) == (want_batch, want_uid)
+        items, is_batch, uid, pin = await parser.parse_predict(body, input_type, 10_000)
+        want_items, want_batch, want_uid, want_pin = parse_request(body, input_type, 10_000)
+        assert (is_batch, uid, pin) == (want_batch, want_uid, want_pin)
         assert len(items) == len(want_items)
         for got, want in zip(items, want_items, strict=True):
             if isinstance(want, np.ndarray):
@@ -78,7 +79,7 @@ async def test_a_dead_worker_fails_its_request_and_the_next_gets_a_fresh_one(
     os.kill(pid, signal.SIGKILL)  # the kernel's OOM killer, say
     with pytest.raises(ParserUnavailableError, match="send it again"):
         await parser.parse_predict(body, InputType.DOUBLES, 10_000)
-    items, _, _ = await parser.parse_predict(body, InputType.DOUBLES, 10_000)
+    items, _, _, _ = await parser.parse_predict(body, InputType.DOUBLES, 10_000)
     assert isinstance(items[0], np.ndarray) and items[0].tolist() == [1.0] * 100
 
 
