@@ -141,3 +141,23 @@ def test_predict_on_a_closed_app_takes_its_key_from_stdin_only(
     answer = json.loads(shell.ok("predict", "closed", '"hi"', "--api-key-stdin", stdin=key + "\n"))
     assert answer["output"] == "HI" and not answer["default"]
     assert key not in shell.ok("status")
+
+
+def test_predict_version_pins_the_answer_to_that_version(shell: Shell, tmp_path: Path) -> None:
+    for version, word in (("1", "one"), ("2", "two")):
+        code = tmp_path / f"v{version}"
+        code.mkdir()
+        (code / f"says_{word}.py").write_text(
+            f"def predict(xs):\n    return ['{word}' for _ in xs]\n"
+        )
+        argv = ["deploy", "says", version, "--input-type", "strings"]
+        shell.ok(*argv, "--func", f"says_{word}:predict", "--path", str(code))
+    shell.ok("register", "pinned", "--input-type", "strings")
+    shell.ok("link", "pinned", "says")
+    assert json.loads(shell.ok("predict", "pinned", '"x"'))["output"] == "two"
+    pinned = json.loads(shell.ok("predict", "pinned", '"y"', "--version", "1"))
+    assert pinned["output"] == "one" and pinned["models"] == ["says:1"]
+    batch = json.loads(shell.ok("predict", "pinned", '["a", "b"]', "--batch", "--version", "1"))
+    assert [a["output"] for a in batch] == ["one", "one"]
+    status, _, err = shell("predict", "pinned", '"z"', "--version", "9")
+    assert status == 1 and "9" in err
