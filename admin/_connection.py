@@ -643,6 +643,24 @@ class Connection(Closing):
                 out.append(record)
         return out
 
+    def get_model(self, name: str) -> JSONObject | None:
+        """The model: its ``versions`` (in registration order) and ``current_version``;
+        ``None`` if there is no such model."""
+        try:
+            return self._api.get_model(check_name(name))
+        except (NotFoundError, InvalidRequestError):
+            return None
+
+    def unregister_model_version(self, name: str, version: str | int) -> None:
+        """Stop a version's replicas, then delete its record (the last version takes
+        the model with it). Refused with ``ConflictError`` while an app depends on it:
+        pinned to it, or linked to the model whose current (or last) version it is."""
+        name, version = check_name(name), check_version(version)
+        self._api.get_model_version(name, version)  # NotFoundError before stopping anything
+        self._replicas().stop(name, [version])
+        self._api.delete_model_version(name, version)
+        self.report(f"{name}:{version} is unregistered")
+
     def get_model_info(self, name: str, version: str) -> JSONObject | None:
         """The model version record; ``None`` if there is no such version."""
         try:

@@ -184,18 +184,7 @@ class DockerContainerManager(ContainerManager):
         )
         self.tls = self.settings.tls
         self.tls_ca = absolute_path(tls_ca)
-        check_distinct_ports(
-            {
-                "query_port": query_port,
-                "management_port": management_port,
-                "rpc_port": rpc_port,
-                # Only a Redis this manager runs binds redis_port.
-                "redis_port": None if redis_url else redis_port,
-                # Each further query frontend has the next RPC port.
-                **{f"rpc_port + {i}": rpc_port + i for i in range(1, query_frontends)},
-            },
-            "DockerContainerManager",
-        )
+        self._check_distinct_ports()
         self.registry = registry
         self.push_images = push_images
         self.base_image = base_image
@@ -215,6 +204,22 @@ class DockerContainerManager(ContainerManager):
         self._owns_client = False  # whether self._docker was opened here (and closes here)
         self._engine: ClusterEngine | None = None
         self._admin_token: str | None = None  # read from the cluster once, then kept
+
+    def _check_distinct_ports(self) -> None:
+        """Refuse two servers of the cluster on one port (``InvalidRequestError``)."""
+        s = self.settings
+        check_distinct_ports(
+            {
+                "query_port": s.query_port,
+                "management_port": s.management_port,
+                "rpc_port": s.rpc_port,
+                # Only a Redis this manager runs binds redis_port.
+                "redis_port": None if s.redis_url else s.redis_port,
+                # Each further query frontend has the next RPC port.
+                **{f"rpc_port + {i}": s.rpc_port + i for i in range(1, s.query_frontends)},
+            },
+            "DockerContainerManager",
+        )
 
     def __repr__(self) -> str:
         s = self.settings
