@@ -54,7 +54,8 @@ ADMIN = Path(admin.__file__).parent
 ALLOWED: dict[tuple[str, str], str] = {
     # Raised inside the argument parser's type= callback, which argparse turns into a
     # usage message and exit status 2: it never reaches a caller of admin.
-    ("admin.cli", "argparse.ArgumentTypeError"): "argparse's own protocol for a bad value",
+    ("admin.cli._parser", "argparse.ArgumentTypeError"): "argparse's protocol for a bad value",
+    ("admin.cli._deploy", "argparse.ArgumentTypeError"): "argparse's protocol for a bad value",
     # Raised inside orjson's default= hook, which is orjson's protocol for "cannot encode
     # this": orjson raises JSONEncodeError, which _query_wire.dumps translates.
     ("admin._query_wire", "TypeError"): "orjson's own protocol for a value it cannot encode",

@@ -29,6 +29,7 @@ from admin import (
     cli,
 )
 from admin._http import JSONClient, ManagementClient
+from admin.cli import _managers as cli_managers
 from admin.container_managers import docker as docker_module
 from admin.container_managers import kubernetes as kubernetes_module
 from admin.container_managers._net import healthz_check
@@ -330,7 +331,7 @@ def cli_cluster(
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(httpx, "Client", ToTheFake)
-    monkeypatch.setattr(cli, "LocalContainerManager", RunningLocalManager)
+    monkeypatch.setattr(cli_managers, "LocalContainerManager", RunningLocalManager)
     monkeypatch.setenv("SCHOONER_HOME", str(tmp_path))
     return fake
 
@@ -386,7 +387,7 @@ def test_status_names_the_open_apps_when_the_query_port_is_reachable_from_elsewh
             self.host = "0.0.0.0"
 
     cli_cluster.apps["closed"] = {"name": "closed", "policy": "single", "cache_enabled": True}
-    monkeypatch.setattr(cli, "LocalContainerManager", OnEveryInterface)
+    monkeypatch.setattr(cli_managers, "LocalContainerManager", OnEveryInterface)
     assert cli.main(["create-api-key", "closed"]) == 0
     key = capsys.readouterr().out.strip()
     assert key.startswith("sk-closed-")
@@ -397,6 +398,6 @@ def test_status_names_the_open_apps_when_the_query_port_is_reachable_from_elsewh
     assert "closed" not in warning
     assert key not in out
     # On loopback only, nothing to warn about.
-    monkeypatch.setattr(cli, "LocalContainerManager", RunningLocalManager)
+    monkeypatch.setattr(cli_managers, "LocalContainerManager", RunningLocalManager)
     assert cli.main(["status"]) == 0
     assert "open to anyone" not in capsys.readouterr().out
