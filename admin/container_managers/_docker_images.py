@@ -293,6 +293,16 @@ def stream_build(
         raise BuildFailedError(log.failure())
 
 
+def _has_default_bridge(client: docker.DockerClient) -> bool:
+    """Whether the engine has its default ``bridge`` network (``True`` if it cannot say:
+    the build then runs as the engine's default would)."""
+    failures: tuple[type[Exception], ...] = (*engine_errors(), OSError)
+    try:
+        return bool(client.networks.list(names=["bridge"]))
+    except failures:
+        return True
+
+
 def _content_of(image: Any) -> str:
     """The content hash an image was built from (its label), ``""`` if it has none."""
     return str((image.labels or {}).get(IMAGE_CONTENT, ""))
@@ -331,6 +341,15 @@ class ImageBuilder:
         self.timeout = timeout
         self.push = push
         self.report = report
+
+    def _build_network(self) -> str | None:
+        """The network a build runs in: the one given, else the engine's default bridge;
+        on an engine without one (``dockerd --bridge=none``) a build there would have no
+        network and could not reach the package index, so it runs in the host's."""
+        if self.network_mode is None and not _has_default_bridge(self.client):
+            self.network_mode = "host"
+            self.report("the engine has no default bridge network: builds use the host's network")
+        return self.network_mode
 
     @contextmanager
     def _context(
@@ -487,7 +506,7 @@ class ImageBuilder:
                 tag=tag,
                 buildargs=buildargs,
                 labels={IMAGE_CONTENT: digest, **(labels or {})},
-                network_mode=self.network_mode,
+                network_mode=self._build_network(),
                 timeout=self.timeout,
                 log=log,
             )

@@ -274,3 +274,34 @@ def test_an_image_that_is_not_there_is_refused() -> None:
     b.client = FakeClient({})  # type: ignore[assignment]
     with pytest.raises(DeployError, match="the image nowhere:1 is not in this Docker engine"):
         b.adopt_model_image("nowhere:1", "iris", "1")
+
+
+class FakeNetworks:
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def list(self, names: list[str]) -> list[str]:
+        return [n for n in self.names if n in names]
+
+
+class NetworkClient:
+    def __init__(self, names: list[str]) -> None:
+        self.networks = FakeNetworks(names)
+
+
+@pytest.mark.parametrize(
+    ("networks", "given", "used"),
+    [
+        (["bridge", "host", "none"], None, None),  # the engine's default bridge
+        (["host", "none"], None, "host"),  # dockerd --bridge=none: no network but the host's
+        (["host", "none"], "custom", "custom"),  # what the user names is kept
+    ],
+)
+def test_builds_use_the_hosts_network_on_an_engine_without_a_bridge(
+    networks: list[str], given: str | None, used: str | None
+) -> None:
+    reports: list[str] = []
+    b = builder(network_mode=given, report=reports.append)
+    b.client = NetworkClient(networks)  # type: ignore[assignment]
+    assert b._build_network() == used
+    assert bool(reports) == (used == "host" and given is None)
