@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from clusters import started
 from polling import eventually
 
 from admin import (
@@ -41,12 +42,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 def conn(
     tmp_path_factory: pytest.TempPathFactory, local_manager: Callable[..., LocalContainerManager]
 ) -> Iterator[Connection]:
-    c = Connection(local_manager(tmp_path_factory.mktemp("cluster")))
-    c.start()
-    try:
+    with started(local_manager(tmp_path_factory.mktemp("cluster"))) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 def predict(conn: Connection, app: str, body: Any, timeout: float = 10) -> httpx.Response:

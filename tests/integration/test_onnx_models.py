@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from clusters import started
 from skl2onnx import to_onnx
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -33,12 +34,8 @@ ROWS = X[::10]  # 15 rows across the three classes
 def conn(
     tmp_path_factory: pytest.TempPathFactory, local_manager: Callable[..., LocalContainerManager]
 ) -> Iterator[Connection]:
-    c = Connection(local_manager(tmp_path_factory.mktemp("cluster")))
-    c.start()
-    try:
+    with started(local_manager(tmp_path_factory.mktemp("cluster"))) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from clusters import started
 from polling import eventually
 from tritonclient.utils import InferenceServerException
 
@@ -36,9 +37,7 @@ KSERVE_PYTHON = REPO / ".venv-kserve" / "bin" / "python"
 def conn(
     tmp_path_factory: pytest.TempPathFactory, local_manager: Callable[..., LocalContainerManager]
 ) -> Iterator[Connection]:
-    c = Connection(local_manager(tmp_path_factory.mktemp("oip")))
-    c.start()
-    try:
+    with started(local_manager(tmp_path_factory.mktemp("oip"))) as c:
         # sums: doubles, version 1 sums each row, version 2 (current) sums it times ten.
         c.register_application("sums", "doubles", -1, 5_000_000)
         deploy_python_closure(c, "summer", "1", "doubles", lambda xs: [float(sum(x)) for x in xs])
@@ -52,8 +51,6 @@ def conn(
         # No model linked: every query gets the default, flagged.
         c.register_application("idle", "ints", "nothing yet", 50_000)
         yield c
-    finally:
-        c.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
+from clusters import started
 
 from admin import (
     APIKeyError,
@@ -72,12 +73,8 @@ class Apps:
 def conn(
     tmp_path_factory: pytest.TempPathFactory, local_manager: Callable[..., LocalContainerManager]
 ) -> Iterator[Connection]:
-    c = Connection(local_manager(tmp_path_factory.mktemp("query-client")))
-    c.start()
-    try:
+    with started(local_manager(tmp_path_factory.mktemp("query-client"))) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 @pytest.fixture(scope="module")

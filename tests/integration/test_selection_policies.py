@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from clusters import started
 from polling import eventually
 
 from admin import Connection, LocalContainerManager
@@ -28,12 +29,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 def conn(
     tmp_path_factory: pytest.TempPathFactory, local_manager: Callable[..., LocalContainerManager]
 ) -> Iterator[Connection]:
-    c = Connection(local_manager(tmp_path_factory.mktemp("cluster")))
-    c.start()
-    try:
+    with started(local_manager(tmp_path_factory.mktemp("cluster"))) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 # One client, its connections kept alive: a new connection per request costs ~40 ms of
