@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 SOURCE_ROOT: Final = Path(__file__).resolve().parents[2]  # holds admin/, model_container/...
 # What the images are built FROM unless a manager is given base_image=.
 DEFAULT_BASE_IMAGE: Final = "python:3.11-slim"
+# Its equivalent built without a registry by deploy/docker/build-base-image.sh: used
+# instead when the engine has it and not the default (which it may be unable to pull).
+LOCAL_BASE_IMAGE: Final = "schooner/base-python:3.11"
 WHEELS_DIR: Final = "/opt/schooner/wheels"
 # Packages whose versions a pickle depends on: the model image gets this client's.
 PINNED_TO_CLIENT: Final = ("numpy", "cloudpickle")
@@ -376,7 +379,7 @@ class ImageBuilder:
     def redis_image(self) -> str:
         what = "the Redis image"
         with self._context("redis.Dockerfile", what) as ctx:
-            args = {"BASE_IMAGE": self.base_image}
+            args = {"BASE_IMAGE": self._base()}
             return self._ensure(ctx, "redis", args, what, also=self._base_id())
 
     def model_container_image(self) -> str:
@@ -386,7 +389,7 @@ class ImageBuilder:
             copy_wheelhouse(ctx / "wheels", self.wheelhouse)
             reqs = pin_to_client(requirements())
             (ctx / "requirements.txt").write_text("\n".join(reqs) + "\n", encoding="utf-8")
-            args = {"BASE_IMAGE": self.base_image, "PIP_ARGS": self.pip_args}
+            args = {"BASE_IMAGE": self._base(), "PIP_ARGS": self.pip_args}
             return self._ensure(ctx, "model-container", args, what, also=self._base_id())
 
     def frontend_image(self, model_container: str) -> str:
@@ -454,11 +457,34 @@ class ImageBuilder:
 
     # ------------------------------------------------------------------ the work
 
+    def _base(self) -> str:
+        """The image builds start ``FROM``: the one given; for the default
+        (``python:3.11-slim``) when the engine lacks it, ``schooner/base-python:3.11`` if
+        ``deploy/docker/build-base-image.sh`` built it here (no registry needed)."""
+        if (
+            self.base_image == DEFAULT_BASE_IMAGE
+            and not self._has(DEFAULT_BASE_IMAGE)
+            and self._has(LOCAL_BASE_IMAGE)
+        ):
+            self.report(
+                f"{DEFAULT_BASE_IMAGE} is not in this engine: building from "
+                f"{LOCAL_BASE_IMAGE}, its equivalent built by deploy/docker/build-base-image.sh"
+            )
+            self.base_image = LOCAL_BASE_IMAGE
+        return self.base_image
+
+    def _has(self, image: str) -> bool:
+        try:
+            self.client.images.get(image)
+        except engine_errors():
+            return False
+        return True
+
     def _base_id(self) -> dict[str, str]:
         """The base image's id when it is here, so that a rebuilt base makes new tags."""
 
         try:
-            return {"base image id": str(self.client.images.get(self.base_image).id)}
+            return {"base image id": str(self.client.images.get(self._base()).id)}
         except engine_errors():
             return {}
 

@@ -6,8 +6,8 @@
 #
 #   deploy/docker/build-base-image.sh [IMAGE]     (as root; needs debootstrap; ~1 minute)
 #
-# Does nothing when the image already exists. Use the image with
-# DockerContainerManager(base_image="schooner/base-python:3.11").
+# Does nothing when the image already exists. The managers build from it when the engine
+# has no python:3.11-slim (or pass DockerContainerManager(base_image=...)).
 set -euo pipefail
 IMAGE="${1:-schooner/base-python:3.11}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"

@@ -19,7 +19,7 @@ def test_clippers_docker_keywords_become_schooners_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("SCHOONER_DOCKER_NETWORK", raising=False)
-    monkeypatch.delenv("SCHOONER_DOCKER_BASE_IMAGE", raising=False)
+    monkeypatch.delenv("SCHOONER_BASE_IMAGE", raising=False)
     cm = DockerContainerManager(
         cluster_name="c1",
         docker_ip_address="localhost",
@@ -50,7 +50,7 @@ def test_the_host_network_and_the_base_image_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SCHOONER_DOCKER_NETWORK", "host")
-    monkeypatch.setenv("SCHOONER_DOCKER_BASE_IMAGE", "me/python:3.11")
+    monkeypatch.setenv("SCHOONER_BASE_IMAGE", "me/python:3.11")
     cm = DockerContainerManager(cluster_name="c2")
     assert cm.settings.host_mode and cm.docker_network == "host"
     assert cm.base_image == "me/python:3.11"

@@ -305,3 +305,20 @@ def test_builds_use_the_hosts_network_on_an_engine_without_a_bridge(
     b.client = NetworkClient(networks)  # type: ignore[assignment]
     assert b._build_network() == used
     assert bool(reports) == (used == "host" and given is None)
+
+
+@pytest.mark.parametrize(
+    ("here", "given", "used"),
+    [
+        (["python:3.11-slim", "schooner/base-python:3.11"], None, "python:3.11-slim"),
+        (["schooner/base-python:3.11"], None, "schooner/base-python:3.11"),  # no registry
+        ([], None, "python:3.11-slim"),  # neither: the build pulls the default
+        (["schooner/base-python:3.11"], "me/python:3.11", "me/python:3.11"),  # given: kept
+    ],
+)
+def test_the_default_base_falls_back_to_the_one_built_without_a_registry(
+    here: list[str], given: str | None, used: str
+) -> None:
+    b = builder(base_image=given or images.DEFAULT_BASE_IMAGE, report=lambda _: None)
+    b.client = FakeClient({name: FakeImage({}) for name in here})  # type: ignore[assignment]
+    assert b._base() == used

@@ -11,8 +11,8 @@ address the ports are published on and dialled at (``"localhost"``: 127.0.0.1);
 ``docker_network`` is the user-defined network (Clipper's default ``"clipper_network"``),
 and ``"host"`` -- which Clipper refused -- runs every container in the host's network
 stack. ``$SCHOONER_DOCKER_NETWORK`` replaces the default network when the argument is
-left out (``host`` on machines without a bridge network), and
-``$SCHOONER_DOCKER_BASE_IMAGE`` the Python image models are built from. Accepted and not
+left out, and ``$SCHOONER_BASE_IMAGE`` (as for the ``schooner`` command) the Python image
+models are built from. Accepted and not
 used: ``prometheus_port`` (metrics are the query frontend's ``/metrics``), and
 ``use_centralized_log``/``fluentd_port`` (no Fluentd: ``get_clipper_logs`` collects each
 container's log). ``extra_container_kwargs`` go to every ``containers.run``; its
@@ -45,7 +45,7 @@ __all__ = ["DockerContainerManager"]
 logger = logging.getLogger("admin.clipper")
 
 NETWORK_ENV = "SCHOONER_DOCKER_NETWORK"
-BASE_IMAGE_ENV = "SCHOONER_DOCKER_BASE_IMAGE"
+BASE_IMAGE_ENV = "SCHOONER_BASE_IMAGE"
 CLIPPER_NETWORK = "clipper_network"
 CLIPPER_FLUENTD_PORT = 24224
 

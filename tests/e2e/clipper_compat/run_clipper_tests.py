@@ -12,8 +12,9 @@ stopping at the first failure) against real Docker clusters that the tests start
 themselves. Prints each test's outcome, and for each failure its exception and whether
 it needs Clipper's own Docker images (which no registry here can supply).
 
-The clusters run in host networking (``SCHOONER_DOCKER_NETWORK=host``, unless set) from
-``SCHOONER_DOCKER_BASE_IMAGE`` (default ``schooner/base-python:3.11``): see
+The clusters run in Clipper's default user-defined network (``SCHOONER_DOCKER_NETWORK``
+chooses another, ``host`` for the host's network stack) and build from
+``SCHOONER_BASE_IMAGE`` (default ``schooner/base-python:3.11``): see
 ``admin/clipper/docker/docker_container_manager.py``. Containers, volumes and images the
 tests' clusters leave behind are removed at the end. Exit status 0 when every test that
 does not need Clipper's images passed.
@@ -153,8 +154,7 @@ def main() -> int:
     which = args.which or "all"
 
     env = dict(os.environ)
-    env.setdefault("SCHOONER_DOCKER_NETWORK", "host")
-    env.setdefault("SCHOONER_DOCKER_BASE_IMAGE", "schooner/base-python:3.11")
+    env.setdefault("SCHOONER_BASE_IMAGE", "schooner/base-python:3.11")
     env["PYTHONUNBUFFERED"] = "1"
     with tempfile.TemporaryDirectory(prefix="clipper-tests-") as tmp:
         work = Path(tmp) / "integration-tests"
