@@ -73,7 +73,7 @@ class Target:
     name: str
     description: str
     url: str
-    mode: str  # "random" (a fresh input per request) or "constant" (cache hits)
+    mode: str  # "random" (a fresh input per request), "constant" (cache hits), "v2" (OIP)
     concurrencies: tuple[int, ...]
     pids: Callable[[], list[int]]  # the server processes, for pinning
     profile_pid: int | None = None  # the process py-spy should look at
@@ -224,6 +224,15 @@ def schooner(settings: Settings) -> Iterator[list[Target]]:
                 f"sklearn, adaptive, {slo_note}",
                 f"{base}/sklearn/predict",
                 "random",
+                cs,
+                pids,
+                query_pid,
+            ),
+            Target(
+                "schooner-v2-sklearn",
+                f"sklearn, adaptive, {slo_note}, Open Inference Protocol (JSON tensors)",
+                f"{base}/v2/models/sklearn/infer",
+                "v2",
                 cs,
                 pids,
                 query_pid,

@@ -3,12 +3,14 @@
 -- Arguments (after the URL, `wrk ... URL -- MODE N`):
 --   MODE  "random"   a fresh random input per request, so no prediction cache can answer it
 --         "constant" the same body every time (the cache-hit path)
+--         "v2"       a fresh random input per request as an Open Inference Protocol
+--                    request (a [1, N] FP64 tensor, JSON), for /v2/models/{app}/infer
 --   N     number of floats per input (default 10)
 --
 -- SCHOONER_BENCH_API_KEY in the environment: sent as "Authorization: Bearer <key>".
 --
 -- response() counts non-2xx answers and bodies containing "default":true (Schooner's
--- answer when a query misses its SLO); done() sums them over the threads and prints one
+-- answer when a query misses its SLO; "default":[true in a V2 answer's parameters); done() sums them over the threads and prints one
 -- line, BENCH_JSON {...}, that benchmarks/wrk.py parses.
 
 local threads = {}
@@ -41,8 +43,8 @@ function init(args)
     local xs = {}
     for i = 1, nfeatures do xs[i] = string.format("%.3f", i / 10) end
     constant_request = wrk.format("POST", nil, headers, '{"input":[' .. table.concat(xs, ",") .. ']}')
-  elseif mode ~= "random" then
-    error("post.lua: MODE must be 'random' or 'constant', not " .. tostring(mode))
+  elseif mode ~= "random" and mode ~= "v2" then
+    error("post.lua: MODE must be 'random', 'constant' or 'v2', not " .. tostring(mode))
   end
 end
 
@@ -52,13 +54,21 @@ function request()
   end
   local xs = {}
   for i = 1, nfeatures do xs[i] = string.format("%.6f", math.random() * 2 - 1) end
+  if mode == "v2" then
+    return wrk.format("POST", nil, headers,
+      '{"inputs":[{"name":"input","shape":[1,' .. nfeatures .. '],"datatype":"FP64","data":['
+        .. table.concat(xs, ",") .. ']}]}')
+  end
   return wrk.format("POST", nil, headers, '{"input":[' .. table.concat(xs, ",") .. ']}')
 end
 
 function response(status, hdrs, body)
   responses = responses + 1
   if status < 200 or status > 299 then non2xx = non2xx + 1 end
-  if body ~= nil and string.find(body, '"default":true', 1, true) then defaults = defaults + 1 end
+  if body ~= nil and (string.find(body, '"default":true', 1, true)
+      or string.find(body, '"default":[true', 1, true)) then
+    defaults = defaults + 1
+  end
 end
 
 function done(summary, latency, requests)

@@ -120,7 +120,7 @@ def _find(rows: list[Row], contender: str, concurrency: int) -> Row | None:
 
 
 def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row]:
-    """The targets of issues 3, 12, 13 and 14, each with what this run measured (``rows``:
+    """The targets of issues 3, 12, 13, 14 and 15, each with what this run measured (``rows``:
     one per contender and concurrency, the medians of the rounds if there were several)."""
     out: list[Row] = []
 
@@ -192,6 +192,13 @@ def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row
     )
     rps_ratio(
         f"Schooner sklearn vs Ray Serve @serve.batch (c={c})", "schooner-sklearn", "ray-serve", 3
+    )
+    # Issue 15: the Open Inference Protocol's JSON tensors against the native body (no goal).
+    rps_ratio(
+        f"Open Inference Protocol vs native predict, sklearn (c={c})",
+        "schooner-v2-sklearn",
+        "schooner-sklearn",
+        None,
     )
     # Issue 13: N = 2 query frontends against N = 1 on this machine (no goal).
     rps_ratio(f"2 query frontends vs 1, sklearn (c={c})", "schooner-2qf", "schooner-sklearn", None)

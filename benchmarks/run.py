@@ -5,7 +5,7 @@
 
 Starts each contender in turn (see ``benchmarks.contenders``), drives every endpoint with
 wrk and ``benchmarks/post.lua`` at each concurrency for a fixed duration (after a short
-warm-up), then prints a results table and the targets of issues 3, 12, 13 and 14 as
+warm-up), then prints a results table and the targets of issues 3, 12, 13, 14 and 15 as
 ratios measured in this run, and writes ``results.json`` and ``throughput_vs_p99.png``
 to the out dir.
 
