@@ -12,9 +12,10 @@ stopping at the first failure) against real Docker clusters that the tests start
 themselves. Prints each test's outcome, and for each failure its exception and whether
 it needs Clipper's own Docker images (which no registry here can supply).
 
-The clusters run in Clipper's default user-defined network (``SCHOONER_DOCKER_NETWORK``
-chooses another, ``host`` for the host's network stack) and build from
-``SCHOONER_BASE_IMAGE`` (default ``schooner/base-python:3.11``): see
+Nothing is set for them: the clusters run in Clipper's default user-defined network
+(``SCHOONER_DOCKER_NETWORK`` chooses another, ``host`` for the host's network stack) and
+build from the managers' default base (``SCHOONER_BASE_IMAGE`` chooses another; without a
+registry, ``schooner/base-python:3.11`` when the engine has it): see
 ``admin/clipper/docker/docker_container_manager.py``. Containers, volumes and images the
 tests' clusters leave behind are removed at the end. Exit status 0 when every test that
 does not need Clipper's images passed.
@@ -154,7 +155,6 @@ def main() -> int:
     which = args.which or "all"
 
     env = dict(os.environ)
-    env.setdefault("SCHOONER_BASE_IMAGE", "schooner/base-python:3.11")
     env["PYTHONUNBUFFERED"] = "1"
     with tempfile.TemporaryDirectory(prefix="clipper-tests-") as tmp:
         work = Path(tmp) / "integration-tests"
