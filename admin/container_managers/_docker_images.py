@@ -61,6 +61,8 @@ DEFAULT_BASE_IMAGE: Final = "python:3.11-slim"
 # Its equivalent built without a registry by deploy/docker/build-base-image.sh: used
 # instead when the engine has it and not the default (which it may be unable to pull).
 LOCAL_BASE_IMAGE: Final = "schooner/base-python:3.11"
+# What this process has told the user of its builds (a manager makes a builder per build).
+_SAID: set[str] = set()
 WHEELS_DIR: Final = "/opt/schooner/wheels"
 # Packages whose versions a pickle depends on: the model image gets this client's.
 PINNED_TO_CLIENT: Final = ("numpy", "cloudpickle")
@@ -351,7 +353,9 @@ class ImageBuilder:
         network and could not reach the package index, so it runs in the host's."""
         if self.network_mode is None and not _has_default_bridge(self.client):
             self.network_mode = "host"
-            self.report("the engine has no default bridge network: builds use the host's network")
+            self._say_once(
+                "the engine has no default bridge network: builds use the host's network"
+            )
         return self.network_mode
 
     @contextmanager
@@ -466,12 +470,17 @@ class ImageBuilder:
             and not self._has(DEFAULT_BASE_IMAGE)
             and self._has(LOCAL_BASE_IMAGE)
         ):
-            self.report(
+            self._say_once(
                 f"{DEFAULT_BASE_IMAGE} is not in this engine: building from "
                 f"{LOCAL_BASE_IMAGE}, its equivalent built by deploy/docker/build-base-image.sh"
             )
             self.base_image = LOCAL_BASE_IMAGE
         return self.base_image
+
+    def _say_once(self, line: str) -> None:
+        if line not in _SAID:
+            _SAID.add(line)
+            self.report(line)
 
     def _has(self, image: str) -> bool:
         try:
