@@ -1,7 +1,9 @@
-"""The query frontend's HTTP endpoints other than predict: health, status and metrics.
+"""The query frontend's HTTP endpoints other than predict: health, status, metrics and
+the OpenAPI document.
 
 These are Starlette routes; ``/status`` and ``/metrics`` need the admin token
-(``auth.admin_only``), ``/healthz`` does not. ``POST /{app}/predict`` and
+(``auth.admin_only``), ``/healthz`` and ``/openapi.json`` (``http.openapi``: the same
+bytes for everyone, naming no app) do not. ``POST /{app}/predict`` and
 ``POST /{app}/update`` are served by ``predict.py`` and ``update.py`` before a request
 reaches Starlette (see ``query_frontend.app.FrontDoor``).
 """
@@ -19,6 +21,7 @@ from starlette.routing import Route
 from management_frontend.state.keys import arm_name
 from query_frontend.http.asgi import error
 from query_frontend.http.auth import admin_only
+from query_frontend.http.openapi import OPENAPI_JSON
 from query_frontend.http.state import FrontendState
 from query_frontend.routing import table
 
@@ -75,6 +78,10 @@ def _route_json(route: table.Route) -> dict[str, object]:
     }
 
 
+async def openapi(request: Request) -> Response:
+    return Response(OPENAPI_JSON, media_type=JSON)
+
+
 async def metrics(request: Request) -> Response:
     state: FrontendState = request.app.state.frontend
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -84,4 +91,5 @@ routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", admin_only(metrics), methods=["GET"]),
     Route("/status", admin_only(status), methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
 ]
