@@ -7,7 +7,9 @@
 ``v2/``        the Open Inference Protocol (KServe V2) REST routes, inference being
                predict in a second dialect (``predict.Dialect``)
 ``inputs``     request bodies parsed and checked into the items a batch carries
-``endpoints``  the Starlette routes: ``/healthz``, ``/status``, ``/metrics``
+``endpoints``  the Starlette routes: ``/healthz``, ``/status``, ``/metrics``,
+               ``/openapi.json``
+``openapi``    the OpenAPI 3.1 document of the query API, built once at import
 ``auth``       per-app API keys on predict and update; the admin token on status, metrics
 ``metrics_port``  ``/metrics`` alone, without authentication, on ``--metrics-port``
 ``state``      ``FrontendState``: what the handlers share, one per process
