@@ -4,8 +4,8 @@
 directory (refusing to start without one: every route but ``/healthz`` needs the token,
 ``api/auth.py``), opens the Redis client, waits for Redis to
 answer, writes the schema version, hands the ``Store`` to the routes
-(``api/routes.py``) and, on exit, lets background clean-ups finish and closes the
-client.
+(``api/routes.py``; the ``/docs`` page, served offline, is ``api/docs_page.py``) and, on
+exit, lets background clean-ups finish and closes the client.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from management_frontend.api.auth import AdminAuthMiddleware
+from management_frontend.api.docs_page import install_docs_page
 from management_frontend.api.errors import BodyLimitMiddleware, install_error_handlers
 from management_frontend.api.openapi import install_openapi
 from management_frontend.api.routes import API_VERSION, router
@@ -121,6 +122,9 @@ def create_app(config: Config) -> FastAPI:
         version=API_VERSION,
         summary="Apps, models, versions, links and replicas of a Schooner cluster",
         lifespan=lifespan,
+        # FastAPI's pages load from a CDN; ours are served from the package (docs_page.py).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.store = None
     app.state.config = config
@@ -130,4 +134,5 @@ def create_app(config: Config) -> FastAPI:
     app.add_middleware(AdminAuthMiddleware, check=admin_token)
     app.include_router(router)
     install_openapi(app)
+    install_docs_page(app)
     return app
