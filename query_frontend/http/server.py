@@ -18,7 +18,11 @@ load it often has), answered with ``Connection: close``. It waits for them up to
 ``timeout_graceful_shutdown`` (``--drain-timeout``), then cancels what is left. What
 this module adds:
 
-- ``DrainingServer``: ``/healthz`` answers 503 "draining" from the signal on (for a
+- ``DrainingServer``: the listeners close at the signal, on the loop's next turn (not
+  at uvicorn's next tick, up to 0.1 s on), and only then do responses say
+  ``Connection: close``: a client told so connects again at once, and that connection
+  must reach a frontend that still serves, not sit in this listener's queue until it
+  closes (see below). ``/healthz`` answers 503 "draining" from then on (for a
   readiness probe on a connection still open), and a drain started by SIGTERM ends in
   exit status 0: uvicorn would raise the signal again once done, and the process would
   die of it (status -15), which a supervisor cannot tell from a crash.
@@ -86,9 +90,9 @@ class DrainingServer(uvicorn.Server):
         self._listening: list[socket.socket] = []
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
         self._listening = list(sockets or [])
         await super().startup(sockets=sockets)
+        self._loop = asyncio.get_running_loop()  # listening now: a signal closes them
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit:
@@ -99,7 +103,7 @@ class DrainingServer(uvicorn.Server):
                 self.config.timeout_graceful_shutdown or 0,
             )
             loop = self._loop
-            if loop is None or loop.is_closed():  # not serving yet: nothing to close
+            if loop is None or loop.is_closed():  # not listening: uvicorn's shutdown closes
                 self._on_drain()
             else:  # a signal handler: the loop does it, at its next turn
                 loop.call_soon_threadsafe(self._stop_listening)
