@@ -18,7 +18,11 @@ load it often has), answered with ``Connection: close``. It waits for them up to
 ``timeout_graceful_shutdown`` (``--drain-timeout``), then cancels what is left. What
 this module adds:
 
-- ``DrainingServer``: ``/healthz`` answers 503 "draining" from the signal on (for a
+- ``DrainingServer``: the listeners close at the signal, on the loop's next turn (not
+  at uvicorn's next tick, up to 0.1 s on), and only then do responses say
+  ``Connection: close``: a client told so connects again at once, and that connection
+  must reach a frontend that still serves, not sit in this listener's queue until it
+  closes (see below). ``/healthz`` answers 503 "draining" from then on (for a
   readiness probe on a connection still open), and a drain started by SIGTERM ends in
   exit status 0: uvicorn would raise the signal again once done, and the process would
   die of it (status -15), which a supervisor cannot tell from a crash.
@@ -30,6 +34,7 @@ listener instead (``sysctl net.ipv4.tcp_migrate_req=1``, Linux 5.14+).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -74,12 +79,20 @@ def listeners(host: str, port: int) -> list[socket.socket]:
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server, calling ``on_drain`` when a signal starts its shutdown and
-    exiting 0 after a drain started by SIGTERM (see the module)."""
+    """uvicorn's server, closing its listeners and then calling ``on_drain`` as soon as
+    a signal starts its shutdown, and exiting 0 after a drain started by SIGTERM (see
+    the module)."""
 
     def __init__(self, config: uvicorn.Config, on_drain: Callable[[], None]) -> None:
         super().__init__(config)
         self._on_drain = on_drain
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listening: list[socket.socket] = []
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._listening = list(sockets or [])
+        await super().startup(sockets=sockets)
+        self._loop = asyncio.get_running_loop()  # listening now: a signal closes them
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit:
@@ -89,8 +102,25 @@ class DrainingServer(uvicorn.Server):
                 sig,
                 self.config.timeout_graceful_shutdown or 0,
             )
-            self._on_drain()
+            loop = self._loop
+            if loop is None or loop.is_closed():  # not listening: uvicorn's shutdown closes
+                self._on_drain()
+            else:  # a signal handler: the loop does it, at its next turn
+                loop.call_soon_threadsafe(self._stop_listening)
         super().handle_exit(sig, frame)
         if sig == signal.SIGTERM:  # a completed drain is a clean exit, not death by signal
             with contextlib.suppress(AttributeError, ValueError):
                 self._captured_signals.remove(sig)
+
+    def _stop_listening(self) -> None:
+        """Close the listeners, then say that the frontend drains: uvicorn would close
+        them only at its next tick (up to 0.1 s on), and every response meanwhile says
+        ``Connection: close`` (``on_drain``), so its client connects again, and, with
+        frontends sharing the port, the kernel may queue that connection on this
+        listener: reset at its close, its request lost. Closed first, it goes to a
+        frontend that still serves."""
+        for server in getattr(self, "servers", ()):
+            server.close()
+        for sock in self._listening:
+            sock.close()
+        self._on_drain()

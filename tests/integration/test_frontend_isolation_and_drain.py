@@ -478,3 +478,28 @@ def test_sigterm_answers_every_accepted_query_then_exits_0(
     assert proc.wait(timeout=120) == 0
     log = (tmp_path / "query-frontend.log").read_text(errors="replace")
     assert "draining" in log
+
+
+def test_a_draining_frontend_refuses_new_connections_before_it_says_it_drains(
+    redis_url: str, spawner: Spawner, secrets: ClusterSecrets
+) -> None:
+    """A client told ``Connection: close`` by a draining frontend connects again at once;
+    were the frontend still listening, that connection could be queued on its listener
+    and reset when it closes (a request lost, with other frontends on the port). So the
+    first answer saying "draining" comes after the listener is closed."""
+    proc, url, _ = start_query(redis_url, spawner, secrets)
+    port = int(url.rsplit(":", 1)[1])
+    conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+    conn.sendall(HEALTHZ)
+    assert read_response(conn).startswith(b"HTTP/1.1 200")
+    proc.send_signal(signal.SIGTERM)
+    with conn:
+        while True:  # the same keep-alive connection, until it is told that we drain
+            conn.sendall(HEALTHZ)
+            answer = read_response(conn)
+            if not answer.startswith(b"HTTP/1.1 200"):
+                break
+    assert answer.startswith(b"HTTP/1.1 503") and b'"error":"draining"' in answer, answer
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    assert proc.wait(timeout=120) == 0
