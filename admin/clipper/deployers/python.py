@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from admin.clipper import _images
-from admin.clipper._connection import ClipperConnection, _note_registry
+from admin.clipper._connection import ClipperConnection, _note_registry, _version
 from admin.clipper._outputs import json_outputs
 from admin.clipper.exceptions import clipper_errors
 from admin.deployers import python as native
@@ -46,7 +46,7 @@ def deploy_python_closure(
     native.deploy_python_closure(
         clipper_conn.connection,
         name,
-        version if isinstance(version, str) else str(version),
+        _version(version),
         input_type,
         json_outputs(func),
         pkgs_to_install=pkgs_to_install,
