@@ -298,8 +298,10 @@ class NetworkClient:
     ],
 )
 def test_builds_use_the_hosts_network_on_an_engine_without_a_bridge(
-    networks: list[str], given: str | None, used: str | None
+    networks: list[str], given: str | None, used: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # What the process already said (once per process): nothing yet, whatever ran before.
+    monkeypatch.setattr(images, "_SAID", set())
     reports: list[str] = []
     b = builder(network_mode=given, report=reports.append)
     b.client = NetworkClient(networks)  # type: ignore[assignment]
