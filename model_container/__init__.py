@@ -33,6 +33,7 @@ from model_container.protocol import (
     MsgType,
     ProtocolError,
 )
+from model_container.request_context import current_request_ids
 from model_container.server import ContainerConfig, ModelContainer, serve
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "PredictFunction",
     "ProtocolError",
     "check_compatible",
+    "current_request_ids",
     "load_predict_function",
     "read_bundle_info",
     "runtime_versions",

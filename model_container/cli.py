@@ -225,7 +225,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, request_ids=True)
     if not args.insecure_rpc:
         try:  # before loading the model: a replica without keys could never register
             ClientKeys.load(args.secrets_dir)

@@ -140,6 +140,12 @@ class Predict:
     # The batch's execution timeout (0: none): past it the frontend gives up on the
     # batch and asks for a restart; the container arms a watchdog a little later.
     timeout_ms: int = 0
+    # One request id per input ("rid"; () when the frontend sent none): for the model's
+    # own log lines (``model_container.current_request_ids``).
+    request_ids: tuple[str, ...] = ()
+    # One W3C traceparent per input ("tp"), only while the frontend traces: the parents
+    # of the replica's model span (``model_container.tracing``).
+    traceparents: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -192,9 +198,13 @@ def encode(msg: Message) -> list[Frame]:
     """Encode a message into the frames a DEALER sends (a ROUTER prepends the identity)."""
     match msg:
         case Predict():
-            timeout = {"to_ms": msg.timeout_ms} if msg.timeout_ms > 0 else {}
+            extra: dict[str, Any] = {"to_ms": msg.timeout_ms} if msg.timeout_ms > 0 else {}
+            if msg.request_ids:
+                extra["rid"] = msg.request_ids
+            if msg.traceparents:
+                extra["tp"] = msg.traceparents
             it = str(msg.input_type)
-            head = _header(MsgType.PREDICT, id=msg.batch_id, it=it, n=msg.size, **timeout)
+            head = _header(MsgType.PREDICT, id=msg.batch_id, it=it, n=msg.size, **extra)
             return [head, msg.lengths, msg.data]
         case Result():
             n = _nbytes(msg.lengths) // _LENGTH_DTYPE.itemsize
@@ -354,7 +364,26 @@ def _predict(h: dict[str, Any], f: Sequence[Frame]) -> Predict:
     timeout_ms = _int(h, "to_ms", 0)
     if timeout_ms < 0:
         raise ProtocolError(f"PREDICT timeout must not be negative, got {timeout_ms}")
-    return Predict(_int(h, "id"), InputType(_str(h, "it")), *_payload(h, f), timeout_ms=timeout_ms)
+    lengths, data = _payload(h, f)
+    n = h["n"]
+    return Predict(
+        _int(h, "id"),
+        InputType(_str(h, "it")),
+        lengths,
+        data,
+        timeout_ms=timeout_ms,
+        request_ids=_per_input(h, "rid", n),
+        traceparents=_per_input(h, "tp", n),
+    )
+
+
+def _per_input(head: dict[str, Any], key: str, n: int) -> tuple[str, ...]:
+    """An optional list of one string per input; one that is not (a peer's bug) is
+    dropped rather than failing the batch: these fields only label it."""
+    value = head.get(key)
+    if isinstance(value, list) and len(value) == n and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return ()
 
 
 def _result(h: dict[str, Any], f: Sequence[Frame]) -> Result:

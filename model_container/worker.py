@@ -24,6 +24,7 @@ from model_container import protocol
 from model_container.bundle import PredictFunction
 from model_container.metrics import ContainerMetrics
 from model_container.protocol import Error, ErrorKind, InputType, Predict, Result
+from model_container.request_context import request_ids
 from model_container.watchdog import BatchWatchdog
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def run_batch(predict: PredictFunction, input_type: InputType, msg: Predict) -> 
     except protocol.ProtocolError as exc:
         return _error(msg, ErrorKind.BAD_INPUT, f"cannot decode the batch: {exc}")
     n = msg.size
+    token = request_ids.set(msg.request_ids)  # current_request_ids(), log records
     started = time.perf_counter_ns()
     try:
         outputs = predict(inputs)
@@ -58,6 +60,8 @@ def run_batch(predict: PredictFunction, input_type: InputType, msg: Predict) -> 
         # a client sees more of it than its type (the text may hold paths or data).
         logger.error("model raised on batch %d of %d inputs", msg.batch_id, n, exc_info=exc)
         return _error(msg, ErrorKind.MODEL_RAISED, f"{type(exc).__name__}: {exc}", exc)
+    finally:
+        request_ids.reset(token)
     model_micros = (time.perf_counter_ns() - started) // 1000
     problem = _check_outputs(outputs, n)
     if problem is not None:

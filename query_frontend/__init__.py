@@ -7,6 +7,8 @@ The public API is ``Config`` and ``create_app``. The package, lowest layer first
     config.py     Config, built once in the entry point and passed in
     cancellation.py  telling a cancellation from the Redis error redis-py may turn it
                   into, for the background loops that retry on Redis errors
+    observability/  request ids, the latency split (Server-Timing), the access log and
+                  OpenTelemetry spans of each predict/update request
     caching/      the prediction cache: by (model, version, input digest), bounded by
                   bytes, merging identical queries in flight
     batching/     batch-size controllers, deadlines, replicas, the per-model queues and
@@ -31,8 +33,9 @@ Dependencies point one way, down this list. Besides ``management_frontend.state`
 state contract) and ``model_container`` (the wire protocol, logging), a part imports
 only along these edges::
 
+    observability -> queries
     caching   -> queries
-    batching  -> caching, queries
+    batching  -> caching, queries, observability
     rpc       -> batching, caching, queries, cancellation
     routing   -> queries, cancellation
     selection -> routing, batching, caching, queries, cancellation

@@ -18,6 +18,7 @@ from query_frontend.app import HANDLERS_BY_PREFIX, HANDLERS_BY_VERB, create_app
 from query_frontend.config import Config
 from query_frontend.http.protocol import frontend_protocol
 from query_frontend.http.server import DrainingServer, listeners
+from query_frontend.observability.access_log import configure_access_logger
 from query_frontend.rpc.unix_listener import UnixSocketError, check_socket_path
 
 logger = logging.getLogger("query_frontend")
@@ -120,7 +121,17 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default=float(env("SCHOONER_QUERY_DRAIN_TIMEOUT", Config.drain_timeout_s)),
         help="on SIGTERM, seconds to answer the requests already accepted",
     )
+    p.add_argument(
+        "--access-log-sample",
+        type=float,
+        default=float(env("SCHOONER_ACCESS_LOG_SAMPLE", Config.access_log_sample)),
+        metavar="RATE",
+        help="share (0..1) of predict/update requests the access log records; errors and "
+        "answers with a default are always recorded (env SCHOONER_ACCESS_LOG_SAMPLE)",
+    )
     a = p.parse_args(argv)
+    if not 0.0 <= a.access_log_sample <= 1.0:
+        p.error(f"--access-log-sample must be within 0..1, got {a.access_log_sample}")
     for flag, path in (("--rpc-ipc", a.rpc_ipc), ("--rpc-unix", a.rpc_unix)):
         if len(os.fsencode(path)) > IPC_PATH_MAX:
             p.error(f"{flag} {path!r} is longer than a unix socket path may be "
@@ -178,6 +189,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         parse_workers=a.parse_workers,
         reuse_port=a.reuse_port,
         drain_timeout_s=a.drain_timeout,
+        access_log_sample=a.access_log_sample,
         **extra,
     )
 
@@ -185,6 +197,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     configure_logging(config.log_level, quiet=("uvicorn.access",))
+    configure_access_logger()
     if config.rpc_unix:
         try:
             check_socket_path(config.rpc_unix)

@@ -41,6 +41,8 @@ from query_frontend.http.state import FrontendState
 from query_frontend.http.update import handle_update
 from query_frontend.http.v2 import serve_v2, v2_post
 from query_frontend.metrics import Metrics, RefusedPeersCollector
+from query_frontend.observability import tracing
+from query_frontend.observability.access_log import AccessLog
 from query_frontend.routing.table import RoutingTable, follow, tightest_slos
 from query_frontend.rpc.registry import ReplicaRegistry
 from query_frontend.rpc.server import RpcServer
@@ -187,6 +189,7 @@ def create_app(config: Config) -> FrontDoor:
         processes = ProcessStates(r, keys.supervision)
         metrics.registry.register(ProcessCollector(processes))
         metrics.registry.register(RefusedPeersCollector({"unix": rpc.unix_refusals}))
+        access_log = AccessLog(config.access_log_sample)
         state = door.state = app.state.frontend = FrontendState(
             config,
             routing,
@@ -196,7 +199,10 @@ def create_app(config: Config) -> FrontDoor:
             policies,
             admin_token=admin_token,
             processes=processes,
+            access_log=access_log,
         )
+        access_log.start()
+        tracing.configure(config.frontend_id)
         metrics_server: asyncio.Server | None = None
         rpc.open()
         tasks: set[asyncio.Task[None]] = set()
@@ -239,6 +245,8 @@ def create_app(config: Config) -> FrontDoor:
             with contextlib.suppress(Exception):
                 await registry.clear_own()
             state.parser.close()
+            access_log.close()
+            tracing.shutdown()
             rpc.close()
             ctx.term()
             await r.aclose()

@@ -79,6 +79,9 @@ class Config:
     reuse_port: bool = False
     # SIGTERM: seconds to answer the requests already accepted before cancelling them.
     drain_timeout_s: float = 30.0
+    # The share of predict/update requests the access log records (0..1); errors and
+    # answers with a default are always recorded (observability/access_log.py).
+    access_log_sample: float = 1.0
 
     @property
     def rpc_bind_address(self) -> str:

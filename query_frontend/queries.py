@@ -71,8 +71,55 @@ class Query:
     # The batch it was last sent in (0 while it waits in a queue): a batch left with a
     # replica that went out of rotation answers only the queries not sent again since.
     batch_id: int = 0
+    # The request it belongs to (its id goes to the replica), if a handler said.
+    trace: RequestTrace | None = None
+    # Where its time went (``observability.timing``), in loop seconds: when its last
+    # batch was sent, how much of its wait delayed batching held it to fill a batch,
+    # and the model's time on the batch that answered it (the replica's RESULT).
+    sent: float = 0.0
+    held: float = 0.0
+    model_s: float = 0.0
 
     def resolve(self, outcome: Outcome) -> None:
         """Answer the query once; later answers (a retry, a late result) are ignored."""
         if not self.future.done():
             self.future.set_result(outcome)
+
+
+class RequestTrace:
+    """One predict/update request (``observability.requests`` makes it): its id, its
+    queries (once queued) and how many inputs the cache answered; what the access log
+    says of its answer (who answered, defaults), set by its handler; ``span`` is its
+    tracing span while tracing is on (``observability.tracing``)."""
+
+    __slots__ = (
+        "answered_at",
+        "answers",
+        "app",
+        "cached",
+        "id",
+        "id_bytes",
+        "models",
+        "outcomes",
+        "queries",
+        "replaced",
+        "route",
+        "span",
+    )
+
+    def __init__(self, request_id: bytes, replaced: bool = False) -> None:
+        self.id_bytes = request_id
+        self.id = request_id.decode("ascii")
+        self.replaced = replaced  # the client sent an id that was not sane
+        self.queries: list[Query] = []
+        self.cached = 0
+        self.app = ""
+        # For the access log: the route that answered (after a version pin), and either
+        # the outcomes of a one-model route, or the answers of a route with several
+        # arms, or (update) the models that answered.
+        self.route: Any = None  # routing.table.Route
+        self.outcomes: list[Outcome] | None = None
+        self.answers: list[Any] | None = None  # selection.ask.Answer
+        self.models: list[str] | None = None
+        self.span: Any = None
+        self.answered_at = 0.0  # loop time the answers were all in (only while tracing)

@@ -59,6 +59,7 @@ from query_frontend.batching.deadlines import DeadlineWatch, LagTracker
 from query_frontend.batching.quarantine import Quarantine, QuarantinedError
 from query_frontend.batching.replicas import Replica, ReplicaHistory
 from query_frontend.caching.cache import cache_key
+from query_frontend.observability import tracing
 from query_frontend.queries import Expired, Failure, ModelKey, Outcome, Query
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class ModelQueue:
         self.slo_s = DEFAULT_SLO_S
         self.wait_s = 0.0  # delayed batching: how long a free replica may wait to fill a batch
         self.wait_timer: asyncio.TimerHandle | None = None
+        self.held_since = 0.0  # when delayed batching began holding a short batch (0: not)
         self.pump_due = False  # a ``Dispatcher._pump`` is scheduled for this turn's end
         self.timeout_s = failures.batch_timeout(0, DEFAULT_SLO_S, failures.DEFAULT_TIMEOUT_FLOOR_S)
 
@@ -311,6 +313,8 @@ class Dispatcher:
             return False
         if q.wait_timer is None:
             q.wait_timer = loop.call_at(ready_at, self._wait_over, q)
+        if not q.held_since:
+            q.held_since = loop.time()
         return True
 
     def _wait_over(self, q: ModelQueue) -> None:
@@ -349,10 +353,34 @@ class Dispatcher:
         assert self._send is not None, "Dispatcher.bind() was not called"
         batch_id = next(self._batch_ids)
         lengths, data = _pack([query.item for query in batch], q.input_type)
-        msg = Predict(batch_id, q.input_type, lengths, data, math.ceil(q.timeout_s * 1000))
         now = asyncio.get_running_loop().time()
+        # Delayed batching held this batch since then: its queries' "batch wait".
+        held = now - q.held_since if q.held_since else 0.0
+        q.held_since = 0.0
+        request_ids: list[str] = []
+        traceparents: list[str] = []
         for query in batch:
             query.batch_id = batch_id
+            query.sent = now
+            query.held = held
+            trace = query.trace
+            if trace is not None:
+                request_ids.append(trace.id)
+                if trace.span is not None:
+                    traceparents.append(tracing.traceparent(trace))
+        if len(request_ids) != len(batch):
+            request_ids = []
+        if len(traceparents) != len(batch):
+            traceparents = []
+        msg = Predict(
+            batch_id,
+            q.input_type,
+            lengths,
+            data,
+            math.ceil(q.timeout_s * 1000),
+            tuple(request_ids),
+            tuple(traceparents),
+        )
         replica.inflight[batch_id] = batch
         replica.sent_at[batch_id] = now
         if now + q.timeout_s < self.check_by:
@@ -643,7 +671,9 @@ class Dispatcher:
             for query in _owned(msg.batch_id, batch):
                 query.resolve(failure)
         else:
+            model_s = msg.model_micros / 1e6
             for query, out in zip(batch, outputs, strict=True):
+                query.model_s = model_s
                 query.resolve(bytes(out))
         if not replica.available:
             self._restore(replica)

@@ -13,7 +13,7 @@ import asyncio
 from management_frontend.state.records import App
 from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.caching.cache import Flight, PredictionCache, cache_key
-from query_frontend.queries import Expired, Item, ModelKey, Outcome, Query
+from query_frontend.queries import Expired, Item, ModelKey, Outcome, Query, RequestTrace
 
 
 class Evaluator:
@@ -56,19 +56,22 @@ class Evaluator:
         deadline: float,
         *,
         impatient: bool = False,
+        trace: RequestTrace | None = None,
     ) -> list[bytes | asyncio.Future[Outcome]]:
         """Start ``evaluate``'s work and return, per item, its answer (a cache hit) or the
         future that gets it by ``deadline``; several models' work starts without a task
         each. ``impatient`` queries give up as soon as the model has no replica
-        (``Query``)."""
+        (``Query``). ``trace``, the request's, gets its queries and counts its cache hits."""
         cache = self.cache
         use_cache = cache.enabled and app.cache_enabled
         if not use_cache and len(items) == 1:  # one input, no cache: straight to its queue
-            return [self._submit_one(key, app, items[0], ids[0], deadline, impatient)]
+            return [self._submit_one(key, app, items[0], ids[0], deadline, impatient, trace)]
         founds: list[bytes | asyncio.Future[Outcome] | Flight | None]
         if use_cache and len(items) == 1:  # the common request, answered from the cache
             found = cache.lookup(cache_key(key, items[0]), deadline)
             if isinstance(found, bytes):
+                if trace is not None:
+                    trace.cached += 1
                 return [found]
             founds = [found]
         elif use_cache:
@@ -85,14 +88,19 @@ class Evaluator:
         for qid, item, hit in zip(ids, items, founds, strict=True):
             if isinstance(hit, _ANSWERED):
                 waits.append(hit)  # a hit, or joined an identical query already in flight
+                if trace is not None:
+                    trace.cached += 1
                 continue
             query = Query(qid, item, deadline, loop.create_future(), impatient=impatient)
+            query.trace = trace
             watch.add(query, q, loop)
             if hit is not None:
                 cache.attach(hit, query.future)  # this query leads: its outcome ends the flight
             queries.append(query)
             waits.append(query.future)
         if queries:
+            if trace is not None:
+                trace.queries.extend(queries)
             try:
                 dispatcher.submit(q, queries)
             except Exception as exc:
@@ -102,13 +110,23 @@ class Evaluator:
         return waits
 
     def _submit_one(
-        self, key: ModelKey, app: App, item: Item, qid: int, deadline: float, impatient: bool
+        self,
+        key: ModelKey,
+        app: App,
+        item: Item,
+        qid: int,
+        deadline: float,
+        impatient: bool,
+        trace: RequestTrace | None,
     ) -> asyncio.Future[Outcome]:
         """``submit`` of one input past the cache: what most requests are."""
         loop = asyncio.get_running_loop()
         dispatcher = self.dispatcher
         q = dispatcher.queue(key, app.input_type)
         query = Query(qid, item, deadline, loop.create_future(), impatient=impatient)
+        if trace is not None:
+            query.trace = trace
+            trace.queries.append(query)
         dispatcher.deadlines.add(query, q, loop)
         try:
             dispatcher.submit(q, (query,))

@@ -34,8 +34,10 @@ from query_frontend.http.auth import key_refusal
 from query_frontend.http.budget import BudgetFullError, Hold
 from query_frontend.http.inputs import InputError, TooManyItemsError, parse_request
 from query_frontend.http.offload import ParserUnavailableError
+from query_frontend.http.respond import finish
 from query_frontend.http.state import FrontendState
-from query_frontend.queries import Expired, Failure, Item, Outcome
+from query_frontend.observability import tracing
+from query_frontend.queries import Expired, Failure, Item, Outcome, RequestTrace
 from query_frontend.routing.table import PinError, Route, pin
 from query_frontend.selection.ask import Answer, answers, ask, learned_view
 
@@ -138,28 +140,48 @@ async def handle_predict(
     headers: Headers,
     receive: Receive,
     dialect: Dialect = NATIVE,
+    path: str = "",
 ) -> Reply | None:
     """The answer to one ``POST /{app_name}/predict`` (``None``: the client is gone), or,
-    given another ``dialect``, to the same request spoken in it."""
+    given another ``dialect``, to the same request spoken in it (at ``path``, for the
+    access log). Every reply says the request's id and where its time went."""
     loop = state.loop
     arrival = loop.time()
+    trace = state.request_ids.trace(headers)
+    trace.app = app_name
+    if tracing.ENABLED:
+        tracing.start(trace, headers, path or f"/{app_name}/predict", arrival)
     route = state.routing.routes.get(app_name)
     if route is None:
         state.metrics.rejected(404)
-        return error(404, "not_found", f"no application named '{app_name}' is registered")
-    if route.key_hashes and (refusal := key_refusal(state, route, headers)) is not None:
+        reply = error(404, "not_found", f"no application named '{app_name}' is registered")
+    elif route.key_hashes and (refusal := key_refusal(state, route, headers)) is not None:
         state.metrics.request(app_name, refusal.status, loop.time() - arrival, [])
-        return refusal
-    outcomes: list[Outcome] = []
-    hold = Hold(state.bodies, app_name)
-    try:
-        reply = await _predict(state, headers, receive, route, arrival, outcomes, hold, dialect)
-    except ClientGoneError:
-        return None  # nobody to answer; queries already submitted are answered and dropped
-    finally:
-        hold.release()
-    state.metrics.request(app_name, reply.status, loop.time() - arrival, outcomes)
-    return reply
+        reply = refusal
+    else:
+        outcomes: list[Outcome] = []
+        trace.outcomes = outcomes
+        hold = Hold(state.bodies, app_name)
+        try:
+            reply = await _predict(
+                state, headers, receive, route, arrival, outcomes, hold, dialect, trace
+            )
+        except ClientGoneError:
+            if trace.span is not None:
+                tracing.abandon(trace)
+            return None  # nobody to answer; queries already submitted are answered and dropped
+        finally:
+            hold.release()
+        state.metrics.request(app_name, reply.status, loop.time() - arrival, outcomes)
+    return finish(
+        state.access_log,
+        trace,
+        reply,
+        lambda: path or f"/{app_name}/predict",
+        arrival,
+        loop.time(),
+        receive,
+    )
 
 
 async def _predict(
@@ -171,6 +193,7 @@ async def _predict(
     out: list[Outcome],
     hold: Hold,
     dialect: Dialect,
+    trace: RequestTrace,
 ) -> Reply:
     """Answer one predict request of a known app; ``out`` receives the query outcomes.
     ``hold`` holds the body's bytes of the frontend's budget until the caller releases it."""
@@ -198,6 +221,7 @@ async def _predict(
             route = pin(state.routing.snapshot, route, version)
         except PinError as exc:
             return _unknown_version(exc)
+    trace.route = route
 
     deadline = deadline_for(state, app, arrival)
     query_ids = state.query_ids
@@ -205,20 +229,26 @@ async def _predict(
     try:
         if route.model_key is not None:  # one model: the common case, kept short
             # Evaluator.evaluate, inlined: two coroutines fewer for a cache hit.
-            for wait in state.evaluator.submit(route.model_key, app, items, ids, deadline):
+            submit = state.evaluator.submit
+            for wait in submit(route.model_key, app, items, ids, deadline, trace=trace):
                 out.append(wait if isinstance(wait, bytes) else await wait)
+            if trace.span is not None:
+                trace.answered_at = state.loop.time()
             return dialect.one_model(ids, out, route, shape)
         if route.no_model_reason:
             out.extend([Expired(route.no_model_reason)] * len(items))
             return dialect.one_model(ids, out, route, shape)
         view = learned_view(state.policies, route, uid)
-        asked = await ask(state.evaluator, state.rng, route, items, ids, deadline, uid, view)
+        asked = await ask(state.evaluator, state.rng, route, items, ids, deadline, uid, view, trace)
     except (OverloadedError, TooManyInputsError) as exc:
         return refused(exc)
     except QuarantinedError as exc:
         # Retrying cannot help until the time it names: the input itself is the problem.
         return error(422, "input_quarantined", f"app '{app.name}': {exc}")
-    answered = answers(route, asked, view)
+    if trace.span is not None:
+        trace.answered_at = state.loop.time()
+    trace.outcomes = None
+    trace.answers = answered = answers(route, asked, view)
     out.extend(a.outcome for a in answered)
     state.metrics.answered_by(app.name, answered)
     return dialect.answers(ids, answered, route, shape)

@@ -20,6 +20,8 @@ from query_frontend.config import Config
 from query_frontend.http.budget import BodyBudget, app_share
 from query_frontend.http.offload import BodyParser
 from query_frontend.metrics import Metrics
+from query_frontend.observability.access_log import AccessLog
+from query_frontend.observability.requests import RequestIds
 from query_frontend.routing.table import RoutingTable
 from query_frontend.selection.learned import PolicyStates
 from query_frontend.supervision import ProcessStates
@@ -48,6 +50,10 @@ class FrontendState:
     key_digests: dict[bytes, str] = field(default_factory=dict)
     # Set on SIGTERM: /healthz answers 503 while the accepted requests are answered.
     draining: bool = False
+    # Each request's X-Request-Id (the client's, or made here), and the access log
+    # (None: no access log, as in tests that build the state by hand).
+    request_ids: RequestIds = field(default_factory=RequestIds)
+    access_log: AccessLog | None = None
     # The loop the frontend runs on (built in it): asyncio.get_running_loop() calls
     # getpid() each time, a system call per request on the hot path.
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)

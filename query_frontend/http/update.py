@@ -41,8 +41,10 @@ from query_frontend.http.auth import key_refusal
 from query_frontend.http.budget import BudgetFullError, Hold
 from query_frontend.http.inputs import InputError, convert, load_object, user_id
 from query_frontend.http.offload import ParserUnavailableError
+from query_frontend.http.respond import finish
 from query_frontend.http.state import FrontendState
-from query_frontend.queries import Failure, Item
+from query_frontend.observability import tracing
+from query_frontend.queries import Failure, Item, RequestTrace
 from query_frontend.routing.table import Route
 from query_frontend.selection.ask import arm_label, ask, learned_view
 from query_frontend.selection.choose import ensemble_weights
@@ -78,23 +80,48 @@ def parse_feedback(body: bytes, input_type: InputType) -> tuple[Item, Any, str |
 async def handle_update(
     state: FrontendState, app_name: str, headers: Headers, receive: Receive
 ) -> Reply | None:
-    """The answer to one ``POST /{app_name}/update`` (``None``: the client is gone)."""
+    """The answer to one ``POST /{app_name}/update`` (``None``: the client is gone),
+    saying the request's id and where its time went."""
+    loop = state.loop
+    arrival = loop.time()
+    trace = state.request_ids.trace(headers)
+    trace.app = app_name
+    if tracing.ENABLED:
+        tracing.start(trace, headers, f"/{app_name}/update", arrival)
     route = state.routing.routes.get(app_name)
     if route is None:
-        return error(404, "not_found", f"no application named '{app_name}' is registered")
-    if route.key_hashes and (refusal := key_refusal(state, route, headers)) is not None:
-        return refusal
-    hold = Hold(state.bodies, app_name)
-    try:
-        return await _update(state, route, headers, receive, hold)
-    except ClientGoneError:
-        return None
-    finally:
-        hold.release()
+        reply = error(404, "not_found", f"no application named '{app_name}' is registered")
+    elif route.key_hashes and (refusal := key_refusal(state, route, headers)) is not None:
+        reply = refusal
+    else:
+        trace.route = route
+        hold = Hold(state.bodies, app_name)
+        try:
+            reply = await _update(state, route, headers, receive, hold, trace)
+        except ClientGoneError:
+            if trace.span is not None:
+                tracing.abandon(trace)
+            return None
+        finally:
+            hold.release()
+    return finish(
+        state.access_log,
+        trace,
+        reply,
+        lambda: f"/{app_name}/update",
+        arrival,
+        loop.time(),
+        receive,
+    )
 
 
 async def _update(
-    state: FrontendState, route: Route, headers: Headers, receive: Receive, hold: Hold
+    state: FrontendState,
+    route: Route,
+    headers: Headers,
+    receive: Receive,
+    hold: Hold,
+    trace: RequestTrace,
 ) -> Reply:
     app = route.app
     try:
@@ -119,12 +146,17 @@ async def _update(
     view = learned_view(state.policies, route, uid)
     state.policies.app_state(app.name, epoch)  # if not copied yet, read from Redis meanwhile
     try:  # one arm or several: asked as a query of the app would be
-        (asked,) = await ask(state.evaluator, state.rng, route, [item], [qid], deadline, uid, view)
+        (asked,) = await ask(
+            state.evaluator, state.rng, route, [item], [qid], deadline, uid, view, trace
+        )
     except (OverloadedError, TooManyInputsError) as exc:  # too many inputs: not with one
         return refused(exc)
 
+    if trace.span is not None:
+        trace.answered_at = loop.time()
     got = [(arm, o) for arm, o in asked.outcomes if isinstance(o, bytes)]
     answered = [Answered(arm.name, arm_label(arm), orjson.loads(o)) for arm, o in got]
+    trace.models = [a.label for a in answered]
     silent = [(arm_label(arm), o) for arm, o in asked.outcomes if not isinstance(o, bytes)]
     if not answered:
         expose = app.expose_model_errors

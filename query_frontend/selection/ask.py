@@ -20,7 +20,7 @@ from management_frontend.state.policy import EXP4, LEARNING, PolicyState
 from query_frontend.batching.dispatch import OverloadedError
 from query_frontend.batching.evaluate import Evaluator
 from query_frontend.batching.quarantine import QuarantinedError
-from query_frontend.queries import Expired, Failure, Item, Outcome
+from query_frontend.queries import Expired, Failure, Item, Outcome, RequestTrace
 from query_frontend.routing.table import Arm, Route
 from query_frontend.selection.choose import Choice, chooser, ensemble_weights, split_arms
 from query_frontend.selection.ensemble import combine
@@ -63,6 +63,7 @@ async def ask(
     deadline: float,
     uid: str | None,
     view: PolicyState,
+    trace: RequestTrace | None = None,
 ) -> list[Asked]:
     """Send each input to the arm(s) its policy picks; every outcome arrives by
     ``deadline``. Raises ``OverloadedError``/``TooManyInputsError`` when the one arm of
@@ -90,6 +91,7 @@ async def ask(
                 [ids[i] for i in indices],
                 deadline,
                 impatient=ensemble,
+                trace=trace,
             )
         except OverloadedError as exc:
             if not ensemble:

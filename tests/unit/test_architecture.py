@@ -44,7 +44,8 @@ LAYERS: dict[str, dict[str, set[str]]] = {
         "config": set(),
         "cancellation": set(),
         "caching": {"queries"},
-        "batching": {"caching", "queries"},
+        "observability": {"queries"},
+        "batching": {"caching", "queries", "observability"},
         "rpc": {"batching", "caching", "queries", "cancellation"},
         "routing": {"queries", "cancellation"},
         "selection": {"routing", "batching", "caching", "queries", "cancellation"},
@@ -52,7 +53,7 @@ LAYERS: dict[str, dict[str, set[str]]] = {
         "supervision": {"cancellation"},
         "http": {
             *("queries", "config", "cancellation", "caching", "batching", "rpc", "routing"),
-            *("selection", "metrics", "supervision"),
+            *("selection", "metrics", "supervision", "observability"),
         },
     },
     "management_frontend": {

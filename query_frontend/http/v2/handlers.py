@@ -220,9 +220,11 @@ async def _infer(
     if header_length is not None or version is not None:
         parse = partial(parse_infer, header_length=header_length, pin=version)
         dialect = Dialect(parse, one_model_reply, answers_reply)
-    reply = await handle_predict(state, app_name, headers, receive, dialect)
+    path = f"/v2/models/{app_name}" + (f"/versions/{version}" if version else "") + "/infer"
+    reply = await handle_predict(state, app_name, headers, receive, dialect, path)
     if reply is None:
         return None
     if reply.status == 404 and state.routing.routes.get(app_name) is None:
-        return v2_error(404, f"no model (application) named '{app_name}' is registered")
+        message = f"no model (application) named '{app_name}' is registered"
+        return v2_error(404, message, reply.headers)
     return as_v2(reply)
