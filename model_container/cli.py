@@ -64,6 +64,7 @@ import os
 import socket
 from collections.abc import Sequence
 
+from model_container import tracing
 from model_container.bundle import (
     SHA256_RE,
     BundleError,
@@ -261,11 +262,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         secrets_dir=args.secrets_dir,
         insecure_rpc=args.insecure_rpc,
     )
+    tracing.setup(args.name, args.version, args.replica_id)  # if OTEL_* says so
     try:
         ModelContainer(config, predict).run()
     except MetricsServerError as exc:
         logger.error("%s", exc)
         return EXIT_CONFIG
+    finally:
+        tracing.shutdown()
     return EXIT_OK
 
 

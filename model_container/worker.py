@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from model_container import protocol
+from model_container import protocol, tracing
 from model_container.bundle import PredictFunction
 from model_container.metrics import ContainerMetrics
 from model_container.protocol import Error, ErrorKind, InputType, Predict, Result
@@ -52,16 +52,21 @@ def run_batch(predict: PredictFunction, input_type: InputType, msg: Predict) -> 
         return _error(msg, ErrorKind.BAD_INPUT, f"cannot decode the batch: {exc}")
     n = msg.size
     token = request_ids.set(msg.request_ids)  # current_request_ids(), log records
+    span = tracing.model_span(msg.traceparents, msg.request_ids) if msg.traceparents else None
     started = time.perf_counter_ns()
     try:
         outputs = predict(inputs)
     except BaseException as exc:  # whatever user code raises fails the batch, not the worker
+        if span is not None:
+            span.set_attribute("error.type", type(exc).__name__)
         # The log keeps what the exception says; the frontend decides, per app, whether
         # a client sees more of it than its type (the text may hold paths or data).
         logger.error("model raised on batch %d of %d inputs", msg.batch_id, n, exc_info=exc)
         return _error(msg, ErrorKind.MODEL_RAISED, f"{type(exc).__name__}: {exc}", exc)
     finally:
         request_ids.reset(token)
+        if span is not None:
+            span.end()
     model_micros = (time.perf_counter_ns() - started) // 1000
     problem = _check_outputs(outputs, n)
     if problem is not None:

@@ -132,7 +132,7 @@ def line(
         "path": path,
         "app": trace.app,
         "status": status,
-        "models": _models(trace),
+        "models": models_of(trace),
         "default": reason is not None,
         "default_reason": reason,
         "queries": _inputs(trace),
@@ -169,7 +169,7 @@ def _default_reason(trace: RequestTrace) -> str | None:
     return None
 
 
-def _models(trace: RequestTrace) -> list[str]:
+def models_of(trace: RequestTrace) -> list[str]:
     """The ``model:version`` of each model that answered a query of the request."""
     if trace.models is not None:
         return trace.models
