@@ -397,6 +397,61 @@ def _v2_model_paths() -> dict[str, Any]:
     return paths
 
 
+#: Sent with every predict, update and infer request, and answered on every response
+#: (docs/observability.md).
+_TRACE_PARAMETERS = [
+    {
+        "name": "X-Request-Id",
+        "in": "header",
+        "required": False,
+        "description": (
+            "the request's id, returned in the answer's X-Request-Id, logged in the access "
+            "log and passed to the model's replica: 1 to 128 characters of "
+            "[A-Za-z0-9._:/+=-]; anything else is replaced by an id the frontend makes"
+        ),
+        "schema": _STRING,
+    },
+    {
+        "name": "traceparent",
+        "in": "header",
+        "required": False,
+        "description": "W3C trace context: the request's spans join the caller's trace "
+        "(when the frontend traces: docs/observability.md)",
+        "schema": _STRING,
+    },
+]
+_TRACE_HEADERS = {
+    "X-Request-Id": {
+        "description": "the request's id: the client's X-Request-Id if it was sane, else "
+        "one the frontend made (also in the access log and the replica's log lines)",
+        "schema": _STRING,
+    },
+    "Server-Timing": {
+        "description": (
+            "where the request's time went, in ms: `queue;dur=0.120, batch;dur=0.000, "
+            'model;dur=0.512, total;dur=1.203`; `cache;desc="hit", total;dur=...` for '
+            "an answer from the cache; `total` alone for a request refused before any "
+            "query was made"
+        ),
+        "schema": _STRING,
+    },
+}
+
+
+def _traced(operation: dict[str, Any], untraced: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``operation`` taking X-Request-Id and traceparent, and every response of it but
+    ``untraced`` saying X-Request-Id and Server-Timing."""
+    operation["parameters"] = [*operation.get("parameters", []), *_TRACE_PARAMETERS]
+    responses = operation["responses"]
+    for status, response in responses.items():
+        if status not in untraced:  # a copy: other operations may share the response
+            responses[status] = {
+                **response,
+                "headers": {**response.get("headers", {}), **_TRACE_HEADERS},
+            }
+    return operation
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the query API."""
     health_503 = _native_error(503, ["starting", "draining"])
@@ -455,6 +510,11 @@ def document() -> dict[str, Any]:
         },
         **_v2_model_paths(),
     }
+    for path in ("/{app}/predict", "/{app}/update"):
+        _traced(paths[path]["post"])
+    for path, item in paths.items():
+        if path.endswith("/infer"):
+            _traced(item["post"], untraced=("405",))
     return {
         "openapi": "3.1.0",
         "info": {

@@ -213,6 +213,13 @@ def test_open_inference_answers_carry_the_request_id(
     assert _one_line(data_dir, "v2-1")["path"] == "/v2/models/scored/infer"
     gone = httpx.post(f"{url}/v2/models/nope/infer", json=body, headers={"X-Request-Id": "v2-2"})
     assert gone.status_code == 404 and gone.headers["x-request-id"] == "v2-2"
+    packed = httpx.post(
+        f"{url}/v2/models/scored/infer",
+        json=body,
+        headers={"X-Request-Id": "v2-3", "Content-Encoding": "gzip"},
+    )
+    assert packed.status_code == 415 and packed.headers["x-request-id"] == "v2-3"
+    assert _one_line(data_dir, "v2-3")["status"] == 415
 
 
 def test_a_cluster_sampling_nothing_logs_only_errors_and_defaults(

@@ -74,3 +74,20 @@ async def test_served_without_a_token() -> None:
     assert answer.status_code == 200
     assert answer.headers["content-type"] == "application/json"
     assert answer.json() == document()
+
+
+def test_predict_update_and_infer_document_request_ids_and_server_timing() -> None:
+    from query_frontend.http.openapi import document
+
+    paths = document()["paths"]
+    for path in ("/{app}/predict", "/{app}/update", "/v2/models/{app}/infer"):
+        operation = paths[path]["post"]
+        names = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+        assert {"X-Request-Id", "traceparent"} <= names, path
+        for status, response in operation["responses"].items():
+            if status != "405":
+                assert {"X-Request-Id", "Server-Timing"} <= set(response["headers"]), (path, status)
+    # Shared responses are copied, not changed: the metadata route says no such header.
+    assert "X-Request-Id" not in paths["/v2/models/{app}"]["get"]["responses"]["404"].get(
+        "headers", {}
+    )

@@ -28,6 +28,7 @@ import orjson
 from query_frontend.http.asgi import Headers, Receive, Reply, Scope, Send, send_reply
 from query_frontend.http.auth import key_refusal
 from query_frontend.http.predict import Dialect, handle_predict
+from query_frontend.http.respond import finish
 from query_frontend.http.state import FrontendState
 from query_frontend.http.v2.encode import answers_reply, one_model_reply
 from query_frontend.http.v2.tensors import datatype_of, parse_infer
@@ -200,27 +201,45 @@ def _metadata(state: FrontendState, route: Route, version: str | None) -> dict[s
 INFER = Dialect(parse_infer, one_model_reply, answers_reply)
 
 
+def _refused(
+    state: FrontendState, app: str, path: str, headers: Headers, receive: Receive, reply: Reply
+) -> Reply:
+    """An inference refused before it reaches ``handle_predict``: its id, Server-Timing
+    and access-log line all the same."""
+    now = state.loop.time()
+    trace = state.request_ids.trace(headers)
+    trace.app = app
+    return finish(state.access_log, trace, reply, lambda: path, now, now, receive)
+
+
 async def _infer(
     state: FrontendState, app_name: str, version: str | None, headers: Headers, receive: Receive
 ) -> Reply | None:
+    path = f"/v2/models/{app_name}" + (f"/versions/{version}" if version else "") + "/infer"
     header_length: int | None = None
     for name, value in headers:
         if name == b"inference-header-content-length":
             if not value.strip().isdigit():
-                return v2_error(
-                    400, "Inference-Header-Content-Length must be the JSON header's length in bytes"
+                return _refused(
+                    state,
+                    app_name,
+                    path,
+                    headers,
+                    receive,
+                    v2_error(
+                        400,
+                        "Inference-Header-Content-Length must be the JSON header's length in bytes",
+                    ),
                 )
             header_length = int(value)
         elif name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
             encoding = value.decode("latin-1")
-            return v2_error(
-                415, f"Content-Encoding {encoding!r} is not supported: send the body as it is"
-            )
+            why = f"Content-Encoding {encoding!r} is not supported: send the body as it is"
+            return _refused(state, app_name, path, headers, receive, v2_error(415, why))
     dialect = INFER
     if header_length is not None or version is not None:
         parse = partial(parse_infer, header_length=header_length, pin=version)
         dialect = Dialect(parse, one_model_reply, answers_reply)
-    path = f"/v2/models/{app_name}" + (f"/versions/{version}" if version else "") + "/infer"
     reply = await handle_predict(state, app_name, headers, receive, dialect, path)
     if reply is None:
         return None
