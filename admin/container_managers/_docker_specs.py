@@ -69,6 +69,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from admin.container_managers._frontend_args import access_log_args, check_access_log_sample
 from admin.container_managers._net import check_port, connect_host, netloc
 from admin.container_managers.base import (
     CRASH_LOOP_RESTARTS,
@@ -155,6 +156,8 @@ class ClusterSettings:
     query_frontends: int = 1
     # Seconds a query frontend drains on SIGTERM before it exits.
     drain_timeout: int = DEFAULT_DRAIN_TIMEOUT
+    # The share of requests the access log records (None: the frontend's default, 1).
+    access_log_sample: float | None = None
 
     def __post_init__(self) -> None:
         if self.network_mode not in (HOST_MODE, NETWORK_MODE):
@@ -171,6 +174,7 @@ class ClusterSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequestError(f"{f} must be an integer >= 1, got {value!r}")
         check_port("rpc_port + query_frontends - 1", self.rpc_port + self.query_frontends - 1)
+        check_access_log_sample(self.access_log_sample)
 
     # ------------------------------------------------------------------ serialised
 
@@ -408,6 +412,7 @@ class ClusterSettings:
             command.append("--reuse-port")
         if self.drain_timeout != DEFAULT_DRAIN_TIMEOUT:
             command += ["--drain-timeout", str(self.drain_timeout)]
+        command += access_log_args(self.access_log_sample)
         labels = {FRONTEND_INDEX: str(index), STOP_TIMEOUT: str(self.query_stop_timeout)}
         spec = self._common(QUERY, image, command, **labels)
         network: dict[str, Any] = {"network_mode": HOST_MODE}

@@ -61,6 +61,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from admin.container_managers._frontend_args import access_log_args, check_access_log_sample
 from admin.container_managers._net import check_port
 from admin.container_managers.base import memory_size
 from admin.exceptions import InvalidRequestError
@@ -166,6 +167,7 @@ class KubeSettings:
     cluster_domain: str = "cluster.local"  # the cluster's DNS domain (kubelet --cluster-domain)
     tls_secret: str | None = None  # a kubernetes.io/tls Secret: the frontends serve HTTPS
     drain_timeout: int = DEFAULT_DRAIN_TIMEOUT  # seconds a query frontend drains on SIGTERM
+    access_log_sample: float | None = None  # the access log's share (None: the default, 1)
     resources: Mapping[str, Mapping[str, Mapping[str, str]]] = field(
         default_factory=lambda: dict(DEFAULT_RESOURCES)
     )
@@ -186,6 +188,7 @@ class KubeSettings:
             raise InvalidRequestError(f"drain_timeout must be an integer >= 1, got {drain!r}")
         for f in ("query_port", "management_port"):
             check_port(f, getattr(self, f))
+        check_access_log_sample(self.access_log_sample)
         unknown = set(self.resources) - set(ROLES)
         if unknown:
             raise InvalidRequestError(
@@ -640,6 +643,7 @@ class KubeSettings:
                 *("--host", "0.0.0.0", "--port", str(PORTS[QUERY])),
                 *("--rpc-host", "0.0.0.0", "--rpc-port", str(PORTS["rpc"])),
                 *drain,
+                *access_log_args(self.access_log_sample),
             ],
             # Each pod names itself in the replica records it keeps in Redis by its own
             # name: distinct across pods, and in `kubectl get pods`.

@@ -122,6 +122,9 @@ class DockerContainerManager(ContainerManager):
     port ``rpc_port + i`` (so ``rpc_port`` .. ``rpc_port + query_frontends - 1`` are
     taken). ``drain_timeout`` is how long a query frontend answers what it accepted after
     SIGTERM (``docker stop``, ``restart_query_frontends()``) before it exits.
+    ``access_log_sample`` (0..1) is the share of requests the frontends' access log
+    records (errors and defaults always are; default: every request:
+    docs/observability.md).
 
     ``tls_certfile``/``tls_keyfile`` (PEM files on this host, both or neither) are mounted
     read-only into both frontends, which then serve HTTPS: the containers run as uid
@@ -163,6 +166,7 @@ class DockerContainerManager(ContainerManager):
         tls_ca: str | os.PathLike[str] | None = None,
         query_frontends: int = 1,
         drain_timeout: int = specs.DEFAULT_DRAIN_TIMEOUT,
+        access_log_sample: float | None = None,
     ) -> None:
         super().__init__()
         certfile, keyfile = tls_files(tls_certfile, tls_keyfile)
@@ -181,6 +185,7 @@ class DockerContainerManager(ContainerManager):
             tls_keyfile=keyfile,
             query_frontends=query_frontends,
             drain_timeout=drain_timeout,
+            access_log_sample=access_log_sample,
         )
         self.tls = self.settings.tls
         self.tls_ca = absolute_path(tls_ca)

@@ -115,7 +115,9 @@ class KubernetesContainerManager(ContainerManager):
     ``"127.0.0.1:1338"`` through ``kubectl port-forward``). ``query_frontends`` is the
     number of query frontend pods (``query_replicas`` is its older name);
     ``drain_timeout`` how long one answers what it accepted after SIGTERM before it exits
-    (its pod's termination grace is longer). ``resources`` replaces the
+    (its pod's termination grace is longer); ``access_log_sample`` (0..1) the share of
+    requests its access log records (errors and defaults always are; default: every
+    request: docs/observability.md). ``resources`` replaces the
     requests/limits of a role (``redis``, ``management``, ``query``, ``replica``):
     ``{"replica": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {...}}}``.
     ``tls_secret`` names a Secret of type ``kubernetes.io/tls`` in the namespace (``kubectl
@@ -141,6 +143,7 @@ class KubernetesContainerManager(ContainerManager):
         query_frontends: int | None = None,
         query_replicas: int | None = None,
         drain_timeout: int = specs.DEFAULT_DRAIN_TIMEOUT,
+        access_log_sample: float | None = None,
         service_type: str = "ClusterIP",
         query_port: int = 1337,
         management_port: int = 1338,
@@ -180,6 +183,7 @@ class KubernetesContainerManager(ContainerManager):
             namespace=check_name(namespace, "namespace"),
             query_replicas=_DEFAULT_QUERY_FRONTENDS if frontends is None else frontends,
             drain_timeout=drain_timeout,
+            access_log_sample=access_log_sample,
             service_type=service_type,
             query_port=query_port,
             management_port=management_port,

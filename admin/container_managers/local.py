@@ -93,6 +93,7 @@ from admin.container_managers._credentials import (
     ADMIN_TOKEN_ENV,
     LocalCredentialStore,
 )
+from admin.container_managers._frontend_args import access_log_args, check_access_log_sample
 from admin.container_managers._net import (
     absolute_path,
     check_distinct_ports,
@@ -207,6 +208,7 @@ class LocalContainerManager(ContainerManager):
         query_frontends: int = 1,
         rpc_ipc: bool = False,
         rpc_unix: bool = True,
+        access_log_sample: float | None = None,
     ) -> None:
         """``tls_certfile``/``tls_keyfile`` (PEM files, both or neither): both frontends
         serve HTTPS with them; ``tls_ca``: the CA (PEM) the admin client verifies them
@@ -215,7 +217,10 @@ class LocalContainerManager(ContainerManager):
         frontend ``i`` takes RPC port ``rpc_port + i``. ``rpc_ipc``: replicas reach the
         query frontends over ZeroMQ on unix sockets under the data dir; ``rpc_unix`` (the
         default): over the direct unix-socket transport (no ZeroMQ between them:
-        ``docs/wire-protocol.md`` §1.3); neither: over TCP."""
+        ``docs/wire-protocol.md`` §1.3); neither: over TCP. ``access_log_sample`` (0..1):
+        the share of requests the query frontends' access log (logs/query.log) records;
+        errors and defaults always are; None: the frontend's default, every request, or
+        ``$SCHOONER_ACCESS_LOG_SAMPLE`` (docs/observability.md)."""
         super().__init__()
         if (
             isinstance(query_frontends, bool)
@@ -243,7 +248,9 @@ class LocalContainerManager(ContainerManager):
             },
             "LocalContainerManager",
         )
+        check_access_log_sample(access_log_sample)
         self.query_frontends = query_frontends
+        self.access_log_sample = access_log_sample
         self.rpc_ipc = rpc_ipc
         self.rpc_unix = rpc_unix
         self.cluster_name = cluster_name
@@ -913,6 +920,7 @@ class LocalContainerManager(ContainerManager):
                 *self._tls_args(),
                 # Several frontends share the query port; one alone binds it as before.
                 *(["--reuse-port"] if self.query_frontends > 1 else []),
+                *access_log_args(self.access_log_sample),
             ]
             specs.append(self._spec(QUERY, argv, self._env(sys.executable), name=name))
         return specs
@@ -1141,6 +1149,7 @@ class LocalContainerManager(ContainerManager):
             "management_port": self.management_port,
             "rpc_port": self.rpc_port,
             "query_frontends": self.query_frontends,
+            "access_log_sample": self.access_log_sample,
             "redis_port": self.redis_port,
             "redis_url": self.redis_url,
             "key_prefix": self.key_prefix,
@@ -1162,6 +1171,8 @@ class LocalContainerManager(ContainerManager):
             self.management_port = int(doc["management_port"])
             self.rpc_port = int(doc["rpc_port"])
             self.query_frontends = int(doc.get("query_frontends", 1))
+            sample = doc.get("access_log_sample")
+            self.access_log_sample = None if sample is None else float(sample)
             self.redis_port = int(doc["redis_port"])
             self.redis_url = None if doc.get("redis_url") is None else str(doc["redis_url"])
             self.key_prefix = str(doc.get("key_prefix", self.key_prefix))

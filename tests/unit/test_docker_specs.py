@@ -646,3 +646,11 @@ def test_admin_imports_and_explains_itself_without_the_docker_sdk() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "pip install 'schooner[docker]'" in done.stdout
+
+
+def test_the_access_log_sample_reaches_the_query_frontend_when_set() -> None:
+    assert "--access-log-sample" not in network_settings().query_spec("f")["command"]
+    command = network_settings(access_log_sample=0).query_spec("f")["command"]
+    assert _flag(command, "--access-log-sample") == "0.0"
+    with pytest.raises(InvalidRequestError, match="access_log_sample"):
+        network_settings(access_log_sample=2)

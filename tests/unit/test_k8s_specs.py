@@ -609,3 +609,13 @@ def test_without_a_tls_secret_the_frontends_serve_plain_http() -> None:
         assert [v.name for v in pod.volumes] == ["secrets"]  # the credentials only
         assert "--tls-certfile" not in pod.containers[0].args
         assert pod.containers[0].readiness_probe.http_get.scheme is None
+
+
+def test_the_access_log_sample_reaches_the_query_frontend_when_set() -> None:
+    (c,) = settings().query_deployment(IMAGE).spec.template.spec.containers
+    assert "--access-log-sample" not in c.args  # the frontend's default: every request
+    (c,) = settings(access_log_sample=0.25).query_deployment(IMAGE).spec.template.spec.containers
+    assert arg(c, "--access-log-sample") == "0.25"
+    for bad in (1.5, -0.1, True, "1"):
+        with pytest.raises(InvalidRequestError, match="access_log_sample"):
+            settings(access_log_sample=bad)

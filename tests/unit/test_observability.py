@@ -166,3 +166,19 @@ def test_the_model_sees_its_batch_s_request_ids_in_its_log_records(
     assert scoring.request_id == "r-1,r-2"  # type: ignore[attr-defined]
     assert outside.request_id == "-"  # type: ignore[attr-defined]
     assert current_request_ids() == ()
+
+
+def test_a_local_cluster_passes_its_access_log_sample_to_every_query_frontend(
+    tmp_path: Any,
+) -> None:
+    from admin import InvalidRequestError, LocalContainerManager
+
+    default = LocalContainerManager(data_dir=tmp_path / "a")
+    assert "--access-log-sample" not in default._query_specs()[0].argv
+    sampled = LocalContainerManager(
+        data_dir=tmp_path / "b", access_log_sample=0.5, query_frontends=2
+    )
+    for spec in sampled._query_specs():
+        assert spec.argv[spec.argv.index("--access-log-sample") + 1] == "0.5"
+    with pytest.raises(InvalidRequestError, match="access_log_sample"):
+        LocalContainerManager(data_dir=tmp_path / "c", access_log_sample=float("nan"))

@@ -77,8 +77,6 @@ async def test_served_without_a_token() -> None:
 
 
 def test_predict_update_and_infer_document_request_ids_and_server_timing() -> None:
-    from query_frontend.http.openapi import document
-
     paths = document()["paths"]
     for path in ("/{app}/predict", "/{app}/update", "/v2/models/{app}/infer"):
         operation = paths[path]["post"]
