@@ -35,7 +35,7 @@ only along these edges::
 
     observability -> queries
     caching   -> queries
-    batching  -> caching, queries, observability
+    batching  -> caching, queries
     rpc       -> batching, caching, queries, cancellation
     routing   -> queries, cancellation
     selection -> routing, batching, caching, queries, cancellation

@@ -71,8 +71,12 @@ class Query:
     # The batch it was last sent in (0 while it waits in a queue): a batch left with a
     # replica that went out of rotation answers only the queries not sent again since.
     batch_id: int = 0
-    # The request it belongs to (its id goes to the replica), if a handler said.
-    trace: RequestTrace | None = None
+    # Its request's id and, while tracing, the W3C traceparent of its request's span:
+    # they go to the replica with it (PREDICT "rid", "tp"). Copied from the request's
+    # RequestTrace, not a reference to it: the trace holds its queries, and a cycle
+    # would leave every request to the cyclic garbage collector.
+    rid: str = ""
+    traceparent: str = ""
     # Where its time went (``observability.timing``), in loop seconds: when its last
     # batch was sent, how much of its wait delayed batching held it to fill a batch,
     # and the model's time on the batch that answered it (the replica's RESULT).
@@ -105,6 +109,7 @@ class RequestTrace:
         "replaced",
         "route",
         "span",
+        "traceparent",
     )
 
     def __init__(self, request_id: bytes, replaced: bool = False) -> None:
@@ -122,4 +127,5 @@ class RequestTrace:
         self.answers: list[Any] | None = None  # selection.ask.Answer
         self.models: list[str] | None = None
         self.span: Any = None
+        self.traceparent = ""  # of ``span``, for the replica (only while tracing)
         self.answered_at = 0.0  # loop time the answers were all in (only while tracing)

@@ -59,7 +59,6 @@ from query_frontend.batching.deadlines import DeadlineWatch, LagTracker
 from query_frontend.batching.quarantine import Quarantine, QuarantinedError
 from query_frontend.batching.replicas import Replica, ReplicaHistory
 from query_frontend.caching.cache import cache_key
-from query_frontend.observability import tracing
 from query_frontend.queries import Expired, Failure, ModelKey, Outcome, Query
 
 logger = logging.getLogger(__name__)
@@ -363,11 +362,10 @@ class Dispatcher:
             query.batch_id = batch_id
             query.sent = now
             query.held = held
-            trace = query.trace
-            if trace is not None:
-                request_ids.append(trace.id)
-                if trace.span is not None:
-                    traceparents.append(tracing.traceparent(trace))
+            if query.rid:
+                request_ids.append(query.rid)
+            if query.traceparent:
+                traceparents.append(query.traceparent)
         if len(request_ids) != len(batch):
             request_ids = []
         if len(traceparents) != len(batch):

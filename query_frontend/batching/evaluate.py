@@ -92,7 +92,9 @@ class Evaluator:
                     trace.cached += 1
                 continue
             query = Query(qid, item, deadline, loop.create_future(), impatient=impatient)
-            query.trace = trace
+            if trace is not None:
+                query.rid = trace.id
+                query.traceparent = trace.traceparent
             watch.add(query, q, loop)
             if hit is not None:
                 cache.attach(hit, query.future)  # this query leads: its outcome ends the flight
@@ -125,7 +127,8 @@ class Evaluator:
         q = dispatcher.queue(key, app.input_type)
         query = Query(qid, item, deadline, loop.create_future(), impatient=impatient)
         if trace is not None:
-            query.trace = trace
+            query.rid = trace.id
+            query.traceparent = trace.traceparent
             trace.queries.append(query)
         dispatcher.deadlines.add(query, q, loop)
         try:

@@ -19,13 +19,14 @@ RATE 0 logs only those.
 
 The event loop never writes: the handler hands the request's values (a tuple) to a
 queue, and the ``access-log`` thread builds the JSON lines and emits them, so a slow
-disk or a full pipe delays the log, never an answer. The thread takes what has queued
-up since it last wrote and emits it as **one record of one or more lines** (joined by
-newlines, at most ``MAX_LINES_PER_RECORD``): under load that is one LogRecord, one
-format and one write for many requests, where a record each cost the frontend several
-times the CPU (the thread shares the interpreter's lock with the event loop). With the
-frontend's own handler (bare ``%(message)s``) the output is the same JSON lines. Lines
-waiting when the frontend stops are written before it exits (``close``).
+disk or a full pipe delays the log, never an answer. The thread wakes at most every
+``FLUSH_INTERVAL_S`` and emits what has queued up since as **one record of one or more
+lines** (joined by newlines, at most ``MAX_LINES_PER_RECORD``): under load that is one
+wake-up, one LogRecord, one format and one write for many requests, where waking and
+emitting per request cost several times the CPU (the thread shares the interpreter's
+lock with the event loop). With the frontend's own handler (bare ``%(message)s``) the
+output is the same JSON lines, up to ``FLUSH_INTERVAL_S`` late. Lines waiting when the
+frontend stops are written before it exits (``close``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from query_frontend.queries import Expired, RequestTrace
 
 __all__ = [
     "ACCESS_LOGGER",
+    "FLUSH_INTERVAL_S",
     "MAX_LINES_PER_RECORD",
     "AccessLog",
     "configure_access_logger",
@@ -57,6 +59,8 @@ __all__ = [
 ACCESS_LOGGER = "schooner.access"
 #: Lines emitted as one log record at most.
 MAX_LINES_PER_RECORD = 256
+#: How long the writer lets lines gather after the first before it writes them.
+FLUSH_INTERVAL_S = 0.05
 
 # What the loop hands the writer: (unix time, trace, method, path, status, split, client).
 _Entry = tuple[float, RequestTrace, str, str, int, Split, str | None]
@@ -123,10 +127,14 @@ class AccessLog:
         info = self.logger.info
         clock = _Clock()
         stopping = False
+        caught_up = True  # the last write emptied the queue: let the next lines gather
         while not stopping:
             batch = [waiting.get()]  # waits for the first; takes what else has queued up
+            if caught_up and batch[0] is not None:
+                time.sleep(FLUSH_INTERVAL_S)
             while len(batch) < MAX_LINES_PER_RECORD and not waiting.empty():
                 batch.append(waiting.get_nowait())
+            caught_up = waiting.empty()
             lines: list[str] = []
             for entry in batch:
                 if entry is None:  # close(): write the rest, then stop

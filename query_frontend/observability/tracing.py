@@ -90,6 +90,7 @@ def start(trace: RequestTrace, headers: list[tuple[bytes, bytes]], path: str, at
             "schooner.request_id": trace.id,
         },
     )
+    trace.traceparent = traceparent(trace)
 
 
 def traceparent(trace: RequestTrace) -> str:

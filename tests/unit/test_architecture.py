@@ -45,7 +45,7 @@ LAYERS: dict[str, dict[str, set[str]]] = {
         "cancellation": set(),
         "caching": {"queries"},
         "observability": {"queries"},
-        "batching": {"caching", "queries", "observability"},
+        "batching": {"caching", "queries"},
         "rpc": {"batching", "caching", "queries", "cancellation"},
         "routing": {"queries", "cancellation"},
         "selection": {"routing", "batching", "caching", "queries", "cancellation"},
