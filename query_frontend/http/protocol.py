@@ -147,6 +147,17 @@ class FrontendProtocol(asyncio.Protocol):
         self._default_headers: Any = None
         self._default_bytes = b""
 
+    _peer: str | None = None
+
+    def peer(self) -> str | None:
+        """The client's ``host:port`` (the access log's ``client``), read from the
+        transport once per connection: uvloop asks the kernel each time it is asked."""
+        if self._peer is None:
+            address = self.transport.get_extra_info("peername")
+            ok = isinstance(address, tuple | list) and len(address) >= 2
+            self._peer = f"{address[0]}:{address[1]}" if ok else ""
+        return self._peer or None
+
     # asyncio's callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -243,15 +243,14 @@ def peer_of(receive: Any) -> str | None:
     ``Exchange.receive`` (its connection's transport), or an ASGI server's, whose
     object keeps the scope (read only for a line that is written)."""
     owner = getattr(receive, "__self__", None)
-    connection = getattr(owner, "connection", None)
-    transport = getattr(connection, "transport", None)
+    peer = getattr(getattr(owner, "connection", None), "peer", None)
+    if callable(peer):  # http.protocol's connection: it keeps the address
+        found: str | None = peer()
+        return found
     address: Any = None
-    if transport is not None:
-        address = transport.get_extra_info("peername")
-    else:
-        scope = getattr(owner, "scope", None)
-        if isinstance(scope, dict):
-            address = scope.get("client")
+    scope = getattr(owner, "scope", None)
+    if isinstance(scope, dict):
+        address = scope.get("client")
     if isinstance(address, tuple | list) and len(address) >= 2:
         return f"{address[0]}:{address[1]}"
     return None
