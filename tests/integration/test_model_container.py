@@ -618,6 +618,7 @@ def test_public_api() -> None:
         "PredictFunction",
         "ProtocolError",
         "check_compatible",
+        "current_request_ids",
         "load_predict_function",
         "read_bundle_info",
         "runtime_versions",
