@@ -64,10 +64,14 @@ def provider_from_env(service_name: str, attributes: dict[str, str]) -> Any:
             "pip install 'schooner[otel]'; no traces"
         )
         return None
-    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over these defaults.
-    resource = Resource.create({"service.name": service_name, **attributes})
-    if "OTEL_SERVICE_NAME" in os.environ:
-        resource = resource.merge(Resource.create({}))
+    # A service name from OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES wins over ours
+    # (Resource.create lets the attributes it is given win over the environment's).
+    named = os.environ.get("OTEL_SERVICE_NAME", "").strip() or "service.name=" in os.environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    )
+    resource = Resource.create(
+        attributes if named else {"service.name": service_name, **attributes}
+    )
     provider = TracerProvider(resource=resource)  # the sampler: OTEL_TRACES_SAMPLER
     names = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() or "otlp"
     for name in (n.strip() for n in names.split(",")):

@@ -126,3 +126,17 @@ def test_a_request_without_a_caller_starts_its_own_trace(exporter: InMemorySpanE
     (server,) = exporter.get_finished_spans()
     assert server.parent is None and server.attributes is not None
     assert server.attributes["http.response.status_code"] == 404
+
+
+def test_the_service_name_is_ours_unless_the_environment_names_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none,console")
+    provider = common.provider_from_env("schooner-replica", {"service.instance.id": "r-1"})
+    assert provider.resource.attributes["service.name"] == "schooner-replica"
+    assert provider.resource.attributes["service.instance.id"] == "r-1"
+    provider.shutdown()
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "fraud-scoring")
+    provider = common.provider_from_env("schooner-replica", {})
+    assert provider.resource.attributes["service.name"] == "fraud-scoring"
+    provider.shutdown()
