@@ -34,7 +34,7 @@ from query_frontend.http.auth import key_refusal
 from query_frontend.http.budget import BudgetFullError, Hold
 from query_frontend.http.inputs import InputError, TooManyItemsError, parse_request
 from query_frontend.http.offload import ParserUnavailableError
-from query_frontend.http.respond import finish
+from query_frontend.http.respond import GONE, finish
 from query_frontend.http.state import FrontendState
 from query_frontend.observability import tracing
 from query_frontend.queries import Expired, Failure, Item, Outcome, RequestTrace
@@ -166,10 +166,10 @@ async def handle_predict(
             reply = await _predict(
                 state, headers, receive, route, arrival, outcomes, hold, dialect, trace
             )
-        except ClientGoneError:
-            if trace.span is not None:
-                tracing.abandon(trace)
-            return None  # nobody to answer; queries already submitted are answered and dropped
+        except ClientGoneError:  # nobody to answer; queries submitted are answered and dropped
+            path_of = lambda: path or f"/{app_name}/predict"  # noqa: E731
+            finish(state.access_log, trace, GONE, path_of, arrival, loop.time(), receive)
+            return None
         finally:
             hold.release()
         state.metrics.request(app_name, reply.status, loop.time() - arrival, outcomes)

@@ -148,12 +148,14 @@ class FrontendProtocol(asyncio.Protocol):
         self._default_bytes = b""
 
     _peer: str | None = None
+    _peer_address: Any = None
 
     def peer(self) -> str | None:
-        """The client's ``host:port`` (the access log's ``client``), read from the
-        transport once per connection: uvloop asks the kernel each time it is asked."""
+        """The client's ``host:port`` (the access log's ``client``). Its address is read
+        once, when the connection is made: uvloop asks the kernel each time, and cannot
+        once the connection is closed (a client gone before its answer is logged too)."""
         if self._peer is None:
-            address = self.transport.get_extra_info("peername")
+            address = self._peer_address
             ok = isinstance(address, tuple | list) and len(address) >= 2
             self._peer = f"{address[0]}:{address[1]}" if ok else ""
         return self._peer or None
@@ -162,6 +164,7 @@ class FrontendProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's: not a subclass
+        self._peer_address = transport.get_extra_info("peername")
         self.connections.add(self)
         self.began = self.idle_since = self.loop.time()
         self._arm(min(self.header_timeout_s, self.keep_alive_s))

@@ -12,7 +12,11 @@ from query_frontend.observability.access_log import AccessLog, peer_of
 from query_frontend.observability.timing import server_timing, split
 from query_frontend.queries import RequestTrace
 
-__all__ = ["finish"]
+__all__ = ["GONE", "finish"]
+
+#: What ``finish`` is given for a request whose client left before its answer: nothing
+#: is sent; the access log and the span say 499 (nginx's "client closed request").
+GONE = Reply(499, b"")
 
 
 def finish(

@@ -41,7 +41,7 @@ from query_frontend.http.auth import key_refusal
 from query_frontend.http.budget import BudgetFullError, Hold
 from query_frontend.http.inputs import InputError, convert, load_object, user_id
 from query_frontend.http.offload import ParserUnavailableError
-from query_frontend.http.respond import finish
+from query_frontend.http.respond import GONE, finish
 from query_frontend.http.state import FrontendState
 from query_frontend.observability import tracing
 from query_frontend.queries import Failure, Item, RequestTrace
@@ -98,9 +98,9 @@ async def handle_update(
         hold = Hold(state.bodies, app_name)
         try:
             reply = await _update(state, route, headers, receive, hold, trace)
-        except ClientGoneError:
-            if trace.span is not None:
-                tracing.abandon(trace)
+        except ClientGoneError:  # logged (status 499), not answered
+            path_of = lambda: f"/{app_name}/update"  # noqa: E731
+            finish(state.access_log, trace, GONE, path_of, arrival, loop.time(), receive)
             return None
         finally:
             hold.release()

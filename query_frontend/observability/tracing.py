@@ -99,13 +99,6 @@ def traceparent(trace: RequestTrace) -> str:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
-def abandon(trace: RequestTrace) -> None:
-    """The client left before its answer."""
-    span, trace.span = trace.span, None
-    span.set_attribute("schooner.client_gone", True)
-    span.end()
-
-
 def finish(trace: RequestTrace, status: int, timing: Any, arrival: float, now: float) -> None:
     """The children of the request's span, from its timestamps; then its end."""
     from opentelemetry import trace as api

@@ -11,6 +11,8 @@ nothing (``SCHOONER_ACCESS_LOG_SAMPLE=0``) still logs errors and defaults.
 from __future__ import annotations
 
 import re
+import socket
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -198,6 +200,22 @@ def test_errors_defaults_updates_and_cache_hits_are_logged_and_timed(
     )
     assert again.headers["server-timing"].startswith('cache;desc="hit", total;dur=')
     assert _one_line(data_dir, "c-1")["cached"] == 1
+
+
+def test_a_client_gone_before_its_answer_is_logged_as_499(
+    cluster: tuple[Connection, Path], url: str
+) -> None:
+    _, data_dir = cluster
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        # Closed with a reset, mid-body: the frontend sees the connection lost at once.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.sendall(
+            b"POST /scored/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\nX-Request-Id: gone-1\r\n\r\n{"input": ['
+        )
+    line = _one_line(data_dir, "gone-1")
+    assert line["status"] == 499 and line["app"] == "scored"
 
 
 def test_open_inference_answers_carry_the_request_id(
