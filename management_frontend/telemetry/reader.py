@@ -49,12 +49,12 @@ class Telemetry:
         for _id, fields in entries or ():
             try:
                 tick = orjson.loads((fields or {})[TELEMETRY_FIELD])
-                float(tick["t"])
-            except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
-                logger.debug("skipping an unreadable telemetry entry %s", _id)
-                continue
-            if isinstance(tick, dict):
+            except (KeyError, TypeError, orjson.JSONDecodeError):
+                tick = None
+            if aggregate.readable(tick):
                 out.append(tick)
+            else:
+                logger.debug("skipping an unreadable telemetry entry %s", _id)
         return out
 
     async def _supervised(self) -> dict[str, dict[str, Any]]:
