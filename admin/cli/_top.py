@@ -1,0 +1,87 @@
+"""``schooner top``: a live terminal view of what the cluster is doing, the numbers of the
+dashboard's overview (``Connection.get_overview``), refreshed every ``--interval`` seconds.
+
+With ``--once``, or when stdout is not a terminal (a pipe, a file, a test), it prints one
+frame and exits: 0, or 1 with the one-line error of a management API it cannot reach.
+Live, an error after the first frame does not end it: the last frame stays on screen
+under a "reconnecting" banner, and each refresh attaches again (reading the cluster's
+address and admin token anew, so a restarted cluster or a rotated token is picked up)
+until the API answers. Ctrl-C ends it with status 0. The drawing is ``_top_view``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from rich.console import Console
+from rich.live import Live
+
+from admin._connection import Connection
+from admin.cli import _managers as managers
+from admin.cli._top_view import Frame, render
+from admin.exceptions import SchoonerError
+
+DEFAULT_INTERVAL_S: Final = 2.0
+# A terminal-less console (a pipe) is this wide unless $COLUMNS says otherwise: wide
+# enough that no table of a frame is cut.
+PIPE_WIDTH: Final = 200
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    console = make_console()
+    try:
+        with managers.connect(args) as conn:
+            where = managers.where(args, conn.cm)
+            first = fetch(conn, args, where)  # an error here ends the command (status 1)
+            if args.once or not console.is_terminal:
+                console.print(render(first))
+                return 0
+            watch(console, conn, args, first)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def make_console() -> Console:
+    """Markup and highlighting off: every cell is drawn as the API wrote it."""
+    console = Console(markup=False, highlight=False, emoji=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(markup=False, highlight=False, emoji=False, width=PIPE_WIDTH)
+    return console
+
+
+def fetch(conn: Connection, args: argparse.Namespace, where: str) -> Frame:
+    """One frame: the overview, and the app's activity with ``--app``."""
+    overview: Mapping[str, Any] = conn.get_overview(args.window)
+    activity: Mapping[str, Any] | None = None
+    if args.app is not None:
+        activity = conn.get_app_activity(args.app, args.window)
+    return Frame(overview, activity, where)
+
+
+def watch(console: Console, conn: Connection, args: argparse.Namespace, first: Frame) -> None:
+    """Redraw every ``--interval`` seconds until Ctrl-C; errors become the banner."""
+    frame = first
+    broken = False
+    with Live(render(frame), console=console, auto_refresh=False, transient=False) as live:
+        while True:
+            started = time.monotonic()
+            try:
+                if broken:
+                    conn.close()
+                    conn.connect()
+                frame = fetch(conn, args, frame.where)
+                broken = False
+            except SchoonerError as exc:
+                broken = True
+                frame = Frame(frame.overview, frame.activity, frame.where, one_line(exc))
+            live.update(render(frame), refresh=True)
+            time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
