@@ -24,6 +24,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from management_frontend.api.activity_routes import router as activity_router
 from management_frontend.api.auth import AdminAuthMiddleware
 from management_frontend.api.docs_page import install_docs_page
 from management_frontend.api.errors import BodyLimitMiddleware, install_error_handlers
@@ -133,6 +134,7 @@ def create_app(config: Config) -> FastAPI:
     # Added last, so it runs first: nothing is read or answered before the token is checked.
     app.add_middleware(AdminAuthMiddleware, check=admin_token)
     app.include_router(router)
+    app.include_router(activity_router)
     install_openapi(app)
     install_docs_page(app)
     return app
