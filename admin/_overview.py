@@ -121,7 +121,7 @@ class WeightSeries(TypedDict):
 
 class DefaultAnswer(TypedDict):
     t: float
-    query_id: int
+    query_id: int | None
     request_id: str | None
     reason: str  # why the default output answered
     frontend: str

@@ -38,7 +38,7 @@ def cmd_top(args: argparse.Namespace) -> int:
             where = managers.where(args, conn.cm)
             first = fetch(conn, args, where)  # an error here ends the command (status 1)
             if args.once or not console.is_terminal:
-                console.print(render(first))
+                console.print(render(first, console.width))
                 return 0
             watch(console, conn, args, first)
     except KeyboardInterrupt:
@@ -67,7 +67,8 @@ def watch(console: Console, conn: Connection, args: argparse.Namespace, first: F
     """Redraw every ``--interval`` seconds until Ctrl-C; errors become the banner."""
     frame = first
     broken = False
-    with Live(render(frame), console=console, auto_refresh=False, transient=False) as live:
+    start = render(frame, console.width)
+    with Live(start, console=console, auto_refresh=False, transient=False) as live:
         while True:
             started = time.monotonic()
             try:
@@ -79,7 +80,7 @@ def watch(console: Console, conn: Connection, args: argparse.Namespace, first: F
             except SchoonerError as exc:
                 broken = True
                 frame = Frame(frame.overview, frame.activity, frame.where, one_line(exc))
-            live.update(render(frame), refresh=True)
+            live.update(render(frame, console.width), refresh=True)
             time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
 
 

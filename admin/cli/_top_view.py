@@ -68,11 +68,10 @@ def size(value: object) -> str:
     number = _number(value)
     if number is None:
         return DASH
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(number) < 1024 or unit == "GiB":
-            return f"{number:.0f} {unit}" if unit == "B" else f"{number:.1f} {unit}"
-        number /= 1024
-    raise AssertionError("unreachable")
+    units, power = ("B", "KiB", "MiB", "GiB"), 0
+    while abs(number) >= 1024 and power < len(units) - 1:
+        number, power = number / 1024, power + 1
+    return f"{number:.0f} B" if power == 0 else f"{number:.1f} {units[power]}"
 
 
 def duration(value: object) -> str:
@@ -132,27 +131,40 @@ def _list(value: object) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else []
 
 
-def _table(title: str, *columns: str) -> Table:
+# Columns of words, which wrap on a narrow terminal; numbers never wrap nor shrink.
+_WORDS: Final = ("health", "request id", "reason", "frontend", "policy", "models")
+
+
+def _table(title: str, *columns: str, spark: int = SPARK_WIDTH) -> Table:
+    """A table of ``columns``; without its "trend" column when ``spark`` is 0."""
     table = Table(
         title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, expand=False
     )
     for i, column in enumerate(columns):
-        left = i == 0 or column in ("trend", "health", "request id", "reason", "frontend")
-        table.add_column(column, justify="left" if left else "right", no_wrap=left)
+        if column == "trend" and not spark:
+            continue
+        words = i > 0 and column in _WORDS
+        left = i == 0 or words or column == "trend"
+        table.add_column(column, justify="left" if left else "right", no_wrap=not words)
     return table
 
 
-def _cells(*values: str | Text) -> list[Text]:
-    return [v if isinstance(v, Text) else Text(v) for v in values]
+def _trend(values: object, spark: int) -> Text | None:
+    """The trend cell: ``None`` (no cell) when the table has no trend column."""
+    return Text(sparkline(values, spark), style="cyan") if spark else None
+
+
+def _cells(*values: str | Text | None) -> list[Text]:
+    """A row's cells; a ``None`` is a cell of a column the table left out."""
+    return [v if isinstance(v, Text) else Text(v) for v in values if v is not None]
 
 
 # --------------------------------------------------------------------------- tables
 
 
-def apps_table(apps: Sequence[Any]) -> Table:
-    table = _table("apps", "app", "req/s", "trend", "p50 ms", "p99 ms", "defaults", "errors")
-    for column in ("SLO ms", "policy", "models"):
-        table.add_column(column, justify="left")
+def apps_table(apps: Sequence[Any], spark: int = SPARK_WIDTH) -> Table:
+    columns = ("app", "req/s", "trend", "p50 ms", "p99 ms", "defaults", "errors", "SLO ms")
+    table = _table("apps", *columns, "policy", "models", spark=spark)
     for app in map(_dict, apps):
         now, series = _dict(app.get("now")), _dict(app.get("series"))
         slo_ms = _number(app.get("slo_micros"))
@@ -172,7 +184,7 @@ def apps_table(apps: Sequence[Any]) -> Table:
             *_cells(
                 Text(text(app.get("name")), style="bold"),
                 fixed(now.get("rps")),
-                Text(sparkline(series.get("rps")), style="cyan"),
+                _trend(series.get("rps"), spark),
                 fixed(now.get("p50_ms")),
                 p99,
                 defaults,
@@ -205,9 +217,10 @@ def health(model: Mapping[str, Any]) -> Text:
     return Text(", ".join(f"{n} {s}" for s, n in sorted(states.items())), style="yellow")
 
 
-def models_table(models: Sequence[Any]) -> Table:
-    columns = ("model", "current", "versions", "replicas c/r/d", "health", "restarts")
-    table = _table("models", *columns, "batch", "queue", "qps", "trend")
+def models_table(models: Sequence[Any], spark: int = SPARK_WIDTH) -> Table:
+    columns = ("model", "current", "versions", "replicas", "health", "restarts", "batch")
+    title = "models (replicas: connected/in rotation/desired)"
+    table = _table(title, *columns, "queue", "qps", "trend", spark=spark)
     for model in map(_dict, models):
         now, series = _dict(model.get("now")), _dict(model.get("series"))
         restarts = [_number(_dict(r).get("restarts")) for r in _list(model.get("replicas"))]
@@ -223,20 +236,20 @@ def models_table(models: Sequence[Any]) -> Table:
                 fixed(now.get("batch_size")),
                 whole(now.get("queue_depth")),
                 fixed(now.get("qps")),
-                Text(sparkline(series.get("qps")), style="cyan"),
+                _trend(series.get("qps"), spark),
             )
         )
     return table
 
 
-def cache_table(cache: Mapping[str, Any]) -> Table:
-    table = _table("prediction cache", "hit rate", "bytes", "trend")
+def cache_table(cache: Mapping[str, Any], spark: int = SPARK_WIDTH) -> Table:
+    table = _table("prediction cache", "hit rate", "bytes", "trend", spark=spark)
     now, series = _dict(cache.get("now")), _dict(cache.get("series"))
     table.add_row(
         *_cells(
             percent(now.get("hit_rate")),
             size(now.get("bytes")),
-            Text(sparkline(series.get("hit_rate")), style="cyan"),
+            _trend(series.get("hit_rate"), spark),
         )
     )
     return table
@@ -256,7 +269,7 @@ def frontends_table(frontends: Sequence[Any]) -> Table:
     return table
 
 
-def activity_view(activity: Mapping[str, Any]) -> RenderableType:
+def activity_view(activity: Mapping[str, Any], spark: int = SPARK_WIDTH) -> RenderableType:
     """One app's policy, its weights per linked model, and its recent default answers."""
     params = ", ".join(f"{k}={v}" for k, v in _dict(activity.get("policy_params")).items())
     links = ", ".join(str(m) for m in _list(activity.get("linked_models")))
@@ -267,11 +280,11 @@ def activity_view(activity: Mapping[str, Any]) -> RenderableType:
         f" ({params})" if params else "",
         f", linked to {links or DASH}",
     )
-    weights = _table("weights", "model", "now", "trend")
+    weights = _table("weights", "model", "now", "trend", spark=spark)
     for arm, series in sorted(_dict(_dict(activity.get("weights")).get("arms")).items()):
         points = _list(series)
         last = next((p for p in reversed(points) if _number(p) is not None), None)
-        weights.add_row(*_cells(str(arm), fixed(last, 3), Text(sparkline(points), style="cyan")))
+        weights.add_row(*_cells(str(arm), fixed(last, 3), _trend(points, spark)))
     defaults = _list(activity.get("recent_defaults"))
     shown = defaults[:MAX_DEFAULTS_SHOWN]
     more = len(defaults) - len(shown)
@@ -290,7 +303,7 @@ def activity_view(activity: Mapping[str, Any]) -> RenderableType:
     return Group(
         title,
         Text(""),
-        weights if weights.row_count else Text("weights: - (one model answers)"),
+        weights if weights.row_count else Text("weights: none in the window"),
         Text(""),
         table if shown else Text("recent defaults: none in the window"),
     )
@@ -310,8 +323,18 @@ def header(frame: Frame) -> Text:
     return line
 
 
-def render(frame: Frame) -> RenderableType:
-    """The whole frame: header, the banner of an error, the tables."""
+def spark_width(width: int | None) -> int:
+    """How wide a trend is on a console ``width`` columns wide (0: no trend column, so
+    that the numbers fit 80 columns)."""
+    if width is None or width >= 150:
+        return SPARK_WIDTH
+    return SPARK_WIDTH // 2 if width >= 110 else 0
+
+
+def render(frame: Frame, width: int | None = None) -> RenderableType:
+    """The whole frame, for a console ``width`` columns wide: header, the banner of an
+    error, the tables."""
+    spark = spark_width(width)
     parts: list[RenderableType] = [header(frame)]
     if frame.error is not None:
         parts.append(Text(f"reconnecting: {frame.error}", style="bold black on yellow"))
@@ -319,16 +342,16 @@ def render(frame: Frame) -> RenderableType:
         return Group(*parts)
     overview = _dict(frame.overview)
     apps, models = _list(overview.get("apps")), _list(overview.get("models"))
-    parts.append(apps_table(apps) if apps else Text("apps: none registered"))
-    parts.append(models_table(models) if models else Text("models: none deployed"))
-    parts.append(cache_table(_dict(overview.get("cache"))))
+    parts.append(apps_table(apps, spark) if apps else Text("apps: none registered"))
+    parts.append(models_table(models, spark) if models else Text("models: none deployed"))
+    parts.append(cache_table(_dict(overview.get("cache")), spark))
     frontends = _list(overview.get("frontends"))
     if frontends:
         parts.append(frontends_table(frontends))
     else:
         parts.append(Text("query frontends: none reported in the window", style="yellow"))
     if frame.activity is not None:
-        parts.append(activity_view(frame.activity))
+        parts.append(activity_view(frame.activity, spark))
     spaced = [parts[0]]
     for part in parts[1:]:
         spaced += [part] if isinstance(part, Text) else [Text(""), part]

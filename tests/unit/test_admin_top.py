@@ -26,7 +26,7 @@ from admin import (
     ServiceUnavailableError,
 )
 from admin.cli import _managers, _top, main
-from admin.cli._top_view import BLOCKS, Frame, render, sparkline
+from admin.cli._top_view import BLOCKS, Frame, duration, percent, render, size, sparkline
 
 NOW = 1_780_000_000.0
 T = [NOW - 300 + 2 * i for i in range(150)]
@@ -153,7 +153,7 @@ def activity(defaults: int = 12) -> dict[str, Any]:
 
 def draw(frame: Frame, width: int = 200) -> str:
     console = Console(file=io.StringIO(), width=width, markup=False, highlight=False)
-    console.print(render(frame))
+    console.print(render(frame, width))
     out = console.file.getvalue()  # type: ignore[attr-defined]
     assert isinstance(out, str)
     return out
@@ -216,14 +216,49 @@ def test_the_app_activity_shows_weights_and_the_newest_defaults() -> None:
     assert "(10)" not in out
     assert "req-0" in out
     out = draw(Frame(overview(), {**activity(0), "weights": {"t": [], "arms": {}}}))
-    assert "weights: - (one model answers)" in out
+    assert "weights: none in the window" in out
     assert "recent defaults: none in the window" in out
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_on_a_narrow_terminal_the_trends_go_and_no_number_is_cut(width: int) -> None:
+    frame = Frame(overview(), activity(), where="w")
+    out = draw(frame, width=width)
+    assert all(len(line) <= width for line in out.splitlines())
+    assert ("trend" in out) == (width >= 110)
+    sums = row(out, "sums")
+    assert [sums[1], *sums[-7:-1]] == ["41.5", "1.5", "140.0", "2.0%", "0.0%", "100", "exp3"]
+    summer = row(out, "summer")
+    assert summer[1:4] == ["2", "1,2", "2/1/3"]
+    assert {"3.4", "2", "39.0"} <= set(summer)
+    assert "…" not in " ".join(summer + row(out, "fresh"))
 
 
 def test_an_error_is_a_reconnecting_banner_over_the_last_frame() -> None:
     out = draw(Frame(overview(), error="cannot reach the management frontend"))
     assert "reconnecting: cannot reach the management frontend" in out
     assert row(out, "sums")[1] == "41.5"
+
+
+def test_sizes_durations_and_rates_read_as_a_person_would_say_them() -> None:
+    assert [size(n) for n in (0, 1023, 1536, 5 * 2**30, 2**50, None, "x")] == [
+        "0 B",
+        "1023 B",
+        "1.5 KiB",
+        "5.0 GiB",
+        "1048576.0 GiB",
+        "-",
+        "-",
+    ]
+    assert [duration(s) for s in (0.4, 59, 61, 3600, 7620, None)] == [
+        "0s",
+        "59s",
+        "1m01s",
+        "1h00m",
+        "2h07m",
+        "-",
+    ]
+    assert [percent(r) for r in (0, 0.123, 1, None, True)] == ["0.0%", "12.3%", "100.0%", "-", "-"]
 
 
 def test_sparklines_scale_to_the_largest_and_leave_gaps_blank() -> None:
@@ -358,7 +393,7 @@ def test_live_redraws_shows_reconnecting_and_ctrl_c_exits_0(
         if len(sleeps) == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(_top.time, "sleep", sleep)
+    monkeypatch.setattr("admin.cli._top.time.sleep", sleep)
     assert main(["top", "--interval", "0.5"]) == 0
     drawn = screen.getvalue()
     assert "reconnecting: cannot reach the management frontend: is it running?" in drawn
