@@ -8,6 +8,7 @@ connected); ``aggregate`` does the arithmetic.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -92,8 +93,9 @@ class Telemetry:
                 }
             )
         models = []
-        for model in await self._store.list_models():
-            versions = await self._store.list_versions(model)
+        listed = await self._store.list_models()
+        details = await asyncio.gather(*(self._store.list_versions(m) for m in listed))
+        for model, versions in zip(listed, details, strict=True):
             models.append(
                 {
                     "name": model.name,

@@ -160,7 +160,9 @@ def test_cache_hit_rate_and_bytes() -> None:
 
 
 def test_replicas_are_merged_across_frontends_records_and_the_supervisor() -> None:
-    def replica(rid: str, in_rotation: bool = True, state: str = "ok", restarts: int = 0):  # type: ignore[no-untyped-def]
+    def replica(
+        rid: str, in_rotation: bool = True, state: str = "ok", restarts: int = 0
+    ) -> dict[str, Any]:
         return {
             "id": rid,
             "connected": True,
