@@ -136,5 +136,7 @@ class AppActivity(TypedDict):
     policy: str
     policy_params: dict[str, Any]
     linked_models: list[str]
+    interval_s: float
+    window_s: int
     weights: WeightSeries
     recent_defaults: list[DefaultAnswer]
