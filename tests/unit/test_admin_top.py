@@ -5,10 +5,9 @@ command's modes and exit statuses over a fake connection, and the client methods
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,8 @@ from admin import (
     NotFoundError,
     ServiceUnavailableError,
 )
-from admin.cli import _managers, _top, main
+from admin.cli import _managers, _top, build_parser, main
+from admin.cli._parser import usage_problem
 from admin.cli._top_view import BLOCKS, Frame, duration, percent, render, size, sparkline
 
 NOW = 1_780_000_000.0
@@ -280,47 +280,47 @@ def test_a_sparkline_is_never_wider_than_asked_and_only_blocks(values: list[floa
 
 
 class FakeTelemetry:
-    """What ``schooner top`` calls on a Connection; ``failures`` fail the overview calls
-    at those positions (0 is the first)."""
+    """What ``schooner top`` calls on a Connection, recorded. ``down`` makes every call
+    fail as an unreachable cluster does, until a test sets it back."""
 
-    def __init__(self, failures: tuple[int, ...] = ()) -> None:
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
-        self.failures = failures
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.down = False
         self.cm = LocalContainerManager(data_dir=Path("/nonexistent"))
 
     def __enter__(self) -> FakeTelemetry:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.calls.append(("close", ()))
+        self.calls.append("exit")
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if self.down:
+            raise ServiceUnavailableError("cannot reach the management frontend: is it\nrunning?")
+
+    def connect(self) -> None:
+        self._call("connect")
+
+    def close(self) -> None:
+        self.calls.append("close")
 
     def get_overview(self, window_s: int) -> dict[str, Any]:
-        self.calls.append(("get_overview", (window_s,)))
-        if sum(1 for c in self.calls if c[0] == "get_overview") - 1 in self.failures:
-            raise ServiceUnavailableError("cannot reach the management frontend: is it\nrunning?")
+        self._call(f"get_overview {window_s}")
         return overview()
 
     def get_app_activity(self, app: str, window_s: int) -> dict[str, Any]:
-        self.calls.append(("get_app_activity", (app, window_s)))
+        self._call(f"get_app_activity {app} {window_s}")
         if app != "sums":
             raise NotFoundError(f"no app {app!r}", status_code=404)
         return activity()
-
-    def close(self) -> None:
-        self.calls.append(("reconnect: close", ()))
-
-    def connect(self) -> None:
-        self.calls.append(("reconnect: connect", ()))
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTelemetry]:
     conn = FakeTelemetry()
-
-    def connect(args: argparse.Namespace) -> FakeTelemetry:
-        return conn
-
-    monkeypatch.setattr(_managers, "connect", connect)
+    monkeypatch.setattr(_managers, "manager", lambda args: conn.cm)
+    monkeypatch.setattr(_managers, "connection", lambda args, cm: conn)
     yield conn
 
 
@@ -330,7 +330,7 @@ def test_once_prints_one_frame_and_exits_0(
     assert main(["top", "--once", "--window", "60"]) == 0
     out = capsys.readouterr().out
     assert row(out, "sums")[1] == "41.5"
-    assert fake.calls == [("get_overview", (60,)), ("close", ())]
+    assert fake.calls == ["connect", "get_overview 60", "exit"]
 
 
 def test_without_a_terminal_top_prints_one_frame_even_without_once(
@@ -339,11 +339,7 @@ def test_without_a_terminal_top_prints_one_frame_even_without_once(
     assert main(["top", "--app", "sums"]) == 0  # stdout is captured: not a terminal
     out = capsys.readouterr().out
     assert "recent defaults (newest 10 of 12)" in out
-    assert fake.calls == [
-        ("get_overview", (300,)),
-        ("get_app_activity", ("sums", 300)),
-        ("close", ()),
-    ]
+    assert fake.calls == ["connect", "get_overview 300", "get_app_activity sums 300", "exit"]
 
 
 def test_an_unknown_app_or_an_unreachable_api_is_one_line_and_status_1(
@@ -352,11 +348,23 @@ def test_an_unknown_app_or_an_unreachable_api_is_one_line_and_status_1(
     assert main(["top", "--once", "--app", "nope"]) == 1
     err = capsys.readouterr().err
     assert err == "error: no app 'nope'\n"
-    fake.failures = (1,)  # the next overview call fails
+    fake.down = True
     assert main(["top", "--once"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.startswith("error: cannot reach the management frontend")
+    assert captured.err == "error: cannot reach the management frontend: is it\nrunning?\n"
+
+
+def test_top_takes_every_managers_options() -> None:
+    for argv in (
+        ["top", "--manager", "docker", "--cluster", "prod", "--once"],
+        ["--manager", "kubernetes", "top", "--namespace", "ml", "--app", "a", "--interval", "5"],
+        ["top", "--data-dir", "/tmp/x", "--window", "3600"],
+    ):
+        args = build_parser().parse_args(argv)
+        assert args.command == "top" and usage_problem(args) is None
+    args = build_parser().parse_args(["top", "--manager", "docker", "--data-dir", "/x"])
+    assert usage_problem(args) == "--data-dir does not apply to --manager docker (only to local)"
 
 
 @pytest.mark.parametrize(
@@ -379,34 +387,78 @@ def test_bad_intervals_and_windows_are_usage_errors(
     assert fake.calls == []
 
 
+class Terminal:
+    """A console that says it is a terminal, and a clock whose sleeps run ``steps`` (one
+    a sleep) and press Ctrl-C after the last."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *steps: Callable[[], None]) -> None:
+        self.screen = io.StringIO()
+        console = Console(file=self.screen, force_terminal=True, width=200, markup=False)
+        monkeypatch.setattr(_top, "make_console", lambda: console)
+        monkeypatch.setattr("admin.cli._top.time.sleep", self.sleep)
+        self.steps = list(steps)
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        if not self.steps:
+            raise KeyboardInterrupt
+        self.steps.pop(0)()
+
+
 def test_live_redraws_shows_reconnecting_and_ctrl_c_exits_0(
     fake: FakeTelemetry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    screen = io.StringIO()
-    console = Console(file=screen, force_terminal=True, width=200, markup=False)
-    monkeypatch.setattr(_top, "make_console", lambda: console)
-    fake.failures = (2,)  # the second refresh fails; the third attaches again and answers
-    sleeps: list[float] = []
+    def down() -> None:
+        fake.down = True
 
-    def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        if len(sleeps) == 3:
-            raise KeyboardInterrupt
+    def up() -> None:
+        fake.down = False
 
-    monkeypatch.setattr("admin.cli._top.time.sleep", sleep)
+    term = Terminal(monkeypatch, lambda: None, down, up)
     assert main(["top", "--interval", "0.5"]) == 0
-    drawn = screen.getvalue()
+    drawn = term.screen.getvalue()
     assert "reconnecting: cannot reach the management frontend: is it running?" in drawn
-    assert [c[0] for c in fake.calls] == [
-        "get_overview",  # the first frame
-        "get_overview",  # refresh 1
-        "get_overview",  # refresh 2: fails
-        "reconnect: close",
-        "reconnect: connect",
-        "get_overview",  # refresh 3
-        "close",
+    assert fake.calls == [
+        *("connect", "get_overview 300"),  # the first frame
+        "get_overview 300",  # refresh 1
+        "get_overview 300",  # refresh 2: fails
+        *("close", "connect", "get_overview 300"),  # refresh 3: attaches again
+        "exit",
     ]
-    assert all(0 <= s <= 0.5 for s in sleeps)
+    assert len(term.slept) == 4 and all(0 <= s <= 0.5 for s in term.slept)
+    last = drawn.rsplit("schooner top", 1)[1]
+    assert "reconnecting" not in last and "sums" in last
+
+
+def test_live_waits_under_the_banner_for_a_cluster_that_is_not_up_yet(
+    fake: FakeTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.down = True
+
+    def up() -> None:
+        fake.down = False
+
+    term = Terminal(monkeypatch, lambda: None, up)
+    assert main(["top", "--app", "sums"]) == 0
+    drawn = term.screen.getvalue()
+    first, _, last = drawn.partition("reconnecting: cannot reach")
+    assert "apps" not in first and "app" in last
+    assert fake.calls == [
+        "connect",  # fails: the banner alone
+        *("close", "connect"),  # still down
+        *("close", "connect", "get_overview 300", "get_app_activity sums 300"),
+        "exit",
+    ]
+
+
+def test_live_ends_at_once_on_an_error_that_waiting_does_not_mend(
+    fake: FakeTelemetry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    term = Terminal(monkeypatch)
+    assert main(["top", "--app", "nope"]) == 1
+    assert capsys.readouterr().err == "error: no app 'nope'\n"
+    assert term.slept == [] and term.screen.getvalue() == ""
 
 
 # --------------------------------------------------------------------------- the client
