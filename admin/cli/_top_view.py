@@ -11,6 +11,7 @@ unicode blocks, one per slice of the window.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -271,7 +272,10 @@ def frontends_table(frontends: Sequence[Any]) -> Table:
 
 def activity_view(activity: Mapping[str, Any], spark: int = SPARK_WIDTH) -> RenderableType:
     """One app's policy, its weights per linked model, and its recent default answers."""
-    params = ", ".join(f"{k}={v}" for k, v in _dict(activity.get("policy_params")).items())
+    params = ", ".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'), default=str)}"
+        for k, v in _dict(activity.get("policy_params")).items()
+    )
     links = ", ".join(str(m) for m in _list(activity.get("linked_models")))
     title = Text.assemble(
         ("app ", "bold"),

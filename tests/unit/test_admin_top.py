@@ -215,6 +215,9 @@ def test_the_app_activity_shows_weights_and_the_newest_defaults() -> None:
     assert "no replica answered within the SLO (9)" in out
     assert "(10)" not in out
     assert "req-0" in out
+    split = {"weights": {"summer:1": 90, "summer:2": 10}, "seed": None, "loss": "auto"}
+    out = draw(Frame(overview(), {**activity(0), "policy": "split", "policy_params": split}))
+    assert 'policy split (weights={"summer:1":90,"summer:2":10}, seed=null, loss=auto)' in out
     out = draw(Frame(overview(), {**activity(0), "weights": {"t": [], "arms": {}}}))
     assert "weights: none in the window" in out
     assert "recent defaults: none in the window" in out
