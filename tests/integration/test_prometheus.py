@@ -1,0 +1,320 @@
+"""Prometheus and Grafana out of the box: Debian's real ``prometheus`` scraping a real
+local cluster with ``deploy/prometheus/prometheus.yml`` as shipped (copied next to the
+targets file the manager keeps, with a 1 s scrape interval), and every query of
+``deploy/grafana/schooner.json`` answered with data. ``promtool check metrics`` finds
+nothing wrong with what the query frontend and a replica serve.
+
+Skipped when ``prometheus``/``promtool`` are not installed, unless
+``SCHOONER_REQUIRE_PROMETHEUS=1`` (CI sets it), which makes their absence a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ports
+import pytest
+from clusters import started
+from polling import eventually
+
+from admin import Connection, LocalContainerManager
+from admin.deployers.python import deploy_python_closure
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "schooner.json"
+APP, MODEL = "prom-app", "prom-sum"
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    if os.environ.get("SCHOONER_REQUIRE_PROMETHEUS") == "1":
+        pytest.fail(f"{name} is not installed and SCHOONER_REQUIRE_PROMETHEUS=1")
+    pytest.skip(f"{name} is not installed (apt-get install prometheus)")
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """Every (panel title, expression) of the dashboard."""
+    doc = json.loads(DASHBOARD.read_text())
+    return [
+        (panel["title"], target["expr"])
+        for panel in doc["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+def substituted(expr: str, app: str = APP, model: str = MODEL) -> str:
+    """An expression as Grafana sends it with one app and one model chosen (our names
+    have nothing a regex would need escaped)."""
+    return (
+        expr.replace("$__rate_interval", "1m")
+        .replace("$app", app)
+        .replace("$model", model)
+    )
+
+
+class Prometheus:
+    """A prometheus server on a free port, scraping with a copy of the shipped config."""
+
+    def __init__(self, binary: str, config_dir: Path, storage: Path) -> None:
+        self.port = ports.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = storage.parent / "prometheus.log"
+        text = CONFIG.read_text()
+        text = text.replace("scrape_interval: 15s", "scrape_interval: 1s")
+        text = text.replace("scrape_timeout: 10s", "scrape_timeout: 1s")
+        assert "scrape_interval: 1s" in text and "scrape_timeout: 1s" in text
+        config = config_dir / "prometheus.yml"
+        config.write_text(text)
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={storage}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+
+    def get(self, path: str, **params: str) -> Any:
+        if self.proc.poll() is not None:
+            pytest.fail(f"prometheus exited: {self.log.read_text()[-3000:]}")
+        reply = self.client.get(path, params=params)
+        assert reply.status_code == 200, f"{path} {params}: {reply.status_code} {reply.text}"
+        body = reply.json()
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def active_targets(self) -> list[dict[str, Any]]:
+        return list(self.get("/api/v1/targets", state="active")["activeTargets"])
+
+    def close(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, local_manager: Callable[..., LocalContainerManager]
+) -> Iterator[Connection]:
+    _tool("prometheus")
+    manager = local_manager(tmp_path_factory.mktemp("prom-cluster"))
+    with started(manager) as conn:
+        conn.register_application(APP, "doubles", "-1", 100_000)
+        deploy_python_closure(conn, MODEL, "1", "doubles", lambda xs: [sum(x) for x in xs])
+        conn.link_model_to_app(APP, MODEL)
+        yield conn
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    cluster: Connection, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    cm = cluster.cm
+    assert isinstance(cm, LocalContainerManager)
+    server = Prometheus(
+        _tool("prometheus"),
+        cm.prometheus_targets_file.parent,
+        tmp_path_factory.mktemp("prom") / "tsdb",
+    )
+    try:
+        eventually(
+            lambda: server.client.get("/-/ready").status_code == 200,
+            "prometheus is ready",
+            60,
+            ignoring=(httpx.TransportError,),
+        )
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def traffic(cluster: Connection) -> Iterator[None]:
+    """Predictions all along (some repeated: cache hits), and one bad request a second
+    (a 400: the errors panel), until the module ends."""
+    stop = threading.Event()
+    url = f"{cluster.cm.query_url}/{APP}/predict"
+
+    def send() -> None:
+        with httpx.Client(timeout=10) as client:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                for body in ({"input": [1.0, float(i % 7)]}, {"input": [float(i), 2.0]}):
+                    try:
+                        client.post(url, json=body)
+                    except httpx.TransportError:
+                        pass
+                if i % 20 == 0:
+                    try:
+                        client.post(url, json={"input": "not a list of doubles"})
+                    except httpx.TransportError:
+                        pass
+                stop.wait(0.02)
+
+    worker = threading.Thread(target=send, name="traffic", daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        worker.join(timeout=15)
+
+
+def _targets_file(cluster: Connection) -> list[dict[str, Any]]:
+    cm = cluster.cm
+    assert isinstance(cm, LocalContainerManager)
+    return list(json.loads(cm.prometheus_targets_file.read_text()))
+
+
+def _up(prometheus: Prometheus) -> dict[str, str]:
+    """Each active target's address and health."""
+    return {t["labels"]["instance"]: t["health"] for t in prometheus.active_targets()}
+
+
+def test_every_target_is_up_and_labelled(cluster: Connection, prometheus: Prometheus) -> None:
+    groups = _targets_file(cluster)
+    roles = sorted(g["labels"]["role"] for g in groups)
+    assert roles == ["query", "replica"]
+    replica = next(g for g in groups if g["labels"]["role"] == "replica")
+    assert replica["labels"]["model"] == MODEL and replica["labels"]["version"] == "1"
+    assert replica["labels"]["replica"] == f"{MODEL}-1-r0"
+    wanted = {g["targets"][0] for g in groups}
+    eventually(
+        lambda: _up(prometheus) == dict.fromkeys(wanted, "up"),
+        lambda: f"every target up: {prometheus.active_targets()}",
+        60,
+    )
+    series = prometheus.get("/api/v1/query", query=f'up{{role="replica",model="{MODEL}"}}')
+    assert [s["value"][1] for s in series["result"]] == ["1"]
+
+
+def test_every_dashboard_query_returns_data(
+    cluster: Connection, prometheus: Prometheus, traffic: None
+) -> None:
+    queries = dashboard_queries()
+    assert len(queries) >= 20
+    answered: dict[str, list[Any]] = {}
+
+    def answers(expr: str) -> bool:
+        answered[expr] = prometheus.get("/api/v1/query", query=substituted(expr))["result"]
+        return bool(answered[expr])
+
+    for title, expr in queries:
+        eventually(
+            lambda expr=expr: answers(expr),
+            lambda title=title, expr=expr: f"{title!r}: {substituted(expr)} returns data "
+            f"(last: {answered.get(expr)})",
+            90,
+            interval=1.0,
+        )
+    # Not only data: the numbers say what the traffic did.
+    throughput = prometheus.get(
+        "/api/v1/query", query=substituted(dashboard_expr("Throughput"))
+    )["result"]
+    assert throughput[0]["metric"] == {"app": APP} and float(throughput[0]["value"][1]) > 0
+    hits = prometheus.get("/api/v1/query", query=substituted(dashboard_expr("Cache hit rate")))
+    assert float(hits["result"][0]["value"][1]) > 0
+
+
+def dashboard_expr(title: str) -> str:
+    return next(expr for t, expr in dashboard_queries() if t == title)
+
+
+def test_dashboard_template_variables_list_the_cluster(
+    cluster: Connection, prometheus: Prometheus, traffic: None
+) -> None:
+    doc = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in doc["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name, wanted in (("app", APP), ("model", MODEL)):
+        match = re.fullmatch(r"label_values\((\w+), (\w+)\)", variables[name]["definition"])
+        assert match is not None, variables[name]
+        metric, label = match.groups()
+        eventually(
+            lambda metric=metric, label=label, wanted=wanted: wanted
+            in prometheus.get(f"/api/v1/label/{label}/values", **{"match[]": metric}),
+            f"{name} lists {wanted}",
+            60,
+            interval=0.5,
+        )
+
+
+def test_a_bad_query_is_refused(prometheus: Prometheus) -> None:
+    """What makes the dashboard check worth something: Prometheus parses each query."""
+    reply = prometheus.client.get("/api/v1/query", params={"query": "sum by (app (up)"})
+    assert reply.status_code == 400
+
+
+def test_scaling_moves_the_targets(cluster: Connection, prometheus: Prometheus) -> None:
+    def replicas_in_file() -> list[str]:
+        return sorted(
+            g["labels"]["replica"] for g in _targets_file(cluster) if g["labels"]["role"] == "replica"
+        )
+
+    def replicas_scraped(health: str = "up") -> list[str]:
+        return sorted(
+            t["labels"].get("replica", "")
+            for t in prometheus.active_targets()
+            if t["labels"].get("role") == "replica" and t["health"] == health
+        )
+
+    cluster.set_num_replicas(MODEL, 3)
+    wanted = [f"{MODEL}-1-r{i}" for i in range(3)]
+    assert replicas_in_file() == wanted
+    eventually(lambda: replicas_scraped() == wanted, lambda: replicas_scraped(), 60)
+    addresses = {g["targets"][0] for g in _targets_file(cluster)}
+    assert len(addresses) == 4, addresses  # query frontend and three distinct replica ports
+
+    cluster.set_num_replicas(MODEL, 1)
+    assert replicas_in_file() == [f"{MODEL}-1-r0"]
+    eventually(
+        lambda: sorted(t["labels"].get("replica", "") for t in prometheus.active_targets())
+        == ["", f"{MODEL}-1-r0"],
+        lambda: prometheus.active_targets(),
+        60,
+    )
+
+
+def test_promtool_finds_no_problem_in_our_metrics(cluster: Connection, traffic: None) -> None:
+    promtool = _tool("promtool")
+    cm = cluster.cm
+    assert isinstance(cm, LocalContainerManager)
+    auth = {"Authorization": f"Bearer {cm.admin_token()}"}
+    urls = cm.metrics_urls()
+    replica = next(u for name, u in urls.items() if name.startswith("replica-"))
+    for what, url in (("query frontend", urls["query"]), ("replica", replica)):
+        text = httpx.get(url, headers=auth, timeout=10).text
+        assert "schooner_" in text
+        checked = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+        )
+        assert checked.returncode == 0 and not checked.stdout.strip(), (
+            f"{what}: {checked.stdout}{checked.stderr}"
+        )
+    # The management frontend serves no metrics (docs/metrics.md): nothing to check there.
+    mgmt = httpx.get(f"{cm.management_url}/metrics", headers=auth, timeout=10)
+    assert mgmt.status_code == 404
