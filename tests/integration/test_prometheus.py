@@ -10,6 +10,7 @@ Skipped when ``prometheus``/``promtool`` are not installed, unless
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -59,11 +60,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
 def substituted(expr: str, app: str = APP, model: str = MODEL) -> str:
     """An expression as Grafana sends it with one app and one model chosen (our names
     have nothing a regex would need escaped)."""
-    return (
-        expr.replace("$__rate_interval", "1m")
-        .replace("$app", app)
-        .replace("$model", model)
-    )
+    return expr.replace("$__rate_interval", "1m").replace("$app", app).replace("$model", model)
 
 
 class Prometheus:
@@ -163,15 +160,11 @@ def traffic(cluster: Connection) -> Iterator[None]:
             while not stop.is_set():
                 i += 1
                 for body in ({"input": [1.0, float(i % 7)]}, {"input": [float(i), 2.0]}):
-                    try:
+                    with contextlib.suppress(httpx.TransportError):
                         client.post(url, json=body)
-                    except httpx.TransportError:
-                        pass
                 if i % 20 == 0:
-                    try:
+                    with contextlib.suppress(httpx.TransportError):
                         client.post(url, json={"input": "not a list of doubles"})
-                    except httpx.TransportError:
-                        pass
                 stop.wait(0.02)
 
     worker = threading.Thread(target=send, name="traffic", daemon=True)
@@ -225,15 +218,16 @@ def test_every_dashboard_query_returns_data(
     for title, expr in queries:
         eventually(
             lambda expr=expr: answers(expr),
-            lambda title=title, expr=expr: f"{title!r}: {substituted(expr)} returns data "
-            f"(last: {answered.get(expr)})",
+            lambda title=title, expr=expr: (
+                f"{title!r}: {substituted(expr)} returns data (last: {answered.get(expr)})"
+            ),
             90,
             interval=1.0,
         )
     # Not only data: the numbers say what the traffic did.
-    throughput = prometheus.get(
-        "/api/v1/query", query=substituted(dashboard_expr("Throughput"))
-    )["result"]
+    throughput = prometheus.get("/api/v1/query", query=substituted(dashboard_expr("Throughput")))[
+        "result"
+    ]
     assert throughput[0]["metric"] == {"app": APP} and float(throughput[0]["value"][1]) > 0
     hits = prometheus.get("/api/v1/query", query=substituted(dashboard_expr("Cache hit rate")))
     assert float(hits["result"][0]["value"][1]) > 0
@@ -255,8 +249,9 @@ def test_dashboard_template_variables_list_the_cluster(
         assert match is not None, variables[name]
         metric, label = match.groups()
         eventually(
-            lambda metric=metric, label=label, wanted=wanted: wanted
-            in prometheus.get(f"/api/v1/label/{label}/values", **{"match[]": metric}),
+            lambda metric=metric, label=label, wanted=wanted: (
+                wanted in prometheus.get(f"/api/v1/label/{label}/values", **{"match[]": metric})
+            ),
             f"{name} lists {wanted}",
             60,
             interval=0.5,
@@ -272,7 +267,9 @@ def test_a_bad_query_is_refused(prometheus: Prometheus) -> None:
 def test_scaling_moves_the_targets(cluster: Connection, prometheus: Prometheus) -> None:
     def replicas_in_file() -> list[str]:
         return sorted(
-            g["labels"]["replica"] for g in _targets_file(cluster) if g["labels"]["role"] == "replica"
+            g["labels"]["replica"]
+            for g in _targets_file(cluster)
+            if g["labels"]["role"] == "replica"
         )
 
     def replicas_scraped(health: str = "up") -> list[str]:
@@ -285,16 +282,18 @@ def test_scaling_moves_the_targets(cluster: Connection, prometheus: Prometheus) 
     cluster.set_num_replicas(MODEL, 3)
     wanted = [f"{MODEL}-1-r{i}" for i in range(3)]
     assert replicas_in_file() == wanted
-    eventually(lambda: replicas_scraped() == wanted, lambda: replicas_scraped(), 60)
+    eventually(lambda: replicas_scraped() == wanted, replicas_scraped, 60)
     addresses = {g["targets"][0] for g in _targets_file(cluster)}
     assert len(addresses) == 4, addresses  # query frontend and three distinct replica ports
 
     cluster.set_num_replicas(MODEL, 1)
     assert replicas_in_file() == [f"{MODEL}-1-r0"]
     eventually(
-        lambda: sorted(t["labels"].get("replica", "") for t in prometheus.active_targets())
-        == ["", f"{MODEL}-1-r0"],
-        lambda: prometheus.active_targets(),
+        lambda: (
+            sorted(t["labels"].get("replica", "") for t in prometheus.active_targets())
+            == ["", f"{MODEL}-1-r0"]
+        ),
+        prometheus.active_targets,
         60,
     )
 
@@ -310,7 +309,12 @@ def test_promtool_finds_no_problem_in_our_metrics(cluster: Connection, traffic: 
         text = httpx.get(url, headers=auth, timeout=10).text
         assert "schooner_" in text
         checked = subprocess.run(
-            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+            [promtool, "check", "metrics"],
+            check=False,
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert checked.returncode == 0 and not checked.stdout.strip(), (
             f"{what}: {checked.stdout}{checked.stderr}"
