@@ -21,6 +21,15 @@ restarts may listen on another port). Built from the supervisor's program specs 
 should run: a replica being restarted stays a target, and shows as down meanwhile),
 with the address a running replica recorded taking precedence over its spec's.
 
+Docker clusters: ``$SCHOONER_HOME/docker-clusters/<cluster>/prometheus/targets.json``
+(``docker_state_dir``), rewritten by the manager after ``start``, a scale and a stop. In
+host mode the addresses are the host's (a Prometheus on the host scrapes them); on a
+user-defined network they are container names and inner ports
+(``schooner-<c>-query-net:1337``, ``schooner-<c>-<replica id>:9100``), which only a
+Prometheus attached to that network resolves. The admin token file beside it,
+``admin-token``, is written only when asked (``write_prometheus_token``): the cluster's
+credentials otherwise stay in its Docker volumes.
+
 Every write is atomic (a temporary file in the same directory, then ``rename``), and a
 file whose content would not change is left alone, so Prometheus never reads half a file
 and is not woken for nothing.
@@ -31,10 +40,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from admin.container_managers import _docker_specs as docker_specs
 from admin.container_managers._net import connect_host, netloc
 from admin.container_managers._processes import RunDir
 from admin.container_managers._supervision import QUERY, REPLICA, SupervisorFiles
@@ -153,6 +163,63 @@ def write_local_targets(data_dir: Path) -> Path:
     path = targets_path(data_dir)
     write_targets(path, local_groups(data_dir))
     return path
+
+
+# ------------------------------------------------------------------ Docker clusters
+
+
+def docker_state_dir(cluster_name: str) -> Path:
+    """Where the Docker manager keeps what Prometheus reads (nothing else lives here)."""
+    home = Path(os.environ.get("SCHOONER_HOME", "~/.schooner")).expanduser()
+    return home / "docker-clusters" / cluster_name
+
+
+def docker_groups(
+    settings: docker_specs.ClusterSettings,
+    replicas: Iterable[tuple[str, Mapping[str, str]]],
+    *,
+    frontends: bool = True,
+) -> list[TargetGroup]:
+    """The targets of a Docker cluster: its query frontend (when ``frontends``) and each
+    replica, given as (container name, container labels)."""
+    s = settings
+    inner = docker_specs.INNER_PORTS
+    cluster = s.cluster_name
+    groups: list[TargetGroup] = []
+    if frontends:
+        if s.host_mode:
+            query = netloc(s.connect_host, s.query_port)
+        else:
+            query = f"{s.container_name(docker_specs.QUERY_NET)}:{inner[docker_specs.QUERY]}"
+        only = s.frontend_id(0) if s.query_frontends == 1 else ""
+        groups.append(query_group(query, cluster, only, tls=s.tls))
+    for name, labels in replicas:
+        if s.host_mode:
+            port = labels.get(docker_specs.METRICS_PORT, "0")
+            if not port.isdigit() or int(port) == 0:
+                continue
+            address = netloc(s.connect_host, int(port))
+        else:
+            address = f"{name}:{inner['metrics']}"
+        groups.append(
+            replica_group(
+                address,
+                cluster,
+                labels.get(docker_specs.MODEL, ""),
+                labels.get(docker_specs.VERSION, ""),
+                labels.get(docker_specs.REPLICA_ID, ""),
+            )
+        )
+    return groups
+
+
+def write_token(path: Path, token: str) -> None:
+    """The admin token for Prometheus's ``credentials_file``: mode 0600 from the start."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(token + "\n")
+    os.chmod(path, 0o600)
 
 
 def _arg(argv: list[str], flag: str) -> str:

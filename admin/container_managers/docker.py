@@ -89,6 +89,13 @@ from admin.container_managers._net import (
     require_ports_free,
     tls_files,
 )
+from admin.container_managers._scrape_targets import (
+    docker_groups,
+    docker_state_dir,
+    targets_path,
+    write_targets,
+    write_token,
+)
 from admin.container_managers.base import ContainerManager, ReplicaState, new_replica_ids
 from admin.exceptions import (
     ClusterAlreadyRunningError,
@@ -331,6 +338,7 @@ class DockerContainerManager(ContainerManager):
         except BaseException:
             self.engine.remove(self.engine.containers())
             raise
+        self._update_scrape_targets()
         self.report(
             f"Schooner cluster {s.cluster_name!r} is running in Docker: queries at "
             f"{self.query_url}, management at {self.management_url}"
@@ -469,6 +477,7 @@ class DockerContainerManager(ContainerManager):
             )
         if not self.settings.host_mode:
             self.engine.remove_network(self.settings.network)
+        self._update_scrape_targets(running=False)
 
     def destroy(self) -> None:
         """``stop_all()``, then delete the cluster's Redis volume (all its state), its
@@ -515,6 +524,10 @@ class DockerContainerManager(ContainerManager):
                 "it first"
             )
         self._admin_token = rotated.admin_token
+        token_file = docker_state_dir(self.cluster_name) / "admin-token"
+        if token_file.is_file():  # Prometheus reads it: keep it the current one
+            with os_errors(f"write the admin token for Prometheus to {token_file}"):
+                write_token(token_file, rotated.admin_token)
         return rotated.admin_token
 
     def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
@@ -544,6 +557,41 @@ class DockerContainerManager(ContainerManager):
                     where = netloc(self.settings.connect_host, port)
                     urls[container_name(c)] = f"http://{where}/metrics"
         return urls
+
+    @property
+    def prometheus_targets_file(self) -> Path:
+        """Prometheus's ``file_sd_configs`` file for this cluster, kept current by this
+        manager (``deploy/prometheus``, ``docs/metrics.md``): host addresses in host
+        mode, container names on the cluster's network otherwise."""
+        return targets_path(docker_state_dir(self.cluster_name))
+
+    def write_prometheus_token(self) -> Path:
+        """Write the admin token (0600) where ``deploy/prometheus/prometheus.yml`` copied
+        beside the targets file reads it (``../admin-token``); its path. Call it again
+        after ``rotate_admin_token()``."""
+        path = docker_state_dir(self.cluster_name) / "admin-token"
+        with os_errors(f"write the admin token for Prometheus to {path}"):
+            write_token(path, self.admin_token())
+        return path
+
+    def _update_scrape_targets(self, *, running: bool = True) -> None:
+        """Rewrite the targets file from the containers (best effort: a scale does not
+        fail because Prometheus's file could not be written)."""
+        replicas = []
+        if running:
+            replicas = [
+                (container_name(c), dict(c.labels))
+                for c in self.engine.containers(role=REPLICA)
+                if c.status in _ALIVE
+            ]
+        try:
+            write_targets(
+                self.prometheus_targets_file,
+                docker_groups(self.settings, replicas, frontends=running),
+            )
+        except OSError as exc:
+            where = self.prometheus_targets_file
+            self.report(f"cannot update the Prometheus targets {where}: {exc}")
 
     # ------------------------------------------------------------------ models
 
@@ -618,6 +666,7 @@ class DockerContainerManager(ContainerManager):
                 memory_limit=memory_limit,
             )
             self.engine.run(spec)
+        self._update_scrape_targets()
 
     def stop_models(self, name: str, versions: Sequence[str] | None = None) -> None:
         self.engine.remove(
@@ -625,6 +674,7 @@ class DockerContainerManager(ContainerManager):
             for c in self.engine.replicas(name)
             if versions is None or c.labels.get(specs.VERSION) in versions
         )
+        self._update_scrape_targets()
 
     def replica_states(self, name: str, version: str) -> list[ReplicaState]:
         states = []
