@@ -574,9 +574,8 @@ class DockerContainerManager(ContainerManager):
             write_token(path, self.admin_token())
         return path
 
-    def _update_scrape_targets(self, *, running: bool = True) -> None:
-        """Rewrite the targets file from the containers (best effort: a scale does not
-        fail because Prometheus's file could not be written)."""
+    def write_prometheus_targets(self, *, running: bool = True) -> Path:
+        """Bring the targets file up to date with the containers; its path."""
         replicas = []
         if running:
             replicas = [
@@ -584,14 +583,18 @@ class DockerContainerManager(ContainerManager):
                 for c in self.engine.containers(role=REPLICA)
                 if c.status in _ALIVE
             ]
+        path = self.prometheus_targets_file
+        with os_errors(f"write the Prometheus targets {path}"):
+            write_targets(path, docker_groups(self.settings, replicas, frontends=running))
+        return path
+
+    def _update_scrape_targets(self, *, running: bool = True) -> None:
+        """Rewrite the targets file from the containers (best effort: a scale does not
+        fail because Prometheus's file could not be written)."""
         try:
-            write_targets(
-                self.prometheus_targets_file,
-                docker_groups(self.settings, replicas, frontends=running),
-            )
-        except OSError as exc:
-            where = self.prometheus_targets_file
-            self.report(f"cannot update the Prometheus targets {where}: {exc}")
+            self.write_prometheus_targets(running=running)
+        except ContainerManagerError as exc:
+            self.report(str(exc))
 
     # ------------------------------------------------------------------ models
 

@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import re
-import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -22,29 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import ports
 import pytest
 from clusters import started
 from polling import eventually
+from prometheus_server import Prometheus, require_tool
 
-from admin import Connection, LocalContainerManager
+from admin import Connection, LocalContainerManager, cli
 from admin.deployers.python import deploy_python_closure
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "schooner.json"
 APP, MODEL = "prom-app", "prom-sum"
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    if os.environ.get("SCHOONER_REQUIRE_PROMETHEUS") == "1":
-        pytest.fail(f"{name} is not installed and SCHOONER_REQUIRE_PROMETHEUS=1")
-    pytest.skip(f"{name} is not installed (apt-get install prometheus)")
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -63,59 +53,11 @@ def substituted(expr: str, app: str = APP, model: str = MODEL) -> str:
     return expr.replace("$__rate_interval", "1m").replace("$app", app).replace("$model", model)
 
 
-class Prometheus:
-    """A prometheus server on a free port, scraping with a copy of the shipped config."""
-
-    def __init__(self, binary: str, config_dir: Path, storage: Path) -> None:
-        self.port = ports.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = storage.parent / "prometheus.log"
-        text = CONFIG.read_text()
-        text = text.replace("scrape_interval: 15s", "scrape_interval: 1s")
-        text = text.replace("scrape_timeout: 10s", "scrape_timeout: 1s")
-        assert "scrape_interval: 1s" in text and "scrape_timeout: 1s" in text
-        config = config_dir / "prometheus.yml"
-        config.write_text(text)
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={storage}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.client = httpx.Client(base_url=self.url, timeout=10)
-
-    def get(self, path: str, **params: str) -> Any:
-        if self.proc.poll() is not None:
-            pytest.fail(f"prometheus exited: {self.log.read_text()[-3000:]}")
-        reply = self.client.get(path, params=params)
-        assert reply.status_code == 200, f"{path} {params}: {reply.status_code} {reply.text}"
-        body = reply.json()
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def active_targets(self) -> list[dict[str, Any]]:
-        return list(self.get("/api/v1/targets", state="active")["activeTargets"])
-
-    def close(self) -> None:
-        self.client.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=20)
-
-
 @pytest.fixture(scope="module")
 def cluster(
     tmp_path_factory: pytest.TempPathFactory, local_manager: Callable[..., LocalContainerManager]
 ) -> Iterator[Connection]:
-    _tool("prometheus")
+    require_tool("prometheus")
     manager = local_manager(tmp_path_factory.mktemp("prom-cluster"))
     with started(manager) as conn:
         conn.register_application(APP, "doubles", "-1", 100_000)
@@ -131,7 +73,7 @@ def prometheus(
     cm = cluster.cm
     assert isinstance(cm, LocalContainerManager)
     server = Prometheus(
-        _tool("prometheus"),
+        require_tool("prometheus"),
         cm.prometheus_targets_file.parent,
         tmp_path_factory.mktemp("prom") / "tsdb",
     )
@@ -299,7 +241,7 @@ def test_scaling_moves_the_targets(cluster: Connection, prometheus: Prometheus) 
 
 
 def test_promtool_finds_no_problem_in_our_metrics(cluster: Connection, traffic: None) -> None:
-    promtool = _tool("promtool")
+    promtool = require_tool("promtool")
     cm = cluster.cm
     assert isinstance(cm, LocalContainerManager)
     auth = {"Authorization": f"Bearer {cm.admin_token()}"}
@@ -322,3 +264,51 @@ def test_promtool_finds_no_problem_in_our_metrics(cluster: Connection, traffic: 
     # The management frontend serves no metrics (docs/metrics.md): nothing to check there.
     mgmt = httpx.get(f"{cm.management_url}/metrics", headers=auth, timeout=10)
     assert mgmt.status_code == 404
+
+
+def test_the_cli_says_where_prometheus_finds_the_cluster(
+    cluster: Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cm = cluster.cm
+    assert isinstance(cm, LocalContainerManager)
+    config = cm.prometheus_targets_file.parent / "prometheus.yml"
+    config.unlink(missing_ok=True)
+    args = ["prometheus", "--data-dir", str(cm.data_dir)]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"targets file: {cm.prometheus_targets_file}\n" in out
+    assert f"admin token:  {cm.data_dir / 'admin-token'}\n" in out
+    assert "pass --write-config" in out and not config.exists()
+    assert cli.main([*args, "--write-config"]) == 0
+    out = capsys.readouterr().out
+    assert config.read_text() == (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
+    assert f"run:          prometheus --config.file {config} " in out
+    assert cm.admin_token() not in out
+
+
+def test_a_replica_the_supervisor_restarts_is_scraped_again(
+    cluster: Connection, prometheus: Prometheus
+) -> None:
+    cm = cluster.cm
+    assert isinstance(cm, LocalContainerManager)
+    name = f"replica-{MODEL}-1-r0"
+
+    def row() -> dict[str, Any]:
+        return next(r for r in cm.processes() if r["name"] == name)
+
+    def scraped() -> dict[str, str]:
+        return {
+            t["labels"]["instance"]: t["health"]
+            for t in prometheus.active_targets()
+            if t["labels"].get("replica") == f"{MODEL}-1-r0"
+        }
+
+    before = row()
+    os.kill(before["pid"], signal.SIGKILL)
+    eventually(
+        lambda: row()["running"] and row()["pid"] != before["pid"], "the replica is back", 60
+    )
+    # The file names the address the running replica listens on, and Prometheus finds it.
+    (group,) = [g for g in _targets_file(cluster) if g["labels"].get("replica") == f"{MODEL}-1-r0"]
+    assert group["targets"] == [row()["metrics_addr"]]
+    eventually(lambda: scraped() == {row()["metrics_addr"]: "up"}, scraped, 60, interval=0.5)
