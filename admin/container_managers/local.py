@@ -21,6 +21,8 @@ Everything lives under one data directory (``$SCHOONER_HOME/<cluster_name>``, by
                              a bundle changed since
     models/<m>/<v>/site-packages   packages pip installed for that version, if any
     rpc/<query name>.sock    each query frontend's RPC unix socket (directory 0700)
+    prometheus/targets.json  Prometheus's file-based service discovery: the query frontend
+                             and every replica's metrics address (``_scrape_targets``)
 
 Every replica serves Prometheus metrics on a free port of its own, chosen at launch and
 recorded with it: ``metrics_urls()`` lists them beside the query frontend's, and
