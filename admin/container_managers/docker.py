@@ -42,6 +42,7 @@ the ``Connection`` that holds it) closes it again; the containers keep running.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -481,13 +482,16 @@ class DockerContainerManager(ContainerManager):
 
     def destroy(self) -> None:
         """``stop_all()``, then delete the cluster's Redis volume (all its state), its
-        credential volumes, its network and the model images built for it."""
+        credential volumes, its network, the model images built for it and its
+        Prometheus files (``docker_state_dir``)."""
         self.stop_all()
         self.engine.remove_volume(self.settings.volume)
         for volume in self.settings.credential_volumes:
             self.engine.remove_volume(volume)
         self._admin_token = None
         self.engine.remove_images(f"{IMAGE_CLUSTER}={self.cluster_name}")
+        # What Prometheus read: the targets file, and the token file if one was written.
+        shutil.rmtree(docker_state_dir(self.cluster_name), ignore_errors=True)
 
     # ------------------------------------------------------------------ credentials
 
@@ -584,6 +588,8 @@ class DockerContainerManager(ContainerManager):
                 if c.status in _ALIVE
             ]
         path = self.prometheus_targets_file
+        if not running and not path.exists():
+            return path  # a cluster that never ran here leaves no file behind
         with os_errors(f"write the Prometheus targets {path}"):
             write_targets(path, docker_groups(self.settings, replicas, frontends=running))
         return path
