@@ -239,6 +239,20 @@ def test_scaling_moves_the_targets(cluster: Connection, prometheus: Prometheus) 
         60,
     )
 
+    # The dashboard's scale: a count recorded through the REST API, which the cluster's
+    # reconciler enacts with no notebook attached; the file follows it too.
+    cm = cluster.cm
+    admin = {"Authorization": f"Bearer {cm.admin_token()}"}
+    scale = f"{cm.management_url}/admin/models/{MODEL}/versions/1/replicas"
+    answer = httpx.put(scale, json={"num_replicas": 2}, headers=admin, timeout=10)
+    assert answer.status_code == 200, answer.text
+    two = [f"{MODEL}-1-r0", f"{MODEL}-1-r1"]
+    eventually(lambda: replicas_in_file() == two, replicas_in_file, 60, interval=0.2)
+    eventually(lambda: replicas_scraped() == two, replicas_scraped, 60)
+    answer = httpx.put(scale, json={"num_replicas": 1}, headers=admin, timeout=10)
+    assert answer.status_code == 200, answer.text
+    eventually(lambda: replicas_in_file() == two[:1], replicas_in_file, 60, interval=0.2)
+
 
 def test_promtool_finds_no_problem_in_our_metrics(cluster: Connection, traffic: None) -> None:
     promtool = require_tool("promtool")
