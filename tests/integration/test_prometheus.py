@@ -144,6 +144,15 @@ def test_every_target_is_up_and_labelled(cluster: Connection, prometheus: Promet
     )
     series = prometheus.get("/api/v1/query", query=f'up{{role="replica",model="{MODEL}"}}')
     assert [s["value"][1] for s in series["result"]] == ["1"]
+    # The replica's own labels and its target's agree: one set, no exported_* copies.
+    info = prometheus.get("/api/v1/query", query="schooner_model_info")["result"]
+    assert len(info) == 1
+    assert {k: v for k, v in info[0]["metric"].items() if k in ("model", "version", "replica")} == {
+        "model": MODEL,
+        "version": "1",
+        "replica": f"{MODEL}-1-r0",
+    }
+    assert not [k for k in info[0]["metric"] if k.startswith("exported_")], info
 
 
 def test_every_dashboard_query_returns_data(
