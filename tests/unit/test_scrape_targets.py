@@ -220,3 +220,50 @@ def test_the_token_file_is_private_from_the_start(tmp_path: Path) -> None:
     path.chmod(0o644)
     write_token(path, "tok2")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+class _StubContainer:
+    def __init__(self, name: str, labels: dict[str, str], status: str = "running") -> None:
+        self.name, self.id, self.labels, self.status = name, name, labels, status
+
+
+class _StubEngine:
+    """What the Docker manager asks its engine while writing targets: its replicas."""
+
+    def __init__(self, cluster_name: str, replicas: list[_StubContainer]) -> None:
+        self.cluster_name = cluster_name
+        self.replicas = replicas
+
+    def containers(self, role: str | None = None, **labels: str) -> list[_StubContainer]:
+        assert role == "replica" and not labels
+        return self.replicas
+
+
+def test_the_docker_manager_writes_its_containers_and_the_token_on_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from admin import DockerContainerManager
+
+    monkeypatch.setenv("SCHOONER_HOME", str(tmp_path))
+    cm = DockerContainerManager(
+        "prod",
+        network_mode="host",
+        query_port=8080,
+        docker_client=object(),  # type: ignore[arg-type]
+    )
+    name, labels = replica_container("iris-2-r0", 41000)
+    gone = _StubContainer("schooner-prod-iris-2-r1", labels, status="exited")
+    cm._engine = _StubEngine("prod", [_StubContainer(name, labels), gone])  # type: ignore[assignment]
+    path = cm.write_prometheus_targets()
+    assert path == tmp_path / "docker-clusters" / "prod" / "prometheus" / "targets.json"
+    assert [g["targets"][0] for g in json.loads(path.read_text())] == [
+        "127.0.0.1:8080",
+        "127.0.0.1:41000",  # the exited container is no target
+    ]
+    assert not (path.parent.parent / "admin-token").exists()
+    cm._admin_token = "tok"
+    token = cm.write_prometheus_token()
+    assert token == path.parent.parent / "admin-token"
+    assert token.read_text() == "tok\n" and stat.S_IMODE(token.stat().st_mode) == 0o600
+    cm.write_prometheus_targets(running=False)  # stop_all
+    assert json.loads(path.read_text()) == []
