@@ -20,7 +20,7 @@ from admin.cli import _managers as managers
 from admin.container_managers._scrape_targets import write_local_targets
 from admin.container_managers.docker import DockerContainerManager
 from admin.container_managers.local import LocalContainerManager
-from admin.exceptions import ContainerManagerError
+from admin.exceptions import ClusterNotRunningError, ContainerManagerError
 
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +41,10 @@ def shipped(kind: str, name: str) -> Path | None:
 def cmd_prometheus(args: argparse.Namespace) -> int:
     with managers.manager(args) as cm:
         if isinstance(cm, LocalContainerManager):
+            if not (cm.data_dir / "cluster.json").is_file():
+                raise ClusterNotRunningError(
+                    f"no cluster runs on data dir {cm.data_dir}: start it first (`schooner start`)"
+                )
             targets = write_local_targets(cm.data_dir)
             token = cm.data_dir / "admin-token"
         elif isinstance(cm, DockerContainerManager):

@@ -335,3 +335,12 @@ def test_a_replica_the_supervisor_restarts_is_scraped_again(
     (group,) = [g for g in _targets_file(cluster) if g["labels"].get("replica") == f"{MODEL}-1-r0"]
     assert group["targets"] == [row()["metrics_addr"]]
     eventually(lambda: scraped() == {row()["metrics_addr"]: "up"}, scraped, 60, interval=0.5)
+
+
+def test_the_cli_on_a_data_dir_with_no_cluster_says_so_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "none"
+    assert cli.main(["prometheus", "--data-dir", str(data_dir)]) == 1
+    assert "no cluster runs on data dir" in capsys.readouterr().err
+    assert not data_dir.exists()
