@@ -21,6 +21,7 @@ from admin.cli import _cluster as cluster
 from admin.cli import _deploy as deploy
 from admin.cli import _managers as managers
 from admin.cli import _predict as predict
+from admin.cli import _prometheus as prometheus
 from admin.cli import _top as top
 from admin.cli import _verbs as verbs
 
@@ -275,6 +276,13 @@ def _cluster_verbs(add: Add, listing: argparse.ArgumentParser) -> None:
         "-n", "--lines", type=int, default=50, help="how many lines (default: %(default)s)"
     )
     logs.add_argument("--out", type=Path, help="copy every log into this directory")
+    prometheus.add_arguments(
+        add(
+            "prometheus",
+            prometheus.cmd_prometheus,
+            "where Prometheus finds this cluster's metrics (targets file, token, config)",
+        )
+    )
 
 
 def _app_verbs(add: Add, listing: argparse.ArgumentParser) -> None:

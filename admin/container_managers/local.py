@@ -21,6 +21,8 @@ Everything lives under one data directory (``$SCHOONER_HOME/<cluster_name>``, by
                              a bundle changed since
     models/<m>/<v>/site-packages   packages pip installed for that version, if any
     rpc/<query name>.sock    each query frontend's RPC unix socket (directory 0700)
+    prometheus/targets.json  Prometheus's file-based service discovery: the query frontend
+                             and every replica's metrics address (``_scrape_targets``)
 
 Every replica serves Prometheus metrics on a free port of its own, chosen at launch and
 recorded with it: ``metrics_urls()`` lists them beside the query frontend's, and
@@ -112,6 +114,11 @@ from admin.container_managers._runtime import (
     requirement_names,
     unsatisfied,
 )
+from admin.container_managers._scrape_targets import (
+    TARGETS_DIR,
+    targets_path,
+    write_local_targets,
+)
 from admin.container_managers._supervision import (
     FAILED,
     MANAGEMENT,
@@ -175,6 +182,7 @@ _STATE_ENTRIES: Final = (
     "supervisor",
     ADMIN_TOKEN,
     "cluster.json",
+    TARGETS_DIR,
 )
 
 
@@ -492,6 +500,7 @@ class LocalContainerManager(ContainerManager):
         self._sup.remove_all_specs()
         with os_errors(f"remove {self._cluster_file}"):
             self._cluster_file.unlink(missing_ok=True)
+        self._update_scrape_targets()
         if left:
             raise ContainerManagerError(
                 "could not stop "
@@ -593,6 +602,24 @@ class LocalContainerManager(ContainerManager):
             if record.role == REPLICA and record.metrics_addr and procs.is_alive(record):
                 urls[record.name] = f"http://{record.metrics_addr}/metrics"
         return urls
+
+    @property
+    def prometheus_targets_file(self) -> Path:
+        """Prometheus's ``file_sd_configs`` file for this cluster: the query frontend and
+        every replica's metrics address, kept current as replicas come and go
+        (``deploy/prometheus``, ``docs/metrics.md``). Scrapes need the admin token, which
+        is in ``<data_dir>/admin-token``."""
+        return targets_path(self.data_dir)
+
+    def _update_scrape_targets(self) -> None:
+        """Rewrite the targets file after a change of the process set (best effort: a
+        deploy does not fail because Prometheus's file could not be written)."""
+        try:
+            write_local_targets(self.data_dir)
+        except OSError as exc:
+            self.report(
+                f"cannot update the Prometheus targets {self.prometheus_targets_file}: {exc}"
+            )
 
     def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
         out_dir = Path(logging_dir)
@@ -1080,6 +1107,7 @@ class LocalContainerManager(ContainerManager):
     def _await_programs(self, wanted: Mapping[str, str | None]) -> dict[str, ProgramState]:
         """Tell the supervisor the specs changed, and wait until each program runs (or
         failed) with the given revision, or is gone (``None``)."""
+        self._update_scrape_targets()
         record = self._run.load(SUPERVISOR)
         if record is None or (proc := procs.find(record)) is None:
             self._ensure_supervisor()
