@@ -21,7 +21,7 @@ from management_frontend.state.keys import TELEMETRY_FIELD, TELEMETRY_TICK_S
 from management_frontend.state.policy import PolicyParams
 from management_frontend.state.records import App
 from management_frontend.storage.store import Store
-from management_frontend.telemetry import aggregate
+from management_frontend.telemetry import aggregate, ticks
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Telemetry:
         self._store = store
         self._clock = clock
 
-    async def ticks(self, since: float) -> list[dict[str, Any]]:
+    async def read_ticks(self, since: float) -> list[dict[str, Any]]:
         """The ticks stored since ``since`` (unix s), oldest first; unreadable ones left out."""
         r = self._store.redis
         # Entry ids are Redis's clock in ms: a tick's own dt before it may reach further
@@ -51,7 +51,7 @@ class Telemetry:
                 tick = orjson.loads((fields or {})[TELEMETRY_FIELD])
             except (KeyError, TypeError, orjson.JSONDecodeError):
                 tick = None
-            if aggregate.readable(tick):
+            if ticks.readable(tick):
                 out.append(tick)
             else:
                 logger.debug("skipping an unreadable telemetry entry %s", _id)
@@ -71,12 +71,12 @@ class Telemetry:
 
     async def overview(self, window_s: int) -> dict[str, Any]:
         now = self._clock()
-        ticks = await self.ticks(now - window_s)
-        window = aggregate.window_for(ticks, now, window_s)
-        merged = aggregate.merge(ticks, window)
-        latest = aggregate.latest_by_frontend(ticks)
-        replicas = aggregate.replicas(
-            aggregate.live(latest, now),
+        stored = await self.read_ticks(now - window_s)
+        window = aggregate.window_for(stored, now, window_s)
+        merged = aggregate.merge(stored, window)
+        latest = ticks.latest_by_frontend(stored)
+        replicas = ticks.replicas(
+            ticks.live(latest, now),
             await self._store.list_replicas(),
             await self._supervised(),
         )
@@ -110,7 +110,7 @@ class Telemetry:
             "now": round(now, 3),
             "interval_s": window.interval_s,
             "window_s": window_s,
-            "frontends": aggregate.frontends(latest, now),
+            "frontends": ticks.frontends(latest, now),
             "apps": apps,
             "models": models,
             "cache": aggregate.cache_figures(merged, dict(latest)),
@@ -120,8 +120,8 @@ class Telemetry:
         """One app's policy, weights over time and recent defaults; ``NotFound`` if unknown."""
         app, links = await self._store.get_app(name)
         now = self._clock()
-        ticks = await self.ticks(now - window_s)
-        window = aggregate.window_for(ticks, now, window_s)
+        stored = await self.read_ticks(now - window_s)
+        window = aggregate.window_for(stored, now, window_s)
         return {
             "app": app.name,
             "policy": app.policy,
@@ -129,8 +129,8 @@ class Telemetry:
             "linked_models": links,
             "interval_s": window.interval_s,
             "window_s": window_s,
-            "weights": aggregate.weight_series(ticks, window, app.name),
-            "recent_defaults": aggregate.recent_defaults(ticks, app.name),
+            "weights": aggregate.weight_series(stored, window, app.name),
+            "recent_defaults": ticks.recent_defaults(stored, app.name),
         }
 
 

@@ -1,6 +1,8 @@
 """Query frontends' telemetry ticks merged into the dashboard's series
 (``management_frontend.telemetry.aggregate``): sums across frontends, latency quantiles
-from merged histograms, ticks spread over the buckets they span, gaps, replicas."""
+from merged histograms, ticks spread over the buckets they span, gaps; and what is read
+from the ticks as they are (``telemetry.ticks``, here ``raw``): replicas, defaults,
+their shape."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 import pytest
 
 from management_frontend.telemetry import aggregate as agg
+from management_frontend.telemetry import ticks as raw
 
 BOUNDS = [0.001, 0.01, 0.1, 1.0]
 
@@ -116,7 +119,7 @@ def test_a_frontend_that_stopped_ticking_does_not_hold_the_window_back() -> None
     ticks = [tick("gone", 900.0), tick("live", 999.5)]
     assert agg.window_for(ticks, now, 60).end == 999.5
     assert agg.window_for([tick("gone", 900.0)], now, 60).end == now
-    assert [t["frontend"] for t in agg.live(agg.latest_by_frontend(ticks), now)] == ["live"]
+    assert [t["frontend"] for t in raw.live(raw.latest_by_frontend(ticks), now)] == ["live"]
 
 
 def test_long_windows_get_wider_buckets() -> None:
@@ -154,7 +157,7 @@ def test_cache_hit_rate_and_bytes() -> None:
     ]
     window = agg.window_for(ticks, now, 60)
     merged = agg.merge(ticks, window)
-    cache = agg.cache_figures(merged, agg.latest_by_frontend(ticks))
+    cache = agg.cache_figures(merged, raw.latest_by_frontend(ticks))
     assert cache["series"]["hit_rate"][-1] == pytest.approx(3 / 6)
     assert cache["now"] == {"hit_rate": pytest.approx(4 / 8), "bytes": 250}
 
@@ -189,7 +192,7 @@ def test_replicas_are_merged_across_frontends_records_and_the_supervisor() -> No
         },
         "query-0": {"role": "query", "state": "running", "restarts": 9, "labels": {}},
     }
-    found = agg.replicas(
+    found = raw.replicas(
         [tick("a", 0, models=models), tick("b", 0, models=benched)], records, supervised
     )
     assert list(found) == ["m"]
@@ -234,7 +237,7 @@ def test_weights_are_averaged_per_bucket_and_defaults_listed_newest_first() -> N
     series = agg.weight_series(ticks, window, "x")
     assert series["arms"]["m:1"][-2:] == [pytest.approx(0.5), pytest.approx(0.8)]
     assert series["arms"]["n:1"][0] is None
-    listed = agg.recent_defaults(ticks, "x")
+    listed = raw.recent_defaults(ticks, "x")
     assert [d["query_id"] for d in listed] == [2, 3, 1]
     assert listed[0] == {
         "t": 999,
@@ -244,13 +247,13 @@ def test_weights_are_averaged_per_bucket_and_defaults_listed_newest_first() -> N
         "frontend": "a",
     }
     many = [tick("a", now, apps={"x": learning({}, [default(i, i) for i in range(80)])})]
-    assert len(agg.recent_defaults(many, "x")) == agg.MAX_RECENT_DEFAULTS
+    assert len(raw.recent_defaults(many, "x")) == raw.MAX_RECENT_DEFAULTS
 
 
 def test_a_tick_of_another_shape_is_not_read() -> None:
     good = tick("a", 1.0, apps={"x": app(1, [1, 0, 0, 0, 0])})
-    assert agg.readable(good)
-    assert agg.readable({**good, "future_field": [1, 2]})
+    assert raw.readable(good)
+    assert raw.readable({**good, "future_field": [1, 2]})
     bad_apps: list[Any] = [
         [],
         {"x": []},
@@ -260,11 +263,11 @@ def test_a_tick_of_another_shape_is_not_read() -> None:
         {"x": {**app(1, [1, 0, 0, 0, 0]), "recent_defaults": ["late"]}},
     ]
     for apps in bad_apps:
-        assert not agg.readable({**good, "apps": apps}), apps
-    assert not agg.readable({**good, "t": "soon"})
-    assert not agg.readable({**good, "t": float("nan")})
-    assert not agg.readable({k: v for k, v in good.items() if k != "t"})
-    assert not agg.readable({**good, "frontend": 3})
-    assert not agg.readable({**good, "models": {"m:1": {"replicas": [{"restarts": 1}]}}})
-    assert not agg.readable({**good, "cache": {"hits": None}})
-    assert not agg.readable([good])
+        assert not raw.readable({**good, "apps": apps}), apps
+    assert not raw.readable({**good, "t": "soon"})
+    assert not raw.readable({**good, "t": float("nan")})
+    assert not raw.readable({k: v for k, v in good.items() if k != "t"})
+    assert not raw.readable({**good, "frontend": 3})
+    assert not raw.readable({**good, "models": {"m:1": {"replicas": [{"restarts": 1}]}}})
+    assert not raw.readable({**good, "cache": {"hits": None}})
+    assert not raw.readable([good])
