@@ -11,12 +11,15 @@ The package, lowest layer first::
     storage/      Redis access: every write one transaction with its feed entry
                   (store.py), reads (reads.py), selection policies (policies.py), the
                   background deletion of forgotten learned state (cleanup.py)
+    ui/           the /ui web dashboard: login, session cookie, pages (its HTML, CSS
+                  and JS in static/ui/)
     api/          the HTTP side: routes, request bodies, errors as answers
     app.py        the composition root: create_app and the lifespan that owns Redis
     cli.py        ``python -m management_frontend``
 
 Dependencies point one way, down this list: ``storage`` imports ``state`` and
-``errors``; ``api`` imports those and ``storage``; ``app`` and ``cli`` anything. Of the
+``errors``; ``ui`` imports none of them; ``api`` imports those, ``storage`` and ``ui``
+(its auth middleware takes the dashboard's session); ``app`` and ``cli`` anything. Of the
 rest of Schooner it imports only ``model_container`` (protocol, logging). This
 ``__init__`` and ``state`` import no web framework and no Redis client, so the query
 frontend and the admin client can import the contract alone; the names that need

@@ -60,7 +60,8 @@ LAYERS: dict[str, dict[str, set[str]]] = {
         "errors": set(),
         "config": {"state"},
         "storage": {"state", "errors"},
-        "api": {"state", "errors", "storage"},
+        "ui": set(),
+        "api": {"state", "errors", "storage", "ui"},
     },
 }
 COMPOSITION_ROOTS: dict[str, set[str]] = {
