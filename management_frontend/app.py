@@ -25,6 +25,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from management_frontend.api.activity_routes import router as activity_router
 from management_frontend.api.auth import AdminAuthMiddleware
 from management_frontend.api.docs_page import install_docs_page
 from management_frontend.api.errors import BodyLimitMiddleware, install_error_handlers
@@ -138,6 +139,7 @@ def create_app(config: Config) -> FastAPI:
     # Outermost: the dashboard's CSP reaches the login form the middleware above serves.
     app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(router)
+    app.include_router(activity_router)
     install_openapi(app)
     install_docs_page(app)
     install_dashboard(app, admin_token, sessions)

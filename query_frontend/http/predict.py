@@ -151,14 +151,17 @@ async def handle_predict(
         state.metrics.request(app_name, refusal.status, loop.time() - arrival, [])
         return refusal
     outcomes: list[Outcome] = []
+    ids: list[int] = []  # the query ids, for the defaults the metrics remember
     hold = Hold(state.bodies, app_name)
     try:
-        reply = await _predict(state, headers, receive, route, arrival, outcomes, hold, dialect)
+        reply = await _predict(
+            state, headers, receive, route, arrival, outcomes, ids, hold, dialect
+        )
     except ClientGoneError:
         return None  # nobody to answer; queries already submitted are answered and dropped
     finally:
         hold.release()
-    state.metrics.request(app_name, reply.status, loop.time() - arrival, outcomes)
+    state.metrics.request(app_name, reply.status, loop.time() - arrival, outcomes, ids)
     return reply
 
 
@@ -169,10 +172,12 @@ async def _predict(
     route: Route,
     arrival: float,
     out: list[Outcome],
+    ids: list[int],
     hold: Hold,
     dialect: Dialect,
 ) -> Reply:
-    """Answer one predict request of a known app; ``out`` receives the query outcomes.
+    """Answer one predict request of a known app; ``out`` receives the query outcomes,
+    ``ids`` their query ids.
     ``hold`` holds the body's bytes of the frontend's budget until the caller releases it."""
     app = route.app
     try:
@@ -201,7 +206,10 @@ async def _predict(
 
     deadline = deadline_for(state, app, arrival)
     query_ids = state.query_ids
-    ids = [next(query_ids)] if len(items) == 1 else [next(query_ids) for _ in items]
+    if len(items) == 1:
+        ids.append(next(query_ids))
+    else:
+        ids.extend([next(query_ids) for _ in items])
     try:
         if route.model_key is not None:  # one model: the common case, kept short
             # Evaluator.evaluate, inlined: two coroutines fewer for a cache hit.

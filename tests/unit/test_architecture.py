@@ -50,6 +50,10 @@ LAYERS: dict[str, dict[str, set[str]]] = {
         "selection": {"routing", "batching", "caching", "queries", "cancellation"},
         "metrics": {"selection", "batching", "caching", "queries"},
         "supervision": {"cancellation"},
+        "telemetry": {
+            *("metrics", "selection", "batching", "caching", "routing", "queries"),
+            "cancellation",
+        },
         "http": {
             *("queries", "config", "cancellation", "caching", "batching", "rpc", "routing"),
             *("selection", "metrics", "supervision"),
@@ -60,8 +64,9 @@ LAYERS: dict[str, dict[str, set[str]]] = {
         "errors": set(),
         "config": {"state"},
         "storage": {"state", "errors"},
+        "telemetry": {"state", "storage"},
         "ui": set(),
-        "api": {"state", "errors", "storage", "ui"},
+        "api": {"state", "errors", "storage", "telemetry", "ui"},
     },
 }
 COMPOSITION_ROOTS: dict[str, set[str]] = {
