@@ -55,7 +55,9 @@ SECURITY_HEADERS: Final = {
     "content-security-policy": CONTENT_SECURITY_POLICY,
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    # Not no-referrer: under it a browser sends "Origin: null" with a form's POST, and
+    # the login's and the API's same-origin checks could not tell our pages from others.
+    "referrer-policy": "same-origin",
     "cross-origin-opener-policy": "same-origin",
 }
 

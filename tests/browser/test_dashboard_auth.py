@@ -178,7 +178,9 @@ def test_a_change_with_the_cookie_needs_the_dashboards_header_and_origin(
     with httpx.Client(
         base_url=cluster.base, timeout=10, headers={"Authorization": f"Bearer {cluster.token()}"}
     ) as api:
-        assert api.put("/admin/apps/csrf-app/cache", json={"cache_enabled": True}).status_code == 200
+        assert (
+            api.put("/admin/apps/csrf-app/cache", json={"cache_enabled": True}).status_code == 200
+        )
 
 
 def test_rotating_the_admin_token_ends_every_session(cluster: Dashboard) -> None:

@@ -37,7 +37,7 @@ export function renderApp(page, { info, activity }) {
         params.length ? params.map(([k, v]) => el("div", {}, el("code", { text: `${k} = ${JSON.stringify(v)}` }))) : "none")))),
     el("h2", { text: "Weights / probabilities over time" }),
     arms.length
-      ? el("div", { class: "cards" }, el("section", { class: "card" },
+      ? el("div", { class: "cards" }, el("section", { class: "card charts" },
           chart({ id: "weights", title: "Probability of choosing each linked model", t: activity.weights.t, max: 1,
             series: arms.map(([arm, values]) => ({ name: arm, values })) })))
       : el("p", { class: "muted", text: "This policy has one arm: nothing to weigh." }),

@@ -4,7 +4,7 @@
 
 import { enc, get, put, ROOT } from "./api.js";
 import { el, fmt } from "./dom.js";
-import { fetchOverview, replicaPill } from "./overview.js";
+import { fetchOverview, modelCharts, replicaPill } from "./overview.js";
 
 export async function fetchModel(name) {
   const [model, overview] = await Promise.all([get(`/admin/models/${enc(name)}`), fetchOverview()]);
@@ -93,6 +93,8 @@ export function renderModel(page, { model, live }, refresh, force = false) {
         el("tbody", {}, rows)),
       el("h2", { text: "Replicas" }),
       el("div", { id: "replicas" }),
+      el("h2", { text: "Over time" }),
+      el("div", { id: "model-charts", class: "card" }),
     );
     showResult(null);
   }
@@ -111,4 +113,5 @@ export function renderModel(page, { model, live }, refresh, force = false) {
     document.getElementById("replicas").append(el("p", { class: "muted",
       text: `queue depth ${live.now.queue_depth ?? "–"} · mean batch ${fmt(live.now.batch_size, 1)} · ${fmt(live.now.qps, 1)} queries/s` }));
   }
+  document.getElementById("model-charts").replaceChildren(live ? modelCharts(live) : "");
 }

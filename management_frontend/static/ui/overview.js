@@ -27,14 +27,22 @@ function appCard(app) {
       el("span", {}, "p50 ", el("b", { text: fmt(app.now.p50_ms, 1, "ms") })),
       el("span", {}, "p99 ", el("b", { text: fmt(app.now.p99_ms, 1, "ms") })),
       el("span", {}, "defaults ", el("b", { text: pct(app.now.default_rate) }))),
-    chart({ id: "throughput", title: "Throughput (requests/s)", t: s.t, series: [{ name: "rps", values: s.rps || [] }] }),
-    chart({ id: "latency", title: "Latency (ms)", t: s.t, unit: "ms", series: [
-      { name: "p50", values: s.p50_ms || [] }, { name: "p99", values: s.p99_ms || [] }] }),
-    chart({ id: "default-rate", title: "Default rate", t: s.t, max: 1, series: [{ name: "defaults", values: s.default_rate || [] }] }));
+    el("div", { class: "charts" },
+      chart({ id: "throughput", title: "Throughput (requests/s)", t: s.t, series: [{ name: "rps", values: s.rps || [] }] }),
+      chart({ id: "latency", title: "Latency (ms)", t: s.t, unit: "ms", series: [
+        { name: "p50", values: s.p50_ms || [] }, { name: "p99", values: s.p99_ms || [] }] }),
+      chart({ id: "default-rate", title: "Default rate", t: s.t, max: 1, series: [{ name: "defaults", values: s.default_rate || [] }] })));
+}
+
+export function modelCharts(model) {
+  const s = model.series || { t: [] };
+  return el("div", { class: "charts" },
+    chart({ id: "model-qps", title: "Queries to the model (per s)", t: s.t, series: [{ name: "qps", values: s.qps || [] }] }),
+    chart({ id: "batch-size", title: "Mean batch size", t: s.t, series: [{ name: "batch", values: s.batch_size || [] }] }),
+    chart({ id: "queue-depth", title: "Queue depth", t: s.t, series: [{ name: "queue", values: s.queue_depth || [] }] }));
 }
 
 function modelCard(model) {
-  const s = model.series || { t: [] };
   return el("section", { class: "card", "data-model": model.name },
     el("div", { class: "head" },
       el("h3", {}, el("a", { href: `${ROOT}/ui/models/${enc(model.name)}`, text: model.name })),
@@ -43,8 +51,7 @@ function modelCard(model) {
       el("span", {}, "qps ", el("b", { text: fmt(model.now.qps, 1) })),
       el("span", {}, "batch ", el("b", { text: fmt(model.now.batch_size, 1) })),
       el("span", {}, "queue ", el("b", { text: String(model.now.queue_depth ?? "–") }))),
-    chart({ id: "batch-size", title: "Mean batch size", t: s.t, series: [{ name: "batch", values: s.batch_size || [] }] }),
-    chart({ id: "queue-depth", title: "Queue depth", t: s.t, series: [{ name: "queue", values: s.queue_depth || [] }] }));
+    modelCharts(model));
 }
 
 export function renderOverview(page, data) {
@@ -80,7 +87,7 @@ export function renderOverview(page, data) {
     el("h2", { text: "Models over time" }),
     el("div", { class: "cards" }, data.models.map(modelCard)),
     el("h2", { text: "Prediction cache" }),
-    el("div", { class: "cards" }, el("section", { class: "card", id: "cache-card" },
+    el("div", { class: "cards" }, el("section", { class: "card charts", id: "cache-card" },
       el("div", { class: "kpis" },
         el("span", {}, "hit rate ", el("b", { text: pct(cache.now.hit_rate) })),
         el("span", {}, "size ", el("b", { text: fmt((cache.now.bytes || 0) / 1024, 1, "KiB") }))),
