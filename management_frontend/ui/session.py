@@ -23,8 +23,9 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable
-from http.cookies import SimpleCookie
 from typing import Final
+
+from starlette.requests import cookie_parser
 
 from model_container.bearer import AdminTokenCheck
 
@@ -93,13 +94,10 @@ class Sessions:
         for name, raw in headers:
             if name != b"cookie":
                 continue
-            cookie: SimpleCookie = SimpleCookie()
-            try:
-                cookie.load(raw.decode("latin-1"))
-            except Exception:  # a malformed Cookie header is no session
-                continue
+            # Starlette's lenient parser, as browsers split: one odd cookie of another app
+            # on this host (which makes http.cookies stop) does not hide ours.
+            cookies = cookie_parser(raw.decode("latin-1"))
             for key in (COOKIE_NAME, SECURE_COOKIE_NAME):
-                morsel = cookie.get(key)
-                if morsel is not None and self.valid(morsel.value):
+                if self.valid(cookies.get(key)):
                     return True
         return False

@@ -299,9 +299,12 @@ def test_scaling_shows_the_apis_answer_and_its_errors(browser: Any, cluster: Das
 
     scale("1000")
     wait_for(browser, lambda: "failed" in text_of(browser, "#action-result"), "the refusal")
-    result = css(browser, "#action-result")[0]
-    assert "error" in result.get_attribute("class")
-    assert "at most 64" in result.text, result.text  # the API's own message
+    assert "at most 64" in text_of(browser, "#action-result")  # the API's own message
+    assert wait_for(
+        browser,
+        lambda: "error" in css(browser, "#action-result")[0].get_attribute("class"),
+        "the result shown as an error",
+    )
 
     browser.refresh()  # a fresh form, without the refused action's message
     wait_for(browser, lambda: css(browser, '.replicas-input[data-version="1"]'), "the scale form")
@@ -333,3 +336,27 @@ def test_the_pages_load_nothing_from_elsewhere_and_break_no_policy(
         if e["level"] == "SEVERE" or "Content Security Policy" in e["message"]
     ]
     assert problems == []
+
+
+def test_logging_out_returns_to_the_login_form(browser: Any, cluster: Dashboard) -> None:
+    browser.get(f"{cluster.base}/ui/models/adder")
+    wait_for(browser, lambda: css(browser, "#versions-table"), "the model page")
+    browser.find_element("id", "logout").click()
+    wait_for(browser, lambda: css(browser, "#token"), "the login form after logging out")
+    assert browser.get_cookie("schooner_ui") is None
+    browser.get(f"{cluster.base}/ui/models/adder")
+    assert css(browser, "#token"), "a page without a session is the login form"
+    log_in(browser, cluster, cluster.token())
+    wait_for(browser, lambda: css(browser, "#versions-table"), "back on the model page")
+
+
+def test_a_token_rotation_sends_an_open_page_back_to_the_login_form(
+    browser: Any, cluster: Dashboard
+) -> None:
+    # Last: it ends the browser's session.
+    browser.get(f"{cluster.base}/ui")
+    wait_for(browser, lambda: css(browser, "#apps-table"), "the overview")
+    cluster.conn.rotate_admin_token()
+    wait_for(browser, lambda: css(browser, "#token"), "the login form once the session ended")
+    log_in(browser, cluster, cluster.token())
+    wait_for(browser, lambda: css(browser, "#apps-table"), "the overview with the new token")

@@ -75,6 +75,8 @@ def test_the_cookie_header_is_read_under_either_name(tmp_path: Path) -> None:
     value = sessions.issue()
     assert sessions.from_headers([(b"cookie", f"a=b; schooner_ui={value}".encode())])
     assert sessions.from_headers([(b"cookie", f"__Host-schooner_ui={value}".encode())])
+    odd_first = f'prefs={{"a": [1, 2]}}; x="y; schooner_ui={value}'.encode()
+    assert sessions.from_headers([(b"cookie", odd_first)])
     assert not sessions.from_headers([(b"cookie", b"schooner_ui=1.2.3")])
     assert not sessions.from_headers([(b"cookie", b"\xff\x00;;=")])
     assert not sessions.from_headers([(b"authorization", value.encode())])

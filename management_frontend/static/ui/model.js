@@ -23,22 +23,22 @@ function showResult(result) {
   box.textContent = lastResult.text;
 }
 
-async function act(button, description, call, refresh) {
-  const buttons = document.querySelectorAll("#page button");
-  buttons.forEach((b) => { b.disabled = true; });
+// Run an action; its outcome shows once the page is redrawn with what it changed.
+async function act(description, call, refresh) {
+  document.querySelectorAll("#page button").forEach((b) => { b.disabled = true; });
   try {
     await call();
-    showResult({ ok: true, text: `${description}: done.` });
+    lastResult = { ok: true, text: `${description}: done.` };
   } catch (err) {
-    showResult({ ok: false, text: `${description} failed: ${err.message}` });
-  } finally {
-    buttons.forEach((b) => { b.disabled = false; });
-    await refresh(true);
+    lastResult = { ok: false, text: `${description} failed: ${err.message}` };
   }
+  await refresh(true);
+  showResult(null);
+  document.querySelectorAll("#page button").forEach((b) => { b.disabled = b.dataset.never === "1"; });
 }
 
 function setCurrent(name, version, label, refresh) {
-  return (event) => act(event.target, `${label} ${name} to version ${version}`,
+  return () => act(`${label} ${name} to version ${version}`,
     () => put(`/admin/models/${enc(name)}/current_version`, { version }), refresh);
 }
 
@@ -63,7 +63,7 @@ export function renderModel(page, { model, live }, refresh, force = false) {
       const count = el("input", { type: "number", min: 0, max: 64, value: desired[v] ?? d.num_replicas ?? 0,
         "aria-label": `replicas of version ${v}`, "data-version": v, class: "replicas-input" });
       const scale = el("button", { class: "scale", "data-version": v, text: "Scale",
-        onclick: (event) => act(event.target, `scale ${name} version ${v} to ${count.value} replica(s)`,
+        onclick: () => act(`scale ${name} version ${v} to ${count.value} replica(s)`,
           () => put(`/admin/models/${enc(name)}/versions/${enc(v)}/replicas`, { num_replicas: Number(count.value) }), refresh) });
       return el("tr", { "data-version": v, class: v === current ? "current-row" : "" },
         el("td", { class: v === current ? "current" : "" }, v, v === current ? " (current)" : ""),
@@ -79,10 +79,12 @@ export function renderModel(page, { model, live }, refresh, force = false) {
         el("b", { id: "current-version", class: "current", text: current ?? "none" })),
       el("div", { class: "actions" },
         el("button", { id: "roll-back", class: "primary", disabled: previous === null,
+          "data-never": previous === null ? "1" : null,
           title: previous === null ? "no earlier version" : `make version ${previous} current`,
           text: previous === null ? "Roll back" : `Roll back to ${previous}`,
           onclick: previous === null ? null : setCurrent(name, previous, "roll back", refresh) }),
         el("button", { id: "roll-forward", class: "primary", disabled: next === null,
+          "data-never": next === null ? "1" : null,
           title: next === null ? "no later version" : `make version ${next} current`,
           text: next === null ? "Roll forward" : `Roll forward to ${next}`,
           onclick: next === null ? null : setCurrent(name, next, "roll forward", refresh) })),
