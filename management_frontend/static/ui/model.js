@@ -107,7 +107,7 @@ export function renderModel(page, { model, live }, refresh, force = false) {
         el("tbody", {}, replicas.map((r) => el("tr", { "data-replica": r.id },
           el("td", { text: r.id }),
           el("td", { text: r.version }),
-          el("td", {}, replicaPill(r)),
+          el("td", {}, replicaPill(r, false)),
           el("td", { text: String(r.restarts) }),
           el("td", { text: r.in_rotation ? "yes" : "no" })))))
     : el("p", { class: "muted", text: "No replica is connected." }));

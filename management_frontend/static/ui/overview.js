@@ -10,8 +10,9 @@ export async function fetchOverview() {
   return get(`/admin/overview?window=${WINDOW_S}`);
 }
 
-export function replicaPill(r) {
-  const label = `${r.id} ${r.connected ? r.state || "ok" : "disconnected"}`;
+export function replicaPill(r, withId = true) {
+  const state = r.connected ? r.state || "ok" : "disconnected";
+  const label = withId ? `${r.id} ${state}` : state;
   return el("span", { class: `pill ${stateClass(r)}`, title: `restarts: ${r.restarts}` }, label,
     r.restarts ? ` ↻${r.restarts}` : "");
 }
