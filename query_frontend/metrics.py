@@ -164,15 +164,16 @@ class Metrics:
         stats = self._app(app)
         stats.codes[code] = stats.codes.get(code, 0) + 1
         stats.latency.observe(seconds)
-        defaults = stats.defaults
+        defaulted = False
         for outcome in outcomes:
             if isinstance(outcome, bytes):
                 stats.predictions += 1
             elif isinstance(outcome, Expired):
                 stats.defaults += 1
+                defaulted = True
             elif isinstance(outcome, Failure):
                 stats.errors += 1
-        if stats.defaults != defaults:  # rare: the usual request pays one comparison
+        if defaulted:  # rare: the usual request pays a local variable's test
             self.recent_defaults.note(app, outcomes, ids, request_id)
 
     def answered_by(self, app: str, answers: Iterable[Answer]) -> None:

@@ -39,6 +39,59 @@ MAX_RECENT_DEFAULTS = 50
 Tick = Mapping[str, Any]
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(value: object) -> bool:
+    return isinstance(value, list) and all(_number(v) for v in value)
+
+
+def _counts(entry: Mapping[str, Any], names: Iterable[str]) -> bool:
+    return all(_number(entry.get(name, 0)) for name in names)
+
+
+def readable(tick: object) -> bool:
+    """Whether ``tick`` has the shape this module reads (``docs/redis-schema.md``); one
+    that does not (written by hand, or by another program) is left out, not a 500.
+    Fields it does not know are fine."""
+    if not isinstance(tick, dict) or not isinstance(tick.get("frontend"), str):
+        return False
+    if not all(_number(tick.get(k, 0)) for k in ("t", "dt", "started")) or "t" not in tick:
+        return False
+    apps, models, cache = tick.get("apps", {}), tick.get("models", {}), tick.get("cache", {})
+    if not (isinstance(apps, dict) and isinstance(models, dict) and isinstance(cache, dict)):
+        return False
+    if not _counts(cache, ("hits", "misses", "bytes")):
+        return False
+    for a in apps.values():
+        if not isinstance(a, dict) or not _counts(a, ("requests", "errors", "defaults", "queries")):
+            return False
+        bounds, counts = a.get("bounds", []), a.get("latency_buckets", [])
+        if not (_numbers(bounds) and _numbers(counts)):
+            return False
+        if counts and len(counts) != len(bounds) + 1:
+            return False
+        weights, defaults = a.get("weights"), a.get("recent_defaults", [])
+        if weights is not None and not (
+            isinstance(weights, dict) and all(_number(w) for w in weights.values())
+        ):
+            return False
+        if not isinstance(defaults, list) or not all(
+            isinstance(d, dict) and _number(d.get("t", 0)) for d in defaults
+        ):
+            return False
+    for m in models.values():
+        if not isinstance(m, dict) or not _counts(m, ("batches", "queries", "queue_depth")):
+            return False
+        replicas = m.get("replicas", [])
+        if not isinstance(replicas, list) or not all(
+            isinstance(r, dict) and "id" in r and _number(r.get("restarts", 0)) for r in replicas
+        ):
+            return False
+    return True
+
+
 def interval_for(window_s: float, tick_s: float = TELEMETRY_TICK_S) -> float:
     """The bucket width: one tick, or a whole number of ticks when the window would
     have more than ``MAX_POINTS`` points."""

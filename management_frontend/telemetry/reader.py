@@ -8,6 +8,7 @@ connected); ``aggregate`` does the arithmetic.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -48,12 +49,12 @@ class Telemetry:
         for _id, fields in entries or ():
             try:
                 tick = orjson.loads((fields or {})[TELEMETRY_FIELD])
-                float(tick["t"])
-            except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
-                logger.debug("skipping an unreadable telemetry entry %s", _id)
-                continue
-            if isinstance(tick, dict):
+            except (KeyError, TypeError, orjson.JSONDecodeError):
+                tick = None
+            if aggregate.readable(tick):
                 out.append(tick)
+            else:
+                logger.debug("skipping an unreadable telemetry entry %s", _id)
         return out
 
     async def _supervised(self) -> dict[str, dict[str, Any]]:
@@ -92,8 +93,9 @@ class Telemetry:
                 }
             )
         models = []
-        for model in await self._store.list_models():
-            versions = await self._store.list_versions(model)
+        listed = await self._store.list_models()
+        details = await asyncio.gather(*(self._store.list_versions(m) for m in listed))
+        for model, versions in zip(listed, details, strict=True):
             models.append(
                 {
                     "name": model.name,

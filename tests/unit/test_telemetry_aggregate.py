@@ -160,7 +160,9 @@ def test_cache_hit_rate_and_bytes() -> None:
 
 
 def test_replicas_are_merged_across_frontends_records_and_the_supervisor() -> None:
-    def replica(rid: str, in_rotation: bool = True, state: str = "ok", restarts: int = 0):  # type: ignore[no-untyped-def]
+    def replica(
+        rid: str, in_rotation: bool = True, state: str = "ok", restarts: int = 0
+    ) -> dict[str, Any]:
         return {
             "id": rid,
             "connected": True,
@@ -243,3 +245,26 @@ def test_weights_are_averaged_per_bucket_and_defaults_listed_newest_first() -> N
     }
     many = [tick("a", now, apps={"x": learning({}, [default(i, i) for i in range(80)])})]
     assert len(agg.recent_defaults(many, "x")) == agg.MAX_RECENT_DEFAULTS
+
+
+def test_a_tick_of_another_shape_is_not_read() -> None:
+    good = tick("a", 1.0, apps={"x": app(1, [1, 0, 0, 0, 0])})
+    assert agg.readable(good)
+    assert agg.readable({**good, "future_field": [1, 2]})
+    bad_apps: list[Any] = [
+        [],
+        {"x": []},
+        {"x": {**app(1, [1, 0, 0, 0, 0]), "requests": "1"}},
+        {"x": {**app(1, [1, 0, 0]), "bounds": BOUNDS}},  # counts do not fit the bounds
+        {"x": {**app(1, [1, 0, 0, 0, 0]), "weights": {"m": "half"}}},
+        {"x": {**app(1, [1, 0, 0, 0, 0]), "recent_defaults": ["late"]}},
+    ]
+    for apps in bad_apps:
+        assert not agg.readable({**good, "apps": apps}), apps
+    assert not agg.readable({**good, "t": "soon"})
+    assert not agg.readable({**good, "t": float("nan")})
+    assert not agg.readable({k: v for k, v in good.items() if k != "t"})
+    assert not agg.readable({**good, "frontend": 3})
+    assert not agg.readable({**good, "models": {"m:1": {"replicas": [{"restarts": 1}]}}})
+    assert not agg.readable({**good, "cache": {"hits": None}})
+    assert not agg.readable([good])

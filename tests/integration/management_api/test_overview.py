@@ -104,6 +104,25 @@ async def test_ticks_become_rates_latencies_and_replicas(
     assert activity["recent_defaults"][0]["frontend"] == "qf-test"
 
 
+async def test_entries_that_are_no_ticks_are_left_out(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await linked_app(api, "single", "m1")
+    now = time.time()
+    await async_redis.xadd(KEYS.telemetry, {TELEMETRY_FIELD: "{not json"})
+    await async_redis.xadd(KEYS.telemetry, {"other": "1"})
+    await add_tick(async_redis, {"frontend": "x", "t": "soon", "apps": []})
+    await add_tick(async_redis, {**a_tick(now, app1=traffic()), "apps": {"app1": []}})
+    await add_tick(async_redis, a_tick(now, app1=traffic()))
+    body = await ok(api.get("/admin/overview", params={"window": 60}))
+    assert by_app(body, "app1")["series"]["rps"][-1] == 10.0  # the one good tick
+    await ok(api.get("/admin/apps/app1/activity"))
+
+
+def by_app(body: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(a for a in body["apps"] if a["name"] == name)
+
+
 async def test_activity_shows_the_weights_of_each_arm(
     api: httpx.AsyncClient, async_redis: aioredis.Redis
 ) -> None:
