@@ -13,16 +13,15 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import ports
 import pytest
 from clusters import started
+from dashboards import Dashboard
 
-from admin import Connection, LocalContainerManager
+from admin import LocalContainerManager
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = ("/usr/bin/chromium", "chromium", "chromium-browser")
@@ -34,31 +33,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.integration)
-
-
-@dataclass
-class Dashboard:
-    """A started cluster and where its dashboard is."""
-
-    conn: Connection
-    data_dir: Path
-
-    @property
-    def base(self) -> str:
-        return f"http://{self.conn.get_management_addr()}"
-
-    @property
-    def query(self) -> str:
-        return f"http://{self.conn.get_query_addr()}"
-
-    def token(self) -> str:
-        return (self.data_dir / "admin-token").read_text().strip()
-
-    def predict(self, app: str, x: list[float]) -> dict[str, Any]:
-        r = httpx.post(f"{self.query}/{app}/predict", json={"input": x}, timeout=10)
-        assert r.status_code == 200, r.text
-        body: dict[str, Any] = r.json()
-        return body
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import Dashboard
+from dashboards import Dashboard
 from polling import eventually
 
 pytestmark = [pytest.mark.timeout(180)]

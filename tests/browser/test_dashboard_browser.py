@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Dashboard
+from dashboards import Dashboard
 from polling import eventually
 
 pytestmark = [pytest.mark.timeout(300)]

@@ -73,7 +73,7 @@ export function renderOverview(page, data) {
       el("td", {}, el("a", { href: `${ROOT}/ui/models/${enc(m.name)}`, text: m.name })),
       el("td", { class: "current", text: m.current_version ?? "–" }),
       el("td", { text: m.versions.join(", ") }),
-      el("td", {}, m.replicas.length ? m.replicas.map(replicaPill) : el("span", { class: "muted", text: "none" })),
+      el("td", {}, m.replicas.length ? m.replicas.map((r) => replicaPill(r)) : el("span", { class: "muted", text: "none" })),
       el("td", { text: fmt(m.now.qps, 1) })))));
   const cache = data.cache || { now: {}, series: { t: [] } };
   page.replaceChildren(
