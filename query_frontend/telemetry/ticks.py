@@ -108,6 +108,7 @@ class TickBuilder:
         self._sent_at = self.started
         self._sent = _Totals()
         self._current = _Totals()
+        self._built_at = self.started
         # Defaults taken from the metrics whose tick has not been sent yet.
         self._unsent: dict[str, list[DefaultAnswer]] = {}
 
@@ -128,13 +129,12 @@ class TickBuilder:
             "models": self._models(current),
             "cache": self._cache_counts(current),
         }
-        self._current = current
+        self._current, self._built_at = current, now
         return tick
 
     def commit(self) -> None:
         """The tick last built was stored: the next one counts from it."""
-        self._sent = self._current
-        self._sent_at = self._clock()
+        self._sent, self._sent_at = self._current, self._built_at
         self._unsent = {}
 
     # ------------------------------------------------------------------ parts

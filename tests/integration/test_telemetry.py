@@ -5,22 +5,31 @@ ticks, from the query frontend's own telemetry (``{p}:telemetry``), without Prom
 Real redis-server, both frontends and every replica as local processes. Apps: one
 answered by a fast model, one whose model is slower than its objective (answered by
 its default), one linked to nothing (its default too), and an exp3 bandit over two
-models (its weights per arm).
+models (its weights per arm). Then two query frontends sharing one replica: their
+requests add up, and the replica is listed once.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from clusters import started
+from credentials import ClusterSecrets, make_cluster_secrets
 from polling import eventually
+from ports import free_port
+from spawning import Spawner
 
 from admin import Connection, LocalContainerManager
 from admin.deployers.python import deploy_python_closure
+from model_container import write_closure_bundle
+from model_container.bundle import bundle_digest
+from model_container.protocol import InputType
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -167,3 +176,81 @@ def test_the_numbers_need_the_admin_token(conn: Connection) -> None:
         r = httpx.get(base + path, timeout=10)
         assert r.status_code == 401, r.text
         assert r.json()["error"] == "unauthorized"
+
+
+# ---------------------------------------------------------------------- two frontends
+
+
+def make_adder() -> Callable[[Any], list[float]]:
+    """A model made in a function, so that cloudpickle takes it by value (the replica
+    cannot import this test module)."""
+
+    def adder(xs: Any) -> list[float]:
+        return [float(sum(x)) for x in xs]
+
+    return adder
+
+
+def test_two_frontends_add_up_and_share_one_replica(redis_url: str, tmp_path: Path) -> None:
+    secrets: ClusterSecrets = make_cluster_secrets(tmp_path / "secrets")
+    spawner = Spawner(tmp_path)
+
+    def spawn(name: str, directory: Path, *argv: str) -> subprocess.Popen[bytes]:
+        return spawner(name, *argv, env={"SCHOONER_SECRETS_DIR": str(directory)})
+
+    try:
+        mgmt = f"http://127.0.0.1:{free_port()}"
+        spawn("management", secrets.frontend_dir, "-m", "management_frontend",
+              "--redis-url", redis_url, "--port", mgmt.rsplit(":", 1)[1])  # fmt: skip
+        bases, rpcs = [], []
+        for i in range(2):
+            port, rpc = free_port(), free_port()
+            spawn(f"query-{i}", secrets.frontend_dir, "-m", "query_frontend",
+                  "--redis-url", redis_url, "--port", str(port), "--rpc-port", str(rpc),
+                  "--frontend-id", f"qf-{i}")  # fmt: skip
+            bases.append(f"http://127.0.0.1:{port}")
+            rpcs.append(f"tcp://127.0.0.1:{rpc}")
+        with httpx.Client(timeout=10, headers=secrets.admin_headers) as http:
+            up = (httpx.HTTPError,)
+            eventually(lambda: http.get(f"{mgmt}/healthz").status_code == 200, "up", 60, up)
+            app = {"name": "adder", "input_type": "doubles", "default_output": None,
+                   "slo_micros": 5_000_000}  # fmt: skip
+            assert http.post(f"{mgmt}/admin/apps", json=app).status_code == 201
+            model = {"name": "summer", "version": "1", "input_type": "doubles"}
+            assert http.post(f"{mgmt}/admin/models", json=model).status_code == 201
+            link = {"model_name": "summer"}
+            assert http.post(f"{mgmt}/admin/apps/adder/links", json=link).status_code == 200
+            bundle = tmp_path / "bundle"
+            write_closure_bundle(bundle, make_adder(), InputType.DOUBLES, ["numpy"])
+            spawn("replica", secrets.replica_dir, "-m", "model_container",
+                  "--bundle", str(bundle), "--bundle-sha256", bundle_digest(bundle),
+                  "--frontend", ",".join(rpcs), "--name", "summer", "--version", "1",
+                  "--replica-id", "summer-0")  # fmt: skip
+            sent = 0
+
+            def answers(base: str) -> bool:
+                nonlocal sent
+                reply = http.post(f"{base}/adder/predict", json={"input": [1.0]})
+                sent += 1
+                return reply.status_code == 200 and reply.json()["default"] is False
+
+            for base in bases:
+                eventually(lambda base=base: answers(base), f"{base} to answer", 60, up)
+                for _ in range(20):
+                    assert answers(base)
+            seen: dict[str, Any] = {}
+
+            def summed() -> bool:
+                body = http.get(f"{mgmt}/admin/overview", params={"window": 120}).json()
+                seen.update(body)
+                series = next(a for a in body["apps"] if a["name"] == "adder")["series"]
+                counted = sum(r or 0.0 for r in series["rps"]) * body["interval_s"]
+                return len(body["frontends"]) == 2 and abs(counted - sent) < 0.5
+
+            eventually(summed, lambda: f"{sent} requests of two frontends: {seen}", 60)
+            assert sorted(f["id"].rsplit("-", 1)[0] for f in seen["frontends"]) == ["qf-0", "qf-1"]
+            summer = next(m for m in seen["models"] if m["name"] == "summer")
+            assert [r["id"] for r in summer["replicas"]] == ["summer-0"]
+            assert summer["replicas"][0]["connected"] and summer["replicas"][0]["in_rotation"]
+    finally:
+        spawner.stop()
