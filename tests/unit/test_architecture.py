@@ -65,7 +65,8 @@ LAYERS: dict[str, dict[str, set[str]]] = {
         "config": {"state"},
         "storage": {"state", "errors"},
         "telemetry": {"state", "storage"},
-        "api": {"state", "errors", "storage", "telemetry"},
+        "ui": set(),
+        "api": {"state", "errors", "storage", "telemetry", "ui"},
     },
 }
 COMPOSITION_ROOTS: dict[str, set[str]] = {
