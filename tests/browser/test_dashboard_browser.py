@@ -314,6 +314,15 @@ def test_scaling_shows_the_apis_answer_and_its_errors(browser: Any, cluster: Das
     info = cluster.conn.get_model_info("adder", "1")
     assert info is not None and info["num_replicas"] == 2
 
+    # The local cluster's reconciler enacts the count: the page shows two replicas of
+    # version 1 in rotation, with no notebook involved.
+    def in_rotation_v1() -> int:
+        rows = css(browser, "#replicas-table tbody tr")
+        cells = [[td.text for td in row.find_elements("css selector", "td")] for row in rows]
+        return sum(1 for c in cells if len(c) >= 5 and c[1] == "1" and c[4] == "yes")
+
+    wait_for(browser, lambda: in_rotation_v1() == 2, "two replicas of version 1 in rotation")
+
 
 def test_the_pages_load_nothing_from_elsewhere_and_break_no_policy(
     browser: Any, cluster: Dashboard
