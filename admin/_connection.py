@@ -19,8 +19,8 @@ This class is the facade: it checks the arguments and delegates. Deploying lives
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import httpx
 
@@ -39,6 +39,13 @@ from admin._names import (
     check_strings,
     check_user_id,
     check_version,
+)
+from admin._overview import (
+    MAX_WINDOW_S,
+    MIN_WINDOW_S,
+    OVERVIEW_WINDOW_S,
+    AppActivity,
+    Overview,
 )
 from admin._progress import ProgressCallback, wait_for
 from admin._replicas import Replicas
@@ -673,6 +680,40 @@ class Connection(Closing):
         replicas = self._api.list_replicas()
         return replicas if verbose else [r["replica_id"] for r in replicas]
 
+    # ------------------------------------------------------------------ what it does
+
+    def get_overview(self, window_s: int = OVERVIEW_WINDOW_S) -> Overview:
+        """What the cluster is doing (``GET /admin/overview``; the numbers of the
+        dashboard and of ``schooner top``): per app its throughput, latency percentiles,
+        default and error rates; per model its versions, replicas, batch size, queue
+        depth and throughput; the prediction cache and the query frontends. Each comes
+        with a series of one point per ``interval_s`` over the last ``window_s`` seconds
+        (10 to 3600). The shapes: ``admin._overview``."""
+        window = _check_window(window_s)
+        return cast(Overview, self._telemetry(lambda api: api.get_overview(window)))
+
+    def get_app_activity(self, app_name: str, window_s: int = OVERVIEW_WINDOW_S) -> AppActivity:
+        """What the app's policy did over the last ``window_s`` seconds
+        (``GET /admin/apps/{app}/activity``): its weights or probabilities per linked
+        model over time, and its recent default answers with their reasons, newest
+        first. ``NotFoundError`` for an unknown app."""
+        name = check_name(app_name, "application name")
+        window = _check_window(window_s)
+        return cast(AppActivity, self._telemetry(lambda api: api.get_app_activity(name, window)))
+
+    def _telemetry(self, call: Callable[[ManagementClient], JSONObject]) -> JSONObject:
+        try:
+            return call(self._api)
+        except NotFoundError as exc:
+            if "no such endpoint" not in str(exc):
+                raise
+            raise NotFoundError(
+                f"{exc}: this management frontend predates the telemetry endpoints; "
+                "upgrade it (and the query frontends, which write the numbers)",
+                status_code=exc.status_code,
+                code=exc.code,
+            ) from exc
+
     # ------------------------------------------------------------------ the instance
 
     def get_query_addr(self) -> str:
@@ -735,6 +776,20 @@ class Connection(Closing):
             token=self._token,
             token_source=self._token_source,
         )
+
+
+def _check_window(window_s: object) -> int:
+    """A telemetry window in whole seconds, within what the management frontend keeps."""
+    if (
+        isinstance(window_s, bool)
+        or not isinstance(window_s, int)
+        or not MIN_WINDOW_S <= window_s <= MAX_WINDOW_S
+    ):
+        raise InvalidRequestError(
+            f"window_s must be a whole number of seconds from {MIN_WINDOW_S} to "
+            f"{MAX_WINDOW_S}, got {window_s!r}"
+        )
+    return window_s
 
 
 def _versions(versions: object) -> list[object]:

@@ -426,6 +426,14 @@ class ManagementClient(JSONClient):
     def list_replicas(self) -> list[JSONObject]:
         return _list(self.request("GET", "/admin/replicas"), "/admin/replicas")
 
+    # ------------------------------------------------------------------ telemetry
+
+    def get_overview(self, window_s: int) -> JSONObject:
+        return self.get_object(f"/admin/overview{_query(window=str(window_s))}")
+
+    def get_app_activity(self, app: str, window_s: int) -> JSONObject:
+        return self.get_object(f"/admin/apps/{_seg(app)}/activity{_query(window=str(window_s))}")
+
     # ------------------------------------------------------------------ API keys
 
     def create_api_key(self, app: str) -> JSONObject:

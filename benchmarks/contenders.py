@@ -366,6 +366,23 @@ def schooner_plain_rpc(settings: Settings) -> Iterator[list[Target]]:
 
 
 @contextlib.contextmanager
+def schooner_no_access_log(settings: Settings) -> Iterator[list[Target]]:
+    """The sklearn app of ``schooner`` with the query frontend's access log off
+    (``SCHOONER_ACCESS_LOG_SAMPLE=0``): the access log's cost is ``schooner-sklearn``
+    against this."""
+    with (
+        _environ(SCHOONER_ACCESS_LOG_SAMPLE="0"),
+        _sklearn_only(
+            settings,
+            "schooner-no-access-log",
+            "schooner-sklearn-no-access-log",
+            "access log off",
+        ) as targets,
+    ):
+        yield targets
+
+
+@contextlib.contextmanager
 def schooner_2qf(settings: Settings) -> Iterator[list[Target]]:
     """The sklearn app of ``schooner`` behind 2 query frontend processes sharing the
     query port (``query_frontends=2``), if this checkout's local manager has them."""
@@ -600,6 +617,7 @@ GROUPS: dict[str, Group] = {
     "minimal": minimal,
     "schooner": schooner,
     "schooner-plain-rpc": schooner_plain_rpc,
+    "schooner-no-access-log": schooner_no_access_log,
     "schooner-2qf": schooner_2qf,
     "schooner-ipc": schooner_ipc,
     "schooner-tcp": schooner_tcp,

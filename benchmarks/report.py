@@ -200,6 +200,20 @@ def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row
         "schooner-sklearn",
         None,
     )
+    # Issue 16: what the access log costs, at its default sampling, against none at all.
+    rps_ratio(
+        f"access log on vs off, sklearn (c={c})",
+        "schooner-sklearn",
+        "schooner-sklearn-no-access-log",
+        None,
+    )
+    p50_ratio(
+        "access log on vs off, sklearn p50 (c=1)",
+        "schooner-sklearn",
+        "schooner-sklearn-no-access-log",
+        None,
+        concurrency=1,
+    )
     # Issue 13: N = 2 query frontends against N = 1 on this machine (no goal).
     rps_ratio(f"2 query frontends vs 1, sklearn (c={c})", "schooner-2qf", "schooner-sklearn", None)
     rps_ratio(

@@ -82,6 +82,11 @@ def main() -> int:
         conn.stop_all()
         print(f"\nSchooner stopped; its state is kept in {shown}")
     else:
+        # Where the dashboard is and the file its login token is in; never the token.
+        print(
+            f"\ndashboard: http://{conn.get_management_addr()}/ui\n"
+            f"  log in with the admin token in the file {shown}/admin-token"
+        )
         print(f"\nSchooner is still running; stop it with:\n  schooner stop --data-dir {shown}")
     return 0
 

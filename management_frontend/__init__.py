@@ -11,13 +11,19 @@ The package, lowest layer first::
     storage/      Redis access: every write one transaction with its feed entry
                   (store.py), reads (reads.py), selection policies (policies.py), the
                   background deletion of forgotten learned state (cleanup.py)
+    telemetry/    the query frontends' ticks ({p}:telemetry) merged into the live
+                  series of /admin/overview and /admin/apps/{app}/activity
+    ui/           the /ui web dashboard: login, session cookie, pages (its HTML, CSS
+                  and JS in static/ui/)
     api/          the HTTP side: routes, request bodies, errors as answers
     app.py        the composition root: create_app and the lifespan that owns Redis
     cli.py        ``python -m management_frontend``
 
 Dependencies point one way, down this list: ``storage`` imports ``state`` and
-``errors``; ``api`` imports those and ``storage``; ``app`` and ``cli`` anything. Of the
-rest of Schooner it imports only ``model_container`` (protocol, logging). This
+``errors``; ``telemetry`` imports ``state`` and ``storage``; ``ui`` imports none of
+them; ``api`` imports all of those (its auth middleware takes the dashboard's session);
+``app`` and ``cli`` anything. Of the rest of Schooner it imports only
+``model_container`` (protocol, logging). This
 ``__init__`` and ``state`` import no web framework and no Redis client, so the query
 frontend and the admin client can import the contract alone; the names that need
 FastAPI or redis load on first use. ``tests/unit/test_architecture.py`` keeps all this.

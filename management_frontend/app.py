@@ -4,7 +4,8 @@
 directory (refusing to start without one: every route but ``/healthz`` needs the token,
 ``api/auth.py``), opens the Redis client, waits for Redis to
 answer, writes the schema version, hands the ``Store`` to the routes
-(``api/routes.py``; the ``/docs`` page, served offline, is ``api/docs_page.py``) and, on
+(``api/routes.py``; the ``/docs`` page, served offline, is ``api/docs_page.py``; the
+``/ui`` dashboard is ``ui/``) and, on
 exit, lets background clean-ups finish and closes the client.
 """
 
@@ -24,6 +25,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from management_frontend.api.activity_routes import router as activity_router
 from management_frontend.api.auth import AdminAuthMiddleware
 from management_frontend.api.docs_page import install_docs_page
 from management_frontend.api.errors import BodyLimitMiddleware, install_error_handlers
@@ -33,6 +35,7 @@ from management_frontend.config import Config
 from management_frontend.errors import StartupError
 from management_frontend.state.keys import Keys
 from management_frontend.storage.store import Store
+from management_frontend.ui import SecurityHeadersMiddleware, Sessions, install_dashboard
 from model_container import credentials
 from model_container.bearer import AdminTokenCheck
 from model_container.credentials import CredentialError
@@ -83,6 +86,7 @@ def create_app(config: Config) -> FastAPI:
     """The management frontend as an ASGI app; serve it with uvicorn."""
 
     admin_token = AdminTokenCheck(config.secrets_dir)
+    sessions = Sessions(admin_token)  # the dashboard's, signed with the token's hash
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -131,8 +135,12 @@ def create_app(config: Config) -> FastAPI:
     install_error_handlers(app, config.redis_url_redacted)
     app.add_middleware(BodyLimitMiddleware)
     # Added last, so it runs first: nothing is read or answered before the token is checked.
-    app.add_middleware(AdminAuthMiddleware, check=admin_token)
+    app.add_middleware(AdminAuthMiddleware, check=admin_token, sessions=sessions)
+    # Outermost: the dashboard's CSP reaches the login form the middleware above serves.
+    app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(router)
+    app.include_router(activity_router)
     install_openapi(app)
     install_docs_page(app)
+    install_dashboard(app, admin_token, sessions)
     return app

@@ -125,6 +125,12 @@ class AdminTokenCheck:
                 logger.warning("cannot re-read %s: %s", self.path, exc)
         return self._sha256
 
+    def digest(self) -> str | None:
+        """The admin token's sha256 (hex) now, re-read if the file changed; ``None`` when
+        there is none. What a dashboard session is signed with, so that a rotation ends
+        every session (``management_frontend/ui/session.py``)."""
+        return self._current()
+
     def allows(self, authorization: str | bytes | None) -> bool:
         """Whether the ``Authorization`` header value carries the admin token."""
         expected = self._current()

@@ -23,6 +23,8 @@ The public API is ``Config`` and ``create_app``. The package, lowest layer first
     metrics.py    Prometheus metrics, read from batching, caching and selection answers
     supervision.py  what the local supervisor reports of each process ({p}:supervision),
                   for /status and /metrics
+    telemetry/    the live numbers for the dashboard: every 2 s a tick of the counters
+                  above, as deltas, appended to the Redis stream {p}:telemetry
     http/         the ASGI handlers (predict, update), request parsing, health, status
                   and metrics endpoints, the FrontendState the handlers share
     app.py        the composition root: FrontDoor, create_app, the lifespan that builds
@@ -41,6 +43,7 @@ only along these edges::
     selection -> routing, batching, caching, queries, cancellation
     metrics   -> selection, batching, caching, queries
     supervision -> cancellation
+    telemetry -> metrics, selection, batching, caching, routing, queries, cancellation
     http      -> any of the above, config
     app.py, __main__.py, __init__.py -> anything
 

@@ -48,6 +48,7 @@ from query_frontend.rpc.registry import ReplicaRegistry
 from query_frontend.rpc.server import RpcServer
 from query_frontend.selection.learned import PolicyStates
 from query_frontend.supervision import ProcessCollector, ProcessStates
+from query_frontend.telemetry import TelemetryPublisher, TickBuilder, frontend_id
 
 #: The hot path: ``POST /{app}/{verb}`` served without Starlette (also by
 #: ``http.protocol``, which calls them without going through ``FrontDoor``), and with a
@@ -203,6 +204,13 @@ def create_app(config: Config) -> FrontDoor:
         )
         access_log.start()
         tracing.configure(config.frontend_id)
+        telemetry = TelemetryPublisher(
+            r,
+            keys,
+            TickBuilder(
+                frontend_id(config.frontend_id), metrics, dispatcher, cache, routing, policies
+            ),
+        )
         metrics_server: asyncio.Server | None = None
         rpc.open()
         tasks: set[asyncio.Task[None]] = set()
@@ -223,6 +231,7 @@ def create_app(config: Config) -> FrontDoor:
             spawn(registry.run(), "replica-registry")
             spawn(policies.run(), "policy-state")
             spawn(processes.run(), "supervision")
+            spawn(telemetry.run(), "telemetry")
             if config.metrics_port:
                 metrics_server = await serve_metrics(
                     config.host, config.metrics_port, lambda: generate_latest(metrics.registry)

@@ -10,13 +10,18 @@ base units (seconds), ``_total`` on counters.
 
 Each frontend owns its registry, so tests and several apps in one process never clash.
 The hot path only adds to plain ints (see ``_Histogram``); the metric families are
-built when Prometheus scrapes.
+built when Prometheus scrapes, and the telemetry's ticks (``query_frontend.telemetry``)
+read the same counters. A default answer is also remembered with its reason
+(``RecentDefaults``), for the dashboard.
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -66,6 +71,49 @@ class _Histogram:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class DefaultAnswer:
+    """One query answered with its app's default: when (unix s), which, and why."""
+
+    t: float
+    query_id: int | None
+    reason: str
+    request_id: str | None = None
+
+
+class RecentDefaults:
+    """The last ``per_app`` default answers of each app, for the telemetry's tick
+    (``query_frontend.telemetry``), which takes them every few seconds."""
+
+    def __init__(self, per_app: int = 20, clock: Callable[[], float] = time.time) -> None:
+        self.per_app = per_app
+        self._clock = clock
+        self._apps: dict[str, deque[DefaultAnswer]] = {}
+
+    def note(
+        self,
+        app: str,
+        outcomes: Sequence[Outcome],
+        ids: Sequence[int],
+        request_id: str | None,
+    ) -> None:
+        """Remember the defaults among ``outcomes`` (``ids``: their query ids, if known)."""
+        ring = self._apps.get(app)
+        if ring is None:
+            ring = self._apps[app] = deque(maxlen=self.per_app)
+        now = self._clock()
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, Expired):
+                qid = ids[i] if i < len(ids) else None
+                ring.append(DefaultAnswer(now, qid, outcome.reason, request_id))
+
+    def take(self) -> dict[str, list[DefaultAnswer]]:
+        """Every app's defaults noted since the last call, oldest first; forgets them."""
+        taken = {app: list(ring) for app, ring in self._apps.items() if ring}
+        self._apps.clear()
+        return taken
+
+
 class _AppStats:
     __slots__ = ("by_model", "codes", "defaults", "errors", "latency", "partials", "predictions")
 
@@ -96,23 +144,37 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._apps: dict[str, _AppStats] = {}
         self._models: dict[ModelKey, _ModelStats] = {}
+        self.recent_defaults = RecentDefaults()
         self.registry.register(_CountersCollector(self))
         self.registry.register(_StateCollector(dispatcher, cache))
 
     # ------------------------------------------------------------------- requests
 
-    def request(self, app: str, code: int, seconds: float, outcomes: list[Outcome]) -> None:
-        """Count one finished predict request of a registered app."""
+    def request(
+        self,
+        app: str,
+        code: int,
+        seconds: float,
+        outcomes: list[Outcome],
+        ids: Sequence[int] = (),
+        request_id: str | None = None,
+    ) -> None:
+        """Count one finished predict request of a registered app; its defaults (query
+        ``ids`` in the order of ``outcomes``) are also remembered in ``recent_defaults``."""
         stats = self._app(app)
         stats.codes[code] = stats.codes.get(code, 0) + 1
         stats.latency.observe(seconds)
+        defaulted = False
         for outcome in outcomes:
             if isinstance(outcome, bytes):
                 stats.predictions += 1
             elif isinstance(outcome, Expired):
                 stats.defaults += 1
+                defaulted = True
             elif isinstance(outcome, Failure):
                 stats.errors += 1
+        if defaulted:  # rare: the usual request pays a local variable's test
+            self.recent_defaults.note(app, outcomes, ids, request_id)
 
     def answered_by(self, app: str, answers: Iterable[Answer]) -> None:
         """Count who answered the queries of an app with several arms (split, exp3, exp4)."""
@@ -142,6 +204,16 @@ class Metrics:
         stats = self._model(key)
         stats.batch_seconds.observe(seconds)
         stats.model_seconds.observe(model_seconds)
+
+    @property
+    def apps(self) -> Mapping[str, _AppStats]:
+        """Each app's counters so far ("" holds requests refused before an app was known)."""
+        return self._apps
+
+    @property
+    def models(self) -> Mapping[ModelKey, _ModelStats]:
+        """Each model version's batch histograms so far."""
+        return self._models
 
     def _app(self, app: str) -> _AppStats:
         stats = self._apps.get(app)

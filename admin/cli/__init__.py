@@ -20,6 +20,8 @@
     schooner create-api-key APP          prints the new key (shown once) and its sha256
     schooner revoke-api-key APP SHA256   or KEY read from stdin with '-'
     schooner rotate-admin-token
+    schooner top     [--interval 2] [--once] [--app NAME] [--window 300]
+                     a live view: throughput, latency, defaults, replicas, cache
 
 ``--manager`` defaults to ``$SCHOONER_MANAGER``, else ``local``; ``--cluster`` to
 ``$SCHOONER_CLUSTER``, else ``default``. Every command attaches to the cluster by its name
@@ -35,7 +37,8 @@ connects does so in a ``with`` block, so its connections are closed however it e
 
 The modules: ``_parser`` (the command line), ``_managers`` (which cluster, and how to
 reach it), ``_cluster``, ``_verbs``, ``_deploy`` and ``_predict`` (the verbs),
-``_inventory`` (what runs, and its logs, per manager) and ``_tables`` (printing).
+``_inventory`` (what runs, and its logs, per manager), ``_tables`` (printing) and
+``_top`` with ``_top_view`` (the live view and its frames).
 """
 
 from __future__ import annotations

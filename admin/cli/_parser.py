@@ -16,10 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from admin._overview import MAX_WINDOW_S, MIN_WINDOW_S, OVERVIEW_WINDOW_S
 from admin.cli import _cluster as cluster
 from admin.cli import _deploy as deploy
 from admin.cli import _managers as managers
 from admin.cli import _predict as predict
+from admin.cli import _prometheus as prometheus
+from admin.cli import _top as top
 from admin.cli import _verbs as verbs
 
 Command = Callable[[argparse.Namespace], int]
@@ -55,6 +58,27 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
+
+
+def window_seconds(text: str) -> int:
+    low, high = MIN_WINDOW_S, MAX_WINDOW_S
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from {low} to {high}")
     return value
 
 
@@ -175,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     _app_verbs(add, listing)
     _model_verbs(add, listing, waiting)
     _policy_and_key_verbs(add, listing)
+    _watch_verbs(add)
     for verb in sub.choices.values():  # after each verb's own arguments, in its help too
         _target_options(verb, top=False)
     return parser
@@ -251,6 +276,13 @@ def _cluster_verbs(add: Add, listing: argparse.ArgumentParser) -> None:
         "-n", "--lines", type=int, default=50, help="how many lines (default: %(default)s)"
     )
     logs.add_argument("--out", type=Path, help="copy every log into this directory")
+    prometheus.add_arguments(
+        add(
+            "prometheus",
+            prometheus.cmd_prometheus,
+            "where Prometheus finds this cluster's metrics (targets file, token, config)",
+        )
+    )
 
 
 def _app_verbs(add: Add, listing: argparse.ArgumentParser) -> None:
@@ -421,6 +453,36 @@ def _policy_and_key_verbs(add: Add, listing: argparse.ArgumentParser) -> None:
         "rotate-admin-token",
         verbs.cmd_rotate_admin_token,
         "replace the cluster's admin token",
+    )
+
+
+def _watch_verbs(add: Add) -> None:
+    t = add(
+        "top",
+        top.cmd_top,
+        "a live view of throughput, latency, defaults, replicas and the cache (Ctrl-C ends it)",
+    )
+    t.add_argument(
+        "--interval",
+        type=positive_seconds,
+        default=top.DEFAULT_INTERVAL_S,
+        metavar="SECONDS",
+        help="how often to refresh (default: %(default)s)",
+    )
+    t.add_argument(
+        "--once",
+        action="store_true",
+        help="print one frame and exit (what it does anyway when stdout is not a terminal)",
+    )
+    t.add_argument(
+        "--app", metavar="NAME", help="also show this app's policy weights and recent defaults"
+    )
+    t.add_argument(
+        "--window",
+        type=window_seconds,
+        default=OVERVIEW_WINDOW_S,
+        metavar="SECONDS",
+        help=f"how far back the trends go, {MIN_WINDOW_S} to {MAX_WINDOW_S} (default: %(default)s)",
     )
 
 

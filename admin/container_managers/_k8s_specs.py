@@ -45,6 +45,11 @@ it hit its memory limit (``resources.limits.memory`` from the version's
 Kubernetes' way to start a replica afresh; the kubelet delays a container that restarts
 often (10 s, doubling up to 5 min, reset after 10 min up).
 
+Query frontend and model pods carry ``prometheus.io/scrape: "true"``, ``prometheus.io/port``
+(1337, 9100) and ``prometheus.io/path: /metrics`` annotations (and ``prometheus.io/scheme:
+https`` on a query frontend serving TLS): where Prometheus finds their metrics
+(``deploy/prometheus``).
+
 Every pod runs as the images' user (uid 10001) without privileges, so the cluster may
 enforce the "restricted" Pod Security Standard. With ``tls_secret`` (a Secret of type
 ``kubernetes.io/tls``) both frontends serve HTTPS with it, mounted read-only, and their
@@ -132,6 +137,15 @@ PRE_STOP_S: Final = 5
 EXIT_MARGIN_S: Final = 5
 # Changed to restart a Deployment's pods, as `kubectl rollout restart` does.
 RESTARTED_AT: Final = "kubectl.kubernetes.io/restartedAt"
+# Where Prometheus scrapes a pod (the prometheus.io/* convention that annotation-based
+# kubernetes_sd configs and many charts follow; deploy/prometheus/podmonitor.yaml is the
+# Prometheus Operator's way). Scrapes need the admin token as a bearer token.
+SCRAPE, SCRAPE_PORT, SCRAPE_PATH, SCRAPE_SCHEME = (
+    "prometheus.io/scrape",
+    "prometheus.io/port",
+    "prometheus.io/path",
+    "prometheus.io/scheme",
+)
 
 _MAX_NAME: Final = 63  # a DNS-1123 label: Service names, and safe for every other kind
 _NOT_DNS: Final = re.compile(r"[^a-z0-9-]+")
@@ -391,9 +405,10 @@ class KubeSettings:
         pod: V1PodSpec,
         selector: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
     ) -> V1Deployment:
         """``selector``: labels that pick its pods besides cluster and role; ``labels``:
-        more labels of the Deployment and its pods."""
+        more labels of the Deployment and its pods; ``annotations``: its pods'."""
         from kubernetes.client import (
             V1Deployment,
             V1DeploymentSpec,
@@ -418,7 +433,11 @@ class KubeSettings:
                     rolling_update=V1RollingUpdateDeployment(max_surge=1, max_unavailable=0),
                 ),
                 template=V1PodTemplateSpec(
-                    metadata=V1ObjectMeta(labels=self.labels(role, **extra)), spec=pod
+                    metadata=V1ObjectMeta(
+                        labels=self.labels(role, **extra),
+                        annotations=dict(annotations) if annotations else None,
+                    ),
+                    spec=pod,
                 ),
             ),
         )
@@ -468,6 +487,14 @@ class KubeSettings:
         container.volume_mounts = [*(container.volume_mounts or []), mount]
         source = V1SecretVolumeSource(secret_name=self.tls_secret, default_mode=0o440)
         return [V1Volume(name="tls", secret=source)]
+
+    @staticmethod
+    def scrape_annotations(port: int, *, https: bool = False) -> dict[str, str]:
+        """The ``prometheus.io/*`` annotations of a pod serving ``/metrics`` on ``port``."""
+        out = {SCRAPE: "true", SCRAPE_PORT: str(port), SCRAPE_PATH: "/metrics"}
+        if https:
+            out[SCRAPE_SCHEME] = "https"
+        return out
 
     def _http_probes(self, port_name: str) -> dict[str, Any]:
         """Ready when ``/healthz`` answers; alive while the port accepts connections (a
@@ -676,7 +703,8 @@ class KubeSettings:
             termination_grace_period_seconds=self.query_grace_s,
         )
         count = None if autoscaled else self.query_replicas
-        return self._deployment(self.name(QUERY), QUERY, count, pod)
+        scrape = self.scrape_annotations(PORTS[QUERY], https=bool(self.tls_secret))
+        return self._deployment(self.name(QUERY), QUERY, count, pod, annotations=scrape)
 
     # ------------------------------------------------------------------ model versions
 
@@ -742,6 +770,7 @@ class KubeSettings:
             pod,
             selector=model,
             labels={INPUT_TYPE: input_type},
+            annotations=self.scrape_annotations(PORTS["metrics"]),
         )
 
 

@@ -59,7 +59,10 @@ SETTLED: Final = frozenset({RUNNING, FAILED})
 
 # Roles, and the order the supervisor stops them in.
 REDIS, MANAGEMENT, QUERY, REPLICA = "redis", "management", "query", "replica"
-STOP_ORDER: Final = (REPLICA, QUERY, MANAGEMENT, REDIS)
+# Starts and stops replicas to match the counts recorded in Redis (``_reconciler``):
+# stopped first, so that it starts nothing while the rest stops.
+RECONCILER = "reconciler"
+STOP_ORDER: Final = (RECONCILER, REPLICA, QUERY, MANAGEMENT, REDIS)
 SUPERVISOR: Final = "supervisor"  # the supervisor's own pid record: run/supervisor.json
 
 

@@ -44,6 +44,7 @@ import psutil
 
 from admin.container_managers import _processes as procs
 from admin.container_managers._processes import ProcessRecord, RunDir, log_tail
+from admin.container_managers._scrape_targets import write_local_targets
 from admin.container_managers._supervision import (
     BACKOFF,
     EXIT_CONFIG,
@@ -312,6 +313,7 @@ class Supervisor:
             )
         )
         logger.info("started %s (pid %d)", spec.name, p.pid)
+        self.write_scrape_targets()
 
     def stop(self, p: _Program, then: ProgramSpec | None) -> None:
         """Stop a program on purpose: SIGTERM now, SIGKILL later; then run ``then``."""
@@ -333,6 +335,7 @@ class Supervisor:
             self.programs.pop(p.spec.name, None)
             self.run.remove_name(p.spec.name)
             logger.info("stopped %s", p.spec.name)
+            self.write_scrape_targets()
         else:
             fresh = _Program(then)
             fresh.restarts = p.restarts
@@ -423,6 +426,14 @@ class Supervisor:
         self.write_state()
 
     # ------------------------------------------------------------------ reporting
+
+    def write_scrape_targets(self) -> None:
+        """Prometheus's targets file (``_scrape_targets``): a replica started again may
+        listen on another port. Unchanged content is not rewritten."""
+        try:
+            write_local_targets(self.data_dir)
+        except OSError as exc:
+            logger.warning("cannot write the Prometheus targets file: %s", exc)
 
     def write_state(self) -> None:
         if not self.dirty:

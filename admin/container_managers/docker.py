@@ -42,6 +42,7 @@ the ``Connection`` that holds it) closes it again; the containers keep running.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -88,6 +89,13 @@ from admin.container_managers._net import (
     netloc,
     require_ports_free,
     tls_files,
+)
+from admin.container_managers._scrape_targets import (
+    docker_groups,
+    docker_state_dir,
+    targets_path,
+    write_targets,
+    write_token,
 )
 from admin.container_managers.base import ContainerManager, ReplicaState, new_replica_ids
 from admin.exceptions import (
@@ -336,6 +344,7 @@ class DockerContainerManager(ContainerManager):
         except BaseException:
             self.engine.remove(self.engine.containers())
             raise
+        self._update_scrape_targets()
         self.report(
             f"Schooner cluster {s.cluster_name!r} is running in Docker: queries at "
             f"{self.query_url}, management at {self.management_url}"
@@ -474,16 +483,20 @@ class DockerContainerManager(ContainerManager):
             )
         if not self.settings.host_mode:
             self.engine.remove_network(self.settings.network)
+        self._update_scrape_targets(running=False)
 
     def destroy(self) -> None:
         """``stop_all()``, then delete the cluster's Redis volume (all its state), its
-        credential volumes, its network and the model images built for it."""
+        credential volumes, its network, the model images built for it and its
+        Prometheus files (``docker_state_dir``)."""
         self.stop_all()
         self.engine.remove_volume(self.settings.volume)
         for volume in self.settings.credential_volumes:
             self.engine.remove_volume(volume)
         self._admin_token = None
         self.engine.remove_images(f"{IMAGE_CLUSTER}={self.cluster_name}")
+        # What Prometheus read: the targets file, and the token file if one was written.
+        shutil.rmtree(docker_state_dir(self.cluster_name), ignore_errors=True)
 
     # ------------------------------------------------------------------ credentials
 
@@ -520,6 +533,10 @@ class DockerContainerManager(ContainerManager):
                 "it first"
             )
         self._admin_token = rotated.admin_token
+        token_file = docker_state_dir(self.cluster_name) / "admin-token"
+        if token_file.is_file():  # Prometheus reads it: keep it the current one
+            with os_errors(f"write the admin token for Prometheus to {token_file}"):
+                write_token(token_file, rotated.admin_token)
         return rotated.admin_token
 
     def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
@@ -549,6 +566,46 @@ class DockerContainerManager(ContainerManager):
                     where = netloc(self.settings.connect_host, port)
                     urls[container_name(c)] = f"http://{where}/metrics"
         return urls
+
+    @property
+    def prometheus_targets_file(self) -> Path:
+        """Prometheus's ``file_sd_configs`` file for this cluster, kept current by this
+        manager (``deploy/prometheus``, ``docs/metrics.md``): host addresses in host
+        mode, container names on the cluster's network otherwise."""
+        return targets_path(docker_state_dir(self.cluster_name))
+
+    def write_prometheus_token(self) -> Path:
+        """Write the admin token (0600) where ``deploy/prometheus/prometheus.yml`` copied
+        beside the targets file reads it (``../admin-token``); its path. Call it again
+        after ``rotate_admin_token()``."""
+        path = docker_state_dir(self.cluster_name) / "admin-token"
+        with os_errors(f"write the admin token for Prometheus to {path}"):
+            write_token(path, self.admin_token())
+        return path
+
+    def write_prometheus_targets(self, *, running: bool = True) -> Path:
+        """Bring the targets file up to date with the containers; its path."""
+        replicas = []
+        if running:
+            replicas = [
+                (container_name(c), dict(c.labels))
+                for c in self.engine.containers(role=REPLICA)
+                if c.status in _ALIVE
+            ]
+        path = self.prometheus_targets_file
+        if not running and not path.exists():
+            return path  # a cluster that never ran here leaves no file behind
+        with os_errors(f"write the Prometheus targets {path}"):
+            write_targets(path, docker_groups(self.settings, replicas, frontends=running))
+        return path
+
+    def _update_scrape_targets(self, *, running: bool = True) -> None:
+        """Rewrite the targets file from the containers (best effort: a scale does not
+        fail because Prometheus's file could not be written)."""
+        try:
+            self.write_prometheus_targets(running=running)
+        except ContainerManagerError as exc:
+            self.report(str(exc))
 
     # ------------------------------------------------------------------ models
 
@@ -623,6 +680,7 @@ class DockerContainerManager(ContainerManager):
                 memory_limit=memory_limit,
             )
             self.engine.run(spec)
+        self._update_scrape_targets()
 
     def stop_models(self, name: str, versions: Sequence[str] | None = None) -> None:
         self.engine.remove(
@@ -630,6 +688,7 @@ class DockerContainerManager(ContainerManager):
             for c in self.engine.replicas(name)
             if versions is None or c.labels.get(specs.VERSION) in versions
         )
+        self._update_scrape_targets()
 
     def replica_states(self, name: str, version: str) -> list[ReplicaState]:
         states = []

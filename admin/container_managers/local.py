@@ -21,6 +21,8 @@ Everything lives under one data directory (``$SCHOONER_HOME/<cluster_name>``, by
                              a bundle changed since
     models/<m>/<v>/site-packages   packages pip installed for that version, if any
     rpc/<query name>.sock    each query frontend's RPC unix socket (directory 0700)
+    prometheus/targets.json  Prometheus's file-based service discovery: the query frontend
+                             and every replica's metrics address (``_scrape_targets``)
 
 Every replica serves Prometheus metrics on a free port of its own, chosen at launch and
 recorded with it: ``metrics_urls()`` lists them beside the query frontend's, and
@@ -71,7 +73,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -113,10 +115,16 @@ from admin.container_managers._runtime import (
     requirement_names,
     unsatisfied,
 )
+from admin.container_managers._scrape_targets import (
+    TARGETS_DIR,
+    targets_path,
+    write_local_targets,
+)
 from admin.container_managers._supervision import (
     FAILED,
     MANAGEMENT,
     QUERY,
+    RECONCILER,
     REDIS,
     REPLICA,
     RUNNING,
@@ -141,9 +149,23 @@ from model_container.discovery import IPC_PATH_MAX
 # The supervisor first: stopping it stops everything; the rest is for what it left.
 _STOP_ORDER: Final = (SUPERVISOR, *STOP_ORDER)
 # The supervisor stops every role in turn, each SIGTERM then (after its stop timeout)
-# SIGKILL: 10 + 40 + 10 + 30 s at most, and 5 s after each SIGKILL.
-_SUPERVISOR_STOP_TIMEOUT_S: Final = 150.0
+# SIGKILL: 10 + 10 + 40 + 10 + 30 s at most, and 5 s after each SIGKILL.
+_SUPERVISOR_STOP_TIMEOUT_S: Final = 170.0
 MAX_QUERY_FRONTENDS: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredReplicas:
+    """How many replicas of a model version should run, as Redis records it."""
+
+    name: str
+    version: str
+    input_type: str
+    bundle_sha256: str
+    num_replicas: int
+    memory_limit: int = 0
+
+
 _SOURCE_ROOT: Final = Path(__file__).resolve().parents[2]  # holds admin/, model_container/...
 
 
@@ -161,6 +183,7 @@ _STATE_ENTRIES: Final = (
     "supervisor",
     ADMIN_TOKEN,
     "cluster.json",
+    TARGETS_DIR,
 )
 
 
@@ -346,6 +369,8 @@ class LocalContainerManager(ContainerManager):
         self._wait_ready(
             MANAGEMENT, "the management frontend", healthz_check(self.management_url, verify)
         )
+        # Enacts replica counts recorded through the REST API (the dashboard's scale).
+        self._apply([self._reconciler_spec()])
         for name in self._query_names():
             self._wait_ready(name, f"the query frontend {name}", self._query_ready(name, verify))
         self.report(
@@ -482,6 +507,7 @@ class LocalContainerManager(ContainerManager):
         self._sup.remove_all_specs()
         with os_errors(f"remove {self._cluster_file}"):
             self._cluster_file.unlink(missing_ok=True)
+        self._update_scrape_targets()
         if left:
             raise ContainerManagerError(
                 "could not stop "
@@ -583,6 +609,24 @@ class LocalContainerManager(ContainerManager):
             if record.role == REPLICA and record.metrics_addr and procs.is_alive(record):
                 urls[record.name] = f"http://{record.metrics_addr}/metrics"
         return urls
+
+    @property
+    def prometheus_targets_file(self) -> Path:
+        """Prometheus's ``file_sd_configs`` file for this cluster: the query frontend and
+        every replica's metrics address, kept current as replicas come and go
+        (``deploy/prometheus``, ``docs/metrics.md``). Scrapes need the admin token, which
+        is in ``<data_dir>/admin-token``."""
+        return targets_path(self.data_dir)
+
+    def _update_scrape_targets(self) -> None:
+        """Rewrite the targets file after a change of the process set (best effort: a
+        deploy does not fail because Prometheus's file could not be written)."""
+        try:
+            write_local_targets(self.data_dir)
+        except OSError as exc:
+            self.report(
+                f"cannot update the Prometheus targets {self.prometheus_targets_file}: {exc}"
+            )
 
     def get_logs(self, logging_dir: str | os.PathLike[str]) -> list[str]:
         out_dir = Path(logging_dir)
@@ -690,48 +734,99 @@ class LocalContainerManager(ContainerManager):
             raise InvalidRequestError(
                 f"memory_limit must be a number of bytes >= 0 (0: none), got {memory_limit!r}"
             )
+        with self._locked():
+            self._set_num_replicas(
+                name, version, input_type, bundle_sha256, num_replicas, memory_limit
+            )
+
+    def reconcile_replicas(
+        self, desired: Callable[[], Sequence[DesiredReplicas]], *, lock_timeout: float = 0.5
+    ) -> list[str]:
+        """Make each version's replicas as many as ``desired()`` says, where they differ,
+        and say what changed: how the cluster enacts a count recorded through the admin
+        REST API (the dashboard's scale) with no notebook attached (``_reconciler``).
+
+        Under the data dir's lock, ``desired()`` is read again, so a command that changed
+        the count while this waited is never undone; a lock held longer than
+        ``lock_timeout`` (a deploy in progress) raises ``ContainerManagerError``, to be
+        tried again later. Versions ``desired()`` does not list are left alone, and a
+        count already met is not touched (a replica marked failed stays so)."""
+        if not self._differing(desired()):
+            return []
+        changed = []
+        with self._locked(timeout=lock_timeout):
+            for want in self._differing(desired()):
+                self._set_num_replicas(
+                    want.name,
+                    want.version,
+                    want.input_type,
+                    want.bundle_sha256,
+                    want.num_replicas,
+                    want.memory_limit,
+                )
+                changed.append(f"{want.name}:{want.version} -> {want.num_replicas}")
+        return changed
+
+    def _differing(self, wants: Sequence[DesiredReplicas]) -> list[DesiredReplicas]:
+        specs = self._sup.load_specs()
+        have: dict[tuple[str, str], int] = {}
+        for spec in specs:
+            if spec.role == REPLICA:
+                key = (spec.labels.get("model", ""), spec.labels.get("version", ""))
+                have[key] = have.get(key, 0) + 1
+        return [w for w in wants if have.get((w.name, w.version), 0) != w.num_replicas]
+
+    def _set_num_replicas(
+        self,
+        name: str,
+        version: str,
+        input_type: str,
+        bundle_sha256: str,
+        num_replicas: int,
+        memory_limit: int,
+    ) -> None:
+        """``set_num_replicas`` with the data dir's lock held."""
         bundle = Path()
         if num_replicas > 0:
             bundle = self.bundle_path(require_digest(name, version, bundle_sha256))
-        with self._locked():
-            if num_replicas > 0 and not bundle.is_dir():
-                raise DeployError(
-                    f"cannot start replicas of {name}:{version}: its bundle (sha256 "
-                    f"{bundle_sha256}) is not in this cluster's store {bundle.parent}: deploy "
-                    "the model again under a new version"
-                )
-            self._ensure_supervisor()
-            # Replicas a release without a supervisor started: replaced by supervised ones.
-            self._stop([r for r in self._replica_records(name, version) if not self._has_spec(r)])
-            specs = self._replica_specs(name, version)
-            states = self._sup.program_states()
-            wanted: dict[str, str | None] = {}
-            for spec in specs[num_replicas:]:
-                self._sup.remove_spec(spec.name)
-                wanted[spec.name] = None
-            kept = specs[:num_replicas]
-            for spec in kept:
-                state = states.get(spec.name)
-                if spec.memory_limit != memory_limit or (state and state.state == FAILED):
-                    again = replace(spec, memory_limit=memory_limit, generation=spec.generation + 1)
-                    self._sup.write_spec(again)
-                    wanted[spec.name] = again.revision
-            used = {s.labels.get("replica_id", "") for s in kept}
-            new = new_replica_ids(name, version, used, num_replicas - len(kept))
-            # The metrics ports of every replica, of any model: read once, not per launch.
-            taken = {
-                _port_of(s.labels.get("metrics_addr", ""))
-                for s in self._sup.load_specs()
-                if s.role == REPLICA
-            }
-            for rid in new:
-                spec = self._replica_spec(
-                    name, version, input_type, bundle, bundle_sha256, rid, taken, memory_limit
-                )
-                self._sup.write_spec(spec)
-                wanted[spec.name] = spec.revision
-            if wanted:
-                self._await_programs(wanted)
+        if num_replicas > 0 and not bundle.is_dir():
+            raise DeployError(
+                f"cannot start replicas of {name}:{version}: its bundle (sha256 "
+                f"{bundle_sha256}) is not in this cluster's store {bundle.parent}: deploy "
+                "the model again under a new version"
+            )
+        self._ensure_supervisor()
+        # Replicas a release without a supervisor started: replaced by supervised ones.
+        self._stop([r for r in self._replica_records(name, version) if not self._has_spec(r)])
+        specs = self._replica_specs(name, version)
+        states = self._sup.program_states()
+        wanted: dict[str, str | None] = {}
+        for spec in specs[num_replicas:]:
+            self._sup.remove_spec(spec.name)
+            wanted[spec.name] = None
+        kept = specs[:num_replicas]
+        for spec in kept:
+            state = states.get(spec.name)
+            if spec.memory_limit != memory_limit or (state and state.state == FAILED):
+                again = replace(spec, memory_limit=memory_limit, generation=spec.generation + 1)
+                self._sup.write_spec(again)
+                wanted[spec.name] = again.revision
+        used = {s.labels.get("replica_id", "") for s in kept}
+        new = new_replica_ids(name, version, used, num_replicas - len(kept))
+        # The metrics ports of every replica, of any model: read once, not per launch.
+        taken = {
+            _port_of(s.labels.get("metrics_addr", ""))
+            for s in self._sup.load_specs()
+            if s.role == REPLICA
+        }
+        for rid in new:
+            spec = self._replica_spec(
+                name, version, input_type, bundle, bundle_sha256, rid, taken, memory_limit
+            )
+            self._sup.write_spec(spec)
+            wanted[spec.name] = spec.revision
+        if wanted:
+            self._await_programs(wanted)
 
     def stop_models(self, name: str, versions: Sequence[str] | None = None) -> None:
         with self._locked():
@@ -904,6 +999,10 @@ class LocalContainerManager(ContainerManager):
         ]
         return self._spec(MANAGEMENT, argv, self._env(sys.executable))
 
+    def _reconciler_spec(self) -> ProgramSpec:
+        argv = [sys.executable, "-m", "admin.container_managers._reconciler", str(self.data_dir)]
+        return self._spec(RECONCILER, argv, self._env(sys.executable))
+
     def _query_specs(self) -> list[ProgramSpec]:
         specs = []
         for i, name in enumerate(self._query_names()):
@@ -1016,6 +1115,7 @@ class LocalContainerManager(ContainerManager):
     def _await_programs(self, wanted: Mapping[str, str | None]) -> dict[str, ProgramState]:
         """Tell the supervisor the specs changed, and wait until each program runs (or
         failed) with the given revision, or is gone (``None``)."""
+        self._update_scrape_targets()
         record = self._run.load(SUPERVISOR)
         if record is None or (proc := procs.find(record)) is None:
             self._ensure_supervisor()

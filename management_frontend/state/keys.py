@@ -13,6 +13,11 @@ from dataclasses import dataclass
 
 SCHEMA_VERSION = 2  # 2: a model version records bundle_sha256, not artifact
 DEFAULT_PREFIX = "schooner"
+# ``{p}:telemetry``: a query frontend appends one entry (field ``tick``, JSON) every
+# ``TELEMETRY_TICK_S``; the stream keeps about ``TELEMETRY_MAXLEN`` entries (XADD MAXLEN ~).
+TELEMETRY_TICK_S = 2.0
+TELEMETRY_MAXLEN = 4000
+TELEMETRY_FIELD = "tick"
 
 
 def arm_name(model: str, version: str | None = None) -> str:
@@ -47,6 +52,7 @@ class Keys:
         {p}:replicas                          hash   "{replica}@{frontend}" -> ReplicaRecord
         {p}:supervision                       hash   process name -> its supervisor's state
         {p}:changes                           stream the change feed
+        {p}:telemetry                         stream each query frontend's tick (JSON), every 2 s
     """
 
     prefix: str = DEFAULT_PREFIX
@@ -110,3 +116,8 @@ class Keys:
     @property
     def changes(self) -> str:
         return f"{self.prefix}:changes"
+
+    @property
+    def telemetry(self) -> str:
+        """Each query frontend's counters as deltas, one entry per tick (``TELEMETRY_*``)."""
+        return f"{self.prefix}:telemetry"

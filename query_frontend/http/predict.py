@@ -161,10 +161,11 @@ async def handle_predict(
     else:
         outcomes: list[Outcome] = []
         trace.outcomes = outcomes
+        ids: list[int] = []  # the query ids, for the defaults the metrics remember
         hold = Hold(state.bodies, app_name)
         try:
             reply = await _predict(
-                state, headers, receive, route, arrival, outcomes, hold, dialect, trace
+                state, headers, receive, route, arrival, outcomes, ids, hold, dialect, trace
             )
         except ClientGoneError:  # nobody to answer; queries submitted are answered and dropped
             path_of = lambda: path or f"/{app_name}/predict"  # noqa: E731
@@ -172,7 +173,8 @@ async def handle_predict(
             return None
         finally:
             hold.release()
-        state.metrics.request(app_name, reply.status, loop.time() - arrival, outcomes)
+        seconds = loop.time() - arrival
+        state.metrics.request(app_name, reply.status, seconds, outcomes, ids, trace.id)
     return finish(
         state.access_log,
         trace,
@@ -191,11 +193,13 @@ async def _predict(
     route: Route,
     arrival: float,
     out: list[Outcome],
+    ids: list[int],
     hold: Hold,
     dialect: Dialect,
     trace: RequestTrace,
 ) -> Reply:
-    """Answer one predict request of a known app; ``out`` receives the query outcomes.
+    """Answer one predict request of a known app; ``out`` receives the query outcomes,
+    ``ids`` their query ids.
     ``hold`` holds the body's bytes of the frontend's budget until the caller releases it."""
     app = route.app
     try:
@@ -225,7 +229,10 @@ async def _predict(
 
     deadline = deadline_for(state, app, arrival)
     query_ids = state.query_ids
-    ids = [next(query_ids)] if len(items) == 1 else [next(query_ids) for _ in items]
+    if len(items) == 1:
+        ids.append(next(query_ids))
+    else:
+        ids.extend([next(query_ids) for _ in items])
     try:
         if route.model_key is not None:  # one model: the common case, kept short
             # Evaluator.evaluate, inlined: two coroutines fewer for a cache hit.

@@ -21,10 +21,14 @@ import redis.asyncio as aioredis
 from management_frontend.state.keys import Keys
 from model_container.protocol import Hello, InputType
 from query_frontend.batching.controllers import FixedController
+from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.batching.replicas import Replica
+from query_frontend.caching.cache import PredictionCache
+from query_frontend.metrics import Metrics
 from query_frontend.routing.table import RoutingTable, follow
 from query_frontend.rpc.registry import ReplicaRegistry
 from query_frontend.selection.learned import PolicyStates
+from query_frontend.telemetry import TelemetryPublisher, TickBuilder
 
 KEYS = Keys("loops-test")
 ROUNDS = 150  # at ~1 swallowed cancel in 5, a loop that swallows them fails here for sure
@@ -85,3 +89,17 @@ async def test_the_change_feed_follower_stops_when_cancelled(
     finally:
         stop.set()
         await asyncio.wait_for(publisher, STOP_S)
+
+
+async def test_the_telemetry_publisher_stops_when_cancelled(async_redis: aioredis.Redis) -> None:
+    def publishing() -> Coroutine[Any, Any, None]:
+        dispatcher = Dispatcher(64, 100)
+        cache = PredictionCache(0)
+        metrics = Metrics(dispatcher, cache)
+        metrics.request("app", 200, 0.001, [b"1"], [1])
+        routing, policies = RoutingTable(), PolicyStates(async_redis, KEYS)
+        builder = TickBuilder("fe", metrics, dispatcher, cache, routing, policies)
+        # A tick every ~ms: the XADD is in flight at most moments a cancel lands.
+        return TelemetryPublisher(async_redis, KEYS, builder, tick_s=0.001).run()
+
+    await cancel_many_times(publishing)

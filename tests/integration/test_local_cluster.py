@@ -724,7 +724,7 @@ def test_no_process_of_the_cluster_inherits_an_exported_admin_token(
         deploy_python_closure(conn, "envcheck", "1", "doubles", lambda xs: [0] * len(xs))
         processes = [p for p in cm.processes() if p["running"]]
         assert {p["role"] for p in processes} == {
-            *("supervisor", "redis", "management", "query", "replica")
+            *("supervisor", "redis", "management", "query", "reconciler", "replica")
         }
         for p in processes:
             environ = Path(f"/proc/{p['pid']}/environ").read_bytes().split(b"\0")

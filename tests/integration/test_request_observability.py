@@ -182,6 +182,12 @@ def test_errors_defaults_updates_and_cache_hits_are_logged_and_timed(
     line = _one_line(data_dir, "d-1")
     assert line["default"] is True and line["default_reason"] and line["models"] == []
 
+    def default_in_activity() -> bool:  # the telemetry's recent defaults name the request
+        recent = cluster[0].get_app_activity("idle")["recent_defaults"]
+        return any(d["request_id"] == "d-1" for d in recent)
+
+    eventually(default_in_activity, "the default in the app's activity", timeout=30)
+
     update = httpx.post(
         f"{url}/scored/update",
         json={"input": [1.0], "label": 1.0},

@@ -232,6 +232,14 @@ def test_a_replica_that_always_exits_is_marked_failed_with_its_reason(
     deploy_python_closure(conn, "doomed", "1", "doubles", doomed, num_replicas=0)
     info = conn.get_model_info("doomed", "1")
     assert info is not None
+    # Recorded first, as every client does: the cluster's reconciler enacts what Redis
+    # records, and would stop a replica started behind Redis's back.
+    httpx.put(
+        f"{cm.management_url}/admin/models/doomed/versions/1/replicas",
+        json={"num_replicas": 1},
+        headers={"Authorization": f"Bearer {cm.admin_token()}"},
+        timeout=10,
+    ).raise_for_status()
     cm.set_num_replicas("doomed", "1", "doubles", str(info["bundle_sha256"]), 1)
 
     def failed() -> bool:
@@ -330,7 +338,7 @@ def test_the_supervision_state_is_in_redis_for_the_frontends(
 
     eventually(published, what="the query frontend's state in schooner:supervision", timeout=BACK)
     fields = hash_now()
-    assert {"redis", "management", "query", "supervisor"} <= set(fields)
+    assert {"redis", "management", "query", "reconciler", "supervisor"} <= set(fields)
     assert {"state", "pid", "restarts", "reason", "since", "role"} <= set(fields["query"])
     assert "log_tail" not in fields["query"]  # a model's output stays in its log
     client.close()
@@ -356,7 +364,7 @@ def test_stop_all_ends_the_supervisor_and_everything_under_it(
     start_from_a_process_that_exits(data_dir, **ports.cluster_ports())
     cm = LocalContainerManager(data_dir=data_dir)
     running = {p["name"]: p["pid"] for p in cm.processes() if p["running"]}
-    assert set(running) == {"supervisor", "redis", "management", "query"}
+    assert set(running) == {"supervisor", "redis", "management", "query", "reconciler"}
     if supervisor_killed:  # stop_all stops what it recorded, as without a supervisor
         os.kill(running["supervisor"], signal.SIGKILL)
         eventually(lambda: not alive(running["supervisor"]), what="the supervisor gone")

@@ -51,6 +51,10 @@ LAYERS: dict[str, dict[str, set[str]]] = {
         "selection": {"routing", "batching", "caching", "queries", "cancellation"},
         "metrics": {"selection", "batching", "caching", "queries"},
         "supervision": {"cancellation"},
+        "telemetry": {
+            *("metrics", "selection", "batching", "caching", "routing", "queries"),
+            "cancellation",
+        },
         "http": {
             *("queries", "config", "cancellation", "caching", "batching", "rpc", "routing"),
             *("selection", "metrics", "supervision", "observability"),
@@ -61,7 +65,9 @@ LAYERS: dict[str, dict[str, set[str]]] = {
         "errors": set(),
         "config": {"state"},
         "storage": {"state", "errors"},
-        "api": {"state", "errors", "storage"},
+        "telemetry": {"state", "storage"},
+        "ui": set(),
+        "api": {"state", "errors", "storage", "telemetry", "ui"},
     },
 }
 COMPOSITION_ROOTS: dict[str, set[str]] = {

@@ -1,0 +1,362 @@
+"""What ``schooner top`` draws: one frame, from the management API's overview (and an
+app's activity, with ``--app``), as rich tables.
+
+Pure functions of the answers (no I/O, no clock but the answer's own ``now``), so that a
+frame is tested from a dict of the contract's shape. Every cell is a ``Text`` (a name
+with ``[brackets]`` stays as it is, never read as markup), and a value that is missing,
+null or not a number prints as ``-``, never as a literal ``None``. A rate is a
+percentage, a latency milliseconds, a throughput per second; a trend is a sparkline of
+unicode blocks, one per slice of the window.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+DASH: Final = "-"
+BLOCKS: Final = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH: Final = 24
+MAX_DEFAULTS_SHOWN: Final = 10
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What one refresh shows: the answers, where they came from, and the last error
+    (shown as a "reconnecting" banner over the last answers, if any)."""
+
+    overview: Mapping[str, Any] | None
+    activity: Mapping[str, Any] | None = None
+    where: str = ""
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def fixed(value: object, digits: int = 1) -> str:
+    number = _number(value)
+    return DASH if number is None else f"{number:.{digits}f}"
+
+
+def whole(value: object) -> str:
+    number = _number(value)
+    return DASH if number is None else str(round(number))
+
+
+def percent(value: object) -> str:
+    number = _number(value)
+    return DASH if number is None else f"{number * 100:.1f}%"
+
+
+def size(value: object) -> str:
+    """Bytes in the largest unit that keeps the number at least 1."""
+    number = _number(value)
+    if number is None:
+        return DASH
+    units, power = ("B", "KiB", "MiB", "GiB"), 0
+    while abs(number) >= 1024 and power < len(units) - 1:
+        number, power = number / 1024, power + 1
+    return f"{number:.0f} B" if power == 0 else f"{number:.1f} {units[power]}"
+
+
+def duration(value: object) -> str:
+    """Seconds as 42s, 3m05s or 2h07m."""
+    number = _number(value)
+    if number is None:
+        return DASH
+    seconds = max(0, round(number))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def clock(value: object) -> str:
+    number = _number(value)
+    return DASH if number is None else time.strftime("%H:%M:%S", time.localtime(number))
+
+
+def text(value: object) -> str:
+    if value is None or value == "":
+        return DASH
+    return str(value)
+
+
+def sparkline(values: object, width: int = SPARK_WIDTH) -> str:
+    """The series as at most ``width`` blocks, each the mean of its slice, scaled to the
+    largest; a slice with no value is a space. ``-`` when there is no value at all."""
+    points = [_number(v) for v in values] if isinstance(values, Sequence) else []
+    if len(points) > width:
+        n = len(points)
+        points = [_mean(points[i * n // width : (i + 1) * n // width]) for i in range(width)]
+    known = [p for p in points if p is not None]
+    if not known:
+        return DASH
+    top = max(known)
+    line = ""
+    for p in points:
+        if p is None:
+            line += " "
+        else:
+            line += BLOCKS[0] if top <= 0 else BLOCKS[round(max(p, 0) / top * (len(BLOCKS) - 1))]
+    return line
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _dict(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+# Columns of words, which wrap on a narrow terminal; numbers never wrap nor shrink.
+_WORDS: Final = ("health", "request id", "reason", "frontend", "policy", "models")
+
+
+def _table(title: str, *columns: str, spark: int = SPARK_WIDTH) -> Table:
+    """A table of ``columns``; without its "trend" column when ``spark`` is 0."""
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, expand=False
+    )
+    for i, column in enumerate(columns):
+        if column == "trend" and not spark:
+            continue
+        words = i > 0 and column in _WORDS
+        left = i == 0 or words or column == "trend"
+        table.add_column(column, justify="left" if left else "right", no_wrap=not words)
+    return table
+
+
+def _trend(values: object, spark: int) -> Text | None:
+    """The trend cell: ``None`` (no cell) when the table has no trend column."""
+    return Text(sparkline(values, spark), style="cyan") if spark else None
+
+
+def _cells(*values: str | Text | None) -> list[Text]:
+    """A row's cells; a ``None`` is a cell of a column the table left out."""
+    return [v if isinstance(v, Text) else Text(v) for v in values if v is not None]
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def apps_table(apps: Sequence[Any], spark: int = SPARK_WIDTH) -> Table:
+    columns = ("app", "req/s", "trend", "p50 ms", "p99 ms", "defaults", "errors", "SLO ms")
+    table = _table("apps", *columns, "policy", "models", spark=spark)
+    for app in map(_dict, apps):
+        now, series = _dict(app.get("now")), _dict(app.get("series"))
+        slo_ms = _number(app.get("slo_micros"))
+        slo = None if slo_ms is None else slo_ms / 1000
+        p99 = Text(fixed(now.get("p99_ms")))
+        p99_ms = _number(now.get("p99_ms"))
+        if slo is not None and p99_ms is not None and p99_ms > slo:
+            p99.stylize("bold red")
+        defaults = Text(percent(now.get("default_rate")))
+        if (_number(now.get("default_rate")) or 0) > 0:
+            defaults.stylize("yellow")
+        errors = Text(percent(now.get("error_rate")))
+        if (_number(now.get("error_rate")) or 0) > 0:
+            errors.stylize("red")
+        models = ",".join(str(m) for m in _list(app.get("linked_models")))
+        table.add_row(
+            *_cells(
+                Text(text(app.get("name")), style="bold"),
+                fixed(now.get("rps")),
+                _trend(series.get("rps"), spark),
+                fixed(now.get("p50_ms")),
+                p99,
+                defaults,
+                errors,
+                DASH if slo is None else f"{slo:g}",
+                text(app.get("policy")),
+                text(models),
+            )
+        )
+    return table
+
+
+def replica_counts(model: Mapping[str, Any]) -> str:
+    """Replicas connected / in rotation / desired (the counts recorded, all versions)."""
+    replicas = [_dict(r) for r in _list(model.get("replicas"))]
+    connected = sum(1 for r in replicas if r.get("connected") is True)
+    rotating = sum(1 for r in replicas if r.get("in_rotation") is True)
+    wanted = [_number(n) for n in _dict(model.get("replicas_desired")).values()]
+    desired = sum(round(n) for n in wanted if n is not None)
+    return f"{connected}/{rotating}/{desired}"
+
+
+def health(model: Mapping[str, Any]) -> Text:
+    """The replicas' states: ``ok``, or how many are in each state."""
+    states = Counter(text(_dict(r).get("state")) for r in _list(model.get("replicas")))
+    if not states:
+        return Text(DASH)
+    if set(states) == {"ok"}:
+        return Text("ok", style="green")
+    return Text(", ".join(f"{n} {s}" for s, n in sorted(states.items())), style="yellow")
+
+
+def models_table(models: Sequence[Any], spark: int = SPARK_WIDTH) -> Table:
+    columns = ("model", "current", "versions", "replicas", "health", "restarts", "batch")
+    title = "models (replicas: connected/in rotation/desired)"
+    table = _table(title, *columns, "queue", "qps", "trend", spark=spark)
+    for model in map(_dict, models):
+        now, series = _dict(model.get("now")), _dict(model.get("series"))
+        restarts = [_number(_dict(r).get("restarts")) for r in _list(model.get("replicas"))]
+        versions = ",".join(str(v) for v in _list(model.get("versions")))
+        table.add_row(
+            *_cells(
+                Text(text(model.get("name")), style="bold"),
+                text(model.get("current_version")),
+                text(versions),
+                replica_counts(model),
+                health(model),
+                str(sum(round(n) for n in restarts if n is not None)),
+                fixed(now.get("batch_size")),
+                whole(now.get("queue_depth")),
+                fixed(now.get("qps")),
+                _trend(series.get("qps"), spark),
+            )
+        )
+    return table
+
+
+def cache_table(cache: Mapping[str, Any], spark: int = SPARK_WIDTH) -> Table:
+    table = _table("prediction cache", "hit rate", "bytes", "trend", spark=spark)
+    now, series = _dict(cache.get("now")), _dict(cache.get("series"))
+    table.add_row(
+        *_cells(
+            percent(now.get("hit_rate")),
+            size(now.get("bytes")),
+            _trend(series.get("hit_rate"), spark),
+        )
+    )
+    return table
+
+
+def frontends_table(frontends: Sequence[Any]) -> Table:
+    table = _table("query frontends", "frontend", "last seen", "uptime")
+    for frontend in map(_dict, frontends):
+        seen = _number(frontend.get("last_seen_s"))
+        table.add_row(
+            *_cells(
+                text(frontend.get("id")),
+                DASH if seen is None else f"{seen:.1f}s ago",
+                duration(frontend.get("uptime_s")),
+            )
+        )
+    return table
+
+
+def activity_view(activity: Mapping[str, Any], spark: int = SPARK_WIDTH) -> RenderableType:
+    """One app's policy, its weights per linked model, and its recent default answers."""
+    params = ", ".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'), default=str)}"
+        for k, v in _dict(activity.get("policy_params")).items()
+    )
+    links = ", ".join(str(m) for m in _list(activity.get("linked_models")))
+    title = Text.assemble(
+        ("app ", "bold"),
+        (text(activity.get("app")), "bold"),
+        f": policy {text(activity.get('policy'))}",
+        f" ({params})" if params else "",
+        f", linked to {links or DASH}",
+    )
+    weights = _table("weights", "model", "now", "trend", spark=spark)
+    for arm, series in sorted(_dict(_dict(activity.get("weights")).get("arms")).items()):
+        points = _list(series)
+        last = next((p for p in reversed(points) if _number(p) is not None), None)
+        weights.add_row(*_cells(str(arm), fixed(last, 3), _trend(points, spark)))
+    defaults = _list(activity.get("recent_defaults"))
+    shown = defaults[:MAX_DEFAULTS_SHOWN]
+    more = len(defaults) - len(shown)
+    title_d = "recent defaults" + (f" (newest {len(shown)} of {len(defaults)})" if more else "")
+    table = _table(title_d, "time", "query", "request id", "reason", "frontend")
+    for default in map(_dict, shown):
+        table.add_row(
+            *_cells(
+                clock(default.get("t")),
+                whole(default.get("query_id")),
+                text(default.get("request_id")),
+                text(default.get("reason")),
+                text(default.get("frontend")),
+            )
+        )
+    return Group(
+        title,
+        Text(""),
+        weights if weights.row_count else Text("weights: none in the window"),
+        Text(""),
+        table if shown else Text("recent defaults: none in the window"),
+    )
+
+
+# --------------------------------------------------------------------------- the frame
+
+
+def header(frame: Frame) -> Text:
+    overview = _dict(frame.overview)
+    line = Text("schooner top", style="bold")
+    if frame.where:
+        line.append(f" · {frame.where}")
+    if frame.overview is not None:
+        window = whole(overview.get("window_s"))
+        line.append(f" · window {window}s · at {clock(overview.get('now'))}")
+    return line
+
+
+def spark_width(width: int | None) -> int:
+    """How wide a trend is on a console ``width`` columns wide (0: no trend column, so
+    that the numbers fit 80 columns)."""
+    if width is None or width >= 150:
+        return SPARK_WIDTH
+    return SPARK_WIDTH // 2 if width >= 110 else 0
+
+
+def render(frame: Frame, width: int | None = None) -> RenderableType:
+    """The whole frame, for a console ``width`` columns wide: header, the banner of an
+    error, the tables."""
+    spark = spark_width(width)
+    parts: list[RenderableType] = [header(frame)]
+    if frame.error is not None:
+        parts.append(Text(f"reconnecting: {frame.error}", style="bold black on yellow"))
+    if frame.overview is None:
+        return Group(*parts)
+    overview = _dict(frame.overview)
+    apps, models = _list(overview.get("apps")), _list(overview.get("models"))
+    parts.append(apps_table(apps, spark) if apps else Text("apps: none registered"))
+    parts.append(models_table(models, spark) if models else Text("models: none deployed"))
+    parts.append(cache_table(_dict(overview.get("cache")), spark))
+    frontends = _list(overview.get("frontends"))
+    if frontends:
+        parts.append(frontends_table(frontends))
+    else:
+        parts.append(Text("query frontends: none reported in the window", style="yellow"))
+    if frame.activity is not None:
+        parts.append(activity_view(frame.activity, spark))
+    spaced = [parts[0]]
+    for part in parts[1:]:
+        spaced += [part] if isinstance(part, Text) else [Text(""), part]
+    return Group(*spaced)
