@@ -129,9 +129,20 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="share (0..1) of predict/update requests the access log records; errors and "
         "answers with a default are always recorded (env SCHOONER_ACCESS_LOG_SAMPLE)",
     )
+    p.add_argument(
+        "--access-log-max-per-s",
+        type=int,
+        default=int(env("SCHOONER_ACCESS_LOG_MAX_PER_S", Config.access_log_max_per_s)),
+        metavar="N",
+        help="access-log lines a second at most, errors and defaults included; the next "
+        'line says how many were left out ("suppressed"); 0: no cap '
+        "(env SCHOONER_ACCESS_LOG_MAX_PER_S)",
+    )
     a = p.parse_args(argv)
     if not 0.0 <= a.access_log_sample <= 1.0:
         p.error(f"--access-log-sample must be within 0..1, got {a.access_log_sample}")
+    if a.access_log_max_per_s < 0:
+        p.error(f"--access-log-max-per-s must be >= 0 (0: no cap), got {a.access_log_max_per_s}")
     for flag, path in (("--rpc-ipc", a.rpc_ipc), ("--rpc-unix", a.rpc_unix)):
         if len(os.fsencode(path)) > IPC_PATH_MAX:
             p.error(f"{flag} {path!r} is longer than a unix socket path may be "
@@ -190,6 +201,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         reuse_port=a.reuse_port,
         drain_timeout_s=a.drain_timeout,
         access_log_sample=a.access_log_sample,
+        access_log_max_per_s=a.access_log_max_per_s,
         **extra,
     )
 

@@ -190,7 +190,7 @@ def create_app(config: Config) -> FrontDoor:
         processes = ProcessStates(r, keys.supervision)
         metrics.registry.register(ProcessCollector(processes))
         metrics.registry.register(RefusedPeersCollector({"unix": rpc.unix_refusals}))
-        access_log = AccessLog(config.access_log_sample)
+        access_log = AccessLog(config.access_log_sample, max_per_s=config.access_log_max_per_s)
         state = door.state = app.state.frontend = FrontendState(
             config,
             routing,

@@ -82,6 +82,8 @@ class Config:
     # The share of predict/update requests the access log records (0..1); errors and
     # answers with a default are always recorded (observability/access_log.py).
     access_log_sample: float = 1.0
+    # Access-log lines a second at most, errors and defaults included (0: no cap).
+    access_log_max_per_s: int = 1000
 
     @property
     def rpc_bind_address(self) -> str:

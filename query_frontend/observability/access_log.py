@@ -17,6 +17,13 @@ probability RATE, **except errors (status >= 400) and answers holding a default,
 are always logged** — they are what one searches the log for, and are rarely numerous.
 RATE 0 logs only those.
 
+A cap (``--access-log-max-per-s N``, ``SCHOONER_ACCESS_LOG_MAX_PER_S``, default 1000; 0:
+none) bounds the lines written in any one second, errors and defaults included: a flood
+of requests (or of bad ones, from an attacker) cannot fill the disk or take the frontend's
+CPU for its log. A user's traffic below the cap is logged line for line; above it, the
+next line written says how many were left out: ``"suppressed": n``. The frontend's
+metrics count every request regardless.
+
 The event loop never writes: the handler hands the request's values (a tuple) to a
 queue, and the ``access-log`` thread builds the JSON lines and emits them, so a slow
 disk or a full pipe delays the log, never an answer. The thread wakes at most every
@@ -48,6 +55,7 @@ from query_frontend.queries import Expired, RequestTrace
 
 __all__ = [
     "ACCESS_LOGGER",
+    "DEFAULT_MAX_PER_S",
     "FLUSH_INTERVAL_S",
     "MAX_LINES_PER_RECORD",
     "AccessLog",
@@ -62,8 +70,12 @@ MAX_LINES_PER_RECORD = 256
 #: How long the writer lets lines gather after the first before it writes them.
 FLUSH_INTERVAL_S = 0.05
 
-# What the loop hands the writer: (unix time, trace, method, path, status, split, client).
-_Entry = tuple[float, RequestTrace, str, str, int, Split, str | None]
+#: Lines a second at most, unless configured otherwise (0: no cap).
+DEFAULT_MAX_PER_S = 1000
+
+# What the loop hands the writer: (unix time, trace, method, path, status, split, client,
+# lines left out by the cap just before this one).
+_Entry = tuple[float, RequestTrace, str, str, int, Split, str | None, int]
 
 
 def configure_access_logger(stream: Any = None) -> None:
@@ -83,20 +95,46 @@ class AccessLog:
     """Takes finished requests on the loop (``wants``, then ``log``) and writes their
     lines on a thread of its own (see the module). ``start`` before, ``close`` after."""
 
-    def __init__(self, sample: float = 1.0, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        sample: float = 1.0,
+        logger: logging.Logger | None = None,
+        max_per_s: int = DEFAULT_MAX_PER_S,
+        clock: Any = time.monotonic,
+    ) -> None:
         if not 0.0 <= sample <= 1.0:
             raise ValueError(f"the access log's sample rate must be within 0..1, got {sample}")
+        if max_per_s < 0:
+            raise ValueError(f"the access log's cap must be >= 0 lines/s, got {max_per_s}")
         self.sample = sample
+        self.max_per_s = max_per_s
+        self._clock = clock
+        self._second = -1  # the second (of ``clock``) the lines are counted in
+        self._lines = 0  # lines wanted in that second
+        self._suppressed = 0  # lines the cap left out since the last one written
         self.logger = logger if logger is not None else logging.getLogger(ACCESS_LOGGER)
         self._random = random.random
         self._queue: queue.SimpleQueue[_Entry | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def wants(self, status: int, trace: RequestTrace) -> bool:
-        """Whether this request gets a line (the sample, errors and defaults)."""
-        if self.sample >= 1.0 or status >= 400 or _default_reason(trace) is not None:
-            return True
-        return self._random() < self.sample
+        """Whether this request gets a line (the sample, errors and defaults, the cap)."""
+        if (
+            self.sample < 1.0
+            and status < 400
+            and self._random() >= self.sample
+            and _default_reason(trace) is None
+        ):
+            return False  # sampled out
+        if self.max_per_s:
+            second = int(self._clock())
+            if second != self._second:
+                self._second, self._lines = second, 0
+            if self._lines >= self.max_per_s:
+                self._suppressed += 1
+                return False
+            self._lines += 1
+        return True
 
     def log(
         self,
@@ -108,7 +146,8 @@ class AccessLog:
         client: str | None,
     ) -> None:
         """Queue the line of a finished request: costs the loop a tuple and a put."""
-        self._queue.put((time.time(), trace, method, path, status, timing, client))
+        suppressed, self._suppressed = self._suppressed, 0
+        self._queue.put((time.time(), trace, method, path, status, timing, client, suppressed))
 
     def start(self) -> None:
         if self._thread is None:
@@ -156,6 +195,7 @@ def line(
     status: int,
     timing: Split,
     client: str | None,
+    suppressed: int = 0,
     clock: _Clock | None = None,
 ) -> str:
     """The JSON line of one request."""
@@ -180,6 +220,8 @@ def line(
     }
     if trace.replaced:
         record["request_id_replaced"] = True
+    if suppressed:
+        record["suppressed"] = suppressed
     return orjson.dumps(record).decode()
 
 

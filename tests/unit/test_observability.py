@@ -82,6 +82,26 @@ def test_sampling_nothing_still_logs_errors_and_defaults() -> None:
         AccessLog(1.5)
 
 
+def test_the_cap_bounds_lines_a_second_errors_included_and_says_what_it_left_out() -> None:
+    now = [100.2]
+    log = AccessLog(1.0, max_per_s=3, clock=lambda: now[0])
+    ok = RequestTrace(b"r")
+    ok.outcomes = [b"1"]
+    assert [log.wants(200, ok) for _ in range(3)] == [True, True, True]
+    assert not log.wants(200, ok)
+    assert not log.wants(500, ok)  # a flood of errors is capped too
+    now[0] = 101.0  # the next second: lines again, and the first says 2 were left out
+    assert log.wants(200, ok)
+    log.log(ok, "POST", "/a/predict", 200, Split(0, 0, 0, 0.001), None)
+    entry = log._queue.get_nowait()
+    assert entry is not None and entry[-1] == 2
+    assert orjson.loads(line(*entry))["suppressed"] == 2
+    uncapped = AccessLog(1.0, max_per_s=0)
+    assert all(uncapped.wants(200, ok) for _ in range(10_000))
+    with pytest.raises(ValueError, match=">= 0"):
+        AccessLog(1.0, max_per_s=-1)
+
+
 def test_an_access_log_line_has_the_fields_and_nothing_of_the_body() -> None:
     trace = RequestTrace(b"bad-id-replaced", replaced=True)
     trace.app = "sums"
