@@ -383,6 +383,22 @@ def schooner_no_access_log(settings: Settings) -> Iterator[list[Target]]:
 
 
 @contextlib.contextmanager
+def schooner_access_log_uncapped(settings: Settings) -> Iterator[list[Target]]:
+    """The sklearn app of ``schooner`` with a line for every request: the access log's
+    cap lifted (``SCHOONER_ACCESS_LOG_MAX_PER_S=0``), what logging everything costs."""
+    with (
+        _environ(SCHOONER_ACCESS_LOG_SAMPLE="1", SCHOONER_ACCESS_LOG_MAX_PER_S="0"),
+        _sklearn_only(
+            settings,
+            "schooner-access-log-uncapped",
+            "schooner-sklearn-access-log-uncapped",
+            "access log of every request (no cap)",
+        ) as targets,
+    ):
+        yield targets
+
+
+@contextlib.contextmanager
 def schooner_2qf(settings: Settings) -> Iterator[list[Target]]:
     """The sklearn app of ``schooner`` behind 2 query frontend processes sharing the
     query port (``query_frontends=2``), if this checkout's local manager has them."""
@@ -618,6 +634,7 @@ GROUPS: dict[str, Group] = {
     "schooner": schooner,
     "schooner-plain-rpc": schooner_plain_rpc,
     "schooner-no-access-log": schooner_no_access_log,
+    "schooner-access-log-uncapped": schooner_access_log_uncapped,
     "schooner-2qf": schooner_2qf,
     "schooner-ipc": schooner_ipc,
     "schooner-tcp": schooner_tcp,

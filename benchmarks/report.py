@@ -214,6 +214,12 @@ def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row
         None,
         concurrency=1,
     )
+    rps_ratio(
+        f"access log of every request (no cap) vs off, sklearn (c={c})",
+        "schooner-sklearn-access-log-uncapped",
+        "schooner-sklearn-no-access-log",
+        None,
+    )
     # Issue 13: N = 2 query frontends against N = 1 on this machine (no goal).
     rps_ratio(f"2 query frontends vs 1, sklearn (c={c})", "schooner-2qf", "schooner-sklearn", None)
     rps_ratio(
