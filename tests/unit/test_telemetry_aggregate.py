@@ -285,3 +285,22 @@ def test_a_tick_with_numbers_no_counter_reaches_is_not_read_so_sums_stay_finite(
     agg.model_figures(agg.merge(kept, agg.window_for(kept, 1000.0, 60)), "m")
     # What a real counter holds is still read.
     assert raw.readable(tick("a", 1000.0, cache={"hits": 2**40, "misses": 0, "bytes": 2**45}))
+
+
+def test_quiet_apps_and_models_cost_the_same_as_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An overview of 1000 registered apps without traffic built 1000 identical series
+    # (and FastAPI then encoded them one value at a time): over a second of event loop
+    # per request on a real cluster, while the dashboard asks every 2 s.
+    stored = [tick("a", 1000.0, apps={"busy": app(4, [1, 1, 1, 1, 0])})]
+    merged = agg.merge(stored, agg.window_for(stored, 1000.0, 3600))
+    quiet = agg.app_figures(merged, "quiet-0")
+    assert quiet["now"]["rps"] == 0.0 and quiet["series"]["p99_ms"][-1] is None
+    assert agg.model_figures(merged, "quiet-0")["now"]["queue_depth"] == 0
+    rounded = []
+    real_r = agg._r
+    monkeypatch.setattr(agg, "_r", lambda *a: rounded.append(a) or real_r(*a))
+    for i in range(1, 1000):
+        assert agg.app_figures(merged, f"quiet-{i}") == quiet
+        agg.model_figures(merged, f"quiet-{i}")
+    assert rounded == []
+    assert agg.app_figures(merged, "busy")["now"]["rps"] > 0
