@@ -230,3 +230,14 @@ def test_repeated_wrong_tokens_are_throttled(cluster: Dashboard) -> None:
         assert r.status_code == 429
         assert int(r.headers["retry-after"]) > 0
         assert "Too many failed logins" in r.text and "set-cookie" not in r.headers
+        # A client cannot name another address for itself: the frontend trusts no
+        # X-Forwarded-For (uvicorn's default trusts it from 127.0.0.1, where it listens).
+        for i in range(3):
+            spoofed = http.post(
+                "/ui/login",
+                data={"token": f"guess-x{i}"},
+                headers={"X-Forwarded-For": f"10.9.8.{i}", "Forwarded": f"for=10.9.8.{i}"},
+            )
+            assert spoofed.status_code == 429, spoofed.status_code
+    logged = (cluster.data_dir / "logs" / "management.log").read_text()
+    assert "10.9.8." not in logged
