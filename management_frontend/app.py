@@ -86,7 +86,8 @@ def create_app(config: Config) -> FastAPI:
     """The management frontend as an ASGI app; serve it with uvicorn."""
 
     admin_token = AdminTokenCheck(config.secrets_dir)
-    sessions = Sessions(admin_token)  # the dashboard's, signed with the token's hash
+    # The dashboard's, signed with the token's hash and the Redis password (lifespan).
+    sessions = Sessions(admin_token)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,6 +95,10 @@ def create_app(config: Config) -> FastAPI:
             admin_token.load()
         except CredentialError as exc:
             raise StartupError(f"the management API needs the admin token's hash: {exc}") from None
+        # Not the hash alone: replicas hold it. A Redis of the user's has no password file.
+        sessions.use_server_secret(
+            credentials.read_optional(config.secrets_dir, credentials.REDIS_PASSWORD)
+        )
         redis = open_redis(config)
         try:
             store = Store(redis, Keys(config.key_prefix))

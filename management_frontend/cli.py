@@ -185,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ws="none",
         lifespan="on",
         server_header=False,
+        # uvicorn's default believes X-Forwarded-For from 127.0.0.1, where we listen: any
+        # local client could then pick its address (login throttle, logs). Behind a
+        # proxy the address is the proxy's (docs/dashboard.md).
+        proxy_headers=False,
         timeout_graceful_shutdown=max(1, round(config.shutdown_timeout_s)),
         ssl_certfile=config.tls_certfile,
         ssl_keyfile=config.tls_keyfile,

@@ -40,6 +40,23 @@ class Frame:
     error: str | None = None
 
 
+# C0 and C1 control characters and DEL: rich passes ESC (and CSI) through to the
+# terminal, so a string of an answer could retitle, clear or rewrite the operator's
+# screen. Shown as "?" instead.
+_CONTROLS: Final = {c: "?" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def _printable(value: Any) -> Any:
+    """``value`` with every string (keys too) freed of control characters."""
+    if isinstance(value, str):
+        return value.translate(_CONTROLS)
+    if isinstance(value, Mapping):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
 # --------------------------------------------------------------------------- cells
 
 
@@ -339,6 +356,12 @@ def render(frame: Frame, width: int | None = None) -> RenderableType:
     """The whole frame, for a console ``width`` columns wide: header, the banner of an
     error, the tables."""
     spark = spark_width(width)
+    frame = Frame(
+        _printable(frame.overview),
+        _printable(frame.activity),
+        _printable(frame.where),
+        _printable(frame.error),
+    )
     parts: list[RenderableType] = [header(frame)]
     if frame.error is not None:
         parts.append(Text(f"reconnecting: {frame.error}", style="bold black on yellow"))

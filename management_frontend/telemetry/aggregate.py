@@ -218,6 +218,10 @@ class Merged:
     apps: dict[str, _Buckets]
     models: dict[str, _Buckets]
     cache: _Buckets
+    # The figures of an app or model no tick mentions are the same for all of them: made
+    # once per window (an overview of a thousand quiet apps would otherwise build them a
+    # thousand times, holding the event loop for a second).
+    quiet: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def merge(ticks: Iterable[Tick], window: Window) -> Merged:
@@ -256,8 +260,16 @@ def merge(ticks: Iterable[Tick], window: Window) -> Merged:
 
 def app_figures(merged: Merged, app: str) -> dict[str, Any]:
     """``{"now": {...}, "series": {...}}`` of one app."""
+    b = merged.apps.get(app)
+    if b is not None:
+        return _app_figures(merged, b)
+    if "app" not in merged.quiet:
+        merged.quiet["app"] = _app_figures(merged, _Buckets(merged.window.n))
+    return merged.quiet["app"]
+
+
+def _app_figures(merged: Merged, b: _Buckets) -> dict[str, Any]:
     w = merged.window
-    b = merged.apps.get(app) or _Buckets(w.n)
     series: dict[str, list[Any]] = {
         "t": w.times(),
         "rps": [],
@@ -290,8 +302,16 @@ def app_figures(merged: Merged, app: str) -> dict[str, Any]:
 
 def model_figures(merged: Merged, model: str) -> dict[str, Any]:
     """``{"now": {...}, "series": {...}}`` of one model (its versions summed)."""
+    b = merged.models.get(model)
+    if b is not None:
+        return _model_figures(merged, b)
+    if "model" not in merged.quiet:
+        merged.quiet["model"] = _model_figures(merged, _Buckets(merged.window.n))
+    return merged.quiet["model"]
+
+
+def _model_figures(merged: Merged, b: _Buckets) -> dict[str, Any]:
     w = merged.window
-    b = merged.models.get(model) or _Buckets(w.n)
     series: dict[str, list[Any]] = {"t": w.times(), "batch_size": [], "queue_depth": [], "qps": []}
     for i in range(w.n):
         if merged.coverage[i] <= 0:

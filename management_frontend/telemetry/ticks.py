@@ -17,12 +17,21 @@ from management_frontend.state.keys import TELEMETRY_TICK_S, parse_arm
 STALE_TICKS = 3
 # Recent defaults an activity answer lists at most.
 MAX_RECENT_DEFAULTS = 50
+# No counter, timestamp or byte count of a real tick comes near this (2**53, where
+# doubles stop being exact); a bigger number is not read, so that the sums of a window's
+# ticks stay finite (round(inf) would make the overview a 500).
+MAX_MAGNITUDE = float(2**53)
 
 Tick = Mapping[str, Any]
 
 
 def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) <= MAX_MAGNITUDE
+    )
 
 
 def _numbers(value: object) -> bool:

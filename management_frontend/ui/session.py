@@ -3,10 +3,14 @@
 After a login with the admin token (``login.py``) the browser gets a cookie whose value
 is ``<expiry>.<nonce>.<mac>``: the unix second it stops being valid, 16 random bytes,
 and HMAC-SHA256 over both, keyed with the admin token's sha256 (the hash the server
-already checks bearer tokens against, ``model_container.bearer.AdminTokenCheck``). So:
+already checks bearer tokens against, ``model_container.bearer.AdminTokenCheck``) together
+with a secret of the frontends' (the cluster's Redis password; without one, random per
+process). The hash alone is no key: every replica holds ``admin-token.sha256`` to check
+its ``/metrics``, and a replica runs user code. So:
 
 - the cookie is not the token, and the token cannot be recovered from it;
-- nothing is stored server-side: any management frontend of the cluster accepts it;
+- nothing is stored server-side: any management frontend of the cluster accepts it (one
+  whose Redis has no password of the cluster's accepts only its own, until it restarts);
 - rotating the admin token changes the key, and every session ends at once;
 - a cookie whose expiry was edited no longer matches its MAC.
 
@@ -51,13 +55,22 @@ class Sessions:
         *,
         ttl_s: int = SESSION_TTL_S,
         clock: Callable[[], float] = time.time,
+        server_secret: str | None = None,
     ) -> None:
         self.check = check
         self.ttl_s = ttl_s
         self._clock = clock
+        self.use_server_secret(server_secret)
+
+    def use_server_secret(self, secret: str | None) -> None:
+        """Key sessions with ``secret`` too (what only the frontends hold); ``None``: a
+        random one, so sessions end with this process."""
+        self._server_secret = (secret or secrets.token_hex(32)).encode("utf-8")
 
     def _mac(self, key_hex: str, payload: str) -> str:
-        key = hashlib.sha256(_CONTEXT + key_hex.encode("ascii")).digest()
+        key = hashlib.sha256(
+            _CONTEXT + key_hex.encode("ascii") + b"\x00" + self._server_secret
+        ).digest()
         return hmac.new(key, payload.encode("ascii"), hashlib.sha256).hexdigest()
 
     def issue(self) -> str:

@@ -117,6 +117,26 @@ def test_a_tampered_or_made_up_cookie_opens_nothing(cluster: Dashboard) -> None:
             assert 'type="password"' in http.get("/ui").text
 
 
+def test_a_replica_cannot_sign_a_session_with_the_token_hash_it_holds(cluster: Dashboard) -> None:
+    # Every replica runs user code and gets admin-token.sha256 (to check /metrics); a
+    # session signed with that hash alone must not open the admin API.
+    import hashlib
+    import hmac
+    import time
+
+    held = (cluster.data_dir / "secrets" / "replica" / "admin-token.sha256").read_text().strip()
+    key = hashlib.sha256(b"schooner-ui-session-v1\x00" + held.lower().encode()).digest()
+    payload = f"{int(time.time()) + 3600}.{'ab' * 16}"
+    forged = f"{payload}.{hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()}"
+    with client(cluster) as http:
+        http.cookies.set("schooner_ui", forged)
+        assert http.get("/admin/apps").status_code == 401
+        put = http.put(
+            "/admin/models/m/current_version", json={"version": "1"}, headers={"X-Schooner-UI": "1"}
+        )
+        assert put.status_code == 401
+
+
 def test_a_wrong_token_shows_the_form_again_with_401_and_is_not_logged(cluster: Dashboard) -> None:
     with client(cluster) as http:
         r = login(http, "not-the-token-s3cr3t", "/ui/models/m")
@@ -210,3 +230,14 @@ def test_repeated_wrong_tokens_are_throttled(cluster: Dashboard) -> None:
         assert r.status_code == 429
         assert int(r.headers["retry-after"]) > 0
         assert "Too many failed logins" in r.text and "set-cookie" not in r.headers
+        # A client cannot name another address for itself: the frontend trusts no
+        # X-Forwarded-For (uvicorn's default trusts it from 127.0.0.1, where it listens).
+        for i in range(3):
+            spoofed = http.post(
+                "/ui/login",
+                data={"token": f"guess-x{i}"},
+                headers={"X-Forwarded-For": f"10.9.8.{i}", "Forwarded": f"for=10.9.8.{i}"},
+            )
+            assert spoofed.status_code == 429, spoofed.status_code
+    logged = (cluster.data_dir / "logs" / "management.log").read_text()
+    assert "10.9.8." not in logged

@@ -548,3 +548,22 @@ def test_errors_map_as_every_other_call_and_a_missing_endpoint_says_upgrade(
     conn, _ = api_connection(unavailable, tmp_path, monkeypatch)
     with conn, pytest.raises(ServiceUnavailableError, match="cannot reach the management"):
         conn.get_overview()
+
+
+def test_no_control_character_of_an_answer_reaches_the_terminal() -> None:
+    # Strings in the answers come from the frontends' ticks and replicas' reports; rich
+    # drops only a few control codes, so an ESC in a reason or a replica state would
+    # reach the operator's terminal (retitle it, clear it, forge lines).
+    evil = "x\x1b]0;PWNED\x07\x1b[2J\x9b31m\ry"
+    act = activity(1)
+    act["recent_defaults"][0] = {**act["recent_defaults"][0], "reason": evil, "frontend": evil}
+    act["weights"] = {"t": [NOW], "arms": {evil: [0.5]}}
+    ov = overview()
+    ov["frontends"] = [{"id": evil, "last_seen_s": 1.0, "uptime_s": 5.0}]
+    ov["models"][0]["replicas"][0]["state"] = evil
+    console = Console(file=io.StringIO(), width=300, force_terminal=True, color_system=None)
+    console.print(render(Frame(ov, act, where="w", error=evil), 300))
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    for code in ("\x1b]", "\x1b[2J", "\x9b", "\x07", "\r"):
+        assert code not in out, repr(code)
+    assert "PWNED" in out  # shown, harmlessly

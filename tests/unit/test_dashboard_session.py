@@ -138,3 +138,31 @@ async def test_over_https_the_cookie_is_secure_with_the_host_prefix(tmp_path: Pa
         assert not any(f.startswith("domain") for f in flags)
         page = await http.get("/ui")
         assert page.status_code == 200 and "main.js" in page.text
+
+
+def _signed_with_the_hash_alone(token_sha256: str, expiry: int) -> str:
+    """A session value as whoever holds only ``admin-token.sha256`` could make one."""
+    import hashlib
+    import hmac
+
+    key = hashlib.sha256(b"schooner-ui-session-v1\x00" + token_sha256.encode()).digest()
+    payload = f"{expiry}.{'0' * 32}"
+    return f"{payload}.{hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()}"
+
+
+def test_the_token_hash_alone_cannot_sign_a_session(tmp_path: Path) -> None:
+    # Every replica (user code) holds admin-token.sha256; a session key made of it alone
+    # would let a model mint an admin session. The key also needs a secret of the
+    # management frontend's.
+    from model_container.credentials import sha256_hex
+
+    clock = Clock()
+    check = check_with(tmp_path, "tok-1")
+    sessions = Sessions(check, ttl_s=60, clock=clock, server_secret="frontend-only")
+    forged = _signed_with_the_hash_alone(sha256_hex("tok-1"), int(clock.now) + 30)
+    assert not sessions.valid(forged)
+    # Frontends that share the secret accept each other's sessions; others do not.
+    issued = sessions.issue()
+    assert Sessions(check, clock=clock, server_secret="frontend-only").valid(issued)
+    assert not Sessions(check, clock=clock, server_secret="another").valid(issued)
+    assert not Sessions(check, clock=clock).valid(issued)

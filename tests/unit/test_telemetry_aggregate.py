@@ -271,3 +271,36 @@ def test_a_tick_of_another_shape_is_not_read() -> None:
     assert not raw.readable({**good, "models": {"m:1": {"replicas": [{"restarts": 1}]}}})
     assert not raw.readable({**good, "cache": {"hits": None}})
     assert not raw.readable([good])
+
+
+def test_a_tick_with_numbers_no_counter_reaches_is_not_read_so_sums_stay_finite() -> None:
+    # Two ticks with finite but enormous counts used to sum to infinity, and
+    # round(inf) made GET /admin/overview a 500 for as long as they stayed in the window.
+    models = {"m:1": {"batches": 1e308, "queries": 1e308, "queue_depth": 1e308, "replicas": []}}
+    stored = [tick("a", 1000.0, models=models), tick("b", 1000.0, models=models)]
+    assert not any(raw.readable(t) for t in stored)
+    assert not raw.readable(tick("a", 1e300))
+    assert not raw.readable(tick("a", 1000.0, cache={"hits": 1e300, "misses": 0, "bytes": 0}))
+    kept = [t for t in stored if raw.readable(t)]
+    agg.model_figures(agg.merge(kept, agg.window_for(kept, 1000.0, 60)), "m")
+    # What a real counter holds is still read.
+    assert raw.readable(tick("a", 1000.0, cache={"hits": 2**40, "misses": 0, "bytes": 2**45}))
+
+
+def test_quiet_apps_and_models_cost_the_same_as_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An overview of 1000 registered apps without traffic built 1000 identical series
+    # (and FastAPI then encoded them one value at a time): over a second of event loop
+    # per request on a real cluster, while the dashboard asks every 2 s.
+    stored = [tick("a", 1000.0, apps={"busy": app(4, [1, 1, 1, 1, 0])})]
+    merged = agg.merge(stored, agg.window_for(stored, 1000.0, 3600))
+    quiet = agg.app_figures(merged, "quiet-0")
+    assert quiet["now"]["rps"] == 0.0 and quiet["series"]["p99_ms"][-1] is None
+    assert agg.model_figures(merged, "quiet-0")["now"]["queue_depth"] == 0
+    rounded = []
+    real_r = agg._r
+    monkeypatch.setattr(agg, "_r", lambda *a: rounded.append(a) or real_r(*a))
+    for i in range(1, 1000):
+        assert agg.app_figures(merged, f"quiet-{i}") == quiet
+        agg.model_figures(merged, f"quiet-{i}")
+    assert rounded == []
+    assert agg.app_figures(merged, "busy")["now"]["rps"] > 0
