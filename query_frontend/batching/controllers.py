@@ -320,7 +320,10 @@ class LatencyModelController:
         assert self._line is not None
         slope, _, high = self._line
         # The epsilon keeps an exact fit (latency == budget at n*) from rounding to n* - 1.
-        fits = math.floor((self.budget_s - high) / slope + 1e-9)
+        room = (self.budget_s - high) / slope + 1e-9
+        # A slope near zero makes ``room`` huge or infinite (floor would overflow); NaN
+        # and anything under one batch of one come out as 1 below.
+        fits = self.max_batch if room >= self.max_batch else math.floor(room) if room >= 1 else 1
         explored = 2 * max(n for n, _ in self._points)
         return max(1, min(fits, explored, self.max_batch))
 
