@@ -189,7 +189,8 @@ class Exchange:
                 head = _status_line(status)
                 if extra[0][0] != b"content-type":
                     head += _JSON_TYPE
-                head += b"".join(b"%b: %b\r\n" % (n, v) for n, v in extra)
+                for name, value in extra:
+                    head += b"%b: %b\r\n" % (name, value)
             else:
                 head = _status_line(status) + _JSON_TYPE
             head = self._end_head(head + self.connection.default_headers(), len(body))

@@ -37,9 +37,5 @@ def finish(
         access.log(trace, "POST", path(), status, timing, peer_of(receive))
     if trace.span is not None:
         tracing.finish(trace, status, timing, arrival, now)
-    headers = (
-        *reply.headers,
-        (b"x-request-id", trace.id_bytes),
-        (b"server-timing", server_timing(trace, timing)),
-    )
-    return Reply(status, reply.body, headers)
+    ours = ((b"x-request-id", trace.id_bytes), (b"server-timing", server_timing(trace, timing)))
+    return Reply(status, reply.body, reply.headers + ours if reply.headers else ours)

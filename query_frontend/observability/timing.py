@@ -36,8 +36,14 @@ class Split(NamedTuple):
 
 def split(trace: RequestTrace, arrival: float, now: float) -> Split:
     """The latency split of ``trace``'s request, which arrived at ``arrival`` (loop time)."""
+    queries = trace.queries
+    if len(queries) == 1 and queries[0].sent:  # one input, sent: most requests
+        query = queries[0]
+        waited = query.sent - query.submitted
+        held = query.held if query.held < waited else waited
+        return Split(waited - held, held, query.model_s, now - arrival)
     queue = batch = model = 0.0
-    for query in trace.queries:
+    for query in queries:
         sent = query.sent
         if not sent:  # never sent: it waited in the queue until it was answered
             waited = now - query.submitted if query.submitted else 0.0
