@@ -11,6 +11,7 @@ the container and are spliced in without being parsed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, NamedTuple
 
 import orjson
@@ -156,7 +157,7 @@ async def handle_predict(
         state.metrics.rejected(404)
         reply = error(404, "not_found", f"no application named '{app_name}' is registered")
     elif route.key_hashes and (refusal := key_refusal(state, route, headers)) is not None:
-        state.metrics.request(app_name, refusal.status, loop.time() - arrival, [])
+        state.metrics.request(app_name, refusal.status, perf_counter() - trace.started, [])
         reply = refusal
     else:
         outcomes: list[Outcome] = []
@@ -173,7 +174,7 @@ async def handle_predict(
             return None
         finally:
             hold.release()
-        seconds = loop.time() - arrival
+        seconds = perf_counter() - trace.started
         state.metrics.request(app_name, reply.status, seconds, outcomes, ids, trace.id)
     return finish(
         state.access_log,

@@ -4,6 +4,7 @@ reply, its access-log line, the end of its spans."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from query_frontend.http.asgi import Reply
@@ -31,7 +32,7 @@ def finish(
     """``reply`` with ``X-Request-Id`` and ``Server-Timing``; the request logged (if
     sampled) and its spans ended (if traced). ``path`` makes the request's path, only
     for a line that is written."""
-    timing = split(trace, arrival, now)
+    timing = split(trace, arrival, now, perf_counter() - trace.started)
     status = reply.status
     if access is not None and access.wants(status, trace):
         access.log(trace, "POST", path(), status, timing, peer_of(receive))

@@ -34,14 +34,17 @@ class Split(NamedTuple):
     total: float
 
 
-def split(trace: RequestTrace, arrival: float, now: float) -> Split:
-    """The latency split of ``trace``'s request, which arrived at ``arrival`` (loop time)."""
+def split(trace: RequestTrace, arrival: float, now: float, total: float | None = None) -> Split:
+    """The latency split of ``trace``'s request, which arrived at ``arrival`` (loop time);
+    ``total``, its time by a finer clock than the loop's, when the caller has it."""
+    if total is None:
+        total = now - arrival
     queries = trace.queries
     if len(queries) == 1 and queries[0].sent:  # one input, sent: most requests
         query = queries[0]
         waited = query.sent - query.submitted
         held = query.held if query.held < waited else waited
-        return Split(waited - held, held, query.model_s, now - arrival)
+        return Split(waited - held, held, query.model_s, total)
     queue = batch = model = 0.0
     for query in queries:
         sent = query.sent
@@ -54,7 +57,7 @@ def split(trace: RequestTrace, arrival: float, now: float) -> Split:
         queue = max(queue, waited - held)
         batch = max(batch, held)
         model = max(model, query.model_s)
-    return Split(queue, batch, model, now - arrival)
+    return Split(queue, batch, model, total)
 
 
 def server_timing(trace: RequestTrace, timing: Split) -> bytes:
