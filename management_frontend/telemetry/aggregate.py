@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -260,12 +260,7 @@ def merge(ticks: Iterable[Tick], window: Window) -> Merged:
 
 def app_figures(merged: Merged, app: str) -> dict[str, Any]:
     """``{"now": {...}, "series": {...}}`` of one app."""
-    b = merged.apps.get(app)
-    if b is not None:
-        return _app_figures(merged, b)
-    if "app" not in merged.quiet:
-        merged.quiet["app"] = _app_figures(merged, _Buckets(merged.window.n))
-    return merged.quiet["app"]
+    return _figures(merged, merged.apps.get(app), "app", _app_figures)
 
 
 def _app_figures(merged: Merged, b: _Buckets) -> dict[str, Any]:
@@ -302,12 +297,22 @@ def _app_figures(merged: Merged, b: _Buckets) -> dict[str, Any]:
 
 def model_figures(merged: Merged, model: str) -> dict[str, Any]:
     """``{"now": {...}, "series": {...}}`` of one model (its versions summed)."""
-    b = merged.models.get(model)
+    return _figures(merged, merged.models.get(model), "model", _model_figures)
+
+
+def _figures(
+    merged: Merged,
+    b: _Buckets | None,
+    kind: str,
+    build: Callable[[Merged, _Buckets], dict[str, Any]],
+) -> dict[str, Any]:
+    """``build``'s figures of ``b``; of no traffic (``b`` None), built once per ``kind``
+    and shared by every quiet app or model of the window."""
     if b is not None:
-        return _model_figures(merged, b)
-    if "model" not in merged.quiet:
-        merged.quiet["model"] = _model_figures(merged, _Buckets(merged.window.n))
-    return merged.quiet["model"]
+        return build(merged, b)
+    if kind not in merged.quiet:
+        merged.quiet[kind] = build(merged, _Buckets(merged.window.n))
+    return merged.quiet[kind]
 
 
 def _model_figures(merged: Merged, b: _Buckets) -> dict[str, Any]:
