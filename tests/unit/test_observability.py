@@ -3,7 +3,6 @@ PREDICT's request ids and traceparents, without a cluster."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -19,7 +18,8 @@ from model_container.worker import run_batch
 from query_frontend.observability.access_log import AccessLog, line
 from query_frontend.observability.requests import RequestIds
 from query_frontend.observability.timing import Split, server_timing, split
-from query_frontend.queries import Expired, Query, RequestTrace
+from query_frontend.queries import Expired, RequestTrace
+from tests.timed_queries import timed_query
 
 
 def test_a_sane_client_request_id_is_kept_and_others_are_made_up() -> None:
@@ -34,19 +34,9 @@ def test_a_sane_client_request_id_is_kept_and_others_are_made_up() -> None:
     assert RequestIds().new() != RequestIds().new()  # another process, another prefix
 
 
-def _query(submitted: float, sent: float, held: float, model_s: float) -> Query:
-    loop = asyncio.new_event_loop()
-    try:
-        query = Query(1, b"x", 10.0, loop.create_future())
-    finally:
-        loop.close()
-    query.submitted, query.sent, query.held, query.model_s = submitted, sent, held, model_s
-    return query
-
-
 def test_the_split_takes_the_longest_wait_of_the_request_s_queries() -> None:
     trace = RequestTrace(b"r")
-    trace.queries = [_query(1.0, 1.010, 0.004, 0.002), _query(1.0, 1.003, 0.0, 0.005)]
+    trace.queries = [timed_query(1.0, 1.010, 0.004, 0.002), timed_query(1.0, 1.003, 0.0, 0.005)]
     timing = split(trace, arrival=0.999, now=1.020)
     assert timing.queue == pytest.approx(0.006)
     assert timing.batch == pytest.approx(0.004)
@@ -64,7 +54,7 @@ def test_server_timing_of_cache_hits_and_of_refusals() -> None:
     assert server_timing(RequestTrace(b"r"), Split(0, 0, 0, 0.001)) == b"total;dur=1.000"
     partial = RequestTrace(b"r")
     partial.cached = 1
-    partial.queries = [_query(1.0, 1.001, 0.0, 0.0)]
+    partial.queries = [timed_query(1.0, 1.001, 0.0, 0.0)]
     assert server_timing(partial, Split(0.001, 0, 0, 0.002)).startswith(b'cache;desc="partial"')
 
 

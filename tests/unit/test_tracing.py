@@ -5,7 +5,6 @@ tests/integration/test_request_tracing.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +13,8 @@ import pytest
 
 from model_container import tracing as common
 from query_frontend.observability import tracing
-from query_frontend.queries import Query, RequestTrace
+from query_frontend.queries import RequestTrace
+from tests.timed_queries import timed_query
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="pip install 'schooner[otel]'")
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
@@ -74,16 +74,6 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     assert not tracing.ENABLED
 
 
-def _query(submitted: float, sent: float, held: float, model_s: float) -> Query:
-    loop = asyncio.new_event_loop()
-    try:
-        query = Query(1, b"x", 10.0, loop.create_future())
-    finally:
-        loop.close()
-    query.submitted, query.sent, query.held, query.model_s = submitted, sent, held, model_s
-    return query
-
-
 def test_a_request_s_spans_join_the_caller_and_hang_under_the_server_span(
     exporter: InMemorySpanExporter,
 ) -> None:
@@ -91,7 +81,7 @@ def test_a_request_s_spans_join_the_caller_and_hang_under_the_server_span(
     trace.app = "sums"
     headers = [(b"traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01".encode())]
     tracing.start(trace, headers, "/sums/predict", 100.0)
-    trace.queries = [_query(100.001, 100.004, 0.002, 0.001)]
+    trace.queries = [timed_query(100.001, 100.004, 0.002, 0.001)]
     trace.answered_at = 100.006
     traceparent = tracing.traceparent(trace)
     tracing.finish(trace, 200, None, 100.0, 100.007)
