@@ -41,6 +41,7 @@ class ChangeOp:
     SET_REPLICAS = "set_replicas"  # a model version's desired replica count changed
     SET_CACHE = "set_cache"  # an app's prediction cache was turned on or off
     SET_POLICY = "set_policy"  # an app's selection policy or its parameters changed
+    SET_PIPELINE = "set_pipeline"  # an app's pipeline (its stages) was set
     RESET_POLICY = "reset_policy"  # what an app's policy learned was forgotten ("uid"?)
     ADD_KEY = "add_key"  # an API key was created for an app
     REVOKE_KEY = "revoke_key"  # an API key of an app was revoked

@@ -47,6 +47,38 @@ def decode_flag(value: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One stage of an app's pipeline: its arms (as links are: ``"model"`` or
+    ``"model:version"``, sorted) and the selection policy that picks among them, with its
+    settings and the epoch naming what it learned (``{p}:app:{app}:policy:{epoch}``).
+
+    An app's first stage is its links with its own ``policy`` fields; the stages after it
+    are ``App.stages`` (``pipeline_of`` gives them all)."""
+
+    arms: list[str]
+    policy: str = "single"
+    policy_params: dict[str, Any] = field(default_factory=dict)
+    policy_epoch: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "arms": list(self.arms),
+            "policy": self.policy,
+            "policy_params": dict(self.policy_params),
+            "policy_epoch": self.policy_epoch,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Stage:
+        return cls(
+            arms=sorted(str(a) for a in d.get("arms", [])),
+            policy=str(d.get("policy", "single")),
+            policy_params=dict(d.get("policy_params", {})),
+            policy_epoch=str(d.get("policy_epoch", "")),
+        )
+
+
+@dataclass(frozen=True)
 class App:
     """``{p}:app:{app}``: an application, its objective and its selection policy."""
 
@@ -65,6 +97,9 @@ class App:
     # Whether clients see what a model's exception says; off, they see its type and the
     # model (the message and traceback are in the replica's log).
     expose_model_errors: bool = False
+    # The stages after the first, for an app that is a pipeline (empty: one stage, the
+    # links). Stage i's outputs are stage i+1's inputs; one SLO covers them all.
+    stages: tuple[Stage, ...] = ()
 
     def to_hash(self) -> dict[str, str]:
         return {
@@ -78,6 +113,7 @@ class App:
             "created_at": repr(self.created_at),
             "cache_enabled": encode_flag(self.cache_enabled),
             "expose_model_errors": encode_flag(self.expose_model_errors),
+            "stages": json.dumps([stage.to_json() for stage in self.stages]),
         }
 
     @classmethod
@@ -96,12 +132,28 @@ class App:
             # Only "1" is on: a missing field (written before it existed) or an
             # unexpected value reads as off, the side that reveals nothing.
             expose_model_errors=h.get("expose_model_errors") == "1",
+            # Written before pipelines existed: one stage.
+            stages=tuple(Stage.from_json(d) for d in json.loads(h.get("stages", "[]"))),
         )
 
     def to_json(self) -> dict[str, Any]:
+        """The record as the admin API shows it; ``stages`` (the later stages) is left
+        out: responses show the whole ``pipeline`` (``pipeline_json``) instead."""
         out = asdict(self)
         out["input_type"] = str(self.input_type)
+        del out["stages"]
         return out
+
+
+def pipeline_of(app: App, links: Sequence[str]) -> list[Stage]:
+    """Every stage of an app, in order: the first is its links under its own policy."""
+    first = Stage(sorted(links), app.policy, dict(app.policy_params), app.policy_epoch)
+    return [first, *app.stages]
+
+
+def pipeline_json(app: App, links: Sequence[str]) -> list[dict[str, Any]]:
+    """``pipeline_of`` as the admin API shows it (an app's ``"pipeline"``)."""
+    return [stage.to_json() for stage in pipeline_of(app, links)]
 
 
 @dataclass(frozen=True)
@@ -130,12 +182,17 @@ class ModelVersion:
     runtime: dict[str, str] = field(default_factory=dict)  # versions it was pickled under
     pkgs: list[str] = field(default_factory=list)
     registered_at: float = 0.0
+    # What each of its outputs is, when declared at deploy: an input type's name (the
+    # output is what a client could send a model of that input type as one input), or
+    # "" (not declared). Checked when an app's pipeline feeds it to a later stage.
+    output_type: str = ""
 
     def to_hash(self) -> dict[str, str]:
         return {
             "name": self.name,
             "version": self.version,
             "input_type": str(self.input_type),
+            "output_type": self.output_type,
             "bundle_sha256": self.bundle_sha256,
             "labels": json.dumps(self.labels),
             "batch_size": str(self.batch_size),
@@ -167,6 +224,7 @@ class ModelVersion:
             runtime=dict(json.loads(h.get("runtime", "{}"))),
             pkgs=list(json.loads(h.get("pkgs", "[]"))),
             registered_at=float(h.get("registered_at", "0")),
+            output_type=h.get("output_type", ""),
         )
 
     def to_json(self) -> dict[str, Any]:
