@@ -126,7 +126,7 @@ def _stage_json(number: int, stage: object) -> dict[str, Any]:
         try:
             checked_arms.append(rules.check_arm(arm))
         except InvalidValue as exc:
-            raise _invalid(number, exc.message) from None
+            raise InvalidRequestError(f"stage {number}: {exc.message}", code="invalid") from None
     duplicates = sorted({a for a in checked_arms if checked_arms.count(a) > 1})
     if duplicates:
         raise _invalid(
