@@ -35,8 +35,10 @@ from management_frontend.state.policy import PolicyParams
 
 __all__ = ["MAX_STAGES", "Stage", "check_stage_number", "describe", "stages_json"]
 
-# A stage's keys in the API's JSON; any other key of a dict stage is a policy setting.
+# A stage's keys in the API's JSON; any other key of a dict stage is a policy setting,
+# but for the epoch that get_app_pipeline shows (the cluster sets it), ignored.
 _STAGE_KEYS: Final = ("arms", "policy", "policy_params")
+_SHOWN_ONLY: Final = ("policy_epoch",)
 
 _SHAPES: Final = (
     "a model name ('feat'), a pinned version ('clf:2'), a list of them, a dict "
@@ -61,7 +63,8 @@ class Stage:
     __slots__ = ("arms", "params", "policy")
 
     def __init__(self, arms: str | Sequence[str], policy: str = "single", **params: Any) -> None:
-        self.arms: tuple[str, ...] = (arms,) if isinstance(arms, str) else tuple(arms)
+        # Anything else is kept as given, for stages_json to refuse with a message.
+        self.arms: tuple[str, ...] = tuple(arms) if isinstance(arms, list | tuple) else (arms,)  # type: ignore[assignment]
         self.policy = policy
         self.params: dict[str, Any] = dict(params)
 
@@ -160,7 +163,7 @@ def _flat_params(number: int, stage: Mapping[Any, Any]) -> dict[str, Any]:
     """A dict stage with its settings in ``policy_params``, or given flat beside it."""
     if "arms" not in stage:
         raise _invalid(number, f"has no 'arms' ({dict(stage)!r}): pass {_SHAPES}")
-    flat = {k: v for k, v in stage.items() if k not in _STAGE_KEYS}
+    flat = {k: v for k, v in stage.items() if k not in _STAGE_KEYS + _SHOWN_ONLY}
     nested = stage.get("policy_params") or {}
     if not isinstance(nested, Mapping):
         raise _invalid(number, f"has policy_params {nested!r}: pass a dict of settings")

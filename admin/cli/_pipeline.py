@@ -100,14 +100,7 @@ def read_stages_file(path: str) -> list[Any]:
             f"--file {where}: expected a JSON list of stages (or an object with 'stages'), "
             f'e.g. ["feat", {{"arms": ["a", "b"], "policy": "exp4"}}]'
         )
-    return [_without_epoch(stage) for stage in stages]
-
-
-def _without_epoch(stage: Any) -> Any:
-    """A stage as ``schooner pipeline --json`` prints it, less what only the cluster sets."""
-    if isinstance(stage, dict):
-        return {k: v for k, v in stage.items() if k != "policy_epoch"}
-    return stage
+    return stages
 
 
 def cmd_set_pipeline(args: argparse.Namespace) -> int:

@@ -63,6 +63,9 @@ def test_a_pipeline_set_is_read_back_as_set(conn: Connection) -> None:
     assert conn.get_linked_models("reviews") == ["feat"]  # stage 1 is the app's links
     assert shape(conn.get_app_info("reviews")["pipeline"]) == expected  # type: ignore[index]
     assert conn.get_model_info("feat", "1")["output_type"] == "doubles"  # type: ignore[index]
+    # What get_app_pipeline shows, set_app_pipeline takes back, keeping what was learned.
+    before = conn.get_app_pipeline("reviews")
+    assert conn.set_app_pipeline("reviews", before)["pipeline"] == before
 
     # One stage's policy, alone.
     conn.set_selection_policy("reviews", "exp4", stage=2, eta=0.3)

@@ -58,6 +58,10 @@ SHAPES: list[tuple[object, dict[str, Any]]] = [
         },
     ),
     (Stage("feat"), {"arms": ["feat"], **SINGLE}),
+    (  # as get_app_pipeline shows it: the epoch is the cluster's to set
+        {"arms": ["a"], "policy": "single", "policy_params": {"loss": "auto"}, "policy_epoch": "e"},
+        {"arms": ["a"], "policy": "single", "policy_params": {"loss": "auto"}},
+    ),
 ]
 
 
@@ -76,6 +80,7 @@ REFUSED: list[tuple[object, str]] = [
     (["feat", []], "stage 2 has no arms: name at least one model"),
     (["feat", {"policy": "exp4"}], "stage 2 has no 'arms'"),
     (["feat", 7], "stage 2 is 7: pass a model name"),
+    (["feat", Stage(7)], "stage 2: an arm must be a string 'model' or 'model:version', got 7"),
     (["Feat"], "stage 1: model name 'Feat' is not a DNS-1123 label"),
     (["feat", "clf:"], "stage 2: model version '' is not valid"),
     (["feat", ["a", "a"]], "stage 2 names 'a' twice: name each arm once"),
@@ -189,7 +194,7 @@ def test_the_stages_file_takes_the_apis_shapes_and_what_pipeline_json_prints(
     assert read_stages_file(str(listed)) == ["feat", {"arms": ["a", "b"], "policy": "exp4"}]
     printed = {"app": "x", "stages": [{"arms": ["feat"], "policy": "single", "policy_epoch": "e"}]}
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(printed)))
-    assert read_stages_file("-") == [{"arms": ["feat"], "policy": "single"}]
+    assert read_stages_file("-") == printed["stages"]
     for text, problem in (("{", "not JSON"), ('{"a": 1}', "expected a JSON list of stages")):
         listed.write_text(text)
         with pytest.raises(InvalidRequestError, match=problem):
