@@ -59,12 +59,17 @@ def update(conn: Connection, app: str, body: Any) -> dict[str, Any]:
 # ------------------------------------------------------------ featuriser -> sklearn
 
 
-def featurise(text: str) -> list[float]:
-    """A bag of hashed words, a deterministic stand-in for a text embedder."""
-    vec = [0.0] * DIM
-    for word in text.lower().split():
-        vec[zlib.crc32(word.encode()) % DIM] += 1.0
-    return vec
+def make_featurise(dim: int = DIM) -> Callable[[str], list[float]]:
+    """A bag of hashed words, a deterministic stand-in for a text embedder (made here,
+    not at module level, so that it is pickled by value into the model's bundle)."""
+
+    def featurise(text: str) -> list[float]:
+        vec = [0.0] * dim
+        for word in text.lower().split():
+            vec[zlib.crc32(word.encode()) % dim] += 1.0
+        return vec
+
+    return featurise
 
 
 TEXTS = [
@@ -82,6 +87,7 @@ def test_a_two_stage_pipeline_answers_what_the_two_functions_give_in_sequence(
 ) -> None:
     from sklearn.linear_model import LogisticRegression
 
+    featurise = make_featurise()
     labels = [1, 0, 1, 0, 1, 0]
     clf = LogisticRegression().fit(np.array([featurise(t) for t in TEXTS]), labels)
 
@@ -270,3 +276,78 @@ def test_an_output_the_next_stage_cannot_take_is_an_error_naming_stage_and_model
     message = body["message"]
     assert "stage 1" in message and "odd:1" in message and "not numbers" in message
     assert "stage 2" in message and "doubles" in message
+
+
+# ------------------------------------------------------ live changes to one stage
+
+
+def test_changing_one_stages_weights_is_live_and_leaves_the_other_stages_alone(
+    conn: Connection,
+) -> None:
+    deploy_python_closure(
+        conn, "lv-in", "1", "doubles", lambda xs: [[x[0], 0.0] for x in xs], output_type="doubles"
+    )
+    deploy_python_closure(conn, "lv-out", "1", "doubles", lambda xs: [x[0] + 1.0 for x in xs])
+    deploy_python_closure(conn, "lv-out", "2", "doubles", lambda xs: [x[0] + 2.0 for x in xs])
+    conn.register_application("live", "doubles", -1, 2_000_000)
+    conn.set_app_pipeline(
+        "live",
+        [
+            {"arms": ["lv-in"], "policy": "exp3"},
+            {"arms": ["lv-out:1", "lv-out:2"], "policy": "split", "weights": {"lv-out:1": 1.0}},
+        ],
+    )
+    assert predict(conn, "live", {"input": [1.0]})["models"] == ["lv-in:1", "lv-out:1"]
+    for x in range(5):  # stage 1 learns a little
+        update(conn, "live", {"input": [float(x)], "label": x + 1.0})
+    before = conn.get_app_pipeline("live")
+    learned = conn.get_policy_state("live", stage=1)["updates"]
+    assert learned == 5
+
+    conn.set_selection_policy("live", "split", stage=2, weights={"lv-out:2": 1.0})
+    body = predict(conn, "live", {"input": [1.0]})
+    assert body["output"] == 3.0 and body["models"] == ["lv-in:1", "lv-out:2"]
+    after = conn.get_app_pipeline("live")
+    assert after[0] == before[0]  # stage 1: same arms, policy and epoch
+    assert conn.get_policy_state("live", stage=1)["updates"] == learned
+
+
+# ----------------------------------------------------- what else sees a pipeline
+
+
+def test_a_pipeline_speaks_v2_refuses_a_version_pin_and_has_per_stage_metrics(
+    conn: Connection,
+) -> None:
+    deploy_python_closure(
+        conn, "m-a", "1", "doubles", lambda xs: [[x[0] * 2.0] for x in xs], output_type="doubles"
+    )
+    deploy_python_closure(conn, "m-b", "1", "doubles", lambda xs: [x[0] + 0.5 for x in xs])
+    conn.register_application("seen", "doubles", -1, 2_000_000)
+    conn.set_app_pipeline("seen", ["m-a", "m-b"])
+    addr = conn.get_query_addr()
+
+    v2 = HTTP.post(
+        f"http://{addr}/v2/models/seen/infer",
+        json={"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP64", "data": [3.0]}]},
+    )
+    assert v2.status_code == 200, v2.text
+    assert v2.json()["outputs"][0]["data"] == [6.5]
+    assert HTTP.get(f"http://{addr}/v2/models/seen/ready").status_code == 200
+
+    pinned = predict(conn, "seen", {"input": [1.0], "version": "1"}, status=400)
+    assert "pipeline" in pinned["message"]
+
+    token = conn.cm.admin_token()
+    metrics = HTTP.get(f"http://{addr}/metrics", headers={"Authorization": f"Bearer {token}"})
+    lines = metrics.text.splitlines()
+    for stage in ("1", "2"):
+        assert any(
+            line.startswith("schooner_pipeline_stage_seconds_count")
+            and 'app="seen"' in line
+            and f'stage="{stage}"' in line
+            for line in lines
+        ), stage
+    assert any(
+        line.startswith("schooner_pipeline_stage_errors_total") and 'app="seen"' in line
+        for line in lines
+    )
