@@ -25,9 +25,10 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
-from management_frontend.errors import Conflict, NotFound, StartupError
+from management_frontend.errors import Conflict, Invalid, NotFound, StartupError
 from management_frontend.state.feed import FEED_MAXLEN, ChangeKind, ChangeOp, entry
 from management_frontend.state.keys import SCHEMA_VERSION, Keys, arm_name, parse_arm
+from management_frontend.state.pipelines import accepts, stage_name
 from management_frontend.state.policy import SINGLE, PolicyParams, new_epoch
 from management_frontend.state.records import (
     App,
@@ -353,7 +354,8 @@ class Store:
         self, app_name: str, model_name: str, version: str | None = None
     ) -> list[str]:
         """Link an arm: the model (it follows the current version), or with ``version``
-        that version, pinned. The app's links are returned."""
+        that version, pinned; links are a pipeline's first stage. The app's links are
+        returned."""
         keys = self._keys
         arm = arm_name(model_name, version)
 
@@ -381,6 +383,8 @@ class Store:
                     f"linked to it: unlink {links[0]!r} first, or give the app a policy that "
                     f"uses several models (split, exp3 or exp4: PUT /admin/apps/{app_name}/policy)"
                 )
+            if app.stages:
+                await self._check_feeds_stage_2(pipe, app, [*links, arm], model, version)
             begin(pipe)
             pipe.sadd(keys.links(app_name), arm)
             where = _armas_fields(model_name, version)
@@ -394,6 +398,30 @@ class Store:
             keys.versions(model_name),
         ]
         return await self.transact(watch, step)
+
+    async def _check_feeds_stage_2(
+        self, pipe: Pipeline, app: App, arms: list[str], model: Model, version: str | None
+    ) -> None:
+        """A new arm of a pipeline's first stage must declare (if it declares anything)
+        an output type its second stage takes, as ``PUT .../pipeline`` requires."""
+        keys = self._keys
+        resolved = version or model.current_version
+        mv = await read_version(pipe, keys, model.name, resolved) if resolved else None
+        then = app.stages[0]
+        if mv is None or not then.arms:
+            return
+        taker = parse_arm(then.arms[0])[0]
+        await pipe.watch(keys.model(taker))
+        next_model = await read_model(pipe, keys, taker)
+        if next_model is None or accepts(next_model.input_type, mv.output_type):
+            return
+        raise Invalid(
+            f"{stage_name(1, then.arms)} takes input type {next_model.input_type.value!r} but "
+            f"{stage_name(0, sorted(arms))} would answer with '{model.name}:{resolved}', "
+            f"which declares output type {mv.output_type!r}: link a model whose declared "
+            "output type stage 2 takes, or set the app's pipeline anew "
+            f"(PUT /admin/apps/{app.name}/pipeline)"
+        )
 
     async def delete_link(self, app_name: str, model_name: str, version: str | None = None) -> None:
         """Unlink the model, or with ``version`` the link pinned to that version."""

@@ -387,3 +387,20 @@ async def test_pipeline_endpoints_of_an_unknown_app_are_404(api: httpx.AsyncClie
     await error(api.get("/admin/apps/nope/pipeline"), 404, "not_found")
     body = {"stages": [stage("feat")]}
     await error(api.put("/admin/apps/nope/pipeline", json=body), 404, "not_found")
+
+
+async def test_a_link_to_a_pipelines_first_stage_must_feed_its_second(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await text_app(api, FEAT, {**FEAT, "name": "feat2"}, TOKENS, CLF)
+    await put_pipeline(api, stage("feat", policy="exp3"), stage("clf"))
+    before = await stored(async_redis)
+    request = api.post("/admin/apps/app1/links", json={"model_name": "tokens"})
+    message = await error(request, 400, "invalid")
+    assert message.startswith(
+        "stage 2 ('clf') takes input type 'doubles' but stage 1 ('feat', 'tokens') would "
+        "answer with 'tokens:1', which declares output type 'strings'"
+    )
+    assert await stored(async_redis) == before
+    links = await ok(api.post("/admin/apps/app1/links", json={"model_name": "feat2"}))
+    assert links == ["feat", "feat2"]
