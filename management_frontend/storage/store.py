@@ -25,10 +25,9 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.typing import EncodableT, FieldT
 
-from management_frontend.errors import Conflict, Invalid, NotFound, StartupError
+from management_frontend.errors import Conflict, NotFound, StartupError
 from management_frontend.state.feed import FEED_MAXLEN, ChangeKind, ChangeOp, entry
 from management_frontend.state.keys import SCHEMA_VERSION, Keys, arm_name, parse_arm
-from management_frontend.state.pipelines import accepts, stage_name
 from management_frontend.state.policy import SINGLE, PolicyParams, new_epoch
 from management_frontend.state.records import (
     App,
@@ -38,6 +37,7 @@ from management_frontend.state.records import (
     read_replica_record,
 )
 from management_frontend.storage.cleanup import StaleStateCleaner
+from management_frontend.storage.feeds import check_new_current, check_new_first_arm
 from management_frontend.storage.reads import (
     read_app,
     read_apps,
@@ -384,7 +384,7 @@ class Store:
                     f"uses several models (split, exp3 or exp4: PUT /admin/apps/{app_name}/policy)"
                 )
             if app.stages:
-                await self._check_feeds_stage_2(pipe, app, [*links, arm], model, version)
+                await check_new_first_arm(pipe, keys, app, [*links, arm], model, version)
             begin(pipe)
             pipe.sadd(keys.links(app_name), arm)
             where = _armas_fields(model_name, version)
@@ -398,30 +398,6 @@ class Store:
             keys.versions(model_name),
         ]
         return await self.transact(watch, step)
-
-    async def _check_feeds_stage_2(
-        self, pipe: Pipeline, app: App, arms: list[str], model: Model, version: str | None
-    ) -> None:
-        """A new arm of a pipeline's first stage must declare (if it declares anything)
-        an output type its second stage takes, as ``PUT .../pipeline`` requires."""
-        keys = self._keys
-        resolved = version or model.current_version
-        mv = await read_version(pipe, keys, model.name, resolved) if resolved else None
-        then = app.stages[0]
-        if mv is None or not then.arms:
-            return
-        taker = parse_arm(then.arms[0])[0]
-        await pipe.watch(keys.model(taker))
-        next_model = await read_model(pipe, keys, taker)
-        if next_model is None or accepts(next_model.input_type, mv.output_type):
-            return
-        raise Invalid(
-            f"{stage_name(1, then.arms)} takes input type {next_model.input_type.value!r} but "
-            f"{stage_name(0, sorted(arms))} would answer with '{model.name}:{resolved}', "
-            f"which declares output type {mv.output_type!r}: link a model whose declared "
-            "output type stage 2 takes, or set the app's pipeline anew "
-            f"(PUT /admin/apps/{app.name}/pipeline)"
-        )
 
     async def delete_link(self, app_name: str, model_name: str, version: str | None = None) -> None:
         """Unlink the model, or with ``version`` the link pinned to that version."""
@@ -520,6 +496,8 @@ class Store:
                     f"model {name!r} already has version {ver!r}: versions are immutable, "
                     "deploy this one under a new version"
                 )
+            if model is not None and set_current:
+                await check_new_current(pipe, keys, mv)
             stored = replace(mv, registered_at=self._clock())
             begin(pipe)
             header = {"name": name, "input_type": mv.input_type.value}
@@ -548,6 +526,9 @@ class Store:
                 raise _version_missing(model, version)
             if model.current_version == version:
                 return model
+            mv = await read_version(pipe, keys, name, version)
+            if mv is not None:
+                await check_new_current(pipe, keys, mv)
             begin(pipe)
             pipe.hset(keys.model(name), "current_version", version)
             publish(pipe, keys, ChangeKind.MODEL, ChangeOp.SET_CURRENT, model=name, version=version)

@@ -404,3 +404,29 @@ async def test_a_link_to_a_pipelines_first_stage_must_feed_its_second(
     assert await stored(async_redis) == before
     links = await ok(api.post("/admin/apps/app1/links", json={"model_name": "feat2"}))
     assert links == ["feat", "feat2"]
+
+
+async def test_a_current_version_a_later_stage_cannot_take_is_409(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await text_app(api, FEAT, CLF)
+    await put_pipeline(api, stage("feat"), stage("clf"))
+    strings = {**FEAT, "version": "2", "output_type": "strings"}
+    # Registered and made current at once: refused, nothing stored.
+    message = await error(api.post("/admin/models", json=strings), 409, "conflict")
+    assert message.startswith(
+        "version '2' of model 'feat' declares output type 'strings', which stage 2 ('clf') "
+        "of app 'app1' cannot take (it takes 'doubles') from stage 1 ('feat')"
+    )
+    assert not await async_redis.exists(KEYS.version("feat", "2"))
+    # Registered aside, then made current: refused; feat stays on version 1.
+    await ok(api.post("/admin/models", json={**strings, "set_current": False}), 201)
+    body = {"version": "2"}
+    await error(api.put("/admin/models/feat/current_version", json=body), 409, "conflict")
+    assert (await ok(api.get("/admin/models/feat")))["current_version"] == "1"
+    # A stage that pins version 1 does not follow the current version: allowed then.
+    await put_pipeline(api, stage("feat:1"), stage("clf"))
+    model = await ok(api.put("/admin/models/feat/current_version", json=body))
+    assert model["current_version"] == "2"
+    # A compatible (or undeclared) version may always become current.
+    await ok(api.post("/admin/models", json={**CLF, "version": "2", "output_type": "floats"}), 201)
