@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from management_frontend.storage.cleanup import StaleStateCleaner
 from query_frontend.routing.feed import latest_change_id, read_snapshot
 
 from .helpers import APP, KEYS, MODEL, error, feed_after, learned_keys, ok, settled_keys
@@ -430,3 +431,18 @@ async def test_a_current_version_a_later_stage_cannot_take_is_409(
     assert model["current_version"] == "2"
     # A compatible (or undeclared) version may always become current.
     await ok(api.post("/admin/models", json={**CLF, "version": "2", "output_type": "floats"}), 201)
+
+
+async def test_clean_up_deletes_nothing_of_an_app_whose_stages_cannot_be_read(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await text_app(api, FEAT)
+    keep = [KEYS.policy_state("app1", "0ld"), KEYS.policy_state("app1", "0ld", "u1")]
+    for key in keep:
+        await async_redis.hset(key, "updates", "1")
+    await async_redis.hset(KEYS.app("app1"), "stages", "{not json")
+    assert await StaleStateCleaner(async_redis, KEYS).delete("app1") == 0
+    assert await learned_keys(async_redis) == sorted(keep)
+    # Readable again: the epochs no stage uses go.
+    await async_redis.hset(KEYS.app("app1"), "stages", "[]")
+    assert await StaleStateCleaner(async_redis, KEYS).delete("app1") == 2
