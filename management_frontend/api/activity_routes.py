@@ -92,6 +92,18 @@ def _series(*names: str) -> dict[str, Any]:
     )
 
 
+# An app's stages in order (``records.pipeline_json``): stage 1's arms are its links.
+_PIPELINE: Final = {
+    "type": "array",
+    "items": _obj(
+        {
+            "arms": {"type": "array", "items": _STRING},
+            "policy": _STRING,
+            "policy_params": {"type": "object"},
+            "policy_epoch": _STRING,
+        }
+    ),
+}
 _REPLICA: Final = _obj(
     {
         "id": _STRING,
@@ -120,6 +132,7 @@ OVERVIEW_SCHEMA: Final = _obj(
                     "slo_micros": {"type": "integer"},
                     "policy": _STRING,
                     "linked_models": {"type": "array", "items": _STRING},
+                    "pipeline": _PIPELINE,
                     "now": _obj(
                         {
                             "rps": _NUMBER,
@@ -166,6 +179,7 @@ ACTIVITY_SCHEMA: Final = _obj(
         "policy": _STRING,
         "policy_params": {"type": "object"},
         "linked_models": {"type": "array", "items": _STRING},
+        "pipeline": _PIPELINE,
         "weights": _obj(
             {
                 "t": {"type": "array", "items": _NUMBER},
