@@ -21,14 +21,15 @@ export async function fetchApp(name) {
     get(`/admin/apps/${enc(name)}/activity?window=${WINDOW_S}`),
     get("/admin/models"),
   ]);
-  const stages = stagesOf(info);
+  // The app's own answer has its pipeline; the activity has it too (the same records).
+  const stages = stagesOf(info.pipeline ? info : { ...info, pipeline: activity.pipeline });
   // Stage 1's weights come with the activity (over the whole window); a later stage's
   // learned weights are read now and kept while the page is open.
   const learned = await Promise.all(stages.map(async (stage, i) => {
     if (i === 0 || !LEARNING.has(stage.policy)) return null;
     try {
       const state = await get(`/admin/apps/${enc(name)}/policy/state?stage=${i + 1}`);
-      return { history: recordWeights(name, i + 1, stage.policy_epoch, state), error: null };
+      return { history: recordWeights(name, i + 1, stage, state), error: null };
     } catch (err) {
       return { history: null, error: err.message };
     }

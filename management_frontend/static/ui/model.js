@@ -1,7 +1,7 @@
 // A model's page: versions (the current one marked), replicas, and the actions roll
 // back / roll forward / make current (PUT .../current_version) and scale
 // (PUT .../versions/{v}/replicas), each showing the API's answer; and the apps and
-// stages that use the model (GET /admin/apps: every stage of every app's pipeline).
+// stages that use the model (every stage of every app's pipeline, from the overview).
 
 import { enc, get, put, ROOT } from "./api.js";
 import { el, fmt } from "./dom.js";
@@ -9,10 +9,9 @@ import { fetchOverview, modelCharts, replicaPill } from "./overview.js";
 import { usesOf } from "./pipeline.js";
 
 export async function fetchModel(name) {
-  const [model, overview, apps] = await Promise.all([
-    get(`/admin/models/${enc(name)}`), fetchOverview(), get("/admin/apps")]);
+  const [model, overview] = await Promise.all([get(`/admin/models/${enc(name)}`), fetchOverview()]);
   const live = overview.models.find((m) => m.name === name) || null;
-  return { model, live, uses: usesOf(name, apps || []) };
+  return { model, live, uses: usesOf(name, overview.apps || []) };
 }
 
 function usedBy(uses) {

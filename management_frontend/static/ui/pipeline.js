@@ -74,14 +74,16 @@ export function paramsCell(params) {
 const MAX_SAMPLES = 150;
 const histories = new Map();
 
-export function recordWeights(app, stageNo, epoch, state, now = Date.now() / 1000) {
+export function recordWeights(app, stageNo, stage, state, now = Date.now() / 1000) {
+  const epoch = stage.policy_epoch;
   const key = `${app}\u0000${stageNo}`;
   let history = histories.get(key);
   if (!history || history.epoch !== epoch) {
     history = { epoch, t: [], arms: {} };
     histories.set(key, history);
   }
-  const arms = Object.entries((state && state.arms) || {}).filter(([, a]) => a.linked !== false);
+  const arms = Object.entries((state && state.arms) || {})
+    .filter(([arm, a]) => a.linked !== false && stage.arms.includes(arm));
   const n = history.t.length;
   history.t.push(now);
   for (const [arm] of arms) if (!history.arms[arm]) history.arms[arm] = new Array(n).fill(null);
