@@ -106,18 +106,6 @@ def _series(*names: str) -> dict[str, Any]:
     )
 
 
-# An app's stages in order (``records.pipeline_json``): stage 1's arms are its links.
-_PIPELINE: Final = {
-    "type": "array",
-    "items": _obj(
-        {
-            "arms": {"type": "array", "items": _STRING},
-            "policy": _STRING,
-            "policy_params": {"type": "object"},
-            "policy_epoch": _STRING,
-        }
-    ),
-}
 _REPLICA: Final = _obj(
     {
         "id": _STRING,

@@ -58,7 +58,8 @@ function pipelineTable(stages, models) {
 
 function stageWeights(stage, i, learned) {
   const n = i + 1;
-  const title = `Stage ${n} (${stage.arms.join(" | ")}, ${stage.policy}): probability of choosing each arm`;
+  const what = stage.policy === "exp4" ? "weight of each arm in the combined answer" : "probability of choosing each arm";
+  const title = `Stage ${n} (${stage.arms.join(" | ")}, ${stage.policy}): ${what}`;
   if (!learned || learned.error) {
     return el("p", { class: "muted", "data-stage-weights": n,
       text: `Stage ${n}: its learned weights could not be read${learned ? `: ${learned.error}` : ""}.` });
