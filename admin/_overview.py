@@ -44,12 +44,22 @@ class AppSeries(TypedDict):
     default_rate: list[float | None]
 
 
+class PipelineStage(TypedDict):
+    """One stage of an app's pipeline; stage 1 is the app's links under its policy."""
+
+    arms: list[str]  # "m" (follows the current version) or "m:3" (pinned), sorted
+    policy: str  # single, split, exp3 or exp4
+    policy_params: dict[str, Any]
+    policy_epoch: str
+
+
 class AppOverview(TypedDict):
     name: str
     input_type: str
     slo_micros: int
-    policy: str  # single, split, exp3 or exp4
-    linked_models: list[str]  # "m" (follows the current version) or "m:3" (pinned)
+    policy: str  # stage 1's: single, split, exp3 or exp4
+    linked_models: list[str]  # stage 1's arms: "m" (follows the current version) or "m:3"
+    pipeline: list[PipelineStage]  # every stage in order (one for an app of one stage)
     now: AppNow
     series: AppSeries
 
@@ -130,12 +140,14 @@ class DefaultAnswer(TypedDict):
 class AppActivity(TypedDict):
     """``GET /admin/apps/{app}/activity``: the policy, its weights (split: configured;
     exp3/exp4: learned; single: no arms) over time, and the default answers, newest
-    first (at most 50)."""
+    first (at most 50). Policy, params, links and weights are stage 1's; ``pipeline``
+    lists every stage."""
 
     app: str
     policy: str
     policy_params: dict[str, Any]
     linked_models: list[str]
+    pipeline: list[PipelineStage]
     interval_s: float
     window_s: int
     weights: WeightSeries

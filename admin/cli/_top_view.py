@@ -149,6 +149,68 @@ def _list(value: object) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else []
 
 
+# --------------------------------------------------------------------------- pipelines
+
+
+def stages_of(app: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """An app's stages in order (its ``pipeline``); an answer without one (an older
+    cluster) is one stage: its links under its policy."""
+    stages = [_dict(s) for s in _list(app.get("pipeline"))]
+    if stages:
+        return stages
+    return [
+        {
+            "arms": _list(app.get("linked_models")),
+            "policy": app.get("policy"),
+            "policy_params": _dict(app.get("policy_params")),
+        }
+    ]
+
+
+def pipeline_models(app: Mapping[str, Any]) -> str:
+    """The apps table's models: ``a,b`` for one stage, ``feat -> clf-a|clf-b`` for a
+    pipeline (stages in order, a stage's arms joined by ``|``)."""
+    stages = stages_of(app)
+    if len(stages) == 1:
+        return ",".join(str(m) for m in _list(stages[0].get("arms")))
+    return " -> ".join("|".join(str(a) for a in _list(s.get("arms"))) or DASH for s in stages)
+
+
+def pipeline_policies(app: Mapping[str, Any]) -> str:
+    """The apps table's policy: ``exp3``, or every stage's for a pipeline (``single->exp4``)."""
+    return "->".join(text(s.get("policy")) for s in stages_of(app))
+
+
+def _params(params: Mapping[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'), default=str)}"
+        for k, v in params.items()
+    )
+
+
+def _arm(arm: str, current: Mapping[str, Any]) -> str:
+    """``m@3`` (the version ``m`` answers with now, its current one), ``m:3`` (pinned),
+    or ``m`` when the current version is not known."""
+    if ":" in arm:
+        return arm
+    version = current.get(arm)
+    return arm if version is None else f"{arm}@{version}"
+
+
+def stages_line(stages: Sequence[Mapping[str, Any]], models: Sequence[Any] = ()) -> Text:
+    """One line for ``--app``: every stage, numbered from 1, its arms with the version
+    each answers with now, its policy and params:
+    ``stages: 1 feat@1 (single) -> 2 clf-a@3|clf-b:2 (exp4 eta=0.2)``."""
+    current = {text(_dict(m).get("name")): _dict(m).get("current_version") for m in models}
+    parts = []
+    for n, stage in enumerate(stages, start=1):
+        arms = "|".join(_arm(str(a), current) for a in _list(stage.get("arms"))) or DASH
+        params = _params(_dict(stage.get("policy_params")))
+        policy = text(stage.get("policy")) + (f" {params}" if params else "")
+        parts.append(f"{n} {arms} ({policy})")
+    return Text.assemble(("stages: ", "bold"), " -> ".join(parts))
+
+
 # Columns of words, which wrap on a narrow terminal; numbers never wrap nor shrink.
 _WORDS: Final = ("health", "request id", "reason", "frontend", "policy", "models")
 
@@ -197,7 +259,6 @@ def apps_table(apps: Sequence[Any], spark: int = SPARK_WIDTH) -> Table:
         errors = Text(percent(now.get("error_rate")))
         if (_number(now.get("error_rate")) or 0) > 0:
             errors.stylize("red")
-        models = ",".join(str(m) for m in _list(app.get("linked_models")))
         table.add_row(
             *_cells(
                 Text(text(app.get("name")), style="bold"),
@@ -208,8 +269,8 @@ def apps_table(apps: Sequence[Any], spark: int = SPARK_WIDTH) -> Table:
                 defaults,
                 errors,
                 DASH if slo is None else f"{slo:g}",
-                text(app.get("policy")),
-                text(models),
+                text(pipeline_policies(app)),
+                text(pipeline_models(app)),
             )
         )
     return table
@@ -287,12 +348,15 @@ def frontends_table(frontends: Sequence[Any]) -> Table:
     return table
 
 
-def activity_view(activity: Mapping[str, Any], spark: int = SPARK_WIDTH) -> RenderableType:
-    """One app's policy, its weights per linked model, and its recent default answers."""
-    params = ", ".join(
-        f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'), default=str)}"
-        for k, v in _dict(activity.get("policy_params")).items()
-    )
+def activity_view(
+    activity: Mapping[str, Any],
+    spark: int = SPARK_WIDTH,
+    overview: Mapping[str, Any] | None = None,
+) -> RenderableType:
+    """One app's policy, its stages (the versions they answer with from ``overview``'s
+    models), its weights per linked model, and its recent default answers. Policy,
+    links and weights are stage 1's."""
+    params = _params(_dict(activity.get("policy_params")))
     links = ", ".join(str(m) for m in _list(activity.get("linked_models")))
     title = Text.assemble(
         ("app ", "bold"),
@@ -301,7 +365,12 @@ def activity_view(activity: Mapping[str, Any], spark: int = SPARK_WIDTH) -> Rend
         f" ({params})" if params else "",
         f", linked to {links or DASH}",
     )
-    weights = _table("weights", "model", "now", "trend", spark=spark)
+    overview = _dict(overview)
+    name = activity.get("app")
+    listed = next((a for a in map(_dict, _list(overview.get("apps"))) if a.get("name") == name), {})
+    stages = stages_of(activity if "pipeline" in activity else {**activity, **listed})
+    weights_title = "weights" if len(stages) == 1 else "weights (stage 1)"
+    weights = _table(weights_title, "model", "now", "trend", spark=spark)
     for arm, series in sorted(_dict(_dict(activity.get("weights")).get("arms")).items()):
         points = _list(series)
         last = next((p for p in reversed(points) if _number(p) is not None), None)
@@ -323,8 +392,9 @@ def activity_view(activity: Mapping[str, Any], spark: int = SPARK_WIDTH) -> Rend
         )
     return Group(
         title,
+        stages_line(stages, _list(overview.get("models"))),
         Text(""),
-        weights if weights.row_count else Text("weights: none in the window"),
+        weights if weights.row_count else Text(f"{weights_title}: none in the window"),
         Text(""),
         table if shown else Text("recent defaults: none in the window"),
     )
@@ -378,7 +448,7 @@ def render(frame: Frame, width: int | None = None) -> RenderableType:
     else:
         parts.append(Text("query frontends: none reported in the window", style="yellow"))
     if frame.activity is not None:
-        parts.append(activity_view(frame.activity, spark))
+        parts.append(activity_view(frame.activity, spark, overview))
     spaced = [parts[0]]
     for part in parts[1:]:
         spaced += [part] if isinstance(part, Text) else [Text(""), part]

@@ -1,15 +1,28 @@
 // A model's page: versions (the current one marked), replicas, and the actions roll
 // back / roll forward / make current (PUT .../current_version) and scale
-// (PUT .../versions/{v}/replicas), each showing the API's answer.
+// (PUT .../versions/{v}/replicas), each showing the API's answer; and the apps and
+// stages that use the model (every stage of every app's pipeline, from the overview).
 
 import { enc, get, put, ROOT } from "./api.js";
 import { el, fmt } from "./dom.js";
 import { fetchOverview, modelCharts, replicaPill } from "./overview.js";
+import { usesOf } from "./pipeline.js";
 
 export async function fetchModel(name) {
   const [model, overview] = await Promise.all([get(`/admin/models/${enc(name)}`), fetchOverview()]);
   const live = overview.models.find((m) => m.name === name) || null;
-  return { model, live };
+  return { model, live, uses: usesOf(name, overview.apps || []) };
+}
+
+function usedBy(uses) {
+  if (!uses.length) return el("p", { class: "muted", id: "no-uses", text: "No app uses this model." });
+  return el("table", { id: "used-by-table" },
+    el("thead", {}, el("tr", {}, ["App", "Stage", "As arm", "Stage policy"].map((h) => el("th", { text: h })))),
+    el("tbody", {}, uses.map((u) => el("tr", { "data-app": u.app, "data-stage": u.stage },
+      el("td", {}, el("a", { href: `${ROOT}/ui/apps/${enc(u.app)}`, text: u.app })),
+      el("td", { text: u.stages > 1 ? `${u.stage} of ${u.stages}` : "1 (the only one)" }),
+      el("td", {}, el("code", { text: u.arm })),
+      el("td", { text: u.policy })))));
 }
 
 // The last action's outcome, shown until the next action (it survives redrawing).
@@ -46,7 +59,7 @@ function setCurrent(name, version, label, refresh) {
 // into survives the refresh); replicas every time.
 let drawnSignature = null;
 
-export function renderModel(page, { model, live }, refresh, force = false) {
+export function renderModel(page, { model, live, uses }, refresh, force = false) {
   const name = model.name;
   const details = model.version_details || [];
   const versions = model.versions || details.map((d) => d.version);
@@ -93,6 +106,8 @@ export function renderModel(page, { model, live }, refresh, force = false) {
       el("table", { id: "versions-table" },
         el("thead", {}, el("tr", {}, ["Version", "Registered", "Batch size", "Replicas"].map((h) => el("th", { text: h })))),
         el("tbody", {}, rows)),
+      el("h2", { text: "Used by" }),
+      el("div", { id: "used-by" }),
       el("h2", { text: "Replicas" }),
       el("div", { id: "replicas" }),
       el("h2", { text: "Over time" }),
@@ -100,6 +115,7 @@ export function renderModel(page, { model, live }, refresh, force = false) {
     );
     showResult(null);
   }
+  document.getElementById("used-by").replaceChildren(usedBy(uses || []));
   const replicas = (live && live.replicas) || [];
   document.getElementById("replicas").replaceChildren(replicas.length
     ? el("table", { id: "replicas-table" },

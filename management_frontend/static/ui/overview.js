@@ -3,6 +3,7 @@
 import { enc, get, ROOT } from "./api.js";
 import { chart } from "./chart.js";
 import { el, fmt, pct, stateClass } from "./dom.js";
+import { pipelineText, policiesText, stagesOf } from "./pipeline.js";
 
 export const WINDOW_S = 300;
 
@@ -22,7 +23,7 @@ function appCard(app) {
   return el("section", { class: "card", "data-app": app.name },
     el("div", { class: "head" },
       el("h3", {}, el("a", { href: `${ROOT}/ui/apps/${enc(app.name)}`, text: app.name })),
-      el("span", { class: "pill", text: app.policy })),
+      el("span", { class: "pill", text: policiesText(app) })),
     el("div", { class: "kpis" },
       el("span", {}, "rps ", el("b", { text: fmt(app.now.rps, 1) })),
       el("span", {}, "p50 ", el("b", { text: fmt(app.now.p50_ms, 1, "ms") })),
@@ -61,8 +62,8 @@ export function renderOverview(page, data) {
     el("tbody", {}, data.apps.map((a) => el("tr", { "data-app": a.name },
       el("td", {}, el("a", { href: `${ROOT}/ui/apps/${enc(a.name)}`, text: a.name })),
       el("td", { text: a.input_type }),
-      el("td", { text: a.policy }),
-      el("td", { text: a.linked_models.join(", ") || "–" }),
+      el("td", { class: "policy", text: policiesText(a) }),
+      el("td", { class: "linked-models", "data-stages": stagesOf(a).length, text: pipelineText(a) || "–" }),
       el("td", { text: fmt(a.slo_micros / 1000, 1, "ms") }),
       el("td", { text: fmt(a.now.rps, 1) }),
       el("td", { text: fmt(a.now.p99_ms, 1, "ms") }),
