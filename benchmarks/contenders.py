@@ -31,6 +31,9 @@ on Ctrl-C) stops every process the group started.
   blocking ROUTER, float64 rows as raw bytes; no cache, SLO, selection or metrics. The
   sklearn model (``minimal-sklearn``) and a no-op model (``minimal-noop``), each its own
   pair of processes.
+- ``minimal-pipeline``: the floor of ``schooner-pipeline``,
+  ``baselines/minimal_two_stage.py``: the minimal pipeline with two stages (a batcher
+  and a model process each: the featuriser, then the classifier), driven by pyload.
 - ``ray-serve``: Ray Serve with ``@serve.batch(64, 2 ms)``, in its own venv, if present,
   behind Serve's default proxy.
 - ``ray-serve-direct``: the same, in Ray's best configuration for one ingress
@@ -651,6 +654,44 @@ def minimal(settings: Settings) -> Iterator[list[Target]]:
         yield targets
 
 
+@contextlib.contextmanager
+def minimal_pipeline(settings: Settings) -> Iterator[list[Target]]:
+    """The floor of the two-stage contenders: ``baselines/minimal_two_stage.py``, the
+    minimal pipeline with a featuriser process and a classifier process, driven by
+    ``benchmarks.pyload`` as ``schooner-pipeline`` is."""
+    from benchmarks.baselines.text_model import corpus, make_featuriser, train_text_model
+
+    name = "minimal-pipeline"
+    port = free_port()
+    server = Server(
+        [sys.executable, "-m", "benchmarks.baselines.minimal_two_stage", "--port", str(port)],
+        settings.log_dir / f"{name}.log",
+    )
+    with running(server, REPO_ROOT):
+        url = f"http://127.0.0.1:{port}/predict"
+        texts = [text for text, _ in corpus(8, seed=99)]
+        expected = list(train_text_model().predict(make_featuriser()(texts)).tolist())
+        try:
+            wait_http_ok(url, TEXT_PROBE_BODY, settings.start_timeout, server.proc)
+            wrong = _wait_answers((url,), texts, expected, settings.start_timeout)
+            if wrong is not None:
+                raise RuntimeError(f"{name} {wrong}")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{server.log_tail()}") from exc
+        yield [
+            Target(
+                name,
+                "minimal HTTP -> featuriser process -> sklearn process, 2 batchers",
+                url,
+                "text",
+                settings.concurrencies,
+                _pids_of(server),
+                server.proc.pid if server.proc else None,
+                driver="pyload",
+            )
+        ]
+
+
 def raw_asgi(settings: Settings) -> contextlib.AbstractContextManager[list[Target]]:
     return _uvicorn_baseline(
         settings,
@@ -774,6 +815,7 @@ GROUPS: dict[str, Group] = {
     "raw-asgi": raw_asgi,
     "starlette-sklearn": starlette_sklearn,
     "minimal": minimal,
+    "minimal-pipeline": minimal_pipeline,
     "schooner": schooner,
     "schooner-plain-rpc": schooner_plain_rpc,
     "schooner-no-access-log": schooner_no_access_log,
