@@ -355,6 +355,17 @@ def _wait_answers(
     return last
 
 
+def _set_pipeline(conn: Any, app: str, stages: list[str]) -> str | None:
+    """Make ``app`` the pipeline ``stages``; None, or why this checkout cannot."""
+    if not hasattr(conn, "set_app_pipeline"):
+        return "this checkout's Connection has no set_app_pipeline"
+    try:
+        conn.set_app_pipeline(app, stages)
+    except Exception as exc:  # an admin API without pipelines: 404, 405, ...
+        return f"set_app_pipeline failed: {type(exc).__name__}: {exc}"
+    return None
+
+
 @contextlib.contextmanager
 def schooner_pipeline(settings: Settings) -> Iterator[list[Target]]:
     """Issue 17: a featuriser (``strings`` -> 64 doubles) then a scikit-learn classifier
@@ -397,9 +408,9 @@ def schooner_pipeline(settings: Settings) -> Iterator[list[Target]]:
         slo_note = f"SLO {settings.slo_ms:g} ms"
         pids, query_pid = _processes(manager)
         targets = []
-        if hasattr(conn, "set_app_pipeline"):
-            conn.register_application("text", "strings", -1.0, slo, cache_enabled=False)
-            conn.set_app_pipeline("text", ["feat", "clf"])
+        conn.register_application("text", "strings", -1.0, slo, cache_enabled=False)
+        refused = _set_pipeline(conn, "text", ["feat", "clf"])
+        if refused is None:
             pipeline = (f"{base}/text/predict",)
             wrong = _wait_answers(pipeline, texts, expected, settings.start_timeout)
             if wrong is not None:
@@ -418,9 +429,7 @@ def schooner_pipeline(settings: Settings) -> Iterator[list[Target]]:
                 )
             )
         else:
-            settings.notes.append(
-                "schooner-pipeline skipped: this checkout's Connection has no set_app_pipeline"
-            )
+            settings.notes.append(f"schooner-pipeline skipped: {refused}")
             print(f"  {settings.notes[-1]}")
         targets.append(
             Target(
