@@ -13,7 +13,9 @@ and the targets of issues 3, 12-15 and 17 as ratios measured in this run, and wr
 Rounds (``--rounds N``): the selected groups run N times, interleaved (A, B, C, A, B, C,
 ...), so that a drift of the machine's speed spreads over every contender instead of
 landing on one. Each group's servers are started at the start of its turn and stopped at
-its end, every round: only the measured group's processes are alive while wrk runs. The
+its end, every round: only the measured group's processes are alive while wrk runs.
+Within a group, the targets are driven in the listed order in odd rounds and in reverse
+in even ones (they share the group's servers: whichever runs second finds them warm). The
 tables and ratios are the medians over the rounds (each figure its own median);
 ``results.json`` keeps every round's raw rows under ``rounds``.
 
@@ -214,6 +216,15 @@ def load(
     )
 
 
+def in_turn(targets: list[Target], round_: int) -> list[Target]:
+    """A group's targets in the order to drive them in ``round_``: as listed in odd
+    rounds, reversed in even ones. Targets of one group share their servers (the
+    pipeline and the chained apps share their models and batch-size controllers), so
+    whichever runs second finds them warmed by the first: with several rounds, each
+    runs first as often."""
+    return list(targets) if round_ % 2 else list(reversed(targets))
+
+
 def idle_cpu(pids: list[int], seconds: float) -> dict[int, float]:
     """Each process's CPU use while nobody sends it a request, in CPU seconds per second
     (heartbeats, timers, the routing feed)."""
@@ -347,8 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds > 1:
         settings.notes.append(
             f"{args.rounds} rounds, groups interleaved; each group's servers started and "
-            "stopped once per round; figures are medians over the rounds (each its own), "
-            "every round's rows are in results.json under 'rounds'"
+            "stopped once per round, its targets driven in reverse order in even rounds; "
+            "figures are medians over the rounds (each its own), every round's rows are "
+            "in results.json under 'rounds'"
         )
     print(
         f"{len(args.groups)} contender group(s) x {args.rounds} round(s), "
@@ -367,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== {name} (round {round_}/{args.rounds})", flush=True)
                 try:
                     with GROUPS[name](settings) as targets:
-                        for target in targets:
+                        for target in in_turn(targets, round_):
                             if args.target_names and target.name not in args.target_names:
                                 continue
                             rows.extend(drive(wrk, target, args, where, round_))

@@ -247,3 +247,17 @@ def test_the_report_gives_the_pipeline_against_the_chain() -> None:
     assert got["pipeline vs client-chained apps, p99 (c=64)"]["measured"] == pytest.approx(0.6)
     assert got["pipeline vs client-chained apps, p50 (c=64)"]["pass"] is None  # no goal
     assert got["pipeline vs minimal two-stage pipeline (c=64)"]["display"] == "n/a"
+
+
+def test_a_groups_targets_take_turns_at_running_first() -> None:
+    from benchmarks.contenders import Target
+    from benchmarks.run import in_turn
+
+    def target(name: str) -> Target:
+        return Target(name, name, "http://127.0.0.1:1/", "text", (1,), list)
+
+    targets = [target("schooner-pipeline"), target("schooner-chained")]
+    assert [t.name for t in in_turn(targets, 1)] == ["schooner-pipeline", "schooner-chained"]
+    assert [t.name for t in in_turn(targets, 2)] == ["schooner-chained", "schooner-pipeline"]
+    assert [t.name for t in in_turn(targets, 3)] == ["schooner-pipeline", "schooner-chained"]
+    assert [t.name for t in targets] == ["schooner-pipeline", "schooner-chained"]  # untouched
