@@ -9,6 +9,7 @@
                               default_output="-1.0", slo_micros=100000)
     deploy_python_closure(conn, name="m", version="1", input_type="doubles", func=f)
     conn.link_model_to_app(app_name="pipeline", model_name="m")
+    # or chain models: conn.set_app_pipeline("pipeline", ["featuriser", "m"])
 
     with QueryClient.for_connection(conn) as client:
         client.predict("pipeline", [1.0, 2.0]).output
@@ -20,6 +21,7 @@ Every error is a ``SchoonerError`` (the tree is in ``admin.exceptions``).
 from __future__ import annotations
 
 from admin._connection import Connection
+from admin._pipelines import Stage
 from admin.container_managers.base import ContainerManager, ReplicaState
 from admin.container_managers.docker import DockerContainerManager
 from admin.container_managers.kubernetes import KubernetesContainerManager
@@ -73,6 +75,7 @@ __all__ = [
     "RequestTimeoutError",
     "SchoonerError",
     "ServiceUnavailableError",
+    "Stage",
     "TLSVerificationError",
     "UpdateResult",
 ]

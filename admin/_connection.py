@@ -36,6 +36,7 @@ from admin._names import (
     check_name,
     check_names,
     check_num_replicas,
+    check_output_type,
     check_strings,
     check_user_id,
     check_version,
@@ -47,6 +48,7 @@ from admin._overview import (
     AppActivity,
     Overview,
 )
+from admin._pipelines import check_stage_number, describe, stages_json
 from admin._progress import ProgressCallback, wait_for
 from admin._replicas import Replicas
 from admin._wait import RoutesDone, await_routes, wait_for_replicas
@@ -334,39 +336,110 @@ class Connection(Closing):
         return app
 
     def set_selection_policy(
-        self, app_name: str, policy: str, *, reset_state: bool = False, **params: Any
+        self,
+        app_name: str,
+        policy: str,
+        *,
+        stage: int = 1,
+        reset_state: bool = False,
+        **params: Any,
     ) -> JSONObject:
         """Choose how the app picks among its linked models, live; the app is returned.
 
         ``policy``: "single", "split" (``weights={"m:1": 90, "m:2": 10}``), "exp3"
         (``eta``, ``gamma``) or "exp4" (``eta``); every policy takes ``loss``. Settings
         left out take their defaults. A new policy starts learning afresh; changing only
-        the settings keeps what it learned, unless ``reset_state=True``. Returns once the
-        query frontend runs the new policy.
+        the settings keeps what it learned, unless ``reset_state=True``. ``stage``: which
+        stage of a pipeline app (from 1, the app's links; ``set_app_pipeline``); the
+        other stages are left as they are. Returns once the query frontend runs the new
+        policy.
         """
+        stage = check_stage_number(stage)
         app = self._api.set_policy(
-            app_name, policy, params, reset_state=check_flag(reset_state, "reset_state")
+            app_name,
+            policy,
+            params,
+            reset_state=check_flag(reset_state, "reset_state"),
+            stage=stage,
         )
+        which = f"stage {stage} of {app_name!r}" if stage != 1 else repr(app_name)
         self._await_routes(
-            lambda apps: _status.app_policy(apps, app_name) in (None, policy),
-            f"the {policy!r} policy of {app_name!r}",
+            lambda apps: _status.stage_policy(apps, app_name, stage) in (None, policy),
+            f"the {policy!r} policy of {which}",
         )
-        settings = ", ".join(f"{k}={v!r}" for k, v in app.get("policy_params", {}).items())
-        self.report(f"application {app_name!r} uses the {policy!r} policy ({settings})")
+        if stage == 1:
+            settings = app.get("policy_params", {})
+        else:
+            stages = app.get("pipeline") or []
+            settings = stages[stage - 1].get("policy_params", {}) if len(stages) >= stage else {}
+        shown = ", ".join(f"{k}={v!r}" for k, v in dict(settings).items())
+        self.report(
+            f"{'application ' if stage == 1 else ''}{which} uses the {policy!r} policy ({shown})"
+        )
         return app
 
-    def get_policy_state(self, app_name: str, uid: str | int | None = None) -> JSONObject:
+    def get_policy_state(
+        self, app_name: str, uid: str | int | None = None, *, stage: int = 1
+    ) -> JSONObject:
         """What the app's policy learned from feedback: per linked model, its chance to
         answer (or weight), update count and mean loss. With ``uid``, what that user sees:
-        the app's state plus what their own feedback added."""
-        return self._api.get_policy_state(app_name, check_user_id(uid))
+        the app's state plus what their own feedback added. ``stage``: the policy of that
+        stage of a pipeline app (from 1)."""
+        return self._api.get_policy_state(
+            app_name, check_user_id(uid), stage=check_stage_number(stage)
+        )
 
-    def reset_policy_state(self, app_name: str, uid: str | int | None = None) -> None:
-        """Forget what the app's policy learned (with ``uid``: only that user's part)."""
+    def reset_policy_state(
+        self, app_name: str, uid: str | int | None = None, *, stage: int = 1
+    ) -> None:
+        """Forget what the app's policy learned (with ``uid``: only that user's part;
+        with ``stage``: that stage's policy of a pipeline app, from 1)."""
         user = check_user_id(uid)
-        self._api.reset_policy_state(app_name, user)
+        stage = check_stage_number(stage)
+        self._api.reset_policy_state(app_name, user, stage=stage)
         whose = f"user {user!r} of " if user is not None else ""
-        self.report(f"the learned policy state of {whose}{app_name!r} is reset")
+        which = f"stage {stage} of " if stage != 1 else ""
+        self.report(f"the learned policy state of {whose}{which}{app_name!r} is reset")
+
+    # ------------------------------------------------------------------ pipelines
+
+    def set_app_pipeline(
+        self, app_name: str, stages: Sequence[Any], *, reset_state: bool = False
+    ) -> JSONObject:
+        """Make the app a pipeline: each query goes through ``stages`` in order, each
+        stage's outputs becoming the next one's inputs; the answer is the last stage's.
+
+        Each stage is ``"model"`` or ``"model:version"`` (one arm, policy single), a list
+        of arms, a dict ``{"arms": [...], "policy": "exp4", "policy_params": {...}}``
+        (or with the settings flat: ``{"arms": [...], "policy": "exp4", "eta": 0.2}``),
+        or ``admin.Stage(arms, policy=..., **params)``. Stage 1 is the app's links and
+        policy (``link_model_to_app`` and ``set_selection_policy`` work on it); a list of
+        one stage makes the app an ordinary one again.
+
+        The whole pipeline is refused, and nothing changed, when a stage is malformed
+        (here, before any request) or when the cluster refuses it
+        (``InvalidRequestError`` with the management frontend's reason: a model that is
+        not deployed, a stage whose input type cannot take what the stage before it
+        declares it answers -- ``output_type=`` of the deploy methods). A stage keeps
+        what its policy learned while its policy stays the same, unless
+        ``reset_state=True``. Returns the app (its ``"pipeline"``: every stage) once the
+        query frontend serves the new pipeline. ``docs/pipelines.md`` tells more.
+        """
+        name = check_name(app_name, "application name")
+        body = stages_json(stages)
+        app = self._api.set_pipeline(name, body, reset_state=check_flag(reset_state, "reset_state"))
+        self._await_routes(
+            lambda apps: _status.serves_pipeline(apps, name, body),
+            f"the pipeline of {name!r}",
+        )
+        self.report(f"application {name!r} runs {describe(app.get('pipeline') or body)}")
+        return app
+
+    def get_app_pipeline(self, app_name: str) -> list[JSONObject]:
+        """Every stage of the app, in order (the first is its links): each
+        ``{"arms", "policy", "policy_params", "policy_epoch"}``. An ordinary app has
+        one stage. ``NotFoundError`` for an unknown app."""
+        return self._api.get_pipeline(check_name(app_name, "application name"))
 
     def unregister_application(self, name: str) -> None:
         """Delete an app, its links and its learned policy state; the models stay deployed."""
@@ -464,18 +537,20 @@ class Connection(Closing):
         batch_wait_micros: int = 0,
         batch_timeout_micros: int = 0,
         memory_limit: int | str = 0,
+        output_type: str | None = None,
     ) -> None:
         """Deploy a model bundle directory (``model.json`` + ``func.pkl``).
 
         The bundle's ``pkgs`` are installed for the replicas when missing. The batching,
         timeout and memory options are those of ``deploy_python_closure`` (and
-        ``docs/admin-api.md``).
+        ``docs/admin-api.md``), and so is ``output_type``.
         """
         self._require_connected()
         batch = BatchSettings(batch_size, batch_mode, batch_wait_micros, batch_timeout_micros)
         memory = check_memory_limit(memory_limit)
         name, version = check_name(name), check_version(version)
         input_type = check_input_type(input_type)
+        declared = check_output_type(output_type)
         num_replicas = check_num_replicas(num_replicas)
         self._deployer().build_and_deploy(
             name,
@@ -486,6 +561,7 @@ class Connection(Closing):
             num_replicas=num_replicas,
             batch=batch,
             memory_limit=memory,
+            output_type=declared,
         )
 
     def deploy_model(
@@ -501,6 +577,7 @@ class Connection(Closing):
         batch_wait_micros: int = 0,
         batch_timeout_micros: int = 0,
         memory_limit: int | str = 0,
+        output_type: str | None = None,
     ) -> None:
         """Deploy a prepared bundle directory (any manager), or an image built by a Docker
         or Kubernetes manager (it carries its bundle's digest in the label
@@ -508,9 +585,11 @@ class Connection(Closing):
 
         Either way the version is recorded with the bundle's sha256, never the path or
         image: the manager finds the bundle by that digest, and replicas refuse any other.
+        ``output_type`` is that of ``deploy_python_closure``.
         """
         name, version = check_name(name), check_version(version)
         input_type = check_input_type(input_type)
+        declared = check_output_type(output_type)
         num_replicas = check_num_replicas(num_replicas)
         batch = BatchSettings(batch_size, batch_mode, batch_wait_micros, batch_timeout_micros)
         memory = check_memory_limit(memory_limit)
@@ -541,6 +620,7 @@ class Connection(Closing):
                 batch_wait_micros=batch_wait_micros,
                 batch_timeout_micros=batch_timeout_micros,
                 memory_limit=memory_limit,
+                output_type=declared,
             )
             return
         self._require_connected()
@@ -557,6 +637,7 @@ class Connection(Closing):
             num_replicas=num_replicas,
             batch=batch,
             memory_limit=memory,
+            output_type=declared,
         )
 
     def register_model(
@@ -570,6 +651,7 @@ class Connection(Closing):
         batch_mode: str = "",
         batch_wait_micros: int = 0,
         batch_timeout_micros: int = 0,
+        output_type: str | None = None,
     ) -> JSONObject:
         """Register a version as current whose replicas run elsewhere (started by hand,
         connecting to the query frontend's RPC port).
@@ -577,7 +659,7 @@ class Connection(Closing):
         No bundle is recorded for it, so this cluster never starts replicas of it:
         ``set_num_replicas`` and ``start()`` refuse to, saying so. ``artifact`` is kept
         for the signature's sake and must stay empty: the cluster records no path or
-        image a client names.
+        image a client names. ``output_type`` is that of ``deploy_python_closure``.
         """
         if artifact:
             raise InvalidRequestError(
@@ -593,6 +675,7 @@ class Connection(Closing):
             labels=check_strings(labels or [], "labels"),
             batch=BatchSettings(batch_size, batch_mode, batch_wait_micros, batch_timeout_micros),
             set_current=True,
+            output_type=check_output_type(output_type),
         )
 
     def set_model_version(self, name: str, version: str, num_replicas: int | None = None) -> None:

@@ -65,6 +65,7 @@ class Deployer:
         num_replicas: int,
         batch: BatchSettings,
         memory_limit: int = 0,
+        output_type: str = "",
     ) -> None:
         """Check a bundle directory against the arguments, build it, deploy it.
 
@@ -96,6 +97,7 @@ class Deployer:
             runtime=info.runtime,
             pkgs=info.pkgs,
             memory_limit=memory_limit,
+            output_type=output_type,
         )
 
     def check_new_version(self, name: str, version: str, input_type: str) -> None:
@@ -132,10 +134,12 @@ class Deployer:
         runtime: dict[str, str] | None = None,
         pkgs: Sequence[str] = (),
         memory_limit: int = 0,
+        output_type: str = "",
     ) -> None:
         """Register the version (not current) with its bundle's digest, start and wait
         for its replicas, then make it current; undo the registration if its replicas do
-        not start. ``memory_limit``: bytes one replica may use (0: no limit)."""
+        not start. ``memory_limit``: bytes one replica may use (0: no limit);
+        ``output_type``: what its outputs are ("": not declared)."""
         self.api.add_model_version(
             name,
             version,
@@ -148,6 +152,7 @@ class Deployer:
             pkgs=pkgs,
             set_current=False,
             memory_limit=memory_limit,
+            output_type=output_type,
         )
         try:
             if num_replicas > 0:

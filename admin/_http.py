@@ -289,6 +289,11 @@ def _query(**params: str | None) -> str:
     return f"?{urlencode(given)}" if given else ""
 
 
+def _stage_param(stage: int) -> str | None:
+    """The ``stage`` query parameter: left out for the first stage (the API's default)."""
+    return None if stage == 1 else str(stage)
+
+
 class ManagementClient(JSONClient):
     """The management REST API (``docs/admin-api.md``), one method per endpoint."""
 
@@ -344,16 +349,41 @@ class ManagementClient(JSONClient):
         params: Mapping[str, Any] | None = None,
         *,
         reset_state: bool = False,
+        stage: int = 1,
     ) -> JSONObject:
+        """``stage``: which stage of the app's pipeline, from 1 (sent only when not 1,
+        so that a management frontend without pipelines takes today's requests)."""
         path = f"/admin/apps/{_seg(app)}/policy"
-        body = {"policy": policy, "params": dict(params or {}), "reset_state": reset_state}
+        body: JSONObject = {
+            "policy": policy,
+            "params": dict(params or {}),
+            "reset_state": reset_state,
+        }
+        if stage != 1:
+            body["stage"] = stage
         return _object(self.request("PUT", path, body), path)
 
-    def get_policy_state(self, app: str, uid: str | None = None) -> JSONObject:
-        return self.get_object(f"/admin/apps/{_seg(app)}/policy/state{_query(uid=uid)}")
+    def get_policy_state(self, app: str, uid: str | None = None, *, stage: int = 1) -> JSONObject:
+        query = _query(uid=uid, stage=_stage_param(stage))
+        return self.get_object(f"/admin/apps/{_seg(app)}/policy/state{query}")
 
-    def reset_policy_state(self, app: str, uid: str | None = None) -> None:
-        self.request("DELETE", f"/admin/apps/{_seg(app)}/policy/state{_query(uid=uid)}")
+    def reset_policy_state(self, app: str, uid: str | None = None, *, stage: int = 1) -> None:
+        query = _query(uid=uid, stage=_stage_param(stage))
+        self.request("DELETE", f"/admin/apps/{_seg(app)}/policy/state{query}")
+
+    def get_pipeline(self, app: str) -> list[JSONObject]:
+        """Every stage of the app, in order (``{"app": ..., "stages": [...]}``'s stages)."""
+        path = f"/admin/apps/{_seg(app)}/pipeline"
+        answer = self.get_object(path)
+        return [_object(stage, path) for stage in _list(answer.get("stages"), path)]
+
+    def set_pipeline(
+        self, app: str, stages: Sequence[Mapping[str, Any]], *, reset_state: bool = False
+    ) -> JSONObject:
+        """Replace the app's stages (``_pipelines.stages_json`` shapes them); the app."""
+        path = f"/admin/apps/{_seg(app)}/pipeline"
+        body = {"stages": [dict(s) for s in stages], "reset_state": reset_state}
+        return _object(self.request("PUT", path, body), path)
 
     def get_links(self, app: str) -> list[str]:
         path = f"/admin/apps/{_seg(app)}/links"
@@ -390,7 +420,10 @@ class ManagementClient(JSONClient):
         pkgs: Sequence[str] = (),
         set_current: bool = True,
         memory_limit: int = 0,
+        output_type: str = "",
     ) -> JSONObject:
+        """``output_type``: what the version's outputs are ("" undeclared; sent only
+        when declared, so that a management frontend without pipelines takes it)."""
         body: JSONObject = {
             "name": name,
             "version": version,
@@ -404,6 +437,8 @@ class ManagementClient(JSONClient):
             "pkgs": check_strings(pkgs, "pkgs"),
             "set_current": set_current,
         }
+        if output_type:
+            body["output_type"] = output_type
         return _object(self.request("POST", "/admin/models", body), "/admin/models")
 
     def get_model(self, name: str) -> JSONObject:

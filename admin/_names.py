@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from admin.exceptions import InvalidRequestError
-from management_frontend.state import rules
+from management_frontend.state import pipelines, rules
 from management_frontend.state.errors import InvalidValue
 
 T = TypeVar("T")
@@ -55,6 +55,14 @@ def check_version(version: object) -> str:
     if isinstance(version, int) and not isinstance(version, bool):
         version = str(version)  # Clipper users often pass version=1
     return checked(rules.version, version)
+
+
+def check_output_type(output_type: object) -> str:
+    """What a model version declares its outputs are: "" (``None`` too: not declared) or
+    an input type's name (``pipelines.output_type``); ``InputType`` members pass too."""
+    if output_type is not None and not isinstance(output_type, str):
+        output_type = getattr(output_type, "value", output_type)
+    return checked(pipelines.output_type, output_type)
 
 
 def check_input_type(input_type: object) -> str:

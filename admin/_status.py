@@ -12,10 +12,20 @@ the ``apps`` object of ``/status``, where an app's entry looks like
 is routed to, null when it cannot be served. A query frontend of an earlier release
 reports only ``model`` (the app's one route) and no ``arms`` or ``policy``; the
 functions fall back to that, or report nothing to wait for.
+
+A pipeline app's entry may also list every stage, in order, the first being the app's
+links and policy above:
+
+    "stages": [{"policy": "single", "arms": {"feat": "feat:1"}},
+               {"policy": "exp4", "arms": {"clf:1": "clf:1", "clf:2": "clf:2"}}]
+
+A query frontend that does not report ``stages`` is waited on for what it does report:
+the app, and its first stage's policy and links.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from management_frontend.state.keys import parse_arm
@@ -94,3 +104,60 @@ def cache_state(apps: Apps, app: str) -> bool | None:
     entry = _entry(apps, app)
     value = entry.get("cache_enabled") if entry is not None else None
     return value if isinstance(value, bool) else None
+
+
+def app_stages(apps: Apps, app: str) -> list[dict[str, Any]] | None:
+    """Every stage of ``app`` as the query frontend serves it (``{"policy", "arms"}``
+    each, in order); ``None`` if its ``/status`` does not list them."""
+    entry = _entry(apps, app)
+    stages = entry.get("stages") if entry is not None else None
+    if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+        return None
+    return stages
+
+
+def serves_pipeline(apps: Apps, app: str, stages: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the query frontend serves ``app`` with these ``stages`` (the API's
+    ``{"arms", "policy"}`` each): their arms and policies, stage by stage. Where it does
+    not list stages, whether it knows the app with the first stage's links and policy."""
+    entry = _entry(apps, app)
+    if entry is None:
+        return False
+    served = app_stages(apps, app)
+    if served is None:
+        first = stages[0] if stages else {"arms": [], "policy": "single"}
+        arms = _arms(entry)
+        policy = app_policy(apps, app)
+        return (arms is None or set(arms) == set(first["arms"])) and policy in (
+            None,
+            first.get("policy", "single"),
+        )
+    return len(served) == len(stages) and all(
+        _stage_is(have, want) for have, want in zip(served, stages, strict=True)
+    )
+
+
+def stage_policy(apps: Apps, app: str, stage: int) -> str | None:
+    """The policy of stage ``stage`` (from 1) of ``app`` as the query frontend runs it;
+    ``None`` if its ``/status`` does not say, "" if it has no such app or stage."""
+    if stage == 1:
+        return app_policy(apps, app)
+    if _entry(apps, app) is None:
+        return ""
+    served = app_stages(apps, app)
+    if served is None:
+        return None
+    if stage > len(served):
+        return ""
+    policy = served[stage - 1].get("policy")
+    return None if policy is None else str(policy)
+
+
+def _stage_is(have: Mapping[str, Any], want: Mapping[str, Any]) -> bool:
+    arms = have.get("arms")
+    names = set(arms) if isinstance(arms, dict | list) else None
+    policy = have.get("policy")
+    return (names is None or names == set(want["arms"])) and policy in (
+        None,
+        want.get("policy", "single"),
+    )

@@ -20,6 +20,8 @@ The public API is ``Config`` and ``create_app``. The package, lowest layer first
                   change-feed reader that keeps it current
     selection/    split, exp3 and exp4: choosing arms, asking them, combining answers,
                   learning from feedback, the learned state and its Redis store
+    composition/  pipelines: an app's inputs through several stages, each a set of arms
+                  with its own policy, within the app's one deadline; their /update
     metrics.py    Prometheus metrics, read from batching, caching and selection answers
     supervision.py  what the local supervisor reports of each process ({p}:supervision),
                   for /status and /metrics
@@ -41,6 +43,7 @@ only along these edges::
     rpc       -> batching, caching, queries, cancellation
     routing   -> queries, cancellation
     selection -> routing, batching, caching, queries, cancellation
+    composition -> selection, routing, batching, queries
     metrics   -> selection, batching, caching, queries
     supervision -> cancellation
     telemetry -> metrics, selection, batching, caching, routing, queries, cancellation

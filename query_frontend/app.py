@@ -179,10 +179,18 @@ def create_app(config: Config) -> FrontDoor:
         routing.listeners.append(on_snapshot)
         policies = PolicyStates(r, keys)
         policies.tracked = lambda: [
-            (name, route.app.policy_epoch)
+            (name, part.app.policy_epoch)
             for name, route in routing.routes.items()
-            if route.policy in LEARNING
+            for part in route.stages or (route,)
+            if part.policy in LEARNING
         ]
+        routing.listeners.append(
+            lambda _: policies.retain(
+                (name, part.app.policy_epoch)
+                for name, route in routing.routes.items()
+                for part in route.stages or (route,)
+            )
+        )
         routing.change_listeners.append(policies.on_change)
         cache = PredictionCache(config.cache_max_bytes)
         metrics = Metrics(dispatcher, cache)

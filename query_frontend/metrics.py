@@ -114,8 +114,29 @@ class RecentDefaults:
         return taken
 
 
+class _StageStats:
+    """One stage of a pipeline app: its time per request, the defaults it caused (an
+    input leaving the pipeline there with the app's default) and its errors."""
+
+    __slots__ = ("defaults", "errors", "latency")
+
+    def __init__(self) -> None:
+        self.latency = _Histogram(_LATENCY_BUCKETS)
+        self.defaults = 0
+        self.errors = 0
+
+
 class _AppStats:
-    __slots__ = ("by_model", "codes", "defaults", "errors", "latency", "partials", "predictions")
+    __slots__ = (
+        "by_model",
+        "codes",
+        "defaults",
+        "errors",
+        "latency",
+        "partials",
+        "predictions",
+        "stages",
+    )
 
     def __init__(self) -> None:
         self.codes: dict[int, int] = {}
@@ -125,6 +146,7 @@ class _AppStats:
         self.predictions = 0
         self.defaults = 0
         self.errors = 0
+        self.stages: dict[int, _StageStats] = {}  # a pipeline's, by number (from 1)
 
 
 class _ModelStats:
@@ -185,6 +207,16 @@ class Metrics:
                 by_model[label] = by_model.get(label, 0) + 1
             if ans.missing and ans.models:
                 stats.partials += 1
+
+    def stage(self, app: str, number: int, seconds: float, defaults: int, errors: int) -> None:
+        """Count what stage ``number`` (from 1) of a pipeline app did for one request."""
+        stages = self._app(app).stages
+        stats = stages.get(number)
+        if stats is None:
+            stats = stages[number] = _StageStats()
+        stats.latency.observe(seconds)
+        stats.defaults += defaults
+        stats.errors += errors
 
     def rejected(self, code: int) -> None:
         """Count a request refused before its app was known (the label stays bounded)."""
@@ -259,7 +291,29 @@ class _CountersCollector(Collector):
             "Ensemble answers combined without some of the models (stragglers, models down)",
             labels=["app"],
         )
+        stage_seconds = HistogramMetricFamily(
+            "schooner_pipeline_stage_seconds",
+            "Time one stage of a pipeline app took for a request (all its inputs)",
+            labels=["app", "stage"],
+        )
+        stage_defaults = CounterMetricFamily(
+            "schooner_pipeline_stage_defaults",
+            "Queries of a pipeline app answered with the default because of this stage "
+            "(late, or no model to answer)",
+            labels=["app", "stage"],
+        )
+        stage_errors = CounterMetricFamily(
+            "schooner_pipeline_stage_errors",
+            "Queries of a pipeline app that failed at this stage (its model failed, or "
+            "its output was not an input the next stage takes)",
+            labels=["app", "stage"],
+        )
         for app, stats in sorted(self._metrics._apps.items()):
+            for number, stage in sorted(stats.stages.items()):
+                labels = [app, str(number)]
+                stage_seconds.add_metric(labels, stage.latency.buckets(), stage.latency.sum)
+                stage_defaults.add_metric(labels, stage.defaults)
+                stage_errors.add_metric(labels, stage.errors)
             for label, count in sorted(stats.by_model.items()):
                 by_model.add_metric([app, label], count)
             if stats.partials:
@@ -277,6 +331,9 @@ class _CountersCollector(Collector):
         yield answers
         yield by_model
         yield partials
+        yield stage_seconds
+        yield stage_defaults
+        yield stage_errors
 
         labels = ["model", "version"]
         families = {

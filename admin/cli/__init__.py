@@ -10,13 +10,18 @@
     schooner deploy  NAME VERSION --input-type T
                      (--func module:callable [--path DIR] | --pickle FILE | --onnx FILE
                       [--output-name N]) [--replicas N] [--batch-size N] [--pkg REQ ...]
+                     [--output-type T]
     schooner link | unlink APP MODEL [--version V]
+    schooner set-pipeline APP STAGE [STAGE ...] [--reset-state]   or --file FILE|-
+                     STAGE: MODEL[:VERSION][,...][@POLICY[:KEY=VALUE,...]], e.g.
+                     `schooner set-pipeline reviews embed clf:1,clf:2@exp4:eta=0.2`
+    schooner pipeline APP [--json]
     schooner predict APP JSON_INPUT [--batch] [--version V] [--api-key-stdin]
     schooner apps | models | replicas  [--json]
     schooner scale MODEL N [--version V]
     schooner set-version MODEL VERSION
-    schooner set-policy APP POLICY [--param KEY=VALUE ...] [--reset-state]
-    schooner policy-state APP [--uid UID] [--json]
+    schooner set-policy APP POLICY [--param KEY=VALUE ...] [--reset-state] [--stage N]
+    schooner policy-state APP [--uid UID] [--stage N] [--json]
     schooner create-api-key APP          prints the new key (shown once) and its sha256
     schooner revoke-api-key APP SHA256   or KEY read from stdin with '-'
     schooner rotate-admin-token
@@ -36,7 +41,7 @@ status is 0 on success, 1 on a Schooner error and 2 on a usage error. A command 
 connects does so in a ``with`` block, so its connections are closed however it ends.
 
 The modules: ``_parser`` (the command line), ``_managers`` (which cluster, and how to
-reach it), ``_cluster``, ``_verbs``, ``_deploy`` and ``_predict`` (the verbs),
+reach it), ``_cluster``, ``_verbs``, ``_deploy``, ``_pipeline`` and ``_predict`` (the verbs),
 ``_inventory`` (what runs, and its logs, per manager), ``_tables`` (printing) and
 ``_top`` with ``_top_view`` (the live view and its frames).
 """

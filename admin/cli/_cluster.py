@@ -10,6 +10,9 @@ import json
 import sys
 from typing import Any
 
+from admin import _status
+from admin._connection import Connection
+from admin._pipelines import describe
 from admin.cli import _inventory as inventory
 from admin.cli import _managers as managers
 from admin.cli._tables import stderr, table, to_json
@@ -17,7 +20,7 @@ from admin.container_managers.base import ContainerManager
 from admin.container_managers.docker import DockerContainerManager
 from admin.container_managers.kubernetes import KubernetesContainerManager
 from admin.container_managers.local import LocalContainerManager
-from admin.exceptions import ClusterNotRunningError, ContainerManagerError
+from admin.exceptions import ClusterNotRunningError, ContainerManagerError, SchoonerError
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -79,7 +82,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         with conn:
             instance = conn.inspect_instance()
             parts, columns = inventory.components(cm)
-        apps = _app_rows(instance)
+            pipelines = _recorded_pipelines(conn)
+        apps = _app_rows(instance, pipelines)
         if args.json:
             doc = {
                 "running": True,
@@ -101,7 +105,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(table(parts, columns))
         if apps:
             print()
-            print(table(apps, ["app", "policy", "models", "slo_micros", "reason"]))
+            app_columns = ["app", "policy", "models", "slo_micros", "reason"]
+            if any(a.get("pipeline") for a in apps):
+                app_columns.insert(3, "pipeline")
+            print(table(apps, app_columns))
         open_apps = [a["app"] for a in apps if a.get("api_keys") is False]
         if open_apps and not _is_loopback(_bind_host(cm)):
             print(
@@ -111,13 +118,47 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _app_rows(instance: dict[str, Any]) -> list[dict[str, Any]]:
+def _recorded_pipelines(conn: Connection) -> dict[str, list[dict[str, Any]]]:
+    """Each app's stages as the management API records them; none when it cannot say
+    (status shows what it can: the query frontend's view and the processes)."""
+    try:
+        apps = conn.get_all_apps(verbose=True)
+    except SchoonerError:
+        return {}
+    return {
+        str(a.get("name")): a["pipeline"]
+        for a in apps
+        if isinstance(a, dict) and isinstance(a.get("pipeline"), list)
+    }
+
+
+def _app_rows(
+    instance: dict[str, Any], pipelines: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """One row per app the query frontend serves. A pipeline app's "models" are every
+    stage's, stage by stage (``a:1 -> b:2``) where the query frontend lists its stages,
+    and its "pipeline" the stages the management API records (``feat -> clf``)."""
     apps = []
-    for name, route in dict(instance.get("apps", {})).items():
+    served = dict(instance.get("apps", {}))
+    for name, route in served.items():
         # "models": every model:version the app's links route to (older frontends: "model").
         routes = route.get("models") or ([route["model"]] if route.get("model") else [])
-        apps.append({"app": name, **route, "models": ",".join(routes)})
+        row = {"app": name, **route, "models": ",".join(routes)}
+        stages = _status.app_stages(served, name)
+        if stages is not None and len(stages) > 1:
+            row["models"] = " -> ".join(_stage_routes(stage) for stage in stages)
+        recorded = pipelines.get(name) or []
+        row["pipeline"] = describe(recorded) if len(recorded) > 1 else None
+        apps.append(row)
     return apps
+
+
+def _stage_routes(stage: dict[str, Any]) -> str:
+    """The model versions one stage routes to, "?" for an arm that cannot be served."""
+    arms = stage.get("arms")
+    if isinstance(arms, dict):
+        return ",".join(sorted({str(v) if v else f"{k}?" for k, v in arms.items()})) or "-"
+    return ",".join(str(a) for a in arms or []) or "-"
 
 
 def _bind_host(cm: ContainerManager) -> str:

@@ -67,6 +67,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 num_replicas=args.replicas,
                 batch_size=args.batch_size,
                 pkgs_to_install=pkgs or None,
+                output_type=args.output_type,
             )
         else:
             with _user_code(args.path) as (roots, before):
@@ -84,6 +85,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                     pkgs_to_install=pkgs,
                     num_replicas=args.replicas,
                     batch_size=args.batch_size,
+                    output_type=args.output_type,
                 )
     print(f"deployed {args.name}:{args.version} ({args.replicas} replica(s))")
     return 0

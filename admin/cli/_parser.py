@@ -20,6 +20,7 @@ from admin._overview import MAX_WINDOW_S, MIN_WINDOW_S, OVERVIEW_WINDOW_S
 from admin.cli import _cluster as cluster
 from admin.cli import _deploy as deploy
 from admin.cli import _managers as managers
+from admin.cli import _pipeline as pipeline
 from admin.cli import _predict as predict
 from admin.cli import _prometheus as prometheus
 from admin.cli import _top as top
@@ -28,7 +29,7 @@ from admin.cli import _verbs as verbs
 Command = Callable[[argparse.Namespace], int]
 
 # Keyword arguments of set_selection_policy that a --param may not shadow.
-_NOT_PARAMS = ("app_name", "policy", "reset_state")
+_NOT_PARAMS = ("app_name", "policy", "reset_state", "stage")
 
 
 def policy_param(text: str) -> tuple[str, Any]:
@@ -328,6 +329,14 @@ def _app_verbs(add: Add, listing: argparse.ArgumentParser) -> None:
             "--version",
             help="pin the link to this version (default: whichever version is current)",
         )
+    pipeline.add_arguments(
+        add(
+            "set-pipeline",
+            pipeline.cmd_set_pipeline,
+            "chain models: each stage's outputs are the next stage's inputs",
+        ),
+        add("pipeline", pipeline.cmd_pipeline, "show an application's stages", listing),
+    )
     p = add("predict", predict.cmd_predict, "ask an application for a prediction")
     p.add_argument("app", help="the application's name")
     p.add_argument(
@@ -387,6 +396,11 @@ def _model_verbs(
     )
     d.add_argument("--output-name", help="--onnx: the graph output to answer with")
     d.add_argument(
+        "--output-type",
+        help="what each output is, named as an input type (e.g. doubles for a list of "
+        "numbers): a pipeline stage after it that cannot take it is refused when set",
+    )
+    d.add_argument(
         "--replicas",
         type=int,
         default=1,
@@ -439,6 +453,14 @@ def _policy_and_key_verbs(add: Add, listing: argparse.ArgumentParser) -> None:
     )
     policy_state.add_argument("app", help="the application's name")
     policy_state.add_argument("--uid", help="what this user sees (their feedback included)")
+    for p in (set_policy, policy_state):
+        p.add_argument(
+            "--stage",
+            type=positive_int,
+            default=1,
+            metavar="N",
+            help="which stage of a pipeline app, from 1 (default: 1, the app's links)",
+        )
     create_key = add("create-api-key", verbs.cmd_create_api_key, "make an API key for an app")
     create_key.add_argument("app", help="the application's name")
     revoke_key = add("revoke-api-key", verbs.cmd_revoke_api_key, "revoke one of an app's API keys")
@@ -496,6 +518,8 @@ def usage_problem(args: argparse.Namespace) -> str | None:
             return "--output-name goes with --onnx"
         if args.path and args.onnx is not None:
             return "--path goes with --func or --pickle (an ONNX file runs no code of yours)"
+    if (wrong := pipeline.usage_problem(args)) is not None:
+        return wrong
     if args.command == "start" and bool(args.tls_certfile) != bool(args.tls_keyfile):
         return "--tls-certfile and --tls-keyfile go together"
     return None

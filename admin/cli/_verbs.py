@@ -10,6 +10,7 @@ import json
 import sys
 from typing import Any
 
+from admin._pipelines import describe
 from admin.cli import _managers as managers
 from admin.cli._tables import show, stderr, table, to_json
 from admin.exceptions import ConflictError
@@ -23,6 +24,12 @@ def cmd_apps(args: argparse.Namespace) -> int:
         for app in apps:
             app["linked_models"] = ",".join(conn.get_linked_models(app["name"]))
     columns = ["name", "input_type", "slo_micros", "policy", "cache_enabled", "linked_models"]
+    for app in apps:  # a pipeline app's stages on one line: feat -> clf
+        stages = app.get("pipeline")
+        if isinstance(stages, list) and len(stages) > 1:
+            app["stages"] = describe(stages)
+    if any("stages" in app for app in apps):
+        columns.append("stages")
     show(args, apps, columns)
     return 0
 
@@ -115,20 +122,34 @@ def cmd_set_policy(args: argparse.Namespace) -> int:
     params = dict(args.param or [])
     with managers.connect(args) as conn:
         app = conn.set_selection_policy(
-            args.app, args.policy, reset_state=args.reset_state, **params
+            args.app, args.policy, reset_state=args.reset_state, **_stage(args), **params
         )
-    print(json.dumps({k: app.get(k) for k in ("name", "policy", "policy_params")}, indent=2))
+    shown = {k: app.get(k) for k in ("name", "policy", "policy_params")}
+    stages = app.get("pipeline") or []
+    if args.stage != 1 and len(stages) >= args.stage:
+        stage = stages[args.stage - 1]
+        shown.update(stage=args.stage, policy=stage.get("policy"))
+        shown["policy_params"] = stage.get("policy_params")
+    print(json.dumps(shown, indent=2))
     return 0
+
+
+def _stage(args: argparse.Namespace) -> dict[str, int]:
+    """``stage=`` for a pipeline's later stage; nothing for the first (the default)."""
+    return {} if args.stage == 1 else {"stage": args.stage}
 
 
 def cmd_policy_state(args: argparse.Namespace) -> int:
     with managers.connect(args) as conn:
-        state = conn.get_policy_state(args.app, uid=args.uid)
+        state = conn.get_policy_state(args.app, uid=args.uid, **_stage(args))
     if args.json:
         print(json.dumps(state, indent=2))
         return 0
     whose = f", user {state['uid']}" if state.get("uid") is not None else ""
-    print(f"app {state['app']}{whose}: policy {state['policy']}, {state['updates']} update(s)")
+    which = f", stage {args.stage}" if args.stage != 1 else ""
+    print(
+        f"app {state['app']}{which}{whose}: policy {state['policy']}, {state['updates']} update(s)"
+    )
     arms: list[dict[str, Any]] = [
         {"arm": arm, **entry} for arm, entry in dict(state.get("arms", {})).items()
     ]

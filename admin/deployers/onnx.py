@@ -15,7 +15,7 @@ from pathlib import Path
 
 from admin._connection import Connection
 from admin._files import os_errors
-from admin._names import check_input_type, check_name, check_version
+from admin._names import check_input_type, check_name, check_output_type, check_version
 from admin.deployers.python import _bundle_dir, _requirements
 from admin.exceptions import DeployError, InvalidRequestError
 
@@ -39,6 +39,7 @@ def deploy_onnx_model(
     batch_timeout_micros: int = 0,
     memory_limit: int | str = 0,
     pkgs_to_install: Sequence[str] | None = None,
+    output_type: str | None = None,
 ) -> None:
     """Serve the ONNX model file at ``model_path`` as model ``name:version``.
 
@@ -52,7 +53,8 @@ def deploy_onnx_model(
     ``pkgs_to_install`` adds pip requirements for the replicas; onnxruntime is added,
     pinned to the version installed here (which checks the model before it is
     deployed: ``pip install 'schooner[onnx]'``), unless they name onnxruntime (or
-    onnxruntime-gpu) themselves. The batching, timeout and memory options are those of
+    onnxruntime-gpu) themselves. The batching, timeout and memory options, and
+    ``output_type`` (a row of numbers is ``"doubles"``), are those of
     ``deploy_python_closure``.
 
     Raises ``DeployError`` when the file is missing or not ONNX, or the model does not
@@ -64,6 +66,7 @@ def deploy_onnx_model(
 
     name, version = check_name(name), check_version(version)
     input_type = check_input_type(input_type)
+    declared = check_output_type(output_type)
     if output_name is not None and (not isinstance(output_name, str) or not output_name):
         raise InvalidRequestError(
             f"output_name must name one of the model's outputs, got {output_name!r}"
@@ -107,6 +110,7 @@ def deploy_onnx_model(
             batch_wait_micros=batch_wait_micros,
             batch_timeout_micros=batch_timeout_micros,
             memory_limit=memory_limit,
+            output_type=declared,
         )
 
 

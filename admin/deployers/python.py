@@ -10,7 +10,7 @@ from typing import Any
 
 from admin._connection import Connection
 from admin._files import os_errors
-from admin._names import check_input_type
+from admin._names import check_input_type, check_output_type
 from admin.exceptions import DeployError, InvalidRequestError
 
 
@@ -28,6 +28,7 @@ def deploy_python_closure(
     batch_wait_micros: int = 0,
     batch_timeout_micros: int = 0,
     memory_limit: int | str = 0,
+    output_type: str | None = None,
 ) -> None:
     """Deploy ``func`` (anything cloudpickle can pickle) as model ``name:version``.
 
@@ -46,10 +47,17 @@ def deploy_python_closure(
     tightest SLO of the model's apps, at least a second) counts as stuck, and its replica
     is replaced. ``memory_limit`` (bytes, or a size like ``"1Gi"``; 0: none) caps what one
     replica may use; a replica that hits it is restarted.
+
+    ``output_type`` declares what each output is, named as an input type (e.g.
+    ``"doubles"`` for a list of numbers, ``"strings"`` for a string): a pipeline that
+    feeds these outputs to a stage that cannot take them is then refused when it is set
+    (``Connection.set_app_pipeline``), not at the first query. Left out, nothing is
+    declared and each output is checked when it arrives.
     """
     from model_container.bundle import BundleError, write_closure_bundle
 
     input_type = check_input_type(input_type)
+    declared = check_output_type(output_type)
     pkgs = _requirements(pkgs_to_install)
     with _bundle_dir(name, version) as bundle:
         try:
@@ -72,6 +80,7 @@ def deploy_python_closure(
             batch_wait_micros=batch_wait_micros,
             batch_timeout_micros=batch_timeout_micros,
             memory_limit=memory_limit,
+            output_type=declared,
         )
 
 

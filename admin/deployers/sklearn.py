@@ -24,12 +24,14 @@ def deploy_sklearn_model(
     batch_wait_micros: int = 0,
     batch_timeout_micros: int = 0,
     memory_limit: int | str = 0,
+    output_type: str | None = None,
 ) -> None:
     """Deploy ``model.predict`` as model ``name:version``; outputs are plain JSON values.
 
     ``pkgs_to_install`` defaults to the scikit-learn version the model was fitted with,
     pinned: an estimator pickled under one scikit-learn may not load under another. The
-    batching, timeout and memory options are those of ``deploy_python_closure``.
+    batching, timeout and memory options, and ``output_type`` (e.g. ``"doubles"`` for a
+    regressor feeding a later pipeline stage), are those of ``deploy_python_closure``.
     """
     predict = getattr(model, "predict", None)
     if not callable(predict):
@@ -63,4 +65,5 @@ def deploy_sklearn_model(
         batch_wait_micros=batch_wait_micros,
         batch_timeout_micros=batch_timeout_micros,
         memory_limit=memory_limit,
+        output_type=output_type,
     )

@@ -72,6 +72,20 @@ router = APIRouter()
 _NUMBER: Final = {"type": "number"}
 _MAYBE: Final = {"type": ["number", "null"]}
 _STRING: Final = {"type": "string"}
+# An app's whole pipeline (``records.pipeline_json``): stage 1 (its links) first.
+_PIPELINE: Final = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "arms": {"type": "array", "items": {"type": "string"}},
+            "policy": {"type": "string"},
+            "policy_params": {"type": "object"},
+            "policy_epoch": {"type": "string"},
+        },
+        "required": ["arms", "policy", "policy_params", "policy_epoch"],
+    },
+}
 
 
 def _obj(properties: dict[str, Any], extra: bool = True) -> dict[str, Any]:
@@ -120,6 +134,7 @@ OVERVIEW_SCHEMA: Final = _obj(
                     "slo_micros": {"type": "integer"},
                     "policy": _STRING,
                     "linked_models": {"type": "array", "items": _STRING},
+                    "pipeline": _PIPELINE,
                     "now": _obj(
                         {
                             "rps": _NUMBER,
@@ -166,6 +181,7 @@ ACTIVITY_SCHEMA: Final = _obj(
         "policy": _STRING,
         "policy_params": {"type": "object"},
         "linked_models": {"type": "array", "items": _STRING},
+        "pipeline": _PIPELINE,
         "weights": _obj(
             {
                 "t": {"type": "array", "items": _NUMBER},

@@ -9,7 +9,7 @@ field would otherwise be dropped without a word.
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from pydantic import (
     BaseModel,
@@ -23,8 +23,10 @@ from pydantic import (
 from management_frontend.api.openapi import DNS_LABEL_SCHEMA, VERSION_SCHEMA
 from management_frontend.state import rules
 from management_frontend.state.errors import InvalidValue
+from management_frontend.state.pipelines import MAX_STAGES, output_type
 from management_frontend.state.policy import PolicyParams
-from management_frontend.state.records import App, ModelVersion
+from management_frontend.state.records import App, ModelVersion, Stage
+from management_frontend.storage.pipelines import check_stages
 from model_container.protocol import InputType
 
 # Each field shows its rule in the OpenAPI document (``WithJsonSchema``); the rule that
@@ -118,6 +120,17 @@ DefaultOutput = Annotated[
         }
     ),
 ]
+OutputType = Annotated[
+    str,
+    BeforeValidator(output_type),
+    WithJsonSchema(
+        {
+            "enum": ["", *(t.value for t in InputType), None],
+            "description": "what each output is, as a client would send it as one input "
+            "of that type; '' or null (or left out): not declared",
+        }
+    ),
+]
 CacheEnabled = Annotated[bool, BeforeValidator(rules.cache_enabled)]
 ResetState = Annotated[bool, BeforeValidator(partial(rules.boolean, what="reset_state"))]
 ExposeModelErrors = Annotated[
@@ -176,9 +189,41 @@ class SetAppCache(_Body):
     cache_enabled: CacheEnabled
 
 
+def stage_number(value: object) -> int:
+    """A stage of a pipeline, numbered from 1, as a body gives it: a JSON integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_STAGES:
+        raise InvalidValue(
+            f"stage must be a whole number from 1 (the first stage) to {MAX_STAGES}, got "
+            f"{rules.show(value)}"
+        )
+    return value
+
+
+def stage_query(value: object) -> int:
+    """``stage_number`` as a query parameter gives it: its digits."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 3:
+        try:
+            return stage_number(int(value))
+        except InvalidValue:
+            pass
+    return stage_number(value)
+
+
+STAGE_SCHEMA: Final = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": MAX_STAGES,
+    "description": "a stage of the app's pipeline, from 1 (the app's links)",
+}
+StageNumber = Annotated[int, BeforeValidator(stage_number), WithJsonSchema(STAGE_SCHEMA)]
+StageText = Annotated[int, BeforeValidator(stage_query), WithJsonSchema(STAGE_SCHEMA)]
+
+
 class SetPolicy(_Body):
     policy: Policy
     params: Annotated[dict[str, Any], _object("params")] = {}
+    # Which stage of the app's pipeline (1: the app's own policy, on its links).
+    stage: StageNumber = 1
     # Forget what the policy learned even though its name stays the same.
     reset_state: ResetState = False
 
@@ -186,6 +231,85 @@ class SetPolicy(_Body):
     def _params_fit_the_policy(self) -> SetPolicy:
         PolicyParams.parse(self.policy, self.params)
         return self
+
+
+_STAGE_FIELDS: Final = ("arms", "policy", "policy_params")
+
+
+def _stage(index: int, value: object) -> Stage:
+    """One stage of a pipeline body, its shape checked (its values: ``check_stages``)."""
+    where = f"stage {index + 1}"
+    if not isinstance(value, dict):
+        raise InvalidValue(
+            f'{where} must be an object {{"arms": [...], "policy": ..., "policy_params": '
+            f"{{...}}}}, got {rules.show(value)}"
+        )
+    unknown = [k for k in value if k not in _STAGE_FIELDS]
+    if unknown:
+        why = (
+            ": a stage's epoch is the server's (send reset_state to start its policy afresh)"
+            if "policy_epoch" in unknown
+            else ""
+        )
+        raise InvalidValue(
+            f"{where} has the field {', '.join(map(repr, map(str, unknown)))}, which is not "
+            f"accepted{why}: a stage takes {', '.join(map(repr, _STAGE_FIELDS))}"
+        )
+    if "arms" not in value:
+        raise InvalidValue(
+            f"{where} has no 'arms': give the models it runs, as 'model' or 'model:version'"
+        )
+    arms = value["arms"]
+    if not isinstance(arms, list) or not all(isinstance(a, str) for a in arms):
+        raise InvalidValue(
+            f"{where}'s arms must be a list of 'model' or 'model:version', got {rules.show(arms)}"
+        )
+    policy = value.get("policy", rules.SINGLE)
+    params = rules.json_object(value.get("policy_params", {}), f"{where}'s policy_params")
+    if not isinstance(policy, str):
+        raise InvalidValue(f"{where}'s policy must be a string, got {rules.show(policy)}")
+    return Stage(list(arms), policy, params)
+
+
+def pipeline_stages(value: object) -> list[Stage]:
+    """A pipeline as a body gives it: a list of stages, the first first; every rule the
+    request alone decides is checked here (``storage.pipelines.check_stages``)."""
+    if not isinstance(value, list):
+        raise InvalidValue(
+            "stages must be a list of stages, the first first, each "
+            '{"arms": ["model" or "model:version", ...], "policy": ..., "policy_params": '
+            f"{{...}}}}, got {rules.show(value)}"
+        )
+    return check_stages([_stage(i, stage) for i, stage in enumerate(value)])
+
+
+_STAGE_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "arms": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string", "description": "'model' or 'model:version'"},
+        },
+        "policy": {"enum": [*rules.POLICIES], "default": rules.SINGLE},
+        "policy_params": {"type": "object", "default": {}},
+    },
+    "required": ["arms"],
+    "additionalProperties": False,
+}
+
+
+class SetPipeline(_Body):
+    # Stage 1 becomes the app's links and own policy; the ones after it run in order.
+    stages: Annotated[
+        list[Stage],
+        BeforeValidator(pipeline_stages),
+        WithJsonSchema(
+            {"type": "array", "minItems": 1, "maxItems": MAX_STAGES, "items": _STAGE_SCHEMA}
+        ),
+    ]
+    # Forget what every stage's policy learned, even where its policy stays the same.
+    reset_state: ResetState = False
 
 
 class AddLink(_Body):
@@ -212,6 +336,8 @@ class AddModelVersion(_Body):
     ] = {}
     pkgs: Annotated[list[str], _strings("pkgs")] = []
     set_current: StrictBool = True
+    # Checked when a pipeline feeds this version's outputs to a later stage.
+    output_type: OutputType = ""
 
     @model_validator(mode="before")
     @classmethod
@@ -241,6 +367,7 @@ class AddModelVersion(_Body):
             num_replicas=self.num_replicas,
             runtime=dict(self.runtime),
             pkgs=list(self.pkgs),
+            output_type=self.output_type,
         )
 
 

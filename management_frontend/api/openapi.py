@@ -27,7 +27,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field, TypeAdapter
 
 from management_frontend.state import rules
-from management_frontend.state.records import App, Model, ModelVersion
+from management_frontend.state.records import App, Model, ModelVersion, Stage
 
 # Answered without credentials: what a load balancer or an orchestrator probes.
 PUBLIC_PATHS: Final = frozenset({"/healthz"})
@@ -104,16 +104,24 @@ def _complete(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _record(cls: type, schemas: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """The JSON a record's ``to_json`` makes, as a component named after it (plus
-    ``extra`` properties): every field is always there; fields a newer Schooner adds
-    show up by themselves."""
+# Record fields ``to_json`` leaves out (an app's later stages: answers show "pipeline").
+_NOT_SHOWN: Final = {"App": ("stages",)}
+
+
+def _record(
+    cls: type, schemas: dict[str, Any], name: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The JSON a record's ``to_json`` makes, as a component named ``name`` (its class
+    name by default), plus ``extra`` properties: every field is always there; fields a
+    newer Schooner adds show up by themselves."""
     doc = TypeAdapter(cls).json_schema(mode="serialization", ref_template=_REF)
     schemas.update(doc.pop("$defs", {}))
     doc.pop("description", None)
+    for hidden in _NOT_SHOWN.get(cls.__name__, ()):
+        doc["properties"].pop(hidden, None)
     doc["properties"].update(extra)
     doc["required"] = list(doc["properties"])
-    name = doc["title"] = cls.__name__ + ("Details" if extra else "")
+    name = doc["title"] = name or cls.__name__
     schemas[name] = doc
     return {"$ref": _REF.format(model=name)}
 
@@ -124,14 +132,21 @@ def _array(items: dict[str, Any]) -> dict[str, Any]:
 
 def _answers(schemas: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     """The body of each operation's success answer, by (method, path)."""
-    app = _record(App, schemas)
+    arms = _array({"type": "string", "description": "'model' or 'model:version'"})
+    stage = _record(Stage, schemas)
+    pipeline = {**_array(stage), "description": "every stage, the first (the links) first"}
+    app = _record(App, schemas, pipeline=pipeline)
     app_details = _record(
-        App, schemas, linked_models=_array({"type": "string", "description": "arms"})
+        App,
+        schemas,
+        "AppDetails",
+        pipeline=pipeline,
+        linked_models={**arms, "description": "stage 1's arms"},
+        api_keys={"type": "integer", "description": "how many API keys the app has"},
     )
     model = _record(Model, schemas)
     version = _record(ModelVersion, schemas)
-    model_details = _record(Model, schemas, version_details=_array(version))
-    arms = _array({"type": "string", "description": "'model' or 'model:version'"})
+    model_details = _record(Model, schemas, "ModelDetails", version_details=_array(version))
     return {
         ("get", "/healthz"): {
             "type": "object",
@@ -143,15 +158,22 @@ def _answers(schemas: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         ("get", "/admin/apps/{app}"): app_details,
         ("put", "/admin/apps/{app}/cache"): app,
         ("put", "/admin/apps/{app}/policy"): app,
+        ("get", "/admin/apps/{app}/pipeline"): {
+            "type": "object",
+            "properties": {"app": {"type": "string"}, "stages": pipeline},
+            "required": ["app", "stages"],
+        },
+        ("put", "/admin/apps/{app}/pipeline"): app_details,
         ("get", "/admin/apps/{app}/policy/state"): {
             "type": "object",
             "properties": {
                 "app": {"type": "string"},
+                "stage": {"type": "integer", "minimum": 1},
                 "policy": {"type": "string"},
                 "params": {"type": "object"},
                 "uid": {"type": ["string", "null"]},
             },
-            "required": ["app", "policy", "params", "uid"],
+            "required": ["app", "stage", "policy", "params", "uid"],
         },
         ("get", "/admin/apps/{app}/links"): arms,
         ("post", "/admin/apps/{app}/links"): arms,

@@ -20,14 +20,17 @@ from management_frontend.api.bodies import (
     AddModelVersion,
     SetAppCache,
     SetCurrentVersion,
+    SetPipeline,
     SetPolicy,
     SetReplicas,
+    StageText,
 )
 from management_frontend.api.openapi import DNS_LABEL_SCHEMA, USER_ID_SCHEMA, VERSION_SCHEMA
 from management_frontend.state import rules
 from management_frontend.state.errors import InvalidValue
 from management_frontend.state.keys import arm_name
-from management_frontend.state.records import App, Model
+from management_frontend.state.records import App, Model, pipeline_json
+from management_frontend.storage.pipelines import PipelineStore
 from management_frontend.storage.policies import PolicyStore
 from management_frontend.storage.store import Store
 from model_container.credentials import sha256_hex
@@ -57,6 +60,7 @@ VersionQuery = Annotated[
     BeforeValidator(rules.optional(rules.version)),
     WithJsonSchema(VERSION_SCHEMA),
 ]
+StageQuery = Annotated[StageText, Query()]
 UserQuery = Annotated[
     str | None,
     Query(),
@@ -103,6 +107,13 @@ def get_policies(request: Request) -> PolicyStore:
 PoliciesDep = Annotated[PolicyStore, Depends(get_policies)]
 
 
+def get_pipelines(request: Request) -> PipelineStore:
+    return PipelineStore(get_store(request))
+
+
+PipelinesDep = Annotated[PipelineStore, Depends(get_pipelines)]
+
+
 def get_max_replicas(request: Request) -> int:
     """The bound on num_replicas this frontend was started with (``--max-replicas``)."""
     return int(request.app.state.config.max_replicas)
@@ -113,8 +124,22 @@ MaxReplicasDep = Annotated[int, Depends(get_max_replicas)]
 router = APIRouter()
 
 
-def _app_json(app: App, links: list[str], api_keys: int) -> dict[str, Any]:
-    return {**app.to_json(), "linked_models": links, "api_keys": api_keys}
+def _app_json(app: App, links: list[str]) -> dict[str, Any]:
+    """An app as answers show it, with its whole pipeline (stage 1's arms: ``links``)."""
+    return {**app.to_json(), "pipeline": pipeline_json(app, links)}
+
+
+def _app_details(app: App, links: list[str], api_keys: int) -> dict[str, Any]:
+    return {**_app_json(app, links), "linked_models": links, "api_keys": api_keys}
+
+
+async def _details_of(store: Store, app: App, links: list[str]) -> dict[str, Any]:
+    return _app_details(app, links, (await store.api_key_counts([app.name]))[app.name])
+
+
+def _stages_shown(app: App, links: list[str]) -> str:
+    """A pipeline for the log: ``feat -> clf+clf:2``."""
+    return " -> ".join("+".join(s["arms"]) or "-" for s in pipeline_json(app, links))
 
 
 def _no_content() -> Response:
@@ -134,7 +159,7 @@ async def healthz(store: StoreDep) -> dict[str, str]:
 async def list_apps(store: StoreDep) -> list[dict[str, Any]]:
     apps = await store.list_apps()
     counts = await store.api_key_counts([app.name for app, _ in apps])
-    return [_app_json(app, links, counts[app.name]) for app, links in apps]
+    return [_app_details(app, links, counts[app.name]) for app, links in apps]
 
 
 @router.post("/admin/apps", status_code=201)
@@ -148,13 +173,13 @@ async def add_app(body: AddApp, store: StoreDep) -> dict[str, Any]:
         app.policy,
         "on" if app.cache_enabled else "off",
     )
-    return app.to_json()
+    return _app_json(app, [])
 
 
 @router.get("/admin/apps/{app}")
 async def get_app(app: AppPath, store: StoreDep) -> dict[str, Any]:
     record, links = await store.get_app(app)
-    return _app_json(record, links, (await store.api_key_counts([app]))[app])
+    return await _details_of(store, record, links)
 
 
 @router.delete("/admin/apps/{app}", status_code=204)
@@ -185,41 +210,65 @@ async def revoke_api_key(
 
 @router.put("/admin/apps/{app}/cache")
 async def set_app_cache(app: AppPath, body: SetAppCache, store: StoreDep) -> dict[str, Any]:
-    record = await store.set_app_cache(app, body.cache_enabled)
+    await store.set_app_cache(app, body.cache_enabled)
+    record, links = await store.get_app(app)
     logger.info("app %s prediction cache %s", app, "on" if record.cache_enabled else "off")
-    return record.to_json()
+    return _app_json(record, links)
 
 
 @router.put("/admin/apps/{app}/policy")
 async def set_policy(app: AppPath, body: SetPolicy, policies: PoliciesDep) -> dict[str, Any]:
-    record = await policies.set_policy(app, body.policy, body.params, reset_state=body.reset_state)
+    record, links = await policies.set_policy(
+        app, body.policy, body.params, stage=body.stage, reset_state=body.reset_state
+    )
     logger.info(
-        "app %s selection policy %s %s%s",
+        "app %s stage %d selection policy %s %s%s",
         app,
-        record.policy,
-        record.policy_params,
+        body.stage,
+        body.policy,
+        pipeline_json(record, links)[body.stage - 1]["policy_params"],
         " (learned state reset)" if body.reset_state else "",
     )
-    return record.to_json()
+    return _app_json(record, links)
 
 
 @router.get("/admin/apps/{app}/policy/state")
 async def get_policy_state(
-    app: AppPath, policies: PoliciesDep, uid: UserQuery = None
+    app: AppPath, policies: PoliciesDep, uid: UserQuery = None, stage: StageQuery = 1
 ) -> dict[str, Any]:
-    return await policies.get_policy_state(app, uid)
+    return await policies.get_policy_state(app, uid, stage=stage)
 
 
 @router.delete("/admin/apps/{app}/policy/state", status_code=204)
 async def reset_policy_state(
-    app: AppPath, policies: PoliciesDep, uid: UserQuery = None
+    app: AppPath, policies: PoliciesDep, uid: UserQuery = None, stage: StageQuery = 1
 ) -> Response:
-    await policies.reset_policy_state(app, uid)
+    await policies.reset_policy_state(app, uid, stage=stage)
     if uid is None:
-        logger.info("app %s learned policy state reset", app)
+        logger.info("app %s stage %d learned policy state reset", app, stage)
     else:
-        logger.info("app %s learned policy state of user %r reset", app, uid)
+        logger.info("app %s stage %d learned policy state of user %r reset", app, stage, uid)
     return _no_content()
+
+
+@router.get("/admin/apps/{app}/pipeline")
+async def get_pipeline(app: AppPath, store: StoreDep) -> dict[str, Any]:
+    record, links = await store.get_app(app)
+    return {"app": app, "stages": pipeline_json(record, links)}
+
+
+@router.put("/admin/apps/{app}/pipeline")
+async def set_pipeline(
+    app: AppPath, body: SetPipeline, pipelines: PipelinesDep, store: StoreDep
+) -> dict[str, Any]:
+    record, links = await pipelines.set_pipeline(app, body.stages, reset_state=body.reset_state)
+    logger.info(
+        "app %s pipeline %s%s",
+        app,
+        _stages_shown(record, links),
+        " (learned state reset)" if body.reset_state else "",
+    )
+    return await _details_of(store, record, links)
 
 
 @router.get("/admin/apps/{app}/links")
@@ -258,10 +307,11 @@ async def add_model_version(
     rules.num_replicas(body.num_replicas, max_replicas)
     mv = await store.add_model_version(body.to_record(), set_current=body.set_current)
     logger.info(
-        "model %s version %s added (input %s, current: %s)",
+        "model %s version %s added (input %s, output %s, current: %s)",
         mv.name,
         mv.version,
         mv.input_type,
+        mv.output_type or "undeclared",
         body.set_current,
     )
     return mv.to_json()

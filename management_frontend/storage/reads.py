@@ -13,6 +13,7 @@ warning naming it, instead of turning every listing into a 500.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any, cast
@@ -27,6 +28,7 @@ from management_frontend.state.records import (
     App,
     Model,
     ModelVersion,
+    Stage,
     models_with_versions,
     schema_version_of,
     text,
@@ -45,7 +47,7 @@ def readable_app(keys: Keys, h: dict[str, str]) -> App | None:
     try:
         app = App.from_hash(h)
         rules.default_output(app.default_output)
-    except (KeyError, ValueError, TypeError, RecursionError, InvalidValue) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError, InvalidValue) as exc:
         name = h.get("name", "?")
         reason = exc.message if isinstance(exc, InvalidValue) else f"{type(exc).__name__}"
         logger.warning(
@@ -88,6 +90,18 @@ async def read_app(r: Reader, keys: Keys, name: str) -> App | None:
 async def read_links(r: Reader, keys: Keys, app: str) -> list[str]:
     """The app's arms, sorted (empty for an unknown app)."""
     return await read_members(r, keys.links(app))
+
+
+async def read_later_arms(r: Reader, keys: Keys, app: str) -> list[str]:
+    """The arms of the app's stages after the first (its pipeline's ``stages`` field);
+    none for an unknown app, a one-stage app, or a field that cannot be read."""
+    raw = await r.hget(keys.app(app), "stages")
+    try:
+        stages = [Stage.from_json(d) for d in json.loads(text(raw))] if raw else []
+    except (ValueError, TypeError, AttributeError):
+        logger.warning("app record %s has unreadable stages, read as none", keys.app(app))
+        return []
+    return sorted({arm for stage in stages for arm in stage.arms})
 
 
 async def read_model(r: Reader, keys: Keys, name: str) -> Model | None:

@@ -37,9 +37,11 @@ from management_frontend.state.records import (
     read_replica_record,
 )
 from management_frontend.storage.cleanup import StaleStateCleaner
+from management_frontend.storage.feeds import check_new_current, check_new_first_arm
 from management_frontend.storage.reads import (
     read_app,
     read_apps,
+    read_later_arms,
     read_links,
     read_members,
     read_model,
@@ -98,6 +100,10 @@ def listed(names: Sequence[str]) -> str:
 def _armas_fields(model: str, version: str | None) -> dict[str, str]:
     """A link's feed-entry fields: "model", and "version" for a pinned link."""
     return {"model": model} if version is None else {"model": model, "version": version}
+
+
+# How to take a model out of a pipeline's later stages (they have no links to delete).
+_SET_PIPELINE_HINT = "set the app's pipeline without it, PUT /admin/apps/{app}/pipeline"
 
 
 def _describe_arm(model: str, version: str | None) -> str:
@@ -348,7 +354,8 @@ class Store:
         self, app_name: str, model_name: str, version: str | None = None
     ) -> list[str]:
         """Link an arm: the model (it follows the current version), or with ``version``
-        that version, pinned. The app's links are returned."""
+        that version, pinned; links are a pipeline's first stage. The app's links are
+        returned."""
         keys = self._keys
         arm = arm_name(model_name, version)
 
@@ -376,6 +383,8 @@ class Store:
                     f"linked to it: unlink {links[0]!r} first, or give the app a policy that "
                     f"uses several models (split, exp3 or exp4: PUT /admin/apps/{app_name}/policy)"
                 )
+            if app.stages:
+                await check_new_first_arm(pipe, keys, app, [*links, arm], model, version)
             begin(pipe)
             pipe.sadd(keys.links(app_name), arm)
             where = _armas_fields(model_name, version)
@@ -406,6 +415,12 @@ class Store:
                     if pinned and version is None
                     else ""
                 )
+                if arm in await read_later_arms(pipe, keys, app_name):
+                    hint = (
+                        ": it is an arm of a later stage of the app's pipeline, which links do "
+                        f"not hold; set the pipeline without it (PUT /admin/apps/{app_name}/"
+                        "pipeline)"
+                    )
                 raise NotFound(
                     f"{_describe_arm(model_name, version)} is not linked to app {app_name!r} "
                     f"(its links: {listed(links)}){hint}"
@@ -418,25 +433,29 @@ class Store:
         await self.transact([keys.app(app_name), keys.links(app_name)], step)
 
     async def _links_to(self, pipe: Pipeline, model: str) -> dict[str, list[str]]:
-        """App -> its links to ``model`` (plain or pinned), for the apps that have any;
-        every app's link set is watched from here on."""
-        apps = await read_members(pipe, self._keys.apps)
+        """App -> its arms of ``model`` (plain or pinned) in any stage of its pipeline,
+        for the apps that have any; every app's record and link set is watched from here
+        on."""
+        keys = self._keys
+        apps = await read_members(pipe, keys.apps)
         if not apps:
             return {}
-        link_keys = [self._keys.links(a) for a in apps]
-        await pipe.watch(*link_keys)
+        await pipe.watch(*[k for a in apps for k in (keys.app(a), keys.links(a))])
         found: dict[str, list[str]] = {}
         for app in apps:
-            arms = [a for a in await read_links(pipe, self._keys, app) if parse_arm(a)[0] == model]
-            if arms:
-                found[app] = arms
+            arms = set(await read_links(pipe, keys, app)) | set(
+                await read_later_arms(pipe, keys, app)
+            )
+            mine = sorted(a for a in arms if parse_arm(a)[0] == model)
+            if mine:
+                found[app] = mine
         return found
 
     # ------------------------------------------------------------------ learned policy state
 
     def clean_up(self, app_name: str) -> None:
-        """Delete an app's learned state of other epochs than its current one (none, if
-        the app is gone), in the background (``cleanup.py``)."""
+        """Delete an app's learned state of other epochs than those its stages use now
+        (every epoch, if the app is gone), in the background (``cleanup.py``)."""
 
         async def run() -> None:
             try:
@@ -477,6 +496,8 @@ class Store:
                     f"model {name!r} already has version {ver!r}: versions are immutable, "
                     "deploy this one under a new version"
                 )
+            if model is not None and set_current:
+                await check_new_current(pipe, keys, mv)
             stored = replace(mv, registered_at=self._clock())
             begin(pipe)
             header = {"name": name, "input_type": mv.input_type.value}
@@ -505,6 +526,9 @@ class Store:
                 raise _version_missing(model, version)
             if model.current_version == version:
                 return model
+            mv = await read_version(pipe, keys, name, version)
+            if mv is not None:
+                await check_new_current(pipe, keys, mv)
             begin(pipe)
             pipe.hset(keys.model(name), "current_version", version)
             publish(pipe, keys, ChangeKind.MODEL, ChangeOp.SET_CURRENT, model=name, version=version)
@@ -551,7 +575,8 @@ class Store:
                     for app, arms in linked.items()
                 )
                 raise Conflict(
-                    f"model {name!r} is linked to app(s) {apps}: unlink it from every app first"
+                    f"model {name!r} is linked to app(s) {apps}: unlink it from every app "
+                    f"first (from a later stage of a pipeline: {_SET_PIPELINE_HINT})"
                 )
             begin(pipe)
             self._queue_model_delete(pipe, model)
@@ -575,7 +600,8 @@ class Store:
                 raise Conflict(
                     f"version {version!r} of model {name!r} is pinned by app(s) "
                     f"{listed(pinning)}: unlink it first (DELETE "
-                    f"/admin/apps/{pinning[0]}/links/{name}?version={version})"
+                    f"/admin/apps/{pinning[0]}/links/{name}?version={version}; from a later "
+                    f"stage of a pipeline: {_SET_PIPELINE_HINT})"
                 )
             # Apps whose plain link follows the current version.
             linked = [app for app, arms in links.items() if name in arms]

@@ -19,7 +19,7 @@ import orjson
 from management_frontend.state.errors import InvalidValue
 from management_frontend.state.keys import TELEMETRY_FIELD, TELEMETRY_TICK_S
 from management_frontend.state.policy import PolicyParams
-from management_frontend.state.records import App
+from management_frontend.state.records import App, pipeline_json
 from management_frontend.storage.store import Store
 from management_frontend.telemetry import aggregate, ticks
 
@@ -89,6 +89,7 @@ class Telemetry:
                     "slo_micros": app.slo_micros,
                     "policy": app.policy,
                     "linked_models": links,
+                    "pipeline": pipeline_json(app, links),
                     **aggregate.app_figures(merged, app.name),
                 }
             )
@@ -127,6 +128,7 @@ class Telemetry:
             "policy": app.policy,
             "policy_params": _params(app),
             "linked_models": links,
+            "pipeline": pipeline_json(app, links),
             "interval_s": window.interval_s,
             "window_s": window_s,
             "weights": aggregate.weight_series(stored, window, app.name),

@@ -61,10 +61,15 @@ async def status(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type=JSON)
 
 
+def _arms_json(route: table.Route) -> dict[str, str | None]:
+    """Each arm and the version it routes to now (None: it cannot be served)."""
+    return {a.name: arm_name(*a.key) if a.key else None for a in route.arms}
+
+
 def _route_json(route: table.Route) -> dict[str, object]:
-    arms = {a.name: arm_name(*a.key) if a.key else None for a in route.arms}
+    arms = _arms_json(route)
     first = route.arms[0].key if route.arms else None
-    return {
+    shown: dict[str, object] = {
         "policy": route.policy,
         "arms": arms,
         # The first arm's version: what a single-model app routes to.
@@ -76,6 +81,21 @@ def _route_json(route: table.Route) -> dict[str, object]:
         # Whether predict and update need an API key (how many: the management API says).
         "api_keys": bool(route.key_hashes),
     }
+    if route.stages:  # a pipeline: each stage as it is served now (stage 1 is above too)
+        shown["stages"] = [
+            {
+                "policy": stage.policy,
+                "policy_epoch": stage.app.policy_epoch,
+                "arms": _arms_json(stage),
+                "input_type": str(stage.app.input_type),
+                "reason": stage.no_model_reason or None,
+            }
+            for stage in route.stages
+        ]
+        shown["models"] = sorted(
+            {m for stage in route.stages for m in _arms_json(stage).values() if m}
+        )
+    return shown
 
 
 async def openapi(request: Request) -> Response:

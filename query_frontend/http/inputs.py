@@ -153,6 +153,19 @@ def convert(value: Any, input_type: InputType, where: str) -> Item:
     return orjson.dumps(value)
 
 
+def from_output(output: bytes, input_type: InputType) -> Item:
+    """A model's output (its JSON text) as an input of ``input_type``: what a client's
+    ``"input"`` of that value would be (a pipeline's stage feeding the next).
+    ``InputError`` says why it cannot be."""
+    if input_type is InputType.JSON:
+        return output  # already the JSON text a json input travels as
+    try:
+        value = orjson.loads(output)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"it is not JSON ({exc})") from None
+    return convert(value, input_type, "the output")
+
+
 def _integral_beyond_int64(arr: np.ndarray[Any, Any]) -> bool:
     # Integers past 64 bits arrive as Python ints (object arrays) or, from orjson, as floats.
     if arr.dtype.kind == "O":

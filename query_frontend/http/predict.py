@@ -19,6 +19,7 @@ import orjson
 from model_container.protocol import InputType
 from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.batching.quarantine import QuarantinedError
+from query_frontend.composition import StageOutputError, StageStats
 from query_frontend.http.asgi import (
     BodyTooLargeError,
     ClientGoneError,
@@ -243,6 +244,10 @@ async def _predict(
             if trace.span is not None:
                 trace.answered_at = state.loop.time()
             return dialect.one_model(ids, out, route, shape)
+        if route.stages:
+            return await _pipeline(
+                state, route, items, ids, deadline, uid, out, dialect, shape, trace
+            )
         if route.no_model_reason:
             out.extend([Expired(route.no_model_reason)] * len(items))
             return dialect.one_model(ids, out, route, shape)
@@ -260,3 +265,44 @@ async def _predict(
     out.extend(a.outcome for a in answered)
     state.metrics.answered_by(app.name, answered)
     return dialect.answers(ids, answered, route, shape)
+
+
+async def _pipeline(
+    state: FrontendState,
+    route: Route,
+    items: list[Item],
+    ids: list[int],
+    deadline: float,
+    uid: str | None,
+    out: list[Outcome],
+    dialect: Dialect,
+    shape: Any,
+    trace: RequestTrace,
+) -> Reply:
+    """Answer the inputs of a pipeline app (``composition``), stage after stage."""
+    app = route.app
+    stats: list[StageStats] = []
+    try:
+        answered = await state.pipeline.run(route.stages, items, ids, deadline, uid, trace, stats)
+    except StageOutputError as exc:
+        _count_stages(state, route, stats, exc.stage)
+        return error(502, "pipeline_output_rejected", f"app '{app.name}': {exc}")
+    if trace.span is not None:
+        trace.answered_at = state.loop.time()
+    _count_stages(state, route, stats, None)
+    trace.outcomes = None
+    trace.answers = answered
+    out.extend(a.outcome for a in answered)
+    state.metrics.answered_by(app.name, answered)
+    return dialect.answers(ids, answered, route, shape)
+
+
+def _count_stages(
+    state: FrontendState, route: Route, stats: list[StageStats], refused: Route | None
+) -> None:
+    """The per-stage metrics of one request; ``refused``: the stage whose output the next
+    stage could not take (an error of that stage)."""
+    record = state.metrics.stage
+    for number, (stage, done) in enumerate(zip(route.stages, stats, strict=False), 1):
+        errors = done.errors + (1 if stage is refused else 0)
+        record(route.app.name, number, done.seconds, done.defaults, errors)

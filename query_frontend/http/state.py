@@ -16,8 +16,10 @@ from model_container.bearer import AdminTokenCheck
 from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.batching.evaluate import Evaluator
 from query_frontend.caching.cache import PredictionCache
+from query_frontend.composition import Pipeline
 from query_frontend.config import Config
 from query_frontend.http.budget import BodyBudget, app_share
+from query_frontend.http.inputs import from_output
 from query_frontend.http.offload import BodyParser
 from query_frontend.metrics import Metrics
 from query_frontend.observability.access_log import AccessLog
@@ -43,6 +45,8 @@ class FrontendState:
     processes: ProcessStates | None = None
     # The cache and the dispatcher as one model version's evaluation reaches them.
     evaluator: Evaluator = field(init=False)
+    # What runs the stages of a pipeline app (``composition``).
+    pipeline: Pipeline = field(init=False)
     # The bytes of request bodies held now, and who parses them (off the loop if large).
     bodies: BodyBudget = field(init=False)
     parser: BodyParser = field(init=False)
@@ -60,6 +64,7 @@ class FrontendState:
 
     def __post_init__(self) -> None:
         self.evaluator = Evaluator(self.cache, self.dispatcher)
+        self.pipeline = Pipeline(self.evaluator, self.rng, self.policies, from_output)
         config = self.config
         limit = config.max_body_bytes_in_flight
         self.bodies = BodyBudget(limit, app_share(limit, config.max_body_bytes))

@@ -26,6 +26,8 @@ from redis.exceptions import RedisError
 from management_frontend.state.policy import DUPLICATE, EXP4, LEARNING, STALE
 from model_container.protocol import InputType
 from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
+from query_frontend.composition import StageOutputError
+from query_frontend.composition.feedback import StageUnansweredError, Step, walk
 from query_frontend.http.asgi import (
     BodyTooLargeError,
     ClientGoneError,
@@ -137,6 +139,8 @@ async def _update(
         return error(400, "invalid_input", f"app '{app.name}' ({app.input_type}): {exc}")
     if route.model_key is None and route.no_model_reason:
         return error(409, "no_model", f"app '{app.name}' cannot learn: {route.no_model_reason}")
+    if route.stages:
+        return await _update_pipeline(state, route, item, label, uid, feedback_id, trace)
 
     loop = state.loop
     arrival = loop.time()
@@ -217,3 +221,115 @@ async def _update(
     if status == DUPLICATE:
         answer["duplicate"] = True  # counted before: not counted again
     return Reply(200, orjson.dumps(answer))
+
+
+async def _update_pipeline(
+    state: FrontendState,
+    route: Route,
+    item: Item,
+    label: Any,
+    uid: str | None,
+    feedback_id: str | None,
+    trace: RequestTrace,
+) -> Reply:
+    """Feedback on a pipeline app: every stage records its arms' losses, judged by the
+    pipeline's answer; exp3 and exp4 stages learn (``composition.feedback``)."""
+    app = route.app
+    loop = state.loop
+    deadline = deadline_for(state, app, loop.time())
+    qid = next(state.query_ids)
+    for stage in route.stages:  # if not copied yet, read from Redis meanwhile
+        state.policies.app_state(app.name, stage.app.policy_epoch)
+    try:
+        steps = await walk(state.pipeline, route.stages, item, qid, deadline, uid, trace)
+    except (OverloadedError, TooManyInputsError) as exc:
+        return refused(exc)
+    except StageOutputError as exc:
+        return error(502, "pipeline_output_rejected", f"app '{app.name}': {exc}")
+    except StageUnansweredError as exc:
+        if exc.failed:
+            return error(500, "model_error", f"query {qid}: {exc}: nothing was learned")
+        return error(
+            503,
+            "no_answer",
+            f"the pipeline did not answer the input in time ({exc}): nothing was learned, "
+            "send the feedback again",
+            {"Retry-After": "1"},
+        )
+    if trace.span is not None:
+        trace.answered_at = loop.time()
+    trace.models = [arm_label(arm) for step in steps for arm, _ in step.said]
+    lessons = []
+    for step in steps:
+        stage = step.stage
+        app_state = state.policies.app_state(app.name, stage.app.policy_epoch)
+        names = [a.arm for a in step.judged]
+        try:
+            lesson = learn(
+                stage.params,
+                step.judged,
+                label,
+                probability=step.probability,
+                weights=[step.weights[a.arm] for a in step.judged] if step.weights else [],
+                scale=app_state.loss_totals(),
+                starts=dict(zip(names, app_state.log_weights(names), strict=True)),
+            )
+        except LabelError as exc:
+            return error(400, "invalid_label", f"app '{app.name}', {stage.name}: {exc}")
+        lessons.append(lesson)
+    statuses = []
+    for step, lesson in zip(steps, lessons, strict=True):
+        learner = uid if step.stage.policy in LEARNING else None
+        epoch = step.stage.app.policy_epoch
+        try:
+            statuses.append(
+                await state.policies.record(app.name, epoch, learner, lesson.arms, feedback_id)
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            retry = "send it again with the same feedback_id" if feedback_id else "send it again"
+            return error(
+                503,
+                "unavailable",
+                f"Redis did not confirm storing the feedback of {step.stage.name} "
+                f"({exc or type(exc).__name__}); {retry}",
+                {"Retry-After": "1"},
+            )
+    if STALE in statuses:
+        return error(
+            409,
+            "policy_changed",
+            f"the pipeline of app '{app.name}' was changed or reset while this feedback was "
+            "in flight: what was not yet stored was not learned; send it again (with the "
+            "same feedback_id) if it still applies",
+        )
+    return Reply(200, orjson.dumps(_pipeline_answer(qid, steps, lessons, statuses)))
+
+
+def _pipeline_answer(
+    qid: int, steps: list[Step], lessons: list[Any], statuses: list[int]
+) -> dict[str, object]:
+    losses: dict[str, float] = {}
+    per_stage = []
+    silent = []
+    for number, (step, lesson) in enumerate(zip(steps, lessons, strict=True), 1):
+        losses.update(lesson.losses)
+        silent.extend(step.silent)
+        per_stage.append(
+            {
+                "stage": number,
+                "policy": step.stage.policy,
+                "models": [arm_label(arm) for arm, _ in step.said],
+                "losses": lesson.losses,
+            }
+        )
+    answer: dict[str, object] = {
+        "query_id": qid,
+        "models": [arm_label(arm) for step in steps for arm, _ in step.said],
+        "losses": losses,
+        "stages": per_stage,
+    }
+    if silent:
+        answer["missing"] = silent
+    if all(status == DUPLICATE for status in statuses):
+        answer["duplicate"] = True
+    return answer

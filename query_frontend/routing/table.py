@@ -21,8 +21,9 @@ from redis.exceptions import RedisError
 from management_frontend.state.errors import InvalidValue
 from management_frontend.state.feed import Change
 from management_frontend.state.keys import Keys, arm_name, parse_arm
+from management_frontend.state.pipelines import stage_name
 from management_frontend.state.policy import SINGLE, PolicyParams
-from management_frontend.state.records import App, Snapshot
+from management_frontend.state.records import App, Snapshot, Stage, pipeline_of
 from query_frontend.cancellation import stop_if_cancelled
 from query_frontend.queries import ModelKey
 from query_frontend.routing.feed import follow_changes, latest_change_id, read_snapshot
@@ -52,6 +53,11 @@ class Route:
     models_json: bytes = b"[]"
     # Hex sha256 of each of the app's API keys; empty: the app is open to anyone.
     key_hashes: frozenset[str] = frozenset()
+    # A pipeline's stages (two or more), each routed as an app of its own would be: its
+    # ``app`` is this app with the stage's input type and policy (``stage_route``), its
+    # ``name`` how messages name it. Empty for an app of one stage.
+    stages: tuple[Route, ...] = ()
+    name: str = ""
 
     @property
     def policy(self) -> str:
@@ -80,7 +86,14 @@ def _params(app: App) -> PolicyParams:
 
 
 def build_route(snap: Snapshot, app: App) -> Route:
-    arms = tuple(resolve_arm(snap, a) for a in snap.links.get(app.name, []))
+    if app.stages:
+        return pipeline_route(snap, app)
+    return _arms_route(snap, app, snap.links.get(app.name, []))
+
+
+def _arms_route(snap: Snapshot, app: App, links: list[str]) -> Route:
+    """The route of one set of arms under ``app``'s policy (an app, or a stage of one)."""
+    arms = tuple(resolve_arm(snap, a) for a in links)
     params = _params(app)
     if not arms:
         return Route(app, None, f"no model is linked to app '{app.name}'", arms, params)
@@ -93,6 +106,47 @@ def build_route(snap: Snapshot, app: App) -> Route:
             return Route(app, None, first.reason, arms, params)
         return Route(app, first.key, "", arms, params, orjson.dumps([first.label]))
     return Route(app, None, "", arms, params)
+
+
+def _stage_input(snap: Snapshot, stage: Stage, default: App) -> App:
+    """The input type a stage's models take: its first registered arm's (the management
+    frontend refuses a stage whose arms disagree), else the app's."""
+    for arm in stage.arms:
+        model = snap.models.get(parse_arm(arm)[0])
+        if model is not None:
+            return dataclasses.replace(default, input_type=model.input_type)
+    return default
+
+
+def stage_route(snap: Snapshot, app: App, index: int, stage: Stage) -> Route:
+    """Stage ``index`` (0-based) of ``app``'s pipeline, routed as an app of its own: the
+    app with the stage's policy and input type, so selection, learned state (under the
+    stage's epoch), batching and the cache work per stage as they do per app."""
+    as_app = dataclasses.replace(
+        app,
+        policy=stage.policy,
+        policy_params=stage.policy_params,
+        policy_epoch=stage.policy_epoch,
+        stages=(),
+    )
+    if index > 0:
+        as_app = _stage_input(snap, stage, as_app)
+    route = _arms_route(snap, as_app, stage.arms)
+    name = stage_name(index, stage.arms)
+    if not route.arms:
+        route = dataclasses.replace(route, no_model_reason=f"no model is in {name}")
+    return dataclasses.replace(route, name=name)
+
+
+def pipeline_route(snap: Snapshot, app: App) -> Route:
+    """An app of several stages: ``stages`` holds each stage's route; the app's own
+    fields are its first stage's, for what reads them (its SLO, keys, the status)."""
+    links = snap.links.get(app.name, [])
+    stages = tuple(
+        stage_route(snap, app, i, stage) for i, stage in enumerate(pipeline_of(app, links))
+    )
+    first = stages[0]
+    return Route(app, None, "", first.arms, first.params, stages=stages)
 
 
 class PinError(ValueError):
@@ -118,6 +172,12 @@ def pin(snap: Snapshot, route: Route, version: str) -> Route:
     {version}/...``. Every arm must be of one model (several versions of it are fine);
     ``PinError`` says why not, or which versions the model has."""
     app = route.app.name
+    if route.stages:
+        raise PinError(
+            f"app '{app}' is a pipeline of {len(route.stages)} stages: a version pin names "
+            'one model; send the request without "version" (set the version a stage '
+            'uses with a pinned arm, "model:version", in the pipeline)'
+        )
     model = app_model(snap, app)
     if model is None:
         linked = sorted({parse_arm(arm)[0] for arm in snap.links.get(app, [])})
@@ -166,9 +226,10 @@ def tightest_slos(routes: Iterable[Route]) -> dict[ModelKey, float]:
     slos: dict[ModelKey, float] = {}
     for route in routes:
         slo = route.app.slo_micros / 1e6
-        for arm in route.arms:
-            if arm.key is not None:
-                slos[arm.key] = min(slo, slos.get(arm.key, slo))
+        for part in route.stages or (route,):
+            for arm in part.arms:
+                if arm.key is not None:
+                    slos[arm.key] = min(slo, slos.get(arm.key, slo))
     return slos
 
 

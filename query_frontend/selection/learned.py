@@ -77,12 +77,21 @@ class PolicyStates:
     def app_state(self, app: str, epoch: str) -> PolicyState:
         state = self.apps.get((app, epoch))
         if state is None:
-            # A new epoch (a reset, a new policy): older copies of the app are done with.
-            for old in [k for k in self.apps if k[0] == app]:
-                del self.apps[old]
+            # A new epoch (a reset, a new policy, a stage of a pipeline): the copies no
+            # route uses any more are dropped by ``retain``.
             state = self.apps[(app, epoch)] = PolicyState()
             self._spawn(self._load_app(app, epoch))
         return state
+
+    def retain(self, in_use: Iterable[tuple[str, str]]) -> None:
+        """Forget the copies (and users' parts) of every (app, epoch) not ``in_use``: an
+        app's old epochs once the routes no longer name them. A pipeline app has one
+        epoch per stage, all in use at once."""
+        keep = set(in_use)
+        for key in [k for k in self.apps if k not in keep]:
+            del self.apps[key]
+        for user in [k for k in self._users if k[:2] not in keep]:
+            del self._users[user]
 
     async def record(
         self,

@@ -23,12 +23,25 @@ from management_frontend.state.policy import (
 )
 from management_frontend.state.records import text_hash
 
-# One feedback message, all or nothing, and only into the epoch it was learned in.
+# One feedback message, all or nothing, and only into the epoch it was learned in: the
+# app's own (its first stage's) or one of its later stages' (the JSON field "stages").
 # KEYS: app record, app state, user part ("" for none), seen-id key ("" for none)
 # ARGV: epoch, uid flag ("1"/"0"), id TTL, user TTL, then per arm: name, start, dw, loss
 _RECORD_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if (redis.call('HGET', KEYS[1], 'policy_epoch') or '') ~= ARGV[1] then return 0 end
+if (redis.call('HGET', KEYS[1], 'policy_epoch') or '') ~= ARGV[1] then
+  local live = false
+  local stages = redis.call('HGET', KEYS[1], 'stages')
+  if stages then
+    local ok, list = pcall(cjson.decode, stages)
+    if ok and type(list) == 'table' then
+      for _, stage in ipairs(list) do
+        if type(stage) == 'table' and stage['policy_epoch'] == ARGV[1] then live = true end
+      end
+    end
+  end
+  if not live then return 0 end
+end
 if KEYS[4] ~= '' then
   if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[3]) then return 2 end
 end
@@ -81,7 +94,8 @@ class LearnedStateStore:
         feedback_id: str | None = None,
     ) -> int:
         """Add one feedback message to the app's state and, with ``uid``, to the user's
-        part: ``RECORDED``; nothing if the app's ``policy_epoch`` is no longer ``epoch``
+        part: ``RECORDED``; nothing if neither the app's ``policy_epoch`` nor that of one
+        of its later stages is ``epoch`` any more
         (``STALE``: a reset or a policy change raced with it), or if ``feedback_id`` was
         counted in the last day (``DUPLICATE``)."""
         for arm, fb in feedback.items():

@@ -40,6 +40,7 @@ PUBLIC_API = [
     "RequestTimeoutError",
     "SchoonerError",
     "ServiceUnavailableError",
+    "Stage",
     "TLSVerificationError",
     "UpdateResult",
 ]

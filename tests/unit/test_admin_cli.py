@@ -492,6 +492,7 @@ def test_deploy_onnx_hands_the_file_to_the_onnx_deployer(
     monkeypatch.setattr(_deploy, "deploy_onnx_model", lambda *a, **kw: calls.append((a, kw)))
     argv = ["deploy", "iris", "2", "--input-type", "floats", "--onnx", str(tmp_path / "m.onnx")]
     argv += ["--output-name", "probabilities", "--batch-size", "8", "--replicas", "3"]
+    argv += ["--output-type", "doubles"]
     assert main(argv) == 0
     ((args, kwargs),) = calls
     assert args == (fake_connection, "iris", "2", "floats", tmp_path / "m.onnx")
@@ -500,6 +501,7 @@ def test_deploy_onnx_hands_the_file_to_the_onnx_deployer(
         "num_replicas": 3,
         "batch_size": 8,
         "pkgs_to_install": None,
+        "output_type": "doubles",
     }
 
 

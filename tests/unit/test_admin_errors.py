@@ -56,6 +56,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     # usage message and exit status 2: it never reaches a caller of admin.
     ("admin.cli._parser", "argparse.ArgumentTypeError"): "argparse's protocol for a bad value",
     ("admin.cli._deploy", "argparse.ArgumentTypeError"): "argparse's protocol for a bad value",
+    ("admin.cli._pipeline", "argparse.ArgumentTypeError"): "argparse's protocol for a bad value",
     # Raised inside orjson's default= hook, which is orjson's protocol for "cannot encode
     # this": orjson raises JSONEncodeError, which _query_wire.dumps translates.
     ("admin._query_wire", "TypeError"): "orjson's own protocol for a value it cannot encode",

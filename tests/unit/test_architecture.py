@@ -49,6 +49,7 @@ LAYERS: dict[str, dict[str, set[str]]] = {
         "rpc": {"batching", "caching", "queries", "cancellation"},
         "routing": {"queries", "cancellation"},
         "selection": {"routing", "batching", "caching", "queries", "cancellation"},
+        "composition": {"selection", "routing", "batching", "queries"},
         "metrics": {"selection", "batching", "caching", "queries"},
         "supervision": {"cancellation"},
         "telemetry": {
@@ -57,7 +58,7 @@ LAYERS: dict[str, dict[str, set[str]]] = {
         },
         "http": {
             *("queries", "config", "cancellation", "caching", "batching", "rpc", "routing"),
-            *("selection", "metrics", "supervision", "observability"),
+            *("selection", "metrics", "supervision", "observability", "composition"),
         },
     },
     "management_frontend": {

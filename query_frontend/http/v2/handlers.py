@@ -154,6 +154,16 @@ def _ready(state: FrontendState, route: Route) -> Reply:
     """200 if some arm of ``route`` (a pinned route: its version) has a replica now."""
     name = route.app.name
     has = state.evaluator.has_replicas
+    if route.stages:  # a pipeline answers when every stage can
+        down = [
+            stage.name
+            for stage in route.stages
+            if not any(a.key is not None and has(a.key) for a in stage.arms)
+        ]
+        if not down:
+            return Reply(200, orjson.dumps({"name": name, "ready": True}))
+        why = f"no replica of a model of {', '.join(down)} is connected"
+        return v2_error(503, f"model (application) '{name}' is not ready: {why}")
     ready = [a for a in route.arms if a.key is not None and has(a.key)]
     if route.model_key is not None:  # one model answers: that one must be ready
         ready = [a for a in ready if a.key == route.model_key]
@@ -188,7 +198,7 @@ def _metadata(state: FrontendState, route: Route, version: str | None) -> dict[s
             "input_type": str(app.input_type),
             "slo_micros": app.slo_micros,
             "policy": route.policy,
-            "models": [a.label or a.name for a in route.arms],
+            "models": [a.label or a.name for part in route.stages or (route,) for a in part.arms],
         },
     }
     if version is not None:

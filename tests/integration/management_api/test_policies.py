@@ -122,6 +122,14 @@ async def test_set_policy_changes_the_policy_of_a_live_app(
         "policy": "exp4",
         "policy_params": app["policy_params"],
         "policy_epoch": after["policy_epoch"],
+        "pipeline": [
+            {
+                "arms": ["m1"],
+                "policy": "exp4",
+                "policy_params": app["policy_params"],
+                "policy_epoch": after["policy_epoch"],
+            }
+        ],
     }
     assert (await read_snapshot(async_redis, KEYS)).apps["app1"].policy == "exp4"
     # Now a second model may be linked.
