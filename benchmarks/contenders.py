@@ -20,6 +20,10 @@ on Ctrl-C) stops every process the group started.
 - ``schooner-tcp``: the sklearn app with its replicas on ZeroMQ over TCP + CURVE
   (``rpc_unix=False``; the ``schooner`` group runs the local default, the direct
   unix-socket transport): what the transport costs, and how Docker and Kubernetes run.
+- ``schooner-pipeline`` (issue 17): a featuriser (``strings`` -> doubles) and a
+  scikit-learn classifier as one app with a two-stage pipeline (``schooner-pipeline``)
+  and as two apps the client chains (``schooner-chained``), on one cluster, both driven
+  by ``benchmarks.pyload`` (wrk cannot chain two calls).
 - ``raw-asgi``: a bare ASGI app under uvicorn answering a constant: the HTTP ceiling.
 - ``starlette-sklearn``: Starlette with the model in-process, one predict per request.
 - ``minimal``: the floor (issue 14), ``baselines/minimal_pipeline.py``: uvicorn, a greedy
@@ -27,6 +31,9 @@ on Ctrl-C) stops every process the group started.
   blocking ROUTER, float64 rows as raw bytes; no cache, SLO, selection or metrics. The
   sklearn model (``minimal-sklearn``) and a no-op model (``minimal-noop``), each its own
   pair of processes.
+- ``minimal-pipeline``: the floor of ``schooner-pipeline``,
+  ``baselines/minimal_two_stage.py``: the minimal pipeline with two stages (a batcher
+  and a model process each: the featuriser, then the classifier), driven by pyload.
 - ``ray-serve``: Ray Serve with ``@serve.batch(64, 2 ms)``, in its own venv, if present,
   behind Serve's default proxy.
 - ``ray-serve-direct``: the same, in Ray's best configuration for one ingress
@@ -38,10 +45,12 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import os
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +88,14 @@ class Target:
     profile_pid: int | None = None  # the process py-spy should look at
     # Sent as "Authorization: Bearer" by wrk (through its environment, never its argv).
     api_key: str | None = None
+    # "wrk", or "pyload" (benchmarks.pyload: a Python client that can chain calls).
+    driver: str = "wrk"
+    # pyload only: the calls after ``url``, each posted the previous answer's output.
+    then: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.url, *self.then)
 
 
 @dataclass
@@ -293,6 +310,141 @@ def schooner(settings: Settings) -> Iterator[list[Target]]:
                 query_pid,
             ),
         ]
+
+
+TEXT_PROBE_BODY = b'{"input":"market price of the match"}'
+
+
+def _post_json(url: str, doc: Any) -> Any:
+    """POST ``doc`` as JSON to ``url``; the decoded answer (raises on a non-2xx)."""
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(doc).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _wait_answers(
+    urls: tuple[str, ...], texts: list[str], expected: list[Any], timeout: float
+) -> str | None:
+    """Until ``timeout``: send each text through the chain ``urls`` (each answer's output
+    the next call's input) until every chain answers ``expected`` and no default; None
+    then, else what was last wrong."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            got = []
+            for text in texts:
+                value: Any = text
+                for url in urls:
+                    answer = _post_json(url, {"input": value})
+                    if answer.get("default"):
+                        raise ValueError(f"{url} answered its default: {answer}")
+                    value = answer["output"]
+                got.append(value)
+            if got == expected:
+                return None
+            last = f"answered {got}, not {expected}"
+        except (OSError, ValueError, KeyError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.2)
+    return last
+
+
+def _set_pipeline(conn: Any, app: str, stages: list[str]) -> str | None:
+    """Make ``app`` the pipeline ``stages``; None, or why this checkout cannot."""
+    if not hasattr(conn, "set_app_pipeline"):
+        return "this checkout's Connection has no set_app_pipeline"
+    try:
+        conn.set_app_pipeline(app, stages)
+    except Exception as exc:  # an admin API without pipelines: 404, 405, ...
+        return f"set_app_pipeline failed: {type(exc).__name__}: {exc}"
+    return None
+
+
+@contextlib.contextmanager
+def schooner_pipeline(settings: Settings) -> Iterator[list[Target]]:
+    """Issue 17: a featuriser (``strings`` -> 64 doubles) then a scikit-learn classifier
+    (``doubles``), the same two models (one replica each) served two ways on one cluster:
+    ``schooner-pipeline``, one app whose pipeline is ``feat -> clf``; and
+    ``schooner-chained``, two apps (``feat``, ``clf``) that the client chains, posting
+    the first answer's output to the second. Both driven by ``benchmarks.pyload`` (one
+    call against two, from the same client). Before measuring, both must answer exactly
+    what calling the two functions in sequence gives. Without ``set_app_pipeline`` in
+    this checkout only the chained contender runs."""
+    from admin.deployers.python import deploy_python_closure
+    from benchmarks.baselines.text_model import corpus, make_featuriser, train_text_model
+
+    with _local_cluster("schooner-pipeline", settings) as (manager, conn):
+        conn.start()
+        featurise = make_featuriser()
+        clf = train_text_model()
+
+        def classify(xs: Any) -> list[Any]:
+            return list(clf.predict(xs).tolist())
+
+        typed = "output_type" in inspect.signature(deploy_python_closure).parameters
+        extra: dict[str, Any] = {"output_type": "doubles"} if typed else {}
+        deploy_python_closure(conn, "feat", "1", "strings", featurise, **extra)
+        deploy_python_closure(conn, "clf", "1", "doubles", classify)
+        slo = round(settings.slo_ms * 1000)
+        # The model path is what is measured: no cache (the load's texts repeat).
+        conn.register_application("feat", "strings", -1.0, slo, cache_enabled=False)
+        conn.link_model_to_app("feat", "feat")
+        conn.register_application("clf", "doubles", -1.0, slo, cache_enabled=False)
+        conn.link_model_to_app("clf", "clf")
+        base = f"http://{conn.get_query_addr()}"
+        chained = (f"{base}/feat/predict", f"{base}/clf/predict")
+        texts = [text for text, _ in corpus(8, seed=99)]
+        expected = list(clf.predict(featurise(texts)).tolist())
+        wrong = _wait_answers(chained, texts, expected, settings.start_timeout)
+        if wrong is not None:
+            raise RuntimeError(f"the chained apps feat -> clf {wrong}")
+
+        slo_note = f"SLO {settings.slo_ms:g} ms"
+        pids, query_pid = _processes(manager)
+        targets = []
+        conn.register_application("text", "strings", -1.0, slo, cache_enabled=False)
+        refused = _set_pipeline(conn, "text", ["feat", "clf"])
+        if refused is None:
+            pipeline = (f"{base}/text/predict",)
+            wrong = _wait_answers(pipeline, texts, expected, settings.start_timeout)
+            if wrong is not None:
+                raise RuntimeError(f"the pipeline app text (feat -> clf) {wrong}")
+            pids, query_pid = _processes(manager)
+            targets.append(
+                Target(
+                    "schooner-pipeline",
+                    f"featuriser -> sklearn, one app with a 2-stage pipeline, {slo_note}",
+                    pipeline[0],
+                    "text",
+                    settings.concurrencies,
+                    pids,
+                    query_pid,
+                    driver="pyload",
+                )
+            )
+        else:
+            settings.notes.append(f"schooner-pipeline skipped: {refused}")
+            print(f"  {settings.notes[-1]}")
+        targets.append(
+            Target(
+                "schooner-chained",
+                f"featuriser, then sklearn: two apps chained by the client, {slo_note} each",
+                chained[0],
+                "text",
+                settings.concurrencies,
+                pids,
+                query_pid,
+                driver="pyload",
+                then=chained[1:],
+            )
+        )
+        yield targets
 
 
 @contextlib.contextmanager
@@ -511,6 +663,44 @@ def minimal(settings: Settings) -> Iterator[list[Target]]:
         yield targets
 
 
+@contextlib.contextmanager
+def minimal_pipeline(settings: Settings) -> Iterator[list[Target]]:
+    """The floor of the two-stage contenders: ``baselines/minimal_two_stage.py``, the
+    minimal pipeline with a featuriser process and a classifier process, driven by
+    ``benchmarks.pyload`` as ``schooner-pipeline`` is."""
+    from benchmarks.baselines.text_model import corpus, make_featuriser, train_text_model
+
+    name = "minimal-pipeline"
+    port = free_port()
+    server = Server(
+        [sys.executable, "-m", "benchmarks.baselines.minimal_two_stage", "--port", str(port)],
+        settings.log_dir / f"{name}.log",
+    )
+    with running(server, REPO_ROOT):
+        url = f"http://127.0.0.1:{port}/predict"
+        texts = [text for text, _ in corpus(8, seed=99)]
+        expected = list(train_text_model().predict(make_featuriser()(texts)).tolist())
+        try:
+            wait_http_ok(url, TEXT_PROBE_BODY, settings.start_timeout, server.proc)
+            wrong = _wait_answers((url,), texts, expected, settings.start_timeout)
+            if wrong is not None:
+                raise RuntimeError(f"{name} {wrong}")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{server.log_tail()}") from exc
+        yield [
+            Target(
+                name,
+                "minimal HTTP -> featuriser process -> sklearn process, 2 batchers",
+                url,
+                "text",
+                settings.concurrencies,
+                _pids_of(server),
+                server.proc.pid if server.proc else None,
+                driver="pyload",
+            )
+        ]
+
+
 def raw_asgi(settings: Settings) -> contextlib.AbstractContextManager[list[Target]]:
     return _uvicorn_baseline(
         settings,
@@ -627,10 +817,14 @@ def ray_serve_direct(settings: Settings) -> contextlib.AbstractContextManager[li
     )
 
 
+# The groups whose targets are all driven by benchmarks.pyload: they need no wrk.
+PYLOAD_GROUPS = {"schooner-pipeline", "minimal-pipeline"}
+
 GROUPS: dict[str, Group] = {
     "raw-asgi": raw_asgi,
     "starlette-sklearn": starlette_sklearn,
     "minimal": minimal,
+    "minimal-pipeline": minimal_pipeline,
     "schooner": schooner,
     "schooner-plain-rpc": schooner_plain_rpc,
     "schooner-no-access-log": schooner_no_access_log,
@@ -638,6 +832,7 @@ GROUPS: dict[str, Group] = {
     "schooner-2qf": schooner_2qf,
     "schooner-ipc": schooner_ipc,
     "schooner-tcp": schooner_tcp,
+    "schooner-pipeline": schooner_pipeline,
     "ray-serve": ray_serve,
     "ray-serve-direct": ray_serve_direct,
 }

@@ -120,7 +120,7 @@ def _find(rows: list[Row], contender: str, concurrency: int) -> Row | None:
 
 
 def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row]:
-    """The targets of issues 3, 12, 13, 14 and 15, each with what this run measured (``rows``:
+    """The targets of issues 3, 12-15 and 17, each with what this run measured (``rows``:
     one per contender and concurrency, the medians of the rounds if there were several)."""
     out: list[Row] = []
 
@@ -148,6 +148,25 @@ def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row
         a, b = _find(rows, num, concurrency), _find(rows, den, concurrency)
         measured = a["p50_ms"] / b["p50_ms"] if a and b and b["p50_ms"] else None
         detail = f"{a['p50_ms']:.3f} / {b['p50_ms']:.3f} ms" if a and b else "not measured"
+        out.append(
+            {
+                "target": what,
+                "goal": "-" if target is None else f"<= {target:g}x",
+                "measured": measured,
+                "display": f"{measured:.2f}x" if measured is not None else "n/a",
+                "detail": detail,
+                "pass": None if measured is None or target is None else measured <= target,
+            }
+        )
+
+    def p99_ratio(
+        what: str, num: str, den: str, target: float | None, concurrency: int = 1
+    ) -> None:
+        """p99 latency ratio at ``concurrency``, lower is better; ``target`` None:
+        reported without a goal."""
+        a, b = _find(rows, num, concurrency), _find(rows, den, concurrency)
+        measured = a["p99_ms"] / b["p99_ms"] if a and b and b["p99_ms"] else None
+        detail = f"{a['p99_ms']:.3f} / {b['p99_ms']:.3f} ms" if a and b else "not measured"
         out.append(
             {
                 "target": what,
@@ -237,6 +256,42 @@ def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row
         "schooner-tcp",
         "schooner-sklearn-plain-rpc",
         0.85,
+    )
+
+    # Issue 17: a two-stage pipeline (featuriser -> sklearn) in one app, against the same
+    # two models as two apps chained by the client (the same Python client drives both).
+    rps_ratio(
+        f"pipeline vs client-chained apps, throughput (c={c})",
+        "schooner-pipeline",
+        "schooner-chained",
+        1.0,
+    )
+    for concurrency in (1, c):
+        p50_ratio(
+            f"pipeline vs client-chained apps, p50 (c={concurrency})",
+            "schooner-pipeline",
+            "schooner-chained",
+            1.0 if concurrency == 1 else None,
+            concurrency=concurrency,
+        )
+        p99_ratio(
+            f"pipeline vs client-chained apps, p99 (c={concurrency})",
+            "schooner-pipeline",
+            "schooner-chained",
+            None,
+            concurrency=concurrency,
+        )
+    rps_ratio(
+        f"pipeline vs minimal two-stage pipeline (c={c})",
+        "schooner-pipeline",
+        "minimal-pipeline",
+        None,
+    )
+    p50_ratio(
+        "pipeline c=1 p50 vs minimal two-stage pipeline",
+        "schooner-pipeline",
+        "minimal-pipeline",
+        None,
     )
 
     slo = _find(rows, "schooner-slo20", c)

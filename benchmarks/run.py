@@ -5,14 +5,17 @@
 
 Starts each contender in turn (see ``benchmarks.contenders``), drives every endpoint with
 wrk and ``benchmarks/post.lua`` at each concurrency for a fixed duration (after a short
-warm-up), then prints a results table and the targets of issues 3, 12, 13, 14 and 15 as
-ratios measured in this run, and writes ``results.json`` and ``throughput_vs_p99.png``
-to the out dir.
+warm-up; the pipeline contenders of issue 17 with ``benchmarks.pyload`` instead, which can
+chain two calls, same concurrency, duration and placement), then prints a results table
+and the targets of issues 3, 12-15 and 17 as ratios measured in this run, and writes
+``results.json`` and ``throughput_vs_p99.png`` to the out dir.
 
 Rounds (``--rounds N``): the selected groups run N times, interleaved (A, B, C, A, B, C,
 ...), so that a drift of the machine's speed spreads over every contender instead of
 landing on one. Each group's servers are started at the start of its turn and stopped at
-its end, every round: only the measured group's processes are alive while wrk runs. The
+its end, every round: only the measured group's processes are alive while wrk runs.
+Within a group, the targets are driven in the listed order in odd rounds and in reverse
+in even ones (they share the group's servers: whichever runs second finds them warm). The
 tables and ratios are the medians over the rounds (each figure its own median);
 ``results.json`` keeps every round's raw rows under ``rounds``.
 
@@ -44,8 +47,9 @@ from types import FrameType
 from typing import Any
 
 from benchmarks import report
-from benchmarks.contenders import DEFAULT_RAY_PYTHON, GROUPS, Settings, Target
+from benchmarks.contenders import DEFAULT_RAY_PYTHON, GROUPS, PYLOAD_GROUPS, Settings, Target
 from benchmarks.procs import cpu_seconds, pin
+from benchmarks.pyload import run_pyload
 from benchmarks.wrk import INSTALL_HINT, WrkError, WrkResult, find_wrk, run_wrk
 
 PROFILE_TARGET = "schooner-sklearn"
@@ -146,7 +150,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def drive(
-    wrk: str, target: Target, args: argparse.Namespace, where: Placement, round_: int = 1
+    wrk: str | None, target: Target, args: argparse.Namespace, where: Placement, round_: int = 1
 ) -> list[dict[str, Any]]:
     if where.server_cpus is not None:
         pin(target.pids(), where.server_cpus)
@@ -162,10 +166,10 @@ def drive(
         }
         if args.warmup > 0:
             with contextlib.suppress(WrkError):
-                run_wrk(wrk, target.url, duration=args.warmup, **common)
+                load(wrk, target, duration=args.warmup, **common)
         pids = target.pids()
         before = cpu_seconds(pids)
-        result = run_wrk(wrk, target.url, duration=args.duration, **common)
+        result = load(wrk, target, duration=args.duration, **common)
         used = {pid: t - before[pid] for pid, t in cpu_seconds(pids).items() if pid in before}
         cpu = cpu_cost(used, idle, result, target.profile_pid)
         rows.append({**row(target, result), **cpu, "round": round_})
@@ -174,6 +178,51 @@ def drive(
         if args.py_spy and round_ == 1 and profiled:
             profile(wrk, target, c, args, where)
     return rows
+
+
+def load(
+    wrk: str | None,
+    target: Target,
+    *,
+    duration: float,
+    concurrency: int,
+    mode: str,
+    threads: int,
+    cpu: int | None,
+    api_key: str | None,
+) -> WrkResult:
+    """One run of ``target``'s load generator: wrk, or ``benchmarks.pyload`` for the
+    targets that chain calls (and those compared with them)."""
+    if target.driver == "pyload":
+        return run_pyload(
+            target.urls,
+            concurrency=concurrency,
+            duration=duration,
+            mode=mode,
+            cpu=cpu,
+            api_key=api_key,
+        )
+    if wrk is None:
+        raise WrkError(INSTALL_HINT)
+    return run_wrk(
+        wrk,
+        target.url,
+        duration=duration,
+        concurrency=concurrency,
+        mode=mode,
+        threads=threads,
+        cpu=cpu,
+        api_key=api_key,
+    )
+
+
+def in_turn(targets: list[Target], round_: int) -> list[Target]:
+    """A group's targets in the order to drive them in ``round_``: as listed in odd
+    rounds, reversed in even ones. Targets of one group share their servers (the
+    pipeline and the chained apps share their models and batch-size controllers), so
+    whichever runs second finds them warmed by the first: with several rounds, each
+    runs first as often."""
+    return list(targets) if round_ % 2 else list(reversed(targets))
 
 
 def idle_cpu(pids: list[int], seconds: float) -> dict[int, float]:
@@ -215,7 +264,7 @@ def row(target: Target, result: WrkResult) -> dict[str, Any]:
 
 
 def profile(
-    wrk: str, target: Target, concurrency: int, args: argparse.Namespace, where: Placement
+    wrk: str | None, target: Target, concurrency: int, args: argparse.Namespace, where: Placement
 ) -> None:
     """Sample the query frontend with py-spy during an extra (unrecorded) wrk run."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -245,14 +294,15 @@ def profile(
         stderr=subprocess.PIPE,
     )
     try:
-        run_wrk(
+        load(
             wrk,
-            target.url,
+            target,
             concurrency=concurrency,
             duration=args.duration,
             mode=target.mode,
             threads=args.wrk_threads,
             cpu=where.wrk_cpu,
+            api_key=target.api_key,
         )
         spy.wait(timeout=args.duration + 30)
     finally:
@@ -283,7 +333,7 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wrk = find_wrk()
-    if wrk is None:
+    if wrk is None and not set(args.groups) <= PYLOAD_GROUPS:
         print(INSTALL_HINT, file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
@@ -299,11 +349,18 @@ def main(argv: list[str] | None = None) -> int:
         "wrk is closed-loop (each connection waits for its answer), so c=16/64 measure a "
         "saturated server; latencies have no coordinated-omission correction"
     )
+    if PYLOAD_GROUPS & set(args.groups):
+        settings.notes.append(
+            "the pipeline contenders are driven by benchmarks.pyload (closed loop like wrk, "
+            "one process, uvloop); for schooner-chained a request is the client's whole "
+            "chain (two HTTP calls), timed from the first send to the last answer"
+        )
     if args.rounds > 1:
         settings.notes.append(
             f"{args.rounds} rounds, groups interleaved; each group's servers started and "
-            "stopped once per round; figures are medians over the rounds (each its own), "
-            "every round's rows are in results.json under 'rounds'"
+            "stopped once per round, its targets driven in reverse order in even rounds; "
+            "figures are medians over the rounds (each its own), every round's rows are "
+            "in results.json under 'rounds'"
         )
     print(
         f"{len(args.groups)} contender group(s) x {args.rounds} round(s), "
@@ -322,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== {name} (round {round_}/{args.rounds})", flush=True)
                 try:
                     with GROUPS[name](settings) as targets:
-                        for target in targets:
+                        for target in in_turn(targets, round_):
                             if args.target_names and target.name not in args.target_names:
                                 continue
                             rows.extend(drive(wrk, target, args, where, round_))

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from admin import _status
+from admin._connection import Connection
 from admin._pipelines import describe
 from admin.cli import _inventory as inventory
 from admin.cli import _managers as managers
@@ -19,7 +20,7 @@ from admin.container_managers.base import ContainerManager
 from admin.container_managers.docker import DockerContainerManager
 from admin.container_managers.kubernetes import KubernetesContainerManager
 from admin.container_managers.local import LocalContainerManager
-from admin.exceptions import ClusterNotRunningError, ContainerManagerError
+from admin.exceptions import ClusterNotRunningError, ContainerManagerError, SchoonerError
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -81,11 +82,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         with conn:
             instance = conn.inspect_instance()
             parts, columns = inventory.components(cm)
-            pipelines = {
-                str(a.get("name")): a["pipeline"]
-                for a in conn.get_all_apps(verbose=True)
-                if isinstance(a.get("pipeline"), list)
-            }
+            pipelines = _recorded_pipelines(conn)
         apps = _app_rows(instance, pipelines)
         if args.json:
             doc = {
@@ -119,6 +116,20 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"{', '.join(open_apps)}; `schooner create-api-key APP` closes one"
             )
     return 0
+
+
+def _recorded_pipelines(conn: Connection) -> dict[str, list[dict[str, Any]]]:
+    """Each app's stages as the management API records them; none when it cannot say
+    (status shows what it can: the query frontend's view and the processes)."""
+    try:
+        apps = conn.get_all_apps(verbose=True)
+    except SchoonerError:
+        return {}
+    return {
+        str(a.get("name")): a["pipeline"]
+        for a in apps
+        if isinstance(a, dict) and isinstance(a.get("pipeline"), list)
+    }
 
 
 def _app_rows(

@@ -46,3 +46,30 @@ def test_it_answers_a_row_of_ten_doubles_and_rejects_a_bad_body(model: str, tmp_
         pids = server.pids
         assert len(pids) == 2  # the frontend and its model process
     assert server.pids == []
+
+
+def test_the_two_stage_floor_answers_what_the_two_functions_give(tmp_path: Path) -> None:
+    """``benchmarks.baselines.minimal_two_stage``: a real uvicorn process and two real
+    model processes (featuriser, classifier) answer a text with the classifier's label
+    of its features, as the Schooner pipeline contender must."""
+    from benchmarks.baselines.text_model import corpus, make_featuriser, train_text_model
+    from benchmarks.contenders import TEXT_PROBE_BODY
+
+    port = free_port()
+    argv = [sys.executable, "-m", "benchmarks.baselines.minimal_two_stage", "--port", str(port)]
+    server = Server(argv, tmp_path / "minimal-two-stage.log")
+    url = f"http://127.0.0.1:{port}/predict"
+    texts = [text for text, _ in corpus(6, seed=5)]
+    expected = train_text_model().predict(make_featuriser()(texts)).tolist()
+    with running(server, REPO_ROOT):
+        wait_http_ok(url, TEXT_PROBE_BODY, 60.0, server.proc)
+        got = []
+        for text in texts:
+            status, answer = _post(url, json.dumps({"input": text}).encode())
+            assert status == 200 and answer["default"] is False
+            got.append(answer["output"])
+        assert got == expected
+        assert _post(url, b'{"input":[1.0]}')[0] == 400
+        assert _post(url, b"not json")[0] == 400
+        assert len(server.pids) == 3  # the frontend and its two model processes
+    assert server.pids == []
