@@ -207,8 +207,9 @@ def test_the_stages_file_takes_the_apis_shapes_and_what_pipeline_json_prints(
 
 
 class FakePipelines(FakeSchooner):
-    """The fake cluster, with the pipeline endpoints; its ``/status`` lists each app's
-    stages, unless ``lists_stages`` is False (a query frontend that does not)."""
+    """The fake cluster, with the pipeline endpoints; its ``/status`` lists the stages
+    of each app of several, unless ``lists_stages`` is False (an earlier query frontend,
+    which serves no pipeline)."""
 
     def __init__(self, events: list[str]) -> None:
         super().__init__(events)
@@ -230,6 +231,8 @@ class FakePipelines(FakeSchooner):
         apps = super()._status_apps()
         if self.lists_stages:
             for name, entry in apps.items():
+                if len(self._pipeline(name)) == 1:
+                    continue
                 entry["stages"] = [
                     {"policy": s["policy"], "arms": {a: self._resolve(a) for a in s["arms"]}}
                     for s in self._pipeline(name)
@@ -309,11 +312,25 @@ def test_set_app_pipeline_sends_the_stages_and_waits_until_the_query_frontend_se
     assert [s["arms"] for s in conn.get_app_pipeline("reviews")] == [["clf"]]
 
 
-def test_the_wait_falls_back_to_stage_1_where_the_query_frontend_lists_no_stages() -> None:
+def test_going_back_to_one_stage_waits_until_the_stages_are_gone() -> None:
+    conn, api, events = pipeline_cluster()
+    conn.set_app_pipeline("reviews", ["feat", "clf"])
+    events.clear()
+    api.status_lag = 2  # still showing the two stages
+    conn.set_app_pipeline("reviews", ["feat"])
+    assert events == ["PUT /admin/apps/reviews/pipeline"] + ["GET /status"] * 3
+    assert "stages" not in api.status_view["reviews"]
+
+
+def test_an_earlier_query_frontend_is_waited_on_for_stage_1_and_never_for_more(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     conn, api, events = pipeline_cluster()
     api.lists_stages = False
-    conn.set_app_pipeline("reviews", ["feat", "clf"])
+    conn.set_app_pipeline("reviews", ["feat"])
     assert events == ["PUT /admin/apps/reviews/pipeline", "GET /status"]
+    conn.set_app_pipeline("reviews", ["feat", "clf"])  # it serves no pipeline: a warning
+    assert "had not applied the pipeline of 'reviews'" in caplog.text
 
 
 def test_a_malformed_pipeline_sends_nothing() -> None:
