@@ -8,6 +8,8 @@
                  forgetting what it learned
     pipelines.py ``PipelineStore``: setting an app's whole pipeline (its stages) after
                  checking every rule a pipeline keeps
+    feeds.py     whether a pipeline's stages still take what the stage before answers,
+                 when a link or a new current version changes that
     cleanup.py   deleting learned state of epochs an app no longer uses, in batches
 
 It imports the contract (``state``) for key names and record encodings, and

@@ -47,7 +47,7 @@ def readable_app(keys: Keys, h: dict[str, str]) -> App | None:
     try:
         app = App.from_hash(h)
         rules.default_output(app.default_output)
-    except (KeyError, ValueError, TypeError, RecursionError, InvalidValue) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError, InvalidValue) as exc:
         name = h.get("name", "?")
         reason = exc.message if isinstance(exc, InvalidValue) else f"{type(exc).__name__}"
         logger.warning(

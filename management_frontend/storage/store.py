@@ -37,6 +37,7 @@ from management_frontend.state.records import (
     read_replica_record,
 )
 from management_frontend.storage.cleanup import StaleStateCleaner
+from management_frontend.storage.feeds import check_new_current, check_new_first_arm
 from management_frontend.storage.reads import (
     read_app,
     read_apps,
@@ -353,7 +354,8 @@ class Store:
         self, app_name: str, model_name: str, version: str | None = None
     ) -> list[str]:
         """Link an arm: the model (it follows the current version), or with ``version``
-        that version, pinned. The app's links are returned."""
+        that version, pinned; links are a pipeline's first stage. The app's links are
+        returned."""
         keys = self._keys
         arm = arm_name(model_name, version)
 
@@ -381,6 +383,8 @@ class Store:
                     f"linked to it: unlink {links[0]!r} first, or give the app a policy that "
                     f"uses several models (split, exp3 or exp4: PUT /admin/apps/{app_name}/policy)"
                 )
+            if app.stages:
+                await check_new_first_arm(pipe, keys, app, [*links, arm], model, version)
             begin(pipe)
             pipe.sadd(keys.links(app_name), arm)
             where = _armas_fields(model_name, version)
@@ -492,6 +496,8 @@ class Store:
                     f"model {name!r} already has version {ver!r}: versions are immutable, "
                     "deploy this one under a new version"
                 )
+            if model is not None and set_current:
+                await check_new_current(pipe, keys, mv)
             stored = replace(mv, registered_at=self._clock())
             begin(pipe)
             header = {"name": name, "input_type": mv.input_type.value}
@@ -520,6 +526,9 @@ class Store:
                 raise _version_missing(model, version)
             if model.current_version == version:
                 return model
+            mv = await read_version(pipe, keys, name, version)
+            if mv is not None:
+                await check_new_current(pipe, keys, mv)
             begin(pipe)
             pipe.hset(keys.model(name), "current_version", version)
             publish(pipe, keys, ChangeKind.MODEL, ChangeOp.SET_CURRENT, model=name, version=version)

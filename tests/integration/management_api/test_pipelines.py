@@ -387,3 +387,46 @@ async def test_pipeline_endpoints_of_an_unknown_app_are_404(api: httpx.AsyncClie
     await error(api.get("/admin/apps/nope/pipeline"), 404, "not_found")
     body = {"stages": [stage("feat")]}
     await error(api.put("/admin/apps/nope/pipeline", json=body), 404, "not_found")
+
+
+async def test_a_link_to_a_pipelines_first_stage_must_feed_its_second(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await text_app(api, FEAT, {**FEAT, "name": "feat2"}, TOKENS, CLF)
+    await put_pipeline(api, stage("feat", policy="exp3"), stage("clf"))
+    before = await stored(async_redis)
+    request = api.post("/admin/apps/app1/links", json={"model_name": "tokens"})
+    message = await error(request, 400, "invalid")
+    assert message.startswith(
+        "stage 2 ('clf') takes input type 'doubles' but stage 1 ('feat', 'tokens') would "
+        "answer with 'tokens:1', which declares output type 'strings'"
+    )
+    assert await stored(async_redis) == before
+    links = await ok(api.post("/admin/apps/app1/links", json={"model_name": "feat2"}))
+    assert links == ["feat", "feat2"]
+
+
+async def test_a_current_version_a_later_stage_cannot_take_is_409(
+    api: httpx.AsyncClient, async_redis: aioredis.Redis
+) -> None:
+    await text_app(api, FEAT, CLF)
+    await put_pipeline(api, stage("feat"), stage("clf"))
+    strings = {**FEAT, "version": "2", "output_type": "strings"}
+    # Registered and made current at once: refused, nothing stored.
+    message = await error(api.post("/admin/models", json=strings), 409, "conflict")
+    assert message.startswith(
+        "version '2' of model 'feat' declares output type 'strings', which stage 2 ('clf') "
+        "of app 'app1' cannot take (it takes 'doubles') from stage 1 ('feat')"
+    )
+    assert not await async_redis.exists(KEYS.version("feat", "2"))
+    # Registered aside, then made current: refused; feat stays on version 1.
+    await ok(api.post("/admin/models", json={**strings, "set_current": False}), 201)
+    body = {"version": "2"}
+    await error(api.put("/admin/models/feat/current_version", json=body), 409, "conflict")
+    assert (await ok(api.get("/admin/models/feat")))["current_version"] == "1"
+    # A stage that pins version 1 does not follow the current version: allowed then.
+    await put_pipeline(api, stage("feat:1"), stage("clf"))
+    model = await ok(api.put("/admin/models/feat/current_version", json=body))
+    assert model["current_version"] == "2"
+    # A compatible (or undeclared) version may always become current.
+    await ok(api.post("/admin/models", json={**CLF, "version": "2", "output_type": "floats"}), 201)
