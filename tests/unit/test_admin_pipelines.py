@@ -21,10 +21,11 @@ from test_admin_connection import (
     FakeSchooner,
 )
 
-from admin import Connection, InvalidRequestError, Stage
+from admin import ConflictError, Connection, InvalidRequestError, Stage
 from admin._pipelines import MAX_STAGES, check_stage_number, describe, stages_json
 from admin.cli import _cluster, _managers, main
 from admin.cli._pipeline import read_stages_file, stage_spec
+from admin.deployers.python import deploy_python_closure
 
 # --------------------------------------------------------------------------- shapes
 
@@ -216,6 +217,7 @@ class FakePipelines(FakeSchooner):
         self.later_stages: dict[str, list[dict[str, Any]]] = {}
         self.lists_stages = True
         self.refuse: str | None = None
+        self.refuse_current: str | None = None  # 409 to making a version current
 
     def _pipeline(self, app: str) -> list[dict[str, Any]]:
         record = self.apps.get(app, {})
@@ -257,6 +259,9 @@ class FakePipelines(FakeSchooner):
                 ]
                 return httpx.Response(200, json={**self.apps[app], "pipeline": self._pipeline(app)})
             return httpx.Response(200, json={"app": app, "stages": self._pipeline(app)})
+        if self.refuse_current and request.method == "PUT" and parts[3:] == ["current_version"]:
+            self.events.append(f"PUT {request.url.path}")
+            return httpx.Response(409, json={"error": "conflict", "message": self.refuse_current})
         if request.method == "GET" and parts == ["admin", "apps"]:
             self.events.append("GET /admin/apps")
             apps = [{**a, "pipeline": self._pipeline(n)} for n, a in sorted(self.apps.items())]
@@ -398,6 +403,18 @@ def test_an_unknown_output_type_is_refused_before_anything_is_built(
         deploy(conn, {"output_type": "vectors"})
     assert [e for e in events if not e.startswith("GET")] == []
     assert ("m", "1") not in api.versions
+
+
+def test_a_deployed_version_the_cluster_will_not_make_current_is_not_kept() -> None:
+    conn, api, events = pipeline_cluster()
+    api.refuse_current = "stage 2 ('clf') of app 'reviews' takes input type 'doubles' but ..."
+    with pytest.raises(ConflictError) as caught:
+        deploy_python_closure(conn, "feat", "2", "strings", str.upper, output_type="strings")
+    message = str(caught.value)
+    assert api.refuse_current in message and "feat:2 was not made current" in message
+    assert "cm.stop_models feat ['2']" in events
+    assert ("feat", "2") not in api.versions  # deleted again: it can be deployed again
+    assert api.models["feat"]["current_version"] == "1"
 
 
 # --------------------------------------------------------------------------- CLI verbs
