@@ -479,8 +479,9 @@ class Connection(Closing):
         return apps if verbose else [a["name"] for a in apps]
 
     def get_app_info(self, name: str) -> JSONObject | None:
-        """The app (``cache_enabled`` included) with its ``linked_models``; ``None`` if
-        there is no such app."""
+        """The app (``cache_enabled`` included) with its ``linked_models`` and its
+        ``pipeline`` (every stage, ``get_app_pipeline``); ``None`` if there is no such
+        app."""
         try:
             return self._api.get_app(name)
         except NotFoundError:
