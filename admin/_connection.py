@@ -362,20 +362,15 @@ class Connection(Closing):
             reset_state=check_flag(reset_state, "reset_state"),
             stage=stage,
         )
-        which = f"stage {stage} of {app_name!r}" if stage != 1 else repr(app_name)
+        which = f"application {app_name!r}" + (f" (stage {stage})" if stage != 1 else "")
         self._await_routes(
             lambda apps: _status.stage_policy(apps, app_name, stage) in (None, policy),
             f"the {policy!r} policy of {which}",
         )
-        if stage == 1:
-            settings = app.get("policy_params", {})
-        else:
-            stages = app.get("pipeline") or []
-            settings = stages[stage - 1].get("policy_params", {}) if len(stages) >= stage else {}
-        shown = ", ".join(f"{k}={v!r}" for k, v in dict(settings).items())
-        self.report(
-            f"{'application ' if stage == 1 else ''}{which} uses the {policy!r} policy ({shown})"
-        )
+        stages = app.get("pipeline") or [app]  # every stage, or the app's own (one stage)
+        settings = stages[stage - 1].get("policy_params") if len(stages) >= stage else None
+        shown = ", ".join(f"{k}={v!r}" for k, v in dict(settings or {}).items())
+        self.report(f"{which} uses the {policy!r} policy ({shown})")
         return app
 
     def get_policy_state(
@@ -484,8 +479,9 @@ class Connection(Closing):
         return apps if verbose else [a["name"] for a in apps]
 
     def get_app_info(self, name: str) -> JSONObject | None:
-        """The app (``cache_enabled`` included) with its ``linked_models``; ``None`` if
-        there is no such app."""
+        """The app (``cache_enabled`` included) with its ``linked_models`` and its
+        ``pipeline`` (every stage, ``get_app_pipeline``); ``None`` if there is no such
+        app."""
         try:
             return self._api.get_app(name)
         except NotFoundError:

@@ -7,8 +7,9 @@ and the manager derives where the bundle is from that digest; the version is
 registered (not current); its replicas start; the client waits until they are
 connected, failing fast if one exits; only then does the version become current, so
 no query is routed to a version without replicas. A version whose replicas did not
-start is forgotten again (``undo``), so that it can be deployed again under the same
-name.
+start, or that the cluster refused to make current (a pipeline stage after it could not
+take what it declares it answers), is forgotten again (``undo``), so that it can be
+deployed again under the same name.
 
 Anything registration would refuse after a long build -- a version that exists, an
 input type that differs from the model's other versions, a bundle that does not match
@@ -169,7 +170,19 @@ class Deployer:
         except BaseException:
             self.undo(name, version)
             raise
-        self.make_current(name, version)
+        try:
+            self.make_current(name, version)
+        except ConflictError as exc:
+            # E.g. a pipeline stage following the model could not take what this version
+            # declares it answers: nothing may route to it, so it is not kept either.
+            self.undo(name, version)
+            raise ConflictError(
+                f"{exc}. {name}:{version} was not made current, so it is not kept (its "
+                "replicas are stopped and its record deleted): deploy it again once that "
+                "is fixed",
+                status_code=exc.status_code,
+                code=exc.code,
+            ) from exc
         self.report(f"{name}:{version} is deployed and current ({num_replicas} replica(s))")
 
     def undo(self, name: str, version: str) -> None:

@@ -13,14 +13,15 @@ is routed to, null when it cannot be served. A query frontend of an earlier rele
 reports only ``model`` (the app's one route) and no ``arms`` or ``policy``; the
 functions fall back to that, or report nothing to wait for.
 
-A pipeline app's entry may also list every stage, in order, the first being the app's
-links and policy above:
+A pipeline app's entry also lists every stage, in order, the first being the app's
+links and policy above (an app of one stage has no ``stages``):
 
-    "stages": [{"policy": "single", "arms": {"feat": "feat:1"}},
-               {"policy": "exp4", "arms": {"clf:1": "clf:1", "clf:2": "clf:2"}}]
+    "stages": [{"policy": "single", "arms": {"feat": "feat:1"}, ...},
+               {"policy": "exp4", "arms": {"clf:1": "clf:1", "clf:2": "clf:2"}, ...}]
 
-A query frontend that does not report ``stages`` is waited on for what it does report:
-the app, and its first stage's policy and links.
+A query frontend of an earlier release lists no stages, and serves none: a one-stage
+pipeline is waited on there for what it reports (the app, its links and policy); a
+longer one is never served, and the wait ends at its timeout with a warning.
 """
 
 from __future__ import annotations
@@ -118,20 +119,14 @@ def app_stages(apps: Apps, app: str) -> list[dict[str, Any]] | None:
 
 def serves_pipeline(apps: Apps, app: str, stages: Sequence[Mapping[str, Any]]) -> bool:
     """Whether the query frontend serves ``app`` with these ``stages`` (the API's
-    ``{"arms", "policy"}`` each): their arms and policies, stage by stage. Where it does
-    not list stages, whether it knows the app with the first stage's links and policy."""
+    ``{"arms", "policy"}`` each): as many stages, with their arms and policies, stage
+    by stage. An entry without ``stages`` is an app of one stage, its links and policy."""
     entry = _entry(apps, app)
     if entry is None:
         return False
     served = app_stages(apps, app)
     if served is None:
-        first = stages[0] if stages else {"arms": [], "policy": "single"}
-        arms = _arms(entry)
-        policy = app_policy(apps, app)
-        return (arms is None or set(arms) == set(first["arms"])) and policy in (
-            None,
-            first.get("policy", "single"),
-        )
+        served = [{"arms": _arms(entry), "policy": entry.get("policy")}]
     return len(served) == len(stages) and all(
         _stage_is(have, want) for have, want in zip(served, stages, strict=True)
     )
@@ -139,7 +134,8 @@ def serves_pipeline(apps: Apps, app: str, stages: Sequence[Mapping[str, Any]]) -
 
 def stage_policy(apps: Apps, app: str, stage: int) -> str | None:
     """The policy of stage ``stage`` (from 1) of ``app`` as the query frontend runs it;
-    ``None`` if its ``/status`` does not say, "" if it has no such app or stage."""
+    ``None`` if its ``/status`` does not say (nothing to wait for), "" if it has no such
+    app or stage."""
     if stage == 1:
         return app_policy(apps, app)
     if _entry(apps, app) is None:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from clusters import started
 
-from admin import Connection, InvalidRequestError, LocalContainerManager, Stage
+from admin import ConflictError, Connection, InvalidRequestError, LocalContainerManager, Stage
 from admin.cli import main
 from admin.deployers.python import deploy_python_closure
 
@@ -105,6 +105,17 @@ def test_a_model_that_is_not_deployed_is_refused_naming_its_stage(conn: Connecti
         conn.set_app_pipeline("missing", ["feat", "nothing-here"])
     assert caught.value.status_code == 400
     assert "nothing-here" in str(caught.value)
+
+
+def test_a_new_version_a_later_stage_cannot_take_is_not_deployed(conn: Connection) -> None:
+    conn.register_application("guarded", "strings", "-1", 1_000_000)
+    conn.set_app_pipeline("guarded", ["feat", "clf"])  # feat follows its current version
+    with pytest.raises(ConflictError) as caught:
+        deploy_python_closure(conn, "feat", "2", "strings", list, output_type="strings")
+    message = str(caught.value)
+    assert "stage 2 ('clf')" in message and "feat:2 was not made current" in message
+    model = conn.get_model("feat")
+    assert model is not None and model["versions"] == ["1"] and model["current_version"] == "1"
 
 
 # --------------------------------------------------------------------------- the CLI

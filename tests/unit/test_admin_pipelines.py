@@ -21,10 +21,11 @@ from test_admin_connection import (
     FakeSchooner,
 )
 
-from admin import Connection, InvalidRequestError, Stage
+from admin import ConflictError, Connection, InvalidRequestError, Stage
 from admin._pipelines import MAX_STAGES, check_stage_number, describe, stages_json
 from admin.cli import _cluster, _managers, main
 from admin.cli._pipeline import read_stages_file, stage_spec
+from admin.deployers.python import deploy_python_closure
 
 # --------------------------------------------------------------------------- shapes
 
@@ -207,14 +208,16 @@ def test_the_stages_file_takes_the_apis_shapes_and_what_pipeline_json_prints(
 
 
 class FakePipelines(FakeSchooner):
-    """The fake cluster, with the pipeline endpoints; its ``/status`` lists each app's
-    stages, unless ``lists_stages`` is False (a query frontend that does not)."""
+    """The fake cluster, with the pipeline endpoints; its ``/status`` lists the stages
+    of each app of several, unless ``lists_stages`` is False (an earlier query frontend,
+    which serves no pipeline)."""
 
     def __init__(self, events: list[str]) -> None:
         super().__init__(events)
         self.later_stages: dict[str, list[dict[str, Any]]] = {}
         self.lists_stages = True
         self.refuse: str | None = None
+        self.refuse_current: str | None = None  # 409 to making a version current
 
     def _pipeline(self, app: str) -> list[dict[str, Any]]:
         record = self.apps.get(app, {})
@@ -230,6 +233,8 @@ class FakePipelines(FakeSchooner):
         apps = super()._status_apps()
         if self.lists_stages:
             for name, entry in apps.items():
+                if len(self._pipeline(name)) == 1:
+                    continue
                 entry["stages"] = [
                     {"policy": s["policy"], "arms": {a: self._resolve(a) for a in s["arms"]}}
                     for s in self._pipeline(name)
@@ -254,6 +259,9 @@ class FakePipelines(FakeSchooner):
                 ]
                 return httpx.Response(200, json={**self.apps[app], "pipeline": self._pipeline(app)})
             return httpx.Response(200, json={"app": app, "stages": self._pipeline(app)})
+        if self.refuse_current and request.method == "PUT" and parts[3:] == ["current_version"]:
+            self.events.append(f"PUT {request.url.path}")
+            return httpx.Response(409, json={"error": "conflict", "message": self.refuse_current})
         if request.method == "GET" and parts == ["admin", "apps"]:
             self.events.append("GET /admin/apps")
             apps = [{**a, "pipeline": self._pipeline(n)} for n, a in sorted(self.apps.items())]
@@ -309,11 +317,25 @@ def test_set_app_pipeline_sends_the_stages_and_waits_until_the_query_frontend_se
     assert [s["arms"] for s in conn.get_app_pipeline("reviews")] == [["clf"]]
 
 
-def test_the_wait_falls_back_to_stage_1_where_the_query_frontend_lists_no_stages() -> None:
+def test_going_back_to_one_stage_waits_until_the_stages_are_gone() -> None:
+    conn, api, events = pipeline_cluster()
+    conn.set_app_pipeline("reviews", ["feat", "clf"])
+    events.clear()
+    api.status_lag = 2  # still showing the two stages
+    conn.set_app_pipeline("reviews", ["feat"])
+    assert events == ["PUT /admin/apps/reviews/pipeline"] + ["GET /status"] * 3
+    assert "stages" not in api.status_view["reviews"]
+
+
+def test_an_earlier_query_frontend_is_waited_on_for_stage_1_and_never_for_more(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     conn, api, events = pipeline_cluster()
     api.lists_stages = False
-    conn.set_app_pipeline("reviews", ["feat", "clf"])
+    conn.set_app_pipeline("reviews", ["feat"])
     assert events == ["PUT /admin/apps/reviews/pipeline", "GET /status"]
+    conn.set_app_pipeline("reviews", ["feat", "clf"])  # it serves no pipeline: a warning
+    assert "had not applied the pipeline of 'reviews'" in caplog.text
 
 
 def test_a_malformed_pipeline_sends_nothing() -> None:
@@ -381,6 +403,18 @@ def test_an_unknown_output_type_is_refused_before_anything_is_built(
         deploy(conn, {"output_type": "vectors"})
     assert [e for e in events if not e.startswith("GET")] == []
     assert ("m", "1") not in api.versions
+
+
+def test_a_deployed_version_the_cluster_will_not_make_current_is_not_kept() -> None:
+    conn, api, events = pipeline_cluster()
+    api.refuse_current = "stage 2 ('clf') of app 'reviews' takes input type 'doubles' but ..."
+    with pytest.raises(ConflictError) as caught:
+        deploy_python_closure(conn, "feat", "2", "strings", str.upper, output_type="strings")
+    message = str(caught.value)
+    assert api.refuse_current in message and "feat:2 was not made current" in message
+    assert "cm.stop_models feat ['2']" in events
+    assert ("feat", "2") not in api.versions  # deleted again: it can be deployed again
+    assert api.models["feat"]["current_version"] == "1"
 
 
 # --------------------------------------------------------------------------- CLI verbs
