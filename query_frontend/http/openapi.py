@@ -61,6 +61,8 @@ NATIVE_CODES: dict[str, str] = {
     "no_model": "the app has no model linked: nothing can learn",
     "policy_changed": "the policy was changed or reset meanwhile: nothing was learned",
     "model_error": "the model failed on a query",
+    "pipeline_output_rejected": "a pipeline's stage answered with an output the next stage "
+    "cannot take as input (the message names both stages, the model and the output)",
     "overloaded": "a queue, or the frontend's budget of body bytes, is full: retry shortly",
     "unavailable": "a dependency (the body parser, Redis) did not answer: retry shortly",
     "no_answer": "no model answered the update's input in time: nothing was learned",
@@ -85,6 +87,7 @@ _STATUS_TEXT = {
     415: "Unsupported Content-Encoding",
     422: "Input quarantined",
     500: "The model failed",
+    502: "A pipeline's stage answered what the next stage cannot take",
     503: "Unavailable: retry after Retry-After seconds",
 }
 
@@ -123,6 +126,7 @@ _COMMON = {
     405: ["method_not_allowed"],
     413: ["too_large"],
     500: ["model_error"],
+    502: ["pipeline_output_rejected"],
 }
 _PREDICT_ERRORS = {
     **_COMMON,
@@ -244,6 +248,16 @@ def _schemas() -> dict[str, Schema]:
             losses={"type": "object", "additionalProperties": {"type": "number"}},
             missing=_array(_STRING),
             duplicate={"description": "it had been counted already", **_BOOLEAN},
+            stages=_array(
+                _object(
+                    ["stage", "policy", "models", "losses"],
+                    stage=_INTEGER | {"description": "a pipeline's stage, from 1"},
+                    policy=_STRING,
+                    models=_array(_STRING),
+                    losses={"type": "object", "additionalProperties": {"type": "number"}},
+                )
+            )
+            | {"description": "a pipeline app: who answered at each stage, and their losses"},
         ),
         "Error": {
             "type": "object",
@@ -325,6 +339,7 @@ def _v2_model_paths() -> dict[str, Any]:
         415: "a compressed body",
         422: "the input is quarantined",
         500: "the model failed",
+        502: "a pipeline's stage answered what the next stage cannot take",
         503: "overloaded: retry shortly",
     }
     binary_length = {
