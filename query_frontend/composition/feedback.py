@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from management_frontend.state.policy import EXP4
-from query_frontend.composition.run import Pipeline, StageOutputError
+from query_frontend.composition.run import Pipeline
 from query_frontend.queries import Expired, Failure, Item, Outcome, RequestTrace
 from query_frontend.routing.table import Arm, Route
 from query_frontend.selection.ask import answer, arm_label, ask, learned_view
@@ -73,7 +73,8 @@ async def walk(
         step, output = await _step(pipeline, stage, current, qid, deadline, uid, trace)
         steps.append(step)
         if k + 1 < len(stages):
-            current = _next_input(pipeline, stage, stages[k + 1], output, step)
+            models = [arm_label(arm) for arm, _ in step.said]
+            current = pipeline.next_input(stage, stages[k + 1], output, models)
     final = orjson.loads(output)
     last = len(stages) - 1
     for k, step in enumerate(steps):
@@ -125,22 +126,6 @@ def _unanswered(stage: Route, outcome: Outcome) -> StageUnansweredError:
         return StageUnansweredError(f"{stage.name}: {outcome.message}", failed=True)
     reason = outcome.reason if isinstance(outcome, Expired) else "no answer"
     return StageUnansweredError(f"{stage.name}: {reason}", failed=False)
-
-
-def _next_input(
-    pipeline: Pipeline, stage: Route, following: Route, output: bytes, step: Step
-) -> Item:
-    """The stage's answer as the next stage's input, or ``StageOutputError``."""
-    try:
-        return pipeline.to_input(output, following.app.input_type)
-    except ValueError as exc:
-        who = " and ".join(repr(arm_label(a)) for a, _ in step.said) or "its model"
-        raise StageOutputError(
-            f"{stage.name}: {who} returned {output[:120].decode('utf-8', 'replace')}, "
-            f"which {following.name}, of input type '{following.app.input_type}', cannot "
-            f"take as input: {exc}",
-            stage,
-        ) from None
 
 
 async def _downstream(

@@ -138,11 +138,18 @@ class Pipeline:
         """``ans``'s output as an input of ``following``, or ``StageOutputError``."""
         output = ans.outcome
         assert isinstance(output, bytes)
+        return self.next_input(stage, following, output, ans.models)
+
+    def next_input(
+        self, stage: Route, following: Route, output: bytes, models: Sequence[str]
+    ) -> Item:
+        """What ``models`` of ``stage`` answered, as an input of ``following``; else
+        ``StageOutputError`` naming both stages, the model(s) and the output."""
         input_type = following.app.input_type
         try:
             return self.to_input(output, input_type)
         except ValueError as exc:
-            who = " and ".join(repr(m) for m in ans.models) or "its model"
+            who = " and ".join(repr(m) for m in models) or "its model"
             raise StageOutputError(
                 f"{stage.name}: {who} returned {shown(output)}, which "
                 f"{following.name}, of input type '{input_type}', cannot take as input: "
