@@ -4,9 +4,15 @@ The shape is the issue-16 contract's (``docs/redis-schema.md``, ``{p}:telemetry`
 
     {"frontend", "t", "dt", "started",
      "apps":   {app: {"requests", "errors", "defaults", "queries", "latency_buckets",
-                      "bounds", "weights", "recent_defaults"}},
+                      "bounds", "weights", "recent_defaults",
+                      "stages": {"1": {"latency_buckets", "defaults", "errors"}, ...}}},
      "models": {"model:version": {"batches", "queries", "queue_depth", "replicas"}},
      "cache":  {"hits", "misses", "bytes"}}
+
+``stages`` is a pipeline app's only (an app of one stage has none, so its entry stays
+as small as before): per stage number, from 1, the stages that did something since the
+last tick, their time per request as a histogram over the app's ``bounds``, and the
+defaults and errors they caused.
 
 Counters are deltas over ``dt`` (the management frontend sums them across frontends and
 ticks); queue depth, replicas, weights and cache bytes are values as of ``t``. The
@@ -25,7 +31,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +40,7 @@ from management_frontend.state.policy import LEARNING, SPLIT, PolicyState, split
 from query_frontend.batching.dispatch import Dispatcher
 from query_frontend.batching.replicas import Replica
 from query_frontend.caching.cache import PredictionCache
-from query_frontend.metrics import DefaultAnswer, Metrics
+from query_frontend.metrics import DefaultAnswer, Metrics, _StageStats
 from query_frontend.queries import ModelKey
 from query_frontend.routing.table import Route, RoutingTable
 from query_frontend.selection.learned import PolicyStates
@@ -54,6 +60,8 @@ class _Totals:
     """Cumulative counters as of one tick, to subtract from the next."""
 
     apps: dict[str, tuple[int, int, int, int, list[int]]] = field(default_factory=dict)
+    # (app, stage number): defaults, errors, latency counts.
+    stages: dict[tuple[str, int], tuple[int, int, list[int]]] = field(default_factory=dict)
     models: dict[ModelKey, tuple[int, int]] = field(default_factory=dict)
     cache: tuple[int, int] = (0, 0)
 
@@ -151,9 +159,10 @@ class TickBuilder:
             counts = list(stats.latency.counts)
             now = current.apps[app] = (requests, errors, stats.defaults, queries, counts)
             then = before.get(app, (0, 0, 0, 0, [0] * len(counts)))
-            if now[:4] == then[:4] and app not in self._unsent:
+            stages = self._stages(app, stats.stages, current) if stats.stages else None
+            if now[:4] == then[:4] and not stages and app not in self._unsent:
                 continue
-            out[app] = {
+            entry = out[app] = {
                 "requests": requests - then[0],
                 "errors": errors - then[1],
                 "defaults": stats.defaults - then[2],
@@ -163,6 +172,8 @@ class TickBuilder:
                 "weights": None,
                 "recent_defaults": [],
             }
+            if stages:
+                entry["stages"] = stages
         apps = self._policies.apps
         for app, route in self._routing.routes.items():
             shares = weights(route, apps.get((app, route.app.policy_epoch)))
@@ -173,6 +184,27 @@ class TickBuilder:
                 {"t": a.t, "query_id": a.query_id, "request_id": a.request_id, "reason": a.reason}
                 for a in answers
             ]
+        return out
+
+    def _stages(
+        self, app: str, stages: Mapping[int, _StageStats], current: _Totals
+    ) -> dict[str, Any]:
+        """A pipeline app's stages that did something since the last tick, by number."""
+        out: dict[str, Any] = {}
+        before = self._sent.stages
+        for number, stats in stages.items():
+            counts = list(stats.latency.counts)
+            now = current.stages[(app, number)] = (stats.defaults, stats.errors, counts)
+            then = before.get((app, number))
+            if then is None:
+                then = (0, 0, [0] * len(counts))
+            elif now[0] == then[0] and now[1] == then[1] and counts == then[2]:
+                continue
+            out[str(number)] = {
+                "latency_buckets": [a - b for a, b in zip(counts, then[2], strict=True)],
+                "defaults": stats.defaults - then[0],
+                "errors": stats.errors - then[1],
+            }
         return out
 
     def _models(self, current: _Totals) -> dict[str, Any]:

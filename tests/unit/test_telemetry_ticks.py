@@ -154,3 +154,51 @@ def test_redis_down_costs_the_tick_not_the_frontend(caplog: Any) -> None:
 def test_a_frontend_id_is_unique_per_process_start() -> None:
     assert frontend_id("host-1") != frontend_id("host-1")
     assert frontend_id("host-1").startswith("host-1-")
+
+
+def test_a_pipeline_app_carries_its_stages_and_a_one_stage_app_none() -> None:
+    metrics, _, builder, clock, _ = parts()
+    metrics.request("one", 200, 0.005, [b"1"], [1])
+    metrics.request("chain", 200, 0.06, [b"1"], [2])
+    metrics.stage("chain", 1, 0.05, 0, 0)
+    metrics.stage("chain", 2, 0.002, 0, 0)
+    metrics.request("chain", 200, 0.3, [Expired("stage 2 ('clf') was late")], [3])
+    metrics.stage("chain", 1, 0.05, 0, 0)
+    metrics.stage("chain", 2, 0.25, 1, 0)
+    clock.now += 2
+    first = builder.build()
+    builder.commit()
+    assert "stages" not in first["apps"]["one"]  # an app of one stage: as small as before
+    chain = first["apps"]["chain"]
+    stages = chain["stages"]
+    assert set(stages) == {"1", "2"}
+    bounds = chain["bounds"]
+    assert all(len(s["latency_buckets"]) == len(bounds) + 1 for s in stages.values())
+    assert (sum(stages["1"]["latency_buckets"]), stages["1"]["defaults"]) == (2, 0)
+    assert (sum(stages["2"]["latency_buckets"]), stages["2"]["defaults"]) == (2, 1)
+    assert stages["2"]["errors"] == 0
+    # Stage 1's two observations sit in the bucket of 50 ms (0.025, 0.05].
+    assert stages["1"]["latency_buckets"][bounds.index(0.05)] == 2
+
+    # Next tick: only stage 2 did something (a request failed at stage 1, say, is
+    # stage 1's; here stage 2 errs): stage 1 is left out, stage 2 has the delta only.
+    metrics.request("chain", 502, 0.01, [], [])
+    metrics.stage("chain", 2, 0.004, 0, 1)
+    clock.now += 2
+    second = builder.build()
+    assert second["apps"]["chain"]["stages"] == {
+        "2": {
+            "latency_buckets": [1 if b == 0.005 else 0 for b in bounds] + [0],
+            "defaults": 0,
+            "errors": 1,
+        }
+    }
+    # Not stored: the next tick carries the same stage counts again, and more.
+    metrics.stage("chain", 2, 0.004, 0, 1)
+    metrics.request("chain", 502, 0.01, [], [])
+    clock.now += 2
+    carried = builder.build()["apps"]["chain"]["stages"]
+    assert carried["2"]["errors"] == 2 and sum(carried["2"]["latency_buckets"]) == 2
+    builder.commit()
+    clock.now += 2
+    assert builder.build()["apps"] == {}  # a quiet pipeline: nothing at all
