@@ -5,7 +5,8 @@ model from the store, with throughput, latency, defaults, batch sizes, queue dep
 replicas and the cache over a window of ``window`` seconds (10 to 3600, default 300),
 merged from the query frontends' ticks (``management_frontend.telemetry``); and for one
 app its policy, its arms' weights over time and its recent default answers with their
-reasons. Behind the admin token like every ``/admin`` route.
+reasons, and for a pipeline app each stage's time, defaults and errors. Behind the admin
+token like every ``/admin`` route.
 """
 
 from __future__ import annotations
@@ -175,6 +176,23 @@ OVERVIEW_SCHEMA: Final = _obj(
         ),
     }
 )
+# A pipeline app's stage, live (``aggregate.stage_figures``): requests that reached it,
+# its time per request, the defaults and errors it caused, per second.
+_STAGE: Final = _obj(
+    {
+        "stage": {"type": "integer", "minimum": 1},
+        "now": _obj(
+            {
+                "rps": _NUMBER,
+                "p50_ms": _MAYBE,
+                "p99_ms": _MAYBE,
+                "defaults_per_s": _NUMBER,
+                "errors_per_s": _NUMBER,
+            }
+        ),
+        "series": _series("rps", "p50_ms", "p99_ms", "defaults_per_s", "errors_per_s"),
+    }
+)
 ACTIVITY_SCHEMA: Final = _obj(
     {
         "app": _STRING,
@@ -203,6 +221,11 @@ ACTIVITY_SCHEMA: Final = _obj(
                 }
             ),
         },
+        "stages": {
+            "type": "array",
+            "items": _STAGE,
+            "description": "a pipeline app's stages in order, live; empty for one stage",
+        },
     }
 )
 
@@ -230,5 +253,6 @@ async def overview(telemetry: TelemetryDep, window: WindowQuery = DEFAULT_WINDOW
 async def activity(
     app: AppPath, telemetry: TelemetryDep, window: WindowQuery = DEFAULT_WINDOW_S
 ) -> Response:
-    """One app's policy, its arms' weights over time, and its recent default answers."""
+    """One app's policy, its arms' weights over time, its recent default answers, and a
+    pipeline's live numbers per stage."""
     return _json(await telemetry.activity(app, window))

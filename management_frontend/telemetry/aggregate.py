@@ -17,18 +17,27 @@ covered but without traffic has a rate of 0 and ``null`` latencies and ratios.
 
 The window ends where every frontend still ticking has reported (the oldest of their
 newest ticks), so the last point is not a half-counted bucket.
+
+A pipeline app's stages (``stages`` in its ticks) are merged the same way, one stage
+number at a time, for that app's activity only (``merge_stages``): the overview does
+not pay for them.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from management_frontend.state.keys import TELEMETRY_TICK_S, parse_arm
-from management_frontend.telemetry.ticks import STALE_TICKS, Tick, latest_by_frontend
+from management_frontend.telemetry.ticks import (
+    STALE_TICKS,
+    Tick,
+    latest_by_frontend,
+    stage_number,
+)
 
 # "now" is the last ~NOW_S seconds of the window.
 NOW_S = 10.0
@@ -222,11 +231,16 @@ class Merged:
     # once per window (an overview of a thousand quiet apps would otherwise build them a
     # thousand times, holding the event loop for a second).
     quiet: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # One app's stages by number (``merge_stages``).
+    stages: dict[int, _Buckets] = field(default_factory=dict)
 
 
-def merge(ticks: Iterable[Tick], window: Window) -> Merged:
-    n = window.n
-    merged = Merged(window, [0.0] * n, {}, {}, _Buckets(n))
+def _covered(
+    ticks: Iterable[Tick], merged: Merged
+) -> Iterator[tuple[Tick, float, list[tuple[int, float]]]]:
+    """Each tick in the window with its ``dt`` and the buckets it spans, after counting
+    the seconds it covers into ``merged.coverage``."""
+    window = merged.window
     for tick in ticks:
         t, dt = float(tick["t"]), float(tick.get("dt") or 0.0)
         spans = window.spread(t, dt)
@@ -234,6 +248,13 @@ def merge(ticks: Iterable[Tick], window: Window) -> Merged:
             continue
         for i, share in spans:
             merged.coverage[i] += share * (dt or window.interval_s)
+        yield tick, dt, spans
+
+
+def merge(ticks: Iterable[Tick], window: Window) -> Merged:
+    n = window.n
+    merged = Merged(window, [0.0] * n, {}, {}, _Buckets(n))
+    for tick, dt, spans in _covered(ticks, merged):
         for app, a in (tick.get("apps") or {}).items():
             buckets = merged.apps.setdefault(app, _Buckets(n))
             for i, share in spans:
@@ -256,6 +277,72 @@ def merge(ticks: Iterable[Tick], window: Window) -> Merged:
             merged.cache.add("hits", i, float(c.get("hits") or 0) * share)
             merged.cache.add("misses", i, float(c.get("misses") or 0) * share)
     return merged
+
+
+def merge_stages(ticks: Iterable[Tick], window: Window, app: str) -> Merged:
+    """The stages of pipeline app ``app`` in the ticks, each summed into buckets as an
+    app is: the time it took per request (a histogram over the app's bounds), the
+    requests that reached it, the defaults and errors it caused. Ticks without stages
+    (older frontends, one-stage apps) count for the coverage only."""
+    n = window.n
+    merged = Merged(window, [0.0] * n, {}, {}, _Buckets(n))
+    for tick, _dt, spans in _covered(ticks, merged):
+        a = (tick.get("apps") or {}).get(app) or {}
+        bounds = a.get("bounds") or ()
+        for key, s in (a.get("stages") or {}).items():
+            number = stage_number(key)
+            if number is None:
+                continue
+            buckets = merged.stages.setdefault(number, _Buckets(n))
+            counts = s.get("latency_buckets") or ()
+            requests = float(sum(counts))
+            for i, share in spans:
+                for name in ("defaults", "errors"):
+                    if s.get(name):
+                        buckets.add(name, i, float(s[name]) * share)
+                if requests:
+                    buckets.add("requests", i, requests * share)
+                    buckets.add_hist(i, bounds, counts, share)
+    return merged
+
+
+def stage_figures(merged: Merged, count: int) -> list[dict[str, Any]]:
+    """``[{"stage": n, "now": {...}, "series": {...}}]`` of stages 1 to ``count`` of
+    ``merge_stages``'s app (a stage no tick mentions has no traffic)."""
+    return [
+        {"stage": n, **_figures(merged, merged.stages.get(n), "stage", _stage_figures)}
+        for n in range(1, count + 1)
+    ]
+
+
+_STAGE_SERIES = ("rps", "p50_ms", "p99_ms", "defaults_per_s", "errors_per_s")
+
+
+def _stage_figures(merged: Merged, b: _Buckets) -> dict[str, Any]:
+    w = merged.window
+    series: dict[str, list[Any]] = {"t": w.times(), **{name: [] for name in _STAGE_SERIES}}
+    for i in range(w.n):
+        if merged.coverage[i] <= 0:
+            for name in _STAGE_SERIES:
+                series[name].append(None)
+            continue
+        hist = b.hists.get(i)
+        series["rps"].append(_r(b.get("requests", i) / w.interval_s))
+        series["p50_ms"].append(_q(0.5, hist))
+        series["p99_ms"].append(_q(0.99, hist))
+        series["defaults_per_s"].append(_r(b.get("defaults", i) / w.interval_s))
+        series["errors_per_s"].append(_r(b.get("errors", i) / w.interval_s))
+    recent = w.recent()
+    seconds = len(recent) * w.interval_s
+    hist = b.merged(recent)
+    now = {
+        "rps": _r(b.total("requests", recent) / seconds) or 0.0,
+        "p50_ms": _q(0.5, hist),
+        "p99_ms": _q(0.99, hist),
+        "defaults_per_s": _r(b.total("defaults", recent) / seconds) or 0.0,
+        "errors_per_s": _r(b.total("errors", recent) / seconds) or 0.0,
+    }
+    return {"now": now, "series": series}
 
 
 def app_figures(merged: Merged, app: str) -> dict[str, Any]:

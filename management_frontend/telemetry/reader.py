@@ -118,21 +118,29 @@ class Telemetry:
         }
 
     async def activity(self, name: str, window_s: int) -> dict[str, Any]:
-        """One app's policy, weights over time and recent defaults; ``NotFound`` if unknown."""
+        """One app's policy, weights over time, recent defaults and, for a pipeline, each
+        stage's live numbers; ``NotFound`` if unknown."""
         app, links = await self._store.get_app(name)
         now = self._clock()
         stored = await self.read_ticks(now - window_s)
         window = aggregate.window_for(stored, now, window_s)
+        pipeline = pipeline_json(app, links)
+        # A pipeline's live numbers per stage; an app of one stage has only its own.
+        stages = []
+        if len(pipeline) > 1:
+            merged = aggregate.merge_stages(stored, window, app.name)
+            stages = aggregate.stage_figures(merged, len(pipeline))
         return {
             "app": app.name,
             "policy": app.policy,
             "policy_params": _params(app),
             "linked_models": links,
-            "pipeline": pipeline_json(app, links),
+            "pipeline": pipeline,
             "interval_s": window.interval_s,
             "window_s": window_s,
             "weights": aggregate.weight_series(stored, window, app.name),
             "recent_defaults": ticks.recent_defaults(stored, app.name),
+            "stages": stages,
         }
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from management_frontend.state.keys import TELEMETRY_TICK_S, parse_arm
+from management_frontend.state.pipelines import MAX_STAGES
 
 # A frontend whose newest tick is older than this many ticks has stopped ticking.
 STALE_TICKS = 3
@@ -72,6 +73,8 @@ def readable(tick: object) -> bool:
             isinstance(d, dict) and _number(d.get("t", 0)) for d in defaults
         ):
             return False
+        if not _stages_readable(a.get("stages", {}), len(bounds)):
+            return False
     for m in models.values():
         if not isinstance(m, dict) or not _counts(m, ("batches", "queries", "queue_depth")):
             return False
@@ -79,6 +82,31 @@ def readable(tick: object) -> bool:
         if not isinstance(replicas, list) or not all(
             isinstance(r, dict) and "id" in r and _number(r.get("restarts", 0)) for r in replicas
         ):
+            return False
+    return True
+
+
+def stage_number(key: object) -> int | None:
+    """A key of an app's ``stages`` in a tick as the stage's number (1 to
+    ``MAX_STAGES``); None if it is not one."""
+    if not (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 2):
+        return None
+    number = int(key)
+    return number if 1 <= number <= MAX_STAGES else None
+
+
+def _stages_readable(stages: object, bounds: int) -> bool:
+    """A pipeline app's ``stages`` (absent from older ticks and one-stage apps): by stage
+    number, each a latency histogram over the app's bounds, defaults and errors."""
+    if not isinstance(stages, dict):
+        return False
+    for key, s in stages.items():
+        if stage_number(key) is None or not isinstance(s, dict):
+            return False
+        if not _counts(s, ("defaults", "errors")):
+            return False
+        counts = s.get("latency_buckets", [])
+        if not _numbers(counts) or (counts and len(counts) != bounds + 1):
             return False
     return True
 

@@ -304,3 +304,91 @@ def test_quiet_apps_and_models_cost_the_same_as_one(monkeypatch: pytest.MonkeyPa
         agg.model_figures(merged, f"quiet-{i}")
     assert rounded == []
     assert agg.app_figures(merged, "busy")["now"]["rps"] > 0
+
+
+def stage(latency: list[int], defaults: int = 0, errors: int = 0) -> dict[str, Any]:
+    return {"latency_buckets": latency, "defaults": defaults, "errors": errors}
+
+
+def pipeline(requests: int, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    entry = app(requests, [0, 0, requests, 0, 0])
+    entry["stages"] = stages
+    return entry
+
+
+def test_a_pipelines_stages_are_merged_like_the_apps_latency() -> None:
+    now = 1000.0
+    ticks = [
+        # Two frontends: stage 1 is slow on both, stage 2 fast but for one late request
+        # that got the default; the merged histogram decides the quantile, not each's.
+        tick("a", now, apps={"chain": pipeline(10, {
+            "1": stage([0, 0, 0, 10, 0]),
+            "2": stage([0, 10, 0, 0, 0]),
+        })}),
+        tick("b", now, apps={"chain": pipeline(30, {
+            "1": stage([0, 0, 0, 30, 0]),
+            "2": stage([0, 29, 0, 1, 0], defaults=1, errors=2),
+        })}),
+    ]  # fmt: skip
+    window = agg.window_for(ticks, now, 60)
+    first, second, third = agg.stage_figures(agg.merge_stages(ticks, window, "chain"), 3)
+    assert (first["stage"], second["stage"], third["stage"]) == (1, 2, 3)
+    s1, s2 = first["series"], second["series"]
+    assert s1["t"] == window.times() and len(s1["p99_ms"]) == window.n
+    assert s1["rps"][-1] == pytest.approx(40 / 2.0)
+    assert s1["p99_ms"][-1] == pytest.approx((0.1 + 0.9 * 0.99) * 1000)
+    assert s2["p50_ms"][-1] < 10 and s2["p99_ms"][-1] > 100  # the one late request
+    assert s1["p99_ms"][-1] > s2["p50_ms"][-1]
+    assert s2["defaults_per_s"][-1] == pytest.approx(1 / 2.0)
+    assert s2["errors_per_s"][-1] == pytest.approx(2 / 2.0)
+    assert s1["defaults_per_s"][-1] == 0 and s1["errors_per_s"][-1] == 0
+    assert second["now"]["defaults_per_s"] == pytest.approx(1 / 10.0)  # the last 10 s
+    assert second["now"]["errors_per_s"] == pytest.approx(2 / 10.0)
+    assert first["now"]["rps"] == pytest.approx(40 / 10.0)
+    assert first["now"]["p99_ms"] == pytest.approx(s1["p99_ms"][-1])
+    # A stage no tick mentions (set since, say): no traffic, and no latency.
+    assert third["now"] == {
+        "rps": 0.0,
+        "p50_ms": None,
+        "p99_ms": None,
+        "defaults_per_s": 0.0,
+        "errors_per_s": 0.0,
+    }
+    assert third["series"]["rps"][:-1] == [None] * (window.n - 1)  # no frontend ticked then
+
+
+def test_old_ticks_without_stages_still_merge_and_count_as_covered() -> None:
+    now = 1000.0
+    ticks = [
+        tick("a", now - 2, apps={"chain": app(5, [0, 5, 0, 0, 0])}),  # before stages
+        tick("a", now, apps={"chain": pipeline(4, {"2": stage([0, 0, 4, 0, 0])})}),
+    ]
+    assert all(raw.readable(t) for t in ticks)
+    window = agg.window_for(ticks, now, 20)
+    merged = agg.merge_stages(ticks, window, "chain")
+    first, second = agg.stage_figures(merged, 2)
+    # The old tick's bucket was covered: 0 requests reached the stages, not "unknown".
+    assert second["series"]["rps"][-2:] == [0.0, pytest.approx(2.0)]
+    assert first["series"]["rps"][-2:] == [0.0, 0.0]
+    assert first["series"]["p99_ms"][-1] is None
+    # The overview merges the same ticks as before: the app's own figures.
+    figures = agg.app_figures(agg.merge(ticks, window), "chain")
+    assert figures["series"]["rps"][-2:] == [pytest.approx(2.5), pytest.approx(2.0)]
+
+
+def test_a_tick_with_unreadable_stages_is_not_read() -> None:
+    good = tick("a", 1.0, apps={"x": pipeline(1, {"1": stage([1, 0, 0, 0, 0])})})
+    assert raw.readable(good)
+    bad_stages: list[Any] = [
+        [],
+        {"0": stage([1, 0, 0, 0, 0])},  # stages are numbered from 1
+        {"9": stage([1, 0, 0, 0, 0])},  # more than a pipeline may have
+        {"one": stage([1, 0, 0, 0, 0])},
+        {"1": []},
+        {"1": stage([1, 0, 0])},  # counts do not fit the app's bounds
+        {"1": {**stage([1, 0, 0, 0, 0]), "defaults": "1"}},
+        {"1": {**stage([1, 0, 0, 0, 0]), "errors": 1e300}},
+    ]
+    for stages in bad_stages:
+        apps = {"x": {**pipeline(1, {}), "stages": stages}}
+        assert not raw.readable({**good, "apps": apps}), stages
