@@ -211,6 +211,40 @@ def stages_line(stages: Sequence[Mapping[str, Any]], models: Sequence[Any] = ())
     return Text.assemble(("stages: ", "bold"), " -> ".join(parts))
 
 
+def stages_table(
+    stages: Sequence[Mapping[str, Any]], live: Sequence[Any], spark: int = SPARK_WIDTH
+) -> Table:
+    """A pipeline's stages live (the activity's ``stages``), a row each: requests that
+    reached the stage per second, its p50/p99 time, the defaults and errors it caused
+    per second, and its p99's trend."""
+    columns = ("stage", "req/s", "p50 ms", "p99 ms", "defaults/s", "errors/s", "trend")
+    table = _table("stages (live)", *columns, "models", spark=spark)
+    for entry in map(_dict, live):
+        number = _number(entry.get("stage"))
+        index = None if number is None else round(number) - 1
+        arms = stages[index].get("arms") if index is not None and 0 <= index < len(stages) else ()
+        now, series = _dict(entry.get("now")), _dict(entry.get("series"))
+        defaults = Text(fixed(now.get("defaults_per_s"), 2))
+        if (_number(now.get("defaults_per_s")) or 0) > 0:
+            defaults.stylize("yellow")
+        errors = Text(fixed(now.get("errors_per_s"), 2))
+        if (_number(now.get("errors_per_s")) or 0) > 0:
+            errors.stylize("red")
+        table.add_row(
+            *_cells(
+                Text(whole(number), style="bold"),
+                fixed(now.get("rps")),
+                fixed(now.get("p50_ms")),
+                fixed(now.get("p99_ms")),
+                defaults,
+                errors,
+                _trend(series.get("p99_ms"), spark),
+                text("|".join(str(a) for a in _list(arms))),
+            )
+        )
+    return table
+
+
 # Columns of words, which wrap on a narrow terminal; numbers never wrap nor shrink.
 _WORDS: Final = ("health", "request id", "reason", "frontend", "policy", "models")
 
@@ -354,8 +388,8 @@ def activity_view(
     overview: Mapping[str, Any] | None = None,
 ) -> RenderableType:
     """One app's policy, its stages (the versions they answer with from ``overview``'s
-    models), its weights per linked model, and its recent default answers. Policy,
-    links and weights are stage 1's."""
+    models) and, for a pipeline, each stage's live numbers, its weights per linked
+    model, and its recent default answers. Policy, links and weights are stage 1's."""
     params = _params(_dict(activity.get("policy_params")))
     links = ", ".join(str(m) for m in _list(activity.get("linked_models")))
     title = Text.assemble(
@@ -390,10 +424,13 @@ def activity_view(
                 text(default.get("frontend")),
             )
         )
+    live = _list(activity.get("stages"))
+    per_stage: list[RenderableType] = [stages_table(stages, live, spark), Text("")] if live else []
     return Group(
         title,
         stages_line(stages, _list(overview.get("models"))),
         Text(""),
+        *per_stage,
         weights if weights.row_count else Text(f"{weights_title}: none in the window"),
         Text(""),
         table if shown else Text("recent defaults: none in the window"),

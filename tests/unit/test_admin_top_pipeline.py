@@ -140,3 +140,29 @@ def test_a_stage_without_arms_or_versions_draws_dashes_not_none() -> None:
     line = stages_line(odd, [{"name": "x", "current_version": None}])
     assert line.plain == "stages: 1 - (single) -> 2 x (-)"
     assert "None" not in draw(Frame(overview(app("odd", odd)), activity("odd", odd)))
+
+
+def live_stage(number: int, p99: float | None, defaults: float, errors: float) -> dict[str, Any]:
+    now = {"rps": 4.0, "p50_ms": 1.0, "p99_ms": p99}
+    return {
+        "stage": number,
+        "now": {**now, "defaults_per_s": defaults, "errors_per_s": errors},
+        "series": {"t": [1.0, 2.0], "p99_ms": [p99, p99]},
+    }
+
+
+def test_top_app_shows_each_stages_p99_defaults_and_errors() -> None:
+    live = [live_stage(1, 48.5, 0.0, 0.0), live_stage(2, None, 0.5, 0.25)]
+    frame = Frame(overview(app("chain", PIPELINE)), {**activity("chain", PIPELINE), "stages": live})
+    out = draw(frame)
+    assert "stages (live)" in out
+    # stage, req/s, p50, p99, defaults/s, errors/s, trend, models
+    first, second = cells(out, "1"), cells(out, "2")
+    assert first[:6] == ["1", "4.0", "1.0", "48.5", "0.00", "0.00"]
+    assert first[-1] == "feat"
+    assert second[:6] == ["2", "4.0", "1.0", "-", "0.50", "0.25"]  # no p99: a dash
+    assert second[-1] == "clf-a|clf-b:2"
+    # An app of one stage (no "stages" in its activity, or an empty list) has no table.
+    plain = Frame(overview(app("plain", None)), {**activity("plain", None), "stages": []})
+    assert "stages (live)" not in draw(plain)
+    assert "stages (live)" not in draw(Frame(overview(app("plain", None)), activity("plain", None)))
