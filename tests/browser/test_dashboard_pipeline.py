@@ -7,12 +7,14 @@ through the REST API (``PUT /admin/apps/chain/pipeline``), to a two-stage pipeli
 stage 1 ``feat`` (single), stage 2 ``clf`` and ``clf:1`` under exp4. The tests read the
 overview's row of ``chain``, its page (both stages, the version each arm answers with,
 the policy and params, and stage 2's learned weights chart) and ``clf``'s page (the app
-and stage using it), and leave ``app-pipeline.png``. Nothing here predicts through the
-pipeline: these are the pages' tests, not the query frontend's.
+and stage using it), and leave ``app-pipeline.png``; then, after predictions through the
+pipeline, each stage's time chart and its row's time, defaults and errors
+(``app-pipeline-stages.png``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,41 @@ def test_a_pipeline_apps_page_shows_both_stages_and_stage_2s_weights(
     legend = text_of(browser, f"{chart} .legend")
     assert "clf 0.50" in legend and "clf:1 0.50" in legend, legend
     screenshot(browser, screenshots, "app-pipeline")
+
+
+def test_a_pipeline_apps_page_shows_each_stages_time_after_traffic(
+    logged_in: Any, cluster: Dashboard, screenshots: Path
+) -> None:
+    browser = logged_in
+    url = f"http://{cluster.conn.get_query_addr()}/chain/predict"
+    browser.get(f"{cluster.base}/ui/apps/chain")
+    wait_for(browser, lambda: len(css(browser, "#pipeline-table tbody tr")) == 2, "two stage rows")
+    # Before any traffic each stage has its chart and its row's cells, with no numbers.
+    assert css(browser, '[data-chart="stage-latency-1"]')
+    assert css(browser, '[data-chart="stage-latency-2"]')
+    with httpx.Client(timeout=10) as http:
+
+        def timed() -> bool:
+            for text in ("hello there", "a pipeline of two stages"):
+                r = http.post(url, json={"input": text})
+                assert r.status_code == 200, r.text  # a cold start may answer the default
+            return all(
+                chart_points(browser, f'[data-chart="stage-latency-{n}"]') >= 1
+                and text_of(browser, f'#pipeline-table tr[data-stage="{n}"] td.stage-time')
+                .split("/")[1]
+                .strip()
+                .endswith("ms")
+                for n in (1, 2)
+            )
+
+        wait_for(browser, timed, "each stage's time on the page after traffic")
+    for n in (1, 2):
+        row = f'#pipeline-table tr[data-stage="{n}"]'
+        assert re.fullmatch(r"\d+\.\d\d", text_of(browser, f"{row} td.stage-defaults"))
+        assert text_of(browser, f"{row} td.stage-errors") == "0.00"
+    legend = text_of(browser, '[data-chart="stage-latency-1"] .legend')
+    assert "p50" in legend and "p99" in legend, legend
+    screenshot(browser, screenshots, "app-pipeline-stages")
 
 
 def test_a_models_page_shows_the_apps_and_stages_using_it(

@@ -1,5 +1,6 @@
 // An app's page: its settings, linked models, its pipeline (every stage's arms with the
-// version each answers with now, policy and params), learned weights over time and
+// version each answers with now, policy and params; for a pipeline, each stage's time,
+// defaults and errors now and its time over the window), learned weights over time and
 // recent default answers (GET /admin/apps/{app}, GET /admin/apps/{app}/activity,
 // GET /admin/models, and GET /admin/apps/{app}/policy/state?stage=N for every later
 // stage whose policy learns).
@@ -45,15 +46,40 @@ function armCell(arm, models) {
     el("span", { class: "muted", text: note }));
 }
 
-function pipelineTable(stages, models) {
+// A pipeline's live numbers of stage n (the activity's "stages"), or null: an app of one
+// stage, or an older management frontend, has none.
+function liveStage(live, n) {
+  return (live || []).find((s) => s.stage === n) || null;
+}
+
+function pipelineTable(stages, models, live) {
+  const numbers = stages.length > 1;
+  const heads = ["Stage", "Models (version answering now)", "Policy", "Policy parameters"];
+  if (numbers) heads.push("Time p50 / p99 (now)", "Defaults/s", "Errors/s");
   return el("table", { id: "pipeline-table" },
-    el("thead", {}, el("tr", {}, ["Stage", "Models (version answering now)", "Policy", "Policy parameters"]
-      .map((h) => el("th", { text: h })))),
-    el("tbody", {}, stages.map((stage, i) => el("tr", { "data-stage": i + 1 },
-      el("td", { class: "stage-number", text: String(i + 1) }),
-      el("td", { class: "stage-arms" }, stage.arms.length ? stage.arms.map((a) => armCell(a, models)) : "none"),
-      el("td", { class: "stage-policy", text: stage.policy }),
-      el("td", { class: "stage-params" }, paramsCell(stage.policy_params))))));
+    el("thead", {}, el("tr", {}, heads.map((h) => el("th", { text: h })))),
+    el("tbody", {}, stages.map((stage, i) => {
+      const now = (liveStage(live, i + 1) || {}).now || {};
+      return el("tr", { "data-stage": i + 1 },
+        el("td", { class: "stage-number", text: String(i + 1) }),
+        el("td", { class: "stage-arms" }, stage.arms.length ? stage.arms.map((a) => armCell(a, models)) : "none"),
+        el("td", { class: "stage-policy", text: stage.policy }),
+        el("td", { class: "stage-params" }, paramsCell(stage.policy_params)),
+        numbers ? el("td", { class: "stage-time", text: `${fmt(now.p50_ms, 1)} / ${fmt(now.p99_ms, 1, "ms")}` }) : null,
+        numbers ? el("td", { class: "stage-defaults", text: fmt(now.defaults_per_s, 2) }) : null,
+        numbers ? el("td", { class: "stage-errors", text: fmt(now.errors_per_s, 2) }) : null);
+    })));
+}
+
+// One chart per stage of its time per request (p50, p99) over the window.
+function stageTimes(stages, live) {
+  return el("div", { class: "cards", id: "stage-times" }, el("section", { class: "card charts" },
+    stages.map((stage, i) => {
+      const n = i + 1;
+      const s = (liveStage(live, n) || {}).series || { t: [] };
+      return chart({ id: `stage-latency-${n}`, title: `Stage ${n} (${stage.arms.join(" | ")}): time per request (ms)`,
+        t: s.t, unit: "ms", series: [{ name: "p50", values: s.p50_ms || [] }, { name: "p99", values: s.p99_ms || [] }] });
+    })));
 }
 
 function stageWeights(stage, i, learned) {
@@ -92,7 +118,9 @@ export function renderApp(page, { info, activity, models, stages, learned }) {
     el("p", { class: "muted", text: pipeline
       ? "Each stage's outputs are the next stage's inputs; the last stage answers. One SLO covers them all."
       : "One stage: the linked models under the app's policy." }),
-    pipelineTable(stages, models),
+    pipelineTable(stages, models, activity.stages),
+    pipeline && activity.stages ? el("h2", { text: "Time per stage" }) : null,
+    pipeline && activity.stages ? stageTimes(stages, activity.stages) : null,
     el("h2", { text: pipeline ? "Stage 1: weights / probabilities over time" : "Weights / probabilities over time" }),
     arms.length
       ? el("div", { class: "cards" }, el("section", { class: "card charts" },
