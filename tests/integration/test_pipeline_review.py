@@ -1,0 +1,150 @@
+"""Pipelines attacked as a user, an operator and an attacker would: a review's findings.
+
+Real redis-server, both frontends and every model replica as local processes (one
+cluster for the module; each test has its own app and model names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from clusters import started
+from polling import eventually
+
+from admin import Connection, LocalContainerManager
+from admin.container_managers._credentials import LocalCredentialStore
+from admin.deployers.python import deploy_python_closure
+from admin.exceptions import InvalidRequestError
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+HTTP = httpx.Client(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def manager(
+    tmp_path_factory: pytest.TempPathFactory, local_manager: Callable[..., LocalContainerManager]
+) -> LocalContainerManager:
+    cm: LocalContainerManager = local_manager(tmp_path_factory.mktemp("review"))
+    return cm
+
+
+@pytest.fixture(scope="module")
+def conn(manager: LocalContainerManager) -> Iterator[Connection]:
+    with started(manager) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def store(manager: LocalContainerManager, conn: Connection) -> Iterator[redis.Redis]:
+    creds = LocalCredentialStore(manager.data_dir).load()
+    assert creds is not None
+    client = redis.Redis(
+        host="127.0.0.1", port=manager.redis_port, password=creds.redis_password, socket_timeout=5
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_http() -> Iterator[None]:
+    yield
+    HTTP.close()
+
+
+def post(conn: Connection, app: str, body: Any, verb: str = "predict") -> httpx.Response:
+    return HTTP.post(f"http://{conn.get_query_addr()}/{app}/{verb}", json=body)
+
+
+def test_a_corrupted_stages_field_breaks_only_its_own_app(
+    conn: Connection, store: redis.Redis
+) -> None:
+    deploy_python_closure(
+        conn, "cr-id", "1", "doubles", lambda xs: [[x[0] + 1.0] for x in xs], output_type="doubles"
+    )
+    conn.register_application("cr-bad", "doubles", -1, 2_000_000)
+    conn.set_app_pipeline("cr-bad", ["cr-id", "cr-id"])
+    assert post(conn, "cr-bad", {"input": [1.0]}).json()["output"] == [3.0]
+
+    store.hset("schooner:app:cr-bad", "stages", "{not json")
+    # Any later change: an app registered after the corruption must still be served.
+    conn.register_application("cr-new", "doubles", -1, 2_000_000)
+    conn.link_model_to_app("cr-new", "cr-id")
+    eventually(
+        lambda: post(conn, "cr-new", {"input": [1.0]}).status_code == 200,
+        what="an app registered after another app's stages were corrupted",
+        timeout=10,
+    )
+    assert post(conn, "cr-new", {"input": [1.0]}).json()["output"] == [2.0]
+
+    # The broken app is not silently served as its first stage alone: its default,
+    # saying which stage cannot be read; the admin API shows that stage without arms.
+    bad = post(conn, "cr-bad", {"input": [1.0]}).json()
+    assert bad["default"] is True and bad["output"] == -1, bad
+    assert "stage 2" in bad["default_explanation"]
+    assert "cannot be read" in bad["default_explanation"]
+    assert [s["arms"] for s in conn.get_app_pipeline("cr-bad")] == [["cr-id"], []]
+
+    # The operator can read it and set it right through the API.
+    conn.set_app_pipeline("cr-bad", ["cr-id", "cr-id"])
+    eventually(
+        lambda: post(conn, "cr-bad", {"input": [1.0]}).json().get("output") == [3.0],
+        what="the pipeline set again",
+        timeout=10,
+    )
+
+
+def test_a_stage_answering_the_wrong_number_of_outputs_is_an_error_naming_it(
+    conn: Connection,
+) -> None:
+    deploy_python_closure(
+        conn, "wc-a", "1", "doubles", lambda xs: [[x[0]] for x in xs], output_type="doubles"
+    )
+    deploy_python_closure(conn, "wc-b", "1", "doubles", lambda xs: [])
+    conn.register_application("wcount", "doubles", -1, 2_000_000)
+    conn.set_app_pipeline("wcount", ["wc-a", "wc-b"])
+    r = post(conn, "wcount", {"input": [1.0]})
+    assert r.status_code == 500, r.text
+    assert "stage 2" in r.json()["message"]
+
+
+def test_a_label_the_loss_cannot_use_stores_nothing_in_any_stage(conn: Connection) -> None:
+    deploy_python_closure(
+        conn, "lb-a", "1", "doubles", lambda xs: [[x[0]] for x in xs], output_type="doubles"
+    )
+    deploy_python_closure(
+        conn, "lb-b", "1", "doubles", lambda xs: [[x[0] * 2] for x in xs], output_type="doubles"
+    )
+    deploy_python_closure(conn, "lb-c", "1", "doubles", lambda xs: [x[0] + 1.0 for x in xs])
+    conn.register_application("label", "doubles", -1, 2_000_000)
+    exp4 = {"arms": ["lb-a", "lb-b"], "policy": "exp4"}
+    conn.set_app_pipeline("label", [exp4, {"arms": ["lb-c"], "policy": "exp3"}])
+    r = post(conn, "label", {"input": [1.0], "label": {"a": [1]}}, "update")
+    assert r.status_code == 400, r.text
+    for stage in (1, 2):
+        assert conn.get_policy_state("label", stage=stage)["updates"] == 0
+
+    ok = post(conn, "label", {"input": [1.0], "label": 2.0, "feedback_id": "f1"}, "update")
+    assert ok.status_code == 200, ok.text
+    again = post(conn, "label", {"input": [1.0], "label": 2.0, "feedback_id": "f1"}, "update")
+    assert again.status_code == 200 and again.json().get("duplicate") is True, again.text
+    for stage in (1, 2):
+        assert conn.get_policy_state("label", stage=stage)["updates"] == 1
+
+
+def test_bad_stage_numbers_are_refused_by_the_client_and_the_api(conn: Connection) -> None:
+    deploy_python_closure(conn, "sn-a", "1", "doubles", lambda xs: [x[0] for x in xs])
+    conn.register_application("stageno", "doubles", -1, 2_000_000)
+    conn.link_model_to_app("stageno", "sn-a")
+    for stage in (0, 2, 9, -1):
+        with pytest.raises(InvalidRequestError):
+            conn.set_selection_policy("stageno", "exp3", stage=stage)
+        with pytest.raises(InvalidRequestError):
+            conn.get_policy_state("stageno", stage=stage)
+        with pytest.raises(InvalidRequestError):
+            conn.reset_policy_state("stageno", stage=stage)
+    assert conn.get_app_pipeline("stageno")[0]["policy"] == "single"
