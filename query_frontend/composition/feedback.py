@@ -143,7 +143,10 @@ async def _downstream(
         item = pipeline.to_input(output, stages[1].app.input_type)
     except ValueError:
         return None
-    (ans,) = await pipeline.run(stages[1:], [item], [qid], deadline, uid, trace)
+    try:
+        (ans,) = await pipeline.run(stages[1:], [item], [qid], deadline, uid, trace)
+    except StageOutputError:  # a later stage's output the one after it cannot take
+        return None
     return orjson.loads(ans.outcome) if isinstance(ans.outcome, bytes) else None
 
 
