@@ -6,6 +6,7 @@ cluster for the module; each test has its own app and model names).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from polling import eventually
 from admin import Connection, LocalContainerManager
 from admin.container_managers._credentials import LocalCredentialStore
 from admin.deployers.python import deploy_python_closure
-from admin.exceptions import InvalidRequestError
+from admin.exceptions import ConflictError, InvalidRequestError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -202,3 +203,43 @@ def test_deep_and_huge_outputs_between_stages_get_a_clear_answer(conn: Connectio
     r = post(conn, "huge", {"input": [1.0]})
     assert r.status_code == 200, r.text[:300]
     assert r.json()["output"] == 5_000_000.0
+
+
+def test_deploying_a_version_the_next_stage_cannot_take_is_refused_and_leaves_nothing(
+    conn: Connection,
+) -> None:
+    deploy_python_closure(
+        conn, "rv-feat", "1", "doubles", lambda xs: [[x[0]] for x in xs], output_type="doubles"
+    )
+    deploy_python_closure(conn, "rv-clf", "1", "doubles", lambda xs: [x[0] * 2 for x in xs])
+    conn.register_application("roll", "doubles", -1, 2_000_000)
+    conn.set_app_pipeline("roll", ["rv-feat", "rv-clf"])
+    with pytest.raises(ConflictError) as refused:
+        deploy_python_closure(
+            conn, "rv-feat", "2", "doubles", lambda xs: ["s" for _ in xs], output_type="strings"
+        )
+    assert "stage 2" in str(refused.value)
+    model = conn.get_model("rv-feat")
+    assert model is not None
+    assert model["current_version"] == "1" and model["versions"] == ["1"], model
+    replicas = conn.get_all_model_replicas(verbose=True)
+    assert not [r for r in replicas if "rv-feat:2" in str(r)], replicas
+    assert post(conn, "roll", {"input": [2.0]}).json()["output"] == 4.0
+
+
+def test_unregistering_a_version_a_later_stage_needs_is_refused_and_keeps_serving(
+    conn: Connection,
+) -> None:
+    deploy_python_closure(
+        conn, "ur-a", "1", "doubles", lambda xs: [[x[0]] for x in xs], output_type="doubles"
+    )
+    deploy_python_closure(conn, "ur-b", "1", "doubles", lambda xs: [x[0] * 3 for x in xs])
+    conn.register_application("unreg", "doubles", -1, 2_000_000)
+    conn.set_app_pipeline("unreg", ["ur-a", "ur-b"])
+    assert post(conn, "unreg", {"input": [2.0]}).json()["output"] == 6.0
+    with pytest.raises(ConflictError):
+        conn.unregister_model_version("ur-b", "1")
+    # Refused: the pipeline still answers, its stage 2 replicas untouched.
+    time.sleep(1.0)
+    body = post(conn, "unreg", {"input": [5.0]}).json()  # not a cached answer
+    assert body["default"] is False and body["output"] == 15.0, body
