@@ -243,3 +243,74 @@ def test_unregistering_a_version_a_later_stage_needs_is_refused_and_keeps_servin
     time.sleep(1.0)
     body = post(conn, "unreg", {"input": [5.0]}).json()  # not a cached answer
     assert body["default"] is False and body["output"] == 15.0, body
+
+
+def test_each_stages_learned_state_is_kept_renewed_reset_and_cleaned_up_by_the_rules(
+    conn: Connection, store: redis.Redis
+) -> None:
+    deploy_python_closure(
+        conn, "ls-a", "1", "doubles", lambda xs: [[x[0]] for x in xs], output_type="doubles"
+    )
+    deploy_python_closure(conn, "ls-b", "1", "doubles", lambda xs: [x[0] for x in xs])
+    deploy_python_closure(conn, "ls-c", "1", "doubles", lambda xs: [x[0] + 1 for x in xs])
+    conn.register_application("learn", "doubles", -1, 2_000_000)
+    exp3 = {"arms": ["ls-b", "ls-c"], "policy": "exp3"}
+    conn.set_app_pipeline("learn", [{"arms": ["ls-a"], "policy": "exp3"}, exp3])
+    for i in range(3):
+        body = {"input": [float(i)], "label": float(i), "uid": "u1", "feedback_id": f"x{i}"}
+        assert post(conn, "learn", body, "update").status_code == 200
+    assert [conn.get_policy_state("learn", stage=s)["updates"] for s in (1, 2)] == [3, 3]
+    epochs = [s["policy_epoch"] for s in conn.get_app_pipeline("learn")]
+
+    # Same policies, other settings: both stages keep what they learned.
+    conn.set_app_pipeline("learn", [{"arms": ["ls-a"], "policy": "exp3"}, {**exp3, "eta": 0.5}])
+    assert [s["policy_epoch"] for s in conn.get_app_pipeline("learn")] == epochs
+    assert [conn.get_policy_state("learn", stage=s)["updates"] for s in (1, 2)] == [3, 3]
+    # A retried feedback id still counts once per stage.
+    body = {"input": [0.0], "label": 0.0, "feedback_id": "x0"}
+    assert post(conn, "learn", body, "update").json().get("duplicate") is True
+
+    # Stage 2 alone forgets; stage 1 keeps.
+    conn.reset_policy_state("learn", stage=2)
+    assert [conn.get_policy_state("learn", stage=s)["updates"] for s in (1, 2)] == [3, 0]
+    renewed = [s["policy_epoch"] for s in conn.get_app_pipeline("learn")]
+    assert renewed[0] == epochs[0] and renewed[1] != epochs[1]
+
+    # Another policy at stage 2: a new epoch; the old ones' keys are cleaned up.
+    conn.set_app_pipeline("learn", ["ls-a", {"arms": ["ls-b", "ls-c"], "policy": "exp4"}])
+    now = [s["policy_epoch"] for s in conn.get_app_pipeline("learn")]
+    assert epochs[0] not in now and renewed[1] not in now
+
+    def old_keys() -> list[bytes]:
+        return [
+            k
+            for e in (epochs[0], epochs[1], renewed[1])
+            for k in store.scan_iter(match=f"schooner:app:learn:policy:{e}*")
+        ]
+
+    eventually(lambda: not old_keys(), what="the old epochs' learned state deleted", timeout=10)
+    assert [conn.get_policy_state("learn", stage=s)["updates"] for s in (1, 2)] == [0, 0]
+    assert post(conn, "learn", {"input": [4.0], "label": 4.0}, "update").status_code == 200
+    assert [conn.get_policy_state("learn", stage=s)["updates"] for s in (1, 2)] == [1, 1]
+
+
+def test_v2_metadata_of_a_pipeline_offers_no_version_to_pin(conn: Connection) -> None:
+    deploy_python_closure(
+        conn, "vm-a", "1", "doubles", lambda xs: [[x[0]] for x in xs], output_type="doubles"
+    )
+    deploy_python_closure(
+        conn, "vm-a", "2", "doubles", lambda xs: [[x[0]] for x in xs], output_type="doubles"
+    )
+    deploy_python_closure(conn, "vm-b", "1", "doubles", lambda xs: [x[0] for x in xs])
+    conn.register_application("vmeta", "doubles", -1, 2_000_000)
+    conn.set_app_pipeline("vmeta", ["vm-a", "vm-b"])
+    addr = conn.get_query_addr()
+    meta = HTTP.get(f"http://{addr}/v2/models/vmeta").json()
+    assert meta["parameters"]["models"] == ["vm-a:2", "vm-b:1"]
+    # Every pin of a pipeline is refused: the metadata must not offer stage 1's versions.
+    assert meta["versions"] == [], meta
+    pinned = HTTP.post(
+        f"http://{addr}/v2/models/vmeta/versions/1/infer",
+        json={"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 1], "data": [1.0]}]},
+    )
+    assert pinned.status_code == 400
