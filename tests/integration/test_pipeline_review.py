@@ -89,6 +89,11 @@ def test_a_corrupted_stages_field_breaks_only_its_own_app(
     assert "stage 2" in bad["default_explanation"]
     assert "cannot be read" in bad["default_explanation"]
     assert [s["arms"] for s in conn.get_app_pipeline("cr-bad")] == [["cr-id"], []]
+    # Feedback cannot teach it: a 409 as for an app without a model, not a 503 asking
+    # for a retry that cannot help.
+    learn = post(conn, "cr-bad", {"input": [1.0], "label": 1.0}, "update")
+    assert learn.status_code == 409, learn.text
+    assert "stage 2" in learn.json()["message"]
 
     # The operator can read it and set it right through the API.
     conn.set_app_pipeline("cr-bad", ["cr-id", "cr-id"])
