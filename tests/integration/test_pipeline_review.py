@@ -357,3 +357,20 @@ def test_a_stage_left_no_time_by_the_stages_before_it_says_so(conn: Connection) 
     why = body["default_explanation"]
     assert "stage 2" in why and "stage 1" in why, why
     assert "no time" in why, why
+
+
+def test_the_query_client_raises_an_output_the_next_stage_refused_as_a_prediction_error(
+    conn: Connection,
+) -> None:
+    from admin import PredictionError, QueryClient
+
+    deploy_python_closure(conn, "qe-a", "1", "doubles", lambda xs: ["words" for _ in xs])
+    deploy_python_closure(conn, "qe-b", "1", "doubles", lambda xs: [x[0] for x in xs])
+    conn.register_application("qerr", "doubles", -1, 2_000_000)
+    conn.set_app_pipeline("qerr", ["qe-a", "qe-b"])
+    with QueryClient(conn.get_query_addr()) as client:
+        with pytest.raises(PredictionError) as failed:
+            client.predict("qerr", [1.0])
+    assert failed.value.status_code == 502
+    assert failed.value.code == "pipeline_output_rejected"
+    assert "stage 2" in str(failed.value)
