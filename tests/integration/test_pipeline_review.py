@@ -368,9 +368,12 @@ def test_the_query_client_raises_an_output_the_next_stage_refused_as_a_predictio
     deploy_python_closure(conn, "qe-b", "1", "doubles", lambda xs: [x[0] for x in xs])
     conn.register_application("qerr", "doubles", -1, 2_000_000)
     conn.set_app_pipeline("qerr", ["qe-a", "qe-b"])
-    with QueryClient(conn.get_query_addr()) as client:
+    client = QueryClient(conn.get_query_addr())
+    try:
         with pytest.raises(PredictionError) as failed:
             client.predict("qerr", [1.0])
+    finally:
+        client.close()
     assert failed.value.status_code == 502
     assert failed.value.code == "pipeline_output_rejected"
     assert "stage 2" in str(failed.value)
