@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from management_frontend.state.policy import EXP4
-from query_frontend.composition.run import Pipeline
+from query_frontend.composition.run import Pipeline, StageOutputError
 from query_frontend.queries import Expired, Failure, Item, Outcome, RequestTrace
 from query_frontend.routing.table import Arm, Route
 from query_frontend.selection.ask import answer, arm_label, ask, learned_view
