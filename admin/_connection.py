@@ -738,13 +738,13 @@ class Connection(Closing):
             return None
 
     def unregister_model_version(self, name: str, version: str | int) -> None:
-        """Stop a version's replicas, then delete its record (the last version takes
-        the model with it). Refused with ``ConflictError`` while an app depends on it:
-        pinned to it, or linked to the model whose current (or last) version it is."""
+        """Delete a version's record (the last version takes the model with it), then
+        stop its replicas. Refused with ``ConflictError`` while an app depends on it:
+        pinned to it, or linked to the model whose current (or last) version it is (in
+        any stage of a pipeline); refused, its replicas keep serving."""
         name, version = check_name(name), check_version(version)
-        self._api.get_model_version(name, version)  # NotFoundError before stopping anything
-        self._replicas().stop(name, [version])
-        self._api.delete_model_version(name, version)
+        self._api.delete_model_version(name, version)  # refused: nothing stopped
+        self.cm.stop_models(name, [version])
         self.report(f"{name}:{version} is unregistered")
 
     def get_model_info(self, name: str, version: str) -> JSONObject | None:

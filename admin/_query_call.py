@@ -56,8 +56,10 @@ _STATUS_ERRORS: Final[dict[int, type[ManagementAPIError]]] = {
 }
 #: Error codes that say the query itself failed (500 ``model_error``: the model raised
 #: or returned the wrong number of outputs; 422 ``input_quarantined``: the input hung or
-#: crashed replicas before). Another 500 (a proxy's, say) stays a ``ManagementAPIError``.
-_QUERY_FAILED: Final = frozenset({"model_error", "input_quarantined"})
+#: crashed replicas before; 502 ``pipeline_output_rejected``: a pipeline stage answered
+#: it with what the next stage cannot take). Another 500 (a proxy's, say) stays a
+#: ``ManagementAPIError``.
+_QUERY_FAILED: Final = frozenset({"model_error", "input_quarantined", "pipeline_output_rejected"})
 #: 503 codes of ``/{app}/update`` that say the feedback was not stored.
 _NOT_STORED: Final = frozenset({"overloaded", "no_answer"})
 #: The connection broke after the request may have been sent.

@@ -127,8 +127,10 @@ class PredictionError(ManagementAPIError):
     """The query frontend could not answer a query because of the query itself: the model
     raised on it or returned the wrong number of outputs (500 ``model_error``: the message
     names the model, version, replica and exception type), or the input hung or crashed
-    replicas before and is quarantined for a while (422 ``input_quarantined``). Sending
-    the same input again does not help; the replica's log (``get_logs()``) says more."""
+    replicas before and is quarantined for a while (422 ``input_quarantined``), or a
+    pipeline stage answered it with what the next stage cannot take (502
+    ``pipeline_output_rejected``). Sending the same input again does not help; the
+    replica's log (``get_logs()``) says more."""
 
 
 class TLSVerificationError(ManagementAPIError):

@@ -523,7 +523,8 @@ class ClipperConnection:
             for version in versions:
                 try:
                     self.connection.unregister_model_version(name, version)
-                except ConflictError as exc:  # stopped, and kept for the apps that link it
+                except ConflictError as exc:  # kept for the apps that link it: stopped
+                    self.connection.stop_versioned_models({name: [version]})
                     self.logger.warning(
                         "%s:%s is stopped but stays registered: %s", name, version, exc
                     )

@@ -133,7 +133,7 @@ class App:
             # unexpected value reads as off, the side that reveals nothing.
             expose_model_errors=h.get("expose_model_errors") == "1",
             # Written before pipelines existed: one stage.
-            stages=tuple(Stage.from_json(d) for d in json.loads(h.get("stages", "[]"))),
+            stages=read_stages(h.get("stages", "[]")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -143,6 +143,24 @@ class App:
         out["input_type"] = str(self.input_type)
         del out["stages"]
         return out
+
+
+def read_stages(raw: str) -> tuple[Stage, ...]:
+    """An app hash's ``stages`` field; one that cannot be read (hand-edited, say) reads as
+    one stage without arms, which answers nothing: the app's queries get its default and
+    a query frontend keeps routing every other app (the record read whole, or not at
+    all, would freeze them), and setting the pipeline again mends it."""
+    try:
+        listed = json.loads(raw)
+        if not isinstance(listed, list):
+            raise TypeError("not a list")
+        for d in listed:
+            arms = d["arms"] if isinstance(d, dict) else None
+            if not isinstance(arms, list) or not all(isinstance(a, str) for a in arms):
+                raise TypeError("a stage without a list of arms")
+        return tuple(Stage.from_json(d) for d in listed)
+    except (ValueError, TypeError, KeyError):
+        return (Stage([]),)
 
 
 def pipeline_of(app: App, links: Sequence[str]) -> list[Stage]:

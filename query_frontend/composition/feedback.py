@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from management_frontend.state.policy import EXP4
-from query_frontend.composition.run import Pipeline
+from query_frontend.composition.run import Pipeline, StageOutputError
 from query_frontend.queries import Expired, Failure, Item, Outcome, RequestTrace
 from query_frontend.routing.table import Arm, Route
 from query_frontend.selection.ask import answer, arm_label, ask, learned_view
@@ -143,7 +143,10 @@ async def _downstream(
         item = pipeline.to_input(output, stages[1].app.input_type)
     except ValueError:
         return None
-    (ans,) = await pipeline.run(stages[1:], [item], [qid], deadline, uid, trace)
+    try:
+        (ans,) = await pipeline.run(stages[1:], [item], [qid], deadline, uid, trace)
+    except StageOutputError:  # a later stage's output the one after it cannot take
+        return None
     return orjson.loads(ans.outcome) if isinstance(ans.outcome, bytes) else None
 
 

@@ -11,6 +11,7 @@ stage together: one batch per model per stage, as an app's inputs do.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,13 @@ class Pipeline:
             stats = StageStats(ran=True)
             if stats_out is not None:
                 stats_out.append(stats)
+            if k and asyncio.get_running_loop().time() >= deadline:
+                # Not late itself: the stages before it took the whole objective.
+                why = f"{stage.name}: no time was left after {stages[k - 1].name}"
+                for i in live:
+                    final[i] = Answer(Expired(why), [], missing[i])
+                stats.defaults += len(live)
+                break
             started = perf_counter()
             said = await self._stage(stage, current, [ids[i] for i in live], deadline, uid, trace)
             stats.seconds = perf_counter() - started

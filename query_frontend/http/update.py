@@ -235,6 +235,10 @@ async def _update_pipeline(
     """Feedback on a pipeline app: every stage records its arms' losses, judged by the
     pipeline's answer; exp3 and exp4 stages learn (``composition.feedback``)."""
     app = route.app
+    for stage in route.stages:  # as for an app without a model: retrying cannot help
+        if stage.model_key is None and stage.no_model_reason:
+            reason = f"{stage.name}: {stage.no_model_reason}"
+            return error(409, "no_model", f"app '{app.name}' cannot learn: {reason}")
     loop = state.loop
     deadline = deadline_for(state, app, loop.time())
     qid = next(state.query_ids)

@@ -134,7 +134,10 @@ def stage_route(snap: Snapshot, app: App, index: int, stage: Stage) -> Route:
     route = _arms_route(snap, as_app, stage.arms)
     name = stage_name(index, stage.arms)
     if not route.arms:
-        route = dataclasses.replace(route, no_model_reason=f"no model is in {name}")
+        why = f"no model is in {name}"
+        if index > 0:  # never stored so: a ``stages`` field that cannot be read
+            why += ": its record cannot be read; set the app's pipeline again"
+        route = dataclasses.replace(route, no_model_reason=why)
     return dataclasses.replace(route, name=name)
 
 

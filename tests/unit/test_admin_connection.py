@@ -501,17 +501,17 @@ def test_stop_models_records_zero_replicas_then_stops_them() -> None:
     assert api.versions["m", "1"]["num_replicas"] == 0
 
 
-def test_unregistering_a_version_stops_its_replicas_before_deleting_it() -> None:
+def test_unregistering_a_version_deletes_it_then_stops_its_replicas() -> None:
+    # Deleted first: a deletion the cluster refuses (an app needs the version) must
+    # leave its replicas serving and its replica count as it was.
     conn, _api, events = connected()
     conn.deploy_model("m", "1", "doubles", "prebuilt/m:1")
     conn.deploy_model("m", "2", "doubles", "prebuilt/m:1")
     events.clear()
     conn.unregister_model_version("m", 1)
     assert events == [
-        "GET /admin/models/m/versions/1",
-        "PUT /admin/models/m/versions/1/replicas",
-        "cm.stop_models m ['1']",
         "DELETE /admin/models/m/versions/1",
+        "cm.stop_models m ['1']",
     ]
     assert (conn.get_model("m") or {})["versions"] == ["2"]
     assert conn.get_model("absent") is None

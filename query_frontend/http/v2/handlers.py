@@ -176,7 +176,7 @@ def _ready(state: FrontendState, route: Route) -> Reply:
 def _metadata(state: FrontendState, route: Route, version: str | None) -> dict[str, Any]:
     app = route.app
     snap = state.routing.snapshot
-    model = app_model(snap, app.name)
+    model = app_model(snap, app.name) if not route.stages else None  # a pipeline: no pin
     found = snap.models.get(model) if model is not None else None
     numeric = app.input_type.dtype is not None
     doc: dict[str, Any] = {
