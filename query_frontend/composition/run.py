@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 
+from management_frontend.state.policy import EXP4
 from model_container.protocol import InputType
 from query_frontend.batching.evaluate import Evaluator
 from query_frontend.queries import Expired, Failure, Item, Outcome, RequestTrace
@@ -92,7 +93,15 @@ class Pipeline:
                 stats.defaults += len(live)
                 break
             started = perf_counter()
-            said = await self._stage(stage, current, [ids[i] for i in live], deadline, uid, trace)
+            # An ensemble that later stages need time after combines what its arms said
+            # by its share of the time left, not waiting on a straggler till the end.
+            cutoff = None
+            if k < last and stage.policy == EXP4:
+                now = asyncio.get_running_loop().time()
+                cutoff = now + (deadline - now) / (len(stages) - k)
+            said = await self._stage(
+                stage, current, [ids[i] for i in live], deadline, uid, trace, cutoff
+            )
             stats.seconds = perf_counter() - started
             following = stages[k + 1] if k < last else None
             next_live: list[int] = []
@@ -127,8 +136,10 @@ class Pipeline:
         deadline: float,
         uid: str | None,
         trace: RequestTrace | None,
+        cutoff: float | None = None,
     ) -> list[Answer]:
-        """Each input's answer from one stage, as an app of its arms would give it."""
+        """Each input's answer from one stage, as an app of its arms would give it
+        (``cutoff``: an ensemble's, ``selection.ask``)."""
         if stage.model_key is not None:
             waits = self.evaluator.submit(
                 stage.model_key, stage.app, items, ids, deadline, trace=trace
@@ -139,7 +150,9 @@ class Pipeline:
         if stage.no_model_reason:
             return [Answer(Expired(stage.no_model_reason), [], []) for _ in items]
         view = learned_view(self.policies, stage, uid)
-        asked = await ask(self.evaluator, self.rng, stage, items, ids, deadline, uid, view, trace)
+        asked = await ask(
+            self.evaluator, self.rng, stage, items, ids, deadline, uid, view, trace, cutoff
+        )
         return answers(stage, asked, view)
 
     def _convert(self, stage: Route, following: Route, ans: Answer) -> Item:

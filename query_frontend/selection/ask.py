@@ -64,10 +64,16 @@ async def ask(
     uid: str | None,
     view: PolicyState,
     trace: RequestTrace | None = None,
+    cutoff: float | None = None,
 ) -> list[Asked]:
     """Send each input to the arm(s) its policy picks; every outcome arrives by
     ``deadline``. Raises ``OverloadedError``/``TooManyInputsError`` when the one arm of
-    split or exp3 cannot queue them; an ensemble counts such an arm as missing."""
+    split or exp3 cannot queue them; an ensemble counts such an arm as missing.
+
+    ``cutoff`` (loop time, before ``deadline``; ensembles only): an input that has an
+    answer from one of its arms by then is not kept waiting for the others, which count
+    as missing (stragglers); an input with none waits on until ``deadline``. A pipeline
+    gives it to an ensemble stage that later stages need time after."""
     routable, ready = split_arms(route, evaluator.has_replicas)
     choose = chooser(route, routable, ready, view, uid, rng)
     choices = [choose() for _ in items]
@@ -102,11 +108,38 @@ async def ask(
                 raise
             waits = [Expired(f"{arm_label(arm)}: {exc}")] * len(indices)
         pending.append((arm, indices, waits))
+    enough: set[int] = set()  # inputs that need not wait past the cutoff
+    if cutoff is not None and ensemble:
+        enough = await _until(cutoff, pending)
     for arm, indices, arm_waits in pending:
         for i, wait in zip(indices, arm_waits, strict=True):
-            outcome = wait if isinstance(wait, bytes | Expired) else await wait
+            if isinstance(wait, bytes | Expired):
+                outcome: Outcome = wait
+            elif wait.done() or i not in enough:
+                outcome = await wait
+            else:
+                outcome = Expired(f"{arm_label(arm)} had not answered when the others had")
             asked[i].outcomes.append((arm, outcome))
     return asked
+
+
+async def _until(
+    cutoff: float,
+    pending: Sequence[tuple[Arm, list[int], Sequence[bytes | Expired | asyncio.Future[Outcome]]]],
+) -> set[int]:
+    """Wait until every arm answered or ``cutoff``; the inputs that by then have an
+    answer (output) from at least one arm."""
+    futures = [w for _, _, waits in pending for w in waits if isinstance(w, asyncio.Future)]
+    loop = asyncio.get_running_loop()
+    if futures and cutoff > loop.time():
+        await asyncio.wait(futures, timeout=cutoff - loop.time())
+    return {
+        i
+        for _, indices, waits in pending
+        for i, w in zip(indices, waits, strict=True)
+        if isinstance(w, bytes)
+        or (isinstance(w, asyncio.Future) and w.done() and isinstance(w.result(), bytes))
+    }
 
 
 def arm_label(arm: Arm) -> str:

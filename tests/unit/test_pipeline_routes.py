@@ -4,6 +4,9 @@ learned-state copies of a pipeline's stages kept side by side (``PolicyStates.re
 
 from __future__ import annotations
 
+import asyncio
+import random
+
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
@@ -94,3 +97,35 @@ async def test_the_learned_state_of_every_stage_is_kept_side_by_side() -> None:
     assert states.app_state("reviews", "e2") is second
     await states.close()
     await r.aclose()
+
+
+async def test_a_stage_the_earlier_stages_left_no_time_says_so() -> None:
+    """Stage 1 answers, but the deadline has passed: stage 2 is not asked, and the
+    default blames neither stage alone."""
+    from typing import cast
+
+    from query_frontend.batching.evaluate import Evaluator
+    from query_frontend.composition import Pipeline
+    from query_frontend.queries import Expired
+
+    class Answers:
+        """Answers every input at once, as a cache hit would: ``[1.0]``."""
+
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        def submit(self, key: tuple[str, str], *args: object, **kw: object) -> list[bytes]:
+            self.asked.append(key[0])
+            return [b"[1.0]"]
+
+    piped = app(Stage(["clf"]))
+    route = build_route(snapshot(piped, ["feat"]), piped)
+    answers = Answers()
+    pipeline = Pipeline(
+        cast(Evaluator, answers), random.Random(0), cast(PolicyStates, None), from_output
+    )
+    past = asyncio.get_running_loop().time() - 1.0
+    (answer,) = await pipeline.run(route.stages, [b"text"], [0], past, None)
+    assert answers.asked == ["feat"]
+    assert isinstance(answer.outcome, Expired)
+    assert answer.outcome.reason == "stage 2 ('clf'): no time was left after stage 1 ('feat')"
