@@ -19,7 +19,9 @@ from time import perf_counter
 
 from management_frontend.state.policy import EXP4
 from model_container.protocol import InputType
+from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.batching.evaluate import Evaluator
+from query_frontend.batching.quarantine import QuarantinedError
 from query_frontend.queries import Expired, Failure, Item, Outcome, RequestTrace
 from query_frontend.routing.table import Route
 from query_frontend.selection.ask import Answer, answers, ask, learned_view
@@ -28,6 +30,10 @@ from query_frontend.selection.learned import PolicyStates
 #: Turns one output (its JSON text) into an input of the given type; raises ``ValueError``
 #: saying why it cannot (the HTTP layer's parsing of a client's ``"input"``).
 ToInput = Callable[[bytes, InputType], Item]
+
+#: What a stage may refuse a request's inputs with (a queue full, more inputs than a
+#: queue holds, an input quarantined): the request is refused, its message naming the stage.
+REFUSALS = (OverloadedError, TooManyInputsError, QuarantinedError)
 
 #: How much of an output an error message shows.
 SHOWN_OUTPUT_CHARS = 120
@@ -99,9 +105,13 @@ class Pipeline:
             if k < last and stage.policy == EXP4:
                 now = asyncio.get_running_loop().time()
                 cutoff = now + (deadline - now) / (len(stages) - k)
-            said = await self._stage(
-                stage, current, [ids[i] for i in live], deadline, uid, trace, cutoff
-            )
+            try:
+                said = await self._stage(
+                    stage, current, [ids[i] for i in live], deadline, uid, trace, cutoff
+                )
+            except REFUSALS as exc:  # the request's answer (429, 503, 422): name the stage
+                stats.errors += len(live)
+                raise type(exc)(f"{stage.name}: {exc}") from exc
             stats.seconds = perf_counter() - started
             following = stages[k + 1] if k < last else None
             next_live: list[int] = []

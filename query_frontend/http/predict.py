@@ -20,6 +20,7 @@ from model_container.protocol import InputType
 from query_frontend.batching.dispatch import OverloadedError, TooManyInputsError
 from query_frontend.batching.quarantine import QuarantinedError
 from query_frontend.composition import StageOutputError, StageStats
+from query_frontend.composition.run import REFUSALS
 from query_frontend.http.asgi import (
     BodyTooLargeError,
     ClientGoneError,
@@ -287,6 +288,9 @@ async def _pipeline(
     except StageOutputError as exc:
         _count_stages(state, route, stats, exc.stage)
         return error(502, "pipeline_output_rejected", f"app '{app.name}': {exc}")
+    except REFUSALS:  # answered by the caller (429, 503, 422); counted here, per stage
+        _count_stages(state, route, stats, None)
+        raise
     if trace.span is not None:
         trace.answered_at = state.loop.time()
     _count_stages(state, route, stats, None)

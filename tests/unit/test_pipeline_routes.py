@@ -129,3 +129,31 @@ async def test_a_stage_the_earlier_stages_left_no_time_says_so() -> None:
     assert answers.asked == ["feat"]
     assert isinstance(answer.outcome, Expired)
     assert answer.outcome.reason == "stage 2 ('clf'): no time was left after stage 1 ('feat')"
+
+
+async def test_a_stage_that_refuses_the_inputs_is_named_and_counted() -> None:
+    """Stage 2's queue is full: the request is refused (the caller's 503), the message
+    names stage 2, and stage 2 counts the inputs as its errors."""
+    from typing import cast
+
+    from query_frontend.batching.dispatch import OverloadedError
+    from query_frontend.batching.evaluate import Evaluator
+    from query_frontend.composition import Pipeline, StageStats
+
+    class FullAtClf:
+        def submit(self, key: tuple[str, str], *args: object, **kw: object) -> list[bytes]:
+            if key[0] == "clf":
+                raise OverloadedError("clf:2 has 1000 queries waiting")
+            return [b"[1.0]", b"[2.0]"]
+
+    piped = app(Stage(["clf"]))
+    route = build_route(snapshot(piped, ["feat"]), piped)
+    loop = asyncio.get_running_loop()
+    pipeline = Pipeline(
+        cast(Evaluator, FullAtClf()), random.Random(0), cast(PolicyStates, None), from_output
+    )
+    stats: list[StageStats] = []
+    with pytest.raises(OverloadedError) as refused:
+        await pipeline.run(route.stages, [b"a", b"b"], [0, 1], loop.time() + 1, None, None, stats)
+    assert str(refused.value) == "stage 2 ('clf'): clf:2 has 1000 queries waiting"
+    assert [(s.errors, s.defaults) for s in stats] == [(0, 0), (2, 0)]
