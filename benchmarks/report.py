@@ -140,14 +140,19 @@ def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row
             }
         )
 
-    def p50_ratio(
-        what: str, num: str, den: str, target: float | None, concurrency: int = 1
+    def latency_ratio(
+        what: str,
+        num: str,
+        den: str,
+        target: float | None,
+        concurrency: int = 1,
+        key: str = "p50_ms",
     ) -> None:
-        """Median latency ratio at ``concurrency``, lower is better; ``target`` None:
-        reported without a goal."""
+        """Ratio of a latency (``key``: p50 or p99) at ``concurrency``, lower is better;
+        ``target`` None: reported without a goal."""
         a, b = _find(rows, num, concurrency), _find(rows, den, concurrency)
-        measured = a["p50_ms"] / b["p50_ms"] if a and b and b["p50_ms"] else None
-        detail = f"{a['p50_ms']:.3f} / {b['p50_ms']:.3f} ms" if a and b else "not measured"
+        measured = a[key] / b[key] if a and b and b[key] else None
+        detail = f"{a[key]:.3f} / {b[key]:.3f} ms" if a and b else "not measured"
         out.append(
             {
                 "target": what,
@@ -159,24 +164,15 @@ def ratios(rows: list[Row], tight_slo_ms: float = 20.0, c: int = 64) -> list[Row
             }
         )
 
+    def p50_ratio(
+        what: str, num: str, den: str, target: float | None, concurrency: int = 1
+    ) -> None:
+        latency_ratio(what, num, den, target, concurrency, "p50_ms")
+
     def p99_ratio(
         what: str, num: str, den: str, target: float | None, concurrency: int = 1
     ) -> None:
-        """p99 latency ratio at ``concurrency``, lower is better; ``target`` None:
-        reported without a goal."""
-        a, b = _find(rows, num, concurrency), _find(rows, den, concurrency)
-        measured = a["p99_ms"] / b["p99_ms"] if a and b and b["p99_ms"] else None
-        detail = f"{a['p99_ms']:.3f} / {b['p99_ms']:.3f} ms" if a and b else "not measured"
-        out.append(
-            {
-                "target": what,
-                "goal": "-" if target is None else f"<= {target:g}x",
-                "measured": measured,
-                "display": f"{measured:.2f}x" if measured is not None else "n/a",
-                "detail": detail,
-                "pass": None if measured is None or target is None else measured <= target,
-            }
-        )
+        latency_ratio(what, num, den, target, concurrency, "p99_ms")
 
     # Issue 14: the floor, a minimal pipeline of the same architecture, in the same run.
     rps_ratio(
