@@ -54,7 +54,6 @@ class StageStats:
     seconds: float = 0.0
     defaults: int = 0
     errors: int = 0
-    ran: bool = False
 
 
 @dataclass(slots=True)
@@ -88,7 +87,7 @@ class Pipeline:
         current = items
         last = len(stages) - 1
         for k, stage in enumerate(stages):
-            stats = StageStats(ran=True)
+            stats = StageStats()
             if stats_out is not None:
                 stats_out.append(stats)
             if k and asyncio.get_running_loop().time() >= deadline:
@@ -125,7 +124,7 @@ class Pipeline:
                     if following is None:
                         final[i] = Answer(outcome, models[i], missing[i])
                         continue
-                    next_items.append(self._convert(stage, following, ans))
+                    next_items.append(self.next_input(stage, following, outcome, ans.models))
                     next_live.append(i)
                 elif isinstance(outcome, Expired):
                     stats.defaults += 1
@@ -164,12 +163,6 @@ class Pipeline:
             self.evaluator, self.rng, stage, items, ids, deadline, uid, view, trace, cutoff
         )
         return answers(stage, asked, view)
-
-    def _convert(self, stage: Route, following: Route, ans: Answer) -> Item:
-        """``ans``'s output as an input of ``following``, or ``StageOutputError``."""
-        output = ans.outcome
-        assert isinstance(output, bytes)
-        return self.next_input(stage, following, output, ans.models)
 
     def next_input(
         self, stage: Route, following: Route, output: bytes, models: Sequence[str]
