@@ -50,7 +50,7 @@ from query_frontend.queries import Failure, Item, RequestTrace
 from query_frontend.routing.table import Route
 from query_frontend.selection.ask import arm_label, ask, learned_view
 from query_frontend.selection.choose import ensemble_weights
-from query_frontend.selection.feedback import Answered, LabelError, learn
+from query_frontend.selection.feedback import Answered, LabelError, Lesson, learn
 
 _HINT = '{"input": ..., "label": ..., "uid": ... (optional), "feedback_id": ... (optional)}'
 MAX_FEEDBACK_ID_LENGTH = 128
@@ -178,17 +178,9 @@ async def _update(
     weights: list[float] = []
     if route.params.policy == EXP4:
         weights = ensemble_weights(route, [arm for arm, _ in got], view)
-    app_state = state.policies.app_state(app.name, epoch)
-    names = [a.arm for a in answered]
     try:
-        lesson = learn(
-            route.params,
-            answered,
-            label,
-            probability=asked.choice.probability,
-            weights=weights,
-            scale=app_state.loss_totals(),
-            starts=dict(zip(names, app_state.log_weights(names), strict=True)),
+        lesson = _lesson(
+            state, app.name, epoch, route, answered, label, asked.choice.probability, weights
         )
     except LabelError as exc:
         return error(400, "invalid_label", f"app '{app.name}': {exc}")
@@ -197,13 +189,7 @@ async def _update(
     try:
         status = await state.policies.record(app.name, epoch, learner, lesson.arms, feedback_id)
     except (RedisError, OSError, TimeoutError) as exc:
-        retry = "send it again with the same feedback_id" if feedback_id else "send it again"
-        return error(
-            503,
-            "unavailable",
-            f"Redis did not confirm storing the feedback ({exc or type(exc).__name__}); {retry}",
-            {"Retry-After": "1"},
-        )
+        return _unconfirmed(exc, feedback_id)
     if status == STALE:
         return error(
             409,
@@ -221,6 +207,43 @@ async def _update(
     if status == DUPLICATE:
         answer["duplicate"] = True  # counted before: not counted again
     return Reply(200, orjson.dumps(answer))
+
+
+def _lesson(
+    state: FrontendState,
+    app: str,
+    epoch: str,
+    route: Route,
+    answered: list[Answered],
+    label: Any,
+    probability: float,
+    weights: list[float],
+) -> Lesson:
+    """What one feedback teaches the policy of ``route`` (an app, or a stage of one),
+    measured against what its learned state under ``epoch`` holds; ``LabelError`` if the
+    label cannot be used."""
+    learned = state.policies.app_state(app, epoch)
+    names = [a.arm for a in answered]
+    return learn(
+        route.params,
+        answered,
+        label,
+        probability=probability,
+        weights=weights,
+        scale=learned.loss_totals(),
+        starts=dict(zip(names, learned.log_weights(names), strict=True)),
+    )
+
+
+def _unconfirmed(exc: BaseException, feedback_id: str | None, what: str = "") -> Reply:
+    """The 503 for feedback Redis did not confirm storing (``what``: of which stage)."""
+    retry = "send it again with the same feedback_id" if feedback_id else "send it again"
+    return error(
+        503,
+        "unavailable",
+        f"Redis did not confirm storing the feedback{what} ({exc or type(exc).__name__}); {retry}",
+        {"Retry-After": "1"},
+    )
 
 
 async def _update_pipeline(
@@ -263,20 +286,14 @@ async def _update_pipeline(
     if trace.span is not None:
         trace.answered_at = loop.time()
     trace.models = [arm_label(arm) for step in steps for arm, _ in step.said]
-    lessons = []
+    lessons: list[Lesson] = []
     for step in steps:
         stage = step.stage
-        app_state = state.policies.app_state(app.name, stage.app.policy_epoch)
-        names = [a.arm for a in step.judged]
+        weights = [step.weights[a.arm] for a in step.judged] if step.weights else []
+        epoch = stage.app.policy_epoch
         try:
-            lesson = learn(
-                stage.params,
-                step.judged,
-                label,
-                probability=step.probability,
-                weights=[step.weights[a.arm] for a in step.judged] if step.weights else [],
-                scale=app_state.loss_totals(),
-                starts=dict(zip(names, app_state.log_weights(names), strict=True)),
+            lesson = _lesson(
+                state, app.name, epoch, stage, step.judged, label, step.probability, weights
             )
         except LabelError as exc:
             return error(400, "invalid_label", f"app '{app.name}', {stage.name}: {exc}")
@@ -290,14 +307,7 @@ async def _update_pipeline(
                 await state.policies.record(app.name, epoch, learner, lesson.arms, feedback_id)
             )
         except (RedisError, OSError, TimeoutError) as exc:
-            retry = "send it again with the same feedback_id" if feedback_id else "send it again"
-            return error(
-                503,
-                "unavailable",
-                f"Redis did not confirm storing the feedback of {step.stage.name} "
-                f"({exc or type(exc).__name__}); {retry}",
-                {"Retry-After": "1"},
-            )
+            return _unconfirmed(exc, feedback_id, f" of {step.stage.name}")
     if STALE in statuses:
         return error(
             409,
@@ -310,7 +320,7 @@ async def _update_pipeline(
 
 
 def _pipeline_answer(
-    qid: int, steps: list[Step], lessons: list[Any], statuses: list[int]
+    qid: int, steps: list[Step], lessons: list[Lesson], statuses: list[int]
 ) -> dict[str, object]:
     losses: dict[str, float] = {}
     per_stage = []
