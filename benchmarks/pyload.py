@@ -29,8 +29,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -40,7 +38,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from benchmarks.wrk import API_KEY_ENV, WrkError, WrkResult
+from benchmarks.wrk import API_KEY_ENV, WrkResult, bench_json
 
 TEXT_POOL = 4096
 TEXT_SEED = 7
@@ -304,29 +302,8 @@ def run_pyload(
     argv = [sys.executable, "-m", "benchmarks.pyload", *urls]
     argv += ["--concurrency", str(concurrency), "--duration", f"{duration:g}"]
     argv += ["--mode", mode, "--timeout", f"{timeout_s:g}"]
-    if cpu is not None and shutil.which("taskset"):
-        argv = ["taskset", "-c", str(cpu), *argv]
-    env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
-    if api_key is not None:
-        env[API_KEY_ENV] = api_key
-    try:
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=duration + timeout_s + 60,
-            check=False,
-            env=env,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise WrkError(f"pyload did not finish within {exc.timeout:.0f} s") from exc
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise WrkError(
-            f"pyload exited with {done.returncode} and no result line\n"
-            f"command: {' '.join(argv)}\nstderr:\n{done.stderr[-2000:]}"
-        )
-    doc = json.loads(line.removeprefix("BENCH_JSON "))
+    timeout = duration + timeout_s + 60
+    doc = bench_json(argv, "pyload", cpu=cpu, api_key=api_key, timeout_s=timeout)
     doc.pop("http_requests", None)
     return WrkResult(**doc)
 

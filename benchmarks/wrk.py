@@ -60,6 +60,37 @@ def find_wrk() -> str | None:
     return shutil.which("wrk")
 
 
+def bench_json(
+    argv: list[str], what: str, *, cpu: int | None, api_key: str | None, timeout_s: float
+) -> dict[str, Any]:
+    """Run a load generator (``what``: its name) pinned to ``cpu`` with taskset when
+    there is one, with the app's API key in ``API_KEY_ENV`` (never on its command line);
+    the JSON of its ``BENCH_JSON`` line, or ``WrkError`` saying what it printed."""
+    if cpu is not None:
+        taskset = shutil.which("taskset")
+        if taskset:
+            argv = [taskset, "-c", str(cpu), *argv]
+    env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
+    if api_key is not None:
+        env[API_KEY_ENV] = api_key
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout_s, check=False, env=env
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise WrkError(
+            f"{what} did not finish within {exc.timeout:.0f} s: {' '.join(argv)}"
+        ) from exc
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise WrkError(
+            f"{what} exited with {done.returncode} and no result line\n"
+            f"command: {' '.join(argv)}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        )
+    doc: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+    return doc
+
+
 def run_wrk(
     wrk: str,
     url: str,
@@ -92,31 +123,7 @@ def run_wrk(
         mode,
         str(nfeatures),
     ]
-    if cpu is not None:
-        taskset = shutil.which("taskset")
-        if taskset:
-            argv = [taskset, "-c", str(cpu), *argv]
-    try:
-        env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
-        if api_key is not None:
-            env[API_KEY_ENV] = api_key
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=duration + timeout_s + 30,
-            check=False,
-            env=env,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise WrkError(f"wrk did not finish within {exc.timeout:.0f} s: {' '.join(argv)}") from exc
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise WrkError(
-            f"wrk exited with {done.returncode} and no result line\n"
-            f"command: {' '.join(argv)}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-        )
-    doc = json.loads(line.removeprefix("BENCH_JSON "))
+    doc = bench_json(argv, "wrk", cpu=cpu, api_key=api_key, timeout_s=duration + timeout_s + 30)
     lat = doc["latency_us"]
     seconds = doc["duration_us"] / 1e6
     errors = doc["errors"]
