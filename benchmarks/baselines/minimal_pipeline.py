@@ -90,6 +90,23 @@ class Frontend:
         await respond(send, 200, orjson.dumps({"query_id": 0, "output": output, "default": False}))
 
 
+def serve(app: Any, host: str, port: int) -> None:
+    """Serve ``app`` the way every minimal floor does: uvicorn on uvloop and httptools,
+    no access log, no lifespan (imported here: a model process needs no web server)."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        lifespan="off",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -100,7 +117,6 @@ def main() -> None:
     if args.model_process:
         model_process(args.model_process, args.model)
         return
-    import uvicorn
 
     sock = zmq.asyncio.Context().socket(zmq.DEALER)
     port = sock.bind_to_random_port("tcp://127.0.0.1")
@@ -109,16 +125,7 @@ def main() -> None:
         [*argv, "--model", args.model, "--model-process", f"tcp://127.0.0.1:{port}"]
     )
     try:
-        uvicorn.run(
-            Frontend(sock),
-            host=args.host,
-            port=args.port,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_level="warning",
-            lifespan="off",
-        )
+        serve(Frontend(sock), args.host, args.port)
     finally:
         child.terminate()
         child.wait(timeout=10)

@@ -25,7 +25,7 @@ import orjson
 import zmq
 import zmq.asyncio
 
-from benchmarks.baselines.minimal_pipeline import MAX_BATCH, respond
+from benchmarks.baselines.minimal_pipeline import MAX_BATCH, respond, serve
 from benchmarks.baselines.text_model import NUM_TEXT_FEATURES
 
 ROW_BYTES = 8 * NUM_TEXT_FEATURES
@@ -127,7 +127,6 @@ def main() -> None:
     if args.model_process:
         model_process(args.model_process, args.stage)
         return
-    import uvicorn
 
     ctx = zmq.asyncio.Context()
     argv = [sys.executable, "-m", __spec__.name if __spec__ else __file__, "--port", "0"]
@@ -139,16 +138,7 @@ def main() -> None:
         endpoint = f"tcp://127.0.0.1:{port}"
         children.append(subprocess.Popen([*argv, "--stage", stage, "--model-process", endpoint]))
     try:
-        uvicorn.run(
-            Frontend(*socks),
-            host=args.host,
-            port=args.port,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_level="warning",
-            lifespan="off",
-        )
+        serve(Frontend(*socks), args.host, args.port)
     finally:
         for child in children:
             child.terminate()
